@@ -1,0 +1,2 @@
+//! bench (wip)
+fn main() {}

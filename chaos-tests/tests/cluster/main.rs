@@ -1,0 +1,13 @@
+//! Acceptance suite: real `conclave` processes, real faults. One integration binary (one link)
+//! with a module per scenario; each test starts only the nodes it needs on its own loopback
+//! block, so tests are independent and may run in parallel.
+//!
+//! Needs the server binary: `cargo build -p node` first (or set `CONCLAVE_BIN`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bad_input;
+mod full_restart;
+mod leader_kill;
+mod replication;
+mod snapshot;
+mod util;

@@ -1,0 +1,29 @@
+//! Conclave's cluster layer: the replicated log (openraft 0.9), its storage (own segment log +
+//! sled state machine), node-to-node transport, group commit and the replicated chat state.
+//!
+//! Layering: this crate knows nothing about HTTP clients of the chat API; `web` builds on
+//! `ClusterNode`, and `node` wires both into the `conclave` binary.
+
+pub mod batcher;
+pub mod command;
+pub mod error;
+pub mod event;
+pub mod fsutil;
+pub mod health;
+pub mod keys;
+pub mod log_store;
+pub mod network;
+pub mod raft_node;
+pub mod rpc;
+pub mod rpc_server;
+pub mod sm_store;
+pub mod state;
+pub mod types;
+
+pub use command::{Applied, ApplyError, ChannelRecord, Command, MessageRecord, Role, SessionRecord, UserRecord};
+pub use error::ClusterError;
+pub use event::{Event, EventBus, EventKind};
+pub use health::Readiness;
+pub use raft_node::{ClusterConfig, ClusterNode};
+pub use sm_store::StateReader;
+pub use types::{NodeId, NodeInfo};

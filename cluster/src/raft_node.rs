@@ -1,0 +1,515 @@
+//! `ClusterNode`: one running Raft member with its storage, network, group-commit batcher and
+//! health tracker. This is the cluster crate's public face for the `web` and `node` crates.
+//!
+//! Owns: opening storage, starting openraft with LAN timeouts, the write path (`write`),
+//! read-your-writes (`wait_applied`), membership changes with their safety checks, and shutdown.
+//! Must never expose `ForwardToLeader` to callers: a follower forwards writes itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::batcher::{self, BatchLimits, Pending};
+use crate::command::{Applied, Command};
+use crate::error::ClusterError;
+use crate::event::EventBus;
+use crate::health::{self, Readiness};
+use crate::log_store::LogStore;
+use crate::network::{NetworkFactory, PeerHttp, TransportError};
+use crate::rpc::{self, MembershipError, MembershipReply, MembershipRequest, NodeStatusWire};
+use crate::sm_store::{StateMachineStore, StateReader};
+use crate::types::{NodeId, NodeInfo, Raft, RaftMetrics};
+
+/// Everything the cluster layer needs to start a member. Timeouts are in milliseconds; see
+/// `docs/configuration.md` for the reasons behind the defaults.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub node_id: NodeId,
+    pub data_dir: PathBuf,
+    /// Advertised addresses (what peers and clients dial).
+    pub info: NodeInfo,
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub install_snapshot_timeout_ms: u64,
+    pub snapshot_logs_since_last: u64,
+    pub max_in_snapshot_log_to_keep: u64,
+    pub max_payload_entries: u64,
+    pub batch_max_commands: usize,
+    pub batch_max_bytes: usize,
+    pub batch_max_in_flight: usize,
+    pub write_timeout_ms: u64,
+    pub ready_max_apply_lag: u64,
+    pub sled_cache_bytes: u64,
+}
+
+impl ClusterConfig {
+    pub fn with_defaults(node_id: NodeId, data_dir: PathBuf, info: NodeInfo) -> Self {
+        Self {
+            node_id,
+            data_dir,
+            info,
+            heartbeat_interval_ms: 75,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 550,
+            install_snapshot_timeout_ms: 2000,
+            snapshot_logs_since_last: 5000,
+            max_in_snapshot_log_to_keep: 1000,
+            max_payload_entries: 64,
+            batch_max_commands: 512,
+            batch_max_bytes: 1024 * 1024,
+            batch_max_in_flight: 2,
+            write_timeout_ms: 5000,
+            ready_max_apply_lag: 1000,
+            sled_cache_bytes: 128 * 1024 * 1024,
+        }
+    }
+}
+
+/// State shared by the node's tasks (batcher, RPC handlers, health).
+pub(crate) struct Shared {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub http: PeerHttp,
+    pub cancel: CancellationToken,
+    pub readiness: Mutex<Readiness>,
+    pub config: ClusterConfig,
+    pub removed: CancellationToken,
+}
+
+impl Shared {
+    pub fn node_info(&self, id: NodeId) -> Option<NodeInfo> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.membership().get_node(&id).cloned()
+    }
+
+    pub fn status(&self) -> NodeStatusWire {
+        let m = self.raft.metrics().borrow().clone();
+        let voter = m.membership_config.membership().voter_ids().any(|v| v == self.id);
+        let readiness = self.readiness.lock().map(|r| r.clone()).unwrap_or_default();
+        NodeStatusWire {
+            id: self.id,
+            state: state_name(&m, voter).to_string(),
+            term: m.current_term,
+            leader_id: m.current_leader,
+            last_log_index: m.last_log_index,
+            last_applied: m.last_applied.map(|l| l.index),
+            voter,
+            quorum_ok: health::leader_has_quorum(&m, self.config.election_timeout_max_ms),
+            ready: readiness.ready,
+            reason: readiness.reason,
+        }
+    }
+}
+
+pub(crate) fn state_name(m: &RaftMetrics, voter: bool) -> &'static str {
+    match m.state {
+        ServerState::Leader => "leader",
+        ServerState::Candidate => "candidate",
+        ServerState::Follower if voter => "follower",
+        ServerState::Follower | ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+/// A running cluster member.
+pub struct ClusterNode {
+    pub(crate) shared: Arc<Shared>,
+    reader: StateReader,
+    events: EventBus,
+    batch_tx: mpsc::Sender<Pending>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    _db: sled::Db,
+}
+
+const REMOVED_MARKER: &str = "REMOVED";
+
+impl ClusterNode {
+    /// Opens storage in `config.data_dir` and starts Raft. The caller serves `rpc_router()` on
+    /// the cluster port. `cancel` stops every task of this node.
+    pub async fn start(config: ClusterConfig, cancel: CancellationToken) -> Result<Arc<Self>, ClusterError> {
+        let dir = config.data_dir.clone();
+        if dir.join(REMOVED_MARKER).exists() {
+            return Err(ClusterError::Storage(format!(
+                "this node was removed from its cluster; wipe {} before it joins again",
+                dir.display()
+            )));
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| ClusterError::Storage(format!("create {}: {e}", dir.display())))?;
+        let raft_config = openraft::Config {
+            cluster_name: "conclave".into(),
+            heartbeat_interval: config.heartbeat_interval_ms,
+            election_timeout_min: config.election_timeout_min_ms,
+            election_timeout_max: config.election_timeout_max_ms,
+            install_snapshot_timeout: config.install_snapshot_timeout_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs_since_last),
+            max_in_snapshot_log_to_keep: config.max_in_snapshot_log_to_keep,
+            max_payload_entries: config.max_payload_entries,
+            ..Default::default()
+        };
+        let raft_config = Arc::new(
+            raft_config
+                .validate()
+                .map_err(|e| ClusterError::Storage(format!("invalid raft timing: {e}")))?,
+        );
+        let (log, db, sm) = open_storage(&dir, config.sled_cache_bytes)?;
+        let events = sm.1;
+        let sm = sm.0;
+        let reader = sm.reader();
+        let http = PeerHttp::new().map_err(|e| ClusterError::Internal(format!("http client: {e}")))?;
+        let network = NetworkFactory {
+            local_id: config.node_id,
+            http: http.clone(),
+        };
+        let raft = Raft::new(config.node_id, raft_config, network, log, sm)
+            .await
+            .map_err(|e| ClusterError::Storage(format!("start raft: {e}")))?;
+        let shared = Arc::new(Shared {
+            id: config.node_id,
+            raft,
+            http,
+            cancel: cancel.clone(),
+            readiness: Mutex::new(Readiness::default()),
+            config: config.clone(),
+            removed: CancellationToken::new(),
+        });
+        let (batch_tx, batch_rx) = mpsc::channel(config.batch_max_commands * 8);
+        let limits = BatchLimits {
+            max_commands: config.batch_max_commands,
+            max_bytes: config.batch_max_bytes,
+            max_in_flight: config.batch_max_in_flight,
+            write_timeout: Duration::from_millis(config.write_timeout_ms),
+        };
+        let mut tasks = Vec::new();
+        tasks.push(spawn_named("batcher", batcher::run(shared.clone(), batch_rx, limits, cancel.clone())));
+        tasks.push(spawn_named("health", health::run(shared.clone(), cancel.clone())));
+        tracing::info!(node_id = config.node_id, dir = %dir.display(), "cluster node started");
+        Ok(Arc::new(Self {
+            shared,
+            reader,
+            events,
+            batch_tx,
+            tasks: Mutex::new(tasks),
+            _db: db,
+        }))
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.shared.id
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.shared.raft
+    }
+
+    pub fn reader(&self) -> &StateReader {
+        &self.reader
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    pub fn metrics(&self) -> RaftMetrics {
+        self.shared.raft.metrics().borrow().clone()
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        self.shared.readiness.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    pub fn status(&self) -> NodeStatusWire {
+        self.shared.status()
+    }
+
+    /// Fires when the leader told this node it was removed from the cluster.
+    pub fn removed(&self) -> CancellationToken {
+        self.shared.removed.clone()
+    }
+
+    /// Whether this node's storage already belongs to a cluster.
+    pub async fn is_initialized(&self) -> Result<bool, ClusterError> {
+        self.shared
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| ClusterError::Storage(e.to_string()))
+    }
+
+    /// Creates a new cluster whose only voter is this node.
+    pub async fn initialize(&self) -> Result<(), ClusterError> {
+        let mut members = BTreeMap::new();
+        members.insert(self.shared.id, self.shared.config.info.clone());
+        match self.shared.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {
+                Err(ClusterError::AlreadyInitialized)
+            }
+            Err(e) => Err(ClusterError::Storage(e.to_string())),
+        }
+    }
+
+    /// Replicates `cmd` through Raft (forwarding to the leader if needed, batching with
+    /// concurrent writes) and returns the outcome with the log index that holds it. Returns only
+    /// after a quorum has the entry on disk and this cluster's leader applied it.
+    pub async fn write(&self, cmd: Command) -> Result<(Applied, u64), ClusterError> {
+        let (tx, rx) = oneshot::channel();
+        self.batch_tx
+            .send(Pending { cmd, reply: tx })
+            .await
+            .map_err(|_| ClusterError::ShuttingDown)?;
+        let (outcome, index) = rx.await.map_err(|_| ClusterError::ShuttingDown)??;
+        Ok((outcome?, index))
+    }
+
+    /// Waits until this node has applied `index` (read-your-writes across nodes).
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), ClusterError> {
+        let applied = self.metrics().last_applied.map(|l| l.index).unwrap_or(0);
+        if applied >= index {
+            return Ok(());
+        }
+        self.shared
+            .raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "read-your-writes")
+            .await
+            .map(|_| ())
+            .map_err(|_| ClusterError::NotCaughtUp { index })
+    }
+
+    /// Adds a running, uninitialized node: learner first, caught up, then voter. Forwarded to the
+    /// leader when called on a follower.
+    pub async fn add_node(&self, id: NodeId, info: NodeInfo) -> Result<(), ClusterError> {
+        self.membership(MembershipRequest::Add { id, info }).await
+    }
+
+    /// Removes a node from the voters and the membership, refusing unsafe removals.
+    pub async fn remove_node(&self, id: NodeId) -> Result<(), ClusterError> {
+        self.membership(MembershipRequest::Remove { id }).await
+    }
+
+    async fn membership(&self, req: MembershipRequest) -> Result<(), ClusterError> {
+        let leader = self.metrics().current_leader;
+        let reply = match leader {
+            Some(l) if l == self.shared.id => membership_on_leader(&self.shared, req).await,
+            Some(l) => {
+                let info = self
+                    .shared
+                    .node_info(l)
+                    .ok_or_else(|| ClusterError::Unavailable("leader address unknown".into()))?;
+                self.shared
+                    .http
+                    .post_bin::<_, MembershipReply>(&info.cluster_addr, rpc::PATH_MEMBERSHIP, &req, Duration::from_secs(90))
+                    .await
+                    .map_err(|e| ClusterError::Unavailable(e.to_string()))?
+            }
+            None => return Err(ClusterError::Unavailable("no leader".into())),
+        };
+        reply.map_err(ClusterError::from)
+    }
+
+    /// Status of every member as seen by probing it now (200 ms budget each, in parallel).
+    pub async fn cluster_status(&self) -> Vec<(NodeId, NodeInfo, bool, Result<NodeStatusWire, String>)> {
+        let m = self.metrics();
+        let membership = m.membership_config.membership().clone();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let probes = membership.nodes().map(|(id, info)| {
+            let id = *id;
+            let info = info.clone();
+            let voter = voters.contains(&id);
+            let shared = self.shared.clone();
+            async move {
+                let st = if id == shared.id {
+                    Ok(shared.status())
+                } else {
+                    shared
+                        .http
+                        .get_json::<NodeStatusWire>(&info.cluster_addr, rpc::PATH_STATUS, Duration::from_millis(200))
+                        .await
+                        .map_err(|e| e.to_string())
+                };
+                (id, info, voter, st)
+            }
+        });
+        futures::future::join_all(probes).await
+    }
+
+    /// Stops Raft and the node's tasks. Idempotent.
+    pub async fn shutdown(&self) {
+        self.shared.cancel.cancel();
+        if let Err(e) = self.shared.raft.shutdown().await {
+            tracing::warn!(node_id = self.shared.id, error = %e, "raft shutdown");
+        }
+        let tasks = self.tasks.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        for t in tasks {
+            let _ = t.await;
+        }
+        if let Err(e) = self._db.flush_async().await {
+            tracing::warn!(node_id = self.shared.id, error = %e, "sled flush on shutdown");
+        }
+    }
+
+    /// Marks the data dir so this node never rejoins with stale state, and signals the owner.
+    pub(crate) fn mark_removed(shared: &Shared) {
+        let path = shared.config.data_dir.join(REMOVED_MARKER);
+        if let Err(e) = std::fs::write(&path, b"removed from the cluster\n") {
+            tracing::error!(node_id = shared.id, error = %e, "cannot write removal marker");
+        }
+        shared.removed.cancel();
+    }
+}
+
+type OpenedSm = (StateMachineStore, EventBus);
+
+fn open_storage(dir: &Path, cache_bytes: u64) -> Result<(LogStore, sled::Db, OpenedSm), ClusterError> {
+    let log = LogStore::open(dir).map_err(|e| ClusterError::Storage(format!("raft log: {e}")))?;
+    let db = sled::Config::new()
+        .path(dir.join("state"))
+        .cache_capacity(cache_bytes)
+        .mode(sled::Mode::HighThroughput)
+        .open()
+        .map_err(|e| ClusterError::Storage(format!("sled: {e}")))?;
+    let events = EventBus::new(4096);
+    let sm = StateMachineStore::open(&db, dir, events.clone()).map_err(|e| ClusterError::Storage(format!("state machine: {e}")))?;
+    Ok((log, db, (sm, events)))
+}
+
+pub(crate) fn spawn_named<F>(name: &'static str, fut: F) -> tokio::task::JoinHandle<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    tracing::debug!(task = name, "spawning task");
+    tokio::spawn(async move {
+        fut.await;
+        tracing::debug!(task = name, "task ended");
+    })
+}
+
+/// Runs on the leader. Changes are applied one at a time; each is refused if unsafe.
+pub(crate) async fn membership_on_leader(shared: &Arc<Shared>, req: MembershipRequest) -> MembershipReply {
+    let m = shared.raft.metrics().borrow().clone();
+    if m.current_leader != Some(shared.id) {
+        return Err(MembershipError::NotLeader { leader: m.current_leader });
+    }
+    let membership = m.membership_config.membership().clone();
+    if membership.get_joint_config().len() > 1 {
+        return Err(MembershipError::InProgress);
+    }
+    // Also refuse while the latest membership is not yet committed (another change in flight).
+    if m.membership_config.log_id().map(|l| l.index) > m.last_applied.map(|l| l.index) {
+        return Err(MembershipError::InProgress);
+    }
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    match req {
+        MembershipRequest::Add { id, info } => {
+            if voters.contains(&id) {
+                if membership.get_node(&id) == Some(&info) {
+                    return Ok(());
+                }
+                return Err(MembershipError::Invalid(format!("node {id} is already a voter with other addresses")));
+            }
+            // Check the newcomer answers before touching the membership: a typo in an address
+            // would otherwise leave a learner that never catches up.
+            let probe: Result<NodeStatusWire, TransportError> = shared
+                .http
+                .get_json(&info.cluster_addr, rpc::PATH_STATUS, Duration::from_secs(2))
+                .await;
+            match probe {
+                Err(e) => return Err(MembershipError::Invalid(format!("node {id} is not reachable at {}: {e}", info.cluster_addr))),
+                Ok(st) if st.id != id => {
+                    return Err(MembershipError::Invalid(format!(
+                        "the node at {} says it is node {}, not {id}",
+                        info.cluster_addr, st.id
+                    )));
+                }
+                Ok(_) => {}
+            }
+            tracing::info!(node_id = shared.id, new_node = id, %info, "adding learner");
+            let added = tokio::time::timeout(Duration::from_secs(60), shared.raft.add_learner(id, info, true)).await;
+            match added {
+                Err(_) => return Err(MembershipError::Unavailable(format!("node {id} did not catch up within 60 s"))),
+                Ok(Err(e)) => return Err(map_change_err(e)),
+                Ok(Ok(_)) => {}
+            }
+            tracing::info!(node_id = shared.id, new_node = id, "promoting learner to voter");
+            shared
+                .raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                .await
+                .map_err(map_change_err)?;
+            Ok(())
+        }
+        MembershipRequest::Remove { id } => {
+            if membership.get_node(&id).is_none() {
+                return Err(MembershipError::Invalid(format!("node {id} is not a member")));
+            }
+            let remaining: BTreeSet<NodeId> = voters.iter().copied().filter(|v| *v != id).collect();
+            if voters.contains(&id) && remaining.is_empty() {
+                return Err(MembershipError::Unsafe("refusing to remove the last voter".into()));
+            }
+            if voters.contains(&id) {
+                // The new configuration must have a reachable majority right now, or the cluster
+                // would stop accepting writes the moment the change commits.
+                let mut reachable = 0usize;
+                for v in &remaining {
+                    if *v == shared.id {
+                        reachable += 1;
+                        continue;
+                    }
+                    if let Some(info) = membership.get_node(v) {
+                        let ok = shared
+                            .http
+                            .get_json::<NodeStatusWire>(&info.cluster_addr, rpc::PATH_STATUS, Duration::from_millis(500))
+                            .await
+                            .is_ok();
+                        if ok {
+                            reachable += 1;
+                        }
+                    }
+                }
+                if reachable < remaining.len() / 2 + 1 {
+                    return Err(MembershipError::Unsafe(format!(
+                        "removing node {id} would leave {reachable} reachable of {} voters, not a majority",
+                        remaining.len()
+                    )));
+                }
+            }
+            tracing::info!(node_id = shared.id, removed_node = id, "removing node");
+            let change = if voters.contains(&id) {
+                ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+            } else {
+                ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+            };
+            shared.raft.change_membership(change, false).await.map_err(map_change_err)?;
+            // A removed node never hears of its removal through Raft; tell it, best effort, so it
+            // stops campaigning (0.9 has no pre-vote, its elections would disturb the cluster).
+            if let Some(info) = membership.get_node(&id) {
+                let r: Result<(), TransportError> = shared
+                    .http
+                    .post_bin(&info.cluster_addr, rpc::PATH_REMOVED, &shared.id, Duration::from_secs(1))
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!(removed_node = id, error = %e, "could not tell the removed node to stop; stop it by hand");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn map_change_err(e: openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, NodeInfo>>) -> MembershipError {
+    use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => MembershipError::NotLeader { leader: f.leader_id },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(_))) => {
+            MembershipError::InProgress
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => MembershipError::Invalid(c.to_string()),
+        other => MembershipError::Unavailable(other.to_string()),
+    }
+}

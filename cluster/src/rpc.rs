@@ -1,0 +1,82 @@
+//! Wire types of the cluster port (node-to-node), one place for the whole protocol.
+//!
+//! Owns request/response shapes and paths. Raft RPCs, forwarded writes and membership requests
+//! are bincode (compact, on the hot path); `status` is JSON so an operator can `curl` it.
+//! Paths carry a protocol version (`/raft/v1/...`); a new incompatible shape gets a new path so
+//! old and new nodes coexist during a rolling upgrade.
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, Response};
+use crate::types::{NodeId, NodeInfo};
+
+pub const PATH_APPEND: &str = "/raft/v1/append";
+pub const PATH_VOTE: &str = "/raft/v1/vote";
+pub const PATH_SNAPSHOT: &str = "/raft/v1/snapshot";
+pub const PATH_FORWARD: &str = "/raft/v1/forward";
+pub const PATH_MEMBERSHIP: &str = "/raft/v1/membership";
+pub const PATH_STATUS: &str = "/raft/v1/status";
+pub const PATH_REMOVED: &str = "/raft/v1/removed";
+
+/// A group of client commands a follower hands to the leader to propose as one entry.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ForwardRequest {
+    pub commands: Vec<Command>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ForwardOk {
+    pub index: u64,
+    pub response: Response,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+pub enum ForwardError {
+    /// The receiver is not the leader; nothing was proposed.
+    #[error("not the leader (leader is {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    /// Proposed but the outcome is unknown, or the leader could not propose.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub type ForwardReply = Result<ForwardOk, ForwardError>;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum MembershipRequest {
+    Add { id: NodeId, info: NodeInfo },
+    Remove { id: NodeId },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+pub enum MembershipError {
+    #[error("not the leader (leader is {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("another membership change is in progress; retry when it has finished")]
+    InProgress,
+    #[error("{0}")]
+    Unsafe(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+pub type MembershipReply = Result<(), MembershipError>;
+
+/// One node's own view, served on `GET /raft/v1/status` (JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatusWire {
+    pub id: NodeId,
+    /// `leader`, `follower`, `candidate`, `learner`, `shutdown`.
+    pub state: String,
+    pub term: u64,
+    pub leader_id: Option<NodeId>,
+    pub last_log_index: Option<u64>,
+    pub last_applied: Option<u64>,
+    pub voter: bool,
+    /// For a leader: a quorum acknowledged it within the election timeout.
+    pub quorum_ok: bool,
+    pub ready: bool,
+    pub reason: Option<String>,
+}

@@ -1,0 +1,376 @@
+//! [`Client`]: one typed method per endpoint of the Conclave HTTP API (docs/api.md).
+//!
+//! This module maps endpoints to paths, bodies and retry classes and decodes the answers; how a
+//! request travels (failover, backoff, timeouts) belongs to `failover`. It must never print and
+//! never panic on anything a server sends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::backoff::Backoff;
+use crate::error::{ClientError, api_error_from_body};
+use crate::failover::{
+    ApiRequest, MIN_INDEX_HEADER, Reply, Retry, Timing, send_to_current, send_with_failover,
+};
+use crate::servers::ServerRing;
+use crate::types::{
+    AddNodeRequest, Channel, ChannelsEnvelope, ClusterStatus, CreateChannelRequest,
+    CreateUserRequest, LoginRequest, LoginResponse, MessagePage, PostMessageRequest, PostOutcome,
+    PostedMessage, Readyz, Role, User, UsersEnvelope,
+};
+
+const DEFAULT_FAILOVER_DEADLINE: Duration = Duration::from_secs(10);
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A client for a Conclave cluster. Cheap to clone; clones share the connection pool and the
+/// notion of which server is current, but each has its own token and timeouts.
+///
+/// See the `failover` module documentation (repeated in the crate docs) for exactly when a
+/// request is retried on another server.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    ring: Arc<ServerRing>,
+    token: Option<String>,
+    timing: Timing,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never show the token: Debug output ends up in logs and test failure messages.
+        f.debug_struct("Client")
+            .field("servers", &self.ring.names())
+            .field("current_server", &self.current_server())
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("request_timeout", &self.timing.request_timeout)
+            .field("failover_deadline", &self.timing.failover_deadline)
+            .finish()
+    }
+}
+
+impl Client {
+    /// `servers` are base URLs like `http://127.0.0.1:8080`; a bare `127.0.0.1:8080` gets
+    /// `http://` prepended. Fails if the list is empty or an entry is not a usable http URL.
+    pub fn new(servers: Vec<String>) -> Result<Client, ClientError> {
+        let ring = ServerRing::new(&servers)?;
+        let http = reqwest::Client::builder()
+            // Nodes are addressed directly on the LAN; an inherited HTTP_PROXY would send
+            // cluster traffic elsewhere and make failover decisions about the proxy instead.
+            .no_proxy()
+            .user_agent(concat!("conclave-ops/", env!("CARGO_PKG_VERSION")))
+            // Pooled connections to a node that died are found broken only on reuse; keeping
+            // idle ones briefly limits how often a write hits such a connection.
+            .pool_idle_timeout(Duration::from_secs(15))
+            .build()
+            .map_err(|e| ClientError::InvalidServer {
+                url: servers.join(","),
+                reason: format!("cannot build HTTP client: {e}"),
+            })?;
+        Ok(Client {
+            http,
+            ring: Arc::new(ring),
+            token: None,
+            timing: Timing {
+                request_timeout: DEFAULT_REQUEST_TIMEOUT,
+                failover_deadline: DEFAULT_FAILOVER_DEADLINE,
+                backoff: Backoff::default(),
+            },
+        })
+    }
+
+    pub fn with_token(mut self, token: impl Into<String>) -> Client {
+        self.token = Some(token.into());
+        self
+    }
+
+    pub fn set_token(&mut self, token: Option<String>) {
+        self.token = token;
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// Total time a call may spend failing over between servers before giving up (default
+    /// 10 s).
+    pub fn with_failover_deadline(mut self, d: Duration) -> Client {
+        self.timing.failover_deadline = d;
+        self
+    }
+
+    /// Per-HTTP-request timeout (default 5 s).
+    pub fn with_request_timeout(mut self, d: Duration) -> Client {
+        self.timing.request_timeout = d;
+        self
+    }
+
+    /// The normalized server base URLs, in failover order.
+    pub fn servers(&self) -> &[String] {
+        self.ring.names()
+    }
+
+    /// The server the last successful request went to (the first server before any request).
+    pub fn current_server(&self) -> String {
+        self.ring.name(self.ring.current()).to_owned()
+    }
+
+    // ---- probes: one node, no failover ----
+
+    /// `GET /healthz` on the current server only.
+    pub async fn healthz(&self) -> Result<serde_json::Value, ClientError> {
+        let req = ApiRequest::new(Method::GET, &["healthz"], Retry::Always);
+        let reply = send_to_current(&self.http, &self.ring, self.timing, &req).await?;
+        if !reply.is_success() {
+            return Err(api_error_from_body(reply.status, &reply.body));
+        }
+        decode(&reply)
+    }
+
+    /// `GET /readyz` on the current server only. A 503 carrying the readiness body is a
+    /// verdict, not an error: it returns `Ok(Readyz { ready: false, .. })`.
+    pub async fn readyz(&self) -> Result<Readyz, ClientError> {
+        let req = ApiRequest::new(Method::GET, &["readyz"], Retry::Always);
+        let reply = send_to_current(&self.http, &self.ring, self.timing, &req).await?;
+        if reply.is_success() {
+            return decode(&reply);
+        }
+        if reply.status == 503
+            && let Ok(verdict) = serde_json::from_slice::<Readyz>(&reply.body)
+        {
+            return Ok(verdict);
+        }
+        Err(api_error_from_body(reply.status, &reply.body))
+    }
+
+    // ---- sessions ----
+
+    /// Logs in and stores the token in this client.
+    pub async fn login(
+        &mut self,
+        username: &str,
+        password: &str,
+    ) -> Result<LoginResponse, ClientError> {
+        let mut req = ApiRequest::new(Method::POST, &["api", "v1", "login"], Retry::Always);
+        req.json_body = Some(json(&LoginRequest { username, password })?);
+        let login: LoginResponse = decode(&self.send(&req).await?)?;
+        self.token = Some(login.token.clone());
+        Ok(login)
+    }
+
+    /// Revokes the token on every node and clears it from this client.
+    ///
+    /// A 401 `unauthorized` also counts as success: the token is already unusable (expired,
+    /// or revoked by an earlier logout whose answer was lost), which is what logout is for.
+    pub async fn logout(&mut self) -> Result<(), ClientError> {
+        let token = self.require_token()?;
+        let mut req = ApiRequest::new(Method::POST, &["api", "v1", "logout"], Retry::IfNotSent);
+        req.bearer = Some(token);
+        match self.send(&req).await {
+            Ok(_) => {}
+            Err(ClientError::Api {
+                status: 401, code, ..
+            }) if code == "unauthorized" => {}
+            Err(e) => return Err(e),
+        }
+        self.token = None;
+        Ok(())
+    }
+
+    /// `GET /api/v1/me`.
+    pub async fn me(&self) -> Result<User, ClientError> {
+        self.get(&["api", "v1", "me"]).await
+    }
+
+    // ---- users ----
+
+    /// Creates a user (admin only).
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password: &str,
+        role: Role,
+    ) -> Result<User, ClientError> {
+        let body = CreateUserRequest {
+            username,
+            password,
+            role,
+        };
+        self.write(&["api", "v1", "users"], Method::POST, Some(&body))
+            .await
+            .and_then(|reply| decode(&reply))
+    }
+
+    /// Lists users (admin only).
+    pub async fn list_users(&self) -> Result<Vec<User>, ClientError> {
+        let envelope: UsersEnvelope = self.get(&["api", "v1", "users"]).await?;
+        Ok(envelope.users)
+    }
+
+    // ---- channels ----
+
+    pub async fn create_channel(&self, name: &str) -> Result<Channel, ClientError> {
+        let body = CreateChannelRequest { name };
+        self.write(&["api", "v1", "channels"], Method::POST, Some(&body))
+            .await
+            .and_then(|reply| decode(&reply))
+    }
+
+    /// Joins a channel; joining twice is not an error.
+    pub async fn join_channel(&self, name: &str) -> Result<Channel, ClientError> {
+        self.write::<()>(&["api", "v1", "channels", name, "join"], Method::POST, None)
+            .await
+            .and_then(|reply| decode(&reply))
+    }
+
+    pub async fn list_channels(&self) -> Result<Vec<Channel>, ClientError> {
+        let envelope: ChannelsEnvelope = self.get(&["api", "v1", "channels"]).await?;
+        Ok(envelope.channels)
+    }
+
+    pub async fn get_channel(&self, name: &str) -> Result<Channel, ClientError> {
+        self.get(&["api", "v1", "channels", name]).await
+    }
+
+    // ---- messages ----
+
+    /// Posts a message. Safe to retry with the same `client_msg_id` (see
+    /// [`crate::new_client_msg_id`]): a retry returns the original with `duplicate = true`.
+    pub async fn post_message(
+        &self,
+        channel: &str,
+        body: &str,
+        client_msg_id: &str,
+    ) -> Result<PostOutcome, ClientError> {
+        let path = ["api", "v1", "channels", channel, "messages"];
+        // Always retryable: the server deduplicates by (author, client_msg_id).
+        let mut req = ApiRequest::new(Method::POST, &path, Retry::Always);
+        req.bearer = Some(self.require_token()?);
+        req.json_body = Some(json(&PostMessageRequest {
+            body,
+            client_msg_id,
+        })?);
+        let reply = self.send(&req).await?;
+        let posted: PostedMessage = decode(&reply)?;
+        Ok(PostOutcome {
+            message: posted.message,
+            // The body flag is authoritative; the status (200 = original returned, 201 =
+            // created) is the documented fallback.
+            duplicate: posted.duplicate.unwrap_or(reply.status == 200),
+            index: reply.index,
+        })
+    }
+
+    /// Lists messages with `seq > after`, at most `limit`. With `min_index`, the answering node
+    /// first waits until it has applied that index (read-your-writes across nodes).
+    pub async fn list_messages(
+        &self,
+        channel: &str,
+        after: u64,
+        limit: u32,
+        min_index: Option<u64>,
+    ) -> Result<MessagePage, ClientError> {
+        let path = ["api", "v1", "channels", channel, "messages"];
+        let mut req = ApiRequest::new(Method::GET, &path, Retry::Always);
+        req.bearer = Some(self.require_token()?);
+        req.query = vec![("after", after.to_string()), ("limit", limit.to_string())];
+        if let Some(index) = min_index {
+            req.headers.push((MIN_INDEX_HEADER, index.to_string()));
+        }
+        decode(&self.send(&req).await?)
+    }
+
+    // ---- cluster ----
+
+    /// `GET /api/v1/cluster` (no authentication needed).
+    pub async fn cluster(&self) -> Result<ClusterStatus, ClientError> {
+        let req = ApiRequest::new(Method::GET, &["api", "v1", "cluster"], Retry::Always);
+        decode(&self.send(&req).await?)
+    }
+
+    /// Adds a running, uninitialized node (admin only). The server answers only once the node
+    /// has caught up and become a voter, which can take longer than the default request timeout
+    /// on a large log: raise it with [`Client::with_request_timeout`] if needed.
+    pub async fn add_node(
+        &self,
+        id: u64,
+        api_addr: &str,
+        cluster_addr: &str,
+    ) -> Result<ClusterStatus, ClientError> {
+        let body = AddNodeRequest {
+            id,
+            api_addr,
+            cluster_addr,
+        };
+        self.write(
+            &["api", "v1", "cluster", "nodes"],
+            Method::POST,
+            Some(&body),
+        )
+        .await
+        .and_then(|reply| decode(&reply))
+    }
+
+    /// Removes a node from the cluster (admin only).
+    pub async fn remove_node(&self, id: u64) -> Result<ClusterStatus, ClientError> {
+        let id = id.to_string();
+        self.write::<()>(
+            &["api", "v1", "cluster", "nodes", &id],
+            Method::DELETE,
+            None,
+        )
+        .await
+        .and_then(|reply| decode(&reply))
+    }
+
+    // ---- helpers ----
+
+    fn require_token(&self) -> Result<&str, ClientError> {
+        self.token.as_deref().ok_or(ClientError::NotLoggedIn)
+    }
+
+    async fn send(&self, req: &ApiRequest<'_>) -> Result<Reply, ClientError> {
+        send_with_failover(&self.http, &self.ring, self.timing, req).await
+    }
+
+    /// An authenticated GET, always retryable.
+    async fn get<T: DeserializeOwned>(&self, path: &[&str]) -> Result<T, ClientError> {
+        let mut req = ApiRequest::new(Method::GET, path, Retry::Always);
+        req.bearer = Some(self.require_token()?);
+        decode(&self.send(&req).await?)
+    }
+
+    /// An authenticated write that is not idempotent: retried only if never sent.
+    async fn write<B: Serialize>(
+        &self,
+        path: &[&str],
+        method: Method,
+        body: Option<&B>,
+    ) -> Result<Reply, ClientError> {
+        let mut req = ApiRequest::new(method, path, Retry::IfNotSent);
+        req.bearer = Some(self.require_token()?);
+        if let Some(body) = body {
+            req.json_body = Some(json(body)?);
+        }
+        self.send(&req).await
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, ClientError> {
+    // Serializing these plain structs cannot fail in practice; map it anyway rather than panic.
+    serde_json::to_vec(value).map_err(|e| ClientError::Decode {
+        message: format!("cannot encode request: {e}"),
+    })
+}
+
+fn decode<T: DeserializeOwned>(reply: &Reply) -> Result<T, ClientError> {
+    serde_json::from_slice(&reply.body).map_err(|e| ClientError::Decode {
+        message: format!(
+            "{} answered HTTP {} with a body that does not match the API: {e}",
+            reply.server, reply.status
+        ),
+    })
+}

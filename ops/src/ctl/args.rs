@@ -1,0 +1,201 @@
+//! The command line of `conclavectl`, declared with clap's derive API.
+//!
+//! Only the shape of the command line lives here; nothing in this module talks to a server,
+//! touches files or decides exit codes.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Operate a Conclave chat cluster.
+///
+/// Exit codes: 0 ok; 1 the server refused the request; 2 usage error; 3 no server reachable;
+/// 4 `status` found the cluster degraded; 5 not logged in.
+#[derive(Debug, Parser)]
+#[command(name = "conclavectl", version, propagate_version = true)]
+pub(crate) struct Cli {
+    /// Server base URL; repeat the option or separate with commas to list several nodes
+    /// (give all of them on the same side of the subcommand name).
+    /// [default: the servers saved by `login`, else http://127.0.0.1:8080]
+    #[arg(
+        long = "server",
+        global = true,
+        env = "CONCLAVE_SERVER",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub servers: Vec<String>,
+
+    /// Where the session token is kept.
+    /// [default: $HOME/.config/conclave/token, on Windows %APPDATA%\conclave\token]
+    #[arg(long, global = true, env = "CONCLAVE_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// Print raw JSON results instead of human-readable text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Log in and save the session token.
+    Login {
+        #[arg(long)]
+        username: String,
+        /// Password; if absent (and CONCLAVE_PASSWORD is unset), one line is read from stdin.
+        #[arg(long, env = "CONCLAVE_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
+    /// Revoke the session token on every node and delete the token file.
+    Logout,
+    /// Show every node of the cluster; exits with 4 if any node is unhealthy or not ready.
+    Status,
+    /// Manage users (admin only).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage channels.
+    #[command(subcommand)]
+    Channel(ChannelCommand),
+    /// Post a message (use `--` before text that starts with '-').
+    Send {
+        channel: String,
+        /// The message; several words are joined with spaces.
+        #[arg(required = true)]
+        text: Vec<String>,
+        /// Idempotency key; re-sending with the same id never posts twice. Random if absent.
+        #[arg(long = "id", value_name = "CLIENT_MSG_ID")]
+        id: Option<String>,
+    },
+    /// Print messages of a channel.
+    Tail {
+        channel: String,
+        /// Print messages with a sequence number above SEQ [default: the last LIMIT messages].
+        #[arg(long, value_name = "SEQ")]
+        after: Option<u64>,
+        /// At most this many messages per request (1 to 1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Keep polling for new messages until Ctrl-C.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Change the cluster membership (admin only).
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum UserCommand {
+    /// Create a user.
+    Add {
+        username: String,
+        /// Password; if absent (and CONCLAVE_NEW_PASSWORD is unset), one line is read from stdin.
+        #[arg(long, env = "CONCLAVE_NEW_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// Make the user an admin.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List users.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ChannelCommand {
+    /// Create a channel (you become a member).
+    Create { name: String },
+    /// Join a channel.
+    Join { name: String },
+    /// List channels.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum NodeCommand {
+    /// Add a running, uninitialized node as a voter.
+    Add {
+        id: u64,
+        /// The node's client API address, e.g. 10.0.0.4:8080.
+        #[arg(long)]
+        api_addr: String,
+        /// The node's cluster (Raft) address, e.g. 10.0.0.4:9080.
+        #[arg(long)]
+        cluster_addr: String,
+    },
+    /// Remove a node from the cluster.
+    Remove { id: u64 },
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn servers_are_repeatable_and_comma_separated() {
+        for argv in [
+            &[
+                "conclavectl",
+                "--server",
+                "a:1,b:2",
+                "--server",
+                "c:3",
+                "status",
+            ][..],
+            &[
+                "conclavectl",
+                "status",
+                "--server",
+                "a:1",
+                "--server",
+                "b:2,c:3",
+            ][..],
+        ] {
+            let cli = Cli::try_parse_from(argv).unwrap();
+            assert_eq!(cli.servers, vec!["a:1", "b:2", "c:3"]);
+            assert!(matches!(cli.command, Command::Status));
+        }
+    }
+
+    #[test]
+    fn send_joins_words_and_takes_id() {
+        let cli = Cli::try_parse_from([
+            "conclavectl",
+            "send",
+            "general",
+            "hello",
+            "world",
+            "--id",
+            "c-1",
+        ])
+        .unwrap();
+        let Command::Send { channel, text, id } = cli.command else {
+            panic!("expected send");
+        };
+        assert_eq!(channel, "general");
+        assert_eq!(text, vec!["hello", "world"]);
+        assert_eq!(id.as_deref(), Some("c-1"));
+    }
+
+    #[test]
+    fn tail_limit_is_range_checked() {
+        assert!(Cli::try_parse_from(["conclavectl", "tail", "g", "--limit", "0"]).is_err());
+        assert!(Cli::try_parse_from(["conclavectl", "tail", "g", "--limit", "1001"]).is_err());
+        assert!(Cli::try_parse_from(["conclavectl", "tail", "g", "--limit", "1000"]).is_ok());
+    }
+
+    #[test]
+    fn usage_errors_are_exit_code_2() {
+        let err = Cli::try_parse_from(["conclavectl", "node", "add", "x"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+}

@@ -1,0 +1,334 @@
+//! Running one `conclavectl` subcommand: choosing the servers and session, calling the
+//! library, and writing the result to stdout as text or JSON.
+//!
+//! Exit codes and error lines are `failure`'s business, formatting is `render`'s; this module
+//! must never exit the process or print errors itself (tail's "retrying" warnings excepted).
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::pin::pin;
+use std::time::Duration;
+
+use ops::{Client, ClientError, Role};
+use serde::Serialize;
+
+use super::args::{ChannelCommand, Cli, Command, NodeCommand, UserCommand};
+use super::failure::{EXIT_DEGRADED, EXIT_OK, Failure};
+use super::token_file::{self, SavedSession};
+use super::{password, render};
+
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+/// How often `tail --follow` asks for new messages.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
+/// Adding a node returns only after it caught up with the log, which takes longer than an
+/// ordinary request; this bounds the wait instead of the client's 5 s default.
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs the parsed command line; `Ok` carries the exit code (0, or 4 for a degraded cluster).
+pub(crate) async fn run(cli: Cli) -> Result<u8, Failure> {
+    let ctx = Context {
+        explicit_servers: cli.servers,
+        token_path: match cli.token_file {
+            Some(path) => Ok(path),
+            None => token_file::default_path(),
+        },
+        json: cli.json,
+    };
+    match cli.command {
+        Command::Login { username, password } => ctx.login(&username, password).await,
+        Command::Logout => ctx.logout().await,
+        Command::Status => ctx.status().await,
+        Command::User(UserCommand::Add {
+            username,
+            password,
+            admin,
+        }) => ctx.user_add(&username, password, admin).await,
+        Command::User(UserCommand::List) => {
+            let users = ctx.session_client()?.list_users().await?;
+            ctx.emit(&users, || render::users(&users))
+        }
+        Command::Channel(ChannelCommand::Create { name }) => {
+            let channel = ctx.session_client()?.create_channel(&name).await?;
+            ctx.emit(&channel, || format!("created channel {}\n", channel.name))
+        }
+        Command::Channel(ChannelCommand::Join { name }) => {
+            let channel = ctx.session_client()?.join_channel(&name).await?;
+            ctx.emit(&channel, || {
+                format!(
+                    "joined channel {} ({} members)\n",
+                    channel.name,
+                    channel.members.len()
+                )
+            })
+        }
+        Command::Channel(ChannelCommand::List) => {
+            let channels = ctx.session_client()?.list_channels().await?;
+            ctx.emit(&channels, || render::channels(&channels))
+        }
+        Command::Send { channel, text, id } => ctx.send(&channel, &text.join(" "), id).await,
+        Command::Tail {
+            channel,
+            after,
+            limit,
+            follow,
+        } => ctx.tail(&channel, after, limit, follow).await,
+        Command::Node(NodeCommand::Add {
+            id,
+            api_addr,
+            cluster_addr,
+        }) => {
+            let client = ctx
+                .session_client()?
+                .with_request_timeout(MEMBERSHIP_TIMEOUT);
+            let status = client.add_node(id, &api_addr, &cluster_addr).await?;
+            ctx.emit(&status, || {
+                format!("added node {id}\n{}", render::cluster_status(&status))
+            })
+        }
+        Command::Node(NodeCommand::Remove { id }) => {
+            let client = ctx
+                .session_client()?
+                .with_request_timeout(MEMBERSHIP_TIMEOUT);
+            let status = client.remove_node(id).await?;
+            ctx.emit(&status, || {
+                format!("removed node {id}\n{}", render::cluster_status(&status))
+            })
+        }
+    }
+}
+
+struct Context {
+    explicit_servers: Vec<String>,
+    token_path: Result<PathBuf, String>,
+    json: bool,
+}
+
+impl Context {
+    fn token_path(&self) -> Result<&PathBuf, Failure> {
+        self.token_path.as_ref().map_err(Failure::not_logged_in)
+    }
+
+    /// `--server`/`CONCLAVE_SERVER` if given, else the servers saved at login, else the default.
+    fn servers(&self, saved: Option<&SavedSession>) -> Vec<String> {
+        if !self.explicit_servers.is_empty() {
+            return self.explicit_servers.clone();
+        }
+        match saved {
+            Some(s) if !s.servers.is_empty() => s.servers.clone(),
+            _ => vec![DEFAULT_SERVER.to_owned()],
+        }
+    }
+
+    /// The saved session if there is a readable one; problems with it are ignored because the
+    /// caller does not need a token (it only borrows the saved server list).
+    fn saved_session_if_any(&self) -> Option<SavedSession> {
+        let path = self.token_path.as_ref().ok()?;
+        token_file::load(path).ok().flatten()
+    }
+
+    /// A client without a token (for `login` and `status`).
+    fn anonymous_client(&self) -> Result<Client, Failure> {
+        let saved = self.saved_session_if_any();
+        Ok(Client::new(self.servers(saved.as_ref()))?)
+    }
+
+    /// A client carrying the saved token; exit code 5 if there is none.
+    fn session_client(&self) -> Result<Client, Failure> {
+        let path = self.token_path()?;
+        let saved = token_file::load(path)
+            .map_err(Failure::not_logged_in)?
+            .ok_or_else(|| {
+                Failure::not_logged_in(format_args!("no token file at {}", path.display()))
+            })?;
+        let client = Client::new(self.servers(Some(&saved)))?;
+        Ok(client.with_token(saved.token))
+    }
+
+    /// Writes `value` as JSON with `--json`, else the text built by `text`.
+    fn emit<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) -> Result<u8, Failure> {
+        if self.json {
+            let json = serde_json::to_string_pretty(value)
+                .map_err(|e| Failure::local(format_args!("cannot encode result: {e}")))?;
+            write_stdout(&format!("{json}\n"))?;
+        } else {
+            write_stdout(&text())?;
+        }
+        Ok(EXIT_OK)
+    }
+
+    async fn login(&self, username: &str, given_password: Option<String>) -> Result<u8, Failure> {
+        let path = self.token_path()?.clone();
+        let password = password::obtain(given_password, "password")?;
+        let mut client = self.anonymous_client()?;
+        let login = client.login(username, &password).await?;
+        let session = SavedSession {
+            token: login.token.clone(),
+            servers: client.servers().to_vec(),
+        };
+        token_file::save(&path, &session).map_err(Failure::not_logged_in)?;
+
+        /// What `--json` shows: the login result without the token, which belongs in the
+        /// owner-only token file and not in terminal scrollback or CI logs.
+        #[derive(Serialize)]
+        struct LoginSummary<'a> {
+            username: &'a str,
+            role: Role,
+            expires_at_ms: u64,
+            servers: &'a [String],
+            token_file: String,
+        }
+        let summary = LoginSummary {
+            username: &login.username,
+            role: login.role,
+            expires_at_ms: login.expires_at_ms,
+            servers: &session.servers,
+            token_file: path.display().to_string(),
+        };
+        self.emit(&summary, || format!("logged in as {}\n", login.username))
+    }
+
+    async fn logout(&self) -> Result<u8, Failure> {
+        let path = self.token_path()?.clone();
+        let mut client = self.session_client()?;
+        client.logout().await?;
+        token_file::remove(&path).map_err(Failure::local)?;
+        self.emit(&serde_json::json!({ "logged_out": true }), || {
+            "logged out\n".to_owned()
+        })
+    }
+
+    async fn status(&self) -> Result<u8, Failure> {
+        let status = self.anonymous_client()?.cluster().await?;
+        self.emit(&status, || render::cluster_status(&status))?;
+        // Still printed in full above; the exit code is what scripts and monitors look at.
+        if render::degraded_reasons(&status).is_empty() {
+            Ok(EXIT_OK)
+        } else {
+            Ok(EXIT_DEGRADED)
+        }
+    }
+
+    async fn user_add(
+        &self,
+        username: &str,
+        given_password: Option<String>,
+        admin: bool,
+    ) -> Result<u8, Failure> {
+        let client = self.session_client()?;
+        let password = password::obtain(given_password, &format!("password for {username}"))?;
+        let role = if admin { Role::Admin } else { Role::Member };
+        let user = client.create_user(username, &password, role).await?;
+        self.emit(&user, || {
+            format!("created user {} ({})\n", user.username, user.role)
+        })
+    }
+
+    async fn send(&self, channel: &str, text: &str, id: Option<String>) -> Result<u8, Failure> {
+        let client = self.session_client()?;
+        let id = id.unwrap_or_else(ops::new_client_msg_id);
+        let outcome = client.post_message(channel, text, &id).await?;
+        self.emit(&outcome, || {
+            if outcome.duplicate {
+                format!("#{} already sent (duplicate)\n", outcome.message.seq)
+            } else {
+                format!("#{} sent\n", outcome.message.seq)
+            }
+        })
+    }
+
+    async fn tail(
+        &self,
+        channel: &str,
+        after: Option<u64>,
+        limit: u32,
+        follow: bool,
+    ) -> Result<u8, Failure> {
+        let client = self.session_client()?;
+        let mut after = match after {
+            Some(seq) => seq,
+            // Like tail(1): without --after, show the newest `limit` messages.
+            None => client
+                .get_channel(channel)
+                .await?
+                .last_seq
+                .saturating_sub(u64::from(limit)),
+        };
+        if !follow {
+            let page = client.list_messages(channel, after, limit, None).await?;
+            self.print_messages(&page.messages)?;
+            return Ok(EXIT_OK);
+        }
+
+        let mut ctrl_c = pin!(tokio::signal::ctrl_c());
+        loop {
+            let result = tokio::select! {
+                signal = &mut ctrl_c => return stopped(signal),
+                result = client.list_messages(channel, after, limit, None) => result,
+            };
+            match result {
+                Ok(page) => {
+                    self.print_messages(&page.messages)?;
+                    if let Some(last) = page.messages.iter().map(|m| m.seq).max() {
+                        after = after.max(last);
+                    }
+                    // A full page means more are waiting: fetch them without pausing.
+                    if page.messages.len() >= limit as usize {
+                        continue;
+                    }
+                }
+                // The client already failed over for its whole deadline; a follower should
+                // outlive a cluster outage, so say so once per deadline and keep polling.
+                Err(e @ ClientError::Unreachable { .. }) => warn_retrying(&e),
+                Err(e @ ClientError::Api { status: 503, .. }) => warn_retrying(&e),
+                Err(e) => return Err(e.into()),
+            }
+            tokio::select! {
+                signal = &mut ctrl_c => return stopped(signal),
+                () = tokio::time::sleep(FOLLOW_INTERVAL) => {}
+            }
+        }
+    }
+
+    fn print_messages(&self, messages: &[ops::Message]) -> Result<(), Failure> {
+        let mut text = String::new();
+        for m in messages {
+            if self.json {
+                // One JSON object per line so a follower's output can be streamed.
+                let json = serde_json::to_string(m)
+                    .map_err(|e| Failure::local(format_args!("cannot encode result: {e}")))?;
+                text.push_str(&json);
+            } else {
+                text.push_str(&render::message_line(m));
+            }
+            text.push('\n');
+        }
+        write_stdout(&text)
+    }
+}
+
+fn stopped(signal: std::io::Result<()>) -> Result<u8, Failure> {
+    match signal {
+        Ok(()) => Ok(EXIT_OK),
+        Err(e) => Err(Failure::local(format_args!(
+            "cannot listen for Ctrl-C: {e}"
+        ))),
+    }
+}
+
+fn warn_retrying(err: &ClientError) {
+    let line: String = format!("conclavectl: warning: {err}; still trying")
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// Writes to stdout without panicking when the reader went away (println! would panic).
+fn write_stdout(text: &str) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure::stdout_closed()),
+        Err(e) => Err(Failure::local(format_args!("cannot write to stdout: {e}"))),
+    }
+}

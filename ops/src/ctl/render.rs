@@ -1,0 +1,281 @@
+//! Human-readable text for `conclavectl` results: tables, message lines, UTC clock times, and
+//! the verdict on whether a cluster is degraded.
+//!
+//! Pure string building; this module must never write to stdout/stderr or talk to a server.
+
+use ops::{Channel, ClusterStatus, Message, User};
+
+/// Left-aligned columns separated by two spaces, without trailing blanks.
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let header_row: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+    let mut out = String::new();
+    for row in std::iter::once(&header_row).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            let width = widths.get(i).copied().unwrap_or(0);
+            for _ in cell.chars().count()..width {
+                line.push(' ');
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.to_owned()
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+/// `HH:MM:SS` in UTC for a Unix time in milliseconds.
+pub(crate) fn hms_utc(ts_ms: u64) -> String {
+    let secs_of_day = (ts_ms / 1000) % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}",
+        secs_of_day / 3600,
+        (secs_of_day / 60) % 60,
+        secs_of_day % 60
+    )
+}
+
+/// Message bodies are written by other users: terminal control sequences are shown escaped
+/// so a message cannot rewrite the operator's screen. Newlines and tabs are kept.
+fn sanitize(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `#seq [HH:MM:SS] author: body`
+pub(crate) fn message_line(m: &Message) -> String {
+    format!(
+        "#{} [{}] {}: {}",
+        m.seq,
+        hms_utc(m.ts_ms),
+        sanitize(&m.author),
+        sanitize(&m.body)
+    )
+}
+
+/// Why the cluster is not fully healthy; empty when every node is healthy and ready.
+pub(crate) fn degraded_reasons(status: &ClusterStatus) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if status.nodes.is_empty() {
+        reasons.push("no nodes reported".to_owned());
+    }
+    if status.leader_id.is_none() {
+        reasons.push(format!("node {} sees no leader", status.node_id));
+    }
+    for n in &status.nodes {
+        if !n.healthy {
+            let why = n.error.as_deref().unwrap_or("did not answer the probe");
+            reasons.push(format!("node {} unhealthy ({})", n.id, sanitize(why)));
+        } else if !n.ready {
+            reasons.push(format!("node {} not ready", n.id));
+        }
+    }
+    reasons
+}
+
+/// The `status` table plus a one-line verdict.
+pub(crate) fn cluster_status(status: &ClusterStatus) -> String {
+    let rows: Vec<Vec<String>> = status
+        .nodes
+        .iter()
+        .map(|n| {
+            let mark = if Some(n.id) == status.leader_id {
+                "*"
+            } else {
+                ""
+            };
+            vec![
+                format!("{mark}{}", n.id),
+                sanitize(&n.role),
+                yes_no(n.voter),
+                opt(n.term),
+                opt(n.last_applied),
+                yes_no(n.healthy),
+                yes_no(n.ready),
+                sanitize(&n.api_addr),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "ID", "ROLE", "VOTER", "TERM", "APPLIED", "HEALTHY", "READY", "API_ADDR",
+        ],
+        &rows,
+    );
+    let leader = status
+        .leader_id
+        .map_or_else(|| "none".to_owned(), |id| format!("node {id} (*)"));
+    out.push_str(&format!(
+        "leader: {leader}, term {} (as seen by node {})\n",
+        status.term, status.node_id
+    ));
+    let reasons = degraded_reasons(status);
+    if reasons.is_empty() {
+        out.push_str("cluster healthy\n");
+    } else {
+        out.push_str(&format!("cluster DEGRADED: {}\n", reasons.join("; ")));
+    }
+    out
+}
+
+pub(crate) fn users(users: &[User]) -> String {
+    let rows: Vec<Vec<String>> = users
+        .iter()
+        .map(|u| {
+            vec![
+                sanitize(&u.username),
+                u.role.to_string(),
+                yes_no(u.disabled),
+            ]
+        })
+        .collect();
+    table(&["USERNAME", "ROLE", "DISABLED"], &rows)
+}
+
+pub(crate) fn channels(channels: &[Channel]) -> String {
+    let rows: Vec<Vec<String>> = channels
+        .iter()
+        .map(|c| {
+            vec![
+                sanitize(&c.name),
+                c.members.len().to_string(),
+                c.last_seq.to_string(),
+                sanitize(&c.created_by),
+            ]
+        })
+        .collect();
+    table(&["NAME", "MEMBERS", "LAST_SEQ", "CREATED_BY"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ops::NodeStatus;
+
+    fn node(id: u64, role: &str, healthy: bool, ready: bool) -> NodeStatus {
+        NodeStatus {
+            id,
+            api_addr: format!("127.0.0.1:808{id}"),
+            cluster_addr: format!("127.0.0.1:908{id}"),
+            voter: true,
+            role: role.into(),
+            term: healthy.then_some(3),
+            leader_id: Some(1),
+            last_log_index: Some(120),
+            last_applied: healthy.then_some(120),
+            healthy,
+            ready,
+            error: (!healthy).then(|| "timed out".to_owned()),
+        }
+    }
+
+    #[test]
+    fn clock_time_is_utc() {
+        assert_eq!(hms_utc(0), "00:00:00");
+        // 2026-01-01T00:00:00.123Z
+        assert_eq!(hms_utc(1_767_225_600_123), "00:00:00");
+        assert_eq!(
+            hms_utc(1_767_225_600_000 + 13 * 3_600_000 + 5 * 60_000 + 9_999),
+            "13:05:09"
+        );
+        assert_eq!(hms_utc(86_399_999), "23:59:59");
+    }
+
+    #[test]
+    fn message_line_format_and_escaping() {
+        let m = Message {
+            channel: "general".into(),
+            seq: 42,
+            author: "alice".into(),
+            body: "hello\x1b[2J".into(),
+            ts_ms: 1_767_225_600_123 + 3_723_000,
+            client_msg_id: "c-1".into(),
+        };
+        assert_eq!(message_line(&m), "#42 [01:02:03] alice: hello\\u{1b}[2J");
+    }
+
+    #[test]
+    fn healthy_cluster() {
+        let status = ClusterStatus {
+            node_id: 2,
+            leader_id: Some(1),
+            term: 3,
+            nodes: vec![
+                node(1, "leader", true, true),
+                node(2, "follower", true, true),
+            ],
+        };
+        assert!(degraded_reasons(&status).is_empty());
+        let text = cluster_status(&status);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "ID  ROLE      VOTER  TERM  APPLIED  HEALTHY  READY  API_ADDR"
+        );
+        assert_eq!(
+            lines[1],
+            "*1  leader    yes    3     120      yes      yes    127.0.0.1:8081"
+        );
+        assert!(lines[2].starts_with("2   follower"));
+        assert_eq!(lines.last().copied(), Some("cluster healthy"));
+    }
+
+    #[test]
+    fn degraded_cluster() {
+        let status = ClusterStatus {
+            node_id: 1,
+            leader_id: Some(1),
+            term: 3,
+            nodes: vec![
+                node(1, "leader", true, true),
+                node(2, "follower", true, false),
+                node(3, "unknown", false, false),
+            ],
+        };
+        assert_eq!(
+            degraded_reasons(&status),
+            vec!["node 2 not ready", "node 3 unhealthy (timed out)"]
+        );
+        assert!(cluster_status(&status).contains("cluster DEGRADED"));
+        let no_leader = ClusterStatus {
+            leader_id: None,
+            ..status
+        };
+        assert!(degraded_reasons(&no_leader)[0].contains("no leader"));
+    }
+
+    #[test]
+    fn table_pads_columns() {
+        let t = table(
+            &["A", "B"],
+            &[vec!["long".into(), "x".into()], vec!["s".into(), "".into()]],
+        );
+        assert_eq!(t, "A     B\nlong  x\ns\n");
+    }
+}
