@@ -117,8 +117,15 @@ mod tests {
         let y = allocate(3).unwrap();
         assert_ne!((x.a, x.b), (y.a, y.b));
         for blk in [&x, &y] {
-            assert!((100..=250).contains(&blk.a), "second octet {} out of range", blk.a);
-            assert_eq!(blk.api_addr(2).to_string(), format!("127.{}.{}.2:8080", blk.a, blk.b));
+            assert!(
+                (100..=250).contains(&blk.a),
+                "second octet {} out of range",
+                blk.a
+            );
+            assert_eq!(
+                blk.api_addr(2).to_string(),
+                format!("127.{}.{}.2:8080", blk.a, blk.b)
+            );
         }
     }
 }

@@ -69,11 +69,16 @@ pub fn no_acknowledged_message_lost(acked: &[Msg], views: &[NodeView]) -> Result
                 None => {
                     missing += 1;
                     if missing <= 5 {
-                        problems.push(format!("node {}: acknowledged message missing: {a}", view.node_id));
+                        problems.push(format!(
+                            "node {}: acknowledged message missing: {a}",
+                            view.node_id
+                        ));
                     }
                 }
                 Some(m)
-                    if m.author != a.author || m.body != a.body || m.client_msg_id != a.client_msg_id =>
+                    if m.author != a.author
+                        || m.body != a.body
+                        || m.client_msg_id != a.client_msg_id =>
                 {
                     problems.push(format!(
                         "node {}: seq {} was acknowledged as [{a}] but the node has [{m}]",
@@ -108,7 +113,10 @@ pub fn no_duplicates(views: &[NodeView]) -> Result<(), String> {
                 ));
             }
             if let Some(prev) = by_seq.insert(m.seq, m) {
-                problems.push(format!("node {}: seq {} stored twice: [{prev}] and [{m}]", view.node_id, m.seq));
+                problems.push(format!(
+                    "node {}: seq {} stored twice: [{prev}] and [{m}]",
+                    view.node_id, m.seq
+                ));
             }
         }
     }
@@ -142,7 +150,11 @@ pub fn same_order_on_every_node(views: &[NodeView]) -> Result<(), String> {
                     other.messages.len()
                 ));
             }
-            let diverged = first.messages.iter().zip(&other.messages).find(|(a, b)| a != b);
+            let diverged = first
+                .messages
+                .iter()
+                .zip(&other.messages)
+                .find(|(a, b)| a != b);
             if let Some((a, b)) = diverged {
                 problems.push(format!(
                     "node {} and node {} diverge: [{a}] vs [{b}]",
@@ -173,7 +185,10 @@ pub fn acknowledged_in_send_order(per_client: &[Vec<Msg>]) -> Result<(), String>
 }
 
 /// Every message on every node carries a client_msg_id that some client of the test sent.
-pub fn nothing_unsent_written(sent_ids: &HashSet<String>, views: &[NodeView]) -> Result<(), String> {
+pub fn nothing_unsent_written(
+    sent_ids: &HashSet<String>,
+    views: &[NodeView],
+) -> Result<(), String> {
     let mut problems = Vec::new();
     for view in views {
         for m in &view.messages {
@@ -193,7 +208,11 @@ pub fn all_core(acked: &[Msg], views: &[NodeView]) -> Result<(), String> {
         same_order_on_every_node(views),
     ];
     let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
-    if errors.is_empty() { Ok(()) } else { Err(errors.join("\n")) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("\n"))
+    }
 }
 
 /// Seq → message of one view (helper for tests comparing single messages).
@@ -207,8 +226,15 @@ fn verdict(check: &str, mut problems: Vec<String>) -> Result<(), String> {
     }
     let total = problems.len();
     problems.truncate(20);
-    let more = if total > 20 { format!("\n  ... and {} more", total - 20) } else { String::new() };
-    Err(format!("{check} violated ({total} problems):\n  {}{more}", problems.join("\n  ")))
+    let more = if total > 20 {
+        format!("\n  ... and {} more", total - 20)
+    } else {
+        String::new()
+    };
+    Err(format!(
+        "{check} violated ({total} problems):\n  {}{more}",
+        problems.join("\n  ")
+    ))
 }
 
 #[cfg(test)]
@@ -246,7 +272,8 @@ mod tests {
     #[test]
     fn lost_message_is_reported() {
         let acked = [m(1, "a"), m(2, "b")];
-        let err = no_acknowledged_message_lost(&acked, &[view(1, &acked), view(2, &acked[..1])]).unwrap_err();
+        let err = no_acknowledged_message_lost(&acked, &[view(1, &acked), view(2, &acked[..1])])
+            .unwrap_err();
         assert!(err.contains("node 2") && err.contains("\"b\""), "{err}");
     }
 
@@ -260,7 +287,7 @@ mod tests {
     #[test]
     fn duplicate_id_and_duplicate_seq_are_reported() {
         let err = no_duplicates(&[view(1, &[m(1, "a"), m(2, "a")])]).unwrap_err();
-        assert!(err.contains("client_msg_id stored twice"), "{err}");
+        assert!(err.contains("client_msg_id) stored twice"), "{err}");
         let err = no_duplicates(&[view(1, &[m(1, "a"), m(1, "b")])]).unwrap_err();
         assert!(err.contains("seq 1 stored twice"), "{err}");
     }
@@ -269,9 +296,12 @@ mod tests {
     fn gap_divergence_and_length_mismatch_are_reported() {
         let err = same_order_on_every_node(&[view(1, &[m(1, "a"), m(3, "c")])]).unwrap_err();
         assert!(err.contains("gap"), "{err}");
-        let err = same_order_on_every_node(&[view(1, &[m(1, "a")]), view(2, &[m(1, "b")])]).unwrap_err();
+        let err =
+            same_order_on_every_node(&[view(1, &[m(1, "a")]), view(2, &[m(1, "b")])]).unwrap_err();
         assert!(err.contains("diverge"), "{err}");
-        let err = same_order_on_every_node(&[view(1, &[m(1, "a")]), view(2, &[m(1, "a"), m(2, "b")])]).unwrap_err();
+        let err =
+            same_order_on_every_node(&[view(1, &[m(1, "a")]), view(2, &[m(1, "a"), m(2, "b")])])
+                .unwrap_err();
         assert!(err.contains("has 1 messages"), "{err}");
     }
 

@@ -9,7 +9,6 @@
 //! node, then removes the temp dir.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,9 +19,8 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::addr::{self, AddrBlock};
-use crate::checks::{Msg, NodeView};
 use crate::node::{NodeProcess, NodeSpec, RaftOptions, conclave_bin};
-use crate::wait::poll_until;
+use crate::wait::{Waiting, poll_until};
 
 /// Admin created by `conclave init`.
 pub const ADMIN_USER: &str = "admin";
@@ -107,16 +105,17 @@ impl ClusterOptions {
 /// A running test cluster. Field order matters: nodes are dropped (killed) before the temp dir
 /// is removed, and the address block is released last.
 pub struct TestCluster {
-    nodes: BTreeMap<u64, NodeProcess>,
+    pub(crate) nodes: BTreeMap<u64, NodeProcess>,
     dir: Option<TempDir>,
-    root: PathBuf,
+    pub(crate) root: PathBuf,
     admin_token: String,
     http: reqwest::Client,
     opts: ClusterOptions,
     block: AddrBlock,
 }
 
-fn or_panic<T>(r: Result<T>) -> T {
+/// Unwraps a harness result, panicking with its (already annotated) error.
+pub(crate) fn or_panic<T>(r: Result<T>) -> T {
     r.unwrap_or_else(|e| panic!("{e:#}"))
 }
 
@@ -173,9 +172,14 @@ impl TestCluster {
 
     async fn bootstrap(&mut self, n: u64) -> Result<()> {
         let timeout = self.opts.ready_timeout;
-        let stdout = self.node(1).init(ADMIN_USER, ADMIN_PASSWORD, timeout).await?;
+        let stdout = self
+            .node(1)
+            .init(ADMIN_USER, ADMIN_PASSWORD, timeout)
+            .await?;
         if stdout.contains("admin password:") {
-            bail!("`conclave init --admin-password` must not print a generated password, got: {stdout}");
+            bail!(
+                "`conclave init --admin-password` must not print a generated password, got: {stdout}"
+            );
         }
         for node in self.nodes.values() {
             node.spawn()?;
@@ -190,15 +194,21 @@ impl TestCluster {
 
     /// Logs in through node `id` (retrying while it is unavailable) and returns the token.
     async fn login_token(&self, id: u64, user: &str, password: &str) -> Result<String> {
-        poll_until(&format!("login as {user} on node {id}"), self.opts.ready_timeout, || async {
-            let mut c = self.try_client_without_token(&[id]).map_err(|e| e.to_string())?;
-            match c.login(user, password).await {
-                Ok(resp) => Ok(Ok(resp.token)),
-                Err(e) if crate::load::retryable(&e) => Err(e.to_string()),
-                // A definite refusal (4xx) will not change by retrying.
-                Err(e) => Ok(Err(anyhow!("login as {user} on node {id} refused: {e}"))),
-            }
-        })
+        poll_until(
+            &format!("login as {user} on node {id}"),
+            self.opts.ready_timeout,
+            || async {
+                let mut c = self
+                    .try_client_without_token(&[id])
+                    .map_err(|e| e.to_string())?;
+                match c.login(user, password).await {
+                    Ok(resp) => Ok(Ok(resp.token)),
+                    Err(e) if crate::load::retryable(&e) => Err(e.to_string()),
+                    // A definite refusal (4xx) will not change by retrying.
+                    Err(e) => Ok(Err(anyhow!("login as {user} on node {id} refused: {e}"))),
+                }
+            },
+        )
         .await?
     }
 
@@ -206,37 +216,50 @@ impl TestCluster {
     async fn add_voter(&self, id: u64) -> Result<()> {
         let api = self.api_addr(id).to_string();
         let cluster = self.cluster_addr(id).to_string();
-        poll_until(&format!("node {id} to become a voter"), self.opts.ready_timeout, || async {
-            if self.voters(1).await.map_err(|e| e.to_string())?.contains(&id) {
-                return Ok(());
-            }
-            let client = self
-                .try_client(&[1])
-                .map_err(|e| e.to_string())?
-                .with_request_timeout(self.opts.ready_timeout);
-            match client.add_node(id, &api, &cluster).await {
-                Ok(_) => Ok(()),
-                // 409 membership_change_in_progress / 503 / transport errors: try again.
-                Err(e) => Err(format!("add_node({id}) failed: {e}")),
-            }
-        })
+        poll_until(
+            &format!("node {id} to become a voter"),
+            self.opts.ready_timeout,
+            || async {
+                if self
+                    .voters(1)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .contains(&id)
+                {
+                    return Ok(());
+                }
+                let client = self
+                    .try_client(&[1])
+                    .map_err(|e| e.to_string())?
+                    .with_request_timeout(self.opts.ready_timeout);
+                match client.add_node(id, &api, &cluster).await {
+                    Ok(_) => Ok(()),
+                    // 409 membership_change_in_progress / 503 / transport errors: try again.
+                    Err(e) => Err(format!("add_node({id}) failed: {e}")),
+                }
+            },
+        )
         .await
     }
 
     async fn try_wait_membership(&self, n: u64) -> Result<()> {
         let want: Vec<u64> = (1..=n).collect();
-        poll_until(&format!("{n} voters, all ready"), self.opts.ready_timeout, || async {
-            let voters = self.voters(1).await.map_err(|e| e.to_string())?;
-            if voters != want {
-                return Err(format!("node 1 lists voters {voters:?}"));
-            }
-            for id in 1..=n {
-                if !self.readyz(id).await {
-                    return Err(format!("node {id} is not ready"));
+        poll_until(
+            &format!("{n} voters, all ready"),
+            self.opts.ready_timeout,
+            || async {
+                let voters = self.voters(1).await.map_err(|e| e.to_string())?;
+                if voters != want {
+                    return Err(format!("node 1 lists voters {voters:?}"));
                 }
-            }
-            Ok(())
-        })
+                for id in 1..=n {
+                    if !self.readyz(id).await {
+                        return Err(format!("node {id} is not ready"));
+                    }
+                }
+                Ok(())
+            },
+        )
         .await
     }
 
@@ -248,7 +271,11 @@ impl TestCluster {
 
     /// Nodes whose process is running.
     pub fn live_ids(&self) -> Vec<u64> {
-        self.nodes.iter().filter(|(_, n)| n.is_running()).map(|(id, _)| *id).collect()
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.is_running())
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     pub fn is_running(&self, id: u64) -> bool {
@@ -256,7 +283,9 @@ impl TestCluster {
     }
 
     pub fn node(&self, id: u64) -> &NodeProcess {
-        self.nodes.get(&id).unwrap_or_else(|| panic!("no node {id} in this cluster"))
+        self.nodes
+            .get(&id)
+            .unwrap_or_else(|| panic!("no node {id} in this cluster"))
     }
 
     pub fn url(&self, id: u64) -> String {
@@ -300,7 +329,9 @@ impl TestCluster {
 
     /// An ops client over `ids` carrying the admin token.
     pub fn try_client(&self, ids: &[u64]) -> Result<ops::Client> {
-        Ok(self.try_client_without_token(ids)?.with_token(self.admin_token.clone()))
+        Ok(self
+            .try_client_without_token(ids)?
+            .with_token(self.admin_token.clone()))
     }
 
     /// A single-server client for node `id`, logged in as admin (talks only to that node).
@@ -357,7 +388,8 @@ impl TestCluster {
     /// SIGTERM every running node at once and wait for all of them.
     pub async fn stop_all(&self) {
         let live = self.live_ids();
-        let results = futures::future::join_all(live.iter().map(|id| self.try_terminate(*id))).await;
+        let results =
+            futures::future::join_all(live.iter().map(|id| self.try_terminate(*id))).await;
         for r in results {
             or_panic(r);
         }
@@ -407,9 +439,17 @@ impl TestCluster {
     /// `GET /api/v1/cluster` from node `id`, as JSON.
     pub async fn cluster_json(&self, id: u64) -> Result<Value> {
         let url = format!("{}/api/v1/cluster", self.url(id));
-        let resp = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
         let status = resp.status();
-        let body = resp.text().await.with_context(|| format!("read body of GET {url}"))?;
+        let body = resp
+            .text()
+            .await
+            .with_context(|| format!("read body of GET {url}"))?;
         if !status.is_success() {
             bail!("GET {url}: {status}: {body}");
         }
@@ -419,7 +459,9 @@ impl TestCluster {
     /// Voter ids in node `id`'s view, sorted.
     pub async fn voters(&self, id: u64) -> Result<Vec<u64>> {
         let v = self.cluster_json(id).await?;
-        let nodes = v["nodes"].as_array().ok_or_else(|| anyhow!("no `nodes` array in {v}"))?;
+        let nodes = v["nodes"]
+            .as_array()
+            .ok_or_else(|| anyhow!("no `nodes` array in {v}"))?;
         let mut voters: Vec<u64> = nodes
             .iter()
             .filter(|n| n["voter"].as_bool() == Some(true))
@@ -493,12 +535,25 @@ impl TestCluster {
     }
 
     async fn try_wait_ready_inner(&self, id: u64) -> Result<()> {
-        poll_until(&format!("node {id} /readyz 200"), self.opts.ready_timeout, || async {
-            if !self.is_running(id) {
-                return Err(format!("node {id} is not running (exit: {:?})", self.node(id).exit_status()));
-            }
-            if self.readyz(id).await { Ok(()) } else { Err("503 or no answer".into()) }
-        })
+        poll_until(
+            &format!("node {id} /readyz 200"),
+            self.opts.ready_timeout,
+            || async {
+                if let Some(status) = self.node(id).exit_status() {
+                    return Err(Waiting::Abort(format!(
+                        "node {id} exited by itself ({status})"
+                    )));
+                }
+                if !self.is_running(id) {
+                    return Err(Waiting::Abort(format!("node {id} is not running")));
+                }
+                if self.readyz(id).await {
+                    Ok(())
+                } else {
+                    Err(Waiting::NotYet("503 or no answer".into()))
+                }
+            },
+        )
         .await
     }
 
@@ -516,10 +571,11 @@ impl TestCluster {
 
     /// Polls `check` until it returns `Ok`, panicking with every node's log tail on timeout.
     /// `Err(state)` means "not yet" and says what was seen.
-    pub async fn wait_until<T, F, Fut>(&self, what: &str, timeout: Duration, check: F) -> T
+    pub async fn wait_until<T, E, F, Fut>(&self, what: &str, timeout: Duration, check: F) -> T
     where
+        E: Into<Waiting>,
         F: FnMut() -> Fut,
-        Fut: Future<Output = std::result::Result<T, String>>,
+        Fut: Future<Output = std::result::Result<T, E>>,
     {
         let r = poll_until(what, timeout, check).await;
         or_panic(r.map_err(|e| self.annotate(e)))
@@ -530,127 +586,28 @@ impl TestCluster {
         self.opts.ready_timeout
     }
 
-    // ----- channel contents -------------------------------------------------------------------
-
-    /// All messages of `channel` on node `id` (paged), the first page read with
-    /// `X-Conclave-Min-Index: min_index` so a lagging node first applies that far.
-    pub async fn try_messages(&self, id: u64, channel: &str, min_index: Option<u64>) -> Result<Vec<Msg>> {
-        let client = self.try_client(&[id])?;
-        let mut out: Vec<Msg> = Vec::new();
-        let mut after = 0u64;
-        let mut min = min_index;
-        loop {
-            let page = client
-                .list_messages(channel, after, 1000, min.take())
-                .await
-                .map_err(|e| anyhow!("list {channel} after {after} on node {id}: {e}"))?;
-            let Some(last) = page.messages.last() else { break };
-            if last.seq <= after {
-                bail!("node {id}: page after seq {after} ended at seq {} (not ascending)", last.seq);
-            }
-            after = last.seq;
-            out.extend(page.messages.iter().map(Msg::from));
-            if after >= page.last_seq {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
-    /// The channel's newest seq on node `id`.
-    pub async fn try_last_seq(&self, id: u64, channel: &str, min_index: Option<u64>) -> Result<u64> {
-        let page = self
-            .try_client(&[id])?
-            .list_messages(channel, 0, 1, min_index)
-            .await
-            .map_err(|e| anyhow!("list {channel} on node {id}: {e}"))?;
-        Ok(page.last_seq)
-    }
-
-    /// Every listed node's full view of `channel`.
-    pub async fn views(&self, channel: &str, ids: &[u64], min_index: Option<u64>) -> Vec<NodeView> {
-        let mut views = Vec::new();
-        for id in ids {
-            let r = self.try_messages(*id, channel, min_index).await;
-            let messages = or_panic(r.map_err(|e| self.annotate(e)));
-            views.push(NodeView { node_id: *id, messages });
-        }
-        views
-    }
-
-    /// Waits until every node in `ids` has applied `min_index` and shows the same last seq for
-    /// `channel` (at least `min_seq`), then returns their full views. Call it once writes stopped.
-    pub async fn wait_converged(&self, channel: &str, ids: &[u64], min_index: Option<u64>, min_seq: u64) -> Vec<NodeView> {
-        let what = format!("nodes {ids:?} to agree on channel {channel} (last seq >= {min_seq})");
-        self.wait_until(&what, self.opts.ready_timeout, || async {
-            let mut seqs = Vec::new();
-            for id in ids {
-                let s = self
-                    .try_last_seq(*id, channel, min_index)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                seqs.push((*id, s));
-            }
-            let first = seqs.first().map(|(_, s)| *s).unwrap_or(0);
-            if first >= min_seq && seqs.iter().all(|(_, s)| *s == first) {
-                Ok(())
-            } else {
-                Err(format!("last seq per node: {seqs:?}"))
-            }
-        })
-        .await;
-        self.views(channel, ids, min_index).await
-    }
-
-    // ----- diagnostics --------------------------------------------------------------------
-
-    /// Last `lines` lines of node `id`'s log.
-    pub fn log_tail(&self, id: u64) -> String {
-        self.node(id).log_tail(LOG_TAIL_LINES)
-    }
-
-    /// Each node's process state and log tail.
-    pub fn diagnostics(&self) -> String {
-        let mut s = format!("cluster dir {}\n", self.root.display());
-        for (id, node) in &self.nodes {
-            let state = match (node.pid(), node.exit_status()) {
-                (None, _) => "not running".to_owned(),
-                (Some(pid), None) => format!("running, pid {pid}"),
-                (Some(pid), Some(status)) => format!("EXITED by itself ({status}), pid was {pid}"),
-            };
-            let _ = writeln!(
-                s,
-                "----- node {id} ({}) {state}; last {LOG_TAIL_LINES} lines of {}:\n{}",
-                node.spec.api_addr,
-                node.spec.log_path.display(),
-                node.log_tail(LOG_TAIL_LINES)
-            );
-        }
-        s
-    }
-
-    /// Adds [`Self::diagnostics`] to an error.
-    pub fn annotate(&self, e: anyhow::Error) -> anyhow::Error {
-        anyhow!("{e:#}\n{}", self.diagnostics())
-    }
-
-    /// Panics with `msg` and every node's state and log tail.
-    pub fn fail(&self, msg: &str) -> ! {
-        panic!("{msg}\n{}", self.diagnostics())
-    }
-
-    /// Panics with diagnostics if `r` is an error (for invariant checks).
-    pub fn check(&self, r: std::result::Result<(), String>) {
-        if let Err(e) = r {
-            self.fail(&e);
-        }
-    }
-
     /// Keeps the data dir (and logs) after the cluster is dropped; returns its path.
+    /// (Done on drop for a failing test when `CONCLAVE_CHAOS_KEEP` is set, for every test
+    /// when it is `always`.)
     pub fn keep_data_dir(&mut self) -> PathBuf {
         match self.dir.take() {
             Some(dir) => dir.keep(),
             None => self.root.clone(),
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        // Kill nodes first (their own Drop would, too) so the data dir is quiescent.
+        for node in self.nodes.values() {
+            let _ = node.kill();
+        }
+        // CONCLAVE_CHAOS_KEEP=1 keeps a failing test's dir, =always every test's.
+        let keep = std::env::var("CONCLAVE_CHAOS_KEEP").unwrap_or_default();
+        if (std::thread::panicking() && !keep.is_empty()) || keep == "always" {
+            let kept = self.keep_data_dir();
+            eprintln!("CONCLAVE_CHAOS_KEEP: kept {}", kept.display());
         }
     }
 }

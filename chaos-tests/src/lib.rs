@@ -6,8 +6,10 @@
 //! Used by the acceptance suite in `tests/cluster/` and by the `conclave-bench` binary.
 
 pub mod addr;
+mod channel;
 pub mod checks;
 pub mod cluster;
+mod diagnostics;
 pub mod load;
 pub mod node;
 pub mod wait;

@@ -53,7 +53,10 @@ pub struct Failed {
 pub fn retryable(e: &ClientError) -> bool {
     match e.status() {
         Some(status) => status >= 500,
-        None => !matches!(e, ClientError::NotLoggedIn | ClientError::InvalidServer { .. }),
+        None => !matches!(
+            e,
+            ClientError::NotLoggedIn | ClientError::InvalidServer { .. }
+        ),
     }
 }
 
@@ -173,7 +176,11 @@ impl Load {
 
     /// Acks received after `t` so far (copies).
     pub fn acks_after(&self, t: Instant) -> Vec<Ack> {
-        lock(&self.shared.acks).iter().filter(|a| a.acked_at > t).cloned().collect()
+        lock(&self.shared.acks)
+            .iter()
+            .filter(|a| a.acked_at > t)
+            .cloned()
+            .collect()
     }
 
     pub fn failed_attempts(&self) -> u64 {
@@ -211,7 +218,13 @@ impl Load {
     }
 }
 
-async fn poster_loop(poster: usize, client: ops::Client, cfg: LoadConfig, stop: Arc<AtomicBool>, shared: Arc<Shared>) {
+async fn poster_loop(
+    poster: usize,
+    client: ops::Client,
+    cfg: LoadConfig,
+    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+) {
     while !stop.load(Ordering::Relaxed) {
         let n = shared.next.fetch_add(1, Ordering::Relaxed);
         if cfg.total.is_some_and(|total| n >= total) {
@@ -241,7 +254,9 @@ async fn poster_loop(poster: usize, client: ops::Client, cfg: LoadConfig, stop: 
                 shared.acked.fetch_add(1, Ordering::Relaxed);
             }
             Err((e, attempts)) => {
-                shared.failed_attempts.fetch_add(u64::from(attempts), Ordering::Relaxed);
+                shared
+                    .failed_attempts
+                    .fetch_add(u64::from(attempts), Ordering::Relaxed);
                 lock(&shared.failed).push(Failed {
                     poster,
                     client_msg_id: id,
@@ -290,7 +305,11 @@ impl LoadReport {
 
     /// Sorted per-request latencies in milliseconds.
     pub fn latencies_ms(&self) -> Vec<f64> {
-        let mut v: Vec<f64> = self.acks.iter().map(|a| a.latency().as_secs_f64() * 1e3).collect();
+        let mut v: Vec<f64> = self
+            .acks
+            .iter()
+            .map(|a| a.latency().as_secs_f64() * 1e3)
+            .collect();
         v.sort_by(f64::total_cmp);
         v
     }

@@ -25,7 +25,10 @@ pub fn conclave_bin() -> Result<PathBuf> {
         if p.is_file() {
             return Ok(p);
         }
-        bail!("CONCLAVE_BIN={} does not exist or is not a file", p.display());
+        bail!(
+            "CONCLAVE_BIN={} does not exist or is not a file",
+            p.display()
+        );
     }
     let exe = std::env::current_exe().context("current_exe")?;
     for dir in exe.ancestors().skip(1).take(3) {
@@ -96,7 +99,11 @@ impl NodeSpec {
     pub fn render_config(&self, raft: &RaftOptions, top_level: &[(String, String)]) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "node_id = {}", self.id);
-        let _ = writeln!(s, "data_dir = {}", toml_string(&self.data_dir.to_string_lossy()));
+        let _ = writeln!(
+            s,
+            "data_dir = {}",
+            toml_string(&self.data_dir.to_string_lossy())
+        );
         let _ = writeln!(s, "api_addr = \"{}\"", self.api_addr);
         let _ = writeln!(s, "cluster_addr = \"{}\"", self.cluster_addr);
         for (k, v) in top_level {
@@ -104,10 +111,26 @@ impl NodeSpec {
         }
         let _ = writeln!(s, "\n[raft]");
         let _ = writeln!(s, "heartbeat_interval_ms = {}", raft.heartbeat_interval_ms);
-        let _ = writeln!(s, "election_timeout_min_ms = {}", raft.election_timeout_min_ms);
-        let _ = writeln!(s, "election_timeout_max_ms = {}", raft.election_timeout_max_ms);
-        let _ = writeln!(s, "snapshot_logs_since_last = {}", raft.snapshot_logs_since_last);
-        let _ = writeln!(s, "max_in_snapshot_log_to_keep = {}", raft.max_in_snapshot_log_to_keep);
+        let _ = writeln!(
+            s,
+            "election_timeout_min_ms = {}",
+            raft.election_timeout_min_ms
+        );
+        let _ = writeln!(
+            s,
+            "election_timeout_max_ms = {}",
+            raft.election_timeout_max_ms
+        );
+        let _ = writeln!(
+            s,
+            "snapshot_logs_since_last = {}",
+            raft.snapshot_logs_since_last
+        );
+        let _ = writeln!(
+            s,
+            "max_in_snapshot_log_to_keep = {}",
+            raft.max_in_snapshot_log_to_keep
+        );
         s
     }
 
@@ -174,12 +197,24 @@ impl NodeProcess {
     /// Appends a harness line to the node's log so the tail shows what the test did when.
     pub fn mark(&self, what: &str) {
         if let Ok(mut f) = self.log_file() {
-            let _ = writeln!(f, "===== chaos harness: node {}: {what} =====", self.spec.id);
+            let _ = writeln!(
+                f,
+                "===== chaos harness: node {}: {what} =====",
+                self.spec.id
+            );
         }
     }
 
     fn command(&self) -> Command {
         let mut cmd = Command::new(&self.bin);
+        // The server reads every `CONCLAVE_*` variable as a config override (and rejects
+        // unknown ones): a node gets only the overrides the test asked for, never whatever
+        // the developer's shell or the harness itself (CONCLAVE_BIN, ...) has set.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("CONCLAVE_") {
+                cmd.env_remove(key);
+            }
+        }
         let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
         cmd.env("RUST_LOG", rust_log).stdin(Stdio::null());
         for (k, v) in &self.env {
@@ -189,7 +224,12 @@ impl NodeProcess {
     }
 
     /// `conclave init`: creates a one-voter cluster in this node's data dir. Returns its stdout.
-    pub async fn init(&self, admin_user: &str, admin_password: &str, timeout: Duration) -> Result<String> {
+    pub async fn init(
+        &self,
+        admin_user: &str,
+        admin_password: &str,
+        timeout: Duration,
+    ) -> Result<String> {
         self.mark("conclave init");
         let mut cmd = tokio::process::Command::from(self.command());
         cmd.arg("init")
@@ -202,7 +242,12 @@ impl NodeProcess {
             .kill_on_drop(true);
         let out = tokio::time::timeout(timeout, cmd.output())
             .await
-            .with_context(|| format!("`conclave init` on node {} did not exit within {timeout:?}", self.spec.id))?
+            .with_context(|| {
+                format!(
+                    "`conclave init` on node {} did not exit within {timeout:?}",
+                    self.spec.id
+                )
+            })?
             .with_context(|| format!("spawn {}", self.bin.display()))?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -229,7 +274,11 @@ impl NodeProcess {
         if let Some(child) = guard.as_mut()
             && child.try_wait()?.is_none()
         {
-            bail!("node {} is already running (pid {})", self.spec.id, child.id());
+            bail!(
+                "node {} is already running (pid {})",
+                self.spec.id,
+                child.id()
+            );
         }
         self.mark("conclave run");
         let log = self.log_file()?;
@@ -256,7 +305,9 @@ impl NodeProcess {
 
     /// Exit status if the process was started and has exited (crash detection for diagnostics).
     pub fn exit_status(&self) -> Option<ExitStatus> {
-        self.child().as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child()
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -285,7 +336,10 @@ impl NodeProcess {
             };
             if let Some(status) = child.try_wait()? {
                 guard.take();
-                bail!("node {} had already exited ({status}) before SIGTERM", self.spec.id);
+                bail!(
+                    "node {} had already exited ({status}) before SIGTERM",
+                    self.spec.id
+                );
             }
             self.mark("SIGTERM");
             send_signal(child.id(), libc::SIGTERM)?;
@@ -305,7 +359,10 @@ impl NodeProcess {
             }
             if Instant::now() >= deadline {
                 self.kill()?;
-                bail!("node {} did not exit within {timeout:?} of SIGTERM (SIGKILLed it)", self.spec.id);
+                bail!(
+                    "node {} did not exit within {timeout:?} of SIGTERM (SIGKILLed it)",
+                    self.spec.id
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -335,7 +392,10 @@ fn send_signal(pid: u32, signal: libc::c_int) -> Result<()> {
     // recycled for an unrelated process.
     let rc = unsafe { libc::kill(pid, signal) };
     if rc != 0 {
-        bail!("kill({pid}, {signal}) failed: {}", std::io::Error::last_os_error());
+        bail!(
+            "kill({pid}, {signal}) failed: {}",
+            std::io::Error::last_os_error()
+        );
     }
     Ok(())
 }
@@ -359,7 +419,10 @@ mod tests {
             "127.100.1.2:9080".parse().unwrap_or_else(|e| panic!("{e}")),
             root,
         );
-        let toml = spec.render_config(&RaftOptions::default(), &[("session_ttl_secs".into(), "1".into())]);
+        let toml = spec.render_config(
+            &RaftOptions::default(),
+            &[("session_ttl_secs".into(), "1".into())],
+        );
         assert!(toml.contains("node_id = 2\n"));
         assert!(toml.contains("data_dir = \"/tmp/x \\\"y\\\"/n2\"\n"));
         assert!(toml.contains("api_addr = \"127.100.1.2:8080\"\n"));

@@ -7,13 +7,30 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
+/// Why a condition does not hold yet.
+#[derive(Debug)]
+pub enum Waiting {
+    /// Not yet; the text says what was seen. Polling goes on.
+    NotYet(String),
+    /// It never will (e.g. the process exited): stop polling now.
+    Abort(String),
+}
+
+impl From<String> for Waiting {
+    fn from(state: String) -> Self {
+        Waiting::NotYet(state)
+    }
+}
+
 /// Polls `check` until it returns `Ok(value)` or `timeout` passes. `Err(state)` means "not
-/// yet" and describes what was seen; the last one goes into the timeout error. An attempt that
+/// yet" and describes what was seen (a `String` converts to [`Waiting::NotYet`]); the last one
+/// goes into the timeout error. [`Waiting::Abort`] ends the wait at once. An attempt that
 /// itself hangs is cut off at the deadline.
-pub async fn poll_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+pub async fn poll_until<T, E, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
 where
+    E: Into<Waiting>,
     F: FnMut() -> Fut,
-    Fut: Future<Output = std::result::Result<T, String>>,
+    Fut: Future<Output = std::result::Result<T, E>>,
 {
     let start = Instant::now();
     let deadline = start + timeout;
@@ -23,10 +40,15 @@ where
     loop {
         attempts += 1;
         // Each attempt gets at least a moment, even when the deadline is already near.
-        let budget = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(500));
+        let budget = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(500));
         match tokio::time::timeout(budget, check()).await {
             Ok(Ok(value)) => return Ok(value),
-            Ok(Err(state)) => last = state,
+            Ok(Err(e)) => match e.into() {
+                Waiting::NotYet(state) => last = state,
+                Waiting::Abort(why) => bail!("gave up waiting for {what}: {why}"),
+            },
             Err(_) => last = format!("an attempt was still running after {budget:?}"),
         }
         let now = Instant::now();
@@ -61,10 +83,28 @@ mod tests {
 
     #[tokio::test]
     async fn times_out_with_the_last_state() {
-        let err = poll_until("never", Duration::from_millis(50), || async { Err::<(), _>("still no".to_string()) })
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("waiting for never") && err.contains("still no"), "{err}");
+        let err = poll_until("never", Duration::from_millis(50), || async {
+            Err::<(), _>("still no".to_string())
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("waiting for never") && err.contains("still no"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn abort_ends_the_wait_at_once() {
+        let started = std::time::Instant::now();
+        let err = poll_until("doomed", Duration::from_secs(30), || async {
+            Err::<(), _>(Waiting::Abort("process exited".into()))
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("process exited"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 }

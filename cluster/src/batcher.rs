@@ -43,16 +43,28 @@ pub struct BatchLimits {
 
 fn approx_size(c: &Command) -> usize {
     match c {
-        Command::PostMessage { body, client_msg_id, .. } => 64 + body.len() + client_msg_id.len(),
+        Command::PostMessage {
+            body,
+            client_msg_id,
+            ..
+        } => 64 + body.len() + client_msg_id.len(),
         _ => 256,
     }
 }
 
 fn idempotent(c: &Command) -> bool {
-    !matches!(c, Command::CreateUser { .. } | Command::CreateChannel { .. })
+    !matches!(
+        c,
+        Command::CreateUser { .. } | Command::CreateChannel { .. }
+    )
 }
 
-pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>, limits: BatchLimits, cancel: CancellationToken) {
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Pending>,
+    limits: BatchLimits,
+    cancel: CancellationToken,
+) {
     let permits = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
     loop {
         // Wait for a proposal slot first, so commands queue (and batch up) while slots are busy.
@@ -89,16 +101,19 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>, li
 }
 
 async fn propose(shared: &Shared, batch: Vec<Pending>, timeout: Duration) {
-    let (commands, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+    let (commands, replies): (Vec<Command>, Vec<Reply>) =
+        batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
     let all_idempotent = commands.iter().all(idempotent);
     let result = propose_with_retry(shared, commands, all_idempotent, timeout).await;
     match result {
         Ok((index, response)) => {
             let mut outcomes = response.outcomes.into_iter();
             for reply in replies {
-                let outcome = outcomes
-                    .next()
-                    .ok_or_else(|| ClusterError::Internal("state machine returned fewer outcomes than commands".into()));
+                let outcome = outcomes.next().ok_or_else(|| {
+                    ClusterError::Internal(
+                        "state machine returned fewer outcomes than commands".into(),
+                    )
+                });
                 let _ = reply.send(outcome.map(|o| (o, index)));
             }
         }
@@ -124,7 +139,11 @@ pub(crate) async fn propose_local(shared: &Shared, commands: Vec<Command>) -> Fo
             index: resp.log_id.index,
             response: resp.data,
         }),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(ForwardError::NotLeader { leader: f.leader_id }),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(ForwardError::NotLeader {
+                leader: f.leader_id,
+            })
+        }
         Err(e) => Err(ForwardError::Unavailable(e.to_string())),
     }
 }
@@ -159,8 +178,12 @@ async fn propose_with_retry(
                         .post_bin::<_, ForwardReply>(
                             &info.cluster_addr,
                             rpc::PATH_FORWARD,
-                            &ForwardRequest { commands: commands.clone() },
-                            deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(50)),
+                            &ForwardRequest {
+                                commands: commands.clone(),
+                            },
+                            deadline
+                                .saturating_duration_since(Instant::now())
+                                .max(Duration::from_millis(50)),
                         )
                         .await
                 }
@@ -171,7 +194,9 @@ async fn propose_with_retry(
         match attempt {
             Ok(Ok(ok)) => return Ok((ok.index, ok.response)),
             // Nothing was proposed: always safe to try again once leadership settles.
-            Ok(Err(ForwardError::NotLeader { leader })) => last_err = format!("no leader (last known {leader:?})"),
+            Ok(Err(ForwardError::NotLeader { leader })) => {
+                last_err = format!("no leader (last known {leader:?})")
+            }
             Err(e @ TransportError::Connect { .. }) => last_err = e.to_string(),
             // Outcome unknown: only idempotent batches may be retried.
             Ok(Err(ForwardError::Unavailable(m))) => {

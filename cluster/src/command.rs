@@ -32,7 +32,12 @@ pub struct Request {
 
 impl std::fmt::Display for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Request(v{}, {} commands)", self.version, self.commands.len())
+        write!(
+            f,
+            "Request(v{}, {} commands)",
+            self.version,
+            self.commands.len()
+        )
     }
 }
 
@@ -106,11 +111,16 @@ pub type Outcome = Result<Applied, ApplyError>;
 pub enum Applied {
     User(UserRecord),
     Session(SessionRecord),
-    SessionRevoked { existed: bool },
+    SessionRevoked {
+        existed: bool,
+    },
     Channel(ChannelRecord),
     /// `duplicate` is true when (author, client_msg_id) already existed: `message` is then the
     /// original and nothing was written.
-    Message { message: MessageRecord, duplicate: bool },
+    Message {
+        message: MessageRecord,
+        duplicate: bool,
+    },
 }
 
 /// A command that was applied (it is in the log on every node) but was refused by the rules of

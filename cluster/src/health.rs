@@ -33,7 +33,10 @@ impl Readiness {
         }
     }
     fn yes() -> Self {
-        Self { ready: true, reason: None }
+        Self {
+            ready: true,
+            reason: None,
+        }
     }
 }
 
@@ -46,7 +49,8 @@ pub(crate) fn leader_has_quorum(m: &RaftMetrics, election_max_ms: u64) -> bool {
     if m.membership_config.membership().voter_ids().count() <= 1 {
         return true;
     }
-    m.millis_since_quorum_ack.is_some_and(|ms| ms <= election_max_ms)
+    m.millis_since_quorum_ack
+        .is_some_and(|ms| ms <= election_max_ms)
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
@@ -109,7 +113,9 @@ async fn evaluate(shared: &Shared) -> Readiness {
                 Ok(st) => {
                     let leader_applied = st.last_applied.unwrap_or(0);
                     if leader_applied.saturating_sub(applied) > max_lag {
-                        return Readiness::no(format!("catching up: {applied} of {leader_applied}"));
+                        return Readiness::no(format!(
+                            "catching up: {applied} of {leader_applied}"
+                        ));
                     }
                     Readiness::yes()
                 }

@@ -37,5 +37,11 @@ pub fn message(channel: &str, seq: u64) -> Vec<u8> {
 
 /// Idempotency index: (author, client_msg_id) -> (channel, seq). Usernames never contain '/'.
 pub fn dedup(author: &str, client_msg_id: &str) -> Vec<u8> {
-    [b"d/".as_slice(), author.as_bytes(), b"/", client_msg_id.as_bytes()].concat()
+    [
+        b"d/".as_slice(),
+        author.as_bytes(),
+        b"/",
+        client_msg_id.as_bytes(),
+    ]
+    .concat()
 }

@@ -13,6 +13,7 @@ pub mod health;
 pub mod keys;
 pub mod log_store;
 pub mod network;
+pub mod queries;
 pub mod raft_node;
 pub mod rpc;
 pub mod rpc_server;
@@ -20,10 +21,13 @@ pub mod sm_store;
 pub mod state;
 pub mod types;
 
-pub use command::{Applied, ApplyError, ChannelRecord, Command, MessageRecord, Role, SessionRecord, UserRecord};
+pub use command::{
+    Applied, ApplyError, ChannelRecord, Command, MessageRecord, Role, SessionRecord, UserRecord,
+};
 pub use error::ClusterError;
 pub use event::{Event, EventBus, EventKind};
 pub use health::Readiness;
 pub use raft_node::{ClusterConfig, ClusterNode};
 pub use sm_store::StateReader;
+pub use state::StateError;
 pub use types::{NodeId, NodeInfo};

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, RaftLogId, StorageIOError};
+use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogId, RaftLogReader, StorageIOError};
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil;
@@ -75,7 +75,11 @@ pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
 }
 
-fn io_err(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
+fn io_err(
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> StorageError {
     StorageError::IO {
         source: StorageIOError::new(subject, verb, openraft::AnyError::new(&e)),
     }
@@ -94,9 +98,13 @@ impl LogStore {
         let meta: Meta = match fs::read(&meta_path) {
             Ok(bytes) => {
                 let (payload, _) = fsutil::unframe(&bytes).ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::InvalidData, format!("{} is corrupt", meta_path.display()))
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{} is corrupt", meta_path.display()),
+                    )
                 })?;
-                bincode::deserialize(payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+                bincode::deserialize(payload)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Meta::default(),
             Err(e) => return Err(e),
@@ -139,11 +147,18 @@ impl LogStore {
                     }
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        format!("raft log segment {} is corrupt at offset {pos}", path.display()),
+                        format!(
+                            "raft log segment {} is corrupt at offset {pos}",
+                            path.display()
+                        ),
                     ));
                 };
-                let entry: Entry = bincode::deserialize(payload)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
+                let entry: Entry = bincode::deserialize(payload).map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{}: {e}", path.display()),
+                    )
+                })?;
                 let log_id = *entry.get_log_id();
                 if purged_index.is_some_and(|p| log_id.index <= p) {
                     pos += used;
@@ -198,7 +213,11 @@ impl LogStore {
     }
 
     /// Writes `records` (already framed) for `entries`, returning the file to fdatasync.
-    fn write_batch(&self, entries: Vec<(Entry, usize)>, buf: Vec<u8>) -> Result<Arc<File>, io::Error> {
+    fn write_batch(
+        &self,
+        entries: Vec<(Entry, usize)>,
+        buf: Vec<u8>,
+    ) -> Result<Arc<File>, io::Error> {
         let mut inner = self.lock()?;
         let Some((first, _)) = entries.first() else {
             return Err(io::Error::other("empty append"));
@@ -301,9 +320,14 @@ impl Inner {
         let mut buf = vec![0u8; loc.len as usize];
         seg.reader.seek(SeekFrom::Start(loc.offset))?;
         seg.reader.read_exact(&mut buf)?;
-        let (payload, _) = fsutil::unframe(&buf)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("entry {index} is corrupt on disk")))?;
-        let entry: Entry = bincode::deserialize(payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let (payload, _) = fsutil::unframe(&buf).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("entry {index} is corrupt on disk"),
+            )
+        })?;
+        let entry: Entry = bincode::deserialize(payload)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         Ok(Some(entry))
     }
 }
@@ -322,7 +346,13 @@ impl RaftLogReader<TypeConfig> for LogStore {
             match inner.read_entry(i) {
                 Ok(Some(e)) => out.push(e),
                 Ok(None) => break,
-                Err(e) => return Err(io_err(ErrorSubject::Log(inner.index[&i].log_id), ErrorVerb::Read, e)),
+                Err(e) => {
+                    return Err(io_err(
+                        ErrorSubject::Log(inner.index[&i].log_id),
+                        ErrorVerb::Read,
+                        e,
+                    ));
+                }
             }
         }
         Ok(out)
@@ -375,7 +405,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(inner.meta.vote)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -383,7 +417,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut buf = Vec::new();
         let mut items = Vec::new();
         for entry in entries {
-            let payload = bincode::serialize(&entry).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+            let payload = bincode::serialize(&entry)
+                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
             let before = buf.len();
             fsutil::frame(&payload, &mut buf);
             items.push((entry, buf.len() - before));
@@ -420,7 +455,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let Some(loc) = inner.index.get(&log_id.index).copied() else {
                 return Ok(());
             };
-            let later: Vec<u64> = inner.segments.range(loc.segment + 1..).map(|(id, _)| *id).collect();
+            let later: Vec<u64> = inner
+                .segments
+                .range(loc.segment + 1..)
+                .map(|(id, _)| *id)
+                .collect();
             for id in later {
                 if let Some(seg) = inner.segments.remove(&id) {
                     fs::remove_file(&seg.path)?;
@@ -446,7 +485,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let this = self.clone();
         tokio::task::spawn_blocking(move || -> Result<(), io::Error> {
             let mut inner = this.lock()?;
-            if inner.meta.last_purged.is_some_and(|p| p.index >= log_id.index) {
+            if inner
+                .meta
+                .last_purged
+                .is_some_and(|p| p.index >= log_id.index)
+            {
                 return Ok(());
             }
             // The marker is durable before any file goes, so a crash in between only leaves

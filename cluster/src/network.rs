@@ -33,7 +33,10 @@ pub struct PeerHttp {
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("connection to {addr} failed: {source}")]
-    Connect { addr: String, source: reqwest::Error },
+    Connect {
+        addr: String,
+        source: reqwest::Error,
+    },
     #[error("request to {addr} timed out after {after:?}")]
     Timeout { addr: String, after: Duration },
     #[error("request to {addr} failed: {message}")]
@@ -77,7 +80,10 @@ impl PeerHttp {
         if !status.is_success() {
             return Err(TransportError::Other {
                 addr: addr.to_string(),
-                message: format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(200)])),
+                message: format!(
+                    "HTTP {status}: {}",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                ),
             });
         }
         bincode::deserialize(&bytes).map_err(|e| TransportError::Other {
@@ -195,7 +201,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.call(rpc::PATH_APPEND, RPCTypes::AppendEntries, &rpc, &option).await
+        self.call(rpc::PATH_APPEND, RPCTypes::AppendEntries, &rpc, &option)
+            .await
     }
 
     async fn install_snapshot(
@@ -206,7 +213,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call(rpc::PATH_SNAPSHOT, RPCTypes::InstallSnapshot, &rpc, &option).await
+        self.call(rpc::PATH_SNAPSHOT, RPCTypes::InstallSnapshot, &rpc, &option)
+            .await
     }
 
     async fn vote(
@@ -214,7 +222,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.call(rpc::PATH_VOTE, RPCTypes::Vote, &rpc, &option).await
+        self.call(rpc::PATH_VOTE, RPCTypes::Vote, &rpc, &option)
+            .await
     }
 
     /// Capped exponential backoff for an unreachable peer: 50 ms doubling to 1 s. A dead node

@@ -90,7 +90,11 @@ impl Shared {
 
     pub fn status(&self) -> NodeStatusWire {
         let m = self.raft.metrics().borrow().clone();
-        let voter = m.membership_config.membership().voter_ids().any(|v| v == self.id);
+        let voter = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == self.id);
         let readiness = self.readiness.lock().map(|r| r.clone()).unwrap_or_default();
         NodeStatusWire {
             id: self.id,
@@ -132,7 +136,10 @@ const REMOVED_MARKER: &str = "REMOVED";
 impl ClusterNode {
     /// Opens storage in `config.data_dir` and starts Raft. The caller serves `rpc_router()` on
     /// the cluster port. `cancel` stops every task of this node.
-    pub async fn start(config: ClusterConfig, cancel: CancellationToken) -> Result<Arc<Self>, ClusterError> {
+    pub async fn start(
+        config: ClusterConfig,
+        cancel: CancellationToken,
+    ) -> Result<Arc<Self>, ClusterError> {
         let dir = config.data_dir.clone();
         if dir.join(REMOVED_MARKER).exists() {
             return Err(ClusterError::Storage(format!(
@@ -140,7 +147,8 @@ impl ClusterNode {
                 dir.display()
             )));
         }
-        std::fs::create_dir_all(&dir).map_err(|e| ClusterError::Storage(format!("create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ClusterError::Storage(format!("create {}: {e}", dir.display())))?;
         let raft_config = openraft::Config {
             cluster_name: "conclave".into(),
             heartbeat_interval: config.heartbeat_interval_ms,
@@ -161,7 +169,8 @@ impl ClusterNode {
         let events = sm.1;
         let sm = sm.0;
         let reader = sm.reader();
-        let http = PeerHttp::new().map_err(|e| ClusterError::Internal(format!("http client: {e}")))?;
+        let http =
+            PeerHttp::new().map_err(|e| ClusterError::Internal(format!("http client: {e}")))?;
         let network = NetworkFactory {
             local_id: config.node_id,
             http: http.clone(),
@@ -186,8 +195,14 @@ impl ClusterNode {
             write_timeout: Duration::from_millis(config.write_timeout_ms),
         };
         let mut tasks = Vec::new();
-        tasks.push(spawn_named("batcher", batcher::run(shared.clone(), batch_rx, limits, cancel.clone())));
-        tasks.push(spawn_named("health", health::run(shared.clone(), cancel.clone())));
+        tasks.push(spawn_named(
+            "batcher",
+            batcher::run(shared.clone(), batch_rx, limits, cancel.clone()),
+        ));
+        tasks.push(spawn_named(
+            "health",
+            health::run(shared.clone(), cancel.clone()),
+        ));
         tracing::info!(node_id = config.node_id, dir = %dir.display(), "cluster node started");
         Ok(Arc::new(Self {
             shared,
@@ -220,7 +235,11 @@ impl ClusterNode {
     }
 
     pub fn readiness(&self) -> Readiness {
-        self.shared.readiness.lock().map(|r| r.clone()).unwrap_or_default()
+        self.shared
+            .readiness
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
     }
 
     pub fn status(&self) -> NodeStatusWire {
@@ -247,9 +266,9 @@ impl ClusterNode {
         members.insert(self.shared.id, self.shared.config.info.clone());
         match self.shared.raft.initialize(members).await {
             Ok(()) => Ok(()),
-            Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {
-                Err(ClusterError::AlreadyInitialized)
-            }
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::InitializeError::NotAllowed(_),
+            )) => Err(ClusterError::AlreadyInitialized),
             Err(e) => Err(ClusterError::Storage(e.to_string())),
         }
     }
@@ -304,7 +323,12 @@ impl ClusterNode {
                     .ok_or_else(|| ClusterError::Unavailable("leader address unknown".into()))?;
                 self.shared
                     .http
-                    .post_bin::<_, MembershipReply>(&info.cluster_addr, rpc::PATH_MEMBERSHIP, &req, Duration::from_secs(90))
+                    .post_bin::<_, MembershipReply>(
+                        &info.cluster_addr,
+                        rpc::PATH_MEMBERSHIP,
+                        &req,
+                        Duration::from_secs(90),
+                    )
                     .await
                     .map_err(|e| ClusterError::Unavailable(e.to_string()))?
             }
@@ -314,7 +338,9 @@ impl ClusterNode {
     }
 
     /// Status of every member as seen by probing it now (200 ms budget each, in parallel).
-    pub async fn cluster_status(&self) -> Vec<(NodeId, NodeInfo, bool, Result<NodeStatusWire, String>)> {
+    pub async fn cluster_status(
+        &self,
+    ) -> Vec<(NodeId, NodeInfo, bool, Result<NodeStatusWire, String>)> {
         let m = self.metrics();
         let membership = m.membership_config.membership().clone();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
@@ -329,7 +355,11 @@ impl ClusterNode {
                 } else {
                     shared
                         .http
-                        .get_json::<NodeStatusWire>(&info.cluster_addr, rpc::PATH_STATUS, Duration::from_millis(200))
+                        .get_json::<NodeStatusWire>(
+                            &info.cluster_addr,
+                            rpc::PATH_STATUS,
+                            Duration::from_millis(200),
+                        )
                         .await
                         .map_err(|e| e.to_string())
                 };
@@ -345,7 +375,11 @@ impl ClusterNode {
         if let Err(e) = self.shared.raft.shutdown().await {
             tracing::warn!(node_id = self.shared.id, error = %e, "raft shutdown");
         }
-        let tasks = self.tasks.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        let tasks = self
+            .tasks
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
         for t in tasks {
             let _ = t.await;
         }
@@ -366,7 +400,10 @@ impl ClusterNode {
 
 type OpenedSm = (StateMachineStore, EventBus);
 
-fn open_storage(dir: &Path, cache_bytes: u64) -> Result<(LogStore, sled::Db, OpenedSm), ClusterError> {
+fn open_storage(
+    dir: &Path,
+    cache_bytes: u64,
+) -> Result<(LogStore, sled::Db, OpenedSm), ClusterError> {
     let log = LogStore::open(dir).map_err(|e| ClusterError::Storage(format!("raft log: {e}")))?;
     let db = sled::Config::new()
         .path(dir.join("state"))
@@ -375,7 +412,8 @@ fn open_storage(dir: &Path, cache_bytes: u64) -> Result<(LogStore, sled::Db, Ope
         .open()
         .map_err(|e| ClusterError::Storage(format!("sled: {e}")))?;
     let events = EventBus::new(4096);
-    let sm = StateMachineStore::open(&db, dir, events.clone()).map_err(|e| ClusterError::Storage(format!("state machine: {e}")))?;
+    let sm = StateMachineStore::open(&db, dir, events.clone())
+        .map_err(|e| ClusterError::Storage(format!("state machine: {e}")))?;
     Ok((log, db, (sm, events)))
 }
 
@@ -391,10 +429,15 @@ where
 }
 
 /// Runs on the leader. Changes are applied one at a time; each is refused if unsafe.
-pub(crate) async fn membership_on_leader(shared: &Arc<Shared>, req: MembershipRequest) -> MembershipReply {
+pub(crate) async fn membership_on_leader(
+    shared: &Arc<Shared>,
+    req: MembershipRequest,
+) -> MembershipReply {
     let m = shared.raft.metrics().borrow().clone();
     if m.current_leader != Some(shared.id) {
-        return Err(MembershipError::NotLeader { leader: m.current_leader });
+        return Err(MembershipError::NotLeader {
+            leader: m.current_leader,
+        });
     }
     let membership = m.membership_config.membership().clone();
     if membership.get_joint_config().len() > 1 {
@@ -411,7 +454,9 @@ pub(crate) async fn membership_on_leader(shared: &Arc<Shared>, req: MembershipRe
                 if membership.get_node(&id) == Some(&info) {
                     return Ok(());
                 }
-                return Err(MembershipError::Invalid(format!("node {id} is already a voter with other addresses")));
+                return Err(MembershipError::Invalid(format!(
+                    "node {id} is already a voter with other addresses"
+                )));
             }
             // Check the newcomer answers before touching the membership: a typo in an address
             // would otherwise leave a learner that never catches up.
@@ -420,7 +465,12 @@ pub(crate) async fn membership_on_leader(shared: &Arc<Shared>, req: MembershipRe
                 .get_json(&info.cluster_addr, rpc::PATH_STATUS, Duration::from_secs(2))
                 .await;
             match probe {
-                Err(e) => return Err(MembershipError::Invalid(format!("node {id} is not reachable at {}: {e}", info.cluster_addr))),
+                Err(e) => {
+                    return Err(MembershipError::Invalid(format!(
+                        "node {id} is not reachable at {}: {e}",
+                        info.cluster_addr
+                    )));
+                }
                 Ok(st) if st.id != id => {
                     return Err(MembershipError::Invalid(format!(
                         "the node at {} says it is node {}, not {id}",
@@ -430,13 +480,25 @@ pub(crate) async fn membership_on_leader(shared: &Arc<Shared>, req: MembershipRe
                 Ok(_) => {}
             }
             tracing::info!(node_id = shared.id, new_node = id, %info, "adding learner");
-            let added = tokio::time::timeout(Duration::from_secs(60), shared.raft.add_learner(id, info, true)).await;
+            let added = tokio::time::timeout(
+                Duration::from_secs(60),
+                shared.raft.add_learner(id, info, true),
+            )
+            .await;
             match added {
-                Err(_) => return Err(MembershipError::Unavailable(format!("node {id} did not catch up within 60 s"))),
+                Err(_) => {
+                    return Err(MembershipError::Unavailable(format!(
+                        "node {id} did not catch up within 60 s"
+                    )));
+                }
                 Ok(Err(e)) => return Err(map_change_err(e)),
                 Ok(Ok(_)) => {}
             }
-            tracing::info!(node_id = shared.id, new_node = id, "promoting learner to voter");
+            tracing::info!(
+                node_id = shared.id,
+                new_node = id,
+                "promoting learner to voter"
+            );
             shared
                 .raft
                 .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
@@ -446,11 +508,15 @@ pub(crate) async fn membership_on_leader(shared: &Arc<Shared>, req: MembershipRe
         }
         MembershipRequest::Remove { id } => {
             if membership.get_node(&id).is_none() {
-                return Err(MembershipError::Invalid(format!("node {id} is not a member")));
+                return Err(MembershipError::Invalid(format!(
+                    "node {id} is not a member"
+                )));
             }
             let remaining: BTreeSet<NodeId> = voters.iter().copied().filter(|v| *v != id).collect();
             if voters.contains(&id) && remaining.is_empty() {
-                return Err(MembershipError::Unsafe("refusing to remove the last voter".into()));
+                return Err(MembershipError::Unsafe(
+                    "refusing to remove the last voter".into(),
+                ));
             }
             if voters.contains(&id) {
                 // The new configuration must have a reachable majority right now, or the cluster
@@ -464,7 +530,11 @@ pub(crate) async fn membership_on_leader(shared: &Arc<Shared>, req: MembershipRe
                     if let Some(info) = membership.get_node(v) {
                         let ok = shared
                             .http
-                            .get_json::<NodeStatusWire>(&info.cluster_addr, rpc::PATH_STATUS, Duration::from_millis(500))
+                            .get_json::<NodeStatusWire>(
+                                &info.cluster_addr,
+                                rpc::PATH_STATUS,
+                                Duration::from_millis(500),
+                            )
                             .await
                             .is_ok();
                         if ok {
@@ -485,13 +555,22 @@ pub(crate) async fn membership_on_leader(shared: &Arc<Shared>, req: MembershipRe
             } else {
                 ChangeMembers::RemoveNodes(BTreeSet::from([id]))
             };
-            shared.raft.change_membership(change, false).await.map_err(map_change_err)?;
+            shared
+                .raft
+                .change_membership(change, false)
+                .await
+                .map_err(map_change_err)?;
             // A removed node never hears of its removal through Raft; tell it, best effort, so it
             // stops campaigning (0.9 has no pre-vote, its elections would disturb the cluster).
             if let Some(info) = membership.get_node(&id) {
                 let r: Result<(), TransportError> = shared
                     .http
-                    .post_bin(&info.cluster_addr, rpc::PATH_REMOVED, &shared.id, Duration::from_secs(1))
+                    .post_bin(
+                        &info.cluster_addr,
+                        rpc::PATH_REMOVED,
+                        &shared.id,
+                        Duration::from_secs(1),
+                    )
                     .await;
                 if let Err(e) = r {
                     tracing::warn!(removed_node = id, error = %e, "could not tell the removed node to stop; stop it by hand");
@@ -502,14 +581,20 @@ pub(crate) async fn membership_on_leader(shared: &Arc<Shared>, req: MembershipRe
     }
 }
 
-fn map_change_err(e: openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, NodeInfo>>) -> MembershipError {
+fn map_change_err(
+    e: openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, NodeInfo>>,
+) -> MembershipError {
     use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => MembershipError::NotLeader { leader: f.leader_id },
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(_))) => {
-            MembershipError::InProgress
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => MembershipError::NotLeader {
+            leader: f.leader_id,
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(
+            ChangeMembershipError::InProgress(_),
+        )) => MembershipError::InProgress,
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+            MembershipError::Invalid(c.to_string())
         }
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => MembershipError::Invalid(c.to_string()),
         other => MembershipError::Unavailable(other.to_string()),
     }
 }

@@ -40,7 +40,8 @@ impl ClusterNode {
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    bincode::deserialize(body).map_err(|e| (StatusCode::BAD_REQUEST, format!("bad rpc body: {e}")).into_response())
+    bincode::deserialize(body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad rpc body: {e}")).into_response())
 }
 
 fn encode<T: Serialize>(value: &T) -> Response {
@@ -97,7 +98,11 @@ async fn removed(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     };
     // Only believe it if the sender really leads a membership that no longer has us.
     let m = s.raft.metrics().borrow().clone();
-    tracing::warn!(node_id = s.id, from, "leader says this node was removed from the cluster; stopping");
+    tracing::warn!(
+        node_id = s.id,
+        from,
+        "leader says this node was removed from the cluster; stopping"
+    );
     let _ = m;
     ClusterNode::mark_removed(&s);
     encode(&())

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::RaftStateMachine;
-use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, StorageIOError};
+use openraft::{
+    EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, StorageIOError,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::command::Response;
@@ -52,11 +54,19 @@ struct StoredSnapshot {
 
 fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
     StorageError::IO {
-        source: StorageIOError::new(ErrorSubject::StateMachine, verb, openraft::AnyError::new(&e)),
+        source: StorageIOError::new(
+            ErrorSubject::StateMachine,
+            verb,
+            openraft::AnyError::new(&e),
+        ),
     }
 }
 
-fn snap_err(meta: Option<&SnapshotMeta>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
+fn snap_err(
+    meta: Option<&SnapshotMeta>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> StorageError {
     let subject = match meta {
         Some(m) => ErrorSubject::Snapshot(Some(m.signature())),
         None => ErrorSubject::Snapshot(None),
@@ -95,9 +105,10 @@ impl StateMachineStore {
         let path = dir.join(SNAPSHOT_FILE);
         let current = match std::fs::read(&path) {
             Ok(bytes) => {
-                let (payload, _) = fsutil::unframe(&bytes).ok_or_else(|| OpenError::CorruptSnapshot(path.clone()))?;
-                let file: SnapshotFile =
-                    bincode::deserialize(payload).map_err(|_| OpenError::CorruptSnapshot(path.clone()))?;
+                let (payload, _) = fsutil::unframe(&bytes)
+                    .ok_or_else(|| OpenError::CorruptSnapshot(path.clone()))?;
+                let file: SnapshotFile = bincode::deserialize(payload)
+                    .map_err(|_| OpenError::CorruptSnapshot(path.clone()))?;
                 Some(StoredSnapshot {
                     meta: file.meta,
                     data: Arc::new(file.data),
@@ -114,7 +125,9 @@ impl StateMachineStore {
             build_seq: 0,
         };
         if let Some(snap) = current {
-            let applied: Option<LogId> = read_key(&sm.tree, keys::APPLIED).map_err(OpenError::State)?.flatten();
+            let applied: Option<LogId> = read_key(&sm.tree, keys::APPLIED)
+                .map_err(OpenError::State)?
+                .flatten();
             let installing = sm.tree.get(keys::INSTALLING)?.is_some();
             if installing || applied.map(|a| a.index) < snap.meta.last_log_id.map(|l| l.index) {
                 tracing::info!(
@@ -150,7 +163,10 @@ pub enum OpenError {
     State(StateError),
 }
 
-fn read_key<T: serde::de::DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>, StateError> {
+fn read_key<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    key: &[u8],
+) -> Result<Option<T>, StateError> {
     Overlay::new(tree).get(key)
 }
 
@@ -214,8 +230,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             match &entry.payload {
                 EntryPayload::Blank => responses.push(Response::default()),
                 EntryPayload::Normal(req) => {
-                    let outcomes = state::apply_request(&mut kv, req, entry.log_id.index, &mut events)
-                        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                    let outcomes =
+                        state::apply_request(&mut kv, req, entry.log_id.index, &mut events)
+                            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
                     responses.push(Response { outcomes });
                 }
                 EntryPayload::Membership(m) => {
@@ -232,7 +249,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             kv.put(keys::APPLIED.to_vec(), &Some(last))
                 .map_err(|e| sm_err(ErrorVerb::Write, e))?;
             let batch = kv.into_batch();
-            self.tree.apply_batch(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            self.tree
+                .apply_batch(batch)
+                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         }
         self.events.publish(events);
         Ok(responses)
@@ -246,7 +265,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let copy: Result<Vec<(Vec<u8>, Vec<u8>)>, sled::Error> = self
             .tree
             .iter()
-            .filter(|kv| kv.as_ref().map(|(k, _)| k.as_ref() != keys::INSTALLING).unwrap_or(true))
+            .filter(|kv| {
+                kv.as_ref()
+                    .map(|(k, _)| k.as_ref() != keys::INSTALLING)
+                    .unwrap_or(true)
+            })
             .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())))
             .collect();
         SnapshotBuilder {
@@ -261,7 +284,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         tracing::info!(snapshot = ?meta.last_log_id, bytes = data.len(), "installing snapshot from leader");
         let stored = StoredSnapshot {
@@ -273,8 +300,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let to_write = stored.clone();
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
             persist_snapshot(&dir, &to_write)?;
-            restore_tree(&tree, &to_write.meta, &to_write.data).map_err(|e| snap_err(Some(&to_write.meta), ErrorVerb::Write, e))?;
-            tree.flush().map_err(|e| snap_err(Some(&to_write.meta), ErrorVerb::Write, e))?;
+            restore_tree(&tree, &to_write.meta, &to_write.data)
+                .map_err(|e| snap_err(Some(&to_write.meta), ErrorVerb::Write, e))?;
+            tree.flush()
+                .map_err(|e| snap_err(Some(&to_write.meta), ErrorVerb::Write, e))?;
             Ok(())
         })
         .await
@@ -289,7 +318,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let cur = self
             .current
             .lock()
-            .map_err(|_| snap_err(None, ErrorVerb::Read, std::io::Error::other("snapshot lock poisoned")))?
+            .map_err(|_| {
+                snap_err(
+                    None,
+                    ErrorVerb::Read,
+                    std::io::Error::other("snapshot lock poisoned"),
+                )
+            })?
             .clone();
         Ok(cur.map(|s| Snapshot {
             meta: s.meta,
@@ -303,10 +338,12 @@ fn persist_snapshot(dir: &Path, snap: &StoredSnapshot) -> Result<(), StorageErro
         meta: snap.meta.clone(),
         data: snap.data.as_ref().clone(),
     };
-    let payload = bincode::serialize(&file).map_err(|e| snap_err(Some(&snap.meta), ErrorVerb::Write, e))?;
+    let payload =
+        bincode::serialize(&file).map_err(|e| snap_err(Some(&snap.meta), ErrorVerb::Write, e))?;
     let mut framed = Vec::with_capacity(payload.len() + 8);
     fsutil::frame(&payload, &mut framed);
-    fsutil::write_atomic(&dir.join(SNAPSHOT_FILE), &framed).map_err(|e| snap_err(Some(&snap.meta), ErrorVerb::Write, e))
+    fsutil::write_atomic(&dir.join(SNAPSHOT_FILE), &framed)
+        .map_err(|e| snap_err(Some(&snap.meta), ErrorVerb::Write, e))
 }
 
 pub struct SnapshotBuilder {
@@ -318,9 +355,15 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let pairs = std::mem::replace(&mut self.copy, Ok(Vec::new())).map_err(|e| snap_err(None, ErrorVerb::Read, e))?;
+        let pairs = std::mem::replace(&mut self.copy, Ok(Vec::new()))
+            .map_err(|e| snap_err(None, ErrorVerb::Read, e))?;
         // Read applied/membership out of the copied pairs (not the live tree, which moved on).
-        let find = |key: &[u8]| pairs.iter().find(|(k, _)| k.as_slice() == key).map(|(_, v)| v.clone());
+        let find = |key: &[u8]| {
+            pairs
+                .iter()
+                .find(|(k, _)| k.as_slice() == key)
+                .map(|(_, v)| v.clone())
+        };
         let last_applied: Option<LogId> = match find(keys::APPLIED) {
             Some(v) => bincode::deserialize(&v).map_err(|e| snap_err(None, ErrorVerb::Read, e))?,
             None => None,
@@ -342,7 +385,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             format: SNAPSHOT_FORMAT,
             pairs,
         };
-        let data = bincode::serialize(&body).map_err(|e| snap_err(Some(&meta), ErrorVerb::Write, e))?;
+        let data =
+            bincode::serialize(&body).map_err(|e| snap_err(Some(&meta), ErrorVerb::Write, e))?;
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data: Arc::new(data),

@@ -58,12 +58,14 @@ impl<'a> Overlay<'a> {
     pub fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StateError> {
         match self.get_raw(key)? {
             None => Ok(None),
-            Some(bytes) => bincode::deserialize(&bytes)
-                .map(Some)
-                .map_err(|source| StateError::Decode {
-                    key: String::from_utf8_lossy(key).into_owned(),
-                    source,
-                }),
+            Some(bytes) => {
+                bincode::deserialize(&bytes)
+                    .map(Some)
+                    .map_err(|source| StateError::Decode {
+                        key: String::from_utf8_lossy(key).into_owned(),
+                        source,
+                    })
+            }
         }
     }
 
@@ -237,7 +239,9 @@ fn apply_command(
             // the author has since left the channel.
             let dedup_key = keys::dedup(author, client_msg_id);
             if let Some((orig_channel, seq)) = kv.get::<(String, u64)>(&dedup_key)? {
-                if let Some(message) = kv.get::<MessageRecord>(&keys::message(&orig_channel, seq))? {
+                if let Some(message) =
+                    kv.get::<MessageRecord>(&keys::message(&orig_channel, seq))?
+                {
                     return Ok(Ok(Applied::Message {
                         message,
                         duplicate: true,
@@ -362,7 +366,10 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
-        let ch: ChannelRecord = Overlay::new(&t).get(&keys::channel("general")).unwrap().unwrap();
+        let ch: ChannelRecord = Overlay::new(&t)
+            .get(&keys::channel("general"))
+            .unwrap()
+            .unwrap();
         assert_eq!(ch.last_seq, 1);
     }
 
@@ -414,11 +421,19 @@ mod tests {
         // Only the clock key may have moved.
         let after: Vec<_> = t
             .iter()
-            .filter(|kv| kv.as_ref().map(|(k, _)| &k[..] != keys::LAST_TS).unwrap_or(true))
+            .filter(|kv| {
+                kv.as_ref()
+                    .map(|(k, _)| &k[..] != keys::LAST_TS)
+                    .unwrap_or(true)
+            })
             .collect();
         let before: Vec<_> = before
             .into_iter()
-            .filter(|kv| kv.as_ref().map(|(k, _)| &k[..] != keys::LAST_TS).unwrap_or(true))
+            .filter(|kv| {
+                kv.as_ref()
+                    .map(|(k, _)| &k[..] != keys::LAST_TS)
+                    .unwrap_or(true)
+            })
             .collect();
         assert_eq!(before.len(), after.len());
     }

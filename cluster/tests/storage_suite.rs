@@ -19,7 +19,10 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder 
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<u64>> {
         let dir = TempDir::new().unwrap();
         let log = LogStore::open(dir.path()).unwrap();
-        let db = sled::Config::new().path(dir.path().join("state")).open().unwrap();
+        let db = sled::Config::new()
+            .path(dir.path().join("state"))
+            .open()
+            .unwrap();
         let sm = StateMachineStore::open(&db, dir.path(), EventBus::new(16)).unwrap();
         Ok((dir, log, sm))
     }
@@ -43,16 +46,25 @@ async fn log_and_vote_survive_reopen_and_purge() {
     {
         let mut log = LogStore::open(dir.path()).unwrap();
         log.save_vote(&Vote::new(3, 2)).await.unwrap();
-        log.blocking_append((1..=10).map(|i| blank(1, i))).await.unwrap();
-        log.purge(LogId::new(CommittedLeaderId::new(1, 1), 4)).await.unwrap();
-        log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 9)).await.unwrap();
+        log.blocking_append((1..=10).map(|i| blank(1, i)))
+            .await
+            .unwrap();
+        log.purge(LogId::new(CommittedLeaderId::new(1, 1), 4))
+            .await
+            .unwrap();
+        log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 9))
+            .await
+            .unwrap();
         log.blocking_append([blank(2, 9)]).await.unwrap();
     }
     let mut log = LogStore::open(dir.path()).unwrap();
     assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
     let state = log.get_log_state().await.unwrap();
     assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(4));
-    assert_eq!(state.last_log_id, Some(LogId::new(CommittedLeaderId::new(2, 1), 9)));
+    assert_eq!(
+        state.last_log_id,
+        Some(LogId::new(CommittedLeaderId::new(2, 1), 9))
+    );
     let entries = log.try_get_log_entries(0..100).await.unwrap();
     let idx: Vec<u64> = entries.iter().map(|e| e.log_id.index).collect();
     assert_eq!(idx, (5..=9).collect::<Vec<_>>());
@@ -63,7 +75,9 @@ async fn torn_tail_is_cut_and_earlier_entries_kept() {
     let dir = TempDir::new().unwrap();
     {
         let mut log = LogStore::open(dir.path()).unwrap();
-        log.blocking_append((1..=3).map(|i| blank(1, i))).await.unwrap();
+        log.blocking_append((1..=3).map(|i| blank(1, i)))
+            .await
+            .unwrap();
     }
     // Simulate a crash in the middle of writing a fourth record.
     let seg = std::fs::read_dir(dir.path().join("log"))
@@ -80,7 +94,14 @@ async fn torn_tail_is_cut_and_earlier_entries_kept() {
     log.blocking_append([blank(1, 4)]).await.unwrap();
     drop(log);
     let mut log = LogStore::open(dir.path()).unwrap();
-    assert_eq!(log.get_log_state().await.unwrap().last_log_id.map(|l| l.index), Some(4));
+    assert_eq!(
+        log.get_log_state()
+            .await
+            .unwrap()
+            .last_log_id
+            .map(|l| l.index),
+        Some(4)
+    );
 }
 
 #[tokio::test]
@@ -88,7 +109,9 @@ async fn corrupt_record_in_newest_segment_is_cut_not_served() {
     let dir = TempDir::new().unwrap();
     {
         let mut log = LogStore::open(dir.path()).unwrap();
-        log.blocking_append((1..=3).map(|i| blank(1, i))).await.unwrap();
+        log.blocking_append((1..=3).map(|i| blank(1, i)))
+            .await
+            .unwrap();
     }
     let seg = std::fs::read_dir(dir.path().join("log"))
         .unwrap()

@@ -1,1 +1,122 @@
-fn main() {}
+//! `conclave`: the Conclave server binary. Parses arguments, sets up logging and the runtime,
+//! and hands over to `run`, `init` or `dev`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod config;
+mod dev;
+mod logging;
+mod run;
+mod signals;
+
+#[derive(Parser)]
+#[command(name = "conclave", version, about = "Conclave chat server node")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a node from its configuration file until SIGTERM or Ctrl-C.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        /// Only check the configuration and exit.
+        #[arg(long)]
+        validate: bool,
+    },
+    /// Create a new cluster on this node (its only voter) with the first admin user, then exit.
+    Init {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value = "admin")]
+        admin_user: String,
+        /// Admin password; a random one is generated and printed when omitted.
+        #[arg(long, env = "CONCLAVE_ADMIN_PASSWORD")]
+        admin_password: Option<String>,
+    },
+    /// Run a local 3-node cluster (127.0.0.1-3, port 8080) as three processes.
+    Dev {
+        #[arg(long, default_value = "./conclave-dev")]
+        data_dir: PathBuf,
+        #[arg(long, env = "CONCLAVE_ADMIN_PASSWORD")]
+        admin_password: Option<String>,
+    },
+}
+
+fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
+    config::Config::load(path, std::env::vars()).map_err(|e| {
+        eprintln!("conclave: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("conclave: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.cmd {
+        Cmd::Run { config, validate } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if validate {
+                eprintln!("conclave: {} is valid", config.display());
+                return ExitCode::SUCCESS;
+            }
+            logging::init(Some(cfg.node_id), &cfg.log);
+            runtime.block_on(run::run(cfg))
+        }
+        Cmd::Init {
+            config,
+            admin_user,
+            admin_password,
+        } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            logging::init(Some(cfg.node_id), &cfg.log);
+            let generated = admin_password.is_none();
+            runtime
+                .block_on(run::init(cfg, &admin_user, admin_password))
+                .map(|pw| {
+                    #[allow(clippy::print_stdout)]
+                    {
+                        println!("cluster initialized; admin user: {admin_user}");
+                        if generated {
+                            println!("admin password: {pw}");
+                            println!("(shown once; store it safely)");
+                        }
+                    }
+                })
+        }
+        Cmd::Dev {
+            data_dir,
+            admin_password,
+        } => {
+            logging::init(None, "info");
+            runtime.block_on(dev::dev(data_dir, admin_password))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("conclave: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,2 +1,317 @@
-//! bench (wip)
-fn main() {}
+//! `conclave-bench`: throughput, commit latency and failover time of a 3-node Conclave cluster
+//! on loopback, driven through the ops client. Run by hand on a release build; never by tests
+//! or CI:
+//!
+//! ```text
+//! cargo build --release -p node -p chaos-tests
+//! $CARGO_TARGET_DIR/release/conclave-bench --messages 20000 --levels 1,16,64 --failovers 10
+//! ```
+//!
+//! Errors are counted and reported, never turned into panics: a run that loses its cluster
+//! still prints what it measured.
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use chaos_tests::load::{Load, LoadConfig, LoadReport, percentile};
+use chaos_tests::wait::poll_until;
+use chaos_tests::{ClusterOptions, TestCluster};
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmark a 3-node Conclave cluster on loopback (release build)")]
+struct Args {
+    /// Messages per concurrency level.
+    #[arg(long, default_value_t = 20_000)]
+    messages: u64,
+    /// Concurrency levels (number of concurrent posters), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    levels: Vec<usize>,
+    /// Leader kills in the failover phase (0 skips it).
+    #[arg(long, default_value_t = 10)]
+    failovers: u32,
+    /// Concurrent posters during the failover phase.
+    #[arg(long, default_value_t = 16)]
+    failover_posters: usize,
+    /// Message body size in bytes.
+    #[arg(long, default_value_t = 200)]
+    body_len: usize,
+    /// Per-request timeout of the ops client, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    request_timeout_ms: u64,
+    /// Failover deadline of the ops client, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    failover_deadline_ms: u64,
+    /// How long one message is retried (same client_msg_id) before it counts as unknown, ms.
+    #[arg(long, default_value_t = 10_000)]
+    message_deadline_ms: u64,
+    /// Server binary (default: $CONCLAVE_BIN, else `conclave` in the release dir next to this binary).
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// Keep the data dir and node logs after the run.
+    #[arg(long)]
+    keep: bool,
+}
+
+fn release_binary(args: &Args) -> Result<PathBuf> {
+    if let Some(b) = &args.binary {
+        return Ok(b.clone());
+    }
+    if let Some(b) = std::env::var_os("CONCLAVE_BIN") {
+        return Ok(PathBuf::from(b));
+    }
+    let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        // target/release/conclave-bench → target/release/conclave; from a debug bench, the
+        // release binary is still preferred.
+        candidates.push(dir.join("conclave"));
+        if let Some(target) = dir.parent() {
+            candidates.insert(0, target.join("release").join("conclave"));
+        }
+    }
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
+        candidates.push(PathBuf::from(t).join("release").join("conclave"));
+    }
+    candidates.push(PathBuf::from("target/release/conclave"));
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| anyhow!("no conclave binary in {candidates:?}: `cargo build --release -p node` or set CONCLAVE_BIN"))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn fmt_ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"))
+}
+
+/// Creates `name`, retrying while the cluster is unavailable.
+async fn create_channel(cluster: &TestCluster, name: &str) -> Result<()> {
+    poll_until(
+        &format!("channel {name}"),
+        Duration::from_secs(30),
+        || async {
+            let client = cluster
+                .try_client(&cluster.live_ids())
+                .map_err(|e| e.to_string())?;
+            match client.create_channel(name).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.code() == Some("channel_exists") => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
+    .await
+}
+
+/// One failover client per poster, first server rotated so posters spread over the nodes.
+fn spread_clients(cluster: &TestCluster, posters: usize) -> Result<Vec<ops::Client>> {
+    let ids = cluster.live_ids();
+    (0..posters)
+        .map(|i| {
+            let mut order = ids.clone();
+            order.rotate_left(i % ids.len().max(1));
+            cluster.try_client(&order)
+        })
+        .collect()
+}
+
+fn load_config(args: &Args, channel: &str, prefix: &str) -> LoadConfig {
+    let mut cfg = LoadConfig::new(channel, prefix);
+    cfg.body_len = args.body_len;
+    cfg.per_message_deadline = Duration::from_millis(args.message_deadline_ms);
+    cfg
+}
+
+async fn throughput(cluster: &TestCluster, args: &Args) -> Result<()> {
+    println!(
+        "\n{:>7} {:>9} {:>8} {:>11} {:>8} {:>8} {:>8} {:>8}",
+        "posters", "messages", "seconds", "msgs/s", "p50 ms", "p99 ms", "errors", "unknown"
+    );
+    for &posters in &args.levels {
+        let channel = format!("bench-c{posters}");
+        if let Err(e) = create_channel(cluster, &channel).await {
+            println!("{posters:>7} could not create channel: {e:#}");
+            continue;
+        }
+        let mut cfg = load_config(args, &channel, &format!("c{posters}"));
+        cfg.total = Some(args.messages);
+        let report = Load::start(spread_clients(cluster, posters.max(1))?, cfg)
+            .join()
+            .await;
+        print_row(posters, &report);
+    }
+    Ok(())
+}
+
+fn print_row(posters: usize, r: &LoadReport) {
+    let secs = r.elapsed.as_secs_f64();
+    let lat = r.latencies_ms();
+    println!(
+        "{:>7} {:>9} {:>8.2} {:>11.1} {:>8} {:>8} {:>8} {:>8}",
+        posters,
+        r.acks.len(),
+        secs,
+        r.acks.len() as f64 / secs.max(1e-9),
+        fmt_ms(percentile(&lat, 50.0)),
+        fmt_ms(percentile(&lat, 99.0)),
+        r.failed_attempts,
+        r.failed.len()
+    );
+    if let Some(f) = r.failed.first() {
+        println!(
+            "        first unknown/refused message: {} ({})",
+            f.client_msg_id, f.error
+        );
+    }
+}
+
+/// Kills the leader, returns the time until a post sent through a survivor is acknowledged.
+async fn one_failover(cluster: &TestCluster, load: &Load, round: u32) -> Result<(u64, Duration)> {
+    cluster.try_wait_all_ready().await?;
+    let leader = cluster.try_wait_for_leader(&[]).await?;
+    let leader_url = cluster.url(leader);
+    // Make sure load is flowing before the kill, so the sample measures the failover only.
+    let warm = Instant::now();
+    poll_until("load before the kill", Duration::from_secs(30), || async {
+        if load.acks_after(warm).len() >= 10 {
+            Ok(())
+        } else {
+            Err("fewer than 10 acks".to_owned())
+        }
+    })
+    .await?;
+    cluster.node(leader).kill()?;
+    let killed_at = Instant::now();
+    let first = poll_until(
+        &format!("an ack through a survivor after killing node {leader} (round {round})"),
+        Duration::from_secs(60),
+        || async {
+            load.acks_after(killed_at)
+                .iter()
+                .filter(|a| a.server != leader_url)
+                .map(|a| a.acked_at)
+                .min()
+                .ok_or_else(|| "none yet".to_owned())
+        },
+    )
+    .await;
+    // Bring the node back whatever happened, so the next round starts from 3 nodes.
+    let restarted = cluster.try_restart(leader).await;
+    let first = first?;
+    restarted.context("restart the killed leader")?;
+    Ok((leader, first.duration_since(killed_at)))
+}
+
+async fn failover(cluster: &TestCluster, args: &Args) -> Result<()> {
+    let channel = "bench-failover";
+    create_channel(cluster, channel).await?;
+    let clients = spread_clients(cluster, args.failover_posters)?;
+    let load = Load::start(clients, load_config(args, channel, "fo"));
+    println!(
+        "\nfailover: {} posters, {} leader kills",
+        args.failover_posters, args.failovers
+    );
+    let mut samples = Vec::new();
+    let mut errors = 0u32;
+    for round in 1..=args.failovers {
+        match one_failover(cluster, &load, round).await {
+            Ok((leader, d)) => {
+                println!(
+                    "  round {round:>2}: killed leader {leader}, next ack via a survivor after {:.1} ms",
+                    ms(d)
+                );
+                samples.push(ms(d));
+            }
+            Err(e) => {
+                errors += 1;
+                let first_line = format!("{e:#}");
+                println!(
+                    "  round {round:>2}: FAILED: {}",
+                    first_line.lines().next().unwrap_or("")
+                );
+            }
+        }
+    }
+    let report = load.stop().await;
+    samples.sort_by(f64::total_cmp);
+    println!(
+        "failover ms: samples {} p50 {} p99 {} max {}; failed rounds {errors}",
+        samples.len(),
+        fmt_ms(percentile(&samples, 50.0)),
+        fmt_ms(percentile(&samples, 99.0)),
+        fmt_ms(samples.last().copied())
+    );
+    println!(
+        "load during failovers: {} acked, {} failed attempts (retried), {} unknown/refused, panics {}",
+        report.acks.len(),
+        report.failed_attempts,
+        report.failed.len(),
+        report.panics.len()
+    );
+    Ok(())
+}
+
+async fn run(args: Args) -> Result<()> {
+    let bin = release_binary(&args)?;
+    if bin.to_string_lossy().contains("/debug/") {
+        println!(
+            "warning: {} looks like a debug build; numbers will be low",
+            bin.display()
+        );
+    }
+    let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned());
+    let opts = ClusterOptions::default()
+        .binary(bin.clone())
+        .env("RUST_LOG", &rust_log)
+        .request_timeout(Duration::from_millis(args.request_timeout_ms))
+        .failover_deadline(Duration::from_millis(args.failover_deadline_ms));
+    let started = Instant::now();
+    let mut cluster = TestCluster::try_start_with(3, opts).await?;
+    let (a, b) = cluster.block();
+    println!(
+        "cluster of 3 on 127.{a}.{b}.1-3 from {} up in {:.1} s (data {})",
+        bin.display(),
+        started.elapsed().as_secs_f64(),
+        cluster.root().display()
+    );
+    let mut failures = Vec::new();
+    if let Err(e) = throughput(&cluster, &args).await {
+        failures.push(format!("throughput phase: {e:#}"));
+    }
+    if args.failovers > 0
+        && let Err(e) = failover(&cluster, &args).await
+    {
+        failures.push(format!("failover phase: {e:#}"));
+    }
+    if args.keep {
+        println!(
+            "kept data dir and logs: {}",
+            cluster.keep_data_dir().display()
+        );
+    }
+    if failures.is_empty() {
+        return Ok(());
+    }
+    bail!("{}", failures.join("\n"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("conclave-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -39,7 +39,10 @@ async fn user_names(cluster: &TestCluster, id: u64) -> BTreeSet<String> {
 
 impl Baseline {
     async fn take(cluster: &TestCluster) -> Baseline {
-        let seq = cluster.try_last_seq(1, CH, None).await.unwrap_or_else(|e| cluster.fail(&format!("{e:#}")));
+        let seq = cluster
+            .try_last_seq(1, CH, None)
+            .await
+            .unwrap_or_else(|e| cluster.fail(&format!("{e:#}")));
         Baseline {
             seq,
             channels: channel_names(cluster, 1).await,
@@ -51,16 +54,47 @@ impl Baseline {
     /// channel and user lists are unchanged on every node.
     async fn expect_nothing_written(&mut self, cluster: &TestCluster, what: &str) {
         let id = ops::new_client_msg_id();
-        let out = post_ok(cluster, &cluster.client_all(), CH, &format!("sentinel after {what}"), &id).await;
-        assert_eq!(out.message.seq, self.seq + 1, "{what}: a message was written (sentinel got seq {})", out.message.seq);
+        let out = post_ok(
+            cluster,
+            &cluster.client_all(),
+            CH,
+            &format!("sentinel after {what}"),
+            &id,
+        )
+        .await;
+        assert_eq!(
+            out.message.seq,
+            self.seq + 1,
+            "{what}: a message was written (sentinel got seq {})",
+            out.message.seq
+        );
         self.seq = out.message.seq;
         for node in cluster.ids() {
-            let page = cluster.client(node).list_messages(CH, self.seq - 1, 10, out.index).await;
+            let page = cluster
+                .client(node)
+                .list_messages(CH, self.seq - 1, 10, out.index)
+                .await;
             let page = page.unwrap_or_else(|e| cluster.fail(&format!("list on node {node}: {e}")));
-            let seqs: Vec<(u64, &str)> = page.messages.iter().map(|m| (m.seq, m.client_msg_id.as_str())).collect();
-            assert_eq!(seqs, vec![(self.seq, id.as_str())], "{what}: node {node} disagrees about the sentinel");
-            assert_eq!(channel_names(cluster, node).await, self.channels, "{what}: channels changed on node {node}");
-            assert_eq!(user_names(cluster, node).await, self.users, "{what}: users changed on node {node}");
+            let seqs: Vec<(u64, &str)> = page
+                .messages
+                .iter()
+                .map(|m| (m.seq, m.client_msg_id.as_str()))
+                .collect();
+            assert_eq!(
+                seqs,
+                vec![(self.seq, id.as_str())],
+                "{what}: node {node} disagrees about the sentinel"
+            );
+            assert_eq!(
+                channel_names(cluster, node).await,
+                self.channels,
+                "{what}: channels changed on node {node}"
+            );
+            assert_eq!(
+                user_names(cluster, node).await,
+                self.users,
+                "{what}: users changed on node {node}"
+            );
         }
     }
 }
@@ -97,11 +131,31 @@ async fn bad_input() {
         let post_msg = |v: serde_json::Value| http.post(&post_url).bearer_auth(&token).json(&v);
 
         let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
-            ("truncated JSON", post_json(r#"{"body": "hi", "client_msg_id": "#), 400, "invalid_json"),
+            (
+                "truncated JSON",
+                post_json(r#"{"body": "hi", "client_msg_id": "#),
+                400,
+                "invalid_json",
+            ),
             ("not JSON", post_json("body=hi"), 400, "invalid_json"),
-            ("wrong type", post_json(r#"{"body": 5, "client_msg_id": "x1"}"#), 400, "invalid_json"),
-            ("missing field", post_json(r#"{"client_msg_id": "x2"}"#), 400, "invalid_json"),
-            ("unknown field", post_json(r#"{"body": "b", "client_msg_id": "x3", "extra": 1}"#), 400, "invalid_json"),
+            (
+                "wrong type",
+                post_json(r#"{"body": 5, "client_msg_id": "x1"}"#),
+                400,
+                "invalid_json",
+            ),
+            (
+                "missing field",
+                post_json(r#"{"client_msg_id": "x2"}"#),
+                400,
+                "invalid_json",
+            ),
+            (
+                "unknown field",
+                post_json(r#"{"body": "b", "client_msg_id": "x3", "extra": 1}"#),
+                400,
+                "invalid_json",
+            ),
             (
                 "unknown channel",
                 http.post(format!("{url}/api/v1/channels/no-such-channel/messages"))
@@ -110,16 +164,36 @@ async fn bad_input() {
                 404,
                 "channel_not_found",
             ),
-            ("empty body", post_msg(json!({"body": "", "client_msg_id": "x5"})), 400, "invalid_request"),
-            ("whitespace body", post_msg(json!({"body": " \n\t  ", "client_msg_id": "x6"})), 400, "invalid_request"),
+            (
+                "empty body",
+                post_msg(json!({"body": "", "client_msg_id": "x5"})),
+                400,
+                "invalid_request",
+            ),
+            (
+                "whitespace body",
+                post_msg(json!({"body": " \n\t  ", "client_msg_id": "x6"})),
+                400,
+                "invalid_request",
+            ),
             (
                 "16385-byte body",
                 post_msg(json!({"body": "x".repeat(16_385), "client_msg_id": "x7"})),
                 400,
                 "invalid_request",
             ),
-            ("client_msg_id with a space", post_msg(json!({"body": "b", "client_msg_id": "a b"})), 400, "invalid_request"),
-            ("65-char client_msg_id", post_msg(json!({"body": "b", "client_msg_id": "i".repeat(65)})), 400, "invalid_request"),
+            (
+                "client_msg_id with a space",
+                post_msg(json!({"body": "b", "client_msg_id": "a b"})),
+                400,
+                "invalid_request",
+            ),
+            (
+                "65-char client_msg_id",
+                post_msg(json!({"body": "b", "client_msg_id": "i".repeat(65)})),
+                400,
+                "invalid_request",
+            ),
             (
                 "request over 65536 bytes",
                 post_msg(json!({"body": "y".repeat(70_000), "client_msg_id": "x8"})),
@@ -142,7 +216,8 @@ async fn bad_input() {
             ),
             (
                 "missing token",
-                http.post(&post_url).json(&json!({"body": "b", "client_msg_id": "x9"})),
+                http.post(&post_url)
+                    .json(&json!({"body": "b", "client_msg_id": "x9"})),
                 401,
                 "unauthorized",
             ),
@@ -170,7 +245,12 @@ async fn bad_input() {
                 401,
                 "unauthorized",
             ),
-            ("missing token on a read", http.get(format!("{url}/api/v1/me")), 401, "unauthorized"),
+            (
+                "missing token on a read",
+                http.get(format!("{url}/api/v1/me")),
+                401,
+                "unauthorized",
+            ),
         ];
         for (what, req, status, code) in cases {
             let what = format!("{what} (node {node})");
@@ -178,12 +258,24 @@ async fn bad_input() {
             base.expect_nothing_written(&cluster, &what).await;
         }
         // The same reads on the unknown channel: 404 as well.
-        let r = send(http.get(format!("{url}/api/v1/channels/no-such-channel")).bearer_auth(&token)).await;
-        expect(&r, 404, "channel_not_found", &format!("get unknown channel (node {node})"));
+        let r = send(
+            http.get(format!("{url}/api/v1/channels/no-such-channel"))
+                .bearer_auth(&token),
+        )
+        .await;
+        expect(
+            &r,
+            404,
+            "channel_not_found",
+            &format!("get unknown channel (node {node})"),
+        );
 
         // The limits are exact: a 16,384-byte body is accepted.
         let id = ops::new_client_msg_id();
-        let r = send(post_msg(json!({"body": "z".repeat(16_384), "client_msg_id": id}))).await;
+        let r = send(post_msg(
+            json!({"body": "z".repeat(16_384), "client_msg_id": id}),
+        ))
+        .await;
         assert_eq!(r.status, 201, "16,384-byte body on node {node}: {}", r.body);
         base.seq += 1;
     }
@@ -195,19 +287,31 @@ async fn bad_input() {
         .await
         .unwrap_or_else(|e| cluster.fail(&format!("create member: {e}")));
     base.users.insert("mallory".into());
-    let mallory = cluster.login_client(follower, "mallory", "mallory-password").await;
+    let mallory = cluster
+        .login_client(follower, "mallory", "mallory-password")
+        .await;
     let err = mallory
         .create_user("eve", "eve-password-1", ops::Role::Admin)
         .await
         .expect_err("a member created a user");
-    assert_eq!((err.status(), err.code()), (Some(403), Some("forbidden")), "{err}");
-    base.expect_nothing_written(&cluster, "member creating a user").await;
+    assert_eq!(
+        (err.status(), err.code()),
+        (Some(403), Some("forbidden")),
+        "{err}"
+    );
+    base.expect_nothing_written(&cluster, "member creating a user")
+        .await;
     let err = mallory
         .post_message(CH, "not a member", &ops::new_client_msg_id())
         .await
         .expect_err("a non-member posted");
-    assert_eq!((err.status(), err.code()), (Some(403), Some("forbidden")), "{err}");
-    base.expect_nothing_written(&cluster, "non-member posting").await;
+    assert_eq!(
+        (err.status(), err.code()),
+        (Some(403), Some("forbidden")),
+        "{err}"
+    );
+    base.expect_nothing_written(&cluster, "non-member posting")
+        .await;
 }
 
 /// `token` with its last character changed (still well-formed, wrong signature or id).
@@ -222,7 +326,11 @@ fn altered(token: &str) -> String {
 /// the expired token must not land.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_token_is_refused() {
-    let cluster = TestCluster::start_with(1, ClusterOptions::default().top_level("session_ttl_secs", "1")).await;
+    let cluster = TestCluster::start_with(
+        1,
+        ClusterOptions::default().top_level("session_ttl_secs", "1"),
+    )
+    .await;
     let client = cluster.login_client(1, ADMIN_USER, ADMIN_PASSWORD).await;
     let logged_in = Instant::now();
     cluster
@@ -230,7 +338,7 @@ async fn expired_token_is_refused() {
             match client.me().await {
                 Err(e) if e.status() == Some(401) && e.code() == Some("unauthorized") => Ok(()),
                 Err(e) => Err(format!("unexpected error: {e}")),
-                Ok(_) => Err("token still accepted".into()),
+                Ok(_) => Err("token still accepted".to_owned()),
             }
         })
         .await;
@@ -240,15 +348,23 @@ async fn expired_token_is_refused() {
         .create_channel("after-expiry")
         .await
         .expect_err("an expired token created a channel");
-    assert_eq!((err.status(), err.code()), (Some(401), Some("unauthorized")), "{err}");
+    assert_eq!(
+        (err.status(), err.code()),
+        (Some(401), Some("unauthorized")),
+        "{err}"
+    );
 
     // A fresh login works (retrying if a slow debug build lets even it expire before use),
     // and shows the refused write left nothing behind.
     let channels = cluster
-        .wait_until("a fresh token to list channels", cluster.ready_timeout(), || async {
-            let fresh = cluster.login_client(1, ADMIN_USER, ADMIN_PASSWORD).await;
-            fresh.list_channels().await.map_err(|e| e.to_string())
-        })
+        .wait_until(
+            "a fresh token to list channels",
+            cluster.ready_timeout(),
+            || async {
+                let fresh = cluster.login_client(1, ADMIN_USER, ADMIN_PASSWORD).await;
+                fresh.list_channels().await.map_err(|e| e.to_string())
+            },
+        )
         .await;
     assert!(
         channels.iter().all(|c| c.name != "after-expiry"),

@@ -12,14 +12,25 @@ const PER_ROUND: u64 = 60;
 
 /// Posts `PER_ROUND` messages from 3 concurrent posters; returns the acked messages and the
 /// highest index acknowledged.
-async fn post_round(cluster: &TestCluster, ch: &str, prefix: &str) -> (Vec<Msg>, Option<u64>, Vec<String>) {
+async fn post_round(
+    cluster: &TestCluster,
+    ch: &str,
+    prefix: &str,
+) -> (Vec<Msg>, Option<u64>, Vec<String>) {
     let mut cfg = LoadConfig::new(ch, prefix);
     cfg.total = Some(PER_ROUND);
-    let clients = [[1, 2, 3], [2, 3, 1], [3, 1, 2]].iter().map(|o| cluster.client_over(o)).collect();
+    let clients = [[1, 2, 3], [2, 3, 1], [3, 1, 2]]
+        .iter()
+        .map(|o| cluster.client_over(o))
+        .collect();
     let report = Load::start(clients, cfg).join().await;
     let acked = settle(cluster, ch, &report).await;
     assert_eq!(acked.len() as u64, PER_ROUND);
-    (acked, max_index(&report), report.sent_ids().into_iter().collect())
+    (
+        acked,
+        max_index(&report),
+        report.sent_ids().into_iter().collect(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,20 +50,42 @@ async fn full_restart_keeps_acknowledged() {
         } else {
             cluster.stop_all().await;
         }
-        assert!(cluster.live_ids().is_empty(), "{round}: nodes still running: {:?}", cluster.live_ids());
+        assert!(
+            cluster.live_ids().is_empty(),
+            "{round}: nodes still running: {:?}",
+            cluster.live_ids()
+        );
         cluster.start_all().await;
         cluster.wait_for_leader(&[]).await;
-        let views = cluster.wait_converged(ch, &[1, 2, 3], index, max_seq(&acked)).await;
+        let views = cluster
+            .wait_converged(ch, &[1, 2, 3], index, max_seq(&acked))
+            .await;
         cluster.check(checks::all_core(&acked, &views));
-        cluster.check(checks::nothing_unsent_written(&sent.iter().cloned().collect(), &views));
+        cluster.check(checks::nothing_unsent_written(
+            &sent.iter().cloned().collect(),
+            &views,
+        ));
 
         // The restarted cluster takes writes, numbered right after what survived.
         let id = format!("{round}-after");
-        let out = post_ok(&cluster, &cluster.client_all(), ch, &format!("after {round} restart"), &id).await;
-        assert_eq!(out.message.seq, views[0].messages.len() as u64 + 1, "{round}: seq after restart");
+        let out = post_ok(
+            &cluster,
+            &cluster.client_all(),
+            ch,
+            &format!("after {round} restart"),
+            &id,
+        )
+        .await;
+        assert_eq!(
+            out.message.seq,
+            views[0].messages.len() as u64 + 1,
+            "{round}: seq after restart"
+        );
         acked.push(Msg::from(&out.message));
         sent.push(id);
     }
-    let views = cluster.wait_converged(ch, &[1, 2, 3], None, max_seq(&acked)).await;
+    let views = cluster
+        .wait_converged(ch, &[1, 2, 3], None, max_seq(&acked))
+        .await;
     cluster.check(checks::all_core(&acked, &views));
 }

@@ -22,13 +22,19 @@ async fn leader_kill_under_load() {
 
     // Each poster's client lists all nodes, starting at a different one.
     let orders = [[1, 2, 3], [2, 3, 1], [3, 1, 2]];
-    let clients = (0..POSTERS).map(|i| cluster.client_over(&orders[(i % 3) as usize])).collect();
+    let clients = (0..POSTERS)
+        .map(|i| cluster.client_over(&orders[(i % 3) as usize]))
+        .collect();
     let load = Load::start(clients, LoadConfig::new(ch, "lk"));
 
     cluster
         .wait_until("acks before the kill", Duration::from_secs(60), || async {
             let n = load.acked() as usize;
-            if n >= ACKS_BEFORE_KILL { Ok(()) } else { Err(format!("{n} acked")) }
+            if n >= ACKS_BEFORE_KILL {
+                Ok(())
+            } else {
+                Err(format!("{n} acked"))
+            }
         })
         .await;
     let old = cluster.wait_for_leader(&[]).await;
@@ -39,15 +45,30 @@ async fn leader_kill_under_load() {
     let new = cluster.wait_for_leader(&[old]).await;
     assert_ne!(new, old);
     cluster
-        .wait_until("posting to continue through the survivors", Duration::from_secs(60), || async {
-            let n = load.acks_after(killed_at).len();
-            if n >= ACKS_AFTER_KILL { Ok(()) } else { Err(format!("{n} acked since the kill")) }
-        })
+        .wait_until(
+            "posting to continue through the survivors",
+            Duration::from_secs(60),
+            || async {
+                let n = load.acks_after(killed_at).len();
+                if n >= ACKS_AFTER_KILL {
+                    Ok(())
+                } else {
+                    Err(format!("{n} acked since the kill"))
+                }
+            },
+        )
         .await;
     let report = load.stop().await;
-    let after_kill: Vec<_> = report.acks.iter().filter(|a| a.sent_at > killed_at).collect();
+    let after_kill: Vec<_> = report
+        .acks
+        .iter()
+        .filter(|a| a.sent_at > killed_at)
+        .collect();
     for a in &after_kill {
-        assert_ne!(a.server, killed_url, "a post sent after the kill was acknowledged by the dead node");
+        assert_ne!(
+            a.server, killed_url,
+            "a post sent after the kill was acknowledged by the dead node"
+        );
     }
 
     let acked = settle(&cluster, ch, &report).await;
@@ -62,7 +83,11 @@ async fn leader_kill_under_load() {
 
     // Resending acknowledged ids: duplicate, original seq, nothing new written. Samples: the
     // first ack, the last ack before the kill, the first and the last ack after it.
-    let before_kill: Vec<_> = report.acks.iter().filter(|a| a.acked_at <= killed_at).collect();
+    let before_kill: Vec<_> = report
+        .acks
+        .iter()
+        .filter(|a| a.acked_at <= killed_at)
+        .collect();
     let samples = [
         report.acks.first(),
         before_kill.last().copied(),
@@ -72,25 +97,51 @@ async fn leader_kill_under_load() {
     let client = cluster.client_all();
     for a in samples.into_iter().flatten() {
         let out = post_ok(&cluster, &client, ch, &a.msg.body, &a.msg.client_msg_id).await;
-        assert!(out.duplicate, "resend of acknowledged {} was not a duplicate", a.msg);
-        assert_eq!(out.message.seq, a.msg.seq, "resend of {} returned another seq", a.msg);
+        assert!(
+            out.duplicate,
+            "resend of acknowledged {} was not a duplicate",
+            a.msg
+        );
+        assert_eq!(
+            out.message.seq, a.msg.seq,
+            "resend of {} returned another seq",
+            a.msg
+        );
     }
     // Also through each survivor alone (a follower answers from the replicated dedupe table).
     for id in &survivors {
         let a = &report.acks[0];
-        let out = post_ok(&cluster, &cluster.client(*id), ch, &a.msg.body, &a.msg.client_msg_id).await;
-        assert!(out.duplicate && out.message.seq == a.msg.seq, "node {id}: resend of {} answered {:?}", a.msg, out.message.seq);
+        let out = post_ok(
+            &cluster,
+            &cluster.client(*id),
+            ch,
+            &a.msg.body,
+            &a.msg.client_msg_id,
+        )
+        .await;
+        assert!(
+            out.duplicate && out.message.seq == a.msg.seq,
+            "node {id}: resend of {} answered {:?}",
+            a.msg,
+            out.message.seq
+        );
     }
     // Had any resend written, this message's seq would be higher.
     let sentinel_id = ops::new_client_msg_id();
     let sentinel = post_ok(&cluster, &client, ch, "after the resends", &sentinel_id).await;
-    assert_eq!(sentinel.message.seq, count + 1, "resends of acknowledged messages grew the channel");
+    assert_eq!(
+        sentinel.message.seq,
+        count + 1,
+        "resends of acknowledged messages grew the channel"
+    );
 
     // The killed node comes back and converges on the same history.
     cluster.restart(old).await;
     let mut all_acked = acked.clone();
     all_acked.push(checks::Msg::from(&sentinel.message));
-    let views = cluster.wait_converged(ch, &[1, 2, 3], sentinel.index, count + 1).await;
+    let views = cluster
+        .wait_converged(ch, &[1, 2, 3], sentinel.index, count + 1)
+        .await;
     cluster.check(checks::all_core(&all_acked, &views));
     cluster.check(checks::no_duplicates(&views));
 }

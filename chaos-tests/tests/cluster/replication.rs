@@ -1,8 +1,8 @@
 //! Replication: a message posted on one node is listed on every node at the same seq, and a
 //! post sent to a follower is accepted (201) and replicated (the node forwards it to the leader).
 
-use chaos_tests::checks::{self, Msg};
 use chaos_tests::TestCluster;
+use chaos_tests::checks::{self, Msg};
 use serde_json::json;
 
 use crate::util::{create_channel, http, post_ok, send};
@@ -23,11 +23,22 @@ async fn replication() {
             .client(node)
             .list_messages(ch, 0, 100, Some(index1))
             .await
-            .unwrap_or_else(|e| cluster.fail(&format!("list on node {node} with min_index {index1}: {e}")));
-        let got = page.messages.iter().find(|m| m.client_msg_id == id1).unwrap_or_else(|| {
-            cluster.fail(&format!("node {node} applied index {index1} but does not list message {id1}"))
-        });
-        assert_eq!(got.seq, first.message.seq, "node {node} lists {id1} at another seq");
+            .unwrap_or_else(|e| {
+                cluster.fail(&format!("list on node {node} with min_index {index1}: {e}"))
+            });
+        let got = page
+            .messages
+            .iter()
+            .find(|m| m.client_msg_id == id1)
+            .unwrap_or_else(|| {
+                cluster.fail(&format!(
+                    "node {node} applied index {index1} but does not list message {id1}"
+                ))
+            });
+        assert_eq!(
+            got.seq, first.message.seq,
+            "node {node} lists {id1} at another seq"
+        );
         assert_eq!(got.body, "hello from node 1");
         assert_eq!(got.author, chaos_tests::ADMIN_USER);
     }
@@ -37,7 +48,10 @@ async fn replication() {
     let id2 = ops::new_client_msg_id();
     let resp = send(
         http()
-            .post(format!("{}/api/v1/channels/{ch}/messages", cluster.url(follower)))
+            .post(format!(
+                "{}/api/v1/channels/{ch}/messages",
+                cluster.url(follower)
+            ))
             .bearer_auth(cluster.admin_token())
             .json(&json!({"body": "hello via a follower", "client_msg_id": id2})),
     )
@@ -45,7 +59,12 @@ async fn replication() {
     assert_eq!(resp.status, 201, "post to follower {follower}: {resp:?}");
     let index2 = resp.index_header.expect("201 without X-Conclave-Index");
     let body: serde_json::Value = serde_json::from_str(&resp.body).expect("201 body is JSON");
-    assert_eq!(body["seq"].as_u64(), Some(first.message.seq + 1), "{}", resp.body);
+    assert_eq!(
+        body["seq"].as_u64(),
+        Some(first.message.seq + 1),
+        "{}",
+        resp.body
+    );
     assert_eq!(body["duplicate"].as_bool(), Some(false), "{}", resp.body);
 
     let acked = vec![
@@ -58,7 +77,13 @@ async fn replication() {
             client_msg_id: id2,
         },
     ];
-    let views = cluster.wait_converged(ch, &[1, 2, 3], Some(index2), 2).await;
+    let views = cluster
+        .wait_converged(ch, &[1, 2, 3], Some(index2), 2)
+        .await;
     cluster.check(checks::all_core(&acked, &views));
-    assert_eq!(views[0].messages.len(), 2, "exactly the two posted messages");
+    assert_eq!(
+        views[0].messages.len(),
+        2,
+        "exactly the two posted messages"
+    );
 }

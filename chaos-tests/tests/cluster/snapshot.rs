@@ -14,12 +14,19 @@ const WHILE_DOWN: u64 = 300;
 
 /// `last_applied` of node `id` in its own `/api/v1/cluster` view.
 async fn last_applied(cluster: &TestCluster, id: u64) -> u64 {
-    let v = cluster.cluster_json(id).await.unwrap_or_else(|e| cluster.fail(&format!("{e:#}")));
+    let v = cluster
+        .cluster_json(id)
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("{e:#}")));
     v["nodes"]
         .as_array()
         .and_then(|nodes| nodes.iter().find(|n| n["id"].as_u64() == Some(id)))
         .and_then(|n| n["last_applied"].as_u64())
-        .unwrap_or_else(|| cluster.fail(&format!("node {id} reports no last_applied for itself: {v}")))
+        .unwrap_or_else(|| {
+            cluster.fail(&format!(
+                "node {id} reports no last_applied for itself: {v}"
+            ))
+        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,7 +37,14 @@ async fn snapshot_catch_up() {
     let cluster = TestCluster::start_with(3, opts).await;
     let ch = "snap";
     create_channel(&cluster, ch).await;
-    let before = post_ok(&cluster, &cluster.client_all(), ch, "before the crash", "snap-before").await;
+    let before = post_ok(
+        &cluster,
+        &cluster.client_all(),
+        ch,
+        "before the crash",
+        "snap-before",
+    )
+    .await;
 
     let leader = cluster.wait_for_leader(&[]).await;
     let down = cluster.a_follower().await;
@@ -42,11 +56,16 @@ async fn snapshot_catch_up() {
     let mut cfg = LoadConfig::new(ch, "snap");
     cfg.total = Some(WHILE_DOWN);
     let started = Instant::now();
-    let report = Load::start(vec![cluster.client_over(&survivors)], cfg).join().await;
+    let report = Load::start(vec![cluster.client_over(&survivors)], cfg)
+        .join()
+        .await;
     let mut acked = settle(&cluster, ch, &report).await;
     acked.push(checks::Msg::from(&before.message));
     assert_eq!(acked.len() as u64, WHILE_DOWN + 1);
-    eprintln!("posted {WHILE_DOWN} messages with node {down} down in {:?}", started.elapsed());
+    eprintln!(
+        "posted {WHILE_DOWN} messages with node {down} down in {:?}",
+        started.elapsed()
+    );
 
     let leader = cluster.wait_for_leader(&[down]).await;
     let applied_now = last_applied(&cluster, leader).await;
@@ -63,14 +82,27 @@ async fn snapshot_catch_up() {
         .await;
     cluster.check(checks::all_core(&acked, &views));
     cluster.check(checks::nothing_unsent_written(
-        &report.sent_ids().into_iter().chain(["snap-before".to_string()]).collect(),
+        &report
+            .sent_ids()
+            .into_iter()
+            .chain(["snap-before".to_string()])
+            .collect(),
         &views,
     ));
 
     // The restored node keeps working from its snapshot: a write through it lands everywhere.
-    let after = post_ok(&cluster, &cluster.client(down), ch, "after catch-up", "snap-after").await;
+    let after = post_ok(
+        &cluster,
+        &cluster.client(down),
+        ch,
+        "after catch-up",
+        "snap-after",
+    )
+    .await;
     assert_eq!(after.message.seq, max_seq(&acked) + 1);
     acked.push(checks::Msg::from(&after.message));
-    let views = cluster.wait_converged(ch, &[1, 2, 3], after.index, after.message.seq).await;
+    let views = cluster
+        .wait_converged(ch, &[1, 2, 3], after.index, after.message.seq)
+        .await;
     cluster.check(checks::all_core(&acked, &views));
 }

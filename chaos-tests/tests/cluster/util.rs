@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use chaos_tests::TestCluster;
 use chaos_tests::checks::Msg;
 use chaos_tests::load::{LoadReport, post_until_acked};
-use chaos_tests::TestCluster;
 use serde_json::Value;
 
 /// How long one test message may be retried before the test fails.
@@ -15,22 +15,34 @@ pub const POST_DEADLINE: Duration = Duration::from_secs(30);
 /// Creates `name` through any live node (retrying while the cluster is unavailable).
 pub async fn create_channel(cluster: &TestCluster, name: &str) {
     cluster
-        .wait_until(&format!("channel {name} created"), cluster.ready_timeout(), || async {
-            match cluster.client_all().create_channel(name).await {
-                Ok(_) => Ok(()),
-                // An earlier attempt may have been applied although its answer was lost.
-                Err(e) if e.code() == Some("channel_exists") => Ok(()),
-                Err(e) => Err(e.to_string()),
-            }
-        })
+        .wait_until(
+            &format!("channel {name} created"),
+            cluster.ready_timeout(),
+            || async {
+                match cluster.client_all().create_channel(name).await {
+                    Ok(_) => Ok(()),
+                    // An earlier attempt may have been applied although its answer was lost.
+                    Err(e) if e.code() == Some("channel_exists") => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                }
+            },
+        )
         .await
 }
 
 /// Posts through `client` until acknowledged; fails the test (with logs) otherwise.
-pub async fn post_ok(cluster: &TestCluster, client: &ops::Client, channel: &str, body: &str, id: &str) -> ops::PostOutcome {
+pub async fn post_ok(
+    cluster: &TestCluster,
+    client: &ops::Client,
+    channel: &str,
+    body: &str,
+    id: &str,
+) -> ops::PostOutcome {
     match post_until_acked(client, channel, body, id, Instant::now() + POST_DEADLINE).await {
         Ok((outcome, _)) => outcome,
-        Err((e, attempts)) => cluster.fail(&format!("post {id:?} to {channel} failed after {attempts} attempts: {e}")),
+        Err((e, attempts)) => cluster.fail(&format!(
+            "post {id:?} to {channel} failed after {attempts} attempts: {e}"
+        )),
     }
 }
 
@@ -38,7 +50,11 @@ pub async fn post_ok(cluster: &TestCluster, client: &ops::Client, channel: &str,
 /// re-sent with its original client_msg_id until acknowledged (the resend settles whether the
 /// first attempt was written: it returns the original, or writes it now).
 pub async fn settle(cluster: &TestCluster, channel: &str, report: &LoadReport) -> Vec<Msg> {
-    assert!(report.panics.is_empty(), "poster tasks panicked: {:?}", report.panics);
+    assert!(
+        report.panics.is_empty(),
+        "poster tasks panicked: {:?}",
+        report.panics
+    );
     let mut acked = report.acked_msgs();
     let client = cluster.client_all();
     for f in &report.failed {
@@ -76,7 +92,10 @@ pub struct Raw {
 }
 
 pub async fn send(req: reqwest::RequestBuilder) -> Raw {
-    let resp = req.send().await.expect("request could not be sent or no response");
+    let resp = req
+        .send()
+        .await
+        .expect("request could not be sent or no response");
     let status = resp.status().as_u16();
     let index_header = resp
         .headers()

@@ -69,7 +69,8 @@ pub(crate) enum Command {
         #[arg(long = "id", value_name = "CLIENT_MSG_ID")]
         id: Option<String>,
     },
-    /// Print messages of a channel.
+    /// Print messages of a channel (with --json: the message page, or with --follow one JSON
+    /// message per line).
     Tail {
         channel: String,
         /// Print messages with a sequence number above SEQ [default: the last LIMIT messages].

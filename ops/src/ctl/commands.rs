@@ -255,6 +255,9 @@ impl Context {
         };
         if !follow {
             let page = client.list_messages(channel, after, limit, None).await?;
+            if self.json {
+                return self.emit(&page, String::new);
+            }
             self.print_messages(&page.messages)?;
             return Ok(EXIT_OK);
         }
@@ -267,12 +270,20 @@ impl Context {
             };
             match result {
                 Ok(page) => {
-                    self.print_messages(&page.messages)?;
-                    if let Some(last) = page.messages.iter().map(|m| m.seq).max() {
-                        after = after.max(last);
+                    // Filtering on our side too means a misbehaving node can never make the
+                    // follower print a message twice.
+                    let fresh: Vec<_> = page
+                        .messages
+                        .iter()
+                        .filter(|m| m.seq > after)
+                        .cloned()
+                        .collect();
+                    self.print_messages(&fresh)?;
+                    if let Some(last) = fresh.iter().map(|m| m.seq).max() {
+                        after = last;
                     }
-                    // A full page means more are waiting: fetch them without pausing.
-                    if page.messages.len() >= limit as usize {
+                    // A full page of new messages means more are waiting: fetch them now.
+                    if !fresh.is_empty() && page.messages.len() >= limit as usize {
                         continue;
                     }
                 }
@@ -293,7 +304,7 @@ impl Context {
         let mut text = String::new();
         for m in messages {
             if self.json {
-                // One JSON object per line so a follower's output can be streamed.
+                // `--follow` has no single result: one JSON object per line can be streamed.
                 let json = serde_json::to_string(m)
                     .map_err(|e| Failure::local(format_args!("cannot encode result: {e}")))?;
                 text.push_str(&json);

@@ -74,24 +74,12 @@ impl From<ClientError> for Failure {
         let code = exit_code(&err);
         match &err {
             ClientError::NotLoggedIn => Failure::not_logged_in("no session token"),
-            ClientError::Api { code: api_code, .. } if code == EXIT_NOT_LOGGED_IN => {
-                Failure::with_line(
-                    code,
-                    format_args!(
-                        "{api_code}: {err_msg}; run `conclavectl login`",
-                        err_msg = api_message(&err)
-                    ),
-                )
+            // A rejected token: "<code>: <message>" plus the remedy.
+            ClientError::Api { .. } if code == EXIT_NOT_LOGGED_IN => {
+                Failure::with_line(code, format_args!("{err}; run `conclavectl login`"))
             }
             _ => Failure::with_line(code, &err),
         }
-    }
-}
-
-fn api_message(err: &ClientError) -> &str {
-    match err {
-        ClientError::Api { message, .. } => message,
-        _ => "",
     }
 }
 

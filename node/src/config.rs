@@ -1,0 +1,355 @@
+//! The node's configuration file (TOML) and its environment overrides.
+//!
+//! Owns parsing, defaults and validation; every field is documented in
+//! `docs/configuration.md`, whose example file a test parses. Unknown fields are rejected so a
+//! typo never silently falls back to a default. Environment variables `CONCLAVE_<FIELD>` and
+//! `CONCLAVE_<SECTION>__<FIELD>` override the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node_id: u64,
+    pub data_dir: PathBuf,
+    pub api_addr: SocketAddr,
+    pub cluster_addr: SocketAddr,
+    #[serde(default)]
+    pub advertise_api_addr: Option<String>,
+    #[serde(default)]
+    pub advertise_cluster_addr: Option<String>,
+    #[serde(default = "defaults::session_ttl_secs")]
+    pub session_ttl_secs: u64,
+    #[serde(default = "defaults::max_request_bytes")]
+    pub max_request_bytes: usize,
+    #[serde(default = "defaults::log")]
+    pub log: String,
+    #[serde(default)]
+    pub raft: RaftSection,
+    #[serde(default)]
+    pub write: WriteSection,
+    #[serde(default)]
+    pub storage: StorageSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSection {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub install_snapshot_timeout_ms: u64,
+    pub snapshot_logs_since_last: u64,
+    pub max_in_snapshot_log_to_keep: u64,
+    pub max_payload_entries: u64,
+    pub ready_max_apply_lag: u64,
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 75,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 550,
+            install_snapshot_timeout_ms: 2000,
+            snapshot_logs_since_last: 5000,
+            max_in_snapshot_log_to_keep: 1000,
+            max_payload_entries: 64,
+            ready_max_apply_lag: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WriteSection {
+    pub batch_max_commands: usize,
+    pub batch_max_bytes: usize,
+    pub batch_max_in_flight: usize,
+    pub timeout_ms: u64,
+}
+
+impl Default for WriteSection {
+    fn default() -> Self {
+        Self {
+            batch_max_commands: 512,
+            batch_max_bytes: 1024 * 1024,
+            batch_max_in_flight: 2,
+            timeout_ms: 5000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    pub cache_mb: u64,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        Self { cache_mb: 128 }
+    }
+}
+
+mod defaults {
+    pub fn session_ttl_secs() -> u64 {
+        7 * 24 * 3600
+    }
+    pub fn max_request_bytes() -> usize {
+        64 * 1024
+    }
+    pub fn log() -> String {
+        "info".into()
+    }
+}
+
+/// Environment variables that belong to other tools (conclavectl, the tests) and are not config.
+const NOT_CONFIG: &[&str] = &["SERVER", "TOKEN_FILE", "PASSWORD", "NEW_PASSWORD", "BIN"];
+
+impl Config {
+    /// Reads `path`, applies `CONCLAVE_*` overrides from `env`, and validates.
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path, env)
+    }
+
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut value: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })?;
+        for (var, raw) in env {
+            let Some(key) = var.strip_prefix("CONCLAVE_") else {
+                continue;
+            };
+            if NOT_CONFIG.contains(&key) {
+                continue;
+            }
+            let parsed = parse_env_value(&raw);
+            let lower = key.to_ascii_lowercase();
+            match lower.split_once("__") {
+                Some((section, field)) => {
+                    let entry = value
+                        .entry(section.to_string())
+                        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                    let toml::Value::Table(t) = entry else {
+                        return Err(ConfigError::Env {
+                            var,
+                            message: format!("'{section}' is not a section"),
+                        });
+                    };
+                    t.insert(field.to_string(), parsed);
+                }
+                None => {
+                    value.insert(lower, parsed);
+                }
+            }
+        }
+        let config: Config =
+            toml::Value::Table(value)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: e.message().to_string(),
+                })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let r = &self.raft;
+        if self.node_id == 0 {
+            return Err(ConfigError::Invalid("node_id must be at least 1".into()));
+        }
+        if !(r.heartbeat_interval_ms < r.election_timeout_min_ms
+            && r.election_timeout_min_ms < r.election_timeout_max_ms)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "need raft.heartbeat_interval_ms ({}) < raft.election_timeout_min_ms ({}) < raft.election_timeout_max_ms ({})",
+                r.heartbeat_interval_ms, r.election_timeout_min_ms, r.election_timeout_max_ms
+            )));
+        }
+        if r.snapshot_logs_since_last == 0 || r.max_payload_entries == 0 {
+            return Err(ConfigError::Invalid(
+                "raft.snapshot_logs_since_last and raft.max_payload_entries must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.write.batch_max_commands == 0 || self.write.batch_max_in_flight == 0 {
+            return Err(ConfigError::Invalid(
+                "write.batch_max_commands and write.batch_max_in_flight must be at least 1".into(),
+            ));
+        }
+        if self.session_ttl_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "session_ttl_secs must be at least 1".into(),
+            ));
+        }
+        if self.max_request_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "max_request_bytes must be at least 1024".into(),
+            ));
+        }
+        if self.api_addr == self.cluster_addr {
+            return Err(ConfigError::Invalid(
+                "api_addr and cluster_addr must differ".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn advertised_api(&self) -> String {
+        self.advertise_api_addr
+            .clone()
+            .unwrap_or_else(|| self.api_addr.to_string())
+    }
+
+    pub fn advertised_cluster(&self) -> String {
+        self.advertise_cluster_addr
+            .clone()
+            .unwrap_or_else(|| self.cluster_addr.to_string())
+    }
+
+    pub fn cluster_config(&self) -> cluster::ClusterConfig {
+        let info = cluster::NodeInfo {
+            api_addr: self.advertised_api(),
+            cluster_addr: self.advertised_cluster(),
+        };
+        let mut c =
+            cluster::ClusterConfig::with_defaults(self.node_id, self.data_dir.clone(), info);
+        c.heartbeat_interval_ms = self.raft.heartbeat_interval_ms;
+        c.election_timeout_min_ms = self.raft.election_timeout_min_ms;
+        c.election_timeout_max_ms = self.raft.election_timeout_max_ms;
+        c.install_snapshot_timeout_ms = self.raft.install_snapshot_timeout_ms;
+        c.snapshot_logs_since_last = self.raft.snapshot_logs_since_last;
+        c.max_in_snapshot_log_to_keep = self.raft.max_in_snapshot_log_to_keep;
+        c.max_payload_entries = self.raft.max_payload_entries;
+        c.ready_max_apply_lag = self.raft.ready_max_apply_lag;
+        c.batch_max_commands = self.write.batch_max_commands;
+        c.batch_max_bytes = self.write.batch_max_bytes;
+        c.batch_max_in_flight = self.write.batch_max_in_flight;
+        c.write_timeout_ms = self.write.timeout_ms;
+        c.sled_cache_bytes = self.storage.cache_mb * 1024 * 1024;
+        c
+    }
+
+    pub fn api_config(&self) -> web::ApiConfig {
+        web::ApiConfig {
+            session_ttl_ms: self.session_ttl_secs.saturating_mul(1000),
+            max_request_bytes: self.max_request_bytes,
+        }
+    }
+}
+
+/// Env values are typed by shape: integers and booleans become numbers and booleans, the rest
+/// strings (addresses, paths).
+fn parse_env_value(raw: &str) -> toml::Value {
+    if let Ok(i) = raw.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    match raw {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+node_id = 1
+data_dir = "/tmp/x"
+api_addr = "127.0.0.1:8080"
+cluster_addr = "127.0.0.1:9080"
+"#;
+
+    fn parse(text: &str, env: Vec<(&str, &str)>) -> Result<Config, ConfigError> {
+        Config::parse(
+            text,
+            Path::new("test.toml"),
+            env.into_iter().map(|(a, b)| (a.to_string(), b.to_string())),
+        )
+    }
+
+    #[test]
+    fn documented_example_parses() {
+        let doc = include_str!("../../docs/configuration.md");
+        let start = doc
+            .find("```toml\n")
+            .expect("docs/configuration.md has a toml example")
+            + 8;
+        let end = start + doc[start..].find("```").expect("closing fence");
+        let cfg = parse(&doc[start..end], vec![]).unwrap();
+        assert_eq!(cfg.node_id, 1);
+        assert_eq!(
+            cfg.raft.heartbeat_interval_ms,
+            RaftSection::default().heartbeat_interval_ms
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = parse(&format!("{MINIMAL}\nhartbeat = 3\n"), vec![]).unwrap_err();
+        assert!(err.to_string().contains("hartbeat"), "{err}");
+        let err = parse(&format!("{MINIMAL}\n[raft]\nheartbeat_ms = 3\n"), vec![]).unwrap_err();
+        assert!(err.to_string().contains("heartbeat_ms"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let cfg = parse(
+            MINIMAL,
+            vec![
+                ("CONCLAVE_NODE_ID", "7"),
+                ("CONCLAVE_RAFT__SNAPSHOT_LOGS_SINCE_LAST", "20"),
+                ("CONCLAVE_SERVER", "http://ignored"),
+                ("PATH", "/bin"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.node_id, 7);
+        assert_eq!(cfg.raft.snapshot_logs_since_last, 20);
+    }
+
+    #[test]
+    fn bad_timing_is_refused() {
+        let err = parse(
+            &format!("{MINIMAL}\n[raft]\nheartbeat_interval_ms = 400\n"),
+            vec![],
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid(_)));
+    }
+}

@@ -1,0 +1,280 @@
+//! `conclave dev`: a local 3-node cluster as three real OS processes of this same binary, node N
+//! on 127.0.0.N (API :8080, cluster :9080). First run initializes node 1 and joins 2 and 3 the
+//! documented way (`POST /api/v1/cluster/nodes`); later runs reuse the data.
+//!
+//! Owns child-process supervision for development. Must never be what production runs: the
+//! admin password is kept in `<data-dir>/dev-credentials` so a rerun can print it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+use crate::signals;
+
+const NODES: u64 = 3;
+
+fn api(n: u64) -> String {
+    format!("127.0.0.{n}:8080")
+}
+fn cluster(n: u64) -> String {
+    format!("127.0.0.{n}:9080")
+}
+
+fn node_config(n: u64, dir: &Path) -> String {
+    format!(
+        "# Written by `conclave dev`; see docs/configuration.md.\nnode_id = {n}\ndata_dir = {dir:?}\napi_addr = \"{}\"\ncluster_addr = \"{}\"\n",
+        api(n),
+        cluster(n),
+    )
+}
+
+struct Children(Vec<(u64, Child)>);
+
+impl Children {
+    /// SIGTERM each child (graceful), then wait; SIGKILL what is still running after 10 s.
+    fn stop(&mut self) {
+        for (_, c) in &mut self.0 {
+            terminate(c);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for (n, c) in &mut self.0 {
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
+                    _ => {
+                        tracing::warn!(node = *n, "node did not stop in time; killing it");
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        self.0.clear();
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(unix)]
+fn terminate(c: &mut Child) {
+    let Ok(pid) = i32::try_from(c.id()) else {
+        let _ = c.kill();
+        return;
+    };
+    // SAFETY-free: kill(2) via libc is the only way to send SIGTERM without an extra crate.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+    if rc != 0 {
+        let _ = c.kill();
+    }
+}
+
+#[cfg(not(unix))]
+fn terminate(c: &mut Child) {
+    let _ = c.kill();
+}
+
+pub async fn dev(data_dir: PathBuf, admin_password: Option<String>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize().context("resolve data dir")?;
+    let exe = std::env::current_exe().context("locate the conclave binary")?;
+    let creds_path = data_dir.join("dev-credentials");
+    let mut configs = Vec::new();
+    for n in 1..=NODES {
+        let dir = data_dir.join(format!("node{n}"));
+        std::fs::create_dir_all(&dir)?;
+        let cfg = dir.join("conclave.toml");
+        std::fs::write(&cfg, node_config(n, &dir))?;
+        configs.push(cfg);
+    }
+    let fresh = !creds_path.exists();
+    let password = if fresh {
+        let mut cmd = Command::new(&exe);
+        cmd.arg("init").arg("--config").arg(&configs[0]);
+        if let Some(p) = &admin_password {
+            cmd.arg("--admin-password").arg(p);
+        }
+        let out = cmd
+            .stderr(Stdio::inherit())
+            .output()
+            .context("run conclave init")?;
+        if !out.status.success() {
+            bail!("conclave init failed ({})", out.status);
+        }
+        let password = match admin_password {
+            Some(p) => p,
+            None => String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .find_map(|l| l.strip_prefix("admin password: ").map(str::to_string))
+                .context("conclave init did not print the generated password")?,
+        };
+        write_private(&creds_path, &format!("admin\n{password}\n"))?;
+        password
+    } else {
+        let text = std::fs::read_to_string(&creds_path)?;
+        text.lines().nth(1).map(str::to_string).unwrap_or_default()
+    };
+
+    let mut children = Children(Vec::new());
+    for (i, cfg) in configs.iter().enumerate() {
+        let n = i as u64 + 1;
+        let log = std::fs::File::create(data_dir.join(format!("node{n}.log")))?;
+        let child = Command::new(&exe)
+            .arg("run")
+            .arg("--config")
+            .arg(cfg)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start node {n}"))?;
+        children.0.push((n, child));
+    }
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()?;
+    let result = tokio::select! {
+        r = bring_up(&http, fresh, &password) => r,
+        _ = signals::shutdown_requested() => Err(anyhow::anyhow!("interrupted")),
+    };
+    if let Err(e) = result {
+        children.stop();
+        return Err(e.context(format!(
+            "the dev cluster did not come up; logs are in {}",
+            data_dir.display()
+        )));
+    }
+
+    let mut out = String::new();
+    out.push_str("Conclave dev cluster is ready (3 nodes).\n");
+    for n in 1..=NODES {
+        out.push_str(&format!(
+            "  node {n}: http://{}   (log: {}/node{n}.log)\n",
+            api(n),
+            data_dir.display()
+        ));
+    }
+    out.push_str(&format!(
+        "  admin user: admin\n  admin password: {password}\n"
+    ));
+    out.push_str("  try: conclavectl --server http://127.0.0.1:8080 login --username admin\n");
+    out.push_str("Press Ctrl-C to stop all three nodes.\n");
+    emit(&out);
+
+    let exited = tokio::select! {
+        _ = signals::shutdown_requested() => None,
+        n = watch_children(&mut children) => Some(n),
+    };
+    if let Some(n) = exited {
+        tracing::error!(node = n, "a node exited unexpectedly; stopping the others");
+    }
+    children.stop();
+    emit("Stopped.\n");
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+fn emit(s: &str) {
+    print!("{s}");
+}
+
+async fn watch_children(children: &mut Children) -> u64 {
+    loop {
+        for (n, c) in &mut children.0 {
+            if let Ok(Some(_)) = c.try_wait() {
+                return *n;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn ready(http: &reqwest::Client, n: u64) -> bool {
+    http.get(format!("http://{}/readyz", api(n)))
+        .timeout(Duration::from_secs(1))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+async fn wait_ready(http: &reqwest::Client, nodes: &[u64], within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut all = true;
+        for n in nodes {
+            if !ready(http, *n).await {
+                all = false;
+            }
+        }
+        if all {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("nodes {nodes:?} not ready after {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn bring_up(http: &reqwest::Client, fresh: bool, password: &str) -> anyhow::Result<()> {
+    if fresh {
+        wait_ready(http, &[1], Duration::from_secs(30)).await?;
+        let login: serde_json::Value = http
+            .post(format!("http://{}/api/v1/login", api(1)))
+            .json(&json!({"username": "admin", "password": password}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let token = login["token"]
+            .as_str()
+            .context("login returned no token")?
+            .to_string();
+        for n in 2..=NODES {
+            let resp = http
+                .post(format!("http://{}/api/v1/cluster/nodes", api(1)))
+                .bearer_auth(&token)
+                .json(&json!({"id": n, "api_addr": api(n), "cluster_addr": cluster(n)}))
+                .send()
+                .await?;
+            if !resp.status().is_success() {
+                let status = resp.status();
+                bail!(
+                    "adding node {n} failed: {status} {}",
+                    resp.text().await.unwrap_or_default()
+                );
+            }
+        }
+    }
+    wait_ready(http, &[1, 2, 3], Duration::from_secs(60)).await
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        f.write_all(text.as_bytes())?;
+    }
+    #[cfg(not(unix))]
+    std::fs::write(path, text)?;
+    Ok(())
+}

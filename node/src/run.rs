@@ -1,0 +1,130 @@
+//! `conclave run` and `conclave init`: start one node from its config, serve the client API and
+//! the cluster port, stop cleanly on a signal.
+//!
+//! Owns the wiring of `cluster` and `web` into a process. `serve` takes already-bound listeners
+//! and a cancellation token so tests can run a node in-process on port 0.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use cluster::{ClusterNode, Command, Role};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::signals;
+
+/// Runs a node until a signal arrives or the cluster removes it.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let api = TcpListener::bind(config.api_addr)
+        .await
+        .with_context(|| format!("cannot listen on api_addr {}", config.api_addr))?;
+    let peers = TcpListener::bind(config.cluster_addr)
+        .await
+        .with_context(|| format!("cannot listen on cluster_addr {}", config.cluster_addr))?;
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        signals::shutdown_requested().await;
+        tracing::info!("shutdown requested");
+        stop.cancel();
+    });
+    serve(config, api, peers, cancel).await
+}
+
+pub async fn serve(
+    config: Config,
+    api: TcpListener,
+    peers: TcpListener,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let node = ClusterNode::start(config.cluster_config(), cancel.child_token())
+        .await
+        .context("cannot start the cluster node")?;
+    tracing::info!(
+        node_id = config.node_id,
+        api = %config.api_addr,
+        cluster = %config.cluster_addr,
+        initialized = node.is_initialized().await.unwrap_or(false),
+        "node listening"
+    );
+    let rpc = axum::serve(peers, node.rpc_router())
+        .with_graceful_shutdown(cancel.clone().cancelled_owned());
+    let app = web::router(node.clone(), config.api_config());
+    let http = axum::serve(api, app).with_graceful_shutdown(cancel.clone().cancelled_owned());
+    let rpc_task = tokio::spawn(async move { rpc.await });
+    let http_task = tokio::spawn(async move { http.await });
+    let removed = node.removed();
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = removed.cancelled() => {
+            tracing::warn!(node_id = config.node_id, "this node was removed from the cluster; stopping. Wipe its data_dir before it joins again.");
+            cancel.cancel();
+        }
+    }
+    // Stop taking requests first, then stop Raft, so no handler is left waiting on a dead core.
+    let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    node.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), rpc_task).await;
+    tracing::info!(node_id = config.node_id, "node stopped");
+    Ok(())
+}
+
+/// Creates a new cluster with this node as its only voter and the first admin user. Returns the
+/// admin password (generated when not given).
+pub async fn init(
+    config: Config,
+    admin_user: &str,
+    admin_password: Option<String>,
+) -> anyhow::Result<String> {
+    web::validate::username(admin_user).map_err(|e| anyhow::anyhow!("admin user: {e}"))?;
+    let password = match admin_password {
+        Some(p) => p,
+        None => generate_password(),
+    };
+    web::validate::password(&password).map_err(|e| anyhow::anyhow!("admin password: {e}"))?;
+    let cancel = CancellationToken::new();
+    let node: Arc<ClusterNode> = ClusterNode::start(config.cluster_config(), cancel.clone())
+        .await
+        .context("cannot open the data directory")?;
+    if node.is_initialized().await.unwrap_or(true) {
+        node.shutdown().await;
+        bail!(
+            "{} already holds a cluster; nothing to do",
+            config.data_dir.display()
+        );
+    }
+    node.initialize().await.context("initialize")?;
+    node.raft()
+        .wait(Some(Duration::from_secs(10)))
+        .state(openraft::ServerState::Leader, "init: become leader")
+        .await
+        .context("this node did not become leader of its new cluster")?;
+    let hash = web::auth::hash_password(password.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    node.write(Command::CreateUser {
+        username: admin_user.to_string(),
+        password_hash: hash,
+        role: Role::Admin,
+    })
+    .await
+    .context("create the admin user")?;
+    node.shutdown().await;
+    tracing::info!(
+        node_id = config.node_id,
+        admin = admin_user,
+        "cluster initialized"
+    );
+    Ok(password)
+}
+
+fn generate_password() -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::thread_rng();
+    (0..20)
+        .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
+        .collect()
+}

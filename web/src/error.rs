@@ -1,0 +1,127 @@
+//! The API's error type and its one conversion to HTTP: a status and
+//! `{"error":{"code":"...","message":"..."}}`.
+//!
+//! Owns the mapping from cluster-layer errors to codes documented in `docs/api.md`. Must never
+//! leak internals a client cannot act on beyond a one-line message.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use cluster::rpc::MembershipError;
+use cluster::{ApplyError, ClusterError};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidJson(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("wrong username or password")]
+    InvalidCredentials,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("channel '{0}' does not exist")]
+    ChannelNotFound(String),
+    #[error("user '{0}' already exists")]
+    UserExists(String),
+    #[error("channel '{0}' already exists")]
+    ChannelExists(String),
+    #[error("another membership change is in progress; retry when it has finished")]
+    MembershipInProgress,
+    #[error("{0}")]
+    UnsafeMembership(String),
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+            ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::ChannelNotFound(_) => (StatusCode::NOT_FOUND, "channel_not_found"),
+            ApiError::UserExists(_) => (StatusCode::CONFLICT, "user_exists"),
+            ApiError::ChannelExists(_) => (StatusCode::CONFLICT, "channel_exists"),
+            ApiError::MembershipInProgress => {
+                (StatusCode::CONFLICT, "membership_change_in_progress")
+            }
+            ApiError::UnsafeMembership(_) => (StatusCode::CONFLICT, "unsafe_membership_change"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+            tracing::error!(code, error = %self, "request failed");
+        }
+        (
+            status,
+            Json(json!({"error": {"code": code, "message": self.to_string()}})),
+        )
+            .into_response()
+    }
+}
+
+impl From<ApplyError> for ApiError {
+    fn from(e: ApplyError) -> Self {
+        match e {
+            ApplyError::UserExists(u) => ApiError::UserExists(u),
+            ApplyError::UnknownUser(u) => ApiError::NotFound(format!("user '{u}' does not exist")),
+            ApplyError::UserDisabled(_) => ApiError::InvalidCredentials,
+            ApplyError::ChannelExists(c) => ApiError::ChannelExists(c),
+            ApplyError::ChannelNotFound(c) => ApiError::ChannelNotFound(c),
+            e @ ApplyError::NotMember { .. } => ApiError::Forbidden(e.to_string()),
+            e @ ApplyError::UnsupportedVersion(_) => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<ClusterError> for ApiError {
+    fn from(e: ClusterError) -> Self {
+        match e {
+            ClusterError::Rejected(a) => a.into(),
+            ClusterError::Membership(MembershipError::InProgress) => ApiError::MembershipInProgress,
+            ClusterError::Membership(MembershipError::Unsafe(m)) => ApiError::UnsafeMembership(m),
+            ClusterError::Membership(MembershipError::Invalid(m)) => ApiError::InvalidRequest(m),
+            ClusterError::Membership(m) => ApiError::Unavailable(m.to_string()),
+            e @ (ClusterError::Unavailable(_)
+            | ClusterError::NotCaughtUp { .. }
+            | ClusterError::ShuttingDown) => ApiError::Unavailable(e.to_string()),
+            e @ (ClusterError::Storage(_)
+            | ClusterError::AlreadyInitialized
+            | ClusterError::Internal(_)) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<cluster::StateError> for ApiError {
+    fn from(e: cluster::StateError) -> Self {
+        ApiError::Internal(format!("reading state: {e}"))
+    }
+}

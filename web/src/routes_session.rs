@@ -1,0 +1,97 @@
+//! Log in, log out, who am I.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use cluster::{Applied, Command, Role};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{self, Auth};
+use crate::error::ApiError;
+use crate::extract::{INDEX_HEADER, JsonBody};
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    username: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+pub struct LoginResponse {
+    token: String,
+    username: String,
+    role: Role,
+    expires_at_ms: u64,
+}
+
+#[derive(Serialize)]
+pub struct UserView {
+    pub username: String,
+    pub role: Role,
+    pub disabled: bool,
+}
+
+impl From<&cluster::UserRecord> for UserView {
+    fn from(u: &cluster::UserRecord) -> Self {
+        Self {
+            username: u.username.clone(),
+            role: u.role,
+            disabled: u.disabled,
+        }
+    }
+}
+
+pub async fn login(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let user = s.node.reader().user(&req.username)?;
+    // Verify against a dummy hash for unknown users too, so timing does not reveal who exists.
+    let (hash, known) = match &user {
+        Some(u) => (u.password_hash.clone(), true),
+        None => (auth::dummy_hash().await?, false),
+    };
+    let ok = auth::verify_password(req.password, hash).await?;
+    let Some(user) = user.filter(|u| ok && known && !u.disabled) else {
+        tracing::info!(username = %req.username, "login refused");
+        return Err(ApiError::InvalidCredentials);
+    };
+    let secret = auth::new_secret();
+    let (applied, index) = s
+        .node
+        .write(Command::CreateSession {
+            token_hash: auth::token_hash(&secret),
+            username: user.username.clone(),
+            ttl_ms: s.config.session_ttl_ms,
+        })
+        .await?;
+    let Applied::Session(session) = applied else {
+        return Err(ApiError::Internal(
+            "unexpected outcome of CreateSession".into(),
+        ));
+    };
+    let body = LoginResponse {
+        token: auth::make_token(&secret, index),
+        username: user.username,
+        role: user.role,
+        expires_at_ms: session.expires_at_ms,
+    };
+    Ok(([(INDEX_HEADER, index.to_string())], Json(body)).into_response())
+}
+
+pub async fn logout(State(s): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
+    let (_, index) = s
+        .node
+        .write(Command::RevokeSession {
+            token_hash: auth.token_hash,
+        })
+        .await?;
+    Ok((StatusCode::NO_CONTENT, [(INDEX_HEADER, index.to_string())]).into_response())
+}
+
+pub async fn me(auth: Auth) -> Json<UserView> {
+    Json(UserView::from(&auth.user))
+}
