@@ -351,7 +351,11 @@ impl TestCluster {
 
     /// A fresh login as `user` through node `id` (the returned client talks only to node `id`).
     pub async fn login_client(&self, id: u64, user: &str, password: &str) -> ops::Client {
-        let token = or_panic(self.login_token(id, user, password).await);
+        let token = or_panic(
+            self.login_token(id, user, password)
+                .await
+                .map_err(|e| self.annotate(e)),
+        );
         or_panic(self.try_client_without_token(&[id])).with_token(token)
     }
 

@@ -400,10 +400,31 @@ fn send_signal(pid: u32, signal: libc::c_int) -> Result<()> {
     Ok(())
 }
 
-/// The last `lines` lines of `text`.
+/// The last `lines` lines of `text`, without ANSI colour escapes (the server colours its log
+/// even when it goes to a file; escapes make panic messages unreadable).
 pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    strip_ansi(&all[all.len().saturating_sub(lines)..].join("\n"))
+}
+
+/// Removes `ESC [ ... <letter>` sequences.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -438,5 +459,9 @@ mod tests {
     fn tail_keeps_last_lines() {
         assert_eq!(tail("a\nb\nc\n", 2), "b\nc");
         assert_eq!(tail("a", 5), "a");
+        assert_eq!(
+            tail("\u{1b}[2mnode\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m x", 1),
+            "node  INFO x"
+        );
     }
 }

@@ -113,10 +113,10 @@ impl LogStore {
         for de in fs::read_dir(&dir)? {
             let name = de?.file_name();
             let name = name.to_string_lossy();
-            if let Some(stem) = name.strip_suffix(".seg") {
-                if let Ok(id) = stem.parse::<u64>() {
-                    ids.push(id);
-                }
+            if let Some(stem) = name.strip_suffix(".seg")
+                && let Ok(id) = stem.parse::<u64>()
+            {
+                ids.push(id);
             }
         }
         ids.sort_unstable();
@@ -167,10 +167,10 @@ impl LogStore {
                 // Later records win. openraft truncates (durably) before it overwrites, so in normal
                 // operation indexes only grow; a gap is reported but not fatal here, because
                 // openraft checks log continuity itself when it reads.
-                if let Some(prev) = inner.index.keys().next_back().copied() {
-                    if log_id.index != prev + 1 && log_id.index > prev {
-                        tracing::warn!(prev, next = log_id.index, segment = %path.display(), "gap in the raft log");
-                    }
+                if let Some(prev) = inner.index.keys().next_back().copied()
+                    && log_id.index > prev + 1
+                {
+                    tracing::warn!(prev, next = log_id.index, segment = %path.display(), "gap in the raft log");
                 }
                 inner.index.insert(
                     log_id.index,
@@ -505,11 +505,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let ids: Vec<u64> = inner.segments.keys().copied().collect();
             let mut removed_any = false;
             for pair in ids.windows(2) {
-                if pair[1] <= log_id.index + 1 {
-                    if let Some(seg) = inner.segments.remove(&pair[0]) {
-                        fs::remove_file(&seg.path)?;
-                        removed_any = true;
-                    }
+                if pair[1] <= log_id.index + 1
+                    && let Some(seg) = inner.segments.remove(&pair[0])
+                {
+                    fs::remove_file(&seg.path)?;
+                    removed_any = true;
                 }
             }
             if removed_any {

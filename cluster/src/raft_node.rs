@@ -194,15 +194,13 @@ impl ClusterNode {
             max_in_flight: config.batch_max_in_flight,
             write_timeout: Duration::from_millis(config.write_timeout_ms),
         };
-        let mut tasks = Vec::new();
-        tasks.push(spawn_named(
-            "batcher",
-            batcher::run(shared.clone(), batch_rx, limits, cancel.clone()),
-        ));
-        tasks.push(spawn_named(
-            "health",
-            health::run(shared.clone(), cancel.clone()),
-        ));
+        let tasks = vec![
+            spawn_named(
+                "batcher",
+                batcher::run(shared.clone(), batch_rx, limits, cancel.clone()),
+            ),
+            spawn_named("health", health::run(shared.clone(), cancel.clone())),
+        ];
         tracing::info!(node_id = config.node_id, dir = %dir.display(), "cluster node started");
         Ok(Arc::new(Self {
             shared,

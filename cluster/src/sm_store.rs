@@ -32,6 +32,8 @@ use crate::types::{
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 const SNAPSHOT_FORMAT: u16 = 1;
 
+type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The snapshot body: every key/value of the tree, in key order.
 #[derive(Serialize, Deserialize)]
 struct SnapshotBody {
@@ -262,7 +264,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // openraft calls this from the state machine worker, between two applies: copying the
         // tree here gives a consistent view without a lock; encoding and fsync happen later in
         // the builder task, off the apply path.
-        let copy: Result<Vec<(Vec<u8>, Vec<u8>)>, sled::Error> = self
+        let copy: Result<Pairs, sled::Error> = self
             .tree
             .iter()
             .filter(|kv| {
@@ -347,7 +349,7 @@ fn persist_snapshot(dir: &Path, snap: &StoredSnapshot) -> Result<(), StorageErro
 }
 
 pub struct SnapshotBuilder {
-    copy: Result<Vec<(Vec<u8>, Vec<u8>)>, sled::Error>,
+    copy: Result<Pairs, sled::Error>,
     dir: PathBuf,
     current: Arc<Mutex<Option<StoredSnapshot>>>,
     build_seq: u64,

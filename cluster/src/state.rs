@@ -238,15 +238,14 @@ fn apply_command(
             // Idempotency first: a retry of an already applied post returns the original even if
             // the author has since left the channel.
             let dedup_key = keys::dedup(author, client_msg_id);
-            if let Some((orig_channel, seq)) = kv.get::<(String, u64)>(&dedup_key)? {
-                if let Some(message) =
+            if let Some((orig_channel, seq)) = kv.get::<(String, u64)>(&dedup_key)?
+                && let Some(message) =
                     kv.get::<MessageRecord>(&keys::message(&orig_channel, seq))?
-                {
-                    return Ok(Ok(Applied::Message {
-                        message,
-                        duplicate: true,
-                    }));
-                }
+            {
+                return Ok(Ok(Applied::Message {
+                    message,
+                    duplicate: true,
+                }));
             }
             let key = keys::channel(channel);
             let Some(mut record) = kv.get::<ChannelRecord>(&key)? else {

@@ -5,7 +5,6 @@
 //! sessions last one second.
 
 use std::collections::BTreeSet;
-use std::time::Instant;
 
 use chaos_tests::{ADMIN_PASSWORD, ADMIN_USER, ClusterOptions, TestCluster};
 use serde_json::json;
@@ -287,6 +286,22 @@ async fn bad_input() {
         .await
         .unwrap_or_else(|e| cluster.fail(&format!("create member: {e}")));
     base.users.insert("mallory".into());
+    // Logins are judged on the receiving node's local state (the API gives no read-your-writes
+    // for them), so wait until the follower has applied the new user.
+    cluster
+        .wait_until(
+            "the follower to know mallory",
+            cluster.ready_timeout(),
+            || async {
+                let users = user_names(&cluster, follower).await;
+                if users.contains("mallory") {
+                    Ok(())
+                } else {
+                    Err(format!("users {users:?}"))
+                }
+            },
+        )
+        .await;
     let mallory = cluster
         .login_client(follower, "mallory", "mallory-password")
         .await;
@@ -314,6 +329,15 @@ async fn bad_input() {
         .await;
 }
 
+/// Tolerance for comparing our clock readings with the node's (same machine, same clock;
+/// this only covers rounding to milliseconds and the order of the readings).
+const CLOCK_SLACK_MS: u64 = 50;
+
+fn now_ms() -> u64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since_epoch.map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
 /// `token` with its last character changed (still well-formed, wrong signature or id).
 fn altered(token: &str) -> String {
     let mut t = token.to_owned();
@@ -331,18 +355,34 @@ async fn expired_token_is_refused() {
         ClusterOptions::default().top_level("session_ttl_secs", "1"),
     )
     .await;
-    let client = cluster.login_client(1, ADMIN_USER, ADMIN_PASSWORD).await;
-    let logged_in = Instant::now();
-    cluster
+    // Node and test share one clock, so expiry can be checked against wall-clock time: the
+    // session is created between `before` and `after`, expires 1 s later, and must be refused
+    // from then on, never earlier.
+    let mut client = cluster.try_client_without_token(&[1]).unwrap();
+    let before = now_ms();
+    let login = client.login(ADMIN_USER, ADMIN_PASSWORD).await;
+    let after = now_ms();
+    let login = login.unwrap_or_else(|e| cluster.fail(&format!("login: {e}")));
+    assert!(
+        (before + 1000 - CLOCK_SLACK_MS..=after + 1000 + CLOCK_SLACK_MS).contains(&login.expires_at_ms),
+        "expires_at_ms {} is not 1 s after the login ({before}..{after})",
+        login.expires_at_ms
+    );
+    let refused_at = cluster
         .wait_until("the token to expire", cluster.ready_timeout(), || async {
             match client.me().await {
-                Err(e) if e.status() == Some(401) && e.code() == Some("unauthorized") => Ok(()),
+                Err(e) if e.status() == Some(401) && e.code() == Some("unauthorized") => Ok(now_ms()),
                 Err(e) => Err(format!("unexpected error: {e}")),
                 Ok(_) => Err("token still accepted".to_owned()),
             }
         })
         .await;
-    eprintln!("token refused {:?} after login", logged_in.elapsed());
+    assert!(
+        refused_at + CLOCK_SLACK_MS >= login.expires_at_ms,
+        "token refused at {refused_at}, before it expired at {}",
+        login.expires_at_ms
+    );
+    eprintln!("token refused {} ms after its expiry", refused_at.saturating_sub(login.expires_at_ms));
 
     let err = client
         .create_channel("after-expiry")

@@ -12,7 +12,7 @@ use crate::util::{create_channel, max_index, max_seq, post_ok, settle};
 
 const POSTERS: u64 = 4;
 const ACKS_BEFORE_KILL: usize = 20;
-const ACKS_AFTER_KILL: usize = 20;
+const ACKS_AFTER_KILL: usize = 50;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_kill_under_load() {
@@ -59,6 +59,17 @@ async fn leader_kill_under_load() {
         )
         .await;
     let report = load.stop().await;
+    eprintln!(
+        "leader {old} killed, node {new} took over; {} acks ({} after the kill), {} unknown, {} failed attempts retried",
+        report.acks.len(),
+        report
+            .acks
+            .iter()
+            .filter(|a| a.acked_at > killed_at)
+            .count(),
+        report.failed.len(),
+        report.failed_attempts
+    );
     let after_kill: Vec<_> = report
         .acks
         .iter()
