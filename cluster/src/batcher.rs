@@ -104,6 +104,7 @@ async fn propose(shared: &Shared, batch: Vec<Pending>, timeout: Duration) {
     let (commands, replies): (Vec<Command>, Vec<Reply>) =
         batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
     let all_idempotent = commands.iter().all(idempotent);
+    let commands: Arc<[Command]> = commands.into();
     let result = propose_with_retry(shared, commands, all_idempotent, timeout).await;
     match result {
         Ok((index, response)) => {
@@ -128,7 +129,7 @@ async fn propose(shared: &Shared, batch: Vec<Pending>, timeout: Duration) {
 
 /// Leader-side proposal, shared by the batcher and the forward handler: the timestamp is read
 /// here, on the leader, at proposal time.
-pub(crate) async fn propose_local(shared: &Shared, commands: Vec<Command>) -> ForwardReply {
+pub(crate) async fn propose_local(shared: &Shared, commands: Arc<[Command]>) -> ForwardReply {
     let req = Request {
         version: COMMAND_VERSION,
         ts_ms: now_ms(),
@@ -157,7 +158,7 @@ pub(crate) fn now_ms() -> u64 {
 
 async fn propose_with_retry(
     shared: &Shared,
-    commands: Vec<Command>,
+    commands: Arc<[Command]>,
     all_idempotent: bool,
     timeout: Duration,
 ) -> Result<(u64, Response), ClusterError> {

@@ -13,6 +13,7 @@
 //!   proposes new variants only once every member runs a binary that knows them.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,7 +28,9 @@ pub struct Request {
     /// The state machine clamps it to be non-decreasing, so server timestamps never go back even
     /// when leadership moves to a node whose clock is behind.
     pub ts_ms: u64,
-    pub commands: Vec<Command>,
+    /// Shared, because openraft and the log cache clone entries on every replication read; a
+    /// batch of hundreds of messages must not be deep-copied each time.
+    pub commands: Arc<[Command]>,
 }
 
 impl std::fmt::Display for Request {
@@ -160,6 +163,16 @@ pub struct SessionRecord {
     pub expires_at_ms: u64,
 }
 
+/// What is stored under a channel's key; members and the sequence live under their own keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelMeta {
+    pub name: String,
+    pub created_by: String,
+    pub created_at_ms: u64,
+}
+
+/// A channel as the API shows it: metadata, members and newest sequence, assembled from the
+/// separate keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelRecord {
     pub name: String,

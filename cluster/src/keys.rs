@@ -19,10 +19,26 @@ pub fn session(token_hash: &str) -> Vec<u8> {
     [b"s/".as_slice(), token_hash.as_bytes()].concat()
 }
 
+/// Channel metadata (`ChannelMeta`): name, creator, creation time. Members and the sequence
+/// counter live under their own keys so posting a message never decodes or rewrites a member
+/// list (a channel may have thousands of members).
 pub fn channel(name: &str) -> Vec<u8> {
     [b"c/".as_slice(), name.as_bytes()].concat()
 }
 pub const CHANNEL_PREFIX: &[u8] = b"c/";
+
+/// Newest message sequence of a channel (u64).
+pub fn channel_seq(name: &str) -> Vec<u8> {
+    [b"q/".as_slice(), name.as_bytes()].concat()
+}
+
+/// One key per member: `k/<channel>/<username>` -> ().
+pub fn member_prefix(channel: &str) -> Vec<u8> {
+    [b"k/".as_slice(), channel.as_bytes(), b"/"].concat()
+}
+pub fn member(channel: &str, username: &str) -> Vec<u8> {
+    [member_prefix(channel).as_slice(), username.as_bytes()].concat()
+}
 
 /// Channel names never contain '/', so `m/<name>/` is an unambiguous prefix; the big-endian
 /// sequence makes sled's byte order the message order.

@@ -4,10 +4,10 @@
 //! as applied so far; callers that need read-your-writes wait on an index first
 //! (`ClusterNode::wait_applied`). Must never write.
 
-use crate::command::{ChannelRecord, MessageRecord, SessionRecord, UserRecord};
+use crate::command::{ChannelMeta, ChannelRecord, MessageRecord, SessionRecord, UserRecord};
 use crate::keys;
 use crate::sm_store::StateReader;
-use crate::state::{Overlay, StateError};
+use crate::state::{self, Overlay, StateError};
 
 impl StateReader {
     fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StateError> {
@@ -45,11 +45,31 @@ impl StateReader {
     }
 
     pub fn channel(&self, name: &str) -> Result<Option<ChannelRecord>, StateError> {
-        self.get(&keys::channel(name))
+        state::channel_view(&Overlay::new(self.tree()), name)
     }
 
     pub fn channels(&self) -> Result<Vec<ChannelRecord>, StateError> {
-        self.scan(keys::CHANNEL_PREFIX, usize::MAX)
+        let metas: Vec<ChannelMeta> = self.scan(keys::CHANNEL_PREFIX, usize::MAX)?;
+        let mut out = Vec::with_capacity(metas.len());
+        for m in metas {
+            if let Some(ch) = self.channel(&m.name)? {
+                out.push(ch);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether `username` is a member of `channel` (one key lookup, no member list decoded).
+    pub fn is_member(&self, channel: &str, username: &str) -> Result<bool, StateError> {
+        Ok(self.tree().contains_key(keys::member(channel, username))?)
+    }
+
+    pub fn channel_exists(&self, channel: &str) -> Result<bool, StateError> {
+        Ok(self.tree().contains_key(keys::channel(channel))?)
+    }
+
+    pub fn last_seq(&self, channel: &str) -> Result<Option<u64>, StateError> {
+        self.get(&keys::channel_seq(channel))
     }
 
     /// Messages of `channel` with `seq > after`, ascending, at most `limit`.

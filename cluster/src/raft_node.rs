@@ -299,6 +299,34 @@ impl ClusterNode {
             .map_err(|_| ClusterError::NotCaughtUp { index })
     }
 
+    /// Brings this node's applied state up to what the leader has applied right now (a
+    /// read-index round: one status call to the leader, then a wait). Used before answering
+    /// "does not exist" from local state, so a follower that lags a little never refuses a name
+    /// the cluster already knows.
+    pub async fn sync_with_leader(&self, timeout: Duration) -> Result<(), ClusterError> {
+        let m = self.metrics();
+        let target = match m.current_leader {
+            // The leader acknowledges a write only after applying it, so its local state already
+            // holds every acknowledged write.
+            Some(l) if l == self.shared.id => return Ok(()),
+            Some(l) => {
+                let info = self
+                    .shared
+                    .node_info(l)
+                    .ok_or_else(|| ClusterError::Unavailable("leader address unknown".into()))?;
+                let st: NodeStatusWire = self
+                    .shared
+                    .http
+                    .get_json(&info.cluster_addr, rpc::PATH_STATUS, timeout)
+                    .await
+                    .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+                st.last_applied.unwrap_or(0)
+            }
+            None => return Err(ClusterError::Unavailable("no leader".into())),
+        };
+        self.wait_applied(target, timeout).await
+    }
+
     /// Adds a running, uninitialized node: learner first, caught up, then voter. Forwarded to the
     /// leader when called on a follower.
     pub async fn add_node(&self, id: NodeId, info: NodeInfo) -> Result<(), ClusterError> {

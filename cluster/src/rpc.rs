@@ -21,7 +21,7 @@ pub const PATH_REMOVED: &str = "/raft/v1/removed";
 /// A group of client commands a follower hands to the leader to propose as one entry.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ForwardRequest {
-    pub commands: Vec<Command>,
+    pub commands: std::sync::Arc<[Command]>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -11,8 +11,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::command::{
-    Applied, ApplyError, COMMAND_VERSION, ChannelRecord, Command, MessageRecord, Outcome, Request,
-    SessionRecord, UserRecord,
+    Applied, ApplyError, COMMAND_VERSION, ChannelMeta, ChannelRecord, Command, MessageRecord,
+    Outcome, Request, SessionRecord, UserRecord,
 };
 use crate::event::{Event, EventKind};
 use crate::keys;
@@ -75,6 +75,31 @@ impl<'a> Overlay<'a> {
         Ok(())
     }
 
+    pub fn exists(&self, key: &[u8]) -> Result<bool, StateError> {
+        if let Some(v) = self.pending.get(key) {
+            return Ok(v.is_some());
+        }
+        Ok(self.tree.contains_key(key)?)
+    }
+
+    /// Keys under `prefix`, as the tree plus this batch's pending writes would have them.
+    pub fn keys_with_prefix(&self, prefix: &[u8]) -> Result<BTreeSet<Vec<u8>>, StateError> {
+        let mut out = BTreeSet::new();
+        for k in self.tree.scan_prefix(prefix).keys() {
+            out.insert(k?.to_vec());
+        }
+        for (k, v) in self.pending.range(prefix.to_vec()..) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            match v {
+                Some(_) => out.insert(k.clone()),
+                None => out.remove(k),
+            };
+        }
+        Ok(out)
+    }
+
     pub fn remove(&mut self, key: Vec<u8>) {
         self.pending.insert(key, None);
     }
@@ -90,6 +115,27 @@ impl<'a> Overlay<'a> {
         }
         batch
     }
+}
+
+/// Assembles the API view of a channel from its separate keys.
+pub fn channel_view(kv: &Overlay<'_>, name: &str) -> Result<Option<ChannelRecord>, StateError> {
+    let Some(meta) = kv.get::<ChannelMeta>(&keys::channel(name))? else {
+        return Ok(None);
+    };
+    let prefix = keys::member_prefix(name);
+    let members = kv
+        .keys_with_prefix(&prefix)?
+        .into_iter()
+        .map(|k| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+        .collect();
+    let last_seq = kv.get::<u64>(&keys::channel_seq(name))?.unwrap_or(0);
+    Ok(Some(ChannelRecord {
+        name: meta.name,
+        created_by: meta.created_by,
+        created_at_ms: meta.created_at_ms,
+        members,
+        last_seq,
+    }))
 }
 
 /// Applies one normal entry. Returns one outcome per command. `index` is the entry's log index,
@@ -114,7 +160,7 @@ pub fn apply_request(
         kv.put(keys::LAST_TS.to_vec(), &ts)?;
     }
     let mut outcomes = Vec::with_capacity(req.commands.len());
-    for cmd in &req.commands {
+    for cmd in req.commands.iter() {
         outcomes.push(apply_command(kv, cmd, ts, index, events)?);
     }
     Ok(outcomes)
@@ -189,12 +235,20 @@ fn apply_command(
         }
         Command::CreateChannel { name, creator } => {
             let key = keys::channel(name);
-            if kv.get_raw(&key)?.is_some() {
+            if kv.exists(&key)? {
                 return Ok(Err(ApplyError::ChannelExists(name.clone())));
             }
-            if kv.get_raw(&keys::user(creator))?.is_none() {
+            if !kv.exists(&keys::user(creator))? {
                 return Ok(Err(ApplyError::UnknownUser(creator.clone())));
             }
+            let meta = ChannelMeta {
+                name: name.clone(),
+                created_by: creator.clone(),
+                created_at_ms: ts,
+            };
+            kv.put(key, &meta)?;
+            kv.put(keys::member(name, creator), &())?;
+            kv.put(keys::channel_seq(name), &0u64)?;
             let channel = ChannelRecord {
                 name: name.clone(),
                 created_by: creator.clone(),
@@ -202,7 +256,6 @@ fn apply_command(
                 members: BTreeSet::from([creator.clone()]),
                 last_seq: 0,
             };
-            kv.put(key, &channel)?;
             events.push(Event {
                 index,
                 kind: EventKind::ChannelCreated(channel.clone()),
@@ -210,15 +263,15 @@ fn apply_command(
             Ok(Ok(Applied::Channel(channel)))
         }
         Command::JoinChannel { name, username } => {
-            let key = keys::channel(name);
-            let Some(mut channel) = kv.get::<ChannelRecord>(&key)? else {
+            if !kv.exists(&keys::channel(name))? {
                 return Ok(Err(ApplyError::ChannelNotFound(name.clone())));
-            };
-            if kv.get_raw(&keys::user(username))?.is_none() {
+            }
+            if !kv.exists(&keys::user(username))? {
                 return Ok(Err(ApplyError::UnknownUser(username.clone())));
             }
-            if channel.members.insert(username.clone()) {
-                kv.put(key, &channel)?;
+            let member_key = keys::member(name, username);
+            if !kv.exists(&member_key)? {
+                kv.put(member_key, &())?;
                 events.push(Event {
                     index,
                     kind: EventKind::MemberJoined {
@@ -227,7 +280,10 @@ fn apply_command(
                     },
                 });
             }
-            Ok(Ok(Applied::Channel(channel)))
+            match channel_view(kv, name)? {
+                Some(ch) => Ok(Ok(Applied::Channel(ch))),
+                None => Ok(Err(ApplyError::ChannelNotFound(name.clone()))),
+            }
         }
         Command::PostMessage {
             channel,
@@ -247,20 +303,19 @@ fn apply_command(
                     duplicate: true,
                 }));
             }
-            let key = keys::channel(channel);
-            let Some(mut record) = kv.get::<ChannelRecord>(&key)? else {
+            let seq_key = keys::channel_seq(channel);
+            let Some(last_seq) = kv.get::<u64>(&seq_key)? else {
                 return Ok(Err(ApplyError::ChannelNotFound(channel.clone())));
             };
-            if !record.members.contains(author) {
+            if !kv.exists(&keys::member(channel, author))? {
                 return Ok(Err(ApplyError::NotMember {
                     user: author.clone(),
                     channel: channel.clone(),
                 }));
             }
-            record.last_seq += 1;
             let message = MessageRecord {
                 channel: channel.clone(),
-                seq: record.last_seq,
+                seq: last_seq + 1,
                 author: author.clone(),
                 body: body.clone(),
                 ts_ms: ts,
@@ -268,7 +323,8 @@ fn apply_command(
             };
             kv.put(keys::message(channel, message.seq), &message)?;
             kv.put(dedup_key, &(channel.clone(), message.seq))?;
-            kv.put(key, &record)?;
+            // Within one entry the overlay coalesces these into a single write per channel.
+            kv.put(seq_key, &message.seq)?;
             events.push(Event {
                 index,
                 kind: EventKind::MessagePosted(message.clone()),
@@ -298,7 +354,7 @@ mod tests {
         let req = Request {
             version: COMMAND_VERSION,
             ts_ms: ts,
-            commands,
+            commands: commands.into(),
         };
         let out = apply_request(&mut kv, &req, 1, &mut events).unwrap();
         tree.apply_batch(kv.into_batch()).unwrap();
@@ -365,10 +421,7 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
-        let ch: ChannelRecord = Overlay::new(&t)
-            .get(&keys::channel("general"))
-            .unwrap()
-            .unwrap();
+        let ch = channel_view(&Overlay::new(&t), "general").unwrap().unwrap();
         assert_eq!(ch.last_seq, 1);
     }
 

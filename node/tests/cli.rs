@@ -27,7 +27,11 @@ fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
 fn unknown_field_is_one_line_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), "colour = \"blue\"\n");
-    let out = conclave().args(["run", "--validate", "--config"]).arg(&cfg).output().unwrap();
+    let out = conclave()
+        .args(["run", "--validate", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
@@ -48,8 +52,16 @@ fn missing_file_is_reported() {
 fn valid_config_validates() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), "[raft]\nsnapshot_logs_since_last = 100\n");
-    let out = conclave().args(["run", "--validate", "--config"]).arg(&cfg).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = conclave()
+        .args(["run", "--validate", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -64,8 +76,16 @@ fn init_creates_once_and_refuses_twice() {
     assert!(!short.status.success());
     assert!(String::from_utf8_lossy(&short.stderr).contains("8 to 128"));
 
-    let first = conclave().args(["init", "--config"]).arg(&cfg).output().unwrap();
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let first = conclave()
+        .args(["init", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     let stdout = String::from_utf8_lossy(&first.stdout);
     let pw = stdout
         .lines()
@@ -73,7 +93,11 @@ fn init_creates_once_and_refuses_twice() {
         .expect("generated password printed");
     assert!(pw.len() >= 16);
 
-    let second = conclave().args(["init", "--config"]).arg(&cfg).output().unwrap();
+    let second = conclave()
+        .args(["init", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert!(!second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr).contains("already holds a cluster"));
 }

@@ -1,5 +1,7 @@
 //! Channels and messages: create, list, join, post (idempotent by `client_msg_id`), read.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -18,6 +20,31 @@ use crate::validate;
 #[serde(deny_unknown_fields)]
 pub struct CreateChannel {
     name: String,
+}
+
+const SYNC_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Checks membership from local state; when the answer is "no", first catches up with the leader
+/// (this node may lag a moment behind a channel creation or join made through another node) and
+/// checks again, so the refusal is never just a stale view.
+async fn require_member(s: &AppState, channel: &str, user: &str) -> Result<(), ApiError> {
+    let check = |s: &AppState| -> Result<Result<(), ApiError>, ApiError> {
+        let reader = s.node.reader();
+        if !reader.channel_exists(channel)? {
+            return Ok(Err(ApiError::ChannelNotFound(channel.to_string())));
+        }
+        if !reader.is_member(channel, user)? {
+            return Ok(Err(ApiError::Forbidden(format!(
+                "'{user}' is not a member of channel '{channel}'"
+            ))));
+        }
+        Ok(Ok(()))
+    };
+    if check(s)?.is_ok() {
+        return Ok(());
+    }
+    s.node.sync_with_leader(SYNC_TIMEOUT).await?;
+    check(s)?
 }
 
 fn channel_response(status: StatusCode, index: u64, ch: &ChannelRecord) -> Response {
@@ -112,23 +139,15 @@ struct MessageView<'a> {
 pub async fn post(
     State(s): State<AppState>,
     Path(channel): Path<String>,
+    _min: MinIndex,
     auth: Auth,
     JsonBody(req): JsonBody<PostMessage>,
 ) -> Result<Response, ApiError> {
     validate::message_body(&req.body)?;
     validate::client_msg_id(&req.client_msg_id)?;
-    // Cheap local pre-checks give the right error without a Raft round; the state machine
-    // checks again at apply (membership may change in between).
-    match s.node.reader().channel(&channel)? {
-        None => return Err(ApiError::ChannelNotFound(channel)),
-        Some(ch) if !ch.members.contains(&auth.user.username) => {
-            return Err(ApiError::Forbidden(format!(
-                "'{}' is not a member of channel '{channel}'",
-                auth.user.username
-            )));
-        }
-        Some(_) => {}
-    }
+    // Refusals are decided before anything reaches the log; the state machine checks again at
+    // apply (membership may change in between).
+    require_member(&s, &channel, &auth.user.username).await?;
     let (applied, index) = s
         .node
         .write(Command::PostMessage {

@@ -48,7 +48,14 @@ pub async fn login(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let user = s.node.reader().user(&req.username)?;
+    let mut user = s.node.reader().user(&req.username)?;
+    if user.is_none() {
+        // Maybe created moments ago through another node.
+        s.node
+            .sync_with_leader(std::time::Duration::from_secs(3))
+            .await?;
+        user = s.node.reader().user(&req.username)?;
+    }
     // Verify against a dummy hash for unknown users too, so timing does not reveal who exists.
     let (hash, known) = match &user {
         Some(u) => (u.password_hash.clone(), true),
