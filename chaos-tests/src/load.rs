@@ -45,6 +45,8 @@ pub struct Failed {
     pub client_msg_id: String,
     pub body: String,
     pub error: String,
+    /// A definite refusal (non-retryable answer such as a 4xx) rather than an unknown outcome.
+    pub refused: bool,
 }
 
 /// Whether an error may be retried with the same `client_msg_id`: transport failures and 5xx
@@ -261,6 +263,7 @@ async fn poster_loop(
                     poster,
                     client_msg_id: id,
                     body,
+                    refused: !retryable(&e),
                     error: e.to_string(),
                 });
             }

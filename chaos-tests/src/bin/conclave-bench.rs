@@ -93,8 +93,29 @@ fn fmt_ms(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"))
 }
 
-/// Creates `name`, retrying while the cluster is unavailable.
+/// Creates `name`, retrying while the cluster is unavailable, and waits until every node
+/// knows it (a post through a lagging follower could otherwise be refused as 404).
 async fn create_channel(cluster: &TestCluster, name: &str) -> Result<()> {
+    create_channel_once(cluster, name).await?;
+    for id in cluster.live_ids() {
+        poll_until(
+            &format!("node {id} to know {name}"),
+            Duration::from_secs(30),
+            || async {
+                let client = cluster.try_client(&[id]).map_err(|e| e.to_string())?;
+                client
+                    .get_channel(name)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn create_channel_once(cluster: &TestCluster, name: &str) -> Result<()> {
     poll_until(
         &format!("channel {name}"),
         Duration::from_secs(30),
@@ -133,8 +154,16 @@ fn load_config(args: &Args, channel: &str, prefix: &str) -> LoadConfig {
 
 async fn throughput(cluster: &TestCluster, args: &Args) -> Result<()> {
     println!(
-        "\n{:>7} {:>9} {:>8} {:>11} {:>8} {:>8} {:>8} {:>8}",
-        "posters", "messages", "seconds", "msgs/s", "p50 ms", "p99 ms", "errors", "unknown"
+        "\n{:>7} {:>9} {:>8} {:>11} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "posters",
+        "messages",
+        "seconds",
+        "msgs/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "unknown",
+        "refused"
     );
     for &posters in &args.levels {
         let channel = format!("bench-c{posters}");
@@ -156,7 +185,7 @@ fn print_row(posters: usize, r: &LoadReport) {
     let secs = r.elapsed.as_secs_f64();
     let lat = r.latencies_ms();
     println!(
-        "{:>7} {:>9} {:>8.2} {:>11.1} {:>8} {:>8} {:>8} {:>8}",
+        "{:>7} {:>9} {:>8.2} {:>11.1} {:>8} {:>8} {:>8} {:>8} {:>8}",
         posters,
         r.acks.len(),
         secs,
@@ -164,11 +193,13 @@ fn print_row(posters: usize, r: &LoadReport) {
         fmt_ms(percentile(&lat, 50.0)),
         fmt_ms(percentile(&lat, 99.0)),
         r.failed_attempts,
-        r.failed.len()
+        r.failed.iter().filter(|f| !f.refused).count(),
+        r.failed.iter().filter(|f| f.refused).count()
     );
     if let Some(f) = r.failed.first() {
+        let kind = if f.refused { "refused" } else { "unknown" };
         println!(
-            "        first unknown/refused message: {} ({})",
+            "        first failed message: {} {kind} ({})",
             f.client_msg_id, f.error
         );
     }
@@ -251,12 +282,17 @@ async fn failover(cluster: &TestCluster, args: &Args) -> Result<()> {
         fmt_ms(samples.last().copied())
     );
     println!(
-        "load during failovers: {} acked, {} failed attempts (retried), {} unknown/refused, panics {}",
+        "load during failovers: {} acked, {} failed attempts, {} unknown, {} refused, panics {}",
         report.acks.len(),
         report.failed_attempts,
-        report.failed.len(),
+        report.failed.iter().filter(|f| !f.refused).count(),
+        report.failed.iter().filter(|f| f.refused).count(),
         report.panics.len()
     );
+    for f in report.failed.iter().take(5) {
+        let kind = if f.refused { "refused" } else { "unknown" };
+        println!("  {kind}: {} ({})", f.client_msg_id, f.error);
+    }
     Ok(())
 }
 

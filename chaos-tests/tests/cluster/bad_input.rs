@@ -364,14 +364,17 @@ async fn expired_token_is_refused() {
     let after = now_ms();
     let login = login.unwrap_or_else(|e| cluster.fail(&format!("login: {e}")));
     assert!(
-        (before + 1000 - CLOCK_SLACK_MS..=after + 1000 + CLOCK_SLACK_MS).contains(&login.expires_at_ms),
+        (before + 1000 - CLOCK_SLACK_MS..=after + 1000 + CLOCK_SLACK_MS)
+            .contains(&login.expires_at_ms),
         "expires_at_ms {} is not 1 s after the login ({before}..{after})",
         login.expires_at_ms
     );
     let refused_at = cluster
         .wait_until("the token to expire", cluster.ready_timeout(), || async {
             match client.me().await {
-                Err(e) if e.status() == Some(401) && e.code() == Some("unauthorized") => Ok(now_ms()),
+                Err(e) if e.status() == Some(401) && e.code() == Some("unauthorized") => {
+                    Ok(now_ms())
+                }
                 Err(e) => Err(format!("unexpected error: {e}")),
                 Ok(_) => Err("token still accepted".to_owned()),
             }
@@ -382,7 +385,10 @@ async fn expired_token_is_refused() {
         "token refused at {refused_at}, before it expired at {}",
         login.expires_at_ms
     );
-    eprintln!("token refused {} ms after its expiry", refused_at.saturating_sub(login.expires_at_ms));
+    eprintln!(
+        "token refused {} ms after its expiry",
+        refused_at.saturating_sub(login.expires_at_ms)
+    );
 
     let err = client
         .create_channel("after-expiry")

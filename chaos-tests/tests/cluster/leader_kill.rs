@@ -82,6 +82,9 @@ async fn leader_kill_under_load() {
         );
     }
 
+    for f in &report.failed {
+        eprintln!("outcome unknown for {}: {}", f.client_msg_id, f.error);
+    }
     let acked = settle(&cluster, ch, &report).await;
     let survivors = cluster.live_ids();
     let views = cluster

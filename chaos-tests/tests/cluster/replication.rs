@@ -87,3 +87,72 @@ async fn replication() {
         "exactly the two posted messages"
     );
 }
+
+/// What the cluster acknowledged is never refused by a follower as unknown: a channel created
+/// through the leader can be posted to through a follower at once, and a user created through
+/// the leader can log in through a follower at once. (The server checks such names in local
+/// state and, before refusing, syncs with the leader: a lagging follower must not answer
+/// `channel_not_found` / `invalid_credentials` for something already acknowledged.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_never_refuses_acknowledged_creations() {
+    const CHANNEL_ROUNDS: usize = 30;
+    const USER_ROUNDS: usize = 10;
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_for_leader(&[]).await;
+    let followers: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    let on_leader = cluster.client(leader);
+    let on_followers: Vec<_> = followers.iter().map(|id| cluster.client(*id)).collect();
+    let mut refusals = Vec::new();
+    let mut attempts = 0;
+    for round in 0..CHANNEL_ROUNDS {
+        let ch = format!("fresh-{round}");
+        on_leader
+            .create_channel(&ch)
+            .await
+            .unwrap_or_else(|e| cluster.fail(&format!("create {ch}: {e}")));
+        let posts = on_followers.iter().zip(&followers).map(|(client, id)| {
+            let ch = ch.clone();
+            async move {
+                let r = client
+                    .post_message(&ch, "right after create", &format!("{ch}-via-{id}"))
+                    .await;
+                (*id, r)
+            }
+        });
+        for (id, r) in futures::future::join_all(posts).await {
+            attempts += 1;
+            if let Err(e) = r {
+                refusals.push(format!(
+                    "post to {ch} via follower {id} right after its creation: {e}"
+                ));
+            }
+        }
+    }
+    for round in 0..USER_ROUNDS {
+        let user = format!("fresh-user-{round}");
+        let follower = followers[round % followers.len()];
+        on_leader
+            .create_user(&user, "fresh-password", ops::Role::Member)
+            .await
+            .unwrap_or_else(|e| cluster.fail(&format!("create {user}: {e}")));
+        let mut client = cluster.try_client_without_token(&[follower]).unwrap();
+        attempts += 1;
+        if let Err(e) = client.login(&user, "fresh-password").await {
+            refusals.push(format!(
+                "login as {user} via follower {follower} right after its creation: {e}"
+            ));
+        }
+    }
+    if !refusals.is_empty() {
+        cluster.fail(&format!(
+            "{} of {attempts} requests through a follower were refused right after the leader acknowledged \
+             what they need:\n{}",
+            refusals.len(),
+            refusals.join("\n")
+        ));
+    }
+}
