@@ -404,6 +404,39 @@ impl TestCluster {
         or_panic(self.node(id).spawn().map_err(|e| self.annotate(e)))
     }
 
+    /// Adds node `id` (1..=254, not yet in this cluster) on the cluster's address block with
+    /// the cluster's config and starts it with `conclave run`, uninitialized: it waits, not
+    /// ready, until it is added through the API. Does not wait. Killed on drop like the others.
+    pub fn spawn_extra(&mut self, id: u64) {
+        let r = self.try_spawn_extra(id);
+        or_panic(r.map_err(|e| self.annotate(e)))
+    }
+
+    pub fn try_spawn_extra(&mut self, id: u64) -> Result<()> {
+        if !(1..=254).contains(&id) {
+            bail!("node ids on an address block are 1..=254, asked for {id}");
+        }
+        if self.nodes.contains_key(&id) {
+            bail!("node {id} already exists in this cluster");
+        }
+        let bin = match &self.opts.binary {
+            Some(b) => b.clone(),
+            None => conclave_bin()?,
+        };
+        let spec = NodeSpec::new(
+            id,
+            self.block.api_addr(id),
+            self.block.cluster_addr(id),
+            &self.root,
+        );
+        spec.write_config(&self.opts.raft, &self.opts.top_level)?;
+        self.nodes
+            .insert(id, NodeProcess::new(spec, bin, self.opts.env.clone()));
+        self.node(id)
+            .spawn()
+            .with_context(|| format!("start extra node {id}"))
+    }
+
     /// Starts node `id` again (SIGTERMing it first if it runs) and waits until it is ready.
     pub async fn restart(&self, id: u64) {
         or_panic(self.try_restart(id).await)

@@ -22,6 +22,7 @@ pub mod raft_node;
 pub mod rpc;
 pub mod rpc_server;
 pub mod sm_store;
+pub mod snapshot_cow;
 pub mod state;
 pub mod types;
 

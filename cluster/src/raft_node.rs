@@ -63,7 +63,7 @@ impl ClusterConfig {
             max_payload_entries: 64,
             batch_max_commands: 512,
             batch_max_bytes: 1024 * 1024,
-            batch_max_in_flight: 2,
+            batch_max_in_flight: 1,
             write_timeout_ms: 5000,
             ready_max_apply_lag: 1000,
             sled_cache_bytes: 128 * 1024 * 1024,
@@ -80,9 +80,28 @@ pub(crate) struct Shared {
     pub readiness: Mutex<Readiness>,
     pub config: ClusterConfig,
     pub removed: CancellationToken,
+    /// Queue of the group-commit batcher. Forwarded batches from followers join it too, so the
+    /// leader proposes everything that arrived meanwhile, from every node, as one entry.
+    pub batch_tx: mpsc::Sender<Pending>,
+    /// Held for the whole of one membership operation (probe, catch-up, promotion), so a
+    /// second change is refused instead of interleaving with the first.
+    pub membership_lock: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
+    /// Queues one command for group commit and waits for its outcome and log index.
+    pub async fn submit(
+        &self,
+        cmd: Command,
+    ) -> Result<(crate::command::Outcome, u64), ClusterError> {
+        let (tx, rx) = oneshot::channel();
+        self.batch_tx
+            .send(Pending { cmd, reply: tx })
+            .await
+            .map_err(|_| ClusterError::ShuttingDown)?;
+        rx.await.map_err(|_| ClusterError::ShuttingDown)?
+    }
+
     pub fn node_info(&self, id: NodeId) -> Option<NodeInfo> {
         let m = self.raft.metrics().borrow().membership_config.clone();
         m.membership().get_node(&id).cloned()
@@ -107,6 +126,12 @@ impl Shared {
             quorum_ok: health::leader_has_quorum(&m, self.config.election_timeout_max_ms),
             ready: readiness.ready,
             reason: readiness.reason,
+            members: m
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id)
+                .collect(),
         }
     }
 }
@@ -126,7 +151,6 @@ pub struct ClusterNode {
     pub(crate) shared: Arc<Shared>,
     reader: StateReader,
     events: EventBus,
-    batch_tx: mpsc::Sender<Pending>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     _db: sled::Db,
 }
@@ -178,6 +202,7 @@ impl ClusterNode {
         let raft = Raft::new(config.node_id, raft_config, network, log, sm)
             .await
             .map_err(|e| ClusterError::Storage(format!("start raft: {e}")))?;
+        let (batch_tx, batch_rx) = mpsc::channel(config.batch_max_commands * 8);
         let shared = Arc::new(Shared {
             id: config.node_id,
             raft,
@@ -186,8 +211,9 @@ impl ClusterNode {
             readiness: Mutex::new(Readiness::default()),
             config: config.clone(),
             removed: CancellationToken::new(),
+            batch_tx,
+            membership_lock: tokio::sync::Mutex::new(()),
         });
-        let (batch_tx, batch_rx) = mpsc::channel(config.batch_max_commands * 8);
         let limits = BatchLimits {
             max_commands: config.batch_max_commands,
             max_bytes: config.batch_max_bytes,
@@ -206,7 +232,6 @@ impl ClusterNode {
             shared,
             reader,
             events,
-            batch_tx,
             tasks: Mutex::new(tasks),
             _db: db,
         }))
@@ -275,12 +300,7 @@ impl ClusterNode {
     /// concurrent writes) and returns the outcome with the log index that holds it. Returns only
     /// after a quorum has the entry on disk and this cluster's leader applied it.
     pub async fn write(&self, cmd: Command) -> Result<(Applied, u64), ClusterError> {
-        let (tx, rx) = oneshot::channel();
-        self.batch_tx
-            .send(Pending { cmd, reply: tx })
-            .await
-            .map_err(|_| ClusterError::ShuttingDown)?;
-        let (outcome, index) = rx.await.map_err(|_| ClusterError::ShuttingDown)??;
+        let (outcome, index) = self.shared.submit(cmd).await?;
         Ok((outcome?, index))
     }
 
@@ -435,6 +455,10 @@ fn open_storage(
         .path(dir.join("state"))
         .cache_capacity(cache_bytes)
         .mode(sled::Mode::HighThroughput)
+        // The state machine needs no periodic sync of its own: after a crash it is rebuilt from
+        // the snapshot file and the fsynced Raft log. sled still writes as its buffers fill, and
+        // we flush on snapshot install and on shutdown.
+        .flush_every_ms(None)
         .open()
         .map_err(|e| ClusterError::Storage(format!("sled: {e}")))?;
     let events = EventBus::new(4096);
@@ -459,6 +483,9 @@ pub(crate) async fn membership_on_leader(
     shared: &Arc<Shared>,
     req: MembershipRequest,
 ) -> MembershipReply {
+    let Ok(_guard) = shared.membership_lock.try_lock() else {
+        return Err(MembershipError::InProgress);
+    };
     let m = shared.raft.metrics().borrow().clone();
     if m.current_leader != Some(shared.id) {
         return Err(MembershipError::NotLeader {
@@ -474,6 +501,14 @@ pub(crate) async fn membership_on_leader(
         return Err(MembershipError::InProgress);
     }
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    // A learner left over from an add that did not finish is a pending change too.
+    let learners: Vec<NodeId> = membership.learner_ids().collect();
+    let finishes_pending = match &req {
+        MembershipRequest::Add { id, .. } | MembershipRequest::Remove { id } => learners == [*id],
+    };
+    if !learners.is_empty() && !finishes_pending {
+        return Err(MembershipError::InProgress);
+    }
     match req {
         MembershipRequest::Add { id, info } => {
             if voters.contains(&id) {
@@ -506,19 +541,32 @@ pub(crate) async fn membership_on_leader(
                 Ok(_) => {}
             }
             tracing::info!(node_id = shared.id, new_node = id, %info, "adding learner");
-            let added = tokio::time::timeout(
-                Duration::from_secs(60),
-                shared.raft.add_learner(id, info, true),
-            )
-            .await;
-            match added {
-                Err(_) => {
-                    return Err(MembershipError::Unavailable(format!(
-                        "node {id} did not catch up within 60 s"
-                    )));
-                }
-                Ok(Err(e)) => return Err(map_change_err(e)),
-                Ok(Ok(_)) => {}
+            shared
+                .raft
+                .add_learner(id, info, false)
+                .await
+                .map_err(map_change_err)?;
+            // openraft's own "blocking" add returns at once while the log is shorter than its
+            // replication lag threshold; wait for real catch-up instead: the learner must have
+            // every entry the leader had when it was added.
+            let target = shared.raft.metrics().borrow().last_log_index.unwrap_or(0);
+            let caught_up = shared
+                .raft
+                .wait(Some(Duration::from_secs(60)))
+                .metrics(
+                    |m| {
+                        m.replication
+                            .as_ref()
+                            .and_then(|r| r.get(&id).copied().flatten())
+                            .is_some_and(|l| l.index >= target)
+                    },
+                    "learner caught up",
+                )
+                .await;
+            if caught_up.is_err() {
+                return Err(MembershipError::Unavailable(format!(
+                    "node {id} did not catch up within 60 s; it stays a learner (retry the add, or remove it)"
+                )));
             }
             tracing::info!(
                 node_id = shared.id,
@@ -534,7 +582,7 @@ pub(crate) async fn membership_on_leader(
         }
         MembershipRequest::Remove { id } => {
             if membership.get_node(&id).is_none() {
-                return Err(MembershipError::Invalid(format!(
+                return Err(MembershipError::NotFound(format!(
                     "node {id} is not a member"
                 )));
             }

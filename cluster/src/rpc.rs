@@ -59,6 +59,8 @@ pub enum MembershipError {
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
     Unavailable(String),
 }
 
@@ -79,4 +81,8 @@ pub struct NodeStatusWire {
     pub quorum_ok: bool,
     pub ready: bool,
     pub reason: Option<String>,
+    /// Ids in this node's current membership (voters and learners). Lets a node told it was
+    /// removed check the claim with the leader. Absent from older nodes.
+    #[serde(default)]
+    pub members: Vec<NodeId>,
 }

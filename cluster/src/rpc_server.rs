@@ -15,9 +15,8 @@ use axum::routing::{get, post};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::batcher;
 use crate::raft_node::{ClusterNode, Shared, membership_on_leader};
-use crate::rpc::{self, ForwardRequest, MembershipRequest};
+use crate::rpc::{self, ForwardError, ForwardReply, ForwardRequest, MembershipRequest};
 use crate::types::{NodeId, TypeConfig};
 
 /// Snapshot chunks and large AppendEntries batches must fit.
@@ -80,7 +79,29 @@ async fn forward(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    encode(&batcher::propose_local(&s, req.commands).await)
+    let leader = s.raft.metrics().borrow().current_leader;
+    if leader != Some(s.id) {
+        return encode(&ForwardReply::Err(ForwardError::NotLeader { leader }));
+    }
+    // Into the leader's own batcher: commands forwarded by every follower and the leader's own
+    // clients then share one entry, one fsync per node and one replication round.
+    let results =
+        futures::future::join_all(req.commands.iter().cloned().map(|cmd| s.submit(cmd))).await;
+    let mut outcomes = Vec::with_capacity(results.len());
+    let mut index = 0;
+    for r in results {
+        match r {
+            Ok((outcome, i)) => {
+                index = index.max(i);
+                outcomes.push(outcome);
+            }
+            Err(e) => return encode(&ForwardReply::Err(ForwardError::Unavailable(e.to_string()))),
+        }
+    }
+    encode(&ForwardReply::Ok(rpc::ForwardOk {
+        index,
+        response: crate::command::Response { outcomes },
+    }))
 }
 
 async fn membership(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
@@ -96,16 +117,45 @@ async fn removed(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    // Only believe it if the sender really leads a membership that no longer has us.
-    let m = s.raft.metrics().borrow().clone();
-    tracing::warn!(
-        node_id = s.id,
-        from,
-        "leader says this node was removed from the cluster; stopping"
-    );
-    let _ = m;
-    ClusterNode::mark_removed(&s);
-    encode(&())
+    // Never take the claim on trust (it would let anyone on the cluster port stop a member):
+    // ask the sender, at the address our own membership has for it, whether it leads a
+    // membership without us.
+    let Some(info) = s.node_info(from) else {
+        return (
+            StatusCode::FORBIDDEN,
+            "sender is not a member known to this node",
+        )
+            .into_response();
+    };
+    let verdict: Result<rpc::NodeStatusWire, _> = s
+        .http
+        .get_json(
+            &info.cluster_addr,
+            rpc::PATH_STATUS,
+            std::time::Duration::from_secs(2),
+        )
+        .await;
+    match verdict {
+        Ok(st) if st.id == from && st.state == "leader" && !st.members.contains(&s.id) => {
+            tracing::warn!(
+                node_id = s.id,
+                from,
+                "the leader removed this node from the cluster; stopping"
+            );
+            ClusterNode::mark_removed(&s);
+            encode(&())
+        }
+        Ok(_) => (
+            StatusCode::CONFLICT,
+            "the sender does not lead a membership without this node",
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot verify the removal: {e}"),
+        )
+            .into_response(),
+    }
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> Response {

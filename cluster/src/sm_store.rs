@@ -24,6 +24,7 @@ use crate::command::Response;
 use crate::event::{Event, EventBus};
 use crate::fsutil;
 use crate::keys;
+use crate::snapshot_cow::Cow;
 use crate::state::{self, Overlay, StateError};
 use crate::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -94,6 +95,7 @@ pub struct StateMachineStore {
     tree: sled::Tree,
     dir: PathBuf,
     current: Arc<Mutex<Option<StoredSnapshot>>>,
+    cow: Cow,
     events: EventBus,
     /// Distinguishes snapshots built at the same log id.
     build_seq: u64,
@@ -123,6 +125,7 @@ impl StateMachineStore {
             tree,
             dir: dir.to_path_buf(),
             current: Arc::new(Mutex::new(current.clone())),
+            cow: Cow::default(),
             events,
             build_seq: 0,
         };
@@ -261,21 +264,30 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.build_seq += 1;
-        // openraft calls this from the state machine worker, between two applies: copying the
-        // tree here gives a consistent view without a lock; encoding and fsync happen later in
-        // the builder task, off the apply path.
-        let copy: Result<Pairs, sled::Error> = self
-            .tree
-            .iter()
-            .filter(|kv| {
-                kv.as_ref()
-                    .map(|(k, _)| k.as_ref() != keys::INSTALLING)
-                    .unwrap_or(true)
-            })
-            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())))
-            .collect();
+        // Called from the state machine worker between two applies: this is the snapshot point.
+        // From here on apply records old values (see `snapshot_cow.rs`), so the builder can walk
+        // the tree off the apply path and still see exactly this state.
+        let source = if self.cow.begin() {
+            Source::Cow {
+                tree: self.tree.clone(),
+                cow: self.cow.clone(),
+            }
+        } else {
+            // A build is still running (openraft does not normally start two); copy eagerly.
+            Source::Copied(
+                self.tree
+                    .iter()
+                    .filter(|kv| {
+                        kv.as_ref()
+                            .map(|(k, _)| k.as_ref() != keys::INSTALLING)
+                            .unwrap_or(true)
+                    })
+                    .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())))
+                    .collect(),
+            )
+        };
         SnapshotBuilder {
-            copy,
+            source: Some(source),
             dir: self.dir.clone(),
             current: self.current.clone(),
             build_seq: self.build_seq,
@@ -300,8 +312,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let dir = self.dir.clone();
         let tree = self.tree.clone();
         let to_write = stored.clone();
+        let cow = self.cow.clone();
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
             persist_snapshot(&dir, &to_write)?;
+            record_install(&cow, &tree, &to_write.data)
+                .map_err(|e| snap_err(Some(&to_write.meta), ErrorVerb::Write, e))?;
             restore_tree(&tree, &to_write.meta, &to_write.data)
                 .map_err(|e| snap_err(Some(&to_write.meta), ErrorVerb::Write, e))?;
             tree.flush()
@@ -335,6 +350,27 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 }
 
+/// An install rewrites the whole tree: if a build is running, every key it touches (old and
+/// new) must be recorded first.
+fn record_install(cow: &Cow, tree: &sled::Tree, data: &[u8]) -> Result<(), StateError> {
+    let body: SnapshotBody = bincode::deserialize(data).map_err(|source| StateError::Decode {
+        key: "<snapshot>".into(),
+        source,
+    })?;
+    let existing: Vec<Vec<u8>> = tree
+        .iter()
+        .keys()
+        .map(|k| k.map(|k| k.to_vec()))
+        .collect::<Result<_, _>>()?;
+    cow.record(tree, existing.iter().map(|k| k.as_slice()))?;
+    cow.record(tree, body.pairs.iter().map(|(k, _)| k.as_slice()))?;
+    cow.record(
+        tree,
+        [keys::APPLIED, keys::MEMBERSHIP, keys::INSTALLING].into_iter(),
+    )?;
+    Ok(())
+}
+
 fn persist_snapshot(dir: &Path, snap: &StoredSnapshot) -> Result<(), StorageError> {
     let file = SnapshotFile {
         meta: snap.meta.clone(),
@@ -348,17 +384,50 @@ fn persist_snapshot(dir: &Path, snap: &StoredSnapshot) -> Result<(), StorageErro
         .map_err(|e| snap_err(Some(&snap.meta), ErrorVerb::Write, e))
 }
 
+enum Source {
+    Cow { tree: sled::Tree, cow: Cow },
+    Copied(Result<Pairs, sled::Error>),
+}
+
 pub struct SnapshotBuilder {
-    copy: Result<Pairs, sled::Error>,
+    source: Option<Source>,
     dir: PathBuf,
     current: Arc<Mutex<Option<StoredSnapshot>>>,
     build_seq: u64,
 }
 
+impl Drop for SnapshotBuilder {
+    /// A builder dropped without building must stop the recording, or apply would keep
+    /// collecting old values forever.
+    fn drop(&mut self) {
+        if let Some(Source::Cow { cow, .. }) = self.source.take() {
+            cow.end();
+        }
+    }
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let pairs = std::mem::replace(&mut self.copy, Ok(Vec::new()))
-            .map_err(|e| snap_err(None, ErrorVerb::Read, e))?;
+        let pairs = match self.source.take() {
+            Some(Source::Cow { tree, cow }) => {
+                let walked = tokio::task::spawn_blocking(move || {
+                    let r = cow.collect(&tree, keys::INSTALLING);
+                    cow.end();
+                    r
+                })
+                .await
+                .map_err(|e| snap_err(None, ErrorVerb::Read, e))?;
+                walked.map_err(|e| snap_err(None, ErrorVerb::Read, e))?
+            }
+            Some(Source::Copied(pairs)) => pairs.map_err(|e| snap_err(None, ErrorVerb::Read, e))?,
+            None => {
+                return Err(snap_err(
+                    None,
+                    ErrorVerb::Read,
+                    std::io::Error::other("snapshot builder used twice"),
+                ));
+            }
+        };
         // Read applied/membership out of the copied pairs (not the live tree, which moved on).
         let find = |key: &[u8]| {
             pairs

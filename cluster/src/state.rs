@@ -104,6 +104,11 @@ impl<'a> Overlay<'a> {
         self.pending.insert(key, None);
     }
 
+    /// Keys this batch will write or delete.
+    pub fn pending_keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.pending.keys().map(|k| k.as_slice())
+    }
+
     /// Turns the pending writes into one sled batch (atomic within the tree).
     pub fn into_batch(self) -> sled::Batch {
         let mut batch = sled::Batch::default();

@@ -92,7 +92,7 @@ impl Default for WriteSection {
         Self {
             batch_max_commands: 512,
             batch_max_bytes: 1024 * 1024,
-            batch_max_in_flight: 2,
+            batch_max_in_flight: 1,
             timeout_ms: 5000,
         }
     }

@@ -109,6 +109,7 @@ impl From<ClusterError> for ApiError {
             ClusterError::Membership(MembershipError::InProgress) => ApiError::MembershipInProgress,
             ClusterError::Membership(MembershipError::Unsafe(m)) => ApiError::UnsafeMembership(m),
             ClusterError::Membership(MembershipError::Invalid(m)) => ApiError::InvalidRequest(m),
+            ClusterError::Membership(MembershipError::NotFound(m)) => ApiError::NotFound(m),
             ClusterError::Membership(m) => ApiError::Unavailable(m.to_string()),
             e @ (ClusterError::Unavailable(_)
             | ClusterError::NotCaughtUp { .. }

@@ -8,6 +8,7 @@
 mod bad_input;
 mod full_restart;
 mod leader_kill;
+mod membership;
 mod replication;
 mod snapshot;
 mod util;
