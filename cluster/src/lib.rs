@@ -12,6 +12,7 @@ pub mod batcher;
 pub mod command;
 pub mod error;
 pub mod event;
+pub mod failover;
 pub mod fsutil;
 pub mod health;
 pub mod keys;

@@ -86,6 +86,8 @@ pub(crate) struct Shared {
     /// Held for the whole of one membership operation (probe, catch-up, promotion), so a
     /// second change is refused instead of interleaving with the first.
     pub membership_lock: tokio::sync::Mutex<()>,
+    /// When an AppendEntries (a leader's heartbeat or replication) last arrived.
+    pub last_leader_contact: Mutex<std::time::Instant>,
 }
 
 impl Shared {
@@ -213,6 +215,7 @@ impl ClusterNode {
             removed: CancellationToken::new(),
             batch_tx,
             membership_lock: tokio::sync::Mutex::new(()),
+            last_leader_contact: Mutex::new(std::time::Instant::now()),
         });
         let limits = BatchLimits {
             max_commands: config.batch_max_commands,
@@ -226,6 +229,10 @@ impl ClusterNode {
                 batcher::run(shared.clone(), batch_rx, limits, cancel.clone()),
             ),
             spawn_named("health", health::run(shared.clone(), cancel.clone())),
+            spawn_named(
+                "failover",
+                crate::failover::run(shared.clone(), cancel.clone()),
+            ),
         ];
         tracing::info!(node_id = config.node_id, dir = %dir.display(), "cluster node started");
         Ok(Arc::new(Self {

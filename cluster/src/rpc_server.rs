@@ -55,6 +55,9 @@ async fn append(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(resp) => return resp,
     };
+    if let Ok(mut t) = s.last_leader_contact.lock() {
+        *t = std::time::Instant::now();
+    }
     encode(&s.raft.append_entries(req).await)
 }
 
