@@ -16,18 +16,27 @@ use crate::signals;
 
 const NODES: u64 = 3;
 
-fn api(n: u64) -> String {
-    format!("127.0.0.{n}:8080")
-}
-fn cluster(n: u64) -> String {
-    format!("127.0.0.{n}:9080")
+/// Ports of the dev cluster; node N listens on 127.0.0.N.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub api: u16,
+    pub cluster: u16,
 }
 
-fn node_config(n: u64, dir: &Path) -> String {
+impl Ports {
+    fn api(&self, n: u64) -> String {
+        format!("127.0.0.{n}:{}", self.api)
+    }
+    fn cluster(&self, n: u64) -> String {
+        format!("127.0.0.{n}:{}", self.cluster)
+    }
+}
+
+fn node_config(n: u64, dir: &Path, ports: Ports) -> String {
     format!(
         "# Written by `conclave dev`; see docs/configuration.md.\nnode_id = {n}\ndata_dir = {dir:?}\napi_addr = \"{}\"\ncluster_addr = \"{}\"\n",
-        api(n),
-        cluster(n),
+        ports.api(n),
+        ports.cluster(n),
     )
 }
 
@@ -85,7 +94,11 @@ fn terminate(c: &mut Child) {
     let _ = c.kill();
 }
 
-pub async fn dev(data_dir: PathBuf, admin_password: Option<String>) -> anyhow::Result<()> {
+pub async fn dev(
+    data_dir: PathBuf,
+    admin_password: Option<String>,
+    ports: Ports,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir).with_context(|| format!("create {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize().context("resolve data dir")?;
     let exe = std::env::current_exe().context("locate the conclave binary")?;
@@ -95,7 +108,7 @@ pub async fn dev(data_dir: PathBuf, admin_password: Option<String>) -> anyhow::R
         let dir = data_dir.join(format!("node{n}"));
         std::fs::create_dir_all(&dir)?;
         let cfg = dir.join("conclave.toml");
-        std::fs::write(&cfg, node_config(n, &dir))?;
+        std::fs::write(&cfg, node_config(n, &dir, ports))?;
         configs.push(cfg);
     }
     let fresh = !creds_path.exists();
@@ -145,7 +158,7 @@ pub async fn dev(data_dir: PathBuf, admin_password: Option<String>) -> anyhow::R
         .timeout(Duration::from_secs(120))
         .build()?;
     let result = tokio::select! {
-        r = bring_up(&http, fresh, &password) => r,
+        r = bring_up(&http, fresh, &password, ports) => r,
         _ = signals::shutdown_requested() => Err(anyhow::anyhow!("interrupted")),
     };
     if let Err(e) = result {
@@ -161,14 +174,17 @@ pub async fn dev(data_dir: PathBuf, admin_password: Option<String>) -> anyhow::R
     for n in 1..=NODES {
         out.push_str(&format!(
             "  node {n}: http://{}   (log: {}/node{n}.log)\n",
-            api(n),
+            ports.api(n),
             data_dir.display()
         ));
     }
     out.push_str(&format!(
         "  admin user: admin\n  admin password: {password}\n"
     ));
-    out.push_str("  try: conclavectl --server http://127.0.0.1:8080 login --username admin\n");
+    out.push_str(&format!(
+        "  try: conclavectl --server http://{} login --username admin\n",
+        ports.api(1)
+    ));
     out.push_str("Press Ctrl-C to stop all three nodes.\n");
     emit(&out);
 
@@ -200,20 +216,25 @@ async fn watch_children(children: &mut Children) -> u64 {
     }
 }
 
-async fn ready(http: &reqwest::Client, n: u64) -> bool {
-    http.get(format!("http://{}/readyz", api(n)))
+async fn ready(http: &reqwest::Client, n: u64, ports: Ports) -> bool {
+    http.get(format!("http://{}/readyz", ports.api(n)))
         .timeout(Duration::from_secs(1))
         .send()
         .await
         .is_ok_and(|r| r.status().is_success())
 }
 
-async fn wait_ready(http: &reqwest::Client, nodes: &[u64], within: Duration) -> anyhow::Result<()> {
+async fn wait_ready(
+    http: &reqwest::Client,
+    nodes: &[u64],
+    within: Duration,
+    ports: Ports,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     loop {
         let mut all = true;
         for n in nodes {
-            if !ready(http, *n).await {
+            if !ready(http, *n, ports).await {
                 all = false;
             }
         }
@@ -227,11 +248,16 @@ async fn wait_ready(http: &reqwest::Client, nodes: &[u64], within: Duration) -> 
     }
 }
 
-async fn bring_up(http: &reqwest::Client, fresh: bool, password: &str) -> anyhow::Result<()> {
+async fn bring_up(
+    http: &reqwest::Client,
+    fresh: bool,
+    password: &str,
+    ports: Ports,
+) -> anyhow::Result<()> {
     if fresh {
-        wait_ready(http, &[1], Duration::from_secs(30)).await?;
+        wait_ready(http, &[1], Duration::from_secs(30), ports).await?;
         let login: serde_json::Value = http
-            .post(format!("http://{}/api/v1/login", api(1)))
+            .post(format!("http://{}/api/v1/login", ports.api(1)))
             .json(&json!({"username": "admin", "password": password}))
             .send()
             .await?
@@ -244,9 +270,9 @@ async fn bring_up(http: &reqwest::Client, fresh: bool, password: &str) -> anyhow
             .to_string();
         for n in 2..=NODES {
             let resp = http
-                .post(format!("http://{}/api/v1/cluster/nodes", api(1)))
+                .post(format!("http://{}/api/v1/cluster/nodes", ports.api(1)))
                 .bearer_auth(&token)
-                .json(&json!({"id": n, "api_addr": api(n), "cluster_addr": cluster(n)}))
+                .json(&json!({"id": n, "api_addr": ports.api(n), "cluster_addr": ports.cluster(n)}))
                 .send()
                 .await?;
             if !resp.status().is_success() {
@@ -258,7 +284,7 @@ async fn bring_up(http: &reqwest::Client, fresh: bool, password: &str) -> anyhow
             }
         }
     }
-    wait_ready(http, &[1, 2, 3], Duration::from_secs(60)).await
+    wait_ready(http, &[1, 2, 3], Duration::from_secs(60), ports).await
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {

@@ -45,6 +45,12 @@ enum Cmd {
         data_dir: PathBuf,
         #[arg(long, env = "CONCLAVE_ADMIN_PASSWORD")]
         admin_password: Option<String>,
+        /// Client API port of every node.
+        #[arg(long, default_value_t = 8080)]
+        api_port: u16,
+        /// Cluster (Raft) port of every node.
+        #[arg(long, default_value_t = 9080)]
+        cluster_port: u16,
     },
 }
 
@@ -107,9 +113,15 @@ fn main() -> ExitCode {
         Cmd::Dev {
             data_dir,
             admin_password,
+            api_port,
+            cluster_port,
         } => {
             logging::init(None, "info");
-            runtime.block_on(dev::dev(data_dir, admin_password))
+            let ports = dev::Ports {
+                api: api_port,
+                cluster: cluster_port,
+            };
+            runtime.block_on(dev::dev(data_dir, admin_password, ports))
         }
     };
     match result {

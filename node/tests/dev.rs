@@ -1,0 +1,252 @@
+//! `conclave dev` end to end: three real node processes come up on 127.0.0.1-3, answer, stop
+//! on SIGTERM (no process left behind), and a second run reuses the data. Linux only (it binds
+//! 127.0.0.2 and 127.0.0.3 and sends signals).
+
+#![cfg(target_os = "linux")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "dev-test-password";
+
+/// The dev launcher and, through its process group, the three nodes it starts.
+struct Dev {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    output: Vec<String>,
+}
+
+impl Dev {
+    fn start(dir: &std::path::Path, api: u16, cluster: u16) -> Dev {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_conclave"))
+            .args(["dev", "--admin-password", PASSWORD])
+            .arg("--data-dir")
+            .arg(dir)
+            .args([
+                "--api-port",
+                &api.to_string(),
+                "--cluster-port",
+                &cluster.to_string(),
+            ])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Dev {
+            child,
+            lines,
+            output: Vec::new(),
+        }
+    }
+
+    /// Waits for the "ready" banner; returns everything printed so far.
+    fn wait_ready(&mut self, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.output.push(line);
+                    if self.output.iter().any(|l| l.starts_with("Press Ctrl-C")) {
+                        return self.output.join("\n");
+                    }
+                }
+                Err(_) => panic!(
+                    "conclave dev not ready within {within:?}; printed:\n{}",
+                    self.output.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// SIGTERM the launcher and wait for it to exit on its own.
+    fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        signal(self.child.id() as i32, libc::SIGTERM);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "conclave dev did not stop within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        // Kill the whole process group (launcher and nodes) if a test failed midway.
+        signal(-(self.child.id() as i32), libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+#[allow(unsafe_code)]
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// A port that is free on 127.0.0.1-3, and the one after it.
+fn free_ports() -> (u16, u16) {
+    for _ in 0..200 {
+        let base = 20_000 + (rand::random::<u16>() % 40_000);
+        let all_free = (1..=3).all(|n| {
+            [base, base + 1]
+                .iter()
+                .all(|p| TcpListener::bind(SocketAddr::from(([127, 0, 0, n], *p))).is_ok())
+        });
+        if all_free {
+            return (base, base + 1);
+        }
+    }
+    panic!("no free port pair on 127.0.0.1-3");
+}
+
+fn url(n: u8, port: u16, path: &str) -> String {
+    format!("http://127.0.0.{n}:{port}{path}")
+}
+
+async fn wait_until_closed(ports: &[(u8, u16)], within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let open: Vec<_> = ports
+            .iter()
+            .filter(|(n, p)| TcpStream::connect(SocketAddr::from(([127, 0, 0, *n], *p))).is_ok())
+            .collect();
+        if open.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still listening after stop: {open:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_cluster_starts_stops_and_reuses_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api, cluster) = free_ports();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+
+    let mut dev = Dev::start(dir.path(), api, cluster);
+    let banner = dev.wait_ready(Duration::from_secs(120));
+    for n in 1..=3u8 {
+        assert!(banner.contains(&format!("127.0.0.{n}:{api}")), "{banner}");
+        let r = http.get(url(n, api, "/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "node {n} not ready");
+    }
+    assert!(
+        banner.contains(&format!("admin password: {PASSWORD}")),
+        "{banner}"
+    );
+    let view: Value = http
+        .get(url(2, api, "/api/v1/cluster"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let voters = view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["voter"] == true)
+        .count();
+    assert_eq!(voters, 3, "{view}");
+    assert!(view["leader_id"].as_u64().is_some(), "{view}");
+
+    let login: Value = http
+        .post(url(1, api, "/api/v1/login"))
+        .json(&json!({"username": "admin", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap().to_string();
+    let r = http
+        .post(url(3, api, "/api/v1/channels"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "kept"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = http
+        .post(url(3, api, "/api/v1/channels/kept/messages"))
+        .bearer_auth(&token)
+        .json(&json!({"body": "survives a restart", "client_msg_id": "dev-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    let status = dev.terminate(Duration::from_secs(30));
+    assert!(status.success(), "dev exited with {status}");
+    let listening: Vec<(u8, u16)> = (1..=3u8).flat_map(|n| [(n, api), (n, cluster)]).collect();
+    wait_until_closed(&listening, Duration::from_secs(10)).await;
+    drop(dev);
+
+    // Second run: same data, same admin, the message is still there.
+    let mut dev = Dev::start(dir.path(), api, cluster);
+    let banner = dev.wait_ready(Duration::from_secs(120));
+    assert!(
+        banner.contains(&format!("admin password: {PASSWORD}")),
+        "{banner}"
+    );
+    let login: Value = http
+        .post(url(2, api, "/api/v1/login"))
+        .json(&json!({"username": "admin", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap().to_string();
+    let page: Value = http
+        .get(url(2, api, "/api/v1/channels/kept/messages?after=0"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["messages"][0]["body"], "survives a restart", "{page}");
+    assert_eq!(page["messages"][0]["seq"], 1, "{page}");
+    let status = dev.terminate(Duration::from_secs(30));
+    assert!(status.success(), "dev exited with {status}");
+    wait_until_closed(&listening, Duration::from_secs(10)).await;
+}
