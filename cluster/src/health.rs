@@ -61,6 +61,18 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
             _ = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
+        let failed = match &shared.raft.metrics().borrow().running_state {
+            // `Stopped` is our own shutdown, not a failure.
+            Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
+            Err(fatal) => Some(fatal.to_string()),
+        };
+        if let Some(error) = failed
+            && !cancel.is_cancelled()
+        {
+            tracing::error!(node_id = shared.id, %error, "raft stopped on a fatal error");
+            shared.fatal.cancel();
+            break;
+        }
         let verdict = evaluate(&shared).await;
         if let Ok(mut r) = shared.readiness.lock() {
             if *r != verdict {

@@ -80,6 +80,9 @@ pub(crate) struct Shared {
     pub readiness: Mutex<Readiness>,
     pub config: ClusterConfig,
     pub removed: CancellationToken,
+    /// Fires when Raft stopped on a fatal error (storage failure): the process should exit so
+    /// its supervisor restarts it, rather than linger as a member that cannot apply anything.
+    pub fatal: CancellationToken,
     /// Queue of the group-commit batcher. Forwarded batches from followers join it too, so the
     /// leader proposes everything that arrived meanwhile, from every node, as one entry.
     pub batch_tx: mpsc::Sender<Pending>,
@@ -213,6 +216,7 @@ impl ClusterNode {
             readiness: Mutex::new(Readiness::default()),
             config: config.clone(),
             removed: CancellationToken::new(),
+            fatal: CancellationToken::new(),
             batch_tx,
             membership_lock: tokio::sync::Mutex::new(()),
             last_leader_contact: Mutex::new(std::time::Instant::now()),
@@ -274,6 +278,11 @@ impl ClusterNode {
 
     pub fn status(&self) -> NodeStatusWire {
         self.shared.status()
+    }
+
+    /// Fires when Raft stopped on a fatal (storage) error.
+    pub fn fatal(&self) -> CancellationToken {
+        self.shared.fatal.clone()
     }
 
     /// Fires when the leader told this node it was removed from the cluster.

@@ -56,10 +56,15 @@ pub async fn serve(
     let rpc_task = tokio::spawn(async move { rpc.await });
     let http_task = tokio::spawn(async move { http.await });
     let removed = node.removed();
+    let fatal = node.fatal();
     tokio::select! {
         _ = cancel.cancelled() => {}
         _ = removed.cancelled() => {
             tracing::warn!(node_id = config.node_id, "this node was removed from the cluster; stopping. Wipe its data_dir before it joins again.");
+            cancel.cancel();
+        }
+        _ = fatal.cancelled() => {
+            tracing::error!(node_id = config.node_id, "stopping after a fatal storage error; see the log above");
             cancel.cancel();
         }
     }
@@ -68,6 +73,9 @@ pub async fn serve(
     node.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), rpc_task).await;
     tracing::info!(node_id = config.node_id, "node stopped");
+    if fatal.is_cancelled() {
+        anyhow::bail!("raft stopped on a fatal error");
+    }
     Ok(())
 }
 
