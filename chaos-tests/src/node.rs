@@ -16,30 +16,39 @@ use anyhow::{Context, Result, bail};
 
 /// Name of the server binary built by `cargo build -p node`.
 pub const BIN_NAME: &str = "conclave";
+/// Name of the operator CLI built by `cargo build -p ops`.
+pub const CTL_BIN_NAME: &str = "conclavectl";
 
 /// Finds the server binary: `$CONCLAVE_BIN` if set, else next to the running executable or a
 /// few directories up (a test runs from `target/debug/deps/`, the binary is `target/debug/conclave`).
 pub fn conclave_bin() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("CONCLAVE_BIN") {
+    find_binary(BIN_NAME, "CONCLAVE_BIN", "cargo build -p node")
+}
+
+/// Finds the operator CLI the same way: `$CONCLAVECTL_BIN` if set, else next to the running
+/// executable or a few directories up (`target/debug/conclavectl`).
+pub fn conclavectl_bin() -> Result<PathBuf> {
+    find_binary(CTL_BIN_NAME, "CONCLAVECTL_BIN", "cargo build -p ops")
+}
+
+fn find_binary(name: &str, env_var: &str, build: &str) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(env_var) {
         let p = PathBuf::from(p);
         if p.is_file() {
             return Ok(p);
         }
-        bail!(
-            "CONCLAVE_BIN={} does not exist or is not a file",
-            p.display()
-        );
+        bail!("{env_var}={} does not exist or is not a file", p.display());
     }
     let exe = std::env::current_exe().context("current_exe")?;
     for dir in exe.ancestors().skip(1).take(3) {
-        let candidate = dir.join(BIN_NAME);
+        let candidate = dir.join(name);
         if candidate.is_file() {
             return Ok(candidate);
         }
     }
     bail!(
-        "the `{BIN_NAME}` server binary was not found next to {} or its parents; build it with \
-         `cargo build -p node` (same CARGO_TARGET_DIR and profile) or set CONCLAVE_BIN=/path/to/conclave",
+        "the `{name}` binary was not found next to {} or its parents; build it with \
+         `{build}` (same CARGO_TARGET_DIR and profile) or set {env_var}=/path/to/{name}",
         exe.display()
     )
 }

@@ -557,6 +557,7 @@ pub(crate) async fn membership_on_leader(
                 Ok(_) => {}
             }
             tracing::info!(node_id = shared.id, new_node = id, %info, "adding learner");
+            let info_addr = info.cluster_addr.clone();
             shared
                 .raft
                 .add_learner(id, info, false)
@@ -594,6 +595,19 @@ pub(crate) async fn membership_on_leader(
                 .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
                 .await
                 .map_err(map_change_err)?;
+            // Return once the new voter also calls itself ready (its health check runs every
+            // 200 ms), so an operator's next `status` does not show a fresh member as degraded.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while tokio::time::Instant::now() < deadline {
+                let st: Result<NodeStatusWire, TransportError> = shared
+                    .http
+                    .get_json(&info_addr, rpc::PATH_STATUS, Duration::from_millis(500))
+                    .await;
+                if st.is_ok_and(|st| st.ready) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             Ok(())
         }
         MembershipRequest::Remove { id } => {

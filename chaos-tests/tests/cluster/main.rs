@@ -2,10 +2,12 @@
 //! with a module per scenario; each test starts only the nodes it needs on its own loopback
 //! block, so tests are independent and may run in parallel.
 //!
-//! Needs the server binary: `cargo build -p node` first (or set `CONCLAVE_BIN`).
+//! Needs the server binary: `cargo build -p node` first (or set `CONCLAVE_BIN`); the `ctl`
+//! scenarios also need `conclavectl` (`cargo build -p ops`, or set `CONCLAVECTL_BIN`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bad_input;
+mod ctl;
 mod full_restart;
 mod leader_kill;
 mod membership;
