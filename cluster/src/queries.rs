@@ -9,6 +9,13 @@ use crate::keys;
 use crate::sm_store::StateReader;
 use crate::state::{self, Overlay, StateError};
 
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, StateError> {
+    bincode::deserialize(value).map_err(|source| StateError::Decode {
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
+}
+
 impl StateReader {
     fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StateError> {
         Overlay::new(self.tree()).get(key)
@@ -22,12 +29,7 @@ impl StateReader {
         let mut out = Vec::new();
         for kv in self.tree().scan_prefix(prefix).take(limit) {
             let (k, v) = kv?;
-            out.push(
-                bincode::deserialize(&v).map_err(|source| StateError::Decode {
-                    key: String::from_utf8_lossy(&k).into_owned(),
-                    source,
-                })?,
-            );
+            out.push(decode(&k, &v)?);
         }
         Ok(out)
     }
@@ -87,12 +89,7 @@ impl StateReader {
             if !k.starts_with(&prefix) {
                 break;
             }
-            out.push(
-                bincode::deserialize(&v).map_err(|source| StateError::Decode {
-                    key: String::from_utf8_lossy(&k).into_owned(),
-                    source,
-                })?,
-            );
+            out.push(decode(&k, &v)?);
         }
         Ok(out)
     }

@@ -130,6 +130,19 @@ fn url(n: u8, port: u16, path: &str) -> String {
     format!("http://127.0.0.{n}:{port}{path}")
 }
 
+async fn login(http: &reqwest::Client, n: u8, api: u16) -> String {
+    let login: Value = http
+        .post(url(n, api, "/api/v1/login"))
+        .json(&json!({"username": "admin", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    login["token"].as_str().unwrap().to_string()
+}
+
 async fn wait_until_closed(ports: &[(u8, u16)], within: Duration) {
     let deadline = Instant::now() + within;
     loop {
@@ -185,16 +198,7 @@ async fn dev_cluster_starts_stops_and_reuses_its_data() {
     assert_eq!(voters, 3, "{view}");
     assert!(view["leader_id"].as_u64().is_some(), "{view}");
 
-    let login: Value = http
-        .post(url(1, api, "/api/v1/login"))
-        .json(&json!({"username": "admin", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["token"].as_str().unwrap().to_string();
+    let token = login(&http, 1, api).await;
     let r = http
         .post(url(3, api, "/api/v1/channels"))
         .bearer_auth(&token)
@@ -225,16 +229,7 @@ async fn dev_cluster_starts_stops_and_reuses_its_data() {
         banner.contains(&format!("admin password: {PASSWORD}")),
         "{banner}"
     );
-    let login: Value = http
-        .post(url(2, api, "/api/v1/login"))
-        .json(&json!({"username": "admin", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["token"].as_str().unwrap().to_string();
+    let token = login(&http, 2, api).await;
     let page: Value = http
         .get(url(2, api, "/api/v1/channels/kept/messages?after=0"))
         .bearer_auth(&token)
