@@ -70,7 +70,7 @@ impl Default for RaftSection {
             election_timeout_min_ms: 300,
             election_timeout_max_ms: 550,
             install_snapshot_timeout_ms: 2000,
-            snapshot_logs_since_last: 5000,
+            snapshot_logs_since_last: 20000,
             max_in_snapshot_log_to_keep: 1000,
             max_payload_entries: 64,
             ready_max_apply_lag: 1000,
