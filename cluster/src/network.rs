@@ -43,6 +43,19 @@ pub enum TransportError {
     Other { addr: String, message: String },
 }
 
+impl TransportError {
+    /// A one-line reason for status displays, without the HTTP library's internals.
+    pub fn short(&self) -> String {
+        match self {
+            TransportError::Connect { addr, .. } => format!("unreachable at {addr}"),
+            TransportError::Timeout { addr, after } => {
+                format!("no answer from {addr} within {after:?}")
+            }
+            TransportError::Other { addr, message } => format!("{addr}: {message}"),
+        }
+    }
+}
+
 impl PeerHttp {
     pub fn new() -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()

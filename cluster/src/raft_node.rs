@@ -423,7 +423,7 @@ impl ClusterNode {
                             Duration::from_millis(200),
                         )
                         .await
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| e.short())
                 };
                 (id, info, voter, st)
             }
