@@ -12,5 +12,6 @@ mod full_restart;
 mod leader_kill;
 mod membership;
 mod replication;
+mod rolling_restart;
 mod snapshot;
 mod util;
