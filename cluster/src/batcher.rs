@@ -140,10 +140,15 @@ pub(crate) async fn propose_local(shared: &Shared, commands: Arc<[Command]>) -> 
             index: resp.log_id.index,
             response: resp.data,
         }),
+        // openraft answers ForwardToLeader both when this node was no longer leader at the call
+        // and when it stepped down with the entry already appended (a new leader may still
+        // commit it). The two cannot be told apart, so the outcome is unknown: only idempotent
+        // batches are retried.
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            Err(ForwardError::NotLeader {
-                leader: f.leader_id,
-            })
+            Err(ForwardError::Unavailable(format!(
+                "leadership changed while proposing (leader now {:?}); outcome unknown",
+                f.leader_id
+            )))
         }
         Err(e) => Err(ForwardError::Unavailable(e.to_string())),
     }
@@ -194,7 +199,8 @@ async fn propose_with_retry(
         };
         match attempt {
             Ok(Ok(ok)) => return Ok((ok.index, ok.response)),
-            // Nothing was proposed: always safe to try again once leadership settles.
+            // The receiver was not the leader and proposed nothing (checked before proposing):
+            // always safe to try again once leadership settles.
             Ok(Err(ForwardError::NotLeader { leader })) => {
                 last_err = format!("no leader (last known {leader:?})")
             }
