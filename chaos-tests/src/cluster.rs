@@ -305,6 +305,11 @@ impl TestCluster {
     }
 
     /// The `127.a.b` prefix of this cluster's addresses.
+    /// Loopback address of node `id`.
+    pub fn ip(&self, id: u64) -> std::net::Ipv4Addr {
+        self.block.ip(id)
+    }
+
     pub fn block(&self) -> (u8, u8) {
         (self.block.a, self.block.b)
     }

@@ -12,6 +12,7 @@ pub mod cluster;
 mod diagnostics;
 pub mod load;
 pub mod node;
+pub mod partition;
 pub mod wait;
 
 pub use checks::{Msg, NodeView};

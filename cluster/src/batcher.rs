@@ -176,7 +176,17 @@ async fn propose_with_retry(
         }
         let leader: Option<NodeId> = shared.raft.metrics().borrow().current_leader;
         let attempt: Result<ForwardReply, TransportError> = match leader {
-            Some(l) if l == shared.id => Ok(propose_local(shared, commands.clone()).await),
+            // Bounded: openraft 0.9 has no check-quorum, so a leader cut off from the majority
+            // stays leader and its `client_write` would wait forever.
+            Some(l) if l == shared.id => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, propose_local(shared, commands.clone())).await {
+                    Ok(reply) => Ok(reply),
+                    Err(_) => Ok(Err(ForwardError::Unavailable(
+                        "no quorum acknowledged the write in time; outcome unknown".into(),
+                    ))),
+                }
+            }
             Some(l) => match shared.node_info(l) {
                 Some(info) => {
                     shared

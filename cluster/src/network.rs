@@ -57,8 +57,12 @@ impl TransportError {
 }
 
 impl PeerHttp {
-    pub fn new() -> Result<Self, reqwest::Error> {
+    /// `local_ip`: the address outgoing connections to peers start from (this node's cluster
+    /// address), so that on a multi-homed host cluster traffic leaves through the cluster
+    /// network, and so that firewall rules can tell the nodes apart.
+    pub fn new(local_ip: Option<std::net::IpAddr>) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
+            .local_address(local_ip)
             .connect_timeout(Duration::from_millis(500))
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)

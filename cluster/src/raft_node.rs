@@ -46,6 +46,8 @@ pub struct ClusterConfig {
     pub write_timeout_ms: u64,
     pub ready_max_apply_lag: u64,
     pub sled_cache_bytes: u64,
+    /// Source address for connections to peers (the cluster port's IP), if not unspecified.
+    pub peer_source_ip: Option<std::net::IpAddr>,
 }
 
 impl ClusterConfig {
@@ -67,6 +69,7 @@ impl ClusterConfig {
             write_timeout_ms: 5000,
             ready_max_apply_lag: 1000,
             sled_cache_bytes: 128 * 1024 * 1024,
+            peer_source_ip: None,
         }
     }
 }
@@ -198,8 +201,8 @@ impl ClusterNode {
         let events = sm.1;
         let sm = sm.0;
         let reader = sm.reader();
-        let http =
-            PeerHttp::new().map_err(|e| ClusterError::Internal(format!("http client: {e}")))?;
+        let http = PeerHttp::new(config.peer_source_ip)
+            .map_err(|e| ClusterError::Internal(format!("http client: {e}")))?;
         let network = NetworkFactory {
             local_id: config.node_id,
             http: http.clone(),

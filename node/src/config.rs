@@ -259,6 +259,8 @@ impl Config {
         c.batch_max_in_flight = self.write.batch_max_in_flight;
         c.write_timeout_ms = self.write.timeout_ms;
         c.sled_cache_bytes = self.storage.cache_mb * 1024 * 1024;
+        let ip = self.cluster_addr.ip();
+        c.peer_source_ip = (!ip.is_unspecified()).then_some(ip);
         c
     }
 

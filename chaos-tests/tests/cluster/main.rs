@@ -11,6 +11,7 @@ mod ctl;
 mod full_restart;
 mod leader_kill;
 mod membership;
+mod partition;
 mod replication;
 mod rolling_restart;
 mod snapshot;
