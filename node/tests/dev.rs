@@ -25,7 +25,15 @@ struct Dev {
 
 impl Dev {
     fn start(dir: &std::path::Path, api: u16, cluster: u16) -> Dev {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_conclave"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_conclave"));
+        // The server reads CONCLAVE_* variables as config overrides; the test's environment
+        // must not leak into it.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CONCLAVE_") {
+                cmd.env_remove(k);
+            }
+        }
+        let mut child = cmd
             .args(["dev", "--admin-password", PASSWORD])
             .arg("--data-dir")
             .arg(dir)
@@ -69,7 +77,12 @@ impl Dev {
                         return self.output.join("\n");
                     }
                 }
-                Err(_) => panic!(
+                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
+                    "conclave dev exited ({:?}) before it was ready; printed:\n{}",
+                    self.child.try_wait(),
+                    self.output.join("\n")
+                ),
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
                     "conclave dev not ready within {within:?}; printed:\n{}",
                     self.output.join("\n")
                 ),

@@ -4,7 +4,7 @@
 //! after healing it steps down, drops what it could not commit, and converges.
 //!
 //! Needs root and iptables. Without them the test says so and returns, unless
-//! `CONCLAVE_REQUIRE_PARTITION=1` (set by `.ci/run`) makes that a failure.
+//! `CHAOS_REQUIRE_PARTITION=1` (set by `.ci/run`) makes that a failure.
 
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ const ACKS: usize = 15;
 async fn isolated_leader_is_replaced_and_rejoins() {
     if let Err(why) = Partition::available() {
         assert!(
-            std::env::var("CONCLAVE_REQUIRE_PARTITION").is_err(),
+            std::env::var("CHAOS_REQUIRE_PARTITION").is_err(),
             "partition test required but iptables is unusable: {why}"
         );
         eprintln!("skipping the partition test: {why}");
