@@ -123,7 +123,14 @@ mod defaults {
 }
 
 /// Environment variables that belong to other tools (conclavectl, the tests) and are not config.
-const NOT_CONFIG: &[&str] = &["SERVER", "TOKEN_FILE", "PASSWORD", "NEW_PASSWORD", "BIN"];
+const NOT_CONFIG: &[&str] = &[
+    "SERVER",
+    "TOKEN_FILE",
+    "PASSWORD",
+    "NEW_PASSWORD",
+    "ADMIN_PASSWORD",
+    "BIN",
+];
 
 impl Config {
     /// Reads `path`, applies `CONCLAVE_*` overrides from `env`, and validates.
@@ -337,6 +344,7 @@ cluster_addr = "127.0.0.1:9080"
                 ("CONCLAVE_NODE_ID", "7"),
                 ("CONCLAVE_RAFT__SNAPSHOT_LOGS_SINCE_LAST", "20"),
                 ("CONCLAVE_SERVER", "http://ignored"),
+                ("CONCLAVE_ADMIN_PASSWORD", "not-a-config-field"),
                 ("PATH", "/bin"),
             ],
         )
