@@ -135,9 +135,11 @@ pub async fn add_node(
 
 pub async fn remove_node(
     State(s): State<AppState>,
-    Path(id): Path<u64>,
+    id: Result<Path<u64>, axum::extract::rejection::PathRejection>,
     auth: Auth,
 ) -> Result<Json<ClusterView>, ApiError> {
+    let Path(id) =
+        id.map_err(|_| ApiError::InvalidRequest("node id must be a positive integer".into()))?;
     auth.require_admin()?;
     tracing::info!(removed_node = id, by = %auth.user.username, "remove node requested");
     s.node.remove_node(id).await?;
