@@ -21,7 +21,7 @@ use openraft::ServerState;
 use tokio_util::sync::CancellationToken;
 
 use crate::raft_node::Shared;
-use crate::rpc::{self, NodeStatusWire};
+use crate::rpc::NodeStatusWire;
 use crate::types::NodeId;
 
 const TICK: Duration = Duration::from_millis(20);
@@ -67,11 +67,7 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
         let probes = voters.iter().filter(|v| **v != shared.id).filter_map(|v| {
             let info = membership.get_node(v)?.clone();
             let http = shared.http.clone();
-            Some(async move {
-                http.get_json::<NodeStatusWire>(&info.cluster_addr, rpc::PATH_STATUS, PROBE_TIMEOUT)
-                    .await
-                    .ok()
-            })
+            Some(async move { http.status(&info.cluster_addr, PROBE_TIMEOUT).await.ok() })
         });
         let peers: Vec<NodeStatusWire> = futures::future::join_all(probes)
             .await

@@ -13,7 +13,6 @@ use openraft::ServerState;
 use tokio_util::sync::CancellationToken;
 
 use crate::raft_node::Shared;
-use crate::rpc::{self, NodeStatusWire};
 use crate::types::RaftMetrics;
 
 const PROBE_EVERY: Duration = Duration::from_millis(200);
@@ -113,11 +112,7 @@ async fn evaluate(shared: &Shared) -> Readiness {
                 return Readiness::no("leader address unknown");
             };
             let timeout = Duration::from_millis(shared.config.election_timeout_max_ms.min(500));
-            match shared
-                .http
-                .get_json::<NodeStatusWire>(&info.cluster_addr, rpc::PATH_STATUS, timeout)
-                .await
-            {
+            match shared.http.status(&info.cluster_addr, timeout).await {
                 Err(_) => Readiness::no(format!("leader {leader} not reachable")),
                 Ok(st) if st.state != "leader" || !st.quorum_ok => {
                     Readiness::no(format!("leader {leader} has no quorum"))

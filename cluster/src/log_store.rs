@@ -230,7 +230,6 @@ impl LogStore {
         if need_new {
             inner.new_segment(first_index)?;
         }
-        let dir = inner.dir.clone();
         let seg = inner
             .segments
             .values_mut()
@@ -241,7 +240,6 @@ impl LogStore {
         (&*seg.writer).write_all(&buf)?;
         seg.size += buf.len() as u64;
         let file = seg.writer.clone();
-        let _ = dir;
         let mut offset = base;
         for (entry, used) in entries {
             let log_id = *entry.get_log_id();

@@ -109,7 +109,17 @@ impl PeerHttp {
         })
     }
 
-    pub async fn get_json<Resp: DeserializeOwned>(
+    /// A peer's own view of itself (`GET /raft/v1/status`): every liveness, readiness and
+    /// leadership probe between nodes goes through here.
+    pub async fn status(
+        &self,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<rpc::NodeStatusWire, TransportError> {
+        self.get_json(addr, rpc::PATH_STATUS, timeout).await
+    }
+
+    async fn get_json<Resp: DeserializeOwned>(
         &self,
         addr: &str,
         path: &str,

@@ -52,13 +52,11 @@ impl StateReader {
 
     pub fn channels(&self) -> Result<Vec<ChannelRecord>, StateError> {
         let metas: Vec<ChannelMeta> = self.scan(keys::CHANNEL_PREFIX, usize::MAX)?;
-        let mut out = Vec::with_capacity(metas.len());
-        for m in metas {
-            if let Some(ch) = self.channel(&m.name)? {
-                out.push(ch);
-            }
-        }
-        Ok(out)
+        let kv = Overlay::new(self.tree());
+        metas
+            .into_iter()
+            .map(|m| state::channel_from_meta(&kv, m))
+            .collect()
     }
 
     /// Whether `username` is a member of `channel` (one key lookup, no member list decoded).

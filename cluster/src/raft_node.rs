@@ -353,10 +353,10 @@ impl ClusterNode {
                     .shared
                     .node_info(l)
                     .ok_or_else(|| ClusterError::Unavailable("leader address unknown".into()))?;
-                let st: NodeStatusWire = self
+                let st = self
                     .shared
                     .http
-                    .get_json(&info.cluster_addr, rpc::PATH_STATUS, timeout)
+                    .status(&info.cluster_addr, timeout)
                     .await
                     .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
                 st.last_applied.unwrap_or(0)
@@ -420,11 +420,7 @@ impl ClusterNode {
                 } else {
                     shared
                         .http
-                        .get_json::<NodeStatusWire>(
-                            &info.cluster_addr,
-                            rpc::PATH_STATUS,
-                            Duration::from_millis(200),
-                        )
+                        .status(&info.cluster_addr, Duration::from_millis(200))
                         .await
                         .map_err(|e| e.short())
                 };
@@ -540,9 +536,9 @@ pub(crate) async fn membership_on_leader(
             }
             // Check the newcomer answers before touching the membership: a typo in an address
             // would otherwise leave a learner that never catches up.
-            let probe: Result<NodeStatusWire, TransportError> = shared
+            let probe = shared
                 .http
-                .get_json(&info.cluster_addr, rpc::PATH_STATUS, Duration::from_secs(2))
+                .status(&info.cluster_addr, Duration::from_secs(2))
                 .await;
             match probe {
                 Err(e) => {
@@ -602,9 +598,9 @@ pub(crate) async fn membership_on_leader(
             // 200 ms), so an operator's next `status` does not show a fresh member as degraded.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
             while tokio::time::Instant::now() < deadline {
-                let st: Result<NodeStatusWire, TransportError> = shared
+                let st = shared
                     .http
-                    .get_json(&info_addr, rpc::PATH_STATUS, Duration::from_millis(500))
+                    .status(&info_addr, Duration::from_millis(500))
                     .await;
                 if st.is_ok_and(|st| st.ready) {
                     break;
@@ -637,11 +633,7 @@ pub(crate) async fn membership_on_leader(
                     if let Some(info) = membership.get_node(v) {
                         let ok = shared
                             .http
-                            .get_json::<NodeStatusWire>(
-                                &info.cluster_addr,
-                                rpc::PATH_STATUS,
-                                Duration::from_millis(500),
-                            )
+                            .status(&info.cluster_addr, Duration::from_millis(500))
                             .await
                             .is_ok();
                         if ok {

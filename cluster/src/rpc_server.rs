@@ -130,13 +130,9 @@ async fn removed(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         )
             .into_response();
     };
-    let verdict: Result<rpc::NodeStatusWire, _> = s
+    let verdict = s
         .http
-        .get_json(
-            &info.cluster_addr,
-            rpc::PATH_STATUS,
-            std::time::Duration::from_secs(2),
-        )
+        .status(&info.cluster_addr, std::time::Duration::from_secs(2))
         .await;
     match verdict {
         Ok(st) if st.id == from && st.state == "leader" && !st.members.contains(&s.id) => {

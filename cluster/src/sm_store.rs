@@ -274,19 +274,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         } else {
             // A build is still running (openraft does not normally start two); copy eagerly.
-            Source::Copied(
-                self.tree
-                    .iter()
-                    .filter(|kv| {
-                        kv.as_ref()
-                            .map(|(k, _)| k.as_ref() != keys::INSTALLING)
-                            .unwrap_or(true)
-                    })
-                    .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())))
-                    .collect(),
-            )
+            // A view that never began recording is simply the live tree, walked now.
+            Source::Copied(Cow::default().collect(&self.tree, keys::INSTALLING))
         };
         SnapshotBuilder {
+            // Applied log id and membership as of the snapshot point, read here for the same
+            // reason as above.
+            point: self.applied_state().await,
             source: Some(source),
             dir: self.dir.clone(),
             current: self.current.clone(),
@@ -390,6 +384,7 @@ enum Source {
 }
 
 pub struct SnapshotBuilder {
+    point: Result<(Option<LogId>, StoredMembership), StorageError>,
     source: Option<Source>,
     dir: PathBuf,
     current: Arc<Mutex<Option<StoredSnapshot>>>,
@@ -428,21 +423,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 ));
             }
         };
-        // Read applied/membership out of the copied pairs (not the live tree, which moved on).
-        let find = |key: &[u8]| {
-            pairs
-                .iter()
-                .find(|(k, _)| k.as_slice() == key)
-                .map(|(_, v)| v.clone())
-        };
-        let last_applied: Option<LogId> = match find(keys::APPLIED) {
-            Some(v) => bincode::deserialize(&v).map_err(|e| snap_err(None, ErrorVerb::Read, e))?,
-            None => None,
-        };
-        let last_membership: StoredMembership = match find(keys::MEMBERSHIP) {
-            Some(v) => bincode::deserialize(&v).map_err(|e| snap_err(None, ErrorVerb::Read, e))?,
-            None => StoredMembership::default(),
-        };
+        let (last_applied, last_membership) = self.point.clone()?;
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.build_seq),
             None => format!("none-{}", self.build_seq),

@@ -124,9 +124,15 @@ impl<'a> Overlay<'a> {
 
 /// Assembles the API view of a channel from its separate keys.
 pub fn channel_view(kv: &Overlay<'_>, name: &str) -> Result<Option<ChannelRecord>, StateError> {
-    let Some(meta) = kv.get::<ChannelMeta>(&keys::channel(name))? else {
-        return Ok(None);
-    };
+    match kv.get::<ChannelMeta>(&keys::channel(name))? {
+        Some(meta) => channel_from_meta(kv, meta).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Completes a channel's metadata with its members and newest sequence.
+pub fn channel_from_meta(kv: &Overlay<'_>, meta: ChannelMeta) -> Result<ChannelRecord, StateError> {
+    let name = meta.name.as_str();
     let prefix = keys::member_prefix(name);
     let members = kv
         .keys_with_prefix(&prefix)?
@@ -134,13 +140,13 @@ pub fn channel_view(kv: &Overlay<'_>, name: &str) -> Result<Option<ChannelRecord
         .map(|k| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
         .collect();
     let last_seq = kv.get::<u64>(&keys::channel_seq(name))?.unwrap_or(0);
-    Ok(Some(ChannelRecord {
+    Ok(ChannelRecord {
         name: meta.name,
         created_by: meta.created_by,
         created_at_ms: meta.created_at_ms,
         members,
         last_seq,
-    }))
+    })
 }
 
 /// Applies one normal entry. Returns one outcome per command. `index` is the entry's log index,

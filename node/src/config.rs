@@ -50,7 +50,7 @@ pub struct Config {
     pub storage: StorageSection,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RaftSection {
     pub heartbeat_interval_ms: u64,
@@ -63,22 +63,31 @@ pub struct RaftSection {
     pub ready_max_apply_lag: u64,
 }
 
+/// The cluster layer owns the defaults (`ClusterConfig::with_defaults`); the file's sections
+/// only mirror them, so a default is changed in one place.
+fn cluster_defaults() -> cluster::ClusterConfig {
+    cluster::ClusterConfig::with_defaults(0, PathBuf::new(), cluster::NodeInfo::default())
+}
+
+const MIB: u64 = 1024 * 1024;
+
 impl Default for RaftSection {
     fn default() -> Self {
+        let d = cluster_defaults();
         Self {
-            heartbeat_interval_ms: 75,
-            election_timeout_min_ms: 300,
-            election_timeout_max_ms: 550,
-            install_snapshot_timeout_ms: 2000,
-            snapshot_logs_since_last: 20000,
-            max_in_snapshot_log_to_keep: 1000,
-            max_payload_entries: 64,
-            ready_max_apply_lag: 1000,
+            heartbeat_interval_ms: d.heartbeat_interval_ms,
+            election_timeout_min_ms: d.election_timeout_min_ms,
+            election_timeout_max_ms: d.election_timeout_max_ms,
+            install_snapshot_timeout_ms: d.install_snapshot_timeout_ms,
+            snapshot_logs_since_last: d.snapshot_logs_since_last,
+            max_in_snapshot_log_to_keep: d.max_in_snapshot_log_to_keep,
+            max_payload_entries: d.max_payload_entries,
+            ready_max_apply_lag: d.ready_max_apply_lag,
         }
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WriteSection {
     pub batch_max_commands: usize,
@@ -89,16 +98,17 @@ pub struct WriteSection {
 
 impl Default for WriteSection {
     fn default() -> Self {
+        let d = cluster_defaults();
         Self {
-            batch_max_commands: 512,
-            batch_max_bytes: 1024 * 1024,
-            batch_max_in_flight: 1,
-            timeout_ms: 5000,
+            batch_max_commands: d.batch_max_commands,
+            batch_max_bytes: d.batch_max_bytes,
+            batch_max_in_flight: d.batch_max_in_flight,
+            timeout_ms: d.write_timeout_ms,
         }
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSection {
     pub cache_mb: u64,
@@ -106,16 +116,19 @@ pub struct StorageSection {
 
 impl Default for StorageSection {
     fn default() -> Self {
-        Self { cache_mb: 128 }
+        Self {
+            cache_mb: cluster_defaults().sled_cache_bytes / MIB,
+        }
     }
 }
 
+/// Client-API defaults belong to the `web` layer.
 mod defaults {
     pub fn session_ttl_secs() -> u64 {
-        7 * 24 * 3600
+        web::ApiConfig::default().session_ttl_ms / 1000
     }
     pub fn max_request_bytes() -> usize {
-        64 * 1024
+        web::ApiConfig::default().max_request_bytes
     }
     pub fn log() -> String {
         "info".into()
@@ -265,7 +278,7 @@ impl Config {
         c.batch_max_bytes = self.write.batch_max_bytes;
         c.batch_max_in_flight = self.write.batch_max_in_flight;
         c.write_timeout_ms = self.write.timeout_ms;
-        c.sled_cache_bytes = self.storage.cache_mb * 1024 * 1024;
+        c.sled_cache_bytes = self.storage.cache_mb * MIB;
         let ip = self.cluster_addr.ip();
         c.peer_source_ip = (!ip.is_unspecified()).then_some(ip);
         c
@@ -322,10 +335,12 @@ cluster_addr = "127.0.0.1:9080"
         let end = start + doc[start..].find("```").expect("closing fence");
         let cfg = parse(&doc[start..end], vec![]).unwrap();
         assert_eq!(cfg.node_id, 1);
-        assert_eq!(
-            cfg.raft.heartbeat_interval_ms,
-            RaftSection::default().heartbeat_interval_ms
-        );
+        // The example documents every default: it must not drift from the code.
+        assert_eq!(cfg.raft, RaftSection::default());
+        assert_eq!(cfg.write, WriteSection::default());
+        assert_eq!(cfg.storage, StorageSection::default());
+        assert_eq!(cfg.session_ttl_secs, defaults::session_ttl_secs());
+        assert_eq!(cfg.max_request_bytes, defaults::max_request_bytes());
     }
 
     #[test]

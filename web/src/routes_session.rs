@@ -48,14 +48,7 @@ pub async fn login(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let mut user = s.node.reader().user(&req.username)?;
-    if user.is_none() {
-        // Maybe created moments ago through another node.
-        s.node
-            .sync_with_leader(std::time::Duration::from_secs(3))
-            .await?;
-        user = s.node.reader().user(&req.username)?;
-    }
+    let user = s.read_fresh(|r| r.user(&req.username)).await?;
     // Verify against a dummy hash for unknown users too, so timing does not reveal who exists.
     let (hash, known) = match &user {
         Some(u) => (u.password_hash.clone(), true),

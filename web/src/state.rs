@@ -2,7 +2,11 @@
 
 use std::sync::Arc;
 
-use cluster::ClusterNode;
+use std::time::Duration;
+
+use cluster::{ClusterNode, StateError, StateReader};
+
+use crate::error::ApiError;
 
 /// Settings of the client API (from the node's config file).
 #[derive(Debug, Clone)]
@@ -24,4 +28,23 @@ impl Default for ApiConfig {
 pub struct AppState {
     pub node: Arc<ClusterNode>,
     pub config: Arc<ApiConfig>,
+}
+
+/// How long a handler may wait to catch up with the leader before answering "not found".
+const SYNC_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl AppState {
+    /// Reads from this node's state; when that finds nothing, catches up with the leader once
+    /// (a read-index round) and reads again. A follower may lag a moment behind a user, channel
+    /// or membership created through another node; a "does not exist" must never be only that.
+    pub async fn read_fresh<T>(
+        &self,
+        read: impl Fn(&StateReader) -> Result<Option<T>, StateError>,
+    ) -> Result<Option<T>, ApiError> {
+        if let Some(found) = read(self.node.reader())? {
+            return Ok(Some(found));
+        }
+        self.node.sync_with_leader(SYNC_TIMEOUT).await?;
+        Ok(read(self.node.reader())?)
+    }
 }

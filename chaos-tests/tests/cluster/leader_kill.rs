@@ -3,12 +3,12 @@
 //! a resend of an acknowledged client_msg_id is answered as a duplicate with the original seq
 //! and writes nothing, and the killed node, restarted, catches up to the same history.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chaos_tests::checks;
 use chaos_tests::{Load, LoadConfig, TestCluster};
 
-use crate::util::{create_channel, max_index, max_seq, post_ok, settle};
+use crate::util::{create_channel, max_index, max_seq, post_ok, settle, spread_clients, wait_acks};
 
 const POSTERS: u64 = 4;
 const ACKS_BEFORE_KILL: usize = 20;
@@ -20,23 +20,16 @@ async fn leader_kill_under_load() {
     let ch = "load";
     create_channel(&cluster, ch).await;
 
-    // Each poster's client lists all nodes, starting at a different one.
-    let orders = [[1, 2, 3], [2, 3, 1], [3, 1, 2]];
-    let clients = (0..POSTERS)
-        .map(|i| cluster.client_over(&orders[(i % 3) as usize]))
-        .collect();
-    let load = Load::start(clients, LoadConfig::new(ch, "lk"));
-
-    cluster
-        .wait_until("acks before the kill", Duration::from_secs(60), || async {
-            let n = load.acked() as usize;
-            if n >= ACKS_BEFORE_KILL {
-                Ok(())
-            } else {
-                Err(format!("{n} acked"))
-            }
-        })
-        .await;
+    let started = Instant::now();
+    let load = Load::start(spread_clients(&cluster, POSTERS), LoadConfig::new(ch, "lk"));
+    wait_acks(
+        &cluster,
+        &load,
+        started,
+        ACKS_BEFORE_KILL,
+        "acks before the kill",
+    )
+    .await;
     let old = cluster.wait_for_leader(&[]).await;
     let killed_url = cluster.url(old);
     cluster.kill(old);
@@ -44,20 +37,14 @@ async fn leader_kill_under_load() {
 
     let new = cluster.wait_for_leader(&[old]).await;
     assert_ne!(new, old);
-    cluster
-        .wait_until(
-            "posting to continue through the survivors",
-            Duration::from_secs(60),
-            || async {
-                let n = load.acks_after(killed_at).len();
-                if n >= ACKS_AFTER_KILL {
-                    Ok(())
-                } else {
-                    Err(format!("{n} acked since the kill"))
-                }
-            },
-        )
-        .await;
+    wait_acks(
+        &cluster,
+        &load,
+        killed_at,
+        ACKS_AFTER_KILL,
+        "posting to continue through the survivors",
+    )
+    .await;
     let report = load.stop().await;
     eprintln!(
         "leader {old} killed, node {new} took over; {} acks ({} after the kill), {} unknown, {} failed attempts retried",

@@ -12,7 +12,7 @@ use chaos_tests::checks;
 use chaos_tests::partition::Partition;
 use chaos_tests::{Load, LoadConfig, TestCluster};
 
-use crate::util::{create_channel, max_index, max_seq, post_ok, settle};
+use crate::util::{create_channel, max_index, max_seq, post_ok, settle, wait_acks};
 
 const ACKS: usize = 15;
 
@@ -39,23 +39,14 @@ async fn isolated_leader_is_replaced_and_rejoins() {
         ],
         LoadConfig::new(ch, "pt"),
     );
-    let wait_acks = |since: Instant, what: &'static str| {
-        let load = &load;
-        let cluster = &cluster;
-        async move {
-            cluster
-                .wait_until(what, Duration::from_secs(60), || async {
-                    let n = load.acks_after(since).len();
-                    if n >= ACKS {
-                        Ok(())
-                    } else {
-                        Err(format!("{n} acked"))
-                    }
-                })
-                .await
-        }
-    };
-    wait_acks(Instant::now(), "acks before the partition").await;
+    wait_acks(
+        &cluster,
+        &load,
+        Instant::now(),
+        ACKS,
+        "acks before the partition",
+    )
+    .await;
 
     let mut cut = Partition::isolate(cluster.ip(old), &[cluster.ip(f1), cluster.ip(f2)])
         .unwrap_or_else(|e| cluster.fail(&format!("cannot partition: {e:#}")));
@@ -65,7 +56,14 @@ async fn isolated_leader_is_replaced_and_rejoins() {
         majority.contains(&new),
         "leader {new} is not on the majority side"
     );
-    wait_acks(cut_at, "acks through the majority during the partition").await;
+    wait_acks(
+        &cluster,
+        &load,
+        cut_at,
+        ACKS,
+        "acks through the majority during the partition",
+    )
+    .await;
 
     // The isolated node knows it has no quorum: not ready, and no acknowledgement.
     let lonely = cluster.client(old);
@@ -96,7 +94,7 @@ async fn isolated_leader_is_replaced_and_rejoins() {
     cut.heal();
     let healed_at = Instant::now();
     cluster.wait_all_ready().await;
-    wait_acks(healed_at, "acks after healing").await;
+    wait_acks(&cluster, &load, healed_at, ACKS, "acks after healing").await;
     let report = load.stop().await;
     let refused: Vec<_> = report.failed.iter().filter(|f| f.refused).collect();
     assert!(refused.is_empty(), "valid posts were refused: {refused:?}");

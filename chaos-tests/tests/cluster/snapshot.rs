@@ -81,6 +81,15 @@ async fn snapshot_catch_up() {
         .wait_converged(ch, &[1, 2, 3], max_index(&report), max_seq(&acked))
         .await;
     cluster.check(checks::all_core(&acked, &views));
+    // Catching up from the log would also converge; make sure this run took the snapshot path
+    // it is meant to test (the node logs every snapshot it installs).
+    let log = std::fs::read_to_string(&cluster.node(down).spec.log_path).unwrap_or_default();
+    let since_restart = log.rsplit("chaos harness: node").next().unwrap_or_default();
+    assert!(
+        since_restart.contains("installing snapshot from leader"),
+        "node {down} caught up without installing a snapshot; its log since the restart:\n{}",
+        chaos_tests::node::tail(since_restart, 40)
+    );
     cluster.check(checks::nothing_unsent_written(
         &report
             .sent_ids()

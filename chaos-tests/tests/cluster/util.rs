@@ -4,13 +4,36 @@
 
 use std::time::{Duration, Instant};
 
-use chaos_tests::TestCluster;
 use chaos_tests::checks::Msg;
 use chaos_tests::load::{LoadReport, post_until_acked};
+use chaos_tests::{Load, TestCluster};
 use serde_json::Value;
 
 /// How long one test message may be retried before the test fails.
 pub const POST_DEADLINE: Duration = Duration::from_secs(30);
+
+/// `n` failover clients over all three nodes, each starting at a different node, so posters
+/// spread over the cluster and every one of them survives the loss of any node.
+pub fn spread_clients(cluster: &TestCluster, n: u64) -> Vec<ops::Client> {
+    let orders = [[1, 2, 3], [2, 3, 1], [3, 1, 2]];
+    (0..n)
+        .map(|i| cluster.client_over(&orders[(i % 3) as usize]))
+        .collect()
+}
+
+/// Waits until `load` has at least `n` acknowledgements sent after `since`.
+pub async fn wait_acks(cluster: &TestCluster, load: &Load, since: Instant, n: usize, what: &str) {
+    cluster
+        .wait_until(what, Duration::from_secs(60), || async {
+            let got = load.acks_after(since).len();
+            if got >= n {
+                Ok(())
+            } else {
+                Err(format!("{got} acknowledged"))
+            }
+        })
+        .await
+}
 
 /// Creates `name` through any live node (retrying while the cluster is unavailable).
 pub async fn create_channel(cluster: &TestCluster, name: &str) {
