@@ -130,8 +130,16 @@ async fn propose(shared: &Shared, batch: Vec<Pending>, timeout: Duration) {
 /// Leader-side proposal, shared by the batcher and the forward handler: the timestamp is read
 /// here, on the leader, at proposal time.
 pub(crate) async fn propose_local(shared: &Shared, commands: Arc<[Command]>) -> ForwardReply {
+    // The lowest version that covers the batch, so entries of version 1 commands stay readable
+    // by version 1 nodes during a rolling upgrade.
+    let version = commands
+        .iter()
+        .map(Command::min_version)
+        .max()
+        .unwrap_or(1)
+        .min(COMMAND_VERSION);
     let req = Request {
-        version: COMMAND_VERSION,
+        version,
         ts_ms: now_ms(),
         commands,
     };

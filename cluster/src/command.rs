@@ -18,7 +18,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 /// The command-set version this binary proposes and understands.
-pub const COMMAND_VERSION: u16 = 1;
+pub const COMMAND_VERSION: u16 = 2;
 
 /// One Raft log entry's payload: a group of client commands proposed together (group commit).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,7 +52,8 @@ pub enum Role {
     Member,
 }
 
-/// Replicated commands, version 1. Append new variants at the end only.
+/// Replicated commands. Variants up to `PostMessage` are version 1; the rest are version 2.
+/// Append new variants at the end only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// `password_hash` is an argon2id PHC string computed by the node that received the request;
@@ -85,9 +86,114 @@ pub enum Command {
         body: String,
         client_msg_id: String,
     },
+    // ---- version 2 ----
+    /// Creates a public, private or direct channel. For `Direct`, `name` is the canonical DM
+    /// name (`dm:` + sorted participants) and asking for an existing DM returns it unchanged
+    /// (idempotent), so two users starting the same DM at once end up in one channel.
+    CreateChannelV2 {
+        name: String,
+        creator: String,
+        kind: ChannelKind,
+        title: String,
+        topic: String,
+        /// Initial members besides the creator (DM participants).
+        members: Vec<String>,
+    },
+    UpdateChannel {
+        channel: String,
+        by: String,
+        title: Option<String>,
+        topic: Option<String>,
+        archived: Option<bool>,
+    },
+    /// `by` adds `username`: self-join of a public channel, or a member inviting someone into
+    /// a private channel, or an admin.
+    AddMember {
+        channel: String,
+        username: String,
+        by: String,
+    },
+    /// `by` removes `username`: leaving (by == username) or an admin removing someone.
+    RemoveMember {
+        channel: String,
+        username: String,
+        by: String,
+    },
+    PostMessageV2 {
+        channel: String,
+        author: String,
+        body: String,
+        client_msg_id: String,
+        thread_root: Option<u64>,
+    },
+    EditMessage {
+        channel: String,
+        seq: u64,
+        by: String,
+        body: String,
+    },
+    DeleteMessage {
+        channel: String,
+        seq: u64,
+        by: String,
+    },
+    SetReaction {
+        channel: String,
+        seq: u64,
+        user: String,
+        emoji: String,
+        add: bool,
+    },
+    SetPinned {
+        channel: String,
+        seq: u64,
+        by: String,
+        pinned: bool,
+    },
+    /// Moves `username`'s read marker in `channel` forward to `seq` (never back).
+    MarkRead {
+        channel: String,
+        username: String,
+        seq: u64,
+    },
+    /// Admin changes to an account (or a user's own display name: `by == username` and only
+    /// `display_name` set). Disabling revokes every session of the user.
+    UpdateUser {
+        username: String,
+        by: String,
+        disabled: Option<bool>,
+        role: Option<Role>,
+        display_name: Option<String>,
+    },
+    /// Replaces the password hash and revokes the user's sessions, except `keep_session` (the
+    /// token hash of the session that changed its own password).
+    SetPassword {
+        username: String,
+        password_hash: String,
+        keep_session: Option<String>,
+    },
+    /// Counts one login attempt against `username` before the password is checked. The state
+    /// machine is the single arbiter of throttling, so attempts spread over nodes add up.
+    LoginAttempt {
+        username: String,
+    },
 }
 
 impl Command {
+    /// The command-set version that introduced this variant. A leader only proposes a
+    /// variant once every member understands it.
+    pub fn min_version(&self) -> u16 {
+        match self {
+            Command::CreateUser { .. }
+            | Command::CreateSession { .. }
+            | Command::RevokeSession { .. }
+            | Command::CreateChannel { .. }
+            | Command::JoinChannel { .. }
+            | Command::PostMessage { .. } => 1,
+            _ => 2,
+        }
+    }
+
     /// Short name for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -97,6 +203,19 @@ impl Command {
             Command::CreateChannel { .. } => "create_channel",
             Command::JoinChannel { .. } => "join_channel",
             Command::PostMessage { .. } => "post_message",
+            Command::CreateChannelV2 { .. } => "create_channel",
+            Command::UpdateChannel { .. } => "update_channel",
+            Command::AddMember { .. } => "add_member",
+            Command::RemoveMember { .. } => "remove_member",
+            Command::PostMessageV2 { .. } => "post_message",
+            Command::EditMessage { .. } => "edit_message",
+            Command::DeleteMessage { .. } => "delete_message",
+            Command::SetReaction { .. } => "set_reaction",
+            Command::SetPinned { .. } => "set_pinned",
+            Command::MarkRead { .. } => "mark_read",
+            Command::UpdateUser { .. } => "update_user",
+            Command::SetPassword { .. } => "set_password",
+            Command::LoginAttempt { .. } => "login_attempt",
         }
     }
 }
@@ -124,6 +243,28 @@ pub enum Applied {
         message: MessageRecord,
         duplicate: bool,
     },
+    // ---- version 2: results name what changed; callers read the current view locally ----
+    ChannelChanged {
+        name: String,
+    },
+    MessageChanged {
+        channel: String,
+        seq: u64,
+        /// A post whose `(author, client_msg_id)` already existed: nothing was written.
+        duplicate: bool,
+    },
+    UserChanged {
+        username: String,
+    },
+    ReadMarker {
+        channel: String,
+        seq: u64,
+    },
+    LoginAttempt {
+        allowed: bool,
+        /// When refused: how long until the next attempt is allowed.
+        retry_after_ms: u64,
+    },
 }
 
 /// A command that was applied (it is in the log on every node) but was refused by the rules of
@@ -144,6 +285,15 @@ pub enum ApplyError {
     NotMember { user: String, channel: String },
     #[error("command version {0} is not supported by this node")]
     UnsupportedVersion(u16),
+    // ---- version 2 ----
+    #[error("message {seq} does not exist in channel '{channel}'")]
+    MessageNotFound { channel: String, seq: u64 },
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("channel '{0}' is archived")]
+    Archived(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,4 +341,124 @@ pub struct MessageRecord {
     pub body: String,
     pub ts_ms: u64,
     pub client_msg_id: String,
+}
+
+// ---- version 2 records. They live under keys of their own (see `keys.rs`) beside the
+// version 1 records, whose encoding never changes. ----
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKind {
+    #[default]
+    Public,
+    Private,
+    Direct,
+}
+
+/// Per-channel settings added in version 2; absent for channels created by version 1 (which
+/// are public, titled by their name, with no topic).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelExtra {
+    pub kind: ChannelKind,
+    pub title: String,
+    pub topic: String,
+    pub archived: bool,
+}
+
+/// Per-message state added in version 2; absent means a plain, unedited top-level message.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageExtra {
+    pub thread_root: Option<u64>,
+    pub reply_count: u32,
+    pub edited_at_ms: Option<u64>,
+    pub deleted: bool,
+    pub pinned: bool,
+    /// emoji -> users, both sorted so every node renders the same order.
+    pub reactions: std::collections::BTreeMap<String, BTreeSet<String>>,
+    /// Users mentioned by name (`@channel` is recorded as the member list at post time in the
+    /// mention index, not here).
+    pub mentions: Vec<String>,
+    pub channel_mention: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserExtra {
+    pub display_name: String,
+}
+
+/// Login throttling state of one account.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginThrottle {
+    /// Attempts since the last successful login.
+    pub attempts: u32,
+    pub last_ms: u64,
+}
+
+/// Attempts allowed without delay; after that one attempt per backoff interval.
+pub const LOGIN_FREE_ATTEMPTS: u32 = 5;
+pub const LOGIN_BACKOFF_BASE_MS: u64 = 1_000;
+pub const LOGIN_BACKOFF_MAX_MS: u64 = 300_000;
+
+impl LoginThrottle {
+    /// Earliest time the next attempt is allowed.
+    pub fn next_allowed_ms(&self) -> u64 {
+        if self.attempts < LOGIN_FREE_ATTEMPTS {
+            return 0;
+        }
+        let doublings = (self.attempts - LOGIN_FREE_ATTEMPTS).min(20);
+        let backoff = LOGIN_BACKOFF_BASE_MS
+            .saturating_mul(1u64 << doublings)
+            .min(LOGIN_BACKOFF_MAX_MS);
+        self.last_ms.saturating_add(backoff)
+    }
+}
+
+/// One entry of a channel's event log (`e/<channel>/<ev>`): what changed, by reference.
+/// Readers render it with the current state of the message it names, so a replay always shows
+/// the latest body, reactions and tombstones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChannelEvent {
+    Message {
+        seq: u64,
+    },
+    Edited {
+        seq: u64,
+    },
+    Deleted {
+        seq: u64,
+    },
+    Reaction {
+        seq: u64,
+        user: String,
+        emoji: String,
+        added: bool,
+    },
+    Pinned {
+        seq: u64,
+        user: String,
+        pinned: bool,
+    },
+    MemberJoined {
+        user: String,
+        by: String,
+    },
+    MemberLeft {
+        user: String,
+        by: String,
+    },
+    ChannelUpdated,
+}
+
+impl ChannelEvent {
+    /// The message this event is about, if any.
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            ChannelEvent::Message { seq }
+            | ChannelEvent::Edited { seq }
+            | ChannelEvent::Deleted { seq }
+            | ChannelEvent::Reaction { seq, .. }
+            | ChannelEvent::Pinned { seq, .. } => Some(*seq),
+            _ => None,
+        }
+    }
 }

@@ -6,7 +6,7 @@
 
 use tokio::sync::broadcast;
 
-use crate::command::{ChannelRecord, MessageRecord};
+use crate::command::{ChannelEvent, ChannelRecord, MessageRecord};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -19,9 +19,45 @@ pub struct Event {
 pub enum EventKind {
     MessagePosted(MessageRecord),
     ChannelCreated(ChannelRecord),
-    MemberJoined { channel: String, username: String },
-    UserCreated { username: String },
-    SessionRevoked { token_hash: String },
+    MemberJoined {
+        channel: String,
+        username: String,
+    },
+    UserCreated {
+        username: String,
+    },
+    SessionRevoked {
+        token_hash: String,
+    },
+    // ---- version 2 ----
+    /// A change to a channel, numbered by the channel's event sequence (the resume cursor).
+    Channel {
+        channel: String,
+        ev: u64,
+        event: ChannelEvent,
+    },
+    /// A channel was created: visible to everyone when `public`, else to `members`.
+    ChannelAdded {
+        channel: String,
+        public: bool,
+        members: Vec<String>,
+    },
+    ReadMarker {
+        user: String,
+        channel: String,
+        seq: u64,
+    },
+    Mention {
+        user: String,
+        channel: String,
+        seq: u64,
+        by: String,
+    },
+    /// Display name, role or disabled flag changed.
+    UserUpdated {
+        username: String,
+        disabled: bool,
+    },
 }
 
 /// Bounded broadcast of applied events. Subscribers that fall more than `capacity` events behind

@@ -61,3 +61,92 @@ pub fn dedup(author: &str, client_msg_id: &str) -> Vec<u8> {
     ]
     .concat()
 }
+
+// ---- version 2 keys ----
+
+/// `ChannelExtra` of a channel (absent for version 1 channels).
+pub fn channel_extra(name: &str) -> Vec<u8> {
+    [b"cx/".as_slice(), name.as_bytes()].concat()
+}
+
+/// `MessageExtra` of a message (absent for plain messages).
+pub fn message_extra(channel: &str, seq: u64) -> Vec<u8> {
+    let mut k = [b"mx/".as_slice(), channel.as_bytes(), b"/"].concat();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Newest channel event sequence (u64).
+pub fn channel_ev(name: &str) -> Vec<u8> {
+    [b"v/".as_slice(), name.as_bytes()].concat()
+}
+
+/// Channel event log: `e/<channel>/<ev be>` -> `ChannelEvent`.
+pub fn event_prefix(channel: &str) -> Vec<u8> {
+    [b"e/".as_slice(), channel.as_bytes(), b"/"].concat()
+}
+pub fn event(channel: &str, ev: u64) -> Vec<u8> {
+    let mut k = event_prefix(channel);
+    k.extend_from_slice(&ev.to_be_bytes());
+    k
+}
+
+/// `UserExtra` of a user.
+pub fn user_extra(username: &str) -> Vec<u8> {
+    [b"ux/".as_slice(), username.as_bytes()].concat()
+}
+
+/// Login throttling state of a user.
+pub fn login_throttle(username: &str) -> Vec<u8> {
+    [b"lf/".as_slice(), username.as_bytes()].concat()
+}
+
+/// Read marker (message seq, u64) of a user in a channel.
+pub fn read_marker(username: &str, channel: &str) -> Vec<u8> {
+    [
+        b"r/".as_slice(),
+        username.as_bytes(),
+        b"/",
+        channel.as_bytes(),
+    ]
+    .concat()
+}
+
+/// Mention index: `x/<user>/<channel>/<seq be>` -> ().
+pub fn mention_prefix(username: &str, channel: &str) -> Vec<u8> {
+    [
+        b"x/".as_slice(),
+        username.as_bytes(),
+        b"/",
+        channel.as_bytes(),
+        b"/",
+    ]
+    .concat()
+}
+pub fn mention(username: &str, channel: &str, seq: u64) -> Vec<u8> {
+    let mut k = mention_prefix(username, channel);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Pinned messages: `p/<channel>/<seq be>` -> ().
+pub fn pin_prefix(channel: &str) -> Vec<u8> {
+    [b"p/".as_slice(), channel.as_bytes(), b"/"].concat()
+}
+pub fn pin(channel: &str, seq: u64) -> Vec<u8> {
+    let mut k = pin_prefix(channel);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Thread replies: `t/<channel>/<root be>/<reply be>` -> ().
+pub fn thread_prefix(channel: &str, root: u64) -> Vec<u8> {
+    let mut k = [b"t/".as_slice(), channel.as_bytes(), b"/"].concat();
+    k.extend_from_slice(&root.to_be_bytes());
+    k
+}
+pub fn thread_reply(channel: &str, root: u64, reply: u64) -> Vec<u8> {
+    let mut k = thread_prefix(channel, root);
+    k.extend_from_slice(&reply.to_be_bytes());
+    k
+}

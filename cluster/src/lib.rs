@@ -8,6 +8,8 @@
 // internal return would only add allocations on the storage path.
 #![allow(clippy::result_large_err)]
 
+pub mod apply_accounts;
+pub mod apply_chat;
 pub mod batcher;
 pub mod command;
 pub mod error;
@@ -26,14 +28,17 @@ pub mod sm_store;
 pub mod snapshot_cow;
 pub mod state;
 pub mod types;
+pub mod views;
 
 pub use command::{
-    Applied, ApplyError, ChannelRecord, Command, MessageRecord, Role, SessionRecord, UserRecord,
+    Applied, ApplyError, ChannelEvent, ChannelKind, ChannelRecord, Command, MessageRecord, Role,
+    SessionRecord, UserRecord,
 };
 pub use error::ClusterError;
 pub use event::{Event, EventBus, EventKind};
 pub use health::Readiness;
-pub use raft_node::{ClusterConfig, ClusterNode};
+pub use raft_node::{ClusterConfig, ClusterNode, spawn_named};
 pub use sm_store::StateReader;
 pub use state::StateError;
 pub use types::{NodeId, NodeInfo};
+pub use views::{ChannelSummary, ChannelView, MessageView, ReadState, UserView};

@@ -109,6 +109,33 @@ impl PeerHttp {
         })
     }
 
+    /// POSTs an opaque body and ignores the answer's body (ephemeral notices).
+    pub async fn post_raw(
+        &self,
+        addr: &str,
+        path: &str,
+        body: bytes::Bytes,
+        timeout: Duration,
+    ) -> Result<(), TransportError> {
+        let url = format!("http://{addr}{path}");
+        let resp = self
+            .http
+            .post(url)
+            .timeout(timeout)
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| classify(addr, timeout, e))?;
+        if !resp.status().is_success() {
+            return Err(TransportError::Other {
+                addr: addr.to_string(),
+                message: format!("HTTP {}", resp.status()),
+            });
+        }
+        Ok(())
+    }
+
     /// A peer's own view of itself (`GET /raft/v1/status`): every liveness, readiness and
     /// leadership probe between nodes goes through here.
     pub async fn status(

@@ -25,6 +25,8 @@ use crate::rpc::{self, MembershipError, MembershipReply, MembershipRequest, Node
 use crate::sm_store::{StateMachineStore, StateReader};
 use crate::types::{NodeId, NodeInfo, Raft, RaftMetrics};
 
+const EPHEMERAL_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Everything the cluster layer needs to start a member. Timeouts are in milliseconds; see
 /// `docs/configuration.md` for the reasons behind the defaults.
 #[derive(Debug, Clone)]
@@ -94,6 +96,8 @@ pub(crate) struct Shared {
     pub membership_lock: tokio::sync::Mutex<()>,
     /// When an AppendEntries (a leader's heartbeat or replication) last arrived.
     pub last_leader_contact: Mutex<std::time::Instant>,
+    /// Ephemeral notices received from peers (`rpc::PATH_EPHEMERAL`).
+    pub ephemeral: tokio::sync::broadcast::Sender<bytes::Bytes>,
 }
 
 impl Shared {
@@ -223,6 +227,7 @@ impl ClusterNode {
             batch_tx,
             membership_lock: tokio::sync::Mutex::new(()),
             last_leader_contact: Mutex::new(std::time::Instant::now()),
+            ephemeral: tokio::sync::broadcast::channel(1024).0,
         });
         let limits = BatchLimits {
             max_commands: config.batch_max_commands,
@@ -261,6 +266,39 @@ impl ClusterNode {
 
     pub fn reader(&self) -> &StateReader {
         &self.reader
+    }
+
+    /// Ephemeral notices from peers, as sent by `send_ephemeral` on another node.
+    pub fn ephemeral_rx(&self) -> tokio::sync::broadcast::Receiver<bytes::Bytes> {
+        self.shared.ephemeral.subscribe()
+    }
+
+    /// Sends an ephemeral notice to every other member, fire and forget: it is not durable,
+    /// not retried, and a slow or dead peer only costs a short timeout in a spawned task.
+    pub fn send_ephemeral(&self, body: bytes::Bytes) {
+        let m = self
+            .shared
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .clone();
+        for (id, info) in m.membership().nodes() {
+            if *id == self.shared.id {
+                continue;
+            }
+            let http = self.shared.http.clone();
+            let addr = info.cluster_addr.clone();
+            let body = body.clone();
+            tokio::spawn(async move {
+                if let Err(e) = http
+                    .post_raw(&addr, rpc::PATH_EPHEMERAL, body, EPHEMERAL_TIMEOUT)
+                    .await
+                {
+                    tracing::debug!(peer = %addr, error = %e.short(), "ephemeral notice not delivered");
+                }
+            });
+        }
     }
 
     pub fn events(&self) -> &EventBus {
@@ -321,6 +359,28 @@ impl ClusterNode {
     pub async fn write(&self, cmd: Command) -> Result<(Applied, u64), ClusterError> {
         let (outcome, index) = self.shared.submit(cmd).await?;
         Ok((outcome?, index))
+    }
+
+    /// Queues `cmd` for group commit and returns a future of its outcome. Commands queued one
+    /// after another by one task are proposed in that order (one client's messages keep their
+    /// order), while their outcomes can be awaited concurrently.
+    pub async fn write_queued(
+        &self,
+        cmd: Command,
+    ) -> Result<
+        impl std::future::Future<Output = Result<(Applied, u64), ClusterError>> + use<>,
+        ClusterError,
+    > {
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .batch_tx
+            .send(Pending { cmd, reply: tx })
+            .await
+            .map_err(|_| ClusterError::ShuttingDown)?;
+        Ok(async move {
+            let (outcome, index) = rx.await.map_err(|_| ClusterError::ShuttingDown)??;
+            Ok((outcome?, index))
+        })
     }
 
     /// Waits until this node has applied `index` (read-your-writes across nodes).
@@ -482,7 +542,7 @@ fn open_storage(
     Ok((log, db, (sm, events)))
 }
 
-pub(crate) fn spawn_named<F>(name: &'static str, fut: F) -> tokio::task::JoinHandle<()>
+pub fn spawn_named<F>(name: &'static str, fut: F) -> tokio::task::JoinHandle<()>
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {

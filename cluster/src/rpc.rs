@@ -17,6 +17,9 @@ pub const PATH_FORWARD: &str = "/raft/v1/forward";
 pub const PATH_MEMBERSHIP: &str = "/raft/v1/membership";
 pub const PATH_STATUS: &str = "/raft/v1/status";
 pub const PATH_REMOVED: &str = "/raft/v1/removed";
+/// Ephemeral, non-replicated notices between nodes (typing, presence): an opaque body the
+/// web layer defines, fire and forget.
+pub const PATH_EPHEMERAL: &str = "/raft/v1/ephemeral";
 
 /// A group of client commands a follower hands to the leader to propose as one entry.
 #[derive(Debug, Serialize, Deserialize)]

@@ -33,6 +33,7 @@ impl ClusterNode {
             .route(rpc::PATH_MEMBERSHIP, post(membership))
             .route(rpc::PATH_REMOVED, post(removed))
             .route(rpc::PATH_STATUS, get(status))
+            .route(rpc::PATH_EPHEMERAL, post(ephemeral))
             .layer(DefaultBodyLimit::max(MAX_RPC_BYTES))
             .with_state(self.shared.clone())
     }
@@ -155,6 +156,12 @@ async fn removed(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         )
             .into_response(),
     }
+}
+
+async fn ephemeral(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    // No receivers (no WebSocket layer on this node) is fine: the notice is simply dropped.
+    let _ = s.ephemeral.send(body);
+    axum::http::StatusCode::NO_CONTENT.into_response()
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> Response {

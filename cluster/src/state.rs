@@ -10,8 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::apply_accounts;
+use crate::apply_chat::{self, Ctx};
 use crate::command::{
-    Applied, ApplyError, COMMAND_VERSION, ChannelMeta, ChannelRecord, Command, MessageRecord,
+    Applied, ApplyError, COMMAND_VERSION, ChannelKind, ChannelMeta, ChannelRecord, Command,
     Outcome, Request, SessionRecord, UserRecord,
 };
 use crate::event::{Event, EventKind};
@@ -184,6 +186,12 @@ fn apply_command(
     index: u64,
     events: &mut Vec<Event>,
 ) -> Result<Outcome, StateError> {
+    let mut cx = Ctx {
+        kv,
+        ts,
+        index,
+        events,
+    };
     match cmd {
         Command::CreateUser {
             username,
@@ -191,7 +199,7 @@ fn apply_command(
             role,
         } => {
             let key = keys::user(username);
-            if kv.get_raw(&key)?.is_some() {
+            if cx.kv.get_raw(&key)?.is_some() {
                 return Ok(Err(ApplyError::UserExists(username.clone())));
             }
             let user = UserRecord {
@@ -201,8 +209,8 @@ fn apply_command(
                 disabled: false,
                 created_at_ms: ts,
             };
-            kv.put(key, &user)?;
-            events.push(Event {
+            cx.kv.put(key, &user)?;
+            cx.events.push(Event {
                 index,
                 kind: EventKind::UserCreated {
                     username: username.clone(),
@@ -215,7 +223,7 @@ fn apply_command(
             username,
             ttl_ms,
         } => {
-            let Some(user) = kv.get::<UserRecord>(&keys::user(username))? else {
+            let Some(user) = cx.kv.get::<UserRecord>(&keys::user(username))? else {
                 return Ok(Err(ApplyError::UnknownUser(username.clone())));
             };
             if user.disabled {
@@ -227,15 +235,17 @@ fn apply_command(
                 created_at_ms: ts,
                 expires_at_ms: ts.saturating_add(*ttl_ms),
             };
-            kv.put(keys::session(token_hash), &session)?;
+            cx.kv.put(keys::session(token_hash), &session)?;
+            // A session is only created after a correct password: the throttle starts over.
+            cx.kv.remove(keys::login_throttle(username));
             Ok(Ok(Applied::Session(session)))
         }
         Command::RevokeSession { token_hash } => {
             let key = keys::session(token_hash);
-            let existed = kv.get_raw(&key)?.is_some();
+            let existed = cx.kv.get_raw(&key)?.is_some();
             if existed {
-                kv.remove(key);
-                events.push(Event {
+                cx.kv.remove(key);
+                cx.events.push(Event {
                     index,
                     kind: EventKind::SessionRevoked {
                         token_hash: token_hash.clone(),
@@ -245,55 +255,30 @@ fn apply_command(
             Ok(Ok(Applied::SessionRevoked { existed }))
         }
         Command::CreateChannel { name, creator } => {
-            let key = keys::channel(name);
-            if kv.exists(&key)? {
-                return Ok(Err(ApplyError::ChannelExists(name.clone())));
+            // Version 1 wire result: the full channel record.
+            match apply_chat::create_channel(
+                &mut cx,
+                name,
+                creator,
+                ChannelKind::Public,
+                "",
+                "",
+                &[],
+            )? {
+                Ok(_) => match channel_view(cx.kv, name)? {
+                    Some(ch) => Ok(Ok(Applied::Channel(ch))),
+                    None => Ok(Err(ApplyError::ChannelNotFound(name.clone()))),
+                },
+                Err(e) => Ok(Err(e)),
             }
-            if !kv.exists(&keys::user(creator))? {
-                return Ok(Err(ApplyError::UnknownUser(creator.clone())));
-            }
-            let meta = ChannelMeta {
-                name: name.clone(),
-                created_by: creator.clone(),
-                created_at_ms: ts,
-            };
-            kv.put(key, &meta)?;
-            kv.put(keys::member(name, creator), &())?;
-            kv.put(keys::channel_seq(name), &0u64)?;
-            let channel = ChannelRecord {
-                name: name.clone(),
-                created_by: creator.clone(),
-                created_at_ms: ts,
-                members: BTreeSet::from([creator.clone()]),
-                last_seq: 0,
-            };
-            events.push(Event {
-                index,
-                kind: EventKind::ChannelCreated(channel.clone()),
-            });
-            Ok(Ok(Applied::Channel(channel)))
         }
         Command::JoinChannel { name, username } => {
-            if !kv.exists(&keys::channel(name))? {
-                return Ok(Err(ApplyError::ChannelNotFound(name.clone())));
-            }
-            if !kv.exists(&keys::user(username))? {
-                return Ok(Err(ApplyError::UnknownUser(username.clone())));
-            }
-            let member_key = keys::member(name, username);
-            if !kv.exists(&member_key)? {
-                kv.put(member_key, &())?;
-                events.push(Event {
-                    index,
-                    kind: EventKind::MemberJoined {
-                        channel: name.clone(),
-                        username: username.clone(),
-                    },
-                });
-            }
-            match channel_view(kv, name)? {
-                Some(ch) => Ok(Ok(Applied::Channel(ch))),
-                None => Ok(Err(ApplyError::ChannelNotFound(name.clone()))),
+            match apply_chat::add_member(&mut cx, name, username, username)? {
+                Ok(_) => match channel_view(cx.kv, name)? {
+                    Some(ch) => Ok(Ok(Applied::Channel(ch))),
+                    None => Ok(Err(ApplyError::ChannelNotFound(name.clone()))),
+                },
+                Err(e) => Ok(Err(e)),
             }
         }
         Command::PostMessage {
@@ -302,49 +287,112 @@ fn apply_command(
             body,
             client_msg_id,
         } => {
-            // Idempotency first: a retry of an already applied post returns the original even if
-            // the author has since left the channel.
-            let dedup_key = keys::dedup(author, client_msg_id);
-            if let Some((orig_channel, seq)) = kv.get::<(String, u64)>(&dedup_key)?
-                && let Some(message) =
-                    kv.get::<MessageRecord>(&keys::message(&orig_channel, seq))?
-            {
-                return Ok(Ok(Applied::Message {
-                    message,
-                    duplicate: true,
-                }));
+            let (outcome, message) =
+                apply_chat::post_message(&mut cx, channel, author, body, client_msg_id, None)?;
+            match (outcome, message) {
+                (Ok(Applied::MessageChanged { duplicate, .. }), Some(message)) => {
+                    Ok(Ok(Applied::Message { message, duplicate }))
+                }
+                (Err(e), _) => Ok(Err(e)),
+                (Ok(other), _) => Ok(Ok(other)),
             }
-            let seq_key = keys::channel_seq(channel);
-            let Some(last_seq) = kv.get::<u64>(&seq_key)? else {
-                return Ok(Err(ApplyError::ChannelNotFound(channel.clone())));
-            };
-            if !kv.exists(&keys::member(channel, author))? {
-                return Ok(Err(ApplyError::NotMember {
-                    user: author.clone(),
-                    channel: channel.clone(),
-                }));
-            }
-            let message = MessageRecord {
-                channel: channel.clone(),
-                seq: last_seq + 1,
-                author: author.clone(),
-                body: body.clone(),
-                ts_ms: ts,
-                client_msg_id: client_msg_id.clone(),
-            };
-            kv.put(keys::message(channel, message.seq), &message)?;
-            kv.put(dedup_key, &(channel.clone(), message.seq))?;
-            // Within one entry the overlay coalesces these into a single write per channel.
-            kv.put(seq_key, &message.seq)?;
-            events.push(Event {
-                index,
-                kind: EventKind::MessagePosted(message.clone()),
-            });
-            Ok(Ok(Applied::Message {
-                message,
-                duplicate: false,
-            }))
         }
+        Command::CreateChannelV2 {
+            name,
+            creator,
+            kind,
+            title,
+            topic,
+            members,
+        } => apply_chat::create_channel(&mut cx, name, creator, *kind, title, topic, members),
+        Command::UpdateChannel {
+            channel,
+            by,
+            title,
+            topic,
+            archived,
+        } => apply_chat::update_channel(
+            &mut cx,
+            channel,
+            by,
+            title.as_deref(),
+            topic.as_deref(),
+            *archived,
+        ),
+        Command::AddMember {
+            channel,
+            username,
+            by,
+        } => apply_chat::add_member(&mut cx, channel, username, by),
+        Command::RemoveMember {
+            channel,
+            username,
+            by,
+        } => apply_chat::remove_member(&mut cx, channel, username, by),
+        Command::PostMessageV2 {
+            channel,
+            author,
+            body,
+            client_msg_id,
+            thread_root,
+        } => Ok(apply_chat::post_message(
+            &mut cx,
+            channel,
+            author,
+            body,
+            client_msg_id,
+            *thread_root,
+        )?
+        .0),
+        Command::EditMessage {
+            channel,
+            seq,
+            by,
+            body,
+        } => apply_chat::edit_message(&mut cx, channel, *seq, by, body),
+        Command::DeleteMessage { channel, seq, by } => {
+            apply_chat::delete_message(&mut cx, channel, *seq, by)
+        }
+        Command::SetReaction {
+            channel,
+            seq,
+            user,
+            emoji,
+            add,
+        } => apply_chat::set_reaction(&mut cx, channel, *seq, user, emoji, *add),
+        Command::SetPinned {
+            channel,
+            seq,
+            by,
+            pinned,
+        } => apply_chat::set_pinned(&mut cx, channel, *seq, by, *pinned),
+        Command::MarkRead {
+            channel,
+            username,
+            seq,
+        } => apply_chat::mark_read(&mut cx, channel, username, *seq),
+        Command::UpdateUser {
+            username,
+            by,
+            disabled,
+            role,
+            display_name,
+        } => apply_accounts::update_user(
+            &mut cx,
+            username,
+            by,
+            *disabled,
+            *role,
+            display_name.as_deref(),
+        ),
+        Command::SetPassword {
+            username,
+            password_hash,
+            keep_session,
+        } => {
+            apply_accounts::set_password(&mut cx, username, password_hash, keep_session.as_deref())
+        }
+        Command::LoginAttempt { username } => apply_accounts::login_attempt(&mut cx, username),
     }
 }
 

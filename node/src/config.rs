@@ -40,6 +40,8 @@ pub struct Config {
     pub session_ttl_secs: u64,
     #[serde(default = "defaults::max_request_bytes")]
     pub max_request_bytes: usize,
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
     #[serde(default = "defaults::log")]
     pub log: String,
     #[serde(default)]
@@ -288,6 +290,8 @@ impl Config {
         web::ApiConfig {
             session_ttl_ms: self.session_ttl_secs.saturating_mul(1000),
             max_request_bytes: self.max_request_bytes,
+            allowed_origins: self.allowed_origins.clone(),
+            ..web::ApiConfig::default()
         }
     }
 }

@@ -51,7 +51,7 @@ pub async fn serve(
     );
     let rpc = axum::serve(peers, node.rpc_router())
         .with_graceful_shutdown(cancel.clone().cancelled_owned());
-    let app = web::router(node.clone(), config.api_config());
+    let app = web::router(node.clone(), config.api_config(), cancel.child_token());
     let http = axum::serve(api, app).with_graceful_shutdown(cancel.clone().cancelled_owned());
     let rpc_task = tokio::spawn(async move { rpc.await });
     let http_task = tokio::spawn(async move { http.await });

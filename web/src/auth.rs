@@ -118,54 +118,44 @@ impl FromRequestParts<AppState> for Auth {
         let token = value.strip_prefix("Bearer ").ok_or_else(|| {
             ApiError::Unauthorized("Authorization must be 'Bearer <token>'".into())
         })?;
-        let (secret, index) = parse_token(token.trim())
-            .ok_or_else(|| ApiError::Unauthorized("malformed token".into()))?;
-        let hash = token_hash(secret);
-        let reader = state.node.reader();
-        let mut session = reader.session(&hash)?;
-        if session.is_none() {
-            let applied = state
-                .node
-                .metrics()
-                .last_applied
-                .map(|l| l.index)
-                .unwrap_or(0);
-            if index > applied && index - applied <= MAX_INDEX_AHEAD {
-                // Issued by another node moments ago: wait until we have applied it.
-                if state.node.wait_applied(index, SESSION_WAIT).await.is_ok() {
-                    session = reader.session(&hash)?;
-                }
-            }
-        }
-        let session =
-            session.ok_or_else(|| ApiError::Unauthorized("unknown or revoked token".into()))?;
-        if session.expires_at_ms <= crate::now_ms() {
-            return Err(ApiError::Unauthorized("token expired; log in again".into()));
-        }
-        let user = reader
-            .user(&session.username)?
-            .ok_or_else(|| ApiError::Unauthorized("token's user no longer exists".into()))?;
-        if user.disabled {
-            return Err(ApiError::Unauthorized("user is disabled".into()));
-        }
-        Ok(Auth {
-            user,
-            token_hash: hash,
-        })
+        authenticate(state, token.trim()).await
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_round_trip() {
-        let s = new_secret();
-        let t = make_token(&s, 42);
-        assert_eq!(parse_token(&t), Some((s.as_str(), 42)));
-        assert_eq!(parse_token("cv1.zz.1"), None);
-        assert_eq!(parse_token("garbage"), None);
-        assert_ne!(token_hash(&s), s);
+/// Checks a bearer token (from the Authorization header or a WebSocket `auth` frame).
+pub async fn authenticate(state: &AppState, token: &str) -> Result<Auth, ApiError> {
+    let (secret, index) =
+        parse_token(token).ok_or_else(|| ApiError::Unauthorized("malformed token".into()))?;
+    let hash = token_hash(secret);
+    let reader = state.node.reader();
+    let mut session = reader.session(&hash)?;
+    if session.is_none() {
+        let applied = state
+            .node
+            .metrics()
+            .last_applied
+            .map(|l| l.index)
+            .unwrap_or(0);
+        if index > applied && index - applied <= MAX_INDEX_AHEAD {
+            // Issued by another node moments ago: wait until we have applied it.
+            if state.node.wait_applied(index, SESSION_WAIT).await.is_ok() {
+                session = reader.session(&hash)?;
+            }
+        }
     }
+    let session =
+        session.ok_or_else(|| ApiError::Unauthorized("unknown or revoked token".into()))?;
+    if session.expires_at_ms <= crate::now_ms() {
+        return Err(ApiError::Unauthorized("token expired; log in again".into()));
+    }
+    let user = reader
+        .user(&session.username)?
+        .ok_or_else(|| ApiError::Unauthorized("token's user no longer exists".into()))?;
+    if user.disabled {
+        return Err(ApiError::Unauthorized("user is disabled".into()));
+    }
+    Ok(Auth {
+        user,
+        token_hash: hash,
+    })
 }

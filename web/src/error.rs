@@ -45,6 +45,16 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+    #[error("{0}")]
+    WeakPassword(String),
+    #[error("origin '{0}' is not one of this workspace's origins")]
+    ForbiddenOrigin(String),
+    #[error("channel '{0}' is archived")]
+    Archived(String),
+    #[error("too many login attempts; retry in {} s", .0.div_ceil(1000))]
+    TooManyAttempts(u64),
+    #[error("{0}")]
+    MessageNotFound(String),
 }
 
 impl ApiError {
@@ -70,6 +80,11 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::WeakPassword(_) => (StatusCode::BAD_REQUEST, "weak_password"),
+            ApiError::ForbiddenOrigin(_) => (StatusCode::FORBIDDEN, "forbidden_origin"),
+            ApiError::Archived(_) => (StatusCode::CONFLICT, "archived"),
+            ApiError::TooManyAttempts(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
+            ApiError::MessageNotFound(_) => (StatusCode::NOT_FOUND, "message_not_found"),
         }
     }
 }
@@ -80,11 +95,12 @@ impl IntoResponse for ApiError {
         if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(code, error = %self, "request failed");
         }
-        (
-            status,
-            Json(json!({"error": {"code": code, "message": self.to_string()}})),
-        )
-            .into_response()
+        let body = Json(json!({"error": {"code": code, "message": self.to_string()}}));
+        if let ApiError::TooManyAttempts(ms) = self {
+            let secs = ms.div_ceil(1000).max(1).to_string();
+            return (status, [(axum::http::header::RETRY_AFTER, secs)], body).into_response();
+        }
+        (status, body).into_response()
     }
 }
 
@@ -98,6 +114,10 @@ impl From<ApplyError> for ApiError {
             ApplyError::ChannelNotFound(c) => ApiError::ChannelNotFound(c),
             e @ ApplyError::NotMember { .. } => ApiError::Forbidden(e.to_string()),
             e @ ApplyError::UnsupportedVersion(_) => ApiError::Unavailable(e.to_string()),
+            e @ ApplyError::MessageNotFound { .. } => ApiError::MessageNotFound(e.to_string()),
+            ApplyError::Forbidden(m) => ApiError::Forbidden(m),
+            ApplyError::Archived(c) => ApiError::Archived(c),
+            ApplyError::Invalid(m) => ApiError::InvalidRequest(m),
         }
     }
 }

@@ -1,11 +1,15 @@
-//! Channels and messages: create, list, join, post (idempotent by `client_msg_id`), read.
+//! Channels: create (public, private), direct messages, list with unread counts, read, update
+//! (title, topic, archive), join, leave, members, read markers.
+//!
+//! Owns the HTTP shape of channel management; the state machine owns the rules and checks them
+//! again at apply. Must never answer "not found" or "forbidden" from a stale view (`read_fresh`).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use cluster::{Applied, ChannelRecord, Command, MessageRecord};
-use serde::{Deserialize, Serialize};
+use cluster::{Applied, ChannelKind, ChannelView, Command};
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::Auth;
@@ -14,14 +18,19 @@ use crate::extract::{INDEX_HEADER, JsonBody, MinIndex};
 use crate::state::AppState;
 use crate::validate;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateChannel {
-    name: String,
+/// Refuses unless `user` may read `channel` (public, or a member), never on a stale view.
+pub async fn require_reader(s: &AppState, channel: &str, user: &str) -> Result<(), ApiError> {
+    match s.read_fresh(|r| r.can_read(channel, user)).await? {
+        Some(true) => Ok(()),
+        Some(false) => Err(ApiError::Forbidden(format!(
+            "only members can read channel '{channel}'"
+        ))),
+        None => Err(ApiError::ChannelNotFound(channel.to_string())),
+    }
 }
 
-/// Refuses unless `user` is a member of `channel`, never on a stale view (see `read_fresh`).
-async fn require_member(s: &AppState, channel: &str, user: &str) -> Result<(), ApiError> {
+/// Refuses unless `user` is a member of `channel`, never on a stale view.
+pub async fn require_member(s: &AppState, channel: &str, user: &str) -> Result<(), ApiError> {
     let member = s
         .read_fresh(|r| Ok(r.is_member(channel, user)?.then_some(())))
         .await?;
@@ -37,8 +46,44 @@ async fn require_member(s: &AppState, channel: &str, user: &str) -> Result<(), A
     )))
 }
 
-fn channel_response(status: StatusCode, index: u64, ch: &ChannelRecord) -> Response {
+fn channel_response(status: StatusCode, index: u64, ch: &ChannelView) -> Response {
     (status, [(INDEX_HEADER, index.to_string())], Json(ch)).into_response()
+}
+
+/// Writes a channel command and answers with the channel as this node has applied it.
+async fn write_channel(
+    s: &AppState,
+    status: StatusCode,
+    cmd: Command,
+) -> Result<Response, ApiError> {
+    let (applied, index) = s.write_applied(cmd).await?;
+    let name = match applied {
+        Applied::ChannelChanged { name } => name,
+        Applied::Channel(ch) => ch.name,
+        _ => {
+            return Err(ApiError::Internal(
+                "unexpected outcome of a channel command".into(),
+            ));
+        }
+    };
+    let view = s
+        .node
+        .reader()
+        .channel_view(&name)?
+        .ok_or(ApiError::ChannelNotFound(name))?;
+    Ok(channel_response(status, index, &view))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateChannel {
+    name: String,
+    #[serde(default)]
+    kind: Option<ChannelKind>,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    topic: Option<String>,
 }
 
 pub async fn create(
@@ -47,31 +92,41 @@ pub async fn create(
     JsonBody(req): JsonBody<CreateChannel>,
 ) -> Result<Response, ApiError> {
     validate::channel_name(&req.name)?;
-    if s.node.reader().channel(&req.name)?.is_some() {
+    let kind = req.kind.unwrap_or(ChannelKind::Public);
+    if kind == ChannelKind::Direct {
+        return Err(ApiError::InvalidRequest(
+            "direct messages are started with POST /api/v1/dms".into(),
+        ));
+    }
+    let title = req.title.unwrap_or_default();
+    let topic = req.topic.unwrap_or_default();
+    validate::title(&title)?;
+    validate::topic(&topic)?;
+    if s.node.reader().channel_exists(&req.name)? {
         return Err(ApiError::ChannelExists(req.name));
     }
-    let (applied, index) = s
-        .node
-        .write(Command::CreateChannel {
+    tracing::info!(channel = %req.name, by = %auth.user.username, "channel created");
+    write_channel(
+        &s,
+        StatusCode::CREATED,
+        Command::CreateChannelV2 {
             name: req.name,
             creator: auth.user.username.clone(),
-        })
-        .await?;
-    let Applied::Channel(ch) = applied else {
-        return Err(ApiError::Internal(
-            "unexpected outcome of CreateChannel".into(),
-        ));
-    };
-    tracing::info!(channel = %ch.name, by = %auth.user.username, "channel created");
-    Ok(channel_response(StatusCode::CREATED, index, &ch))
+            kind,
+            title,
+            topic,
+            members: Vec::new(),
+        },
+    )
+    .await
 }
 
 pub async fn list(
     State(s): State<AppState>,
     _min: MinIndex,
-    _auth: Auth,
+    auth: Auth,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let channels = s.node.reader().channels()?;
+    let channels = s.node.reader().channels_for(&auth.user.username)?;
     Ok(Json(json!({ "channels": channels })))
 }
 
@@ -79,13 +134,53 @@ pub async fn get(
     State(s): State<AppState>,
     Path(name): Path<String>,
     _min: MinIndex,
-    _auth: Auth,
-) -> Result<Json<ChannelRecord>, ApiError> {
+    auth: Auth,
+) -> Result<Json<ChannelView>, ApiError> {
+    require_reader(&s, &name, &auth.user.username).await?;
     let ch = s
-        .read_fresh(|r| r.channel(&name))
-        .await?
+        .node
+        .reader()
+        .channel_view(&name)?
         .ok_or(ApiError::ChannelNotFound(name))?;
     Ok(Json(ch))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateChannel {
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    topic: Option<String>,
+    #[serde(default)]
+    archived: Option<bool>,
+}
+
+pub async fn update(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    auth: Auth,
+    JsonBody(req): JsonBody<UpdateChannel>,
+) -> Result<Response, ApiError> {
+    if let Some(t) = &req.title {
+        validate::title(t)?;
+    }
+    if let Some(t) = &req.topic {
+        validate::topic(t)?;
+    }
+    require_reader(&s, &name, &auth.user.username).await?;
+    write_channel(
+        &s,
+        StatusCode::OK,
+        Command::UpdateChannel {
+            channel: name,
+            by: auth.user.username.clone(),
+            title: req.title,
+            topic: req.topic,
+            archived: req.archived,
+        },
+    )
+    .await
 }
 
 pub async fn join(
@@ -95,114 +190,161 @@ pub async fn join(
 ) -> Result<Response, ApiError> {
     // The state machine is the authority (it refuses unknown channels at apply); this only
     // spares the log an entry for a name that cannot exist.
-    if validate::channel_name(&name).is_err() {
+    if !name.starts_with("dm:") && validate::channel_name(&name).is_err() {
         return Err(ApiError::ChannelNotFound(name));
     }
-    let (applied, index) = s
-        .node
-        .write(Command::JoinChannel {
-            name,
+    require_reader(&s, &name, &auth.user.username).await?;
+    write_channel(
+        &s,
+        StatusCode::OK,
+        Command::AddMember {
+            channel: name,
             username: auth.user.username.clone(),
-        })
-        .await?;
-    let Applied::Channel(ch) = applied else {
-        return Err(ApiError::Internal(
-            "unexpected outcome of JoinChannel".into(),
-        ));
-    };
-    Ok(channel_response(StatusCode::OK, index, &ch))
+            by: auth.user.username.clone(),
+        },
+    )
+    .await
+}
+
+pub async fn leave(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    auth: Auth,
+) -> Result<Response, ApiError> {
+    require_member(&s, &name, &auth.user.username).await?;
+    write_channel(
+        &s,
+        StatusCode::OK,
+        Command::RemoveMember {
+            channel: name,
+            username: auth.user.username.clone(),
+            by: auth.user.username.clone(),
+        },
+    )
+    .await
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PostMessage {
-    body: String,
-    client_msg_id: String,
+pub struct AddMember {
+    username: String,
 }
 
-#[derive(Serialize)]
-struct MessageView<'a> {
-    #[serde(flatten)]
-    message: &'a MessageRecord,
-    duplicate: bool,
-}
-
-pub async fn post(
+pub async fn add_member(
     State(s): State<AppState>,
-    Path(channel): Path<String>,
-    _min: MinIndex,
+    Path(name): Path<String>,
     auth: Auth,
-    JsonBody(req): JsonBody<PostMessage>,
+    JsonBody(req): JsonBody<AddMember>,
 ) -> Result<Response, ApiError> {
-    validate::message_body(&req.body)?;
-    validate::client_msg_id(&req.client_msg_id)?;
-    // Refusals are decided before anything reaches the log; the state machine checks again at
-    // apply (membership may change in between).
-    require_member(&s, &channel, &auth.user.username).await?;
-    let (applied, index) = s
-        .node
-        .write(Command::PostMessage {
-            channel,
-            author: auth.user.username.clone(),
-            body: req.body,
-            client_msg_id: req.client_msg_id,
+    validate::username(&req.username)?;
+    if s.read_fresh(|r| r.user(&req.username)).await?.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "user '{}' does not exist",
+            req.username
+        )));
+    }
+    write_channel(
+        &s,
+        StatusCode::OK,
+        Command::AddMember {
+            channel: name,
+            username: req.username,
+            by: auth.user.username.clone(),
+        },
+    )
+    .await
+}
+
+pub async fn remove_member(
+    State(s): State<AppState>,
+    Path((name, user)): Path<(String, String)>,
+    auth: Auth,
+) -> Result<Response, ApiError> {
+    write_channel(
+        &s,
+        StatusCode::OK,
+        Command::RemoveMember {
+            channel: name,
+            username: user,
+            by: auth.user.username.clone(),
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartDm {
+    users: Vec<String>,
+}
+
+pub async fn start_dm(
+    State(s): State<AppState>,
+    auth: Auth,
+    JsonBody(req): JsonBody<StartDm>,
+) -> Result<Response, ApiError> {
+    let me = auth.user.username.clone();
+    let mut all: Vec<String> = req.users.clone();
+    all.push(me.clone());
+    all.sort();
+    all.dedup();
+    if all.len() < 2 || all.len() > cluster::apply_chat::MAX_DM_MEMBERS {
+        return Err(ApiError::InvalidRequest(format!(
+            "a direct message has 1 to {} other participants",
+            cluster::apply_chat::MAX_DM_MEMBERS - 1
+        )));
+    }
+    for u in &all {
+        validate::username(u)?;
+        if s.read_fresh(|r| r.user(u)).await?.is_none() {
+            return Err(ApiError::NotFound(format!("user '{u}' does not exist")));
+        }
+    }
+    let name = cluster::apply_chat::dm_name(&all);
+    write_channel(
+        &s,
+        StatusCode::OK,
+        Command::CreateChannelV2 {
+            name,
+            creator: me,
+            kind: ChannelKind::Direct,
+            title: String::new(),
+            topic: String::new(),
+            members: all,
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarkRead {
+    seq: u64,
+}
+
+pub async fn mark_read(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    auth: Auth,
+    JsonBody(req): JsonBody<MarkRead>,
+) -> Result<Response, ApiError> {
+    let user = auth.user.username.clone();
+    let (_, index) = s
+        .write_applied(Command::MarkRead {
+            channel: name.clone(),
+            username: user.clone(),
+            seq: req.seq,
         })
         .await?;
-    let Applied::Message { message, duplicate } = applied else {
-        return Err(ApiError::Internal(
-            "unexpected outcome of PostMessage".into(),
-        ));
-    };
-    let status = if duplicate {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
+    let rs = s.node.reader().read_state(&user, &name)?;
     Ok((
-        status,
         [(INDEX_HEADER, index.to_string())],
-        Json(MessageView {
-            message: &message,
-            duplicate,
-        }),
+        Json(json!({
+            "channel": name,
+            "last_read": rs.last_read,
+            "unread": rs.unread,
+            "mentions": rs.mentions,
+        })),
     )
         .into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    after: Option<u64>,
-    limit: Option<u32>,
-}
-
-pub async fn messages(
-    State(s): State<AppState>,
-    Path(channel): Path<String>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-    _min: MinIndex,
-    auth: Auth,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > validate::MAX_MESSAGES_LIMIT {
-        return Err(ApiError::InvalidRequest(format!(
-            "limit must be 1 to {}",
-            validate::MAX_MESSAGES_LIMIT
-        )));
-    }
-    let reader = s.node.reader();
-    let ch = reader
-        .channel(&channel)?
-        .ok_or_else(|| ApiError::ChannelNotFound(channel.clone()))?;
-    if !ch.members.contains(&auth.user.username) {
-        return Err(ApiError::Forbidden(format!(
-            "'{}' is not a member of channel '{channel}'",
-            auth.user.username
-        )));
-    }
-    let messages = reader.messages_after(&channel, q.after.unwrap_or(0), limit as usize)?;
-    Ok(Json(
-        json!({ "messages": messages, "last_seq": ch.last_seq }),
-    ))
 }

@@ -49,6 +49,9 @@ pub async fn login(
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let user = s.read_fresh(|r| r.user(&req.username)).await?;
+    if user.is_some() {
+        throttle(&s, &req.username).await?;
+    }
     // Verify against a dummy hash for unknown users too, so timing does not reveal who exists.
     let (hash, known) = match &user {
         Some(u) => (u.password_hash.clone(), true),
@@ -82,6 +85,37 @@ pub async fn login(
     Ok(([(INDEX_HEADER, index.to_string())], Json(body)).into_response())
 }
 
+/// Counts this attempt in the replicated throttle before any password check; refuses when the
+/// account is in its backoff. A locally visible backoff is refused without a log entry.
+async fn throttle(s: &AppState, username: &str) -> Result<(), ApiError> {
+    let local = s.node.reader().login_throttle(username)?;
+    let now = crate::now_ms();
+    let next = local.next_allowed_ms();
+    if now < next {
+        tracing::info!(%username, "login throttled");
+        return Err(ApiError::TooManyAttempts(next - now));
+    }
+    let (applied, _) = s
+        .node
+        .write(Command::LoginAttempt {
+            username: username.to_string(),
+        })
+        .await?;
+    match applied {
+        Applied::LoginAttempt { allowed: true, .. } => Ok(()),
+        Applied::LoginAttempt {
+            allowed: false,
+            retry_after_ms,
+        } => {
+            tracing::info!(%username, "login throttled");
+            Err(ApiError::TooManyAttempts(retry_after_ms))
+        }
+        _ => Err(ApiError::Internal(
+            "unexpected outcome of LoginAttempt".into(),
+        )),
+    }
+}
+
 pub async fn logout(State(s): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
     let (_, index) = s
         .node
@@ -90,8 +124,4 @@ pub async fn logout(State(s): State<AppState>, auth: Auth) -> Result<Response, A
         })
         .await?;
     Ok((StatusCode::NO_CONTENT, [(INDEX_HEADER, index.to_string())]).into_response())
-}
-
-pub async fn me(auth: Auth) -> Json<UserView> {
-    Json(UserView::from(&auth.user))
 }

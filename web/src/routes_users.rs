@@ -1,19 +1,35 @@
-//! Admin user management: create and list users.
+//! Accounts: the user directory, admin changes (create, disable, re-enable, role, reset
+//! password) and self-service (display name, own password).
+//!
+//! Owns the HTTP shape of account management and the password policy's place in it. Disabling
+//! and password changes revoke sessions inside the state machine, in the same entry, so no node
+//! can accept a stale session afterwards. Must never return password hashes.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use cluster::{Applied, Command, Role};
+use cluster::{Applied, Command, Role, UserView};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::{self, Auth};
 use crate::error::ApiError;
 use crate::extract::{INDEX_HEADER, JsonBody, MinIndex};
-use crate::routes_session::UserView;
+use crate::password_policy;
 use crate::state::AppState;
 use crate::validate;
+
+fn user_response(status: StatusCode, index: u64, u: &UserView) -> Response {
+    (status, [(INDEX_HEADER, index.to_string())], Json(u)).into_response()
+}
+
+fn view(s: &AppState, username: &str) -> Result<UserView, ApiError> {
+    s.node
+        .reader()
+        .user_view(username)?
+        .ok_or_else(|| ApiError::NotFound(format!("user '{username}' does not exist")))
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,6 +38,8 @@ pub struct CreateUser {
     password: String,
     #[serde(default)]
     role: Option<Role>,
+    #[serde(default)]
+    display_name: Option<String>,
 }
 
 pub async fn create(
@@ -31,15 +49,17 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     auth.require_admin()?;
     validate::username(&req.username)?;
-    validate::password(&req.password)?;
+    password_policy::check(&req.username, &req.password)?;
+    if let Some(d) = &req.display_name {
+        validate::display_name(d)?;
+    }
     if s.node.reader().user(&req.username)?.is_some() {
         return Err(ApiError::UserExists(req.username));
     }
     let password_hash = auth::hash_password(req.password).await?;
-    let (applied, index) = s
-        .node
-        .write(Command::CreateUser {
-            username: req.username,
+    let (applied, mut index) = s
+        .write_applied(Command::CreateUser {
+            username: req.username.clone(),
             password_hash,
             role: req.role.unwrap_or(Role::Member),
         })
@@ -49,27 +69,163 @@ pub async fn create(
             "unexpected outcome of CreateUser".into(),
         ));
     };
+    if let Some(d) = req.display_name.filter(|d| !d.is_empty()) {
+        index = s
+            .write_applied(Command::UpdateUser {
+                username: user.username.clone(),
+                by: auth.user.username.clone(),
+                disabled: None,
+                role: None,
+                display_name: Some(d),
+            })
+            .await?
+            .1;
+    }
     tracing::info!(username = %user.username, by = %auth.user.username, "user created");
-    Ok((
+    Ok(user_response(
         StatusCode::CREATED,
-        [(INDEX_HEADER, index.to_string())],
-        Json(UserView::from(&user)),
-    )
-        .into_response())
+        index,
+        &view(&s, &user.username)?,
+    ))
 }
 
+/// The directory: every member sees it, so that they can start direct messages.
 pub async fn list(
     State(s): State<AppState>,
     _min: MinIndex,
-    auth: Auth,
+    _auth: Auth,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    auth.require_admin()?;
-    let users: Vec<UserView> = s
-        .node
-        .reader()
-        .users()?
-        .iter()
-        .map(UserView::from)
-        .collect();
+    let users = s.node.reader().user_views()?;
     Ok(Json(json!({ "users": users })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    #[serde(default)]
+    disabled: Option<bool>,
+    #[serde(default)]
+    role: Option<Role>,
+    #[serde(default)]
+    display_name: Option<String>,
+}
+
+pub async fn update(
+    State(s): State<AppState>,
+    Path(username): Path<String>,
+    auth: Auth,
+    JsonBody(req): JsonBody<UpdateUser>,
+) -> Result<Response, ApiError> {
+    auth.require_admin()?;
+    if let Some(d) = &req.display_name {
+        validate::display_name(d)?;
+    }
+    if s.read_fresh(|r| r.user(&username)).await?.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "user '{username}' does not exist"
+        )));
+    }
+    let (_, index) = s
+        .write_applied(Command::UpdateUser {
+            username: username.clone(),
+            by: auth.user.username.clone(),
+            disabled: req.disabled,
+            role: req.role,
+            display_name: req.display_name,
+        })
+        .await?;
+    tracing::info!(%username, by = %auth.user.username, disabled = ?req.disabled, role = ?req.role, "user updated");
+    Ok(user_response(StatusCode::OK, index, &view(&s, &username)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetPassword {
+    password: String,
+}
+
+pub async fn reset_password(
+    State(s): State<AppState>,
+    Path(username): Path<String>,
+    auth: Auth,
+    JsonBody(req): JsonBody<ResetPassword>,
+) -> Result<Response, ApiError> {
+    auth.require_admin()?;
+    if s.read_fresh(|r| r.user(&username)).await?.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "user '{username}' does not exist"
+        )));
+    }
+    password_policy::check(&username, &req.password)?;
+    let password_hash = auth::hash_password(req.password).await?;
+    let (_, index) = s
+        .write_applied(Command::SetPassword {
+            username: username.clone(),
+            password_hash,
+            keep_session: None,
+        })
+        .await?;
+    tracing::info!(%username, by = %auth.user.username, "password reset by an admin");
+    Ok((StatusCode::NO_CONTENT, [(INDEX_HEADER, index.to_string())]).into_response())
+}
+
+pub async fn me(State(s): State<AppState>, auth: Auth) -> Result<Json<UserView>, ApiError> {
+    Ok(Json(view(&s, &auth.user.username)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMe {
+    display_name: String,
+}
+
+pub async fn update_me(
+    State(s): State<AppState>,
+    auth: Auth,
+    JsonBody(req): JsonBody<UpdateMe>,
+) -> Result<Response, ApiError> {
+    validate::display_name(&req.display_name)?;
+    let (_, index) = s
+        .write_applied(Command::UpdateUser {
+            username: auth.user.username.clone(),
+            by: auth.user.username.clone(),
+            disabled: None,
+            role: None,
+            display_name: Some(req.display_name),
+        })
+        .await?;
+    Ok(user_response(
+        StatusCode::OK,
+        index,
+        &view(&s, &auth.user.username)?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    current_password: String,
+    new_password: String,
+}
+
+pub async fn change_password(
+    State(s): State<AppState>,
+    auth: Auth,
+    JsonBody(req): JsonBody<ChangePassword>,
+) -> Result<Response, ApiError> {
+    let ok = auth::verify_password(req.current_password, auth.user.password_hash.clone()).await?;
+    if !ok {
+        return Err(ApiError::InvalidCredentials);
+    }
+    password_policy::check(&auth.user.username, &req.new_password)?;
+    let password_hash = auth::hash_password(req.new_password).await?;
+    let (_, index) = s
+        .write_applied(Command::SetPassword {
+            username: auth.user.username.clone(),
+            password_hash,
+            keep_session: Some(auth.token_hash.clone()),
+        })
+        .await?;
+    tracing::info!(username = %auth.user.username, "password changed");
+    Ok((StatusCode::NO_CONTENT, [(INDEX_HEADER, index.to_string())]).into_response())
 }

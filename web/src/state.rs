@@ -13,6 +13,9 @@ use crate::error::ApiError;
 pub struct ApiConfig {
     pub session_ttl_ms: u64,
     pub max_request_bytes: usize,
+    /// Browser origins allowed besides the cluster's own (e.g. a reverse proxy's name).
+    pub allowed_origins: Vec<String>,
+    pub ws: crate::hub::WsLimits,
 }
 
 impl Default for ApiConfig {
@@ -20,6 +23,8 @@ impl Default for ApiConfig {
         Self {
             session_ttl_ms: 7 * 24 * 3600 * 1000,
             max_request_bytes: 64 * 1024,
+            allowed_origins: Vec::new(),
+            ws: crate::hub::WsLimits::default(),
         }
     }
 }
@@ -28,6 +33,7 @@ impl Default for ApiConfig {
 pub struct AppState {
     pub node: Arc<ClusterNode>,
     pub config: Arc<ApiConfig>,
+    pub hub: Arc<crate::hub::Hub>,
 }
 
 /// How long a handler may wait to catch up with the leader before answering "not found".
@@ -46,5 +52,16 @@ impl AppState {
         }
         self.node.sync_with_leader(SYNC_TIMEOUT).await?;
         Ok(read(self.node.reader())?)
+    }
+
+    /// Writes through Raft and waits until this node has applied the entry, so the caller can
+    /// answer with a view read from local state.
+    pub async fn write_applied(
+        &self,
+        cmd: cluster::Command,
+    ) -> Result<(cluster::Applied, u64), ApiError> {
+        let (applied, index) = self.node.write(cmd).await?;
+        self.node.wait_applied(index, SYNC_TIMEOUT).await?;
+        Ok((applied, index))
     }
 }

@@ -31,6 +31,42 @@ pub fn channel_name(s: &str) -> Result<(), ApiError> {
     simple_name("channel name", s, 64, &['_', '-'])
 }
 
+pub fn title(s: &str) -> Result<(), ApiError> {
+    if s.chars().count() > 64 || s.chars().any(char::is_control) {
+        return Err(ApiError::InvalidRequest(
+            "title must be at most 64 characters, without control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub fn topic(s: &str) -> Result<(), ApiError> {
+    if s.chars().count() > 250 || s.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(ApiError::InvalidRequest(
+            "topic must be at most 250 characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub fn display_name(s: &str) -> Result<(), ApiError> {
+    if s.chars().count() > 64 || s.chars().any(char::is_control) {
+        return Err(ApiError::InvalidRequest(
+            "display name must be at most 64 characters, without control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub fn emoji(s: &str) -> Result<(), ApiError> {
+    if s.is_empty() || s.len() > 32 || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(ApiError::InvalidRequest(
+            "emoji must be 1 to 32 bytes without spaces or control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
 pub fn password(s: &str) -> Result<(), ApiError> {
     let n = s.chars().count();
     if !(8..=128).contains(&n) {

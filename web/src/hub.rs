@@ -1,0 +1,654 @@
+//! The node's WebSocket hub: which connections exist, who they belong to and which channels
+//! they follow; the fan-out task that turns applied events into frames; presence and typing.
+//!
+//! Owns the registry and the rule that each event is encoded once and its bytes shared by every
+//! receiving connection. Pushing to a connection never waits: a full queue closes that
+//! connection as a slow consumer (4008) and it resumes from its cursors elsewhere. Must never
+//! block the event bus nor write to the Raft log.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use cluster::{ChannelEvent, ChannelKind, ClusterNode, Event, EventKind, StateReader};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::ws_frames::{EventBody, PresenceStatus, ServerFrame, close};
+
+/// How often a node tells its peers who is connected to it, and how long that stays valid.
+const PRESENCE_EVERY: Duration = Duration::from_secs(5);
+const PRESENCE_TTL: Duration = Duration::from_secs(15);
+
+/// Per-connection limits (documented in `docs/protocol.md`).
+#[derive(Debug, Clone)]
+pub struct WsLimits {
+    pub queue_frames: usize,
+    pub max_frame_bytes: usize,
+    pub rate_per_sec: f64,
+    pub rate_burst: f64,
+    pub auth_timeout: Duration,
+    pub heartbeat: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl Default for WsLimits {
+    fn default() -> Self {
+        Self {
+            queue_frames: 1024,
+            max_frame_bytes: 20_000,
+            rate_per_sec: 20.0,
+            rate_burst: 60.0,
+            auth_timeout: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(45),
+        }
+    }
+}
+
+/// What the hub pushes into a connection's queue.
+#[derive(Debug, Clone)]
+pub enum Out {
+    /// Send as is.
+    Frame(Utf8Bytes),
+    /// A channel event: the connection sends it only if it is above what it already delivered
+    /// for that channel (the replay/live seam).
+    Channel {
+        channel: Arc<str>,
+        ev: u64,
+        frame: Utf8Bytes,
+    },
+    /// The user may no longer read this channel: stop following it.
+    Revoked { channel: String },
+}
+
+/// The hub's side of one connection.
+pub struct ConnHandle {
+    pub user: String,
+    pub token_hash: String,
+    tx: mpsc::Sender<Out>,
+    kill: CancellationToken,
+    close_code: AtomicU16,
+}
+
+impl ConnHandle {
+    /// Asks the connection to close with `code` (the first code asked for wins).
+    pub fn close(&self, code: u16) {
+        let _ = self
+            .close_code
+            .compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
+        self.kill.cancel();
+    }
+
+    pub fn killed(&self) -> &CancellationToken {
+        &self.kill
+    }
+
+    pub fn close_code(&self) -> u16 {
+        match self.close_code.load(Ordering::SeqCst) {
+            0 => close::NORMAL,
+            c => c,
+        }
+    }
+
+    /// Queues `out` without waiting; a full queue means a slow consumer.
+    pub fn push(&self, out: Out) {
+        match self.tx.try_send(out) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.close(close::SLOW_CONSUMER),
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    next_id: u64,
+    conns: HashMap<u64, Arc<ConnHandle>>,
+    by_channel: HashMap<String, HashSet<u64>>,
+    by_user: HashMap<String, HashSet<u64>>,
+    status: HashMap<u64, PresenceStatus>,
+}
+
+#[derive(Default)]
+struct Presence {
+    /// Other nodes' connected users, with when that report expires.
+    remote: HashMap<u64, (HashMap<String, PresenceStatus>, Instant)>,
+    /// The cluster-wide view last announced to local connections.
+    merged: HashMap<String, PresenceStatus>,
+}
+
+/// Ephemeral notices between nodes (JSON, so later versions may add fields).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Notice {
+    Presence {
+        node: u64,
+        users: HashMap<String, PresenceStatus>,
+    },
+    Typing {
+        channel: String,
+        user: String,
+    },
+}
+
+pub struct Hub {
+    pub node: Arc<ClusterNode>,
+    pub limits: WsLimits,
+    pub cancel: CancellationToken,
+    reg: Mutex<Registry>,
+    presence: Mutex<Presence>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave these maps inconsistent beyond one entry;
+    // keep serving rather than cascade the panic into every connection.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Renders one channel event with the current state of what it names. `None` when the
+/// message it names is gone (cannot happen today: messages are tombstoned, never removed).
+pub fn render_event(
+    reader: &StateReader,
+    channel: &str,
+    ev: u64,
+    event: &ChannelEvent,
+) -> Option<Utf8Bytes> {
+    let message = match event.seq() {
+        Some(seq) => match reader.message_view(channel, seq) {
+            Ok(Some(m)) => Some(m),
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::error!(%channel, seq, error = %e, "reading message for event");
+                return None;
+            }
+        },
+        None => None,
+    };
+    let view = match event {
+        ChannelEvent::ChannelUpdated => match reader.channel_view(channel) {
+            Ok(Some(v)) => Some(v),
+            _ => return None,
+        },
+        _ => None,
+    };
+    let body = match (event, message.as_ref(), view.as_ref()) {
+        (ChannelEvent::Message { .. }, Some(message), _) => EventBody::Message { message },
+        (ChannelEvent::Edited { .. }, Some(message), _) => EventBody::Edited { message },
+        (ChannelEvent::Deleted { .. }, Some(message), _) => EventBody::Deleted { message },
+        (
+            ChannelEvent::Reaction {
+                user, emoji, added, ..
+            },
+            Some(message),
+            _,
+        ) => EventBody::Reaction {
+            message,
+            user,
+            emoji,
+            added: *added,
+        },
+        (ChannelEvent::Pinned { user, .. }, Some(message), _) => {
+            EventBody::Pinned { message, user }
+        }
+        (ChannelEvent::MemberJoined { user, by }, _, _) => EventBody::MemberJoined { user, by },
+        (ChannelEvent::MemberLeft { user, by }, _, _) => EventBody::MemberLeft { user, by },
+        (ChannelEvent::ChannelUpdated, _, Some(channel)) => EventBody::ChannelUpdated { channel },
+        _ => return None,
+    };
+    Some(ServerFrame::Event { channel, ev, body }.encode())
+}
+
+impl Hub {
+    /// Creates the hub and spawns its fan-out and presence tasks; both end on `cancel`.
+    pub fn start(node: Arc<ClusterNode>, limits: WsLimits, cancel: CancellationToken) -> Arc<Hub> {
+        let hub = Arc::new(Hub {
+            node,
+            limits,
+            cancel,
+            reg: Mutex::new(Registry::default()),
+            presence: Mutex::new(Presence::default()),
+        });
+        let events = hub.node.events().subscribe();
+        let h = hub.clone();
+        cluster::spawn_named("ws-fanout", async move { h.run_fanout(events).await });
+        let h = hub.clone();
+        let notices = hub.node.ephemeral_rx();
+        cluster::spawn_named("ws-presence", async move { h.run_presence(notices).await });
+        hub
+    }
+
+    // ---- registry ----
+
+    pub fn register(
+        &self,
+        user: &str,
+        token_hash: &str,
+    ) -> (u64, Arc<ConnHandle>, mpsc::Receiver<Out>) {
+        let (tx, rx) = mpsc::channel(self.limits.queue_frames.max(1));
+        let handle = Arc::new(ConnHandle {
+            user: user.to_string(),
+            token_hash: token_hash.to_string(),
+            tx,
+            kill: self.cancel.child_token(),
+            close_code: AtomicU16::new(0),
+        });
+        let id = {
+            let mut reg = lock(&self.reg);
+            reg.next_id += 1;
+            let id = reg.next_id;
+            reg.conns.insert(id, handle.clone());
+            reg.by_user.entry(user.to_string()).or_default().insert(id);
+            reg.status.insert(id, PresenceStatus::Online);
+            id
+        };
+        self.local_presence_changed();
+        (id, handle, rx)
+    }
+
+    pub fn unregister(&self, id: u64) {
+        {
+            let mut reg = lock(&self.reg);
+            if let Some(h) = reg.conns.remove(&id)
+                && let Some(set) = reg.by_user.get_mut(&h.user)
+            {
+                set.remove(&id);
+                if set.is_empty() {
+                    reg.by_user.remove(&h.user);
+                }
+            }
+            reg.by_channel.retain(|_, set| {
+                set.remove(&id);
+                !set.is_empty()
+            });
+            reg.status.remove(&id);
+        }
+        self.local_presence_changed();
+    }
+
+    /// Registers `id` for `channel`'s events. Must happen before the replay reads storage,
+    /// so nothing applied after the read can be missed.
+    pub fn subscribe(&self, id: u64, channel: &str) {
+        lock(&self.reg)
+            .by_channel
+            .entry(channel.to_string())
+            .or_default()
+            .insert(id);
+    }
+
+    pub fn unsubscribe(&self, id: u64, channel: &str) {
+        let mut reg = lock(&self.reg);
+        if let Some(set) = reg.by_channel.get_mut(channel) {
+            set.remove(&id);
+            if set.is_empty() {
+                reg.by_channel.remove(channel);
+            }
+        }
+    }
+
+    pub fn connection_count(&self) -> usize {
+        lock(&self.reg).conns.len()
+    }
+
+    fn targets(
+        &self,
+        pick: impl FnOnce(&Registry) -> Vec<Arc<ConnHandle>>,
+    ) -> Vec<Arc<ConnHandle>> {
+        let reg = lock(&self.reg);
+        pick(&reg)
+    }
+
+    fn channel_conns(&self, channel: &str) -> Vec<Arc<ConnHandle>> {
+        self.targets(|r| {
+            r.by_channel
+                .get(channel)
+                .map(|ids| ids.iter().filter_map(|i| r.conns.get(i).cloned()).collect())
+                .unwrap_or_default()
+        })
+    }
+
+    fn user_conns(&self, user: &str) -> Vec<Arc<ConnHandle>> {
+        self.targets(|r| {
+            r.by_user
+                .get(user)
+                .map(|ids| ids.iter().filter_map(|i| r.conns.get(i).cloned()).collect())
+                .unwrap_or_default()
+        })
+    }
+
+    fn all_conns(&self) -> Vec<Arc<ConnHandle>> {
+        self.targets(|r| r.conns.values().cloned().collect())
+    }
+
+    // ---- fan-out ----
+
+    async fn run_fanout(self: Arc<Self>, mut events: broadcast::Receiver<Event>) {
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                r = events.recv() => match r {
+                    Ok(ev) => self.dispatch(ev),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        // Events were lost for every connection: make them all resume from
+                        // their cursors rather than silently skip.
+                        tracing::warn!(missed = n, "ws fan-out lagged; closing connections for resume");
+                        for c in self.all_conns() {
+                            c.close(close::LAGGED);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+            }
+        }
+        for c in self.all_conns() {
+            c.close(close::GOING_AWAY);
+        }
+    }
+
+    fn dispatch(&self, event: Event) {
+        let reader = self.node.reader();
+        match event.kind {
+            EventKind::Channel { channel, ev, event } => {
+                if let Some(frame) = render_event(reader, &channel, ev, &event) {
+                    let name: Arc<str> = Arc::from(channel.as_str());
+                    for c in self.channel_conns(&channel) {
+                        c.push(Out::Channel {
+                            channel: name.clone(),
+                            ev,
+                            frame: frame.clone(),
+                        });
+                    }
+                }
+                match event {
+                    ChannelEvent::MemberJoined { user, .. } => {
+                        self.send_channel_added(reader, &channel, &user);
+                    }
+                    ChannelEvent::MemberLeft { user, .. } => {
+                        let frame = ServerFrame::ChannelRemoved { channel: &channel }.encode();
+                        let private =
+                            !matches!(reader.channel_kind(&channel), Ok(Some(ChannelKind::Public)));
+                        for c in self.user_conns(&user) {
+                            if private {
+                                c.push(Out::Revoked {
+                                    channel: channel.clone(),
+                                });
+                            }
+                            c.push(Out::Frame(frame.clone()));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            EventKind::ChannelAdded {
+                channel, public, ..
+            } => {
+                // Members get theirs through their MemberJoined events; a public channel is
+                // announced to everyone else too.
+                if public {
+                    let Ok(Some(view)) = reader.channel_view(&channel) else {
+                        return;
+                    };
+                    let summary = cluster::ChannelSummary {
+                        member: false,
+                        last_read: 0,
+                        unread: 0,
+                        mentions: 0,
+                        channel: view,
+                    };
+                    let frame = ServerFrame::ChannelAdded { channel: &summary }.encode();
+                    for c in self.all_conns() {
+                        if !summary.channel.members.contains(&c.user) {
+                            c.push(Out::Frame(frame.clone()));
+                        }
+                    }
+                }
+            }
+            EventKind::ReadMarker { user, channel, seq } => {
+                let rs = reader.read_state(&user, &channel).ok();
+                let frame = ServerFrame::ReadMarker {
+                    channel: &channel,
+                    seq,
+                    unread: rs.map(|r| r.unread).unwrap_or(0),
+                    mentions: rs.map(|r| r.mentions).unwrap_or(0),
+                }
+                .encode();
+                for c in self.user_conns(&user) {
+                    c.push(Out::Frame(frame.clone()));
+                }
+            }
+            EventKind::Mention {
+                user,
+                channel,
+                seq,
+                by,
+            } => {
+                let frame = ServerFrame::Mention {
+                    channel: &channel,
+                    seq,
+                    by: &by,
+                }
+                .encode();
+                for c in self.user_conns(&user) {
+                    c.push(Out::Frame(frame.clone()));
+                }
+            }
+            EventKind::UserUpdated { username, disabled } => {
+                if disabled {
+                    for c in self.user_conns(&username) {
+                        c.close(close::FORBIDDEN);
+                    }
+                }
+                if let Ok(Some(view)) = reader.user_view(&username) {
+                    let frame = ServerFrame::UserUpdated { user: &view }.encode();
+                    for c in self.all_conns() {
+                        c.push(Out::Frame(frame.clone()));
+                    }
+                }
+            }
+            EventKind::UserCreated { username } => {
+                if let Ok(Some(view)) = reader.user_view(&username) {
+                    let frame = ServerFrame::UserUpdated { user: &view }.encode();
+                    for c in self.all_conns() {
+                        c.push(Out::Frame(frame.clone()));
+                    }
+                }
+            }
+            EventKind::SessionRevoked { token_hash } => {
+                for c in self.all_conns() {
+                    if c.token_hash == token_hash {
+                        c.close(close::FORBIDDEN);
+                    }
+                }
+            }
+            // Covered by the channel events above.
+            EventKind::MessagePosted(_)
+            | EventKind::ChannelCreated(_)
+            | EventKind::MemberJoined { .. } => {}
+        }
+    }
+
+    fn send_channel_added(&self, reader: &StateReader, channel: &str, user: &str) {
+        let conns = self.user_conns(user);
+        if conns.is_empty() {
+            return;
+        }
+        let Ok(Some(view)) = reader.channel_view(channel) else {
+            return;
+        };
+        let rs = reader.read_state(user, channel).ok();
+        let summary = cluster::ChannelSummary {
+            member: true,
+            last_read: rs.map(|r| r.last_read).unwrap_or(0),
+            unread: rs.map(|r| r.unread).unwrap_or(0),
+            mentions: rs.map(|r| r.mentions).unwrap_or(0),
+            channel: view,
+        };
+        let frame = ServerFrame::ChannelAdded { channel: &summary }.encode();
+        for c in conns {
+            c.push(Out::Frame(frame.clone()));
+        }
+    }
+
+    // ---- typing and presence (ephemeral, never in the Raft log) ----
+
+    /// `user` is typing in `channel`: tell local followers of the channel and every peer.
+    pub fn typing(&self, from: u64, channel: &str, user: &str) {
+        self.typing_local(Some(from), channel, user);
+        let notice = Notice::Typing {
+            channel: channel.to_string(),
+            user: user.to_string(),
+        };
+        if let Ok(body) = serde_json::to_vec(&notice) {
+            self.node.send_ephemeral(body.into());
+        }
+    }
+
+    fn typing_local(&self, except: Option<u64>, channel: &str, user: &str) {
+        let frame = ServerFrame::Typing { channel, user }.encode();
+        let conns = self.targets(|r| {
+            r.by_channel
+                .get(channel)
+                .map(|ids| {
+                    ids.iter()
+                        .filter(|i| Some(**i) != except)
+                        .filter_map(|i| r.conns.get(i).cloned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
+        for c in conns {
+            c.push(Out::Frame(frame.clone()));
+        }
+    }
+
+    pub fn set_status(&self, id: u64, status: PresenceStatus) {
+        let changed = {
+            let mut reg = lock(&self.reg);
+            match reg.status.get_mut(&id) {
+                Some(s) if *s != status => {
+                    *s = status;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if changed {
+            self.local_presence_changed();
+        }
+    }
+
+    fn local_users(&self) -> HashMap<String, PresenceStatus> {
+        let reg = lock(&self.reg);
+        let mut out: HashMap<String, PresenceStatus> = HashMap::new();
+        for (id, status) in &reg.status {
+            if let Some(c) = reg.conns.get(id) {
+                let e = out.entry(c.user.clone()).or_insert(*status);
+                *e = (*e).max(*status);
+            }
+        }
+        out
+    }
+
+    fn local_presence_changed(&self) {
+        self.announce_presence();
+        self.recompute_presence();
+    }
+
+    fn announce_presence(&self) {
+        let notice = Notice::Presence {
+            node: self.node.id(),
+            users: self.local_users(),
+        };
+        if let Ok(body) = serde_json::to_vec(&notice) {
+            self.node.send_ephemeral(body.into());
+        }
+    }
+
+    /// Current cluster-wide presence of everyone online or away.
+    pub fn presence_snapshot(&self) -> HashMap<String, PresenceStatus> {
+        lock(&self.presence).merged.clone()
+    }
+
+    /// Merges local and unexpired remote reports; announces the differences locally.
+    fn recompute_presence(&self) {
+        let local = self.local_users();
+        let changes: Vec<(String, PresenceStatus)> = {
+            let mut p = lock(&self.presence);
+            let now = Instant::now();
+            p.remote.retain(|_, (_, expires)| *expires > now);
+            let mut merged = local;
+            for (users, _) in p.remote.values() {
+                for (u, s) in users {
+                    let e = merged.entry(u.clone()).or_insert(*s);
+                    *e = (*e).max(*s);
+                }
+            }
+            let mut changes = Vec::new();
+            for (u, s) in &merged {
+                if p.merged.get(u) != Some(s) {
+                    changes.push((u.clone(), *s));
+                }
+            }
+            for u in p.merged.keys() {
+                if !merged.contains_key(u) {
+                    changes.push((u.clone(), PresenceStatus::Offline));
+                }
+            }
+            p.merged = merged;
+            changes
+        };
+        if changes.is_empty() {
+            return;
+        }
+        let conns = self.all_conns();
+        for (user, status) in changes {
+            let frame = ServerFrame::Presence {
+                user: &user,
+                status,
+            }
+            .encode();
+            for c in &conns {
+                c.push(Out::Frame(frame.clone()));
+            }
+        }
+    }
+
+    async fn run_presence(self: Arc<Self>, mut notices: broadcast::Receiver<bytes::Bytes>) {
+        let mut tick = tokio::time::interval(PRESENCE_EVERY);
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                _ = tick.tick() => {
+                    self.announce_presence();
+                    self.recompute_presence();
+                }
+                r = notices.recv() => match r {
+                    Ok(body) => self.on_notice(&body),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+            }
+        }
+    }
+
+    fn on_notice(&self, body: &[u8]) {
+        match serde_json::from_slice::<Notice>(body) {
+            Ok(Notice::Presence { node, users }) => {
+                if node == self.node.id() {
+                    return;
+                }
+                lock(&self.presence)
+                    .remote
+                    .insert(node, (users, Instant::now() + PRESENCE_TTL));
+                self.recompute_presence();
+            }
+            Ok(Notice::Typing { channel, user }) => self.typing_local(None, &channel, &user),
+            Err(e) => {
+                tracing::debug!(error = %e, "ignoring an ephemeral notice this version does not know")
+            }
+        }
+    }
+}

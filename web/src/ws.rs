@@ -1,0 +1,571 @@
+//! One WebSocket connection (`GET /api/v1/ws`, `docs/protocol.md`): origin check, auth, the
+//! subscribe replay/live seam, sends with quorum acks, limits and heartbeats.
+//!
+//! Owns the per-connection state machine. Sends go through `ClusterNode::write` in spawned
+//! tasks so a slow commit never stalls the connection's other traffic. Must never buffer
+//! without bound: everything outbound goes through the hub's bounded queue or is awaited.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use cluster::{Applied, Command};
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+
+use crate::auth::{self, Auth};
+use crate::error::ApiError;
+use crate::hub::{ConnHandle, Hub, Out, render_event};
+use crate::state::AppState;
+use crate::validate;
+use crate::ws_frames::{ClientFrame, NodeAddr, PROTOCOL_VERSION, ServerFrame, close};
+
+/// Transport-level cap: anything above our own frame limit but below this gets a clean 1009
+/// from us; above it the WebSocket library refuses the frame itself.
+const TRANSPORT_MAX_BYTES: usize = 64 * 1024;
+/// Events read from storage per replay step.
+const REPLAY_PAGE: usize = 256;
+/// How long an ack waits for this node to apply the entry the leader committed.
+const ACK_APPLY_WAIT: Duration = Duration::from_secs(5);
+
+type Sink = SplitSink<WebSocket, Message>;
+type Stream = SplitStream<WebSocket>;
+
+pub async fn upgrade(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if crate::origin::check(&s, &headers).is_err() {
+        let origin = headers
+            .get(axum::http::header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+            .unwrap_or("?")
+            .to_string();
+        tracing::info!(%origin, "websocket upgrade refused: foreign origin");
+        return ApiError::ForbiddenOrigin(origin).into_response();
+    }
+    ws.max_message_size(TRANSPORT_MAX_BYTES)
+        .max_frame_size(TRANSPORT_MAX_BYTES)
+        .on_upgrade(move |socket| async move {
+            let (sink, stream) = socket.split();
+            Conn::run(s, sink, stream).await;
+        })
+}
+
+async fn send_close(sink: &mut Sink, code: u16, reason: &str) {
+    let _ = sink
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason.to_string()),
+        })))
+        .await;
+    let _ = sink.close().await;
+}
+
+/// Whether a read error is the library refusing an oversized frame.
+fn is_too_big(e: &axum::Error) -> bool {
+    let text = e.to_string().to_ascii_lowercase();
+    text.contains("too long") || text.contains("too big") || text.contains("capacity")
+}
+
+/// Token bucket for the per-connection frame rate.
+struct Rate {
+    tokens: f64,
+    last: Instant,
+    per_sec: f64,
+    burst: f64,
+}
+
+impl Rate {
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_sec)
+            .min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Ends the registration when the connection ends, however it ends.
+struct Registration {
+    hub: Arc<Hub>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub.unregister(self.id);
+    }
+}
+
+struct Conn {
+    s: AppState,
+    auth: Auth,
+    id: u64,
+    handle: Arc<ConnHandle>,
+    sink: Sink,
+    /// Highest event delivered per followed channel: the seam filter.
+    subs: HashMap<String, u64>,
+}
+
+/// Why the loop ended: a close code to send, or nothing (the peer is gone).
+enum End {
+    Close(u16, &'static str),
+    Gone,
+}
+
+impl Conn {
+    async fn run(s: AppState, mut sink: Sink, mut stream: Stream) {
+        let hub = s.hub.clone();
+        let limits = hub.limits.clone();
+        let first = tokio::time::timeout(limits.auth_timeout, stream.next()).await;
+        let token = match first {
+            Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<ClientFrame>(&t) {
+                Ok(ClientFrame::Auth { token, .. }) => token,
+                _ => {
+                    send_close(
+                        &mut sink,
+                        close::UNAUTHENTICATED,
+                        "first frame must be auth",
+                    )
+                    .await;
+                    return;
+                }
+            },
+            Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => return,
+            Ok(Some(Ok(_))) => {
+                send_close(
+                    &mut sink,
+                    close::UNAUTHENTICATED,
+                    "first frame must be auth",
+                )
+                .await;
+                return;
+            }
+            Err(_) => {
+                send_close(&mut sink, close::UNAUTHENTICATED, "no auth frame in time").await;
+                return;
+            }
+        };
+        let auth = match auth::authenticate(&s, &token).await {
+            Ok(a) => a,
+            Err(e) => {
+                let reason = match e {
+                    ApiError::Unauthorized(_) => "invalid token",
+                    _ => "cannot check the token now",
+                };
+                let code = match e {
+                    ApiError::Unauthorized(_) => close::UNAUTHENTICATED,
+                    _ => close::GOING_AWAY,
+                };
+                send_close(&mut sink, code, reason).await;
+                return;
+            }
+        };
+        let (id, handle, rx) = hub.register(&auth.user.username, &auth.token_hash);
+        let _registration = Registration {
+            hub: hub.clone(),
+            id,
+        };
+        tracing::debug!(user = %auth.user.username, conn = id, "websocket authenticated");
+        let mut conn = Conn {
+            s,
+            auth,
+            id,
+            handle,
+            sink,
+            subs: HashMap::new(),
+        };
+        let end = match conn.hello().await {
+            Ok(()) => conn.serve(stream, rx).await,
+            Err(()) => End::Gone,
+        };
+        if let End::Close(code, reason) = end {
+            send_close(&mut conn.sink, code, reason).await;
+        }
+    }
+
+    async fn send(&mut self, frame: Utf8Bytes) -> Result<(), ()> {
+        self.sink.send(Message::Text(frame)).await.map_err(|_| ())
+    }
+
+    async fn hello(&mut self) -> Result<(), ()> {
+        let reader = self.s.node.reader();
+        let user = match reader.user_view(&self.auth.user.username) {
+            Ok(Some(u)) => u,
+            _ => return Err(()),
+        };
+        let m = self.s.node.metrics().membership_config.clone();
+        let nodes = m
+            .membership()
+            .nodes()
+            .map(|(id, info)| NodeAddr {
+                id: *id,
+                api_addr: info.api_addr.clone(),
+            })
+            .collect();
+        let hello = ServerFrame::Hello {
+            v: PROTOCOL_VERSION,
+            node_id: self.s.node.id(),
+            user: &user,
+            nodes,
+            heartbeat_ms: self.s.hub.limits.heartbeat.as_millis() as u64,
+        }
+        .encode();
+        self.send(hello).await?;
+        let snapshot = self.s.hub.presence_snapshot();
+        for (u, status) in snapshot {
+            let f = ServerFrame::Presence { user: &u, status }.encode();
+            self.send(f).await?;
+        }
+        Ok(())
+    }
+
+    async fn serve(&mut self, mut stream: Stream, mut rx: tokio::sync::mpsc::Receiver<Out>) -> End {
+        let limits = self.s.hub.limits.clone();
+        let mut rate = Rate {
+            tokens: limits.rate_burst,
+            last: Instant::now(),
+            per_sec: limits.rate_per_sec,
+            burst: limits.rate_burst,
+        };
+        let mut heartbeat = tokio::time::interval(limits.heartbeat);
+        heartbeat.tick().await;
+        let mut last_heard = Instant::now();
+        let killed = self.handle.killed().clone();
+        loop {
+            tokio::select! {
+                biased;
+                _ = killed.cancelled() => {
+                    let code = self.handle.close_code();
+                    return End::Close(code, close_reason(code));
+                }
+                out = rx.recv() => {
+                    let Some(out) = out else { return End::Close(close::GOING_AWAY, "shutting down") };
+                    if self.deliver(out).await.is_err() {
+                        return End::Gone;
+                    }
+                }
+                msg = stream.next() => {
+                    last_heard = Instant::now();
+                    let text = match msg {
+                        None | Some(Ok(Message::Close(_))) => return End::Gone,
+                        Some(Err(e)) => {
+                            if is_too_big(&e) {
+                                return End::Close(close::TOO_BIG, "frame too large");
+                            }
+                            return End::Gone;
+                        }
+                        Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => continue,
+                        Some(Ok(Message::Binary(_))) => {
+                            return End::Close(close::PROTOCOL, "binary frames are not part of the protocol");
+                        }
+                        Some(Ok(Message::Text(t))) => t,
+                    };
+                    if !rate.allow() {
+                        return End::Close(close::RATE_LIMITED, "rate limit exceeded");
+                    }
+                    if text.len() > limits.max_frame_bytes {
+                        return End::Close(close::TOO_BIG, "frame too large");
+                    }
+                    let frame = match serde_json::from_str::<ClientFrame>(&text) {
+                        Ok(f) => f,
+                        Err(_) => return End::Close(close::PROTOCOL, "invalid frame"),
+                    };
+                    if let Err(end) = self.on_frame(frame).await {
+                        return end;
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() > limits.idle_timeout {
+                        return End::Close(close::GOING_AWAY, "heartbeat lost");
+                    }
+                    if self.sink.send(Message::Ping(Default::default())).await.is_err() {
+                        return End::Gone;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn deliver(&mut self, out: Out) -> Result<(), ()> {
+        match out {
+            Out::Frame(f) => self.send(f).await,
+            Out::Channel { channel, ev, frame } => {
+                let Some(delivered) = self.subs.get_mut(&*channel) else {
+                    return Ok(());
+                };
+                if ev <= *delivered {
+                    // Already sent by the replay: the seam.
+                    return Ok(());
+                }
+                *delivered = ev;
+                self.send(frame).await
+            }
+            Out::Revoked { channel } => {
+                if self.subs.remove(&channel).is_some() {
+                    self.s.hub.unsubscribe(self.id, &channel);
+                    let f = ServerFrame::Unsubscribed { channel: &channel }.encode();
+                    self.send(f).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn error_frame(
+        &mut self,
+        code: &str,
+        message: &str,
+        channel: Option<&str>,
+    ) -> Result<(), End> {
+        let f = ServerFrame::Error {
+            code,
+            message,
+            channel,
+        }
+        .encode();
+        self.send(f).await.map_err(|()| End::Gone)
+    }
+
+    async fn on_frame(&mut self, frame: ClientFrame) -> Result<(), End> {
+        match frame {
+            ClientFrame::Auth { .. } => {
+                self.error_frame("invalid_request", "already authenticated", None)
+                    .await
+            }
+            ClientFrame::Subscribe { channel, after } => self.subscribe(channel, after).await,
+            ClientFrame::Unsubscribe { channel } => {
+                if self.subs.remove(&channel).is_some() {
+                    self.s.hub.unsubscribe(self.id, &channel);
+                }
+                let f = ServerFrame::Unsubscribed { channel: &channel }.encode();
+                self.send(f).await.map_err(|()| End::Gone)
+            }
+            ClientFrame::Send {
+                channel,
+                body,
+                client_msg_id,
+                thread_root,
+            } => {
+                self.send_message(channel, body, client_msg_id, thread_root)
+                    .await
+            }
+            ClientFrame::Read { channel, seq } => {
+                let node = self.s.node.clone();
+                let handle = self.handle.clone();
+                let username = self.auth.user.username.clone();
+                tokio::spawn(async move {
+                    let cmd = Command::MarkRead {
+                        channel: channel.clone(),
+                        username,
+                        seq,
+                    };
+                    if let Err(e) = node.write(cmd).await {
+                        let e = ApiError::from(e);
+                        let f = ServerFrame::Error {
+                            code: e.status_and_code().1,
+                            message: &e.to_string(),
+                            channel: Some(&channel),
+                        }
+                        .encode();
+                        handle.push(Out::Frame(f));
+                    }
+                });
+                Ok(())
+            }
+            ClientFrame::Typing { channel } => {
+                if self.subs.contains_key(&channel) {
+                    self.s
+                        .hub
+                        .typing(self.id, &channel, &self.auth.user.username);
+                }
+                Ok(())
+            }
+            ClientFrame::Presence { status } => {
+                self.s.hub.set_status(self.id, status);
+                Ok(())
+            }
+            ClientFrame::Ping { id } => {
+                let f = ServerFrame::Pong { id: &id }.encode();
+                self.send(f).await.map_err(|()| End::Gone)
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, channel: String, after: Option<u64>) -> Result<(), End> {
+        let user = self.auth.user.username.clone();
+        let allowed = self.s.read_fresh(|r| r.can_read(&channel, &user)).await;
+        match allowed {
+            Ok(Some(true)) => {}
+            Ok(Some(false)) => {
+                return self
+                    .error_frame(
+                        "forbidden",
+                        "only members can read this channel",
+                        Some(&channel),
+                    )
+                    .await;
+            }
+            Ok(None) => {
+                return self
+                    .error_frame("channel_not_found", "no such channel", Some(&channel))
+                    .await;
+            }
+            Err(e) => {
+                return self
+                    .error_frame(e.status_and_code().1, &e.to_string(), Some(&channel))
+                    .await;
+            }
+        }
+        // Register first, read storage second: anything applied after the read is queued by
+        // the hub, and the seam filter drops what the replay already covered.
+        self.s.hub.subscribe(self.id, &channel);
+        let reader = self.s.node.reader().clone();
+        let already = self.subs.get(&channel).copied();
+        let mut cursor = match (after, already) {
+            (_, Some(d)) => after.map_or(d, |a| a.max(d)),
+            (Some(a), None) => a,
+            (None, None) => match reader.last_ev(&channel) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    return self
+                        .error_frame("internal", &e.to_string(), Some(&channel))
+                        .await;
+                }
+            },
+        };
+        if after.is_some() || already.is_some() {
+            loop {
+                let page = match reader.events_after(&channel, cursor, REPLAY_PAGE) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        return self
+                            .error_frame("internal", &e.to_string(), Some(&channel))
+                            .await;
+                    }
+                };
+                if page.is_empty() {
+                    break;
+                }
+                for (ev, event) in page {
+                    if let Some(frame) = render_event(&reader, &channel, ev, &event) {
+                        self.send(frame).await.map_err(|()| End::Gone)?;
+                    }
+                    cursor = ev;
+                }
+            }
+        }
+        self.subs.insert(channel.clone(), cursor);
+        let f = ServerFrame::Subscribed {
+            channel: &channel,
+            ev: cursor,
+        }
+        .encode();
+        self.send(f).await.map_err(|()| End::Gone)
+    }
+
+    async fn send_message(
+        &mut self,
+        channel: String,
+        body: String,
+        client_msg_id: String,
+        thread_root: Option<u64>,
+    ) -> Result<(), End> {
+        if let Err(e) =
+            validate::message_body(&body).and_then(|()| validate::client_msg_id(&client_msg_id))
+        {
+            let f = ServerFrame::Nack {
+                client_msg_id: &client_msg_id,
+                code: e.status_and_code().1,
+                message: &e.to_string(),
+            }
+            .encode();
+            return self.send(f).await.map_err(|()| End::Gone);
+        }
+        let node = self.s.node.clone();
+        let handle = self.handle.clone();
+        let cmd = Command::PostMessageV2 {
+            channel,
+            author: self.auth.user.username.clone(),
+            body,
+            client_msg_id: client_msg_id.clone(),
+            thread_root,
+        };
+        // Queued here, in frame order, so one client's messages keep their order; the ack is
+        // awaited in its own task so a slow commit does not hold up this connection.
+        let queued = node.write_queued(cmd).await;
+        tokio::spawn(async move {
+            let result = match queued {
+                Ok(outcome) => outcome.await,
+                Err(e) => Err(e),
+            };
+            let frame = match result {
+                Ok((
+                    Applied::MessageChanged {
+                        channel,
+                        seq,
+                        duplicate,
+                    },
+                    index,
+                )) => {
+                    // The leader applied it; this node's ack reports the stored timestamp, so
+                    // wait until it has applied the entry too.
+                    let _ = node.wait_applied(index, ACK_APPLY_WAIT).await;
+                    let ts_ms = node
+                        .reader()
+                        .message_view(&channel, seq)
+                        .ok()
+                        .flatten()
+                        .map(|m| m.ts_ms)
+                        .unwrap_or(0);
+                    ServerFrame::Ack {
+                        client_msg_id: &client_msg_id,
+                        channel: &channel,
+                        seq,
+                        ts_ms,
+                        duplicate,
+                    }
+                    .encode()
+                }
+                Ok(_) => ServerFrame::Nack {
+                    client_msg_id: &client_msg_id,
+                    code: "internal",
+                    message: "unexpected outcome of a post",
+                }
+                .encode(),
+                Err(e) => {
+                    let e = ApiError::from(e);
+                    ServerFrame::Nack {
+                        client_msg_id: &client_msg_id,
+                        code: e.status_and_code().1,
+                        message: &e.to_string(),
+                    }
+                    .encode()
+                }
+            };
+            handle.push(Out::Frame(frame));
+        });
+        Ok(())
+    }
+}
+
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        close::FORBIDDEN => "account disabled or session revoked",
+        close::SLOW_CONSUMER => "slow consumer: resume from your cursors",
+        close::LAGGED => "node lagged: resume from your cursors",
+        close::GOING_AWAY => "node shutting down",
+        _ => "",
+    }
+}
