@@ -6,6 +6,9 @@
 pub const APPLIED: &[u8] = b"meta/applied";
 pub const MEMBERSHIP: &[u8] = b"meta/membership";
 pub const LAST_TS: &[u8] = b"meta/last_ts";
+/// Highest command-set version of any applied entry (u16): once the cluster has committed an
+/// entry of version N, every member understood N, and it stays activated.
+pub const ACTIVE_VERSION: &[u8] = b"meta/active_version";
 /// Present while a snapshot is being installed into the tree; if it is found on open, the tree
 /// is incomplete and the snapshot file is restored again.
 pub const INSTALLING: &[u8] = b"meta/installing";

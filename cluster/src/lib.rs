@@ -28,6 +28,7 @@ pub mod sm_store;
 pub mod snapshot_cow;
 pub mod state;
 pub mod types;
+pub mod versions;
 pub mod views;
 
 pub use command::{

@@ -146,6 +146,15 @@ impl PeerHttp {
         self.get_json(addr, rpc::PATH_STATUS, timeout).await
     }
 
+    /// The command-set version a peer's binary understands (`GET /raft/v1/version`).
+    pub async fn version(
+        &self,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<crate::versions::VersionWire, TransportError> {
+        self.get_json(addr, rpc::PATH_VERSION, timeout).await
+    }
+
     async fn get_json<Resp: DeserializeOwned>(
         &self,
         addr: &str,

@@ -364,6 +364,11 @@ impl StateReader {
             .collect()
     }
 
+    /// Highest command-set version the cluster has committed an entry of (1 before any).
+    pub fn active_version(&self) -> Result<u16, StateError> {
+        Ok(self.get::<u16>(keys::ACTIVE_VERSION)?.unwrap_or(1))
+    }
+
     pub fn login_throttle(&self, username: &str) -> Result<LoginThrottle, StateError> {
         Ok(self
             .get::<LoginThrottle>(&keys::login_throttle(username))?

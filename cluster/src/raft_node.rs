@@ -98,6 +98,8 @@ pub(crate) struct Shared {
     pub last_leader_contact: Mutex<std::time::Instant>,
     /// Ephemeral notices received from peers (`rpc::PATH_EPHEMERAL`).
     pub ephemeral: tokio::sync::broadcast::Sender<bytes::Bytes>,
+    pub versions: crate::versions::PeerVersions,
+    pub reader: StateReader,
 }
 
 impl Shared {
@@ -228,6 +230,8 @@ impl ClusterNode {
             membership_lock: tokio::sync::Mutex::new(()),
             last_leader_contact: Mutex::new(std::time::Instant::now()),
             ephemeral: tokio::sync::broadcast::channel(1024).0,
+            versions: crate::versions::PeerVersions::default(),
+            reader: reader.clone(),
         });
         let limits = BatchLimits {
             max_commands: config.batch_max_commands,
@@ -357,6 +361,7 @@ impl ClusterNode {
     /// concurrent writes) and returns the outcome with the log index that holds it. Returns only
     /// after a quorum has the entry on disk and this cluster's leader applied it.
     pub async fn write(&self, cmd: Command) -> Result<(Applied, u64), ClusterError> {
+        self.check_version(&cmd).await?;
         let (outcome, index) = self.shared.submit(cmd).await?;
         Ok((outcome?, index))
     }
@@ -371,6 +376,7 @@ impl ClusterNode {
         impl std::future::Future<Output = Result<(Applied, u64), ClusterError>> + use<>,
         ClusterError,
     > {
+        self.check_version(&cmd).await?;
         let (tx, rx) = oneshot::channel();
         self.shared
             .batch_tx
@@ -381,6 +387,38 @@ impl ClusterNode {
             let (outcome, index) = rx.await.map_err(|_| ClusterError::ShuttingDown)??;
             Ok((outcome?, index))
         })
+    }
+
+    /// Refuses a command that some member's binary could not decode (a rolling upgrade is
+    /// under way). Asks the members again before refusing, so the gate opens as soon as the
+    /// last member has been upgraded.
+    async fn check_version(&self, cmd: &Command) -> Result<(), ClusterError> {
+        let need = cmd.min_version();
+        // Once an entry of this version is committed, every member had it: the gate stays open.
+        if need <= 1 || self.reader.active_version().unwrap_or(1) >= need {
+            return Ok(());
+        }
+        let m = self
+            .shared
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .clone();
+        let members = || m.membership().nodes();
+        let v = &self.shared.versions;
+        if v.cluster_min(self.shared.id, members()) >= need {
+            return Ok(());
+        }
+        v.refresh(&self.shared.http, self.shared.id, members())
+            .await;
+        if v.cluster_min(self.shared.id, members()) >= need {
+            return Ok(());
+        }
+        Err(ClusterError::Unavailable(format!(
+            "a rolling upgrade is in progress: '{}' needs every node at command version {need}",
+            cmd.kind()
+        )))
     }
 
     /// Waits until this node has applied `index` (read-your-writes across nodes).
@@ -614,6 +652,27 @@ pub(crate) async fn membership_on_leader(
                     )));
                 }
                 Ok(_) => {}
+            }
+            // A binary older than what the cluster already committed could not decode the log.
+            let active = shared.reader.active_version().unwrap_or(1);
+            match shared
+                .http
+                .version(&info.cluster_addr, Duration::from_secs(2))
+                .await
+            {
+                Ok(v) if v.command_version >= active => {}
+                Ok(v) => {
+                    return Err(MembershipError::Invalid(format!(
+                        "node {id} runs command version {}, but the cluster is at {active}: upgrade it first",
+                        v.command_version
+                    )));
+                }
+                Err(e) => {
+                    return Err(MembershipError::Invalid(format!(
+                        "node {id} did not say which version it runs ({}); upgrade it first",
+                        e.short()
+                    )));
+                }
             }
             tracing::info!(node_id = shared.id, new_node = id, %info, "adding learner");
             let info_addr = info.cluster_addr.clone();

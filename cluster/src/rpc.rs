@@ -19,6 +19,8 @@ pub const PATH_STATUS: &str = "/raft/v1/status";
 pub const PATH_REMOVED: &str = "/raft/v1/removed";
 /// Ephemeral, non-replicated notices between nodes (typing, presence): an opaque body the
 /// web layer defines, fire and forget.
+/// The command-set version this binary understands (JSON `VersionWire`).
+pub const PATH_VERSION: &str = "/raft/v1/version";
 pub const PATH_EPHEMERAL: &str = "/raft/v1/ephemeral";
 
 /// A group of client commands a follower hands to the leader to propose as one entry.

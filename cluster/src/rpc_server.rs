@@ -34,6 +34,7 @@ impl ClusterNode {
             .route(rpc::PATH_REMOVED, post(removed))
             .route(rpc::PATH_STATUS, get(status))
             .route(rpc::PATH_EPHEMERAL, post(ephemeral))
+            .route(rpc::PATH_VERSION, get(version))
             .layer(DefaultBodyLimit::max(MAX_RPC_BYTES))
             .with_state(self.shared.clone())
     }
@@ -162,6 +163,10 @@ async fn ephemeral(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     // No receivers (no WebSocket layer on this node) is fine: the notice is simply dropped.
     let _ = s.ephemeral.send(body);
     axum::http::StatusCode::NO_CONTENT.into_response()
+}
+
+async fn version() -> Response {
+    axum::Json(crate::versions::VersionWire::current()).into_response()
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> Response {

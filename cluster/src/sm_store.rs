@@ -89,6 +89,11 @@ impl StateReader {
     pub fn tree(&self) -> &sled::Tree {
         &self.tree
     }
+
+    #[cfg(test)]
+    pub(crate) fn for_tree(tree: sled::Tree) -> Self {
+        Self { tree }
+    }
 }
 
 pub struct StateMachineStore {

@@ -166,6 +166,10 @@ pub fn apply_request(
             .map(|_| Err(ApplyError::UnsupportedVersion(req.version)))
             .collect());
     }
+    let active: u16 = kv.get(keys::ACTIVE_VERSION)?.unwrap_or(1);
+    if req.version > active {
+        kv.put(keys::ACTIVE_VERSION.to_vec(), &req.version)?;
+    }
     // Server time never goes backwards, whatever the clock of the node that proposed.
     let last_ts: u64 = kv.get(keys::LAST_TS)?.unwrap_or(0);
     let ts = req.ts_ms.max(last_ts);
@@ -573,5 +577,256 @@ mod tests {
             }],
         );
         assert!(matches!(out[0], Err(ApplyError::NotMember { .. })));
+    }
+
+    fn user(name: &str, role: Role) -> Command {
+        Command::CreateUser {
+            username: name.into(),
+            password_hash: "h".into(),
+            role,
+        }
+    }
+
+    fn reader(t: &sled::Tree) -> crate::sm_store::StateReader {
+        crate::sm_store::StateReader::for_tree(t.clone())
+    }
+
+    fn post2(author: &str, id: &str, body: &str, root: Option<u64>) -> Command {
+        Command::PostMessageV2 {
+            channel: "general".into(),
+            author: author.into(),
+            body: body.into(),
+            client_msg_id: id.into(),
+            thread_root: root,
+        }
+    }
+
+    #[test]
+    fn dm_is_idempotent_and_closed() {
+        let t = tree();
+        setup(&t);
+        run(
+            &t,
+            11,
+            vec![user("bob", Role::Member), user("carol", Role::Member)],
+        );
+        let name = apply_chat::dm_name(&["bob".into(), "alice".into()]);
+        assert_eq!(name, "dm:alice:bob");
+        let dm = |creator: &str| Command::CreateChannelV2 {
+            name: name.clone(),
+            creator: creator.into(),
+            kind: ChannelKind::Direct,
+            title: String::new(),
+            topic: String::new(),
+            members: vec!["alice".into(), "bob".into()],
+        };
+        let out = run(&t, 12, vec![dm("alice"), dm("bob")]);
+        assert!(out.iter().all(|o| o.is_ok()), "{out:?}");
+        let out = run(
+            &t,
+            13,
+            vec![Command::AddMember {
+                channel: name.clone(),
+                username: "carol".into(),
+                by: "alice".into(),
+            }],
+        );
+        assert!(matches!(out[0], Err(ApplyError::Forbidden(_))));
+        let r = reader(&t);
+        assert_eq!(r.can_read(&name, "carol").unwrap(), Some(false));
+        assert_eq!(r.can_read(&name, "bob").unwrap(), Some(true));
+        assert!(
+            r.channels_for("carol")
+                .unwrap()
+                .iter()
+                .all(|c| c.channel.name != name)
+        );
+    }
+
+    #[test]
+    fn edits_deletes_reactions_threads_and_events() {
+        let t = tree();
+        setup(&t);
+        run(&t, 11, vec![user("bob", Role::Member)]);
+        run(
+            &t,
+            12,
+            vec![Command::AddMember {
+                channel: "general".into(),
+                username: "bob".into(),
+                by: "bob".into(),
+            }],
+        );
+        run(&t, 13, vec![post2("alice", "a1", "hi @bob", None)]);
+        run(&t, 14, vec![post2("bob", "b1", "reply", Some(1))]);
+        let out = run(
+            &t,
+            15,
+            vec![
+                Command::EditMessage {
+                    channel: "general".into(),
+                    seq: 1,
+                    by: "bob".into(),
+                    body: "hijack".into(),
+                },
+                Command::EditMessage {
+                    channel: "general".into(),
+                    seq: 1,
+                    by: "alice".into(),
+                    body: "hello @bob".into(),
+                },
+                Command::SetReaction {
+                    channel: "general".into(),
+                    seq: 1,
+                    user: "bob".into(),
+                    emoji: "👍".into(),
+                    add: true,
+                },
+                Command::DeleteMessage {
+                    channel: "general".into(),
+                    seq: 2,
+                    by: "alice".into(),
+                },
+            ],
+        );
+        assert!(matches!(out[0], Err(ApplyError::Forbidden(_))));
+        assert!(out[1].is_ok() && out[2].is_ok());
+        // alice is an admin: she may delete bob's reply.
+        assert!(out[3].is_ok(), "{:?}", out[3]);
+        let r = reader(&t);
+        let m1 = r.message_view("general", 1).unwrap().unwrap();
+        assert_eq!(m1.body, "hello @bob");
+        assert!(m1.edited_at_ms.is_some());
+        assert_eq!(m1.reply_count, 1);
+        assert_eq!(m1.reactions["👍"].len(), 1);
+        let m2 = r.message_view("general", 2).unwrap().unwrap();
+        assert!(m2.deleted && m2.body.is_empty());
+        assert_eq!(m2.thread_root, Some(1));
+        // Every change got the next ev: members alice, bob, post, reply, edit, reaction, delete.
+        let evs = r.events_after("general", 0, 100).unwrap();
+        let numbers: Vec<u64> = evs.iter().map(|(e, _)| *e).collect();
+        assert_eq!(numbers, (1..=7).collect::<Vec<_>>());
+        // Bob was mentioned once; reading up to seq 1 clears it.
+        assert_eq!(
+            r.read_state("bob", "general").unwrap().mentions,
+            0,
+            "bob posted seq 2, which marks it read"
+        );
+        assert_eq!(r.read_state("alice", "general").unwrap().unread, 1);
+    }
+
+    #[test]
+    fn read_markers_only_move_forward_and_clear_mentions() {
+        let t = tree();
+        setup(&t);
+        run(&t, 11, vec![user("bob", Role::Member)]);
+        run(
+            &t,
+            12,
+            vec![Command::AddMember {
+                channel: "general".into(),
+                username: "bob".into(),
+                by: "bob".into(),
+            }],
+        );
+        run(
+            &t,
+            13,
+            vec![
+                post2("alice", "a1", "@bob one", None),
+                post2("alice", "a2", "@channel two", None),
+            ],
+        );
+        let r = reader(&t);
+        let rs = r.read_state("bob", "general").unwrap();
+        assert_eq!((rs.unread, rs.mentions), (2, 2));
+        let mark = |seq| Command::MarkRead {
+            channel: "general".into(),
+            username: "bob".into(),
+            seq,
+        };
+        run(&t, 14, vec![mark(1)]);
+        let rs = r.read_state("bob", "general").unwrap();
+        assert_eq!((rs.last_read, rs.unread, rs.mentions), (1, 1, 1));
+        run(&t, 15, vec![mark(0)]);
+        assert_eq!(r.read_state("bob", "general").unwrap().last_read, 1);
+    }
+
+    #[test]
+    fn login_throttle_backs_off_and_resets() {
+        let t = tree();
+        setup(&t);
+        let attempt = || Command::LoginAttempt {
+            username: "alice".into(),
+        };
+        let allowed = |o: &Outcome| matches!(o, Ok(Applied::LoginAttempt { allowed: true, .. }));
+        for i in 0..5 {
+            assert!(allowed(&run(&t, 100 + i, vec![attempt()])[0]));
+        }
+        // Sixth at once: refused, retry after the 1 s base backoff.
+        let out = run(&t, 105, vec![attempt()]);
+        assert!(matches!(
+            out[0],
+            Ok(Applied::LoginAttempt { allowed: false, retry_after_ms }) if retry_after_ms == 999
+        ));
+        assert!(allowed(&run(&t, 1104, vec![attempt()])[0]));
+        // Next one needs 2 s.
+        assert!(!allowed(&run(&t, 2000, vec![attempt()])[0]));
+        run(
+            &t,
+            3200,
+            vec![Command::CreateSession {
+                token_hash: "x".into(),
+                username: "alice".into(),
+                ttl_ms: 1000,
+            }],
+        );
+        assert!(allowed(&run(&t, 3201, vec![attempt()])[0]));
+        // Unknown users leave nothing behind.
+        run(
+            &t,
+            3300,
+            vec![Command::LoginAttempt {
+                username: "ghost".into(),
+            }],
+        );
+        assert!(t.get(keys::login_throttle("ghost")).unwrap().is_none());
+    }
+
+    #[test]
+    fn disabling_revokes_sessions_and_only_admins_may() {
+        let t = tree();
+        setup(&t);
+        run(&t, 11, vec![user("bob", Role::Member)]);
+        run(
+            &t,
+            12,
+            vec![Command::CreateSession {
+                token_hash: "bobtoken".into(),
+                username: "bob".into(),
+                ttl_ms: 10_000,
+            }],
+        );
+        let disable = |by: &str| Command::UpdateUser {
+            username: "bob".into(),
+            by: by.into(),
+            disabled: Some(true),
+            role: None,
+            display_name: None,
+        };
+        let out = run(&t, 13, vec![disable("bob")]);
+        assert!(matches!(out[0], Err(ApplyError::Forbidden(_))));
+        let mut kv = Overlay::new(&t);
+        let mut events = Vec::new();
+        let req = Request {
+            version: COMMAND_VERSION,
+            ts_ms: 14,
+            commands: vec![disable("alice")].into(),
+        };
+        apply_request(&mut kv, &req, 9, &mut events).unwrap();
+        t.apply_batch(kv.into_batch()).unwrap();
+        assert!(events.iter().any(|e| matches!(&e.kind, EventKind::SessionRevoked { token_hash } if token_hash == "bobtoken")));
+        assert!(reader(&t).session("bobtoken").unwrap().is_none());
+        assert_eq!(reader(&t).active_version().unwrap(), COMMAND_VERSION);
     }
 }

@@ -20,7 +20,7 @@ use crate::validate;
 
 /// Refuses unless `user` may read `channel` (public, or a member), never on a stale view.
 pub async fn require_reader(s: &AppState, channel: &str, user: &str) -> Result<(), ApiError> {
-    match s.read_fresh(|r| r.can_read(channel, user)).await? {
+    match s.can_read_fresh(channel, user).await? {
         Some(true) => Ok(()),
         Some(false) => Err(ApiError::Forbidden(format!(
             "only members can read channel '{channel}'"

@@ -64,4 +64,21 @@ impl AppState {
         self.node.wait_applied(index, SYNC_TIMEOUT).await?;
         Ok((applied, index))
     }
+
+    /// Whether `user` may read `channel` (`None`: no such channel), catching up with the
+    /// leader before any refusal: a membership granted through another node a moment ago must
+    /// not be refused here.
+    pub async fn can_read_fresh(
+        &self,
+        channel: &str,
+        user: &str,
+    ) -> Result<Option<bool>, ApiError> {
+        let granted = self
+            .read_fresh(|r| Ok(r.can_read(channel, user)?.filter(|ok| *ok)))
+            .await?;
+        if granted.is_some() {
+            return Ok(granted);
+        }
+        Ok(self.node.reader().can_read(channel, user)?)
+    }
 }
