@@ -12,15 +12,17 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::backoff::Backoff;
-use crate::error::{ClientError, api_error_from_body};
+use crate::error::ClientError;
 use crate::failover::{
     ApiRequest, MIN_INDEX_HEADER, Reply, Retry, Timing, send_to_current, send_with_failover,
 };
 use crate::servers::ServerRing;
 use crate::types::{
-    AddNodeRequest, Channel, ChannelsEnvelope, ClusterStatus, CreateChannelRequest,
-    CreateUserRequest, LoginRequest, LoginResponse, MessagePage, PostMessageRequest, PostOutcome,
-    PostedMessage, Readyz, Role, User, UsersEnvelope,
+    AddNodeRequest, ChangePasswordRequest, Channel, ChannelPatch, ChannelsEnvelope, ClusterStatus,
+    CreateChannelRequest, CreateUserRequest, DmRequest, EditMessageRequest, LoginRequest,
+    LoginResponse, MemberRequest, Message, MessagePage, NewChannel, NewUser, PinsEnvelope,
+    PostMessageRequest, PostOutcome, PostedMessage, ProfilePatch, ReadMarker, ReadRequest, Readyz,
+    Role, SetPasswordRequest, Thread, User, UserPatch, UsersEnvelope,
 };
 
 const DEFAULT_FAILOVER_DEADLINE: Duration = Duration::from_secs(10);
@@ -125,7 +127,7 @@ impl Client {
         let req = ApiRequest::new(Method::GET, &["healthz"], Retry::Always);
         let reply = send_to_current(&self.http, &self.ring, self.timing, &req).await?;
         if !reply.is_success() {
-            return Err(api_error_from_body(reply.status, &reply.body));
+            return Err(reply.error());
         }
         decode(&reply)
     }
@@ -143,7 +145,7 @@ impl Client {
         {
             return Ok(verdict);
         }
-        Err(api_error_from_body(reply.status, &reply.body))
+        Err(reply.error())
     }
 
     // ---- sessions ----
@@ -204,10 +206,78 @@ impl Client {
             .and_then(|reply| decode(&reply))
     }
 
-    /// Lists users (admin only).
+    /// Lists users (every user since the v1 additions; admins only before).
     pub async fn list_users(&self) -> Result<Vec<User>, ClientError> {
         let envelope: UsersEnvelope = self.get(&["api", "v1", "users"]).await?;
         Ok(envelope.users)
+    }
+
+    /// Creates a user with the optional fields of the v1 additions (admin only).
+    pub async fn create_user_with(&self, user: &NewUser) -> Result<User, ClientError> {
+        self.write(&["api", "v1", "users"], Method::POST, Some(user))
+            .await
+            .and_then(|reply| decode(&reply))
+    }
+
+    /// Disables or enables a user, changes their role or display name (admin only). Disabling
+    /// revokes every session of the user. Retried only if never sent, like every other
+    /// account administration write.
+    pub async fn update_user(
+        &self,
+        username: &str,
+        patch: &UserPatch,
+    ) -> Result<User, ClientError> {
+        self.write(
+            &["api", "v1", "users", username],
+            Method::PATCH,
+            Some(patch),
+        )
+        .await
+        .and_then(|reply| decode(&reply))
+    }
+
+    /// Sets another user's password (admin only); revokes all their sessions. A password on
+    /// the common-passwords list is refused with 400 `weak_password`.
+    pub async fn set_user_password(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<(), ClientError> {
+        self.write(
+            &["api", "v1", "users", username, "password"],
+            Method::POST,
+            Some(&SetPasswordRequest { password }),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Changes the caller's display name (empty means the username). Retried like a read: it
+    /// sets an absolute value.
+    pub async fn update_me(&self, display_name: &str) -> Result<User, ClientError> {
+        self.call(
+            &["api", "v1", "me"],
+            Method::PATCH,
+            Some(&ProfilePatch { display_name }),
+            Retry::Always,
+        )
+        .await
+    }
+
+    /// Changes the caller's own password; revokes the caller's other sessions (this token
+    /// stays valid). Retried only if never sent: a repeat after success would present a
+    /// current password that is no longer current.
+    pub async fn change_password(&self, current: &str, new: &str) -> Result<(), ClientError> {
+        self.write(
+            &["api", "v1", "me", "password"],
+            Method::POST,
+            Some(&ChangePasswordRequest {
+                current_password: current,
+                new_password: new,
+            }),
+        )
+        .await
+        .map(drop)
     }
 
     // ---- channels ----
@@ -235,6 +305,84 @@ impl Client {
         self.get(&["api", "v1", "channels", name]).await
     }
 
+    /// Creates a channel with a kind, title and topic (the v1 form of
+    /// [`Client::create_channel`]). Not idempotent: retried only if never sent.
+    pub async fn create_channel_with(&self, channel: &NewChannel) -> Result<Channel, ClientError> {
+        self.call(
+            &["api", "v1", "channels"],
+            Method::POST,
+            Some(channel),
+            Retry::IfNotSent,
+        )
+        .await
+    }
+
+    /// Changes a channel's title, topic or archive flag (members; admins for any channel).
+    /// Retried like a read: the patch sets absolute values, so applying it twice is the same
+    /// as once.
+    pub async fn update_channel(
+        &self,
+        name: &str,
+        patch: &ChannelPatch,
+    ) -> Result<Channel, ClientError> {
+        self.call(
+            &["api", "v1", "channels", name],
+            Method::PATCH,
+            Some(patch),
+            Retry::Always,
+        )
+        .await
+    }
+
+    /// Leaves a channel.
+    pub async fn leave_channel(&self, name: &str) -> Result<Channel, ClientError> {
+        self.write::<()>(
+            &["api", "v1", "channels", name, "leave"],
+            Method::POST,
+            None,
+        )
+        .await
+        .and_then(|reply| decode(&reply))
+    }
+
+    /// Adds `username` to a private channel (its members, or admins).
+    pub async fn add_member(&self, channel: &str, username: &str) -> Result<Channel, ClientError> {
+        self.write(
+            &["api", "v1", "channels", channel, "members"],
+            Method::POST,
+            Some(&MemberRequest { username }),
+        )
+        .await
+        .and_then(|reply| decode(&reply))
+    }
+
+    /// Removes `username` from a channel (admins, or the user themself).
+    pub async fn remove_member(
+        &self,
+        channel: &str,
+        username: &str,
+    ) -> Result<Channel, ClientError> {
+        self.write::<()>(
+            &["api", "v1", "channels", channel, "members", username],
+            Method::DELETE,
+            None,
+        )
+        .await
+        .and_then(|reply| decode(&reply))
+    }
+
+    /// Opens (or finds) the direct-message channel between the caller and `users` (1 to 7
+    /// others). Retried like a read: asking again returns the same channel.
+    pub async fn open_dm(&self, users: &[&str]) -> Result<Channel, ClientError> {
+        self.call(
+            &["api", "v1", "dms"],
+            Method::POST,
+            Some(&DmRequest { users }),
+            Retry::Always,
+        )
+        .await
+    }
+
     // ---- messages ----
 
     /// Posts a message. Safe to retry with the same `client_msg_id` (see
@@ -245,6 +393,28 @@ impl Client {
         body: &str,
         client_msg_id: &str,
     ) -> Result<PostOutcome, ClientError> {
+        self.post(channel, body, client_msg_id, None).await
+    }
+
+    /// Posts a reply in the thread of message `root` (same retry rules as
+    /// [`Client::post_message`]).
+    pub async fn post_reply(
+        &self,
+        channel: &str,
+        root: u64,
+        body: &str,
+        client_msg_id: &str,
+    ) -> Result<PostOutcome, ClientError> {
+        self.post(channel, body, client_msg_id, Some(root)).await
+    }
+
+    async fn post(
+        &self,
+        channel: &str,
+        body: &str,
+        client_msg_id: &str,
+        thread_root: Option<u64>,
+    ) -> Result<PostOutcome, ClientError> {
         let path = ["api", "v1", "channels", channel, "messages"];
         // Always retryable: the server deduplicates by (author, client_msg_id).
         let mut req = ApiRequest::new(Method::POST, &path, Retry::Always);
@@ -252,6 +422,7 @@ impl Client {
         req.json_body = Some(json(&PostMessageRequest {
             body,
             client_msg_id,
+            thread_root,
         })?);
         let reply = self.send(&req).await?;
         let posted: PostedMessage = decode(&reply)?;
@@ -281,6 +452,144 @@ impl Client {
             req.headers.push((MIN_INDEX_HEADER, index.to_string()));
         }
         decode(&self.send(&req).await?)
+    }
+
+    /// The `limit` messages just below `before` (default: the newest), oldest first;
+    /// `has_more` in the page says whether older ones exist.
+    pub async fn messages_before(
+        &self,
+        channel: &str,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<MessagePage, ClientError> {
+        let path = ["api", "v1", "channels", channel, "messages"];
+        let mut req = ApiRequest::new(Method::GET, &path, Retry::Always);
+        req.bearer = Some(self.require_token()?);
+        // Without `before` the server lists from the oldest message (the v1 `after` form), so
+        // "the newest" is asked for as "below the largest possible seq".
+        let before = before.unwrap_or(u64::MAX);
+        req.query.push(("before", before.to_string()));
+        req.query.push(("limit", limit.to_string()));
+        decode(&self.send(&req).await?)
+    }
+
+    /// A thread: its root message and every reply.
+    pub async fn thread(&self, channel: &str, root: u64) -> Result<Thread, ClientError> {
+        let root = root.to_string();
+        self.get(&["api", "v1", "channels", channel, "threads", &root])
+            .await
+    }
+
+    /// Replaces the body of one of the caller's messages. Retried like a read: setting the
+    /// same body twice has the effect of setting it once.
+    pub async fn edit_message(
+        &self,
+        channel: &str,
+        seq: u64,
+        body: &str,
+    ) -> Result<Message, ClientError> {
+        let seq = seq.to_string();
+        let path = ["api", "v1", "channels", channel, "messages", &seq];
+        self.call(
+            &path,
+            Method::PATCH,
+            Some(&EditMessageRequest { body }),
+            Retry::Always,
+        )
+        .await
+    }
+
+    /// Deletes a message (its author, or an admin) and returns the tombstone. Retried like a
+    /// read: deleting is absolute, a second delete changes nothing.
+    pub async fn delete_message(&self, channel: &str, seq: u64) -> Result<Message, ClientError> {
+        let seq = seq.to_string();
+        let path = ["api", "v1", "channels", channel, "messages", &seq];
+        self.call::<(), _>(&path, Method::DELETE, None, Retry::Always)
+            .await
+    }
+
+    /// Adds the caller's `emoji` reaction (PUT: idempotent, retried like a read).
+    pub async fn add_reaction(
+        &self,
+        channel: &str,
+        seq: u64,
+        emoji: &str,
+    ) -> Result<Message, ClientError> {
+        self.reaction(Method::PUT, channel, seq, emoji).await
+    }
+
+    /// Removes the caller's `emoji` reaction (DELETE: idempotent, retried like a read).
+    pub async fn remove_reaction(
+        &self,
+        channel: &str,
+        seq: u64,
+        emoji: &str,
+    ) -> Result<Message, ClientError> {
+        self.reaction(Method::DELETE, channel, seq, emoji).await
+    }
+
+    async fn reaction(
+        &self,
+        method: Method,
+        channel: &str,
+        seq: u64,
+        emoji: &str,
+    ) -> Result<Message, ClientError> {
+        let seq = seq.to_string();
+        // `endpoint` percent-encodes each segment, which is the URL encoding the API asks for.
+        let path = [
+            "api",
+            "v1",
+            "channels",
+            channel,
+            "messages",
+            &seq,
+            "reactions",
+            emoji,
+        ];
+        self.call::<(), _>(&path, method, None, Retry::Always).await
+    }
+
+    /// Pins a message (PUT: idempotent, retried like a read).
+    pub async fn pin(&self, channel: &str, seq: u64) -> Result<Message, ClientError> {
+        self.pin_method(Method::PUT, channel, seq).await
+    }
+
+    /// Unpins a message (DELETE: idempotent, retried like a read).
+    pub async fn unpin(&self, channel: &str, seq: u64) -> Result<Message, ClientError> {
+        self.pin_method(Method::DELETE, channel, seq).await
+    }
+
+    async fn pin_method(
+        &self,
+        method: Method,
+        channel: &str,
+        seq: u64,
+    ) -> Result<Message, ClientError> {
+        let seq = seq.to_string();
+        let path = ["api", "v1", "channels", channel, "messages", &seq, "pin"];
+        self.call::<(), _>(&path, method, None, Retry::Always).await
+    }
+
+    /// The pinned messages of a channel.
+    pub async fn pins(&self, channel: &str) -> Result<Vec<Message>, ClientError> {
+        let envelope: PinsEnvelope = self
+            .get(&["api", "v1", "channels", channel, "pins"])
+            .await?;
+        Ok(envelope.messages)
+    }
+
+    /// Moves the caller's read marker forward to `seq` (never back). Retried like a read: the
+    /// marker only moves forward, so a repeat is a no-op.
+    pub async fn mark_read(&self, channel: &str, seq: u64) -> Result<ReadMarker, ClientError> {
+        let path = ["api", "v1", "channels", channel, "read"];
+        self.call(
+            &path,
+            Method::POST,
+            Some(&ReadRequest { seq }),
+            Retry::Always,
+        )
+        .await
     }
 
     // ---- cluster ----
@@ -340,6 +649,23 @@ impl Client {
     async fn get<T: DeserializeOwned>(&self, path: &[&str]) -> Result<T, ClientError> {
         let mut req = ApiRequest::new(Method::GET, path, Retry::Always);
         req.bearer = Some(self.require_token()?);
+        decode(&self.send(&req).await?)
+    }
+
+    /// An authenticated request with a JSON body (if any) and the given retry class, decoding
+    /// the answer.
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &[&str],
+        method: Method,
+        body: Option<&B>,
+        retry: Retry,
+    ) -> Result<T, ClientError> {
+        let mut req = ApiRequest::new(method, path, retry);
+        req.bearer = Some(self.require_token()?);
+        if let Some(body) = body {
+            req.json_body = Some(json(body)?);
+        }
         decode(&self.send(&req).await?)
     }
 

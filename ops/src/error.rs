@@ -33,6 +33,13 @@ pub enum ClientError {
     /// The call needs a bearer token and the client has none.
     #[error("not logged in")]
     NotLoggedIn,
+    /// HTTP 429 `too_many_attempts`: logins for this username are throttled (docs/api.md,
+    /// "Login throttling"). `retry_after_secs` is the server's `Retry-After` header.
+    #[error("too_many_attempts: {message}")]
+    Throttled {
+        message: String,
+        retry_after_secs: Option<u64>,
+    },
 }
 
 impl ClientError {
@@ -40,14 +47,27 @@ impl ClientError {
     pub fn code(&self) -> Option<&str> {
         match self {
             ClientError::Api { code, .. } => Some(code),
+            ClientError::Throttled { .. } => Some(TOO_MANY_ATTEMPTS),
             _ => None,
         }
     }
 
-    /// The HTTP status, for `Api` errors.
+    /// The HTTP status, for `Api` and `Throttled` errors.
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Api { status, .. } => Some(*status),
+            ClientError::Throttled { .. } => Some(429),
+            _ => None,
+        }
+    }
+
+    /// How long the server asked to wait before the next attempt (`Throttled` only).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            ClientError::Throttled {
+                retry_after_secs: Some(secs),
+                ..
+            } => Some(std::time::Duration::from_secs(*secs)),
             _ => None,
         }
     }
@@ -57,6 +77,98 @@ impl ClientError {
         matches!(self, ClientError::Api { status: 503, code, .. } if code == "unavailable")
     }
 }
+
+/// How a WebSocket connection ended, as seen by the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseInfo {
+    /// The close code of the server's close frame; `None` when the connection ended without
+    /// one (reset, EOF, a read timeout on our side).
+    pub code: Option<u16>,
+    /// The close frame's reason, or a description of how the connection ended.
+    pub reason: String,
+}
+
+impl CloseInfo {
+    /// 4001 (not authenticated) or 4003 (account disabled, session revoked): reconnecting with
+    /// the same token cannot help.
+    pub fn is_auth_loss(&self) -> bool {
+        matches!(self.code, Some(4001 | 4003))
+    }
+}
+
+impl std::fmt::Display for CloseInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.code, self.reason.is_empty()) {
+            (Some(code), true) => write!(f, "close {code}"),
+            (Some(code), false) => write!(f, "close {code} ({})", self.reason),
+            (None, true) => f.write_str("connection lost"),
+            (None, false) => write!(f, "connection lost ({})", self.reason),
+        }
+    }
+}
+
+/// Everything that can go wrong on a WebSocket connection or session (docs/protocol.md).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WsError {
+    /// A server address that cannot be turned into a `ws://` URL.
+    #[error("invalid server address '{url}': {reason}")]
+    InvalidServer { url: String, reason: String },
+    /// The TCP connection or the upgrade handshake failed without an HTTP answer.
+    #[error("cannot connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
+    /// The server answered the upgrade with an HTTP error (e.g. 403 `forbidden_origin`).
+    #[error("{url} refused the WebSocket upgrade with HTTP {status}: {code}: {message}")]
+    Rejected {
+        url: String,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The connection ended (see [`CloseInfo::code`]).
+    #[error("{0}")]
+    Closed(CloseInfo),
+    /// The server closed with 4001 or 4003: the token is not (or no longer) accepted. Terminal
+    /// for a session: log in again.
+    #[error("authentication lost: {0}")]
+    AuthLost(CloseInfo),
+    /// Nothing arrived within the time the caller allowed.
+    #[error("timed out after {} ms", .0.as_millis())]
+    Timeout(std::time::Duration),
+    /// A send was refused with `nack` (any code but `unavailable`, which is retried).
+    #[error("{code}: {message}")]
+    Nacked { code: String, message: String },
+    /// The server sent something the protocol does not allow at this point.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// Sending or receiving failed below the protocol (I/O error on an open socket).
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// No node could be connected to before the deadline.
+    #[error("cannot reach the cluster (tried {}): {last_error}", .tried.join(", "))]
+    Unreachable {
+        tried: Vec<String>,
+        last_error: String,
+    },
+    /// The session has no token to authenticate with.
+    #[error("not logged in")]
+    NotLoggedIn,
+    /// The session ended (closed by the caller, or after a terminal error) before this could
+    /// complete.
+    #[error("the session has ended")]
+    SessionEnded,
+}
+
+impl WsError {
+    /// The close code, for `Closed` and `AuthLost`.
+    pub fn close_code(&self) -> Option<u16> {
+        match self {
+            WsError::Closed(info) | WsError::AuthLost(info) => info.code,
+            _ => None,
+        }
+    }
+}
+
+const TOO_MANY_ATTEMPTS: &str = "too_many_attempts";
 
 /// How much of a non-JSON error body is kept in the message: enough to recognise a proxy's
 /// error page, not so much that one line of CLI output becomes a screenful of HTML.
@@ -72,6 +184,24 @@ struct ErrorDetail {
     code: String,
     #[serde(default)]
     message: String,
+}
+
+/// Turns a non-2xx response into a `ClientError`: `Throttled` for a 429 `too_many_attempts`
+/// (carrying the `Retry-After` seconds), `Api` for everything else.
+pub(crate) fn api_error_from_reply(
+    status: u16,
+    body: &[u8],
+    retry_after_secs: Option<u64>,
+) -> ClientError {
+    match api_error_from_body(status, body) {
+        ClientError::Api { code, message, .. } if status == 429 && code == TOO_MANY_ATTEMPTS => {
+            ClientError::Throttled {
+                message,
+                retry_after_secs,
+            }
+        }
+        other => other,
+    }
 }
 
 /// Turns a non-2xx response into `ClientError::Api`.
@@ -176,6 +306,19 @@ mod tests {
             panic!("expected Api error");
         };
         assert_eq!(message.chars().count(), MAX_RAW_BODY_CHARS + 3);
+    }
+
+    #[test]
+    fn throttled_login_keeps_retry_after() {
+        let body = br#"{"error":{"code":"too_many_attempts","message":"try again in 4 s"}}"#;
+        let err = api_error_from_reply(429, body, Some(4));
+        assert_eq!(err.code(), Some("too_many_attempts"));
+        assert_eq!(err.status(), Some(429));
+        assert_eq!(err.retry_after(), Some(std::time::Duration::from_secs(4)));
+        assert_eq!(err.to_string(), "too_many_attempts: try again in 4 s");
+        // Any other 429 (a proxy's) stays a plain Api error.
+        let err = api_error_from_reply(429, b"slow down", Some(1));
+        assert_eq!(err.code(), Some("http_429"));
     }
 
     #[test]

@@ -12,9 +12,12 @@
 //!   failure, `ClientError::Unreachable` otherwise. The first attempt always gets the full
 //!   per-request timeout; later attempts get at most what is left of the deadline.
 //! * Whether a *transport* failure may be retried depends on the request ([`Retry`]):
-//!   - [`Retry::Always`]: reads (GET), `post_message` (the server deduplicates by
-//!     `(author, client_msg_id)`, so a retry returns the original message with
-//!     `duplicate = true`), and `login` (a retry only creates another session).
+//!   - [`Retry::Always`]: reads (GET), `post_message`/`post_reply` (the server deduplicates
+//!     by `(author, client_msg_id)`, so a retry returns the original message with
+//!     `duplicate = true`), `login` (a retry only creates another session), and the writes
+//!     whose repetition changes nothing: message edits and deletes, reaction and pin PUT /
+//!     DELETE, read markers (they never move back), channel patches, `open_dm` (asking again
+//!     returns the same channel) and `update_me`.
 //!   - [`Retry::IfNotSent`]: every other write. Retried only when the connection was never
 //!     established (nothing can have reached the server). A reset or timeout after the request
 //!     was sent is returned at once as `Unreachable`, because the write may have been applied.
@@ -29,10 +32,10 @@
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 
 use crate::backoff::Backoff;
-use crate::error::{ClientError, api_error_from_body};
+use crate::error::{ClientError, api_error_from_reply};
 use crate::servers::{ServerRing, endpoint};
 
 /// Header carrying the Raft index of a successful write.
@@ -85,12 +88,19 @@ pub(crate) struct Reply {
     pub server: String,
     pub status: u16,
     pub index: Option<u64>,
+    /// The `Retry-After` header in seconds (sent with 429 `too_many_attempts`).
+    pub retry_after: Option<u64>,
     pub body: Vec<u8>,
 }
 
 impl Reply {
     pub(crate) fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
+    }
+
+    /// The error this non-2xx reply stands for.
+    pub(crate) fn error(&self) -> ClientError {
+        api_error_from_reply(self.status, &self.body, self.retry_after)
     }
 }
 
@@ -164,24 +174,21 @@ pub(crate) async fn send_once(
     }
     let response = builder.send().await.map_err(|e| describe(&e, timeout))?;
     let status = response.status().as_u16();
-    let index = parse_index(response.headers());
+    let index = parse_u64_header(response.headers(), INDEX_HEADER);
+    // Only the delay-seconds form: the server never sends an HTTP date here.
+    let retry_after = parse_u64_header(response.headers(), RETRY_AFTER);
     let body = response.bytes().await.map_err(|e| describe(&e, timeout))?;
     Ok(Reply {
         server: ring.name(idx).to_owned(),
         status,
         index,
+        retry_after,
         body: body.to_vec(),
     })
 }
 
-fn parse_index(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(INDEX_HEADER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+fn parse_u64_header(headers: &HeaderMap, name: impl reqwest::header::AsHeaderName) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// Sends `req` with failover (see the module doc). Returns only 2xx replies; every other
@@ -214,7 +221,7 @@ pub(crate) async fn send_with_failover(
                 return Ok(reply);
             }
             Ok(reply) => {
-                let err = api_error_from_body(reply.status, &reply.body);
+                let err = reply.error();
                 let retryable =
                     err.is_unavailable() || (req.retry == Retry::Always && reply.status == 503);
                 if !retryable {
@@ -276,10 +283,12 @@ mod tests {
     #[test]
     fn index_header_parsing() {
         let mut h = HeaderMap::new();
-        assert_eq!(parse_index(&h), None);
+        assert_eq!(parse_u64_header(&h, INDEX_HEADER), None);
         h.insert(INDEX_HEADER, HeaderValue::from_static("120"));
-        assert_eq!(parse_index(&h), Some(120));
+        assert_eq!(parse_u64_header(&h, INDEX_HEADER), Some(120));
         h.insert(INDEX_HEADER, HeaderValue::from_static("soon"));
-        assert_eq!(parse_index(&h), None);
+        assert_eq!(parse_u64_header(&h, INDEX_HEADER), None);
+        h.insert(RETRY_AFTER, HeaderValue::from_static(" 4 "));
+        assert_eq!(parse_u64_header(&h, RETRY_AFTER), Some(4));
     }
 }

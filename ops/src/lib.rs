@@ -1,10 +1,13 @@
-//! `ops`: the client library for the Conclave HTTP API (docs/api.md), used by `conclavectl`,
-//! the chaos tests and benchmarks.
+//! `ops`: the client library for the Conclave HTTP API (docs/api.md) and WebSocket protocol
+//! (docs/protocol.md), used by `conclavectl`, the chaos tests and benchmarks.
 //!
-//! The crate owns talking to a cluster over HTTP: typed requests and responses,
-//! the error type ([`ClientError`]) and failover between nodes. It must never print, never
-//! panic on anything a server or a caller passes in, and never hold cluster state beyond the
-//! current server and the bearer token.
+//! The crate owns talking to a cluster: typed REST requests and responses ([`Client`]), the
+//! WebSocket frames ([`ClientFrame`], [`ServerFrame`]), a resumable WebSocket session
+//! ([`ChatSession`]), a raw WebSocket connection for protocol tests ([`WsConn`]), the error
+//! types ([`ClientError`], [`WsError`]) and failover between nodes. It must never print, never
+//! panic on anything a server or a caller passes in, and never hold cluster state beyond what
+//! a client needs to resume: the current server, the bearer token, and for a chat session its
+//! channel cursors and unacknowledged sends.
 //!
 //! # Failover
 //!
@@ -25,6 +28,33 @@
 //! A 503 `unavailable` is retried for every request (the server guarantees a failed request
 //! wrote nothing). Every other error status (4xx, 500) is returned immediately, never retried.
 //! [`Client::healthz`] and [`Client::readyz`] probe the current server only, without failover.
+//!
+//! The v1 additions follow the same rules: reads, message edits and deletes, reactions, pins,
+//! read markers, channel patches, `open_dm` and `update_me` are idempotent and always
+//! retried; `create_channel_with`, `leave_channel`, membership changes, `change_password` and
+//! the admin writes on users (`create_user_with`, `update_user`, `set_user_password`) only
+//! when never sent. A throttled login is [`ClientError::Throttled`] with the `Retry-After`.
+//!
+//! # WebSocket session
+//!
+//! [`ChatSession`] (started with [`SessionBuilder`]) keeps one WebSocket to one node at a time
+//! and follows the failover algorithm of docs/protocol.md:
+//! * on a close or error other than 4001/4003 it waits a jittered backoff (100 ms doubling to
+//!   5 s, ±50%), then connects to another node that answers `GET /readyz` with 200 (nodes come
+//!   from the last `hello` and the configured servers; the failed one is tried last),
+//!   authenticates, re-subscribes every channel with `after` = its cursor, and re-sends every
+//!   unacknowledged message with its original `client_msg_id`, in the original order;
+//! * a channel's cursor is the last `ev` handed to the caller; events at or below it are
+//!   dropped, so the caller sees each `(channel, ev)` once, across reconnects too;
+//! * a send resolves its [`SendHandle`] on `ack`; `nack` `unavailable` is re-sent after a
+//!   backoff; any other `nack` resolves it with [`WsError::Nacked`];
+//! * 4001/4003 end the session ([`SessionEvent::AuthLost`], [`WsError::AuthLost`]);
+//! * no frame for 45 s (the server pings every 15 s) counts as a dead connection;
+//! * outgoing frames are paced below the server's rate limit (16/s, burst 40 by default).
+//!
+//! A background task owns the socket; it ends on [`ChatSession::close`] or when the session
+//! is dropped. [`WsConn`] is the opposite: one connection, no reconnects, every frame as it
+//! comes, and the close code observable, for tests of the server's protocol handling.
 
 mod backoff;
 mod client;
@@ -33,11 +63,26 @@ mod failover;
 mod ids;
 mod servers;
 mod types;
+mod ws_conn;
+mod ws_frames;
+mod ws_session;
+mod ws_state;
+mod ws_task;
 
 pub use client::Client;
-pub use error::ClientError;
+pub use error::{ClientError, CloseInfo, WsError};
 pub use ids::new_client_msg_id;
 pub use types::{
-    Channel, ClusterStatus, LoginResponse, Message, MessagePage, NodeStatus, PostOutcome, Readyz,
-    Role, User,
+    Channel, ChannelKind, ChannelPatch, ClusterStatus, LoginResponse, Message, MessagePage,
+    NewChannel, NewUser, NodeStatus, PostOutcome, ReadMarker, Readyz, Role, Thread, User,
+    UserPatch,
 };
+pub use ws_conn::{WsConn, WsConnectOptions, WsMessage, ws_url};
+pub use ws_frames::{
+    Ack, ChannelEvent, ClientFrame, EventKind, Hello, Nack, NodeAddr, PROTOCOL_VERSION,
+    PresenceStatus, ReadMarkerUpdate, SecretToken, ServerFrame,
+};
+pub use ws_session::{
+    ChatSession, ConnState, ConnectedNode, SendHandle, SessionBuilder, SessionEvent,
+};
+pub use ws_state::ReconnectBackoff;

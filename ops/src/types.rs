@@ -3,7 +3,19 @@
 //! Response types never use `deny_unknown_fields`: a newer server may add fields and an older
 //! client must keep working. This module holds data only; it must never perform I/O.
 
-use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Decodes `null` like a missing field: some servers write `null` where the API documents a
+/// string that may be empty.
+fn null_as_default<'de, D, T>(de: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(de)?.unwrap_or_default())
+}
 
 /// A user's role. Serialized as `"admin"` / `"member"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -31,25 +43,84 @@ pub struct LoginResponse {
     pub expires_at_ms: u64,
 }
 
-/// A user as returned by `/me` and `/users`.
+/// A user as returned by `/me`, `/users` and the WebSocket `hello` / `user_updated` frames.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     pub username: String,
+    /// Empty from servers before the v1 additions (and in `hello`, which may omit it): show
+    /// the username then.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub display_name: String,
     pub role: Role,
+    /// Absent from the WebSocket `hello` user object (a disabled user cannot connect).
+    #[serde(default)]
     pub disabled: bool,
 }
 
-/// The channel object.
+/// What kind of channel: who may read it and how it is named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKind {
+    /// Readable by every user; what servers before the v1 additions have exclusively.
+    #[default]
+    Public,
+    /// Readable by members only.
+    Private,
+    /// A direct-message conversation (`dm:alice:bob`), members only.
+    #[serde(alias = "dm")]
+    Direct,
+    /// A kind added by a newer server.
+    #[serde(other)]
+    Unknown,
+}
+
+impl std::fmt::Display for ChannelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ChannelKind::Public => "public",
+            ChannelKind::Private => "private",
+            ChannelKind::Direct => "direct",
+            ChannelKind::Unknown => "unknown",
+        })
+    }
+}
+
+/// The channel object (REST and WebSocket alike).
+///
+/// Every field added by the v1 additions has a default, so a server that predates them still
+/// decodes. `member`, `last_read`, `unread` and `mentions` are set only in the REST channel
+/// list (they describe the caller).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Channel {
     pub name: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub title: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub topic: String,
+    #[serde(default)]
+    pub kind: ChannelKind,
+    #[serde(default)]
+    pub archived: bool,
     pub created_by: String,
     pub created_at_ms: u64,
     pub members: Vec<String>,
     pub last_seq: u64,
+    /// The channel's newest event sequence (`ev`): a WebSocket subscription cursor.
+    #[serde(default)]
+    pub last_ev: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_read: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mentions: Option<u64>,
 }
 
 /// One chat message. `seq` is per channel, gapless and identical on every node.
+///
+/// Fields after `client_msg_id` came with the v1 additions and default when absent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub channel: String,
@@ -57,7 +128,26 @@ pub struct Message {
     pub author: String,
     pub body: String,
     pub ts_ms: u64,
+    #[serde(default, deserialize_with = "null_as_default")]
     pub client_msg_id: String,
+    /// The `seq` of the thread's root when this is a reply.
+    #[serde(default)]
+    pub thread_root: Option<u64>,
+    #[serde(default)]
+    pub reply_count: u64,
+    #[serde(default)]
+    pub edited_at_ms: Option<u64>,
+    /// A tombstone: the body is empty.
+    #[serde(default)]
+    pub deleted: bool,
+    #[serde(default)]
+    pub pinned: bool,
+    /// Emoji to the users who reacted with it.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub reactions: BTreeMap<String, Vec<String>>,
+    /// Usernames this message mentions.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub mentions: Vec<String>,
 }
 
 /// The result of posting a message.
@@ -72,12 +162,111 @@ pub struct PostOutcome {
     pub index: Option<u64>,
 }
 
-/// `GET /api/v1/channels/{name}/messages` response.
+/// `GET /api/v1/channels/{name}/messages` response (both the `after` and the `before` form).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessagePage {
+    /// Oldest first.
     pub messages: Vec<Message>,
-    /// The channel's newest sequence number on the node that answered.
+    /// The channel's newest sequence number on the node that answered (0 if the server left
+    /// it out, as the `before` form may).
+    #[serde(default)]
     pub last_seq: u64,
+    /// The channel's newest event sequence on that node, when the server reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ev: Option<u64>,
+    /// `before` form only: whether older messages exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_more: Option<bool>,
+}
+
+/// `GET /api/v1/channels/{name}/threads/{root}` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Thread {
+    pub root: Message,
+    pub replies: Vec<Message>,
+}
+
+/// `POST /api/v1/channels/{name}/read` response: the caller's read marker after the move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadMarker {
+    pub channel: String,
+    pub last_read: u64,
+    #[serde(default)]
+    pub unread: u64,
+    #[serde(default)]
+    pub mentions: u64,
+}
+
+/// `POST /api/v1/channels` request: a channel to create. [`NewChannel::public`] and
+/// [`NewChannel::private`] fill in the defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NewChannel {
+    pub name: String,
+    pub kind: ChannelKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+}
+
+impl NewChannel {
+    pub fn public(name: impl Into<String>) -> NewChannel {
+        NewChannel {
+            name: name.into(),
+            kind: ChannelKind::Public,
+            title: None,
+            topic: None,
+        }
+    }
+
+    pub fn private(name: impl Into<String>) -> NewChannel {
+        NewChannel {
+            kind: ChannelKind::Private,
+            ..NewChannel::public(name)
+        }
+    }
+
+    pub fn with_topic(mut self, topic: impl Into<String>) -> NewChannel {
+        self.topic = Some(topic.into());
+        self
+    }
+
+    pub fn with_title(mut self, title: impl Into<String>) -> NewChannel {
+        self.title = Some(title.into());
+        self
+    }
+}
+
+/// `PATCH /api/v1/channels/{name}` request: only the fields that are `Some` change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ChannelPatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archived: Option<bool>,
+}
+
+/// `POST /api/v1/users` request with the optional fields of the v1 additions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NewUser {
+    pub username: String,
+    pub password: String,
+    pub role: Role,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+}
+
+/// `PATCH /api/v1/users/{name}` request (admins): only the fields that are `Some` change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UserPatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
 }
 
 /// `GET /readyz` verdict of one node (200 and 503 both carry this body).
@@ -148,6 +337,51 @@ pub(crate) struct CreateChannelRequest<'a> {
 pub(crate) struct PostMessageRequest<'a> {
     pub body: &'a str,
     pub client_msg_id: &'a str,
+    // Left out rather than sent as null: a server before the v1 additions refuses unknown
+    // fields (400 invalid_json), and plain posts must keep working there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread_root: Option<u64>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct EditMessageRequest<'a> {
+    pub body: &'a str,
+}
+
+#[derive(Serialize)]
+pub(crate) struct DmRequest<'a> {
+    pub users: &'a [&'a str],
+}
+
+#[derive(Serialize)]
+pub(crate) struct ReadRequest {
+    pub seq: u64,
+}
+
+#[derive(Serialize)]
+pub(crate) struct MemberRequest<'a> {
+    pub username: &'a str,
+}
+
+#[derive(Serialize)]
+pub(crate) struct ProfilePatch<'a> {
+    pub display_name: &'a str,
+}
+
+#[derive(Serialize)]
+pub(crate) struct ChangePasswordRequest<'a> {
+    pub current_password: &'a str,
+    pub new_password: &'a str,
+}
+
+#[derive(Serialize)]
+pub(crate) struct SetPasswordRequest<'a> {
+    pub password: &'a str,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PinsEnvelope {
+    pub messages: Vec<Message>,
 }
 
 #[derive(Serialize)]
@@ -217,6 +451,69 @@ mod tests {
         let posted: PostedMessage = serde_json::from_str(body).unwrap();
         assert_eq!(posted.message.seq, 42);
         assert_eq!(posted.duplicate, Some(true));
+    }
+
+    #[test]
+    fn old_server_objects_decode_with_defaults() {
+        let m: Message = serde_json::from_str(
+            r#"{"channel":"general","seq":42,"author":"alice","body":"hello",
+                "ts_ms":1767225600123,"client_msg_id":"c-5f1e-0001"}"#,
+        )
+        .unwrap();
+        assert_eq!(m.thread_root, None);
+        assert!(!m.deleted && !m.pinned && m.reactions.is_empty() && m.mentions.is_empty());
+        let c: Channel = serde_json::from_str(
+            r#"{"name":"general","created_by":"alice","created_at_ms":1,"members":["alice"],"last_seq":0}"#,
+        )
+        .unwrap();
+        assert_eq!(c.kind, ChannelKind::Public);
+        assert_eq!((c.last_ev, c.unread, c.archived), (0, None, false));
+        let u: User =
+            serde_json::from_str(r#"{"username":"a","role":"admin","disabled":false}"#).unwrap();
+        assert_eq!(u.display_name, "");
+    }
+
+    #[test]
+    fn documented_v1_objects_decode() {
+        let m: Message = serde_json::from_str(
+            r#"{"channel":"general","seq":12,"author":"alice","body":"hi @bob","ts_ms":1764450000000,
+             "client_msg_id":"web-3f2a","thread_root":null,"reply_count":0,"edited_at_ms":null,
+             "deleted":false,"pinned":false,"reactions":{"👍":["bob"]},"mentions":["bob"]}"#,
+        )
+        .unwrap();
+        assert_eq!(m.reactions["👍"], vec!["bob"]);
+        assert_eq!(m.mentions, vec!["bob"]);
+        let c: Channel = serde_json::from_str(
+            r#"{"name":"dm:alice:bob","title":"general","topic":"","kind":"direct","archived":false,
+             "created_by":"alice","created_at_ms":5,"members":["alice","bob"],"last_seq":12,
+             "last_ev":58,"member":true,"last_read":10,"unread":2,"mentions":1}"#,
+        )
+        .unwrap();
+        assert_eq!(c.kind, ChannelKind::Direct);
+        assert_eq!((c.last_ev, c.unread, c.mentions), (58, Some(2), Some(1)));
+        let k: ChannelKind = serde_json::from_str(r#""dm""#).unwrap();
+        assert_eq!(k, ChannelKind::Direct);
+        let k: ChannelKind = serde_json::from_str(r#""broadcast""#).unwrap();
+        assert_eq!(k, ChannelKind::Unknown);
+    }
+
+    #[test]
+    fn patches_send_only_what_changes() {
+        let p = UserPatch {
+            disabled: Some(true),
+            ..UserPatch::default()
+        };
+        assert_eq!(serde_json::to_string(&p).unwrap(), r#"{"disabled":true}"#);
+        let p = ChannelPatch {
+            topic: Some("t".into()),
+            ..ChannelPatch::default()
+        };
+        assert_eq!(serde_json::to_string(&p).unwrap(), r#"{"topic":"t"}"#);
+        let c = NewChannel::private("ops").with_topic("x");
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"name":"ops","kind":"private","topic":"x"}"#
+        );
     }
 
     #[test]

@@ -119,6 +119,8 @@ struct Presence {
     remote: HashMap<u64, (HashMap<String, PresenceStatus>, Instant)>,
     /// The cluster-wide view last announced to local connections.
     merged: HashMap<String, PresenceStatus>,
+    /// This node's users as last told to the peers.
+    announced: HashMap<String, PresenceStatus>,
 }
 
 /// Ephemeral notices between nodes (JSON, so later versions may add fields).
@@ -196,7 +198,7 @@ pub fn render_event(
         }
         (ChannelEvent::MemberJoined { user, by }, _, _) => EventBody::MemberJoined { user, by },
         (ChannelEvent::MemberLeft { user, by }, _, _) => EventBody::MemberLeft { user, by },
-        (ChannelEvent::ChannelUpdated, _, Some(channel)) => EventBody::ChannelUpdated { channel },
+        (ChannelEvent::ChannelUpdated, _, Some(info)) => EventBody::ChannelUpdated { info },
         _ => return None,
     };
     Some(ServerFrame::Event { channel, ev, body }.encode())
@@ -552,15 +554,35 @@ impl Hub {
         out
     }
 
+    /// Tells peers only when this node's set of users actually changed: a second tab of a user
+    /// who is already online costs no cluster traffic.
     fn local_presence_changed(&self) {
-        self.announce_presence();
-        self.recompute_presence();
+        let users = self.local_users();
+        let changed = {
+            let mut p = lock(&self.presence);
+            if p.announced == users {
+                false
+            } else {
+                p.announced = users.clone();
+                true
+            }
+        };
+        if changed {
+            self.send_presence(users);
+            self.recompute_presence();
+        }
     }
 
     fn announce_presence(&self) {
+        let users = self.local_users();
+        lock(&self.presence).announced = users.clone();
+        self.send_presence(users);
+    }
+
+    fn send_presence(&self, users: HashMap<String, PresenceStatus>) {
         let notice = Notice::Presence {
             node: self.node.id(),
-            users: self.local_users(),
+            users,
         };
         if let Ok(body) = serde_json::to_vec(&notice) {
             self.node.send_ephemeral(body.into());

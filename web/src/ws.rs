@@ -49,8 +49,12 @@ pub async fn upgrade(
         tracing::info!(%origin, "websocket upgrade refused: foreign origin");
         return ApiError::ForbiddenOrigin(origin).into_response();
     }
+    // Small buffers: most connections are idle most of the time, and the per-connection cost
+    // is what bounds how many clients a node holds (the library's defaults are 128 KiB each).
     ws.max_message_size(TRANSPORT_MAX_BYTES)
         .max_frame_size(TRANSPORT_MAX_BYTES)
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(8 * 1024)
         .on_upgrade(move |socket| async move {
             let (sink, stream) = socket.split();
             Conn::run(s, sink, stream).await;

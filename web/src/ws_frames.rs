@@ -190,7 +190,8 @@ pub enum EventBody<'a> {
         by: &'a str,
     },
     ChannelUpdated {
-        channel: &'a ChannelView,
+        /// Not `channel`: that key is the frame's channel name.
+        info: &'a ChannelView,
     },
 }
 

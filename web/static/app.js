@@ -482,7 +482,7 @@ function onEvent(f) {
       break;
     }
     case 'channel_updated':
-      if (f.channel) upsertChannel({ ...f.channel, member: c ? c.member : undefined });
+      if (f.info) upsertChannel({ ...f.info, member: c ? c.member : undefined });
       break;
     default:
       break;

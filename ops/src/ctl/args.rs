@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// Operate a Conclave chat cluster.
 ///
@@ -86,6 +86,40 @@ pub(crate) enum Command {
     /// Change the cluster membership (admin only).
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Chat interactively: one line per message, `/help` for commands. Reads stdin (a terminal
+    /// or a pipe); at end of input waits until every sent message is acknowledged (exit 3 if
+    /// that takes longer than --ack-timeout).
+    Chat {
+        /// The channel to start in [default: your first channel].
+        #[arg(long, value_name = "NAME")]
+        channel: Option<String>,
+        /// Seconds to wait at the end for unacknowledged messages.
+        #[arg(long, default_value_t = 10, value_name = "SECS")]
+        ack_timeout: u64,
+    },
+    /// Change your own password (revokes your other sessions).
+    Passwd {
+        /// Current password; if absent (and CONCLAVE_PASSWORD is unset), the first line of
+        /// stdin.
+        #[arg(long, env = "CONCLAVE_PASSWORD", hide_env_values = true)]
+        current: Option<String>,
+        /// New password; if absent (and CONCLAVE_NEW_PASSWORD is unset), the next line of
+        /// stdin.
+        #[arg(long, env = "CONCLAVE_NEW_PASSWORD", hide_env_values = true)]
+        new: Option<String>,
+    },
+    /// Open (or find) the direct-message channel with one or more users.
+    Dm {
+        #[arg(required = true, value_name = "USER")]
+        users: Vec<String>,
+    },
+}
+
+/// A role on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RoleArg {
+    Admin,
+    Member,
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,12 +136,45 @@ pub(crate) enum UserCommand {
     },
     /// List users.
     List,
+    /// Disable a user: they cannot log in, and their sessions end on every node.
+    Disable { username: String },
+    /// Enable a disabled user again.
+    Enable { username: String },
+    /// Set a user's password (revokes all their sessions).
+    ResetPassword {
+        username: String,
+        /// New password; if absent (and CONCLAVE_NEW_PASSWORD is unset), one line is read from
+        /// stdin.
+        #[arg(long, env = "CONCLAVE_NEW_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
+    /// Make a user an admin or a member.
+    SetRole {
+        username: String,
+        #[arg(value_enum)]
+        role: RoleArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ChannelCommand {
     /// Create a channel (you become a member).
-    Create { name: String },
+    Create {
+        name: String,
+        /// Only members may read it (add them with the web client or the API).
+        #[arg(long)]
+        private: bool,
+        #[arg(long, value_name = "TEXT")]
+        topic: Option<String>,
+    },
+    /// Archive a channel: it stays readable and refuses new messages.
+    Archive { name: String },
+    /// Set a channel's topic (several words are joined with spaces; "" clears it).
+    Topic {
+        name: String,
+        #[arg(required = true, value_name = "TEXT")]
+        text: Vec<String>,
+    },
     /// Join a channel.
     Join { name: String },
     /// List channels.
@@ -192,6 +259,47 @@ mod tests {
         assert!(Cli::try_parse_from(["conclavectl", "tail", "g", "--limit", "0"]).is_err());
         assert!(Cli::try_parse_from(["conclavectl", "tail", "g", "--limit", "1001"]).is_err());
         assert!(Cli::try_parse_from(["conclavectl", "tail", "g", "--limit", "1000"]).is_ok());
+    }
+
+    #[test]
+    fn new_commands_parse() {
+        let cli = Cli::try_parse_from(["conclavectl", "user", "set-role", "bob", "admin"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::User(UserCommand::SetRole {
+                role: RoleArg::Admin,
+                ..
+            })
+        ));
+        assert!(Cli::try_parse_from(["conclavectl", "user", "set-role", "bob", "root"]).is_err());
+        let cli = Cli::try_parse_from([
+            "conclavectl",
+            "channel",
+            "create",
+            "ops",
+            "--private",
+            "--topic",
+            "pager duty",
+        ])
+        .unwrap();
+        let Command::Channel(ChannelCommand::Create {
+            name,
+            private,
+            topic,
+        }) = cli.command
+        else {
+            panic!("expected channel create");
+        };
+        assert_eq!((name.as_str(), private), ("ops", true));
+        assert_eq!(topic.as_deref(), Some("pager duty"));
+        let cli = Cli::try_parse_from(["conclavectl", "dm", "bob", "carol"]).unwrap();
+        assert!(matches!(cli.command, Command::Dm { users } if users == ["bob", "carol"]));
+        assert!(Cli::try_parse_from(["conclavectl", "dm"]).is_err());
+        let cli = Cli::try_parse_from(["conclavectl", "chat", "--channel", "general"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Chat { channel: Some(c), ack_timeout: 10 } if c == "general"
+        ));
     }
 
     #[test]

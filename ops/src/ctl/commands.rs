@@ -9,13 +9,13 @@ use std::path::PathBuf;
 use std::pin::pin;
 use std::time::Duration;
 
-use ops::{Client, ClientError, Role};
+use ops::{ChannelPatch, Client, ClientError, NewChannel, Role, UserPatch};
 use serde::Serialize;
 
-use super::args::{ChannelCommand, Cli, Command, NodeCommand, UserCommand};
+use super::args::{ChannelCommand, Cli, Command, NodeCommand, RoleArg, UserCommand};
 use super::failure::{EXIT_DEGRADED, EXIT_OK, Failure};
 use super::token_file::{self, SavedSession};
-use super::{password, render};
+use super::{chat, password, render};
 
 const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 /// How often `tail --follow` asks for new messages.
@@ -47,9 +47,133 @@ pub(crate) async fn run(cli: Cli) -> Result<u8, Failure> {
             let users = ctx.session_client()?.list_users().await?;
             ctx.emit(&users, || render::users(&users))
         }
-        Command::Channel(ChannelCommand::Create { name }) => {
-            let channel = ctx.session_client()?.create_channel(&name).await?;
-            ctx.emit(&channel, || format!("created channel {}\n", channel.name))
+        Command::User(UserCommand::Disable { username }) => {
+            ctx.user_patch(
+                &username,
+                UserPatch {
+                    disabled: Some(true),
+                    ..UserPatch::default()
+                },
+                "disabled user",
+            )
+            .await
+        }
+        Command::User(UserCommand::Enable { username }) => {
+            ctx.user_patch(
+                &username,
+                UserPatch {
+                    disabled: Some(false),
+                    ..UserPatch::default()
+                },
+                "enabled user",
+            )
+            .await
+        }
+        Command::User(UserCommand::SetRole { username, role }) => {
+            let role = match role {
+                RoleArg::Admin => Role::Admin,
+                RoleArg::Member => Role::Member,
+            };
+            let user = ctx
+                .session_client()?
+                .update_user(
+                    &username,
+                    &UserPatch {
+                        role: Some(role),
+                        ..UserPatch::default()
+                    },
+                )
+                .await?;
+            ctx.emit(&user, || {
+                format!("{} is now {}\n", user.username, user.role)
+            })
+        }
+        Command::User(UserCommand::ResetPassword { username, password }) => {
+            let client = ctx.session_client()?;
+            let password = password::obtain(password, &format!("new password for {username}"))?;
+            client.set_user_password(&username, &password).await?;
+            ctx.emit(
+                &serde_json::json!({ "username": username, "password_reset": true }),
+                || format!("password of {username} reset; all their sessions are revoked\n"),
+            )
+        }
+        Command::Passwd { current, new } => {
+            let client = ctx.session_client()?;
+            let current = password::obtain(current, "current password")?;
+            let new = password::obtain(new, "new password")?;
+            client.change_password(&current, &new).await?;
+            ctx.emit(&serde_json::json!({ "password_changed": true }), || {
+                "password changed; your other sessions are revoked\n".to_owned()
+            })
+        }
+        Command::Channel(ChannelCommand::Create {
+            name,
+            private,
+            topic,
+        }) => {
+            let client = ctx.session_client()?;
+            let channel = if !private && topic.is_none() {
+                // The plain form, which servers before the v1 additions accept too.
+                client.create_channel(&name).await?
+            } else {
+                let mut new = if private {
+                    NewChannel::private(&name)
+                } else {
+                    NewChannel::public(&name)
+                };
+                new.topic = topic;
+                client.create_channel_with(&new).await?
+            };
+            ctx.emit(&channel, || {
+                let kind = if private {
+                    "private channel"
+                } else {
+                    "channel"
+                };
+                format!("created {kind} {}\n", channel.name)
+            })
+        }
+        Command::Channel(ChannelCommand::Archive { name }) => {
+            let channel = ctx
+                .session_client()?
+                .update_channel(
+                    &name,
+                    &ChannelPatch {
+                        archived: Some(true),
+                        ..ChannelPatch::default()
+                    },
+                )
+                .await?;
+            ctx.emit(&channel, || format!("archived channel {}\n", channel.name))
+        }
+        Command::Channel(ChannelCommand::Topic { name, text }) => {
+            let channel = ctx
+                .session_client()?
+                .update_channel(
+                    &name,
+                    &ChannelPatch {
+                        topic: Some(text.join(" ")),
+                        ..ChannelPatch::default()
+                    },
+                )
+                .await?;
+            ctx.emit(&channel, || {
+                format!("topic of {} set to: {}\n", channel.name, channel.topic)
+            })
+        }
+        Command::Dm { users } => {
+            let users: Vec<&str> = users.iter().map(String::as_str).collect();
+            let channel = ctx.session_client()?.open_dm(&users).await?;
+            ctx.emit(&channel, || {
+                format!("{} ({})\n", channel.name, channel.members.join(", "))
+            })
+        }
+        Command::Chat {
+            channel,
+            ack_timeout,
+        } => {
+            let client = ctx.session_client()?;
+            chat::run(client, channel, Duration::from_secs(ack_timeout)).await
         }
         Command::Channel(ChannelCommand::Join { name }) => {
             let channel = ctx.session_client()?.join_channel(&name).await?;
@@ -221,6 +345,16 @@ impl Context {
         self.emit(&user, || {
             format!("created user {} ({})\n", user.username, user.role)
         })
+    }
+
+    async fn user_patch(
+        &self,
+        username: &str,
+        patch: UserPatch,
+        done: &str,
+    ) -> Result<u8, Failure> {
+        let user = self.session_client()?.update_user(username, &patch).await?;
+        self.emit(&user, || format!("{done} {}\n", user.username))
     }
 
     async fn send(&self, channel: &str, text: &str, id: Option<String>) -> Result<u8, Failure> {

@@ -5,7 +5,7 @@
 
 use std::io::Write as _;
 
-use ops::ClientError;
+use ops::{ClientError, WsError};
 
 /// Success.
 pub(crate) const EXIT_OK: u8 = 0;
@@ -41,6 +41,11 @@ impl Failure {
 
     pub(crate) fn local(message: impl std::fmt::Display) -> Failure {
         Failure::with_line(EXIT_REFUSED, message)
+    }
+
+    /// The cluster did not answer in time (exit 3), with a line saying what is missing.
+    pub(crate) fn unreachable(message: impl std::fmt::Display) -> Failure {
+        Failure::with_line(EXIT_UNREACHABLE, message)
     }
 
     pub(crate) fn not_logged_in(reason: impl std::fmt::Display) -> Failure {
@@ -83,6 +88,22 @@ impl From<ClientError> for Failure {
     }
 }
 
+impl From<WsError> for Failure {
+    fn from(err: WsError) -> Failure {
+        match &err {
+            WsError::AuthLost(info) => {
+                Failure::not_logged_in(format_args!("the server ended the session: {info}"))
+            }
+            WsError::NotLoggedIn => Failure::not_logged_in("no session token"),
+            WsError::Unreachable { .. } | WsError::Connect { .. } | WsError::Timeout(_) => {
+                Failure::with_line(EXIT_UNREACHABLE, &err)
+            }
+            WsError::InvalidServer { .. } => Failure::with_line(EXIT_USAGE, &err),
+            _ => Failure::with_line(EXIT_REFUSED, &err),
+        }
+    }
+}
+
 /// The exit code for a library error.
 pub(crate) fn exit_code(err: &ClientError) -> u8 {
     match err {
@@ -90,7 +111,9 @@ pub(crate) fn exit_code(err: &ClientError) -> u8 {
         ClientError::Api {
             status: 401, code, ..
         } if code == "unauthorized" => EXIT_NOT_LOGGED_IN,
-        ClientError::Api { .. } | ClientError::Decode { .. } => EXIT_REFUSED,
+        ClientError::Api { .. } | ClientError::Decode { .. } | ClientError::Throttled { .. } => {
+            EXIT_REFUSED
+        }
         ClientError::Unreachable { .. } => EXIT_UNREACHABLE,
         ClientError::InvalidServer { .. } => EXIT_USAGE,
         ClientError::NotLoggedIn => EXIT_NOT_LOGGED_IN,
@@ -187,6 +210,34 @@ mod tests {
                     .contains("run `conclavectl login`")
             );
         }
+    }
+
+    #[test]
+    fn websocket_failures() {
+        let f = Failure::from(WsError::AuthLost(ops::CloseInfo {
+            code: Some(4003),
+            reason: "account disabled".into(),
+        }));
+        assert_eq!(f.code, EXIT_NOT_LOGGED_IN);
+        assert!(
+            f.line
+                .unwrap_or_default()
+                .contains("close 4003 (account disabled)")
+        );
+        let f = Failure::from(WsError::Unreachable {
+            tried: vec!["http://a:1".into()],
+            last_error: "refused".into(),
+        });
+        assert_eq!(f.code, EXIT_UNREACHABLE);
+        let throttled = ClientError::Throttled {
+            message: "try again in 4 s".into(),
+            retry_after_secs: Some(4),
+        };
+        assert_eq!(exit_code(&throttled), EXIT_REFUSED);
+        assert_eq!(
+            Failure::from(throttled).line.as_deref(),
+            Some("conclavectl: error: too_many_attempts: try again in 4 s")
+        );
     }
 
     #[test]

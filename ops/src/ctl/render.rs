@@ -54,9 +54,15 @@ pub(crate) fn hms_utc(ts_ms: u64) -> String {
     )
 }
 
+/// `HH:MM` in UTC for a Unix time in milliseconds.
+pub(crate) fn hm_utc(ts_ms: u64) -> String {
+    let secs_of_day = (ts_ms / 1000) % 86_400;
+    format!("{:02}:{:02}", secs_of_day / 3600, (secs_of_day / 60) % 60)
+}
+
 /// Message bodies are written by other users: terminal control sequences are shown escaped
 /// so a message cannot rewrite the operator's screen. Newlines and tabs are kept.
-fn sanitize(s: &str) -> String {
+pub(crate) fn sanitize(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if c.is_control() && c != '\n' && c != '\t' {
@@ -162,15 +168,47 @@ pub(crate) fn channels(channels: &[Channel]) -> String {
     let rows: Vec<Vec<String>> = channels
         .iter()
         .map(|c| {
+            let mut kind = c.kind.to_string();
+            if c.archived {
+                kind.push_str(",archived");
+            }
             vec![
                 sanitize(&c.name),
+                kind,
                 c.members.len().to_string(),
                 c.last_seq.to_string(),
+                opt(c.unread),
                 sanitize(&c.created_by),
             ]
         })
         .collect();
-    table(&["NAME", "MEMBERS", "LAST_SEQ", "CREATED_BY"], &rows)
+    table(
+        &[
+            "NAME",
+            "KIND",
+            "MEMBERS",
+            "LAST_SEQ",
+            "UNREAD",
+            "CREATED_BY",
+        ],
+        &rows,
+    )
+}
+
+/// One chat line: `[#channel] HH:MM author: body` (a reply says which message it answers;
+/// continuation lines of a multi-line body are indented).
+pub(crate) fn chat_line(m: &Message) -> String {
+    let reply = m
+        .thread_root
+        .map(|root| format!(" (reply to #{root})"))
+        .unwrap_or_default();
+    let body = sanitize(&m.body).replace('\n', "\n    ");
+    format!(
+        "[#{}] {} {}{reply}: {body}",
+        sanitize(&m.channel),
+        hm_utc(m.ts_ms),
+        sanitize(&m.author)
+    )
 }
 
 #[cfg(test)]
@@ -216,8 +254,39 @@ mod tests {
             body: "hello\x1b[2J".into(),
             ts_ms: 1_767_225_600_123 + 3_723_000,
             client_msg_id: "c-1".into(),
+            thread_root: None,
+            reply_count: 0,
+            edited_at_ms: None,
+            deleted: false,
+            pinned: false,
+            reactions: Default::default(),
+            mentions: Vec::new(),
         };
         assert_eq!(message_line(&m), "#42 [01:02:03] alice: hello\\u{1b}[2J");
+    }
+
+    #[test]
+    fn chat_lines() {
+        let mut m = Message {
+            channel: "general".into(),
+            seq: 3,
+            author: "alice".into(),
+            body: "hi\nthere".into(),
+            ts_ms: 1_767_225_600_000 + 13 * 3_600_000 + 5 * 60_000,
+            client_msg_id: "c-1".into(),
+            thread_root: None,
+            reply_count: 0,
+            edited_at_ms: None,
+            deleted: false,
+            pinned: false,
+            reactions: Default::default(),
+            mentions: Vec::new(),
+        };
+        assert_eq!(chat_line(&m), "[#general] 13:05 alice: hi\n    there");
+        m.thread_root = Some(1);
+        m.body = "ok".into();
+        assert_eq!(chat_line(&m), "[#general] 13:05 alice (reply to #1): ok");
+        assert_eq!(hm_utc(86_399_999), "23:59");
     }
 
     #[test]

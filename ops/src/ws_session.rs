@@ -1,0 +1,766 @@
+//! [`ChatSession`]: a WebSocket session to a cluster that survives node failures. A
+//! background task owns the connection; the caller gets typed [`SessionEvent`]s, each channel
+//! event exactly once, and [`SendHandle`]s that resolve on `ack`.
+//!
+//! The failover rules are those of docs/protocol.md ("Failover"):
+//! * On any close or error except 4001/4003, wait a jittered backoff (100 ms doubling to 5 s,
+//!   ±50%; the count restarts after a connection that lived long enough), then try the nodes
+//!   from the last `hello` (and the configured servers), the failed node last. A node is
+//!   used only if `GET /readyz` answers 200.
+//! * Send `auth`, then `subscribe` every wanted channel with `after` = its cursor (the last
+//!   `ev` handed to the caller), then re-send every unacknowledged message with its original
+//!   `client_msg_id` in the original order.
+//! * Events at or below a channel's cursor are dropped, so a replay overlap or a lagging node
+//!   never shows the caller an `ev` twice.
+//! * 4001/4003 end the session: [`SessionEvent::AuthLost`], and every pending send resolves
+//!   with [`WsError::AuthLost`].
+//! * `nack` with `unavailable` is re-sent (same id) after a backoff; any other `nack`
+//!   resolves the send's handle with [`WsError::Nacked`].
+//! * No frame at all for the read timeout (45 s; the server pings every 15 s) counts as a
+//!   dead connection.
+//! * Outgoing frames go through a token bucket below the server's rate limit, so a long queue
+//!   of re-sends cannot get the connection closed with 4029 over and over.
+//!
+//! This module is the caller's side: configuration ([`SessionBuilder`]), the handle
+//! ([`ChatSession`]) and what it reports ([`SessionEvent`], [`SendHandle`]). The connection
+//! itself is run by `ws_task`. It must never print, never block on the network in a
+//! non-async method, and never put the token anywhere but the `auth` frame.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::Client;
+use crate::error::{CloseInfo, WsError};
+use crate::servers::{display_server, normalize_server};
+use crate::types::{Channel, Message, User};
+use crate::ws_frames::{
+    Ack, ChannelEvent, ClientFrame, EventKind, Nack, NodeAddr, PresenceStatus, ReadMarkerUpdate,
+};
+use crate::ws_state::{PendingSend, ReconnectBackoff, Subscriptions};
+use crate::ws_task::{Command, Config, Links, Shared, Task, lock};
+
+const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(45);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_CONNECT_DEADLINE: Duration = Duration::from_secs(10);
+/// A connection that lived this long resets the reconnect backoff: the failure after it is a
+/// new incident, not the next step of the last one.
+const DEFAULT_STABLE_AFTER: Duration = Duration::from_secs(5);
+/// Below the server's 20 frames/s and burst of 60, with room for its own rounding.
+const DEFAULT_RATE_PER_SEC: f64 = 16.0;
+const DEFAULT_RATE_BURST: u32 = 40;
+/// The node a session is connected to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectedNode {
+    /// From `hello`.
+    pub node_id: u64,
+    /// `host:port` of the node's API.
+    pub addr: String,
+    /// The `ws://` URL the session connected to.
+    pub url: String,
+}
+
+/// Where a session stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnState {
+    /// Before the first connection.
+    Connecting,
+    Connected(ConnectedNode),
+    /// Between connections; `attempt` counts the rounds since the last good connection.
+    Reconnecting {
+        attempt: u32,
+    },
+    /// Closed by the caller, or after a terminal error (see [`ChatSession::end_error`]).
+    Ended,
+}
+
+/// What a session reports to its caller, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// Authenticated on a node (the first time and after every reconnect).
+    Connected(ConnectedNode),
+    /// The connection to `node` ended; a reconnect follows.
+    Disconnected {
+        node: ConnectedNode,
+        close: Option<CloseInfo>,
+        reason: String,
+    },
+    /// A reconnect round starts after `delay`; `last_error` says why the last try failed.
+    Reconnecting {
+        attempt: u32,
+        delay: Duration,
+        last_error: String,
+    },
+    /// Terminal: the server closed with 4001 or 4003. Log in again.
+    AuthLost(CloseInfo),
+    /// The replay of `channel` is complete up to `ev`; live events follow.
+    Subscribed {
+        channel: String,
+        ev: u64,
+    },
+    /// The server stopped streaming `channel` (access lost); it is not re-subscribed.
+    Unsubscribed {
+        channel: String,
+    },
+    /// A channel event never delivered before.
+    Event(ChannelEvent),
+    /// Events `expected..got` of `channel` never arrived (the protocol promises this does not
+    /// happen). The event `got` follows as an `Event`.
+    Gap {
+        channel: String,
+        expected: u64,
+        got: u64,
+    },
+    /// A send was acknowledged (its [`SendHandle`] resolves too).
+    Acked(Ack),
+    /// A send was refused for good (its [`SendHandle`] resolves too).
+    Nacked(Nack),
+    Typing {
+        channel: String,
+        user: String,
+    },
+    Presence {
+        user: String,
+        status: PresenceStatus,
+    },
+    ReadMarker(ReadMarkerUpdate),
+    Mention {
+        channel: String,
+        seq: u64,
+        by: String,
+    },
+    ChannelAdded(Channel),
+    ChannelRemoved {
+        channel: String,
+    },
+    UserUpdated(User),
+    /// The server's `error` frame (a problem with one frame; the connection stays).
+    ServerError {
+        code: String,
+        message: String,
+        channel: Option<String>,
+    },
+    Pong {
+        id: u64,
+    },
+    /// A text frame that does not decode. (An `event` frame's cursor still advances.)
+    Malformed {
+        text: String,
+        error: String,
+    },
+    /// A frame type this client does not know (a newer server).
+    UnknownFrame {
+        text: String,
+    },
+}
+
+impl SessionEvent {
+    /// The new message of a `message` event in `channel`.
+    pub fn new_message_in(&self, channel: &str) -> Option<&Message> {
+        match self {
+            SessionEvent::Event(ChannelEvent {
+                channel: ch,
+                kind: EventKind::Message { message },
+                ..
+            }) if ch == channel => Some(message),
+            _ => None,
+        }
+    }
+}
+
+/// Configures and starts a [`ChatSession`].
+#[derive(Clone)]
+pub struct SessionBuilder {
+    servers: Vec<String>,
+    token: String,
+    subscriptions: Vec<(String, Option<u64>)>,
+    read_timeout: Duration,
+    connect_timeout: Duration,
+    auth_timeout: Duration,
+    probe_timeout: Duration,
+    connect_deadline: Duration,
+    stable_after: Duration,
+    rate: Option<(f64, u32)>,
+    backoff: ReconnectBackoff,
+    presence: Option<PresenceStatus>,
+}
+
+impl std::fmt::Debug for SessionBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionBuilder")
+            .field("servers", &self.servers)
+            .field("token", &"<redacted>")
+            .field("subscriptions", &self.subscriptions)
+            .field("read_timeout", &self.read_timeout)
+            .field("rate", &self.rate)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionBuilder {
+    /// `servers` are the addresses [`Client::new`] accepts; `token` a bearer token from
+    /// `login`.
+    pub fn new(servers: Vec<String>, token: impl Into<String>) -> SessionBuilder {
+        SessionBuilder {
+            servers,
+            token: token.into(),
+            subscriptions: Vec::new(),
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            auth_timeout: DEFAULT_AUTH_TIMEOUT,
+            probe_timeout: DEFAULT_PROBE_TIMEOUT,
+            connect_deadline: DEFAULT_CONNECT_DEADLINE,
+            stable_after: DEFAULT_STABLE_AFTER,
+            rate: Some((DEFAULT_RATE_PER_SEC, DEFAULT_RATE_BURST)),
+            backoff: ReconnectBackoff::default(),
+            presence: None,
+        }
+    }
+
+    /// The servers and token of a logged-in [`Client`].
+    pub fn from_client(client: &Client) -> Result<SessionBuilder, WsError> {
+        let token = client.token().ok_or(WsError::NotLoggedIn)?;
+        Ok(SessionBuilder::new(client.servers().to_vec(), token))
+    }
+
+    /// Subscribes `channel` "from now" (no replay).
+    pub fn subscribe(mut self, channel: impl Into<String>) -> SessionBuilder {
+        self.subscriptions.push((channel.into(), None));
+        self
+    }
+
+    /// Subscribes `channel` with a replay of every event after `after` (0: all of them).
+    pub fn subscribe_after(mut self, channel: impl Into<String>, after: u64) -> SessionBuilder {
+        self.subscriptions.push((channel.into(), Some(after)));
+        self
+    }
+
+    /// No frame for this long means the connection is dead (default 45 s).
+    pub fn read_timeout(mut self, d: Duration) -> SessionBuilder {
+        self.read_timeout = d;
+        self
+    }
+
+    /// Bound on TCP connect plus upgrade, per node (default 5 s).
+    pub fn connect_timeout(mut self, d: Duration) -> SessionBuilder {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// How long to wait for `hello` after `auth` (default 10 s).
+    pub fn auth_timeout(mut self, d: Duration) -> SessionBuilder {
+        self.auth_timeout = d;
+        self
+    }
+
+    /// Bound on each `GET /readyz` probe (default 1 s).
+    pub fn probe_timeout(mut self, d: Duration) -> SessionBuilder {
+        self.probe_timeout = d;
+        self
+    }
+
+    /// How long [`SessionBuilder::connect`] tries before giving up (default 10 s).
+    pub fn connect_deadline(mut self, d: Duration) -> SessionBuilder {
+        self.connect_deadline = d;
+        self
+    }
+
+    /// The reconnect backoff: `first` doubling to `cap`, ±50% (default 100 ms to 5 s).
+    pub fn backoff(mut self, first: Duration, cap: Duration) -> SessionBuilder {
+        self.backoff = ReconnectBackoff { first, cap };
+        self
+    }
+
+    /// Client-side limit on outgoing frames (default 16/s, burst 40: under the server's 20/s,
+    /// burst 60).
+    pub fn rate_limit(mut self, per_sec: f64, burst: u32) -> SessionBuilder {
+        self.rate = Some((per_sec, burst));
+        self
+    }
+
+    /// No client-side rate limit (for tests of the server's limit).
+    pub fn no_rate_limit(mut self) -> SessionBuilder {
+        self.rate = None;
+        self
+    }
+
+    /// A presence status to announce on every connection.
+    pub fn presence(mut self, status: PresenceStatus) -> SessionBuilder {
+        self.presence = Some(status);
+        self
+    }
+
+    /// Starts the session and waits until it is connected and authenticated (first node that
+    /// is ready, trying for the connect deadline). An invalid token fails with
+    /// [`WsError::AuthLost`]; no reachable node with [`WsError::Unreachable`].
+    pub async fn connect(self) -> Result<ChatSession, WsError> {
+        let deadline = self.connect_deadline;
+        let session = self.start()?;
+        let mut state = session.state_rx.clone();
+        let waited = tokio::time::timeout(
+            deadline,
+            state.wait_for(|s| matches!(s, ConnState::Connected(_) | ConnState::Ended)),
+        )
+        .await
+        .map(|r| r.map(|s| s.clone()));
+        match waited {
+            Ok(Ok(ConnState::Connected(_))) => Ok(session),
+            Ok(_) => Err(session.end_error().unwrap_or(WsError::SessionEnded)),
+            Err(_) => {
+                let (tried, last_error) = {
+                    let shared = session.lock();
+                    (
+                        shared.tried.clone(),
+                        shared
+                            .last_error
+                            .clone()
+                            .unwrap_or_else(|| "no answer".to_owned()),
+                    )
+                };
+                session.close().await;
+                Err(WsError::Unreachable { tried, last_error })
+            }
+        }
+    }
+
+    /// Starts the session without waiting for a connection: sends made before it connects are
+    /// queued. Must be called inside a tokio runtime.
+    pub fn start(self) -> Result<ChatSession, WsError> {
+        let mut seeds = Vec::new();
+        for server in &self.servers {
+            let url = normalize_server(server).map_err(|e| WsError::InvalidServer {
+                url: server.clone(),
+                reason: e.to_string(),
+            })?;
+            let name = display_server(&url);
+            if !seeds.contains(&name) {
+                seeds.push(name);
+            }
+        }
+        if seeds.is_empty() {
+            return Err(WsError::InvalidServer {
+                url: String::new(),
+                reason: "no servers given".to_owned(),
+            });
+        }
+        if self.token.is_empty() {
+            return Err(WsError::NotLoggedIn);
+        }
+        let http = reqwest::Client::builder()
+            // Same reason as in `Client::new`: never send LAN cluster traffic to a proxy.
+            .no_proxy()
+            .user_agent(concat!("conclave-ops/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| WsError::InvalidServer {
+                url: seeds.join(","),
+                reason: format!("cannot build HTTP client: {e}"),
+            })?;
+
+        let mut subs = Subscriptions::default();
+        let mut shared = Shared::default();
+        for (channel, after) in &self.subscriptions {
+            subs.want(channel, *after);
+        }
+        shared.cursors = subs.cursors();
+
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (event_tx, event_rx) = mpsc::unbounded_channel();
+        let (state_tx, state_rx) = watch::channel(ConnState::Connecting);
+        let state_tx = Arc::new(state_tx);
+        let shared = Arc::new(Mutex::new(shared));
+        let cancel = CancellationToken::new();
+
+        let cfg = Config {
+            seeds,
+            token: self.token,
+            http,
+            read_timeout: self.read_timeout,
+            connect_timeout: self.connect_timeout,
+            auth_timeout: self.auth_timeout,
+            probe_timeout: self.probe_timeout,
+            stable_after: self.stable_after,
+            rate: self.rate,
+            backoff: self.backoff,
+        };
+        let links = Links {
+            commands: cmd_rx,
+            events: event_tx,
+            shared: Arc::clone(&shared),
+            state: Arc::clone(&state_tx),
+            cancel: cancel.clone(),
+        };
+        let task = Task::new(cfg, links, subs, self.presence);
+        let handle = tokio::spawn(task.run());
+        Ok(ChatSession {
+            commands: cmd_tx,
+            events: event_rx,
+            backlog: VecDeque::new(),
+            shared,
+            state_tx,
+            state_rx,
+            cancel,
+            task: Some(handle),
+        })
+    }
+}
+
+/// The outcome of one send: resolves with the `ack`, or with [`WsError::Nacked`],
+/// [`WsError::AuthLost`] or [`WsError::SessionEnded`]. Await it (it is a `Future`) or call
+/// [`SendHandle::wait_timeout`]; dropping it does not cancel the send.
+#[derive(Debug)]
+pub struct SendHandle {
+    client_msg_id: String,
+    rx: oneshot::Receiver<Result<Ack, WsError>>,
+}
+
+impl SendHandle {
+    /// The idempotency key the message is sent (and re-sent) with.
+    pub fn client_msg_id(&self) -> &str {
+        &self.client_msg_id
+    }
+
+    /// Waits for the outcome at most `timeout` ([`WsError::Timeout`] then; the message stays
+    /// pending in the session).
+    pub async fn wait_timeout(self, timeout: Duration) -> Result<Ack, WsError> {
+        tokio::time::timeout(timeout, self)
+            .await
+            .unwrap_or(Err(WsError::Timeout(timeout)))
+    }
+}
+
+impl Future for SendHandle {
+    type Output = Result<Ack, WsError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // A dropped responder means the session task ended without answering.
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(WsError::SessionEnded)))
+    }
+}
+
+/// A WebSocket chat session with failover and resume (see the module documentation).
+///
+/// Dropping it stops the background task (without waiting); [`ChatSession::close`] stops it
+/// and waits. Events queue without bound until read: read them, or the memory grows.
+pub struct ChatSession {
+    commands: mpsc::UnboundedSender<Command>,
+    events: mpsc::UnboundedReceiver<SessionEvent>,
+    /// Events read by a `wait_*` call that did not match it, still to be handed out.
+    backlog: VecDeque<SessionEvent>,
+    shared: Arc<Mutex<Shared>>,
+    /// Shared with the task, so that [`ChatSession::reconnect`] is visible at once.
+    state_tx: Arc<watch::Sender<ConnState>>,
+    state_rx: watch::Receiver<ConnState>,
+    cancel: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ChatSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatSession")
+            .field("state", &self.state())
+            .field("cursors", &self.cursors())
+            .field("pending", &self.pending())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ChatSession {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl ChatSession {
+    /// Shorthand for [`SessionBuilder::new`].
+    pub fn builder(servers: Vec<String>, token: impl Into<String>) -> SessionBuilder {
+        SessionBuilder::new(servers, token)
+    }
+
+    // ---- events ----
+
+    /// The next event; `None` once the session has ended and every event was read.
+    pub async fn next_event(&mut self) -> Option<SessionEvent> {
+        if let Some(event) = self.backlog.pop_front() {
+            return Some(event);
+        }
+        self.events.recv().await
+    }
+
+    /// The next event within `timeout`: [`WsError::Timeout`] if none came, the session's
+    /// terminal error (or [`WsError::SessionEnded`]) once it has ended.
+    pub async fn next_event_timeout(&mut self, timeout: Duration) -> Result<SessionEvent, WsError> {
+        match tokio::time::timeout(timeout, self.next_event()).await {
+            Ok(Some(event)) => Ok(event),
+            Ok(None) => Err(self.end_error().unwrap_or(WsError::SessionEnded)),
+            Err(_) => Err(WsError::Timeout(timeout)),
+        }
+    }
+
+    /// An event if one is ready now.
+    pub fn try_next_event(&mut self) -> Option<SessionEvent> {
+        self.backlog
+            .pop_front()
+            .or_else(|| self.events.try_recv().ok())
+    }
+
+    /// Every event ready now (for tests that want to start from a clean slate).
+    pub fn drain_events(&mut self) -> Vec<SessionEvent> {
+        let mut out: Vec<SessionEvent> = self.backlog.drain(..).collect();
+        while let Ok(event) = self.events.try_recv() {
+            out.push(event);
+        }
+        out
+    }
+
+    /// Waits up to `timeout` for the first event for which `f` returns `Some`, and returns
+    /// that. Events that do not match stay queued, in order, for the next call.
+    pub async fn wait_for<T>(
+        &mut self,
+        timeout: Duration,
+        mut f: impl FnMut(&SessionEvent) -> Option<T>,
+    ) -> Result<T, WsError> {
+        for i in 0..self.backlog.len() {
+            if let Some(found) = f(&self.backlog[i]) {
+                self.backlog.remove(i);
+                return Ok(found);
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Err(_) => return Err(WsError::Timeout(timeout)),
+                Ok(None) => return Err(self.end_error().unwrap_or(WsError::SessionEnded)),
+                Ok(Some(event)) => {
+                    if let Some(found) = f(&event) {
+                        return Ok(found);
+                    }
+                    self.backlog.push_back(event);
+                }
+            }
+        }
+    }
+
+    /// Waits for a new message (a `message` event) in `channel` that satisfies `pred`.
+    pub async fn wait_message(
+        &mut self,
+        channel: &str,
+        mut pred: impl FnMut(&Message) -> bool,
+        timeout: Duration,
+    ) -> Result<Message, WsError> {
+        self.wait_for(timeout, |event| {
+            event.new_message_in(channel).filter(|m| pred(m)).cloned()
+        })
+        .await
+    }
+
+    /// Waits until the session is connected (now or after a reconnect) and returns the node.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<ConnectedNode, WsError> {
+        let mut state = self.state_rx.clone();
+        let waited = tokio::time::timeout(
+            timeout,
+            state.wait_for(|s| matches!(s, ConnState::Connected(_) | ConnState::Ended)),
+        )
+        .await
+        .map(|r| r.map(|s| s.clone()));
+        match waited {
+            Ok(Ok(ConnState::Connected(node))) => Ok(node),
+            Ok(_) => Err(self.end_error().unwrap_or(WsError::SessionEnded)),
+            Err(_) => Err(WsError::Timeout(timeout)),
+        }
+    }
+
+    // ---- actions ----
+
+    /// Sends a message (a thread reply when `thread_root` is set) with a fresh
+    /// `client_msg_id`. It stays pending until acknowledged, across reconnects.
+    pub fn send(&self, channel: &str, body: &str, thread_root: Option<u64>) -> SendHandle {
+        self.send_with_id(channel, body, thread_root, crate::ids::new_client_msg_id())
+    }
+
+    /// Like [`ChatSession::send`] with a caller-chosen `client_msg_id` (re-sending an id the
+    /// server already has returns the original ack).
+    pub fn send_with_id(
+        &self,
+        channel: &str,
+        body: &str,
+        thread_root: Option<u64>,
+        client_msg_id: String,
+    ) -> SendHandle {
+        let (tx, rx) = oneshot::channel();
+        // Recorded before the task sees it, so that `pending()` never misses a send.
+        self.lock().pending.push(client_msg_id.clone());
+        let send = PendingSend::new(
+            client_msg_id.clone(),
+            channel.to_owned(),
+            body.to_owned(),
+            thread_root,
+            tx,
+        );
+        if self.commands.send(Command::Send(send)).is_err() {
+            // The task has ended: the responder was dropped with the command, so the handle
+            // resolves with `SessionEnded`.
+            self.lock().pending.retain(|id| id != &client_msg_id);
+        }
+        SendHandle { client_msg_id, rx }
+    }
+
+    /// Subscribes `channel`, resuming from its cursor if it had one, else "from now".
+    pub fn subscribe(&self, channel: &str) {
+        self.command(Command::Subscribe {
+            channel: channel.to_owned(),
+            after: None,
+        });
+    }
+
+    /// Subscribes `channel` with a replay of every event after `after`; the cursor is reset
+    /// to `after`. On a channel that is already subscribed this re-subscribes, and live
+    /// events that cross the re-subscription may be delivered before the replay (and the
+    /// replayed events below them then dropped): use it on quiet channels.
+    pub fn subscribe_after(&self, channel: &str, after: u64) {
+        self.command(Command::Subscribe {
+            channel: channel.to_owned(),
+            after: Some(after),
+        });
+    }
+
+    pub fn unsubscribe(&self, channel: &str) {
+        self.command(Command::Unsubscribe {
+            channel: channel.to_owned(),
+        });
+    }
+
+    /// Moves the read marker of `channel` forward to `seq` (kept and sent after a reconnect if
+    /// the session is disconnected).
+    pub fn mark_read(&self, channel: &str, seq: u64) {
+        self.command(Command::Read {
+            channel: channel.to_owned(),
+            seq,
+        });
+    }
+
+    /// A typing notice (dropped while disconnected: it would be stale).
+    pub fn typing(&self, channel: &str) {
+        self.command(Command::Volatile(ClientFrame::Typing {
+            channel: channel.to_owned(),
+        }));
+    }
+
+    /// Sets this connection's presence; it is announced again on every reconnect.
+    pub fn set_presence(&self, status: PresenceStatus) {
+        self.command(Command::Presence(status));
+    }
+
+    /// An application-level ping; the `pong` arrives as [`SessionEvent::Pong`].
+    pub fn ping(&self, id: u64) {
+        self.command(Command::Volatile(ClientFrame::Ping { id }));
+    }
+
+    /// Sends any frame as it is on the current connection (dropped while disconnected). The
+    /// session's bookkeeping does not see it.
+    pub fn send_raw(&self, frame: ClientFrame) {
+        self.command(Command::Volatile(frame));
+    }
+
+    /// Drops the current connection (close 1000) and fails over as if the node had gone
+    /// away: for tests of the resume logic. The state is `Reconnecting` from the moment this
+    /// returns, so a following [`ChatSession::wait_connected`] waits for the new connection.
+    pub fn reconnect(&self) {
+        let connection = self.lock().connections;
+        if self
+            .commands
+            .send(Command::Reconnect { connection })
+            .is_ok()
+        {
+            self.state_tx.send_if_modified(|state| {
+                let connected = matches!(state, ConnState::Connected(_));
+                if connected {
+                    *state = ConnState::Reconnecting { attempt: 0 };
+                }
+                connected
+            });
+        }
+    }
+
+    // ---- state ----
+
+    pub fn state(&self) -> ConnState {
+        self.state_rx.borrow().clone()
+    }
+
+    /// The node the session is connected to, `None` while (re)connecting.
+    pub fn current_node(&self) -> Option<ConnectedNode> {
+        match &*self.state_rx.borrow() {
+            ConnState::Connected(node) => Some(node.clone()),
+            _ => None,
+        }
+    }
+
+    /// The last `ev` of `channel` handed to the caller (or confirmed by `subscribed`).
+    pub fn cursor(&self, channel: &str) -> Option<u64> {
+        self.lock().cursors.get(channel).copied()
+    }
+
+    pub fn cursors(&self) -> BTreeMap<String, u64> {
+        self.lock().cursors.clone()
+    }
+
+    /// Channels confirmed by `subscribed` on the current connection.
+    pub fn subscribed(&self) -> Vec<String> {
+        self.lock().subscribed.clone()
+    }
+
+    /// `client_msg_id`s sent and not yet acknowledged or refused, in send order.
+    pub fn pending(&self) -> Vec<String> {
+        self.lock().pending.clone()
+    }
+
+    /// The cluster members from the last `hello`.
+    pub fn nodes(&self) -> Vec<NodeAddr> {
+        self.lock().nodes.clone()
+    }
+
+    /// The authenticated user, from the last `hello`.
+    pub fn user(&self) -> Option<User> {
+        self.lock().user.clone()
+    }
+
+    /// How many event frames were dropped as already delivered (replay overlaps).
+    pub fn duplicates_dropped(&self) -> u64 {
+        self.lock().duplicates_dropped
+    }
+
+    /// Why the session ended, if it ended with an error (e.g. [`WsError::AuthLost`]).
+    pub fn end_error(&self) -> Option<WsError> {
+        self.lock().ended.clone()
+    }
+
+    /// Stops the session: closes the connection (1000), resolves pending sends with
+    /// [`WsError::SessionEnded`] and waits for the background task to finish.
+    pub async fn close(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    fn command(&self, cmd: Command) {
+        // After the task ended there is nobody to tell; the caller learns it from the event
+        // stream ending.
+        let _ = self.commands.send(cmd);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        lock(&self.shared)
+    }
+}
