@@ -468,6 +468,11 @@ function onEvent(f) {
       if (!m) break;
       upsertMessage(m);
       if (f.kind === 'message' && c) countNewMessage(c, m);
+      if (f.kind === 'message') {
+        // Their message arrived: they are no longer typing it.
+        const t = S.typing.get(f.channel);
+        if (t && t.delete(m.author)) mark('typing');
+      }
       if (f.kind === 'pinned' && S.panel && S.panel.kind === 'pins' && S.panel.channel === f.channel) loadPins(f.channel);
       break;
     }
