@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use axum::serve::ListenerExt;
 use cluster::{ClusterNode, Command, Role};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -52,6 +53,12 @@ pub async fn serve(
     let rpc = axum::serve(peers, node.rpc_router())
         .with_graceful_shutdown(cancel.clone().cancelled_owned());
     let app = web::router(node.clone(), config.api_config(), cancel.child_token());
+    // Small frames (acks, typing notices) must not wait for Nagle's algorithm.
+    let api = api.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
+        }
+    });
     let http = axum::serve(api, app).with_graceful_shutdown(cancel.clone().cancelled_owned());
     let rpc_task = tokio::spawn(async move { rpc.await });
     let http_task = tokio::spawn(async move { http.await });

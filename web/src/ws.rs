@@ -31,6 +31,10 @@ const TRANSPORT_MAX_BYTES: usize = 64 * 1024;
 const REPLAY_PAGE: usize = 256;
 /// How long an ack waits for this node to apply the entry the leader committed.
 const ACK_APPLY_WAIT: Duration = Duration::from_secs(5);
+/// A client that takes longer than this to accept one frame is a slow consumer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a closing connection may take to deliver its close frame and hear the answer.
+const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
@@ -61,14 +65,27 @@ pub async fn upgrade(
         })
 }
 
-async fn send_close(sink: &mut Sink, code: u16, reason: &str) {
-    let _ = sink
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: Utf8Bytes::from(reason.to_string()),
-        })))
-        .await;
-    let _ = sink.close().await;
+/// Sends a close frame and lets the client answer before the socket is dropped. Dropping a
+/// socket with unread client data makes the kernel reset the connection and discard what was
+/// not yet sent, close frame included; so what the client still sends is read and discarded
+/// until it answers the close or goes away. A client that reads nothing (a slow consumer) is
+/// let go after `CLOSE_GRACE`, so it cannot hold the connection's memory.
+async fn send_close(sink: &mut Sink, stream: &mut Stream, code: u16, reason: &str) {
+    let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason.to_string()),
+    }));
+    let _ = tokio::time::timeout_at(deadline, sink.send(frame)).await;
+    let _ = tokio::time::timeout_at(deadline, async {
+        while let Some(Ok(msg)) = stream.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+    let _ = tokio::time::timeout(Duration::from_millis(200), sink.close()).await;
 }
 
 /// Whether a read error is the library refusing an oversized frame.
@@ -139,6 +156,7 @@ impl Conn {
                 _ => {
                     send_close(
                         &mut sink,
+                        &mut stream,
                         close::UNAUTHENTICATED,
                         "first frame must be auth",
                     )
@@ -150,6 +168,7 @@ impl Conn {
             Ok(Some(Ok(_))) => {
                 send_close(
                     &mut sink,
+                    &mut stream,
                     close::UNAUTHENTICATED,
                     "first frame must be auth",
                 )
@@ -157,7 +176,13 @@ impl Conn {
                 return;
             }
             Err(_) => {
-                send_close(&mut sink, close::UNAUTHENTICATED, "no auth frame in time").await;
+                send_close(
+                    &mut sink,
+                    &mut stream,
+                    close::UNAUTHENTICATED,
+                    "no auth frame in time",
+                )
+                .await;
                 return;
             }
         };
@@ -172,7 +197,7 @@ impl Conn {
                     ApiError::Unauthorized(_) => close::UNAUTHENTICATED,
                     _ => close::GOING_AWAY,
                 };
-                send_close(&mut sink, code, reason).await;
+                send_close(&mut sink, &mut stream, code, reason).await;
                 return;
             }
         };
@@ -191,23 +216,36 @@ impl Conn {
             subs: HashMap::new(),
         };
         let end = match conn.hello().await {
-            Ok(()) => conn.serve(stream, rx).await,
-            Err(()) => End::Gone,
+            Ok(()) => conn.serve(&mut stream, rx).await,
+            Err(end) => end,
         };
         if let End::Close(code, reason) = end {
-            send_close(&mut conn.sink, code, reason).await;
+            send_close(&mut conn.sink, &mut stream, code, reason).await;
         }
     }
 
-    async fn send(&mut self, frame: Utf8Bytes) -> Result<(), ()> {
-        self.sink.send(Message::Text(frame)).await.map_err(|_| ())
+    /// Writes one frame. Gives up when the hub asks this connection to close (the write may
+    /// be stuck behind a client that stopped reading) or when the client has not accepted the
+    /// frame within `WRITE_TIMEOUT`.
+    async fn send(&mut self, frame: Utf8Bytes) -> Result<(), End> {
+        let killed = self.handle.killed().clone();
+        tokio::select! {
+            r = self.sink.send(Message::Text(frame)) => r.map_err(|_| End::Gone),
+            _ = killed.cancelled() => {
+                let code = self.handle.close_code();
+                Err(End::Close(code, close_reason(code)))
+            }
+            _ = tokio::time::sleep(WRITE_TIMEOUT) => {
+                Err(End::Close(close::SLOW_CONSUMER, close_reason(close::SLOW_CONSUMER)))
+            }
+        }
     }
 
-    async fn hello(&mut self) -> Result<(), ()> {
+    async fn hello(&mut self) -> Result<(), End> {
         let reader = self.s.node.reader();
         let user = match reader.user_view(&self.auth.user.username) {
             Ok(Some(u)) => u,
-            _ => return Err(()),
+            _ => return Err(End::Close(close::UNAUTHENTICATED, "user not found")),
         };
         let m = self.s.node.metrics().membership_config.clone();
         let nodes = m
@@ -235,7 +273,11 @@ impl Conn {
         Ok(())
     }
 
-    async fn serve(&mut self, mut stream: Stream, mut rx: tokio::sync::mpsc::Receiver<Out>) -> End {
+    async fn serve(
+        &mut self,
+        stream: &mut Stream,
+        mut rx: tokio::sync::mpsc::Receiver<Out>,
+    ) -> End {
         let limits = self.s.hub.limits.clone();
         let mut rate = Rate {
             tokens: limits.rate_burst,
@@ -256,8 +298,8 @@ impl Conn {
                 }
                 out = rx.recv() => {
                     let Some(out) = out else { return End::Close(close::GOING_AWAY, "shutting down") };
-                    if self.deliver(out).await.is_err() {
-                        return End::Gone;
+                    if let Err(end) = self.deliver(out).await {
+                        return end;
                     }
                 }
                 msg = stream.next() => {
@@ -294,15 +336,21 @@ impl Conn {
                     if last_heard.elapsed() > limits.idle_timeout {
                         return End::Close(close::GOING_AWAY, "heartbeat lost");
                     }
-                    if self.sink.send(Message::Ping(Default::default())).await.is_err() {
-                        return End::Gone;
+                    let ping = tokio::time::timeout(
+                        WRITE_TIMEOUT,
+                        self.sink.send(Message::Ping(Default::default())),
+                    );
+                    match ping.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return End::Gone,
+                        Err(_) => return End::Close(close::SLOW_CONSUMER, close_reason(close::SLOW_CONSUMER)),
                     }
                 }
             }
         }
     }
 
-    async fn deliver(&mut self, out: Out) -> Result<(), ()> {
+    async fn deliver(&mut self, out: Out) -> Result<(), End> {
         match out {
             Out::Frame(f) => self.send(f).await,
             Out::Channel { channel, ev, frame } => {
@@ -339,7 +387,7 @@ impl Conn {
             channel,
         }
         .encode();
-        self.send(f).await.map_err(|()| End::Gone)
+        self.send(f).await
     }
 
     async fn on_frame(&mut self, frame: ClientFrame) -> Result<(), End> {
@@ -354,7 +402,7 @@ impl Conn {
                     self.s.hub.unsubscribe(self.id, &channel);
                 }
                 let f = ServerFrame::Unsubscribed { channel: &channel }.encode();
-                self.send(f).await.map_err(|()| End::Gone)
+                self.send(f).await
             }
             ClientFrame::Send {
                 channel,
@@ -402,7 +450,7 @@ impl Conn {
             }
             ClientFrame::Ping { id } => {
                 let f = ServerFrame::Pong { id: &id }.encode();
-                self.send(f).await.map_err(|()| End::Gone)
+                self.send(f).await
             }
         }
     }
@@ -464,7 +512,7 @@ impl Conn {
                 }
                 for (ev, event) in page {
                     if let Some(frame) = render_event(&reader, &channel, ev, &event) {
-                        self.send(frame).await.map_err(|()| End::Gone)?;
+                        self.send(frame).await?;
                     }
                     cursor = ev;
                 }
@@ -476,7 +524,7 @@ impl Conn {
             ev: cursor,
         }
         .encode();
-        self.send(f).await.map_err(|()| End::Gone)
+        self.send(f).await
     }
 
     async fn send_message(
@@ -495,7 +543,7 @@ impl Conn {
                 message: &e.to_string(),
             }
             .encode();
-            return self.send(f).await.map_err(|()| End::Gone);
+            return self.send(f).await;
         }
         let node = self.s.node.clone();
         let handle = self.handle.clone();

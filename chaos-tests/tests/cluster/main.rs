@@ -7,7 +7,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bad_input;
+mod browser;
 mod ctl;
+mod ctl_chat;
 mod full_restart;
 mod leader_kill;
 mod membership;
@@ -16,3 +18,7 @@ mod replication;
 mod rolling_restart;
 mod snapshot;
 mod util;
+mod ws_failover;
+mod ws_protocol;
+mod ws_slow_consumer;
+mod ws_util;

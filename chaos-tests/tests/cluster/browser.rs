@@ -1,0 +1,1180 @@
+//! The web client in a real browser: Debian's Chromium driven over WebDriver (chromedriver).
+//!
+//! Alice signs in on node 1's page and Bob on node 2's; they chat in `general`. The node
+//! serving Alice is SIGKILLed; Alice presses Enter on a message she had typed at once, then
+//! types a second one during the failover. Both show as pending, the page moves to a surviving
+//! node by itself, each message is delivered exactly once, and both pages show the same
+//! history in the same order as every surviving node's REST API.
+//! A recorder in each page (a `MutationObserver`) keeps every state the DOM went through, so
+//! a message that was ever rendered twice, or never shown as pending, fails the test even if
+//! the final page looks right.
+//!
+//! Screenshots (desktop 1280x800 for both users, a 390x844 phone for Alice, with and without
+//! the channel drawer) go to `$CHAOS_ARTIFACTS`, else `<temp dir>/conclave-browser-artifacts/`;
+//! a failing wait saves `browser-failure-*.png` there too.
+//!
+//! Needs `chromium` and `chromedriver` on PATH (Debian: `apt-get install chromium
+//! chromium-driver`). Without them the test prints why and passes, unless
+//! `CHAOS_REQUIRE_BROWSER` is set (`.ci/run` sets it), when it fails.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chaos_tests::TestCluster;
+use chaos_tests::checks::{self, Msg, NodeView};
+use chaos_tests::wait::poll_until;
+use fantoccini::wd::{Capabilities, WebDriverCompatibleCommand};
+use fantoccini::{Client, ClientBuilder, Locator, key::Key};
+use ops::{NewUser, Role};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::util::create_channel;
+
+/// Not on the server's list of common passwords.
+const PASSWORD: &str = "browser-user-password-1";
+const CHANNEL: &str = "general";
+const DESKTOP: (u32, u32) = (1280, 800);
+/// A phone in portrait (CSS pixels), rendered at 3x.
+const PHONE: (u32, u32, u32) = (390, 844, 3);
+/// Sign-in, a message round trip, a screenshot on a healthy cluster.
+const PAGE_WAIT: Duration = Duration::from_secs(20);
+/// From the SIGKILL until the page is connected to a survivor and the message is sent.
+const FAILOVER_WAIT: Duration = Duration::from_secs(20);
+/// One WebDriver command.
+const CMD_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_chat_survives_a_node_kill() {
+    let Some(tools) = browser_tools() else {
+        return;
+    };
+    let started = Instant::now();
+    let cluster = TestCluster::start(3).await;
+    for (user, display) in [("alice", "Alice"), ("bob", "Bob")] {
+        create_user(&cluster, user, display).await;
+    }
+    create_channel(&cluster, CHANNEL).await;
+    join(&cluster, 1, "alice").await;
+    join(&cluster, 2, "bob").await;
+
+    // The driver guard is declared before the pages: pages are dropped first, and the guard
+    // then kills chromedriver's whole process group (Chromium included) and removes profiles.
+    let mut driver = ChromeDriver::start(&tools).unwrap_or_else(|e| panic!("{e}"));
+    let alice = driver.open("alice").await.unwrap_or_else(|e| panic!("{e}"));
+    let bob = driver.open("bob").await.unwrap_or_else(|e| panic!("{e}"));
+    let run = Run {
+        cluster: &cluster,
+        pages: [&alice, &bob],
+        artifacts: artifacts_dir(),
+    };
+    eprintln!("browser sessions up after {:.1?}", started.elapsed());
+
+    // 1. Sign in on different nodes, open #general, wait until each socket is subscribed.
+    for (page, node) in [(&alice, 1), (&bob, 2)] {
+        run.ok(page.set_viewport(DESKTOP.0, DESKTOP.1).await).await;
+        run.sign_in(page, node).await;
+    }
+    let alice_node = run.connected_node(&alice).await;
+    let bob_node = run.connected_node(&bob).await;
+    if (alice_node, bob_node) != (1, 2) {
+        run.fail::<()>(&format!(
+            "a page connects to the node it was loaded from first: alice's page (node 1) is on \
+             node {alice_node}, bob's page (node 2) on node {bob_node}"
+        ))
+        .await;
+    }
+
+    // 2. Chat both ways; each message is sent before the next is typed.
+    let mut expected: Vec<(&str, String)> = Vec::new();
+    let before = [
+        (&alice, "Hi Bob, Alice here on node 1."),
+        (&bob, "Hello Alice! Bob on node 2, reading you fine."),
+        (&alice, "Shall we test the failover?"),
+        (&bob, "Go ahead, I am watching."),
+    ];
+    for (page, body) in before {
+        run.send(page, body).await;
+        expected.push((page.who, body.to_owned()));
+        run.wait_delivered(&expected).await;
+    }
+
+    // 3. Alice has a message ready in the composer when her node is SIGKILLed and presses
+    //    Enter at once (the send meets a dying socket); then she types a second one while the
+    //    page looks for another node. Both must show as pending.
+    let killed = alice_node;
+    let first = format!("Sent the moment node {killed} died.");
+    let second = "And this one, typed during the failover.";
+    run.ok(alice.type_into("#composer", &first).await).await;
+    for page in run.pages {
+        run.ok(page.install_recorder().await).await;
+    }
+    let killed_at_ms = now_ms();
+    let killed_at = Instant::now();
+    cluster.kill(killed);
+    run.ok(alice.type_into("#composer", &Key::Enter.to_string()).await)
+        .await;
+    let entered_in = killed_at.elapsed();
+    run.type_message(&alice, second).await;
+    let typed_in = killed_at.elapsed();
+    let outage = [first.as_str(), second];
+    for body in outage {
+        expected.push(("alice", body.to_owned()));
+    }
+
+    // 4. The page reconnects to a survivor by itself; the messages are sent, Bob sees each once.
+    let new_node = run
+        .wait(
+            &format!("alice's page to reconnect to a node other than {killed}"),
+            FAILOVER_WAIT,
+            || async {
+                let s = alice.state().await?;
+                match (s.conn.as_str(), s.node) {
+                    ("connected", Some(n)) if n != killed && s.ready == "1" => Ok(n),
+                    _ => Err(format!(
+                        "#conn-status {} node {:?}, ready {}",
+                        s.conn, s.node, s.ready
+                    )),
+                }
+            },
+        )
+        .await;
+    let reconnected_in = killed_at.elapsed();
+    run.wait_delivered(&expected).await;
+    let delivered_in = killed_at.elapsed();
+
+    let alice_rec = run.ok(alice.recording().await).await;
+    let bob_rec = run.ok(bob.recording().await).await;
+    let mut problems = Vec::new();
+    problems.extend(never_twice("alice", &alice_rec));
+    problems.extend(never_twice("bob", &bob_rec));
+    problems.extend(outage_history(&alice_rec, &outage, killed, killed_at_ms));
+    if !problems.is_empty() {
+        run.fail::<()>(&format!(
+            "what the pages showed during the failover:\n{}\nalice's page went through \
+             (ms after the kill):\n{}\nbob's:\n{}",
+            problems.join("\n"),
+            describe(&alice_rec, killed_at_ms),
+            describe(&bob_rec, killed_at_ms)
+        ))
+        .await;
+    }
+    eprintln!(
+        "node {killed} SIGKILLed; Enter pressed after {entered_in:.1?}, the second message typed \
+         by {typed_in:.1?}; alice's page was connected to node {new_node} after \
+         {reconnected_in:.1?}; both messages were sent and on bob's page after \
+         {delivered_in:.1?}\nalice's page during the failover (ms after the kill):\n{}",
+        describe(&alice_rec, killed_at_ms)
+    );
+
+    // 5. The conversation goes on after the failover.
+    let after = [
+        (&bob, "Got it exactly once. Welcome back!"),
+        (&alice, "Still here, now through another node."),
+    ];
+    for (page, body) in after {
+        run.send(page, body).await;
+        expected.push((page.who, body.to_owned()));
+        run.wait_delivered(&expected).await;
+    }
+
+    // 6. Both pages and every surviving node hold the same history in the same order.
+    let final_a = run.ok(alice.state().await).await;
+    let final_b = run.ok(bob.state().await).await;
+    let survivors = cluster.live_ids();
+    let views = cluster
+        .wait_converged(CHANNEL, &survivors, None, expected.len() as u64)
+        .await;
+    cluster.check(checks::no_duplicates(&views));
+    cluster.check(checks::same_order_on_every_node(&views));
+    let rest = &views[0].messages;
+    let problems = compare_histories(&expected, &final_a.messages, &final_b.messages, &views);
+    if !problems.is_empty() {
+        run.fail::<()>(&format!(
+            "histories differ:\n{}\nexpected {expected:?}\nalice's page {:?}\nbob's page {:?}\n\
+             node {} over REST {:?}",
+            problems.join("\n"),
+            final_a.messages,
+            final_b.messages,
+            views[0].node_id,
+            rest
+        ))
+        .await;
+    }
+    // Nothing was shown twice at any moment since the kill, on either page.
+    let mut problems = Vec::new();
+    for page in run.pages {
+        let rec = run.ok(page.recording().await).await;
+        problems.extend(never_twice(page.who, &rec));
+    }
+    if !problems.is_empty() {
+        run.fail::<()>(&problems.join("\n")).await;
+    }
+    for m in rest {
+        eprintln!("  seq {} {}: {}", m.seq, m.author, m.body);
+    }
+
+    // 7. Screenshots: both desktops, then Alice's page as a phone, with and without the drawer.
+    let mut shots = Vec::new();
+    for page in run.pages {
+        let path = run.screenshot(page, "desktop", DESKTOP.0, DESKTOP.1).await;
+        shots.push(path);
+    }
+    run.ok(alice.emulate_phone(PHONE.0, PHONE.1, PHONE.2).await)
+        .await;
+    let (pw, ph) = (PHONE.0 * PHONE.2, PHONE.1 * PHONE.2);
+    shots.push(run.screenshot(&alice, "phone", pw, ph).await);
+    run.ok(alice.click("#btn-drawer").await).await;
+    run.wait("the phone drawer to open", PAGE_WAIT, || async {
+        alice.drawer_open().await
+    })
+    .await;
+    shots.push(run.screenshot(&alice, "phone-drawer", pw, ph).await);
+    for s in &shots {
+        eprintln!("screenshot: {}", s.display());
+    }
+
+    alice.close().await;
+    bob.close().await;
+    drop(driver);
+    eprintln!("browser test done in {:.1?}", started.elapsed());
+}
+
+// ----- the scenario's steps ------------------------------------------------------------------
+
+/// The cluster and both pages: every failed step saves a screenshot of each page and panics
+/// with the pages' state and every node's log tail.
+struct Run<'a> {
+    cluster: &'a TestCluster,
+    pages: [&'a Page; 2],
+    artifacts: PathBuf,
+}
+
+impl Run<'_> {
+    async fn ok<T>(&self, r: Result<T, String>) -> T {
+        match r {
+            Ok(v) => v,
+            Err(e) => self.fail(&e).await,
+        }
+    }
+
+    /// Saves a screenshot of each page and panics with `msg`, the pages' state and the nodes'
+    /// logs. (Generic rather than `-> !`, which an `async fn` cannot return.)
+    async fn fail<T>(&self, msg: &str) -> T {
+        let mut report = format!("{msg}\n");
+        for page in self.pages {
+            let name = format!("failure-{}", page.who);
+            match page.screenshot().await {
+                Ok(png) => match save(&self.artifacts, &name, &png) {
+                    Ok(p) => {
+                        report.push_str(&format!("screenshot of {}: {}\n", page.who, p.display()))
+                    }
+                    Err(e) => report.push_str(&format!("screenshot of {}: {e}\n", page.who)),
+                },
+                Err(e) => report.push_str(&format!("no screenshot of {}: {e}\n", page.who)),
+            }
+            match page.state().await {
+                Ok(s) => report.push_str(&format!("{}'s page: {s:?}\n", page.who)),
+                Err(e) => report.push_str(&format!("{}'s page: {e}\n", page.who)),
+            }
+        }
+        self.cluster.fail(&report)
+    }
+
+    /// Polls `check` until it holds (see [`poll_until`]); fails the test otherwise.
+    async fn wait<T, F, Fut>(&self, what: &str, timeout: Duration, check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, String>>,
+    {
+        match poll_until(what, timeout, check).await {
+            Ok(v) => v,
+            Err(e) => self.fail(&format!("{e:#}")).await,
+        }
+    }
+
+    /// Loads node `node`'s page, signs in, opens #general and waits for `body[data-ready=1]`.
+    async fn sign_in(&self, page: &Page, node: u64) {
+        let url = format!("{}/", self.cluster.url(node));
+        self.ok(page.goto(&url).await).await;
+        let host = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let workspace = self
+            .wait(
+                &format!("{}'s sign-in form", page.who),
+                PAGE_WAIT,
+                || async {
+                    let v = page
+                        .js(
+                            "return document.body.dataset.view === 'login' \
+                           ? document.getElementById('login-workspace').value : null;",
+                            vec![],
+                        )
+                        .await?;
+                    v.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| format!("view: {v}"))
+                },
+            )
+            .await;
+        if workspace != host {
+            self.fail::<()>(&format!(
+                "{}'s sign-in form offers workspace {workspace:?}, the page is {host}",
+                page.who
+            ))
+            .await;
+        }
+        self.ok(page.type_into("#login-username", page.who).await)
+            .await;
+        self.ok(page.type_into("#login-password", PASSWORD).await)
+            .await;
+        self.ok(page.click("#login-submit").await).await;
+        let item = format!("#channel-list [data-channel=\"{CHANNEL}\"]");
+        self.wait(
+            &format!("{}'s channel list", page.who),
+            PAGE_WAIT,
+            || async { page.find(&item).await.map(|_| ()) },
+        )
+        .await;
+        self.ok(page.click(&item).await).await;
+        self.wait(
+            &format!("{}'s page to show #{CHANNEL}, subscribed", page.who),
+            PAGE_WAIT,
+            || async {
+                let s = page.state().await?;
+                if s.view == "app" && s.ready == "1" && s.hash == format!("#/c/{CHANNEL}") {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "view {}, ready {}, hash {}",
+                        s.view, s.ready, s.hash
+                    ))
+                }
+            },
+        )
+        .await;
+    }
+
+    async fn connected_node(&self, page: &Page) -> u64 {
+        let s = self.ok(page.state().await).await;
+        match (s.conn.as_str(), s.node) {
+            ("connected", Some(n)) => n,
+            _ => {
+                self.fail(&format!(
+                    "{}'s #conn-status says {} (node {:?})",
+                    page.who, s.conn, s.node
+                ))
+                .await
+            }
+        }
+    }
+
+    /// Types `body` and Enter into the composer.
+    async fn type_message(&self, page: &Page, body: &str) {
+        let keys = format!("{body}{}", Key::Enter);
+        let r = page.type_into("#composer", &keys).await;
+        self.ok(r).await;
+    }
+
+    /// Types `body` on a healthy page and waits until it is sent.
+    async fn send(&self, page: &Page, body: &str) {
+        self.type_message(page, body).await;
+        self.wait(
+            &format!("{body:?} sent by {}", page.who),
+            PAGE_WAIT,
+            || async {
+                let s = page.state().await?;
+                match s.messages.iter().find(|m| m.body == body) {
+                    Some(m) if m.state == "sent" && m.seq.is_some() => Ok(()),
+                    m => Err(format!("{m:?}")),
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Waits until both pages show exactly `expected` (author, body) in order, every message
+    /// with a seq and sent.
+    async fn wait_delivered(&self, expected: &[(&str, String)]) {
+        let what = format!("both pages to show the {} messages, sent", expected.len());
+        self.wait(&what, FAILOVER_WAIT, || async {
+            for page in self.pages {
+                let s = page.state().await?;
+                let shown: Vec<(&str, &str)> = s
+                    .messages
+                    .iter()
+                    .map(|m| (m.author.as_str(), m.body.as_str()))
+                    .collect();
+                let want: Vec<(&str, &str)> =
+                    expected.iter().map(|(a, b)| (*a, b.as_str())).collect();
+                let settled = s
+                    .messages
+                    .iter()
+                    .all(|m| m.state == "sent" && m.seq.is_some());
+                if shown != want || !settled {
+                    return Err(format!("{}'s page shows {:?}", page.who, s.messages));
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Saves a screenshot of `page` after checking its pixel size; returns the path.
+    async fn screenshot(&self, page: &Page, name: &str, width: u32, height: u32) -> PathBuf {
+        // Let transitions (the drawer, the composer) finish first.
+        self.wait(
+            &format!("{}'s page to settle", page.who),
+            PAGE_WAIT,
+            || async {
+                let v = page
+                    .js(
+                        "return document.getAnimations().filter((a) => a.playState === 'running' \
+                       && a instanceof CSSTransition).length;",
+                        vec![],
+                    )
+                    .await?;
+                if v.as_u64() == Some(0) {
+                    Ok(())
+                } else {
+                    Err(format!("{v} transitions running"))
+                }
+            },
+        )
+        .await;
+        let png = self.ok(page.screenshot().await).await;
+        match png_size(&png) {
+            Some(size) if size == (width, height) => {}
+            size => {
+                self.fail::<()>(&format!(
+                    "{}'s {name} screenshot is {size:?} pixels, expected {width}x{height}",
+                    page.who
+                ))
+                .await
+            }
+        }
+        let file = format!("{}-{name}", page.who);
+        let r = save(&self.artifacts, &file, &png);
+        self.ok(r).await
+    }
+}
+
+// ----- setup through the API ------------------------------------------------------------------
+
+async fn create_user(cluster: &TestCluster, name: &str, display: &str) {
+    let user = NewUser {
+        username: name.to_owned(),
+        password: PASSWORD.to_owned(),
+        role: Role::Member,
+        display_name: Some(display.to_owned()),
+    };
+    cluster
+        .wait_until(
+            &format!("user {name} created"),
+            cluster.ready_timeout(),
+            || async {
+                match cluster.client_all().create_user_with(&user).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.code() == Some("user_exists") => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                }
+            },
+        )
+        .await
+}
+
+async fn join(cluster: &TestCluster, node: u64, user: &str) {
+    let client = cluster.login_client(node, user, PASSWORD).await;
+    cluster
+        .wait_until(
+            &format!("{user} joins #{CHANNEL}"),
+            cluster.ready_timeout(),
+            || async {
+                client
+                    .join_channel(CHANNEL)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            },
+        )
+        .await
+}
+
+// ----- what the pages showed -------------------------------------------------------------------
+
+/// A `.message` element of the timeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct DomMsg {
+    seq: Option<u64>,
+    state: String,
+    author: String,
+    client_msg_id: String,
+    body: String,
+}
+
+/// What a page shows that the test looks at.
+#[derive(Clone, Debug)]
+struct PageState {
+    view: String,
+    ready: String,
+    hash: String,
+    /// `#conn-status[data-state]` and `[data-node-id]`.
+    conn: String,
+    node: Option<u64>,
+    messages: Vec<DomMsg>,
+}
+
+/// One entry of a page's recording: the state after a DOM change, at browser time `t` (ms).
+#[derive(Clone, Debug)]
+struct Snap {
+    t: u64,
+    conn: String,
+    node: Option<u64>,
+    messages: Vec<DomMsg>,
+}
+
+/// JS: the timeline's messages, in document order.
+const MESSAGES_JS: &str = "const messages = () => [...document.querySelectorAll('#timeline .message')]\
+    .map((el) => ({ seq: el.dataset.seq ?? null, state: el.dataset.state ?? '', \
+      author: el.dataset.author ?? '', client_msg_id: el.dataset.clientMsgId ?? '', \
+      body: el.querySelector('.body')?.textContent ?? '' }));\n";
+
+fn str_field(v: &Value, key: &str) -> String {
+    match &v[key] {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn num_field(v: &Value, key: &str) -> Option<u64> {
+    match &v[key] {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn parse_messages(v: &Value) -> Vec<DomMsg> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|m| DomMsg {
+                    seq: num_field(m, "seq"),
+                    state: str_field(m, "state"),
+                    author: str_field(m, "author"),
+                    client_msg_id: str_field(m, "client_msg_id"),
+                    body: str_field(m, "body"),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Problems: a snapshot in which one message (by body or by seq) is shown twice.
+fn never_twice(who: &str, rec: &[Snap]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for s in rec {
+        let mut bodies = HashSet::new();
+        let mut seqs = HashSet::new();
+        for m in &s.messages {
+            if !bodies.insert(&m.body) || m.seq.is_some_and(|q| !seqs.insert(q)) {
+                problems.push(format!(
+                    "{who}'s page showed a message twice at t={}: {m:?} in {:?}",
+                    s.t, s.messages
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Problems with how Alice's page showed the messages sent during the outage: each must
+/// first appear pending (no seq), the page must leave the killed node and come back on another
+/// one, and each message must show as sent only while connected to another node.
+fn outage_history(rec: &[Snap], bodies: &[&str], killed: u64, killed_at_ms: u64) -> Vec<String> {
+    let mut problems = Vec::new();
+    let left = rec
+        .iter()
+        .position(|s| s.t >= killed_at_ms && s.conn != "connected");
+    match left {
+        None => problems.push(format!(
+            "#conn-status never left \"connected\" after node {killed} was killed"
+        )),
+        Some(i) => {
+            let back = rec[i..]
+                .iter()
+                .find(|s| s.conn == "connected")
+                .map(|s| s.node);
+            if back.is_none() || back == Some(Some(killed)) {
+                problems.push(format!(
+                    "after the kill the page came back connected to node {back:?}"
+                ));
+            }
+        }
+    }
+    for body in bodies {
+        let with = |s: &Snap| s.messages.iter().find(|m| m.body == *body).cloned();
+        match rec.iter().find_map(with) {
+            None => problems.push(format!("{body:?} never appeared")),
+            Some(m) if m.state != "pending" || m.seq.is_some() => {
+                problems.push(format!("{body:?} first appeared as {m:?}, not pending"))
+            }
+            Some(_) => {}
+        }
+        match rec
+            .iter()
+            .find(|s| with(s).is_some_and(|m| m.state == "sent"))
+        {
+            Some(s) if s.conn != "connected" || s.node == Some(killed) => problems.push(format!(
+                "{body:?} showed as sent while #conn-status said {} node {:?}",
+                s.conn, s.node
+            )),
+            Some(_) => {}
+            None => problems.push(format!("{body:?} never showed as sent")),
+        }
+    }
+    problems
+}
+
+/// A recording as lines: ms since `t0`, connection, and each message's seq and state.
+fn describe(rec: &[Snap], t0: u64) -> String {
+    rec.iter()
+        .map(|s| {
+            let msgs: Vec<String> = s
+                .messages
+                .iter()
+                .map(|m| match m.seq {
+                    Some(q) => format!("{q}:{}", m.state),
+                    None => format!("-:{}", m.state),
+                })
+                .collect();
+            format!(
+                "  {:>+6} ms  {:<12} node {:<4} [{}]",
+                s.t as i64 - t0 as i64,
+                s.conn,
+                s.node.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+                msgs.join(" ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Problems: the pages and the nodes do not all hold `expected`, in order, each exactly once,
+/// at seqs 1..=n, with the same client_msg_id everywhere.
+fn compare_histories(
+    expected: &[(&str, String)],
+    alice: &[DomMsg],
+    bob: &[DomMsg],
+    views: &[NodeView],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let want: Vec<(u64, &str, &str)> = expected
+        .iter()
+        .enumerate()
+        .map(|(i, (a, b))| (i as u64 + 1, *a, b.as_str()))
+        .collect();
+    let page = |msgs: &[DomMsg]| -> Vec<(u64, String, String, String)> {
+        msgs.iter()
+            .map(|m| {
+                (
+                    m.seq.unwrap_or(0),
+                    m.author.clone(),
+                    m.body.clone(),
+                    m.client_msg_id.clone(),
+                )
+            })
+            .collect()
+    };
+    let rest = |msgs: &[Msg]| -> Vec<(u64, String, String, String)> {
+        msgs.iter()
+            .map(|m| {
+                (
+                    m.seq,
+                    m.author.clone(),
+                    m.body.clone(),
+                    m.client_msg_id.clone(),
+                )
+            })
+            .collect()
+    };
+    let a = page(alice);
+    let shown: Vec<(u64, &str, &str)> = a
+        .iter()
+        .map(|(s, au, b, _)| (*s, au.as_str(), b.as_str()))
+        .collect();
+    if shown != want {
+        problems.push(format!("alice's page shows {shown:?}, expected {want:?}"));
+    }
+    if a.iter().any(|(_, _, _, id)| id.is_empty()) {
+        problems.push("a message on alice's page has no data-client-msg-id".to_owned());
+    }
+    if page(bob) != a {
+        problems.push("bob's page differs from alice's".to_owned());
+    }
+    for v in views {
+        if rest(&v.messages) != a {
+            problems.push(format!(
+                "node {} over REST differs from the pages",
+                v.node_id
+            ));
+        }
+    }
+    problems
+}
+
+// ----- the browser ------------------------------------------------------------------------------
+
+struct Tools {
+    chromium: PathBuf,
+    chromedriver: PathBuf,
+}
+
+/// The browser and its driver, or `None` (after saying why) when they are not installed and
+/// `CHAOS_REQUIRE_BROWSER` is not set.
+fn browser_tools() -> Option<Tools> {
+    let chromium = on_path("chromium");
+    let chromedriver = on_path("chromedriver");
+    if let (Some(chromium), Some(chromedriver)) = (&chromium, &chromedriver) {
+        return Some(Tools {
+            chromium: chromium.clone(),
+            chromedriver: chromedriver.clone(),
+        });
+    }
+    let missing: Vec<&str> = [("chromium", &chromium), ("chromedriver", &chromedriver)]
+        .into_iter()
+        .filter(|(_, p)| p.is_none())
+        .map(|(n, _)| n)
+        .collect();
+    let missing = missing.join(", ");
+    let required = std::env::var("CHAOS_REQUIRE_BROWSER").unwrap_or_default();
+    if !required.is_empty() && required != "0" {
+        panic!(
+            "CHAOS_REQUIRE_BROWSER is set but not found on PATH: {missing} \
+             (apt-get install -y chromium chromium-driver)"
+        );
+    }
+    eprintln!(
+        "SKIPPED browser test: not found on PATH: {missing} (apt-get install -y chromium \
+         chromium-driver; with CHAOS_REQUIRE_BROWSER=1 the test fails instead)"
+    );
+    None
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// `$CHAOS_ARTIFACTS`, else `<temp dir>/conclave-browser-artifacts`.
+fn artifacts_dir() -> PathBuf {
+    std::env::var_os("CHAOS_ARTIFACTS")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("conclave-browser-artifacts"))
+}
+
+fn save(dir: &Path, name: &str, png: &[u8]) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let path = dir.join(format!("browser-{name}.png"));
+    std::fs::write(&path, png).map_err(|e| format!("write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// Width and height from a PNG's IHDR chunk.
+fn png_size(png: &[u8]) -> Option<(u32, u32)> {
+    if png.len() < 24 || &png[..8] != b"\x89PNG\r\n\x1a\n" || &png[12..16] != b"IHDR" {
+        return None;
+    }
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    Some((be(&png[16..20]), be(&png[20..24])))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A chromedriver process in its own process group, and the Chromium profiles of its sessions.
+/// Dropping it SIGKILLs the whole group (chromedriver and every Chromium process it started),
+/// reaps chromedriver, then removes the profiles.
+struct ChromeDriver {
+    child: Child,
+    url: String,
+    chromium: PathBuf,
+    /// chromedriver's output, for failure messages.
+    log: Arc<Mutex<Vec<String>>>,
+    profiles: Vec<TempDir>,
+}
+
+impl ChromeDriver {
+    fn start(tools: &Tools) -> Result<ChromeDriver, String> {
+        use std::os::unix::process::CommandExt as _;
+        let mut child = Command::new(&tools.chromedriver)
+            .args(["--port=0", "--allowed-ips=127.0.0.1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("start {}: {e}", tools.chromedriver.display()))?;
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        if let Some(out) = child.stdout.take() {
+            drain(out, log.clone(), Some(tx));
+        }
+        if let Some(err) = child.stderr.take() {
+            drain(err, log.clone(), None);
+        }
+        let mut driver = ChromeDriver {
+            child,
+            url: String::new(),
+            chromium: tools.chromium.clone(),
+            log,
+            profiles: Vec::new(),
+        };
+        // "ChromeDriver was started successfully on port N." says it listens, and where.
+        let port = rx.recv_timeout(PAGE_WAIT).map_err(|_| {
+            format!(
+                "chromedriver did not say it started within {PAGE_WAIT:?}; it printed:\n{}",
+                driver.log_text()
+            )
+        })?;
+        driver.url = format!("http://127.0.0.1:{port}/");
+        Ok(driver)
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    /// A new session: its own window and a fresh profile.
+    async fn open(&mut self, who: &'static str) -> Result<Page, String> {
+        let profile = tempfile::Builder::new()
+            .prefix(&format!("conclave-chromium-{who}-"))
+            .tempdir()
+            .map_err(|e| format!("profile dir: {e}"))?;
+        let args = [
+            "--headless=new".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-dev-shm-usage".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            "--no-first-run".to_owned(),
+            format!("--window-size={},{}", DESKTOP.0, DESKTOP.1),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        self.profiles.push(profile);
+        let caps = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": { "binary": self.chromium, "args": args },
+        });
+        let Value::Object(caps) = caps else {
+            unreachable!("a JSON object")
+        };
+        let caps: Capabilities = caps;
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let connect = ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&self.url)
+            .await;
+        match connect {
+            Ok(client) => Ok(Page { who, client }),
+            Err(e) => Err(format!(
+                "new WebDriver session for {who}: {e}\nchromedriver printed:\n{}",
+                self.log_text()
+            )),
+        }
+    }
+}
+
+/// Keeps reading a pipe so chromedriver never blocks on it; the first stdout line naming the
+/// port is sent on `port`.
+fn drain(
+    pipe: impl Read + Send + 'static,
+    log: Arc<Mutex<Vec<String>>>,
+    port: Option<mpsc::Sender<u16>>,
+) {
+    std::thread::spawn(move || {
+        let mut port = port;
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if let Some(p) = port.as_ref().and_then(|_| started_on_port(&line)) {
+                let _ = port.take().map(|tx| tx.send(p));
+            }
+            if let Ok(mut l) = log.lock() {
+                l.push(line);
+                if l.len() > 200 {
+                    l.remove(0);
+                }
+            }
+        }
+    });
+}
+
+fn started_on_port(line: &str) -> Option<u16> {
+    let rest = line.split("started successfully on port ").nth(1)?;
+    rest.trim_end_matches(['.', ' ']).parse().ok()
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        kill_group(self.child.id());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Then the profiles (TempDir's drop), now that no Chromium writes into them.
+        self.profiles.clear();
+    }
+}
+
+/// SIGKILL to every process of the group led by `pid`.
+#[allow(unsafe_code)]
+fn kill_group(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours. The group is the
+    // one chromedriver leads (spawned with process_group(0)) and it is not reaped yet, so the
+    // id cannot have been reused.
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+    }
+}
+
+/// A chromedriver command to Chromium's DevTools protocol.
+#[derive(Debug)]
+struct Cdp {
+    cmd: &'static str,
+    params: Value,
+}
+
+impl WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _url: &url::Url) -> (http::Method, Option<String>) {
+        let body = json!({ "cmd": self.cmd, "params": self.params });
+        (http::Method::POST, Some(body.to_string()))
+    }
+}
+
+/// One WebDriver session (one browser window). Every command has a deadline.
+struct Page {
+    who: &'static str,
+    client: Client,
+}
+
+async fn within<T, E: std::fmt::Display>(
+    what: &str,
+    fut: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(CMD_TIMEOUT, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: no answer within {CMD_TIMEOUT:?}")),
+    }
+}
+
+impl Page {
+    async fn goto(&self, url: &str) -> Result<(), String> {
+        within(&format!("{}: open {url}", self.who), self.client.goto(url)).await
+    }
+
+    async fn js(&self, script: &str, args: Vec<Value>) -> Result<Value, String> {
+        within(
+            &format!("{}: script", self.who),
+            self.client.execute(script, args),
+        )
+        .await
+    }
+
+    async fn find(&self, css: &str) -> Result<fantoccini::elements::Element, String> {
+        within(
+            &format!("{}: find {css}", self.who),
+            self.client.find(Locator::Css(css)),
+        )
+        .await
+    }
+
+    async fn click(&self, css: &str) -> Result<(), String> {
+        let el = self.find(css).await?;
+        within(&format!("{}: click {css}", self.who), el.click()).await
+    }
+
+    async fn type_into(&self, css: &str, text: &str) -> Result<(), String> {
+        let el = self.find(css).await?;
+        within(
+            &format!("{}: type into {css}", self.who),
+            el.send_keys(text),
+        )
+        .await
+    }
+
+    async fn screenshot(&self) -> Result<Vec<u8>, String> {
+        within(
+            &format!("{}: screenshot", self.who),
+            self.client.screenshot(),
+        )
+        .await
+    }
+
+    async fn cdp(&self, cmd: &'static str, params: Value) -> Result<Value, String> {
+        within(
+            &format!("{}: {cmd}", self.who),
+            self.client.issue_cmd(Cdp { cmd, params }),
+        )
+        .await
+    }
+
+    async fn inner_size(&self) -> Result<(i64, i64), String> {
+        let v = self.js("return [innerWidth, innerHeight];", vec![]).await?;
+        match (v[0].as_i64(), v[1].as_i64()) {
+            (Some(w), Some(h)) => Ok((w, h)),
+            _ => Err(format!("{}: innerWidth/innerHeight: {v}", self.who)),
+        }
+    }
+
+    /// Resizes the window until the page's viewport (`innerWidth` x `innerHeight`) is
+    /// `width` x `height`: a window's size includes the browser's own frame.
+    async fn set_viewport(&self, width: u32, height: u32) -> Result<(), String> {
+        let want = (i64::from(width), i64::from(height));
+        let (mut ww, mut wh) = (want.0, want.1);
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let (w, h) = (u32::try_from(ww), u32::try_from(wh));
+            let (Ok(w), Ok(h)) = (w, h) else { break };
+            within(
+                &format!("{}: window size", self.who),
+                self.client.set_window_size(w, h),
+            )
+            .await?;
+            let got = self.inner_size().await?;
+            seen.push(got);
+            if got == want {
+                return Ok(());
+            }
+            ww += want.0 - got.0;
+            wh += want.1 - got.1;
+        }
+        Err(format!(
+            "{}: could not get a {width}x{height} viewport; got {seen:?}",
+            self.who
+        ))
+    }
+
+    /// A phone: `width` x `height` CSS pixels at `scale` device pixels each, mobile layout.
+    async fn emulate_phone(&self, width: u32, height: u32, scale: u32) -> Result<(), String> {
+        let params = json!({
+            "width": width, "height": height, "deviceScaleFactor": scale, "mobile": true,
+        });
+        self.cdp("Emulation.setDeviceMetricsOverride", params)
+            .await?;
+        let got = self.inner_size().await?;
+        if got != (i64::from(width), i64::from(height)) {
+            return Err(format!(
+                "{}: emulating a {width}x{height} phone gives a {got:?} viewport",
+                self.who
+            ));
+        }
+        Ok(())
+    }
+
+    /// The drawer (the sidebar on a phone) is open and in place.
+    async fn drawer_open(&self) -> Result<(), String> {
+        let v = self
+            .js(
+                "const r = document.getElementById('sidebar').getBoundingClientRect(); \
+                 return [document.body.dataset.pane, r.left, r.width];",
+                vec![],
+            )
+            .await?;
+        if v[0] == "list" && v[1].as_f64() == Some(0.0) && v[2].as_f64().is_some_and(|w| w > 0.0) {
+            Ok(())
+        } else {
+            Err(format!("pane, sidebar left and width: {v}"))
+        }
+    }
+
+    async fn state(&self) -> Result<PageState, String> {
+        let script = format!(
+            "{MESSAGES_JS}const st = document.getElementById('conn-status');\n\
+             return {{ view: document.body.dataset.view ?? '', ready: document.body.dataset.ready ?? '', \
+               hash: location.hash, conn: st?.dataset.state ?? '', node: st?.dataset.nodeId ?? null, \
+               messages: messages() }};"
+        );
+        let v = self.js(&script, vec![]).await?;
+        Ok(PageState {
+            view: str_field(&v, "view"),
+            ready: str_field(&v, "ready"),
+            hash: str_field(&v, "hash"),
+            conn: str_field(&v, "conn"),
+            node: num_field(&v, "node"),
+            messages: parse_messages(&v["messages"]),
+        })
+    }
+
+    /// Starts recording every state of the connection status and the timeline (a
+    /// `MutationObserver` appends a snapshot whenever one of them changed).
+    async fn install_recorder(&self) -> Result<(), String> {
+        let script = format!(
+            "{MESSAGES_JS}if (window.__rec) return true;\n\
+             const rec = (window.__rec = []);\n\
+             let last = '';\n\
+             const snap = () => {{\n\
+               const st = document.getElementById('conn-status');\n\
+               const s = {{ conn: st.dataset.state ?? '', node: st.dataset.nodeId ?? null, messages: messages() }};\n\
+               const key = JSON.stringify(s);\n\
+               if (key !== last) {{ last = key; s.t = Date.now(); rec.push(s); }}\n\
+             }};\n\
+             new MutationObserver(snap).observe(document.body, {{ subtree: true, childList: true, \
+               characterData: true, attributes: true }});\n\
+             snap();\n\
+             return true;"
+        );
+        self.js(&script, vec![]).await.map(|_| ())
+    }
+
+    async fn recording(&self) -> Result<Vec<Snap>, String> {
+        let v = self.js("return window.__rec ?? [];", vec![]).await?;
+        let snaps = v
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| Snap {
+                        t: num_field(s, "t").unwrap_or(0),
+                        conn: str_field(s, "conn"),
+                        node: num_field(s, "node"),
+                        messages: parse_messages(&s["messages"]),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(snaps)
+    }
+
+    /// Ends the WebDriver session (closes the browser) on a successful run.
+    async fn close(&self) {
+        let _ = within(&format!("{}: close", self.who), self.client.clone().close()).await;
+    }
+}
