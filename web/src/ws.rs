@@ -35,6 +35,8 @@ const ACK_APPLY_WAIT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a closing connection may take to deliver its close frame and hear the answer.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
+/// Most frames written before one flush.
+const WRITE_BATCH: usize = 64;
 
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
@@ -228,11 +230,29 @@ impl Conn {
     /// be stuck behind a client that stopped reading) or when the client has not accepted the
     /// frame within `WRITE_TIMEOUT`.
     async fn send(&mut self, frame: Utf8Bytes) -> Result<(), End> {
-        let killed = self.handle.killed().clone();
+        self.write_all(vec![frame]).await
+    }
+
+    /// Writes frames with one flush at the end, so a burst of events becomes few TCP segments
+    /// (with TCP_NODELAY, one flush per frame would send one segment per frame). Gives up when
+    /// the hub asks this connection to close (the write may be stuck behind a client that
+    /// stopped reading) or when the client has not accepted the frames within `WRITE_TIMEOUT`.
+    async fn write_all(&mut self, frames: Vec<Utf8Bytes>) -> Result<(), End> {
+        if frames.is_empty() {
+            return Ok(());
+        }
+        let handle = self.handle.clone();
+        let sink = &mut self.sink;
+        let write = async move {
+            for f in frames {
+                sink.feed(Message::Text(f)).await?;
+            }
+            sink.flush().await
+        };
         tokio::select! {
-            r = self.sink.send(Message::Text(frame)) => r.map_err(|_| End::Gone),
-            _ = killed.cancelled() => {
-                let code = self.handle.close_code();
+            r = write => r.map_err(|_| End::Gone),
+            _ = handle.killed().cancelled() => {
+                let code = handle.close_code();
                 Err(End::Close(code, close_reason(code)))
             }
             _ = tokio::time::sleep(WRITE_TIMEOUT) => {
@@ -298,7 +318,7 @@ impl Conn {
                 }
                 out = rx.recv() => {
                     let Some(out) = out else { return End::Close(close::GOING_AWAY, "shutting down") };
-                    if let Err(end) = self.deliver(out).await {
+                    if let Err(end) = self.deliver(out, &mut rx).await {
                         return end;
                     }
                 }
@@ -350,27 +370,43 @@ impl Conn {
         }
     }
 
-    async fn deliver(&mut self, out: Out) -> Result<(), End> {
+    /// Delivers `first` and whatever else is already queued (up to `WRITE_BATCH` frames) in one
+    /// write.
+    async fn deliver(
+        &mut self,
+        first: Out,
+        rx: &mut tokio::sync::mpsc::Receiver<Out>,
+    ) -> Result<(), End> {
+        let mut frames = Vec::new();
+        self.collect(first, &mut frames);
+        while frames.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(out) => self.collect(out, &mut frames),
+                Err(_) => break,
+            }
+        }
+        self.write_all(frames).await
+    }
+
+    fn collect(&mut self, out: Out, frames: &mut Vec<Utf8Bytes>) {
         match out {
-            Out::Frame(f) => self.send(f).await,
+            Out::Frame(f) => frames.push(f),
             Out::Channel { channel, ev, frame } => {
                 let Some(delivered) = self.subs.get_mut(&*channel) else {
-                    return Ok(());
+                    return;
                 };
                 if ev <= *delivered {
                     // Already sent by the replay: the seam.
-                    return Ok(());
+                    return;
                 }
                 *delivered = ev;
-                self.send(frame).await
+                frames.push(frame);
             }
             Out::Revoked { channel } => {
                 if self.subs.remove(&channel).is_some() {
                     self.s.hub.unsubscribe(self.id, &channel);
-                    let f = ServerFrame::Unsubscribed { channel: &channel }.encode();
-                    self.send(f).await?;
+                    frames.push(ServerFrame::Unsubscribed { channel: &channel }.encode());
                 }
-                Ok(())
             }
         }
     }

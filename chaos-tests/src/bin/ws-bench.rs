@@ -991,14 +991,15 @@ async fn bench(cluster: &TestCluster, args: &Args, senders: usize) -> Result<()>
         next += Duration::from_secs(1);
         tokio::time::sleep_until(next.into()).await;
         let d = c.deliveries.load(Ordering::Relaxed);
-        per_sec.push(d - last);
+        let prev = last;
+        per_sec.push(d - prev);
         last = d;
         if per_sec.len() % 5 == 0 {
             println!(
                 "  t+{:>3} s: {} sent, {} delivered in the last second, {} clients ended",
                 per_sec.len(),
                 c.sent.load(Ordering::Relaxed) - sent0,
-                d - deliv0 - per_sec[..per_sec.len() - 1].iter().sum::<u64>(),
+                d - prev,
                 c.ended.load(Ordering::Relaxed)
             );
         }
