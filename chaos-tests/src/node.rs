@@ -436,6 +436,37 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// The release `conclave` binary for the benchmarks: `explicit` (a `--binary` option), else
+/// `CONCLAVE_BIN`, else the release build next to the running binary or under
+/// `CARGO_TARGET_DIR` or `./target`. A debug bench still prefers the release server.
+pub fn release_binary(explicit: Option<&std::path::Path>) -> Result<PathBuf> {
+    if let Some(b) = explicit {
+        return Ok(b.to_path_buf());
+    }
+    if let Some(b) = std::env::var_os("CONCLAVE_BIN") {
+        return Ok(PathBuf::from(b));
+    }
+    let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        candidates.push(dir.join("conclave"));
+        if let Some(target) = dir.parent() {
+            candidates.insert(0, target.join("release").join("conclave"));
+        }
+    }
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
+        candidates.push(PathBuf::from(t).join("release").join("conclave"));
+    }
+    candidates.push(PathBuf::from("target/release/conclave"));
+    match candidates.iter().find(|p| p.is_file()) {
+        Some(p) => Ok(p.clone()),
+        None => bail!(
+            "no conclave binary in {candidates:?}: `cargo build --release -p node` or set CONCLAVE_BIN"
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

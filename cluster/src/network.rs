@@ -82,6 +82,33 @@ impl PeerHttp {
             addr: addr.to_string(),
             message: format!("encode: {e}"),
         })?;
+        let bytes = self.post(addr, path, body.into(), timeout).await?;
+        bincode::deserialize(&bytes).map_err(|e| TransportError::Other {
+            addr: addr.to_string(),
+            message: format!("decode: {e}"),
+        })
+    }
+
+    /// POSTs an opaque body and ignores the answer's body (ephemeral notices).
+    pub async fn post_raw(
+        &self,
+        addr: &str,
+        path: &str,
+        body: bytes::Bytes,
+        timeout: Duration,
+    ) -> Result<(), TransportError> {
+        self.post(addr, path, body, timeout).await.map(|_| ())
+    }
+
+    /// One POST to a peer's cluster port; a non-success status is an error with the start of
+    /// the answer's body.
+    async fn post(
+        &self,
+        addr: &str,
+        path: &str,
+        body: bytes::Bytes,
+        timeout: Duration,
+    ) -> Result<bytes::Bytes, TransportError> {
         let url = format!("http://{addr}{path}");
         let resp = self
             .http
@@ -103,37 +130,7 @@ impl PeerHttp {
                 ),
             });
         }
-        bincode::deserialize(&bytes).map_err(|e| TransportError::Other {
-            addr: addr.to_string(),
-            message: format!("decode: {e}"),
-        })
-    }
-
-    /// POSTs an opaque body and ignores the answer's body (ephemeral notices).
-    pub async fn post_raw(
-        &self,
-        addr: &str,
-        path: &str,
-        body: bytes::Bytes,
-        timeout: Duration,
-    ) -> Result<(), TransportError> {
-        let url = format!("http://{addr}{path}");
-        let resp = self
-            .http
-            .post(url)
-            .timeout(timeout)
-            .header("content-type", "application/octet-stream")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| classify(addr, timeout, e))?;
-        if !resp.status().is_success() {
-            return Err(TransportError::Other {
-                addr: addr.to_string(),
-                message: format!("HTTP {}", resp.status()),
-            });
-        }
-        Ok(())
+        Ok(bytes)
     }
 
     /// A peer's own view of itself (`GET /raft/v1/status`): every liveness, readiness and

@@ -171,10 +171,15 @@ impl StateReader {
         Ok((out, more))
     }
 
-    pub fn thread(&self, channel: &str, root: u64) -> Result<Vec<MessageView>, StateError> {
-        let prefix = keys::thread_prefix(channel, root);
+    /// Views of the messages whose seqs end the keys under `prefix` (an index such as pins or
+    /// a thread's replies), in key order.
+    fn views_indexed_by(
+        &self,
+        channel: &str,
+        prefix: &[u8],
+    ) -> Result<Vec<MessageView>, StateError> {
         let mut out = Vec::new();
-        for k in self.tree().scan_prefix(&prefix).keys() {
+        for k in self.tree().scan_prefix(prefix).keys() {
             let k = k?;
             if let Some(seq) = Self::seq_from_key(prefix.len(), &k)
                 && let Some(v) = self.message_view(channel, seq)?
@@ -185,18 +190,12 @@ impl StateReader {
         Ok(out)
     }
 
+    pub fn thread(&self, channel: &str, root: u64) -> Result<Vec<MessageView>, StateError> {
+        self.views_indexed_by(channel, &keys::thread_prefix(channel, root))
+    }
+
     pub fn pins(&self, channel: &str) -> Result<Vec<MessageView>, StateError> {
-        let prefix = keys::pin_prefix(channel);
-        let mut out = Vec::new();
-        for k in self.tree().scan_prefix(&prefix).keys() {
-            let k = k?;
-            if let Some(seq) = Self::seq_from_key(prefix.len(), &k)
-                && let Some(v) = self.message_view(channel, seq)?
-            {
-                out.push(v);
-            }
-        }
-        Ok(out)
+        self.views_indexed_by(channel, &keys::pin_prefix(channel))
     }
 
     pub fn last_ev(&self, channel: &str) -> Result<u64, StateError> {

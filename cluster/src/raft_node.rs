@@ -121,6 +121,15 @@ impl Shared {
         m.membership().get_node(&id).cloned()
     }
 
+    /// Every member (voters and learners) of the current membership, as this node knows it.
+    pub fn members(&self) -> Vec<(NodeId, NodeInfo)> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.membership()
+            .nodes()
+            .map(|(id, info)| (*id, info.clone()))
+            .collect()
+    }
+
     pub fn status(&self) -> NodeStatusWire {
         let m = self.raft.metrics().borrow().clone();
         let voter = m
@@ -280,15 +289,8 @@ impl ClusterNode {
     /// Sends an ephemeral notice to every other member, fire and forget: it is not durable,
     /// not retried, and a slow or dead peer only costs a short timeout in a spawned task.
     pub fn send_ephemeral(&self, body: bytes::Bytes) {
-        let m = self
-            .shared
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .clone();
-        for (id, info) in m.membership().nodes() {
-            if *id == self.shared.id {
+        for (id, info) in self.shared.members() {
+            if id == self.shared.id {
                 continue;
             }
             let http = self.shared.http.clone();
@@ -398,14 +400,8 @@ impl ClusterNode {
         if need <= 1 || self.reader.active_version().unwrap_or(1) >= need {
             return Ok(());
         }
-        let m = self
-            .shared
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .clone();
-        let members = || m.membership().nodes();
+        let all = self.shared.members();
+        let members = || all.iter().map(|(id, info)| (id, info));
         let v = &self.shared.versions;
         if v.cluster_min(self.shared.id, members()) >= need {
             return Ok(());
@@ -814,5 +810,12 @@ fn map_change_err(
             MembershipError::Invalid(c.to_string())
         }
         other => MembershipError::Unavailable(other.to_string()),
+    }
+}
+
+impl ClusterNode {
+    /// Every member (voters and learners) of the current membership, as this node knows it.
+    pub fn members(&self) -> Vec<(NodeId, NodeInfo)> {
+        self.shared.members()
     }
 }

@@ -28,9 +28,9 @@ pub fn allowed(s: &AppState, origin: &str, host: Option<&str>) -> bool {
     if host.is_some_and(|h| h.eq_ignore_ascii_case(authority)) {
         return true;
     }
-    let m = s.node.metrics().membership_config.clone();
-    m.membership()
-        .nodes()
+    s.node
+        .members()
+        .iter()
         .any(|(_, info)| info.api_addr.eq_ignore_ascii_case(authority))
 }
 

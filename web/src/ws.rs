@@ -154,39 +154,21 @@ impl Conn {
         let first = tokio::time::timeout(limits.auth_timeout, stream.next()).await;
         let token = match first {
             Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<ClientFrame>(&t) {
-                Ok(ClientFrame::Auth { token, .. }) => token,
-                _ => {
-                    send_close(
-                        &mut sink,
-                        &mut stream,
-                        close::UNAUTHENTICATED,
-                        "first frame must be auth",
-                    )
-                    .await;
-                    return;
-                }
+                Ok(ClientFrame::Auth { token, .. }) => Some(token),
+                _ => None,
             },
             Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => return,
-            Ok(Some(Ok(_))) => {
-                send_close(
-                    &mut sink,
-                    &mut stream,
-                    close::UNAUTHENTICATED,
-                    "first frame must be auth",
-                )
-                .await;
-                return;
-            }
+            Ok(Some(Ok(_))) => None,
             Err(_) => {
-                send_close(
-                    &mut sink,
-                    &mut stream,
-                    close::UNAUTHENTICATED,
-                    "no auth frame in time",
-                )
-                .await;
+                let reason = "no auth frame in time";
+                send_close(&mut sink, &mut stream, close::UNAUTHENTICATED, reason).await;
                 return;
             }
+        };
+        let Some(token) = token else {
+            let reason = "first frame must be auth";
+            send_close(&mut sink, &mut stream, close::UNAUTHENTICATED, reason).await;
+            return;
         };
         let auth = match auth::authenticate(&s, &token).await {
             Ok(a) => a,
@@ -267,13 +249,14 @@ impl Conn {
             Ok(Some(u)) => u,
             _ => return Err(End::Close(close::UNAUTHENTICATED, "user not found")),
         };
-        let m = self.s.node.metrics().membership_config.clone();
-        let nodes = m
-            .membership()
-            .nodes()
+        let nodes = self
+            .s
+            .node
+            .members()
+            .into_iter()
             .map(|(id, info)| NodeAddr {
-                id: *id,
-                api_addr: info.api_addr.clone(),
+                id,
+                api_addr: info.api_addr,
             })
             .collect();
         let hello = ServerFrame::Hello {

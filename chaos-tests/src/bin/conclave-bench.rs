@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use chaos_tests::load::{Load, LoadConfig, LoadReport, percentile};
 use chaos_tests::wait::poll_until;
 use chaos_tests::{ClusterOptions, TestCluster};
@@ -54,35 +54,6 @@ struct Args {
     /// Keep the data dir and node logs after the run.
     #[arg(long)]
     keep: bool,
-}
-
-fn release_binary(args: &Args) -> Result<PathBuf> {
-    if let Some(b) = &args.binary {
-        return Ok(b.clone());
-    }
-    if let Some(b) = std::env::var_os("CONCLAVE_BIN") {
-        return Ok(PathBuf::from(b));
-    }
-    let mut candidates = Vec::new();
-    if let Ok(exe) = std::env::current_exe()
-        && let Some(dir) = exe.parent()
-    {
-        // target/release/conclave-bench → target/release/conclave; from a debug bench, the
-        // release binary is still preferred.
-        candidates.push(dir.join("conclave"));
-        if let Some(target) = dir.parent() {
-            candidates.insert(0, target.join("release").join("conclave"));
-        }
-    }
-    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
-        candidates.push(PathBuf::from(t).join("release").join("conclave"));
-    }
-    candidates.push(PathBuf::from("target/release/conclave"));
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .ok_or_else(|| anyhow!("no conclave binary in {candidates:?}: `cargo build --release -p node` or set CONCLAVE_BIN"))
 }
 
 fn ms(d: Duration) -> f64 {
@@ -297,7 +268,7 @@ async fn failover(cluster: &TestCluster, args: &Args) -> Result<()> {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let bin = release_binary(&args)?;
+    let bin = chaos_tests::node::release_binary(args.binary.as_deref())?;
     if bin.to_string_lossy().contains("/debug/") {
         println!(
             "warning: {} looks like a debug build; numbers will be low",

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use chaos_tests::wait::{Waiting, poll_until};
 use chaos_tests::{ClusterOptions, TestCluster};
 use clap::Parser;
@@ -107,33 +107,6 @@ fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
         _ => return Err(format!("bad duration unit in {s:?} (ms, s, m)")),
     };
     Duration::try_from_secs_f64(secs).map_err(|e| format!("bad duration {s:?}: {e}"))
-}
-
-fn release_binary(args: &Args) -> Result<PathBuf> {
-    if let Some(b) = &args.binary {
-        return Ok(b.clone());
-    }
-    if let Some(b) = std::env::var_os("CONCLAVE_BIN") {
-        return Ok(PathBuf::from(b));
-    }
-    let mut candidates = Vec::new();
-    if let Ok(exe) = std::env::current_exe()
-        && let Some(dir) = exe.parent()
-    {
-        candidates.push(dir.join("conclave"));
-        if let Some(target) = dir.parent() {
-            candidates.insert(0, target.join("release").join("conclave"));
-        }
-    }
-    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
-        candidates.push(PathBuf::from(t).join("release").join("conclave"));
-    }
-    candidates.push(PathBuf::from("target/release/conclave"));
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .ok_or_else(|| anyhow!("no conclave binary in {candidates:?}: `cargo build --release -p node` or set CONCLAVE_BIN"))
 }
 
 // ----- process statistics (Linux /proc) ------------------------------------------------------
@@ -817,7 +790,7 @@ async fn run(args: Args) -> Result<()> {
             "warning: {per_sender:.1} msgs/s per sender is at or above the server's 20 frames/s per-connection limit (close 4029)"
         );
     }
-    let bin = release_binary(&args)?;
+    let bin = chaos_tests::node::release_binary(args.binary.as_deref())?;
     if bin.to_string_lossy().contains("/debug/") {
         println!(
             "warning: {} looks like a debug build; numbers will be low",
