@@ -104,7 +104,8 @@ impl NodeSpec {
     }
 
     /// Renders the node's TOML config. `top_level` entries are `key = <raw TOML value>` lines
-    /// written before the `[raft]` table (e.g. `("session_ttl_secs", "1")`).
+    /// written before the `[raft]` table (e.g. `("session_ttl_secs", "1")`); `{node_ip}` in a
+    /// value becomes this node's own address, for per-node listeners such as `dns.addr`.
     pub fn render_config(&self, raft: &RaftOptions, top_level: &[(String, String)]) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "node_id = {}", self.id);
@@ -115,8 +116,9 @@ impl NodeSpec {
         );
         let _ = writeln!(s, "api_addr = \"{}\"", self.api_addr);
         let _ = writeln!(s, "cluster_addr = \"{}\"", self.cluster_addr);
+        let ip = self.api_addr.ip().to_string();
         for (k, v) in top_level {
-            let _ = writeln!(s, "{k} = {v}");
+            let _ = writeln!(s, "{k} = {}", v.replace("{node_ip}", &ip));
         }
         let _ = writeln!(s, "\n[raft]");
         let _ = writeln!(s, "heartbeat_interval_ms = {}", raft.heartbeat_interval_ms);

@@ -50,6 +50,8 @@ pub struct Config {
     pub write: WriteSection,
     #[serde(default)]
     pub storage: StorageSection,
+    #[serde(default)]
+    pub dns: DnsSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -120,6 +122,33 @@ impl Default for StorageSection {
     fn default() -> Self {
         Self {
             cache_mb: cluster_defaults().sled_cache_bytes / MIB,
+        }
+    }
+}
+
+/// The built-in authoritative DNS server (`docs/health.md`). No `addr`, no DNS server.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsSection {
+    /// UDP and TCP listen address; `None` disables the DNS server.
+    pub addr: Option<SocketAddr>,
+    /// The zone this node is authoritative for (the workspace name clients type).
+    pub workspace: Option<String>,
+    /// TTL of every record and the SOA minimum (negative caching).
+    pub ttl_secs: u32,
+    /// Per-source (/24 or /56) UDP queries per second, and the burst above it.
+    pub rate_limit_qps: u32,
+    pub rate_limit_burst: u32,
+}
+
+impl Default for DnsSection {
+    fn default() -> Self {
+        Self {
+            addr: None,
+            workspace: None,
+            ttl_secs: 5,
+            rate_limit_qps: 200,
+            rate_limit_burst: 400,
         }
     }
 }
@@ -241,6 +270,27 @@ impl Config {
                 "max_request_bytes must be at least 1024".into(),
             ));
         }
+        if self.dns.addr.is_some() {
+            let valid = self
+                .dns
+                .workspace
+                .as_deref()
+                .is_some_and(|w| w.contains('.') && crate::dns::zone::parse_zone(w).is_ok());
+            if !valid {
+                return Err(ConfigError::Invalid(
+                    "dns.addr is set, so dns.workspace must be a domain name such as \"chat.corp.lan\"".into(),
+                ));
+            }
+            if self.dns.ttl_secs == 0
+                || self.dns.rate_limit_qps == 0
+                || self.dns.rate_limit_burst == 0
+            {
+                return Err(ConfigError::Invalid(
+                    "dns.ttl_secs, dns.rate_limit_qps and dns.rate_limit_burst must be at least 1"
+                        .into(),
+                ));
+            }
+        }
         if self.api_addr == self.cluster_addr {
             return Err(ConfigError::Invalid(
                 "api_addr and cluster_addr must differ".into(),
@@ -343,6 +393,7 @@ cluster_addr = "127.0.0.1:9080"
         assert_eq!(cfg.raft, RaftSection::default());
         assert_eq!(cfg.write, WriteSection::default());
         assert_eq!(cfg.storage, StorageSection::default());
+        assert_eq!(cfg.dns, DnsSection::default());
         assert_eq!(cfg.session_ttl_secs, defaults::session_ttl_secs());
         assert_eq!(cfg.max_request_bytes, defaults::max_request_bytes());
     }
@@ -370,6 +421,24 @@ cluster_addr = "127.0.0.1:9080"
         .unwrap();
         assert_eq!(cfg.node_id, 7);
         assert_eq!(cfg.raft.snapshot_logs_since_last, 20);
+    }
+
+    #[test]
+    fn dns_needs_a_workspace() {
+        let err = parse(
+            &format!("{MINIMAL}\n[dns]\naddr = \"127.0.0.1:8053\"\n"),
+            vec![],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("dns.workspace"), "{err}");
+        let cfg = parse(
+            &format!(
+                "{MINIMAL}\n[dns]\naddr = \"127.0.0.1:8053\"\nworkspace = \"chat.corp.lan\"\n"
+            ),
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(cfg.dns.ttl_secs, 5);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! `conclave dev`: a local 3-node cluster as three real OS processes of this same binary, node N
-//! on 127.0.0.N (API :8080, cluster :9080). First run initializes node 1 and joins 2 and 3 the
+//! on 127.0.0.N (API :8080, cluster :9080, DNS :8053 for `chat.conclave.test`). First run initializes node 1 and joins 2 and 3 the
 //! documented way (`POST /api/v1/cluster/nodes`); later runs reuse the data.
 //!
 //! Owns child-process supervision for development. Must never be what production runs: the
@@ -21,6 +21,7 @@ const NODES: u64 = 3;
 pub struct Ports {
     pub api: u16,
     pub cluster: u16,
+    pub dns: u16,
 }
 
 impl Ports {
@@ -30,13 +31,17 @@ impl Ports {
     fn cluster(&self, n: u64) -> String {
         format!("127.0.0.{n}:{}", self.cluster)
     }
+    fn dns(&self, n: u64) -> String {
+        format!("127.0.0.{n}:{}", self.dns)
+    }
 }
 
-fn node_config(n: u64, dir: &Path, ports: Ports) -> String {
+fn node_config(n: u64, dir: &Path, ports: Ports, workspace: &str) -> String {
     format!(
-        "# Written by `conclave dev`; see docs/configuration.md.\nnode_id = {n}\ndata_dir = {dir:?}\napi_addr = \"{}\"\ncluster_addr = \"{}\"\n",
+        "# Written by `conclave dev`; see docs/configuration.md.\nnode_id = {n}\ndata_dir = {dir:?}\napi_addr = \"{}\"\ncluster_addr = \"{}\"\n\n[dns]\naddr = \"{}\"\nworkspace = {workspace:?}\n",
         ports.api(n),
         ports.cluster(n),
+        ports.dns(n),
     )
 }
 
@@ -98,6 +103,7 @@ pub async fn dev(
     data_dir: PathBuf,
     admin_password: Option<String>,
     ports: Ports,
+    workspace: &str,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir).with_context(|| format!("create {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize().context("resolve data dir")?;
@@ -108,7 +114,7 @@ pub async fn dev(
         let dir = data_dir.join(format!("node{n}"));
         std::fs::create_dir_all(&dir)?;
         let cfg = dir.join("conclave.toml");
-        std::fs::write(&cfg, node_config(n, &dir, ports))?;
+        std::fs::write(&cfg, node_config(n, &dir, ports, workspace))?;
         configs.push(cfg);
     }
     let fresh = !creds_path.exists();
@@ -184,6 +190,10 @@ pub async fn dev(
     out.push_str(&format!(
         "  try: conclavectl --server http://{} login --username admin\n",
         ports.api(1)
+    ));
+    out.push_str(&format!(
+        "  dns: each node answers for {workspace} on 127.0.0.N:{port}; try: dig @127.0.0.1 -p {port} {workspace}\n",
+        port = ports.dns
     ));
     out.push_str("Press Ctrl-C to stop all three nodes.\n");
     emit(&out);

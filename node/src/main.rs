@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod config;
 mod dev;
+mod dns;
 mod logging;
 mod run;
 mod signals;
@@ -39,7 +40,7 @@ enum Cmd {
         #[arg(long, env = "CONCLAVE_ADMIN_PASSWORD")]
         admin_password: Option<String>,
     },
-    /// Run a local 3-node cluster (127.0.0.1-3, port 8080) as three processes.
+    /// Run a local 3-node cluster (127.0.0.1-3, API port 8080, DNS port 8053) as three processes.
     Dev {
         #[arg(long, default_value = "./conclave-dev")]
         data_dir: PathBuf,
@@ -51,6 +52,12 @@ enum Cmd {
         /// Cluster (Raft) port of every node.
         #[arg(long, default_value_t = 9080)]
         cluster_port: u16,
+        /// DNS port of every node (UDP and TCP), answering for the workspace name.
+        #[arg(long, default_value_t = 8053)]
+        dns_port: u16,
+        /// The workspace name (DNS zone) the nodes answer for.
+        #[arg(long, default_value = "chat.conclave.test")]
+        workspace: String,
     },
 }
 
@@ -115,13 +122,16 @@ fn main() -> ExitCode {
             admin_password,
             api_port,
             cluster_port,
+            dns_port,
+            workspace,
         } => {
             logging::init(None, "info");
             let ports = dev::Ports {
                 api: api_port,
                 cluster: cluster_port,
+                dns: dns_port,
             };
-            runtime.block_on(dev::dev(data_dir, admin_password, ports))
+            runtime.block_on(dev::dev(data_dir, admin_password, ports, &workspace))
         }
     };
     match result {

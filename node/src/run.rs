@@ -60,6 +60,9 @@ pub async fn serve(
         }
     });
     let http = axum::serve(api, app).with_graceful_shutdown(cancel.clone().cancelled_owned());
+    let dns_task = crate::dns::start(&config.dns, node.clone(), cancel.child_token())
+        .await
+        .context("cannot start the DNS server")?;
     let rpc_task = tokio::spawn(async move { rpc.await });
     let http_task = tokio::spawn(async move { http.await });
     let removed = node.removed();
@@ -77,6 +80,9 @@ pub async fn serve(
     }
     // Stop taking requests first, then stop Raft, so no handler is left waiting on a dead core.
     let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    if let Some(dns) = dns_task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), dns).await;
+    }
     node.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), rpc_task).await;
     tracing::info!(node_id = config.node_id, "node stopped");

@@ -42,6 +42,10 @@ impl Dev {
                 &api.to_string(),
                 "--cluster-port",
                 &cluster.to_string(),
+                // The port after the cluster port is free too (`free_ports`): never the default
+                // 8053, which a developer's own `conclave dev` may hold.
+                "--dns-port",
+                &(cluster + 1).to_string(),
             ])
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
@@ -123,12 +127,12 @@ fn signal(pid: i32, sig: i32) {
     }
 }
 
-/// A port that is free on 127.0.0.1-3, and the one after it.
+/// A port that is free on 127.0.0.1-3, and the two after it (API, cluster, DNS).
 fn free_ports() -> (u16, u16) {
     for _ in 0..200 {
         let base = 20_000 + (rand::random::<u16>() % 40_000);
         let all_free = (1..=3).all(|n| {
-            [base, base + 1]
+            [base, base + 1, base + 2]
                 .iter()
                 .all(|p| TcpListener::bind(SocketAddr::from(([127, 0, 0, n], *p))).is_ok())
         });

@@ -10,6 +10,7 @@ mod bad_input;
 mod browser;
 mod ctl;
 mod ctl_chat;
+mod dns_health;
 mod full_restart;
 mod leader_kill;
 mod membership;

@@ -1,0 +1,354 @@
+//! The workspace zone's answers, computed from a health [`View`]: pure, no I/O, unit-tested.
+//!
+//! Owns which names exist in the zone and what each query gets back (records, rcode, the SOA in
+//! negative answers). Must never answer for a name outside the zone (REFUSED: never an open
+//! resolver), never hand out a transfer, and never answer from a view the node itself does not
+//! trust (SERVFAIL, so resolvers ask another name server).
+
+use std::net::IpAddr;
+
+use hickory_server::proto::ProtoError;
+use hickory_server::proto::op::ResponseCode;
+use hickory_server::proto::rr::rdata::{A, AAAA, HINFO, NS, SOA, SRV};
+use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
+
+/// What this node believes about the cluster right now (built by `dns::health`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct View {
+    /// This node sees a leader, belongs to a quorum and is caught up; otherwise SERVFAIL.
+    pub ready: bool,
+    /// Every member of the current membership.
+    pub members: Vec<Member>,
+    /// Changes whenever the answers would; the SOA serial.
+    pub serial: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    /// IP and port of its client API; `None` when `api_addr` is a host name, not an IP.
+    pub api: Option<(IpAddr, u16)>,
+    pub voter: bool,
+    /// Answered the last probe and reported itself ready.
+    pub healthy: bool,
+}
+
+/// A computed answer, before encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub rcode: ResponseCode,
+    pub authoritative: bool,
+    pub answers: Vec<Record>,
+    pub authority: Vec<Record>,
+}
+
+impl Reply {
+    pub fn error(rcode: ResponseCode) -> Self {
+        Self {
+            rcode,
+            authoritative: false,
+            answers: Vec::new(),
+            authority: Vec::new(),
+        }
+    }
+}
+
+/// Parses a workspace name into the zone apex (fully qualified, lower case).
+pub fn parse_zone(workspace: &str) -> Result<Name, ProtoError> {
+    let mut name = Name::from_ascii(workspace.trim_end_matches('.'))?;
+    name.set_fqdn(true);
+    Ok(name.to_lowercase())
+}
+
+/// The zone's fixed parts: its apex and TTL.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    apex: Name,
+    lower_apex: LowerName,
+    srv: Name,
+    srv_parent: Name,
+    ttl: u32,
+    self_id: u64,
+}
+
+impl Zone {
+    pub fn new(apex: Name, ttl: u32, self_id: u64) -> Result<Self, ProtoError> {
+        let srv_parent = apex.prepend_label("_tcp")?;
+        let srv = srv_parent.prepend_label("_conclave")?;
+        Ok(Self {
+            lower_apex: LowerName::new(&apex),
+            apex,
+            srv,
+            srv_parent,
+            ttl,
+            self_id,
+        })
+    }
+
+    fn node_name(&self, id: u64) -> Name {
+        // A label "node<u64>" is at most 24 bytes, well under the 63-byte limit; fall back to
+        // the apex rather than panic if that ever changed.
+        self.apex
+            .prepend_label(format!("node{id}"))
+            .unwrap_or_else(|_| self.apex.clone())
+    }
+
+    fn record(&self, name: Name, rdata: RData) -> Record {
+        Record::from_rdata(name, self.ttl, rdata)
+    }
+
+    pub fn soa(&self, view: &View) -> Record {
+        let mname = view
+            .members
+            .iter()
+            .find(|m| m.voter)
+            .map_or_else(|| self.node_name(self.self_id), |m| self.node_name(m.id));
+        let rname = self
+            .apex
+            .prepend_label("hostmaster")
+            .unwrap_or_else(|_| self.apex.clone());
+        // Refresh/retry/expire only matter to secondaries, which we never feed (no transfers).
+        let ttl_i32 = i32::try_from(self.ttl).unwrap_or(i32::MAX);
+        self.record(
+            self.apex.clone(),
+            RData::SOA(SOA::new(
+                mname,
+                rname,
+                view.serial,
+                ttl_i32.saturating_mul(12),
+                ttl_i32.saturating_mul(2),
+                ttl_i32.saturating_mul(120),
+                self.ttl,
+            )),
+        )
+    }
+
+    fn address_records(&self, owner: &Name, members: &[&Member], qtype: RecordType) -> Vec<Record> {
+        members
+            .iter()
+            .filter_map(|m| m.api)
+            .filter_map(|(ip, _)| match (ip, qtype) {
+                (IpAddr::V4(v4), RecordType::A) => Some(RData::A(A(v4))),
+                (IpAddr::V6(v6), RecordType::AAAA) => Some(RData::AAAA(AAAA(v6))),
+                _ => None,
+            })
+            .map(|rd| self.record(owner.clone(), rd))
+            .collect()
+    }
+
+    /// The answer to one question.
+    pub fn answer(&self, view: &View, qname: &LowerName, qtype: RecordType) -> Reply {
+        if !self.lower_apex.zone_of(qname) {
+            return Reply::error(ResponseCode::Refused);
+        }
+        if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+            return Reply::error(ResponseCode::Refused);
+        }
+        if !view.ready {
+            // Stale data is worse than none: a resolver treats SERVFAIL as "ask another server".
+            return Reply::error(ResponseCode::ServFail);
+        }
+        let name = Name::from(qname.clone());
+        let healthy: Vec<&Member> = view.members.iter().filter(|m| m.healthy).collect();
+        let answers = if name == self.apex {
+            match qtype {
+                RecordType::A | RecordType::AAAA => self.address_records(&name, &healthy, qtype),
+                RecordType::SOA => vec![self.soa(view)],
+                RecordType::NS => view
+                    .members
+                    .iter()
+                    .filter(|m| m.voter)
+                    .map(|m| self.record(name.clone(), RData::NS(NS(self.node_name(m.id)))))
+                    .collect(),
+                // RFC 8482: a minimal answer, so ANY cannot be used for amplification.
+                RecordType::ANY => {
+                    let a = self.address_records(&name, &healthy, RecordType::A);
+                    if a.is_empty() {
+                        vec![self.record(
+                            name.clone(),
+                            RData::HINFO(HINFO::new("RFC8482".into(), String::new())),
+                        )]
+                    } else {
+                        a
+                    }
+                }
+                _ => Vec::new(),
+            }
+        } else if name == self.srv {
+            match qtype {
+                RecordType::SRV | RecordType::ANY => healthy
+                    .iter()
+                    .filter_map(|m| m.api.map(|(_, port)| (m.id, port)))
+                    .map(|(id, port)| {
+                        self.record(
+                            name.clone(),
+                            RData::SRV(SRV::new(10, 10, port, self.node_name(id))),
+                        )
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            }
+        } else if name == self.srv_parent {
+            // An empty non-terminal: the name exists (it has a child), so NODATA, not NXDOMAIN.
+            Vec::new()
+        } else if let Some(member) = view.members.iter().find(|m| self.node_name(m.id) == name) {
+            match qtype {
+                RecordType::ANY => self.address_records(&name, &[member], RecordType::A),
+                _ => self.address_records(&name, &[member], qtype),
+            }
+        } else {
+            return Reply {
+                rcode: ResponseCode::NXDomain,
+                authoritative: true,
+                answers: Vec::new(),
+                authority: vec![self.soa(view)],
+            };
+        };
+        let authority = if answers.is_empty() {
+            vec![self.soa(view)]
+        } else {
+            Vec::new()
+        };
+        Reply {
+            rcode: ResponseCode::NoError,
+            authoritative: true,
+            answers,
+            authority,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn view3() -> View {
+        View {
+            ready: true,
+            serial: 7,
+            members: (1..=3)
+                .map(|id| Member {
+                    id,
+                    api: Some((IpAddr::from([10, 0, 0, id as u8]), 8080)),
+                    voter: true,
+                    healthy: id != 2,
+                })
+                .collect(),
+        }
+    }
+
+    pub(crate) fn zone() -> Zone {
+        Zone::new(parse_zone("Chat.Corp.LAN").unwrap(), 5, 1).unwrap()
+    }
+
+    fn ask(view: &View, name: &str, qtype: RecordType) -> Reply {
+        let name = LowerName::new(&Name::from_ascii(name).unwrap());
+        zone().answer(view, &name, qtype)
+    }
+
+    fn addrs(r: &Reply) -> Vec<String> {
+        r.answers.iter().map(|r| r.data.to_string()).collect()
+    }
+
+    #[test]
+    fn apex_lists_only_healthy_nodes() {
+        let r = ask(&view3(), "chat.corp.lan.", RecordType::A);
+        assert_eq!(r.rcode, ResponseCode::NoError);
+        assert!(r.authoritative);
+        assert_eq!(addrs(&r), ["10.0.0.1", "10.0.0.3"]);
+        assert!(r.answers.iter().all(|a| a.ttl == 5));
+    }
+
+    #[test]
+    fn node_names_answer_for_every_member() {
+        let r = ask(&view3(), "NODE2.chat.corp.lan.", RecordType::A);
+        assert_eq!(addrs(&r), ["10.0.0.2"]);
+    }
+
+    #[test]
+    fn nxdomain_and_nodata_carry_the_soa() {
+        let r = ask(&view3(), "nope.chat.corp.lan.", RecordType::A);
+        assert_eq!(r.rcode, ResponseCode::NXDomain);
+        assert_eq!(r.authority.len(), 1);
+        assert_eq!(r.authority[0].record_type(), RecordType::SOA);
+        let RData::SOA(soa) = &r.authority[0].data else {
+            panic!("not an SOA")
+        };
+        assert_eq!(soa.minimum, 5);
+        assert_eq!(soa.serial, 7);
+        let r = ask(&view3(), "chat.corp.lan.", RecordType::MX);
+        assert_eq!(r.rcode, ResponseCode::NoError);
+        assert!(r.answers.is_empty());
+        assert_eq!(r.authority[0].record_type(), RecordType::SOA);
+        let r = ask(&view3(), "_tcp.chat.corp.lan.", RecordType::A);
+        assert_eq!(r.rcode, ResponseCode::NoError);
+    }
+
+    #[test]
+    fn out_of_zone_and_transfers_are_refused() {
+        assert_eq!(
+            ask(&view3(), "example.com.", RecordType::A).rcode,
+            ResponseCode::Refused
+        );
+        assert_eq!(
+            ask(&view3(), "corp.lan.", RecordType::A).rcode,
+            ResponseCode::Refused
+        );
+        assert_eq!(
+            ask(&view3(), "chat.corp.lan.", RecordType::AXFR).rcode,
+            ResponseCode::Refused
+        );
+        assert_eq!(
+            ask(&view3(), "chat.corp.lan.", RecordType::IXFR).rcode,
+            ResponseCode::Refused
+        );
+    }
+
+    #[test]
+    fn a_node_that_is_not_ready_answers_servfail() {
+        let mut v = view3();
+        v.ready = false;
+        assert_eq!(
+            ask(&v, "chat.corp.lan.", RecordType::A).rcode,
+            ResponseCode::ServFail
+        );
+        // Still never an open resolver, even when cut off.
+        assert_eq!(
+            ask(&v, "example.com.", RecordType::A).rcode,
+            ResponseCode::Refused
+        );
+    }
+
+    #[test]
+    fn srv_ns_soa_and_any() {
+        let r = ask(&view3(), "_conclave._tcp.chat.corp.lan.", RecordType::SRV);
+        assert_eq!(
+            addrs(&r),
+            [
+                "10 10 8080 node1.chat.corp.lan.",
+                "10 10 8080 node3.chat.corp.lan."
+            ]
+        );
+        let r = ask(&view3(), "chat.corp.lan.", RecordType::NS);
+        assert_eq!(r.answers.len(), 3);
+        let r = ask(&view3(), "chat.corp.lan.", RecordType::SOA);
+        assert_eq!(r.answers.len(), 1);
+        let r = ask(&view3(), "chat.corp.lan.", RecordType::ANY);
+        assert_eq!(addrs(&r), ["10.0.0.1", "10.0.0.3"]);
+        let mut v = view3();
+        v.members.iter_mut().for_each(|m| m.healthy = false);
+        let r = ask(&v, "chat.corp.lan.", RecordType::ANY);
+        assert_eq!(r.answers[0].record_type(), RecordType::HINFO);
+    }
+
+    #[test]
+    fn aaaa_for_ipv6_members() {
+        let mut v = view3();
+        v.members[0].api = Some(("fd00::1".parse().unwrap(), 8080));
+        let r = ask(&v, "chat.corp.lan.", RecordType::AAAA);
+        assert_eq!(addrs(&r), ["fd00::1"]);
+        let r = ask(&v, "chat.corp.lan.", RecordType::A);
+        assert_eq!(addrs(&r), ["10.0.0.3"]);
+    }
+}
