@@ -8,6 +8,46 @@ use crate::checks::{Msg, NodeView};
 use crate::cluster::{TestCluster, or_panic};
 
 impl TestCluster {
+    /// Creates `name` (an existing one is fine), retrying while the cluster is unavailable,
+    /// and waits until every live node knows it, so that a post through a lagging follower is
+    /// not refused as 404. For the benchmarks' setup.
+    pub async fn ensure_channel(&self, name: &str) -> Result<()> {
+        crate::wait::poll_until(
+            &format!("create channel {name}"),
+            std::time::Duration::from_secs(30),
+            || async {
+                let client = self
+                    .try_client(&self.live_ids())
+                    .map_err(|e| crate::wait::Waiting::Abort(e.to_string()))?;
+                match client.create_channel(name).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.code() == Some("channel_exists") => Ok(()),
+                    Err(e) if crate::load::retryable(&e) => {
+                        Err(crate::wait::Waiting::NotYet(e.to_string()))
+                    }
+                    Err(e) => Err(crate::wait::Waiting::Abort(e.to_string())),
+                }
+            },
+        )
+        .await?;
+        for id in self.live_ids() {
+            crate::wait::poll_until(
+                &format!("node {id} to know {name}"),
+                std::time::Duration::from_secs(30),
+                || async {
+                    let client = self.try_client(&[id]).map_err(|e| e.to_string())?;
+                    client
+                        .get_channel(name)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// All messages of `channel` on node `id` (paged), the first page read with
     /// `X-Conclave-Min-Index: min_index` so a lagging node first applies that far.
     pub async fn try_messages(

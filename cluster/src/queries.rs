@@ -6,8 +6,8 @@
 
 use crate::apply_chat;
 use crate::command::{
-    ChannelEvent, ChannelKind, ChannelMeta, ChannelRecord, LoginThrottle, MessageExtra,
-    MessageRecord, SessionRecord, UserExtra, UserRecord,
+    ChannelEvent, ChannelKind, ChannelMeta, LoginThrottle, MessageExtra, MessageRecord,
+    SessionRecord, UserExtra, UserRecord,
 };
 use crate::keys;
 use crate::sm_store::StateReader;
@@ -49,19 +49,6 @@ impl StateReader {
 
     pub fn session(&self, token_hash: &str) -> Result<Option<SessionRecord>, StateError> {
         self.get(&keys::session(token_hash))
-    }
-
-    pub fn channel(&self, name: &str) -> Result<Option<ChannelRecord>, StateError> {
-        state::channel_view(&Overlay::new(self.tree()), name)
-    }
-
-    pub fn channels(&self) -> Result<Vec<ChannelRecord>, StateError> {
-        let metas: Vec<ChannelMeta> = self.scan(keys::CHANNEL_PREFIX, usize::MAX)?;
-        let kv = Overlay::new(self.tree());
-        metas
-            .into_iter()
-            .map(|m| state::channel_from_meta(&kv, m))
-            .collect()
     }
 
     /// Whether `username` is a member of `channel` (one key lookup, no member list decoded).
@@ -310,11 +297,13 @@ impl StateReader {
         let metas: Vec<ChannelMeta> = self.scan(keys::CHANNEL_PREFIX, usize::MAX)?;
         let mut out = Vec::new();
         for meta in metas {
-            let view = self.view_from_meta(meta)?;
-            let member = view.members.contains(user);
-            if view.kind != ChannelKind::Public && !member {
+            // Decide visibility from two key lookups before assembling the view: the workspace
+            // holds everyone's DMs and private channels, and the caller sees few of them.
+            let member = self.is_member(&meta.name, user)?;
+            if !member && self.channel_kind(&meta.name)? != Some(ChannelKind::Public) {
                 continue;
             }
+            let view = self.view_from_meta(meta)?;
             let rs = if member {
                 self.read_state(user, &view.name)?
             } else {

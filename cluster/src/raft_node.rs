@@ -100,6 +100,9 @@ pub(crate) struct Shared {
     pub ephemeral: tokio::sync::broadcast::Sender<bytes::Bytes>,
     pub versions: crate::versions::PeerVersions,
     pub reader: StateReader,
+    /// Highest command version seen activated in the applied state. Activation is permanent,
+    /// so once seen it is never read from storage again on the write path.
+    pub active_version: std::sync::atomic::AtomicU16,
 }
 
 impl Shared {
@@ -241,6 +244,7 @@ impl ClusterNode {
             ephemeral: tokio::sync::broadcast::channel(1024).0,
             versions: crate::versions::PeerVersions::default(),
             reader: reader.clone(),
+            active_version: std::sync::atomic::AtomicU16::new(1),
         });
         let limits = BatchLimits {
             max_commands: config.batch_max_commands,
@@ -395,9 +399,17 @@ impl ClusterNode {
     /// under way). Asks the members again before refusing, so the gate opens as soon as the
     /// last member has been upgraded.
     async fn check_version(&self, cmd: &Command) -> Result<(), ClusterError> {
+        use std::sync::atomic::Ordering;
         let need = cmd.min_version();
+        if need <= self.shared.active_version.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         // Once an entry of this version is committed, every member had it: the gate stays open.
-        if need <= 1 || self.reader.active_version().unwrap_or(1) >= need {
+        let active = self.reader.active_version().unwrap_or(1);
+        self.shared
+            .active_version
+            .fetch_max(active, Ordering::Relaxed);
+        if active >= need {
             return Ok(());
         }
         let all = self.shared.members();

@@ -295,34 +295,34 @@ impl Hub {
         lock(&self.reg).conns.len()
     }
 
-    fn targets(
+    /// The live connections among `ids` (an entry of one of the registry's indexes), except
+    /// `except`; collected under the lock, pushed to after it is released.
+    fn conns_in(
         &self,
-        pick: impl FnOnce(&Registry) -> Vec<Arc<ConnHandle>>,
+        ids: impl FnOnce(&Registry) -> Option<&HashSet<u64>>,
+        except: Option<u64>,
     ) -> Vec<Arc<ConnHandle>> {
         let reg = lock(&self.reg);
-        pick(&reg)
+        ids(&reg)
+            .map(|ids| {
+                ids.iter()
+                    .filter(|i| Some(**i) != except)
+                    .filter_map(|i| reg.conns.get(i).cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn channel_conns(&self, channel: &str) -> Vec<Arc<ConnHandle>> {
-        self.targets(|r| {
-            r.by_channel
-                .get(channel)
-                .map(|ids| ids.iter().filter_map(|i| r.conns.get(i).cloned()).collect())
-                .unwrap_or_default()
-        })
+        self.conns_in(|r| r.by_channel.get(channel), None)
     }
 
     fn user_conns(&self, user: &str) -> Vec<Arc<ConnHandle>> {
-        self.targets(|r| {
-            r.by_user
-                .get(user)
-                .map(|ids| ids.iter().filter_map(|i| r.conns.get(i).cloned()).collect())
-                .unwrap_or_default()
-        })
+        self.conns_in(|r| r.by_user.get(user), None)
     }
 
     fn all_conns(&self) -> Vec<Arc<ConnHandle>> {
-        self.targets(|r| r.conns.values().cloned().collect())
+        lock(&self.reg).conns.values().cloned().collect()
     }
 
     // ---- fan-out ----
@@ -510,18 +510,7 @@ impl Hub {
 
     fn typing_local(&self, except: Option<u64>, channel: &str, user: &str) {
         let frame = ServerFrame::Typing { channel, user }.encode();
-        let conns = self.targets(|r| {
-            r.by_channel
-                .get(channel)
-                .map(|ids| {
-                    ids.iter()
-                        .filter(|i| Some(**i) != except)
-                        .filter_map(|i| r.conns.get(i).cloned())
-                        .collect()
-                })
-                .unwrap_or_default()
-        });
-        for c in conns {
+        for c in self.conns_in(|r| r.by_channel.get(channel), except) {
             c.push(Out::Frame(frame.clone()));
         }
     }

@@ -27,23 +27,6 @@ pub struct LoginResponse {
     expires_at_ms: u64,
 }
 
-#[derive(Serialize)]
-pub struct UserView {
-    pub username: String,
-    pub role: Role,
-    pub disabled: bool,
-}
-
-impl From<&cluster::UserRecord> for UserView {
-    fn from(u: &cluster::UserRecord) -> Self {
-        Self {
-            username: u.username.clone(),
-            role: u.role,
-            disabled: u.disabled,
-        }
-    }
-}
-
 pub async fn login(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<LoginRequest>,

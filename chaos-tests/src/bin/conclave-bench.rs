@@ -64,46 +64,6 @@ fn fmt_ms(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"))
 }
 
-/// Creates `name`, retrying while the cluster is unavailable, and waits until every node
-/// knows it (a post through a lagging follower could otherwise be refused as 404).
-async fn create_channel(cluster: &TestCluster, name: &str) -> Result<()> {
-    create_channel_once(cluster, name).await?;
-    for id in cluster.live_ids() {
-        poll_until(
-            &format!("node {id} to know {name}"),
-            Duration::from_secs(30),
-            || async {
-                let client = cluster.try_client(&[id]).map_err(|e| e.to_string())?;
-                client
-                    .get_channel(name)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            },
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-async fn create_channel_once(cluster: &TestCluster, name: &str) -> Result<()> {
-    poll_until(
-        &format!("channel {name}"),
-        Duration::from_secs(30),
-        || async {
-            let client = cluster
-                .try_client(&cluster.live_ids())
-                .map_err(|e| e.to_string())?;
-            match client.create_channel(name).await {
-                Ok(_) => Ok(()),
-                Err(e) if e.code() == Some("channel_exists") => Ok(()),
-                Err(e) => Err(e.to_string()),
-            }
-        },
-    )
-    .await
-}
-
 /// One failover client per poster, first server rotated so posters spread over the nodes.
 fn spread_clients(cluster: &TestCluster, posters: usize) -> Result<Vec<ops::Client>> {
     let ids = cluster.live_ids();
@@ -138,7 +98,7 @@ async fn throughput(cluster: &TestCluster, args: &Args) -> Result<()> {
     );
     for &posters in &args.levels {
         let channel = format!("bench-c{posters}");
-        if let Err(e) = create_channel(cluster, &channel).await {
+        if let Err(e) = cluster.ensure_channel(&channel).await {
             println!("{posters:>7} could not create channel: {e:#}");
             continue;
         }
@@ -215,7 +175,7 @@ async fn one_failover(cluster: &TestCluster, load: &Load, round: u32) -> Result<
 
 async fn failover(cluster: &TestCluster, args: &Args) -> Result<()> {
     let channel = "bench-failover";
-    create_channel(cluster, channel).await?;
+    cluster.ensure_channel(channel).await?;
     let clients = spread_clients(cluster, args.failover_posters)?;
     let load = Load::start(clients, load_config(args, channel, "fo"));
     println!(

@@ -629,37 +629,6 @@ fn retryable(e: &ops::ClientError) -> bool {
     chaos_tests::load::retryable(e)
 }
 
-async fn create_channel(cluster: &TestCluster) -> Result<()> {
-    poll_until("create the channel", Duration::from_secs(30), || async {
-        let client = cluster
-            .try_client(&cluster.live_ids())
-            .map_err(|e| Waiting::Abort(e.to_string()))?;
-        match client.create_channel(CHANNEL).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("channel_exists") => Ok(()),
-            Err(e) if retryable(&e) => Err(Waiting::NotYet(e.to_string())),
-            Err(e) => Err(Waiting::Abort(e.to_string())),
-        }
-    })
-    .await?;
-    for id in cluster.live_ids() {
-        poll_until(
-            &format!("node {id} to know {CHANNEL}"),
-            Duration::from_secs(30),
-            || async {
-                let client = cluster.try_client(&[id]).map_err(|e| e.to_string())?;
-                client
-                    .get_channel(CHANNEL)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            },
-        )
-        .await?;
-    }
-    Ok(())
-}
-
 /// Creates user `i` through node `id`, logs in, joins the channel; returns the token.
 async fn make_user(cluster: &TestCluster, id: u64, i: usize) -> Result<String> {
     let user = format!("bench-{i:04}");
@@ -826,7 +795,7 @@ async fn bench(cluster: &TestCluster, args: &Args, senders: usize) -> Result<()>
 
     // Users, channel, memberships.
     let t = Instant::now();
-    create_channel(cluster).await?;
+    cluster.ensure_channel(CHANNEL).await?;
     let tokens: Vec<String> = futures::stream::iter(0..args.users)
         .map(|i| make_user(cluster, ids[i % ids.len()], i))
         .buffered(6)
