@@ -377,6 +377,17 @@ impl TestCluster {
         }
     }
 
+    /// SIGSTOP node `id`: the process is frozen, its sockets stay open but nothing answers.
+    /// Dropping the cluster SIGKILLs it like any other node (SIGKILL works on a stopped process).
+    pub fn freeze(&self, id: u64) {
+        or_panic(self.node(id).freeze().map_err(|e| self.annotate(e)))
+    }
+
+    /// SIGCONT node `id` after [`TestCluster::freeze`].
+    pub fn thaw(&self, id: u64) {
+        or_panic(self.node(id).thaw().map_err(|e| self.annotate(e)))
+    }
+
     /// SIGTERM node `id` and wait (bounded) for it to exit; it must exit successfully.
     pub async fn terminate(&self, id: u64) {
         or_panic(self.try_terminate(id).await)

@@ -337,6 +337,30 @@ impl NodeProcess {
         Ok(())
     }
 
+    /// SIGSTOP: freezes the process (a paused VM, a stalled host) without killing it. Sockets
+    /// stay bound, nothing is answered. Dropping the node still SIGKILLs and reaps it, which
+    /// works on a stopped process too, so a panicking test leaves nothing frozen behind.
+    pub fn freeze(&self) -> Result<()> {
+        self.signal("SIGSTOP", libc::SIGSTOP)
+    }
+
+    /// SIGCONT: resumes a process frozen by [`NodeProcess::freeze`].
+    pub fn thaw(&self) -> Result<()> {
+        self.signal("SIGCONT", libc::SIGCONT)
+    }
+
+    fn signal(&self, name: &str, signal: libc::c_int) -> Result<()> {
+        let mut guard = self.child();
+        let Some(child) = guard.as_mut() else {
+            bail!("node {} is not running", self.spec.id);
+        };
+        if let Some(status) = child.try_wait()? {
+            bail!("node {} has exited ({status}) before {name}", self.spec.id);
+        }
+        self.mark(name);
+        send_signal(child.id(), signal)
+    }
+
     /// SIGTERM (graceful stop), then waits up to `timeout` for the exit. A node that does not
     /// exit in time is SIGKILLed and reported as an error: graceful shutdown must finish.
     pub async fn terminate(&self, timeout: Duration) -> Result<ExitStatus> {

@@ -17,8 +17,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::dns_records::{DnsRecord, DnsRecordData, DnsRecordType};
+use crate::types::NodeId;
+
 /// The command-set version this binary proposes and understands.
-pub const COMMAND_VERSION: u16 = 2;
+pub const COMMAND_VERSION: u16 = 3;
 
 /// One Raft log entry's payload: a group of client commands proposed together (group commit).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,8 +55,8 @@ pub enum Role {
     Member,
 }
 
-/// Replicated commands. Variants up to `PostMessage` are version 1; the rest are version 2.
-/// Append new variants at the end only.
+/// Replicated commands. Variants up to `PostMessage` are version 1, up to `LoginAttempt`
+/// version 2, the rest version 3. Append new variants at the end only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// `password_hash` is an argon2id PHC string computed by the node that received the request;
@@ -177,6 +180,25 @@ pub enum Command {
     LoginAttempt {
         username: String,
     },
+    // ---- version 3: operator state (draining, static DNS records) ----
+    /// Marks a member as draining (out of `/readyz` and DNS answers, still serving) or clears
+    /// the mark. Refused with `NotFound` when `node_id` is not in the applied membership.
+    SetDraining {
+        node_id: NodeId,
+        draining: bool,
+    },
+    /// Adds a static DNS record, or updates the TTL of the record with the same name, type and
+    /// data. Validated again at apply (`dns_records::validate`).
+    PutDnsRecord {
+        record: DnsRecord,
+    },
+    /// Removes the records of type `rtype` at `name` whose data is `data`, or all of them when
+    /// `data` is `None`. Removing nothing is refused with `NotFound`.
+    RemoveDnsRecords {
+        name: String,
+        rtype: DnsRecordType,
+        data: Option<DnsRecordData>,
+    },
 }
 
 impl Command {
@@ -190,6 +212,9 @@ impl Command {
             | Command::CreateChannel { .. }
             | Command::JoinChannel { .. }
             | Command::PostMessage { .. } => 1,
+            Command::SetDraining { .. }
+            | Command::PutDnsRecord { .. }
+            | Command::RemoveDnsRecords { .. } => 3,
             _ => 2,
         }
     }
@@ -216,6 +241,9 @@ impl Command {
             Command::UpdateUser { .. } => "update_user",
             Command::SetPassword { .. } => "set_password",
             Command::LoginAttempt { .. } => "login_attempt",
+            Command::SetDraining { .. } => "set_draining",
+            Command::PutDnsRecord { .. } => "put_dns_record",
+            Command::RemoveDnsRecords { .. } => "remove_dns_records",
         }
     }
 }
@@ -265,6 +293,19 @@ pub enum Applied {
         /// When refused: how long until the next attempt is allowed.
         retry_after_ms: u64,
     },
+    // ---- version 3 ----
+    DrainChanged {
+        node_id: NodeId,
+        draining: bool,
+    },
+    /// The record as stored (normalised name and data, the TTL now in force).
+    DnsRecordPut {
+        record: DnsRecord,
+    },
+    DnsRecordsRemoved {
+        name: String,
+        removed: u32,
+    },
 }
 
 /// A command that was applied (it is in the log on every node) but was refused by the rules of
@@ -294,6 +335,17 @@ pub enum ApplyError {
     Archived(String),
     #[error("{0}")]
     Invalid(String),
+    // ---- version 3 ----
+    /// The thing the command names does not exist (a node that is not a member, a DNS record
+    /// that is not there).
+    #[error("{0}")]
+    NotFound(String),
+    /// The command contradicts existing state (a CNAME beside other records, a full zone).
+    #[error("{0}")]
+    Conflict(String),
+    /// A DNS name the cluster answers itself (`nodeN`, `_conclave._tcp`, the apex).
+    #[error("{0}")]
+    ReservedName(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

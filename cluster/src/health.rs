@@ -17,11 +17,19 @@ use crate::types::RaftMetrics;
 
 const PROBE_EVERY: Duration = Duration::from_millis(200);
 
+/// A verdict older than this is not trusted (see `Shared::current_readiness`). One evaluation
+/// takes at most one tick plus the 500 ms leader probe, so a live node never gets near it.
+pub const MAX_VERDICT_AGE: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Readiness {
     pub ready: bool,
     /// Why not ready; `None` when ready.
     pub reason: Option<String>,
+    /// Not ready only because there is no usable leader right now (an election, or the leader
+    /// just died or lost its quorum). Lets the member-health view ride out an election instead
+    /// of dropping every node from DNS for it (see `member_health`).
+    pub electing: bool,
 }
 
 impl Readiness {
@@ -29,12 +37,20 @@ impl Readiness {
         Self {
             ready: false,
             reason: Some(reason.into()),
+            electing: false,
+        }
+    }
+    fn electing(reason: impl Into<String>) -> Self {
+        Self {
+            electing: true,
+            ..Self::no(reason)
         }
     }
     fn yes() -> Self {
         Self {
             ready: true,
             reason: None,
+            electing: false,
         }
     }
 }
@@ -74,10 +90,10 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
         }
         let verdict = evaluate(&shared).await;
         if let Ok(mut r) = shared.readiness.lock() {
-            if *r != verdict {
+            if r.0 != verdict {
                 tracing::info!(node_id = shared.id, ready = verdict.ready, reason = ?verdict.reason, "readiness changed");
             }
-            *r = verdict;
+            *r = (verdict, std::time::Instant::now());
         }
     }
 }
@@ -96,7 +112,7 @@ async fn evaluate(shared: &Shared) -> Readiness {
     match m.state {
         ServerState::Leader => {
             if !leader_has_quorum(&m, shared.config.election_timeout_max_ms) {
-                return Readiness::no("leader without a quorum");
+                return Readiness::electing("leader without a quorum");
             }
             let last = m.last_log_index.unwrap_or(0);
             if last.saturating_sub(applied) > max_lag {
@@ -106,16 +122,16 @@ async fn evaluate(shared: &Shared) -> Readiness {
         }
         ServerState::Follower => {
             let Some(leader) = m.current_leader else {
-                return Readiness::no("no leader");
+                return Readiness::electing("no leader");
             };
             let Some(info) = membership.get_node(&leader) else {
                 return Readiness::no("leader address unknown");
             };
             let timeout = Duration::from_millis(shared.config.election_timeout_max_ms.min(500));
             match shared.http.status(&info.cluster_addr, timeout).await {
-                Err(_) => Readiness::no(format!("leader {leader} not reachable")),
+                Err(_) => Readiness::electing(format!("leader {leader} not reachable")),
                 Ok(st) if st.state != "leader" || !st.quorum_ok => {
-                    Readiness::no(format!("leader {leader} has no quorum"))
+                    Readiness::electing(format!("leader {leader} has no quorum"))
                 }
                 Ok(st) => {
                     let leader_applied = st.last_applied.unwrap_or(0);
@@ -128,7 +144,7 @@ async fn evaluate(shared: &Shared) -> Readiness {
                 }
             }
         }
-        ServerState::Candidate => Readiness::no("election in progress"),
+        ServerState::Candidate => Readiness::electing("election in progress"),
         ServerState::Learner => Readiness::no("learner"),
         ServerState::Shutdown => Readiness::no("shut down"),
     }

@@ -153,3 +153,28 @@ pub fn thread_reply(channel: &str, root: u64, reply: u64) -> Vec<u8> {
     k.extend_from_slice(&reply.to_be_bytes());
     k
 }
+
+// ---- version 3 keys ----
+
+/// Draining flag of a member: `nd/<node id be>` -> `true`. Absent means not draining.
+pub const DRAIN_PREFIX: &[u8] = b"nd/";
+pub fn draining(node_id: u64) -> Vec<u8> {
+    let mut k = DRAIN_PREFIX.to_vec();
+    k.extend_from_slice(&node_id.to_be_bytes());
+    k
+}
+
+/// Static DNS records: `dr/<name>/<TYPE>/<bincode data>` -> `DnsRecord`. Record names never
+/// contain '/' (see `dns_records::normalize_name`), so `dr/<name>/` holds exactly the records
+/// at one name, which is what the CNAME rule needs to look at. The data's bincode encoding is
+/// deterministic and distinct per value, so one key per (name, type, data).
+pub const DNS_PREFIX: &[u8] = b"dr/";
+pub fn dns_name_prefix(name: &str) -> Vec<u8> {
+    [DNS_PREFIX, name.as_bytes(), b"/"].concat()
+}
+pub fn dns_type_prefix(name: &str, rtype: &str) -> Vec<u8> {
+    [dns_name_prefix(name).as_slice(), rtype.as_bytes(), b"/"].concat()
+}
+pub fn dns_record(name: &str, rtype: &str, data: &[u8]) -> Vec<u8> {
+    [dns_type_prefix(name, rtype).as_slice(), data].concat()
+}

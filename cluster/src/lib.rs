@@ -10,8 +10,10 @@
 
 pub mod apply_accounts;
 pub mod apply_chat;
+pub mod apply_ops;
 pub mod batcher;
 pub mod command;
+pub mod dns_records;
 pub mod error;
 pub mod event;
 pub mod failover;
@@ -19,6 +21,7 @@ pub mod fsutil;
 pub mod health;
 pub mod keys;
 pub mod log_store;
+pub mod member_health;
 pub mod network;
 pub mod queries;
 pub mod raft_node;
@@ -38,6 +41,7 @@ pub use command::{
 pub use error::ClusterError;
 pub use event::{Event, EventBus, EventKind};
 pub use health::Readiness;
+pub use member_health::{HealthView, MemberHealth};
 pub use raft_node::{ClusterConfig, ClusterNode, spawn_named};
 pub use sm_store::StateReader;
 pub use state::StateError;

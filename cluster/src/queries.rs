@@ -4,14 +4,18 @@
 //! as applied so far; callers that need read-your-writes wait on an index first
 //! (`ClusterNode::wait_applied`). Must never write.
 
+use std::collections::BTreeSet;
+
 use crate::apply_chat;
 use crate::command::{
     ChannelEvent, ChannelKind, ChannelMeta, LoginThrottle, MessageExtra, MessageRecord,
     SessionRecord, UserExtra, UserRecord,
 };
+use crate::dns_records::DnsRecord;
 use crate::keys;
 use crate::sm_store::StateReader;
 use crate::state::{self, Overlay, StateError};
+use crate::types::NodeId;
 use crate::views::{ChannelSummary, ChannelView, MessageView, ReadState, UserView};
 
 fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, StateError> {
@@ -361,5 +365,30 @@ impl StateReader {
         Ok(self
             .get::<LoginThrottle>(&keys::login_throttle(username))?
             .unwrap_or_default())
+    }
+
+    // ---- version 3 read models ----
+
+    /// Every static DNS record, sorted by name, then type, then data. Key order is not that
+    /// order ('.' sorts before the '/' that ends a name), so they are sorted here.
+    pub fn dns_records(&self) -> Result<Vec<DnsRecord>, StateError> {
+        let mut records: Vec<DnsRecord> = self.scan(keys::DNS_PREFIX, usize::MAX)?;
+        records.sort_by(|a, b| (&a.name, a.rtype(), &a.data).cmp(&(&b.name, b.rtype(), &b.data)));
+        Ok(records)
+    }
+
+    /// Ids of the members an admin marked as draining.
+    pub fn draining_nodes(&self) -> Result<BTreeSet<NodeId>, StateError> {
+        let mut out = BTreeSet::new();
+        for k in self.tree().scan_prefix(keys::DRAIN_PREFIX).keys() {
+            let k = k?;
+            if let Some(id) = k
+                .get(keys::DRAIN_PREFIX.len()..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            {
+                out.insert(u64::from_be_bytes(id));
+            }
+        }
+        Ok(out)
     }
 }

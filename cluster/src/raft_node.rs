@@ -82,7 +82,8 @@ pub(crate) struct Shared {
     pub raft: Raft,
     pub http: PeerHttp,
     pub cancel: CancellationToken,
-    pub readiness: Mutex<Readiness>,
+    /// The last readiness verdict and when it was reached (see `current_readiness`).
+    pub readiness: Mutex<(Readiness, std::time::Instant)>,
     pub config: ClusterConfig,
     pub removed: CancellationToken,
     /// Fires when Raft stopped on a fatal error (storage failure): the process should exit so
@@ -103,6 +104,8 @@ pub(crate) struct Shared {
     /// Highest command version seen activated in the applied state. Activation is permanent,
     /// so once seen it is never read from storage again on the write path.
     pub active_version: std::sync::atomic::AtomicU16,
+    /// The latest member-health view (`member_health`), read by DNS and the cluster API.
+    pub health: crate::member_health::HealthTx,
 }
 
 impl Shared {
@@ -117,6 +120,53 @@ impl Shared {
             .await
             .map_err(|_| ClusterError::ShuttingDown)?;
         rx.await.map_err(|_| ClusterError::ShuttingDown)?
+    }
+
+    /// The readiness verdict, unless it is older than [`health::MAX_VERDICT_AGE`]. A process
+    /// that was frozen (SIGSTOP, a VM pause, a stalled runtime) wakes up holding the verdict it
+    /// reached before the freeze; serving that would put a node back into DNS answers and
+    /// `/readyz` before it has heard from the current leader.
+    pub fn current_readiness(&self) -> Readiness {
+        let Ok(g) = self.readiness.lock() else {
+            return Readiness::default();
+        };
+        let (verdict, at) = &*g;
+        if at.elapsed() > health::MAX_VERDICT_AGE {
+            return Readiness {
+                ready: false,
+                reason: Some(
+                    "readiness not re-evaluated recently (was the process paused?)".into(),
+                ),
+                electing: false,
+            };
+        }
+        verdict.clone()
+    }
+
+    /// Status of every member as seen by probing it now (200 ms budget each, in parallel).
+    pub async fn probe_members(
+        &self,
+    ) -> Vec<(NodeId, NodeInfo, bool, Result<NodeStatusWire, String>)> {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership().clone();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let probes = membership.nodes().map(|(id, info)| {
+            let id = *id;
+            let info = info.clone();
+            let voter = voters.contains(&id);
+            async move {
+                let st = if id == self.id {
+                    Ok(self.status())
+                } else {
+                    self.http
+                        .status(&info.cluster_addr, Duration::from_millis(200))
+                        .await
+                        .map_err(|e| e.short())
+                };
+                (id, info, voter, st)
+            }
+        });
+        futures::future::join_all(probes).await
     }
 
     pub fn node_info(&self, id: NodeId) -> Option<NodeInfo> {
@@ -140,7 +190,7 @@ impl Shared {
             .membership()
             .voter_ids()
             .any(|v| v == self.id);
-        let readiness = self.readiness.lock().map(|r| r.clone()).unwrap_or_default();
+        let readiness = self.current_readiness();
         NodeStatusWire {
             id: self.id,
             state: state_name(&m, voter).to_string(),
@@ -152,6 +202,7 @@ impl Shared {
             quorum_ok: health::leader_has_quorum(&m, self.config.election_timeout_max_ms),
             ready: readiness.ready,
             reason: readiness.reason,
+            electing: readiness.electing,
             members: m
                 .membership_config
                 .membership()
@@ -234,7 +285,7 @@ impl ClusterNode {
             raft,
             http,
             cancel: cancel.clone(),
-            readiness: Mutex::new(Readiness::default()),
+            readiness: Mutex::new((Readiness::default(), std::time::Instant::now())),
             config: config.clone(),
             removed: CancellationToken::new(),
             fatal: CancellationToken::new(),
@@ -245,6 +296,9 @@ impl ClusterNode {
             versions: crate::versions::PeerVersions::default(),
             reader: reader.clone(),
             active_version: std::sync::atomic::AtomicU16::new(1),
+            health: tokio::sync::watch::Sender::new(Arc::new(
+                crate::member_health::HealthView::empty(),
+            )),
         });
         let limits = BatchLimits {
             max_commands: config.batch_max_commands,
@@ -258,6 +312,10 @@ impl ClusterNode {
                 batcher::run(shared.clone(), batch_rx, limits, cancel.clone()),
             ),
             spawn_named("health", health::run(shared.clone(), cancel.clone())),
+            spawn_named(
+                "member-health",
+                crate::member_health::run(shared.clone(), cancel.clone()),
+            ),
             spawn_named(
                 "failover",
                 crate::failover::run(shared.clone(), cancel.clone()),
@@ -320,11 +378,7 @@ impl ClusterNode {
     }
 
     pub fn readiness(&self) -> Readiness {
-        self.shared
-            .readiness
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_default()
+        self.shared.current_readiness()
     }
 
     pub fn status(&self) -> NodeStatusWire {
@@ -508,32 +562,24 @@ impl ClusterNode {
         reply.map_err(ClusterError::from)
     }
 
-    /// Status of every member as seen by probing it now (200 ms budget each, in parallel).
-    pub async fn cluster_status(
+    /// The latest member-health view (refreshed about once a second).
+    pub fn health_view(&self) -> Arc<crate::member_health::HealthView> {
+        self.shared.health.borrow().clone()
+    }
+
+    /// Notified whenever a new member-health view is published.
+    pub fn health_watch(
         &self,
-    ) -> Vec<(NodeId, NodeInfo, bool, Result<NodeStatusWire, String>)> {
-        let m = self.metrics();
-        let membership = m.membership_config.membership().clone();
-        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        let probes = membership.nodes().map(|(id, info)| {
-            let id = *id;
-            let info = info.clone();
-            let voter = voters.contains(&id);
-            let shared = self.shared.clone();
-            async move {
-                let st = if id == shared.id {
-                    Ok(shared.status())
-                } else {
-                    shared
-                        .http
-                        .status(&info.cluster_addr, Duration::from_millis(200))
-                        .await
-                        .map_err(|e| e.short())
-                };
-                (id, info, voter, st)
-            }
-        });
-        futures::future::join_all(probes).await
+    ) -> tokio::sync::watch::Receiver<Arc<crate::member_health::HealthView>> {
+        self.shared.health.subscribe()
+    }
+
+    /// Probes now and publishes the result: after a membership or drain change, so the caller's
+    /// reply and every reader see it without waiting for the next period.
+    pub async fn refresh_health(&self) -> Arc<crate::member_health::HealthView> {
+        let view = crate::member_health::probe(&self.shared).await;
+        crate::member_health::publish(&self.shared, view);
+        self.health_view()
     }
 
     /// Stops Raft and the node's tasks. Idempotent.
@@ -829,5 +875,26 @@ impl ClusterNode {
     /// Every member (voters and learners) of the current membership, as this node knows it.
     pub fn members(&self) -> Vec<(NodeId, NodeInfo)> {
         self.shared.members()
+    }
+
+    /// The static DNS records as this node has applied them, sorted by name and type. A local
+    /// read of at most `dns_records::MAX_RECORDS` small values: cheap enough once a second.
+    pub fn dns_records(&self) -> Result<Vec<crate::dns_records::DnsRecord>, ClusterError> {
+        self.reader
+            .dns_records()
+            .map_err(|e| ClusterError::Storage(format!("reading DNS records: {e}")))
+    }
+
+    /// Members an admin drained, as this node has applied it (a few keys; called on every
+    /// `/readyz` and DNS refresh). A storage error is logged and reads as "none draining":
+    /// a node that cannot read its own state fails its other checks anyway, and DNS must keep
+    /// answering rather than drop every node.
+    pub fn draining_nodes(&self) -> BTreeSet<NodeId> {
+        crate::member_health::draining_nodes(&self.shared)
+    }
+
+    /// Whether this node is draining (see `draining_nodes`).
+    pub fn is_draining(&self) -> bool {
+        self.draining_nodes().contains(&self.shared.id)
     }
 }

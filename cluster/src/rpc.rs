@@ -86,6 +86,9 @@ pub struct NodeStatusWire {
     pub quorum_ok: bool,
     pub ready: bool,
     pub reason: Option<String>,
+    /// Not ready only for want of a leader (an election). Absent from older nodes.
+    #[serde(default)]
+    pub electing: bool,
     /// Ids in this node's current membership (voters and learners). Lets a node told it was
     /// removed check the claim with the leader. Absent from older nodes.
     #[serde(default)]

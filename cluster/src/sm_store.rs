@@ -246,11 +246,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     responses.push(Response { outcomes });
                 }
                 EntryPayload::Membership(m) => {
-                    kv.put(
-                        keys::MEMBERSHIP.to_vec(),
-                        &StoredMembership::new(Some(entry.log_id), m.clone()),
-                    )
-                    .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                    let stored = StoredMembership::new(Some(entry.log_id), m.clone());
+                    // Operator flags of removed nodes go with them (see `apply_ops`).
+                    crate::apply_ops::forget_removed_members(&mut kv, &stored)
+                        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                    kv.put(keys::MEMBERSHIP.to_vec(), &stored)
+                        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
                     responses.push(Response::default());
                 }
             }

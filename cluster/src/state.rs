@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 
 use crate::apply_accounts;
 use crate::apply_chat::{self, Ctx};
+use crate::apply_ops;
 use crate::command::{
     Applied, ApplyError, COMMAND_VERSION, ChannelKind, ChannelMeta, ChannelRecord, Command,
     Outcome, Request, SessionRecord, UserRecord,
@@ -397,6 +398,13 @@ fn apply_command(
             apply_accounts::set_password(&mut cx, username, password_hash, keep_session.as_deref())
         }
         Command::LoginAttempt { username } => apply_accounts::login_attempt(&mut cx, username),
+        Command::SetDraining { node_id, draining } => {
+            apply_ops::set_draining(&mut cx, *node_id, *draining)
+        }
+        Command::PutDnsRecord { record } => apply_ops::put_dns_record(&mut cx, record),
+        Command::RemoveDnsRecords { name, rtype, data } => {
+            apply_ops::remove_dns_records(&mut cx, name, *rtype, data.as_ref())
+        }
     }
 }
 

@@ -34,9 +34,17 @@ where
 
 /// `RUST_LOG` wins over `default_filter` (the config's `log` field).
 pub fn init(node_id: Option<u64>, default_filter: &str) {
-    let filter = EnvFilter::try_from_default_env()
+    let mut filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(default_filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // hickory's server logs two INFO lines per DNS query: at thousands of queries a second that
+    // would be most of the log and much of the CPU. Quiet unless the operator asks for it.
+    let asked = std::env::var("RUST_LOG").unwrap_or_else(|_| default_filter.to_string());
+    if !asked.contains("hickory")
+        && let Ok(d) = "hickory_server=warn".parse()
+    {
+        filter = filter.add_directive(d);
+    }
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -6,6 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// The CA library is built and unit-tested first; `init`, the HTTPS listener and mTLS wire it in
+// the next step of issue 4; until then nothing in the binary calls it or its re-exports.
+#[allow(dead_code, unused_imports)]
+mod ca;
 mod config;
 mod dev;
 mod dns;

@@ -19,10 +19,11 @@ use crate::failover::{
 use crate::servers::ServerRing;
 use crate::types::{
     AddNodeRequest, ChangePasswordRequest, Channel, ChannelPatch, ChannelsEnvelope, ClusterStatus,
-    CreateChannelRequest, CreateUserRequest, DmRequest, EditMessageRequest, LoginRequest,
-    LoginResponse, MemberRequest, Message, MessagePage, NewChannel, NewUser, PinsEnvelope,
-    PostMessageRequest, PostOutcome, PostedMessage, ProfilePatch, ReadMarker, ReadRequest, Readyz,
-    Role, SetPasswordRequest, Thread, User, UserPatch, UsersEnvelope,
+    CreateChannelRequest, CreateUserRequest, DmRequest, DnsRecord, DnsRecordsEnvelope,
+    EditMessageRequest, LoginRequest, LoginResponse, MemberRequest, Message, MessagePage,
+    NewChannel, NewDnsRecordRequest, NewUser, PinsEnvelope, PostMessageRequest, PostOutcome,
+    PostedMessage, ProfilePatch, ReadMarker, ReadRequest, Readyz, RemovedEnvelope, Role,
+    SetPasswordRequest, Thread, User, UserPatch, UsersEnvelope,
 };
 
 const DEFAULT_FAILOVER_DEADLINE: Duration = Duration::from_secs(10);
@@ -633,6 +634,77 @@ impl Client {
         )
         .await
         .and_then(|reply| decode(&reply))
+    }
+
+    /// Marks a member as draining (admin only): it leaves `/readyz` and DNS answers but keeps
+    /// serving its clients. Retried like a read: it sets a flag.
+    pub async fn drain_node(&self, id: u64) -> Result<ClusterStatus, ClientError> {
+        self.drain_method(Method::POST, id).await
+    }
+
+    /// Clears a member's draining flag (admin only).
+    pub async fn undrain_node(&self, id: u64) -> Result<ClusterStatus, ClientError> {
+        self.drain_method(Method::DELETE, id).await
+    }
+
+    async fn drain_method(&self, method: Method, id: u64) -> Result<ClusterStatus, ClientError> {
+        let id = id.to_string();
+        let path = ["api", "v1", "cluster", "nodes", &id, "drain"];
+        self.call::<(), _>(&path, method, None, Retry::Always).await
+    }
+
+    // ---- static DNS records (admin only) ----
+
+    /// Every static record of the workspace zone, sorted by name and type.
+    pub async fn list_dns_records(&self) -> Result<Vec<DnsRecord>, ClientError> {
+        let envelope: DnsRecordsEnvelope = self.get(&["api", "v1", "dns", "records"]).await?;
+        Ok(envelope.records)
+    }
+
+    /// Adds a record (`rtype` is `A`, `AAAA`, `CNAME`, `SRV` or `TXT`, `value` in zone-file
+    /// form); adding one that exists only sets its TTL, so it is retried like a read. A name
+    /// the cluster answers itself is refused with 400 `reserved_name`, a CNAME beside other
+    /// records with 409 `conflict`.
+    pub async fn add_dns_record(
+        &self,
+        name: &str,
+        rtype: &str,
+        value: &str,
+        ttl: Option<u32>,
+    ) -> Result<DnsRecord, ClientError> {
+        let body = NewDnsRecordRequest {
+            name,
+            rtype,
+            value,
+            ttl,
+        };
+        self.call(
+            &["api", "v1", "dns", "records"],
+            Method::POST,
+            Some(&body),
+            Retry::Always,
+        )
+        .await
+    }
+
+    /// Removes the records of `rtype` at `name` with `value`, or all of that type when `value`
+    /// is `None`; returns how many were removed (404 `not_found` when none matched). Retried
+    /// only if never sent: a repeat after success would answer 404.
+    pub async fn remove_dns_records(
+        &self,
+        name: &str,
+        rtype: &str,
+        value: Option<&str>,
+    ) -> Result<u64, ClientError> {
+        let path = ["api", "v1", "dns", "records"];
+        let mut req = ApiRequest::new(Method::DELETE, &path, Retry::IfNotSent);
+        req.bearer = Some(self.require_token()?);
+        req.query = vec![("name", name.to_owned()), ("type", rtype.to_owned())];
+        if let Some(value) = value {
+            req.query.push(("value", value.to_owned()));
+        }
+        let removed: RemovedEnvelope = decode(&self.send(&req).await?)?;
+        Ok(removed.removed)
     }
 
     // ---- helpers ----

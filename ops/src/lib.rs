@@ -4,7 +4,8 @@
 //! The crate owns talking to a cluster: typed REST requests and responses ([`Client`]), the
 //! WebSocket frames ([`ClientFrame`], [`ServerFrame`]), a resumable WebSocket session
 //! ([`ChatSession`]), a raw WebSocket connection for protocol tests ([`WsConn`]), the error
-//! types ([`ClientError`], [`WsError`]) and failover between nodes. It must never print, never
+//! types ([`ClientError`], [`WsError`]), failover between nodes, and a minimal DNS stub for
+//! operator checks ([`dns_query`]: one question to one given server). It must never print, never
 //! panic on anything a server or a caller passes in, and never hold cluster state beyond what
 //! a client needs to resume: the current server, the bearer token, and for a chat session its
 //! channel cursors and unacknowledged sends.
@@ -22,7 +23,8 @@
 //!   `(author, client_msg_id)`, so a retry returns the original with `duplicate = true`) and
 //!   [`Client::login`] (a retry only creates another session): always;
 //! * every other write (`create_user`, `create_channel`, `join_channel`, `add_node`,
-//!   `remove_node`, `logout`): only when the connection was never established. A failure after
+//!   `remove_node`, `remove_dns_records`, `logout`): only when the connection was never
+//!   established. A failure after
 //!   the request was sent returns `Unreachable` at once, since the write may have happened.
 //!
 //! A 503 `unavailable` is retried for every request (the server guarantees a failed request
@@ -31,9 +33,11 @@
 //!
 //! The v1 additions follow the same rules: reads, message edits and deletes, reactions, pins,
 //! read markers, channel patches, `open_dm` and `update_me` are idempotent and always
-//! retried; `create_channel_with`, `leave_channel`, membership changes, `change_password` and
-//! the admin writes on users (`create_user_with`, `update_user`, `set_user_password`) only
-//! when never sent. A throttled login is [`ClientError::Throttled`] with the `Retry-After`.
+//! retried, and so are `add_dns_record` (adding the same record again only sets its TTL),
+//! `drain_node` and `undrain_node` (they set a flag); `create_channel_with`,
+//! `leave_channel`, membership changes, `change_password` and the admin writes on users
+//! (`create_user_with`, `update_user`, `set_user_password`) only when never sent. A
+//! throttled login is [`ClientError::Throttled`] with the `Retry-After`.
 //!
 //! # WebSocket session
 //!
@@ -58,6 +62,7 @@
 
 mod backoff;
 mod client;
+pub mod dns_query;
 mod error;
 mod failover;
 mod ids;
@@ -73,9 +78,9 @@ pub use client::Client;
 pub use error::{ClientError, CloseInfo, WsError};
 pub use ids::new_client_msg_id;
 pub use types::{
-    Channel, ChannelKind, ChannelPatch, ClusterStatus, LoginResponse, Message, MessagePage,
-    NewChannel, NewUser, NodeStatus, PostOutcome, ReadMarker, Readyz, Role, Thread, User,
-    UserPatch,
+    Channel, ChannelKind, ChannelPatch, ClusterStatus, DnsRecord, LoginResponse, Message,
+    MessagePage, NewChannel, NewUser, NodeStatus, PostOutcome, ReadMarker, Readyz, Role, Thread,
+    User, UserPatch,
 };
 pub use ws_conn::{WsConn, WsConnectOptions, WsMessage, ws_url};
 pub use ws_frames::{

@@ -13,6 +13,7 @@ use clap::Parser as _;
 mod ctl {
     pub(crate) mod args;
     pub(crate) mod chat;
+    pub(crate) mod check;
     pub(crate) mod commands;
     pub(crate) mod failure;
     pub(crate) mod password;

@@ -277,6 +277,9 @@ pub struct Readyz {
     pub node_id: Option<u64>,
     #[serde(default)]
     pub reason: Option<String>,
+    /// An admin drained the node (servers before draining existed leave it out: false).
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// `GET /api/v1/cluster` response, as seen by node `node_id`.
@@ -309,8 +312,23 @@ pub struct NodeStatus {
     pub last_applied: Option<u64>,
     pub healthy: bool,
     pub ready: bool,
+    /// An admin drained the node: it is out of `/readyz` and DNS answers but still serves.
+    #[serde(default)]
+    pub draining: bool,
     #[serde(default)]
     pub error: Option<String>,
+}
+
+/// A static DNS record of the workspace zone (`GET /api/v1/dns/records`). The name is relative
+/// to the workspace; `value` is in zone-file form (`10.0.0.5`, `10 5 389 ldap`, `"v=1"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsRecord {
+    pub name: String,
+    /// `A`, `AAAA`, `CNAME`, `SRV` or `TXT`; a string so a later type does not break decoding.
+    #[serde(rename = "type")]
+    pub rtype: String,
+    pub ttl: u32,
+    pub value: String,
 }
 
 // ---- request bodies and list envelopes: wire details the public API does not expose ----
@@ -326,6 +344,26 @@ pub(crate) struct CreateUserRequest<'a> {
     pub username: &'a str,
     pub password: &'a str,
     pub role: Role,
+}
+
+#[derive(Serialize)]
+pub(crate) struct NewDnsRecordRequest<'a> {
+    pub name: &'a str,
+    #[serde(rename = "type")]
+    pub rtype: &'a str,
+    pub value: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct DnsRecordsEnvelope {
+    pub records: Vec<DnsRecord>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct RemovedEnvelope {
+    pub removed: u64,
 }
 
 #[derive(Serialize)]
@@ -524,7 +562,8 @@ mod tests {
             Readyz {
                 ready: false,
                 node_id: None,
-                reason: None
+                reason: None,
+                draining: false,
             }
         );
     }

@@ -55,6 +55,12 @@ pub enum ApiError {
     TooManyAttempts(u64),
     #[error("{0}")]
     MessageNotFound(String),
+    /// The request contradicts existing state (a CNAME beside other DNS records).
+    #[error("{0}")]
+    Conflict(String),
+    /// A DNS name the cluster answers itself; nothing may be added there.
+    #[error("{0}")]
+    ReservedName(String),
 }
 
 impl ApiError {
@@ -85,6 +91,8 @@ impl ApiError {
             ApiError::Archived(_) => (StatusCode::CONFLICT, "archived"),
             ApiError::TooManyAttempts(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
             ApiError::MessageNotFound(_) => (StatusCode::NOT_FOUND, "message_not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::ReservedName(_) => (StatusCode::BAD_REQUEST, "reserved_name"),
         }
     }
 }
@@ -118,6 +126,9 @@ impl From<ApplyError> for ApiError {
             ApplyError::Forbidden(m) => ApiError::Forbidden(m),
             ApplyError::Archived(c) => ApiError::Archived(c),
             ApplyError::Invalid(m) => ApiError::InvalidRequest(m),
+            ApplyError::NotFound(m) => ApiError::NotFound(m),
+            ApplyError::Conflict(m) => ApiError::Conflict(m),
+            ApplyError::ReservedName(m) => ApiError::ReservedName(m),
         }
     }
 }
@@ -137,6 +148,16 @@ impl From<ClusterError> for ApiError {
             e @ (ClusterError::Storage(_)
             | ClusterError::AlreadyInitialized
             | ClusterError::Internal(_)) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<cluster::dns_records::DnsRecordError> for ApiError {
+    fn from(e: cluster::dns_records::DnsRecordError) -> Self {
+        use cluster::dns_records::DnsRecordError;
+        match e {
+            DnsRecordError::Shadows(_) => ApiError::ReservedName(e.to_string()),
+            _ => ApiError::InvalidRequest(e.to_string()),
         }
     }
 }

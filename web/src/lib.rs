@@ -13,6 +13,7 @@ pub mod origin;
 pub mod password_policy;
 pub mod routes_channels;
 pub mod routes_cluster;
+pub mod routes_dns;
 pub mod routes_messages;
 pub mod routes_session;
 pub mod routes_users;
@@ -102,7 +103,17 @@ pub fn router(node: Arc<ClusterNode>, config: ApiConfig, cancel: CancellationTok
         .route("/ws", get(ws::upgrade))
         .route("/cluster", get(routes_cluster::status))
         .route("/cluster/nodes", post(routes_cluster::add_node))
-        .route("/cluster/nodes/{id}", delete(routes_cluster::remove_node));
+        .route("/cluster/nodes/{id}", delete(routes_cluster::remove_node))
+        .route(
+            "/cluster/nodes/{id}/drain",
+            post(routes_cluster::drain).delete(routes_cluster::undrain),
+        )
+        .route(
+            "/dns/records",
+            get(routes_dns::list)
+                .post(routes_dns::create)
+                .delete(routes_dns::remove),
+        );
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(routes_cluster::healthz))

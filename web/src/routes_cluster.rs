@@ -1,10 +1,14 @@
-//! Cluster status, node membership, and the health endpoints.
+//! Cluster status, node membership, draining, and the health endpoints.
+//!
+//! Owns the HTTP shape of the cluster view and of `/readyz`. Draining only takes a node out of
+//! `/readyz` (and, elsewhere, DNS answers); must never make a draining node refuse requests,
+//! since its existing clients keep using it until they move.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use cluster::NodeInfo;
+use cluster::{Command, NodeInfo};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -26,6 +30,10 @@ pub struct NodeView {
     last_applied: Option<u64>,
     healthy: bool,
     ready: bool,
+    /// An admin drained this node: it is out of `/readyz` and DNS, and still serving.
+    draining: bool,
+    /// Answered the last probe, ready and not draining: what DNS and client failover list.
+    serving: bool,
     error: Option<String>,
 }
 
@@ -34,57 +42,78 @@ pub struct ClusterView {
     node_id: u64,
     leader_id: Option<u64>,
     term: u64,
+    /// Age of the health view this was built from (probed about once a second).
+    probed_ms_ago: u64,
     nodes: Vec<NodeView>,
 }
 
-pub async fn cluster_view(s: &AppState) -> ClusterView {
+/// A health view older than this is re-probed rather than served (the member-health task is
+/// stuck or the process was frozen).
+const MAX_VIEW_AGE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The cluster as the shared member-health view sees it, the same view DNS answers from.
+/// `fresh` probes now instead (after a membership or drain change, so the reply shows it).
+pub async fn cluster_view(s: &AppState, fresh: bool) -> ClusterView {
     let m = s.node.metrics();
-    let nodes = s
-        .node
-        .cluster_status()
-        .await
-        .into_iter()
-        .map(|(id, info, voter, st)| match st {
-            Ok(st) => NodeView {
-                id,
-                api_addr: info.api_addr,
-                cluster_addr: info.cluster_addr,
-                voter,
-                role: st.state,
-                term: Some(st.term),
-                leader_id: st.leader_id,
-                last_log_index: st.last_log_index,
-                last_applied: st.last_applied,
-                healthy: true,
-                ready: st.ready,
-                error: st.reason,
-            },
-            Err(e) => NodeView {
-                id,
-                api_addr: info.api_addr,
-                cluster_addr: info.cluster_addr,
-                voter,
-                role: "unknown".into(),
-                term: None,
-                leader_id: None,
-                last_log_index: None,
-                last_applied: None,
-                healthy: false,
-                ready: false,
-                error: Some(e),
-            },
+    let current = s.node.health_view();
+    let hv = if fresh || current.taken.elapsed() > MAX_VIEW_AGE {
+        s.node.refresh_health().await
+    } else {
+        current
+    };
+    let nodes = hv
+        .members
+        .iter()
+        .map(|member| {
+            let serving = member.serving();
+            let (id, info, voter) = (member.id, member.info.clone(), member.voter);
+            match &member.status {
+                Ok(st) => NodeView {
+                    id,
+                    api_addr: info.api_addr,
+                    cluster_addr: info.cluster_addr,
+                    voter,
+                    role: st.state.clone(),
+                    term: Some(st.term),
+                    leader_id: st.leader_id,
+                    last_log_index: st.last_log_index,
+                    last_applied: st.last_applied,
+                    healthy: true,
+                    ready: st.ready,
+                    draining: member.draining,
+                    serving,
+                    error: st.reason.clone(),
+                },
+                Err(e) => NodeView {
+                    id,
+                    api_addr: info.api_addr,
+                    cluster_addr: info.cluster_addr,
+                    voter,
+                    role: "unknown".into(),
+                    term: None,
+                    leader_id: None,
+                    last_log_index: None,
+                    last_applied: None,
+                    healthy: false,
+                    ready: false,
+                    draining: member.draining,
+                    serving,
+                    error: Some(e.clone()),
+                },
+            }
         })
         .collect();
     ClusterView {
         node_id: s.node.id(),
         leader_id: m.current_leader,
         term: m.current_term,
+        probed_ms_ago: u64::try_from(hv.taken.elapsed().as_millis()).unwrap_or(u64::MAX),
         nodes,
     }
 }
 
 pub async fn status(State(s): State<AppState>) -> Json<ClusterView> {
-    Json(cluster_view(&s).await)
+    Json(cluster_view(&s, false).await)
 }
 
 #[derive(Deserialize)]
@@ -130,7 +159,7 @@ pub async fn add_node(
             },
         )
         .await?;
-    Ok(Json(cluster_view(&s).await))
+    Ok(Json(cluster_view(&s, true).await))
 }
 
 pub async fn remove_node(
@@ -143,23 +172,87 @@ pub async fn remove_node(
     auth.require_admin()?;
     tracing::info!(removed_node = id, by = %auth.user.username, "remove node requested");
     s.node.remove_node(id).await?;
-    Ok(Json(cluster_view(&s).await))
+    Ok(Json(cluster_view(&s, true).await))
+}
+
+/// `POST /api/v1/cluster/nodes/{id}/drain`.
+pub async fn drain(
+    State(s): State<AppState>,
+    id: Result<Path<u64>, axum::extract::rejection::PathRejection>,
+    auth: Auth,
+) -> Result<Json<ClusterView>, ApiError> {
+    set_draining(s, id, auth, true).await
+}
+
+/// `DELETE /api/v1/cluster/nodes/{id}/drain`.
+pub async fn undrain(
+    State(s): State<AppState>,
+    id: Result<Path<u64>, axum::extract::rejection::PathRejection>,
+    auth: Auth,
+) -> Result<Json<ClusterView>, ApiError> {
+    set_draining(s, id, auth, false).await
+}
+
+async fn set_draining(
+    s: AppState,
+    id: Result<Path<u64>, axum::extract::rejection::PathRejection>,
+    auth: Auth,
+    draining: bool,
+) -> Result<Json<ClusterView>, ApiError> {
+    let Path(id) =
+        id.map_err(|_| ApiError::InvalidRequest("node id must be a positive integer".into()))?;
+    auth.require_admin()?;
+    // Refused here without a write when the id is not a member, after catching up with the
+    // leader once (a node added through another node a moment ago must not be refused). The
+    // state machine checks membership again at apply, since a removal may race with this.
+    let is_member = || s.node.members().iter().any(|(m, _)| *m == id);
+    if !is_member() {
+        s.node
+            .sync_with_leader(std::time::Duration::from_secs(3))
+            .await?;
+        if !is_member() {
+            return Err(ApiError::NotFound(format!("node {id} is not a member")));
+        }
+    }
+    s.write_applied(Command::SetDraining {
+        node_id: id,
+        draining,
+    })
+    .await?;
+    tracing::info!(node = id, draining, by = %auth.user.username, "drain flag set");
+    Ok(Json(cluster_view(&s, true).await))
 }
 
 pub async fn healthz(State(s): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({"status": "ok", "node_id": s.node.id()}))
 }
 
+/// 200 only when this node is ready and not draining. A draining node says so (load balancers
+/// and reconnecting clients skip it) but keeps serving every request it gets.
 pub async fn readyz(State(s): State<AppState>) -> Response {
     let r = s.node.readiness();
-    let status = if r.ready {
+    let draining = s.node.is_draining();
+    let ready = r.ready && !draining;
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    // The operator's decision is named first: a drained node that is also catching up is
+    // reported as draining, the state that will not change by itself.
+    let reason = if draining {
+        Some("draining".to_owned())
+    } else {
+        r.reason
+    };
     (
         status,
-        Json(json!({"ready": r.ready, "node_id": s.node.id(), "reason": r.reason})),
+        Json(json!({
+            "ready": ready,
+            "node_id": s.node.id(),
+            "reason": reason,
+            "draining": draining,
+        })),
     )
         .into_response()
 }

@@ -30,18 +30,19 @@ const CTL_TIMEOUT: Duration = Duration::from_secs(150);
 const CH: &str = "general";
 const BOB_PASSWORD: &str = "bob-password-1";
 
-/// How a test runs `conclavectl`: the binary and the token file every run uses.
-struct Ctl {
+/// How a test runs `conclavectl`: the binary and the token file every run uses (shared with
+/// the `dns_records` scenarios).
+pub(crate) struct Ctl {
     bin: PathBuf,
     token_file: PathBuf,
 }
 
 /// One finished run.
-struct Run {
+pub(crate) struct Run {
     args: Vec<String>,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+    pub(crate) code: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl fmt::Display for Run {
@@ -60,18 +61,18 @@ impl fmt::Display for Run {
 
 impl Ctl {
     /// The binary is located first so that a missing one fails the test before any node runs.
-    fn locate() -> PathBuf {
+    pub(crate) fn locate() -> PathBuf {
         conclavectl_bin().unwrap_or_else(|e| panic!("{e:#}"))
     }
 
-    fn new(bin: PathBuf, cluster: &TestCluster) -> Ctl {
+    pub(crate) fn new(bin: PathBuf, cluster: &TestCluster) -> Ctl {
         Ctl {
             bin,
             token_file: cluster.root().join("ctl").join("token"),
         }
     }
 
-    async fn run(&self, args: &[&str]) -> Run {
+    pub(crate) async fn run(&self, args: &[&str]) -> Run {
         self.run_env(args, &[]).await
     }
 
@@ -114,7 +115,7 @@ impl Ctl {
     }
 
     /// `login --username admin` with the password in `CONCLAVE_PASSWORD`, through `servers`.
-    async fn login(&self, servers: &str) -> Run {
+    pub(crate) async fn login(&self, servers: &str) -> Run {
         self.run_env(
             &["--server", servers, "login", "--username", ADMIN_USER],
             &[("CONCLAVE_PASSWORD", ADMIN_PASSWORD)],
@@ -150,7 +151,7 @@ where
 }
 
 /// Exit code 0 and nothing on stderr; returns stdout.
-fn expect_ok<'a>(cluster: &TestCluster, run: &'a Run) -> &'a str {
+pub(crate) fn expect_ok<'a>(cluster: &TestCluster, run: &'a Run) -> &'a str {
     if run.code != Some(0) || !run.stderr.is_empty() {
         cluster.fail(&format!("expected exit 0 and an empty stderr:\n{run}"));
     }
@@ -159,7 +160,12 @@ fn expect_ok<'a>(cluster: &TestCluster, run: &'a Run) -> &'a str {
 
 /// Exit code `code`, nothing on stdout and exactly one stderr line starting with `prefix`;
 /// returns that line.
-fn expect_failure<'a>(cluster: &TestCluster, run: &'a Run, code: i32, prefix: &str) -> &'a str {
+pub(crate) fn expect_failure<'a>(
+    cluster: &TestCluster,
+    run: &'a Run,
+    code: i32,
+    prefix: &str,
+) -> &'a str {
     let lines: Vec<&str> = run.stderr.lines().collect();
     let ok = run.code == Some(code)
         && run.stdout.is_empty()
@@ -198,20 +204,21 @@ fn check_message_line(line: &str, seq: u64, author: &str, body: &str) -> Result<
 
 /// One row of the `status` table.
 #[derive(Debug)]
-struct StatusRow {
-    id: u64,
+pub(crate) struct StatusRow {
+    pub(crate) id: u64,
     /// Marked `*` as the leader the answering node sees.
-    leader_mark: bool,
-    role: String,
-    voter: bool,
-    healthy: bool,
-    ready: bool,
-    api_addr: String,
+    pub(crate) leader_mark: bool,
+    pub(crate) role: String,
+    pub(crate) voter: bool,
+    pub(crate) healthy: bool,
+    pub(crate) ready: bool,
+    pub(crate) draining: bool,
+    pub(crate) api_addr: String,
 }
 
 /// The rows of `status` text output (header `ID ROLE VOTER TERM APPLIED HEALTHY READY
-/// API_ADDR`, then one row per node, then `leader: ...` and the verdict).
-fn status_rows(text: &str) -> Result<Vec<StatusRow>, String> {
+/// DRAINING API_ADDR`, then one row per node, then `leader: ...` and the verdict).
+pub(crate) fn status_rows(text: &str) -> Result<Vec<StatusRow>, String> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines
         .next()
@@ -219,7 +226,7 @@ fn status_rows(text: &str) -> Result<Vec<StatusRow>, String> {
         .split_whitespace()
         .collect();
     let want = [
-        "ID", "ROLE", "VOTER", "TERM", "APPLIED", "HEALTHY", "READY", "API_ADDR",
+        "ID", "ROLE", "VOTER", "TERM", "APPLIED", "HEALTHY", "READY", "DRAINING", "API_ADDR",
     ];
     if header != want {
         return Err(format!("header {header:?}, expected {want:?}"));
@@ -235,8 +242,19 @@ fn status_rows(text: &str) -> Result<Vec<StatusRow>, String> {
             break;
         }
         let cells: Vec<&str> = line.split_whitespace().collect();
-        let [id, role, voter, _term, _applied, healthy, ready, api_addr] = cells[..] else {
-            return Err(format!("row {line:?} does not have 8 cells"));
+        let [
+            id,
+            role,
+            voter,
+            _term,
+            _applied,
+            healthy,
+            ready,
+            draining,
+            api_addr,
+        ] = cells[..]
+        else {
+            return Err(format!("row {line:?} does not have 9 cells"));
         };
         let leader_mark = id.starts_with('*');
         rows.push(StatusRow {
@@ -249,6 +267,7 @@ fn status_rows(text: &str) -> Result<Vec<StatusRow>, String> {
             voter: yes(voter)?,
             healthy: yes(healthy)?,
             ready: yes(ready)?,
+            draining: yes(draining)?,
             api_addr: api_addr.to_owned(),
         });
     }
@@ -440,7 +459,8 @@ async fn ctl_round_trip() {
         "{run}"
     );
     assert!(
-        rows.iter().all(|r| r.voter && r.healthy && r.ready),
+        rows.iter()
+            .all(|r| r.voter && r.healthy && r.ready && !r.draining),
         "{rows:?}\n{run}"
     );
     let leaders: Vec<&StatusRow> = rows.iter().filter(|r| r.leader_mark).collect();

@@ -14,7 +14,7 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{
     Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
 };
-use hickory_server::proto::rr::Record;
+use hickory_server::proto::rr::{DNSClass, Record};
 use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
@@ -48,6 +48,10 @@ impl Handler {
         };
         if request.queries.len() != 1 {
             return Reply::error(ResponseCode::FormErr);
+        }
+        // The zone exists in class IN only; answering IN data to a CH or HS query would mislabel it.
+        if !matches!(query.query_class(), DNSClass::IN | DNSClass::ANY) {
+            return Reply::error(ResponseCode::Refused);
         }
         let (view, at) = self.view.get();
         if Instant::now().saturating_duration_since(at) > MAX_VIEW_AGE {
@@ -230,6 +234,7 @@ mod tests {
                     healthy: true,
                 })
                 .collect(),
+            statics: Default::default(),
         }
     }
 

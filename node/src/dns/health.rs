@@ -1,22 +1,21 @@
-//! The health view DNS answers from: a named background task probes every member about once a
-//! second (`ClusterNode::cluster_status`) and publishes a [`View`] snapshot.
+//! The view DNS answers from: a named task turns every member-health view the cluster publishes
+//! (`cluster::member_health`, about once a second) plus the static records into a zone [`View`].
 //!
-//! Owns the rule "listed only if it answered the last probe and reports itself ready" and the
-//! rule "this node serves nothing while it is not ready itself" (see docs/health.md). Must never
-//! block the query path: handlers only clone an `Arc` out of a short lock.
+//! Owns the mapping "listed only if the member is serving (answered the last probe, ready, not
+//! draining)" and "this node serves nothing while it is not ready itself" (docs/health.md); the
+//! probing itself is the cluster's, shared with `/api/v1/cluster`. Must never block the query
+//! path: handlers only clone an `Arc` out of a short lock.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use cluster::ClusterNode;
+use cluster::dns_records::DnsRecord;
+use cluster::{ClusterNode, HealthView};
+use hickory_server::proto::rr::Name;
 use tokio_util::sync::CancellationToken;
 
-use super::zone::{Member, View};
-
-/// How often the view is refreshed. Each refresh probes all members in parallel with a 200 ms
-/// budget, so a dead node leaves the answers within about one period plus that budget.
-pub const PROBE_PERIOD: Duration = Duration::from_secs(1);
+use super::zone::{Member, Statics, View};
 
 /// The latest view and when it was taken.
 #[derive(Clone)]
@@ -38,6 +37,7 @@ impl SharedView {
         }
     }
 
+    #[cfg(test)]
     pub fn set(&self, view: View) {
         self.set_at(view, Instant::now());
     }
@@ -49,52 +49,62 @@ impl SharedView {
     }
 }
 
-/// Probes the cluster and builds a view. `serial` is bumped by the caller when members change.
-pub async fn probe(node: &ClusterNode) -> View {
-    let ready = node.status().ready;
-    let members = node
-        .cluster_status()
-        .await
-        .into_iter()
-        .map(|(id, info, voter, status)| Member {
-            id,
-            api: info
-                .api_addr
-                .parse::<SocketAddr>()
-                .ok()
-                .map(|a| (a.ip(), a.port())),
-            voter,
-            healthy: status.is_ok_and(|s| s.ready),
-        })
-        .collect();
+/// Builds the zone's view from one member-health view and the static records.
+pub fn build(hv: &HealthView, statics: Arc<Statics>, serial: u32) -> View {
     View {
-        ready,
-        members,
-        serial: 0,
+        ready: hv.self_ready,
+        members: hv
+            .members
+            .iter()
+            .map(|m| Member {
+                id: m.id,
+                api: m
+                    .info
+                    .api_addr
+                    .parse::<SocketAddr>()
+                    .ok()
+                    .map(|a| (a.ip(), a.port())),
+                voter: m.voter,
+                healthy: m.serving(),
+            })
+            .collect(),
+        serial,
+        statics,
     }
 }
 
-/// Refreshes `shared` every [`PROBE_PERIOD`] until `cancel` fires.
+/// Rebuilds `shared` from every member-health view the cluster publishes (about once a second)
+/// until `cancel` fires, recompiling the static records only when they changed.
 #[tracing::instrument(skip_all, fields(node_id = node.id()))]
-pub async fn run(node: Arc<ClusterNode>, shared: SharedView, cancel: CancellationToken) {
+pub async fn run(
+    node: Arc<ClusterNode>,
+    apex: Name,
+    shared: SharedView,
+    cancel: CancellationToken,
+) {
+    let mut health = node.health_watch();
     let mut serial: u32 = 1;
     let mut last: Option<View> = None;
-    let mut tick = tokio::time::interval(PROBE_PERIOD);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut records: Vec<DnsRecord> = Vec::new();
+    let mut statics = Arc::new(Statics::default());
     loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tick.tick() => {}
+        let hv = health.borrow_and_update().clone();
+        match node.dns_records() {
+            Ok(now) if now != records => {
+                statics = Arc::new(Statics::compile(&apex, &now));
+                tracing::info!(records = statics.len(), "static dns records loaded");
+                records = now;
+            }
+            Ok(_) => {}
+            // Keep serving the records we have: the next view retries.
+            Err(error) => tracing::warn!(%error, "cannot read static dns records"),
         }
-        let mut view = tokio::select! {
-            _ = cancel.cancelled() => break,
-            v = probe(&node) => v,
-        };
-        if last
-            .as_ref()
-            .is_some_and(|l| l.ready != view.ready || l.members != view.members)
-        {
+        let mut view = build(&hv, statics.clone(), serial);
+        if last.as_ref().is_some_and(|l| {
+            l.ready != view.ready || l.members != view.members || l.statics != view.statics
+        }) {
             serial = serial.wrapping_add(1).max(1);
+            view.serial = serial;
             tracing::info!(
                 ready = view.ready,
                 healthy = ?view.members.iter().filter(|m| m.healthy).map(|m| m.id).collect::<Vec<_>>(),
@@ -102,8 +112,11 @@ pub async fn run(node: Arc<ClusterNode>, shared: SharedView, cancel: Cancellatio
                 "dns view changed"
             );
         }
-        view.serial = serial;
         last = Some(view.clone());
-        shared.set(view);
+        shared.set_at(view, hv.taken);
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            changed = health.changed() => if changed.is_err() { break },
+        }
     }
 }

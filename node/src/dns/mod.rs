@@ -51,7 +51,8 @@ pub async fn start(
         message,
     };
     let apex = zone::parse_zone(&workspace).map_err(|e| bad(e.to_string()))?;
-    let zone = zone::Zone::new(apex, cfg.ttl_secs, node.id()).map_err(|e| bad(e.to_string()))?;
+    let zone =
+        zone::Zone::new(apex.clone(), cfg.ttl_secs, node.id()).map_err(|e| bad(e.to_string()))?;
     let udp = tokio::net::UdpSocket::bind(addr)
         .await
         .map_err(|source| DnsError::Bind {
@@ -79,7 +80,8 @@ pub async fn start(
     server.register_socket(udp);
     server.register_listener(tcp, TCP_IDLE, 64);
     tracing::info!(%addr, zone = %workspace, ttl_secs = cfg.ttl_secs, "dns server listening");
-    let health_task = cluster::spawn_named("dns-health", health::run(node, view, cancel.clone()));
+    let health_task =
+        cluster::spawn_named("dns-health", health::run(node, apex, view, cancel.clone()));
     Ok(Some(cluster::spawn_named("dns-server", async move {
         cancel.cancelled().await;
         if let Err(error) = server.shutdown_gracefully().await {

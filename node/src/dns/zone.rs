@@ -5,11 +5,15 @@
 //! resolver), never hand out a transfer, and never answer from a view the node itself does not
 //! trust (SERVFAIL, so resolvers ask another name server).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
+
+use cluster::dns_records::{DnsRecord, DnsRecordData};
 
 use hickory_server::proto::ProtoError;
 use hickory_server::proto::op::ResponseCode;
-use hickory_server::proto::rr::rdata::{A, AAAA, HINFO, NS, SOA, SRV};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, HINFO, NS, SOA, SRV, TXT};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 /// What this node believes about the cluster right now (built by `dns::health`).
@@ -21,6 +25,88 @@ pub struct View {
     pub members: Vec<Member>,
     /// Changes whenever the answers would; the SOA serial.
     pub serial: u32,
+    /// The admins' static records, compiled for this zone.
+    pub statics: Arc<Statics>,
+}
+
+/// Static records (`conclavectl dns add`) by owner name, compiled once per change so the query
+/// path only looks them up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Statics {
+    by_name: BTreeMap<Name, Vec<Record>>,
+    /// Names that exist only because a record lives below them (`_tcp` of `_ldap._tcp`): they
+    /// answer NODATA, not NXDOMAIN, or resolvers would cache the whole subtree as missing.
+    empty_non_terminals: BTreeSet<Name>,
+}
+
+impl Statics {
+    /// Compiles `records` (already validated by the state machine) under `apex`. A record that
+    /// still does not make a DNS name is skipped with a warning rather than failing the zone.
+    pub fn compile(apex: &Name, records: &[DnsRecord]) -> Self {
+        let mut out = Statics::default();
+        for r in records {
+            let owner = match Name::from_ascii(&r.name).and_then(|n| n.append_domain(apex)) {
+                Ok(n) => n.to_lowercase(),
+                Err(error) => {
+                    tracing::warn!(name = %r.name, %error, "static dns record skipped");
+                    continue;
+                }
+            };
+            let rdata = match to_rdata(apex, &r.data) {
+                Ok(rd) => rd,
+                Err(error) => {
+                    tracing::warn!(name = %r.name, %error, "static dns record skipped");
+                    continue;
+                }
+            };
+            let mut parent = owner.base_name();
+            while parent.num_labels() > apex.num_labels() {
+                out.empty_non_terminals.insert(parent.clone());
+                parent = parent.base_name();
+            }
+            out.by_name
+                .entry(owner.clone())
+                .or_default()
+                .push(Record::from_rdata(owner, r.ttl, rdata));
+        }
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.values().map(Vec::len).sum()
+    }
+}
+
+/// A target given relative to the zone (`wiki`) lives in it; one with a trailing dot is used
+/// as written.
+fn target_name(apex: &Name, target: &str) -> Result<Name, ProtoError> {
+    if let Some(abs) = target.strip_suffix('.') {
+        let mut n = Name::from_ascii(abs)?;
+        n.set_fqdn(true);
+        Ok(n)
+    } else {
+        Name::from_ascii(target)?.append_domain(apex)
+    }
+}
+
+fn to_rdata(apex: &Name, data: &DnsRecordData) -> Result<RData, ProtoError> {
+    Ok(match data {
+        DnsRecordData::A(a) => RData::A(A(*a)),
+        DnsRecordData::Aaaa(a) => RData::AAAA(AAAA(*a)),
+        DnsRecordData::Cname(t) => RData::CNAME(CNAME(target_name(apex, t)?)),
+        DnsRecordData::Srv {
+            priority,
+            weight,
+            port,
+            target,
+        } => RData::SRV(SRV::new(
+            *priority,
+            *weight,
+            *port,
+            target_name(apex, target)?,
+        )),
+        DnsRecordData::Txt(parts) => RData::TXT(TXT::new(parts.clone())),
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,6 +282,10 @@ impl Zone {
                 RecordType::ANY => self.address_records(&name, &[member], RecordType::A),
                 _ => self.address_records(&name, &[member], qtype),
             }
+        } else if let Some(records) = view.statics.by_name.get(&name) {
+            static_answer(records, qtype)
+        } else if view.statics.empty_non_terminals.contains(&name) {
+            Vec::new()
         } else {
             return Reply {
                 rcode: ResponseCode::NXDomain,
@@ -218,6 +308,30 @@ impl Zone {
     }
 }
 
+/// The static records at one name that answer `qtype`. A CNAME answers every type (its owner
+/// has nothing else: the state machine refuses that); the resolver follows it. ANY gets the
+/// records of one type only (RFC 8482), so it cannot be used for amplification.
+fn static_answer(records: &[Record], qtype: RecordType) -> Vec<Record> {
+    if let Some(cname) = records
+        .iter()
+        .find(|r| r.record_type() == RecordType::CNAME)
+    {
+        return vec![cname.clone()];
+    }
+    let want = match qtype {
+        RecordType::ANY => match records.first() {
+            Some(r) => r.record_type(),
+            None => return Vec::new(),
+        },
+        t => t,
+    };
+    records
+        .iter()
+        .filter(|r| r.record_type() == want)
+        .cloned()
+        .collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 pub(crate) mod tests {
@@ -235,6 +349,7 @@ pub(crate) mod tests {
                     healthy: id != 2,
                 })
                 .collect(),
+            statics: Arc::new(Statics::default()),
         }
     }
 
@@ -350,5 +465,93 @@ pub(crate) mod tests {
         assert_eq!(addrs(&r), ["fd00::1"]);
         let r = ask(&v, "chat.corp.lan.", RecordType::A);
         assert_eq!(addrs(&r), ["10.0.0.3"]);
+    }
+
+    fn with_statics(records: &[(&str, &str, &str)]) -> View {
+        use cluster::dns_records::{DnsRecordType, validate};
+        let records: Vec<DnsRecord> = records
+            .iter()
+            .map(|(name, t, v)| {
+                let t = DnsRecordType::parse(t).unwrap();
+                validate(&DnsRecord {
+                    name: (*name).into(),
+                    ttl: 60,
+                    data: DnsRecordData::parse(t, v).unwrap(),
+                })
+                .unwrap()
+            })
+            .collect();
+        let mut v = view3();
+        v.statics = Arc::new(Statics::compile(
+            &parse_zone("chat.corp.lan").unwrap(),
+            &records,
+        ));
+        v
+    }
+
+    #[test]
+    fn static_records_answer_by_type() {
+        let v = with_statics(&[
+            ("wiki", "A", "10.1.0.5"),
+            ("wiki", "A", "10.1.0.6"),
+            ("wiki", "AAAA", "fd00::5"),
+            ("wiki", "TXT", "\"owner=it\""),
+            ("docs", "CNAME", "wiki"),
+            ("ext", "CNAME", "intranet.corp.lan."),
+            ("_ldap._tcp.lab", "SRV", "10 5 389 ldap.corp.lan."),
+        ]);
+        assert_eq!(v.statics.len(), 7);
+        let r = ask(&v, "WIKI.chat.corp.lan.", RecordType::A);
+        assert_eq!(addrs(&r), ["10.1.0.5", "10.1.0.6"]);
+        assert!(r.answers.iter().all(|a| a.ttl == 60));
+        assert_eq!(
+            addrs(&ask(&v, "wiki.chat.corp.lan.", RecordType::AAAA)),
+            ["fd00::5"]
+        );
+        assert_eq!(
+            addrs(&ask(&v, "wiki.chat.corp.lan.", RecordType::TXT)),
+            ["owner=it"]
+        );
+        assert_eq!(
+            ask(&v, "wiki.chat.corp.lan.", RecordType::ANY)
+                .answers
+                .len(),
+            2,
+            "ANY: one type only"
+        );
+        assert_eq!(
+            addrs(&ask(&v, "docs.chat.corp.lan.", RecordType::A)),
+            ["wiki.chat.corp.lan."]
+        );
+        assert_eq!(
+            addrs(&ask(&v, "ext.chat.corp.lan.", RecordType::AAAA)),
+            ["intranet.corp.lan."]
+        );
+        assert_eq!(
+            addrs(&ask(&v, "_ldap._tcp.lab.chat.corp.lan.", RecordType::SRV)),
+            ["10 5 389 ldap.corp.lan."]
+        );
+        // NODATA (with the SOA) for a missing type and for empty non-terminals; NXDOMAIN below.
+        for (name, t) in [
+            ("wiki.chat.corp.lan.", RecordType::MX),
+            ("_tcp.lab.chat.corp.lan.", RecordType::A),
+            ("lab.chat.corp.lan.", RecordType::A),
+        ] {
+            let r = ask(&v, name, t);
+            assert_eq!(r.rcode, ResponseCode::NoError, "{name}");
+            assert!(r.answers.is_empty(), "{name}");
+            assert_eq!(r.authority[0].record_type(), RecordType::SOA);
+        }
+        assert_eq!(
+            ask(&v, "x.wiki.chat.corp.lan.", RecordType::A).rcode,
+            ResponseCode::NXDomain
+        );
+        // Cut off: static records are not served either.
+        let mut cut = v.clone();
+        cut.ready = false;
+        assert_eq!(
+            ask(&cut, "wiki.chat.corp.lan.", RecordType::A).rcode,
+            ResponseCode::ServFail
+        );
     }
 }

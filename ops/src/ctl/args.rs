@@ -83,9 +83,12 @@ pub(crate) enum Command {
         #[arg(long)]
         follow: bool,
     },
-    /// Change the cluster membership (admin only).
+    /// Change the cluster membership, or drain a node (admin only).
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Manage the static DNS records of the workspace zone (admin only).
+    #[command(subcommand)]
+    Dns(DnsCommand),
     /// Chat interactively: one line per message, `/help` for commands. Reads stdin (a terminal
     /// or a pipe); at end of input waits until every sent message is acknowledged (exit 3 if
     /// that takes longer than --ack-timeout).
@@ -113,6 +116,11 @@ pub(crate) enum Command {
         #[arg(required = true, value_name = "USER")]
         users: Vec<String>,
     },
+    /// Check an install end to end: resolve the workspace through a DNS server, probe every
+    /// listed node, log in, and time a message from one node to another. One PASS/FAIL/SKIP
+    /// line per step; exit 0 only if no step failed (else 1, with the reason on stderr).
+    /// `--server` is not used: the nodes come from DNS.
+    Check(CheckArgs),
 }
 
 /// A role on the command line.
@@ -195,6 +203,73 @@ pub(crate) enum NodeCommand {
     },
     /// Remove a node from the cluster.
     Remove { id: u64 },
+    /// Take a node out of DNS answers and `/readyz` while it keeps serving its clients (the
+    /// first step of a rolling restart).
+    Drain { id: u64 },
+    /// Put a drained node back into DNS answers and `/readyz`.
+    Undrain { id: u64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DnsCommand {
+    /// Add a record, or set the TTL of an existing one (use `--` before a value that starts
+    /// with '-').
+    Add {
+        /// Relative to the workspace zone, e.g. `wiki` or `_ldap._tcp`.
+        name: String,
+        /// A, AAAA, CNAME, SRV or TXT.
+        #[arg(value_name = "TYPE")]
+        rtype: String,
+        /// Zone-file form: `10.0.0.5`, `fd00::5`, `web`, `10 5 389 ldap`, `"v=spf1 -all"`;
+        /// several words are joined with spaces.
+        #[arg(required = true, value_name = "VALUE")]
+        value: Vec<String>,
+        /// Seconds resolvers may cache the record (1 to 86400) [default: 300].
+        #[arg(long, value_name = "SECS")]
+        ttl: Option<u32>,
+    },
+    /// List every record (with --json: the records as JSON).
+    List,
+    /// Remove the records of TYPE at NAME with VALUE, or all of that type without VALUE.
+    Rm {
+        name: String,
+        #[arg(value_name = "TYPE")]
+        rtype: String,
+        #[arg(value_name = "VALUE")]
+        value: Vec<String>,
+    },
+}
+
+/// `conclavectl check` (see `ctl::check` for what each step does).
+#[derive(Debug, clap::Args)]
+pub(crate) struct CheckArgs {
+    /// The workspace name clients use, e.g. chat.corp.lan.
+    #[arg(long, value_name = "NAME")]
+    pub workspace: String,
+    /// The DNS server to ask: a node's DNS address or the site's DNS server, as an IP address
+    /// with an optional port (53 if absent), e.g. 10.0.0.11 or 127.0.0.1:8053.
+    #[arg(long, value_name = "SERVER[:PORT]")]
+    pub dns: String,
+    /// Log in as this user and send a test message; without it, login and roundtrip are
+    /// skipped. The password comes from CONCLAVE_PASSWORD, --password-stdin or a prompt.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Read the password from the first line of stdin (takes precedence over
+    /// CONCLAVE_PASSWORD).
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Channel for the test message; it must exist (it is joined if public).
+    /// [default: conclave-check, created as a private channel if missing]
+    #[arg(long, value_name = "NAME")]
+    pub channel: Option<String>,
+    /// The nodes' API port, used only when the DNS server has no SRV records for
+    /// _conclave._tcp.<workspace> (Conclave's own DNS always has them).
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Seconds to wait for each answer: a DNS reply, an HTTP response, the test message.
+    #[arg(long, default_value_t = 10, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub timeout: u64,
 }
 
 #[cfg(test)]
@@ -300,6 +375,49 @@ mod tests {
             cli.command,
             Command::Chat { channel: Some(c), ack_timeout: 10 } if c == "general"
         ));
+    }
+
+    #[test]
+    fn dns_and_drain_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "conclavectl",
+            "dns",
+            "add",
+            "_ldap._tcp",
+            "SRV",
+            "10",
+            "5",
+            "389",
+            "ldap",
+            "--ttl",
+            "60",
+        ])
+        .unwrap();
+        let Command::Dns(DnsCommand::Add {
+            name,
+            rtype,
+            value,
+            ttl,
+        }) = cli.command
+        else {
+            panic!("expected dns add");
+        };
+        assert_eq!((name.as_str(), rtype.as_str()), ("_ldap._tcp", "SRV"));
+        assert_eq!(value.join(" "), "10 5 389 ldap");
+        assert_eq!(ttl, Some(60));
+        assert!(Cli::try_parse_from(["conclavectl", "dns", "add", "wiki", "A"]).is_err());
+        let cli = Cli::try_parse_from(["conclavectl", "dns", "rm", "wiki", "A"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Dns(DnsCommand::Rm { value, .. }) if value.is_empty())
+        );
+        let cli = Cli::try_parse_from(["conclavectl", "dns", "list", "--json"]).unwrap();
+        assert!(cli.json && matches!(cli.command, Command::Dns(DnsCommand::List)));
+        let cli = Cli::try_parse_from(["conclavectl", "node", "drain", "2"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Node(NodeCommand::Drain { id: 2 })
+        ));
+        assert!(Cli::try_parse_from(["conclavectl", "node", "undrain", "x"]).is_err());
     }
 
     #[test]

@@ -12,10 +12,10 @@ use std::time::Duration;
 use ops::{ChannelPatch, Client, ClientError, NewChannel, Role, UserPatch};
 use serde::Serialize;
 
-use super::args::{ChannelCommand, Cli, Command, NodeCommand, RoleArg, UserCommand};
+use super::args::{ChannelCommand, Cli, Command, DnsCommand, NodeCommand, RoleArg, UserCommand};
 use super::failure::{EXIT_DEGRADED, EXIT_OK, Failure};
 use super::token_file::{self, SavedSession};
-use super::{chat, password, render};
+use super::{chat, check, password, render};
 
 const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 /// How often `tail --follow` asks for new messages.
@@ -168,6 +168,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8, Failure> {
                 format!("{} ({})\n", channel.name, channel.members.join(", "))
             })
         }
+        Command::Check(args) => check::run(args, ctx.json).await,
         Command::Chat {
             channel,
             ack_timeout,
@@ -207,6 +208,59 @@ pub(crate) async fn run(cli: Cli) -> Result<u8, Failure> {
             let status = client.add_node(id, &api_addr, &cluster_addr).await?;
             ctx.emit(&status, || {
                 format!("added node {id}\n{}", render::cluster_status(&status))
+            })
+        }
+        Command::Node(NodeCommand::Drain { id }) => {
+            let status = ctx.session_client()?.drain_node(id).await?;
+            ctx.emit(&status, || {
+                format!(
+                    "node {id} is draining: out of DNS answers and /readyz, still serving its clients\n{}",
+                    render::cluster_status(&status)
+                )
+            })
+        }
+        Command::Node(NodeCommand::Undrain { id }) => {
+            let status = ctx.session_client()?.undrain_node(id).await?;
+            ctx.emit(&status, || {
+                format!(
+                    "node {id} is no longer draining\n{}",
+                    render::cluster_status(&status)
+                )
+            })
+        }
+        Command::Dns(DnsCommand::Add {
+            name,
+            rtype,
+            value,
+            ttl,
+        }) => {
+            let record = ctx
+                .session_client()?
+                .add_dns_record(&name, &rtype, &value.join(" "), ttl)
+                .await?;
+            ctx.emit(&record, || {
+                format!(
+                    "added {} {} {} (ttl {})\n",
+                    render::sanitize(&record.name),
+                    render::sanitize(&record.rtype),
+                    render::sanitize(&record.value),
+                    record.ttl
+                )
+            })
+        }
+        Command::Dns(DnsCommand::List) => {
+            let records = ctx.session_client()?.list_dns_records().await?;
+            ctx.emit(&records, || render::dns_records(&records))
+        }
+        Command::Dns(DnsCommand::Rm { name, rtype, value }) => {
+            let value = (!value.is_empty()).then(|| value.join(" "));
+            let removed = ctx
+                .session_client()?
+                .remove_dns_records(&name, &rtype, value.as_deref())
+                .await?;
+            ctx.emit(&serde_json::json!({ "removed": removed }), || {
+                let plural = if removed == 1 { "record" } else { "records" };
+                format!("removed {removed} {plural}\n")
             })
         }
         Command::Node(NodeCommand::Remove { id }) => {

@@ -3,7 +3,7 @@
 //!
 //! Pure string building; this module must never write to stdout/stderr or talk to a server.
 
-use ops::{Channel, ClusterStatus, Message, User};
+use ops::{Channel, ClusterStatus, DnsRecord, Message, User};
 
 /// Left-aligned columns separated by two spaces, without trailing blanks.
 pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -124,13 +124,14 @@ pub(crate) fn cluster_status(status: &ClusterStatus) -> String {
                 opt(n.last_applied),
                 yes_no(n.healthy),
                 yes_no(n.ready),
+                yes_no(n.draining),
                 sanitize(&n.api_addr),
             ]
         })
         .collect();
     let mut out = table(
         &[
-            "ID", "ROLE", "VOTER", "TERM", "APPLIED", "HEALTHY", "READY", "API_ADDR",
+            "ID", "ROLE", "VOTER", "TERM", "APPLIED", "HEALTHY", "READY", "DRAINING", "API_ADDR",
         ],
         &rows,
     );
@@ -148,6 +149,25 @@ pub(crate) fn cluster_status(status: &ClusterStatus) -> String {
         out.push_str(&format!("cluster DEGRADED: {}\n", reasons.join("; ")));
     }
     out
+}
+
+/// The static DNS records: `NAME TYPE TTL VALUE`, or a line saying there are none.
+pub(crate) fn dns_records(records: &[DnsRecord]) -> String {
+    if records.is_empty() {
+        return "no static DNS records\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            vec![
+                sanitize(&r.name),
+                sanitize(&r.rtype),
+                r.ttl.to_string(),
+                sanitize(&r.value),
+            ]
+        })
+        .collect();
+    table(&["NAME", "TYPE", "TTL", "VALUE"], &rows)
 }
 
 pub(crate) fn users(users: &[User]) -> String {
@@ -229,6 +249,7 @@ mod tests {
             last_applied: healthy.then_some(120),
             healthy,
             ready,
+            draining: false,
             error: (!healthy).then(|| "timed out".to_owned()),
         }
     }
@@ -305,11 +326,11 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "ID  ROLE      VOTER  TERM  APPLIED  HEALTHY  READY  API_ADDR"
+            "ID  ROLE      VOTER  TERM  APPLIED  HEALTHY  READY  DRAINING  API_ADDR"
         );
         assert_eq!(
             lines[1],
-            "*1  leader    yes    3     120      yes      yes    127.0.0.1:8081"
+            "*1  leader    yes    3     120      yes      yes    no        127.0.0.1:8081"
         );
         assert!(lines[2].starts_with("2   follower"));
         assert_eq!(lines.last().copied(), Some("cluster healthy"));
@@ -337,6 +358,43 @@ mod tests {
             ..status
         };
         assert!(degraded_reasons(&no_leader)[0].contains("no leader"));
+    }
+
+    #[test]
+    fn draining_is_shown_and_not_degraded() {
+        let mut drained = node(2, "follower", true, true);
+        drained.draining = true;
+        let status = ClusterStatus {
+            node_id: 1,
+            leader_id: Some(1),
+            term: 3,
+            nodes: vec![node(1, "leader", true, true), drained],
+        };
+        // Draining is an operator's decision, not a fault: `status` still exits 0.
+        assert!(degraded_reasons(&status).is_empty());
+        let text = cluster_status(&status);
+        let row: Vec<&str> = text
+            .lines()
+            .nth(2)
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        assert_eq!(row[7], "yes", "{text}");
+    }
+
+    #[test]
+    fn dns_record_table() {
+        assert_eq!(dns_records(&[]), "no static DNS records\n");
+        let r = DnsRecord {
+            name: "wiki".into(),
+            rtype: "A".into(),
+            ttl: 300,
+            value: "10.0.0.5".into(),
+        };
+        assert_eq!(
+            dns_records(&[r]),
+            "NAME  TYPE  TTL  VALUE\nwiki  A     300  10.0.0.5\n"
+        );
     }
 
     #[test]

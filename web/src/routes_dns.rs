@@ -1,0 +1,146 @@
+//! Static DNS records of the workspace zone (`/api/v1/dns/records`), admin only.
+//!
+//! Owns the HTTP shape of records (`{"name","type","ttl","value"}`, value in zone-file
+//! presentation form) and the check of every field before anything is proposed, so a refused
+//! request writes nothing. The state machine checks again at apply (`cluster::apply_ops`) and
+//! alone decides conflicts (a CNAME beside other records). Must never know the workspace name:
+//! names here are relative to the zone, as stored.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use cluster::dns_records::{self, DnsRecord, DnsRecordData, DnsRecordType};
+use cluster::{Applied, Command};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::auth::Auth;
+use crate::error::ApiError;
+use crate::extract::{INDEX_HEADER, JsonBody, MinIndex};
+use crate::state::AppState;
+
+/// One record as the API shows it.
+#[derive(Serialize)]
+pub struct RecordView {
+    name: String,
+    #[serde(rename = "type")]
+    rtype: DnsRecordType,
+    ttl: u32,
+    value: String,
+}
+
+impl From<&DnsRecord> for RecordView {
+    fn from(r: &DnsRecord) -> Self {
+        RecordView {
+            name: r.name.clone(),
+            rtype: r.rtype(),
+            ttl: r.ttl,
+            value: r.data.presentation(),
+        }
+    }
+}
+
+fn parse_type(t: &str) -> Result<DnsRecordType, ApiError> {
+    DnsRecordType::parse(t).ok_or_else(|| {
+        ApiError::InvalidRequest(format!(
+            "unknown record type {t:?}; expected A, AAAA, CNAME, SRV or TXT"
+        ))
+    })
+}
+
+pub async fn list(
+    State(s): State<AppState>,
+    _min: MinIndex,
+    auth: Auth,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    auth.require_admin()?;
+    let records = s.node.dns_records()?;
+    let views: Vec<RecordView> = records.iter().map(RecordView::from).collect();
+    Ok(Json(json!({ "records": views })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRecord {
+    name: String,
+    #[serde(rename = "type")]
+    rtype: String,
+    value: String,
+    #[serde(default)]
+    ttl: Option<u32>,
+}
+
+pub async fn create(
+    State(s): State<AppState>,
+    auth: Auth,
+    JsonBody(req): JsonBody<NewRecord>,
+) -> Result<Response, ApiError> {
+    auth.require_admin()?;
+    let rtype = parse_type(&req.rtype)?;
+    let data = DnsRecordData::parse(rtype, &req.value)?;
+    let record = dns_records::validate(&DnsRecord {
+        name: req.name,
+        ttl: req.ttl.unwrap_or(dns_records::DEFAULT_TTL),
+        data,
+    })?;
+    let (applied, index) = s.write_applied(Command::PutDnsRecord { record }).await?;
+    let Applied::DnsRecordPut { record } = applied else {
+        return Err(ApiError::Internal(
+            "unexpected outcome of PutDnsRecord".into(),
+        ));
+    };
+    tracing::info!(name = %record.name, rtype = %record.rtype(), value = %record.data.presentation(), ttl = record.ttl, by = %auth.user.username, "DNS record put");
+    Ok((
+        StatusCode::CREATED,
+        [(INDEX_HEADER, index.to_string())],
+        Json(RecordView::from(&record)),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveQuery {
+    name: String,
+    #[serde(rename = "type")]
+    rtype: String,
+    #[serde(default)]
+    value: Option<String>,
+}
+
+pub async fn remove(
+    State(s): State<AppState>,
+    auth: Auth,
+    query: Result<Query<RemoveQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    auth.require_admin()?;
+    let Query(q) = query.map_err(|e| {
+        ApiError::InvalidRequest(format!(
+            "{}; expected ?name=NAME&type=TYPE[&value=VALUE]",
+            e.body_text()
+        ))
+    })?;
+    let name = dns_records::normalize_name(&q.name)?;
+    let rtype = parse_type(&q.rtype)?;
+    let data = match q.value.as_deref() {
+        Some(v) => Some(DnsRecordData::parse(rtype, v)?),
+        None => None,
+    };
+    let (applied, index) = s
+        .write_applied(Command::RemoveDnsRecords { name, rtype, data })
+        .await?;
+    let Applied::DnsRecordsRemoved { name, removed } = applied else {
+        return Err(ApiError::Internal(
+            "unexpected outcome of RemoveDnsRecords".into(),
+        ));
+    };
+    tracing::info!(%name, %rtype, value = ?q.value, removed, by = %auth.user.username, "DNS records removed");
+    Ok((
+        StatusCode::OK,
+        [(INDEX_HEADER, index.to_string())],
+        Json(json!({ "removed": removed })),
+    )
+        .into_response())
+}
