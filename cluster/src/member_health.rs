@@ -174,6 +174,9 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
             _ = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
+        if let Ok(mut t) = shared.health_tick.lock() {
+            *t = Instant::now();
+        }
         let view = tokio::select! {
             _ = cancel.cancelled() => break,
             v = probe(&shared) => v,

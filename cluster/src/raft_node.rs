@@ -106,6 +106,8 @@ pub(crate) struct Shared {
     pub active_version: std::sync::atomic::AtomicU16,
     /// The latest member-health view (`member_health`), read by DNS and the cluster API.
     pub health: crate::member_health::HealthTx,
+    /// When the periodic member-health probe last started (its schedule, for status output).
+    pub health_tick: Mutex<std::time::Instant>,
 }
 
 impl Shared {
@@ -296,6 +298,7 @@ impl ClusterNode {
             versions: crate::versions::PeerVersions::default(),
             reader: reader.clone(),
             active_version: std::sync::atomic::AtomicU16::new(1),
+            health_tick: Mutex::new(std::time::Instant::now()),
             health: tokio::sync::watch::Sender::new(Arc::new(
                 crate::member_health::HealthView::empty(),
             )),
@@ -565,6 +568,15 @@ impl ClusterNode {
     /// The latest member-health view (refreshed about once a second).
     pub fn health_view(&self) -> Arc<crate::member_health::HealthView> {
         self.shared.health.borrow().clone()
+    }
+
+    /// How long ago the periodic member-health probe last started.
+    pub fn periodic_probe_age(&self) -> Duration {
+        self.shared
+            .health_tick
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or_default()
     }
 
     /// Notified whenever a new member-health view is published.

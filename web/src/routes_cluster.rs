@@ -42,25 +42,18 @@ pub struct ClusterView {
     node_id: u64,
     leader_id: Option<u64>,
     term: u64,
-    /// Age of the health view this was built from (probed about once a second).
-    probed_ms_ago: u64,
+    /// When the periodic (once a second) member-health probe last started: the most a DNS
+    /// answer can lag behind this reply.
+    periodic_probe_ms_ago: u64,
     nodes: Vec<NodeView>,
 }
 
-/// A health view older than this is re-probed rather than served (the member-health task is
-/// stuck or the process was frozen).
-const MAX_VIEW_AGE: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// The cluster as the shared member-health view sees it, the same view DNS answers from.
-/// `fresh` probes now instead (after a membership or drain change, so the reply shows it).
-pub async fn cluster_view(s: &AppState, fresh: bool) -> ClusterView {
+/// The cluster as this node's member-health probe sees it. The probe runs now (operators and
+/// the client failover want the truth, not a view up to a second old) and is published as the
+/// shared view, so DNS answers and this reply come from the same probe.
+pub async fn cluster_view(s: &AppState) -> ClusterView {
     let m = s.node.metrics();
-    let current = s.node.health_view();
-    let hv = if fresh || current.taken.elapsed() > MAX_VIEW_AGE {
-        s.node.refresh_health().await
-    } else {
-        current
-    };
+    let hv = s.node.refresh_health().await;
     let nodes = hv
         .members
         .iter()
@@ -107,13 +100,14 @@ pub async fn cluster_view(s: &AppState, fresh: bool) -> ClusterView {
         node_id: s.node.id(),
         leader_id: m.current_leader,
         term: m.current_term,
-        probed_ms_ago: u64::try_from(hv.taken.elapsed().as_millis()).unwrap_or(u64::MAX),
+        periodic_probe_ms_ago: u64::try_from(s.node.periodic_probe_age().as_millis())
+            .unwrap_or(u64::MAX),
         nodes,
     }
 }
 
 pub async fn status(State(s): State<AppState>) -> Json<ClusterView> {
-    Json(cluster_view(&s, false).await)
+    Json(cluster_view(&s).await)
 }
 
 #[derive(Deserialize)]
@@ -159,7 +153,7 @@ pub async fn add_node(
             },
         )
         .await?;
-    Ok(Json(cluster_view(&s, true).await))
+    Ok(Json(cluster_view(&s).await))
 }
 
 pub async fn remove_node(
@@ -172,7 +166,7 @@ pub async fn remove_node(
     auth.require_admin()?;
     tracing::info!(removed_node = id, by = %auth.user.username, "remove node requested");
     s.node.remove_node(id).await?;
-    Ok(Json(cluster_view(&s, true).await))
+    Ok(Json(cluster_view(&s).await))
 }
 
 /// `POST /api/v1/cluster/nodes/{id}/drain`.
@@ -220,7 +214,7 @@ async fn set_draining(
     })
     .await?;
     tracing::info!(node = id, draining, by = %auth.user.username, "drain flag set");
-    Ok(Json(cluster_view(&s, true).await))
+    Ok(Json(cluster_view(&s).await))
 }
 
 pub async fn healthz(State(s): State<AppState>) -> Json<serde_json::Value> {

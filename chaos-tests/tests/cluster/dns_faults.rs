@@ -388,9 +388,9 @@ async fn dns_keeps_answering_through_a_leader_election() {
     // about 600-900 ms). Without the grace that refresh would empty its answers; killing at a
     // random moment would often let the election fall between two refreshes and prove nothing.
     let watched = survivors[0];
-    let age = cluster.cluster_json(watched).await.unwrap()["probed_ms_ago"]
+    let age = cluster.cluster_json(watched).await.unwrap()["periodic_probe_ms_ago"]
         .as_u64()
-        .expect("probed_ms_ago in the cluster view");
+        .expect("periodic_probe_ms_ago in the cluster view");
     let period = PROBE_PERIOD.as_millis() as u64;
     let until_refresh = period - age.min(period);
     let wait = (until_refresh + period - 400) % period;
