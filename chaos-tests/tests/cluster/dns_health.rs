@@ -6,68 +6,29 @@
 //! Queries are real DNS packets over UDP (and TCP), built with hickory-proto.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use chaos_tests::{ClusterOptions, TestCluster};
-use hickory_proto::op::{Message, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{RData, RecordType};
+
+use crate::dns_util::{self, PROBE_PERIOD, a_records, dns_addr};
 
 const WS: &str = "chat.dns.test";
-const PORT: u16 = 8053;
 const TTL_SECS: u64 = 1;
-/// The node refreshes its health view this often (`dns::health::PROBE_PERIOD`).
-const PROBE_PERIOD: Duration = Duration::from_secs(1);
+const ASK: Duration = Duration::from_secs(1);
 
-fn dns_addr(cluster: &TestCluster, id: u64) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(cluster.ip(id)), PORT)
+async fn udp(server: std::net::SocketAddr, q: &Message) -> anyhow::Result<Message> {
+    dns_util::udp(server, q, ASK).await
+}
+
+async fn tcp(server: std::net::SocketAddr, q: &Message) -> anyhow::Result<Message> {
+    dns_util::tcp(server, q, ASK).await
 }
 
 fn query(name: &str, qtype: RecordType) -> Message {
-    let mut m = Message::query();
-    m.metadata.id = rand_id();
-    m.metadata.recursion_desired = true;
-    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
-    m
-}
-
-fn rand_id() -> u16 {
-    (std::process::id() as u16) ^ (Instant::now().elapsed().subsec_nanos() as u16)
-}
-
-async fn udp(server: SocketAddr, q: &Message) -> anyhow::Result<Message> {
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
-    sock.send_to(&q.to_vec()?, server).await?;
-    let mut buf = vec![0u8; 4096];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(1), sock.recv_from(&mut buf)).await??;
-    Ok(Message::from_vec(&buf[..n])?)
-}
-
-async fn tcp(server: SocketAddr, q: &Message) -> anyhow::Result<Message> {
-    let mut s = tokio::time::timeout(
-        Duration::from_secs(1),
-        tokio::net::TcpStream::connect(server),
-    )
-    .await??;
-    let body = q.to_vec()?;
-    s.write_all(&(body.len() as u16).to_be_bytes()).await?;
-    s.write_all(&body).await?;
-    let mut len = [0u8; 2];
-    tokio::time::timeout(Duration::from_secs(1), s.read_exact(&mut len)).await??;
-    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    s.read_exact(&mut buf).await?;
-    Ok(Message::from_vec(&buf)?)
-}
-
-fn a_records(m: &Message) -> BTreeSet<IpAddr> {
-    m.answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            _ => None,
-        })
-        .collect()
+    dns_util::query(name, qtype)
 }
 
 /// Polls `server` until its answer for the workspace name is exactly `want`.
@@ -77,35 +38,13 @@ async fn wait_answer(
     want: &BTreeSet<IpAddr>,
     timeout: Duration,
 ) {
-    let addr = dns_addr(cluster, server);
-    cluster
-        .wait_until(
-            &format!("node {server}'s DNS lists {want:?}"),
-            timeout,
-            || async {
-                match udp(addr, &query(WS, RecordType::A)).await {
-                    Ok(m)
-                        if m.metadata.response_code == ResponseCode::NoError
-                            && a_records(&m) == *want =>
-                    {
-                        Ok(())
-                    }
-                    Ok(m) => Err(format!("{} {:?}", m.metadata.response_code, a_records(&m))),
-                    Err(e) => Err(format!("{e:#}")),
-                }
-            },
-        )
-        .await
+    dns_util::wait_answer(cluster, server, WS, want, timeout).await
 }
 
-/// DNS on every node's own address, port [`PORT`], with a short TTL to keep the test fast.
+/// DNS on every node's own address with a short TTL to keep the test fast, and the default
+/// rate limit (200/s, burst 400), which these tests stay well under.
 fn dns_options() -> ClusterOptions {
-    ClusterOptions::default().top_level(
-        "dns",
-        &format!(
-            "{{ addr = \"{{node_ip}}:{PORT}\", workspace = \"{WS}\", ttl_secs = {TTL_SECS} }}"
-        ),
-    )
+    dns_util::dns_options(WS, TTL_SECS, 200, 400)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,7 +39,7 @@ use ops::{ChannelKind, Client, ClientError, NewChannel, SessionBuilder, SessionE
 use serde::Serialize;
 
 use super::args::CheckArgs;
-use super::failure::{EXIT_OK, Failure};
+use super::failure::{EXIT_OK, Failure, one_line};
 use super::render::sanitize;
 
 /// The round-trip channel when `--channel` is not given.
@@ -825,13 +825,6 @@ async fn send_and_receive(
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Details may quote servers; the promise of one line per step must hold.
-fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
 }
 
 #[cfg(test)]

@@ -122,7 +122,7 @@ pub(crate) fn exit_code(err: &ClientError) -> u8 {
 
 /// Error messages come partly from servers; control characters (newlines, terminal escapes)
 /// are replaced so the promise of exactly one plain line holds.
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
