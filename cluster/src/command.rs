@@ -21,7 +21,7 @@ use crate::dns_records::{DnsRecord, DnsRecordData, DnsRecordType};
 use crate::types::NodeId;
 
 /// The command-set version this binary proposes and understands.
-pub const COMMAND_VERSION: u16 = 3;
+pub const COMMAND_VERSION: u16 = 4;
 
 /// One Raft log entry's payload: a group of client commands proposed together (group commit).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,7 +56,8 @@ pub enum Role {
 }
 
 /// Replicated commands. Variants up to `PostMessage` are version 1, up to `LoginAttempt`
-/// version 2, the rest version 3. Append new variants at the end only.
+/// version 2, up to `RemoveDnsRecords` version 3, the rest version 4. Append new variants at
+/// the end only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// `password_hash` is an argon2id PHC string computed by the node that received the request;
@@ -199,6 +200,17 @@ pub enum Command {
         rtype: DnsRecordType,
         data: Option<DnsRecordData>,
     },
+    // ---- version 4: the built-in certificate authority (issue 4) ----
+    /// Replaces the CA state blob (opaque here: the `node` crate's bincode-encoded `CaState`,
+    /// private keys sealed under a key-encryption key that never enters the log) if the stored
+    /// version is still `expect` (0: no CA yet). The new version is `expect + 1`. Signing is
+    /// randomised, so one node signs and proposes the result; this compare-and-swap makes two
+    /// nodes that signed from the same state conflict instead of one silently losing the
+    /// other's certificate. Refused with `Conflict` when the version moved on.
+    CaUpdate {
+        expect: u64,
+        state: Vec<u8>,
+    },
 }
 
 impl Command {
@@ -215,6 +227,7 @@ impl Command {
             Command::SetDraining { .. }
             | Command::PutDnsRecord { .. }
             | Command::RemoveDnsRecords { .. } => 3,
+            Command::CaUpdate { .. } => 4,
             _ => 2,
         }
     }
@@ -244,6 +257,7 @@ impl Command {
             Command::SetDraining { .. } => "set_draining",
             Command::PutDnsRecord { .. } => "put_dns_record",
             Command::RemoveDnsRecords { .. } => "remove_dns_records",
+            Command::CaUpdate { .. } => "ca_update",
         }
     }
 }
@@ -305,6 +319,11 @@ pub enum Applied {
     DnsRecordsRemoved {
         name: String,
         removed: u32,
+    },
+    // ---- version 4 ----
+    /// The CA state blob now stored has this version.
+    CaUpdated {
+        version: u64,
     },
 }
 

@@ -178,3 +178,12 @@ pub fn dns_type_prefix(name: &str, rtype: &str) -> Vec<u8> {
 pub fn dns_record(name: &str, rtype: &str, data: &[u8]) -> Vec<u8> {
     [dns_type_prefix(name, rtype).as_slice(), data].concat()
 }
+
+// ---- version 4 keys ----
+
+/// The certificate authority's state: `(version u64, blob)`, see `apply_ca`. One key: the CA
+/// changes a few times a day, and one value keeps the compare-and-swap trivially atomic.
+pub const CA_STATE: &[u8] = b"ca/state";
+/// Log index of the entry that last changed `CA_STATE` (u64): a node that finds the root key
+/// gone can tell whether its log may still hold entries written before (see `ca_store`).
+pub const CA_INDEX: &[u8] = b"ca/index";

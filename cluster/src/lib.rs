@@ -9,9 +9,11 @@
 #![allow(clippy::result_large_err)]
 
 pub mod apply_accounts;
+pub mod apply_ca;
 pub mod apply_chat;
 pub mod apply_ops;
 pub mod batcher;
+pub mod ca_store;
 pub mod command;
 pub mod dns_records;
 pub mod error;
@@ -23,6 +25,7 @@ pub mod keys;
 pub mod log_store;
 pub mod member_health;
 pub mod network;
+pub mod peer_tls;
 pub mod queries;
 pub mod raft_node;
 pub mod rpc;
@@ -42,6 +45,7 @@ pub use error::ClusterError;
 pub use event::{Event, EventBus, EventKind};
 pub use health::Readiness;
 pub use member_health::{HealthView, MemberHealth};
+pub use peer_tls::{PeerIdentity, PeerTls, PeerTlsError, PeerTlsMaterial};
 pub use raft_node::{ClusterConfig, ClusterNode, spawn_named};
 pub use sm_store::StateReader;
 pub use state::StateError;

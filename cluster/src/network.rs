@@ -2,11 +2,13 @@
 //!
 //! Owns the one pooled HTTP client every peer connection shares and the mapping of transport
 //! failures to openraft's error kinds (that mapping decides how replication backs off). This is
-//! the single module that knows how bytes reach a peer, so mutual TLS slots in here.
+//! the single module that knows how bytes reach a peer: with `PeerTls` configured it speaks
+//! https with this node's certificate (see `peer_tls`), otherwise plain http.
 //!
 //! Must never: connect in `new_client` (it cannot fail), or report a refused connection as a
 //! plain network error (openraft would retry it on every heartbeat instead of backing off).
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
@@ -20,13 +22,22 @@ use openraft::raft::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::peer_tls::PeerTls;
 use crate::rpc;
 use crate::types::{NodeId, NodeInfo, TypeConfig};
 
 /// Shared HTTP client for everything that goes to the cluster port of a peer.
 #[derive(Clone)]
 pub struct PeerHttp {
-    http: reqwest::Client,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    local_ip: Option<std::net::IpAddr>,
+    tls: Option<Arc<PeerTls>>,
+    /// The pooled client and the `PeerTls` generation it was built for. A `std` mutex: held
+    /// only to compare a number and clone an `Arc`-backed client, never across `.await`.
+    client: Mutex<(u64, reqwest::Client)>,
 }
 
 /// A transport-level failure talking to a peer.
@@ -61,13 +72,57 @@ impl PeerHttp {
     /// address), so that on a multi-homed host cluster traffic leaves through the cluster
     /// network, and so that firewall rules can tell the nodes apart.
     pub fn new(local_ip: Option<std::net::IpAddr>) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .local_address(local_ip)
-            .connect_timeout(Duration::from_millis(500))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .build()?;
-        Ok(Self { http })
+        Self::with_tls(local_ip, None)
+    }
+
+    /// As `new`; with `tls`, every call goes over https with this node's certificate and
+    /// trusts only the cluster root (see `peer_tls`).
+    pub fn with_tls(
+        local_ip: Option<std::net::IpAddr>,
+        tls: Option<Arc<PeerTls>>,
+    ) -> Result<Self, reqwest::Error> {
+        let generation = tls.as_ref().map_or(0, |t| t.generation());
+        let client = build_client(local_ip, tls.as_deref())?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                local_ip,
+                tls,
+                client: Mutex::new((generation, client)),
+            }),
+        })
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.inner.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The pooled client, rebuilt first if the TLS material or the member set changed since
+    /// it was built: a fresh client has no pooled connections, so a peer whose certificate was
+    /// just revoked is not talked to again over a connection opened while it was trusted.
+    fn client(&self) -> reqwest::Client {
+        let mut current = self
+            .inner
+            .client
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(tls) = &self.inner.tls else {
+            return current.1.clone();
+        };
+        let generation = tls.generation();
+        if current.0 != generation {
+            match build_client(self.inner.local_ip, Some(tls)) {
+                Ok(client) => *current = (generation, client),
+                // Keep the old client rather than fail every call; the next change retries.
+                Err(error) => {
+                    tracing::error!(node_id = tls.node_id(), %error, "cannot rebuild the peer HTTP client")
+                }
+            }
+        }
+        current.1.clone()
     }
 
     /// POSTs a bincode body and decodes a bincode answer.
@@ -109,9 +164,9 @@ impl PeerHttp {
         body: bytes::Bytes,
         timeout: Duration,
     ) -> Result<bytes::Bytes, TransportError> {
-        let url = format!("http://{addr}{path}");
+        let url = format!("{}://{addr}{path}", self.scheme());
         let resp = self
-            .http
+            .client()
             .post(url)
             .timeout(timeout)
             .header("content-type", "application/octet-stream")
@@ -158,9 +213,9 @@ impl PeerHttp {
         path: &str,
         timeout: Duration,
     ) -> Result<Resp, TransportError> {
-        let url = format!("http://{addr}{path}");
+        let url = format!("{}://{addr}{path}", self.scheme());
         let resp = self
-            .http
+            .client()
             .get(url)
             .timeout(timeout)
             .send()
@@ -177,8 +232,50 @@ impl PeerHttp {
     }
 }
 
+fn build_client(
+    local_ip: Option<std::net::IpAddr>,
+    tls: Option<&PeerTls>,
+) -> Result<reqwest::Client, reqwest::Error> {
+    let mut builder = reqwest::Client::builder()
+        .local_address(local_ip)
+        .connect_timeout(Duration::from_millis(500))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        // reqwest takes the rustls config by value; it carries our verifier, client
+        // certificate and ALPN (http/1.1).
+        builder = builder
+            .use_preconfigured_tls((*tls.client_config()).clone())
+            .https_only(true);
+    }
+    builder.build()
+}
+
+/// Whether a TLS error is somewhere in the chain: the peer refused our certificate (or we
+/// refused its). With TLS 1.3 the server's verdict on our certificate arrives after our side
+/// of the handshake finished, so reqwest reports it as a request error, not a connect error.
+fn is_tls_failure(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 fn classify(addr: &str, timeout: Duration, e: reqwest::Error) -> TransportError {
-    if e.is_connect() {
+    // A refused handshake is "unreachable" for openraft (back off, do not retry every
+    // heartbeat), and nothing was delivered, so the batcher may retry a forward elsewhere.
+    if e.is_connect() || is_tls_failure(&e) {
         TransportError::Connect {
             addr: addr.to_string(),
             source: e,

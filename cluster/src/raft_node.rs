@@ -50,6 +50,9 @@ pub struct ClusterConfig {
     pub sled_cache_bytes: u64,
     /// Source address for connections to peers (the cluster port's IP), if not unspecified.
     pub peer_source_ip: Option<std::net::IpAddr>,
+    /// Mutual TLS for the cluster port and peer calls (`peer_tls`); `None` keeps plain HTTP.
+    /// The same `Arc` must be handed to `rpc_server::serve_cluster_port`.
+    pub peer_tls: Option<Arc<crate::peer_tls::PeerTls>>,
 }
 
 impl ClusterConfig {
@@ -72,6 +75,7 @@ impl ClusterConfig {
             ready_max_apply_lag: 1000,
             sled_cache_bytes: 128 * 1024 * 1024,
             peer_source_ip: None,
+            peer_tls: None,
         }
     }
 }
@@ -272,7 +276,7 @@ impl ClusterNode {
         let events = sm.1;
         let sm = sm.0;
         let reader = sm.reader();
-        let http = PeerHttp::new(config.peer_source_ip)
+        let http = PeerHttp::with_tls(config.peer_source_ip, config.peer_tls.clone())
             .map_err(|e| ClusterError::Internal(format!("http client: {e}")))?;
         let network = NetworkFactory {
             local_id: config.node_id,
@@ -309,7 +313,7 @@ impl ClusterNode {
             max_in_flight: config.batch_max_in_flight,
             write_timeout: Duration::from_millis(config.write_timeout_ms),
         };
-        let tasks = vec![
+        let mut tasks = vec![
             spawn_named(
                 "batcher",
                 batcher::run(shared.clone(), batch_rx, limits, cancel.clone()),
@@ -324,6 +328,15 @@ impl ClusterNode {
                 crate::failover::run(shared.clone(), cancel.clone()),
             ),
         ];
+        if let Some(tls) = &config.peer_tls {
+            // Set the member set before returning, so the cluster port (served after `start`)
+            // never admits anyone on an empty set a restarted member merely has not filled yet.
+            tls.set_members(crate::peer_tls::member_ids(&shared.raft.metrics().borrow()));
+            tasks.push(spawn_named(
+                "peer-tls-members",
+                crate::peer_tls::run_member_sync(shared.raft.clone(), tls.clone(), cancel.clone()),
+            ));
+        }
         tracing::info!(node_id = config.node_id, dir = %dir.display(), "cluster node started");
         Ok(Arc::new(Self {
             shared,

@@ -1,20 +1,22 @@
 //! Incoming side of the cluster port: an axum router that feeds Raft RPCs to openraft and
 //! serves forwarded writes, membership requests and the node's status.
 //!
-//! Owns decoding/encoding of the wire types in `rpc.rs`. Must never be exposed on the client
-//! port: these endpoints trust their caller (mutual TLS will authenticate it).
+//! Owns decoding/encoding of the wire types in `rpc.rs` and `serve_cluster_port`, the one way
+//! the port is served (mutual TLS when `PeerTls` is configured, plain HTTP otherwise). Must
+//! never be exposed on the client port: these endpoints trust their caller.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::peer_tls::{PeerIdentity, PeerTls};
 use crate::raft_node::{ClusterNode, Shared, membership_on_leader};
 use crate::rpc::{self, ForwardError, ForwardReply, ForwardRequest, MembershipRequest};
 use crate::types::{NodeId, TypeConfig};
@@ -37,6 +39,28 @@ impl ClusterNode {
             .route(rpc::PATH_VERSION, get(version))
             .layer(DefaultBodyLimit::max(MAX_RPC_BYTES))
             .with_state(self.shared.clone())
+    }
+}
+
+/// Serves `router` (from `ClusterNode::rpc_router`) on the cluster port until `cancel` fires.
+///
+/// With `tls`: every connection must complete a mutual TLS handshake that proves a current
+/// member (see `peer_tls`), handshakes time out after 5 s, at most 256 connections are open,
+/// and each request carries the peer's `PeerIdentity`. Without: plain `axum::serve`, exactly
+/// as before mutual TLS existed.
+pub async fn serve_cluster_port(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    tls: Option<Arc<PeerTls>>,
+    cancel: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    match tls {
+        Some(tls) => crate::peer_tls::serve_tls(listener, router, tls, cancel).await,
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(cancel.cancelled_owned())
+                .await
+        }
     }
 }
 
@@ -117,10 +141,29 @@ async fn membership(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     encode(&membership_on_leader(&s, req).await)
 }
 
-async fn removed(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+async fn removed(
+    State(s): State<Arc<Shared>>,
+    identity: Option<Extension<PeerIdentity>>,
+    body: Bytes,
+) -> Response {
     let from: NodeId = match decode(&body) {
         Ok(r) => r,
         Err(resp) => return resp,
+    };
+    // Over mutual TLS the sender's certificate names it: one member cannot speak for another.
+    let authenticated = match identity {
+        Some(Extension(peer)) if peer.node_id != from => {
+            return (
+                StatusCode::FORBIDDEN,
+                format!(
+                    "the sender's certificate is node {}'s, not node {from}'s",
+                    peer.node_id
+                ),
+            )
+                .into_response();
+        }
+        Some(_) => true,
+        None => false,
     };
     // Never take the claim on trust (it would let anyone on the cluster port stop a member):
     // ask the sender, at the address our own membership has for it, whether it leads a
@@ -151,6 +194,20 @@ async fn removed(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
             "the sender does not lead a membership without this node",
         )
             .into_response(),
+        // With mutual TLS the leader refuses our connection once it has applied our removal
+        // (we are no longer a member), so the check above cannot succeed. The notice itself
+        // came over a connection authenticated as `from`, a member in our own membership; a
+        // member can already do far worse than stop us, so its word is enough here.
+        Err(e) if authenticated => {
+            tracing::warn!(
+                node_id = s.id,
+                from,
+                error = %e.short(),
+                "an authenticated member says this node was removed, and it no longer admits us; stopping"
+            );
+            ClusterNode::mark_removed(&s);
+            encode(&())
+        }
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("cannot verify the removal: {e}"),

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::apply_accounts;
+use crate::apply_ca;
 use crate::apply_chat::{self, Ctx};
 use crate::apply_ops;
 use crate::command::{
@@ -405,6 +406,7 @@ fn apply_command(
         Command::RemoveDnsRecords { name, rtype, data } => {
             apply_ops::remove_dns_records(&mut cx, name, *rtype, data.as_ref())
         }
+        Command::CaUpdate { expect, state } => apply_ca::ca_update(&mut cx, *expect, state),
     }
 }
 

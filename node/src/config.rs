@@ -5,8 +5,9 @@
 //! typo never silently falls back to a default. Environment variables `CONCLAVE_<FIELD>` and
 //! `CONCLAVE_<SECTION>__<FIELD>` override the file.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -52,6 +53,99 @@ pub struct Config {
     pub storage: StorageSection,
     #[serde(default)]
     pub dns: DnsSection,
+    /// The workspace name: the DNS zone clients type and the CA's DNS name constraint.
+    /// `[dns] workspace` falls back to it. Without either, the node runs without a CA.
+    #[serde(default)]
+    pub workspace: Option<String>,
+    #[serde(default)]
+    pub ca: CaSection,
+    /// Directory of the config file; relative paths in `[ca]` resolve against it.
+    #[serde(skip)]
+    pub config_dir: PathBuf,
+}
+
+/// The built-in certificate authority (docs/security.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaSection {
+    /// The key-encryption key file. Default `conclave.kek` next to the config file: never in
+    /// `data_dir`, so a copied data directory or backup does not carry it.
+    pub kek_file: Option<PathBuf>,
+    /// Address ranges the CA may certify (CIDR); baked into the issuing CA at `init`.
+    pub permitted_ip_ranges: Vec<String>,
+    /// Lifetime of node certificates, in days.
+    pub node_cert_days: u32,
+    /// Default lifetime of certificates signed for other LAN services, in days.
+    pub service_cert_days: u32,
+    /// CRL distribution point written into every certificate issued, if set (e.g.
+    /// `http://chat.corp.lan:8080/api/v1/ca/crl.pem`). Fixed at `init`.
+    pub crl_url: Option<String>,
+}
+
+/// The private and loopback ranges: everything a LAN-only site can use, nothing routable on the
+/// Internet. A root that phones trust must not be able to vouch for a public address.
+pub const DEFAULT_PERMITTED_IP_RANGES: &[&str] = &[
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "127.0.0.0/8",
+    "fc00::/7",
+    "::1/128",
+];
+
+impl Default for CaSection {
+    fn default() -> Self {
+        Self {
+            kek_file: None,
+            permitted_ip_ranges: DEFAULT_PERMITTED_IP_RANGES
+                .iter()
+                .map(|r| (*r).to_owned())
+                .collect(),
+            node_cert_days: 7,
+            service_cert_days: 90,
+            crl_url: None,
+        }
+    }
+}
+
+/// Longest leaf lifetime the CA signs (Apple's limit for TLS server certificates).
+const MAX_CERT_DAYS: u32 = 825;
+
+/// Parse `addr/prefix`.
+fn parse_range(text: &str) -> Result<crate::ca::IpRange, ConfigError> {
+    let bad = || {
+        ConfigError::Invalid(format!(
+            "ca.permitted_ip_ranges: {text:?} is not an address range such as \"10.0.0.0/8\""
+        ))
+    };
+    let (addr, prefix) = text.split_once('/').ok_or_else(bad)?;
+    let addr: IpAddr = addr.trim().parse().map_err(|_| bad())?;
+    let prefix: u8 = prefix.trim().parse().map_err(|_| bad())?;
+    crate::ca::IpRange::new(addr, prefix).map_err(|_| bad())
+}
+
+/// `path` made absolute against the working directory, without touching the disk.
+fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(path)
+    }
+}
+
+/// Lexical normalisation (`.` and `..`), so `data/../conclave.kek` compares as what it names.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -225,15 +319,99 @@ impl Config {
                 }
             }
         }
-        let config: Config =
+        let mut config: Config =
             toml::Value::Table(value)
                 .try_into()
                 .map_err(|e: toml::de::Error| ConfigError::Parse {
                     path: path.to_path_buf(),
                     message: e.message().to_string(),
                 })?;
+        config.config_dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        // One workspace for DNS and the CA: `[dns] workspace` alone keeps older files working.
+        match (&config.workspace, &config.dns.workspace) {
+            (Some(w), None) => config.dns.workspace = Some(w.clone()),
+            (None, Some(d)) => config.workspace = Some(d.clone()),
+            (Some(w), Some(d)) if !w.eq_ignore_ascii_case(d) => {
+                return Err(ConfigError::Invalid(format!(
+                    "workspace ({w:?}) and dns.workspace ({d:?}) differ; set only `workspace`"
+                )));
+            }
+            _ => {}
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    /// The key-encryption key file (see `CaSection::kek_file`).
+    pub fn kek_path(&self) -> PathBuf {
+        let file = self
+            .ca
+            .kek_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("conclave.kek"));
+        if file.is_absolute() {
+            file
+        } else {
+            self.config_dir.join(file)
+        }
+    }
+
+    /// The permitted address ranges, parsed (validation already checked them).
+    pub fn permitted_ip_ranges(&self) -> Vec<crate::ca::IpRange> {
+        self.ca
+            .permitted_ip_ranges
+            .iter()
+            .filter_map(|r| parse_range(r).ok())
+            .collect()
+    }
+
+    pub fn node_cert_lifetime(&self) -> Duration {
+        Duration::from_secs(u64::from(self.ca.node_cert_days) * 86_400)
+    }
+
+    pub fn service_cert_lifetime(&self) -> Duration {
+        Duration::from_secs(u64::from(self.ca.service_cert_days) * 86_400)
+    }
+
+    fn validate_ca(&self) -> Result<(), ConfigError> {
+        if let Some(w) = &self.workspace {
+            crate::ca::names::validate_workspace(w)
+                .map_err(|e| ConfigError::Invalid(format!("workspace: {e}")))?;
+        }
+        for r in &self.ca.permitted_ip_ranges {
+            parse_range(r)?;
+        }
+        for (name, days) in [
+            ("ca.node_cert_days", self.ca.node_cert_days),
+            ("ca.service_cert_days", self.ca.service_cert_days),
+        ] {
+            if days == 0 || days > MAX_CERT_DAYS {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be between 1 and {MAX_CERT_DAYS} (got {days})"
+                )));
+            }
+        }
+        if let Some(url) = &self.ca.crl_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "ca.crl_url {url:?} must be an http:// or https:// URL"
+            )));
+        }
+        let kek = normalize(&absolute(&self.kek_path()));
+        let data = normalize(&absolute(&self.data_dir));
+        if kek.starts_with(&data) {
+            return Err(ConfigError::Invalid(format!(
+                "ca.kek_file {} is inside data_dir {}: a copy or backup of the data directory would then carry the key that unseals the CA's private keys; keep it next to the config file",
+                kek.display(),
+                data.display()
+            )));
+        }
+        Ok(())
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -296,7 +474,7 @@ impl Config {
                 "api_addr and cluster_addr must differ".into(),
             ));
         }
-        Ok(())
+        self.validate_ca()
     }
 
     pub fn advertised_api(&self) -> String {
@@ -394,6 +572,7 @@ cluster_addr = "127.0.0.1:9080"
         assert_eq!(cfg.write, WriteSection::default());
         assert_eq!(cfg.storage, StorageSection::default());
         assert_eq!(cfg.dns, DnsSection::default());
+        assert_eq!(cfg.ca, CaSection::default());
         assert_eq!(cfg.session_ttl_secs, defaults::session_ttl_secs());
         assert_eq!(cfg.max_request_bytes, defaults::max_request_bytes());
     }
@@ -449,5 +628,52 @@ cluster_addr = "127.0.0.1:9080"
         )
         .unwrap_err();
         assert!(matches!(err, ConfigError::Invalid(_)));
+    }
+
+    #[test]
+    fn workspace_is_shared_with_dns_and_checked() {
+        let cfg = parse(&format!("workspace = \"Chat.Corp.LAN\"\n{MINIMAL}"), vec![]).unwrap();
+        assert_eq!(cfg.dns.workspace.as_deref(), Some("Chat.Corp.LAN"));
+        let cfg = parse(
+            &format!("{MINIMAL}\n[dns]\nworkspace = \"chat.corp.lan\"\n"),
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(cfg.workspace.as_deref(), Some("chat.corp.lan"));
+        let err = parse(
+            &format!("workspace = \"a.corp.lan\"\n{MINIMAL}\n[dns]\nworkspace = \"b.corp.lan\"\n"),
+            vec![],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("differ"), "{err}");
+        let err = parse(&format!("workspace = \"bad_name\"\n{MINIMAL}"), vec![]).unwrap_err();
+        assert!(err.to_string().contains("workspace"), "{err}");
+    }
+
+    #[test]
+    fn ca_section_defaults_and_validation() {
+        let cfg = Config::parse(MINIMAL, Path::new("/etc/conclave/node.toml"), Vec::new()).unwrap();
+        assert_eq!(cfg.kek_path(), PathBuf::from("/etc/conclave/conclave.kek"));
+        assert_eq!(cfg.permitted_ip_ranges().len(), 6);
+        assert_eq!(cfg.node_cert_lifetime(), Duration::from_secs(7 * 86_400));
+        let cfg = Config::parse(
+            &format!("{MINIMAL}\n[ca]\nkek_file = \"keys/k\"\n"),
+            Path::new("/etc/conclave/node.toml"),
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(cfg.kek_path(), PathBuf::from("/etc/conclave/keys/k"));
+        for bad in [
+            "permitted_ip_ranges = [\"10.0.0.0\"]",
+            "permitted_ip_ranges = [\"10.0.0.0/33\"]",
+            "node_cert_days = 0",
+            "service_cert_days = 900",
+            "kek_file = \"/tmp/x/conclave.kek\"",
+            "kek_file = \"/tmp/y/../x/sub/k\"",
+            "crl_url = \"ftp://x\"",
+        ] {
+            let err = parse(&format!("{MINIMAL}\n[ca]\n{bad}\n"), vec![]).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid(_)), "{bad}: {err}");
+        }
     }
 }

@@ -36,9 +36,13 @@ impl Ports {
     }
 }
 
+/// Each node's config sits in its own data directory, so the shared key-encryption key is put
+/// explicitly in the dev directory above them: one KEK for the three nodes (in production it is
+/// copied to each node), and never inside a node's `data_dir`.
 fn node_config(n: u64, dir: &Path, ports: Ports, workspace: &str) -> String {
+    let kek = dir.parent().unwrap_or(dir).join("conclave.kek");
     format!(
-        "# Written by `conclave dev`; see docs/configuration.md.\nnode_id = {n}\ndata_dir = {dir:?}\napi_addr = \"{}\"\ncluster_addr = \"{}\"\n\n[dns]\naddr = \"{}\"\nworkspace = {workspace:?}\n",
+        "# Written by `conclave dev`; see docs/configuration.md.\nnode_id = {n}\ndata_dir = {dir:?}\napi_addr = \"{}\"\ncluster_addr = \"{}\"\n\n[dns]\naddr = \"{}\"\nworkspace = {workspace:?}\n\n[ca]\nkek_file = {kek:?}\n",
         ports.api(n),
         ports.cluster(n),
         ports.dns(n),

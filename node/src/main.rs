@@ -6,16 +6,25 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-// The CA library is built and unit-tested first; `init`, the HTTPS listener and mTLS wire it in
-// the next step of issue 4; until then nothing in the binary calls it or its re-exports.
+// Parts of the CA library (node keys and certificates, KEK transfer at join, key import) are
+// used by the HTTPS, mTLS and join steps of issue 4, which are not wired in yet.
 #[allow(dead_code, unused_imports)]
 mod ca;
+mod ca_http;
+mod ca_service;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod ca_service_tests;
 mod config;
 mod dev;
 mod dns;
 mod logging;
 mod run;
 mod signals;
+// HTTPS serving (issue 4) is built and tested standalone first; `run.rs` wires it next, and
+// until then nothing in the binary calls it.
+#[allow(dead_code, unused_imports)]
+mod tls;
 
 #[derive(Parser)]
 #[command(name = "conclave", version, about = "Conclave chat server node")]
@@ -110,13 +119,16 @@ fn main() -> ExitCode {
             let generated = admin_password.is_none();
             runtime
                 .block_on(run::init(cfg, &admin_user, admin_password))
-                .map(|pw| {
+                .map(|out| {
                     #[allow(clippy::print_stdout)]
                     {
                         println!("cluster initialized; admin user: {admin_user}");
                         if generated {
-                            println!("admin password: {pw}");
+                            println!("admin password: {}", out.password);
                             println!("(shown once; store it safely)");
+                        }
+                        if let Some(fp) = &out.root_fingerprint {
+                            println!("root CA SHA-256 fingerprint: {fp}");
                         }
                     }
                 })

@@ -52,7 +52,15 @@ pub async fn serve(
     );
     let rpc = axum::serve(peers, node.rpc_router())
         .with_graceful_shutdown(cancel.clone().cancelled_owned());
-    let app = web::router(node.clone(), config.api_config(), cancel.child_token());
+    // The CA service: the replicated CA behind `/api/v1/ca`, and its maintenance task.
+    let ca = crate::ca_service::CaSettings::from_config(&config)
+        .map(|settings| Arc::new(crate::ca_service::CaService::open(node.clone(), settings)));
+    let ca_task = ca
+        .clone()
+        .map(|ca| ca.spawn_maintenance(cancel.child_token()));
+    let mut api_config = config.api_config();
+    api_config.ca = ca.map(|ca| ca as web::ca_api::SharedCa);
+    let app = web::router(node.clone(), api_config, cancel.child_token());
     // Small frames (acks, typing notices) must not wait for Nagle's algorithm.
     let api = api.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
@@ -83,6 +91,9 @@ pub async fn serve(
     if let Some(dns) = dns_task {
         let _ = tokio::time::timeout(Duration::from_secs(2), dns).await;
     }
+    if let Some(task) = ca_task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
     node.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), rpc_task).await;
     tracing::info!(node_id = config.node_id, "node stopped");
@@ -92,13 +103,21 @@ pub async fn serve(
     Ok(())
 }
 
-/// Creates a new cluster with this node as its only voter and the first admin user. Returns the
-/// admin password (generated when not given).
+/// What `conclave init` reports.
+pub struct InitOutcome {
+    /// The admin password (generated when not given).
+    pub password: String,
+    /// SHA-256 fingerprint of the new root CA; `None` when no workspace is configured.
+    pub root_fingerprint: Option<String>,
+}
+
+/// Creates a new cluster with this node as its only voter, the first admin user, the
+/// key-encryption key file and the certificate authority.
 pub async fn init(
     config: Config,
     admin_user: &str,
     admin_password: Option<String>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<InitOutcome> {
     web::validate::username(admin_user).map_err(|e| anyhow::anyhow!("admin user: {e}"))?;
     let password = match admin_password {
         Some(p) => p,
@@ -132,13 +151,45 @@ pub async fn init(
     })
     .await
     .context("create the admin user")?;
+    let root_fingerprint = match init_ca(&config, &node).await {
+        Ok(fp) => fp,
+        Err(e) => {
+            node.shutdown().await;
+            return Err(e);
+        }
+    };
     node.shutdown().await;
     tracing::info!(
         node_id = config.node_id,
         admin = admin_user,
+        root_fingerprint = root_fingerprint.as_deref().unwrap_or("none"),
         "cluster initialized"
     );
-    Ok(password)
+    Ok(InitOutcome {
+        password,
+        root_fingerprint,
+    })
+}
+
+/// Creates the KEK file (unless it exists: nodes of one cluster share it) and the CA.
+async fn init_ca(config: &Config, node: &Arc<ClusterNode>) -> anyhow::Result<Option<String>> {
+    let Some(settings) = crate::ca_service::CaSettings::from_config(config) else {
+        tracing::warn!(
+            "no workspace configured: the cluster has no certificate authority; set `workspace` and use POST /api/v1/ca/init to create one later"
+        );
+        return Ok(None);
+    };
+    let path = settings.kek_path.clone();
+    let kek = tokio::task::spawn_blocking(move || crate::ca::Kek::load_or_create(&path))
+        .await
+        .context("KEK task")?
+        .context("create the key-encryption key file")?;
+    let service = crate::ca_service::CaService::new(node.clone(), Some(kek), settings);
+    let (_, fingerprint) = service
+        .ensure_initialized(false)
+        .await
+        .context("create the certificate authority")?;
+    Ok(Some(fingerprint))
 }
 
 fn generate_password() -> String {

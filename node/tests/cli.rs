@@ -101,3 +101,62 @@ fn init_creates_once_and_refuses_twice() {
     assert!(!second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr).contains("already holds a cluster"));
 }
+
+#[test]
+fn init_creates_the_kek_and_the_ca_and_prints_the_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "workspace = \"chat.cli.test\"\n");
+    let out = conclave()
+        .args(["init", "--admin-password", "cli-admin-password", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let fp = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("root CA SHA-256 fingerprint: "))
+        .unwrap_or_else(|| panic!("no fingerprint line in {stdout:?}"));
+    // 32 bytes as upper-case hex pairs joined by ':'.
+    assert_eq!(fp.len(), 95, "{fp}");
+    assert!(fp.split(':').all(|b| {
+        b.len() == 2
+            && b.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase())
+    }));
+    let kek = dir.path().join("conclave.kek");
+    assert!(kek.is_file(), "the KEK file is created next to the config");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&kek).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    assert!(
+        !stdout.contains("conclave-kek"),
+        "the KEK must never be printed"
+    );
+}
+
+#[test]
+fn kek_file_inside_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let kek = dir.path().join("data").join("k");
+    let cfg = write_config(
+        dir.path(),
+        &format!("workspace = \"chat.cli.test\"\n\n[ca]\nkek_file = {kek:?}\n"),
+    );
+    let out = conclave()
+        .args(["run", "--validate", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("inside data_dir"), "{err}");
+}

@@ -4,6 +4,8 @@
 //! request travels (failover, backoff, timeouts) belongs to `failover`. It must never print and
 //! never panic on anything a server sends.
 
+pub(crate) mod ca;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -75,6 +75,7 @@ mod ws_state;
 mod ws_task;
 
 pub use client::Client;
+pub use client::ca::{CaFingerprint, CertSummary, IntermediateSummary, RootFormat, SignedCert};
 pub use error::{ClientError, CloseInfo, WsError};
 pub use ids::new_client_msg_id;
 pub use types::{

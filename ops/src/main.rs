@@ -12,6 +12,7 @@ use clap::Parser as _;
 
 mod ctl {
     pub(crate) mod args;
+    pub(crate) mod ca;
     pub(crate) mod chat;
     pub(crate) mod check;
     pub(crate) mod commands;

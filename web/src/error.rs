@@ -61,6 +61,9 @@ pub enum ApiError {
     /// A DNS name the cluster answers itself; nothing may be added there.
     #[error("{0}")]
     ReservedName(String),
+    /// A certificate-authority operation failed (its own codes, see `ca_api`).
+    #[error(transparent)]
+    Ca(#[from] crate::ca_api::CaApiError),
 }
 
 impl ApiError {
@@ -93,6 +96,7 @@ impl ApiError {
             ApiError::MessageNotFound(_) => (StatusCode::NOT_FOUND, "message_not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::ReservedName(_) => (StatusCode::BAD_REQUEST, "reserved_name"),
+            ApiError::Ca(e) => e.status_and_code(),
         }
     }
 }

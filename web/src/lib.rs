@@ -6,11 +6,13 @@
 //! read the clock into replicated state.
 
 pub mod auth;
+pub mod ca_api;
 pub mod error;
 pub mod extract;
 pub mod hub;
 pub mod origin;
 pub mod password_policy;
+pub mod routes_ca;
 pub mod routes_channels;
 pub mod routes_cluster;
 pub mod routes_dns;
@@ -113,7 +115,8 @@ pub fn router(node: Arc<ClusterNode>, config: ApiConfig, cancel: CancellationTok
             get(routes_dns::list)
                 .post(routes_dns::create)
                 .delete(routes_dns::remove),
-        );
+        )
+        .merge(routes_ca::routes());
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(routes_cluster::healthz))

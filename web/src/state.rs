@@ -16,6 +16,9 @@ pub struct ApiConfig {
     /// Browser origins allowed besides the cluster's own (e.g. a reverse proxy's name).
     pub allowed_origins: Vec<String>,
     pub ws: crate::hub::WsLimits,
+    /// The certificate authority (`/api/v1/ca/...`); `None` on a node without one, whose CA
+    /// routes then answer 503 `ca_unavailable`.
+    pub ca: Option<crate::ca_api::SharedCa>,
 }
 
 impl Default for ApiConfig {
@@ -25,6 +28,7 @@ impl Default for ApiConfig {
             max_request_bytes: 64 * 1024,
             allowed_origins: Vec::new(),
             ws: crate::hub::WsLimits::default(),
+            ca: None,
         }
     }
 }

@@ -8,6 +8,7 @@
 
 mod bad_input;
 mod browser;
+mod ca;
 mod ctl;
 mod ctl_chat;
 mod ctl_check;

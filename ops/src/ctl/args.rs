@@ -89,6 +89,10 @@ pub(crate) enum Command {
     /// Manage the static DNS records of the workspace zone (admin only).
     #[command(subcommand)]
     Dns(DnsCommand),
+    /// The built-in certificate authority: download the root, issue certificates for other
+    /// LAN services, revoke, take the root key offline.
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Chat interactively: one line per message, `/help` for commands. Reads stdin (a terminal
     /// or a pipe); at end of input waits until every sent message is acknowledged (exit 3 if
     /// that takes longer than --ack-timeout).
@@ -238,6 +242,69 @@ pub(crate) enum DnsCommand {
         #[arg(value_name = "VALUE")]
         value: Vec<String>,
     },
+}
+
+/// Formats of the root certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RootFormatArg {
+    /// PEM text (Linux, curl --cacert, most servers).
+    Pem,
+    /// DER, the `.crt` Windows and Android install.
+    Der,
+    /// An Apple configuration profile for iPhone, iPad and macOS.
+    Mobileconfig,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CaCommand {
+    /// Print the root CA's SHA-256 fingerprint (compare it with what `conclave init` printed).
+    Fingerprint,
+    /// Download the root certificate.
+    Root {
+        #[arg(long, value_enum, default_value = "pem")]
+        format: RootFormatArg,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Issue a certificate for another LAN service (admin). The key is generated here and
+    /// never leaves this machine; writes DIR/key.pem (0600), cert.pem, chain.pem (certificate
+    /// + issuing CA) and root.pem.
+    Issue {
+        /// A DNS name inside the workspace zone, e.g. wiki.chat.corp.lan (repeatable).
+        #[arg(long, value_name = "NAME")]
+        dns: Vec<String>,
+        /// An address inside the site's permitted ranges (repeatable).
+        #[arg(long, value_name = "IP")]
+        ip: Vec<std::net::IpAddr>,
+        /// Lifetime in days [default: the server's ca.service_cert_days].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=825))]
+        days: Option<u32>,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// List the certificates issued and not yet expired (admin).
+    List,
+    /// Revoke a certificate (admin); the next CRL lists it.
+    Revoke {
+        serial: String,
+        /// unspecified, key_compromise, ca_compromise, affiliation_changed, superseded,
+        /// cessation_of_operation or privilege_withdrawn.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Take the root key out of the cluster into FILE (mode 0600; never overwritten). Works
+    /// once; keep the file offline.
+    ExportRootKey {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Replace the issuing CA, signed with the offline root key from FILE (admin).
+    RenewIntermediate {
+        #[arg(long, value_name = "FILE")]
+        root_key: PathBuf,
+    },
+    /// Create the CA on a cluster that has none (admin; `conclave init` normally does it).
+    Init,
 }
 
 /// `conclavectl check` (see `ctl::check` for what each step does).

@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::args::{ChannelCommand, Cli, Command, DnsCommand, NodeCommand, RoleArg, UserCommand};
 use super::failure::{EXIT_DEGRADED, EXIT_OK, Failure};
 use super::token_file::{self, SavedSession};
-use super::{chat, check, password, render};
+use super::{ca, chat, check, password, render};
 
 const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 /// How often `tail --follow` asks for new messages.
@@ -262,6 +262,14 @@ pub(crate) async fn run(cli: Cli) -> Result<u8, Failure> {
                 let plural = if removed == 1 { "record" } else { "records" };
                 format!("removed {removed} {plural}\n")
             })
+        }
+        Command::Ca(cmd) => {
+            let client = if ca::needs_session(&cmd) {
+                ctx.session_client()?
+            } else {
+                ctx.anonymous_client()?
+            };
+            ca::run(client, ctx.json, cmd).await
         }
         Command::Node(NodeCommand::Remove { id }) => {
             let client = ctx

@@ -1,0 +1,569 @@
+//! The runtime side of the certificate authority: the replicated `CaState` read from Raft,
+//! changed with the pure functions of `ca`, and written back by compare-and-swap.
+//!
+//! Owns the load -> modify -> `CaUpdate { expect }` loop (retried on conflict), the clock reads
+//! (`now` is read here and passed down; never inside apply), the key-encryption key in memory,
+//! and the periodic maintenance task (CRL re-signing and pruning on the leader; log compaction
+//! on every node once the root key left the state). Signing runs on blocking threads.
+//! Must never: write a private key or the KEK into the Raft log or a log line, sign without the
+//! KEK, or let two nodes' concurrent updates overwrite each other (the CAS refuses the second).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use cluster::{ApplyError, ClusterError, ClusterNode};
+use tokio_util::sync::CancellationToken;
+
+use crate::ca::{self, CaError, CaState, IpRange, Kek, RevokeReason};
+
+/// How long a CRL is valid; verifiers treat an expired CRL as "status unknown".
+pub const CRL_VALIDITY: Duration = Duration::from_secs(7 * 86_400);
+/// CRLs are re-signed once less than this is left, so a leader outage of days still leaves
+/// every published CRL valid.
+pub const CRL_REFRESH_BEFORE: Duration = Duration::from_secs(4 * 86_400);
+/// Lifetime of a renewed issuing CA.
+const INTERMEDIATE_LIFETIME: Duration = ca::authority::INTERMEDIATE_LIFETIME;
+/// Attempts of one update under concurrent changes before giving up with `Busy`.
+const CAS_ATTEMPTS: u32 = 5;
+const WRITE_WAIT: Duration = Duration::from_secs(5);
+const SYNC_WAIT: Duration = Duration::from_secs(3);
+/// How often the maintenance task looks at the CA state (a local read; work only when due).
+const MAINTENANCE_TICK: Duration = Duration::from_secs(2);
+const COMPACT_WAIT: Duration = Duration::from_secs(30);
+/// Pause after a failed CRL refresh before the next attempt.
+const MAINTENANCE_RETRY: Duration = Duration::from_secs(60);
+
+/// Errors of the CA service (the runtime layer above `ca::CaError`).
+#[derive(Debug, thiserror::Error)]
+pub enum CaServiceError {
+    /// The replicated state holds no CA yet.
+    #[error("the cluster has no certificate authority yet")]
+    NotInitialized,
+    /// `init` found one already.
+    #[error("the cluster already has a certificate authority")]
+    AlreadyInitialized,
+    /// This node cannot sign: its KEK file is missing or unusable.
+    #[error(
+        "this node cannot use the CA's private keys: key-encryption key file {path}: {why}; copy it from a node that has it (mode 0600) or send the request to such a node"
+    )]
+    KekMissing { path: PathBuf, why: String },
+    /// A rule of the CA refused the operation, or signing failed.
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    /// A requested address lies outside the permitted ranges (with the ranges, for the message).
+    #[error("address {addr} is outside the site's permitted address ranges ({ranges})")]
+    IpNotPermitted {
+        addr: std::net::IpAddr,
+        ranges: String,
+    },
+    /// Replicating the update failed.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The state kept changing under us.
+    #[error("the CA state changed {attempts} times while this update was prepared; retry")]
+    Busy { attempts: u32 },
+    /// The stored blob does not decode (a newer binary wrote it, or corruption).
+    #[error("the replicated CA state does not decode: {0}")]
+    Decode(String),
+    #[error("encoding the CA state: {0}")]
+    Encode(String),
+    /// A blocking signing task panicked or was cancelled.
+    #[error("signing task failed: {0}")]
+    Task(String),
+}
+
+/// Settings of the CA service, from the node's config.
+#[derive(Debug, Clone)]
+pub struct CaSettings {
+    pub workspace: String,
+    pub permitted_ips: Vec<IpRange>,
+    pub crl_url: Option<String>,
+    pub kek_path: PathBuf,
+    pub node_cert_lifetime: Duration,
+    pub service_cert_lifetime: Duration,
+}
+
+impl CaSettings {
+    /// `None` when the config names no workspace: then the node runs without a CA.
+    pub fn from_config(config: &crate::config::Config) -> Option<Self> {
+        Some(Self {
+            workspace: config.workspace.clone()?,
+            permitted_ips: config.permitted_ip_ranges(),
+            crl_url: config.ca.crl_url.clone(),
+            kek_path: config.kek_path(),
+            node_cert_lifetime: config.node_cert_lifetime(),
+            service_cert_lifetime: config.service_cert_lifetime(),
+        })
+    }
+}
+
+/// The CA as one node runs it.
+pub struct CaService {
+    node: Arc<ClusterNode>,
+    /// `Err(why)` on a node without a usable KEK file: it serves the public parts only, and
+    /// looks for the file again whenever it is asked to sign (an operator may copy it in
+    /// without a restart). A std lock: held only to clone or replace the `Arc`, never across
+    /// an await.
+    kek: std::sync::RwLock<Result<Arc<Kek>, String>>,
+    pub settings: CaSettings,
+}
+
+/// What a modification returns besides the new state.
+type Modified<T> = (CaState, T);
+
+impl CaService {
+    /// A service using `kek` (already loaded, e.g. by `init`).
+    pub fn new(node: Arc<ClusterNode>, kek: Option<Kek>, settings: CaSettings) -> Self {
+        let kek = kek.map(Arc::new).ok_or_else(|| "not loaded".to_owned());
+        Self {
+            node,
+            kek: std::sync::RwLock::new(kek),
+            settings,
+        }
+    }
+
+    /// A service whose KEK is read from the configured file. A missing or unusable file is
+    /// not fatal: the node still serves the root, CRLs and the list, and says why it cannot sign.
+    pub fn open(node: Arc<ClusterNode>, settings: CaSettings) -> Self {
+        let kek = match Kek::load(&settings.kek_path) {
+            Ok(k) => Ok(Arc::new(k)),
+            Err(e) => {
+                tracing::warn!(path = %settings.kek_path.display(), error = %e, "no usable key-encryption key: this node serves the CA's public parts but cannot sign");
+                Err(match e {
+                    CaError::KekIo { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                })
+            }
+        };
+        Self {
+            node,
+            kek: std::sync::RwLock::new(kek),
+            settings,
+        }
+    }
+
+    fn cached_kek(&self) -> Result<Arc<Kek>, String> {
+        match self.kek.read() {
+            Ok(k) => k.clone(),
+            Err(_) => Err("the KEK lock is poisoned".into()),
+        }
+    }
+
+    fn store_kek(&self, kek: Arc<Kek>) {
+        if let Ok(mut slot) = self.kek.write() {
+            *slot = Ok(kek);
+        }
+    }
+
+    /// The KEK; if this node has none yet, reads the file again. With `create`, writes a new
+    /// file when there is none (only for creating a CA on a cluster that has none).
+    async fn kek(&self, create: bool) -> Result<Arc<Kek>, CaServiceError> {
+        if let Ok(k) = self.cached_kek() {
+            return Ok(k);
+        }
+        let path = self.settings.kek_path.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            if create {
+                Kek::load_or_create(&path)
+            } else {
+                Kek::load(&path)
+            }
+        })
+        .await
+        .map_err(|e| CaServiceError::Task(e.to_string()))?;
+        match loaded {
+            Ok(k) => {
+                let k = Arc::new(k);
+                tracing::info!(path = %self.settings.kek_path.display(), "key-encryption key loaded");
+                self.store_kek(k.clone());
+                Ok(k)
+            }
+            Err(e) => Err(CaServiceError::KekMissing {
+                path: self.settings.kek_path.clone(),
+                why: match e {
+                    CaError::KekIo { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                },
+            }),
+        }
+    }
+
+    /// The CA state as this node has applied it, with its version.
+    pub fn load(&self) -> Result<(u64, CaState), CaServiceError> {
+        let (version, blob) = self
+            .node
+            .ca_state()?
+            .ok_or(CaServiceError::NotInitialized)?;
+        let state =
+            bincode::deserialize(&blob).map_err(|e| CaServiceError::Decode(e.to_string()))?;
+        Ok((version, state))
+    }
+
+    /// The state, after catching up with the leader (a read-index round), so a read through a
+    /// follower sees what another node just wrote. Falls back to local state without a leader.
+    pub async fn load_fresh(&self) -> Result<(u64, CaState), CaServiceError> {
+        if let Err(e) = self.node.sync_with_leader(SYNC_WAIT).await {
+            tracing::debug!(error = %e, "CA read from local state without catching up");
+        }
+        self.load()
+    }
+
+    /// Load, modify on a blocking thread with the KEK and the current time, and propose the
+    /// result built on the loaded version; on a conflict (another node changed the CA
+    /// meanwhile) start over from the new state.
+    async fn modify<T, F>(&self, f: F) -> Result<T, CaServiceError>
+    where
+        T: Send + 'static,
+        F: Fn(&CaState, &Kek, SystemTime) -> Result<Modified<T>, CaServiceError>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let kek = self.kek(false).await?;
+        let f = Arc::new(f);
+        for _ in 0..CAS_ATTEMPTS {
+            let (version, state) = self.load_fresh().await?;
+            let (kek, f) = (kek.clone(), f.clone());
+            let (next, out) = tokio::task::spawn_blocking(move || {
+                f(&state, &kek, SystemTime::now()).and_then(|(next, out)| {
+                    let blob = bincode::serialize(&next)
+                        .map_err(|e| CaServiceError::Encode(e.to_string()))?;
+                    Ok((blob, out))
+                })
+            })
+            .await
+            .map_err(|e| CaServiceError::Task(e.to_string()))??;
+            match self.node.ca_update(version, next, WRITE_WAIT).await {
+                Ok(_) => return Ok(out),
+                Err(ClusterError::Rejected(ApplyError::Conflict(_))) => {
+                    tracing::debug!(version, "CA state changed meanwhile; retrying the update");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(CaServiceError::Busy {
+            attempts: CAS_ATTEMPTS,
+        })
+    }
+
+    /// Creates the CA unless the cluster has one. Returns whether it was created, and the root
+    /// fingerprint. With `create_kek`, a missing KEK file is created first (an existing
+    /// cluster getting its CA through the API; `conclave init` has made the file already).
+    pub async fn ensure_initialized(
+        &self,
+        create_kek: bool,
+    ) -> Result<(bool, String), CaServiceError> {
+        match self.load_fresh().await {
+            Ok((_, state)) => return Ok((false, ca::root_fingerprint(&state)?)),
+            Err(CaServiceError::NotInitialized) => {}
+            Err(e) => return Err(e),
+        }
+        let kek = self.kek(create_kek).await?;
+        let settings = self.settings.clone();
+        let state = tokio::task::spawn_blocking(move || -> Result<CaState, CaServiceError> {
+            let now = SystemTime::now();
+            let mut params = ca::InitParams::new(&settings.workspace, &settings.permitted_ips);
+            params.crl_url = settings.crl_url.clone();
+            let mut state = ca::init(&params, &kek, now)?;
+            // The issuing CA publishes a (still empty) CRL from the start: verifiers that check
+            // revocation need one for every CA in the chain.
+            let crls = ca::sign_crls(&state, &kek, now, CRL_VALIDITY)?;
+            state.record_crls(crls)?;
+            Ok(state)
+        })
+        .await
+        .map_err(|e| CaServiceError::Task(e.to_string()))??;
+        let fingerprint = ca::root_fingerprint(&state)?;
+        let blob = bincode::serialize(&state).map_err(|e| CaServiceError::Encode(e.to_string()))?;
+        match self.node.ca_update(0, blob, WRITE_WAIT).await {
+            Ok(_) => Ok((true, fingerprint)),
+            // Another node created one at the same moment: theirs stands.
+            Err(ClusterError::Rejected(ApplyError::Conflict(_))) => {
+                let (_, state) = self.load_fresh().await?;
+                Ok((false, ca::root_fingerprint(&state)?))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Signs a CSR from another LAN service and records the certificate.
+    pub async fn sign_csr(
+        &self,
+        csr_pem: String,
+        lifetime: Option<Duration>,
+    ) -> Result<ca::Issued, CaServiceError> {
+        let lifetime = lifetime.unwrap_or(self.settings.service_cert_lifetime);
+        self.modify(move |state, kek, now| {
+            let issued = ca::sign_csr(state, kek, &csr_pem, lifetime, now)
+                .map_err(|e| with_ranges(e, state))?;
+            let mut next = state.clone();
+            next.record_issued(issued.record.clone())?;
+            Ok((next, issued))
+        })
+        .await
+    }
+
+    /// Revokes a certificate and publishes new CRLs in the same update.
+    pub async fn revoke(
+        &self,
+        serial: &str,
+        reason: RevokeReason,
+    ) -> Result<ca::IssuedCert, CaServiceError> {
+        let serial = normalize_serial(serial);
+        self.modify(move |state, kek, now| {
+            let cert =
+                state
+                    .issued
+                    .get(&serial)
+                    .cloned()
+                    .ok_or_else(|| CaError::UnknownSerial {
+                        serial: serial.clone(),
+                    })?;
+            let mut next = state.clone();
+            next.revoke(&serial, reason, ca::x509::unix(now))?;
+            let crls = ca::sign_crls(&next, kek, now, CRL_VALIDITY)?;
+            next.record_crls(crls)?;
+            Ok((next, cert))
+        })
+        .await
+    }
+
+    /// Issues a node's certificate (names decided by the cluster, key proved by the CSR) with
+    /// the configured node lifetime, and records it.
+    // Called by the node-certificate (HTTPS / mTLS) steps of issue 4.
+    #[allow(dead_code)]
+    pub async fn issue_node_cert(
+        &self,
+        node_id: u64,
+        csr_pem: String,
+        dns_names: Vec<String>,
+        ips: Vec<std::net::IpAddr>,
+    ) -> Result<ca::Issued, CaServiceError> {
+        let req = ca::NodeCertRequest {
+            node_id,
+            csr_pem,
+            dns_names,
+            ips,
+            lifetime: self.settings.node_cert_lifetime,
+        };
+        self.modify(move |state, kek, now| {
+            let issued =
+                ca::issue_node_cert(state, kek, &req, now).map_err(|e| with_ranges(e, state))?;
+            let mut next = state.clone();
+            next.record_issued(issued.record.clone())?;
+            Ok((next, issued))
+        })
+        .await
+    }
+
+    /// Hands out the root key and removes it from the replicated state (once).
+    pub async fn export_root_key(&self) -> Result<ca::SecretPem, CaServiceError> {
+        let pem = self
+            .modify(|state, kek, _now| {
+                let (pem, next) = ca::export_root_key(state, kek)?;
+                Ok((next, pem))
+            })
+            .await?;
+        // Older log entries and the last snapshot still hold the *sealed* root key: every
+        // node's maintenance task (this one's included) compacts its log within a tick of
+        // seeing the root go offline (docs/security.md says what that does and does not erase).
+        Ok(pem)
+    }
+
+    /// Replaces the issuing CA, signed with the operator's (offline) root key, and publishes
+    /// the new CA's CRL.
+    pub async fn renew_intermediate(
+        &self,
+        root_key_pem: String,
+    ) -> Result<ca::state::IssuingCa, CaServiceError> {
+        if rcgen::KeyPair::from_pem(&root_key_pem).is_err() {
+            return Err(CaError::Parse {
+                what: "the root key (expected a PEM private key)",
+            }
+            .into());
+        }
+        let key = ca::SecretPem::new(root_key_pem);
+        let key = Arc::new(key);
+        self.modify(move |state, kek, now| {
+            let mut next =
+                ca::renew_intermediate(state, kek, Some(key.expose()), INTERMEDIATE_LIFETIME, now)?;
+            let crls = ca::sign_crls(&next, kek, now, CRL_VALIDITY)?;
+            next.record_crls(crls)?;
+            let new_ca = next.intermediate.clone();
+            Ok((next, new_ca))
+        })
+        .await
+    }
+
+    /// Whether this node leads the cluster right now.
+    fn is_leader(&self) -> bool {
+        self.node.metrics().current_leader == Some(self.node.id())
+    }
+
+    /// Re-signs CRLs that are due and prunes expired records, if anything is due.
+    async fn refresh_crls(&self) -> Result<bool, CaServiceError> {
+        let (_, state) = self.load()?;
+        if !maintenance_due(&state, SystemTime::now()) {
+            return Ok(false);
+        }
+        self.modify(|state, kek, now| {
+            let mut next = state.clone();
+            next.prune_expired(ca::x509::unix(now));
+            let crls = ca::sign_crls(&next, kek, now, CRL_VALIDITY)?;
+            next.record_crls(crls)?;
+            Ok((next, ()))
+        })
+        .await?;
+        Ok(true)
+    }
+
+    /// The periodic task: on the leader, keep CRLs fresh (only there, so nodes do not race each
+    /// other's CAS); on every node, compact the log once after the root key left the state.
+    pub fn spawn_maintenance(
+        self: Arc<Self>,
+        cancel: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        cluster::spawn_named("ca-maintenance", async move {
+            let mut tick = tokio::time::interval(MAINTENANCE_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut seen_version = 0u64;
+            let mut root_was_online: Option<bool> = None;
+            let mut warned_no_kek = false;
+            let mut retry_at = tokio::time::Instant::now();
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let Ok((version, state)) = self.load() else {
+                    continue;
+                };
+                if version != seen_version {
+                    seen_version = version;
+                    let online = state.root_key.is_some();
+                    // Compact when the root key leaves the state, and once after start if
+                    // it is gone already and the log may still hold updates from before
+                    // (this node was down, or joined, when it was exported).
+                    let compact = !online
+                        && match root_was_online {
+                            Some(was) => was,
+                            None => self.node.log_may_hold_ca_updates().unwrap_or(false),
+                        };
+                    if compact {
+                        let compacted = tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            r = self.node.compact_log(COMPACT_WAIT) => r,
+                        };
+                        match compacted {
+                            Ok(index) => tracing::info!(
+                                index,
+                                "log compacted: the root key left the CA state"
+                            ),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "log compaction after the root key export failed")
+                            }
+                        }
+                    }
+                    root_was_online = Some(online);
+                }
+                if !self.is_leader() || tokio::time::Instant::now() < retry_at {
+                    continue;
+                }
+                let refreshed = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = self.refresh_crls() => r,
+                };
+                // After a failure, wait a while: the CRLs have days left, the log does not
+                // need a warning every tick.
+                if refreshed.is_err() {
+                    retry_at = tokio::time::Instant::now() + MAINTENANCE_RETRY;
+                }
+                match refreshed {
+                    Ok(true) => tracing::info!("CRLs re-signed"),
+                    Ok(false) => {}
+                    Err(CaServiceError::KekMissing { .. }) if warned_no_kek => {}
+                    Err(e @ CaServiceError::KekMissing { .. }) => {
+                        warned_no_kek = true;
+                        tracing::warn!(error = %e, "this leader cannot re-sign CRLs");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "CRL refresh failed; retrying later"),
+                }
+            }
+        })
+    }
+}
+
+/// Whether the maintenance task has work: a live issuing CA without a CRL, a CRL within
+/// `CRL_REFRESH_BEFORE` of its `next_update`, or an expired record to prune.
+pub fn maintenance_due(state: &CaState, now: SystemTime) -> bool {
+    let now = ca::x509::unix(now);
+    let soon = now.saturating_add(CRL_REFRESH_BEFORE.as_secs() as i64);
+    let live_cas = std::iter::once(&state.intermediate)
+        .chain(&state.previous_intermediates)
+        .filter(|c| c.not_after >= now);
+    for c in live_cas {
+        match state.crls.get(&c.serial) {
+            Some(crl) if crl.next_update > soon => {}
+            _ => return true,
+        }
+    }
+    let mut pruned = state.clone();
+    pruned.prune_expired(now);
+    pruned != *state
+}
+
+/// Serials are shown as lower-case hex; accept `AB:CD` and upper case too.
+pub fn normalize_serial(serial: &str) -> String {
+    serial.trim().to_ascii_lowercase().replace(':', "")
+}
+
+/// Parse a revocation reason as the API and CLI spell it (RFC 5280 names in snake case).
+pub fn parse_reason(reason: Option<&str>) -> Result<RevokeReason, String> {
+    Ok(match reason.map(str::trim) {
+        None | Some("") | Some("unspecified") => RevokeReason::Unspecified,
+        Some("key_compromise") => RevokeReason::KeyCompromise,
+        Some("ca_compromise") => RevokeReason::CaCompromise,
+        Some("affiliation_changed") => RevokeReason::AffiliationChanged,
+        Some("superseded") => RevokeReason::Superseded,
+        Some("cessation_of_operation") => RevokeReason::CessationOfOperation,
+        Some("privilege_withdrawn") => RevokeReason::PrivilegeWithdrawn,
+        Some(other) => {
+            return Err(format!(
+                "unknown revocation reason {other:?}; expected one of unspecified, key_compromise, ca_compromise, affiliation_changed, superseded, cessation_of_operation, privilege_withdrawn"
+            ));
+        }
+    })
+}
+
+pub fn reason_name(reason: RevokeReason) -> &'static str {
+    match reason {
+        RevokeReason::Unspecified => "unspecified",
+        RevokeReason::KeyCompromise => "key_compromise",
+        RevokeReason::CaCompromise => "ca_compromise",
+        RevokeReason::AffiliationChanged => "affiliation_changed",
+        RevokeReason::Superseded => "superseded",
+        RevokeReason::CessationOfOperation => "cessation_of_operation",
+        RevokeReason::PrivilegeWithdrawn => "privilege_withdrawn",
+    }
+}
+
+/// An address refusal names the ranges that are permitted, so the operator sees what to use.
+fn with_ranges(e: CaError, state: &CaState) -> CaServiceError {
+    match e {
+        CaError::IpOutsideRanges { addr } => CaServiceError::IpNotPermitted {
+            addr,
+            ranges: if state.permitted_ips.is_empty() {
+                "none: this CA certifies no addresses".into()
+            } else {
+                state
+                    .permitted_ips
+                    .iter()
+                    .map(|r| format!("{}/{}", r.addr(), r.prefix()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        },
+        other => other.into(),
+    }
+}

@@ -1,0 +1,202 @@
+//! The certificate-authority endpoints of [`Client`] (`/api/v1/ca/...`, docs/api.md) and their
+//! response types.
+//!
+//! Public downloads (root, CRL, fingerprint) are sent without a token and always retried. Of the
+//! admin writes, `revoke` is idempotent (revoking twice keeps the first entry) and retried;
+//! signing, `init`, `export-root-key` and `renew-intermediate` are retried only if never sent.
+//! `export-root-key` hands out the only copy of the root key: a caller must have somewhere to
+//! put it before calling. Must never log or print a key.
+
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+
+use super::{Client, decode};
+use crate::error::ClientError;
+use crate::failover::{ApiRequest, Retry};
+
+/// `GET /api/v1/ca/fingerprint`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaFingerprint {
+    /// SHA-256 of the root certificate, `AB:CD:...`.
+    pub fingerprint: String,
+    pub workspace: String,
+    pub root_key_online: bool,
+    pub intermediate_serial: String,
+    pub intermediate_not_after: i64,
+}
+
+/// A certificate signed from a CSR.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedCert {
+    pub serial: String,
+    pub not_after: i64,
+    pub cert_pem: String,
+    /// Leaf followed by the issuing CA.
+    pub chain_pem: String,
+}
+
+/// One issued certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertSummary {
+    pub serial: String,
+    pub holder: String,
+    pub dns_names: Vec<String>,
+    pub ips: Vec<String>,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub issuer_serial: String,
+    pub revoked: Option<String>,
+    pub revoked_at: Option<i64>,
+}
+
+/// The issuing CA after a renewal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntermediateSummary {
+    pub serial: String,
+    pub not_after: i64,
+    pub cert_pem: String,
+}
+
+/// The root certificate's download formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootFormat {
+    Pem,
+    Der,
+    Mobileconfig,
+}
+
+impl RootFormat {
+    fn file(self) -> &'static str {
+        match self {
+            RootFormat::Pem => "root.pem",
+            RootFormat::Der => "root.crt",
+            RootFormat::Mobileconfig => "root.mobileconfig",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SignRequest<'a> {
+    csr_pem: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    days: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct RevokeRequest<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct RenewRequest<'a> {
+    root_key_pem: &'a str,
+}
+
+#[derive(Deserialize)]
+struct CertsEnvelope {
+    certs: Vec<CertSummary>,
+}
+
+#[derive(Deserialize)]
+struct RootKeyEnvelope {
+    root_key_pem: String,
+}
+
+impl Client {
+    /// A public download: no token, retried anywhere.
+    async fn public_get(&self, file: &str) -> Result<Vec<u8>, ClientError> {
+        let path = ["api", "v1", "ca", file];
+        let req = ApiRequest::new(Method::GET, &path, Retry::Always);
+        Ok(self.send(&req).await?.body)
+    }
+
+    /// The root CA's fingerprint and the issuing CA in use (public).
+    pub async fn ca_fingerprint(&self) -> Result<CaFingerprint, ClientError> {
+        let path = ["api", "v1", "ca", "fingerprint"];
+        let req = ApiRequest::new(Method::GET, &path, Retry::Always);
+        decode(&self.send(&req).await?)
+    }
+
+    /// The root certificate in one of its formats (public).
+    pub async fn ca_root(&self, format: RootFormat) -> Result<Vec<u8>, ClientError> {
+        self.public_get(format.file()).await
+    }
+
+    /// Every current CRL, concatenated PEM (public).
+    pub async fn ca_crl_pem(&self) -> Result<String, ClientError> {
+        let body = self.public_get("crl.pem").await?;
+        String::from_utf8(body).map_err(|_| ClientError::Decode {
+            message: "the CRL download is not text".into(),
+        })
+    }
+
+    /// Creates the CA on a cluster without one (admin; `conclave init` normally does this).
+    pub async fn ca_init(&self) -> Result<CaFingerprint, ClientError> {
+        let reply = self
+            .write::<()>(&["api", "v1", "ca", "init"], Method::POST, None)
+            .await?;
+        decode(&reply)
+    }
+
+    /// Signs a CSR (admin); `days` defaults to the server's `ca.service_cert_days`.
+    pub async fn ca_sign(
+        &self,
+        csr_pem: &str,
+        days: Option<u32>,
+    ) -> Result<SignedCert, ClientError> {
+        let reply = self
+            .write(
+                &["api", "v1", "ca", "sign"],
+                Method::POST,
+                Some(&SignRequest { csr_pem, days }),
+            )
+            .await?;
+        decode(&reply)
+    }
+
+    /// Every issued certificate not yet expired (admin).
+    pub async fn ca_list(&self) -> Result<Vec<CertSummary>, ClientError> {
+        let envelope: CertsEnvelope = self.get(&["api", "v1", "ca", "certs"]).await?;
+        Ok(envelope.certs)
+    }
+
+    /// Revokes a certificate (admin); `reason` is an RFC 5280 name in snake case.
+    pub async fn ca_revoke(
+        &self,
+        serial: &str,
+        reason: Option<&str>,
+    ) -> Result<CertSummary, ClientError> {
+        self.call(
+            &["api", "v1", "ca", "certs", serial, "revoke"],
+            Method::POST,
+            Some(&RevokeRequest { reason }),
+            Retry::Always,
+        )
+        .await
+    }
+
+    /// Takes the root key out of the cluster and returns it (admin; works once).
+    pub async fn ca_export_root_key(&self) -> Result<String, ClientError> {
+        let reply = self
+            .write::<()>(&["api", "v1", "ca", "export-root-key"], Method::POST, None)
+            .await?;
+        let envelope: RootKeyEnvelope = decode(&reply)?;
+        Ok(envelope.root_key_pem)
+    }
+
+    /// Replaces the issuing CA, signed with the offline root key (admin).
+    pub async fn ca_renew_intermediate(
+        &self,
+        root_key_pem: &str,
+    ) -> Result<IntermediateSummary, ClientError> {
+        let reply = self
+            .write(
+                &["api", "v1", "ca", "renew-intermediate"],
+                Method::POST,
+                Some(&RenewRequest { root_key_pem }),
+            )
+            .await?;
+        decode(&reply)
+    }
+}

@@ -1,0 +1,181 @@
+//! The certificate authority's HTTP routes (`/api/v1/ca/...`).
+//!
+//! Public, no authentication (a device installing the root has no account, and the CRL must be
+//! fetchable by any verifier): `root.pem`, `root.crt` (DER), `root.mobileconfig`, `crl.pem`,
+//! `fingerprint`. Admin only: `sign`, `certs`, `certs/{serial}/revoke`, `export-root-key`,
+//! `renew-intermediate`, `init`. Owns the HTTP shapes and content types; the work is done by the
+//! `CaApi` implementation the node passes in. Must never log a CSR, a certificate body or a key.
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::Auth;
+use crate::ca_api::{CaApiError, SharedCa};
+use crate::error::ApiError;
+use crate::extract::JsonBody;
+use crate::state::AppState;
+
+/// The routes, to be nested under `/api/v1`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/ca/root.pem", get(root_pem))
+        .route("/ca/root.crt", get(root_der))
+        .route("/ca/root.mobileconfig", get(root_mobileconfig))
+        .route("/ca/crl.pem", get(crl_pem))
+        .route("/ca/fingerprint", get(fingerprint))
+        .route("/ca/init", post(init))
+        .route("/ca/sign", post(sign))
+        .route("/ca/certs", get(list))
+        .route("/ca/certs/{serial}/revoke", post(revoke))
+        .route("/ca/export-root-key", post(export_root_key))
+        .route("/ca/renew-intermediate", post(renew_intermediate))
+}
+
+fn ca(s: &AppState) -> Result<SharedCa, ApiError> {
+    s.config.ca.clone().ok_or_else(|| {
+        ApiError::Ca(CaApiError::Unavailable(
+            "this node runs without a certificate authority: set `workspace` in its configuration"
+                .into(),
+        ))
+    })
+}
+
+fn text(content_type: &'static str, body: impl IntoResponse) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+pub async fn root_pem(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let pem = ca(&s)?.root_pem().await?;
+    Ok(text("application/x-pem-file", pem))
+}
+
+pub async fn root_der(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let der = ca(&s)?.root_der().await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/pkix-cert"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"conclave-root.crt\"",
+            ),
+        ],
+        der,
+    )
+        .into_response())
+}
+
+pub async fn root_mobileconfig(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let profile = ca(&s)?.root_mobileconfig().await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-apple-aspen-config"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"conclave-root.mobileconfig\"",
+            ),
+        ],
+        profile,
+    )
+        .into_response())
+}
+
+pub async fn crl_pem(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let pem = ca(&s)?.crl_pem().await?;
+    Ok(text("application/x-pem-file", pem))
+}
+
+pub async fn fingerprint(State(s): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(ca(&s)?.fingerprint().await?).into_response())
+}
+
+pub async fn init(State(s): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
+    auth.require_admin()?;
+    let fp = ca(&s)?.init().await?;
+    tracing::info!(fingerprint = %fp.fingerprint, by = %auth.user.username, "certificate authority created");
+    Ok((axum::http::StatusCode::CREATED, Json(fp)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignRequest {
+    csr_pem: String,
+    #[serde(default)]
+    days: Option<u32>,
+}
+
+pub async fn sign(
+    State(s): State<AppState>,
+    auth: Auth,
+    JsonBody(req): JsonBody<SignRequest>,
+) -> Result<Response, ApiError> {
+    auth.require_admin()?;
+    let signed = ca(&s)?.sign_csr(req.csr_pem, req.days).await?;
+    tracing::info!(serial = %signed.serial, not_after = signed.not_after, by = %auth.user.username, "certificate issued from a CSR");
+    Ok((axum::http::StatusCode::CREATED, Json(signed)).into_response())
+}
+
+pub async fn list(State(s): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
+    auth.require_admin()?;
+    let certs = ca(&s)?.list().await?;
+    Ok(Json(json!({ "certs": certs })).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// The body is optional (`{}` or nothing at all revokes with reason "unspecified").
+pub async fn revoke(
+    State(s): State<AppState>,
+    Path(serial): Path<String>,
+    auth: Auth,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    auth.require_admin()?;
+    let req: RevokeRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RevokeRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?
+    };
+    let cert = ca(&s)?.revoke(serial, req.reason).await?;
+    tracing::info!(serial = %cert.serial, reason = ?cert.revoked, by = %auth.user.username, "certificate revoked");
+    Ok(Json(cert).into_response())
+}
+
+pub async fn export_root_key(State(s): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
+    auth.require_admin()?;
+    let pem = ca(&s)?.export_root_key().await?;
+    tracing::warn!(by = %auth.user.username, "root CA key exported and removed from the cluster");
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({ "root_key_pem": pem })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    root_key_pem: String,
+}
+
+pub async fn renew_intermediate(
+    State(s): State<AppState>,
+    auth: Auth,
+    JsonBody(req): JsonBody<RenewRequest>,
+) -> Result<Response, ApiError> {
+    auth.require_admin()?;
+    let renewed = ca(&s)?.renew_intermediate(req.root_key_pem).await?;
+    tracing::info!(serial = %renewed.serial, not_after = renewed.not_after, by = %auth.user.username, "issuing CA renewed");
+    Ok(Json(renewed).into_response())
+}
