@@ -3,6 +3,12 @@
 //! `POST /api/v1/cluster/nodes` for nodes 2..N), plus the faults tests inject (SIGKILL,
 //! SIGTERM, restart) and the waits they need (ready, leader elected, nodes converged).
 //!
+//! With [`ClusterOptions::tls`] every node also gets `[tls] https_addr = "<its ip>:8443"`:
+//! node 1 gets its certificate from `init`, nodes 2..N from `conclave provision` before they
+//! start, and every client the harness hands out (ops clients, [`TestCluster::http`],
+//! [`TestCluster::url`]) speaks HTTPS trusting only the cluster root
+//! ([`TestCluster::trust_root`], [`TestCluster::ca_file`]).
+//!
 //! Every wait polls state with a deadline. Methods come in pairs: `try_*` returns an error
 //! that already carries each node's state and log tail (the benchmark uses these), the plain
 //! name panics with that error (tests use these). Dropping the cluster kills and reaps every
@@ -28,6 +34,10 @@ pub const ADMIN_USER: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "chaos-admin-password";
 /// Lines of each node's log included in a failure message.
 pub const LOG_TAIL_LINES: usize = 40;
+/// HTTPS port of every node when TLS is on (the `conclave dev` port).
+pub const HTTPS_PORT: u16 = 8443;
+/// The workspace a TLS cluster gets when the test sets none: certificates need one.
+pub const TLS_WORKSPACE: &str = "chaos.test";
 
 /// How to build a cluster. `ClusterOptions::default()` is the documented production config.
 #[derive(Clone, Debug)]
@@ -47,6 +57,10 @@ pub struct ClusterOptions {
     pub request_timeout: Duration,
     /// Failover deadline of the ops clients the harness hands out.
     pub failover_deadline: Duration,
+    /// Serve the client API over HTTPS (see [`ClusterOptions::tls`]).
+    pub tls: bool,
+    /// More `[tls]` keys, `key = <raw TOML value>`.
+    pub tls_fields: Vec<(String, String)>,
 }
 
 impl Default for ClusterOptions {
@@ -60,6 +74,8 @@ impl Default for ClusterOptions {
             stop_timeout: Duration::from_secs(20),
             request_timeout: Duration::from_secs(10),
             failover_deadline: Duration::from_secs(15),
+            tls: false,
+            tls_fields: Vec::new(),
         }
     }
 }
@@ -100,6 +116,57 @@ impl ClusterOptions {
         self.failover_deadline = d;
         self
     }
+
+    /// TLS on: `[tls] https_addr = "<node ip>:8443"` on every node (and `workspace =
+    /// "chaos.test"` unless the test set one), certificates from `init` (node 1) and
+    /// `conclave provision` (the others), and HTTPS clients trusting the cluster root.
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
+    /// A `[tls]` key besides `https_addr` (turns TLS on); `value` is raw TOML.
+    pub fn tls_field(mut self, key: &str, value: &str) -> Self {
+        self.tls = true;
+        self.tls_fields.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The config entries every node gets: the test's, plus a workspace when TLS needs one.
+    fn config_entries(&self) -> Vec<(String, String)> {
+        let mut entries = self.top_level.clone();
+        // `[dns] workspace` names the workspace too (a second, different one is an error).
+        let named = entries
+            .iter()
+            .any(|(k, v)| k == "workspace" || (k == "dns" && v.contains("workspace")));
+        if self.tls && !named {
+            entries.push(("workspace".to_owned(), format!("\"{TLS_WORKSPACE}\"")));
+        }
+        entries
+    }
+
+    /// Node `id`'s files and addresses on `block`, with the TLS settings of these options.
+    fn spec(&self, id: u64, block: &AddrBlock, root: &Path) -> NodeSpec {
+        let mut spec = NodeSpec::new(id, block.api_addr(id), block.cluster_addr(id), root);
+        if self.tls {
+            spec.https_addr = Some(SocketAddr::new(block.ip(id).into(), HTTPS_PORT));
+            spec.tls_fields = self.tls_fields.clone();
+        }
+        spec
+    }
+}
+
+/// The harness's raw HTTP client, trusting `root` for `https://` when given.
+fn raw_http(root: Option<&ops::TrustRoot>) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder();
+    if let Some(root) = root {
+        builder = builder.use_preconfigured_tls(root.client_config());
+    }
+    builder
+        .no_proxy()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .context("build HTTP client")
 }
 
 /// A running test cluster. Field order matters: nodes are dropped (killed) before the temp dir
@@ -111,6 +178,8 @@ pub struct TestCluster {
     admin_token: String,
     http: reqwest::Client,
     opts: ClusterOptions,
+    /// With TLS: the cluster root (node 1's `tls/ca.pem` after `init`) and its path.
+    trust: Option<(ops::TrustRoot, PathBuf)>,
     block: AddrBlock,
 }
 
@@ -145,16 +214,13 @@ impl TestCluster {
             .context("create temp dir")?;
         let root = dir.path().to_path_buf();
         let mut nodes = BTreeMap::new();
+        let entries = opts.config_entries();
         for id in 1..=n {
-            let spec = NodeSpec::new(id, block.api_addr(id), block.cluster_addr(id), &root);
-            spec.write_config(&opts.raft, &opts.top_level)?;
+            let spec = opts.spec(id, &block, &root);
+            spec.write_config(&opts.raft, &entries)?;
             nodes.insert(id, NodeProcess::new(spec, bin.clone(), opts.env.clone()));
         }
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(3))
-            .build()
-            .context("build HTTP client")?;
+        let http = raw_http(None)?;
         let mut cluster = TestCluster {
             nodes,
             dir: Some(dir),
@@ -162,6 +228,7 @@ impl TestCluster {
             admin_token: String::new(),
             http,
             opts,
+            trust: None,
             block,
         };
         if let Err(e) = cluster.bootstrap(n).await {
@@ -181,6 +248,9 @@ impl TestCluster {
                 "`conclave init --admin-password` must not print a generated password, got: {stdout}"
             );
         }
+        if self.opts.tls {
+            return self.bootstrap_tls(n).await;
+        }
         for node in self.nodes.values() {
             node.spawn()?;
         }
@@ -190,6 +260,49 @@ impl TestCluster {
             self.add_voter(id).await?;
         }
         self.try_wait_membership(n).await
+    }
+
+    /// The TLS variant: node 1 runs alone until it serves HTTPS with its `init` certificate;
+    /// then each other node is provisioned through it (a node cannot start its TLS listeners
+    /// without a certificate) and started and added.
+    async fn bootstrap_tls(&mut self, n: u64) -> Result<()> {
+        let ca_file = self.node(1).spec.ca_pem_path();
+        let root = ops::TrustRoot::from_file(&ca_file).map_err(|e| {
+            anyhow!("TLS is on, but `conclave init` left no usable cluster root: {e}")
+        })?;
+        self.http = raw_http(Some(&root))?;
+        self.trust = Some((root, ca_file));
+        self.node(1).spawn()?;
+        self.try_wait_ready_inner(1).await?;
+        self.admin_token = self.login_token(1, ADMIN_USER, ADMIN_PASSWORD).await?;
+        for id in 2..=n {
+            self.try_provision(id).await?;
+            self.node(id).spawn()?;
+        }
+        for id in 2..=n {
+            self.add_voter(id).await?;
+        }
+        self.try_wait_membership(n).await
+    }
+
+    /// `conclave provision` for node `id` with node 1 (or the first live node) as the seed.
+    async fn try_provision(&self, id: u64) -> Result<()> {
+        let Some((_, ca_file)) = &self.trust else {
+            bail!("provisioning node {id} needs TLS on");
+        };
+        let seed = self
+            .live_ids()
+            .into_iter()
+            .find(|live| *live != id)
+            .map_or_else(|| self.url(1), |live| self.url(live));
+        self.node(id)
+            .provision(
+                &seed,
+                ca_file,
+                (ADMIN_USER, ADMIN_PASSWORD),
+                self.opts.ready_timeout,
+            )
+            .await
     }
 
     /// Logs in through node `id` (retrying while it is unavailable) and returns the token.
@@ -288,8 +401,49 @@ impl TestCluster {
             .unwrap_or_else(|| panic!("no node {id} in this cluster"))
     }
 
+    /// Node `id`'s client API: `http://<api_addr>`, or `https://<ip>:8443` with TLS.
     pub fn url(&self, id: u64) -> String {
         self.node(id).spec.base_url()
+    }
+
+    /// Node `id`'s plain-HTTP port (the client API without TLS; redirects and the trust page
+    /// with it).
+    pub fn plain_url(&self, id: u64) -> String {
+        self.node(id).spec.plain_url()
+    }
+
+    /// Whether the cluster serves HTTPS ([`ClusterOptions::tls`]).
+    pub fn is_tls(&self) -> bool {
+        self.opts.tls
+    }
+
+    /// The cluster root the harness's clients trust (TLS only).
+    pub fn trust_root(&self) -> Option<ops::TrustRoot> {
+        self.trust.as_ref().map(|(root, _)| root.clone())
+    }
+
+    /// The cluster root's PEM file (node 1's `tls/ca.pem`), for `--ca-file` (TLS only).
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.trust.as_ref().map(|(_, path)| path.as_path())
+    }
+
+    /// WebSocket connect options trusting the cluster root (the defaults without TLS).
+    pub fn ws_options(&self) -> ops::WsConnectOptions {
+        ops::WsConnectOptions {
+            tls: self.trust_root(),
+            ..ops::WsConnectOptions::default()
+        }
+    }
+
+    /// A raw WebSocket to node `id` (wss:// with TLS), not authenticated.
+    pub async fn ws_connect(&self, id: u64) -> std::result::Result<ops::WsConn, ops::WsError> {
+        ops::WsConn::connect_with(&self.url(id), &self.ws_options()).await
+    }
+
+    /// A chat session builder over `ids` with `token`, trusting the cluster root.
+    pub fn session_builder(&self, ids: &[u64], token: &str) -> ops::SessionBuilder {
+        let servers = ids.iter().map(|id| self.url(*id)).collect();
+        ops::SessionBuilder::new(servers, token).trust_root(self.trust_root())
     }
 
     pub fn api_addr(&self, id: u64) -> SocketAddr {
@@ -318,7 +472,8 @@ impl TestCluster {
         &self.admin_token
     }
 
-    /// Raw HTTP client (no proxy, 3 s timeout) for requests the ops client cannot make.
+    /// Raw HTTP client (no proxy, 3 s timeout, trusting the cluster root with TLS) for
+    /// requests the ops client cannot make.
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
@@ -326,7 +481,8 @@ impl TestCluster {
     /// An ops client over `ids` (in that order), not logged in.
     pub fn try_client_without_token(&self, ids: &[u64]) -> Result<ops::Client> {
         let servers = ids.iter().map(|id| self.url(*id)).collect();
-        let client = ops::Client::new(servers).map_err(|e| anyhow!("ops::Client::new: {e}"))?;
+        let client = ops::Client::new_trusting(servers, self.trust_root())
+            .map_err(|e| anyhow!("ops::Client::new: {e}"))?;
         Ok(client
             .with_request_timeout(self.opts.request_timeout)
             .with_failover_deadline(self.opts.failover_deadline))
@@ -439,18 +595,40 @@ impl TestCluster {
             Some(b) => b.clone(),
             None => conclave_bin()?,
         };
-        let spec = NodeSpec::new(
-            id,
-            self.block.api_addr(id),
-            self.block.cluster_addr(id),
-            &self.root,
-        );
-        spec.write_config(&self.opts.raft, &self.opts.top_level)?;
+        let spec = self.opts.spec(id, &self.block, &self.root);
+        spec.write_config(&self.opts.raft, &self.opts.config_entries())?;
         self.nodes
             .insert(id, NodeProcess::new(spec, bin, self.opts.env.clone()));
+        if self.opts.tls {
+            // `provision` is async and this method is not (its callers are many); the chaos
+            // tests run on the multi-threaded runtime, where blocking this worker is allowed.
+            let handle = tokio::runtime::Handle::current();
+            tokio::task::block_in_place(|| handle.block_on(self.try_provision(id)))
+                .with_context(|| format!("provision extra node {id}"))?;
+        }
         self.node(id)
             .spawn()
             .with_context(|| format!("start extra node {id}"))
+    }
+
+    /// Adds node `id` (as `spawn_extra` does: config written, killed on drop) without starting
+    /// or provisioning it, for tests that start it themselves (e.g. `NodeProcess::spawn_join`).
+    pub fn try_register_extra(&mut self, id: u64) -> Result<()> {
+        if !(1..=254).contains(&id) {
+            bail!("node ids on an address block are 1..=254, asked for {id}");
+        }
+        if self.nodes.contains_key(&id) {
+            bail!("node {id} already exists in this cluster");
+        }
+        let bin = match &self.opts.binary {
+            Some(b) => b.clone(),
+            None => conclave_bin()?,
+        };
+        let spec = self.opts.spec(id, &self.block, &self.root);
+        spec.write_config(&self.opts.raft, &self.opts.config_entries())?;
+        self.nodes
+            .insert(id, NodeProcess::new(spec, bin, self.opts.env.clone()));
+        Ok(())
     }
 
     /// Starts node `id` again (SIGTERMing it first if it runs) and waits until it is ready.

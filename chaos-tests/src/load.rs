@@ -57,7 +57,11 @@ pub fn retryable(e: &ClientError) -> bool {
         Some(status) => status >= 500,
         None => !matches!(
             e,
-            ClientError::NotLoggedIn | ClientError::InvalidServer { .. }
+            ClientError::NotLoggedIn
+                | ClientError::InvalidServer { .. }
+                | ClientError::InvalidTrustRoot { .. }
+                | ClientError::CertificateNotTrusted { .. }
+                | ClientError::Redirected { .. }
         ),
     }
 }

@@ -84,6 +84,11 @@ pub struct NodeSpec {
     pub data_dir: PathBuf,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
+    /// With TLS on (`ClusterOptions::tls`): the HTTPS address, written as `[tls] https_addr`;
+    /// clients then use `https://` on it and `api_addr` is the plain port.
+    pub https_addr: Option<SocketAddr>,
+    /// More `[tls]` keys, `key = <raw TOML value>` (e.g. `node_cert_secs`).
+    pub tls_fields: Vec<(String, String)>,
 }
 
 impl NodeSpec {
@@ -95,12 +100,28 @@ impl NodeSpec {
             data_dir: root.join(format!("n{id}")),
             config_path: root.join(format!("node-{id}.toml")),
             log_path: root.join(format!("node-{id}.log")),
+            https_addr: None,
+            tls_fields: Vec::new(),
         }
     }
 
-    /// Base URL for clients: `http://127.a.b.N:8080`.
+    /// Base URL for clients: `http://127.a.b.N:8080`, or `https://127.a.b.N:8443` with TLS.
     pub fn base_url(&self) -> String {
+        match self.https_addr {
+            Some(addr) => format!("https://{addr}"),
+            None => format!("http://{}", self.api_addr),
+        }
+    }
+
+    /// The plain-HTTP base URL (`http://<api_addr>`): the client API without TLS, or the
+    /// redirect/trust-page port with it.
+    pub fn plain_url(&self) -> String {
         format!("http://{}", self.api_addr)
+    }
+
+    /// The cluster root once `init` or `provision` wrote it: `<data_dir>/tls/ca.pem`.
+    pub fn ca_pem_path(&self) -> PathBuf {
+        self.data_dir.join("tls").join("ca.pem")
     }
 
     /// Renders the node's TOML config. `top_level` entries are `key = <raw TOML value>` lines
@@ -119,6 +140,12 @@ impl NodeSpec {
         let ip = self.api_addr.ip().to_string();
         for (k, v) in top_level {
             let _ = writeln!(s, "{k} = {}", v.replace("{node_ip}", &ip));
+        }
+        if let Some(https) = self.https_addr {
+            // An inline table keeps every table-less key above `[raft]` in one place.
+            let mut fields = vec![format!("https_addr = \"{https}\"")];
+            fields.extend(self.tls_fields.iter().map(|(k, v)| format!("{k} = {v}")));
+            let _ = writeln!(s, "tls = {{ {} }}", fields.join(", "));
         }
         let _ = writeln!(s, "\n[raft]");
         let _ = writeln!(s, "heartbeat_interval_ms = {}", raft.heartbeat_interval_ms);
@@ -279,6 +306,56 @@ impl NodeProcess {
         Ok(stdout)
     }
 
+    /// `conclave provision --config C --seed SEED --ca-file ROOT` with the admin credentials
+    /// in its environment: generates this node's key, has the cluster sign its certificate and
+    /// writes `<data_dir>/tls/` (the TLS contract of issue 4). Output goes to the node's log.
+    pub async fn provision(
+        &self,
+        seed: &str,
+        ca_file: &Path,
+        admin: (&str, &str),
+        timeout: Duration,
+    ) -> Result<()> {
+        self.mark(&format!("conclave provision --seed {seed}"));
+        let mut cmd = tokio::process::Command::from(self.command());
+        cmd.arg("provision")
+            .arg("--config")
+            .arg(&self.spec.config_path)
+            .arg("--seed")
+            .arg(seed)
+            .arg("--ca-file")
+            .arg(ca_file)
+            .env("CONCLAVE_ADMIN_USER", admin.0)
+            .env("CONCLAVE_ADMIN_PASSWORD", admin.1)
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(timeout, cmd.output())
+            .await
+            .with_context(|| {
+                format!(
+                    "`conclave provision` on node {} did not exit within {timeout:?}",
+                    self.spec.id
+                )
+            })?
+            .with_context(|| format!("spawn {}", self.bin.display()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if let Ok(mut f) = self.log_file() {
+            let _ = f.write_all(stderr.as_bytes());
+            let _ = f.write_all(stdout.as_bytes());
+        }
+        if !out.status.success() {
+            bail!(
+                "`{} provision --config {} --seed {seed}` failed with {}:\nstdout: {}\nstderr (tail): {}",
+                self.bin.display(),
+                self.spec.config_path.display(),
+                out.status,
+                stdout.trim(),
+                tail(&stderr, 20)
+            );
+        }
+        Ok(())
+    }
+
     /// `conclave run` in the background, stdout and stderr appended to the node's log file.
     pub fn spawn(&self) -> Result<()> {
         let mut guard = self.child();
@@ -302,6 +379,38 @@ impl NodeProcess {
             .stderr(log)
             .spawn()
             .with_context(|| format!("spawn {} run", self.bin.display()))?;
+        *guard = Some(child);
+        Ok(())
+    }
+
+    /// Starts `conclave join --config C --seed SEED` as this node's process, with the token in
+    /// its environment (`CONCLAVE_JOIN_TOKEN`): it joins, then keeps running like `run`.
+    /// Output goes to the node's log; does not wait.
+    pub fn spawn_join(&self, seed: &str, token: &str) -> Result<()> {
+        let mut guard = self.child();
+        if let Some(child) = guard.as_mut()
+            && child.try_wait()?.is_none()
+        {
+            bail!(
+                "node {} is already running (pid {})",
+                self.spec.id,
+                child.id()
+            );
+        }
+        self.mark(&format!("conclave join --seed {seed}"));
+        let log = self.log_file()?;
+        let child = self
+            .command()
+            .arg("join")
+            .arg("--config")
+            .arg(&self.spec.config_path)
+            .arg("--seed")
+            .arg(seed)
+            .env("CONCLAVE_JOIN_TOKEN", token)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawn {} join", self.bin.display()))?;
         *guard = Some(child);
         Ok(())
     }
@@ -519,6 +628,32 @@ mod tests {
         assert!(ttl < raft, "top-level keys must precede [raft]:\n{toml}");
         assert!(toml.contains("snapshot_logs_since_last = 5000\n"));
         assert!(toml.contains("max_in_snapshot_log_to_keep = 1000\n"));
+    }
+
+    #[test]
+    fn tls_section_and_https_url() {
+        let mut spec = NodeSpec::new(
+            3,
+            "127.100.1.3:8080".parse().unwrap_or_else(|e| panic!("{e}")),
+            "127.100.1.3:9080".parse().unwrap_or_else(|e| panic!("{e}")),
+            Path::new("/tmp/r"),
+        );
+        assert!(
+            !spec
+                .render_config(&RaftOptions::default(), &[])
+                .contains("tls")
+        );
+        assert_eq!(spec.base_url(), "http://127.100.1.3:8080");
+        spec.https_addr = Some("127.100.1.3:8443".parse().unwrap_or_else(|e| panic!("{e}")));
+        spec.tls_fields.push(("node_cert_secs".into(), "60".into()));
+        let toml = spec.render_config(&RaftOptions::default(), &[]);
+        assert!(
+            toml.contains("tls = { https_addr = \"127.100.1.3:8443\", node_cert_secs = 60 }\n"),
+            "{toml}"
+        );
+        assert_eq!(spec.base_url(), "https://127.100.1.3:8443");
+        assert_eq!(spec.plain_url(), "http://127.100.1.3:8080");
+        assert_eq!(spec.ca_pem_path(), Path::new("/tmp/r/n3/tls/ca.pem"));
     }
 
     #[test]

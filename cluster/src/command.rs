@@ -21,7 +21,7 @@ use crate::dns_records::{DnsRecord, DnsRecordData, DnsRecordType};
 use crate::types::NodeId;
 
 /// The command-set version this binary proposes and understands.
-pub const COMMAND_VERSION: u16 = 4;
+pub const COMMAND_VERSION: u16 = 5;
 
 /// One Raft log entry's payload: a group of client commands proposed together (group commit).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,8 +56,8 @@ pub enum Role {
 }
 
 /// Replicated commands. Variants up to `PostMessage` are version 1, up to `LoginAttempt`
-/// version 2, up to `RemoveDnsRecords` version 3, the rest version 4. Append new variants at
-/// the end only.
+/// version 2, up to `RemoveDnsRecords` version 3, `CaUpdate` version 4, the rest version 5.
+/// Append new variants at the end only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// `password_hash` is an argon2id PHC string computed by the node that received the request;
@@ -211,6 +211,28 @@ pub enum Command {
         expect: u64,
         state: Vec<u8>,
     },
+    // ---- version 5: token-based join (issue 4, see `apply_join`) ----
+    /// Stores a single-use join token. Only the SHA-256 of its secret is replicated; the
+    /// expiry was computed by the proposer (its clock) and is compared at apply against the
+    /// entry's `ts_ms`, never against a clock.
+    CreateJoinToken {
+        id: String,
+        /// Lower-case hex SHA-256 of the token's secret.
+        secret_hash: String,
+        expires_ms: u64,
+        /// The admin who asked for it.
+        by: String,
+    },
+    /// Consumes a join token for `node_id` with these addresses. Refused (nothing changes)
+    /// when the token is unknown, expired, already used, the secret is wrong, or `node_id` is
+    /// already a member.
+    UseJoinToken {
+        id: String,
+        secret_hash: String,
+        node_id: NodeId,
+        api_addr: String,
+        cluster_addr: String,
+    },
 }
 
 impl Command {
@@ -228,6 +250,7 @@ impl Command {
             | Command::PutDnsRecord { .. }
             | Command::RemoveDnsRecords { .. } => 3,
             Command::CaUpdate { .. } => 4,
+            Command::CreateJoinToken { .. } | Command::UseJoinToken { .. } => 5,
             _ => 2,
         }
     }
@@ -258,6 +281,8 @@ impl Command {
             Command::PutDnsRecord { .. } => "put_dns_record",
             Command::RemoveDnsRecords { .. } => "remove_dns_records",
             Command::CaUpdate { .. } => "ca_update",
+            Command::CreateJoinToken { .. } => "create_join_token",
+            Command::UseJoinToken { .. } => "use_join_token",
         }
     }
 }
@@ -325,6 +350,16 @@ pub enum Applied {
     CaUpdated {
         version: u64,
     },
+    // ---- version 5 ----
+    JoinTokenCreated {
+        id: String,
+        expires_ms: u64,
+    },
+    /// The token is now used up by `node_id`.
+    JoinTokenUsed {
+        id: String,
+        node_id: NodeId,
+    },
 }
 
 /// A command that was applied (it is in the log on every node) but was refused by the rules of
@@ -365,6 +400,52 @@ pub enum ApplyError {
     /// A DNS name the cluster answers itself (`nodeN`, `_conclave._tcp`, the apex).
     #[error("{0}")]
     ReservedName(String),
+    // ---- version 5 ----
+    /// A join token was refused; the reason says why (and maps to its own HTTP code).
+    #[error("{0}")]
+    JoinToken(JoinTokenRefusal),
+}
+
+/// Why a join token was refused. Every node reaches the same verdict from the same entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum JoinTokenRefusal {
+    #[error("join token {id} does not exist (wrong token, or it was pruned long after expiry)")]
+    Unknown { id: String },
+    #[error("join token {id} has the wrong secret")]
+    WrongSecret { id: String },
+    #[error(
+        "join token {id} expired (at {expires_ms} ms since the epoch); ask an admin for a new one"
+    )]
+    Expired { id: String, expires_ms: u64 },
+    #[error("join token {id} was already used (by node {node_id}); join tokens are single-use")]
+    Used { id: String, node_id: NodeId },
+    #[error("node {node_id} is already a member of the cluster")]
+    AlreadyMember { node_id: NodeId },
+    #[error("join token {id} already exists")]
+    Exists { id: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A stored join token (`keys::join_token`). The secret itself is never stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokenRecord {
+    pub id: String,
+    pub secret_hash: String,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    pub by: String,
+    /// Set when the token was consumed.
+    pub used: Option<JoinTokenUse>,
+}
+
+/// Who used a join token, when, and with which addresses (the seed adds exactly these).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokenUse {
+    pub node_id: NodeId,
+    pub at_ms: u64,
+    pub api_addr: String,
+    pub cluster_addr: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -187,3 +187,11 @@ pub const CA_STATE: &[u8] = b"ca/state";
 /// Log index of the entry that last changed `CA_STATE` (u64): a node that finds the root key
 /// gone can tell whether its log may still hold entries written before (see `ca_store`).
 pub const CA_INDEX: &[u8] = b"ca/index";
+
+// ---- version 5 keys ----
+
+/// Join tokens: `jt/<id>` -> `JoinTokenRecord`. Ids are lower-case hex, never '/'.
+pub const JOIN_TOKEN_PREFIX: &[u8] = b"jt/";
+pub fn join_token(id: &str) -> Vec<u8> {
+    [JOIN_TOKEN_PREFIX, id.as_bytes()].concat()
+}

@@ -11,6 +11,7 @@
 pub mod apply_accounts;
 pub mod apply_ca;
 pub mod apply_chat;
+pub mod apply_join;
 pub mod apply_ops;
 pub mod batcher;
 pub mod ca_store;

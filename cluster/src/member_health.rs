@@ -54,6 +54,11 @@ impl MemberHealth {
     pub fn serving(&self) -> bool {
         self.serving
     }
+
+    /// The HTTPS address the member reported in its last status, if it serves HTTPS.
+    pub fn https_addr(&self) -> Option<&str> {
+        self.status.as_ref().ok()?.https_addr.as_deref()
+    }
 }
 
 /// One probe of the whole membership.
@@ -233,6 +238,7 @@ mod tests {
                     reason: None,
                     electing: false,
                     members: vec![1, 2, 3],
+                    https_addr: None,
                 }),
             },
             draining,

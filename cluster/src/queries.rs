@@ -377,6 +377,19 @@ impl StateReader {
         Ok(records)
     }
 
+    /// A join token by id (used or not), if stored.
+    pub fn join_token(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::command::JoinTokenRecord>, StateError> {
+        self.get(&keys::join_token(id))
+    }
+
+    /// Every stored join token, by id.
+    pub fn join_tokens(&self) -> Result<Vec<crate::command::JoinTokenRecord>, StateError> {
+        self.scan(keys::JOIN_TOKEN_PREFIX, usize::MAX)
+    }
+
     /// Ids of the members an admin marked as draining.
     pub fn draining_nodes(&self) -> Result<BTreeSet<NodeId>, StateError> {
         let mut out = BTreeSet::new();

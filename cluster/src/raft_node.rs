@@ -53,6 +53,9 @@ pub struct ClusterConfig {
     /// Mutual TLS for the cluster port and peer calls (`peer_tls`); `None` keeps plain HTTP.
     /// The same `Arc` must be handed to `rpc_server::serve_cluster_port`.
     pub peer_tls: Option<Arc<crate::peer_tls::PeerTls>>,
+    /// The advertised HTTPS client address, reported in this node's status (not replicated:
+    /// it is a property of how the process runs, like readiness).
+    pub https_addr: Option<String>,
 }
 
 impl ClusterConfig {
@@ -76,6 +79,7 @@ impl ClusterConfig {
             sled_cache_bytes: 128 * 1024 * 1024,
             peer_source_ip: None,
             peer_tls: None,
+            https_addr: None,
         }
     }
 }
@@ -215,6 +219,7 @@ impl Shared {
                 .nodes()
                 .map(|(id, _)| *id)
                 .collect(),
+            https_addr: self.config.https_addr.clone(),
         }
     }
 }

@@ -93,4 +93,9 @@ pub struct NodeStatusWire {
     /// removed check the claim with the leader. Absent from older nodes.
     #[serde(default)]
     pub members: Vec<NodeId>,
+    /// The HTTPS address this node advertises to clients (`[tls] https_addr`), `None` when it
+    /// serves plain HTTP only. Lets the health view, `/api/v1/cluster` and DNS learn it without
+    /// a Raft command. Absent from older nodes.
+    #[serde(default)]
+    pub https_addr: Option<String>,
 }

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use crate::apply_accounts;
 use crate::apply_ca;
 use crate::apply_chat::{self, Ctx};
+use crate::apply_join;
 use crate::apply_ops;
 use crate::command::{
     Applied, ApplyError, COMMAND_VERSION, ChannelKind, ChannelMeta, ChannelRecord, Command,
@@ -407,6 +408,25 @@ fn apply_command(
             apply_ops::remove_dns_records(&mut cx, name, *rtype, data.as_ref())
         }
         Command::CaUpdate { expect, state } => apply_ca::ca_update(&mut cx, *expect, state),
+        Command::CreateJoinToken {
+            id,
+            secret_hash,
+            expires_ms,
+            by,
+        } => apply_join::create(&mut cx, id, secret_hash, *expires_ms, by),
+        Command::UseJoinToken {
+            id,
+            secret_hash,
+            node_id,
+            api_addr,
+            cluster_addr,
+        } => apply_join::use_token(
+            &mut cx,
+            id,
+            secret_hash,
+            *node_id,
+            (api_addr.as_str(), cluster_addr.as_str()),
+        ),
     }
 }
 

@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use web::ca_api::{CaApi, CaApiError, CaFingerprint, CertSummary, IntermediateSummary, SignedCert};
+use web::ca_api::{
+    CaApi, CaApiError, CaFingerprint, CertSummary, IntermediateSummary, NodeCertIssued, SignedCert,
+};
 
 use crate::ca::{self, CaError, CaState, Holder, IssuedCert};
 use crate::ca_service::{self, CaService, CaServiceError};
@@ -154,6 +156,22 @@ impl CaApi for CaService {
             not_after: issued.record.not_after,
             cert_pem: issued.record.cert_pem.clone(),
             chain_pem: issued.chain_pem,
+        })
+    }
+
+    async fn issue_node_cert(
+        &self,
+        node_id: u64,
+        csr_pem: String,
+    ) -> Result<NodeCertIssued, CaApiError> {
+        let issued = CaService::issue_node_cert_for_csr(self, node_id, csr_pem).await?;
+        let (_, state) = self.load()?;
+        Ok(NodeCertIssued {
+            serial: issued.record.serial.clone(),
+            not_after: issued.record.not_after,
+            chain_pem: issued.chain_pem,
+            root_pem: state.root_cert_pem.clone(),
+            crl_pem: state.verifier_crls().iter().map(|c| c.pem()).collect(),
         })
     }
 

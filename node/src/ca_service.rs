@@ -331,8 +331,6 @@ impl CaService {
 
     /// Issues a node's certificate (names decided by the cluster, key proved by the CSR) with
     /// the configured node lifetime, and records it.
-    // Called by the node-certificate (HTTPS / mTLS) steps of issue 4.
-    #[allow(dead_code)]
     pub async fn issue_node_cert(
         &self,
         node_id: u64,
@@ -355,6 +353,64 @@ impl CaService {
             Ok((next, issued))
         })
         .await
+    }
+
+    /// Issues a node certificate for a CSR sent by the node itself (`conclave provision`):
+    /// the names it asks for (its addresses, `nodeN.<ws>`, the workspace) are taken from the
+    /// CSR's subject alternative names and checked like any other; the identity is added.
+    pub async fn issue_node_cert_for_csr(
+        &self,
+        node_id: u64,
+        csr_pem: String,
+    ) -> Result<ca::Issued, CaServiceError> {
+        let (dns_names, ips) = csr_names(&csr_pem)?;
+        self.issue_node_cert(node_id, csr_pem, dns_names, ips).await
+    }
+
+    /// Signs this node's own certificate from the locally applied CA state, without a Raft
+    /// write: renewal must work even when the cluster has no quorum (every node's certificate
+    /// expired while the site was powered off, so no peer accepts anyone). The caller installs
+    /// it and then records it with [`CaService::record_issued`] once the cluster can commit.
+    pub async fn sign_own_node_cert(
+        &self,
+        csr_pem: String,
+        dns_names: Vec<String>,
+        ips: Vec<std::net::IpAddr>,
+    ) -> Result<ca::Issued, CaServiceError> {
+        let kek = self.kek(false).await?;
+        let (_, state) = self.load()?;
+        let req = ca::NodeCertRequest {
+            node_id: self.node.id(),
+            csr_pem,
+            dns_names,
+            ips,
+            lifetime: self.settings.node_cert_lifetime,
+        };
+        tokio::task::spawn_blocking(move || {
+            ca::issue_node_cert(&state, &kek, &req, SystemTime::now())
+                .map_err(|e| with_ranges(e, &state))
+        })
+        .await
+        .map_err(|e| CaServiceError::Task(e.to_string()))?
+    }
+
+    /// Records a certificate signed outside `modify` (bookkeeping, so `ca list` shows it and
+    /// `ca revoke` finds it). Already recorded is success.
+    pub async fn record_issued(&self, record: ca::IssuedCert) -> Result<(), CaServiceError> {
+        let record = Arc::new(record);
+        self.modify(move |state, _kek, _now| {
+            let mut next = state.clone();
+            if !next.issued.contains_key(&record.serial) {
+                next.record_issued((*record).clone())?;
+            }
+            Ok((next, ()))
+        })
+        .await
+    }
+
+    /// The key-encryption key, for sealing this node's own key file.
+    pub async fn sealing_kek(&self) -> Result<Arc<Kek>, CaServiceError> {
+        self.kek(false).await
     }
 
     /// Hands out the root key and removes it from the replicated state (once).
@@ -511,6 +567,29 @@ pub fn maintenance_due(state: &CaState, now: SystemTime) -> bool {
     let mut pruned = state.clone();
     pruned.prune_expired(now);
     pruned != *state
+}
+
+/// The DNS names and addresses a CSR asks for (its subject alternative names); anything else in
+/// it is ignored.
+pub fn csr_names(csr_pem: &str) -> Result<(Vec<String>, Vec<std::net::IpAddr>), CaServiceError> {
+    let csr =
+        rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(CaError::InvalidCsr)?;
+    let mut dns = Vec::new();
+    let mut ips = Vec::new();
+    for san in &csr.params.subject_alt_names {
+        match san {
+            rcgen::SanType::DnsName(name) => dns.push(name.as_str().to_owned()),
+            rcgen::SanType::IpAddress(ip) => ips.push(*ip),
+            // URIs, e-mail addresses and other names have no place in a node certificate.
+            _ => {
+                return Err(CaError::UnsupportedName {
+                    kind: "non-DNS, non-IP",
+                }
+                .into());
+            }
+        }
+    }
+    Ok((dns, ips))
 }
 
 /// Serials are shown as lower-case hex; accept `AB:CD` and upper case too.

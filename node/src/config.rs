@@ -59,6 +59,9 @@ pub struct Config {
     pub workspace: Option<String>,
     #[serde(default)]
     pub ca: CaSection,
+    /// HTTPS for clients and mutual TLS between nodes; absent = plain HTTP everywhere.
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
     /// Directory of the config file; relative paths in `[ca]` resolve against it.
     #[serde(skip)]
     pub config_dir: PathBuf,
@@ -80,6 +83,22 @@ pub struct CaSection {
     /// CRL distribution point written into every certificate issued, if set (e.g.
     /// `http://chat.corp.lan:8080/api/v1/ca/crl.pem`). Fixed at `init`.
     pub crl_url: Option<String>,
+}
+
+/// `[tls]`: its presence turns TLS on for this node (docs/configuration.md). The client API is
+/// then served over HTTPS on `https_addr`, `api_addr` becomes the plain-HTTP port (redirects,
+/// trust page, health), and the cluster port requires mutual TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub https_addr: SocketAddr,
+    /// The HTTPS address other nodes and clients are told (like `advertise_api_addr`).
+    #[serde(default)]
+    pub advertise_https_addr: Option<String>,
+    /// Node certificate lifetime in seconds, overriding `ca.node_cert_days`. For tests that
+    /// want to see a renewal; production leaves it unset.
+    #[serde(default)]
+    pub node_cert_secs: Option<u64>,
 }
 
 /// The private and loopback ranges: everything a LAN-only site can use, nothing routable on the
@@ -267,6 +286,9 @@ const NOT_CONFIG: &[&str] = &[
     "PASSWORD",
     "NEW_PASSWORD",
     "ADMIN_PASSWORD",
+    "ADMIN_USER",
+    // `conclave join`'s token (node/src/join.rs), never a config field.
+    "JOIN_TOKEN",
     "BIN",
 ];
 
@@ -370,7 +392,45 @@ impl Config {
     }
 
     pub fn node_cert_lifetime(&self) -> Duration {
+        if let Some(secs) = self.tls.as_ref().and_then(|t| t.node_cert_secs) {
+            return Duration::from_secs(secs);
+        }
         Duration::from_secs(u64::from(self.ca.node_cert_days) * 86_400)
+    }
+
+    /// The HTTPS address to advertise, when TLS is on.
+    pub fn advertised_https(&self) -> Option<String> {
+        let tls = self.tls.as_ref()?;
+        Some(
+            tls.advertise_https_addr
+                .clone()
+                .unwrap_or_else(|| tls.https_addr.to_string()),
+        )
+    }
+
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let Some(tls) = &self.tls else {
+            return Ok(());
+        };
+        if self.workspace.is_none() {
+            return Err(ConfigError::Invalid(
+                "[tls] needs `workspace`: node certificates are issued by the workspace's CA"
+                    .into(),
+            ));
+        }
+        if tls.https_addr == self.api_addr || tls.https_addr == self.cluster_addr {
+            return Err(ConfigError::Invalid(
+                "tls.https_addr must differ from api_addr and cluster_addr".into(),
+            ));
+        }
+        if let Some(secs) = tls.node_cert_secs
+            && secs < 10
+        {
+            return Err(ConfigError::Invalid(format!(
+                "tls.node_cert_secs must be at least 10 (got {secs})"
+            )));
+        }
+        Ok(())
     }
 
     pub fn service_cert_lifetime(&self) -> Duration {
@@ -474,7 +534,8 @@ impl Config {
                 "api_addr and cluster_addr must differ".into(),
             ));
         }
-        self.validate_ca()
+        self.validate_ca()?;
+        self.validate_tls()
     }
 
     pub fn advertised_api(&self) -> String {
@@ -519,6 +580,7 @@ impl Config {
             session_ttl_ms: self.session_ttl_secs.saturating_mul(1000),
             max_request_bytes: self.max_request_bytes,
             allowed_origins: self.allowed_origins.clone(),
+            workspace: self.workspace.clone(),
             ..web::ApiConfig::default()
         }
     }
@@ -675,5 +737,35 @@ cluster_addr = "127.0.0.1:9080"
             let err = parse(&format!("{MINIMAL}\n[ca]\n{bad}\n"), vec![]).unwrap_err();
             assert!(matches!(err, ConfigError::Invalid(_)), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn tls_section_is_opt_in_and_checked() {
+        let cfg = parse(MINIMAL, vec![]).unwrap();
+        assert!(cfg.tls.is_none());
+        assert_eq!(cfg.advertised_https(), None);
+        let ok = format!(
+            "workspace = \"chat.corp.lan\"\n{MINIMAL}\n[tls]\nhttps_addr = \"127.0.0.1:8443\"\nnode_cert_secs = 30\n"
+        );
+        let cfg = parse(&ok, vec![]).unwrap();
+        assert_eq!(cfg.advertised_https().as_deref(), Some("127.0.0.1:8443"));
+        assert_eq!(cfg.node_cert_lifetime(), Duration::from_secs(30));
+        // The admin user for `conclave provision` is not a config key.
+        parse(&ok, vec![("CONCLAVE_ADMIN_USER", "root")]).unwrap();
+        for bad in [
+            // No workspace: no CA to issue the node certificate.
+            format!("{MINIMAL}\n[tls]\nhttps_addr = \"127.0.0.1:8443\"\n"),
+            format!(
+                "workspace = \"chat.corp.lan\"\n{MINIMAL}\n[tls]\nhttps_addr = \"127.0.0.1:8080\"\n"
+            ),
+            format!(
+                "workspace = \"chat.corp.lan\"\n{MINIMAL}\n[tls]\nhttps_addr = \"127.0.0.1:8443\"\nnode_cert_secs = 5\n"
+            ),
+        ] {
+            let err = parse(&bad, vec![]).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid(_)), "{bad}: {err}");
+        }
+        let err = parse(&format!("{MINIMAL}\n[tls]\nhttps = 1\n"), vec![]).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
     }
 }

@@ -1,6 +1,12 @@
 //! `conclave dev`: a local 3-node cluster as three real OS processes of this same binary, node N
-//! on 127.0.0.N (API :8080, cluster :9080, DNS :8053 for `chat.conclave.test`). First run initializes node 1 and joins 2 and 3 the
-//! documented way (`POST /api/v1/cluster/nodes`); later runs reuse the data.
+//! on 127.0.0.N (HTTPS :8443, plain HTTP :8080, cluster :9080 with mutual TLS, DNS :8053 for
+//! `chat.conclave.test`; `--no-tls` serves the API on :8080 in the clear instead). First run
+//! initializes node 1 and joins nodes 2 and 3 the documented production way: an admin join
+//! token each (`POST /api/v1/cluster/join-tokens`), then `conclave join --seed 127.0.0.1:8080`,
+//! which checks node 1's root against the token, gets the node certificate over HTTPS and has
+//! itself added as voter. Later runs reuse the data (a node that has none of its certificate
+//! files yet, e.g. after turning TLS on, is provisioned the way `conclave provision` does). The
+//! root certificate is written to `<data-dir>/ca.pem`.
 //!
 //! Owns child-process supervision for development. Must never be what production runs: the
 //! admin password is kept in `<data-dir>/dev-credentials` so a rerun can print it.
@@ -20,6 +26,8 @@ const NODES: u64 = 3;
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
     pub api: u16,
+    /// HTTPS port; `None` runs without TLS.
+    pub https: Option<u16>,
     pub cluster: u16,
     pub dns: u16,
 }
@@ -27,6 +35,16 @@ pub struct Ports {
 impl Ports {
     fn api(&self, n: u64) -> String {
         format!("127.0.0.{n}:{}", self.api)
+    }
+    fn https(&self, n: u64) -> Option<String> {
+        self.https.map(|p| format!("127.0.0.{n}:{p}"))
+    }
+    /// Where clients reach node `n`'s API.
+    fn url(&self, n: u64) -> String {
+        match self.https(n) {
+            Some(a) => format!("https://{a}"),
+            None => format!("http://{}", self.api(n)),
+        }
     }
     fn cluster(&self, n: u64) -> String {
         format!("127.0.0.{n}:{}", self.cluster)
@@ -41,8 +59,12 @@ impl Ports {
 /// copied to each node), and never inside a node's `data_dir`.
 fn node_config(n: u64, dir: &Path, ports: Ports, workspace: &str) -> String {
     let kek = dir.parent().unwrap_or(dir).join("conclave.kek");
+    let tls = ports
+        .https(n)
+        .map(|a| format!("\n[tls]\nhttps_addr = \"{a}\"\n"))
+        .unwrap_or_default();
     format!(
-        "# Written by `conclave dev`; see docs/configuration.md.\nnode_id = {n}\ndata_dir = {dir:?}\napi_addr = \"{}\"\ncluster_addr = \"{}\"\n\n[dns]\naddr = \"{}\"\nworkspace = {workspace:?}\n\n[ca]\nkek_file = {kek:?}\n",
+        "# Written by `conclave dev`; see docs/configuration.md.\nnode_id = {n}\ndata_dir = {dir:?}\napi_addr = \"{}\"\ncluster_addr = \"{}\"\n\n[dns]\naddr = \"{}\"\nworkspace = {workspace:?}\n\n[ca]\nkek_file = {kek:?}\n{tls}",
         ports.api(n),
         ports.cluster(n),
         ports.dns(n),
@@ -150,25 +172,89 @@ pub async fn dev(
     };
 
     let mut children = Children(Vec::new());
-    for (i, cfg) in configs.iter().enumerate() {
-        let n = i as u64 + 1;
+    // With a join token, the node is started with `conclave join` (it joins, then runs).
+    let start = |n: u64, token: Option<&str>, children: &mut Children| -> anyhow::Result<()> {
+        let cfg = &configs[(n - 1) as usize];
         let log = std::fs::File::create(data_dir.join(format!("node{n}.log")))?;
-        let child = Command::new(&exe)
-            .arg("run")
-            .arg("--config")
-            .arg(cfg)
+        let mut cmd = Command::new(&exe);
+        match token {
+            Some(token) => cmd
+                .arg("join")
+                .arg("--config")
+                .arg(cfg)
+                .arg("--seed")
+                .arg(ports.api(1))
+                .env("CONCLAVE_JOIN_TOKEN", token),
+            None => cmd.arg("run").arg("--config").arg(cfg),
+        };
+        let child = cmd
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .with_context(|| format!("start node {n}"))?;
         children.0.push((n, child));
-    }
+        Ok(())
+    };
 
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()?;
+    let root_path = data_dir.join("ca.pem");
     let result = tokio::select! {
-        r = bring_up(&http, fresh, &password, ports) => r,
+        r = async {
+            // Node 1 first: with TLS, nodes 2 and 3 get their certificates from it before
+            // they can start.
+            start(1, None, &mut children)?;
+            let api = if ports.https.is_some() {
+                let node1_root = crate::node_cert::tls_dir(&data_dir.join("node1"))
+                    .join(crate::node_cert::ROOT_FILE);
+                std::fs::copy(&node1_root, &root_path)
+                    .with_context(|| format!("copy the root certificate to {}", root_path.display()))?;
+                let root = std::fs::read_to_string(&root_path)?;
+                // A new cluster's nodes get their certificates by joining (below); only a
+                // rerun's nodes without certificate files (TLS turned on later) are provisioned.
+                let unprovisioned: Vec<u64> = (2..=NODES)
+                    .filter(|n| {
+                        !fresh
+                            && !crate::node_cert::tls_dir(&data_dir.join(format!("node{n}")))
+                            .join(crate::node_cert::CHAIN_FILE)
+                            .exists()
+                    })
+                    .collect();
+                // Node 1 must be ready to sign (a known limit: on a rerun it is ready only once
+                // a quorum runs, so provisioning there needs the other nodes up first).
+                if !unprovisioned.is_empty() {
+                    wait_ready(&http, &[1], Duration::from_secs(30), ports).await?;
+                }
+                for n in unprovisioned {
+                    {
+                        let cfg = crate::config::Config::load(
+                            &configs[(n - 1) as usize],
+                            std::iter::empty(),
+                        )?;
+                        crate::node_cert::provision(&cfg, &ports.url(1), &root_path, "admin", &password)
+                            .await
+                            .with_context(|| format!("provision node {n}'s certificate"))?;
+                    }
+                }
+                crate::node_cert::https_client(&root)?
+            } else {
+                http.clone()
+            };
+            if fresh {
+                wait_ready(&http, &[1], Duration::from_secs(30), ports).await?;
+                let session = login(&api, &password, ports).await?;
+                for n in 2..=NODES {
+                    let token = join_token(&api, &session, ports).await?;
+                    start(n, Some(&token), &mut children)?;
+                }
+            } else {
+                for n in 2..=NODES {
+                    start(n, None, &mut children)?;
+                }
+            }
+            wait_ready(&http, &[1, 2, 3], Duration::from_secs(60), ports).await
+        } => r,
         _ = signals::shutdown_requested() => Err(anyhow::anyhow!("interrupted")),
     };
     if let Err(e) = result {
@@ -182,18 +268,36 @@ pub async fn dev(
     let mut out = String::new();
     out.push_str("Conclave dev cluster is ready (3 nodes).\n");
     for n in 1..=NODES {
+        let plain = if ports.https.is_some() {
+            format!("   (plain HTTP, trust page: http://{})", ports.api(n))
+        } else {
+            String::new()
+        };
         out.push_str(&format!(
-            "  node {n}: http://{}   (log: {}/node{n}.log)\n",
-            ports.api(n),
+            "  node {n}: {}{plain}   (log: {}/node{n}.log)\n",
+            ports.url(n),
             data_dir.display()
+        ));
+    }
+    if ports.https.is_some() {
+        let fingerprint = std::fs::read_to_string(&root_path)
+            .ok()
+            .and_then(|pem| crate::ca::x509::cert_der(&pem).ok())
+            .map(|der| crate::ca::fingerprint_sha256(&der))
+            .unwrap_or_else(|| "unknown".into());
+        out.push_str(&format!(
+            "  root CA: {} (SHA-256 {fingerprint})\n  try: curl --cacert {} {}/healthz\n",
+            root_path.display(),
+            root_path.display(),
+            ports.url(1)
         ));
     }
     out.push_str(&format!(
         "  admin user: admin\n  admin password: {password}\n"
     ));
     out.push_str(&format!(
-        "  try: conclavectl --server http://{} login --username admin\n",
-        ports.api(1)
+        "  try: conclavectl --server {} login --username admin\n",
+        ports.url(1)
     ));
     out.push_str(&format!(
         "  dns: each node answers for {workspace} on 127.0.0.N:{port}; try: dig @127.0.0.1 -p {port} {workspace}\n",
@@ -262,43 +366,42 @@ async fn wait_ready(
     }
 }
 
-async fn bring_up(
-    http: &reqwest::Client,
-    fresh: bool,
-    password: &str,
-    ports: Ports,
-) -> anyhow::Result<()> {
-    if fresh {
-        wait_ready(http, &[1], Duration::from_secs(30), ports).await?;
-        let login: serde_json::Value = http
-            .post(format!("http://{}/api/v1/login", ports.api(1)))
-            .json(&json!({"username": "admin", "password": password}))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let token = login["token"]
-            .as_str()
-            .context("login returned no token")?
-            .to_string();
-        for n in 2..=NODES {
-            let resp = http
-                .post(format!("http://{}/api/v1/cluster/nodes", ports.api(1)))
-                .bearer_auth(&token)
-                .json(&json!({"id": n, "api_addr": ports.api(n), "cluster_addr": ports.cluster(n)}))
-                .send()
-                .await?;
-            if !resp.status().is_success() {
-                let status = resp.status();
-                bail!(
-                    "adding node {n} failed: {status} {}",
-                    resp.text().await.unwrap_or_default()
-                );
-            }
-        }
+/// Logs in as admin on node 1 (`api`: HTTPS with TLS); returns the session token.
+async fn login(api: &reqwest::Client, password: &str, ports: Ports) -> anyhow::Result<String> {
+    let login: serde_json::Value = api
+        .post(format!("{}/api/v1/login", ports.url(1)))
+        .json(&json!({"username": "admin", "password": password}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(login["token"]
+        .as_str()
+        .context("login returned no token")?
+        .to_string())
+}
+
+/// A single-use join token from node 1, valid for 10 minutes.
+async fn join_token(api: &reqwest::Client, session: &str, ports: Ports) -> anyhow::Result<String> {
+    let resp = api
+        .post(format!("{}/api/v1/cluster/join-tokens", ports.url(1)))
+        .bearer_auth(session)
+        .json(&json!({"ttl_secs": 600}))
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        bail!(
+            "creating a join token failed: {status} {}",
+            resp.text().await.unwrap_or_default()
+        );
     }
-    wait_ready(http, &[1, 2, 3], Duration::from_secs(60), ports).await
+    let created: serde_json::Value = resp.json().await?;
+    Ok(created["token"]
+        .as_str()
+        .context("the join-token answer has no token")?
+        .to_string())
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {

@@ -18,11 +18,14 @@ mod ca_service_tests;
 mod config;
 mod dev;
 mod dns;
+mod join;
+mod join_service;
 mod logging;
+mod node_cert;
 mod run;
 mod signals;
-// HTTPS serving (issue 4) is built and tested standalone first; `run.rs` wires it next, and
-// until then nothing in the binary calls it.
+// HTTPS serving (issue 4), wired by `run.rs` with `[tls]`; a few helpers (`StaticTrust`,
+// `LeafInfo::renew_after`, `CertStore::new`) are used by its tests only.
 #[allow(dead_code, unused_imports)]
 mod tls;
 
@@ -53,15 +56,48 @@ enum Cmd {
         #[arg(long, env = "CONCLAVE_ADMIN_PASSWORD")]
         admin_password: Option<String>,
     },
-    /// Run a local 3-node cluster (127.0.0.1-3, API port 8080, DNS port 8053) as three processes.
+    /// Join a running cluster with a single-use token from `conclavectl node join-token`, then
+    /// run like `run`: verifies the seed's CA against the token's fingerprint first, receives
+    /// the node certificate and the KEK (over HTTPS only), and is added as learner, then voter.
+    Join {
+        #[arg(long)]
+        config: PathBuf,
+        /// The join token (prefer CONCLAVE_JOIN_TOKEN: arguments are visible to other users).
+        #[arg(long, env = "CONCLAVE_JOIN_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Any cluster node's client API address (HOST:PORT; its plain-HTTP port with TLS).
+        #[arg(long)]
+        seed: String,
+    },
+    /// Get this node's TLS certificate from a running cluster node before its first start
+    /// (TLS on): generates the key here, sends only a CSR, writes <data_dir>/tls/. Admin
+    /// credentials from CONCLAVE_ADMIN_USER (default admin) and CONCLAVE_ADMIN_PASSWORD.
+    Provision {
+        #[arg(long)]
+        config: PathBuf,
+        /// An HTTPS node of the cluster, e.g. https://10.0.0.1:8443.
+        #[arg(long)]
+        seed: String,
+        /// The cluster's root certificate (PEM), checked out of band by its fingerprint.
+        #[arg(long)]
+        ca_file: PathBuf,
+    },
+    /// Run a local 3-node cluster (127.0.0.1-3, HTTPS port 8443, plain HTTP port 8080, DNS port
+    /// 8053) as three processes.
     Dev {
         #[arg(long, default_value = "./conclave-dev")]
         data_dir: PathBuf,
         #[arg(long, env = "CONCLAVE_ADMIN_PASSWORD")]
         admin_password: Option<String>,
-        /// Client API port of every node.
+        /// Plain-HTTP port of every node (the client API itself with --no-tls).
         #[arg(long, default_value_t = 8080)]
         api_port: u16,
+        /// HTTPS client API port of every node.
+        #[arg(long, default_value_t = 8443)]
+        https_port: u16,
+        /// Serve plain HTTP only, with no TLS between the nodes either.
+        #[arg(long)]
+        no_tls: bool,
         /// Cluster (Raft) port of every node.
         #[arg(long, default_value_t = 9080)]
         cluster_port: u16,
@@ -83,6 +119,9 @@ fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One crypto provider for the whole process (ring); a second install returns Err, which
+    // is fine: nothing else installs one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -133,10 +172,59 @@ fn main() -> ExitCode {
                     }
                 })
         }
+        Cmd::Join {
+            config,
+            token,
+            seed,
+        } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            logging::init(Some(cfg.node_id), &cfg.log);
+            runtime.block_on(join::join_and_run(cfg, &token, &seed))
+        }
+        Cmd::Provision {
+            config,
+            seed,
+            ca_file,
+        } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            logging::init(Some(cfg.node_id), &cfg.log);
+            let user = std::env::var("CONCLAVE_ADMIN_USER").unwrap_or_else(|_| "admin".into());
+            let Ok(password) = std::env::var("CONCLAVE_ADMIN_PASSWORD") else {
+                eprintln!(
+                    "conclave: set CONCLAVE_ADMIN_PASSWORD (and CONCLAVE_ADMIN_USER unless it is admin)"
+                );
+                return ExitCode::from(2);
+            };
+            runtime
+                .block_on(node_cert::provision(
+                    &cfg, &seed, &ca_file, &user, &password,
+                ))
+                .map(|p| {
+                    #[allow(clippy::print_stdout)]
+                    {
+                        println!(
+                            "node {} certificate {} (valid until unix {}) written to {}",
+                            cfg.node_id,
+                            p.serial,
+                            p.not_after,
+                            p.dir.display()
+                        );
+                    }
+                })
+                .map_err(anyhow::Error::from)
+        }
         Cmd::Dev {
             data_dir,
             admin_password,
             api_port,
+            https_port,
+            no_tls,
             cluster_port,
             dns_port,
             workspace,
@@ -144,6 +232,7 @@ fn main() -> ExitCode {
             logging::init(None, "info");
             let ports = dev::Ports {
                 api: api_port,
+                https: (!no_tls).then_some(https_port),
                 cluster: cluster_port,
                 dns: dns_port,
             };

@@ -2,10 +2,13 @@
 //! the cluster port, stop cleanly on a signal.
 //!
 //! Owns the wiring of `cluster` and `web` into a process. `serve` takes already-bound listeners
-//! and a cancellation token so tests can run a node in-process on port 0.
+//! and a cancellation token so tests can run a node in-process on port 0. With `[tls]` it also
+//! wires HTTPS (`tls`), the plain-HTTP port, mutual TLS on the cluster port (`cluster::peer_tls`)
+//! and the node certificate's renewal (`node_cert`); without, nothing of that runs and the node
+//! behaves exactly as before TLS existed.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
@@ -14,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::node_cert;
 use crate::signals;
 
 /// Runs a node until a signal arrives or the cluster removes it.
@@ -24,6 +28,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let peers = TcpListener::bind(config.cluster_addr)
         .await
         .with_context(|| format!("cannot listen on cluster_addr {}", config.cluster_addr))?;
+    let https = match &config.tls {
+        Some(t) => Some(
+            TcpListener::bind(t.https_addr)
+                .await
+                .with_context(|| format!("cannot listen on tls.https_addr {}", t.https_addr))?,
+        ),
+        None => None,
+    };
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     tokio::spawn(async move {
@@ -31,16 +43,55 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!("shutdown requested");
         stop.cancel();
     });
-    serve(config, api, peers, cancel).await
+    serve(config, api, peers, https, cancel).await
+}
+
+/// The TLS pieces of a running node (`[tls]` on).
+struct TlsParts {
+    peer: Arc<cluster::PeerTls>,
+    files: node_cert::NodeFiles,
+}
+
+/// Loads the node's key and certificate before the cluster starts: the cluster port's mutual
+/// TLS needs them for its first connection.
+fn load_tls(config: &Config) -> anyhow::Result<Option<TlsParts>> {
+    if config.tls.is_none() {
+        return Ok(None);
+    }
+    let workspace = config
+        .workspace
+        .clone()
+        .context("[tls] needs `workspace`")?;
+    let kek = crate::ca::Kek::load(&config.kek_path()).with_context(|| {
+        format!(
+            "TLS is on but the key-encryption key {} is not usable; it unseals this node's key",
+            config.kek_path().display()
+        )
+    })?;
+    let files = node_cert::load_node_files(&config.data_dir, config.node_id, &kek)?;
+    // An expired certificate is loaded anyway (peers will refuse it until it is renewed from
+    // local state right after the start; see `serve`), so the node can come up at all after
+    // a long power-off.
+    let peer = cluster::PeerTls::new(config.node_id, &files.peer_material(&workspace))
+        .context("this node's TLS material")?;
+    Ok(Some(TlsParts {
+        peer: Arc::new(peer),
+        files,
+    }))
 }
 
 pub async fn serve(
     config: Config,
     api: TcpListener,
     peers: TcpListener,
+    https: Option<TcpListener>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let node = ClusterNode::start(config.cluster_config(), cancel.child_token())
+    let tls = load_tls(&config)?;
+    let mut cluster_config = config.cluster_config();
+    cluster_config.peer_tls = tls.as_ref().map(|t| t.peer.clone());
+    cluster_config.https_addr = config.advertised_https();
+    let node = ClusterNode::start(cluster_config, cancel.child_token())
         .await
         .context("cannot start the cluster node")?;
     tracing::info!(
@@ -50,8 +101,12 @@ pub async fn serve(
         initialized = node.is_initialized().await.unwrap_or(false),
         "node listening"
     );
-    let rpc = axum::serve(peers, node.rpc_router())
-        .with_graceful_shutdown(cancel.clone().cancelled_owned());
+    let rpc = cluster::rpc_server::serve_cluster_port(
+        peers,
+        node.rpc_router(),
+        tls.as_ref().map(|t| t.peer.clone()),
+        cancel.clone(),
+    );
     // The CA service: the replicated CA behind `/api/v1/ca`, and its maintenance task.
     let ca = crate::ca_service::CaSettings::from_config(&config)
         .map(|settings| Arc::new(crate::ca_service::CaService::open(node.clone(), settings)));
@@ -59,20 +114,83 @@ pub async fn serve(
         .clone()
         .map(|ca| ca.spawn_maintenance(cancel.child_token()));
     let mut api_config = config.api_config();
-    api_config.ca = ca.map(|ca| ca as web::ca_api::SharedCa);
+    api_config.ca = ca.clone().map(|ca| ca as web::ca_api::SharedCa);
+    api_config.join = Some(Arc::new(crate::join_service::JoinService::new(&config)));
     let app = web::router(node.clone(), api_config, cancel.child_token());
+    // With TLS: the API goes to the HTTPS port and the plain port gets redirects, the trust
+    // page and health; the certificate is renewed by its own task.
+    let mut renewal_task = None;
+    let mut https_task = None;
+    let plain_app: anyhow::Result<axum::Router> = match (tls, https) {
+        (Some(parts), Some(https)) => 'tls: {
+            let Some(ca) = ca.clone() else {
+                break 'tls Err(anyhow::anyhow!("[tls] needs `workspace` (the CA)"));
+            };
+            let (renewal, pending) = match start_renewal(&config, ca.clone(), parts).await {
+                Ok(r) => r,
+                Err(e) => break 'tls Err(e),
+            };
+            let server_config = match crate::tls::https_server_config(
+                crate::tls::ring_provider(),
+                renewal.certs.clone(),
+            ) {
+                Ok(c) => c,
+                Err(e) => break 'tls Err(e.into()),
+            };
+            let https_port = config
+                .advertised_https()
+                .and_then(|a| a.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
+                .unwrap_or(https.local_addr().map(|a| a.port()).unwrap_or(443));
+            renewal_task = Some(node_cert::spawn_renewal(
+                renewal,
+                pending,
+                cancel.child_token(),
+            ));
+            let serve = crate::tls::serve_https(
+                https,
+                app.clone(),
+                server_config,
+                crate::tls::ServeOptions::default(),
+                cancel.clone(),
+            );
+            https_task = Some(cluster::spawn_named("https-server", serve));
+            let trust = Arc::new(node_cert::CaTrust(ca));
+            Ok(crate::tls::plain_router(https_port, trust, app))
+        }
+        (None, _) => Ok(app),
+        (Some(_), None) => Err(anyhow::anyhow!(
+            "[tls] is set but no HTTPS listener was bound"
+        )),
+    };
+    // A node that cannot serve TLS stops its Raft core cleanly before saying why.
+    let plain_app = match plain_app {
+        Ok(app) => app,
+        Err(e) => {
+            cancel.cancel();
+            node.shutdown().await;
+            return Err(e);
+        }
+    };
     // Small frames (acks, typing notices) must not wait for Nagle's algorithm.
     let api = api.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
         }
     });
-    let http = axum::serve(api, app).with_graceful_shutdown(cancel.clone().cancelled_owned());
+    let http = axum::serve(api, plain_app).with_graceful_shutdown(cancel.clone().cancelled_owned());
     let dns_task = crate::dns::start(&config.dns, node.clone(), cancel.child_token())
         .await
         .context("cannot start the DNS server")?;
-    let rpc_task = tokio::spawn(async move { rpc.await });
-    let http_task = tokio::spawn(async move { http.await });
+    let rpc_task = cluster::spawn_named("cluster-port", async move {
+        if let Err(e) = rpc.await {
+            tracing::error!(error = %e, "the cluster port stopped");
+        }
+    });
+    let http_task = cluster::spawn_named("api-server", async move {
+        if let Err(e) = http.await {
+            tracing::error!(error = %e, "the client API port stopped");
+        }
+    });
     let removed = node.removed();
     let fatal = node.fatal();
     tokio::select! {
@@ -88,6 +206,13 @@ pub async fn serve(
     }
     // Stop taking requests first, then stop Raft, so no handler is left waiting on a dead core.
     let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    if let Some(task) = https_task {
+        // serve_https drains for up to 5 s itself.
+        let _ = tokio::time::timeout(Duration::from_secs(6), task).await;
+    }
+    if let Some(task) = renewal_task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
     if let Some(dns) = dns_task {
         let _ = tokio::time::timeout(Duration::from_secs(2), dns).await;
     }
@@ -101,6 +226,69 @@ pub async fn serve(
         anyhow::bail!("raft stopped on a fatal error");
     }
     Ok(())
+}
+
+/// Builds the renewal state; renews at once (from local CA state, no quorum needed) when the
+/// certificate has expired, is due or was revoked, so the HTTPS port never starts with an
+/// expired certificate and peers get a valid one as soon as possible.
+async fn start_renewal(
+    config: &Config,
+    ca: Arc<crate::ca_service::CaService>,
+    parts: TlsParts,
+) -> anyhow::Result<(node_cert::Renewal, Option<crate::ca::IssuedCert>)> {
+    let (dns, ips) = node_cert::requested_names(config);
+    let workspace = ca.settings.workspace.clone();
+    let lifetime = config.node_cert_lifetime();
+    let provider = crate::tls::ring_provider();
+    let info = crate::ca::x509::cert_info(&parts.files.chain_pem)
+        .context("this node's certificate (tls/node-chain.pem)")?;
+    let not_before = SystemTime::UNIX_EPOCH + Duration::from_secs(info.not_before.max(0) as u64);
+    let not_after = SystemTime::UNIX_EPOCH + Duration::from_secs(info.not_after.max(0) as u64);
+    let now = SystemTime::now();
+    let revoked = ca.load().is_ok_and(|(_, s)| s.is_revoked(&info.serial));
+    let due = now >= node_cert::renew_at(not_before, not_after, lifetime) || revoked;
+    // A CertStore refuses an expired leaf: load it as of its own validity, and replace it
+    // right below when due.
+    let load_at = if now >= not_after { not_before } else { now };
+    let certs = Arc::new(crate::tls::CertStore::new_at(
+        provider,
+        &parts.files.chain_pem,
+        parts.files.key_pem.expose(),
+        load_at,
+    )?);
+    let mut renewal = node_cert::Renewal {
+        data_dir: config.data_dir.clone(),
+        node_id: config.node_id,
+        workspace,
+        dns,
+        ips,
+        lifetime,
+        service: ca,
+        certs,
+        peer: parts.peer,
+        files: parts.files,
+    };
+    let mut pending = None;
+    if due {
+        tracing::info!(
+            node_id = config.node_id,
+            expired = now >= not_after,
+            revoked,
+            "node certificate due at start; renewing from local CA state"
+        );
+        match renewal.renew().await {
+            Ok(record) => pending = Some(record),
+            Err(e) if now >= not_after => {
+                return Err(anyhow::anyhow!(e).context(
+                    "this node's certificate has expired and cannot be renewed from local state",
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "renewal at start failed; the renewal task retries")
+            }
+        }
+    }
+    Ok((renewal, pending))
 }
 
 /// What `conclave init` reports.
@@ -189,6 +377,13 @@ async fn init_ca(config: &Config, node: &Arc<ClusterNode>) -> anyhow::Result<Opt
         .ensure_initialized(false)
         .await
         .context("create the certificate authority")?;
+    if config.tls.is_some() {
+        let kek = crate::ca::Kek::load(&config.kek_path()).context("reload the KEK")?;
+        let serial = node_cert::issue_at_init(config, &service, &kek)
+            .await
+            .context("issue this node's certificate")?;
+        tracing::info!(node_id = config.node_id, serial = %serial, "node certificate issued and written to data_dir/tls");
+    }
     Ok(Some(fingerprint))
 }
 

@@ -1,5 +1,6 @@
 //! The `conclave` binary's command line: config errors are one clear line with exit code 2,
-//! `--validate` accepts a good file, and `init` refuses to run twice on the same data.
+//! `--validate` accepts a good file, `init` refuses to run twice on the same data, and `join`
+//! refuses a bad token, an unreachable seed and a used data directory in one line.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -159,4 +160,45 @@ fn kek_file_inside_data_dir_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("inside data_dir"), "{err}");
+}
+
+/// `conclave join` refusals that need no cluster: one `conclave: ...` line, exit 1, the token's
+/// secret never printed, and nothing written (no KEK, no TLS files).
+#[test]
+fn join_refusals_are_one_line_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "workspace = \"chat.join.test\"\n");
+    let secret = "ef".repeat(32);
+    let token = format!(
+        "conclave-join:{}:{}:{secret}",
+        "ab".repeat(32),
+        "cd".repeat(8)
+    );
+    let run = |token: &str| {
+        let out = conclave()
+            .args(["join", "--config"])
+            .arg(&cfg)
+            .args(["--seed", "127.0.0.1:1"])
+            .env("CONCLAVE_JOIN_TOKEN", token)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(!err.contains(&secret), "the secret was printed: {err}");
+        err.lines()
+            .rev()
+            .find(|l| l.starts_with("conclave: "))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let last = run("conclave-join:nonsense");
+    assert!(last.contains("invalid join token"), "{last}");
+    let last = run(&token);
+    assert!(last.contains("cannot reach the seed"), "{last}");
+    std::fs::create_dir_all(dir.path().join("data").join("log")).unwrap();
+    let last = run(&token);
+    assert!(last.contains("belongs to a node that ran"), "{last}");
+    assert!(!dir.path().join("conclave.kek").exists());
+    assert!(!dir.path().join("data").join("tls").exists());
 }

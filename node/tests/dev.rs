@@ -1,5 +1,6 @@
-//! `conclave dev` end to end: three real node processes come up on 127.0.0.1-3, answer, stop
-//! on SIGTERM (no process left behind), and a second run reuses the data. Linux only (it binds
+//! `conclave dev` end to end: three real node processes come up on 127.0.0.1-3 with HTTPS and
+//! mutual TLS, answer over HTTPS to a client trusting only `<data-dir>/ca.pem`, stop on SIGTERM
+//! (no process left behind), and a second run reuses the data. Linux only (it binds
 //! 127.0.0.2 and 127.0.0.3 and sends signals).
 
 #![cfg(target_os = "linux")]
@@ -12,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "dev-test-password";
@@ -46,6 +48,8 @@ impl Dev {
                 // 8053, which a developer's own `conclave dev` may hold.
                 "--dns-port",
                 &(cluster + 1).to_string(),
+                "--https-port",
+                &(cluster + 2).to_string(),
             ])
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
@@ -127,12 +131,12 @@ fn signal(pid: i32, sig: i32) {
     }
 }
 
-/// A port that is free on 127.0.0.1-3, and the two after it (API, cluster, DNS).
+/// A port that is free on 127.0.0.1-3, and the three after it (plain API, cluster, DNS, HTTPS).
 fn free_ports() -> (u16, u16) {
     for _ in 0..200 {
         let base = 20_000 + (rand::random::<u16>() % 40_000);
         let all_free = (1..=3).all(|n| {
-            [base, base + 1, base + 2]
+            [base, base + 1, base + 2, base + 3]
                 .iter()
                 .all(|p| TcpListener::bind(SocketAddr::from(([127, 0, 0, n], *p))).is_ok())
         });
@@ -147,9 +151,34 @@ fn url(n: u8, port: u16, path: &str) -> String {
     format!("http://127.0.0.{n}:{port}{path}")
 }
 
-async fn login(http: &reqwest::Client, n: u8, api: u16) -> String {
+fn surl(n: u8, port: u16, path: &str) -> String {
+    format!("https://127.0.0.{n}:{port}{path}")
+}
+
+/// A client that trusts only the dev cluster's root.
+fn https_client(root_pem: &str) -> reqwest::Client {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+async fn login(http: &reqwest::Client, n: u8, https: u16) -> String {
     let login: Value = http
-        .post(url(n, api, "/api/v1/login"))
+        .post(surl(n, https, "/api/v1/login"))
         .json(&json!({"username": "admin", "password": PASSWORD}))
         .send()
         .await
@@ -182,24 +211,40 @@ async fn wait_until_closed(ports: &[(u8, u16)], within: Duration) {
 async fn dev_cluster_starts_stops_and_reuses_its_data() {
     let dir = tempfile::tempdir().unwrap();
     let (api, cluster) = free_ports();
+    let https = cluster + 2;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
 
     let mut dev = Dev::start(dir.path(), api, cluster);
     let banner = dev.wait_ready(Duration::from_secs(120));
+    let root = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+    let secure = https_client(&root);
     for n in 1..=3u8 {
-        assert!(banner.contains(&format!("127.0.0.{n}:{api}")), "{banner}");
+        assert!(
+            banner.contains(&format!("https://127.0.0.{n}:{https}")),
+            "{banner}"
+        );
+        // The plain port: readiness, and a redirect to HTTPS for the API.
         let r = http.get(url(n, api, "/readyz")).send().await.unwrap();
         assert_eq!(r.status(), 200, "node {n} not ready");
+        let r = http
+            .get(url(n, api, "/api/v1/cluster"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 301, "node {n}: plain API redirects");
+        let r = secure.get(surl(n, https, "/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "node {n} not ready over HTTPS");
     }
     assert!(
         banner.contains(&format!("admin password: {PASSWORD}")),
         "{banner}"
     );
-    let view: Value = http
-        .get(url(2, api, "/api/v1/cluster"))
+    let view: Value = secure
+        .get(surl(2, https, "/api/v1/cluster"))
         .send()
         .await
         .unwrap()
@@ -213,19 +258,22 @@ async fn dev_cluster_starts_stops_and_reuses_its_data() {
         .filter(|n| n["voter"] == true)
         .count();
     assert_eq!(voters, 3, "{view}");
+    for node in view["nodes"].as_array().unwrap() {
+        assert!(node["https_addr"].is_string(), "{view}");
+    }
     assert!(view["leader_id"].as_u64().is_some(), "{view}");
 
-    let token = login(&http, 1, api).await;
-    let r = http
-        .post(url(3, api, "/api/v1/channels"))
+    let token = login(&secure, 1, https).await;
+    let r = secure
+        .post(surl(3, https, "/api/v1/channels"))
         .bearer_auth(&token)
         .json(&json!({"name": "kept"}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let r = http
-        .post(url(3, api, "/api/v1/channels/kept/messages"))
+    let r = secure
+        .post(surl(3, https, "/api/v1/channels/kept/messages"))
         .bearer_auth(&token)
         .json(&json!({"body": "survives a restart", "client_msg_id": "dev-1"}))
         .send()
@@ -235,7 +283,9 @@ async fn dev_cluster_starts_stops_and_reuses_its_data() {
 
     let status = dev.terminate(Duration::from_secs(30));
     assert!(status.success(), "dev exited with {status}");
-    let listening: Vec<(u8, u16)> = (1..=3u8).flat_map(|n| [(n, api), (n, cluster)]).collect();
+    let listening: Vec<(u8, u16)> = (1..=3u8)
+        .flat_map(|n| [(n, api), (n, cluster), (n, https)])
+        .collect();
     wait_until_closed(&listening, Duration::from_secs(10)).await;
     drop(dev);
 
@@ -246,9 +296,9 @@ async fn dev_cluster_starts_stops_and_reuses_its_data() {
         banner.contains(&format!("admin password: {PASSWORD}")),
         "{banner}"
     );
-    let token = login(&http, 2, api).await;
-    let page: Value = http
-        .get(url(2, api, "/api/v1/channels/kept/messages?after=0"))
+    let token = login(&secure, 2, https).await;
+    let page: Value = secure
+        .get(surl(2, https, "/api/v1/channels/kept/messages?after=0"))
         .bearer_auth(&token)
         .send()
         .await

@@ -5,6 +5,7 @@
 //! never panic on anything a server sends.
 
 pub(crate) mod ca;
+pub(crate) mod join;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use crate::failover::{
     ApiRequest, MIN_INDEX_HEADER, Reply, Retry, Timing, send_to_current, send_with_failover,
 };
 use crate::servers::ServerRing;
+use crate::tls::TrustRoot;
 use crate::types::{
     AddNodeRequest, ChangePasswordRequest, Channel, ChannelPatch, ChannelsEnvelope, ClusterStatus,
     CreateChannelRequest, CreateUserRequest, DmRequest, DnsRecord, DnsRecordsEnvelope,
@@ -42,6 +44,9 @@ pub struct Client {
     ring: Arc<ServerRing>,
     token: Option<String>,
     timing: Timing,
+    /// The root `https://` servers are checked against; kept so WebSocket sessions started
+    /// from this client trust the same root.
+    trust: Option<TrustRoot>,
 }
 
 impl std::fmt::Debug for Client {
@@ -61,8 +66,22 @@ impl Client {
     /// `servers` are base URLs like `http://127.0.0.1:8080`; a bare `127.0.0.1:8080` gets
     /// `http://` prepended. Fails if the list is empty or an entry is not a usable http URL.
     pub fn new(servers: Vec<String>) -> Result<Client, ClientError> {
+        Client::new_trusting(servers, None)
+    }
+
+    /// Like [`Client::new`], checking `https://` servers against `root` (the cluster's root
+    /// CA). Without a root no `https://` server is trusted: the system's certificate store is
+    /// never consulted, since nothing in it can vouch for an air-gapped cluster.
+    pub fn new_trusting(
+        servers: Vec<String>,
+        root: Option<TrustRoot>,
+    ) -> Result<Client, ClientError> {
         let ring = ServerRing::new(&servers)?;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(root) = &root {
+            builder = builder.use_preconfigured_tls(root.rest_config());
+        }
+        let http = builder
             // Nodes are addressed directly on the LAN; an inherited HTTP_PROXY would send
             // cluster traffic elsewhere and make failover decisions about the proxy instead.
             .no_proxy()
@@ -70,6 +89,10 @@ impl Client {
             // Pooled connections to a node that died are found broken only on reuse; keeping
             // idle ones briefly limits how often a write hits such a connection.
             .pool_idle_timeout(Duration::from_secs(15))
+            // A TLS node's plain port redirects the API to HTTPS. Following would re-send the
+            // token or password that just crossed the network in the clear and hide the
+            // mistake; `ClientError::Redirected` names the HTTPS address instead.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ClientError::InvalidServer {
                 url: servers.join(","),
@@ -84,7 +107,13 @@ impl Client {
                 failover_deadline: DEFAULT_FAILOVER_DEADLINE,
                 backoff: Backoff::default(),
             },
+            trust: root,
         })
+    }
+
+    /// The root `https://` servers are checked against, if one was given.
+    pub fn trust_root(&self) -> Option<&TrustRoot> {
+        self.trust.as_ref()
     }
 
     pub fn with_token(mut self, token: impl Into<String>) -> Client {

@@ -27,6 +27,24 @@ pub enum ClientError {
     /// A server address given to [`crate::Client::new`] is not a usable base URL.
     #[error("invalid server address '{url}': {reason}")]
     InvalidServer { url: String, reason: String },
+    /// An `https://` server presented a certificate this client does not trust: not issued
+    /// under the trusted root (or no root was given), not for the address dialled, expired,
+    /// or revoked. Never retried on another node: they all present certificates of the same
+    /// CA, and trying them only delays the verdict.
+    #[error("certificate not trusted ({server}: {reason})")]
+    CertificateNotTrusted { server: String, reason: String },
+    /// The server answered with a redirect (a TLS node's plain-HTTP port sends every API
+    /// request to its HTTPS port). Redirects are never followed: the request, with its token
+    /// or password, has already crossed the network in the clear once, and following would
+    /// hide that; the caller is told to use the HTTPS address instead.
+    #[error(
+        "{server} redirects to {location} (the node serves HTTPS: use its https:// address; \
+         whatever this request carried was sent unencrypted)"
+    )]
+    Redirected { server: String, location: String },
+    /// The root certificate given to trust (`--ca-file`) cannot be used.
+    #[error("cannot use the CA root: {reason}")]
+    InvalidTrustRoot { reason: String },
     /// A 2xx response whose body does not match the API contract.
     #[error("unexpected response: {message}")]
     Decode { message: String },
@@ -113,6 +131,10 @@ pub enum WsError {
     /// A server address that cannot be turned into a `ws://` URL.
     #[error("invalid server address '{url}': {reason}")]
     InvalidServer { url: String, reason: String },
+    /// A `wss://` server presented a certificate this client does not trust (see
+    /// [`ClientError::CertificateNotTrusted`]).
+    #[error("certificate not trusted ({url}: {reason})")]
+    CertificateNotTrusted { url: String, reason: String },
     /// The TCP connection or the upgrade handshake failed without an HTTP answer.
     #[error("cannot connect to {url}: {reason}")]
     Connect { url: String, reason: String },

@@ -25,14 +25,19 @@
 //!   request wrote nothing. A 503 with another body (e.g. from a proxy) is retried only for
 //!   [`Retry::Always`] requests.
 //! * Every other non-2xx answer (4xx, 500) is returned immediately and never retried: asking
-//!   another node would get the same verdict.
+//!   another node would get the same verdict. A 3xx (a TLS node's plain port) is
+//!   `ClientError::Redirected`, never followed.
+//!
+//! * A server certificate this client does not trust (`https://` servers) ends the call at
+//!   once with `ClientError::CertificateNotTrusted`: every node's certificate comes from the
+//!   same CA, so asking another node would only delay the same verdict.
 //!
 //! This module must never interpret response bodies beyond error envelopes, and never print.
 
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
 
 use crate::backoff::Backoff;
 use crate::error::{ClientError, api_error_from_reply};
@@ -90,6 +95,8 @@ pub(crate) struct Reply {
     pub index: Option<u64>,
     /// The `Retry-After` header in seconds (sent with 429 `too_many_attempts`).
     pub retry_after: Option<u64>,
+    /// The `Location` of a 3xx answer.
+    pub location: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -100,6 +107,12 @@ impl Reply {
 
     /// The error this non-2xx reply stands for.
     pub(crate) fn error(&self) -> ClientError {
+        if let (300..=399, Some(location)) = (self.status, &self.location) {
+            return ClientError::Redirected {
+                server: self.server.clone(),
+                location: location.clone(),
+            };
+        }
         api_error_from_reply(self.status, &self.body, self.retry_after)
     }
 }
@@ -119,6 +132,21 @@ pub(crate) struct TransportFailure {
     /// request.
     pub never_sent: bool,
     pub description: String,
+    /// Set when the TLS handshake failed on the server's certificate (see `tls`).
+    pub untrusted: Option<String>,
+}
+
+impl TransportFailure {
+    /// The error for a certificate failure, which is final (see `ClientError::
+    /// CertificateNotTrusted`): every node presents a certificate of the same CA.
+    fn certificate_error(&self, server: &str) -> Option<ClientError> {
+        self.untrusted
+            .as_ref()
+            .map(|reason| ClientError::CertificateNotTrusted {
+                server: server.to_owned(),
+                reason: reason.clone(),
+            })
+    }
 }
 
 fn describe(err: &reqwest::Error, timeout: Duration) -> TransportFailure {
@@ -126,6 +154,7 @@ fn describe(err: &reqwest::Error, timeout: Duration) -> TransportFailure {
         return TransportFailure {
             never_sent: false,
             description: format!("timed out after {} ms", timeout.as_millis()),
+            untrusted: None,
         };
     }
     // reqwest's own message is "error sending request for url (...)"; the useful part (e.g.
@@ -144,6 +173,7 @@ fn describe(err: &reqwest::Error, timeout: Duration) -> TransportFailure {
     TransportFailure {
         never_sent: err.is_connect(),
         description: format!("{kind}: {root}"),
+        untrusted: crate::tls::certificate_problem(err),
     }
 }
 
@@ -177,12 +207,25 @@ pub(crate) async fn send_once(
     let index = parse_u64_header(response.headers(), INDEX_HEADER);
     // Only the delay-seconds form: the server never sends an HTTP date here.
     let retry_after = parse_u64_header(response.headers(), RETRY_AFTER);
+    let location = response
+        .status()
+        .is_redirection()
+        .then(|| {
+            response
+                .headers()
+                .get(LOCATION)?
+                .to_str()
+                .ok()
+                .map(str::to_owned)
+        })
+        .flatten();
     let body = response.bytes().await.map_err(|e| describe(&e, timeout))?;
     Ok(Reply {
         server: ring.name(idx).to_owned(),
         status,
         index,
         retry_after,
+        location,
         body: body.to_vec(),
     })
 }
@@ -232,6 +275,9 @@ pub(crate) async fn send_with_failover(
                 err
             }
             Err(transport) => {
+                if let Some(err) = transport.certificate_error(&name) {
+                    return Err(err);
+                }
                 if !transport.never_sent && req.retry == Retry::IfNotSent {
                     return Err(ClientError::Unreachable {
                         servers: tried,
@@ -269,9 +315,12 @@ pub(crate) async fn send_to_current(
     let idx = ring.current();
     send_once(http, ring, idx, req, timing.request_timeout)
         .await
-        .map_err(|t| ClientError::Unreachable {
-            servers: vec![ring.name(idx).to_owned()],
-            last_error: format!("{}: {}", ring.name(idx), t.description),
+        .map_err(|t| {
+            t.certificate_error(ring.name(idx))
+                .unwrap_or_else(|| ClientError::Unreachable {
+                    servers: vec![ring.name(idx).to_owned()],
+                    last_error: format!("{}: {}", ring.name(idx), t.description),
+                })
         })
 }
 

@@ -39,6 +39,17 @@
 //! (`create_user_with`, `update_user`, `set_user_password`) only when never sent. A
 //! throttled login is [`ClientError::Throttled`] with the `Retry-After`.
 //!
+//! # TLS
+//!
+//! `https://` servers (and `wss://` for WebSockets) are checked against a [`TrustRoot`], the
+//! cluster's own root CA ([`Client::new_trusting`], [`SessionBuilder::trust_root`],
+//! [`WsConnectOptions::tls`]); the system's store is never used, and without a root no HTTPS
+//! server is trusted. A certificate failure is [`ClientError::CertificateNotTrusted`] (or
+//! [`WsError::CertificateNotTrusted`]) at once, without failing over. Redirects are never
+//! followed: a TLS node's plain port answers the API with one, which is
+//! [`ClientError::Redirected`]. [`verify_server_certificate`] checks one node's certificate
+//! and reports its expiry (`conclavectl check`).
+//!
 //! # WebSocket session
 //!
 //! [`ChatSession`] (started with [`SessionBuilder`]) keeps one WebSocket to one node at a time
@@ -67,6 +78,7 @@ mod error;
 mod failover;
 mod ids;
 mod servers;
+mod tls;
 mod types;
 mod ws_conn;
 mod ws_frames;
@@ -76,8 +88,12 @@ mod ws_task;
 
 pub use client::Client;
 pub use client::ca::{CaFingerprint, CertSummary, IntermediateSummary, RootFormat, SignedCert};
+pub use client::join::JoinTokenCreated;
 pub use error::{ClientError, CloseInfo, WsError};
 pub use ids::new_client_msg_id;
+pub use tls::{
+    TrustRoot, VerifiedCertificate, fingerprint_sha256, root_fingerprint, verify_server_certificate,
+};
 pub use types::{
     Channel, ChannelKind, ChannelPatch, ClusterStatus, DnsRecord, LoginResponse, Message,
     MessagePage, NewChannel, NewUser, NodeStatus, PostOutcome, ReadMarker, Readyz, Role, Thread,

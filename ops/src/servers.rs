@@ -13,8 +13,8 @@ use crate::error::ClientError;
 /// Normalizes one user-supplied server address into a base URL.
 ///
 /// `127.0.0.1:8080` becomes `http://127.0.0.1:8080`; a trailing slash is dropped so that
-/// `servers()` shows the same text the user would type. Only `http` is accepted: this build of
-/// the client has no TLS support, and failing here is clearer than failing on the first request.
+/// `servers()` shows the same text the user would type. `http` and `https` are accepted; a bare
+/// address means `http` (the plain port), so TLS is always asked for explicitly.
 pub(crate) fn normalize_server(raw: &str) -> Result<Url, ClientError> {
     let invalid = |reason: &str| ClientError::InvalidServer {
         url: raw.to_owned(),
@@ -31,8 +31,8 @@ pub(crate) fn normalize_server(raw: &str) -> Result<Url, ClientError> {
         format!("http://{trimmed}")
     };
     let url = Url::parse(&with_scheme).map_err(|e| invalid(&e.to_string()))?;
-    if url.scheme() != "http" {
-        return Err(invalid("only http:// servers are supported"));
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(invalid("only http:// and https:// servers are supported"));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(invalid("missing host"));
@@ -163,8 +163,8 @@ mod tests {
         for bad in [
             "",
             "   ",
-            "https://x:1",
             "ftp://x",
+            "wss://x:1",
             "http://",
             "http://x:99999",
             "http://x/?a=b",
@@ -179,6 +179,18 @@ mod tests {
                 "{bad:?} should be rejected"
             );
         }
+    }
+
+    #[test]
+    fn https_is_kept() {
+        assert_eq!(
+            norm("https://127.0.0.2:8443/").unwrap(),
+            "https://127.0.0.2:8443"
+        );
+        assert_eq!(
+            norm("https://chat.corp.lan").unwrap(),
+            "https://chat.corp.lan"
+        );
     }
 
     #[test]

@@ -293,11 +293,17 @@ pub struct ClusterStatus {
 }
 
 /// One member of the cluster, as probed by the answering node.
+///
+/// [`NodeStatus::base_url`] is where a client reaches it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub id: u64,
     pub api_addr: String,
     pub cluster_addr: String,
+    /// The node's advertised HTTPS address (`host:port`) when it serves TLS; its client API
+    /// is then `https://<https_addr>` and `api_addr` is the plain port (redirects, trust page).
+    #[serde(default)]
+    pub https_addr: Option<String>,
     pub voter: bool,
     /// `leader`, `follower`, `candidate`, `learner` or `unknown`; kept as a string so a new
     /// role in a later server version does not break decoding.
@@ -317,6 +323,17 @@ pub struct NodeStatus {
     pub draining: bool,
     #[serde(default)]
     pub error: Option<String>,
+}
+
+impl NodeStatus {
+    /// The base URL of the node's client API: `https://<https_addr>` when it serves TLS,
+    /// `http://<api_addr>` otherwise.
+    pub fn base_url(&self) -> String {
+        match &self.https_addr {
+            Some(addr) => format!("https://{addr}"),
+            None => format!("http://{}", self.api_addr),
+        }
+    }
 }
 
 /// A static DNS record of the workspace zone (`GET /api/v1/dns/records`). The name is relative

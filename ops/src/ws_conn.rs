@@ -1,5 +1,6 @@
-//! One WebSocket connection to one node: building the `ws://…/api/v1/ws` URL from a server
-//! address, the upgrade (with an optional `Origin` header), and [`WsConn`], a thin typed
+//! One WebSocket connection to one node: building the `ws://…/api/v1/ws` (or `wss://`) URL
+//! from a server address, the TCP connect, the TLS handshake for `wss://` (trusting only the
+//! given cluster root), the upgrade (with an optional `Origin` header), and [`WsConn`], a thin typed
 //! wrapper that protocol tests use to send anything (bad frames included) and to observe
 //! exactly how the server closes.
 //!
@@ -9,22 +10,29 @@
 use std::time::Duration;
 
 use futures::{SinkExt as _, StreamExt as _};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite};
+use tokio_tungstenite::{WebSocketStream, tungstenite};
 
 use crate::error::{CloseInfo, WsError, api_error_from_body};
 use crate::servers::{display_server, endpoint, normalize_server};
+use crate::tls::{TrustRoot, certificate_problem, server_name};
 use crate::ws_frames::{ClientFrame, Hello, ServerFrame};
 
 /// A raw WebSocket message (text, binary, ping, pong, close), for tests that need to send
 /// what the typed frames cannot express.
 pub use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// The byte stream under a WebSocket: plain TCP or TLS over TCP. Boxed so that `ws://` and
+/// `wss://` connections are one type to the session task.
+pub(crate) trait WsIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> WsIo for T {}
+
+pub(crate) type WsStream = WebSocketStream<Box<dyn WsIo>>;
 
 /// The path of the WebSocket endpoint on every node.
 const WS_PATH: [&str; 3] = ["api", "v1", "ws"];
@@ -32,32 +40,34 @@ const WS_PATH: [&str; 3] = ["api", "v1", "ws"];
 const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The WebSocket URL of a server: `ws://host:port[/prefix]/api/v1/ws`.
+/// The WebSocket URL of a server: `ws://host:port[/prefix]/api/v1/ws`, or `wss://` for an
+/// `https://` server.
 ///
-/// Accepts what [`crate::Client::new`] accepts (`http://host:port`, bare `host:port`, a base
-/// URL with a path prefix) and also a complete `ws://` URL, which is used as it is.
+/// Accepts what [`crate::Client::new`] accepts (`http(s)://host:port`, bare `host:port`, a
+/// base URL with a path prefix) and also a complete `ws://` or `wss://` URL, which is used as
+/// it is.
 pub fn ws_url(server: &str) -> Result<String, WsError> {
     let trimmed = server.trim();
-    if trimmed.starts_with("ws://") {
+    if trimmed.starts_with("ws://") || trimmed.starts_with("wss://") {
         return Ok(trimmed.to_owned());
-    }
-    if trimmed.starts_with("wss://") {
-        return Err(WsError::InvalidServer {
-            url: server.to_owned(),
-            reason: "only ws:// is supported (this build has no TLS)".to_owned(),
-        });
     }
     let base = normalize_server(trimmed).map_err(|e| WsError::InvalidServer {
         url: server.to_owned(),
         reason: e.to_string(),
     })?;
     let mut url = endpoint(&base, &WS_PATH);
+    let scheme = if base.scheme() == "https" {
+        "wss"
+    } else {
+        "ws"
+    };
     // http -> ws is allowed by the URL standard (both are "special" schemes); failing here
     // would be a bug in `normalize_server`, reported rather than panicked on.
-    url.set_scheme("ws").map_err(|()| WsError::InvalidServer {
-        url: server.to_owned(),
-        reason: "cannot derive a ws:// URL".to_owned(),
-    })?;
+    url.set_scheme(scheme)
+        .map_err(|()| WsError::InvalidServer {
+            url: server.to_owned(),
+            reason: "cannot derive a ws:// URL".to_owned(),
+        })?;
     Ok(url.to_string())
 }
 
@@ -81,8 +91,11 @@ pub struct WsConnectOptions {
     pub origin: Option<String>,
     /// More headers for the upgrade request.
     pub headers: Vec<(String, String)>,
-    /// Bound on TCP connect plus upgrade handshake.
+    /// Bound on TCP connect, TLS handshake and upgrade handshake together.
     pub connect_timeout: Duration,
+    /// The cluster root that `wss://` servers are checked against. Without one no `wss://`
+    /// server is trusted.
+    pub tls: Option<TrustRoot>,
 }
 
 impl Default for WsConnectOptions {
@@ -91,11 +104,58 @@ impl Default for WsConnectOptions {
             origin: None,
             headers: Vec::new(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            tls: None,
         }
     }
 }
 
-/// Opens a WebSocket to `url` (already a `ws://` URL).
+/// TCP connect, then for `wss://` the TLS handshake against the trusted root, checking the
+/// certificate against the host in the URL.
+async fn connect_stream(url: &str, tls: Option<&TrustRoot>) -> Result<Box<dyn WsIo>, WsError> {
+    let connect_failed = |reason: String| WsError::Connect {
+        url: url.to_owned(),
+        reason,
+    };
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| connect_failed(format!("invalid URL: {e}")))?;
+    let secure = parsed.scheme() == "wss";
+    let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default()) else {
+        return Err(connect_failed("the URL has no host".to_owned()));
+    };
+    // A wss:// URL without a root to check it against can only fail; say why before dialling.
+    let tls = match (secure, tls) {
+        (false, _) => None,
+        (true, Some(root)) => Some(root),
+        (true, None) => {
+            return Err(WsError::CertificateNotTrusted {
+                url: url.to_owned(),
+                reason: "no CA root given to check the server against".to_owned(),
+            });
+        }
+    };
+    let tcp = TcpStream::connect(format!("{host}:{port}"))
+        .await
+        .map_err(|e| connect_failed(e.to_string()))?;
+    let Some(root) = tls else {
+        return Ok(Box::new(tcp));
+    };
+    // Every frame is small and latency-bound; the plain path keeps tungstenite's default.
+    let _ = tcp.set_nodelay(true);
+    let name = server_name(&parsed)
+        .ok_or_else(|| connect_failed(format!("'{host}' is not a valid TLS server name")))?;
+    match root.ws_connector().connect(name, tcp).await {
+        Ok(stream) => Ok(Box::new(stream)),
+        Err(e) => Err(match certificate_problem(&e) {
+            Some(reason) => WsError::CertificateNotTrusted {
+                url: url.to_owned(),
+                reason,
+            },
+            None => connect_failed(format!("TLS handshake failed: {e}")),
+        }),
+    }
+}
+
+/// Opens a WebSocket to `url` (already a `ws://` or `wss://` URL).
 pub(crate) async fn open(url: &str, opts: &WsConnectOptions) -> Result<WsStream, WsError> {
     let connect_failed = |reason: String| WsError::Connect {
         url: url.to_owned(),
@@ -119,7 +179,10 @@ pub(crate) async fn open(url: &str, opts: &WsConnectOptions) -> Result<WsStream,
             .map_err(|e| connect_failed(format!("invalid header value {value:?}: {e}")))?;
         request.headers_mut().insert(name, value);
     }
-    let handshake = tokio_tungstenite::connect_async(request);
+    let handshake = async {
+        let io = connect_stream(url, opts.tls.as_ref()).await?;
+        Ok::<_, WsError>(tokio_tungstenite::client_async(request, io).await)
+    };
     let (stream, _response) = match tokio::time::timeout(opts.connect_timeout, handshake).await {
         Err(_) => {
             return Err(connect_failed(format!(
@@ -127,7 +190,8 @@ pub(crate) async fn open(url: &str, opts: &WsConnectOptions) -> Result<WsStream,
                 opts.connect_timeout.as_millis()
             )));
         }
-        Ok(Err(tungstenite::Error::Http(response))) => {
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(Err(tungstenite::Error::Http(response)))) => {
             let status = response.status().as_u16();
             let body = response.body().as_deref().unwrap_or_default();
             let (code, message) = match api_error_from_body(status, body) {
@@ -141,8 +205,8 @@ pub(crate) async fn open(url: &str, opts: &WsConnectOptions) -> Result<WsStream,
                 message,
             });
         }
-        Ok(Err(e)) => return Err(connect_failed(describe(&e))),
-        Ok(Ok(pair)) => pair,
+        Ok(Ok(Err(e))) => return Err(connect_failed(describe(&e))),
+        Ok(Ok(Ok(pair))) => pair,
     };
     Ok(stream)
 }
@@ -212,6 +276,18 @@ impl WsConn {
     /// Connects to `server` (see [`ws_url`] for the accepted forms) without an `Origin`.
     pub async fn connect(server: &str) -> Result<WsConn, WsError> {
         WsConn::connect_with(server, &WsConnectOptions::default()).await
+    }
+
+    /// Connects to `server` checking `wss://` servers against `root`.
+    pub async fn connect_trusting(
+        server: &str,
+        root: Option<TrustRoot>,
+    ) -> Result<WsConn, WsError> {
+        let opts = WsConnectOptions {
+            tls: root,
+            ..WsConnectOptions::default()
+        };
+        WsConn::connect_with(server, &opts).await
     }
 
     /// Connects with an `Origin` header (or none): shorthand for [`WsConn::connect_with`].
@@ -399,12 +475,13 @@ mod tests {
             ws_url("ws://127.0.0.1:8080/custom").unwrap(),
             "ws://127.0.0.1:8080/custom"
         );
+        assert_eq!(
+            ws_url("https://127.0.0.2:8443").unwrap(),
+            "wss://127.0.0.2:8443/api/v1/ws"
+        );
+        assert_eq!(ws_url("wss://x:1/custom").unwrap(), "wss://x:1/custom");
         assert!(matches!(
-            ws_url("https://x:1"),
-            Err(WsError::InvalidServer { .. })
-        ));
-        assert!(matches!(
-            ws_url("wss://x:1"),
+            ws_url("ftp://x:1"),
             Err(WsError::InvalidServer { .. })
         ));
     }

@@ -121,8 +121,12 @@ impl ClientFrame {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeAddr {
     pub id: u64,
-    /// `host:port` of the node's client API.
+    /// `host:port` of the node's client API (its plain-HTTP port when it serves TLS).
     pub api_addr: String,
+    /// `host:port` of the node's HTTPS port, when it serves TLS. Absent from servers that do
+    /// not send it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_addr: Option<String>,
 }
 
 /// The server's answer to a valid `auth`.

@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::Client;
 use crate::error::{CloseInfo, WsError};
 use crate::servers::{display_server, normalize_server};
+use crate::tls::TrustRoot;
 use crate::types::{Channel, Message, User};
 use crate::ws_frames::{
     Ack, ChannelEvent, ClientFrame, EventKind, Nack, NodeAddr, PresenceStatus, ReadMarkerUpdate,
@@ -192,6 +193,7 @@ pub struct SessionBuilder {
     rate: Option<(f64, u32)>,
     backoff: ReconnectBackoff,
     presence: Option<PresenceStatus>,
+    tls: Option<TrustRoot>,
 }
 
 impl std::fmt::Debug for SessionBuilder {
@@ -223,13 +225,22 @@ impl SessionBuilder {
             rate: Some((DEFAULT_RATE_PER_SEC, DEFAULT_RATE_BURST)),
             backoff: ReconnectBackoff::default(),
             presence: None,
+            tls: None,
         }
     }
 
     /// The servers and token of a logged-in [`Client`].
     pub fn from_client(client: &Client) -> Result<SessionBuilder, WsError> {
         let token = client.token().ok_or(WsError::NotLoggedIn)?;
-        Ok(SessionBuilder::new(client.servers().to_vec(), token))
+        Ok(SessionBuilder::new(client.servers().to_vec(), token)
+            .trust_root(client.trust_root().cloned()))
+    }
+
+    /// The cluster root that `https://` servers are checked against (none: no `https://`
+    /// server is trusted).
+    pub fn trust_root(mut self, root: Option<TrustRoot>) -> SessionBuilder {
+        self.tls = root;
+        self
     }
 
     /// Subscribes `channel` "from now" (no replay).
@@ -355,7 +366,14 @@ impl SessionBuilder {
         if self.token.is_empty() {
             return Err(WsError::NotLoggedIn);
         }
-        let http = reqwest::Client::builder()
+        let secure = seeds.iter().any(|s| s.starts_with("https://"));
+        let mut http = reqwest::Client::builder();
+        if let Some(root) = &self.tls {
+            http = http.use_preconfigured_tls(root.rest_config());
+        }
+        let http = http
+            // `/readyz` is answered on every port; anything else is not a ready node.
+            .redirect(reqwest::redirect::Policy::none())
             // Same reason as in `Client::new`: never send LAN cluster traffic to a proxy.
             .no_proxy()
             .user_agent(concat!("conclave-ops/", env!("CARGO_PKG_VERSION")))
@@ -383,6 +401,8 @@ impl SessionBuilder {
             seeds,
             token: self.token,
             http,
+            tls: self.tls,
+            secure,
             read_timeout: self.read_timeout,
             connect_timeout: self.connect_timeout,
             auth_timeout: self.auth_timeout,

@@ -90,6 +90,12 @@ pub(crate) struct Config {
     pub seeds: Vec<String>,
     pub token: String,
     pub http: reqwest::Client,
+    /// The root `wss://` servers are checked against.
+    pub tls: Option<crate::tls::TrustRoot>,
+    /// Some seed is `https://`: the cluster serves TLS, so a member from `hello` is only a
+    /// candidate through its `https_addr` (its `api_addr` is then the plain port, which
+    /// redirects instead of upgrading).
+    pub secure: bool,
     pub read_timeout: Duration,
     pub connect_timeout: Duration,
     pub auth_timeout: Duration,
@@ -291,9 +297,15 @@ impl Task {
         let mut nodes = self.known_nodes.clone();
         nodes.sort_by_key(|n| n.id);
         let mut list: Vec<Candidate> = Vec::new();
+        let secure = self.cfg.secure;
         let bases = nodes
             .iter()
-            .filter_map(|n| normalize_server(&n.api_addr).ok())
+            .filter_map(|n| match (&n.https_addr, secure) {
+                (Some(https), _) => Some(format!("https://{https}")),
+                (None, false) => Some(n.api_addr.clone()),
+                (None, true) => None,
+            })
+            .filter_map(|addr| normalize_server(&addr).ok())
             .map(|u| display_server(&u))
             .chain(self.cfg.seeds.iter().cloned());
         for base in bases {
@@ -329,6 +341,11 @@ impl Task {
                 )));
             }
             Err(e) => {
+                if let Some(reason) = crate::tls::certificate_problem(&e) {
+                    return Err(TryFailure::Failed(format!(
+                        "certificate not trusted: {reason}"
+                    )));
+                }
                 let mut root: &dyn std::error::Error = &e;
                 while let Some(source) = root.source() {
                     root = source;
@@ -340,6 +357,7 @@ impl Task {
         let url = ws_url(&candidate.base).map_err(|e| TryFailure::Failed(e.to_string()))?;
         let opts = WsConnectOptions {
             connect_timeout: self.cfg.connect_timeout,
+            tls: self.cfg.tls.clone(),
             ..WsConnectOptions::default()
         };
         let mut stream = open(&url, &opts)

@@ -187,6 +187,34 @@ async fn client_errors_are_returned_at_once_and_never_retried() {
 }
 
 #[tokio::test]
+async fn redirects_are_reported_not_followed() {
+    bounded(async {
+        // What a TLS node's plain port answers to every API request.
+        let https = Responder::json(200, CHANNEL_BODY, "").await;
+        let location = format!("{}/api/v1/channels", https.url);
+        let plain = Responder::json(308, "", &format!("Location: {location}\r\n")).await;
+        let c = client(&[&plain.url]).with_token("secret");
+
+        let err = c.create_channel("general").await.unwrap_err();
+        assert_eq!(
+            err,
+            ClientError::Redirected {
+                server: plain.url.clone(),
+                location
+            }
+        );
+        assert!(
+            err.to_string().contains("use its https:// address"),
+            "{err}"
+        );
+        assert_eq!(plain.hits(), 1);
+        // Never followed: the token is not sent a second time.
+        assert_eq!(https.hits(), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn unavailable_fails_over_even_for_writes() {
     bounded(async {
         let busy = Responder::json(503, UNAVAILABLE_BODY, "").await;
@@ -404,7 +432,7 @@ fn invalid_server_lists_are_rejected() {
         Err(ClientError::InvalidServer { .. })
     ));
     assert!(matches!(
-        Client::new(vec!["127.0.0.1:1".into(), "https://x".into()]),
+        Client::new(vec!["127.0.0.1:1".into(), "ftp://x".into()]),
         Err(ClientError::InvalidServer { .. })
     ));
     let c = Client::new(vec![

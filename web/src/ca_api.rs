@@ -35,6 +35,21 @@ pub struct SignedCert {
     pub chain_pem: String,
 }
 
+/// A node certificate just issued (`POST /api/v1/ca/node-certs`): everything a node needs to
+/// serve TLS and to verify its peers, except its key, which never left it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeCertIssued {
+    pub serial: String,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// The node's certificate followed by the issuing CA.
+    pub chain_pem: String,
+    /// The cluster root (the trust anchor for peers and clients).
+    pub root_pem: String,
+    /// Every current CRL (issuing CA and root), concatenated PEM.
+    pub crl_pem: String,
+}
+
 /// One issued certificate as `ca list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertSummary {
@@ -136,6 +151,14 @@ pub trait CaApi: Send + Sync {
     async fn crl_pem(&self) -> Result<String, CaApiError>;
     /// Signs a CSR from another LAN service; `days` defaults to the configured service lifetime.
     async fn sign_csr(&self, csr_pem: String, days: Option<u32>) -> Result<SignedCert, CaApiError>;
+    /// Issues node `node_id`'s certificate for the key that signed `csr_pem`. The identity
+    /// `N.nodes.<workspace>` is always added; the CSR's other names (its addresses, `nodeN.<ws>`,
+    /// the workspace) are checked against the constraints like any other.
+    async fn issue_node_cert(
+        &self,
+        node_id: u64,
+        csr_pem: String,
+    ) -> Result<NodeCertIssued, CaApiError>;
     async fn list(&self) -> Result<Vec<CertSummary>, CaApiError>;
     async fn revoke(
         &self,

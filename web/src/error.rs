@@ -61,6 +61,9 @@ pub enum ApiError {
     /// A DNS name the cluster answers itself; nothing may be added there.
     #[error("{0}")]
     ReservedName(String),
+    /// A join token was refused (its own codes, see `routes_join`).
+    #[error("{0}")]
+    JoinToken(cluster::command::JoinTokenRefusal),
     /// A certificate-authority operation failed (its own codes, see `ca_api`).
     #[error(transparent)]
     Ca(#[from] crate::ca_api::CaApiError),
@@ -96,6 +99,7 @@ impl ApiError {
             ApiError::MessageNotFound(_) => (StatusCode::NOT_FOUND, "message_not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::ReservedName(_) => (StatusCode::BAD_REQUEST, "reserved_name"),
+            ApiError::JoinToken(r) => crate::routes_join::refusal_status(r),
             ApiError::Ca(e) => e.status_and_code(),
         }
     }
@@ -133,6 +137,7 @@ impl From<ApplyError> for ApiError {
             ApplyError::NotFound(m) => ApiError::NotFound(m),
             ApplyError::Conflict(m) => ApiError::Conflict(m),
             ApplyError::ReservedName(m) => ApiError::ReservedName(m),
+            ApplyError::JoinToken(r) => ApiError::JoinToken(r),
         }
     }
 }

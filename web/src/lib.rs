@@ -10,12 +10,14 @@ pub mod ca_api;
 pub mod error;
 pub mod extract;
 pub mod hub;
+pub mod join_api;
 pub mod origin;
 pub mod password_policy;
 pub mod routes_ca;
 pub mod routes_channels;
 pub mod routes_cluster;
 pub mod routes_dns;
+pub mod routes_join;
 pub mod routes_messages;
 pub mod routes_session;
 pub mod routes_users;
@@ -116,7 +118,8 @@ pub fn router(node: Arc<ClusterNode>, config: ApiConfig, cancel: CancellationTok
                 .post(routes_dns::create)
                 .delete(routes_dns::remove),
         )
-        .merge(routes_ca::routes());
+        .merge(routes_ca::routes())
+        .merge(routes_join::routes());
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(routes_cluster::healthz))

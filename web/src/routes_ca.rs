@@ -2,7 +2,7 @@
 //!
 //! Public, no authentication (a device installing the root has no account, and the CRL must be
 //! fetchable by any verifier): `root.pem`, `root.crt` (DER), `root.mobileconfig`, `crl.pem`,
-//! `fingerprint`. Admin only: `sign`, `certs`, `certs/{serial}/revoke`, `export-root-key`,
+//! `fingerprint`. Admin only: `sign`, `node-certs`, `certs`, `certs/{serial}/revoke`, `export-root-key`,
 //! `renew-intermediate`, `init`. Owns the HTTP shapes and content types; the work is done by the
 //! `CaApi` implementation the node passes in. Must never log a CSR, a certificate body or a key.
 
@@ -32,6 +32,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ca/fingerprint", get(fingerprint))
         .route("/ca/init", post(init))
         .route("/ca/sign", post(sign))
+        .route("/ca/node-certs", post(node_cert))
         .route("/ca/certs", get(list))
         .route("/ca/certs/{serial}/revoke", post(revoke))
         .route("/ca/export-root-key", post(export_root_key))
@@ -119,6 +120,31 @@ pub async fn sign(
     let signed = ca(&s)?.sign_csr(req.csr_pem, req.days).await?;
     tracing::info!(serial = %signed.serial, not_after = signed.not_after, by = %auth.user.username, "certificate issued from a CSR");
     Ok((axum::http::StatusCode::CREATED, Json(signed)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeCertRequest {
+    node_id: u64,
+    csr_pem: String,
+}
+
+/// Issues a node certificate (`conclave provision`): admin only, since the certificate admits
+/// its holder to the cluster port.
+pub async fn node_cert(
+    State(s): State<AppState>,
+    auth: Auth,
+    JsonBody(req): JsonBody<NodeCertRequest>,
+) -> Result<Response, ApiError> {
+    auth.require_admin()?;
+    if req.node_id == 0 {
+        return Err(ApiError::InvalidRequest(
+            "node_id must be at least 1".into(),
+        ));
+    }
+    let issued = ca(&s)?.issue_node_cert(req.node_id, req.csr_pem).await?;
+    tracing::info!(node_id = req.node_id, serial = %issued.serial, not_after = issued.not_after, by = %auth.user.username, "node certificate issued");
+    Ok((axum::http::StatusCode::CREATED, Json(issued)).into_response())
 }
 
 pub async fn list(State(s): State<AppState>, auth: Auth) -> Result<Response, ApiError> {

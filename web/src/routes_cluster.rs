@@ -22,6 +22,9 @@ pub struct NodeView {
     id: u64,
     api_addr: String,
     cluster_addr: String,
+    /// The HTTPS client address the node reported (`[tls]`); `null` for plain-HTTP nodes and
+    /// for nodes that did not answer the probe.
+    https_addr: Option<String>,
     voter: bool,
     role: String,
     term: Option<u64>,
@@ -65,6 +68,7 @@ pub async fn cluster_view(s: &AppState) -> ClusterView {
                     id,
                     api_addr: info.api_addr,
                     cluster_addr: info.cluster_addr,
+                    https_addr: st.https_addr.clone(),
                     voter,
                     role: st.state.clone(),
                     term: Some(st.term),
@@ -81,6 +85,7 @@ pub async fn cluster_view(s: &AppState) -> ClusterView {
                     id,
                     api_addr: info.api_addr,
                     cluster_addr: info.cluster_addr,
+                    https_addr: None,
                     voter,
                     role: "unknown".into(),
                     term: None,

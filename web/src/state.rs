@@ -19,6 +19,12 @@ pub struct ApiConfig {
     /// The certificate authority (`/api/v1/ca/...`); `None` on a node without one, whose CA
     /// routes then answer 503 `ca_unavailable`.
     pub ca: Option<crate::ca_api::SharedCa>,
+    /// Token-based join (`/api/v1/join`, `/api/v1/cluster/join-tokens`); `None` on a node
+    /// without a CA, whose join routes then answer 503 `ca_unavailable`.
+    pub join: Option<crate::join_api::SharedJoin>,
+    /// The workspace name (`chat.corp.lan`): with TLS, `https://<workspace>` (on a member's
+    /// HTTPS port) is one of the cluster's own origins.
+    pub workspace: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -29,6 +35,8 @@ impl Default for ApiConfig {
             allowed_origins: Vec::new(),
             ws: crate::hub::WsLimits::default(),
             ca: None,
+            join: None,
+            workspace: None,
         }
     }
 }

@@ -249,6 +249,15 @@ impl Conn {
             Ok(Some(u)) => u,
             _ => return Err(End::Close(close::UNAUTHENTICATED, "user not found")),
         };
+        let health = self.s.node.health_view();
+        let https_of = |id: u64| {
+            health
+                .members
+                .iter()
+                .find(|m| m.id == id)
+                .and_then(|m| m.https_addr())
+                .map(str::to_owned)
+        };
         let nodes = self
             .s
             .node
@@ -257,6 +266,7 @@ impl Conn {
             .map(|(id, info)| NodeAddr {
                 id,
                 api_addr: info.api_addr,
+                https_addr: https_of(id),
             })
             .collect();
         let hello = ServerFrame::Hello {

@@ -81,6 +81,10 @@ pub enum PresenceStatus {
 pub struct NodeAddr {
     pub id: u64,
     pub api_addr: String,
+    /// The member's HTTPS address when it serves TLS (from its last status report); clients
+    /// that speak HTTPS fail over to it rather than to `api_addr`, the plain port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub https_addr: Option<String>,
 }
 
 /// Frames the server sends.

@@ -3,8 +3,8 @@
 //
 // Two classes:
 //   - `Cluster` knows every node's API address (learned from `GET /api/v1/cluster` and from
-//     `hello`), probes `GET /readyz`, and performs REST requests that move to the next ready
-//     node on a network error or a 503.
+//     `hello`; on a page served over HTTPS, each node's `https_addr`), probes `GET /readyz`,
+//     and performs REST requests that move to the next ready node on a network error or a 503.
 //   - `Connection` owns the one WebSocket: auth, subscriptions with per-channel resume cursors
 //     (`ev`), the outbox of unacknowledged sends (re-sent with their original `client_msg_id`
 //     after every reconnect, in order), read markers, heartbeats and jittered reconnects.
@@ -78,6 +78,18 @@ function reachableAddr(apiAddr) {
   return `${host}:${m[2]}`.toLowerCase();
 }
 
+/**
+ * Where to reach node `n` with the page's scheme. A stored entry (`addr`) was chosen already. On
+ * an https page a node is reachable only through its `https_addr` (its `api_addr` is then the
+ * plain-HTTP port, which only redirects and would be mixed content): a node without one is
+ * skipped (""). On an http page, its `api_addr`.
+ */
+function nodeAddr(n) {
+  if (n.addr) return reachableAddr(n.addr);
+  if (location.protocol === 'https:') return n.https_addr ? reachableAddr(n.https_addr) : '';
+  return reachableAddr(n.api_addr);
+}
+
 /** fetch() with a timeout; rejects with a TypeError-like error on network failure or timeout. */
 async function fetchWithTimeout(url, init, timeoutMs) {
   const ctrl = new AbortController();
@@ -126,7 +138,7 @@ export class Cluster {
     this.lastGood = null;
     /** Called with the node list whenever it changes (the app persists it). */
     this.onNodesChanged = () => {};
-    this.setNodes(knownNodes.map((n) => ({ id: n.id ?? null, api_addr: n.addr ?? n.api_addr })), false);
+    this.setNodes(knownNodes.map((n) => ({ id: n.id ?? null, addr: n.addr ?? n.api_addr })), false);
   }
 
   httpBase(addr) {
@@ -137,12 +149,13 @@ export class Cluster {
     return `${schemes().ws}//${addr}/api/v1/ws`;
   }
 
-  /** Replaces the known nodes with `list` (`[{id, api_addr}]`), ignoring an empty list. */
+  /** Replaces the known nodes with `list` (`[{id, api_addr, https_addr}]`), ignoring a list
+   *  with no node reachable over the page's scheme (see `nodeAddr`). */
   setNodes(list, notify = true) {
     const seen = new Set();
     const nodes = [];
     for (const n of list || []) {
-      const addr = reachableAddr(n.api_addr);
+      const addr = nodeAddr(n);
       if (!addr || seen.has(addr)) continue;
       seen.add(addr);
       nodes.push({ id: n.id ?? null, addr });

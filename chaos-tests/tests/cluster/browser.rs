@@ -13,6 +13,13 @@
 //! the channel drawer) go to `$CHAOS_ARTIFACTS`, else `<temp dir>/conclave-browser-artifacts/`;
 //! a failing wait saves `browser-failure-*.png` there too.
 //!
+//! `browser_chat_over_https_survives_a_node_kill` runs the same scenario on a cluster with TLS
+//! on (`ClusterOptions::tls`): the pages load from `https://<node>:8443`, the sockets are
+//! `wss://`, and the page fails over to another node's HTTPS address. Chromium is told to
+//! accept the cluster's certificates by their public keys
+//! (`--ignore-certificate-errors-spki-list`, the SHA-256 of the SPKI of the root and of every
+//! certificate in the nodes' chains), the closest a throwaway profile gets to "root installed".
+//!
 //! Needs `chromium` and `chromedriver` on PATH (Debian: `apt-get install chromium
 //! chromium-driver`). Without them the test prints why and passes, unless
 //! `CHAOS_REQUIRE_BROWSER` is set (`.ci/run` sets it), when it fails.
@@ -25,9 +32,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chaos_tests::TestCluster;
 use chaos_tests::checks::{self, Msg, NodeView};
 use chaos_tests::wait::poll_until;
+use chaos_tests::{ClusterOptions, TestCluster};
 use fantoccini::wd::{Capabilities, WebDriverCompatibleCommand};
 use fantoccini::{Client, ClientBuilder, Locator, key::Key};
 use ops::{NewUser, Role};
@@ -51,11 +58,29 @@ const CMD_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_chat_survives_a_node_kill() {
+    scenario(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_chat_over_https_survives_a_node_kill() {
+    scenario(true).await;
+}
+
+/// The scenario of the module docs, over plain HTTP or (`tls`) over HTTPS.
+async fn scenario(tls: bool) {
     let Some(tools) = browser_tools() else {
         return;
     };
     let started = Instant::now();
-    let cluster = TestCluster::start(3).await;
+    let opts = if tls {
+        ClusterOptions::default().tls()
+    } else {
+        ClusterOptions::default()
+    };
+    let cluster = TestCluster::start_with(3, opts).await;
+    if tls {
+        assert!(cluster.url(1).starts_with("https://"), "{}", cluster.url(1));
+    }
     for (user, display) in [("alice", "Alice"), ("bob", "Bob")] {
         create_user(&cluster, user, display).await;
     }
@@ -66,6 +91,13 @@ async fn browser_chat_survives_a_node_kill() {
     // The driver guard is declared before the pages: pages are dropped first, and the guard
     // then kills chromedriver's whole process group (Chromium included) and removes profiles.
     let mut driver = ChromeDriver::start(&tools).unwrap_or_else(|e| panic!("{e}"));
+    if tls {
+        let spkis = cluster_spki_hashes(&cluster);
+        driver.extra_args.push(format!(
+            "--ignore-certificate-errors-spki-list={}",
+            spkis.join(",")
+        ));
+    }
     let alice = driver.open("alice").await.unwrap_or_else(|e| panic!("{e}"));
     let bob = driver.open("bob").await.unwrap_or_else(|e| panic!("{e}"));
     let run = Run {
@@ -219,22 +251,32 @@ async fn browser_chat_survives_a_node_kill() {
         eprintln!("  seq {} {}: {}", m.seq, m.author, m.body);
     }
 
+    // The HTTPS variant's screenshots get their own names (the two tests may run together).
+    let shot = |name: &str| {
+        if tls {
+            format!("https-{name}")
+        } else {
+            name.to_owned()
+        }
+    };
     // 7. Screenshots: both desktops, then Alice's page as a phone, with and without the drawer.
     let mut shots = Vec::new();
     for page in run.pages {
-        let path = run.screenshot(page, "desktop", DESKTOP.0, DESKTOP.1).await;
+        let path = run
+            .screenshot(page, &shot("desktop"), DESKTOP.0, DESKTOP.1)
+            .await;
         shots.push(path);
     }
     run.ok(alice.emulate_phone(PHONE.0, PHONE.1, PHONE.2).await)
         .await;
     let (pw, ph) = (PHONE.0 * PHONE.2, PHONE.1 * PHONE.2);
-    shots.push(run.screenshot(&alice, "phone", pw, ph).await);
+    shots.push(run.screenshot(&alice, &shot("phone"), pw, ph).await);
     run.ok(alice.click("#btn-drawer").await).await;
     run.wait("the phone drawer to open", PAGE_WAIT, || async {
         alice.drawer_open().await
     })
     .await;
-    shots.push(run.screenshot(&alice, "phone-drawer", pw, ph).await);
+    shots.push(run.screenshot(&alice, &shot("phone-drawer"), pw, ph).await);
     for s in &shots {
         eprintln!("screenshot: {}", s.display());
     }
@@ -304,6 +346,7 @@ impl Run<'_> {
         self.ok(page.goto(&url).await).await;
         let host = url
             .trim_start_matches("http://")
+            .trim_start_matches("https://")
             .trim_end_matches('/')
             .to_owned();
         let workspace = self
@@ -733,6 +776,69 @@ fn compare_histories(
 
 // ----- the browser ------------------------------------------------------------------------------
 
+/// Base64 SHA-256 of the SubjectPublicKeyInfo of the cluster root and of every certificate in
+/// every node's chain (what `--ignore-certificate-errors-spki-list` takes), computed by
+/// `openssl`. A server sends its leaf and issuing CA, not the root, hence the chains.
+fn cluster_spki_hashes(cluster: &TestCluster) -> Vec<String> {
+    let mut pems: Vec<String> = Vec::new();
+    let mut files = vec![
+        cluster
+            .ca_file()
+            .expect("a TLS cluster has a root")
+            .to_path_buf(),
+    ];
+    for id in cluster.ids() {
+        files.push(
+            cluster
+                .node(id)
+                .spec
+                .data_dir
+                .join("tls")
+                .join("node-chain.pem"),
+        );
+    }
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| cluster.fail(&format!("read {}: {e}", file.display())));
+        for block in text.split("-----BEGIN CERTIFICATE-----").skip(1) {
+            pems.push(format!("-----BEGIN CERTIFICATE-----{block}"));
+        }
+    }
+    let mut hashes: Vec<String> = Vec::new();
+    for pem in pems {
+        let mut child = Command::new("sh")
+            .args([
+                "-c",
+                "openssl x509 -pubkey -noout | openssl pkey -pubin -outform der \
+                 | openssl dgst -sha256 -binary | openssl base64 -A",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| cluster.fail(&format!("run openssl (install it): {e}")));
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write as _;
+            stdin
+                .write_all(pem.as_bytes())
+                .unwrap_or_else(|e| cluster.fail(&format!("write to openssl: {e}")));
+        }
+        let out = child
+            .wait_with_output()
+            .unwrap_or_else(|e| cluster.fail(&format!("wait for openssl: {e}")));
+        let hash = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if !out.status.success() || hash.len() != 44 {
+            cluster.fail(&format!(
+                "openssl SPKI hash failed: {:?} {hash:?}",
+                out.status
+            ));
+        }
+        if !hashes.contains(&hash) {
+            hashes.push(hash);
+        }
+    }
+    hashes
+}
+
 struct Tools {
     chromium: PathBuf,
     chromedriver: PathBuf,
@@ -816,6 +922,8 @@ struct ChromeDriver {
     /// chromedriver's output, for failure messages.
     log: Arc<Mutex<Vec<String>>>,
     profiles: Vec<TempDir>,
+    /// More Chromium arguments for every session (the HTTPS variant's trusted keys).
+    extra_args: Vec<String>,
 }
 
 impl ChromeDriver {
@@ -843,6 +951,7 @@ impl ChromeDriver {
             chromium: tools.chromium.clone(),
             log,
             profiles: Vec::new(),
+            extra_args: Vec::new(),
         };
         // "ChromeDriver was started successfully on port N." says it listens, and where.
         let port = rx.recv_timeout(PAGE_WAIT).map_err(|_| {
@@ -865,7 +974,7 @@ impl ChromeDriver {
             .prefix(&format!("conclave-chromium-{who}-"))
             .tempdir()
             .map_err(|e| format!("profile dir: {e}"))?;
-        let args = [
+        let mut args = vec![
             "--headless=new".to_owned(),
             "--no-sandbox".to_owned(),
             "--disable-gpu".to_owned(),
@@ -877,6 +986,7 @@ impl ChromeDriver {
             format!("--window-size={},{}", DESKTOP.0, DESKTOP.1),
             format!("--user-data-dir={}", profile.path().display()),
         ];
+        args.extend(self.extra_args.iter().cloned());
         self.profiles.push(profile);
         let caps = json!({
             "browserName": "chrome",

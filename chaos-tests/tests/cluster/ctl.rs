@@ -35,6 +35,8 @@ const BOB_PASSWORD: &str = "bob-password-1";
 pub(crate) struct Ctl {
     bin: PathBuf,
     token_file: PathBuf,
+    /// The cluster root, passed as `CONCLAVE_CA_FILE` when the cluster serves TLS.
+    ca_file: Option<PathBuf>,
 }
 
 /// One finished run.
@@ -69,6 +71,22 @@ impl Ctl {
         Ctl {
             bin,
             token_file: cluster.root().join("ctl").join("token"),
+            ca_file: cluster.ca_file().map(Path::to_path_buf),
+        }
+    }
+
+    /// The same binary without `CONCLAVE_CA_FILE`: with `same_session`, the same token file
+    /// (whose login may have saved the root); else a fresh one, trusting no root at all.
+    pub(crate) fn without_ca_file(&self, same_session: bool) -> Ctl {
+        let token_file = if same_session {
+            self.token_file.clone()
+        } else {
+            self.token_file.with_file_name("token-without-ca")
+        };
+        Ctl {
+            bin: self.bin.clone(),
+            token_file,
+            ca_file: None,
         }
     }
 
@@ -85,8 +103,11 @@ impl Ctl {
                 cmd.env_remove(key);
             }
         }
-        cmd.env("CONCLAVE_TOKEN_FILE", &self.token_file)
-            .envs(env.iter().copied())
+        cmd.env("CONCLAVE_TOKEN_FILE", &self.token_file);
+        if let Some(ca_file) = &self.ca_file {
+            cmd.env("CONCLAVE_CA_FILE", ca_file);
+        }
+        cmd.envs(env.iter().copied())
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -13,6 +13,11 @@
 //!   dead node's DNS address fails at `dns` (nothing answers); with a second node killed, the
 //!   last one answers SERVFAIL and the check explains it.
 //!
+//! - `ctl_check_verifies_tls`: on a cluster with TLS on, a check without `--ca-file` fails at
+//!   `tls` (saying how to get the root) and skips login and roundtrip; with the cluster root
+//!   every step passes, `tls` reporting each node's HTTPS address verified with days left, and
+//!   the round trip runs over HTTPS and `wss://`.
+//!
 //! Needs `conclavectl` next to the test binary (`cargo build -p ops`) or `CONCLAVECTL_BIN`.
 
 use std::fmt;
@@ -464,4 +469,87 @@ async fn ctl_check_passes_again_after_a_node_dies() {
         "{run}"
     );
     eprintln!("ctl_check: without a majority:\n{}", run.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_check_verifies_tls() {
+    let bin = conclavectl_bin().unwrap_or_else(|e| panic!("{e:#}"));
+    let cluster = TestCluster::start_with(3, dns_options().tls()).await;
+    let ctl = Ctl {
+        bin,
+        token_file: cluster.root().join("ctl-check").join("token"),
+    };
+    let dns1 = dns_server(&cluster, 1);
+    let ca_file = cluster
+        .ca_file()
+        .and_then(|p| p.to_str())
+        .expect("a TLS cluster has a root")
+        .to_owned();
+    let args = [
+        "--workspace",
+        WS,
+        "--dns",
+        dns1.as_str(),
+        "--user",
+        ADMIN_USER,
+        "--timeout",
+        "5",
+    ];
+
+    // With the root: every step passes once every node is in the answer.
+    let run = cluster
+        .wait_until(
+            "conclavectl check passes over TLS",
+            cluster.ready_timeout(),
+            || async {
+                let run = ctl
+                    .check(
+                        &args,
+                        &[
+                            ("CONCLAVE_PASSWORD", ADMIN_PASSWORD),
+                            ("CONCLAVE_CA_FILE", ca_file.as_str()),
+                        ],
+                        None,
+                    )
+                    .await;
+                if run.code == Some(0) && run.stdout.contains("(3 nodes") {
+                    Ok(run)
+                } else {
+                    Err(run.to_string())
+                }
+            },
+        )
+        .await;
+    assert_eq!(
+        run.statuses(),
+        ["PASS", "PASS", "PASS", "PASS", "PASS"],
+        "{run}"
+    );
+    let (_, tls) = run.step("tls");
+    assert!(tls.starts_with("3/3 verified: "), "{run}");
+    for id in 1..=3 {
+        assert!(
+            tls.contains(&format!("node {id} ({}:8443) (", cluster.ip(id))),
+            "node {id} missing:\n{run}"
+        );
+    }
+    assert!(tls.contains("days left"), "{run}");
+    let (_, roundtrip) = run.step("roundtrip");
+    assert!(
+        roundtrip.contains(":8443)"),
+        "the round trip used HTTPS:\n{run}"
+    );
+
+    // Without the root: the nodes serve HTTPS, so `tls` fails (it is no skip) and says how to
+    // get the root; login and roundtrip do not run.
+    let run = ctl
+        .check(&args, &[("CONCLAVE_PASSWORD", ADMIN_PASSWORD)], None)
+        .await;
+    assert_eq!(
+        run.statuses(),
+        ["PASS", "PASS", "FAIL", "SKIP", "SKIP"],
+        "{run}"
+    );
+    assert!(run.step("tls").1.contains("--ca-file"), "{run}");
+    expect_failed_at(&cluster, &run, "tls");
 }

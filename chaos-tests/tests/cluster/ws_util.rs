@@ -156,7 +156,9 @@ impl std::fmt::Debug for WsClient {
 impl WsClient {
     /// Connects to node `id` and authenticates with `token`; fails the test otherwise.
     pub async fn open(cluster: &TestCluster, id: u64, token: &str) -> WsClient {
-        let mut conn = WsConn::connect(&cluster.url(id))
+        // `ws_connect` is `wss://` trusting the cluster root on a TLS cluster.
+        let mut conn = cluster
+            .ws_connect(id)
             .await
             .unwrap_or_else(|e| cluster.fail(&format!("WebSocket to node {id}: {e}")));
         let hello = conn
@@ -438,15 +440,16 @@ impl WsPoster {
     ) -> WsPoster {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(AtomicU64::new(0));
-        let (url, token, channel, prefix) = (
+        let (url, opts, token, channel, prefix) = (
             cluster.url(id),
+            cluster.ws_options(),
             token.to_owned(),
             channel.to_owned(),
             prefix.to_owned(),
         );
         let (stop2, acked2) = (stop.clone(), acked.clone());
         let task = tokio::spawn(async move {
-            let mut conn = WsConn::connect(&url)
+            let mut conn = WsConn::connect_with(&url, &opts)
                 .await
                 .map_err(|e| format!("poster {prefix}: connect: {e}"))?;
             conn.auth(&token)

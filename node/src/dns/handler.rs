@@ -232,6 +232,7 @@ mod tests {
                     api: Some((IpAddr::from([10, 0, 1, id as u8]), 8080)),
                     voter: false,
                     healthy: true,
+                    https_port: None,
                 })
                 .collect(),
             statics: Default::default(),

@@ -66,6 +66,10 @@ pub fn build(hv: &HealthView, statics: Arc<Statics>, serial: u32) -> View {
                     .map(|a| (a.ip(), a.port())),
                 voter: m.voter,
                 healthy: m.serving(),
+                https_port: m
+                    .https_addr()
+                    .and_then(|a| a.rsplit_once(':'))
+                    .and_then(|(_, port)| port.parse().ok()),
             })
             .collect(),
         serial,

@@ -117,6 +117,9 @@ pub struct Member {
     pub voter: bool,
     /// Answered the last probe and reported itself ready.
     pub healthy: bool,
+    /// Port of its HTTPS client address (`[tls]`), from its status; `None` for plain-HTTP
+    /// nodes.
+    pub https_port: Option<u16>,
 }
 
 /// A computed answer, before encoding.
@@ -152,6 +155,8 @@ pub struct Zone {
     apex: Name,
     lower_apex: LowerName,
     srv: Name,
+    /// `_https._tcp.<apex>`: the HTTPS port of every serving node that has TLS on.
+    https_srv: Name,
     srv_parent: Name,
     ttl: u32,
     self_id: u64,
@@ -161,10 +166,12 @@ impl Zone {
     pub fn new(apex: Name, ttl: u32, self_id: u64) -> Result<Self, ProtoError> {
         let srv_parent = apex.prepend_label("_tcp")?;
         let srv = srv_parent.prepend_label("_conclave")?;
+        let https_srv = srv_parent.prepend_label("_https")?;
         Ok(Self {
             lower_apex: LowerName::new(&apex),
             apex,
             srv,
+            https_srv,
             srv_parent,
             ttl,
             self_id,
@@ -274,6 +281,22 @@ impl Zone {
                     .collect(),
                 _ => Vec::new(),
             }
+        } else if name == self.https_srv {
+            // NODATA (not NXDOMAIN) when no serving node has TLS: the name is part of the zone's
+            // fixed layout, so a client can tell "no HTTPS right now" from "no such service".
+            match qtype {
+                RecordType::SRV | RecordType::ANY => healthy
+                    .iter()
+                    .filter_map(|m| m.https_port.map(|port| (m.id, port)))
+                    .map(|(id, port)| {
+                        self.record(
+                            name.clone(),
+                            RData::SRV(SRV::new(10, 10, port, self.node_name(id))),
+                        )
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            }
         } else if name == self.srv_parent {
             // An empty non-terminal: the name exists (it has a child), so NODATA, not NXDOMAIN.
             Vec::new()
@@ -347,6 +370,7 @@ pub(crate) mod tests {
                     api: Some((IpAddr::from([10, 0, 0, id as u8]), 8080)),
                     voter: true,
                     healthy: id != 2,
+                    https_port: None,
                 })
                 .collect(),
             statics: Arc::new(Statics::default()),
@@ -432,6 +456,24 @@ pub(crate) mod tests {
         assert_eq!(
             ask(&v, "example.com.", RecordType::A).rcode,
             ResponseCode::Refused
+        );
+    }
+
+    #[test]
+    fn https_srv_lists_serving_tls_nodes_only() {
+        let r = ask(&view3(), "_https._tcp.chat.corp.lan.", RecordType::SRV);
+        assert_eq!(r.rcode, ResponseCode::NoError);
+        assert!(r.answers.is_empty(), "no TLS node: NODATA");
+        assert_eq!(r.authority.len(), 1, "NODATA carries the SOA");
+        let mut v = view3();
+        v.members.iter_mut().for_each(|m| m.https_port = Some(8443));
+        let r = ask(&v, "_https._tcp.chat.corp.lan.", RecordType::SRV);
+        assert_eq!(
+            addrs(&r),
+            [
+                "10 10 8443 node1.chat.corp.lan.",
+                "10 10 8443 node3.chat.corp.lan."
+            ]
         );
     }
 

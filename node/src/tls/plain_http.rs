@@ -70,7 +70,8 @@ struct PlainState {
 }
 
 /// The plain port's router. `https_port` is where redirects point; `health` answers
-/// `/healthz` (pass the client API router so the answer is the same as over HTTPS).
+/// `/healthz` and `/readyz` (pass the client API router so the answer is the same as over
+/// HTTPS).
 pub fn plain_router(https_port: u16, trust: Arc<dyn TrustMaterial>, health: Router) -> Router {
     let state = PlainState { https_port, trust };
     // Other methods on the trust paths redirect like any other request, rather than 405.
@@ -80,7 +81,9 @@ pub fn plain_router(https_port: u16, trust: Arc<dyn TrustMaterial>, health: Rout
         .route("/ca.crt", get(root_der).fallback(redirect))
         .route("/ca.mobileconfig", get(root_profile).fallback(redirect))
         .route("/crl.pem", get(crl_pem).fallback(redirect))
-        .route_service("/healthz", health)
+        .route_service("/healthz", health.clone())
+        // Load balancers and `conclave dev` probe readiness on the plain port too.
+        .route_service("/readyz", health)
         .fallback(redirect)
         .with_state(state)
 }

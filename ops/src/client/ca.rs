@@ -73,6 +73,16 @@ impl RootFormat {
             RootFormat::Mobileconfig => "root.mobileconfig",
         }
     }
+
+    /// The same download on a TLS node's plain-HTTP port, which serves only these (and
+    /// redirects the API, `/api/v1/ca/...` included, to HTTPS).
+    fn plain_port_file(self) -> &'static str {
+        match self {
+            RootFormat::Pem => "ca.pem",
+            RootFormat::Der => "ca.crt",
+            RootFormat::Mobileconfig => "ca.mobileconfig",
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -118,9 +128,22 @@ impl Client {
         decode(&self.send(&req).await?)
     }
 
-    /// The root certificate in one of its formats (public).
+    /// The root certificate in one of its formats (public). Through a TLS node's plain-HTTP
+    /// port (`http://NODE:8080`) too, before the caller trusts the root: the API redirects to
+    /// HTTPS there (a redirect this client does not follow), so the plain port's own download
+    /// (`/ca.pem`, ...) is fetched instead. Anything fetched in the clear can have been
+    /// tampered with: compare its fingerprint with one obtained out of band.
     pub async fn ca_root(&self, format: RootFormat) -> Result<Vec<u8>, ClientError> {
-        self.public_get(format.file()).await
+        match self.public_get(format.file()).await {
+            Err(ClientError::Redirected { .. } | ClientError::CertificateNotTrusted { .. })
+                if self.current_server().starts_with("http://") =>
+            {
+                let path = [format.plain_port_file()];
+                let req = ApiRequest::new(Method::GET, &path, Retry::Always);
+                Ok(self.send(&req).await?.body)
+            }
+            other => other,
+        }
     }
 
     /// Every current CRL, concatenated PEM (public).

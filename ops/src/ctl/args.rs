@@ -26,6 +26,12 @@ pub(crate) struct Cli {
     )]
     pub servers: Vec<String>,
 
+    /// The cluster's root CA certificate (PEM) to check `https://` servers against; get it
+    /// with `conclavectl ca root --server http://NODE:8080` and compare its fingerprint with
+    /// the one `conclave init` printed.
+    #[arg(long, global = true, env = "CONCLAVE_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
     /// Where the session token is kept.
     /// [default: $HOME/.config/conclave/token, on Windows %APPDATA%\conclave\token]
     #[arg(long, global = true, env = "CONCLAVE_TOKEN_FILE", value_name = "PATH")]
@@ -212,6 +218,14 @@ pub(crate) enum NodeCommand {
     Drain { id: u64 },
     /// Put a drained node back into DNS answers and `/readyz`.
     Undrain { id: u64 },
+    /// Print a single-use join token for `conclave join --token T --seed ADDRESS` on a new
+    /// machine. It embeds the cluster root's fingerprint and holds a secret: hand it over like
+    /// a password.
+    JoinToken {
+        /// How long the token stays valid: seconds, or a number with s, m, h or d (max 7d).
+        #[arg(long, default_value = "1h", value_parser = super::join_token::parse_ttl)]
+        ttl: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -374,6 +388,24 @@ mod tests {
             assert_eq!(cli.servers, vec!["a:1", "b:2", "c:3"]);
             assert!(matches!(cli.command, Command::Status));
         }
+    }
+
+    #[test]
+    fn ca_file_is_global() {
+        let cli = Cli::try_parse_from([
+            "conclavectl",
+            "status",
+            "--ca-file",
+            "/etc/conclave/root.pem",
+            "--server",
+            "https://10.0.0.1:8443",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            cli.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/conclave/root.pem"))
+        );
+        assert_eq!(cli.servers, vec!["https://10.0.0.1:8443"]);
     }
 
     #[test]

@@ -53,9 +53,20 @@ pub(crate) async fn run(client: Client, json: bool, cmd: CaCommand) -> Result<u8
             };
             let body = client.ca_root(format).await?;
             write_file(&path, &body)?;
-            out.emit(&serde_json::json!({ "written": path }), || {
-                format!("wrote {}\n", path.display())
-            })
+            // Printed so the operator can compare it with what `conclave init` printed: the
+            // download may have come over the plain port, where it can be tampered with.
+            let fingerprint = ops::root_fingerprint(&body);
+            out.emit(
+                &serde_json::json!({ "written": path, "fingerprint": fingerprint }),
+                || match &fingerprint {
+                    Some(fp) => format!(
+                        "wrote {}\nroot CA SHA-256 fingerprint: {fp}\n(compare it with the one \
+                         `conclave init` printed before trusting this file)\n",
+                        path.display()
+                    ),
+                    None => format!("wrote {}\n", path.display()),
+                },
+            )
         }
         CaCommand::Init => {
             let fp = client.ca_init().await?;

@@ -9,10 +9,17 @@
 //!    (a site DNS server that copies only the addresses, say) the port comes from `--port`;
 //!    with neither the step fails rather than guess, since a wrong guess would only surface as
 //!    a confusing `nodes` failure.
-//! 2. `nodes`: `GET /readyz` on every answered address, in parallel, with a short timeout.
-//! 3. `tls`: verifying each node's certificate against the cluster root comes with the
-//!    built-in CA; until nodes serve HTTPS this step is `SKIP cluster serves plain HTTP` and
-//!    never a pass. [`tls_step`] is where that verification goes.
+//!    The same server is asked for `_https._tcp.<workspace>` SRV: nodes that serve TLS list
+//!    their HTTPS port there.
+//! 2. `nodes`: `GET /readyz` on every answered address (the API port, which stays plain HTTP
+//!    when a node serves TLS), in parallel, with a short timeout.
+//! 3. `tls`: which nodes serve HTTPS comes from the SRV answer, else from the first ready
+//!    node's `GET /api/v1/cluster` (`https_addr` per node). Each such node's certificate is
+//!    verified against `--ca-file` by a TLS handshake to the address dialled (chain to the
+//!    root, name = that address, not expired, not revoked as far as the chain says) and its
+//!    days left are reported; one failure fails the step. `SKIP` only when the cluster
+//!    serves plain HTTP; HTTPS without `--ca-file` is a failure, not a skip. Later steps then
+//!    talk HTTPS.
 //! 4. `login`: as `--user`, on the first ready node. The password comes from stdin
 //!    (`--password-stdin`), `CONCLAVE_PASSWORD`, or a prompt on a terminal; never from the
 //!    command line. Without `--user` this and the next step are `SKIP`.
@@ -35,7 +42,10 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use ops::dns_query::{self, DnsAnswer, DnsQueryError, DnsQuestion, DnsRcode, DnsRecord};
-use ops::{ChannelKind, Client, ClientError, NewChannel, SessionBuilder, SessionEvent};
+use ops::{
+    ChannelKind, Client, ClientError, NewChannel, SessionBuilder, SessionEvent, TrustRoot,
+    verify_server_certificate,
+};
 use serde::Serialize;
 
 use super::args::CheckArgs;
@@ -110,33 +120,41 @@ impl StepResult {
     }
 }
 
-/// How nodes are addressed. Only plain HTTP exists until the built-in CA lands; HTTPS (and the
-/// certificate check in [`tls_step`]) is added with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scheme {
-    Http,
-}
-
 /// One address from the DNS answer.
 #[derive(Debug, Clone)]
 struct Node {
+    /// The API port (plain HTTP: the client API, or redirects and health when TLS is on).
     addr: SocketAddr,
-    scheme: Scheme,
+    /// The HTTPS address when the node serves TLS (same IP as `addr`: the certificate must
+    /// name the address the operator's DNS gave out).
+    https: Option<SocketAddr>,
     /// From `/readyz`, once the `nodes` step has asked.
     id: Option<u64>,
 }
 
 impl Node {
+    /// Where the client API is: HTTPS when the node serves it.
     fn url(&self) -> String {
-        match self.scheme {
-            Scheme::Http => format!("http://{}", self.addr),
+        match self.https {
+            Some(https) => format!("https://{https}"),
+            None => self.plain_url(),
         }
     }
 
+    fn plain_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `host:port` of [`Node::url`], as a chat session reports the node it is on.
+    fn wire_addr(&self) -> String {
+        self.https.unwrap_or(self.addr).to_string()
+    }
+
+    /// `node N (address)`, with the HTTPS address once the `tls` step has found one.
     fn label(&self) -> String {
         match self.id {
-            Some(id) => format!("node {id} ({})", self.addr),
-            None => self.addr.to_string(),
+            Some(id) => format!("node {id} ({})", self.wire_addr()),
+            None => self.wire_addr(),
         }
     }
 }
@@ -151,12 +169,19 @@ struct Plan {
     channel_given: bool,
     port: Option<u16>,
     timeout: Duration,
+    /// `--ca-file`: the root HTTPS nodes must chain to.
+    root: Option<TrustRoot>,
 }
 
 /// Runs the check; `Ok(0)` only when every step passed or was skipped for a stated reason
 /// (tls on a plain-HTTP cluster, login and round trip without `--user`).
-pub(crate) async fn run(args: CheckArgs, json: bool) -> Result<u8, Failure> {
-    let plan = validate(args)?;
+pub(crate) async fn run(
+    args: CheckArgs,
+    root: Option<TrustRoot>,
+    json: bool,
+) -> Result<u8, Failure> {
+    let mut plan = validate(args)?;
+    plan.root = root;
     let mut out = Output {
         json,
         steps: Vec::new(),
@@ -205,6 +230,7 @@ fn validate(args: CheckArgs) -> Result<Plan, Failure> {
         channel: args.channel.unwrap_or_else(|| DEFAULT_CHANNEL.to_owned()),
         port: args.port,
         timeout: Duration::from_secs(args.timeout),
+        root: None,
     })
 }
 
@@ -303,10 +329,10 @@ async fn run_steps(plan: &Plan, out: &mut Output) -> Result<(), StepResult> {
     let mut remaining = ["nodes", "tls", "login", "roundtrip"].into_iter();
     let started = Instant::now();
     let result = dns_step(plan).await;
-    let mut nodes = match result {
-        Ok((nodes, detail)) => {
+    let (mut nodes, https_ports) = match result {
+        Ok((nodes, https_ports, detail)) => {
             out.record(StepResult::done("dns", Ok(detail), started.elapsed()));
-            nodes
+            (nodes, https_ports)
         }
         Err(why) => {
             let failed = StepResult::done("dns", Err(why), started.elapsed());
@@ -324,7 +350,11 @@ async fn run_steps(plan: &Plan, out: &mut Output) -> Result<(), StepResult> {
     out.record(step);
     remaining.next();
 
-    let step = tls_step(&nodes);
+    let started = Instant::now();
+    let step = match learn_https(plan, &mut nodes, &https_ports).await {
+        Ok(()) => tls_step(plan, &nodes, started).await,
+        Err(why) => StepResult::done("tls", Err(why), started.elapsed()),
+    };
     if step.status == Status::Fail {
         return Err(fail(out, step, remaining));
     }
@@ -410,14 +440,53 @@ fn usable(
     Ok(answer)
 }
 
-async fn dns_step(plan: &Plan) -> Result<(Vec<Node>, String), String> {
+/// SRV records as (port, target); empty for anything but a NOERROR answer.
+fn srv_targets(answer: Result<DnsAnswer, DnsQueryError>) -> Vec<(u16, String)> {
+    match answer {
+        Ok(answer) if answer.rcode == DnsRcode::NoError => answer
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                DnsRecord::Srv { port, target, .. } => Some((*port, target.clone())),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Resolves SRV targets through `server` into (address, port) pairs.
+async fn resolve_targets(
+    server: SocketAddr,
+    targets: &[(u16, String)],
+    timeout: Duration,
+) -> Vec<(IpAddr, u16)> {
+    let lookups = targets.iter().map(|(port, target)| async move {
+        let (a, aaaa) = tokio::join!(
+            dns_query::query(server, target, DnsQuestion::A, timeout),
+            dns_query::query(server, target, DnsQuestion::Aaaa, timeout),
+        );
+        let mut ips: Vec<IpAddr> = Vec::new();
+        for answer in [a, aaaa].into_iter().flatten() {
+            ips.extend(answer.addresses());
+        }
+        ips.into_iter().map(|ip| (ip, *port)).collect::<Vec<_>>()
+    });
+    join_all(lookups).await.into_iter().flatten().collect()
+}
+
+/// The nodes, the HTTPS ports `_https._tcp` SRV gave per address (empty when the server has
+/// none), and the step line.
+async fn dns_step(plan: &Plan) -> Result<(Vec<Node>, Vec<(IpAddr, u16)>, String), String> {
     let server = plan.dns;
     let ws = plan.workspace.as_str();
     let srv_name = format!("_conclave._tcp.{ws}");
-    let (a, aaaa, srv) = tokio::join!(
+    let https_name = format!("_https._tcp.{ws}");
+    let (a, aaaa, srv, https_srv) = tokio::join!(
         dns_query::query(server, ws, DnsQuestion::A, plan.timeout),
         dns_query::query(server, ws, DnsQuestion::Aaaa, plan.timeout),
         dns_query::query(server, &srv_name, DnsQuestion::Srv, plan.timeout),
+        dns_query::query(server, &https_name, DnsQuestion::Srv, plan.timeout),
     );
     let a = usable(a, server, ws, "A")?;
     let aaaa = usable(aaaa, server, ws, "AAAA")?;
@@ -462,6 +531,7 @@ async fn dns_step(plan: &Plan) -> Result<(Vec<Node>, String), String> {
         ips.into_iter().map(|ip| (ip, *port)).collect::<Vec<_>>()
     });
     let srv_ports: Vec<(IpAddr, u16)> = join_all(lookups).await.into_iter().flatten().collect();
+    let https_ports = resolve_targets(server, &srv_targets(https_srv), plan.timeout).await;
 
     let mut nodes = Vec::new();
     let mut missing = Vec::new();
@@ -474,7 +544,7 @@ async fn dns_step(plan: &Plan) -> Result<(Vec<Node>, String), String> {
         match port {
             Some(port) => nodes.push(Node {
                 addr: SocketAddr::new(*ip, port),
-                scheme: Scheme::Http,
+                https: None,
                 id: None,
             }),
             None => missing.push(ip.to_string()),
@@ -524,7 +594,7 @@ async fn dns_step(plan: &Plan) -> Result<(Vec<Node>, String), String> {
             " (non-authoritative)"
         },
     );
-    Ok((nodes, detail))
+    Ok((nodes, https_ports, detail))
 }
 
 // ---- nodes ----
@@ -533,7 +603,7 @@ async fn dns_step(plan: &Plan) -> Result<(Vec<Node>, String), String> {
 async fn nodes_step(plan: &Plan, nodes: &mut [Node]) -> Result<String, String> {
     let budget = plan.timeout.min(READYZ_TIMEOUT);
     let probes = nodes.iter().map(|node| async move {
-        let client = Client::new(vec![node.url()])
+        let client = Client::new(vec![node.plain_url()])
             .map_err(|e| e.to_string())?
             .with_request_timeout(budget);
         client.readyz().await.map_err(|e| match e {
@@ -576,19 +646,162 @@ async fn nodes_step(plan: &Plan, nodes: &mut [Node]) -> Result<String, String> {
 
 // ---- tls ----
 
-/// Verifying each node's certificate against the cluster root needs the built-in CA, which
-/// adds HTTPS nodes (`Scheme::Https`) and the root to check them against; until then every
-/// node is plain HTTP and there is nothing to verify, which is said, not passed.
-fn tls_step(nodes: &[Node]) -> StepResult {
-    if nodes.iter().all(|n| n.scheme == Scheme::Http) {
-        StepResult::skip("tls", "cluster serves plain HTTP")
-    } else {
-        StepResult::done(
-            "tls",
-            Err("this conclavectl cannot verify TLS certificates".into()),
-            Duration::ZERO,
-        )
+/// Fills in each node's HTTPS address: from `_https._tcp` SRV when the DNS server has it, else
+/// from the first ready node's cluster view (`https_addr` per node id, dialled on the address
+/// DNS gave out). Nodes without one serve plain HTTP.
+async fn learn_https(
+    plan: &Plan,
+    nodes: &mut [Node],
+    https_ports: &[(IpAddr, u16)],
+) -> Result<(), String> {
+    if !https_ports.is_empty() {
+        for node in nodes.iter_mut() {
+            let ip = node.addr.ip();
+            node.https = https_ports
+                .iter()
+                .find(|(srv_ip, _)| *srv_ip == ip)
+                .map(|(_, port)| SocketAddr::new(ip, *port));
+        }
+        return Ok(());
     }
+    let Some(first) = nodes.first() else {
+        return Ok(());
+    };
+    // The plain port redirects the API to HTTPS when the node serves TLS: ask again there,
+    // trusting only `--ca-file`. Nothing secret goes to the plain port.
+    let budget = plan.timeout.min(READYZ_TIMEOUT);
+    let ask = |server: String| async move {
+        Client::new_trusting(vec![server], plan.root.clone())?
+            .with_request_timeout(budget)
+            .with_failover_deadline(budget)
+            .cluster()
+            .await
+    };
+    let answer = match ask(first.plain_url()).await {
+        Err(ClientError::Redirected { location, .. }) => match https_base(&location) {
+            Some(base) => ask(base).await,
+            None => {
+                return Err(format!(
+                    "{} redirects to {} instead of answering",
+                    first.label(),
+                    sanitize(&location)
+                ));
+            }
+        },
+        other => other,
+    };
+    let view = match answer {
+        Ok(view) => view,
+        Err(e @ ClientError::CertificateNotTrusted { .. }) => {
+            return Err(format!(
+                "{} serves HTTPS with a certificate not trusted: {}",
+                first.label(),
+                sanitize(&untrusted_hint(&e, plan.root.is_some()))
+            ));
+        }
+        Err(e) => {
+            return Err(format!(
+                "cannot read the cluster view from {}: {}",
+                first.label(),
+                sanitize(&e.to_string())
+            ));
+        }
+    };
+    for node in nodes.iter_mut() {
+        let advertised = view
+            .nodes
+            .iter()
+            .find(|n| Some(n.id) == node.id)
+            .and_then(|n| n.https_addr.as_deref());
+        let port = advertised
+            .and_then(|a| a.rsplit_once(':'))
+            .and_then(|(_, port)| port.parse::<u16>().ok());
+        node.https = port.map(|port| SocketAddr::new(node.addr.ip(), port));
+    }
+    Ok(())
+}
+
+/// `https://host:port` of an `https://` redirect target.
+fn https_base(location: &str) -> Option<String> {
+    let rest = location.strip_prefix("https://")?;
+    let authority = rest.split('/').next()?;
+    (!authority.is_empty()).then(|| format!("https://{authority}"))
+}
+
+/// The remedy for an untrusted certificate, depending on whether a root was given at all.
+fn untrusted_hint(e: &ClientError, have_root: bool) -> String {
+    if have_root {
+        format!("{e}; is --ca-file this cluster's root?")
+    } else {
+        format!("{e}; pass --ca-file with the cluster root (`conclavectl ca root` fetches it)")
+    }
+}
+
+/// Verifies every HTTPS node's certificate against `--ca-file`; `SKIP` when no node serves
+/// HTTPS (nothing to verify is said, not passed).
+async fn tls_step(plan: &Plan, nodes: &[Node], started: Instant) -> StepResult {
+    let https: Vec<&Node> = nodes.iter().filter(|n| n.https.is_some()).collect();
+    if https.is_empty() {
+        return StepResult::skip("tls", "cluster serves plain HTTP");
+    }
+    let Some(root) = &plan.root else {
+        return StepResult::done(
+            "tls",
+            Err(format!(
+                "{} of {} nodes serve HTTPS, but no --ca-file was given to verify them against \
+                 (`conclavectl ca root --server http://NODE:PORT` fetches the root; compare its \
+                 fingerprint with the one `conclave init` printed)",
+                https.len(),
+                nodes.len()
+            )),
+            started.elapsed(),
+        );
+    };
+    let budget = plan.timeout.min(READYZ_TIMEOUT);
+    let checks = https.iter().map(|node| async move {
+        let addr = node.https.unwrap_or(node.addr);
+        let host = addr.ip().to_string();
+        (
+            node,
+            verify_server_certificate(addr, &host, root, budget).await,
+        )
+    });
+    let now = unix_now();
+    let mut good = Vec::new();
+    let mut problems = Vec::new();
+    for (node, verdict) in join_all(checks).await {
+        let label = node.label();
+        match verdict {
+            Ok(cert) => {
+                let days = cert.days_left(now);
+                good.push(format!("{label} ({days} days left)"));
+            }
+            Err(e @ ClientError::CertificateNotTrusted { .. }) => {
+                problems.push(format!("{label}: {}", sanitize(&untrusted_hint(&e, true))));
+            }
+            Err(e) => problems.push(format!("{label}: {}", sanitize(&e.to_string()))),
+        }
+    }
+    let plain = nodes.len() - https.len();
+    let mut detail = format!("{}/{} verified", good.len(), https.len());
+    if plain > 0 {
+        problems.push(format!("{plain} node(s) serve plain HTTP only"));
+    }
+    if !good.is_empty() {
+        detail.push_str(&format!(": {}", good.join(", ")));
+    }
+    let result = if problems.is_empty() {
+        Ok(detail)
+    } else {
+        Err(format!("{detail}; {}", problems.join("; ")))
+    };
+    StepResult::done("tls", result, started.elapsed())
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 // ---- login ----
@@ -599,7 +812,7 @@ async fn login_step(
     user: &str,
     password: &str,
 ) -> Result<(Client, String), String> {
-    let mut client = Client::new(vec![node.url()])
+    let mut client = Client::new_trusting(vec![node.url()], plan.root.clone())
         .map_err(|e| e.to_string())?
         .with_request_timeout(plan.timeout)
         .with_failover_deadline(plan.timeout);
@@ -709,6 +922,7 @@ async fn roundtrip(
     // The receiving session is pinned to B by being given only B; it could still fail over
     // to another node named in `hello`, which is checked after the message arrives.
     let mut session = SessionBuilder::new(vec![b.url()], token)
+        .trust_root(plan.root.clone())
         .subscribe(channel)
         .connect_deadline(plan.timeout)
         .connect()
@@ -773,7 +987,7 @@ async fn send_and_receive(
 
     let id = ops::new_client_msg_id();
     let body = format!("conclavectl check {id}");
-    let poster = Client::new(vec![a.url()])
+    let poster = Client::new_trusting(vec![a.url()], plan.root.clone())
         .map_err(|e| e.to_string())?
         .with_token(client.token().unwrap_or_default())
         .with_request_timeout(plan.timeout)
@@ -809,7 +1023,7 @@ async fn send_and_receive(
     let Some(node) = session.current_node() else {
         return Err(format!("the WebSocket to {} dropped", b.label()));
     };
-    let b_addr = b.addr.to_string();
+    let b_addr = b.wire_addr();
     if node.addr != b_addr {
         return Err(format!(
             "the WebSocket moved from {} to node {} ({}) before the message arrived",
@@ -860,18 +1074,56 @@ mod tests {
 
     #[test]
     fn urls_bracket_ipv6() {
-        let node = Node {
+        let mut node = Node {
             addr: "[fd00::1]:8080"
                 .parse()
                 .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into()),
-            scheme: Scheme::Http,
+            https: None,
             id: Some(2),
         };
         assert_eq!(node.url(), "http://[fd00::1]:8080");
         assert_eq!(node.label(), "node 2 ([fd00::1]:8080)");
+        node.https = "[fd00::1]:8443".parse().ok();
+        assert_eq!(node.url(), "https://[fd00::1]:8443");
+        assert_eq!(node.plain_url(), "http://[fd00::1]:8080");
+        assert_eq!(node.wire_addr(), "[fd00::1]:8443");
+    }
+
+    #[test]
+    fn redirect_targets() {
         assert_eq!(
-            tls_step(&[node]).line(),
-            "SKIP  tls        cluster serves plain HTTP\n"
+            https_base("https://10.0.0.1:8443/api/v1/cluster").as_deref(),
+            Some("https://10.0.0.1:8443")
         );
+        assert_eq!(https_base("http://10.0.0.1:8443/x"), None);
+        assert_eq!(https_base("https:///x"), None);
+    }
+
+    #[tokio::test]
+    async fn tls_is_skipped_only_for_plain_http() {
+        let plan = Plan {
+            workspace: "chat.lan".into(),
+            dns: ([127, 0, 0, 1], 53).into(),
+            credentials: None,
+            channel: DEFAULT_CHANNEL.into(),
+            channel_given: false,
+            port: None,
+            timeout: Duration::from_secs(1),
+            root: None,
+        };
+        let plain = Node {
+            addr: ([127, 0, 0, 1], 8080).into(),
+            https: None,
+            id: Some(1),
+        };
+        let step = tls_step(&plan, std::slice::from_ref(&plain), Instant::now()).await;
+        assert_eq!(step.line(), "SKIP  tls        cluster serves plain HTTP\n");
+        let secure = Node {
+            https: Some(([127, 0, 0, 1], 8443).into()),
+            ..plain
+        };
+        let step = tls_step(&plan, &[secure], Instant::now()).await;
+        assert_eq!(step.status, Status::Fail);
+        assert!(step.detail.contains("no --ca-file"), "{}", step.detail);
     }
 }

@@ -9,13 +9,13 @@ use std::path::PathBuf;
 use std::pin::pin;
 use std::time::Duration;
 
-use ops::{ChannelPatch, Client, ClientError, NewChannel, Role, UserPatch};
+use ops::{ChannelPatch, Client, ClientError, NewChannel, Role, TrustRoot, UserPatch};
 use serde::Serialize;
 
 use super::args::{ChannelCommand, Cli, Command, DnsCommand, NodeCommand, RoleArg, UserCommand};
 use super::failure::{EXIT_DEGRADED, EXIT_OK, Failure};
 use super::token_file::{self, SavedSession};
-use super::{ca, chat, check, password, render};
+use super::{ca, chat, check, join_token, password, render};
 
 const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 /// How often `tail --follow` asks for new messages.
@@ -28,6 +28,7 @@ const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(120);
 pub(crate) async fn run(cli: Cli) -> Result<u8, Failure> {
     let ctx = Context {
         explicit_servers: cli.servers,
+        ca_file: cli.ca_file,
         token_path: match cli.token_file {
             Some(path) => Ok(path),
             None => token_file::default_path(),
@@ -168,7 +169,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8, Failure> {
                 format!("{} ({})\n", channel.name, channel.members.join(", "))
             })
         }
-        Command::Check(args) => check::run(args, ctx.json).await,
+        Command::Check(args) => check::run(args, ctx.trust_root()?, ctx.json).await,
         Command::Chat {
             channel,
             ack_timeout,
@@ -271,6 +272,10 @@ pub(crate) async fn run(cli: Cli) -> Result<u8, Failure> {
             };
             ca::run(client, ctx.json, cmd).await
         }
+        Command::Node(NodeCommand::JoinToken { ttl }) => {
+            let created = ctx.session_client()?.create_join_token(ttl).await?;
+            ctx.emit(&created, || join_token::render(&created))
+        }
         Command::Node(NodeCommand::Remove { id }) => {
             let client = ctx
                 .session_client()?
@@ -285,6 +290,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8, Failure> {
 
 struct Context {
     explicit_servers: Vec<String>,
+    ca_file: Option<PathBuf>,
     token_path: Result<PathBuf, String>,
     json: bool,
 }
@@ -312,10 +318,31 @@ impl Context {
         token_file::load(path).ok().flatten()
     }
 
+    /// The root from `--ca-file`/`CONCLAVE_CA_FILE`, read now so a bad file is a usage error
+    /// before anything is sent.
+    fn trust_root(&self) -> Result<Option<TrustRoot>, Failure> {
+        self.trust_root_or(None)
+    }
+
+    /// `--ca-file` if given, else the root saved at login.
+    fn trust_root_or(&self, saved: Option<&SavedSession>) -> Result<Option<TrustRoot>, Failure> {
+        let path = self
+            .ca_file
+            .as_ref()
+            .or_else(|| saved.and_then(|s| s.ca_file.as_ref()));
+        match path {
+            None => Ok(None),
+            Some(path) => Ok(Some(TrustRoot::from_file(path)?)),
+        }
+    }
+
     /// A client without a token (for `login` and `status`).
     fn anonymous_client(&self) -> Result<Client, Failure> {
         let saved = self.saved_session_if_any();
-        Ok(Client::new(self.servers(saved.as_ref()))?)
+        Ok(Client::new_trusting(
+            self.servers(saved.as_ref()),
+            self.trust_root_or(saved.as_ref())?,
+        )?)
     }
 
     /// A client carrying the saved token; exit code 5 if there is none.
@@ -326,7 +353,10 @@ impl Context {
             .ok_or_else(|| {
                 Failure::not_logged_in(format_args!("no token file at {}", path.display()))
             })?;
-        let client = Client::new(self.servers(Some(&saved)))?;
+        let client = Client::new_trusting(
+            self.servers(Some(&saved)),
+            self.trust_root_or(Some(&saved))?,
+        )?;
         Ok(client.with_token(saved.token))
     }
 
@@ -345,11 +375,20 @@ impl Context {
     async fn login(&self, username: &str, given_password: Option<String>) -> Result<u8, Failure> {
         let path = self.token_path()?.clone();
         let password = password::obtain(given_password, "password")?;
-        let mut client = self.anonymous_client()?;
+        // The root saved by an earlier login is not reused here: this login saves its own
+        // (`--ca-file`), and a new session should not silently inherit an old trust decision.
+        let saved = self.saved_session_if_any();
+        let mut client = Client::new_trusting(self.servers(saved.as_ref()), self.trust_root()?)?;
         let login = client.login(username, &password).await?;
         let session = SavedSession {
             token: login.token.clone(),
             servers: client.servers().to_vec(),
+            // Absolute, so later commands find it from any directory; it was readable a moment
+            // ago (the client trusts it), so a failure here only keeps the path as given.
+            ca_file: self
+                .ca_file
+                .as_ref()
+                .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())),
         };
         token_file::save(&path, &session).map_err(Failure::not_logged_in)?;
 

@@ -55,6 +55,19 @@ impl Failure {
         )
     }
 
+    /// A server whose certificate does not chain to the root we trust: the remedy is always
+    /// the same, so the line says it.
+    pub(crate) fn untrusted(code: u8, server: &str, reason: &str) -> Failure {
+        Failure::with_line(
+            code,
+            format_args!(
+                "certificate not trusted ({server}: {reason}): pass --ca-file with the cluster \
+                 root (conclave init printed its fingerprint; `conclavectl ca root` fetches it \
+                 over the plain port)"
+            ),
+        )
+    }
+
     /// Stdout was closed by the reader (`conclavectl tail g | head`): the user got what they
     /// wanted, so stop quietly instead of reporting an error.
     pub(crate) fn stdout_closed() -> Failure {
@@ -79,6 +92,9 @@ impl From<ClientError> for Failure {
         let code = exit_code(&err);
         match &err {
             ClientError::NotLoggedIn => Failure::not_logged_in("no session token"),
+            ClientError::CertificateNotTrusted { server, reason } => {
+                Failure::untrusted(code, server, reason)
+            }
             // A rejected token: "<code>: <message>" plus the remedy.
             ClientError::Api { .. } if code == EXIT_NOT_LOGGED_IN => {
                 Failure::with_line(code, format_args!("{err}; run `conclavectl login`"))
@@ -95,6 +111,9 @@ impl From<WsError> for Failure {
                 Failure::not_logged_in(format_args!("the server ended the session: {info}"))
             }
             WsError::NotLoggedIn => Failure::not_logged_in("no session token"),
+            WsError::CertificateNotTrusted { url, reason } => {
+                Failure::untrusted(EXIT_UNREACHABLE, url, reason)
+            }
             WsError::Unreachable { .. } | WsError::Connect { .. } | WsError::Timeout(_) => {
                 Failure::with_line(EXIT_UNREACHABLE, &err)
             }
@@ -114,8 +133,14 @@ pub(crate) fn exit_code(err: &ClientError) -> u8 {
         ClientError::Api { .. } | ClientError::Decode { .. } | ClientError::Throttled { .. } => {
             EXIT_REFUSED
         }
-        ClientError::Unreachable { .. } => EXIT_UNREACHABLE,
-        ClientError::InvalidServer { .. } => EXIT_USAGE,
+        // Nothing trustworthy answered: as far as this client can tell the cluster is not there.
+        ClientError::Unreachable { .. } | ClientError::CertificateNotTrusted { .. } => {
+            EXIT_UNREACHABLE
+        }
+        // A plain-HTTP address for a node that serves HTTPS: the command line needs fixing.
+        ClientError::InvalidServer { .. }
+        | ClientError::InvalidTrustRoot { .. }
+        | ClientError::Redirected { .. } => EXIT_USAGE,
         ClientError::NotLoggedIn => EXIT_NOT_LOGGED_IN,
     }
 }

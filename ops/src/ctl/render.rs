@@ -241,6 +241,7 @@ mod tests {
             id,
             api_addr: format!("127.0.0.1:808{id}"),
             cluster_addr: format!("127.0.0.1:908{id}"),
+            https_addr: None,
             voter: true,
             role: role.into(),
             term: healthy.then_some(3),

@@ -1,4 +1,5 @@
-//! The saved session of `conclavectl`: a small JSON file `{"token": ..., "servers": [...]}`.
+//! The saved session of `conclavectl`: a small JSON file `{"token": ..., "servers": [...],
+//! "ca_file": ...}`.
 //!
 //! Owns where the file lives, and reading, writing (owner-only permissions on unix) and deleting
 //! it. It must never log or print the token, and never talk to a server.
@@ -15,6 +16,10 @@ pub(crate) struct SavedSession {
     /// The servers the session was created through, reused when `--server` is not given.
     #[serde(default)]
     pub servers: Vec<String>,
+    /// The cluster root the session was created with (`--ca-file`, made absolute), reused when
+    /// `--ca-file` is not given: the saved `https://` servers need it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `$HOME/.config/conclave/token` (on Windows `%APPDATA%\conclave\token`).
@@ -141,6 +146,7 @@ mod tests {
                 "http://127.0.0.1:8080".into(),
                 "http://127.0.0.1:8081".into(),
             ],
+            ca_file: Some(PathBuf::from("/etc/conclave/root.pem")),
         }
     }
 
@@ -155,6 +161,7 @@ mod tests {
         let other = SavedSession {
             token: "cv1.other".into(),
             servers: vec![],
+            ca_file: None,
         };
         save(&path, &other).unwrap();
         assert_eq!(load(&path).unwrap(), Some(other));
