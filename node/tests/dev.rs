@@ -238,6 +238,29 @@ async fn dev_cluster_starts_stops_and_reuses_its_data() {
         assert_eq!(r.status(), 301, "node {n}: plain API redirects");
         let r = secure.get(surl(n, https, "/readyz")).send().await.unwrap();
         assert_eq!(r.status(), 200, "node {n} not ready over HTTPS");
+        // What the README tells people to run: curl trusting only the written root.
+        let ca = dir.path().join("ca.pem");
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--fail", "--cacert"])
+            .arg(&ca)
+            .arg(surl(n, https, "/healthz"))
+            .output()
+            .expect("curl is needed for this test (apt-get install -y curl)");
+        assert!(
+            out.status.success(),
+            "curl --cacert against node {n}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // And without the root, curl refuses the certificate.
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--fail"])
+            .arg(surl(n, https, "/healthz"))
+            .output()
+            .expect("curl");
+        assert!(
+            !out.status.success(),
+            "curl trusted node {n} without the root"
+        );
     }
     assert!(
         banner.contains(&format!("admin password: {PASSWORD}")),

@@ -36,12 +36,12 @@ const MEMBER_PASSWORD: &str = "member-password-1";
 
 /// The header of a PKCS#8 EC P-256 private key: its AlgorithmIdentifier followed by the OCTET
 /// STRING that wraps the key (a certificate's SubjectPublicKeyInfo has a BIT STRING there).
-const PKCS8_EC_HEADER: &[u8] = &[
+pub(crate) const PKCS8_EC_HEADER: &[u8] = &[
     0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
     0xce, 0x3d, 0x03, 0x01, 0x07, 0x04,
 ];
 /// SEC1 `ECPrivateKey` for P-256 starts like this (version 1, 32-byte OCTET STRING).
-const SEC1_EC_HEADER: &[u8] = &[0x30, 0x77, 0x02, 0x01, 0x01, 0x04, 0x20];
+pub(crate) const SEC1_EC_HEADER: &[u8] = &[0x30, 0x77, 0x02, 0x01, 0x01, 0x04, 0x20];
 
 fn openssl(cluster: &TestCluster, args: &[&str]) -> std::process::Output {
     Command::new("openssl")
@@ -104,7 +104,7 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
 }
 
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+pub(crate) fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -118,7 +118,7 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
+pub(crate) fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
 

@@ -781,4 +781,33 @@ async fn node_certificates_renew_without_dropping_connections() {
         .await;
     wait_message(&cluster, 3, "renewal", "node 3 is back").await;
     wait_message(&cluster, 1, "renewal", "node 3 is back").await;
+
+    // Every node now holds at least two generations of its own key (issued, then renewed at
+    // least once): none of them, nor anything else, is in the clear under any data dir.
+    let mut files = Vec::new();
+    for id in cluster.ids() {
+        let dir = cluster.node(id).spec.data_dir.clone();
+        assert!(
+            dir.join("tls").join("node-key.sealed").is_file(),
+            "node {id} has no sealed key"
+        );
+        super::ca::files_under(&dir, &mut files);
+    }
+    let mut bad = Vec::new();
+    for f in &files {
+        let Ok(bytes) = std::fs::read(f) else {
+            continue;
+        };
+        for (what, needle) in [
+            ("a PEM private key marker", b"PRIVATE KEY".as_slice()),
+            ("a PKCS#8 EC private key", super::ca::PKCS8_EC_HEADER),
+            ("a SEC1 EC private key", super::ca::SEC1_EC_HEADER),
+        ] {
+            if super::ca::contains(&bytes, needle) {
+                bad.push(format!("{} holds {what}", f.display()));
+            }
+        }
+    }
+    assert!(!files.is_empty(), "nothing scanned");
+    assert!(bad.is_empty(), "private keys in the clear: {bad:?}");
 }
