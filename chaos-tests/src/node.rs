@@ -276,34 +276,8 @@ impl NodeProcess {
             .arg("--admin-user")
             .arg(admin_user)
             .arg("--admin-password")
-            .arg(admin_password)
-            .kill_on_drop(true);
-        let out = tokio::time::timeout(timeout, cmd.output())
-            .await
-            .with_context(|| {
-                format!(
-                    "`conclave init` on node {} did not exit within {timeout:?}",
-                    self.spec.id
-                )
-            })?
-            .with_context(|| format!("spawn {}", self.bin.display()))?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        if let Ok(mut f) = self.log_file() {
-            let _ = f.write_all(stderr.as_bytes());
-            let _ = f.write_all(stdout.as_bytes());
-        }
-        if !out.status.success() {
-            bail!(
-                "`{} init --config {}` failed with {}:\nstdout: {}\nstderr (tail): {}",
-                self.bin.display(),
-                self.spec.config_path.display(),
-                out.status,
-                stdout.trim(),
-                tail(&stderr, 20)
-            );
-        }
-        Ok(stdout)
+            .arg(admin_password);
+        self.run_once("init", String::new(), cmd, timeout).await
     }
 
     /// `conclave provision --config C --seed SEED --ca-file ROOT` with the admin credentials
@@ -326,13 +300,28 @@ impl NodeProcess {
             .arg("--ca-file")
             .arg(ca_file)
             .env("CONCLAVE_ADMIN_USER", admin.0)
-            .env("CONCLAVE_ADMIN_PASSWORD", admin.1)
-            .kill_on_drop(true);
+            .env("CONCLAVE_ADMIN_PASSWORD", admin.1);
+        self.run_once("provision", format!(" --seed {seed}"), cmd, timeout)
+            .await
+            .map(|_| ())
+    }
+
+    /// Runs a one-shot `conclave <what>` for this node to completion (bounded by `timeout`),
+    /// appends its output to the node's log, and returns its stdout; a failure carries the
+    /// tail of its stderr.
+    async fn run_once(
+        &self,
+        what: &str,
+        extra_args: String,
+        mut cmd: tokio::process::Command,
+        timeout: Duration,
+    ) -> Result<String> {
+        cmd.kill_on_drop(true);
         let out = tokio::time::timeout(timeout, cmd.output())
             .await
             .with_context(|| {
                 format!(
-                    "`conclave provision` on node {} did not exit within {timeout:?}",
+                    "`conclave {what}` on node {} did not exit within {timeout:?}",
                     self.spec.id
                 )
             })?
@@ -345,7 +334,7 @@ impl NodeProcess {
         }
         if !out.status.success() {
             bail!(
-                "`{} provision --config {} --seed {seed}` failed with {}:\nstdout: {}\nstderr (tail): {}",
+                "`{} {what} --config {}{extra_args}` failed with {}:\nstdout: {}\nstderr (tail): {}",
                 self.bin.display(),
                 self.spec.config_path.display(),
                 out.status,
@@ -353,7 +342,7 @@ impl NodeProcess {
                 tail(&stderr, 20)
             );
         }
-        Ok(())
+        Ok(stdout)
     }
 
     /// `conclave run` in the background, stdout and stderr appended to the node's log file.
