@@ -1,6 +1,7 @@
 //! A fuzz test of the DNS query path against a real node (issue 5): thousands of random and
 //! mutated packets over UDP and some over TCP, from a seeded generator (the seed is printed;
-//! `DNS_FUZZ_SEED=<n>` replays a run).
+//! `DNS_FUZZ_SEED=<n>` replays a run, `DNS_FUZZ_SEED=random` draws a new one; by default a
+//! fixed seed, so CI is deterministic).
 //!
 //! Packets: random bytes; valid queries with flipped bits, cut short, with wrong section counts,
 //! compression pointers that loop or point outside the message, names with too many or too
@@ -491,16 +492,21 @@ async fn still_answers(cluster: &TestCluster, server: SocketAddr, want: &BTreeSe
     assert!(cluster.is_running(1), "the node exited");
 }
 
+/// The default seed (see `dns_query_path_survives_fuzzing`).
+const FIXED_SEED: u64 = 1_796_009_326_068_242_716;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_query_path_survives_fuzzing() {
-    let seed = std::env::var("DNS_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
+    // A fixed seed by default, so CI runs the same packets every time and a red run is a
+    // change, not luck: it is the seed whose packets once found a question echoed as a dangling
+    // compression pointer. `DNS_FUZZ_SEED=<n>` replays a run; `DNS_FUZZ_SEED=random` explores.
+    let seed = match std::env::var("DNS_FUZZ_SEED").ok().as_deref() {
+        Some("random") => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64),
+        Some(s) => s.parse().unwrap_or(FIXED_SEED),
+        None => FIXED_SEED,
+    };
     eprintln!("dns fuzz: seed {seed} (replay with DNS_FUZZ_SEED={seed})");
     let mut rng = Rng(seed);
     let started = Instant::now();

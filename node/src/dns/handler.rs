@@ -15,9 +15,9 @@ use hickory_server::proto::op::{
     Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
 };
 use hickory_server::proto::rr::{DNSClass, Record};
-use hickory_server::proto::serialize::binary::BinEncoder;
+use hickory_server::proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 
 use super::health::SharedView;
 use super::ratelimit::{Decision, RateLimiter};
@@ -110,7 +110,9 @@ impl RequestHandler for Handler {
             meta.truncation = true;
             (&[], &[])
         };
-        let response = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
+        let rebuilt = clean_question(request);
+        let queries = rebuilt.as_ref().unwrap_or(&request.queries);
+        let response = MessageResponseBuilder::new(queries, edns.as_ref()).build(
             meta,
             answers.iter(),
             authority.iter(),
@@ -127,13 +129,38 @@ impl RequestHandler for Handler {
     }
 }
 
+/// hickory echoes the question section as the raw bytes it arrived in. A question whose name is
+/// a compression pointer (only a forged query has one: nothing but the header precedes the
+/// first name) would then point into the *response's* header, which differs from the query's,
+/// and the answer would go out unparseable (the fuzz test found this). Such a question is
+/// echoed re-encoded without compression instead; `None` keeps the original bytes, which is
+/// every well-formed query.
+fn clean_question(request: &Request) -> Option<Queries> {
+    let mut buf = Vec::new();
+    {
+        let mut encoder = BinEncoder::new(&mut buf);
+        for q in request.queries.queries() {
+            if q.emit(&mut encoder).is_err() {
+                return Queries::read(&mut BinDecoder::new(&[]), 0).ok();
+            }
+        }
+    }
+    if buf.as_slice() == request.queries.as_bytes() {
+        return None;
+    }
+    Queries::read(&mut BinDecoder::new(&buf), request.queries.len())
+        .or_else(|_| Queries::read(&mut BinDecoder::new(&[]), 0))
+        .ok()
+}
+
 /// Whether the full answer fits the client's UDP buffer (512 without EDNS).
 fn fits(request: &Request, edns: Option<&Edns>, meta: Metadata, reply: &Reply) -> bool {
     let limit = edns.map_or(512, |e| e.max_payload().max(512));
     let mut buf = Vec::with_capacity(usize::from(limit));
     let mut encoder = BinEncoder::new(&mut buf);
     encoder.set_max_size(limit);
-    MessageResponseBuilder::new(&request.queries, edns)
+    let rebuilt = clean_question(request);
+    MessageResponseBuilder::new(rebuilt.as_ref().unwrap_or(&request.queries), edns)
         .build(
             meta,
             reply.answers.iter(),
@@ -332,6 +359,37 @@ mod tests {
             .unwrap();
         assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
         h.view.set(zt::view3());
+        let m = ask(&h, "chat.corp.lan.", RecordType::A, None, Protocol::Udp)
+            .await
+            .unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    }
+
+    #[tokio::test]
+    async fn a_question_given_as_a_compression_pointer_gets_a_parseable_answer() {
+        // Found by the fuzz test: the name is a pointer to offset 0 (into the header).
+        let h = handler(zt::view3(), 1000);
+        for hexq in [
+            "014601000001000000000000c00000010001",
+            "018d01000001000000000000c00000010001",
+        ] {
+            let bytes = hex::decode(hexq).unwrap();
+            let req = Request::from_bytes(bytes, "192.0.2.1:5353".parse().unwrap(), Protocol::Udp)
+                .unwrap();
+            let cap = Capture::default();
+            h.handle_request::<_, TokioTime>(&req, cap.clone()).await;
+            let out = cap.0.lock().unwrap().take().unwrap();
+            let m = Message::from_vec(&out).unwrap_or_else(|e| {
+                panic!("unparseable answer {} to {hexq}: {e}", hex::encode(&out))
+            });
+            assert_eq!(
+                m.metadata.response_code,
+                ResponseCode::Refused,
+                "out of zone"
+            );
+            assert_eq!(m.queries.len(), 1);
+        }
+        // A normal query still echoes its own bytes.
         let m = ask(&h, "chat.corp.lan.", RecordType::A, None, Protocol::Udp)
             .await
             .unwrap();
