@@ -10,6 +10,7 @@ mod channel;
 pub mod checks;
 pub mod cluster;
 mod diagnostics;
+pub mod duration_arg;
 pub mod load;
 pub mod node;
 pub mod partition;

@@ -45,27 +45,9 @@ pub fn ca_update(cx: &mut Ctx<'_, '_>, expect: u64, state: &[u8]) -> Result<Outc
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::command::{COMMAND_VERSION, Command, Request};
+    use crate::command::Command;
     use crate::sm_store::StateReader;
-    use crate::state::apply_request;
-
-    fn tree() -> sled::Tree {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        db.open_tree("sm").unwrap()
-    }
-
-    fn run(tree: &sled::Tree, commands: Vec<Command>) -> Vec<Outcome> {
-        let mut kv = Overlay::new(tree);
-        let mut events = Vec::new();
-        let req = Request {
-            version: COMMAND_VERSION,
-            ts_ms: 1,
-            commands: commands.into(),
-        };
-        let out = apply_request(&mut kv, &req, 1, &mut events).unwrap();
-        tree.apply_batch(kv.into_batch()).unwrap();
-        out
-    }
+    use crate::state::test_apply::{run, tree};
 
     fn update(expect: u64, state: &[u8]) -> Command {
         Command::CaUpdate {
@@ -78,7 +60,7 @@ mod tests {
     fn first_update_needs_expect_zero_and_stores_version_one() {
         let t = tree();
         assert_eq!(StateReader::for_tree(t.clone()).ca_state().unwrap(), None);
-        let out = run(&t, vec![update(1, b"a"), update(0, b"first")]);
+        let out = run(&t, 1, vec![update(1, b"a"), update(0, b"first")]);
         assert!(matches!(out[0], Err(ApplyError::Conflict(_))), "{out:?}");
         assert_eq!(out[1], Ok(Applied::CaUpdated { version: 1 }));
         assert_eq!(
@@ -94,16 +76,17 @@ mod tests {
     #[test]
     fn concurrent_updates_from_one_version_let_exactly_one_win() {
         let t = tree();
-        run(&t, vec![update(0, b"v1")]);
+        run(&t, 1, vec![update(0, b"v1")]);
         // Two nodes signed from version 1 at once; both proposals land in one entry.
         let out = run(
             &t,
+            1,
             vec![update(1, b"from node a"), update(1, b"from node b")],
         );
         assert_eq!(out[0], Ok(Applied::CaUpdated { version: 2 }));
         assert!(matches!(out[1], Err(ApplyError::Conflict(_))), "{out:?}");
         // A second `expect: 0` (a second `init`) never replaces an existing CA.
-        let out = run(&t, vec![update(0, b"another ca"), update(2, b"v3")]);
+        let out = run(&t, 1, vec![update(0, b"another ca"), update(2, b"v3")]);
         assert!(matches!(out[0], Err(ApplyError::Conflict(_))));
         assert_eq!(out[1], Ok(Applied::CaUpdated { version: 3 }));
         assert_eq!(
@@ -115,7 +98,7 @@ mod tests {
     #[test]
     fn empty_blob_is_refused_without_writing() {
         let t = tree();
-        let out = run(&t, vec![update(0, b"")]);
+        let out = run(&t, 1, vec![update(0, b"")]);
         assert!(matches!(out[0], Err(ApplyError::Invalid(_))));
         assert!(t.get(keys::CA_STATE).unwrap().is_none());
     }

@@ -141,30 +141,12 @@ pub fn use_token(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::command::{COMMAND_VERSION, Command, Request};
+    use crate::command::Command;
     use crate::sm_store::StateReader;
-    use crate::state::{Overlay, apply_request};
+    use crate::state::test_apply::{run, tree};
 
     const HASH: &str = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
     const OTHER: &str = "fcde2b2edba56bf408601fb721fe9b5c338d10ee429ea04fae5511b68fbf8fb9";
-
-    fn tree() -> sled::Tree {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        db.open_tree("sm").unwrap()
-    }
-
-    fn run(tree: &sled::Tree, ts_ms: u64, commands: Vec<Command>) -> Vec<Outcome> {
-        let mut kv = Overlay::new(tree);
-        let mut events = Vec::new();
-        let req = Request {
-            version: COMMAND_VERSION,
-            ts_ms,
-            commands: commands.into(),
-        };
-        let out = apply_request(&mut kv, &req, 1, &mut events).unwrap();
-        tree.apply_batch(kv.into_batch()).unwrap();
-        out
-    }
 
     fn create_cmd(id: &str, expires_ms: u64) -> Command {
         Command::CreateJoinToken {

@@ -182,28 +182,10 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::command::{COMMAND_VERSION, Command, Request};
+    use crate::command::Command;
     use crate::sm_store::StateReader;
-    use crate::state::apply_request;
+    use crate::state::test_apply::{run, tree};
     use crate::types::NodeInfo;
-
-    fn tree() -> sled::Tree {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        db.open_tree("sm").unwrap()
-    }
-
-    fn run(tree: &sled::Tree, commands: Vec<Command>) -> Vec<Outcome> {
-        let mut kv = Overlay::new(tree);
-        let mut events = Vec::new();
-        let req = Request {
-            version: COMMAND_VERSION,
-            ts_ms: 1,
-            commands: commands.into(),
-        };
-        let out = apply_request(&mut kv, &req, 1, &mut events).unwrap();
-        tree.apply_batch(kv.into_batch()).unwrap();
-        out
-    }
 
     /// Applies a membership entry the way the state machine store does.
     fn set_members(tree: &sled::Tree, ids: &[u64]) {
@@ -257,6 +239,7 @@ mod tests {
         let t = tree();
         let out = run(
             &t,
+            1,
             vec![
                 put(rec("Wiki.", 300, a(5))),
                 put(rec("wiki", 60, a(5))),
@@ -311,6 +294,7 @@ mod tests {
         let t = tree();
         run(
             &t,
+            1,
             vec![
                 put(rec("wiki", 300, a(5))),
                 put(rec("wiki", 300, a(6))),
@@ -321,6 +305,7 @@ mod tests {
         );
         let out = run(
             &t,
+            1,
             vec![
                 rm("WIKI", DnsRecordType::A, Some(a(5))),
                 rm("wiki", DnsRecordType::A, Some(a(5))),
@@ -355,6 +340,7 @@ mod tests {
         let cname = |target: &str| DnsRecordData::Cname(target.into());
         let out = run(
             &t,
+            1,
             vec![
                 put(rec("wiki", 300, a(5))),
                 put(rec("wiki", 300, cname("web"))),
@@ -384,6 +370,7 @@ mod tests {
         let t = tree();
         let out = run(
             &t,
+            1,
             vec![
                 put(rec("node1", 300, a(1))),
                 put(rec("_conclave._tcp", 300, a(1))),
@@ -419,12 +406,12 @@ mod tests {
             node_id: id,
             draining,
         };
-        let out = run(&t, vec![drain(2, true), drain(3, true), drain(9, true)]);
+        let out = run(&t, 1, vec![drain(2, true), drain(3, true), drain(9, true)]);
         assert!(out[0].is_ok() && out[1].is_ok());
         assert!(matches!(out[2], Err(ApplyError::NotFound(_))));
         assert_eq!(reader(&t).draining_nodes().unwrap(), BTreeSet::from([2, 3]));
         // Clearing twice is fine: the flag is a set, not a toggle.
-        let out = run(&t, vec![drain(3, false), drain(3, false)]);
+        let out = run(&t, 1, vec![drain(3, false), drain(3, false)]);
         assert!(out.iter().all(Result::is_ok));
         assert_eq!(reader(&t).draining_nodes().unwrap(), BTreeSet::from([2]));
         // Node 2 is removed, then added again with the same id: it is not draining.

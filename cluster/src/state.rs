@@ -430,29 +430,38 @@ fn apply_command(
     }
 }
 
+/// What every apply test needs: a throwaway tree and "apply these commands as one entry".
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
+pub(crate) mod test_apply {
     use super::*;
-    use crate::command::Role;
 
-    fn tree() -> sled::Tree {
+    pub(crate) fn tree() -> sled::Tree {
         let db = sled::Config::new().temporary(true).open().unwrap();
         db.open_tree("sm").unwrap()
     }
 
-    fn run(tree: &sled::Tree, ts: u64, commands: Vec<Command>) -> Vec<Outcome> {
+    /// Applies `commands` as one log entry proposed at `ts_ms` and commits the batch.
+    pub(crate) fn run(tree: &sled::Tree, ts_ms: u64, commands: Vec<Command>) -> Vec<Outcome> {
         let mut kv = Overlay::new(tree);
         let mut events = Vec::new();
         let req = Request {
             version: COMMAND_VERSION,
-            ts_ms: ts,
+            ts_ms,
             commands: commands.into(),
         };
         let out = apply_request(&mut kv, &req, 1, &mut events).unwrap();
         tree.apply_batch(kv.into_batch()).unwrap();
         out
     }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::test_apply::{run, tree};
+    use super::*;
+    use crate::command::Role;
 
     fn setup(tree: &sled::Tree) {
         run(

@@ -46,10 +46,10 @@ const PORT: u16 = 8053;
 #[command(about = "Built-in DNS benchmark of a 3-node Conclave cluster (release build)")]
 struct Args {
     /// Measured window of the queries-per-second phase (e.g. 10s, 1500ms, 1m).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = chaos_tests::duration_arg::parse)]
     duration: Duration,
     /// Warm-up before the measured window.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = chaos_tests::duration_arg::parse)]
     warmup: Duration,
     /// UDP sockets (one task each) sending to the node.
     #[arg(long, default_value_t = 4)]
@@ -83,24 +83,6 @@ struct Args {
     /// Keep the data dir and node logs after the run.
     #[arg(long)]
     keep: bool,
-}
-
-fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("bad duration {s:?} (e.g. 10s, 500ms, 1m)"))?;
-    let secs = match unit {
-        "ms" => v / 1e3,
-        "s" => v,
-        "m" | "min" => v * 60.0,
-        _ => return Err(format!("bad duration unit in {s:?} (ms, s, m)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("bad duration {s:?}: {e}"))
 }
 
 fn dns_addr(cluster: &TestCluster, id: u64) -> SocketAddr {

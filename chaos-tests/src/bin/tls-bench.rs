@@ -41,7 +41,7 @@ use tokio_rustls::TlsConnector;
 #[command(about = "TLS handshake and round-trip benchmark of a 3-node Conclave cluster")]
 struct Args {
     /// Length of each handshake measurement.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = chaos_tests::duration_arg::parse)]
     duration: Duration,
     /// Clients handshaking at once.
     #[arg(long, default_value_t = 4)]
@@ -52,19 +52,6 @@ struct Args {
     /// The `conclave` binary (default: the release build next to this one, or CONCLAVE_BIN).
     #[arg(long)]
     binary: Option<PathBuf>,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (n, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = n.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("bad duration unit in {s:?}")),
-    }
 }
 
 fn client_config(root_pem: &[u8], resume: bool) -> Result<Arc<rustls::ClientConfig>> {

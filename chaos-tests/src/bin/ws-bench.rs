@@ -60,16 +60,16 @@ struct Args {
     #[arg(long, default_value_t = 100.0)]
     rate: f64,
     /// Measured window (e.g. 20s, 1500ms, 2m).
-    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    #[arg(long, default_value = "20s", value_parser = chaos_tests::duration_arg::parse)]
     duration: Duration,
     /// Sending before the measured window starts.
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = chaos_tests::duration_arg::parse)]
     warmup: Duration,
     /// How long the connected clients stay idle before the memory is read.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = chaos_tests::duration_arg::parse)]
     idle: Duration,
     /// After the senders stop: how long to wait for every delivery.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = chaos_tests::duration_arg::parse)]
     drain_timeout: Duration,
     /// Distinct user accounts; client i logs in as user i % users.
     #[arg(long, default_value_t = 50)]
@@ -89,24 +89,6 @@ struct Args {
     /// Keep the data dir and node logs after the run.
     #[arg(long)]
     keep: bool,
-}
-
-fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("bad duration {s:?} (e.g. 20s, 500ms, 2m)"))?;
-    let secs = match unit {
-        "ms" => v / 1e3,
-        "s" => v,
-        "m" | "min" => v * 60.0,
-        _ => return Err(format!("bad duration unit in {s:?} (ms, s, m)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("bad duration {s:?}: {e}"))
 }
 
 // ----- process statistics (Linux /proc) ------------------------------------------------------

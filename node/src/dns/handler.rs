@@ -134,8 +134,11 @@ impl RequestHandler for Handler {
 /// first name) would then point into the *response's* header, which differs from the query's,
 /// and the answer would go out unparseable (the fuzz test found this). Such a question is
 /// echoed re-encoded without compression instead; `None` keeps the original bytes, which is
-/// every well-formed query.
+/// every well-formed query (checked without allocating: this runs on every query).
 fn clean_question(request: &Request) -> Option<Queries> {
+    if !names_have_pointer(request.queries.as_bytes(), request.queries.len()) {
+        return None;
+    }
     let mut buf = Vec::new();
     {
         let mut encoder = BinEncoder::new(&mut buf);
@@ -145,12 +148,30 @@ fn clean_question(request: &Request) -> Option<Queries> {
             }
         }
     }
-    if buf.as_slice() == request.queries.as_bytes() {
-        return None;
-    }
     Queries::read(&mut BinDecoder::new(&buf), request.queries.len())
         .or_else(|_| Queries::read(&mut BinDecoder::new(&[]), 0))
         .ok()
+}
+
+/// Whether any of the `count` questions in `bytes` (name, type, class) ends its name with a
+/// compression pointer. Anything that does not walk cleanly counts as one, so it is re-encoded.
+fn names_have_pointer(bytes: &[u8], count: usize) -> bool {
+    let mut i = 0;
+    for _ in 0..count {
+        loop {
+            match bytes.get(i) {
+                None => return true,
+                Some(0) => {
+                    i += 1;
+                    break;
+                }
+                Some(len) if len & 0xC0 != 0 => return true,
+                Some(len) => i += 1 + usize::from(*len),
+            }
+        }
+        i += 4; // type and class
+    }
+    i != bytes.len()
 }
 
 /// Whether the full answer fits the client's UDP buffer (512 without EDNS).
@@ -389,6 +410,15 @@ mod tests {
             );
             assert_eq!(m.queries.len(), 1);
         }
+        assert!(names_have_pointer(&hex::decode("c00000010001").unwrap(), 1));
+        assert!(!names_have_pointer(
+            &hex::decode("036e733100000100010000010001").unwrap(),
+            2
+        ));
+        assert!(
+            names_have_pointer(&hex::decode("036e73").unwrap(), 1),
+            "truncated"
+        );
         // A normal query still echoes its own bytes.
         let m = ask(&h, "chat.corp.lan.", RecordType::A, None, Protocol::Udp)
             .await

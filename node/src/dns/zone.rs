@@ -229,6 +229,29 @@ impl Zone {
             .collect()
     }
 
+    /// One SRV record per member that has a `port` for this service (SRV and ANY only).
+    fn srv_records(
+        &self,
+        owner: &Name,
+        members: &[&Member],
+        qtype: RecordType,
+        port: impl Fn(&Member) -> Option<u16>,
+    ) -> Vec<Record> {
+        if !matches!(qtype, RecordType::SRV | RecordType::ANY) {
+            return Vec::new();
+        }
+        members
+            .iter()
+            .filter_map(|m| port(m).map(|p| (m.id, p)))
+            .map(|(id, p)| {
+                self.record(
+                    owner.clone(),
+                    RData::SRV(SRV::new(10, 10, p, self.node_name(id))),
+                )
+            })
+            .collect()
+    }
+
     /// The answer to one question.
     pub fn answer(&self, view: &View, qname: &LowerName, qtype: RecordType) -> Reply {
         if !self.lower_apex.zone_of(qname) {
@@ -268,35 +291,11 @@ impl Zone {
                 _ => Vec::new(),
             }
         } else if name == self.srv {
-            match qtype {
-                RecordType::SRV | RecordType::ANY => healthy
-                    .iter()
-                    .filter_map(|m| m.api.map(|(_, port)| (m.id, port)))
-                    .map(|(id, port)| {
-                        self.record(
-                            name.clone(),
-                            RData::SRV(SRV::new(10, 10, port, self.node_name(id))),
-                        )
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            }
+            self.srv_records(&name, &healthy, qtype, |m| m.api.map(|(_, port)| port))
         } else if name == self.https_srv {
             // NODATA (not NXDOMAIN) when no serving node has TLS: the name is part of the zone's
             // fixed layout, so a client can tell "no HTTPS right now" from "no such service".
-            match qtype {
-                RecordType::SRV | RecordType::ANY => healthy
-                    .iter()
-                    .filter_map(|m| m.https_port.map(|port| (m.id, port)))
-                    .map(|(id, port)| {
-                        self.record(
-                            name.clone(),
-                            RData::SRV(SRV::new(10, 10, port, self.node_name(id))),
-                        )
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            }
+            self.srv_records(&name, &healthy, qtype, |m| m.https_port)
         } else if name == self.srv_parent {
             // An empty non-terminal: the name exists (it has a child), so NODATA, not NXDOMAIN.
             Vec::new()
