@@ -229,7 +229,9 @@ fn main() -> ExitCode {
             dns_port,
             workspace,
         } => {
-            logging::init(None, "info");
+            // The console is for the developer: the banner and what happens to the nodes. Each
+            // node logs to its own file; RUST_LOG brings the launcher's own INFO lines back.
+            logging::init(None, "warn");
             let ports = dev::Ports {
                 api: api_port,
                 https: (!no_tls).then_some(https_port),

@@ -1,7 +1,8 @@
 //! `conclave dev` end to end: three real node processes come up on 127.0.0.1-3 with HTTPS and
 //! mutual TLS, answer over HTTPS to a client trusting only `<data-dir>/ca.pem`, stop on SIGTERM
-//! (no process left behind), and a second run reuses the data. Linux only (it binds
-//! 127.0.0.2 and 127.0.0.3 and sends signals).
+//! (no process left behind), and a second run reuses the data; a node killed with SIGKILL is
+//! reported and restarted while the other two keep serving, and the console carries no log
+//! lines. Linux only (it binds 127.0.0.2 and 127.0.0.3 and sends signals).
 
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -23,6 +24,8 @@ struct Dev {
     child: Child,
     lines: mpsc::Receiver<String>,
     output: Vec<String>,
+    /// Everything the launcher wrote to stderr (its console log lines).
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Dev {
@@ -53,7 +56,7 @@ impl Dev {
             ])
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .process_group(0)
             .spawn()
             .unwrap();
@@ -66,11 +69,50 @@ impl Dev {
                 }
             }
         });
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let err_pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
         Dev {
             child,
             lines,
             output: Vec::new(),
+            stderr,
         }
+    }
+
+    /// Waits until the launcher prints a line containing `what`; returns that line.
+    fn wait_line(&mut self, what: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(l) = self.output.iter().find(|l| l.contains(what)) {
+                return l.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.output.push(line),
+                Err(e) => panic!(
+                    "no line with {what:?} within {within:?} ({e:?}); printed:\n{}",
+                    self.output.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// The pid `conclave dev` printed for node `n` in its banner.
+    fn node_pid(&self, n: u8) -> i32 {
+        let prefix = format!("  node {n}: ");
+        let line = self
+            .output
+            .iter()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no banner line for node {n}"));
+        let pid = line.split("(pid ").nth(1).unwrap().split(',').next().unwrap();
+        pid.parse().unwrap()
     }
 
     /// Waits for the "ready" banner; returns everything printed so far.
@@ -334,4 +376,113 @@ async fn dev_cluster_starts_stops_and_reuses_its_data() {
     let status = dev.terminate(Duration::from_secs(30));
     assert!(status.success(), "dev exited with {status}");
     wait_until_closed(&listening, Duration::from_secs(10)).await;
+}
+
+async fn post(http: &reqwest::Client, n: u8, https: u16, token: &str, body: &str) -> u16 {
+    let id: String = body.chars().filter(char::is_ascii_alphanumeric).collect();
+    match http
+        .post(surl(n, https, "/api/v1/channels/watch/messages"))
+        .bearer_auth(token)
+        .json(&json!({"body": body, "client_msg_id": id}))
+        .send()
+        .await
+    {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+async fn bodies(http: &reqwest::Client, n: u8, https: u16, token: &str) -> Vec<String> {
+    let Ok(r) = http
+        .get(surl(n, https, "/api/v1/channels/watch/messages?after=0"))
+        .bearer_auth(token)
+        .send()
+        .await
+    else {
+        return Vec::new();
+    };
+    let page: Value = r.json().await.unwrap_or_default();
+    page["messages"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|m| m["body"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Kill one node of the dev cluster the way a developer would to watch failover: the launcher
+/// says so, the other two keep taking writes, and the killed node comes back and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_cluster_restarts_a_killed_node_while_the_others_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api, cluster) = free_ports();
+    let https = cluster + 2;
+    let mut dev = Dev::start(dir.path(), api, cluster);
+    dev.wait_ready(Duration::from_secs(120));
+    let root = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+    let secure = https_client(&root);
+    let token = login(&secure, 1, https).await;
+    let r = secure
+        .post(surl(1, https, "/api/v1/channels"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "watch"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(post(&secure, 1, https, &token, "before the kill").await, 201);
+
+    let victim = dev.node_pid(2);
+    signal(victim, libc::SIGKILL);
+    let exited = dev.wait_line("node 2 exited", Duration::from_secs(10));
+    assert!(exited.contains("killed by signal 9"), "{exited}");
+    assert!(exited.contains("nodes 1 and 3 keep serving"), "{exited}");
+
+    // The survivors take a write while node 2 is down (a new leader may need a moment; the
+    // same client_msg_id makes the retry safe).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if post(&secure, 3, https, &token, "while node 2 was down").await == 201 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nodes 1 and 3 took no write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let on_1 = bodies(&secure, 1, https, &token).await;
+    assert_eq!(on_1, ["before the kill", "while node 2 was down"]);
+
+    let restarted = dev.wait_line("node 2 restarted", Duration::from_secs(30));
+    assert!(!restarted.contains(&format!("pid {victim})")), "{restarted}");
+    dev.wait_line("node 2 is back", Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let on_2 = bodies(&secure, 2, https, &token).await;
+        if on_2 == ["before the kill", "while node 2 was down"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 2 did not catch up: {on_2:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        dev.child.try_wait().unwrap().is_none(),
+        "the launcher must keep running"
+    );
+
+    let status = dev.terminate(Duration::from_secs(30));
+    assert!(status.success(), "dev exited with {status}");
+    let listening: Vec<(u8, u16)> = (1..=3u8)
+        .flat_map(|n| [(n, api), (n, cluster), (n, https)])
+        .collect();
+    wait_until_closed(&listening, Duration::from_secs(10)).await;
+    // The console is for the developer: no node or openraft log line leaks onto it.
+    let console = dev.stderr.lock().unwrap().join("\n");
+    assert!(
+        !console.contains("INFO") && !console.contains("openraft"),
+        "log lines on the console:\n{console}"
+    );
 }

@@ -11,14 +11,17 @@
 //! Owns child-process supervision for development. Must never be what production runs: the
 //! admin password is kept in `<data-dir>/dev-credentials` so a rerun can print it.
 
+mod supervisor;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::json;
 
 use crate::signals;
+use supervisor::Supervisor;
 
 const NODES: u64 = 3;
 
@@ -71,60 +74,6 @@ fn node_config(n: u64, dir: &Path, ports: Ports, workspace: &str) -> String {
     )
 }
 
-struct Children(Vec<(u64, Child)>);
-
-impl Children {
-    /// SIGTERM each child (graceful), then wait; SIGKILL what is still running after 10 s.
-    fn stop(&mut self) {
-        for (_, c) in &mut self.0 {
-            terminate(c);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for (n, c) in &mut self.0 {
-            loop {
-                match c.try_wait() {
-                    Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(50))
-                    }
-                    _ => {
-                        tracing::warn!(node = *n, "node did not stop in time; killing it");
-                        let _ = c.kill();
-                        let _ = c.wait();
-                        break;
-                    }
-                }
-            }
-        }
-        self.0.clear();
-    }
-}
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-#[cfg(unix)]
-fn terminate(c: &mut Child) {
-    let Ok(pid) = i32::try_from(c.id()) else {
-        let _ = c.kill();
-        return;
-    };
-    // SAFETY-free: kill(2) via libc is the only way to send SIGTERM without an extra crate.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-    if rc != 0 {
-        let _ = c.kill();
-    }
-}
-
-#[cfg(not(unix))]
-fn terminate(c: &mut Child) {
-    let _ = c.kill();
-}
-
 pub async fn dev(
     data_dir: PathBuf,
     admin_password: Option<String>,
@@ -150,12 +99,21 @@ pub async fn dev(
         if let Some(p) = &admin_password {
             cmd.arg("--admin-password").arg(p);
         }
+        // init logs like a node (openraft's INFO lines included): that goes to a file, and the
+        // console gets one line if it fails.
+        let init_log = data_dir.join("init.log");
+        let log = std::fs::File::create(&init_log)
+            .with_context(|| format!("create {}", init_log.display()))?;
         let out = cmd
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .output()
             .context("run conclave init")?;
         if !out.status.success() {
-            bail!("conclave init failed ({})", out.status);
+            bail!(
+                "conclave init failed ({}); see {}",
+                out.status,
+                init_log.display()
+            );
         }
         let password = match admin_password {
             Some(p) => p,
@@ -171,31 +129,7 @@ pub async fn dev(
         text.lines().nth(1).map(str::to_string).unwrap_or_default()
     };
 
-    let mut children = Children(Vec::new());
-    // With a join token, the node is started with `conclave join` (it joins, then runs).
-    let start = |n: u64, token: Option<&str>, children: &mut Children| -> anyhow::Result<()> {
-        let cfg = &configs[(n - 1) as usize];
-        let log = std::fs::File::create(data_dir.join(format!("node{n}.log")))?;
-        let mut cmd = Command::new(&exe);
-        match token {
-            Some(token) => cmd
-                .arg("join")
-                .arg("--config")
-                .arg(cfg)
-                .arg("--seed")
-                .arg(ports.api(1))
-                .env("CONCLAVE_JOIN_TOKEN", token),
-            None => cmd.arg("run").arg("--config").arg(cfg),
-        };
-        let child = cmd
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("start node {n}"))?;
-        children.0.push((n, child));
-        Ok(())
-    };
-
+    let mut children = Supervisor::new(exe, data_dir.clone(), configs.clone(), ports);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()?;
@@ -204,7 +138,7 @@ pub async fn dev(
         r = async {
             // Node 1 first: with TLS, nodes 2 and 3 get their certificates from it before
             // they can start.
-            start(1, None, &mut children)?;
+            children.start(1, None)?;
             let api = if ports.https.is_some() {
                 let node1_root = crate::node_cert::tls_dir(&data_dir.join("node1"))
                     .join(crate::node_cert::ROOT_FILE);
@@ -246,11 +180,11 @@ pub async fn dev(
                 let session = login(&api, &password, ports).await?;
                 for n in 2..=NODES {
                     let token = join_token(&api, &session, ports).await?;
-                    start(n, Some(&token), &mut children)?;
+                    children.start(n, Some(&token))?;
                 }
             } else {
                 for n in 2..=NODES {
-                    start(n, None, &mut children)?;
+                    children.start(n, None)?;
                 }
             }
             wait_ready(&http, &[1, 2, 3], Duration::from_secs(60), ports).await
@@ -274,9 +208,10 @@ pub async fn dev(
             String::new()
         };
         out.push_str(&format!(
-            "  node {n}: {}{plain}   (log: {}/node{n}.log)\n",
+            "  node {n}: {}{plain}   (pid {}, log: {})\n",
             ports.url(n),
-            data_dir.display()
+            children.pid(n).unwrap_or_default(),
+            children.log_path(n).display()
         ));
     }
     if ports.https.is_some() {
@@ -303,16 +238,14 @@ pub async fn dev(
         "  dns: each node answers for {workspace} on 127.0.0.N:{port}; try: dig @127.0.0.1 -p {port} {workspace}\n",
         port = ports.dns
     ));
+    out.push_str(
+        "  failover: kill any node (kill -9 PID) and the other two keep serving; it is restarted after 3 s and catches up.\n",
+    );
     out.push_str("Press Ctrl-C to stop all three nodes.\n");
     emit(&out);
 
-    let exited = tokio::select! {
-        _ = signals::shutdown_requested() => None,
-        n = watch_children(&mut children) => Some(n),
-    };
-    if let Some(n) = exited {
-        tracing::error!(node = n, "a node exited unexpectedly; stopping the others");
-    }
+    children.supervise(&http).await;
+    emit("Stopping the nodes.\n");
     children.stop();
     emit("Stopped.\n");
     Ok(())
@@ -321,17 +254,6 @@ pub async fn dev(
 #[allow(clippy::print_stdout)]
 fn emit(s: &str) {
     print!("{s}");
-}
-
-async fn watch_children(children: &mut Children) -> u64 {
-    loop {
-        for (n, c) in &mut children.0 {
-            if let Ok(Some(_)) = c.try_wait() {
-                return *n;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 async fn ready(http: &reqwest::Client, n: u64, ports: Ports) -> bool {
