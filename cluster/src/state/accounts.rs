@@ -5,13 +5,13 @@
 //! and the throttle arithmetic (the state machine is its only arbiter, so attempts spread over
 //! several nodes count once each). Must never read the clock: the entry's timestamp is the time.
 
-use crate::apply_chat::Ctx;
 use crate::command::{
     Applied, ApplyError, LoginThrottle, Outcome, Role, SessionRecord, UserExtra, UserRecord,
 };
-use crate::event::EventKind;
-use crate::keys;
 use crate::state::StateError;
+use crate::state::chat::Ctx;
+use crate::state::events::EventKind;
+use crate::state::keys;
 
 /// Revokes every session of `username` except `keep`. Sessions are keyed by token hash, so
 /// this scans them; it runs only on a disable or a password change.
@@ -26,7 +26,7 @@ fn revoke_sessions(
         };
         if sess.username == username && keep != Some(sess.token_hash.as_str()) {
             cx.kv.remove(k);
-            cx.events.push(crate::event::Event {
+            cx.events.push(crate::state::events::Event {
                 index: cx.index,
                 kind: EventKind::SessionRevoked {
                     token_hash: sess.token_hash,
@@ -91,7 +91,7 @@ pub fn update_user(
     if record_changed {
         cx.kv.put(keys::user(username), &target)?;
     }
-    cx.events.push(crate::event::Event {
+    cx.events.push(crate::state::events::Event {
         index: cx.index,
         kind: EventKind::UserUpdated {
             username: username.to_string(),

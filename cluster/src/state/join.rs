@@ -9,12 +9,12 @@
 //!
 //! Must never read the clock, use randomness, or see a token's secret: the proposer hashes it.
 
-use crate::apply_chat::Ctx;
 use crate::command::{
     Applied, ApplyError, JoinTokenRecord, JoinTokenRefusal, JoinTokenUse, Outcome,
 };
-use crate::keys;
 use crate::state::StateError;
+use crate::state::chat::Ctx;
+use crate::state::keys;
 use crate::types::{NodeId, StoredMembership};
 
 /// Expired tokens (used or not) are kept this long for the record, then pruned.
@@ -142,8 +142,8 @@ pub fn use_token(
 mod tests {
     use super::*;
     use crate::command::Command;
-    use crate::sm_store::StateReader;
     use crate::state::test_apply::{run, tree};
+    use crate::storage::sm_store::StateReader;
 
     const HASH: &str = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
     const OTHER: &str = "fcde2b2edba56bf408601fb721fe9b5c338d10ee429ea04fae5511b68fbf8fb9";

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use openraft::ServerState;
 use tokio_util::sync::CancellationToken;
 
-use crate::raft_node::Shared;
-use crate::rpc::NodeStatusWire;
+use crate::node::raft_node::Shared;
+use crate::transport::rpc::NodeStatusWire;
 use crate::types::NodeId;
 
 const TICK: Duration = Duration::from_millis(20);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::command::COMMAND_VERSION;
-use crate::network::{PeerHttp, TransportError};
+use crate::transport::network::{PeerHttp, TransportError};
 use crate::types::{NodeId, NodeInfo};
 
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);

@@ -21,11 +21,11 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use crate::command::Response;
-use crate::event::{Event, EventBus};
-use crate::fsutil;
-use crate::keys;
-use crate::snapshot_cow::Cow;
+use crate::state::events::{Event, EventBus};
+use crate::state::keys;
 use crate::state::{self, Overlay, StateError};
+use crate::storage::fsutil;
+use crate::storage::snapshot_cow::Cow;
 use crate::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -248,7 +248,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 EntryPayload::Membership(m) => {
                     let stored = StoredMembership::new(Some(entry.log_id), m.clone());
                     // Operator flags of removed nodes go with them (see `apply_ops`).
-                    crate::apply_ops::forget_removed_members(&mut kv, &stored)
+                    crate::state::dns_records::apply::forget_removed_members(&mut kv, &stored)
                         .map_err(|e| sm_err(ErrorVerb::Write, e))?;
                     kv.put(keys::MEMBERSHIP.to_vec(), &stored)
                         .map_err(|e| sm_err(ErrorVerb::Write, e))?;

@@ -18,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::command::{COMMAND_VERSION, Command, Outcome, Request, Response};
 use crate::error::ClusterError;
-use crate::network::TransportError;
-use crate::raft_node::Shared;
-use crate::rpc::{self, ForwardError, ForwardReply, ForwardRequest};
+use crate::node::raft_node::Shared;
+use crate::transport::network::TransportError;
+use crate::transport::rpc::{self, ForwardError, ForwardReply, ForwardRequest};
 use crate::types::NodeId;
 
 pub(crate) type Reply = oneshot::Sender<Result<(Outcome, u64), ClusterError>>;

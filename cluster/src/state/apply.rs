@@ -10,17 +10,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::apply_accounts;
-use crate::apply_ca;
-use crate::apply_chat::{self, Ctx};
-use crate::apply_join;
-use crate::apply_ops;
 use crate::command::{
     Applied, ApplyError, COMMAND_VERSION, ChannelKind, ChannelMeta, ChannelRecord, Command,
     Outcome, Request, SessionRecord, UserRecord,
 };
-use crate::event::{Event, EventKind};
-use crate::keys;
+use crate::state::accounts;
+use crate::state::ca;
+use crate::state::chat::{self, Ctx};
+use crate::state::dns_records::apply as dns_apply;
+use crate::state::events::{Event, EventKind};
+use crate::state::join;
+use crate::state::keys;
 
 /// A storage or decoding failure while applying: fatal for the node (it stops applying rather
 /// than diverge from its peers).
@@ -263,15 +263,7 @@ fn apply_command(
         }
         Command::CreateChannel { name, creator } => {
             // Version 1 wire result: the full channel record.
-            match apply_chat::create_channel(
-                &mut cx,
-                name,
-                creator,
-                ChannelKind::Public,
-                "",
-                "",
-                &[],
-            )? {
+            match chat::create_channel(&mut cx, name, creator, ChannelKind::Public, "", "", &[])? {
                 Ok(_) => match channel_view(cx.kv, name)? {
                     Some(ch) => Ok(Ok(Applied::Channel(ch))),
                     None => Ok(Err(ApplyError::ChannelNotFound(name.clone()))),
@@ -280,7 +272,7 @@ fn apply_command(
             }
         }
         Command::JoinChannel { name, username } => {
-            match apply_chat::add_member(&mut cx, name, username, username)? {
+            match chat::add_member(&mut cx, name, username, username)? {
                 Ok(_) => match channel_view(cx.kv, name)? {
                     Some(ch) => Ok(Ok(Applied::Channel(ch))),
                     None => Ok(Err(ApplyError::ChannelNotFound(name.clone()))),
@@ -295,7 +287,7 @@ fn apply_command(
             client_msg_id,
         } => {
             let (outcome, message) =
-                apply_chat::post_message(&mut cx, channel, author, body, client_msg_id, None)?;
+                chat::post_message(&mut cx, channel, author, body, client_msg_id, None)?;
             match (outcome, message) {
                 (Ok(Applied::MessageChanged { duplicate, .. }), Some(message)) => {
                     Ok(Ok(Applied::Message { message, duplicate }))
@@ -311,14 +303,14 @@ fn apply_command(
             title,
             topic,
             members,
-        } => apply_chat::create_channel(&mut cx, name, creator, *kind, title, topic, members),
+        } => chat::create_channel(&mut cx, name, creator, *kind, title, topic, members),
         Command::UpdateChannel {
             channel,
             by,
             title,
             topic,
             archived,
-        } => apply_chat::update_channel(
+        } => chat::update_channel(
             &mut cx,
             channel,
             by,
@@ -330,35 +322,27 @@ fn apply_command(
             channel,
             username,
             by,
-        } => apply_chat::add_member(&mut cx, channel, username, by),
+        } => chat::add_member(&mut cx, channel, username, by),
         Command::RemoveMember {
             channel,
             username,
             by,
-        } => apply_chat::remove_member(&mut cx, channel, username, by),
+        } => chat::remove_member(&mut cx, channel, username, by),
         Command::PostMessageV2 {
             channel,
             author,
             body,
             client_msg_id,
             thread_root,
-        } => Ok(apply_chat::post_message(
-            &mut cx,
-            channel,
-            author,
-            body,
-            client_msg_id,
-            *thread_root,
-        )?
-        .0),
+        } => Ok(chat::post_message(&mut cx, channel, author, body, client_msg_id, *thread_root)?.0),
         Command::EditMessage {
             channel,
             seq,
             by,
             body,
-        } => apply_chat::edit_message(&mut cx, channel, *seq, by, body),
+        } => chat::edit_message(&mut cx, channel, *seq, by, body),
         Command::DeleteMessage { channel, seq, by } => {
-            apply_chat::delete_message(&mut cx, channel, *seq, by)
+            chat::delete_message(&mut cx, channel, *seq, by)
         }
         Command::SetReaction {
             channel,
@@ -366,25 +350,25 @@ fn apply_command(
             user,
             emoji,
             add,
-        } => apply_chat::set_reaction(&mut cx, channel, *seq, user, emoji, *add),
+        } => chat::set_reaction(&mut cx, channel, *seq, user, emoji, *add),
         Command::SetPinned {
             channel,
             seq,
             by,
             pinned,
-        } => apply_chat::set_pinned(&mut cx, channel, *seq, by, *pinned),
+        } => chat::set_pinned(&mut cx, channel, *seq, by, *pinned),
         Command::MarkRead {
             channel,
             username,
             seq,
-        } => apply_chat::mark_read(&mut cx, channel, username, *seq),
+        } => chat::mark_read(&mut cx, channel, username, *seq),
         Command::UpdateUser {
             username,
             by,
             disabled,
             role,
             display_name,
-        } => apply_accounts::update_user(
+        } => accounts::update_user(
             &mut cx,
             username,
             by,
@@ -396,31 +380,29 @@ fn apply_command(
             username,
             password_hash,
             keep_session,
-        } => {
-            apply_accounts::set_password(&mut cx, username, password_hash, keep_session.as_deref())
-        }
-        Command::LoginAttempt { username } => apply_accounts::login_attempt(&mut cx, username),
+        } => accounts::set_password(&mut cx, username, password_hash, keep_session.as_deref()),
+        Command::LoginAttempt { username } => accounts::login_attempt(&mut cx, username),
         Command::SetDraining { node_id, draining } => {
-            apply_ops::set_draining(&mut cx, *node_id, *draining)
+            dns_apply::set_draining(&mut cx, *node_id, *draining)
         }
-        Command::PutDnsRecord { record } => apply_ops::put_dns_record(&mut cx, record),
+        Command::PutDnsRecord { record } => dns_apply::put_dns_record(&mut cx, record),
         Command::RemoveDnsRecords { name, rtype, data } => {
-            apply_ops::remove_dns_records(&mut cx, name, *rtype, data.as_ref())
+            dns_apply::remove_dns_records(&mut cx, name, *rtype, data.as_ref())
         }
-        Command::CaUpdate { expect, state } => apply_ca::ca_update(&mut cx, *expect, state),
+        Command::CaUpdate { expect, state } => ca::ca_update(&mut cx, *expect, state),
         Command::CreateJoinToken {
             id,
             secret_hash,
             expires_ms,
             by,
-        } => apply_join::create(&mut cx, id, secret_hash, *expires_ms, by),
+        } => join::create(&mut cx, id, secret_hash, *expires_ms, by),
         Command::UseJoinToken {
             id,
             secret_hash,
             node_id,
             api_addr,
             cluster_addr,
-        } => apply_join::use_token(
+        } => join::use_token(
             &mut cx,
             id,
             secret_hash,
@@ -626,8 +608,8 @@ mod tests {
         }
     }
 
-    fn reader(t: &sled::Tree) -> crate::sm_store::StateReader {
-        crate::sm_store::StateReader::for_tree(t.clone())
+    fn reader(t: &sled::Tree) -> crate::storage::sm_store::StateReader {
+        crate::storage::sm_store::StateReader::for_tree(t.clone())
     }
 
     fn post2(author: &str, id: &str, body: &str, root: Option<u64>) -> Command {
@@ -649,7 +631,7 @@ mod tests {
             11,
             vec![user("bob", Role::Member), user("carol", Role::Member)],
         );
-        let name = apply_chat::dm_name(&["bob".into(), "alice".into()]);
+        let name = chat::dm_name(&["bob".into(), "alice".into()]);
         assert_eq!(name, "dm:alice:bob");
         let dm = |creator: &str| Command::CreateChannelV2 {
             name: name.clone(),

@@ -418,3 +418,4 @@ mod tests {
         assert_eq!(DnsRecordType::parse("aaaa"), Some(DnsRecordType::Aaaa));
     }
 }
+pub mod apply;

@@ -27,7 +27,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogId, RaftLogReader, StorageIOError};
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil;
+use crate::storage::fsutil;
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 
 /// Segment size at which a new file is started. Purging deletes whole segments.

@@ -8,9 +8,9 @@
 //! anything about certificates. Signing is randomised, so it happens on the proposing node; the
 //! CAS is what keeps two nodes that signed from the same state from overwriting each other.
 
-use crate::apply_chat::Ctx;
 use crate::command::{Applied, ApplyError, Outcome};
-use crate::keys;
+use crate::state::chat::Ctx;
+use crate::state::keys;
 use crate::state::{Overlay, StateError};
 
 /// The CA state as stored: its version (1 for the first) and the blob.
@@ -46,8 +46,8 @@ pub fn ca_update(cx: &mut Ctx<'_, '_>, expect: u64, state: &[u8]) -> Result<Outc
 mod tests {
     use super::*;
     use crate::command::Command;
-    use crate::sm_store::StateReader;
     use crate::state::test_apply::{run, tree};
+    use crate::storage::sm_store::StateReader;
 
     fn update(expect: u64, state: &[u8]) -> Command {
         Command::CaUpdate {

@@ -7,10 +7,10 @@
 //! holds at most `MAX_RECORDS` records. Must never read the clock or know the workspace name:
 //! records are relative to a zone only each node's DNS configuration names.
 
-use crate::apply_chat::Ctx;
 use crate::command::{Applied, ApplyError, Outcome};
-use crate::dns_records::{self, DnsRecord, DnsRecordData, DnsRecordError, DnsRecordType};
-use crate::keys;
+use crate::state::chat::Ctx;
+use crate::state::dns_records::{self, DnsRecord, DnsRecordData, DnsRecordError, DnsRecordType};
+use crate::state::keys;
 use crate::state::{Overlay, StateError};
 use crate::types::{NodeId, StoredMembership};
 
@@ -183,8 +183,8 @@ mod tests {
 
     use super::*;
     use crate::command::Command;
-    use crate::sm_store::StateReader;
     use crate::state::test_apply::{run, tree};
+    use crate::storage::sm_store::StateReader;
     use crate::types::NodeInfo;
 
     /// Applies a membership entry the way the state machine store does.

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::raft_node::Shared;
-use crate::rpc::NodeStatusWire;
+use crate::node::raft_node::Shared;
+use crate::transport::rpc::NodeStatusWire;
 use crate::types::{NodeId, NodeInfo};
 
 /// How often the view is refreshed. Each refresh probes all members in parallel with a 200 ms

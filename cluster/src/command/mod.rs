@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dns_records::{DnsRecord, DnsRecordData, DnsRecordType};
+use crate::state::dns_records::{DnsRecord, DnsRecordData, DnsRecordType};
 use crate::types::NodeId;
 
 /// The command-set version this binary proposes and understands.

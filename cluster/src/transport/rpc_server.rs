@@ -16,9 +16,9 @@ use axum::routing::{get, post};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::peer_tls::{PeerIdentity, PeerTls};
-use crate::raft_node::{ClusterNode, Shared, membership_on_leader};
-use crate::rpc::{self, ForwardError, ForwardReply, ForwardRequest, MembershipRequest};
+use crate::node::raft_node::{ClusterNode, Shared, membership_on_leader};
+use crate::transport::peer_tls::{PeerIdentity, PeerTls};
+use crate::transport::rpc::{self, ForwardError, ForwardReply, ForwardRequest, MembershipRequest};
 use crate::types::{NodeId, TypeConfig};
 
 /// Snapshot chunks and large AppendEntries batches must fit.
@@ -55,7 +55,7 @@ pub async fn serve_cluster_port(
     cancel: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
     match tls {
-        Some(tls) => crate::peer_tls::serve_tls(listener, router, tls, cancel).await,
+        Some(tls) => crate::transport::peer_tls::serve_tls(listener, router, tls, cancel).await,
         None => {
             axum::serve(listener, router)
                 .with_graceful_shutdown(cancel.cancelled_owned())
@@ -223,7 +223,7 @@ async fn ephemeral(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
 }
 
 async fn version() -> Response {
-    axum::Json(crate::versions::VersionWire::current()).into_response()
+    axum::Json(crate::node::versions::VersionWire::current()).into_response()
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> Response {

@@ -22,8 +22,8 @@ use openraft::raft::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::peer_tls::PeerTls;
-use crate::rpc;
+use crate::transport::peer_tls::PeerTls;
+use crate::transport::rpc;
 use crate::types::{NodeId, NodeInfo, TypeConfig};
 
 /// Shared HTTP client for everything that goes to the cluster port of a peer.
@@ -203,7 +203,7 @@ impl PeerHttp {
         &self,
         addr: &str,
         timeout: Duration,
-    ) -> Result<crate::versions::VersionWire, TransportError> {
+    ) -> Result<crate::node::versions::VersionWire, TransportError> {
         self.get_json(addr, rpc::PATH_VERSION, timeout).await
     }
 

@@ -14,15 +14,17 @@ use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::batcher::{self, BatchLimits, Pending};
 use crate::command::{Applied, Command};
 use crate::error::ClusterError;
-use crate::event::EventBus;
-use crate::health::{self, Readiness};
-use crate::log_store::LogStore;
-use crate::network::{NetworkFactory, PeerHttp, TransportError};
-use crate::rpc::{self, MembershipError, MembershipReply, MembershipRequest, NodeStatusWire};
-use crate::sm_store::{StateMachineStore, StateReader};
+use crate::node::batcher::{self, BatchLimits, Pending};
+use crate::node::readiness::{self, Readiness};
+use crate::state::events::EventBus;
+use crate::storage::log_store::LogStore;
+use crate::storage::sm_store::{StateMachineStore, StateReader};
+use crate::transport::network::{NetworkFactory, PeerHttp, TransportError};
+use crate::transport::rpc::{
+    self, MembershipError, MembershipReply, MembershipRequest, NodeStatusWire,
+};
 use crate::types::{NodeId, NodeInfo, Raft, RaftMetrics};
 
 const EPHEMERAL_TIMEOUT: Duration = Duration::from_millis(500);
@@ -52,7 +54,7 @@ pub struct ClusterConfig {
     pub peer_source_ip: Option<std::net::IpAddr>,
     /// Mutual TLS for the cluster port and peer calls (`peer_tls`); `None` keeps plain HTTP.
     /// The same `Arc` must be handed to `rpc_server::serve_cluster_port`.
-    pub peer_tls: Option<Arc<crate::peer_tls::PeerTls>>,
+    pub peer_tls: Option<Arc<crate::transport::peer_tls::PeerTls>>,
     /// The advertised HTTPS client address, reported in this node's status (not replicated:
     /// it is a property of how the process runs, like readiness).
     pub https_addr: Option<String>,
@@ -107,13 +109,13 @@ pub(crate) struct Shared {
     pub last_leader_contact: Mutex<std::time::Instant>,
     /// Ephemeral notices received from peers (`rpc::PATH_EPHEMERAL`).
     pub ephemeral: tokio::sync::broadcast::Sender<bytes::Bytes>,
-    pub versions: crate::versions::PeerVersions,
+    pub versions: crate::node::versions::PeerVersions,
     pub reader: StateReader,
     /// Highest command version seen activated in the applied state. Activation is permanent,
     /// so once seen it is never read from storage again on the write path.
     pub active_version: std::sync::atomic::AtomicU16,
     /// The latest member-health view (`member_health`), read by DNS and the cluster API.
-    pub health: crate::member_health::HealthTx,
+    pub health: crate::node::member_health::HealthTx,
     /// When the periodic member-health probe last started (its schedule, for status output).
     pub health_tick: Mutex<std::time::Instant>,
 }
@@ -132,7 +134,7 @@ impl Shared {
         rx.await.map_err(|_| ClusterError::ShuttingDown)?
     }
 
-    /// The readiness verdict, unless it is older than [`health::MAX_VERDICT_AGE`]. A process
+    /// The readiness verdict, unless it is older than [`readiness::MAX_VERDICT_AGE`]. A process
     /// that was frozen (SIGSTOP, a VM pause, a stalled runtime) wakes up holding the verdict it
     /// reached before the freeze; serving that would put a node back into DNS answers and
     /// `/readyz` before it has heard from the current leader.
@@ -141,7 +143,7 @@ impl Shared {
             return Readiness::default();
         };
         let (verdict, at) = &*g;
-        if at.elapsed() > health::MAX_VERDICT_AGE {
+        if at.elapsed() > readiness::MAX_VERDICT_AGE {
             return Readiness {
                 ready: false,
                 reason: Some(
@@ -209,7 +211,7 @@ impl Shared {
             last_log_index: m.last_log_index,
             last_applied: m.last_applied.map(|l| l.index),
             voter,
-            quorum_ok: health::leader_has_quorum(&m, self.config.election_timeout_max_ms),
+            quorum_ok: readiness::leader_has_quorum(&m, self.config.election_timeout_max_ms),
             ready: readiness.ready,
             reason: readiness.reason,
             electing: readiness.electing,
@@ -304,12 +306,12 @@ impl ClusterNode {
             membership_lock: tokio::sync::Mutex::new(()),
             last_leader_contact: Mutex::new(std::time::Instant::now()),
             ephemeral: tokio::sync::broadcast::channel(1024).0,
-            versions: crate::versions::PeerVersions::default(),
+            versions: crate::node::versions::PeerVersions::default(),
             reader: reader.clone(),
             active_version: std::sync::atomic::AtomicU16::new(1),
             health_tick: Mutex::new(std::time::Instant::now()),
             health: tokio::sync::watch::Sender::new(Arc::new(
-                crate::member_health::HealthView::empty(),
+                crate::node::member_health::HealthView::empty(),
             )),
         });
         let limits = BatchLimits {
@@ -323,23 +325,29 @@ impl ClusterNode {
                 "batcher",
                 batcher::run(shared.clone(), batch_rx, limits, cancel.clone()),
             ),
-            spawn_named("health", health::run(shared.clone(), cancel.clone())),
+            spawn_named("health", readiness::run(shared.clone(), cancel.clone())),
             spawn_named(
                 "member-health",
-                crate::member_health::run(shared.clone(), cancel.clone()),
+                crate::node::member_health::run(shared.clone(), cancel.clone()),
             ),
             spawn_named(
                 "failover",
-                crate::failover::run(shared.clone(), cancel.clone()),
+                crate::node::election_trigger::run(shared.clone(), cancel.clone()),
             ),
         ];
         if let Some(tls) = &config.peer_tls {
             // Set the member set before returning, so the cluster port (served after `start`)
             // never admits anyone on an empty set a restarted member merely has not filled yet.
-            tls.set_members(crate::peer_tls::member_ids(&shared.raft.metrics().borrow()));
+            tls.set_members(crate::transport::peer_tls::member_ids(
+                &shared.raft.metrics().borrow(),
+            ));
             tasks.push(spawn_named(
                 "peer-tls-members",
-                crate::peer_tls::run_member_sync(shared.raft.clone(), tls.clone(), cancel.clone()),
+                crate::transport::peer_tls::run_member_sync(
+                    shared.raft.clone(),
+                    tls.clone(),
+                    cancel.clone(),
+                ),
             ));
         }
         tracing::info!(node_id = config.node_id, dir = %dir.display(), "cluster node started");
@@ -584,7 +592,7 @@ impl ClusterNode {
     }
 
     /// The latest member-health view (refreshed about once a second).
-    pub fn health_view(&self) -> Arc<crate::member_health::HealthView> {
+    pub fn health_view(&self) -> Arc<crate::node::member_health::HealthView> {
         self.shared.health.borrow().clone()
     }
 
@@ -600,15 +608,15 @@ impl ClusterNode {
     /// Notified whenever a new member-health view is published.
     pub fn health_watch(
         &self,
-    ) -> tokio::sync::watch::Receiver<Arc<crate::member_health::HealthView>> {
+    ) -> tokio::sync::watch::Receiver<Arc<crate::node::member_health::HealthView>> {
         self.shared.health.subscribe()
     }
 
     /// Probes now and publishes the result: after a membership or drain change, so the caller's
     /// reply and every reader see it without waiting for the next period.
-    pub async fn refresh_health(&self) -> Arc<crate::member_health::HealthView> {
-        let view = crate::member_health::probe(&self.shared).await;
-        crate::member_health::publish(&self.shared, view);
+    pub async fn refresh_health(&self) -> Arc<crate::node::member_health::HealthView> {
+        let view = crate::node::member_health::probe(&self.shared).await;
+        crate::node::member_health::publish(&self.shared, view);
         self.health_view()
     }
 
@@ -909,7 +917,7 @@ impl ClusterNode {
 
     /// The static DNS records as this node has applied them, sorted by name and type. A local
     /// read of at most `dns_records::MAX_RECORDS` small values: cheap enough once a second.
-    pub fn dns_records(&self) -> Result<Vec<crate::dns_records::DnsRecord>, ClusterError> {
+    pub fn dns_records(&self) -> Result<Vec<crate::state::dns_records::DnsRecord>, ClusterError> {
         self.reader
             .dns_records()
             .map_err(|e| ClusterError::Storage(format!("reading DNS records: {e}")))
@@ -920,7 +928,7 @@ impl ClusterNode {
     /// a node that cannot read its own state fails its other checks anyway, and DNS must keep
     /// answering rather than drop every node.
     pub fn draining_nodes(&self) -> BTreeSet<NodeId> {
-        crate::member_health::draining_nodes(&self.shared)
+        crate::node::member_health::draining_nodes(&self.shared)
     }
 
     /// Whether this node is draining (see `draining_nodes`).

@@ -12,8 +12,8 @@ use crate::command::{
     Applied, ApplyError, ChannelEvent, ChannelExtra, ChannelKind, ChannelMeta, MessageExtra,
     MessageRecord, Outcome, Role, UserRecord,
 };
-use crate::event::{Event, EventKind};
-use crate::keys;
+use crate::state::events::{Event, EventKind};
+use crate::state::keys;
 use crate::state::{Overlay, StateError};
 
 /// Largest group DM (participants, including the creator).

@@ -6,17 +6,17 @@
 
 use std::collections::BTreeSet;
 
-use crate::apply_chat;
 use crate::command::{
     ChannelEvent, ChannelKind, ChannelMeta, LoginThrottle, MessageExtra, MessageRecord,
     SessionRecord, UserExtra, UserRecord,
 };
-use crate::dns_records::DnsRecord;
-use crate::keys;
-use crate::sm_store::StateReader;
+use crate::state::chat;
+use crate::state::dns_records::DnsRecord;
+use crate::state::keys;
+use crate::state::views::{ChannelSummary, ChannelView, MessageView, ReadState, UserView};
 use crate::state::{self, Overlay, StateError};
+use crate::storage::sm_store::StateReader;
 use crate::types::NodeId;
-use crate::views::{ChannelSummary, ChannelView, MessageView, ReadState, UserView};
 
 fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, StateError> {
     bincode::deserialize(value).map_err(|source| StateError::Decode {
@@ -216,7 +216,7 @@ impl StateReader {
     }
 
     fn view_from_meta(&self, meta: ChannelMeta) -> Result<ChannelView, StateError> {
-        let extra = apply_chat::extra(&Overlay::new(self.tree()), &meta.name)?;
+        let extra = chat::extra(&Overlay::new(self.tree()), &meta.name)?;
         let last_ev = self.last_ev(&meta.name)?;
         let rec = state::channel_from_meta(&Overlay::new(self.tree()), meta)?;
         Ok(ChannelView {
@@ -244,9 +244,7 @@ impl StateReader {
         if !self.channel_exists(name)? {
             return Ok(None);
         }
-        Ok(Some(
-            apply_chat::extra(&Overlay::new(self.tree()), name)?.kind,
-        ))
+        Ok(Some(chat::extra(&Overlay::new(self.tree()), name)?.kind))
     }
 
     /// Whether `user` may read `channel`: anyone for public channels, members otherwise.

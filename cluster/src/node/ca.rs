@@ -6,13 +6,13 @@
 
 use std::time::Duration;
 
-use crate::apply_ca::StoredCa;
 use crate::command::{Applied, Command};
 use crate::error::ClusterError;
-use crate::keys;
-use crate::raft_node::ClusterNode;
-use crate::sm_store::StateReader;
+use crate::node::raft_node::ClusterNode;
+use crate::state::ca::StoredCa;
+use crate::state::keys;
 use crate::state::{Overlay, StateError};
+use crate::storage::sm_store::StateReader;
 
 impl StateReader {
     /// The CA state as this node has applied it: `(version, blob)`, `None` before `init`.
