@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::command::{COMMAND_VERSION, Command, Outcome, Request, Response};
 use crate::error::ClusterError;
-use crate::node::raft_node::Shared;
+use crate::node::shared::Shared;
 use crate::transport::network::TransportError;
 use crate::transport::rpc::{self, ForwardError, ForwardReply, ForwardRequest};
 use crate::types::NodeId;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::node::raft_node::Shared;
+use crate::node::shared::Shared;
 use crate::transport::rpc::NodeStatusWire;
 use crate::types::{NodeId, NodeInfo};
 

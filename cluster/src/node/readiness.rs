@@ -12,7 +12,7 @@ use std::time::Duration;
 use openraft::ServerState;
 use tokio_util::sync::CancellationToken;
 
-use crate::node::raft_node::Shared;
+use crate::node::shared::Shared;
 use crate::types::RaftMetrics;
 
 const PROBE_EVERY: Duration = Duration::from_millis(200);

@@ -1,4 +1,4 @@
-//! Apply rules of accounts: admin changes, password changes with session revocation, and the
+//! Apply rules of accounts: users and sessions, admin changes, password changes with session revocation, and the
 //! replicated login throttle.
 //!
 //! Owns the rule that a disabled user or a replaced password leaves no live session behind,
@@ -9,9 +9,75 @@ use crate::command::{
     Applied, ApplyError, LoginThrottle, Outcome, Role, SessionRecord, UserExtra, UserRecord,
 };
 use crate::state::StateError;
-use crate::state::chat::Ctx;
-use crate::state::events::EventKind;
+use crate::state::context::Ctx;
+use crate::state::events::{Event, EventKind};
 use crate::state::keys;
+
+pub fn create_user(
+    cx: &mut Ctx<'_, '_>,
+    username: &str,
+    password_hash: &str,
+    role: Role,
+) -> Result<Outcome, StateError> {
+    let key = keys::user(username);
+    if cx.kv.get_raw(&key)?.is_some() {
+        return Ok(Err(ApplyError::UserExists(username.to_string())));
+    }
+    let user = UserRecord {
+        username: username.to_string(),
+        password_hash: password_hash.to_string(),
+        role,
+        disabled: false,
+        created_at_ms: cx.ts,
+    };
+    cx.kv.put(key, &user)?;
+    cx.events.push(Event {
+        index: cx.index,
+        kind: EventKind::UserCreated {
+            username: username.to_string(),
+        },
+    });
+    Ok(Ok(Applied::User(user)))
+}
+
+pub fn create_session(
+    cx: &mut Ctx<'_, '_>,
+    token_hash: &str,
+    username: &str,
+    ttl_ms: u64,
+) -> Result<Outcome, StateError> {
+    let Some(user) = cx.kv.get::<UserRecord>(&keys::user(username))? else {
+        return Ok(Err(ApplyError::UnknownUser(username.to_string())));
+    };
+    if user.disabled {
+        return Ok(Err(ApplyError::UserDisabled(username.to_string())));
+    }
+    let session = SessionRecord {
+        token_hash: token_hash.to_string(),
+        username: username.to_string(),
+        created_at_ms: cx.ts,
+        expires_at_ms: cx.ts.saturating_add(ttl_ms),
+    };
+    cx.kv.put(keys::session(token_hash), &session)?;
+    // A session is only created after a correct password: the throttle starts over.
+    cx.kv.remove(keys::login_throttle(username));
+    Ok(Ok(Applied::Session(session)))
+}
+
+pub fn revoke_session(cx: &mut Ctx<'_, '_>, token_hash: &str) -> Result<Outcome, StateError> {
+    let key = keys::session(token_hash);
+    let existed = cx.kv.get_raw(&key)?.is_some();
+    if existed {
+        cx.kv.remove(key);
+        cx.events.push(Event {
+            index: cx.index,
+            kind: EventKind::SessionRevoked {
+                token_hash: token_hash.to_string(),
+            },
+        });
+    }
+    Ok(Ok(Applied::SessionRevoked { existed }))
+}
 
 /// Revokes every session of `username` except `keep`. Sessions are keyed by token hash, so
 /// this scans them; it runs only on a disable or a password change.
@@ -26,7 +92,7 @@ fn revoke_sessions(
         };
         if sess.username == username && keep != Some(sess.token_hash.as_str()) {
             cx.kv.remove(k);
-            cx.events.push(crate::state::events::Event {
+            cx.events.push(Event {
                 index: cx.index,
                 kind: EventKind::SessionRevoked {
                     token_hash: sess.token_hash,
@@ -91,7 +157,7 @@ pub fn update_user(
     if record_changed {
         cx.kv.put(keys::user(username), &target)?;
     }
-    cx.events.push(crate::state::events::Event {
+    cx.events.push(Event {
         index: cx.index,
         kind: EventKind::UserUpdated {
             username: username.to_string(),

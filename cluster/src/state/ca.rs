@@ -9,7 +9,7 @@
 //! CAS is what keeps two nodes that signed from the same state from overwriting each other.
 
 use crate::command::{Applied, ApplyError, Outcome};
-use crate::state::chat::Ctx;
+use crate::state::context::Ctx;
 use crate::state::keys;
 use crate::state::{Overlay, StateError};
 

@@ -13,7 +13,7 @@ use crate::command::{
     Applied, ApplyError, JoinTokenRecord, JoinTokenRefusal, JoinTokenUse, Outcome,
 };
 use crate::state::StateError;
-use crate::state::chat::Ctx;
+use crate::state::context::Ctx;
 use crate::state::keys;
 use crate::types::{NodeId, StoredMembership};
 

@@ -181,11 +181,11 @@ pub fn dns_record(name: &str, rtype: &str, data: &[u8]) -> Vec<u8> {
 
 // ---- version 4 keys ----
 
-/// The certificate authority's state: `(version u64, blob)`, see `apply_ca`. One key: the CA
+/// The certificate authority's state: `(version u64, blob)`, see `state::ca`. One key: the CA
 /// changes a few times a day, and one value keeps the compare-and-swap trivially atomic.
 pub const CA_STATE: &[u8] = b"ca/state";
 /// Log index of the entry that last changed `CA_STATE` (u64): a node that finds the root key
-/// gone can tell whether its log may still hold entries written before (see `ca_store`).
+/// gone can tell whether its log may still hold entries written before (see `node::ca`).
 pub const CA_INDEX: &[u8] = b"ca/index";
 
 // ---- version 5 keys ----

@@ -14,7 +14,7 @@ use crate::state::chat;
 use crate::state::dns_records::DnsRecord;
 use crate::state::keys;
 use crate::state::views::{ChannelSummary, ChannelView, MessageView, ReadState, UserView};
-use crate::state::{self, Overlay, StateError};
+use crate::state::{Overlay, StateError};
 use crate::storage::sm_store::StateReader;
 use crate::types::NodeId;
 
@@ -218,7 +218,7 @@ impl StateReader {
     fn view_from_meta(&self, meta: ChannelMeta) -> Result<ChannelView, StateError> {
         let extra = chat::extra(&Overlay::new(self.tree()), &meta.name)?;
         let last_ev = self.last_ev(&meta.name)?;
-        let rec = state::channel_from_meta(&Overlay::new(self.tree()), meta)?;
+        let rec = chat::channel_from_meta(&Overlay::new(self.tree()), meta)?;
         Ok(ChannelView {
             name: rec.name,
             title: extra.title,

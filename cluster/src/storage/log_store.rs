@@ -89,37 +89,49 @@ fn poisoned() -> io::Error {
     io::Error::other("log store lock poisoned by a panic")
 }
 
+/// The log's metadata (vote, committed, last purged); the default for a new log.
+fn read_meta(meta_path: &Path) -> Result<Meta, io::Error> {
+    let meta = match fs::read(meta_path) {
+        Ok(bytes) => {
+            let (payload, _) = fsutil::unframe(&bytes).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is corrupt", meta_path.display()),
+                )
+            })?;
+            bincode::deserialize(payload)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Meta::default(),
+        Err(e) => return Err(e),
+    };
+    Ok(meta)
+}
+
+/// Ids of the segment files in `dir`, ascending.
+fn segment_ids(dir: &Path) -> Result<Vec<u64>, io::Error> {
+    let mut ids: Vec<u64> = Vec::new();
+    for de in fs::read_dir(dir)? {
+        let name = de?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(stem) = name.strip_suffix(".seg")
+            && let Ok(id) = stem.parse::<u64>()
+        {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
 impl LogStore {
     /// Opens (or creates) the log under `dir/log`, rebuilding the index from the segments.
     pub fn open(dir: &Path) -> Result<Self, io::Error> {
         let dir = dir.join("log");
         fs::create_dir_all(&dir)?;
         let meta_path = dir.join("meta");
-        let meta: Meta = match fs::read(&meta_path) {
-            Ok(bytes) => {
-                let (payload, _) = fsutil::unframe(&bytes).ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{} is corrupt", meta_path.display()),
-                    )
-                })?;
-                bincode::deserialize(payload)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Meta::default(),
-            Err(e) => return Err(e),
-        };
-        let mut ids: Vec<u64> = Vec::new();
-        for de in fs::read_dir(&dir)? {
-            let name = de?.file_name();
-            let name = name.to_string_lossy();
-            if let Some(stem) = name.strip_suffix(".seg")
-                && let Ok(id) = stem.parse::<u64>()
-            {
-                ids.push(id);
-            }
-        }
-        ids.sort_unstable();
+        let meta = read_meta(&meta_path)?;
+        let ids = segment_ids(&dir)?;
         let purged_index = meta.last_purged.map(|l| l.index);
         let mut inner = Inner {
             dir: dir.clone(),
@@ -131,71 +143,7 @@ impl LogStore {
         };
         let last_id = ids.last().copied();
         for id in ids {
-            let path = segment_path(&dir, id);
-            let mut bytes = Vec::new();
-            File::open(&path)?.read_to_end(&mut bytes)?;
-            let mut pos = 0usize;
-            while pos < bytes.len() {
-                let Some((payload, used)) = fsutil::unframe(&bytes[pos..]) else {
-                    if Some(id) == last_id {
-                        tracing::warn!(segment = %path.display(), offset = pos, "cutting torn tail of the raft log (an unacknowledged write interrupted by a crash)");
-                        let f = OpenOptions::new().write(true).open(&path)?;
-                        f.set_len(pos as u64)?;
-                        f.sync_all()?;
-                        bytes.truncate(pos);
-                        break;
-                    }
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "raft log segment {} is corrupt at offset {pos}",
-                            path.display()
-                        ),
-                    ));
-                };
-                let entry: Entry = bincode::deserialize(payload).map_err(|e| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{}: {e}", path.display()),
-                    )
-                })?;
-                let log_id = *entry.get_log_id();
-                if purged_index.is_some_and(|p| log_id.index <= p) {
-                    pos += used;
-                    continue;
-                }
-                // Later records win. openraft truncates (durably) before it overwrites, so in normal
-                // operation indexes only grow; a gap is reported but not fatal here, because
-                // openraft checks log continuity itself when it reads.
-                if let Some(prev) = inner.index.keys().next_back().copied()
-                    && log_id.index > prev + 1
-                {
-                    tracing::warn!(prev, next = log_id.index, segment = %path.display(), "gap in the raft log");
-                }
-                inner.index.insert(
-                    log_id.index,
-                    Loc {
-                        segment: id,
-                        offset: pos as u64,
-                        len: used as u64,
-                        log_id,
-                    },
-                );
-                inner.cache_insert(log_id.index, entry, used);
-                pos += used;
-            }
-            let writer = OpenOptions::new().append(true).open(&path)?;
-            let reader = File::open(&path)?;
-            inner.segments.insert(
-                id,
-                Segment {
-                    id,
-                    path,
-                    writer: Arc::new(writer),
-                    reader,
-                    size: bytes.len() as u64,
-                },
-            );
+            inner.load_segment(id, Some(id) == last_id, purged_index)?;
         }
         tracing::info!(
             entries = inner.index.len(),
@@ -271,6 +219,83 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
 }
 
 impl Inner {
+    /// Indexes one segment file into the index and cache. A torn record at the end of the last
+    /// segment is an unacknowledged write cut by a crash and is cut off; anywhere else it is
+    /// corruption.
+    fn load_segment(
+        &mut self,
+        id: u64,
+        is_last: bool,
+        purged_index: Option<u64>,
+    ) -> Result<(), io::Error> {
+        let path = segment_path(&self.dir, id);
+        let mut bytes = Vec::new();
+        File::open(&path)?.read_to_end(&mut bytes)?;
+        let mut pos = 0usize;
+        while pos < bytes.len() {
+            let Some((payload, used)) = fsutil::unframe(&bytes[pos..]) else {
+                if is_last {
+                    tracing::warn!(segment = %path.display(), offset = pos, "cutting torn tail of the raft log (an unacknowledged write interrupted by a crash)");
+                    let f = OpenOptions::new().write(true).open(&path)?;
+                    f.set_len(pos as u64)?;
+                    f.sync_all()?;
+                    bytes.truncate(pos);
+                    break;
+                }
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "raft log segment {} is corrupt at offset {pos}",
+                        path.display()
+                    ),
+                ));
+            };
+            let entry: Entry = bincode::deserialize(payload).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", path.display()),
+                )
+            })?;
+            let log_id = *entry.get_log_id();
+            if purged_index.is_some_and(|p| log_id.index <= p) {
+                pos += used;
+                continue;
+            }
+            // Later records win. openraft truncates (durably) before it overwrites, so in normal
+            // operation indexes only grow; a gap is reported but not fatal here, because
+            // openraft checks log continuity itself when it reads.
+            if let Some(prev) = self.index.keys().next_back().copied()
+                && log_id.index > prev + 1
+            {
+                tracing::warn!(prev, next = log_id.index, segment = %path.display(), "gap in the raft log");
+            }
+            self.index.insert(
+                log_id.index,
+                Loc {
+                    segment: id,
+                    offset: pos as u64,
+                    len: used as u64,
+                    log_id,
+                },
+            );
+            self.cache_insert(log_id.index, entry, used);
+            pos += used;
+        }
+        let writer = OpenOptions::new().append(true).open(&path)?;
+        let reader = File::open(&path)?;
+        self.segments.insert(
+            id,
+            Segment {
+                id,
+                path,
+                writer: Arc::new(writer),
+                reader,
+                size: bytes.len() as u64,
+            },
+        );
+        Ok(())
+    }
+
     fn new_segment(&mut self, id: u64) -> Result<(), io::Error> {
         let path = segment_path(&self.dir, id);
         let writer = OpenOptions::new().create(true).append(true).open(&path)?;

@@ -7,7 +7,7 @@
 //! openraft learns it exists; on open, a tree that is behind the snapshot (or was mid-install)
 //! is rebuilt from the snapshot file before any replay.
 //!
-//! Must never: compute anything non-deterministic in `apply` (see `state.rs`), or block apply
+//! Must never: compute anything non-deterministic in `apply` (see `state::apply`), or block apply
 //! on a subscriber (events go through a bounded broadcast).
 
 use std::io::Cursor;
@@ -247,8 +247,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
                 EntryPayload::Membership(m) => {
                     let stored = StoredMembership::new(Some(entry.log_id), m.clone());
-                    // Operator flags of removed nodes go with them (see `apply_ops`).
-                    crate::state::dns_records::apply::forget_removed_members(&mut kv, &stored)
+                    // Operator flags of removed nodes go with them (see `state::draining`).
+                    crate::state::draining::forget_removed_members(&mut kv, &stored)
                         .map_err(|e| sm_err(ErrorVerb::Write, e))?;
                     kv.put(keys::MEMBERSHIP.to_vec(), &stored)
                         .map_err(|e| sm_err(ErrorVerb::Write, e))?;

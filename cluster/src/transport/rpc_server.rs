@@ -16,7 +16,9 @@ use axum::routing::{get, post};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::node::raft_node::{ClusterNode, Shared, membership_on_leader};
+use crate::node::membership::membership_on_leader;
+use crate::node::raft_node::ClusterNode;
+use crate::node::shared::Shared;
 use crate::transport::peer_tls::{PeerIdentity, PeerTls};
 use crate::transport::rpc::{self, ForwardError, ForwardReply, ForwardRequest, MembershipRequest};
 use crate::types::{NodeId, TypeConfig};

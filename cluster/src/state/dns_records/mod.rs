@@ -11,6 +11,8 @@
 //! (`Command::PutDnsRecord`, `RemoveDnsRecords`) and are stored bincode-encoded, which
 //! identifies variants by position: append variants only, never reorder or change fields.
 
+pub mod apply;
+
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
@@ -418,4 +420,3 @@ mod tests {
         assert_eq!(DnsRecordType::parse("aaaa"), Some(DnsRecordType::Aaaa));
     }
 }
-pub mod apply;

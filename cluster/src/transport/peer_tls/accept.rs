@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::{PeerIdentity, PeerTls};
-use crate::node::raft_node::spawn_named;
+use crate::node::spawn_named;
 
 /// A peer that has not finished its handshake by then is dropped (a half-open or hostile
 /// connection must not hold a slot).
