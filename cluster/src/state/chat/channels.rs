@@ -61,26 +61,8 @@ pub fn create_channel(
     };
     let mut all: BTreeSet<String> = members.iter().cloned().collect();
     all.insert(creator.to_string());
-    if kind == ChannelKind::Direct {
-        if all.len() < 2 || all.len() > MAX_DM_MEMBERS {
-            return Ok(Err(ApplyError::Invalid(format!(
-                "a direct message has 2 to {MAX_DM_MEMBERS} participants"
-            ))));
-        }
-        let members: Vec<String> = all.iter().cloned().collect();
-        if name != dm_name(&members) {
-            return Ok(Err(ApplyError::Invalid(
-                "a direct message channel's name must be its canonical dm: name".into(),
-            )));
-        }
-        if cx.kv.exists(&keys::channel(name))? {
-            // Idempotent: the DM already exists with exactly these participants.
-            return Ok(Ok(Applied::ChannelChanged {
-                name: name.to_string(),
-            }));
-        }
-    } else if cx.kv.exists(&keys::channel(name))? {
-        return Ok(Err(ApplyError::ChannelExists(name.to_string())));
+    if let Some(outcome) = check_name(cx, name, kind, &all)? {
+        return Ok(outcome);
     }
     for m in &all {
         match user(cx.kv, m)? {
@@ -129,6 +111,39 @@ pub fn create_channel(
     Ok(Ok(Applied::ChannelChanged {
         name: name.to_string(),
     }))
+}
+
+/// The outcome when `name` cannot be created as a new channel of `kind` with `all` in it: a
+/// taken name, or a direct message whose name is not its participants' canonical one. A direct
+/// message that already exists is a success (its participants are its identity).
+fn check_name(
+    cx: &Ctx<'_, '_>,
+    name: &str,
+    kind: ChannelKind,
+    all: &BTreeSet<String>,
+) -> Result<Option<Outcome>, StateError> {
+    if kind == ChannelKind::Direct {
+        if all.len() < 2 || all.len() > MAX_DM_MEMBERS {
+            return Ok(Some(Err(ApplyError::Invalid(format!(
+                "a direct message has 2 to {MAX_DM_MEMBERS} participants"
+            )))));
+        }
+        let members: Vec<String> = all.iter().cloned().collect();
+        if name != dm_name(&members) {
+            return Ok(Some(Err(ApplyError::Invalid(
+                "a direct message channel's name must be its canonical dm: name".into(),
+            ))));
+        }
+        if cx.kv.exists(&keys::channel(name))? {
+            // Idempotent: the DM already exists with exactly these participants.
+            return Ok(Some(Ok(Applied::ChannelChanged {
+                name: name.to_string(),
+            })));
+        }
+    } else if cx.kv.exists(&keys::channel(name))? {
+        return Ok(Some(Err(ApplyError::ChannelExists(name.to_string()))));
+    }
+    Ok(None)
 }
 
 pub fn update_channel(

@@ -93,22 +93,8 @@ async fn serve_connection(
     if let Err(error) = tcp.set_nodelay(true) {
         tracing::debug!(node_id, %peer, %error, "cannot set TCP_NODELAY on a cluster connection");
     }
-    // Read the configuration per connection: `PeerTls::update` swaps it behind the Arc.
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
-    let stream = tokio::select! {
-        _ = cancel.cancelled() => return,
-        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => match r {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => {
-                // The client only sees an alert or a closed connection: the reason is here.
-                tracing::warn!(node_id, %peer, reason = %describe(&error), "cluster port: TLS handshake refused");
-                return;
-            }
-            Err(_) => {
-                tracing::warn!(node_id, %peer, timeout = ?HANDSHAKE_TIMEOUT, "cluster port: TLS handshake timed out");
-                return;
-            }
-        },
+    let Some(stream) = handshake(tcp, peer, &tls, &cancel).await else {
+        return;
     };
     let chain: Vec<CertificateDer<'static>> = stream
         .get_ref()
@@ -163,6 +149,34 @@ async fn serve_connection(
                 }
             }
         }
+    }
+}
+
+/// The TLS handshake, bounded by `HANDSHAKE_TIMEOUT`; `None` (logged) when it fails, times out
+/// or the node shuts down.
+async fn handshake(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: &PeerTls,
+    cancel: &CancellationToken,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let node_id = tls.node_id();
+    // Read the configuration per connection: `PeerTls::update` swaps it behind the Arc.
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
+    tokio::select! {
+        _ = cancel.cancelled() => None,
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => match r {
+            Ok(Ok(stream)) => Some(stream),
+            Ok(Err(error)) => {
+                // The client only sees an alert or a closed connection: the reason is here.
+                tracing::warn!(node_id, %peer, reason = %describe(&error), "cluster port: TLS handshake refused");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(node_id, %peer, timeout = ?HANDSHAKE_TIMEOUT, "cluster port: TLS handshake timed out");
+                None
+            }
+        },
     }
 }
 
