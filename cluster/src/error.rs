@@ -1,7 +1,7 @@
 //! The cluster layer's error type, converted to HTTP by the `web` crate at its boundary.
 
 use crate::command::ApplyError;
-use crate::rpc::MembershipError;
+use crate::transport::rpc::MembershipError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {

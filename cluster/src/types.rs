@@ -31,7 +31,7 @@ impl fmt::Display for NodeInfo {
 
 openraft::declare_raft_types!(
     /// Conclave's openraft instantiation. Snapshots are held in memory as one buffer
-    /// (`Cursor<Vec<u8>>`), see `snapshot.rs` for why that is acceptable for now.
+    /// (`Cursor<Vec<u8>>`), see `storage::sm_store` for why that is acceptable for now.
     pub TypeConfig:
         D = Request,
         R = Response,

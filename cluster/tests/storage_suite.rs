@@ -4,9 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use cluster::event::EventBus;
-use cluster::log_store::LogStore;
-use cluster::sm_store::StateMachineStore;
+use cluster::state::events::EventBus;
+use cluster::storage::log_store::LogStore;
+use cluster::storage::sm_store::StateMachineStore;
 use cluster::types::{Entry, TypeConfig};
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 use openraft::testing::{StoreBuilder, Suite};

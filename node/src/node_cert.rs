@@ -144,7 +144,7 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), NodeCertErro
         f.sync_all()?;
         drop(f);
         std::fs::rename(&tmp, path)?;
-        cluster::fsutil::sync_dir(dir)
+        cluster::storage::fsutil::sync_dir(dir)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -101,7 +101,7 @@ pub async fn serve(
         initialized = node.is_initialized().await.unwrap_or(false),
         "node listening"
     );
-    let rpc = cluster::rpc_server::serve_cluster_port(
+    let rpc = cluster::transport::rpc_server::serve_cluster_port(
         peers,
         node.rpc_router(),
         tls.as_ref().map(|t| t.peer.clone()),

@@ -7,7 +7,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use cluster::rpc::MembershipError;
+use cluster::transport::rpc::MembershipError;
 use cluster::{ApplyError, ClusterError};
 use serde_json::json;
 
@@ -161,9 +161,9 @@ impl From<ClusterError> for ApiError {
     }
 }
 
-impl From<cluster::dns_records::DnsRecordError> for ApiError {
-    fn from(e: cluster::dns_records::DnsRecordError) -> Self {
-        use cluster::dns_records::DnsRecordError;
+impl From<cluster::state::dns_records::DnsRecordError> for ApiError {
+    fn from(e: cluster::state::dns_records::DnsRecordError) -> Self {
+        use cluster::state::dns_records::DnsRecordError;
         match e {
             DnsRecordError::Shadows(_) => ApiError::ReservedName(e.to_string()),
             _ => ApiError::InvalidRequest(e.to_string()),

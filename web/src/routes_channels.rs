@@ -288,10 +288,10 @@ pub async fn start_dm(
     all.push(me.clone());
     all.sort();
     all.dedup();
-    if all.len() < 2 || all.len() > cluster::apply_chat::MAX_DM_MEMBERS {
+    if all.len() < 2 || all.len() > cluster::state::chat::MAX_DM_MEMBERS {
         return Err(ApiError::InvalidRequest(format!(
             "a direct message has 1 to {} other participants",
-            cluster::apply_chat::MAX_DM_MEMBERS - 1
+            cluster::state::chat::MAX_DM_MEMBERS - 1
         )));
     }
     for u in &all {
@@ -300,7 +300,7 @@ pub async fn start_dm(
             return Err(ApiError::NotFound(format!("user '{u}' does not exist")));
         }
     }
-    let name = cluster::apply_chat::dm_name(&all);
+    let name = cluster::state::chat::dm_name(&all);
     write_channel(
         &s,
         StatusCode::OK,

@@ -11,7 +11,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use cluster::dns_records::{self, DnsRecord, DnsRecordData, DnsRecordType};
+use cluster::state::dns_records::{self, DnsRecord, DnsRecordData, DnsRecordType};
 use cluster::{Applied, Command};
 use serde::{Deserialize, Serialize};
 use serde_json::json;

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use cluster::network::{PeerHttp, TransportError};
-use cluster::rpc_server::serve_cluster_port;
+use cluster::transport::network::{PeerHttp, TransportError};
+use cluster::transport::rpc_server::serve_cluster_port;
 use cluster::{PeerIdentity, PeerTls, PeerTlsError};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -43,8 +43,8 @@ fn router() -> Router {
             }),
         )
         .route(
-            cluster::rpc::PATH_VERSION,
-            get(|| async { axum::Json(cluster::versions::VersionWire::current()) }),
+            cluster::transport::rpc::PATH_VERSION,
+            get(|| async { axum::Json(cluster::node::versions::VersionWire::current()) }),
         )
 }
 
@@ -297,7 +297,7 @@ fn key(leaf: &Leaf) -> PrivateKeyDer<'static> {
 }
 
 async fn raw_get(client: &reqwest::Client, addr: &str) -> Result<(), String> {
-    let url = format!("https://{addr}{}", cluster::rpc::PATH_VERSION);
+    let url = format!("https://{addr}{}", cluster::transport::rpc::PATH_VERSION);
     match client.get(url).timeout(CALL_TIMEOUT).send().await {
         Ok(r) if r.status().is_success() => Ok(()),
         Ok(r) => Err(format!("HTTP {}", r.status())),

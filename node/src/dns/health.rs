@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use cluster::dns_records::DnsRecord;
+use cluster::state::dns_records::DnsRecord;
 use cluster::{ClusterNode, HealthView};
 use hickory_server::proto::rr::Name;
 use tokio_util::sync::CancellationToken;

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use cluster::dns_records::{DnsRecord, DnsRecordData};
+use cluster::state::dns_records::{DnsRecord, DnsRecordData};
 
 use hickory_server::proto::ProtoError;
 use hickory_server::proto::op::ResponseCode;
@@ -509,7 +509,7 @@ pub(crate) mod tests {
     }
 
     fn with_statics(records: &[(&str, &str, &str)]) -> View {
-        use cluster::dns_records::{DnsRecordType, validate};
+        use cluster::state::dns_records::{DnsRecordType, validate};
         let records: Vec<DnsRecord> = records
             .iter()
             .map(|(name, t, v)| {

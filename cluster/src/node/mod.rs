@@ -1,0 +1,31 @@
+//! One running member: `ClusterNode` (the crate's public face) and the tasks it runs.
+//!
+//! `raft_node` starts and stops a member and holds its public API; `shared` is the state its
+//! tasks share; `batcher` is group commit; `membership` the safe membership changes;
+//! `readiness` this node's own verdict, `member_health` its view of every member;
+//! `election_trigger` prompts elections after a leader dies; `versions` gates commands during
+//! rolling upgrades; `ca` is the certificate authority's side of the node. Must never decide
+//! what a command means: that is `state`'s, on every node alike.
+
+pub mod batcher;
+pub mod ca;
+pub mod config;
+pub mod election_trigger;
+pub mod member_health;
+pub mod membership;
+pub mod raft_node;
+pub mod readiness;
+pub mod shared;
+pub mod versions;
+
+/// Spawns `fut` as a task whose start and end are logged under `name`.
+pub fn spawn_named<F>(name: &'static str, fut: F) -> tokio::task::JoinHandle<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    tracing::debug!(task = name, "spawning task");
+    tokio::spawn(async move {
+        fut.await;
+        tracing::debug!(task = name, "task ended");
+    })
+}

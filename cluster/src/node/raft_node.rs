@@ -1,0 +1,472 @@
+//! `ClusterNode`: one running Raft member with its storage, network, group-commit batcher and
+//! health tracker. This is the cluster crate's public face for the `web` and `node` crates.
+//!
+//! Owns: opening storage, starting openraft with LAN timeouts and the member's tasks, the write
+//! path (`write`) with its rolling-upgrade gate, read-your-writes (`wait_applied`), local reads
+//! of members, DNS records and draining, and shutdown. Membership changes are `membership`'s.
+//! Must never expose `ForwardToLeader` to callers: a follower forwards writes itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::SnapshotPolicy;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::command::{Applied, Command};
+use crate::error::ClusterError;
+use crate::node::batcher::{self, BatchLimits, Pending};
+use crate::node::config::ClusterConfig;
+use crate::node::readiness::{self, Readiness};
+use crate::node::shared::Shared;
+use crate::node::spawn_named;
+use crate::state::events::EventBus;
+use crate::storage::log_store::LogStore;
+use crate::storage::sm_store::{StateMachineStore, StateReader};
+use crate::transport::network::{NetworkFactory, PeerHttp};
+use crate::transport::rpc::{self, NodeStatusWire};
+use crate::types::{NodeId, NodeInfo, Raft, RaftMetrics};
+
+const EPHEMERAL_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A running cluster member.
+pub struct ClusterNode {
+    pub(crate) shared: Arc<Shared>,
+    reader: StateReader,
+    events: EventBus,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    _db: sled::Db,
+}
+
+const REMOVED_MARKER: &str = "REMOVED";
+
+impl ClusterNode {
+    /// Opens storage in `config.data_dir` and starts Raft. The caller serves `rpc_router()` on
+    /// the cluster port. `cancel` stops every task of this node.
+    pub async fn start(
+        config: ClusterConfig,
+        cancel: CancellationToken,
+    ) -> Result<Arc<Self>, ClusterError> {
+        let dir = config.data_dir.clone();
+        if dir.join(REMOVED_MARKER).exists() {
+            return Err(ClusterError::Storage(format!(
+                "this node was removed from its cluster; wipe {} before it joins again",
+                dir.display()
+            )));
+        }
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ClusterError::Storage(format!("create {}: {e}", dir.display())))?;
+        let raft_config = raft_config(&config)?;
+        let (log, db, sm) = open_storage(&dir, config.sled_cache_bytes)?;
+        let events = sm.1;
+        let sm = sm.0;
+        let reader = sm.reader();
+        let http = PeerHttp::with_tls(config.peer_source_ip, config.peer_tls.clone())
+            .map_err(|e| ClusterError::Internal(format!("http client: {e}")))?;
+        let network = NetworkFactory {
+            local_id: config.node_id,
+            http: http.clone(),
+        };
+        let raft = Raft::new(config.node_id, raft_config, network, log, sm)
+            .await
+            .map_err(|e| ClusterError::Storage(format!("start raft: {e}")))?;
+        let (batch_tx, batch_rx) = mpsc::channel(config.batch_max_commands * 8);
+        let shared = Arc::new(Shared {
+            id: config.node_id,
+            raft,
+            http,
+            cancel: cancel.clone(),
+            readiness: Mutex::new((Readiness::default(), std::time::Instant::now())),
+            config: config.clone(),
+            removed: CancellationToken::new(),
+            fatal: CancellationToken::new(),
+            batch_tx,
+            membership_lock: tokio::sync::Mutex::new(()),
+            last_leader_contact: Mutex::new(std::time::Instant::now()),
+            ephemeral: tokio::sync::broadcast::channel(1024).0,
+            versions: crate::node::versions::PeerVersions::default(),
+            reader: reader.clone(),
+            active_version: std::sync::atomic::AtomicU16::new(1),
+            health_tick: Mutex::new(std::time::Instant::now()),
+            health: tokio::sync::watch::Sender::new(Arc::new(
+                crate::node::member_health::HealthView::empty(),
+            )),
+        });
+        let tasks = spawn_tasks(&shared, batch_rx, &config, &cancel);
+        tracing::info!(node_id = config.node_id, dir = %dir.display(), "cluster node started");
+        Ok(Arc::new(Self {
+            shared,
+            reader,
+            events,
+            tasks: Mutex::new(tasks),
+            _db: db,
+        }))
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.shared.id
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.shared.raft
+    }
+
+    pub fn reader(&self) -> &StateReader {
+        &self.reader
+    }
+
+    /// Ephemeral notices from peers, as sent by `send_ephemeral` on another node.
+    pub fn ephemeral_rx(&self) -> tokio::sync::broadcast::Receiver<bytes::Bytes> {
+        self.shared.ephemeral.subscribe()
+    }
+
+    /// Sends an ephemeral notice to every other member, fire and forget: it is not durable,
+    /// not retried, and a slow or dead peer only costs a short timeout in a spawned task.
+    pub fn send_ephemeral(&self, body: bytes::Bytes) {
+        for (id, info) in self.shared.members() {
+            if id == self.shared.id {
+                continue;
+            }
+            let http = self.shared.http.clone();
+            let addr = info.cluster_addr.clone();
+            let body = body.clone();
+            tokio::spawn(async move {
+                if let Err(e) = http
+                    .post_raw(&addr, rpc::PATH_EPHEMERAL, body, EPHEMERAL_TIMEOUT)
+                    .await
+                {
+                    tracing::debug!(peer = %addr, error = %e.short(), "ephemeral notice not delivered");
+                }
+            });
+        }
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    pub fn metrics(&self) -> RaftMetrics {
+        self.shared.raft.metrics().borrow().clone()
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        self.shared.current_readiness()
+    }
+
+    pub fn status(&self) -> NodeStatusWire {
+        self.shared.status()
+    }
+
+    /// Fires when Raft stopped on a fatal (storage) error.
+    pub fn fatal(&self) -> CancellationToken {
+        self.shared.fatal.clone()
+    }
+
+    /// Fires when the leader told this node it was removed from the cluster.
+    pub fn removed(&self) -> CancellationToken {
+        self.shared.removed.clone()
+    }
+
+    /// Whether this node's storage already belongs to a cluster.
+    pub async fn is_initialized(&self) -> Result<bool, ClusterError> {
+        self.shared
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| ClusterError::Storage(e.to_string()))
+    }
+
+    /// Creates a new cluster whose only voter is this node.
+    pub async fn initialize(&self) -> Result<(), ClusterError> {
+        let mut members = BTreeMap::new();
+        members.insert(self.shared.id, self.shared.config.info.clone());
+        match self.shared.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::InitializeError::NotAllowed(_),
+            )) => Err(ClusterError::AlreadyInitialized),
+            Err(e) => Err(ClusterError::Storage(e.to_string())),
+        }
+    }
+
+    /// Replicates `cmd` through Raft (forwarding to the leader if needed, batching with
+    /// concurrent writes) and returns the outcome with the log index that holds it. Returns only
+    /// after a quorum has the entry on disk and this cluster's leader applied it.
+    pub async fn write(&self, cmd: Command) -> Result<(Applied, u64), ClusterError> {
+        self.check_version(&cmd).await?;
+        let (outcome, index) = self.shared.submit(cmd).await?;
+        Ok((outcome?, index))
+    }
+
+    /// Queues `cmd` for group commit and returns a future of its outcome. Commands queued one
+    /// after another by one task are proposed in that order (one client's messages keep their
+    /// order), while their outcomes can be awaited concurrently.
+    pub async fn write_queued(
+        &self,
+        cmd: Command,
+    ) -> Result<
+        impl std::future::Future<Output = Result<(Applied, u64), ClusterError>> + use<>,
+        ClusterError,
+    > {
+        self.check_version(&cmd).await?;
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .batch_tx
+            .send(Pending { cmd, reply: tx })
+            .await
+            .map_err(|_| ClusterError::ShuttingDown)?;
+        Ok(async move {
+            let (outcome, index) = rx.await.map_err(|_| ClusterError::ShuttingDown)??;
+            Ok((outcome?, index))
+        })
+    }
+
+    /// Refuses a command that some member's binary could not decode (a rolling upgrade is
+    /// under way). Asks the members again before refusing, so the gate opens as soon as the
+    /// last member has been upgraded.
+    async fn check_version(&self, cmd: &Command) -> Result<(), ClusterError> {
+        use std::sync::atomic::Ordering;
+        let need = cmd.min_version();
+        if need <= self.shared.active_version.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        // Once an entry of this version is committed, every member had it: the gate stays open.
+        let active = self.reader.active_version().unwrap_or(1);
+        self.shared
+            .active_version
+            .fetch_max(active, Ordering::Relaxed);
+        if active >= need {
+            return Ok(());
+        }
+        let all = self.shared.members();
+        let members = || all.iter().map(|(id, info)| (id, info));
+        let v = &self.shared.versions;
+        if v.cluster_min(self.shared.id, members()) >= need {
+            return Ok(());
+        }
+        v.refresh(&self.shared.http, self.shared.id, members())
+            .await;
+        if v.cluster_min(self.shared.id, members()) >= need {
+            return Ok(());
+        }
+        Err(ClusterError::Unavailable(format!(
+            "a rolling upgrade is in progress: '{}' needs every node at command version {need}",
+            cmd.kind()
+        )))
+    }
+
+    /// Waits until this node has applied `index` (read-your-writes across nodes).
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), ClusterError> {
+        let applied = self.metrics().last_applied.map(|l| l.index).unwrap_or(0);
+        if applied >= index {
+            return Ok(());
+        }
+        self.shared
+            .raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "read-your-writes")
+            .await
+            .map(|_| ())
+            .map_err(|_| ClusterError::NotCaughtUp { index })
+    }
+
+    /// Brings this node's applied state up to what the leader has applied right now (a
+    /// read-index round: one status call to the leader, then a wait). Used before answering
+    /// "does not exist" from local state, so a follower that lags a little never refuses a name
+    /// the cluster already knows.
+    pub async fn sync_with_leader(&self, timeout: Duration) -> Result<(), ClusterError> {
+        let m = self.metrics();
+        let target = match m.current_leader {
+            // The leader acknowledges a write only after applying it, so its local state already
+            // holds every acknowledged write.
+            Some(l) if l == self.shared.id => return Ok(()),
+            Some(l) => {
+                let info = self
+                    .shared
+                    .node_info(l)
+                    .ok_or_else(|| ClusterError::Unavailable("leader address unknown".into()))?;
+                let st = self
+                    .shared
+                    .http
+                    .status(&info.cluster_addr, timeout)
+                    .await
+                    .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+                st.last_applied.unwrap_or(0)
+            }
+            None => return Err(ClusterError::Unavailable("no leader".into())),
+        };
+        self.wait_applied(target, timeout).await
+    }
+
+    /// The latest member-health view (refreshed about once a second).
+    pub fn health_view(&self) -> Arc<crate::node::member_health::HealthView> {
+        self.shared.health.borrow().clone()
+    }
+
+    /// How long ago the periodic member-health probe last started.
+    pub fn periodic_probe_age(&self) -> Duration {
+        self.shared
+            .health_tick
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or_default()
+    }
+
+    /// Notified whenever a new member-health view is published.
+    pub fn health_watch(
+        &self,
+    ) -> tokio::sync::watch::Receiver<Arc<crate::node::member_health::HealthView>> {
+        self.shared.health.subscribe()
+    }
+
+    /// Probes now and publishes the result: after a membership or drain change, so the caller's
+    /// reply and every reader see it without waiting for the next period.
+    pub async fn refresh_health(&self) -> Arc<crate::node::member_health::HealthView> {
+        let view = crate::node::member_health::probe(&self.shared).await;
+        crate::node::member_health::publish(&self.shared, view);
+        self.health_view()
+    }
+
+    /// Stops Raft and the node's tasks. Idempotent.
+    pub async fn shutdown(&self) {
+        self.shared.cancel.cancel();
+        if let Err(e) = self.shared.raft.shutdown().await {
+            tracing::warn!(node_id = self.shared.id, error = %e, "raft shutdown");
+        }
+        let tasks = self
+            .tasks
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        for t in tasks {
+            let _ = t.await;
+        }
+        if let Err(e) = self._db.flush_async().await {
+            tracing::warn!(node_id = self.shared.id, error = %e, "sled flush on shutdown");
+        }
+    }
+
+    /// Marks the data dir so this node never rejoins with stale state, and signals the owner.
+    pub(crate) fn mark_removed(shared: &Shared) {
+        let path = shared.config.data_dir.join(REMOVED_MARKER);
+        if let Err(e) = std::fs::write(&path, b"removed from the cluster\n") {
+            tracing::error!(node_id = shared.id, error = %e, "cannot write removal marker");
+        }
+        shared.removed.cancel();
+    }
+
+    /// Every member (voters and learners) of the current membership, as this node knows it.
+    pub fn members(&self) -> Vec<(NodeId, NodeInfo)> {
+        self.shared.members()
+    }
+
+    /// The static DNS records as this node has applied them, sorted by name and type. A local
+    /// read of at most `dns_records::MAX_RECORDS` small values: cheap enough once a second.
+    pub fn dns_records(&self) -> Result<Vec<crate::state::dns_records::DnsRecord>, ClusterError> {
+        self.reader
+            .dns_records()
+            .map_err(|e| ClusterError::Storage(format!("reading DNS records: {e}")))
+    }
+
+    /// Members an admin drained, as this node has applied it (a few keys; called on every
+    /// `/readyz` and DNS refresh). A storage error is logged and reads as "none draining":
+    /// a node that cannot read its own state fails its other checks anyway, and DNS must keep
+    /// answering rather than drop every node.
+    pub fn draining_nodes(&self) -> BTreeSet<NodeId> {
+        crate::node::member_health::draining_nodes(&self.shared)
+    }
+
+    /// Whether this node is draining (see `draining_nodes`).
+    pub fn is_draining(&self) -> bool {
+        self.draining_nodes().contains(&self.shared.id)
+    }
+}
+
+/// openraft's configuration from ours, validated (openraft knows which timings contradict).
+fn raft_config(config: &ClusterConfig) -> Result<Arc<openraft::Config>, ClusterError> {
+    let raft_config = openraft::Config {
+        cluster_name: "conclave".into(),
+        heartbeat_interval: config.heartbeat_interval_ms,
+        election_timeout_min: config.election_timeout_min_ms,
+        election_timeout_max: config.election_timeout_max_ms,
+        install_snapshot_timeout: config.install_snapshot_timeout_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs_since_last),
+        max_in_snapshot_log_to_keep: config.max_in_snapshot_log_to_keep,
+        max_payload_entries: config.max_payload_entries,
+        ..Default::default()
+    };
+    Ok(Arc::new(raft_config.validate().map_err(|e| {
+        ClusterError::Storage(format!("invalid raft timing: {e}"))
+    })?))
+}
+
+/// The member's long-lived tasks; `ClusterNode::shutdown` awaits them after cancelling.
+fn spawn_tasks(
+    shared: &Arc<Shared>,
+    batch_rx: mpsc::Receiver<Pending>,
+    config: &ClusterConfig,
+    cancel: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let limits = BatchLimits {
+        max_commands: config.batch_max_commands,
+        max_bytes: config.batch_max_bytes,
+        max_in_flight: config.batch_max_in_flight,
+        write_timeout: Duration::from_millis(config.write_timeout_ms),
+    };
+    let mut tasks = vec![
+        spawn_named(
+            "batcher",
+            batcher::run(shared.clone(), batch_rx, limits, cancel.clone()),
+        ),
+        spawn_named("health", readiness::run(shared.clone(), cancel.clone())),
+        spawn_named(
+            "member-health",
+            crate::node::member_health::run(shared.clone(), cancel.clone()),
+        ),
+        spawn_named(
+            "failover",
+            crate::node::election_trigger::run(shared.clone(), cancel.clone()),
+        ),
+    ];
+    if let Some(tls) = &config.peer_tls {
+        // Set the member set before returning, so the cluster port (served after `start`)
+        // never admits anyone on an empty set a restarted member merely has not filled yet.
+        tls.set_members(crate::transport::peer_tls::member_ids(
+            &shared.raft.metrics().borrow(),
+        ));
+        tasks.push(spawn_named(
+            "peer-tls-members",
+            crate::transport::peer_tls::run_member_sync(
+                shared.raft.clone(),
+                tls.clone(),
+                cancel.clone(),
+            ),
+        ));
+    }
+    tasks
+}
+
+type OpenedSm = (StateMachineStore, EventBus);
+
+fn open_storage(
+    dir: &Path,
+    cache_bytes: u64,
+) -> Result<(LogStore, sled::Db, OpenedSm), ClusterError> {
+    let log = LogStore::open(dir).map_err(|e| ClusterError::Storage(format!("raft log: {e}")))?;
+    let db = sled::Config::new()
+        .path(dir.join("state"))
+        .cache_capacity(cache_bytes)
+        .mode(sled::Mode::HighThroughput)
+        // The state machine needs no periodic sync of its own: after a crash it is rebuilt from
+        // the snapshot file and the fsynced Raft log. sled still writes as its buffers fill, and
+        // we flush on snapshot install and on shutdown.
+        .flush_every_ms(None)
+        .open()
+        .map_err(|e| ClusterError::Storage(format!("sled: {e}")))?;
+    let events = EventBus::new(4096);
+    let sm = StateMachineStore::open(&db, dir, events.clone())
+        .map_err(|e| ClusterError::Storage(format!("state machine: {e}")))?;
+    Ok((log, db, (sm, events)))
+}

@@ -1,0 +1,73 @@
+//! The replicated state machine's logic: the deterministic rules that turn a log entry into
+//! outcomes, key-value writes and events, the key layout they write, and the read models built
+//! from it.
+//!
+//! Layout: `apply` only dispatches a command to its domain (`chat`, `accounts`, `ca`,
+//! `dns_records`, `draining`, `join`); `overlay` and `context` are what every domain writes
+//! through; `keys` is the on-disk key space; `queries` and `views` are the read side; `events`
+//! is what a node tells its local subscribers after applying. Nothing here may do I/O beyond the
+//! tree it is handed, read a clock or use randomness: every node must reach the same state from
+//! the same entries.
+
+pub mod accounts;
+pub mod apply;
+pub mod ca;
+pub mod chat;
+pub mod context;
+pub mod dns_records;
+pub mod draining;
+pub mod events;
+pub mod join;
+pub mod keys;
+pub mod overlay;
+pub mod queries;
+pub mod views;
+
+#[cfg(test)]
+mod tests;
+
+pub use apply::apply_request;
+pub use overlay::Overlay;
+
+/// A storage or decoding failure while applying: fatal for the node (it stops applying rather
+/// than diverge from its peers).
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt value at key {key}: {source}")]
+    Decode {
+        key: String,
+        #[source]
+        source: bincode::Error,
+    },
+    #[error("encode: {0}")]
+    Encode(#[source] bincode::Error),
+}
+
+/// What every apply test needs: a throwaway tree and "apply these commands as one entry".
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub(crate) mod test_apply {
+    use super::{Overlay, apply_request};
+    use crate::command::{COMMAND_VERSION, Command, Outcome, Request};
+
+    pub(crate) fn tree() -> sled::Tree {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        db.open_tree("sm").unwrap()
+    }
+
+    /// Applies `commands` as one log entry proposed at `ts_ms` and commits the batch.
+    pub(crate) fn run(tree: &sled::Tree, ts_ms: u64, commands: Vec<Command>) -> Vec<Outcome> {
+        let mut kv = Overlay::new(tree);
+        let mut events = Vec::new();
+        let req = Request {
+            version: COMMAND_VERSION,
+            ts_ms,
+            commands: commands.into(),
+        };
+        let out = apply_request(&mut kv, &req, 1, &mut events).unwrap();
+        tree.apply_batch(kv.into_batch()).unwrap();
+        out
+    }
+}

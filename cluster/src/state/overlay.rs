@@ -1,0 +1,102 @@
+//! `Overlay`: the state tree as one log entry sees it while it is being applied, with the
+//! entry's own pending writes layered over the tree.
+//!
+//! Owns read-your-own-writes within an entry (a later command in an entry sees an earlier
+//! one's writes) and turning the writes into one atomic sled batch. Must never write to the tree
+//! itself: the state machine store commits the batch together with the applied index.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::state::StateError;
+
+/// Reads through to the tree, with the writes of the current batch layered on top so later
+/// commands in one entry see earlier ones.
+pub struct Overlay<'a> {
+    tree: &'a sled::Tree,
+    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'a> Overlay<'a> {
+    pub fn new(tree: &'a sled::Tree) -> Self {
+        Self {
+            tree,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    pub fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        if let Some(v) = self.pending.get(key) {
+            return Ok(v.clone());
+        }
+        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StateError> {
+        match self.get_raw(key)? {
+            None => Ok(None),
+            Some(bytes) => {
+                bincode::deserialize(&bytes)
+                    .map(Some)
+                    .map_err(|source| StateError::Decode {
+                        key: String::from_utf8_lossy(key).into_owned(),
+                        source,
+                    })
+            }
+        }
+    }
+
+    pub fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) -> Result<(), StateError> {
+        let bytes = bincode::serialize(value).map_err(StateError::Encode)?;
+        self.pending.insert(key, Some(bytes));
+        Ok(())
+    }
+
+    pub fn exists(&self, key: &[u8]) -> Result<bool, StateError> {
+        if let Some(v) = self.pending.get(key) {
+            return Ok(v.is_some());
+        }
+        Ok(self.tree.contains_key(key)?)
+    }
+
+    /// Keys under `prefix`, as the tree plus this batch's pending writes would have them.
+    pub fn keys_with_prefix(&self, prefix: &[u8]) -> Result<BTreeSet<Vec<u8>>, StateError> {
+        let mut out = BTreeSet::new();
+        for k in self.tree.scan_prefix(prefix).keys() {
+            out.insert(k?.to_vec());
+        }
+        for (k, v) in self.pending.range(prefix.to_vec()..) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            match v {
+                Some(_) => out.insert(k.clone()),
+                None => out.remove(k),
+            };
+        }
+        Ok(out)
+    }
+
+    pub fn remove(&mut self, key: Vec<u8>) {
+        self.pending.insert(key, None);
+    }
+
+    /// Keys this batch will write or delete.
+    pub fn pending_keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.pending.keys().map(|k| k.as_slice())
+    }
+
+    /// Turns the pending writes into one sled batch (atomic within the tree).
+    pub fn into_batch(self) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        for (k, v) in self.pending {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        batch
+    }
+}
