@@ -80,6 +80,8 @@ fn load_tls(config: &Config) -> anyhow::Result<Option<TlsParts>> {
     }))
 }
 
+// Long on purpose: start-up and shutdown order in one place (TLS material before the cluster,
+// HTTP stopped before Raft); split up, that order would no longer be visible.
 pub async fn serve(
     config: Config,
     api: TcpListener,
