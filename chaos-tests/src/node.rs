@@ -282,7 +282,7 @@ impl NodeProcess {
 
     /// `conclave provision --config C --seed SEED --ca-file ROOT` with the admin credentials
     /// in its environment: generates this node's key, has the cluster sign its certificate and
-    /// writes `<data_dir>/tls/` (the TLS contract of issue 4). Output goes to the node's log.
+    /// writes `<data_dir>/tls/` (the file layout TLS expects). Output goes to the node's log.
     pub async fn provision(
         &self,
         seed: &str,

@@ -6,27 +6,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-// Parts of the CA library (node keys and certificates, KEK transfer at join, key import) are
-// used by the HTTPS, mTLS and join steps of issue 4, which are not wired in yet.
-#[allow(dead_code, unused_imports)]
 mod ca;
-mod ca_http;
-mod ca_service;
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod ca_service_tests;
+mod ca_runtime;
 mod config;
 mod dev;
 mod dns;
 mod join;
-mod join_service;
 mod logging;
 mod node_cert;
 mod run;
 mod signals;
-// HTTPS serving (issue 4), wired by `run.rs` with `[tls]`; a few helpers (`StaticTrust`,
-// `LeafInfo::renew_after`, `CertStore::new`) are used by its tests only.
-#[allow(dead_code, unused_imports)]
 mod tls;
 
 #[derive(Parser)]

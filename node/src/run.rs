@@ -80,6 +80,8 @@ fn load_tls(config: &Config) -> anyhow::Result<Option<TlsParts>> {
     }))
 }
 
+// Long on purpose: start-up and shutdown order in one place (TLS material before the cluster,
+// HTTP stopped before Raft); split up, that order would no longer be visible.
 pub async fn serve(
     config: Config,
     api: TcpListener,
@@ -108,14 +110,14 @@ pub async fn serve(
         cancel.clone(),
     );
     // The CA service: the replicated CA behind `/api/v1/ca`, and its maintenance task.
-    let ca = crate::ca_service::CaSettings::from_config(&config)
-        .map(|settings| Arc::new(crate::ca_service::CaService::open(node.clone(), settings)));
+    let ca = crate::ca_runtime::CaSettings::from_config(&config)
+        .map(|settings| Arc::new(crate::ca_runtime::CaService::open(node.clone(), settings)));
     let ca_task = ca
         .clone()
         .map(|ca| ca.spawn_maintenance(cancel.child_token()));
     let mut api_config = config.api_config();
     api_config.ca = ca.clone().map(|ca| ca as web::ca_api::SharedCa);
-    api_config.join = Some(Arc::new(crate::join_service::JoinService::new(&config)));
+    api_config.join = Some(Arc::new(crate::join::JoinService::new(&config)));
     let app = web::router(node.clone(), api_config, cancel.child_token());
     // With TLS: the API goes to the HTTPS port and the plain port gets redirects, the trust
     // page and health; the certificate is renewed by its own task.
@@ -154,7 +156,7 @@ pub async fn serve(
                 cancel.clone(),
             );
             https_task = Some(cluster::spawn_named("https-server", serve));
-            let trust = Arc::new(node_cert::CaTrust(ca));
+            let trust = Arc::new(crate::ca_runtime::CaTrust(ca));
             Ok(crate::tls::plain_router(https_port, trust, app))
         }
         (None, _) => Ok(app),
@@ -233,7 +235,7 @@ pub async fn serve(
 /// expired certificate and peers get a valid one as soon as possible.
 async fn start_renewal(
     config: &Config,
-    ca: Arc<crate::ca_service::CaService>,
+    ca: Arc<crate::ca_runtime::CaService>,
     parts: TlsParts,
 ) -> anyhow::Result<(node_cert::Renewal, Option<crate::ca::IssuedCert>)> {
     let (dns, ips) = node_cert::requested_names(config);
@@ -361,7 +363,7 @@ pub async fn init(
 
 /// Creates the KEK file (unless it exists: nodes of one cluster share it) and the CA.
 async fn init_ca(config: &Config, node: &Arc<ClusterNode>) -> anyhow::Result<Option<String>> {
-    let Some(settings) = crate::ca_service::CaSettings::from_config(config) else {
+    let Some(settings) = crate::ca_runtime::CaSettings::from_config(config) else {
         tracing::warn!(
             "no workspace configured: the cluster has no certificate authority; set `workspace` and use POST /api/v1/ca/init to create one later"
         );
@@ -372,7 +374,7 @@ async fn init_ca(config: &Config, node: &Arc<ClusterNode>) -> anyhow::Result<Opt
         .await
         .context("KEK task")?
         .context("create the key-encryption key file")?;
-    let service = crate::ca_service::CaService::new(node.clone(), Some(kek), settings);
+    let service = crate::ca_runtime::CaService::new(node.clone(), Some(kek), settings);
     let (_, fingerprint) = service
         .ensure_initialized(false)
         .await

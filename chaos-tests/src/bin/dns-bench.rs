@@ -1,4 +1,4 @@
-//! `dns-bench`: the built-in DNS server of a 3-node Conclave cluster on loopback (issue 5). Run
+//! `dns-bench`: the built-in DNS server of a 3-node Conclave cluster on loopback. Run
 //! by hand on a release build; never by tests or CI:
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! `tls-bench`: what TLS costs a Conclave cluster (issue 4). Run by hand on a release build when
+//! `tls-bench`: what TLS costs a Conclave cluster. Run by hand on a release build when
 //! the machine is quiet; never by tests or CI:
 //!
 //! ```text

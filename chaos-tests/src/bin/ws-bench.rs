@@ -1,4 +1,4 @@
-//! `ws-bench`: WebSocket fan-out of a 3-node Conclave cluster on loopback (issue 3). Run by
+//! `ws-bench`: WebSocket fan-out of a 3-node Conclave cluster on loopback (real-time delivery). Run by
 //! hand on a release build; never by tests or CI:
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! The built-in certificate authority (issue 4) against a real 3-node cluster, checked with the
+//! The built-in certificate authority against a real 3-node cluster, checked with the
 //! `openssl` command line:
 //! - `ca_lifecycle_through_ctl`: `conclave init` created the KEK file outside every data dir;
 //!   every node serves the same root (PEM, DER, Apple profile) matching the fingerprint;

@@ -1,4 +1,4 @@
-//! Built-in DNS under the faults that are not a clean crash (issue 5): a frozen process
+//! Built-in DNS under the faults that are not a clean crash: a frozen process
 //! (SIGSTOP/SIGCONT) and a real network partition (the test's own iptables rules on loopback).
 //!
 //! * A frozen leader leaves every other node's answer; the others elect, commit, and keep it

@@ -1,4 +1,4 @@
-//! A fuzz test of the DNS query path against a real node (issue 5): thousands of random and
+//! A fuzz test of the DNS query path against a real node (built-in DNS): thousands of random and
 //! mutated packets over UDP and some over TCP, from a seeded generator (the seed is printed;
 //! `DNS_FUZZ_SEED=<n>` replays a run, `DNS_FUZZ_SEED=random` draws a new one; by default a
 //! fixed seed, so CI is deterministic).

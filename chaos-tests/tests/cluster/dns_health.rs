@@ -1,4 +1,4 @@
-//! Built-in DNS against real processes (issue 5): every node answers the workspace name with
+//! Built-in DNS against real processes: every node answers the workspace name with
 //! exactly the healthy nodes; a SIGKILLed node leaves every survivor's answer within
 //! 2 × TTL + one probe period and comes back once restarted and caught up; the zone refuses
 //! out-of-zone queries and transfers, answers `nodeN`, and NXDOMAIN carries the SOA.

@@ -1,4 +1,4 @@
-//! Static DNS records and node draining (issue 5) against a real 3-node cluster:
+//! Static DNS records and node draining (built-in DNS) against a real 3-node cluster:
 //! - `dns_records_rest_round_trip`: records added through one node are listed by another;
 //!   re-adding sets the TTL; names the cluster answers itself (`node1`, `_conclave._tcp`, `@`)
 //!   are refused with 400 `reserved_name` before anything reaches the log; bad types, values,

@@ -1,4 +1,4 @@
-//! TLS wired into real nodes (issue 4): HTTPS for clients, the plain-HTTP port, and mutual TLS
+//! TLS wired into real nodes: HTTPS for clients, the plain-HTTP port, and mutual TLS
 //! on the cluster port, against 3-node clusters started with `ClusterOptions::tls` (node 1's
 //! certificate from `conclave init`, nodes 2 and 3 from `conclave provision`).
 //!

@@ -44,8 +44,9 @@ const DAY: u64 = 24 * 60 * 60;
 pub const ROOT_LIFETIME: Duration = Duration::from_secs(3650 * DAY);
 pub const INTERMEDIATE_LIFETIME: Duration = Duration::from_secs(730 * DAY);
 /// Node certificates are short-lived and renewed automatically at two thirds of their life.
+/// (The node's default comes from `[ca] node_cert_days`; the CA's tests use this one.)
+#[cfg(test)]
 pub const DEFAULT_NODE_CERT_LIFETIME: Duration = Duration::from_secs(7 * DAY);
-pub const DEFAULT_SERVICE_CERT_LIFETIME: Duration = Duration::from_secs(90 * DAY);
 pub const MAX_LEAF_LIFETIME: Duration = Duration::from_secs(825 * DAY);
 /// Certificates start this far in the past, so a peer whose clock lags a little accepts them.
 const BACKDATE: Duration = Duration::from_secs(5 * 60);
@@ -81,6 +82,8 @@ pub struct Issued {
 }
 
 /// A node's fresh key pair: the private key stays on the node; the CSR goes to the cluster.
+/// Test-only: nodes make their key and CSR in `node_cert::new_key_and_csr`, with their names.
+#[cfg(test)]
 pub struct NodeKey {
     pub private_pem: SecretPem,
     pub csr_pem: String,
@@ -88,6 +91,7 @@ pub struct NodeKey {
 
 /// Generate a P-256 key and a CSR for it. The CSR only proves possession of the key: the cluster
 /// decides the names, so the CSR's subject and extensions are ignored when it is signed.
+#[cfg(test)]
 pub fn generate_node_key() -> Result<NodeKey, CaError> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::default();
@@ -301,6 +305,9 @@ pub fn export_root_key(state: &CaState, kek: &Kek) -> Result<(SecretPem, CaState
 }
 
 /// Put an exported root key back online (sealed under the KEK), after checking it is the root's.
+/// Test-only: no route imports a root key; the lifecycle tests use it to show that an exported
+/// key still is the root's.
+#[cfg(test)]
 pub fn import_root_key(state: &CaState, kek: &Kek, root_key_pem: &str) -> Result<CaState, CaError> {
     if state.root_key.is_some() {
         return Err(CaError::RootKeyOnline);

@@ -93,13 +93,6 @@ impl fmt::Debug for SealedKey {
     }
 }
 
-impl SealedKey {
-    /// The raw sealed bytes (for storage scans in tests and for diagnostics).
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.blob
-    }
-}
-
 impl Kek {
     /// A fresh random KEK.
     pub fn generate() -> Result<Self, CaError> {

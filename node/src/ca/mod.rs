@@ -1,4 +1,4 @@
-//! The built-in certificate authority (issue 4): a root CA, an online name-constrained issuing CA,
+//! The built-in certificate authority: a root CA, an online name-constrained issuing CA,
 //! node and service certificates, revocation, and the root in the formats devices install.
 //!
 //! Owns certificate creation and the CA's replicable state; it is a pure library: no sockets, no
@@ -31,14 +31,15 @@ mod test_support;
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;
 
+#[cfg(test)]
+pub use authority::{DEFAULT_NODE_CERT_LIFETIME, generate_node_key, import_root_key};
 pub use authority::{
-    DEFAULT_NODE_CERT_LIFETIME, DEFAULT_SERVICE_CERT_LIFETIME, InitParams, Issued, NodeCertRequest,
-    NodeKey, export_root_key, generate_node_key, import_root_key, init, issue_node_cert,
+    InitParams, Issued, NodeCertRequest, export_root_key, init, issue_node_cert,
     renew_intermediate, root_fingerprint, sign_csr,
 };
 pub use error::CaError;
 pub use keywrap::{Kek, SealedKey, SecretPem};
-pub use names::{IpRange, node_identity_name};
+pub use names::IpRange;
 pub use revocation::sign_crls;
-pub use state::{CaState, Holder, IssuedCert, RevokeReason, RevokedCert, SignedCrl};
+pub use state::{CaState, Holder, IssuedCert, RevokeReason};
 pub use x509::fingerprint_sha256;

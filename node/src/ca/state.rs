@@ -229,6 +229,7 @@ impl CaState {
     }
 
     /// The issuing CA certificate (current or retired) with this serial.
+    #[cfg(test)]
     pub fn issuer_cert_pem(&self, serial: &str) -> Option<&str> {
         if self.intermediate.serial == serial {
             return Some(&self.intermediate.cert_pem);
@@ -240,6 +241,8 @@ impl CaState {
     }
 
     /// Leaf plus its issuing CA, the chain a server presents (the root is installed by users).
+    /// Test-only: issuance returns the chain itself (`Issued::chain_pem`).
+    #[cfg(test)]
     pub fn chain_pem(&self, cert: &IssuedCert) -> Option<String> {
         let issuer = self.issuer_cert_pem(&cert.issuer_serial)?;
         Some(format!("{}{}", cert.cert_pem, issuer))

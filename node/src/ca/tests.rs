@@ -11,7 +11,7 @@ use rcgen::{
 };
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::authority::{self, intermediate_issuer};
+use super::authority::intermediate_issuer;
 use super::test_support::*;
 use super::*;
 

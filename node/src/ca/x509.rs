@@ -13,7 +13,6 @@ use super::error::CaError;
 
 /// The facts we read back from a certificate we hold as PEM.
 pub struct CertInfo {
-    pub der: Vec<u8>,
     /// Lower-case hex of the serial's content octets, as stored in [`super::state`].
     pub serial: String,
     pub not_before: i64,
@@ -52,7 +51,6 @@ pub fn cert_info(pem: &str) -> Result<CertInfo, CaError> {
         )
     };
     Ok(CertInfo {
-        der,
         serial,
         not_before,
         not_after,

@@ -1,4 +1,4 @@
-//! The built-in authoritative DNS server for the workspace zone (issue 5): binds UDP and TCP,
+//! The built-in authoritative DNS server for the workspace zone: binds UDP and TCP,
 //! runs the health task and hickory's server until the node's cancellation token fires.
 //!
 //! Owns the DNS server's lifetime and its one error type. Must never run when `[dns] addr` is

@@ -34,8 +34,10 @@ pub struct LeafInfo {
 }
 
 impl LeafInfo {
-    /// When to renew: two thirds into the certificate's life (issue 4), so a renewal that fails
-    /// has a third of the lifetime left for retries.
+    /// When to renew: two thirds into the certificate's life, so a renewal that fails has a
+    /// third of the lifetime left for retries. Test-only: the renewal task uses
+    /// `node_cert::renew_at`, which also caps the life at the configured lifetime.
+    #[cfg(test)]
     pub fn renew_after(&self) -> SystemTime {
         let life = self
             .not_after
@@ -70,7 +72,9 @@ impl fmt::Debug for CertStore {
 
 impl CertStore {
     /// Loads a PEM chain (leaf first, then the issuing CA) and the leaf's PEM private key
-    /// (PKCS#8 or SEC1), checked against the current time.
+    /// (PKCS#8 or SEC1), checked against the current time. Test-only: a node loads its
+    /// certificate with [`CertStore::new_at`].
+    #[cfg(test)]
     pub fn new(
         provider: Arc<CryptoProvider>,
         chain_pem: &str,
@@ -79,7 +83,8 @@ impl CertStore {
         Self::new_at(provider, chain_pem, key_pem, SystemTime::now())
     }
 
-    /// [`CertStore::new`] checked against `now`.
+    /// Loads a PEM chain (leaf first, then the issuing CA) and the leaf's PEM private key
+    /// (PKCS#8 or SEC1), checked against `now`.
     pub fn new_at(
         provider: Arc<CryptoProvider>,
         chain_pem: &str,
@@ -122,11 +127,6 @@ impl CertStore {
     /// The facts of the certificate new handshakes get.
     pub fn leaf(&self) -> LeafInfo {
         self.read().info.clone()
-    }
-
-    /// The current leaf's end of validity.
-    pub fn not_after(&self) -> SystemTime {
-        self.read().info.not_after
     }
 
     /// The current leaf's serial (lower-case hex).

@@ -1,4 +1,4 @@
-//! HTTPS for clients (issue 4): the hot-reloadable server certificate, the rustls server
+//! HTTPS for clients: the hot-reloadable server certificate, the rustls server
 //! configuration, the TLS accept loop that serves the client API router, and the plain-HTTP
 //! port (redirects plus the root-certificate trust page).
 //!
@@ -29,8 +29,8 @@ mod test_support;
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;
 
-pub use cert_store::{CertStore, LeafInfo};
+pub use cert_store::CertStore;
 pub use error::TlsError;
-pub use plain_http::{StaticTrust, TrustMaterial, plain_router};
+pub use plain_http::{TrustMaterial, plain_router};
 pub use serve::{ServeOptions, serve_https};
 pub use server_config::{https_server_config, ring_provider};

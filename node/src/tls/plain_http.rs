@@ -36,8 +36,9 @@ pub trait TrustMaterial: Send + Sync + 'static {
     fn crl_pem(&self) -> Option<String>;
 }
 
-/// Trust material that does not change while the process runs (tests, and a node that loads
-/// the root from a file).
+/// Trust material that does not change while the process runs. Test-only: a node publishes
+/// the replicated CA (`ca_runtime::CaTrust`).
+#[cfg(test)]
 #[derive(Clone, Debug)]
 pub struct StaticTrust {
     pub workspace: String,
@@ -45,6 +46,7 @@ pub struct StaticTrust {
     pub crl_pem: Option<String>,
 }
 
+#[cfg(test)]
 impl TrustMaterial for StaticTrust {
     fn workspace(&self) -> String {
         self.workspace.clone()

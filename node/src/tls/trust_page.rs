@@ -45,6 +45,7 @@ border-radius:6px;text-decoration:none}\
 pre{background:#f2f2f5;padding:.6rem;border-radius:6px;overflow-x:auto}\
 .warn{border-left:4px solid #c60;padding-left:.75rem}";
 
+// Long on purpose: it is the page's HTML template, kept whole so it reads as the page.
 pub(super) fn render(page: &TrustPage) -> String {
     let ws = escape(&page.workspace);
     // Line breaks only between byte pairs: a fingerprint wrapped mid-pair is easy to misread.

@@ -27,6 +27,7 @@ pub(crate) fn needs_session(cmd: &CaCommand) -> bool {
     !matches!(cmd, CaCommand::Fingerprint | CaCommand::Root { .. })
 }
 
+// Long on purpose: one short arm per `ca` subcommand, so each maps to its work in one place.
 pub(crate) async fn run(client: Client, json: bool, cmd: CaCommand) -> Result<u8, Failure> {
     let out = Output { json };
     match cmd {

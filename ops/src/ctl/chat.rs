@@ -45,6 +45,7 @@ const HELP: &str = "\
 --   /quit            leave once every sent message is acknowledged";
 
 /// Runs the chat until the input ends; `Ok` carries the exit code.
+// Long on purpose: the chat's one event loop, whose deadlines and input state are its locals.
 pub(crate) async fn run(
     client: Client,
     channel: Option<String>,
@@ -332,6 +333,7 @@ impl Chat {
         Ok(self.client.join_channel(name).await?)
     }
 
+    // Long on purpose: one arm per session event, each printing its own line.
     async fn handle_event(
         &mut self,
         session: &ChatSession,

@@ -25,6 +25,7 @@ const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs the parsed command line; `Ok` carries the exit code (0, or 4 for a degraded cluster).
+// Long on purpose: one short arm per subcommand, so the command line maps to its work in one place.
 pub(crate) async fn run(cli: Cli) -> Result<u8, Failure> {
     let ctx = Context {
         explicit_servers: cli.servers,

@@ -1,7 +1,8 @@
 //! The node's own TLS identity: its key and certificate in `<data_dir>/tls/`, how they get
 //! there (`conclave init` on the first node, `conclave provision` or `conclave join` on the
-//! others), how they are loaded at startup, and the `cert-renewal` task that renews them at two
-//! thirds of their life and pushes new certificates and CRLs into the HTTPS and cluster ports.
+//! others) and how they are loaded at startup. The `cert-renewal` task that renews them at two
+//! thirds of their life and pushes new certificates and CRLs into the HTTPS and cluster ports
+//! is in `renewal`.
 //!
 //! Files: `node-key.sealed` (the node's ECDSA key sealed with the KEK, purpose
 //! `conclave-node-key:<id>`, mode 0600), `node-chain.pem` (leaf + issuing CA), `ca.pem` (the
@@ -14,31 +15,24 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use cluster::{PeerTls, PeerTlsMaterial};
+use cluster::PeerTlsMaterial;
 use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256, SanType};
-use tokio_util::sync::CancellationToken;
 
 use crate::ca::{self, CaError, Kek, SealedKey, SecretPem};
-use crate::ca_service::{CaService, CaServiceError};
+use crate::ca_runtime::{CaService, CaServiceError};
 use crate::config::Config;
-use crate::tls::{CertStore, TrustMaterial};
+
+mod renewal;
+
+pub use renewal::{Renewal, renew_at, spawn_renewal};
 
 pub const TLS_DIR: &str = "tls";
 pub const KEY_FILE: &str = "node-key.sealed";
 pub const CHAIN_FILE: &str = "node-chain.pem";
 pub const ROOT_FILE: &str = "ca.pem";
 pub const CRL_FILE: &str = "crl.pem";
-
-/// How often the renewal task looks at the certificate and the CRLs: both are local reads, and
-/// a revocation should reach the cluster port within seconds.
-const TICK: Duration = Duration::from_secs(1);
-/// Longest pause between two attempts after failed renewals.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// How long one attempt to record an issuance in the CA state may take.
-const RECORD_WAIT: Duration = Duration::from_secs(5);
 
 /// Errors of the node-certificate layer.
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +169,7 @@ pub fn write_node_files(
 }
 
 /// Writes only the CRL file (the renewal task, after a revocation).
-fn write_crl_file(data_dir: &Path, crl_pem: &str) -> Result<(), NodeCertError> {
+pub(super) fn write_crl_file(data_dir: &Path, crl_pem: &str) -> Result<(), NodeCertError> {
     write_atomic(&tls_dir(data_dir).join(CRL_FILE), crl_pem.as_bytes(), 0o644)
 }
 
@@ -272,7 +266,8 @@ pub fn new_key_and_csr(
     Ok((SecretPem::new(key.serialize_pem()), csr))
 }
 
-fn crls_of(state: &ca::CaState) -> String {
+/// The CRLs verifiers need (the root's and the issuing CAs'), concatenated PEM.
+pub(super) fn crls_of(state: &ca::CaState) -> String {
     state.verifier_crls().iter().map(|c| c.pem()).collect()
 }
 
@@ -420,195 +415,10 @@ async fn call<T: serde::de::DeserializeOwned>(
         .map_err(|e| NodeCertError::Provision(format!("cannot {what}: bad reply: {e}")))
 }
 
-/// When to renew: two thirds into the certificate's life. Life is measured from issuance, not
-/// from `not_before` (which the CA backdates by minutes for clock skew: with a test lifetime
-/// of seconds that would make every certificate due at once), so it is capped by the
-/// configured lifetime.
-pub fn renew_at(not_before: SystemTime, not_after: SystemTime, lifetime: Duration) -> SystemTime {
-    let life = not_after
-        .duration_since(not_before)
-        .unwrap_or(Duration::ZERO)
-        .min(lifetime);
-    not_after - life / 3
-}
-
-/// The replicated CA as the plain port's trust page publishes it.
-pub struct CaTrust(pub Arc<CaService>);
-
-impl TrustMaterial for CaTrust {
-    fn workspace(&self) -> String {
-        self.0.settings.workspace.clone()
-    }
-    fn root_pem(&self) -> Option<String> {
-        self.0.load().ok().map(|(_, s)| s.root_cert_pem)
-    }
-    fn crl_pem(&self) -> Option<String> {
-        let (_, state) = self.0.load().ok()?;
-        let pem = crls_of(&state);
-        (!pem.is_empty()).then_some(pem)
-    }
-}
-
-/// What the renewal task works on.
-pub struct Renewal {
-    pub data_dir: PathBuf,
-    pub node_id: u64,
-    pub workspace: String,
-    pub dns: Vec<String>,
-    pub ips: Vec<IpAddr>,
-    pub lifetime: Duration,
-    pub service: Arc<CaService>,
-    pub certs: Arc<CertStore>,
-    pub peer: Arc<PeerTls>,
-    /// The material in use (key, chain, root, CRLs).
-    pub files: NodeFiles,
-}
-
-impl Renewal {
-    fn due(&self, now: SystemTime) -> bool {
-        let leaf = self.certs.leaf();
-        now >= renew_at(leaf.not_before, leaf.not_after, self.lifetime)
-    }
-
-    /// Renews now: a new key, signed from the local CA state (no quorum needed), written,
-    /// then swapped into both ports. Returns the record to put into the CA state.
-    pub async fn renew(&mut self) -> Result<ca::IssuedCert, NodeCertError> {
-        let (key_pem, csr) = new_key_and_csr(&self.dns, &self.ips)?;
-        let issued = self
-            .service
-            .sign_own_node_cert(csr, self.dns.clone(), self.ips.clone())
-            .await?;
-        let (_, state) = self.service.load()?;
-        let files = NodeFiles {
-            key_pem,
-            chain_pem: issued.chain_pem.clone(),
-            root_pem: state.root_cert_pem.clone(),
-            crl_pem: crls_of(&state),
-        };
-        let kek = self.service.sealing_kek().await?;
-        {
-            let (dir, id, f) = (self.data_dir.clone(), self.node_id, files.clone());
-            tokio::task::spawn_blocking(move || write_node_files(&dir, id, &kek, &f))
-                .await
-                .map_err(|e| NodeCertError::Provision(format!("write task: {e}")))??;
-        }
-        self.certs
-            .replace(&files.chain_pem, files.key_pem.expose())?;
-        self.peer.update(&files.peer_material(&self.workspace))?;
-        self.files = files;
-        tracing::info!(
-            node_id = self.node_id,
-            serial = %issued.record.serial,
-            not_after = issued.record.not_after,
-            "node certificate renewed; HTTPS and the cluster port use it for new handshakes"
-        );
-        Ok(issued.record)
-    }
-
-    /// Pushes a changed CRL set into the cluster port (and the file read at the next start).
-    fn sync_crls(&mut self) -> Result<bool, NodeCertError> {
-        let Ok((_, state)) = self.service.load() else {
-            return Ok(false);
-        };
-        let crls = crls_of(&state);
-        if crls.is_empty() || crls == self.files.crl_pem {
-            return Ok(false);
-        }
-        let mut next = self.files.clone();
-        next.crl_pem = crls;
-        self.peer.update(&next.peer_material(&self.workspace))?;
-        write_crl_file(&self.data_dir, &next.crl_pem)?;
-        self.files = next;
-        tracing::info!(
-            node_id = self.node_id,
-            "new CRLs applied to the cluster port"
-        );
-        Ok(true)
-    }
-
-    /// Whether the CA state says this node's own certificate was revoked: then it renews at
-    /// once (with a new key), since revocation means the old key is not to be trusted.
-    fn own_cert_revoked(&self) -> bool {
-        let serial = self.certs.serial();
-        self.service
-            .load()
-            .is_ok_and(|(_, state)| state.is_revoked(&serial))
-    }
-}
-
-/// The `cert-renewal` task: renews the node certificate when due (or revoked), retries with
-/// backoff, records issuances in the CA state, and applies CRL changes to the cluster port.
-pub fn spawn_renewal(
-    mut r: Renewal,
-    mut pending: Option<ca::IssuedCert>,
-    cancel: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    cluster::spawn_named("cert-renewal", async move {
-        let mut backoff = TICK;
-        let mut retry_at = tokio::time::Instant::now();
-        loop {
-            if let Err(e) = r.sync_crls() {
-                tracing::warn!(node_id = r.node_id, error = %e, "cannot apply new CRLs");
-            }
-            if let Some(record) = pending.clone() {
-                let recorded = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    res = tokio::time::timeout(RECORD_WAIT, r.service.record_issued(record)) => res,
-                };
-                match recorded {
-                    Ok(Ok(())) => pending = None,
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "recording the renewed certificate failed; retrying")
-                    }
-                    Err(_) => {
-                        tracing::debug!("recording the renewed certificate timed out; retrying")
-                    }
-                }
-            }
-            let now = tokio::time::Instant::now();
-            if now >= retry_at && (r.due(SystemTime::now()) || r.own_cert_revoked()) {
-                match r.renew().await {
-                    Ok(record) => {
-                        pending = Some(record);
-                        backoff = TICK;
-                    }
-                    Err(e) => {
-                        tracing::warn!(node_id = r.node_id, error = %e, retry_in_secs = backoff.as_secs(), "node certificate renewal failed");
-                        retry_at = now + backoff;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                    }
-                }
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(TICK) => {}
-            }
-        }
-    })
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn renew_at_two_thirds_of_the_configured_life() {
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        // Backdated 5 minutes, 30 s configured: due 10 s before the end, not at once.
-        let nb = t0 - Duration::from_secs(300);
-        let na = t0 + Duration::from_secs(30);
-        assert_eq!(
-            renew_at(nb, na, Duration::from_secs(30)),
-            t0 + Duration::from_secs(20)
-        );
-        // Days: two thirds of the whole validity.
-        let na = nb + Duration::from_secs(3 * 86_400);
-        assert_eq!(
-            renew_at(nb, na, Duration::from_secs(7 * 86_400)),
-            nb + Duration::from_secs(2 * 86_400)
-        );
-    }
 
     #[test]
     fn the_csr_asks_for_the_workspace_the_node_name_and_its_addresses() {
@@ -636,7 +446,7 @@ advertise_https_addr = "chat2.chat.corp.lan:8443"
         // The unspecified bind address is left out; the advertised one is in.
         assert_eq!(ips, ["10.0.0.2".parse::<IpAddr>().unwrap()]);
         let (_, csr) = new_key_and_csr(&dns, &ips).unwrap();
-        let (csr_dns, csr_ips) = crate::ca_service::csr_names(&csr).unwrap();
+        let (csr_dns, csr_ips) = crate::ca_runtime::csr_names(&csr).unwrap();
         assert_eq!(csr_dns, dns);
         assert_eq!(csr_ips, ips);
     }

@@ -1,15 +1,23 @@
 //! The node's configuration file (TOML) and its environment overrides.
 //!
-//! Owns parsing, defaults and validation; every field is documented in
+//! Owns parsing and the values derived from the file (defaults are in `sections`, the checks
+//! in `validate`); every field is documented in
 //! `docs/configuration.md`, whose example file a test parses. Unknown fields are rejected so a
 //! typo never silently falls back to a default. Environment variables `CONCLAVE_<FIELD>` and
 //! `CONCLAVE_<SECTION>__<FIELD>` override the file.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+mod sections;
+mod validate;
+
+use sections::MIB;
+pub use sections::{CaSection, DnsSection, RaftSection, StorageSection, TlsSection, WriteSection};
+use validate::parse_range;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -67,205 +75,6 @@ pub struct Config {
     pub config_dir: PathBuf,
 }
 
-/// The built-in certificate authority (docs/security.md).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CaSection {
-    /// The key-encryption key file. Default `conclave.kek` next to the config file: never in
-    /// `data_dir`, so a copied data directory or backup does not carry it.
-    pub kek_file: Option<PathBuf>,
-    /// Address ranges the CA may certify (CIDR); baked into the issuing CA at `init`.
-    pub permitted_ip_ranges: Vec<String>,
-    /// Lifetime of node certificates, in days.
-    pub node_cert_days: u32,
-    /// Default lifetime of certificates signed for other LAN services, in days.
-    pub service_cert_days: u32,
-    /// CRL distribution point written into every certificate issued, if set (e.g.
-    /// `http://chat.corp.lan:8080/api/v1/ca/crl.pem`). Fixed at `init`.
-    pub crl_url: Option<String>,
-}
-
-/// `[tls]`: its presence turns TLS on for this node (docs/configuration.md). The client API is
-/// then served over HTTPS on `https_addr`, `api_addr` becomes the plain-HTTP port (redirects,
-/// trust page, health), and the cluster port requires mutual TLS.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSection {
-    pub https_addr: SocketAddr,
-    /// The HTTPS address other nodes and clients are told (like `advertise_api_addr`).
-    #[serde(default)]
-    pub advertise_https_addr: Option<String>,
-    /// Node certificate lifetime in seconds, overriding `ca.node_cert_days`. For tests that
-    /// want to see a renewal; production leaves it unset.
-    #[serde(default)]
-    pub node_cert_secs: Option<u64>,
-}
-
-/// The private and loopback ranges: everything a LAN-only site can use, nothing routable on the
-/// Internet. A root that phones trust must not be able to vouch for a public address.
-pub const DEFAULT_PERMITTED_IP_RANGES: &[&str] = &[
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "127.0.0.0/8",
-    "fc00::/7",
-    "::1/128",
-];
-
-impl Default for CaSection {
-    fn default() -> Self {
-        Self {
-            kek_file: None,
-            permitted_ip_ranges: DEFAULT_PERMITTED_IP_RANGES
-                .iter()
-                .map(|r| (*r).to_owned())
-                .collect(),
-            node_cert_days: 7,
-            service_cert_days: 90,
-            crl_url: None,
-        }
-    }
-}
-
-/// Longest leaf lifetime the CA signs (Apple's limit for TLS server certificates).
-const MAX_CERT_DAYS: u32 = 825;
-
-/// Parse `addr/prefix`.
-fn parse_range(text: &str) -> Result<crate::ca::IpRange, ConfigError> {
-    let bad = || {
-        ConfigError::Invalid(format!(
-            "ca.permitted_ip_ranges: {text:?} is not an address range such as \"10.0.0.0/8\""
-        ))
-    };
-    let (addr, prefix) = text.split_once('/').ok_or_else(bad)?;
-    let addr: IpAddr = addr.trim().parse().map_err(|_| bad())?;
-    let prefix: u8 = prefix.trim().parse().map_err(|_| bad())?;
-    crate::ca::IpRange::new(addr, prefix).map_err(|_| bad())
-}
-
-/// `path` made absolute against the working directory, without touching the disk.
-fn absolute(path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir().unwrap_or_default().join(path)
-    }
-}
-
-/// Lexical normalisation (`.` and `..`), so `data/../conclave.kek` compares as what it names.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RaftSection {
-    pub heartbeat_interval_ms: u64,
-    pub election_timeout_min_ms: u64,
-    pub election_timeout_max_ms: u64,
-    pub install_snapshot_timeout_ms: u64,
-    pub snapshot_logs_since_last: u64,
-    pub max_in_snapshot_log_to_keep: u64,
-    pub max_payload_entries: u64,
-    pub ready_max_apply_lag: u64,
-}
-
-/// The cluster layer owns the defaults (`ClusterConfig::with_defaults`); the file's sections
-/// only mirror them, so a default is changed in one place.
-fn cluster_defaults() -> cluster::ClusterConfig {
-    cluster::ClusterConfig::with_defaults(0, PathBuf::new(), cluster::NodeInfo::default())
-}
-
-const MIB: u64 = 1024 * 1024;
-
-impl Default for RaftSection {
-    fn default() -> Self {
-        let d = cluster_defaults();
-        Self {
-            heartbeat_interval_ms: d.heartbeat_interval_ms,
-            election_timeout_min_ms: d.election_timeout_min_ms,
-            election_timeout_max_ms: d.election_timeout_max_ms,
-            install_snapshot_timeout_ms: d.install_snapshot_timeout_ms,
-            snapshot_logs_since_last: d.snapshot_logs_since_last,
-            max_in_snapshot_log_to_keep: d.max_in_snapshot_log_to_keep,
-            max_payload_entries: d.max_payload_entries,
-            ready_max_apply_lag: d.ready_max_apply_lag,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WriteSection {
-    pub batch_max_commands: usize,
-    pub batch_max_bytes: usize,
-    pub batch_max_in_flight: usize,
-    pub timeout_ms: u64,
-}
-
-impl Default for WriteSection {
-    fn default() -> Self {
-        let d = cluster_defaults();
-        Self {
-            batch_max_commands: d.batch_max_commands,
-            batch_max_bytes: d.batch_max_bytes,
-            batch_max_in_flight: d.batch_max_in_flight,
-            timeout_ms: d.write_timeout_ms,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StorageSection {
-    pub cache_mb: u64,
-}
-
-impl Default for StorageSection {
-    fn default() -> Self {
-        Self {
-            cache_mb: cluster_defaults().sled_cache_bytes / MIB,
-        }
-    }
-}
-
-/// The built-in authoritative DNS server (`docs/health.md`). No `addr`, no DNS server.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DnsSection {
-    /// UDP and TCP listen address; `None` disables the DNS server.
-    pub addr: Option<SocketAddr>,
-    /// The zone this node is authoritative for (the workspace name clients type).
-    pub workspace: Option<String>,
-    /// TTL of every record and the SOA minimum (negative caching).
-    pub ttl_secs: u32,
-    /// Per-source (/24 or /56) UDP queries per second, and the burst above it.
-    pub rate_limit_qps: u32,
-    pub rate_limit_burst: u32,
-}
-
-impl Default for DnsSection {
-    fn default() -> Self {
-        Self {
-            addr: None,
-            workspace: None,
-            ttl_secs: 5,
-            rate_limit_qps: 200,
-            rate_limit_burst: 400,
-        }
-    }
-}
-
 /// Client-API defaults belong to the `web` layer.
 mod defaults {
     pub fn session_ttl_secs() -> u64 {
@@ -287,7 +96,7 @@ const NOT_CONFIG: &[&str] = &[
     "NEW_PASSWORD",
     "ADMIN_PASSWORD",
     "ADMIN_USER",
-    // `conclave join`'s token (node/src/join.rs), never a config field.
+    // `conclave join`'s token (node/src/join/joiner.rs), never a config field.
     "JOIN_TOKEN",
     "BIN",
 ];
@@ -408,134 +217,8 @@ impl Config {
         )
     }
 
-    fn validate_tls(&self) -> Result<(), ConfigError> {
-        let Some(tls) = &self.tls else {
-            return Ok(());
-        };
-        if self.workspace.is_none() {
-            return Err(ConfigError::Invalid(
-                "[tls] needs `workspace`: node certificates are issued by the workspace's CA"
-                    .into(),
-            ));
-        }
-        if tls.https_addr == self.api_addr || tls.https_addr == self.cluster_addr {
-            return Err(ConfigError::Invalid(
-                "tls.https_addr must differ from api_addr and cluster_addr".into(),
-            ));
-        }
-        if let Some(secs) = tls.node_cert_secs
-            && secs < 10
-        {
-            return Err(ConfigError::Invalid(format!(
-                "tls.node_cert_secs must be at least 10 (got {secs})"
-            )));
-        }
-        Ok(())
-    }
-
     pub fn service_cert_lifetime(&self) -> Duration {
         Duration::from_secs(u64::from(self.ca.service_cert_days) * 86_400)
-    }
-
-    fn validate_ca(&self) -> Result<(), ConfigError> {
-        if let Some(w) = &self.workspace {
-            crate::ca::names::validate_workspace(w)
-                .map_err(|e| ConfigError::Invalid(format!("workspace: {e}")))?;
-        }
-        for r in &self.ca.permitted_ip_ranges {
-            parse_range(r)?;
-        }
-        for (name, days) in [
-            ("ca.node_cert_days", self.ca.node_cert_days),
-            ("ca.service_cert_days", self.ca.service_cert_days),
-        ] {
-            if days == 0 || days > MAX_CERT_DAYS {
-                return Err(ConfigError::Invalid(format!(
-                    "{name} must be between 1 and {MAX_CERT_DAYS} (got {days})"
-                )));
-            }
-        }
-        if let Some(url) = &self.ca.crl_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return Err(ConfigError::Invalid(format!(
-                "ca.crl_url {url:?} must be an http:// or https:// URL"
-            )));
-        }
-        let kek = normalize(&absolute(&self.kek_path()));
-        let data = normalize(&absolute(&self.data_dir));
-        if kek.starts_with(&data) {
-            return Err(ConfigError::Invalid(format!(
-                "ca.kek_file {} is inside data_dir {}: a copy or backup of the data directory would then carry the key that unseals the CA's private keys; keep it next to the config file",
-                kek.display(),
-                data.display()
-            )));
-        }
-        Ok(())
-    }
-
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let r = &self.raft;
-        if self.node_id == 0 {
-            return Err(ConfigError::Invalid("node_id must be at least 1".into()));
-        }
-        if !(r.heartbeat_interval_ms < r.election_timeout_min_ms
-            && r.election_timeout_min_ms < r.election_timeout_max_ms)
-        {
-            return Err(ConfigError::Invalid(format!(
-                "need raft.heartbeat_interval_ms ({}) < raft.election_timeout_min_ms ({}) < raft.election_timeout_max_ms ({})",
-                r.heartbeat_interval_ms, r.election_timeout_min_ms, r.election_timeout_max_ms
-            )));
-        }
-        if r.snapshot_logs_since_last == 0 || r.max_payload_entries == 0 {
-            return Err(ConfigError::Invalid(
-                "raft.snapshot_logs_since_last and raft.max_payload_entries must be at least 1"
-                    .into(),
-            ));
-        }
-        if self.write.batch_max_commands == 0 || self.write.batch_max_in_flight == 0 {
-            return Err(ConfigError::Invalid(
-                "write.batch_max_commands and write.batch_max_in_flight must be at least 1".into(),
-            ));
-        }
-        if self.session_ttl_secs == 0 {
-            return Err(ConfigError::Invalid(
-                "session_ttl_secs must be at least 1".into(),
-            ));
-        }
-        if self.max_request_bytes < 1024 {
-            return Err(ConfigError::Invalid(
-                "max_request_bytes must be at least 1024".into(),
-            ));
-        }
-        if self.dns.addr.is_some() {
-            let valid = self
-                .dns
-                .workspace
-                .as_deref()
-                .is_some_and(|w| w.contains('.') && crate::dns::zone::parse_zone(w).is_ok());
-            if !valid {
-                return Err(ConfigError::Invalid(
-                    "dns.addr is set, so dns.workspace must be a domain name such as \"chat.corp.lan\"".into(),
-                ));
-            }
-            if self.dns.ttl_secs == 0
-                || self.dns.rate_limit_qps == 0
-                || self.dns.rate_limit_burst == 0
-            {
-                return Err(ConfigError::Invalid(
-                    "dns.ttl_secs, dns.rate_limit_qps and dns.rate_limit_burst must be at least 1"
-                        .into(),
-                ));
-            }
-        }
-        if self.api_addr == self.cluster_addr {
-            return Err(ConfigError::Invalid(
-                "api_addr and cluster_addr must differ".into(),
-            ));
-        }
-        self.validate_ca()?;
-        self.validate_tls()
     }
 
     pub fn advertised_api(&self) -> String {
@@ -621,7 +304,7 @@ cluster_addr = "127.0.0.1:9080"
 
     #[test]
     fn documented_example_parses() {
-        let doc = include_str!("../../docs/configuration.md");
+        let doc = include_str!("../../../docs/configuration.md");
         let start = doc
             .find("```toml\n")
             .expect("docs/configuration.md has a toml example")

@@ -2,9 +2,8 @@
 //! changed with the pure functions of `ca`, and written back by compare-and-swap.
 //!
 //! Owns the load -> modify -> `CaUpdate { expect }` loop (retried on conflict), the clock reads
-//! (`now` is read here and passed down; never inside apply), the key-encryption key in memory,
-//! and the periodic maintenance task (CRL re-signing and pruning on the leader; log compaction
-//! on every node once the root key left the state). Signing runs on blocking threads.
+//! (`now` is read here and passed down; never inside apply), and the key-encryption key in
+//! memory. Signing runs on blocking threads. The periodic maintenance task is in `maintenance`.
 //! Must never: write a private key or the KEK into the Raft log or a log line, sign without the
 //! KEK, or let two nodes' concurrent updates overwrite each other (the CAS refuses the second).
 
@@ -13,65 +12,18 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use cluster::{ApplyError, ClusterError, ClusterNode};
-use tokio_util::sync::CancellationToken;
 
+use super::CaServiceError;
 use crate::ca::{self, CaError, CaState, IpRange, Kek, RevokeReason};
 
 /// How long a CRL is valid; verifiers treat an expired CRL as "status unknown".
 pub const CRL_VALIDITY: Duration = Duration::from_secs(7 * 86_400);
-/// CRLs are re-signed once less than this is left, so a leader outage of days still leaves
-/// every published CRL valid.
-pub const CRL_REFRESH_BEFORE: Duration = Duration::from_secs(4 * 86_400);
 /// Lifetime of a renewed issuing CA.
 const INTERMEDIATE_LIFETIME: Duration = ca::authority::INTERMEDIATE_LIFETIME;
 /// Attempts of one update under concurrent changes before giving up with `Busy`.
 const CAS_ATTEMPTS: u32 = 5;
 const WRITE_WAIT: Duration = Duration::from_secs(5);
 const SYNC_WAIT: Duration = Duration::from_secs(3);
-/// How often the maintenance task looks at the CA state (a local read; work only when due).
-const MAINTENANCE_TICK: Duration = Duration::from_secs(2);
-const COMPACT_WAIT: Duration = Duration::from_secs(30);
-/// Pause after a failed CRL refresh before the next attempt.
-const MAINTENANCE_RETRY: Duration = Duration::from_secs(60);
-
-/// Errors of the CA service (the runtime layer above `ca::CaError`).
-#[derive(Debug, thiserror::Error)]
-pub enum CaServiceError {
-    /// The replicated state holds no CA yet.
-    #[error("the cluster has no certificate authority yet")]
-    NotInitialized,
-    /// `init` found one already.
-    #[error("the cluster already has a certificate authority")]
-    AlreadyInitialized,
-    /// This node cannot sign: its KEK file is missing or unusable.
-    #[error(
-        "this node cannot use the CA's private keys: key-encryption key file {path}: {why}; copy it from a node that has it (mode 0600) or send the request to such a node"
-    )]
-    KekMissing { path: PathBuf, why: String },
-    /// A rule of the CA refused the operation, or signing failed.
-    #[error(transparent)]
-    Ca(#[from] CaError),
-    /// A requested address lies outside the permitted ranges (with the ranges, for the message).
-    #[error("address {addr} is outside the site's permitted address ranges ({ranges})")]
-    IpNotPermitted {
-        addr: std::net::IpAddr,
-        ranges: String,
-    },
-    /// Replicating the update failed.
-    #[error(transparent)]
-    Cluster(#[from] ClusterError),
-    /// The state kept changing under us.
-    #[error("the CA state changed {attempts} times while this update was prepared; retry")]
-    Busy { attempts: u32 },
-    /// The stored blob does not decode (a newer binary wrote it, or corruption).
-    #[error("the replicated CA state does not decode: {0}")]
-    Decode(String),
-    #[error("encoding the CA state: {0}")]
-    Encode(String),
-    /// A blocking signing task panicked or was cancelled.
-    #[error("signing task failed: {0}")]
-    Task(String),
-}
 
 /// Settings of the CA service, from the node's config.
 #[derive(Debug, Clone)]
@@ -100,7 +52,7 @@ impl CaSettings {
 
 /// The CA as one node runs it.
 pub struct CaService {
-    node: Arc<ClusterNode>,
+    pub(super) node: Arc<ClusterNode>,
     /// `Err(why)` on a node without a usable KEK file: it serves the public parts only, and
     /// looks for the file again whenever it is asked to sign (an operator may copy it in
     /// without a restart). A std lock: held only to clone or replace the `Arc`, never across
@@ -212,7 +164,7 @@ impl CaService {
     /// Load, modify on a blocking thread with the KEK and the current time, and propose the
     /// result built on the loaded version; on a conflict (another node changed the CA
     /// meanwhile) start over from the new state.
-    async fn modify<T, F>(&self, f: F) -> Result<T, CaServiceError>
+    pub(super) async fn modify<T, F>(&self, f: F) -> Result<T, CaServiceError>
     where
         T: Send + 'static,
         F: Fn(&CaState, &Kek, SystemTime) -> Result<Modified<T>, CaServiceError>
@@ -451,122 +403,6 @@ impl CaService {
         })
         .await
     }
-
-    /// Whether this node leads the cluster right now.
-    fn is_leader(&self) -> bool {
-        self.node.metrics().current_leader == Some(self.node.id())
-    }
-
-    /// Re-signs CRLs that are due and prunes expired records, if anything is due.
-    async fn refresh_crls(&self) -> Result<bool, CaServiceError> {
-        let (_, state) = self.load()?;
-        if !maintenance_due(&state, SystemTime::now()) {
-            return Ok(false);
-        }
-        self.modify(|state, kek, now| {
-            let mut next = state.clone();
-            next.prune_expired(ca::x509::unix(now));
-            let crls = ca::sign_crls(&next, kek, now, CRL_VALIDITY)?;
-            next.record_crls(crls)?;
-            Ok((next, ()))
-        })
-        .await?;
-        Ok(true)
-    }
-
-    /// The periodic task: on the leader, keep CRLs fresh (only there, so nodes do not race each
-    /// other's CAS); on every node, compact the log once after the root key left the state.
-    pub fn spawn_maintenance(
-        self: Arc<Self>,
-        cancel: CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
-        cluster::spawn_named("ca-maintenance", async move {
-            let mut tick = tokio::time::interval(MAINTENANCE_TICK);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut seen_version = 0u64;
-            let mut root_was_online: Option<bool> = None;
-            let mut warned_no_kek = false;
-            let mut retry_at = tokio::time::Instant::now();
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                let Ok((version, state)) = self.load() else {
-                    continue;
-                };
-                if version != seen_version {
-                    seen_version = version;
-                    let online = state.root_key.is_some();
-                    // Compact when the root key leaves the state, and once after start if
-                    // it is gone already and the log may still hold updates from before
-                    // (this node was down, or joined, when it was exported).
-                    let compact = !online
-                        && match root_was_online {
-                            Some(was) => was,
-                            None => self.node.log_may_hold_ca_updates().unwrap_or(false),
-                        };
-                    if compact {
-                        let compacted = tokio::select! {
-                            _ = cancel.cancelled() => return,
-                            r = self.node.compact_log(COMPACT_WAIT) => r,
-                        };
-                        match compacted {
-                            Ok(index) => tracing::info!(
-                                index,
-                                "log compacted: the root key left the CA state"
-                            ),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "log compaction after the root key export failed")
-                            }
-                        }
-                    }
-                    root_was_online = Some(online);
-                }
-                if !self.is_leader() || tokio::time::Instant::now() < retry_at {
-                    continue;
-                }
-                let refreshed = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    r = self.refresh_crls() => r,
-                };
-                // After a failure, wait a while: the CRLs have days left, the log does not
-                // need a warning every tick.
-                if refreshed.is_err() {
-                    retry_at = tokio::time::Instant::now() + MAINTENANCE_RETRY;
-                }
-                match refreshed {
-                    Ok(true) => tracing::info!("CRLs re-signed"),
-                    Ok(false) => {}
-                    Err(CaServiceError::KekMissing { .. }) if warned_no_kek => {}
-                    Err(e @ CaServiceError::KekMissing { .. }) => {
-                        warned_no_kek = true;
-                        tracing::warn!(error = %e, "this leader cannot re-sign CRLs");
-                    }
-                    Err(e) => tracing::warn!(error = %e, "CRL refresh failed; retrying later"),
-                }
-            }
-        })
-    }
-}
-
-/// Whether the maintenance task has work: a live issuing CA without a CRL, a CRL within
-/// `CRL_REFRESH_BEFORE` of its `next_update`, or an expired record to prune.
-pub fn maintenance_due(state: &CaState, now: SystemTime) -> bool {
-    let now = ca::x509::unix(now);
-    let soon = now.saturating_add(CRL_REFRESH_BEFORE.as_secs() as i64);
-    let live_cas = std::iter::once(&state.intermediate)
-        .chain(&state.previous_intermediates)
-        .filter(|c| c.not_after >= now);
-    for c in live_cas {
-        match state.crls.get(&c.serial) {
-            Some(crl) if crl.next_update > soon => {}
-            _ => return true,
-        }
-    }
-    let mut pruned = state.clone();
-    pruned.prune_expired(now);
-    pruned != *state
 }
 
 /// The DNS names and addresses a CSR asks for (its subject alternative names); anything else in
@@ -595,36 +431,6 @@ pub fn csr_names(csr_pem: &str) -> Result<(Vec<String>, Vec<std::net::IpAddr>), 
 /// Serials are shown as lower-case hex; accept `AB:CD` and upper case too.
 pub fn normalize_serial(serial: &str) -> String {
     serial.trim().to_ascii_lowercase().replace(':', "")
-}
-
-/// Parse a revocation reason as the API and CLI spell it (RFC 5280 names in snake case).
-pub fn parse_reason(reason: Option<&str>) -> Result<RevokeReason, String> {
-    Ok(match reason.map(str::trim) {
-        None | Some("") | Some("unspecified") => RevokeReason::Unspecified,
-        Some("key_compromise") => RevokeReason::KeyCompromise,
-        Some("ca_compromise") => RevokeReason::CaCompromise,
-        Some("affiliation_changed") => RevokeReason::AffiliationChanged,
-        Some("superseded") => RevokeReason::Superseded,
-        Some("cessation_of_operation") => RevokeReason::CessationOfOperation,
-        Some("privilege_withdrawn") => RevokeReason::PrivilegeWithdrawn,
-        Some(other) => {
-            return Err(format!(
-                "unknown revocation reason {other:?}; expected one of unspecified, key_compromise, ca_compromise, affiliation_changed, superseded, cessation_of_operation, privilege_withdrawn"
-            ));
-        }
-    })
-}
-
-pub fn reason_name(reason: RevokeReason) -> &'static str {
-    match reason {
-        RevokeReason::Unspecified => "unspecified",
-        RevokeReason::KeyCompromise => "key_compromise",
-        RevokeReason::CaCompromise => "ca_compromise",
-        RevokeReason::AffiliationChanged => "affiliation_changed",
-        RevokeReason::Superseded => "superseded",
-        RevokeReason::CessationOfOperation => "cessation_of_operation",
-        RevokeReason::PrivilegeWithdrawn => "privilege_withdrawn",
-    }
 }
 
 /// An address refusal names the ranges that are permitted, so the operator sees what to use.

@@ -1,5 +1,8 @@
 //! Tests of `CaService` against a real single-node cluster in-process (Raft, sled, the CAS
 //! apply rule): the update loop, concurrent signing, export/renew, and the KEK-less node.
+//!
+//! Must never reach into the service's internals: everything goes through the methods `run`
+//! and the HTTP layer use, so these tests hold for the service as the node runs it.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -9,10 +12,11 @@ use rcgen::string::Ia5String;
 use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256, SanType};
 use tokio_util::sync::CancellationToken;
 
+use super::http::parse_reason;
+use super::maintenance::maintenance_due;
+use super::service::{CRL_VALIDITY, normalize_serial};
+use super::{CaService, CaServiceError, CaSettings};
 use crate::ca::{Kek, RevokeReason};
-use crate::ca_service::{
-    CaService, CaServiceError, CaSettings, maintenance_due, normalize_serial, parse_reason,
-};
 
 const WS: &str = "chat.corp.lan";
 
@@ -220,9 +224,9 @@ fn maintenance_is_due_near_next_update_and_for_expired_records() {
     let mut state = crate::ca::init(&crate::ca::InitParams::new(WS, &[]), &kek, now).unwrap();
     // No CRL for the issuing CA yet.
     assert!(maintenance_due(&state, now));
-    let crls = crate::ca::sign_crls(&state, &kek, now, crate::ca_service::CRL_VALIDITY).unwrap();
+    let crls = crate::ca::sign_crls(&state, &kek, now, CRL_VALIDITY).unwrap();
     state.record_crls(crls).unwrap();
     assert!(!maintenance_due(&state, now));
-    let later = now + crate::ca_service::CRL_VALIDITY - Duration::from_secs(86_400);
+    let later = now + CRL_VALIDITY - Duration::from_secs(86_400);
     assert!(maintenance_due(&state, later));
 }

@@ -1,18 +1,21 @@
 //! `web::ca_api::CaApi` for the node's `CaService`: turns CA records into the HTTP shapes and
-//! CA errors into the API's error codes.
+//! CA errors into the API's error codes. Also the CA as the plain port's trust page publishes
+//! it (`CaTrust`), and the spelling of revocation reasons on the wire.
 //!
 //! Owns the classification of every `CaServiceError` as the client sees it (a name outside the
 //! constraints is `name_not_permitted`, a missing KEK `ca_key_unavailable`, ...). Must never put
 //! key material into a response other than `export_root_key`'s, or into an error message.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use web::ca_api::{
     CaApi, CaApiError, CaFingerprint, CertSummary, IntermediateSummary, NodeCertIssued, SignedCert,
 };
 
-use crate::ca::{self, CaError, CaState, Holder, IssuedCert};
-use crate::ca_service::{self, CaService, CaServiceError};
+use super::{CaService, CaServiceError};
+use crate::ca::{self, CaError, CaState, Holder, IssuedCert, RevokeReason};
+use crate::tls::TrustMaterial;
 
 impl From<CaServiceError> for CaApiError {
     fn from(e: CaServiceError) -> Self {
@@ -86,7 +89,7 @@ fn summary(state: &CaState, c: &IssuedCert) -> CertSummary {
         not_before: c.not_before,
         not_after: c.not_after,
         issuer_serial: c.issuer_serial.clone(),
-        revoked: revoked.map(|r| ca_service::reason_name(r.reason).to_owned()),
+        revoked: revoked.map(|r| reason_name(r.reason).to_owned()),
         revoked_at: revoked.map(|r| r.revoked_at),
     }
 }
@@ -188,8 +191,7 @@ impl CaApi for CaService {
         serial: String,
         reason: Option<String>,
     ) -> Result<CertSummary, CaApiError> {
-        let reason =
-            ca_service::parse_reason(reason.as_deref()).map_err(CaApiError::InvalidRequest)?;
+        let reason = parse_reason(reason.as_deref()).map_err(CaApiError::InvalidRequest)?;
         let cert = CaService::revoke(self, &serial, reason).await?;
         let (_, state) = self.load()?;
         Ok(summary(&state, &cert))
@@ -210,5 +212,52 @@ impl CaApi for CaService {
             not_after: new_ca.not_after,
             cert_pem: new_ca.cert_pem,
         })
+    }
+}
+
+/// The replicated CA as the plain port's trust page publishes it.
+pub struct CaTrust(pub Arc<CaService>);
+
+impl TrustMaterial for CaTrust {
+    fn workspace(&self) -> String {
+        self.0.settings.workspace.clone()
+    }
+    fn root_pem(&self) -> Option<String> {
+        self.0.load().ok().map(|(_, s)| s.root_cert_pem)
+    }
+    fn crl_pem(&self) -> Option<String> {
+        let (_, state) = self.0.load().ok()?;
+        let pem: String = state.verifier_crls().iter().map(|c| c.pem()).collect();
+        (!pem.is_empty()).then_some(pem)
+    }
+}
+
+/// Parse a revocation reason as the API and CLI spell it (RFC 5280 names in snake case).
+pub fn parse_reason(reason: Option<&str>) -> Result<RevokeReason, String> {
+    Ok(match reason.map(str::trim) {
+        None | Some("") | Some("unspecified") => RevokeReason::Unspecified,
+        Some("key_compromise") => RevokeReason::KeyCompromise,
+        Some("ca_compromise") => RevokeReason::CaCompromise,
+        Some("affiliation_changed") => RevokeReason::AffiliationChanged,
+        Some("superseded") => RevokeReason::Superseded,
+        Some("cessation_of_operation") => RevokeReason::CessationOfOperation,
+        Some("privilege_withdrawn") => RevokeReason::PrivilegeWithdrawn,
+        Some(other) => {
+            return Err(format!(
+                "unknown revocation reason {other:?}; expected one of unspecified, key_compromise, ca_compromise, affiliation_changed, superseded, cessation_of_operation, privilege_withdrawn"
+            ));
+        }
+    })
+}
+
+pub fn reason_name(reason: RevokeReason) -> &'static str {
+    match reason {
+        RevokeReason::Unspecified => "unspecified",
+        RevokeReason::KeyCompromise => "key_compromise",
+        RevokeReason::CaCompromise => "ca_compromise",
+        RevokeReason::AffiliationChanged => "affiliation_changed",
+        RevokeReason::Superseded => "superseded",
+        RevokeReason::CessationOfOperation => "cessation_of_operation",
+        RevokeReason::PrivilegeWithdrawn => "privilege_withdrawn",
     }
 }

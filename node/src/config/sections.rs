@@ -1,0 +1,170 @@
+//! The sections of the configuration file (`[raft]`, `[write]`, `[storage]`, `[dns]`, `[ca]`,
+//! `[tls]`) and their defaults.
+//!
+//! Owns the defaults of the file's sections. Must never define a default the cluster layer
+//! owns a second time: `[raft]`, `[write]` and `[storage]` mirror `ClusterConfig::with_defaults`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The built-in certificate authority (docs/security.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaSection {
+    /// The key-encryption key file. Default `conclave.kek` next to the config file: never in
+    /// `data_dir`, so a copied data directory or backup does not carry it.
+    pub kek_file: Option<PathBuf>,
+    /// Address ranges the CA may certify (CIDR); baked into the issuing CA at `init`.
+    pub permitted_ip_ranges: Vec<String>,
+    /// Lifetime of node certificates, in days.
+    pub node_cert_days: u32,
+    /// Default lifetime of certificates signed for other LAN services, in days.
+    pub service_cert_days: u32,
+    /// CRL distribution point written into every certificate issued, if set (e.g.
+    /// `http://chat.corp.lan:8080/api/v1/ca/crl.pem`). Fixed at `init`.
+    pub crl_url: Option<String>,
+}
+
+/// `[tls]`: its presence turns TLS on for this node (docs/configuration.md). The client API is
+/// then served over HTTPS on `https_addr`, `api_addr` becomes the plain-HTTP port (redirects,
+/// trust page, health), and the cluster port requires mutual TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub https_addr: SocketAddr,
+    /// The HTTPS address other nodes and clients are told (like `advertise_api_addr`).
+    #[serde(default)]
+    pub advertise_https_addr: Option<String>,
+    /// Node certificate lifetime in seconds, overriding `ca.node_cert_days`. For tests that
+    /// want to see a renewal; production leaves it unset.
+    #[serde(default)]
+    pub node_cert_secs: Option<u64>,
+}
+
+/// The private and loopback ranges: everything a LAN-only site can use, nothing routable on the
+/// Internet. A root that phones trust must not be able to vouch for a public address.
+pub const DEFAULT_PERMITTED_IP_RANGES: &[&str] = &[
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "127.0.0.0/8",
+    "fc00::/7",
+    "::1/128",
+];
+
+impl Default for CaSection {
+    fn default() -> Self {
+        Self {
+            kek_file: None,
+            permitted_ip_ranges: DEFAULT_PERMITTED_IP_RANGES
+                .iter()
+                .map(|r| (*r).to_owned())
+                .collect(),
+            node_cert_days: 7,
+            service_cert_days: 90,
+            crl_url: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSection {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub install_snapshot_timeout_ms: u64,
+    pub snapshot_logs_since_last: u64,
+    pub max_in_snapshot_log_to_keep: u64,
+    pub max_payload_entries: u64,
+    pub ready_max_apply_lag: u64,
+}
+
+/// The cluster layer owns the defaults (`ClusterConfig::with_defaults`); the file's sections
+/// only mirror them, so a default is changed in one place.
+fn cluster_defaults() -> cluster::ClusterConfig {
+    cluster::ClusterConfig::with_defaults(0, PathBuf::new(), cluster::NodeInfo::default())
+}
+
+/// Bytes per MiB (`storage.cache_mb`).
+pub(super) const MIB: u64 = 1024 * 1024;
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        let d = cluster_defaults();
+        Self {
+            heartbeat_interval_ms: d.heartbeat_interval_ms,
+            election_timeout_min_ms: d.election_timeout_min_ms,
+            election_timeout_max_ms: d.election_timeout_max_ms,
+            install_snapshot_timeout_ms: d.install_snapshot_timeout_ms,
+            snapshot_logs_since_last: d.snapshot_logs_since_last,
+            max_in_snapshot_log_to_keep: d.max_in_snapshot_log_to_keep,
+            max_payload_entries: d.max_payload_entries,
+            ready_max_apply_lag: d.ready_max_apply_lag,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WriteSection {
+    pub batch_max_commands: usize,
+    pub batch_max_bytes: usize,
+    pub batch_max_in_flight: usize,
+    pub timeout_ms: u64,
+}
+
+impl Default for WriteSection {
+    fn default() -> Self {
+        let d = cluster_defaults();
+        Self {
+            batch_max_commands: d.batch_max_commands,
+            batch_max_bytes: d.batch_max_bytes,
+            batch_max_in_flight: d.batch_max_in_flight,
+            timeout_ms: d.write_timeout_ms,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    pub cache_mb: u64,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        Self {
+            cache_mb: cluster_defaults().sled_cache_bytes / MIB,
+        }
+    }
+}
+
+/// The built-in authoritative DNS server (`docs/health.md`). No `addr`, no DNS server.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsSection {
+    /// UDP and TCP listen address; `None` disables the DNS server.
+    pub addr: Option<SocketAddr>,
+    /// The zone this node is authoritative for (the workspace name clients type).
+    pub workspace: Option<String>,
+    /// TTL of every record and the SOA minimum (negative caching).
+    pub ttl_secs: u32,
+    /// Per-source (/24 or /56) UDP queries per second, and the burst above it.
+    pub rate_limit_qps: u32,
+    pub rate_limit_burst: u32,
+}
+
+impl Default for DnsSection {
+    fn default() -> Self {
+        Self {
+            addr: None,
+            workspace: None,
+            ttl_secs: 5,
+            rate_limit_qps: 200,
+            rate_limit_burst: 400,
+        }
+    }
+}
