@@ -111,7 +111,13 @@ impl Dev {
             .iter()
             .find(|l| l.starts_with(&prefix))
             .unwrap_or_else(|| panic!("no banner line for node {n}"));
-        let pid = line.split("(pid ").nth(1).unwrap().split(',').next().unwrap();
+        let pid = line
+            .split("(pid ")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap();
         pid.parse().unwrap()
     }
 
@@ -432,7 +438,10 @@ async fn dev_cluster_restarts_a_killed_node_while_the_others_serve() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    assert_eq!(post(&secure, 1, https, &token, "before the kill").await, 201);
+    assert_eq!(
+        post(&secure, 1, https, &token, "before the kill").await,
+        201
+    );
 
     let victim = dev.node_pid(2);
     signal(victim, libc::SIGKILL);
@@ -454,7 +463,10 @@ async fn dev_cluster_restarts_a_killed_node_while_the_others_serve() {
     assert_eq!(on_1, ["before the kill", "while node 2 was down"]);
 
     let restarted = dev.wait_line("node 2 restarted", Duration::from_secs(30));
-    assert!(!restarted.contains(&format!("pid {victim})")), "{restarted}");
+    assert!(
+        !restarted.contains(&format!("pid {victim})")),
+        "{restarted}"
+    );
     dev.wait_line("node 2 is back", Duration::from_secs(60));
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

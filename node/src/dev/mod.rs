@@ -104,10 +104,7 @@ pub async fn dev(
         let init_log = data_dir.join("init.log");
         let log = std::fs::File::create(&init_log)
             .with_context(|| format!("create {}", init_log.display()))?;
-        let out = cmd
-            .stderr(log)
-            .output()
-            .context("run conclave init")?;
+        let out = cmd.stderr(log).output().context("run conclave init")?;
         if !out.status.success() {
             bail!(
                 "conclave init failed ({}); see {}",

@@ -52,7 +52,12 @@ pub(super) struct Supervisor {
 }
 
 impl Supervisor {
-    pub(super) fn new(exe: PathBuf, data_dir: PathBuf, configs: Vec<PathBuf>, ports: Ports) -> Self {
+    pub(super) fn new(
+        exe: PathBuf,
+        data_dir: PathBuf,
+        configs: Vec<PathBuf>,
+        ports: Ports,
+    ) -> Self {
         Self {
             exe,
             data_dir,
