@@ -3,7 +3,7 @@
 //!
 //! Owns the wiring of `cluster` and `web` into a process. `serve` takes already-bound listeners
 //! and a cancellation token so tests can run a node in-process on port 0. With `[tls]` it also
-//! wires HTTPS (`tls`), the plain-HTTP port, mutual TLS on the cluster port (`cluster::peer_tls`)
+//! wires HTTPS (`tls`), the plain-HTTP port, mutual TLS on the cluster port (`cluster::transport::peer_tls`)
 //! and the node certificate's renewal (`node_cert`); without, nothing of that runs and the node
 //! behaves exactly as before TLS existed.
 

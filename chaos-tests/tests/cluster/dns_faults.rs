@@ -369,7 +369,7 @@ async fn dns_partitioned_node_answers_servfail_while_the_majority_answers_withou
 /// and the dead node has left both answers (and 2 s past that): no answer from a survivor may
 /// be SERVFAIL or missing, and none may be empty, while the election runs. This is the
 /// "Consul goes silent during leader elections" failure the issue asks us not to have; the
-/// election grace in `cluster::member_health` is what makes it hold rather than luck of timing
+/// election grace in `cluster::node::member_health` is what makes it hold rather than luck of timing
 /// (elections here take about a second, the health view is refreshed once a second).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_keeps_answering_through_a_leader_election() {

@@ -1,5 +1,5 @@
 //! The view DNS answers from: a named task turns every member-health view the cluster publishes
-//! (`cluster::member_health`, about once a second) plus the static records into a zone [`View`].
+//! (`cluster::node::member_health`, about once a second) plus the static records into a zone [`View`].
 //!
 //! Owns the mapping "listed only if the member is serving (answered the last probe, ready, not
 //! draining)" and "this node serves nothing while it is not ready itself" (docs/health.md); the
