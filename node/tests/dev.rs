@@ -237,6 +237,31 @@ async fn login(http: &reqwest::Client, n: u8, https: u16) -> String {
     login["token"].as_str().unwrap().to_string()
 }
 
+async fn create_channel(http: &reqwest::Client, n: u8, https: u16, token: &str, name: &str) {
+    let r = http
+        .post(surl(n, https, "/api/v1/channels"))
+        .bearer_auth(token)
+        .json(&json!({"name": name}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "create channel {name} on node {n}");
+}
+
+/// Every port the three nodes listen on.
+fn node_ports(api: u16, cluster: u16, https: u16) -> Vec<(u8, u16)> {
+    (1..=3u8)
+        .flat_map(|n| [(n, api), (n, cluster), (n, https)])
+        .collect()
+}
+
+/// SIGTERM the launcher: it exits with success and leaves nothing listening.
+async fn stop_cleanly(dev: &mut Dev, ports: &[(u8, u16)]) {
+    let status = dev.terminate(Duration::from_secs(30));
+    assert!(status.success(), "dev exited with {status}");
+    wait_until_closed(ports, Duration::from_secs(10)).await;
+}
+
 async fn wait_until_closed(ports: &[(u8, u16)], within: Duration) {
     let deadline = Instant::now() + within;
     loop {
@@ -335,14 +360,7 @@ async fn dev_cluster_starts_stops_and_reuses_its_data() {
     assert!(view["leader_id"].as_u64().is_some(), "{view}");
 
     let token = login(&secure, 1, https).await;
-    let r = secure
-        .post(surl(3, https, "/api/v1/channels"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "kept"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    create_channel(&secure, 3, https, &token, "kept").await;
     let r = secure
         .post(surl(3, https, "/api/v1/channels/kept/messages"))
         .bearer_auth(&token)
@@ -352,12 +370,8 @@ async fn dev_cluster_starts_stops_and_reuses_its_data() {
         .unwrap();
     assert_eq!(r.status(), 201);
 
-    let status = dev.terminate(Duration::from_secs(30));
-    assert!(status.success(), "dev exited with {status}");
-    let listening: Vec<(u8, u16)> = (1..=3u8)
-        .flat_map(|n| [(n, api), (n, cluster), (n, https)])
-        .collect();
-    wait_until_closed(&listening, Duration::from_secs(10)).await;
+    let listening = node_ports(api, cluster, https);
+    stop_cleanly(&mut dev, &listening).await;
     drop(dev);
 
     // Second run: same data, same admin, the message is still there.
@@ -379,9 +393,7 @@ async fn dev_cluster_starts_stops_and_reuses_its_data() {
         .unwrap();
     assert_eq!(page["messages"][0]["body"], "survives a restart", "{page}");
     assert_eq!(page["messages"][0]["seq"], 1, "{page}");
-    let status = dev.terminate(Duration::from_secs(30));
-    assert!(status.success(), "dev exited with {status}");
-    wait_until_closed(&listening, Duration::from_secs(10)).await;
+    stop_cleanly(&mut dev, &listening).await;
 }
 
 async fn post(http: &reqwest::Client, n: u8, https: u16, token: &str, body: &str) -> u16 {
@@ -430,14 +442,7 @@ async fn dev_cluster_restarts_a_killed_node_while_the_others_serve() {
     let root = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
     let secure = https_client(&root);
     let token = login(&secure, 1, https).await;
-    let r = secure
-        .post(surl(1, https, "/api/v1/channels"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "watch"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    create_channel(&secure, 1, https, &token, "watch").await;
     assert_eq!(
         post(&secure, 1, https, &token, "before the kill").await,
         201
@@ -485,12 +490,8 @@ async fn dev_cluster_restarts_a_killed_node_while_the_others_serve() {
         "the launcher must keep running"
     );
 
-    let status = dev.terminate(Duration::from_secs(30));
-    assert!(status.success(), "dev exited with {status}");
-    let listening: Vec<(u8, u16)> = (1..=3u8)
-        .flat_map(|n| [(n, api), (n, cluster), (n, https)])
-        .collect();
-    wait_until_closed(&listening, Duration::from_secs(10)).await;
+    let listening = node_ports(api, cluster, https);
+    stop_cleanly(&mut dev, &listening).await;
     // The console is for the developer: no node or openraft log line leaks onto it.
     let console = dev.stderr.lock().unwrap().join("\n");
     assert!(
