@@ -6,5 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod channels;
 mod harness;
+mod messages;
 mod session_users;
