@@ -6,7 +6,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod ca_join;
 mod channels;
+mod cluster_dns;
 mod harness;
 mod messages;
 mod session_users;
+mod static_health;
+mod ws;

@@ -96,10 +96,19 @@ async fn login_issues_a_token_and_refuses_bad_credentials_alike() {
     h.stop().await;
 }
 
+/// What is wrong, the Content-Type (none if `None`), the body, the expected status and code.
+type BodyCase = (
+    &'static str,
+    Option<&'static str>,
+    Vec<u8>,
+    StatusCode,
+    &'static str,
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_bodies_are_checked_before_anything_happens() {
     let h = Harness::start().await;
-    let cases: Vec<(&str, Option<&str>, Vec<u8>, StatusCode, &str)> = vec![
+    let cases: Vec<BodyCase> = vec![
         (
             "no content type",
             None,
