@@ -71,7 +71,7 @@ async fn public_ca_routes_answer_ca_unavailable() {
 async fn admin_ca_routes_check_the_caller_then_answer_ca_unavailable() {
     let h = Harness::start().await;
     let admin = h.admin().await;
-    let alice = h.member(&admin, "alice").await;
+    let alice = h.member("alice").await;
     for (path, body) in admin_routes() {
         let m = method(path);
         assert_needs_token(&h, m, path, body.clone()).await;
@@ -129,7 +129,7 @@ async fn admin_ca_routes_check_the_caller_then_answer_ca_unavailable() {
 async fn join_tokens_need_a_ca() {
     let h = Harness::start().await;
     let admin = h.admin().await;
-    let alice = h.member(&admin, "alice").await;
+    let alice = h.member("alice").await;
     let path = "/api/v1/cluster/join-tokens";
     assert_needs_token(&h, "POST", path, Some(json!({}))).await;
     let r = h.req("POST", path, Some(&alice), Some(json!({}))).await;

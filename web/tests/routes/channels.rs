@@ -43,8 +43,7 @@ async fn members(h: &Harness, token: &str, name: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creating_channels() {
     let h = Harness::start().await;
-    let admin = h.admin().await;
-    let alice = h.member(&admin, "alice").await;
+    let alice = h.member("alice").await;
     let r = h
         .raw(
             "POST",
@@ -116,8 +115,8 @@ async fn creating_channels() {
 async fn listing_and_reading_channels() {
     let h = Harness::start().await;
     let admin = h.admin().await;
-    let alice = h.member(&admin, "alice").await;
-    let bob = h.member(&admin, "bob").await;
+    let alice = h.member("alice").await;
+    let bob = h.member("bob").await;
     h.channel(&alice, "zeta", "public").await;
     h.channel(&alice, "alpha", "public").await;
     h.channel(&alice, "secret", "private").await;
@@ -160,8 +159,8 @@ async fn listing_and_reading_channels() {
 async fn updating_and_archiving_channels() {
     let h = Harness::start().await;
     let admin = h.admin().await;
-    let alice = h.member(&admin, "alice").await;
-    let bob = h.member(&admin, "bob").await;
+    let alice = h.member("alice").await;
+    let bob = h.member("bob").await;
     h.channel(&alice, "general", "public").await;
     h.channel(&alice, "secret", "private").await;
     let patch = |token: String, name: &'static str, v: Value| {
@@ -248,8 +247,8 @@ async fn updating_and_archiving_channels() {
 async fn joining_and_leaving() {
     let h = Harness::start().await;
     let admin = h.admin().await;
-    let alice = h.member(&admin, "alice").await;
-    let bob = h.member(&admin, "bob").await;
+    let alice = h.member("alice").await;
+    let bob = h.member("bob").await;
     h.channel(&alice, "general", "public").await;
     h.channel(&alice, "secret", "private").await;
     let post = |t: String, path: String| {
@@ -304,9 +303,9 @@ async fn joining_and_leaving() {
 async fn adding_and_removing_members() {
     let h = Harness::start().await;
     let admin = h.admin().await;
-    let alice = h.member(&admin, "alice").await;
-    let bob = h.member(&admin, "bob").await;
-    let carol = h.member(&admin, "carol").await;
+    let alice = h.member("alice").await;
+    let bob = h.member("bob").await;
+    let carol = h.member("carol").await;
     h.channel(&alice, "secret", "private").await;
     let add = |t: String, ch: &'static str, v: Value| {
         let h = &h;
@@ -387,9 +386,9 @@ async fn adding_and_removing_members() {
 async fn direct_messages_are_private_to_their_participants() {
     let h = Harness::start().await;
     let admin = h.admin().await;
-    let alice = h.member(&admin, "alice").await;
-    let bob = h.member(&admin, "bob").await;
-    let carol = h.member(&admin, "carol").await;
+    let alice = h.member("alice").await;
+    let bob = h.member("bob").await;
+    let carol = h.member("carol").await;
     let dm = |t: String, v: Value| {
         let h = &h;
         async move { h.req("POST", "/api/v1/dms", Some(&t), Some(v)).await }
@@ -509,9 +508,8 @@ async fn direct_messages_are_private_to_their_participants() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_markers() {
     let h = Harness::start().await;
-    let admin = h.admin().await;
-    let alice = h.member(&admin, "alice").await;
-    let bob = h.member(&admin, "bob").await;
+    let alice = h.member("alice").await;
+    let bob = h.member("bob").await;
     h.channel(&alice, "general", "public").await;
     h.req("POST", "/api/v1/channels/general/join", Some(&bob), None)
         .await;
@@ -556,7 +554,7 @@ async fn read_markers() {
         (Some(3), Some(0))
     );
 
-    let carol = h.member(&admin, "carol").await;
+    let carol = h.member("carol").await;
     let r = read(carol.clone(), "general", json!({"seq": 1})).await;
     assert_err(&r, StatusCode::FORBIDDEN, "forbidden");
     let r = read(bob.clone(), "nothing", json!({"seq": 1})).await;

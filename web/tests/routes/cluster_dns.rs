@@ -51,7 +51,7 @@ async fn cluster_status_needs_no_token() {
 async fn adding_nodes() {
     let h = Harness::start().await;
     let admin = h.admin().await;
-    let alice = h.member(&admin, "alice").await;
+    let alice = h.member("alice").await;
     let path = "/api/v1/cluster/nodes";
     let node = |id: u64, api: &str, cluster: &str| {
         Some(json!({"id": id, "api_addr": api, "cluster_addr": cluster}))
@@ -129,7 +129,7 @@ async fn adding_nodes() {
 async fn removing_nodes_is_refused_when_unsafe_or_unknown() {
     let h = Harness::start().await;
     let admin = h.admin().await;
-    let alice = h.member(&admin, "alice").await;
+    let alice = h.member("alice").await;
 
     let r = h
         .req("DELETE", "/api/v1/cluster/nodes/1", Some(&alice), None)
@@ -164,7 +164,7 @@ async fn removing_nodes_is_refused_when_unsafe_or_unknown() {
 async fn draining_takes_the_node_out_of_readyz_only() {
     let h = Harness::start().await;
     let admin = h.admin().await;
-    let alice = h.member(&admin, "alice").await;
+    let alice = h.member("alice").await;
     let drain = "/api/v1/cluster/nodes/1/drain";
     h.eventually("ready", || async {
         h.req("GET", "/readyz", None, None).await.0 == StatusCode::OK
@@ -221,7 +221,7 @@ async fn records(h: &Harness, token: &str) -> Vec<Value> {
 async fn static_dns_records() {
     let h = Harness::start().await;
     let admin = h.admin().await;
-    let alice = h.member(&admin, "alice").await;
+    let alice = h.member("alice").await;
     let path = "/api/v1/dns/records";
     let rec =
         |name: &str, t: &str, value: &str| Some(json!({"name": name, "type": t, "value": value}));

@@ -42,6 +42,7 @@ pub struct Harness {
     app: Router,
     cancel: CancellationToken,
     dir: Option<TempDir>,
+    member_hash: tokio::sync::OnceCell<String>,
 }
 
 impl Harness {
@@ -83,6 +84,7 @@ impl Harness {
             app,
             cancel,
             dir: Some(dir),
+            member_hash: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -170,17 +172,24 @@ impl Harness {
         self.login(ADMIN, ADMIN_PW).await
     }
 
-    /// Creates member `name` (password [`MEMBER_PW`]) as the admin and returns its token.
-    pub async fn member(&self, admin: &str, name: &str) -> String {
-        let (status, body) = self
-            .req(
-                "POST",
-                "/api/v1/users",
-                Some(admin),
-                Some(json!({"username": name, "password": MEMBER_PW})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "create {name}: {body}");
+    /// Creates member `name` (password [`MEMBER_PW`]) and returns its token. The user is
+    /// written straight through Raft with a cheap argon2id hash (verification follows the
+    /// hash's own parameters), so fixtures do not spend a full password hash per user; the
+    /// account routes themselves are tested with real hashes (`session_users`).
+    pub async fn member(&self, name: &str) -> String {
+        let hash = self
+            .member_hash
+            .get_or_init(|| async { cheap_hash(MEMBER_PW) })
+            .await
+            .clone();
+        self.node
+            .write(Command::CreateUser {
+                username: name.into(),
+                password_hash: hash,
+                role: Role::Member,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("create {name}: {e}"));
         self.login(name, MEMBER_PW).await
     }
 
@@ -266,6 +275,18 @@ impl Drop for Harness {
         self.cancel.cancel();
         // `TempDir`'s own drop removes the directory.
     }
+}
+
+/// An argon2id hash of `password` with the smallest parameters (8 KiB, one pass).
+fn cheap_hash(password: &str) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let params = argon2::Params::new(8, 1, 1, None).expect("params");
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    argon
+        .hash_password(password.as_bytes(), &salt)
+        .expect("hash")
+        .to_string()
 }
 
 /// Asserts an error response: `status` and `{"error":{"code":code,"message":<non-empty>}}`

@@ -20,9 +20,9 @@ struct Chat {
 async fn chat() -> Chat {
     let h = Harness::start().await;
     let admin = h.admin().await;
-    let alice = h.member(&admin, "alice").await;
-    let bob = h.member(&admin, "bob").await;
-    let carol = h.member(&admin, "carol").await;
+    let alice = h.member("alice").await;
+    let bob = h.member("bob").await;
+    let carol = h.member("carol").await;
     h.channel(&alice, "general", "public").await;
     h.channel(&alice, "secret", "private").await;
     let (s, b) = h

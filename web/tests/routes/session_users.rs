@@ -76,7 +76,7 @@ async fn login_issues_a_token_and_refuses_bad_credentials_alike() {
         )
         .await;
     assert_err(&unknown, StatusCode::UNAUTHORIZED, "invalid_credentials");
-    let bob = h.member(token, "bob").await;
+    let bob = h.member("bob").await;
     let r = h
         .req(
             "PATCH",
@@ -277,8 +277,7 @@ async fn logout_revokes_only_the_presented_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn me_shows_and_updates_the_display_name() {
     let h = Harness::start().await;
-    let admin = h.admin().await;
-    let alice = h.member(&admin, "alice").await;
+    let alice = h.member("alice").await;
     let m = me(&h, &alice).await;
     assert_eq!(
         m,
@@ -344,8 +343,7 @@ async fn me_shows_and_updates_the_display_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changing_the_own_password() {
     let h = Harness::start().await;
-    let admin = h.admin().await;
-    let alice = h.member(&admin, "alice").await;
+    let alice = h.member("alice").await;
     let other_session = h.login("alice", MEMBER_PW).await;
     let path = "/api/v1/me/password";
     let body = |cur: &str, new: &str| Some(json!({"current_password": cur, "new_password": new}));
@@ -451,7 +449,7 @@ async fn admins_create_users() {
     let carol = h.login("carol", "carol's long secret").await;
     assert_eq!(me(&h, &carol).await["role"], "admin");
 
-    let bob = h.member(&admin, "bob").await;
+    let bob = h.member("bob").await;
     assert_eq!(me(&h, &bob).await["role"], "member");
 
     let create = |name: &str, pw: &str| Some(json!({"username": name, "password": pw}));
@@ -536,8 +534,7 @@ async fn admins_create_users() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_user_lists_the_directory() {
     let h = Harness::start().await;
-    let admin = h.admin().await;
-    let alice = h.member(&admin, "alice").await;
+    let alice = h.member("alice").await;
     let (s, b) = h.req("GET", "/api/v1/users", Some(&alice), None).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let users = b["users"].as_array().unwrap();
@@ -578,8 +575,8 @@ async fn every_user_lists_the_directory() {
 async fn admins_update_users() {
     let h = Harness::start().await;
     let admin = h.admin().await;
-    let alice = h.member(&admin, "alice").await;
-    let bob = h.member(&admin, "bob").await;
+    let alice = h.member("alice").await;
+    let bob = h.member("bob").await;
 
     let r = h
         .req(
@@ -644,7 +641,15 @@ async fn admins_update_users() {
         json!({"username": "bob", "display_name": "Bob B", "role": "admin", "disabled": false})
     );
     // Now an admin: bob may create users.
-    h.member(&bob, "dave").await;
+    let (s, b) = h
+        .req(
+            "POST",
+            "/api/v1/users",
+            Some(&bob),
+            Some(json!({"username": "dave", "password": MEMBER_PW})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
 
     let (s, b) = h
         .req(
@@ -676,8 +681,8 @@ async fn admins_update_users() {
 async fn admins_reset_passwords() {
     let h = Harness::start().await;
     let admin = h.admin().await;
-    let alice = h.member(&admin, "alice").await;
-    let bob = h.member(&admin, "bob").await;
+    let alice = h.member("alice").await;
+    let bob = h.member("bob").await;
     let pw = |p: &str| Some(json!({"password": p}));
 
     let r = h
