@@ -19,12 +19,15 @@ fn member_ids(h: &Harness) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_status_needs_no_token() {
     let h = Harness::start().await;
-    h.eventually("ready", || async {
-        h.req("GET", "/readyz", None, None).await.0 == StatusCode::OK
-    })
-    .await;
-    let (s, b) = h.req("GET", "/api/v1/cluster", None, None).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    h.ready().await;
+    // The view probes now; poll until it, too, has seen the node ready.
+    let b = h
+        .until("the cluster view shows node 1 ready", || async {
+            let (s, view) = h.req("GET", "/api/v1/cluster", None, None).await;
+            assert_eq!(s, StatusCode::OK, "{view}");
+            (view["nodes"][0]["ready"] == true).then_some(view)
+        })
+        .await;
     assert_eq!(b["node_id"], 1);
     assert_eq!(b["leader_id"], 1);
     assert!(b["term"].as_u64().unwrap() >= 1);
@@ -156,7 +159,8 @@ async fn removing_nodes_is_refused_when_unsafe_or_unknown() {
         assert_err(&r, StatusCode::BAD_REQUEST, "invalid_request");
     }
     assert_eq!(member_ids(&h), [1]);
-    assert_eq!(h.req("GET", "/readyz", None, None).await.0, StatusCode::OK);
+    // Still a working single-node cluster.
+    h.ready().await;
     h.stop().await;
 }
 
@@ -166,10 +170,7 @@ async fn draining_takes_the_node_out_of_readyz_only() {
     let admin = h.admin().await;
     let alice = h.member("alice").await;
     let drain = "/api/v1/cluster/nodes/1/drain";
-    h.eventually("ready", || async {
-        h.req("GET", "/readyz", None, None).await.0 == StatusCode::OK
-    })
-    .await;
+    h.ready().await;
 
     for m in ["POST", "DELETE"] {
         let r = h.req(m, drain, Some(&alice), None).await;
@@ -184,7 +185,7 @@ async fn draining_takes_the_node_out_of_readyz_only() {
             .await;
         assert_err(&r, StatusCode::BAD_REQUEST, "invalid_request");
     }
-    assert_eq!(h.req("GET", "/readyz", None, None).await.0, StatusCode::OK);
+    h.ready().await;
 
     let (s, b) = h.req("POST", drain, Some(&admin), None).await;
     assert_eq!(s, StatusCode::OK, "{b}");
@@ -205,9 +206,10 @@ async fn draining_takes_the_node_out_of_readyz_only() {
     let (s, b) = h.req("DELETE", drain, Some(&admin), None).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["nodes"][0]["draining"], false);
-    let (s, b) = h.req("GET", "/readyz", None, None).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
-    assert_eq!(b["draining"], false);
+    assert_eq!(
+        h.ready().await,
+        json!({"ready": true, "node_id": 1, "reason": null, "draining": false})
+    );
     h.stop().await;
 }
 

@@ -241,10 +241,23 @@ impl Harness {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
+        self.until(what, || {
+            let fut = f();
+            async move { fut.await.then_some(()) }
+        })
+        .await
+    }
+
+    /// Polls `f` until it returns `Some`, failing after the deadline.
+    pub async fn until<T, F, Fut>(&self, what: &str, mut f: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
-            if f().await {
-                return;
+            if let Some(v) = f().await {
+                return v;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
@@ -252,6 +265,15 @@ impl Harness {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Polls `GET /readyz` until it answers 200; returns that answer's body.
+    pub async fn ready(&self) -> Value {
+        self.until("GET /readyz answers 200", || async {
+            let (status, body) = self.req("GET", "/readyz", None, None).await;
+            (status == StatusCode::OK).then_some(body)
+        })
+        .await
     }
 
     /// The router, for tests that serve it on a socket.

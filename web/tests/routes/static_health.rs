@@ -17,12 +17,7 @@ async fn health_and_readiness() {
         (s, b),
         (StatusCode::OK, json!({"status": "ok", "node_id": 1}))
     );
-    h.eventually("ready", || async {
-        h.req("GET", "/readyz", None, None).await.0 == StatusCode::OK
-    })
-    .await;
-    let (s, b) = h.req("GET", "/readyz", None, None).await;
-    assert_eq!(s, StatusCode::OK);
+    let b = h.ready().await;
     assert_eq!(
         b,
         json!({"ready": true, "node_id": 1, "reason": null, "draining": false})
