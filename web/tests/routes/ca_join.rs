@@ -3,7 +3,7 @@
 //! answers 503 `ca_unavailable` once authentication, the admin check and the body have passed;
 //! the join routes check the token's form first. `/join/complete` does not need the CA: it is
 //! driven here with join tokens written straight through Raft (`Command::CreateJoinToken`,
-//! `Command::UseJoinToken`). Issuing real certificates needs the node crate's CA and is left to
+//! `Command::UseJoinToken`), up to adding a real second node. Issuing real certificates needs the node crate's CA and is left to
 //! the node's and the chaos tests.
 
 use axum::http::StatusCode;
@@ -250,5 +250,62 @@ async fn completing_a_join() {
     let r = h.req("POST", path, None, complete(&token, 2)).await;
     assert_err(&r, StatusCode::BAD_REQUEST, "invalid_request");
     assert_eq!(h.node.members().len(), 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completing_a_join_adds_the_node() {
+    let h = Harness::start().await;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let (node2, addr2, _dir2) = start_node(2, &cancel).await;
+    let (id, secret) = ("a0a1a2a3a4a5a6a7", "12".repeat(32));
+    let expires_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 3_600_000;
+    h.node
+        .write(Command::CreateJoinToken {
+            id: id.into(),
+            secret_hash: sha256_hex(&secret),
+            expires_ms,
+            by: ADMIN.into(),
+        })
+        .await
+        .unwrap();
+    h.node
+        .write(Command::UseJoinToken {
+            id: id.into(),
+            secret_hash: sha256_hex(&secret),
+            node_id: 2,
+            api_addr: "127.0.0.1:8".into(),
+            cluster_addr: addr2.clone(),
+        })
+        .await
+        .unwrap();
+    let body = Some(json!({"token": token_text(id, &secret), "node_id": 2}));
+    let (s, b) = h
+        .req("POST", "/api/v1/join/complete", None, body.clone())
+        .await;
+    assert_eq!(
+        (s, &b),
+        (StatusCode::OK, &json!({"node_id": 2, "voter": true}))
+    );
+    let members: Vec<(u64, String)> = h
+        .node
+        .members()
+        .iter()
+        .map(|(id, info)| (*id, info.cluster_addr.clone()))
+        .collect();
+    assert_eq!(members[1], (2, addr2));
+    // Again: already a voter, answered at once.
+    let (s, b) = h.req("POST", "/api/v1/join/complete", None, body).await;
+    assert_eq!(
+        (s, &b),
+        (StatusCode::OK, &json!({"node_id": 2, "voter": true}))
+    );
+    assert_eq!(h.node.members().len(), 2);
+    node2.shutdown().await;
+    cancel.cancel();
     h.stop().await;
 }

@@ -2,10 +2,8 @@
 //! `DELETE /cluster/nodes/{id}`, `POST`/`DELETE /cluster/nodes/{id}/drain` (and what draining
 //! does to `/readyz`), `GET`/`POST`/`DELETE /dns/records`.
 //!
-//! A happy-path add or removal of a second node needs a second node serving its cluster port,
-//! which this in-process fixture does not run: adding the existing member again (idempotent)
-//! stands in for the add; removal is covered by its refusals (the chaos tests add and remove
-//! real nodes).
+//! Adding and removing a real second node: a second in-process node (not initialized) with its
+//! cluster port served on 127.0.0.1, as `conclave run` would have it before an add.
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
@@ -37,7 +35,7 @@ async fn cluster_status_needs_no_token() {
     let n = &nodes[0];
     assert_eq!(n["id"], 1);
     assert_eq!(n["api_addr"], API_ADDR);
-    assert_eq!(n["cluster_addr"], CLUSTER_ADDR);
+    assert_eq!(n["cluster_addr"], h.cluster_addr.as_str());
     assert_eq!(n["https_addr"], Value::Null);
     assert_eq!(n["voter"], true);
     assert_eq!(n["role"], "leader");
@@ -62,7 +60,12 @@ async fn adding_nodes() {
 
     // The existing member with its own addresses: an idempotent add.
     let (s, b) = h
-        .req("POST", path, Some(&admin), node(1, API_ADDR, CLUSTER_ADDR))
+        .req(
+            "POST",
+            path,
+            Some(&admin),
+            node(1, API_ADDR, &h.cluster_addr),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["node_id"], 1);
@@ -210,6 +213,68 @@ async fn draining_takes_the_node_out_of_readyz_only() {
         h.ready().await,
         json!({"ready": true, "node_id": 1, "reason": null, "draining": false})
     );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_and_removing_a_second_node() {
+    let h = Harness::start().await;
+    let admin = h.admin().await;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let (node2, addr2, _dir2) = start_node(2, &cancel).await;
+
+    let (s, b) = h
+        .req(
+            "POST",
+            "/api/v1/cluster/nodes",
+            Some(&admin),
+            Some(json!({"id": 2, "api_addr": "127.0.0.1:8", "cluster_addr": addr2})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let nodes = b["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{b}");
+    assert_eq!(nodes[1]["id"], 2);
+    assert_eq!(nodes[1]["voter"], true);
+    assert_eq!(nodes[1]["cluster_addr"], addr2.as_str());
+    assert_eq!(nodes[1]["healthy"], true);
+    assert_eq!(member_ids(&h), [1, 2]);
+    // Node 2 has the log: it knows the admin.
+    let index = h.node.metrics().last_applied.unwrap().index;
+    node2
+        .wait_applied(index, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(node2.reader().user(ADMIN).unwrap().is_some());
+    // The same add again is idempotent.
+    let (s, b) = h
+        .req(
+            "POST",
+            "/api/v1/cluster/nodes",
+            Some(&admin),
+            Some(json!({"id": 2, "api_addr": "127.0.0.1:8", "cluster_addr": addr2})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+
+    let (s, b) = h
+        .req("DELETE", "/api/v1/cluster/nodes/2", Some(&admin), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let ids: Vec<u64> = b["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [1]);
+    assert_eq!(member_ids(&h), [1]);
+    let r = h
+        .req("DELETE", "/api/v1/cluster/nodes/2", Some(&admin), None)
+        .await;
+    assert_err(&r, StatusCode::NOT_FOUND, "not_found");
+    node2.shutdown().await;
+    cancel.cancel();
     h.stop().await;
 }
 

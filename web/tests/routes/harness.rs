@@ -2,6 +2,8 @@
 //! `conclave init` does (this node leads, an admin user exists), behind `web::router` with
 //! `ApiConfig::default()` (no CA). Requests go through `tower::ServiceExt::oneshot`, without
 //! sockets, except where a test serves the router on 127.0.0.1 itself (the WebSocket tests).
+//! The node's cluster port is served on 127.0.0.1 (member-health probes, and the tests that
+//! add a second node with `start_node`).
 //!
 //! Every test starts its own node: tests share nothing and may run in any order. Waits are on
 //! conditions with deadlines, never fixed sleeps.
@@ -25,7 +27,6 @@ pub const ADMIN_PW: &str = "admin pass phrase 1";
 pub const MEMBER_PW: &str = "member pass phrase 1";
 /// An address nothing listens on (the client API is not served in these tests).
 pub const API_ADDR: &str = "127.0.0.1:9";
-pub const CLUSTER_ADDR: &str = "127.0.0.1:10";
 const DEADLINE: Duration = Duration::from_secs(10);
 
 /// A response as the tests look at it.
@@ -39,6 +40,8 @@ pub struct Reply {
 
 pub struct Harness {
     pub node: Arc<ClusterNode>,
+    /// Where this node's cluster port (Raft RPC, status probes) listens, on 127.0.0.1.
+    pub cluster_addr: String,
     app: Router,
     cancel: CancellationToken,
     dir: Option<TempDir>,
@@ -52,16 +55,8 @@ impl Harness {
     }
 
     pub async fn start_with(config: web::ApiConfig) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let info = NodeInfo {
-            api_addr: API_ADDR.into(),
-            cluster_addr: CLUSTER_ADDR.into(),
-        };
         let cancel = CancellationToken::new();
-        let cluster_config = ClusterConfig::with_defaults(1, dir.path().to_path_buf(), info);
-        let node = ClusterNode::start(cluster_config, cancel.child_token())
-            .await
-            .expect("start the node");
+        let (node, cluster_addr, dir) = start_node(1, &cancel).await;
         node.initialize().await.expect("initialize");
         node.raft()
             .wait(Some(DEADLINE))
@@ -81,6 +76,7 @@ impl Harness {
         let app = web::router(node.clone(), config, cancel.child_token());
         Harness {
             node,
+            cluster_addr,
             app,
             cancel,
             dir: Some(dir),
@@ -297,6 +293,35 @@ impl Drop for Harness {
         self.cancel.cancel();
         // `TempDir`'s own drop removes the directory.
     }
+}
+
+/// Starts node `id` (not initialized) in a new temporary directory, its cluster port served
+/// on 127.0.0.1 until `cancel`.
+pub async fn start_node(
+    id: u64,
+    cancel: &CancellationToken,
+) -> (Arc<ClusterNode>, String, TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the cluster port");
+    let cluster_addr = listener.local_addr().expect("addr").to_string();
+    let info = NodeInfo {
+        api_addr: API_ADDR.into(),
+        cluster_addr: cluster_addr.clone(),
+    };
+    let config = ClusterConfig::with_defaults(id, dir.path().to_path_buf(), info);
+    let node = ClusterNode::start(config, cancel.child_token())
+        .await
+        .expect("start the node");
+    let router = node.rpc_router();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+    });
+    (node, cluster_addr, dir)
 }
 
 /// An argon2id hash of `password` with the smallest parameters (8 KiB, one pass).
