@@ -223,7 +223,9 @@ async fn updating_and_archiving_channels() {
     let r = patch(admin.clone(), "secret", json!({"topic": "by admin"})).await;
     assert_err(&r, StatusCode::FORBIDDEN, "forbidden");
 
-    // Archiving: posts are refused with 409 `archived`; unarchiving allows them again.
+    // Archiving: posts, edits and new members are refused with 409 `archived`; unarchiving
+    // allows them again.
+    h.post(&alice, "general", "before", "a0").await;
     let (s, b) = patch(alice.clone(), "general", json!({"archived": true})).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["archived"], true);
@@ -236,10 +238,32 @@ async fn updating_and_archiving_channels() {
         )
         .await;
     assert_err(&r, StatusCode::CONFLICT, "archived");
-    assert!(h.messages(&alice, "general").await.is_empty());
+    let r = h
+        .req(
+            "PATCH",
+            "/api/v1/channels/general/messages/1",
+            Some(&alice),
+            Some(json!({"body": "rewritten"})),
+        )
+        .await;
+    assert_err(&r, StatusCode::CONFLICT, "archived");
+    let r = h
+        .req(
+            "POST",
+            "/api/v1/channels/general/members",
+            Some(&alice),
+            Some(json!({"username": "bob"})),
+        )
+        .await;
+    assert_err(&r, StatusCode::CONFLICT, "archived");
+    let msgs = h.messages(&alice, "general").await;
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0]["body"], "before");
     let (s, b) = patch(alice.clone(), "general", json!({"archived": false})).await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    h.post(&alice, "general", "back", "a2").await;
+    assert_eq!(b["members"], json!(["alice"]));
+    let m = h.post(&alice, "general", "back", "a2").await;
+    assert_eq!(m["seq"], 2);
     h.stop().await;
 }
 

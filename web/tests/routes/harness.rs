@@ -136,6 +136,18 @@ impl Harness {
         self.send(b.body(body).expect("request")).await
     }
 
+    /// A JSON request, the whole reply.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let body = body.map(|v| ("application/json", serde_json::to_vec(&v).expect("json")));
+        self.raw(method, path, token, body).await
+    }
+
     /// A JSON request: `(status, body)`.
     pub async fn req(
         &self,

@@ -344,10 +344,34 @@ async fn editing_messages() {
         async move { h.req("PATCH", p, Some(&t), Some(body)).await }
     };
 
-    let (s, b) = edit(alice.clone(), path, json!({"body": "first, edited"})).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    let r = h
+        .raw(
+            "PATCH",
+            path,
+            Some(&alice),
+            Some((
+                "application/json",
+                serde_json::to_vec(&json!({"body": "first, edited"})).unwrap(),
+            )),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert!(r.headers.contains_key("x-conclave-index"));
+    let b = r.json;
     assert_eq!(b["body"], "first, edited");
     assert!(b["edited_at_ms"].as_u64().is_some(), "{b}");
+    // A seq that is not a number is refused by axum's path extractor: 400 in plain text, not
+    // the documented JSON error body.
+    let r = h
+        .raw(
+            "PATCH",
+            "/api/v1/channels/general/messages/first",
+            Some(&alice),
+            Some(("application/json", br#"{"body":"x"}"#.to_vec())),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.json.is_string(), "not JSON today: {}", r.json);
 
     for other in [&bob, &admin] {
         let r = edit(other.clone(), path, json!({"body": "hijack"})).await;
@@ -570,5 +594,92 @@ async fn pins() {
     let r = pins(carol.clone(), "nothing").await;
     assert_err(&r, StatusCode::NOT_FOUND, "channel_not_found");
     assert_needs_token(&h, "GET", "/api/v1/channels/general/pins", None).await;
+    h.stop().await;
+}
+
+/// `X-Conclave-Index` (docs/api.md, "Read-your-writes"): every successful channel and message
+/// write names the log index that holds it, and a read with `X-Conclave-Min-Index` set to it
+/// sees the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_report_their_index() {
+    let Chat { h, alice, bob, .. } = chat().await;
+    h.post(&alice, "general", "one", "i1").await;
+    let writes: Vec<(&str, &str, Option<Value>)> = vec![
+        ("POST", "/api/v1/channels", Some(json!({"name": "more"}))),
+        (
+            "PATCH",
+            "/api/v1/channels/general",
+            Some(json!({"topic": "t"})),
+        ),
+        (
+            "POST",
+            "/api/v1/channels/more/members",
+            Some(json!({"username": "bob"})),
+        ),
+        ("DELETE", "/api/v1/channels/more/members/alice", None),
+        ("POST", "/api/v1/channels/more/join", None),
+        ("POST", "/api/v1/channels/more/leave", None),
+        ("POST", "/api/v1/dms", Some(json!({"users": ["bob"]}))),
+        (
+            "POST",
+            "/api/v1/channels/general/messages",
+            msg("two", "i2"),
+        ),
+        (
+            "PATCH",
+            "/api/v1/channels/general/messages/1",
+            Some(json!({"body": "uno"})),
+        ),
+        (
+            "PUT",
+            "/api/v1/channels/general/messages/1/reactions/ok",
+            None,
+        ),
+        (
+            "DELETE",
+            "/api/v1/channels/general/messages/1/reactions/ok",
+            None,
+        ),
+        ("PUT", "/api/v1/channels/general/messages/1/pin", None),
+        ("DELETE", "/api/v1/channels/general/messages/1/pin", None),
+        (
+            "POST",
+            "/api/v1/channels/general/read",
+            Some(json!({"seq": 2})),
+        ),
+        ("DELETE", "/api/v1/channels/general/messages/2", None),
+        ("PATCH", "/api/v1/me", Some(json!({"display_name": "A"}))),
+    ];
+    let mut last = 0;
+    for (method, path, body) in writes {
+        let r = h.call(method, path, Some(&alice), body).await;
+        assert!(
+            r.status.is_success(),
+            "{method} {path}: {} {}",
+            r.status,
+            r.json
+        );
+        let index: u64 = r
+            .headers
+            .get("x-conclave-index")
+            .unwrap_or_else(|| panic!("{method} {path}: no X-Conclave-Index"))
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(index > last, "{method} {path}: index {index} after {last}");
+        last = index;
+    }
+    let req = axum::http::Request::builder()
+        .uri("/api/v1/channels/general/messages")
+        .header("authorization", format!("Bearer {bob}"))
+        .header("x-conclave-min-index", last.to_string())
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let r = h.send(req).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let m = &r.json["messages"];
+    assert_eq!(m[0]["body"], "uno");
+    assert_eq!(m[1]["deleted"], true);
     h.stop().await;
 }

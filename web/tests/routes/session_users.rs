@@ -763,3 +763,36 @@ async fn admins_reset_passwords() {
     h.login("bob", "new bob secret 1").await;
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_is_refused() {
+    let config = web::ApiConfig {
+        session_ttl_ms: 1,
+        ..Default::default()
+    };
+    let h = Harness::start_with(config).await;
+    let (s, b) = h
+        .req("POST", "/api/v1/login", None, login_body(ADMIN, ADMIN_PW))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let token = b["token"].as_str().unwrap().to_string();
+    // The session expires 1 ms after the entry's time.
+    h.eventually("the session expired", || async {
+        let r = h.req("GET", "/api/v1/me", Some(&token), None).await;
+        if r.0 == StatusCode::OK {
+            return false;
+        }
+        assert_err(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+        assert!(
+            r.1["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("expired"),
+            "{}",
+            r.1
+        );
+        true
+    })
+    .await;
+    h.stop().await;
+}
