@@ -14,6 +14,20 @@ fn member_ids(h: &Harness) -> Vec<u64> {
     h.node.members().iter().map(|(id, _)| *id).collect()
 }
 
+/// Waits until the leader has applied its latest membership: until then another change is
+/// refused with 409 `membership_change_in_progress`.
+async fn membership_settled(h: &Harness) {
+    h.node
+        .raft()
+        .wait(Some(std::time::Duration::from_secs(10)))
+        .metrics(
+            |m| m.last_applied.map(|l| l.index) >= m.membership_config.log_id().map(|l| l.index),
+            "membership applied",
+        )
+        .await
+        .expect("membership applied");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_status_needs_no_token() {
     let h = Harness::start().await;
@@ -247,6 +261,7 @@ async fn adding_and_removing_a_second_node() {
         .unwrap();
     assert!(node2.reader().user(ADMIN).unwrap().is_some());
     // The same add again is idempotent.
+    membership_settled(&h).await;
     let (s, b) = h
         .req(
             "POST",
@@ -257,6 +272,7 @@ async fn adding_and_removing_a_second_node() {
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
 
+    membership_settled(&h).await;
     let (s, b) = h
         .req("DELETE", "/api/v1/cluster/nodes/2", Some(&admin), None)
         .await;
@@ -269,6 +285,7 @@ async fn adding_and_removing_a_second_node() {
         .collect();
     assert_eq!(ids, [1]);
     assert_eq!(member_ids(&h), [1]);
+    membership_settled(&h).await;
     let r = h
         .req("DELETE", "/api/v1/cluster/nodes/2", Some(&admin), None)
         .await;
