@@ -227,8 +227,14 @@ pub async fn dev(
     out.push_str(&format!(
         "  admin user: admin\n  admin password: {password}\n"
     ));
+    // Over HTTPS conclavectl trusts only the root it is given (never the system store).
+    let ca_arg = if ports.https.is_some() {
+        format!(" --ca-file {}", root_path.display())
+    } else {
+        String::new()
+    };
     out.push_str(&format!(
-        "  try: conclavectl --server {} login --username admin\n",
+        "  try: conclavectl --server {}{ca_arg} login --username admin\n",
         ports.url(1)
     ));
     out.push_str(&format!(
