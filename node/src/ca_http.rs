@@ -7,9 +7,8 @@
 
 use std::time::Duration;
 
-use web::ca_api::{
-    CaApi, CaApiError, CaFingerprint, CertSummary, IntermediateSummary, NodeCertIssued, SignedCert,
-};
+use api::ca::{CaFingerprint, CertSummary, IntermediateSummary, NodeCertIssued, SignedCert};
+use web::ca_api::{CaApi, CaApiError};
 
 use crate::ca::{self, CaError, CaState, Holder, IssuedCert};
 use crate::ca_service::{self, CaService, CaServiceError};

@@ -21,7 +21,7 @@ use crate::failover::{
 };
 use crate::servers::ServerRing;
 use crate::tls::TrustRoot;
-use crate::types::{
+use api::rest::{
     AddNodeRequest, ChangePasswordRequest, Channel, ChannelPatch, ChannelsEnvelope, ClusterStatus,
     CreateChannelRequest, CreateUserRequest, DmRequest, DnsRecord, DnsRecordsEnvelope,
     EditMessageRequest, LoginRequest, LoginResponse, MemberRequest, Message, MessagePage,
@@ -189,7 +189,10 @@ impl Client {
         password: &str,
     ) -> Result<LoginResponse, ClientError> {
         let mut req = ApiRequest::new(Method::POST, &["api", "v1", "login"], Retry::Always);
-        req.json_body = Some(json(&LoginRequest { username, password })?);
+        req.json_body = Some(json(&LoginRequest {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        })?);
         let login: LoginResponse = decode(&self.send(&req).await?)?;
         self.token = Some(login.token.clone());
         Ok(login)
@@ -229,8 +232,8 @@ impl Client {
         role: Role,
     ) -> Result<User, ClientError> {
         let body = CreateUserRequest {
-            username,
-            password,
+            username: username.to_owned(),
+            password: password.to_owned(),
             role,
         };
         self.write(&["api", "v1", "users"], Method::POST, Some(&body))
@@ -278,7 +281,9 @@ impl Client {
         self.write(
             &["api", "v1", "users", username, "password"],
             Method::POST,
-            Some(&SetPasswordRequest { password }),
+            Some(&SetPasswordRequest {
+                password: password.to_owned(),
+            }),
         )
         .await
         .map(drop)
@@ -290,7 +295,9 @@ impl Client {
         self.call(
             &["api", "v1", "me"],
             Method::PATCH,
-            Some(&ProfilePatch { display_name }),
+            Some(&ProfilePatch {
+                display_name: display_name.to_owned(),
+            }),
             Retry::Always,
         )
         .await
@@ -304,8 +311,8 @@ impl Client {
             &["api", "v1", "me", "password"],
             Method::POST,
             Some(&ChangePasswordRequest {
-                current_password: current,
-                new_password: new,
+                current_password: current.to_owned(),
+                new_password: new.to_owned(),
             }),
         )
         .await
@@ -315,7 +322,9 @@ impl Client {
     // ---- channels ----
 
     pub async fn create_channel(&self, name: &str) -> Result<Channel, ClientError> {
-        let body = CreateChannelRequest { name };
+        let body = CreateChannelRequest {
+            name: name.to_owned(),
+        };
         self.write(&["api", "v1", "channels"], Method::POST, Some(&body))
             .await
             .and_then(|reply| decode(&reply))
@@ -382,7 +391,9 @@ impl Client {
         self.write(
             &["api", "v1", "channels", channel, "members"],
             Method::POST,
-            Some(&MemberRequest { username }),
+            Some(&MemberRequest {
+                username: username.to_owned(),
+            }),
         )
         .await
         .and_then(|reply| decode(&reply))
@@ -409,7 +420,9 @@ impl Client {
         self.call(
             &["api", "v1", "dms"],
             Method::POST,
-            Some(&DmRequest { users }),
+            Some(&DmRequest {
+                users: users.iter().map(|u| (*u).to_owned()).collect(),
+            }),
             Retry::Always,
         )
         .await
@@ -452,8 +465,8 @@ impl Client {
         let mut req = ApiRequest::new(Method::POST, &path, Retry::Always);
         req.bearer = Some(self.require_token()?);
         req.json_body = Some(json(&PostMessageRequest {
-            body,
-            client_msg_id,
+            body: body.to_owned(),
+            client_msg_id: client_msg_id.to_owned(),
             thread_root,
         })?);
         let reply = self.send(&req).await?;
@@ -525,7 +538,9 @@ impl Client {
         self.call(
             &path,
             Method::PATCH,
-            Some(&EditMessageRequest { body }),
+            Some(&EditMessageRequest {
+                body: body.to_owned(),
+            }),
             Retry::Always,
         )
         .await
@@ -643,8 +658,8 @@ impl Client {
     ) -> Result<ClusterStatus, ClientError> {
         let body = AddNodeRequest {
             id,
-            api_addr,
-            cluster_addr,
+            api_addr: api_addr.to_owned(),
+            cluster_addr: cluster_addr.to_owned(),
         };
         self.write(
             &["api", "v1", "cluster", "nodes"],
@@ -704,9 +719,9 @@ impl Client {
         ttl: Option<u32>,
     ) -> Result<DnsRecord, ClientError> {
         let body = NewDnsRecordRequest {
-            name,
-            rtype,
-            value,
+            name: name.to_owned(),
+            rtype: rtype.to_owned(),
+            value: value.to_owned(),
             ttl,
         };
         self.call(

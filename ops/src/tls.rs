@@ -204,12 +204,7 @@ pub async fn verify_server_certificate(
 /// fingerprint` and `openssl x509 -fingerprint -sha256` print it (`AB:CD:...`).
 pub fn fingerprint_sha256(cert_der: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, cert_der);
-    digest
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    api::fingerprint::to_colons(digest.as_ref())
 }
 
 /// The fingerprint of the first certificate in `bytes` (PEM or DER); `None` when it holds

@@ -21,7 +21,7 @@ use tokio_tungstenite::{WebSocketStream, tungstenite};
 use crate::error::{CloseInfo, WsError, api_error_from_body};
 use crate::servers::{display_server, endpoint, normalize_server};
 use crate::tls::{TrustRoot, certificate_problem, server_name};
-use crate::ws_frames::{ClientFrame, Hello, ServerFrame};
+use api::ws::{ClientFrame, Hello, ServerFrame};
 
 /// A raw WebSocket message (text, binary, ping, pong, close), for tests that need to send
 /// what the typed frames cannot express.

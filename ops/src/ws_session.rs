@@ -41,12 +41,12 @@ use crate::client::Client;
 use crate::error::{CloseInfo, WsError};
 use crate::servers::{display_server, normalize_server};
 use crate::tls::TrustRoot;
-use crate::types::{Channel, Message, User};
-use crate::ws_frames::{
-    Ack, ChannelEvent, ClientFrame, EventKind, Nack, NodeAddr, PresenceStatus, ReadMarkerUpdate,
-};
 use crate::ws_state::{PendingSend, ReconnectBackoff, Subscriptions};
 use crate::ws_task::{Command, Config, Links, Shared, Task, lock};
+use api::rest::{Channel, Message, User};
+use api::ws::{
+    Ack, ChannelEvent, ClientFrame, EventKind, Nack, NodeAddr, PresenceStatus, ReadMarkerUpdate,
+};
 
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(45);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -18,18 +18,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{CloseInfo, WsError};
 use crate::servers::{display_server, endpoint, normalize_server};
-use crate::types::User;
 use crate::ws_conn::{
     WsConnectOptions, WsMessage, WsStream, close_frame, close_info, close_info_from_error,
     describe, host_port, open, ws_url,
 };
-use crate::ws_frames::{
-    Ack, ChannelEvent, ClientFrame, EventKind, Hello, Nack, NodeAddr, PresenceStatus, ServerFrame,
-    event_header,
-};
 use crate::ws_session::{ConnState, ConnectedNode, SessionEvent};
 use crate::ws_state::{
     Accept, PendingSend, PendingSends, ReconnectBackoff, Subscriptions, TokenBucket, failover_order,
+};
+use api::rest::User;
+use api::ws::{
+    Ack, ChannelEvent, ClientFrame, EventKind, Hello, Nack, NodeAddr, PresenceStatus, ServerFrame,
+    event_header,
 };
 
 /// How long a closing session waits for the server's answering close frame.

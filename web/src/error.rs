@@ -4,12 +4,12 @@
 //! Owns the mapping from cluster-layer errors to codes documented in `docs/api.md`. Must never
 //! leak internals a client cannot act on beyond a one-line message.
 
+use api::error::ErrorBody;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cluster::rpc::MembershipError;
 use cluster::{ApplyError, ClusterError};
-use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -111,7 +111,7 @@ impl IntoResponse for ApiError {
         if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(code, error = %self, "request failed");
         }
-        let body = Json(json!({"error": {"code": code, "message": self.to_string()}}));
+        let body = Json(ErrorBody::new(code, self.to_string()));
         if let ApiError::TooManyAttempts(ms) = self {
             let secs = ms.div_ceil(1000).max(1).to_string();
             return (status, [(axum::http::header::RETRY_AFTER, secs)], body).into_response();

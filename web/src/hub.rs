@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::ws_frames::{EventBody, PresenceStatus, ServerFrame, close};
+use crate::ws_frames::{
+    self, EventBody, EventFrame, PresenceStatus, ReadMarkerUpdate, ServerFrame, close, encode,
+};
 
 /// How often a node tells its peers who is connected to it, and how long that stays valid.
 const PRESENCE_EVERY: Duration = Duration::from_secs(5);
@@ -177,7 +179,8 @@ pub fn render_event(
         },
         _ => None,
     };
-    let body = match (event, message.as_ref(), view.as_ref()) {
+    let msg = message.as_ref().map(ws_frames::message);
+    let body = match (event, msg, view.as_ref()) {
         (ChannelEvent::Message { .. }, Some(message), _) => EventBody::Message { message },
         (ChannelEvent::Edited { .. }, Some(message), _) => EventBody::Edited { message },
         (ChannelEvent::Deleted { .. }, Some(message), _) => EventBody::Deleted { message },
@@ -189,19 +192,32 @@ pub fn render_event(
             _,
         ) => EventBody::Reaction {
             message,
-            user,
-            emoji,
+            user: user.clone(),
+            emoji: emoji.clone(),
             added: *added,
         },
-        (ChannelEvent::Pinned { user, .. }, Some(message), _) => {
-            EventBody::Pinned { message, user }
-        }
-        (ChannelEvent::MemberJoined { user, by }, _, _) => EventBody::MemberJoined { user, by },
-        (ChannelEvent::MemberLeft { user, by }, _, _) => EventBody::MemberLeft { user, by },
-        (ChannelEvent::ChannelUpdated, _, Some(info)) => EventBody::ChannelUpdated { info },
+        (ChannelEvent::Pinned { user, .. }, Some(message), _) => EventBody::Pinned {
+            message,
+            user: user.clone(),
+        },
+        (ChannelEvent::MemberJoined { user, by }, _, _) => EventBody::MemberJoined {
+            user: user.clone(),
+            by: Some(by.clone()),
+        },
+        (ChannelEvent::MemberLeft { user, by }, _, _) => EventBody::MemberLeft {
+            user: user.clone(),
+            by: Some(by.clone()),
+        },
+        (ChannelEvent::ChannelUpdated, _, Some(info)) => EventBody::ChannelUpdated {
+            info: Some(ws_frames::channel(info)),
+        },
         _ => return None,
     };
-    Some(ServerFrame::Event { channel, ev, body }.encode())
+    Some(encode(&ServerFrame::Event(EventFrame {
+        channel: channel.to_owned(),
+        ev,
+        kind: body,
+    })))
 }
 
 impl Hub {
@@ -369,7 +385,9 @@ impl Hub {
                         self.send_channel_added(reader, &channel, &user);
                     }
                     ChannelEvent::MemberLeft { user, .. } => {
-                        let frame = ServerFrame::ChannelRemoved { channel: &channel }.encode();
+                        let frame = encode(&ServerFrame::ChannelRemoved {
+                            channel: channel.clone(),
+                        });
                         let private =
                             !matches!(reader.channel_kind(&channel), Ok(Some(ChannelKind::Public)));
                         for c in self.user_conns(&user) {
@@ -400,7 +418,9 @@ impl Hub {
                         mentions: 0,
                         channel: view,
                     };
-                    let frame = ServerFrame::ChannelAdded { channel: &summary }.encode();
+                    let frame = encode(&ServerFrame::ChannelAdded {
+                        channel: ws_frames::channel_summary(&summary),
+                    });
                     for c in self.all_conns() {
                         if !summary.channel.members.contains(&c.user) {
                             c.push(Out::Frame(frame.clone()));
@@ -410,13 +430,12 @@ impl Hub {
             }
             EventKind::ReadMarker { user, channel, seq } => {
                 let rs = reader.read_state(&user, &channel).ok();
-                let frame = ServerFrame::ReadMarker {
-                    channel: &channel,
+                let frame = encode(&ServerFrame::ReadMarker(ReadMarkerUpdate {
+                    channel: channel.clone(),
                     seq,
                     unread: rs.map(|r| r.unread).unwrap_or(0),
                     mentions: rs.map(|r| r.mentions).unwrap_or(0),
-                }
-                .encode();
+                }));
                 for c in self.user_conns(&user) {
                     c.push(Out::Frame(frame.clone()));
                 }
@@ -427,12 +446,11 @@ impl Hub {
                 seq,
                 by,
             } => {
-                let frame = ServerFrame::Mention {
-                    channel: &channel,
+                let frame = encode(&ServerFrame::Mention {
+                    channel: channel.clone(),
                     seq,
-                    by: &by,
-                }
-                .encode();
+                    by,
+                });
                 for c in self.user_conns(&user) {
                     c.push(Out::Frame(frame.clone()));
                 }
@@ -444,7 +462,9 @@ impl Hub {
                     }
                 }
                 if let Ok(Some(view)) = reader.user_view(&username) {
-                    let frame = ServerFrame::UserUpdated { user: &view }.encode();
+                    let frame = encode(&ServerFrame::UserUpdated {
+                        user: ws_frames::user(&view),
+                    });
                     for c in self.all_conns() {
                         c.push(Out::Frame(frame.clone()));
                     }
@@ -452,7 +472,9 @@ impl Hub {
             }
             EventKind::UserCreated { username } => {
                 if let Ok(Some(view)) = reader.user_view(&username) {
-                    let frame = ServerFrame::UserUpdated { user: &view }.encode();
+                    let frame = encode(&ServerFrame::UserUpdated {
+                        user: ws_frames::user(&view),
+                    });
                     for c in self.all_conns() {
                         c.push(Out::Frame(frame.clone()));
                     }
@@ -488,7 +510,9 @@ impl Hub {
             mentions: rs.map(|r| r.mentions).unwrap_or(0),
             channel: view,
         };
-        let frame = ServerFrame::ChannelAdded { channel: &summary }.encode();
+        let frame = encode(&ServerFrame::ChannelAdded {
+            channel: ws_frames::channel_summary(&summary),
+        });
         for c in conns {
             c.push(Out::Frame(frame.clone()));
         }
@@ -509,7 +533,10 @@ impl Hub {
     }
 
     fn typing_local(&self, except: Option<u64>, channel: &str, user: &str) {
-        let frame = ServerFrame::Typing { channel, user }.encode();
+        let frame = encode(&ServerFrame::Typing {
+            channel: channel.to_owned(),
+            user: user.to_owned(),
+        });
         for c in self.conns_in(|r| r.by_channel.get(channel), except) {
             c.push(Out::Frame(frame.clone()));
         }
@@ -616,11 +643,7 @@ impl Hub {
         }
         let conns = self.all_conns();
         for (user, status) in changes {
-            let frame = ServerFrame::Presence {
-                user: &user,
-                status,
-            }
-            .encode();
+            let frame = encode(&ServerFrame::Presence { user, status });
             for c in &conns {
                 c.push(Out::Frame(frame.clone()));
             }

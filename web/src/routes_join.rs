@@ -23,7 +23,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use cluster::command::JoinTokenRefusal;
 use cluster::{Applied, Command, NodeInfo};
-use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -31,11 +30,12 @@ use crate::auth::Auth;
 use crate::ca_api::{CaApiError, SharedCa};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::join_api::{
-    JoinComplete, JoinGrant, JoinRequest, JoinToken, JoinTokenCreated, SharedJoin,
-    fingerprint_colons, fingerprint_hex,
-};
+use crate::join_api::{SharedJoin, generate_token, secret_hash};
 use crate::state::AppState;
+use api::fingerprint::{colons as fingerprint_colons, to_hex as fingerprint_hex};
+use api::join::{
+    CreateJoinToken, JoinComplete, JoinGrant, JoinRequest, JoinToken, JoinTokenCreated,
+};
 
 pub const DEFAULT_TTL_SECS: u64 = 3600;
 pub const MAX_TTL_SECS: u64 = 7 * 86_400;
@@ -79,17 +79,10 @@ fn parse_token(text: &str) -> Result<JoinToken, ApiError> {
     JoinToken::parse(text).map_err(|e| ApiError::JoinToken(JoinTokenRefusal::Invalid(e.0)))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct CreateTokenRequest {
-    #[serde(default)]
-    ttl_secs: Option<u64>,
-}
-
 pub async fn create_token(
     State(s): State<AppState>,
     auth: Auth,
-    JsonBody(req): JsonBody<CreateTokenRequest>,
+    JsonBody(req): JsonBody<CreateJoinToken>,
 ) -> Result<Response, ApiError> {
     auth.require_admin()?;
     let ttl = req.ttl_secs.unwrap_or(DEFAULT_TTL_SECS);
@@ -100,12 +93,12 @@ pub async fn create_token(
     }
     let (_, ca) = services(&s)?;
     let fingerprint = ca.fingerprint().await?.fingerprint;
-    let token = JoinToken::generate(&fingerprint);
+    let token = generate_token(&fingerprint);
     // The expiry is computed here, by the proposer; apply compares it with the entry's time.
     let expires_ms = crate::now_ms().saturating_add(ttl.saturating_mul(1000));
     s.write_applied(Command::CreateJoinToken {
         id: token.id.clone(),
-        secret_hash: token.secret_hash(),
+        secret_hash: secret_hash(&token),
         expires_ms,
         by: auth.user.username.clone(),
     })
@@ -198,7 +191,7 @@ pub async fn join(
     let (applied, _) = s
         .write_applied(Command::UseJoinToken {
             id: token.id.clone(),
-            secret_hash: token.secret_hash(),
+            secret_hash: secret_hash(&token),
             node_id,
             api_addr: req.api_addr.clone(),
             cluster_addr: req.cluster_addr.clone(),
@@ -246,7 +239,7 @@ async fn precheck(s: &AppState, token: &JoinToken) -> Result<(), ApiError> {
         .read_fresh(|r| r.join_token(&token.id))
         .await?
         .ok_or(ApiError::JoinToken(JoinTokenRefusal::Unknown { id }))?;
-    if !same_hash(&token.secret_hash(), &record.secret_hash) {
+    if !same_hash(&secret_hash(token), &record.secret_hash) {
         return Err(ApiError::JoinToken(JoinTokenRefusal::WrongSecret {
             id: token.id.clone(),
         }));
@@ -291,7 +284,7 @@ pub async fn complete(
                 id: token.id.clone(),
             })
         })?;
-    if !same_hash(&token.secret_hash(), &record.secret_hash) {
+    if !same_hash(&secret_hash(&token), &record.secret_hash) {
         return Err(ApiError::JoinToken(JoinTokenRefusal::WrongSecret {
             id: token.id.clone(),
         }));

@@ -22,7 +22,10 @@ use crate::error::ApiError;
 use crate::hub::{ConnHandle, Hub, Out, render_event};
 use crate::state::AppState;
 use crate::validate;
-use crate::ws_frames::{ClientFrame, NodeAddr, PROTOCOL_VERSION, ServerFrame, close};
+use crate::ws_frames::{
+    self, Ack, ClientFrame, Hello, Inbound, Nack, NodeAddr, PROTOCOL_VERSION, ServerFrame, close,
+    encode, read_client_frame,
+};
 
 /// Transport-level cap: anything above our own frame limit but below this gets a clean 1009
 /// from us; above it the WebSocket library refuses the frame itself.
@@ -153,8 +156,10 @@ impl Conn {
         let limits = hub.limits.clone();
         let first = tokio::time::timeout(limits.auth_timeout, stream.next()).await;
         let token = match first {
-            Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<ClientFrame>(&t) {
-                Ok(ClientFrame::Auth { token, .. }) => Some(token),
+            Ok(Some(Ok(Message::Text(t)))) => match read_client_frame(&t) {
+                Ok(Inbound::Frame(ClientFrame::Auth { token, .. })) => {
+                    Some(token.expose().to_owned())
+                }
                 _ => None,
             },
             Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => return,
@@ -269,18 +274,17 @@ impl Conn {
                 https_addr: https_of(id),
             })
             .collect();
-        let hello = ServerFrame::Hello {
+        let hello = encode(&ServerFrame::Hello(Hello {
             v: PROTOCOL_VERSION,
             node_id: self.s.node.id(),
-            user: &user,
+            user: ws_frames::user(&user),
             nodes,
-            heartbeat_ms: self.s.hub.limits.heartbeat.as_millis() as u64,
-        }
-        .encode();
+            heartbeat_ms: Some(self.s.hub.limits.heartbeat.as_millis() as u64),
+        }));
         self.send(hello).await?;
         let snapshot = self.s.hub.presence_snapshot();
         for (u, status) in snapshot {
-            let f = ServerFrame::Presence { user: &u, status }.encode();
+            let f = encode(&ServerFrame::Presence { user: u, status });
             self.send(f).await?;
         }
         Ok(())
@@ -337,7 +341,7 @@ impl Conn {
                     if text.len() > limits.max_frame_bytes {
                         return End::Close(close::TOO_BIG, "frame too large");
                     }
-                    let frame = match serde_json::from_str::<ClientFrame>(&text) {
+                    let frame = match read_client_frame(&text) {
                         Ok(f) => f,
                         Err(_) => return End::Close(close::PROTOCOL, "invalid frame"),
                     };
@@ -398,7 +402,9 @@ impl Conn {
             Out::Revoked { channel } => {
                 if self.subs.remove(&channel).is_some() {
                     self.s.hub.unsubscribe(self.id, &channel);
-                    frames.push(ServerFrame::Unsubscribed { channel: &channel }.encode());
+                    frames.push(encode(&ServerFrame::Unsubscribed {
+                        channel: channel.clone(),
+                    }));
                 }
             }
         }
@@ -410,16 +416,19 @@ impl Conn {
         message: &str,
         channel: Option<&str>,
     ) -> Result<(), End> {
-        let f = ServerFrame::Error {
-            code,
-            message,
-            channel,
-        }
-        .encode();
+        let f = encode(&ServerFrame::Error {
+            code: code.to_owned(),
+            message: message.to_owned(),
+            channel: channel.map(str::to_owned),
+        });
         self.send(f).await
     }
 
-    async fn on_frame(&mut self, frame: ClientFrame) -> Result<(), End> {
+    async fn on_frame(&mut self, frame: Inbound) -> Result<(), End> {
+        let frame = match frame {
+            Inbound::Ping(id) => return self.send(ws_frames::pong(&id)).await,
+            Inbound::Frame(frame) => frame,
+        };
         match frame {
             ClientFrame::Auth { .. } => {
                 self.error_frame("invalid_request", "already authenticated", None)
@@ -430,7 +439,9 @@ impl Conn {
                 if self.subs.remove(&channel).is_some() {
                     self.s.hub.unsubscribe(self.id, &channel);
                 }
-                let f = ServerFrame::Unsubscribed { channel: &channel }.encode();
+                let f = encode(&ServerFrame::Unsubscribed {
+                    channel: channel.clone(),
+                });
                 self.send(f).await
             }
             ClientFrame::Send {
@@ -454,12 +465,11 @@ impl Conn {
                     };
                     if let Err(e) = node.write(cmd).await {
                         let e = ApiError::from(e);
-                        let f = ServerFrame::Error {
-                            code: e.status_and_code().1,
-                            message: &e.to_string(),
-                            channel: Some(&channel),
-                        }
-                        .encode();
+                        let f = encode(&ServerFrame::Error {
+                            code: e.status_and_code().1.to_owned(),
+                            message: e.to_string(),
+                            channel: Some(channel),
+                        });
                         handle.push(Out::Frame(f));
                     }
                 });
@@ -477,10 +487,7 @@ impl Conn {
                 self.s.hub.set_status(self.id, status);
                 Ok(())
             }
-            ClientFrame::Ping { id } => {
-                let f = ServerFrame::Pong { id: &id }.encode();
-                self.send(f).await
-            }
+            ClientFrame::Ping { id } => self.send(ws_frames::pong(&id.into())).await,
         }
     }
 
@@ -548,11 +555,10 @@ impl Conn {
             }
         }
         self.subs.insert(channel.clone(), cursor);
-        let f = ServerFrame::Subscribed {
-            channel: &channel,
+        let f = encode(&ServerFrame::Subscribed {
+            channel: channel.clone(),
             ev: cursor,
-        }
-        .encode();
+        });
         self.send(f).await
     }
 
@@ -566,12 +572,11 @@ impl Conn {
         if let Err(e) =
             validate::message_body(&body).and_then(|()| validate::client_msg_id(&client_msg_id))
         {
-            let f = ServerFrame::Nack {
-                client_msg_id: &client_msg_id,
-                code: e.status_and_code().1,
-                message: &e.to_string(),
-            }
-            .encode();
+            let f = encode(&ServerFrame::Nack(Nack {
+                client_msg_id,
+                code: e.status_and_code().1.to_owned(),
+                message: e.to_string(),
+            }));
             return self.send(f).await;
         }
         let node = self.s.node.clone();
@@ -610,29 +615,26 @@ impl Conn {
                         .flatten()
                         .map(|m| m.ts_ms)
                         .unwrap_or(0);
-                    ServerFrame::Ack {
-                        client_msg_id: &client_msg_id,
-                        channel: &channel,
+                    encode(&ServerFrame::Ack(Ack {
+                        client_msg_id,
+                        channel,
                         seq,
                         ts_ms,
                         duplicate,
-                    }
-                    .encode()
+                    }))
                 }
-                Ok(_) => ServerFrame::Nack {
-                    client_msg_id: &client_msg_id,
-                    code: "internal",
-                    message: "unexpected outcome of a post",
-                }
-                .encode(),
+                Ok(_) => encode(&ServerFrame::Nack(Nack {
+                    client_msg_id,
+                    code: "internal".to_owned(),
+                    message: "unexpected outcome of a post".to_owned(),
+                })),
                 Err(e) => {
                     let e = ApiError::from(e);
-                    ServerFrame::Nack {
-                        client_msg_id: &client_msg_id,
-                        code: e.status_and_code().1,
-                        message: &e.to_string(),
-                    }
-                    .encode()
+                    encode(&ServerFrame::Nack(Nack {
+                        client_msg_id,
+                        code: e.status_and_code().1.to_owned(),
+                        message: e.to_string(),
+                    }))
                 }
             };
             handle.push(Out::Frame(frame));

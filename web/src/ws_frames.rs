@@ -1,63 +1,43 @@
-//! Wire types of the WebSocket protocol (`docs/protocol.md`): every frame a client may send and
-//! every frame the server sends, in one place.
+//! The server's side of the WebSocket frame format (`docs/protocol.md`): the frames themselves
+//! are `api::ws`'s; this module turns the cluster's read models into them, encodes a frame
+//! once for every connection that receives it, and reads client frames as leniently as this
+//! server always has.
 //!
-//! Owns the JSON shape and the protocol version. Must never hold connection state or talk to
-//! the cluster; `ws.rs` and `hub.rs` decide what to send, this module only says how it looks.
+//! Lenient beyond `api::ws::ClientFrame`: `ping` may carry any JSON `id` (echoed as it came),
+//! and `auth` may leave out `v` (version 1). Strict beyond it: a presence status this server
+//! does not know is a protocol error, not `unknown`. Must never hold connection state or talk
+//! to the cluster; `ws.rs` and `hub.rs` decide what to send.
 
+use std::collections::BTreeMap;
+
+use api::rest::{Channel, ChannelKind, Message, Role, User};
+pub use api::ws::{
+    Ack, ChannelEvent as EventFrame, ClientFrame, EventKind as EventBody, Hello, Nack, NodeAddr,
+    PROTOCOL_VERSION, PresenceStatus, ReadMarkerUpdate, SecretToken, ServerFrame, close,
+};
 use axum::extract::ws::Utf8Bytes;
 use cluster::{ChannelSummary, ChannelView, MessageView, UserView};
 use serde::{Deserialize, Serialize};
 
-/// The highest protocol version this server speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
-
-/// Close codes (documented in `docs/protocol.md`).
-pub mod close {
-    pub const NORMAL: u16 = 1000;
-    pub const GOING_AWAY: u16 = 1001;
-    pub const TOO_BIG: u16 = 1009;
-    pub const PROTOCOL: u16 = 4000;
-    pub const UNAUTHENTICATED: u16 = 4001;
-    pub const FORBIDDEN: u16 = 4003;
-    pub const SLOW_CONSUMER: u16 = 4008;
-    pub const LAGGED: u16 = 4010;
-    pub const RATE_LIMITED: u16 = 4029;
+/// Encodes once; the bytes are shared by every connection that receives the frame.
+pub fn encode(frame: &ServerFrame) -> Utf8Bytes {
+    Utf8Bytes::from(frame.to_json())
 }
 
-/// Frames a client sends. Unknown fields are ignored so that newer clients can add optional
-/// fields; an unknown `type` is a protocol error.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+/// A client frame as this server reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    Frame(ClientFrame),
+    /// A `ping`, with its `id` as the client sent it (`null` when absent).
+    Ping(serde_json::Value),
+}
+
+/// The forms `api::ws::ClientFrame` does not take but this server always has.
+#[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum ClientFrame {
+enum Lenient {
     Auth {
-        #[serde(default = "one")]
-        v: u32,
-        token: String,
-    },
-    Subscribe {
-        channel: String,
-        #[serde(default)]
-        after: Option<u64>,
-    },
-    Unsubscribe {
-        channel: String,
-    },
-    Send {
-        channel: String,
-        body: String,
-        client_msg_id: String,
-        #[serde(default)]
-        thread_root: Option<u64>,
-    },
-    Read {
-        channel: String,
-        seq: u64,
-    },
-    Typing {
-        channel: String,
-    },
-    Presence {
-        status: PresenceStatus,
+        token: SecretToken,
     },
     Ping {
         #[serde(default)]
@@ -65,203 +45,251 @@ pub enum ClientFrame {
     },
 }
 
-fn one() -> u32 {
-    1
+/// Reads one client text frame (see the module docs for what is accepted beyond the types).
+pub fn read_client_frame(text: &str) -> Result<Inbound, serde_json::Error> {
+    use serde::de::Error as _;
+    match serde_json::from_str::<ClientFrame>(text) {
+        Ok(ClientFrame::Ping { id }) => Ok(Inbound::Ping(id.into())),
+        Ok(ClientFrame::Presence {
+            status: PresenceStatus::Unknown,
+        }) => Err(serde_json::Error::custom("unknown presence status")),
+        Ok(frame) => Ok(Inbound::Frame(frame)),
+        Err(e) => match serde_json::from_str::<Lenient>(text) {
+            Ok(Lenient::Auth { token }) => Ok(Inbound::Frame(ClientFrame::Auth { v: 1, token })),
+            Ok(Lenient::Ping { id }) => Ok(Inbound::Ping(id)),
+            Err(_) => Err(e),
+        },
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PresenceStatus {
-    Offline,
-    Away,
-    Online,
+/// `pong`, echoing the `id` of the `ping` whatever JSON it was.
+pub fn pong(id: &serde_json::Value) -> Utf8Bytes {
+    match id.as_u64() {
+        Some(id) => encode(&ServerFrame::Pong { id }),
+        None => {
+            #[derive(Serialize)]
+            #[serde(tag = "type", rename = "pong")]
+            struct Pong<'a> {
+                id: &'a serde_json::Value,
+            }
+            Utf8Bytes::from(serde_json::to_string(&Pong { id }).unwrap_or_else(|_| "{}".into()))
+        }
+    }
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeAddr {
-    pub id: u64,
-    pub api_addr: String,
-    /// The member's HTTPS address when it serves TLS (from its last status report); clients
-    /// that speak HTTPS fail over to it rather than to `api_addr`, the plain port.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub https_addr: Option<String>,
+// ---- the cluster's read models as wire types ----
+
+fn role(r: cluster::Role) -> Role {
+    match r {
+        cluster::Role::Admin => Role::Admin,
+        cluster::Role::Member => Role::Member,
+    }
 }
 
-/// Frames the server sends.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ServerFrame<'a> {
-    Hello {
-        v: u32,
-        node_id: u64,
-        user: &'a UserView,
-        nodes: Vec<NodeAddr>,
-        heartbeat_ms: u64,
-    },
-    Event {
-        channel: &'a str,
-        ev: u64,
-        #[serde(flatten)]
-        body: EventBody<'a>,
-    },
-    Subscribed {
-        channel: &'a str,
-        ev: u64,
-    },
-    Unsubscribed {
-        channel: &'a str,
-    },
-    Ack {
-        client_msg_id: &'a str,
-        channel: &'a str,
-        seq: u64,
-        ts_ms: u64,
-        duplicate: bool,
-    },
-    Nack {
-        client_msg_id: &'a str,
-        code: &'a str,
-        message: &'a str,
-    },
-    ReadMarker {
-        channel: &'a str,
-        seq: u64,
-        unread: u64,
-        mentions: u64,
-    },
-    ChannelAdded {
-        channel: &'a ChannelSummary,
-    },
-    ChannelRemoved {
-        channel: &'a str,
-    },
-    Mention {
-        channel: &'a str,
-        seq: u64,
-        by: &'a str,
-    },
-    UserUpdated {
-        user: &'a UserView,
-    },
-    Typing {
-        channel: &'a str,
-        user: &'a str,
-    },
-    Presence {
-        user: &'a str,
-        status: PresenceStatus,
-    },
-    Pong {
-        id: &'a serde_json::Value,
-    },
-    Error {
-        code: &'a str,
-        message: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        channel: Option<&'a str>,
-    },
+fn kind(k: cluster::ChannelKind) -> ChannelKind {
+    match k {
+        cluster::ChannelKind::Public => ChannelKind::Public,
+        cluster::ChannelKind::Private => ChannelKind::Private,
+        cluster::ChannelKind::Direct => ChannelKind::Direct,
+    }
 }
 
-/// The `kind`-specific part of an event frame.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum EventBody<'a> {
+pub fn user(v: &UserView) -> User {
+    User {
+        username: v.username.clone(),
+        display_name: v.display_name.clone(),
+        role: role(v.role),
+        disabled: v.disabled,
+    }
+}
+
+pub fn message(v: &MessageView) -> Message {
     Message {
-        message: &'a MessageView,
-    },
-    Edited {
-        message: &'a MessageView,
-    },
-    Deleted {
-        message: &'a MessageView,
-    },
-    Reaction {
-        message: &'a MessageView,
-        user: &'a str,
-        emoji: &'a str,
-        added: bool,
-    },
-    Pinned {
-        message: &'a MessageView,
-        user: &'a str,
-    },
-    MemberJoined {
-        user: &'a str,
-        by: &'a str,
-    },
-    MemberLeft {
-        user: &'a str,
-        by: &'a str,
-    },
-    ChannelUpdated {
-        /// Not `channel`: that key is the frame's channel name.
-        info: &'a ChannelView,
-    },
+        channel: v.channel.clone(),
+        seq: v.seq,
+        author: v.author.clone(),
+        body: v.body.clone(),
+        ts_ms: v.ts_ms,
+        client_msg_id: v.client_msg_id.clone(),
+        thread_root: v.thread_root,
+        reply_count: u64::from(v.reply_count),
+        edited_at_ms: v.edited_at_ms,
+        deleted: v.deleted,
+        pinned: v.pinned,
+        reactions: v
+            .reactions
+            .iter()
+            .map(|(emoji, users)| (emoji.clone(), users.iter().cloned().collect()))
+            .collect::<BTreeMap<_, _>>(),
+        mentions: v.mentions.clone(),
+        channel_mention: v.channel_mention,
+    }
 }
 
-impl ServerFrame<'_> {
-    /// Encodes once; the bytes are shared by every connection that receives the frame.
-    pub fn encode(&self) -> Utf8Bytes {
-        // Serializing these types cannot fail (string keys, no non-finite floats); an empty
-        // object is a harmless fallback that clients ignore.
-        Utf8Bytes::from(serde_json::to_string(self).unwrap_or_else(|_| "{}".to_string()))
+/// A channel without the caller's own state (`member`, `last_read`, ... left out).
+pub fn channel(v: &ChannelView) -> Channel {
+    Channel {
+        name: v.name.clone(),
+        title: v.title.clone(),
+        topic: v.topic.clone(),
+        kind: kind(v.kind),
+        archived: v.archived,
+        created_by: v.created_by.clone(),
+        created_at_ms: v.created_at_ms,
+        members: v.members.iter().cloned().collect(),
+        last_seq: v.last_seq,
+        last_ev: v.last_ev,
+        member: None,
+        last_read: None,
+        unread: None,
+        mentions: None,
+    }
+}
+
+/// A channel as one user sees it in their channel list.
+pub fn channel_summary(s: &ChannelSummary) -> Channel {
+    Channel {
+        member: Some(s.member),
+        last_read: Some(s.last_read),
+        unread: Some(s.unread),
+        mentions: Some(s.mentions),
+        ..channel(&s.channel)
     }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use serde_json::{Value, json};
+
     use super::*;
 
     #[test]
     fn client_frames_parse_as_documented() {
-        let f: ClientFrame =
-            serde_json::from_str(r#"{"type":"auth","v":1,"token":"cv1.x.1"}"#).unwrap();
+        let f = read_client_frame(r#"{"type":"auth","v":1,"token":"cv1.x.1"}"#).unwrap();
+        assert_eq!(f, Inbound::Frame(ClientFrame::auth("cv1.x.1")));
+        let f = read_client_frame(r#"{"type":"auth","token":"cv1.x.1"}"#).unwrap();
+        assert_eq!(f, Inbound::Frame(ClientFrame::auth("cv1.x.1")));
+        let f =
+            read_client_frame(r#"{"type":"subscribe","channel":"general","after":41}"#).unwrap();
         assert_eq!(
             f,
-            ClientFrame::Auth {
-                v: 1,
-                token: "cv1.x.1".into()
-            }
-        );
-        let f: ClientFrame =
-            serde_json::from_str(r#"{"type":"subscribe","channel":"general","after":41}"#).unwrap();
-        assert_eq!(
-            f,
-            ClientFrame::Subscribe {
+            Inbound::Frame(ClientFrame::Subscribe {
                 channel: "general".into(),
                 after: Some(41)
-            }
+            })
         );
-        let f: ClientFrame = serde_json::from_str(
+        let f = read_client_frame(
             r#"{"type":"send","channel":"general","body":"hello","client_msg_id":"web-1","thread_root":null}"#,
         )
         .unwrap();
         assert!(matches!(
             f,
-            ClientFrame::Send {
+            Inbound::Frame(ClientFrame::Send {
                 thread_root: None,
                 ..
-            }
+            })
         ));
-        assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"nope"}"#).is_err());
-        assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"send","channel":"x"}"#).is_err());
+        assert!(read_client_frame(r#"{"type":"nope"}"#).is_err());
+        assert!(read_client_frame(r#"{"type":"send","channel":"x"}"#).is_err());
+        assert!(read_client_frame(r#"{"type":"presence","status":"busy"}"#).is_err());
+    }
+
+    #[test]
+    fn ping_echoes_any_id() {
+        for (text, id) in [
+            (r#"{"type":"ping","id":7}"#, json!(7)),
+            (r#"{"type":"ping","id":"a"}"#, json!("a")),
+            (r#"{"type":"ping"}"#, Value::Null),
+        ] {
+            let Inbound::Ping(got) = read_client_frame(text).unwrap() else {
+                panic!("not a ping: {text}");
+            };
+            assert_eq!(got, id);
+            let pong: Value = serde_json::from_str(pong(&got).as_str()).unwrap();
+            assert_eq!(pong, json!({"type": "pong", "id": id}));
+        }
     }
 
     #[test]
     fn server_frames_have_type_and_kind() {
-        let f = ServerFrame::Event {
-            channel: "general",
+        let f = ServerFrame::Event(EventFrame {
+            channel: "general".into(),
             ev: 3,
-            body: EventBody::MemberJoined {
-                user: "bob",
-                by: "bob",
+            kind: EventBody::MemberJoined {
+                user: "bob".into(),
+                by: Some("bob".into()),
             },
+        });
+        let text = encode(&f);
+        assert_eq!(
+            text.as_str(),
+            r#"{"type":"event","channel":"general","ev":3,"kind":"member_joined","user":"bob","by":"bob"}"#
+        );
+    }
+
+    /// The wire types encode the cluster's read models exactly as the REST API does, which
+    /// serialises the read models themselves.
+    #[test]
+    fn read_models_encode_the_same_through_the_wire_types() {
+        let m = MessageView {
+            channel: "general".into(),
+            seq: 12,
+            author: "alice".into(),
+            body: "hi @bob @here".into(),
+            ts_ms: 1_764_450_000_000,
+            client_msg_id: "web-3f2a".into(),
+            thread_root: Some(3),
+            reply_count: 2,
+            edited_at_ms: None,
+            deleted: false,
+            pinned: true,
+            reactions: BTreeMap::from([("👍".into(), BTreeSet::from(["bob".into()]))]),
+            mentions: vec!["bob".into()],
+            channel_mention: true,
         };
-        let v: serde_json::Value = serde_json::from_str(f.encode().as_str()).unwrap();
-        assert_eq!(v["type"], "event");
-        assert_eq!(v["kind"], "member_joined");
-        assert_eq!(v["ev"], 3);
-        assert_eq!(v["channel"], "general");
+        assert_eq!(
+            serde_json::to_string(&message(&m)).unwrap(),
+            serde_json::to_string(&m).unwrap()
+        );
+        let v = ChannelView {
+            name: "ops".into(),
+            title: "Ops".into(),
+            topic: "pager".into(),
+            kind: cluster::ChannelKind::Direct,
+            archived: true,
+            created_by: "alice".into(),
+            created_at_ms: 5,
+            members: BTreeSet::from(["alice".into(), "bob".into()]),
+            last_seq: 12,
+            last_ev: 58,
+        };
+        assert_eq!(
+            serde_json::to_string(&channel(&v)).unwrap(),
+            serde_json::to_string(&v).unwrap()
+        );
+        let s = ChannelSummary {
+            channel: v,
+            member: true,
+            last_read: 10,
+            unread: 2,
+            mentions: 1,
+        };
+        assert_eq!(
+            serde_json::to_string(&channel_summary(&s)).unwrap(),
+            serde_json::to_string(&s).unwrap()
+        );
+        let u = UserView {
+            username: "bob".into(),
+            display_name: "Bob".into(),
+            role: cluster::Role::Member,
+            disabled: true,
+        };
+        assert_eq!(
+            serde_json::to_string(&user(&u)).unwrap(),
+            serde_json::to_string(&u).unwrap()
+        );
     }
 }

@@ -283,6 +283,7 @@ mod tests {
             pinned: false,
             reactions: Default::default(),
             mentions: Vec::new(),
+            channel_mention: false,
         };
         assert_eq!(message_line(&m), "#42 [01:02:03] alice: hello\\u{1b}[2J");
     }
@@ -303,6 +304,7 @@ mod tests {
             pinned: false,
             reactions: Default::default(),
             mentions: Vec::new(),
+            channel_mention: false,
         };
         assert_eq!(chat_line(&m), "[#general] 13:05 alice: hi\n    there");
         m.thread_root = Some(1);

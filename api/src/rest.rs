@@ -1,7 +1,10 @@
 //! The request and response shapes of the HTTP API (docs/api.md), as plain serde structs.
 //!
-//! Response types never use `deny_unknown_fields`: a newer server may add fields and an older
-//! client must keep working. This module holds data only; it must never perform I/O.
+//! Response types encode to exactly what the server sends and decode what clients have always
+//! accepted: they never use `deny_unknown_fields` (a newer server may add fields and an older
+//! client must keep working), and fields added with the v1 additions default when absent.
+//! Request bodies are written the way `ops` sends them; how strictly the server reads them is
+//! the server's business (`web`). This module holds data only; it must never perform I/O.
 
 use std::collections::BTreeMap;
 
@@ -148,6 +151,9 @@ pub struct Message {
     /// Usernames this message mentions.
     #[serde(default, deserialize_with = "null_as_default")]
     pub mentions: Vec<String>,
+    /// The body mentions `@channel`, `@here` or `@all` (docs/protocol.md).
+    #[serde(default)]
+    pub channel_mention: bool,
 }
 
 /// The result of posting a message.
@@ -348,117 +354,118 @@ pub struct DnsRecord {
     pub value: String,
 }
 
-// ---- request bodies and list envelopes: wire details the public API does not expose ----
+// ---- request bodies and list envelopes ----
+// No `Debug` on the bodies: several carry a password.
 
-#[derive(Serialize)]
-pub(crate) struct LoginRequest<'a> {
-    pub username: &'a str,
-    pub password: &'a str,
+#[derive(Clone, Serialize, Deserialize)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
 }
 
-#[derive(Serialize)]
-pub(crate) struct CreateUserRequest<'a> {
-    pub username: &'a str,
-    pub password: &'a str,
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CreateUserRequest {
+    pub username: String,
+    pub password: String,
     pub role: Role,
 }
 
-#[derive(Serialize)]
-pub(crate) struct NewDnsRecordRequest<'a> {
-    pub name: &'a str,
+#[derive(Clone, Serialize, Deserialize)]
+pub struct NewDnsRecordRequest {
+    pub name: String,
     #[serde(rename = "type")]
-    pub rtype: &'a str,
-    pub value: &'a str,
+    pub rtype: String,
+    pub value: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u32>,
 }
 
-#[derive(Deserialize)]
-pub(crate) struct DnsRecordsEnvelope {
+#[derive(Clone, Serialize, Deserialize)]
+pub struct DnsRecordsEnvelope {
     pub records: Vec<DnsRecord>,
 }
 
-#[derive(Deserialize)]
-pub(crate) struct RemovedEnvelope {
+#[derive(Clone, Serialize, Deserialize)]
+pub struct RemovedEnvelope {
     pub removed: u64,
 }
 
-#[derive(Serialize)]
-pub(crate) struct CreateChannelRequest<'a> {
-    pub name: &'a str,
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CreateChannelRequest {
+    pub name: String,
 }
 
-#[derive(Serialize)]
-pub(crate) struct PostMessageRequest<'a> {
-    pub body: &'a str,
-    pub client_msg_id: &'a str,
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PostMessageRequest {
+    pub body: String,
+    pub client_msg_id: String,
     // Left out rather than sent as null: a server before the v1 additions refuses unknown
     // fields (400 invalid_json), and plain posts must keep working there.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thread_root: Option<u64>,
 }
 
-#[derive(Serialize)]
-pub(crate) struct EditMessageRequest<'a> {
-    pub body: &'a str,
+#[derive(Clone, Serialize, Deserialize)]
+pub struct EditMessageRequest {
+    pub body: String,
 }
 
-#[derive(Serialize)]
-pub(crate) struct DmRequest<'a> {
-    pub users: &'a [&'a str],
+#[derive(Clone, Serialize, Deserialize)]
+pub struct DmRequest {
+    pub users: Vec<String>,
 }
 
-#[derive(Serialize)]
-pub(crate) struct ReadRequest {
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ReadRequest {
     pub seq: u64,
 }
 
-#[derive(Serialize)]
-pub(crate) struct MemberRequest<'a> {
-    pub username: &'a str,
+#[derive(Clone, Serialize, Deserialize)]
+pub struct MemberRequest {
+    pub username: String,
 }
 
-#[derive(Serialize)]
-pub(crate) struct ProfilePatch<'a> {
-    pub display_name: &'a str,
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ProfilePatch {
+    pub display_name: String,
 }
 
-#[derive(Serialize)]
-pub(crate) struct ChangePasswordRequest<'a> {
-    pub current_password: &'a str,
-    pub new_password: &'a str,
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ChangePasswordRequest {
+    pub current_password: String,
+    pub new_password: String,
 }
 
-#[derive(Serialize)]
-pub(crate) struct SetPasswordRequest<'a> {
-    pub password: &'a str,
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SetPasswordRequest {
+    pub password: String,
 }
 
-#[derive(Deserialize)]
-pub(crate) struct PinsEnvelope {
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PinsEnvelope {
     pub messages: Vec<Message>,
 }
 
-#[derive(Serialize)]
-pub(crate) struct AddNodeRequest<'a> {
+#[derive(Clone, Serialize, Deserialize)]
+pub struct AddNodeRequest {
     pub id: u64,
-    pub api_addr: &'a str,
-    pub cluster_addr: &'a str,
+    pub api_addr: String,
+    pub cluster_addr: String,
 }
 
-#[derive(Deserialize)]
-pub(crate) struct UsersEnvelope {
+#[derive(Clone, Serialize, Deserialize)]
+pub struct UsersEnvelope {
     pub users: Vec<User>,
 }
 
-#[derive(Deserialize)]
-pub(crate) struct ChannelsEnvelope {
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ChannelsEnvelope {
     pub channels: Vec<Channel>,
 }
 
 /// The message object plus the `duplicate` flag the post endpoint adds to it.
-#[derive(Deserialize)]
-pub(crate) struct PostedMessage {
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PostedMessage {
     #[serde(flatten)]
     pub message: Message,
     #[serde(default)]
