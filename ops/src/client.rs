@@ -1,7 +1,7 @@
 //! [`Client`]: one typed method per endpoint of the Conclave HTTP API (docs/api.md).
 //!
 //! This module maps endpoints to paths, bodies and retry classes and decodes the answers; how a
-//! request travels (failover, backoff, timeouts) belongs to `failover`. It must never print and
+//! request travels (failover, backoff, timeouts) belongs to `request`. It must never print and
 //! never panic on anything a server sends.
 
 pub(crate) mod ca;
@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 
 use crate::backoff::Backoff;
 use crate::error::ClientError;
-use crate::failover::{
+use crate::request::{
     ApiRequest, MIN_INDEX_HEADER, Reply, Retry, Timing, send_to_current, send_with_failover,
 };
 use crate::servers::ServerRing;
@@ -36,7 +36,7 @@ const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// A client for a Conclave cluster. Cheap to clone; clones share the connection pool and the
 /// notion of which server is current, but each has its own token and timeouts.
 ///
-/// See the `failover` module documentation (repeated in the crate docs) for exactly when a
+/// See the `request` module documentation (repeated in the crate docs) for exactly when a
 /// request is retried on another server.
 #[derive(Clone)]
 pub struct Client {

@@ -2,7 +2,7 @@
 //! bodies into it.
 //!
 //! This module only *describes* failures; it never decides whether a failure is retried (that
-//! is `failover`'s job) and never prints anything.
+//! is `request`'s job) and never prints anything.
 
 use api::error::ErrorBody;
 use api::error::code::TOO_MANY_ATTEMPTS;

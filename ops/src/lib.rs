@@ -75,14 +75,11 @@ mod backoff;
 mod client;
 pub mod dns_query;
 mod error;
-mod failover;
 mod ids;
+mod request;
 mod servers;
 mod tls;
-mod ws_conn;
-mod ws_session;
-mod ws_state;
-mod ws_task;
+mod ws;
 
 pub use api::ca::{CaFingerprint, CertSummary, IntermediateSummary, SignedCert};
 pub use api::join::JoinTokenCreated;
@@ -102,8 +99,8 @@ pub use ids::new_client_msg_id;
 pub use tls::{
     TrustRoot, VerifiedCertificate, fingerprint_sha256, root_fingerprint, verify_server_certificate,
 };
-pub use ws_conn::{WsConn, WsConnectOptions, WsMessage, ws_url};
-pub use ws_session::{
+pub use ws::conn::{WsConn, WsConnectOptions, WsMessage, ws_url};
+pub use ws::session::{
     ChatSession, ConnState, ConnectedNode, SendHandle, SessionBuilder, SessionEvent,
 };
-pub use ws_state::ReconnectBackoff;
+pub use ws::state::ReconnectBackoff;

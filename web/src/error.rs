@@ -61,7 +61,7 @@ pub enum ApiError {
     /// A DNS name the cluster answers itself; nothing may be added there.
     #[error("{0}")]
     ReservedName(String),
-    /// A join token was refused (its own codes, see `routes_join`).
+    /// A join token was refused (its own codes, see `routes::join`).
     #[error("{0}")]
     JoinToken(cluster::command::JoinTokenRefusal),
     /// A certificate-authority operation failed (its own codes, see `ca_api`).
@@ -99,7 +99,7 @@ impl ApiError {
             ApiError::MessageNotFound(_) => (StatusCode::NOT_FOUND, "message_not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::ReservedName(_) => (StatusCode::BAD_REQUEST, "reserved_name"),
-            ApiError::JoinToken(r) => crate::routes_join::refusal_status(r),
+            ApiError::JoinToken(r) => crate::routes::join::refusal_status(r),
             ApiError::Ca(e) => e.status_and_code(),
         }
     }

@@ -15,7 +15,7 @@ use reqwest::Method;
 
 use super::{Client, decode};
 use crate::error::ClientError;
-use crate::failover::{ApiRequest, Retry};
+use crate::request::{ApiRequest, Retry};
 
 /// The root certificate's download formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

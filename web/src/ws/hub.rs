@@ -9,21 +9,17 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use cluster::{ChannelEvent, ChannelKind, ClusterNode, Event, EventKind, StateReader};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::ws_frames::{
+use super::frames::{
     self, EventBody, EventFrame, PresenceStatus, ReadMarkerUpdate, ServerFrame, close, encode,
 };
-
-/// How often a node tells its peers who is connected to it, and how long that stays valid.
-const PRESENCE_EVERY: Duration = Duration::from_secs(5);
-const PRESENCE_TTL: Duration = Duration::from_secs(15);
+use super::presence::Presence;
 
 /// Per-connection limits (documented in `docs/protocol.md`).
 #[derive(Debug, Clone)]
@@ -107,47 +103,23 @@ impl ConnHandle {
 }
 
 #[derive(Default)]
-struct Registry {
+pub(super) struct Registry {
     next_id: u64,
-    conns: HashMap<u64, Arc<ConnHandle>>,
-    by_channel: HashMap<String, HashSet<u64>>,
+    pub(super) conns: HashMap<u64, Arc<ConnHandle>>,
+    pub(super) by_channel: HashMap<String, HashSet<u64>>,
     by_user: HashMap<String, HashSet<u64>>,
-    status: HashMap<u64, PresenceStatus>,
-}
-
-#[derive(Default)]
-struct Presence {
-    /// Other nodes' connected users, with when that report expires.
-    remote: HashMap<u64, (HashMap<String, PresenceStatus>, Instant)>,
-    /// The cluster-wide view last announced to local connections.
-    merged: HashMap<String, PresenceStatus>,
-    /// This node's users as last told to the peers.
-    announced: HashMap<String, PresenceStatus>,
-}
-
-/// Ephemeral notices between nodes (JSON, so later versions may add fields).
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Notice {
-    Presence {
-        node: u64,
-        users: HashMap<String, PresenceStatus>,
-    },
-    Typing {
-        channel: String,
-        user: String,
-    },
+    pub(super) status: HashMap<u64, PresenceStatus>,
 }
 
 pub struct Hub {
     pub node: Arc<ClusterNode>,
     pub limits: WsLimits,
     pub cancel: CancellationToken,
-    reg: Mutex<Registry>,
-    presence: Mutex<Presence>,
+    pub(super) reg: Mutex<Registry>,
+    pub(super) presence: Mutex<Presence>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave these maps inconsistent beyond one entry;
     // keep serving rather than cascade the panic into every connection.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -179,7 +151,7 @@ pub fn render_event(
         },
         _ => None,
     };
-    let msg = message.as_ref().map(ws_frames::message);
+    let msg = message.as_ref().map(frames::message);
     let body = match (event, msg, view.as_ref()) {
         (ChannelEvent::Message { .. }, Some(message), _) => EventBody::Message { message },
         (ChannelEvent::Edited { .. }, Some(message), _) => EventBody::Edited { message },
@@ -209,7 +181,7 @@ pub fn render_event(
             by: Some(by.clone()),
         },
         (ChannelEvent::ChannelUpdated, _, Some(info)) => EventBody::ChannelUpdated {
-            info: Some(ws_frames::channel(info)),
+            info: Some(frames::channel(info)),
         },
         _ => return None,
     };
@@ -313,7 +285,7 @@ impl Hub {
 
     /// The live connections among `ids` (an entry of one of the registry's indexes), except
     /// `except`; collected under the lock, pushed to after it is released.
-    fn conns_in(
+    pub(super) fn conns_in(
         &self,
         ids: impl FnOnce(&Registry) -> Option<&HashSet<u64>>,
         except: Option<u64>,
@@ -337,7 +309,7 @@ impl Hub {
         self.conns_in(|r| r.by_user.get(user), None)
     }
 
-    fn all_conns(&self) -> Vec<Arc<ConnHandle>> {
+    pub(super) fn all_conns(&self) -> Vec<Arc<ConnHandle>> {
         lock(&self.reg).conns.values().cloned().collect()
     }
 
@@ -419,7 +391,7 @@ impl Hub {
                         channel: view,
                     };
                     let frame = encode(&ServerFrame::ChannelAdded {
-                        channel: ws_frames::channel_summary(&summary),
+                        channel: frames::channel_summary(&summary),
                     });
                     for c in self.all_conns() {
                         if !summary.channel.members.contains(&c.user) {
@@ -463,7 +435,7 @@ impl Hub {
                 }
                 if let Ok(Some(view)) = reader.user_view(&username) {
                     let frame = encode(&ServerFrame::UserUpdated {
-                        user: ws_frames::user(&view),
+                        user: frames::user(&view),
                     });
                     for c in self.all_conns() {
                         c.push(Out::Frame(frame.clone()));
@@ -473,7 +445,7 @@ impl Hub {
             EventKind::UserCreated { username } => {
                 if let Ok(Some(view)) = reader.user_view(&username) {
                     let frame = encode(&ServerFrame::UserUpdated {
-                        user: ws_frames::user(&view),
+                        user: frames::user(&view),
                     });
                     for c in self.all_conns() {
                         c.push(Out::Frame(frame.clone()));
@@ -511,178 +483,10 @@ impl Hub {
             channel: view,
         };
         let frame = encode(&ServerFrame::ChannelAdded {
-            channel: ws_frames::channel_summary(&summary),
+            channel: frames::channel_summary(&summary),
         });
         for c in conns {
             c.push(Out::Frame(frame.clone()));
-        }
-    }
-
-    // ---- typing and presence (ephemeral, never in the Raft log) ----
-
-    /// `user` is typing in `channel`: tell local followers of the channel and every peer.
-    pub fn typing(&self, from: u64, channel: &str, user: &str) {
-        self.typing_local(Some(from), channel, user);
-        let notice = Notice::Typing {
-            channel: channel.to_string(),
-            user: user.to_string(),
-        };
-        if let Ok(body) = serde_json::to_vec(&notice) {
-            self.node.send_ephemeral(body.into());
-        }
-    }
-
-    fn typing_local(&self, except: Option<u64>, channel: &str, user: &str) {
-        let frame = encode(&ServerFrame::Typing {
-            channel: channel.to_owned(),
-            user: user.to_owned(),
-        });
-        for c in self.conns_in(|r| r.by_channel.get(channel), except) {
-            c.push(Out::Frame(frame.clone()));
-        }
-    }
-
-    pub fn set_status(&self, id: u64, status: PresenceStatus) {
-        let changed = {
-            let mut reg = lock(&self.reg);
-            match reg.status.get_mut(&id) {
-                Some(s) if *s != status => {
-                    *s = status;
-                    true
-                }
-                _ => false,
-            }
-        };
-        if changed {
-            self.local_presence_changed();
-        }
-    }
-
-    fn local_users(&self) -> HashMap<String, PresenceStatus> {
-        let reg = lock(&self.reg);
-        let mut out: HashMap<String, PresenceStatus> = HashMap::new();
-        for (id, status) in &reg.status {
-            if let Some(c) = reg.conns.get(id) {
-                let e = out.entry(c.user.clone()).or_insert(*status);
-                *e = (*e).max(*status);
-            }
-        }
-        out
-    }
-
-    /// Tells peers only when this node's set of users actually changed: a second tab of a user
-    /// who is already online costs no cluster traffic.
-    fn local_presence_changed(&self) {
-        let users = self.local_users();
-        let changed = {
-            let mut p = lock(&self.presence);
-            if p.announced == users {
-                false
-            } else {
-                p.announced = users.clone();
-                true
-            }
-        };
-        if changed {
-            self.send_presence(users);
-            self.recompute_presence();
-        }
-    }
-
-    fn announce_presence(&self) {
-        let users = self.local_users();
-        lock(&self.presence).announced = users.clone();
-        self.send_presence(users);
-    }
-
-    fn send_presence(&self, users: HashMap<String, PresenceStatus>) {
-        let notice = Notice::Presence {
-            node: self.node.id(),
-            users,
-        };
-        if let Ok(body) = serde_json::to_vec(&notice) {
-            self.node.send_ephemeral(body.into());
-        }
-    }
-
-    /// Current cluster-wide presence of everyone online or away.
-    pub fn presence_snapshot(&self) -> HashMap<String, PresenceStatus> {
-        lock(&self.presence).merged.clone()
-    }
-
-    /// Merges local and unexpired remote reports; announces the differences locally.
-    fn recompute_presence(&self) {
-        let local = self.local_users();
-        let changes: Vec<(String, PresenceStatus)> = {
-            let mut p = lock(&self.presence);
-            let now = Instant::now();
-            p.remote.retain(|_, (_, expires)| *expires > now);
-            let mut merged = local;
-            for (users, _) in p.remote.values() {
-                for (u, s) in users {
-                    let e = merged.entry(u.clone()).or_insert(*s);
-                    *e = (*e).max(*s);
-                }
-            }
-            let mut changes = Vec::new();
-            for (u, s) in &merged {
-                if p.merged.get(u) != Some(s) {
-                    changes.push((u.clone(), *s));
-                }
-            }
-            for u in p.merged.keys() {
-                if !merged.contains_key(u) {
-                    changes.push((u.clone(), PresenceStatus::Offline));
-                }
-            }
-            p.merged = merged;
-            changes
-        };
-        if changes.is_empty() {
-            return;
-        }
-        let conns = self.all_conns();
-        for (user, status) in changes {
-            let frame = encode(&ServerFrame::Presence { user, status });
-            for c in &conns {
-                c.push(Out::Frame(frame.clone()));
-            }
-        }
-    }
-
-    async fn run_presence(self: Arc<Self>, mut notices: broadcast::Receiver<bytes::Bytes>) {
-        let mut tick = tokio::time::interval(PRESENCE_EVERY);
-        loop {
-            tokio::select! {
-                _ = self.cancel.cancelled() => break,
-                _ = tick.tick() => {
-                    self.announce_presence();
-                    self.recompute_presence();
-                }
-                r = notices.recv() => match r {
-                    Ok(body) => self.on_notice(&body),
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => break,
-                },
-            }
-        }
-    }
-
-    fn on_notice(&self, body: &[u8]) {
-        match serde_json::from_slice::<Notice>(body) {
-            Ok(Notice::Presence { node, users }) => {
-                if node == self.node.id() {
-                    return;
-                }
-                lock(&self.presence)
-                    .remote
-                    .insert(node, (users, Instant::now() + PRESENCE_TTL));
-                self.recompute_presence();
-            }
-            Ok(Notice::Typing { channel, user }) => self.typing_local(None, &channel, &user),
-            Err(e) => {
-                tracing::debug!(error = %e, "ignoring an ephemeral notice this version does not know")
-            }
         }
     }
 }

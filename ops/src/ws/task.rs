@@ -4,7 +4,7 @@
 //! caller's side reads (`Shared`).
 //!
 //! The rules themselves (cursors, pending queue, backoff, rate limit, node order) live in
-//! `ws_state`; this module applies them to a socket. It must never print, never panic on what
+//! `ws::state`; this module applies them to a socket. It must never print, never panic on what
 //! a server sends, and never put the token anywhere but the `auth` frame.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -18,12 +18,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{CloseInfo, WsError};
 use crate::servers::{display_server, endpoint, normalize_server};
-use crate::ws_conn::{
+use crate::ws::conn::{
     WsConnectOptions, WsMessage, WsStream, close_frame, close_info, close_info_from_error,
     describe, host_port, open, ws_url,
 };
-use crate::ws_session::{ConnState, ConnectedNode, SessionEvent};
-use crate::ws_state::{
+use crate::ws::session::{ConnState, ConnectedNode, SessionEvent};
+use crate::ws::state::{
     Accept, PendingSend, PendingSends, ReconnectBackoff, Subscriptions, TokenBucket, failover_order,
 };
 use api::rest::User;

@@ -5,7 +5,7 @@
 //! exactly how the server closes.
 //!
 //! This module never retries, reconnects or interprets frames beyond decoding them; that is
-//! `ws_session`'s job. It must never print and never put the token in a URL.
+//! `ws::session`'s job. It must never print and never put the token in a URL.
 
 use std::time::Duration;
 

@@ -12,10 +12,10 @@ use cluster::{Applied, Command, MessageView};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::channels::{require_member, require_reader};
 use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::extract::{INDEX_HEADER, JsonBody, MinIndex};
-use crate::routes_channels::{require_member, require_reader};
 use crate::state::AppState;
 use crate::validate;
 

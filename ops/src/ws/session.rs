@@ -23,7 +23,7 @@
 //!
 //! This module is the caller's side: configuration ([`SessionBuilder`]), the handle
 //! ([`ChatSession`]) and what it reports ([`SessionEvent`], [`SendHandle`]). The connection
-//! itself is run by `ws_task`. It must never print, never block on the network in a
+//! itself is run by `ws::task`. It must never print, never block on the network in a
 //! non-async method, and never put the token anywhere but the `auth` frame.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -41,8 +41,8 @@ use crate::client::Client;
 use crate::error::{CloseInfo, WsError};
 use crate::servers::{display_server, normalize_server};
 use crate::tls::TrustRoot;
-use crate::ws_state::{PendingSend, ReconnectBackoff, Subscriptions};
-use crate::ws_task::{Command, Config, Links, Shared, Task, lock};
+use crate::ws::state::{PendingSend, ReconnectBackoff, Subscriptions};
+use crate::ws::task::{Command, Config, Links, Shared, Task, lock};
 use api::rest::{Channel, Message, User};
 use api::ws::{
     Ack, ChannelEvent, ClientFrame, EventKind, Nack, NodeAddr, PresenceStatus, ReadMarkerUpdate,

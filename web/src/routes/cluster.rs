@@ -16,6 +16,7 @@ use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::state::AppState;
+use crate::validate;
 
 #[derive(Serialize)]
 pub struct NodeView {
@@ -123,26 +124,14 @@ pub struct AddNode {
     cluster_addr: String,
 }
 
-fn check_addr(what: &str, a: &str) -> Result<(), ApiError> {
-    let ok = a
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
-    if !ok {
-        return Err(ApiError::InvalidRequest(format!(
-            "{what} must be host:port, got '{a}'"
-        )));
-    }
-    Ok(())
-}
-
 pub async fn add_node(
     State(s): State<AppState>,
     auth: Auth,
     JsonBody(req): JsonBody<AddNode>,
 ) -> Result<Json<ClusterView>, ApiError> {
     auth.require_admin()?;
-    check_addr("api_addr", &req.api_addr)?;
-    check_addr("cluster_addr", &req.cluster_addr)?;
+    validate::host_port("api_addr", &req.api_addr)?;
+    validate::host_port("cluster_addr", &req.cluster_addr)?;
     if req.id == 0 {
         return Err(ApiError::InvalidRequest(
             "node id must be at least 1".into(),

@@ -32,6 +32,7 @@ use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::join_api::{SharedJoin, generate_token, secret_hash};
 use crate::state::AppState;
+use crate::validate;
 use api::fingerprint::{colons as fingerprint_colons, to_hex as fingerprint_hex};
 use api::join::{
     CreateJoinToken, JoinComplete, JoinGrant, JoinRequest, JoinToken, JoinTokenCreated,
@@ -118,18 +119,6 @@ pub async fn create_token(
         .into_response())
 }
 
-fn check_addr(what: &str, a: &str) -> Result<(), ApiError> {
-    let ok = a
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
-    if !ok {
-        return Err(ApiError::InvalidRequest(format!(
-            "{what} must be host:port, got '{a}'"
-        )));
-    }
-    Ok(())
-}
-
 /// Refuses a token made by another cluster before anything is written.
 async fn check_cluster(ca: &SharedCa, token: &JoinToken) -> Result<String, ApiError> {
     let fp = ca.fingerprint().await?;
@@ -150,10 +139,10 @@ pub async fn join(
 ) -> Result<Response, ApiError> {
     let token = parse_token(&req.token)?;
     let (api, ca) = services(&s)?;
-    check_addr("api_addr", &req.api_addr)?;
-    check_addr("cluster_addr", &req.cluster_addr)?;
+    validate::host_port("api_addr", &req.api_addr)?;
+    validate::host_port("cluster_addr", &req.cluster_addr)?;
     if let Some(h) = &req.https_addr {
-        check_addr("https_addr", h)?;
+        validate::host_port("https_addr", h)?;
     }
     let workspace = check_cluster(&ca, &token).await?;
     let tls = api.serves_tls();
