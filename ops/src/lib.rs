@@ -99,8 +99,7 @@ pub use ids::new_client_msg_id;
 pub use tls::{
     TrustRoot, VerifiedCertificate, fingerprint_sha256, root_fingerprint, verify_server_certificate,
 };
+pub use ws::builder::SessionBuilder;
 pub use ws::conn::{WsConn, WsConnectOptions, WsMessage, ws_url};
-pub use ws::session::{
-    ChatSession, ConnState, ConnectedNode, SendHandle, SessionBuilder, SessionEvent,
-};
+pub use ws::session::{ChatSession, ConnState, ConnectedNode, SendHandle, SessionEvent};
 pub use ws::state::ReconnectBackoff;

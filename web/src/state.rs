@@ -1,4 +1,8 @@
-//! Shared state of the HTTP API handlers.
+//! Shared state of the HTTP API handlers: the node, the API configuration (limits, the CA and
+//! join seams) and the WebSocket hub.
+//!
+//! Must never hold per-request or per-connection state; everything here is shared by every
+//! handler and cloned cheaply (`Arc`s).
 
 use std::sync::Arc;
 

@@ -133,6 +133,7 @@ async fn check_cluster(ca: &SharedCa, token: &JoinToken) -> Result<String, ApiEr
     Ok(fp.workspace)
 }
 
+// Long on purpose: the join checks in the order that keeps a refused request from writing.
 pub async fn join(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<JoinRequest>,

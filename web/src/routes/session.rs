@@ -1,4 +1,7 @@
-//! Log in, log out, who am I.
+//! Log in and log out (`/api/v1/login`, `/api/v1/logout`).
+//!
+//! Owns the login throttle's HTTP side (429 with `Retry-After`). Must never say whether a
+//! username exists: a wrong name and a wrong password get the same answer.
 
 use axum::Json;
 use axum::extract::State;

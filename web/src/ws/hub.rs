@@ -342,37 +342,7 @@ impl Hub {
         let reader = self.node.reader();
         match event.kind {
             EventKind::Channel { channel, ev, event } => {
-                if let Some(frame) = render_event(reader, &channel, ev, &event) {
-                    let name: Arc<str> = Arc::from(channel.as_str());
-                    for c in self.channel_conns(&channel) {
-                        c.push(Out::Channel {
-                            channel: name.clone(),
-                            ev,
-                            frame: frame.clone(),
-                        });
-                    }
-                }
-                match event {
-                    ChannelEvent::MemberJoined { user, .. } => {
-                        self.send_channel_added(reader, &channel, &user);
-                    }
-                    ChannelEvent::MemberLeft { user, .. } => {
-                        let frame = encode(&ServerFrame::ChannelRemoved {
-                            channel: channel.clone(),
-                        });
-                        let private =
-                            !matches!(reader.channel_kind(&channel), Ok(Some(ChannelKind::Public)));
-                        for c in self.user_conns(&user) {
-                            if private {
-                                c.push(Out::Revoked {
-                                    channel: channel.clone(),
-                                });
-                            }
-                            c.push(Out::Frame(frame.clone()));
-                        }
-                    }
-                    _ => {}
-                }
+                self.dispatch_channel_event(reader, &channel, ev, event);
             }
             EventKind::ChannelAdded {
                 channel, public, ..
@@ -380,24 +350,7 @@ impl Hub {
                 // Members get theirs through their MemberJoined events; a public channel is
                 // announced to everyone else too.
                 if public {
-                    let Ok(Some(view)) = reader.channel_view(&channel) else {
-                        return;
-                    };
-                    let summary = cluster::ChannelSummary {
-                        member: false,
-                        last_read: 0,
-                        unread: 0,
-                        mentions: 0,
-                        channel: view,
-                    };
-                    let frame = encode(&ServerFrame::ChannelAdded {
-                        channel: frames::channel_summary(&summary),
-                    });
-                    for c in self.all_conns() {
-                        if !summary.channel.members.contains(&c.user) {
-                            c.push(Out::Frame(frame.clone()));
-                        }
-                    }
+                    self.announce_public_channel(reader, &channel);
                 }
             }
             EventKind::ReadMarker { user, channel, seq } => {
@@ -463,6 +416,71 @@ impl Hub {
             EventKind::MessagePosted(_)
             | EventKind::ChannelCreated(_)
             | EventKind::MemberJoined { .. } => {}
+        }
+    }
+
+    /// A numbered channel event: to the channel's followers (each connection filters by its
+    /// cursor), and for membership changes the member's own channel list.
+    fn dispatch_channel_event(
+        &self,
+        reader: &StateReader,
+        channel: &str,
+        ev: u64,
+        event: ChannelEvent,
+    ) {
+        if let Some(frame) = render_event(reader, channel, ev, &event) {
+            let name: Arc<str> = Arc::from(channel);
+            for c in self.channel_conns(channel) {
+                c.push(Out::Channel {
+                    channel: name.clone(),
+                    ev,
+                    frame: frame.clone(),
+                });
+            }
+        }
+        match event {
+            ChannelEvent::MemberJoined { user, .. } => {
+                self.send_channel_added(reader, channel, &user);
+            }
+            ChannelEvent::MemberLeft { user, .. } => {
+                let frame = encode(&ServerFrame::ChannelRemoved {
+                    channel: channel.to_owned(),
+                });
+                let private =
+                    !matches!(reader.channel_kind(channel), Ok(Some(ChannelKind::Public)));
+                for c in self.user_conns(&user) {
+                    if private {
+                        c.push(Out::Revoked {
+                            channel: channel.to_owned(),
+                        });
+                    }
+                    c.push(Out::Frame(frame.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A new public channel, to everyone who is not a member (members hear of it through
+    /// their own `member_joined`).
+    fn announce_public_channel(&self, reader: &StateReader, channel: &str) {
+        let Ok(Some(view)) = reader.channel_view(channel) else {
+            return;
+        };
+        let summary = cluster::ChannelSummary {
+            member: false,
+            last_read: 0,
+            unread: 0,
+            mentions: 0,
+            channel: view,
+        };
+        let frame = encode(&ServerFrame::ChannelAdded {
+            channel: frames::channel_summary(&summary),
+        });
+        for c in self.all_conns() {
+            if !summary.channel.members.contains(&c.user) {
+                c.push(Out::Frame(frame.clone()));
+            }
         }
     }
 
