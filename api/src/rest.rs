@@ -169,38 +169,41 @@ pub struct PostOutcome {
 }
 
 /// `GET /api/v1/channels/{name}/messages` response (both the `after` and the `before` form).
+/// Fields in the order the server writes them (alphabetical).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessagePage {
-    /// Oldest first.
-    pub messages: Vec<Message>,
+    /// `before` form only: whether older messages exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_more: Option<bool>,
+    /// The channel's newest event sequence on that node, when the server reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ev: Option<u64>,
     /// The channel's newest sequence number on the node that answered (0 if the server left
     /// it out, as the `before` form may).
     #[serde(default)]
     pub last_seq: u64,
-    /// The channel's newest event sequence on that node, when the server reports it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_ev: Option<u64>,
-    /// `before` form only: whether older messages exist.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub has_more: Option<bool>,
+    /// Oldest first.
+    pub messages: Vec<Message>,
 }
 
 /// `GET /api/v1/channels/{name}/threads/{root}` response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Thread {
-    pub root: Message,
+    // In the order the server writes them (alphabetical).
     pub replies: Vec<Message>,
+    pub root: Message,
 }
 
 /// `POST /api/v1/channels/{name}/read` response: the caller's read marker after the move.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadMarker {
+    // In the order the server writes them (alphabetical).
     pub channel: String,
     pub last_read: u64,
     #[serde(default)]
-    pub unread: u64,
-    #[serde(default)]
     pub mentions: u64,
+    #[serde(default)]
+    pub unread: u64,
 }
 
 /// `POST /api/v1/channels` request: a channel to create. [`NewChannel::public`] and
@@ -244,7 +247,8 @@ impl NewChannel {
 }
 
 /// `PATCH /api/v1/channels/{name}` request: only the fields that are `Some` change.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChannelPatch {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
@@ -265,7 +269,8 @@ pub struct NewUser {
 }
 
 /// `PATCH /api/v1/users/{name}` request (admins): only the fields that are `Some` change.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UserPatch {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled: Option<bool>,
@@ -278,14 +283,15 @@ pub struct UserPatch {
 /// `GET /readyz` verdict of one node (200 and 503 both carry this body).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Readyz {
-    pub ready: bool,
-    #[serde(default)]
-    pub node_id: Option<u64>,
-    #[serde(default)]
-    pub reason: Option<String>,
+    // In the order the server writes them (alphabetical).
     /// An admin drained the node (servers before draining existed leave it out: false).
     #[serde(default)]
     pub draining: bool,
+    #[serde(default)]
+    pub node_id: Option<u64>,
+    pub ready: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// `GET /api/v1/cluster` response, as seen by node `node_id`.
@@ -295,6 +301,10 @@ pub struct ClusterStatus {
     #[serde(default)]
     pub leader_id: Option<u64>,
     pub term: u64,
+    /// When the answering node's periodic member-health probe last started: the most a DNS
+    /// answer can lag behind this reply. Absent from servers before it was reported.
+    #[serde(default)]
+    pub periodic_probe_ms_ago: Option<u64>,
     pub nodes: Vec<NodeStatus>,
 }
 
@@ -327,6 +337,10 @@ pub struct NodeStatus {
     /// An admin drained the node: it is out of `/readyz` and DNS answers but still serves.
     #[serde(default)]
     pub draining: bool,
+    /// Answered the probe, ready and not draining: what DNS and client failover list. Absent
+    /// from servers before it was reported.
+    #[serde(default)]
+    pub serving: Option<bool>,
     #[serde(default)]
     pub error: Option<String>,
 }
@@ -355,14 +369,18 @@ pub struct DnsRecord {
 }
 
 // ---- request bodies and list envelopes ----
-// No `Debug` on the bodies: several carry a password.
+// No `Debug` on the bodies: several carry a password. Bodies the server reads as they are
+// refuse unknown fields, as the server always has (400 invalid_json).
 
+/// `POST /api/v1/login` body.
 #[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub username: String,
     pub password: String,
 }
 
+/// `POST /api/v1/users` body as `create_user` sends it (see [`NewUser`] for the optional fields).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct CreateUserRequest {
     pub username: String,
@@ -370,94 +388,121 @@ pub struct CreateUserRequest {
     pub role: Role,
 }
 
+/// `POST /api/v1/dns/records` body.
 #[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewDnsRecordRequest {
     pub name: String,
     #[serde(rename = "type")]
     pub rtype: String,
     pub value: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The server's default TTL when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u32>,
 }
 
+/// `GET /api/v1/dns/records` answer.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct DnsRecordsEnvelope {
     pub records: Vec<DnsRecord>,
 }
 
+/// `DELETE /api/v1/dns/records` answer: how many records went.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct RemovedEnvelope {
     pub removed: u64,
 }
 
+/// `POST /api/v1/channels` body with only a name (see [`NewChannel`] for the rest).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct CreateChannelRequest {
     pub name: String,
 }
 
+/// `POST /api/v1/channels/{name}/messages` body.
 #[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PostMessageRequest {
     pub body: String,
     pub client_msg_id: String,
     // Left out rather than sent as null: a server before the v1 additions refuses unknown
     // fields (400 invalid_json), and plain posts must keep working there.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thread_root: Option<u64>,
 }
 
+/// `PATCH /api/v1/channels/{name}/messages/{seq}` body.
 #[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EditMessageRequest {
     pub body: String,
 }
 
+/// `POST /api/v1/dms` body: the other participants.
 #[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DmRequest {
     pub users: Vec<String>,
 }
 
+/// `POST /api/v1/channels/{name}/read` body.
 #[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReadRequest {
     pub seq: u64,
 }
 
+/// `POST /api/v1/channels/{name}/members` body.
 #[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MemberRequest {
     pub username: String,
 }
 
+/// `PATCH /api/v1/me` body.
 #[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProfilePatch {
     pub display_name: String,
 }
 
+/// `POST /api/v1/me/password` body.
 #[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChangePasswordRequest {
     pub current_password: String,
     pub new_password: String,
 }
 
+/// `POST /api/v1/users/{name}/password` body (admins).
 #[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SetPasswordRequest {
     pub password: String,
 }
 
+/// `GET /api/v1/channels/{name}/pins` answer.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct PinsEnvelope {
     pub messages: Vec<Message>,
 }
 
+/// `POST /api/v1/cluster/nodes` body.
 #[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AddNodeRequest {
     pub id: u64,
     pub api_addr: String,
     pub cluster_addr: String,
 }
 
+/// `GET /api/v1/users` answer.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct UsersEnvelope {
     pub users: Vec<User>,
 }
 
+/// `GET /api/v1/channels` answer.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct ChannelsEnvelope {
     pub channels: Vec<Channel>,

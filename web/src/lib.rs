@@ -16,6 +16,7 @@ pub mod routes;
 pub mod state;
 pub mod static_files;
 pub mod validate;
+pub mod wire;
 pub mod ws;
 
 use std::sync::Arc;

@@ -251,6 +251,7 @@ mod tests {
             healthy,
             ready,
             draining: false,
+            serving: None,
             error: (!healthy).then(|| "timed out".to_owned()),
         }
     }
@@ -319,6 +320,7 @@ mod tests {
             node_id: 2,
             leader_id: Some(1),
             term: 3,
+            periodic_probe_ms_ago: None,
             nodes: vec![
                 node(1, "leader", true, true),
                 node(2, "follower", true, true),
@@ -345,6 +347,7 @@ mod tests {
             node_id: 1,
             leader_id: Some(1),
             term: 3,
+            periodic_probe_ms_ago: None,
             nodes: vec![
                 node(1, "leader", true, true),
                 node(2, "follower", true, false),
@@ -371,6 +374,7 @@ mod tests {
             node_id: 1,
             leader_id: Some(1),
             term: 3,
+            periodic_probe_ms_ago: None,
             nodes: vec![node(1, "leader", true, true), drained],
         };
         // Draining is an operator's decision, not a fault: `status` still exits 0.

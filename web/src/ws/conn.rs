@@ -273,7 +273,7 @@ impl Conn {
         let hello = encode(&ServerFrame::Hello(Hello {
             v: PROTOCOL_VERSION,
             node_id: self.s.node.id(),
-            user: frames::user(&user),
+            user: crate::wire::user(&user),
             nodes,
             heartbeat_ms: Some(self.s.hub.limits.heartbeat.as_millis() as u64),
         }));

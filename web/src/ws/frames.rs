@@ -1,22 +1,18 @@
 //! The server's side of the WebSocket frame format (`docs/protocol.md`): the frames themselves
-//! are `api::ws`'s; this module turns the cluster's read models into them, encodes a frame
-//! once for every connection that receives it, and reads client frames as leniently as this
-//! server always has.
+//! are `api::ws`'s (their payloads come from `crate::wire`); this module encodes a frame once
+//! for every connection that receives it, and reads client frames as leniently as this server
+//! always has.
 //!
 //! Lenient beyond `api::ws::ClientFrame`: `ping` may carry any JSON `id` (echoed as it came),
 //! and `auth` may leave out `v` (version 1). Strict beyond it: a presence status this server
 //! does not know is a protocol error, not `unknown`. Must never hold connection state or talk
 //! to the cluster; `ws.rs` and `hub.rs` decide what to send.
 
-use std::collections::BTreeMap;
-
-use api::rest::{Channel, ChannelKind, Message, Role, User};
 pub use api::ws::{
     Ack, ChannelEvent as EventFrame, ClientFrame, EventKind as EventBody, Hello, Nack, NodeAddr,
     PROTOCOL_VERSION, PresenceStatus, ReadMarkerUpdate, SecretToken, ServerFrame, close,
 };
 use axum::extract::ws::Utf8Bytes;
-use cluster::{ChannelSummary, ChannelView, MessageView, UserView};
 use serde::{Deserialize, Serialize};
 
 /// Encodes once; the bytes are shared by every connection that receives the frame.
@@ -77,91 +73,9 @@ pub fn pong(id: &serde_json::Value) -> Utf8Bytes {
     }
 }
 
-// ---- the cluster's read models as wire types ----
-
-fn role(r: cluster::Role) -> Role {
-    match r {
-        cluster::Role::Admin => Role::Admin,
-        cluster::Role::Member => Role::Member,
-    }
-}
-
-fn kind(k: cluster::ChannelKind) -> ChannelKind {
-    match k {
-        cluster::ChannelKind::Public => ChannelKind::Public,
-        cluster::ChannelKind::Private => ChannelKind::Private,
-        cluster::ChannelKind::Direct => ChannelKind::Direct,
-    }
-}
-
-pub fn user(v: &UserView) -> User {
-    User {
-        username: v.username.clone(),
-        display_name: v.display_name.clone(),
-        role: role(v.role),
-        disabled: v.disabled,
-    }
-}
-
-pub fn message(v: &MessageView) -> Message {
-    Message {
-        channel: v.channel.clone(),
-        seq: v.seq,
-        author: v.author.clone(),
-        body: v.body.clone(),
-        ts_ms: v.ts_ms,
-        client_msg_id: v.client_msg_id.clone(),
-        thread_root: v.thread_root,
-        reply_count: u64::from(v.reply_count),
-        edited_at_ms: v.edited_at_ms,
-        deleted: v.deleted,
-        pinned: v.pinned,
-        reactions: v
-            .reactions
-            .iter()
-            .map(|(emoji, users)| (emoji.clone(), users.iter().cloned().collect()))
-            .collect::<BTreeMap<_, _>>(),
-        mentions: v.mentions.clone(),
-        channel_mention: v.channel_mention,
-    }
-}
-
-/// A channel without the caller's own state (`member`, `last_read`, ... left out).
-pub fn channel(v: &ChannelView) -> Channel {
-    Channel {
-        name: v.name.clone(),
-        title: v.title.clone(),
-        topic: v.topic.clone(),
-        kind: kind(v.kind),
-        archived: v.archived,
-        created_by: v.created_by.clone(),
-        created_at_ms: v.created_at_ms,
-        members: v.members.iter().cloned().collect(),
-        last_seq: v.last_seq,
-        last_ev: v.last_ev,
-        member: None,
-        last_read: None,
-        unread: None,
-        mentions: None,
-    }
-}
-
-/// A channel as one user sees it in their channel list.
-pub fn channel_summary(s: &ChannelSummary) -> Channel {
-    Channel {
-        member: Some(s.member),
-        last_read: Some(s.last_read),
-        unread: Some(s.unread),
-        mentions: Some(s.mentions),
-        ..channel(&s.channel)
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
-
     use serde_json::{Value, json};
 
     use super::*;
@@ -227,69 +141,6 @@ mod tests {
         assert_eq!(
             text.as_str(),
             r#"{"type":"event","channel":"general","ev":3,"kind":"member_joined","user":"bob","by":"bob"}"#
-        );
-    }
-
-    /// The wire types encode the cluster's read models exactly as the REST API does, which
-    /// serialises the read models themselves.
-    #[test]
-    fn read_models_encode_the_same_through_the_wire_types() {
-        let m = MessageView {
-            channel: "general".into(),
-            seq: 12,
-            author: "alice".into(),
-            body: "hi @bob @here".into(),
-            ts_ms: 1_764_450_000_000,
-            client_msg_id: "web-3f2a".into(),
-            thread_root: Some(3),
-            reply_count: 2,
-            edited_at_ms: None,
-            deleted: false,
-            pinned: true,
-            reactions: BTreeMap::from([("👍".into(), BTreeSet::from(["bob".into()]))]),
-            mentions: vec!["bob".into()],
-            channel_mention: true,
-        };
-        assert_eq!(
-            serde_json::to_string(&message(&m)).unwrap(),
-            serde_json::to_string(&m).unwrap()
-        );
-        let v = ChannelView {
-            name: "ops".into(),
-            title: "Ops".into(),
-            topic: "pager".into(),
-            kind: cluster::ChannelKind::Direct,
-            archived: true,
-            created_by: "alice".into(),
-            created_at_ms: 5,
-            members: BTreeSet::from(["alice".into(), "bob".into()]),
-            last_seq: 12,
-            last_ev: 58,
-        };
-        assert_eq!(
-            serde_json::to_string(&channel(&v)).unwrap(),
-            serde_json::to_string(&v).unwrap()
-        );
-        let s = ChannelSummary {
-            channel: v,
-            member: true,
-            last_read: 10,
-            unread: 2,
-            mentions: 1,
-        };
-        assert_eq!(
-            serde_json::to_string(&channel_summary(&s)).unwrap(),
-            serde_json::to_string(&s).unwrap()
-        );
-        let u = UserView {
-            username: "bob".into(),
-            display_name: "Bob".into(),
-            role: cluster::Role::Member,
-            disabled: true,
-        };
-        assert_eq!(
-            serde_json::to_string(&user(&u)).unwrap(),
-            serde_json::to_string(&u).unwrap()
         );
     }
 }

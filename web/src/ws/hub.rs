@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::frames::{
-    self, EventBody, EventFrame, PresenceStatus, ReadMarkerUpdate, ServerFrame, close, encode,
+    EventBody, EventFrame, PresenceStatus, ReadMarkerUpdate, ServerFrame, close, encode,
 };
 use super::presence::Presence;
 
@@ -151,7 +151,7 @@ pub fn render_event(
         },
         _ => None,
     };
-    let msg = message.as_ref().map(frames::message);
+    let msg = message.as_ref().map(crate::wire::message);
     let body = match (event, msg, view.as_ref()) {
         (ChannelEvent::Message { .. }, Some(message), _) => EventBody::Message { message },
         (ChannelEvent::Edited { .. }, Some(message), _) => EventBody::Edited { message },
@@ -181,7 +181,7 @@ pub fn render_event(
             by: Some(by.clone()),
         },
         (ChannelEvent::ChannelUpdated, _, Some(info)) => EventBody::ChannelUpdated {
-            info: Some(frames::channel(info)),
+            info: Some(crate::wire::channel(info)),
         },
         _ => return None,
     };
@@ -388,7 +388,7 @@ impl Hub {
                 }
                 if let Ok(Some(view)) = reader.user_view(&username) {
                     let frame = encode(&ServerFrame::UserUpdated {
-                        user: frames::user(&view),
+                        user: crate::wire::user(&view),
                     });
                     for c in self.all_conns() {
                         c.push(Out::Frame(frame.clone()));
@@ -398,7 +398,7 @@ impl Hub {
             EventKind::UserCreated { username } => {
                 if let Ok(Some(view)) = reader.user_view(&username) {
                     let frame = encode(&ServerFrame::UserUpdated {
-                        user: frames::user(&view),
+                        user: crate::wire::user(&view),
                     });
                     for c in self.all_conns() {
                         c.push(Out::Frame(frame.clone()));
@@ -475,7 +475,7 @@ impl Hub {
             channel: view,
         };
         let frame = encode(&ServerFrame::ChannelAdded {
-            channel: frames::channel_summary(&summary),
+            channel: crate::wire::channel_summary(&summary),
         });
         for c in self.all_conns() {
             if !summary.channel.members.contains(&c.user) {
@@ -501,7 +501,7 @@ impl Hub {
             channel: view,
         };
         let frame = encode(&ServerFrame::ChannelAdded {
-            channel: frames::channel_summary(&summary),
+            channel: crate::wire::channel_summary(&summary),
         });
         for c in conns {
             c.push(Out::Frame(frame.clone()));
