@@ -6,7 +6,7 @@
 //! Lenient beyond `api::ws::ClientFrame`: `ping` may carry any JSON `id` (echoed as it came),
 //! and `auth` may leave out `v` (version 1). Strict beyond it: a presence status this server
 //! does not know is a protocol error, not `unknown`. Must never hold connection state or talk
-//! to the cluster; `ws.rs` and `hub.rs` decide what to send.
+//! to the cluster; `conn.rs` and `hub.rs` decide what to send.
 
 pub use api::ws::{
     Ack, ChannelEvent as EventFrame, ClientFrame, EventKind as EventBody, Hello, Nack, NodeAddr,
@@ -33,12 +33,19 @@ pub enum Inbound {
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Lenient {
     Auth {
+        /// Still checked when present: only its absence is tolerated.
+        #[serde(default = "version_one")]
+        v: u32,
         token: SecretToken,
     },
     Ping {
         #[serde(default)]
         id: serde_json::Value,
     },
+}
+
+fn version_one() -> u32 {
+    1
 }
 
 /// Reads one client text frame (see the module docs for what is accepted beyond the types).
@@ -51,7 +58,7 @@ pub fn read_client_frame(text: &str) -> Result<Inbound, serde_json::Error> {
         }) => Err(serde_json::Error::custom("unknown presence status")),
         Ok(frame) => Ok(Inbound::Frame(frame)),
         Err(e) => match serde_json::from_str::<Lenient>(text) {
-            Ok(Lenient::Auth { token }) => Ok(Inbound::Frame(ClientFrame::Auth { v: 1, token })),
+            Ok(Lenient::Auth { v, token }) => Ok(Inbound::Frame(ClientFrame::Auth { v, token })),
             Ok(Lenient::Ping { id }) => Ok(Inbound::Ping(id)),
             Err(_) => Err(e),
         },
@@ -109,6 +116,7 @@ mod tests {
         assert!(read_client_frame(r#"{"type":"nope"}"#).is_err());
         assert!(read_client_frame(r#"{"type":"send","channel":"x"}"#).is_err());
         assert!(read_client_frame(r#"{"type":"presence","status":"busy"}"#).is_err());
+        assert!(read_client_frame(r#"{"type":"auth","v":"x","token":"t"}"#).is_err());
     }
 
     #[test]
