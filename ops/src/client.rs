@@ -1,11 +1,13 @@
 //! [`Client`]: one typed method per endpoint of the Conclave HTTP API (docs/api.md).
 //!
 //! This module maps endpoints to paths, bodies and retry classes and decodes the answers; how a
-//! request travels (failover, backoff, timeouts) belongs to `failover`. It must never print and
+//! request travels (failover, backoff, timeouts) belongs to `request`. It must never print and
 //! never panic on anything a server sends.
 
 pub(crate) mod ca;
+mod channels;
 pub(crate) mod join;
+mod messages;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,18 +18,13 @@ use serde::de::DeserializeOwned;
 
 use crate::backoff::Backoff;
 use crate::error::ClientError;
-use crate::failover::{
-    ApiRequest, MIN_INDEX_HEADER, Reply, Retry, Timing, send_to_current, send_with_failover,
-};
+use crate::request::{ApiRequest, Reply, Retry, Timing, send_to_current, send_with_failover};
 use crate::servers::ServerRing;
 use crate::tls::TrustRoot;
-use crate::types::{
-    AddNodeRequest, ChangePasswordRequest, Channel, ChannelPatch, ChannelsEnvelope, ClusterStatus,
-    CreateChannelRequest, CreateUserRequest, DmRequest, DnsRecord, DnsRecordsEnvelope,
-    EditMessageRequest, LoginRequest, LoginResponse, MemberRequest, Message, MessagePage,
-    NewChannel, NewDnsRecordRequest, NewUser, PinsEnvelope, PostMessageRequest, PostOutcome,
-    PostedMessage, ProfilePatch, ReadMarker, ReadRequest, Readyz, RemovedEnvelope, Role,
-    SetPasswordRequest, Thread, User, UserPatch, UsersEnvelope,
+use api::rest::{
+    AddNodeRequest, ChangePasswordRequest, ClusterStatus, CreateUserRequest, DnsRecord,
+    DnsRecordsEnvelope, LoginRequest, LoginResponse, NewDnsRecordRequest, NewUser, ProfilePatch,
+    Readyz, RemovedEnvelope, Role, SetPasswordRequest, User, UserPatch, UsersEnvelope,
 };
 
 const DEFAULT_FAILOVER_DEADLINE: Duration = Duration::from_secs(10);
@@ -36,7 +33,7 @@ const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// A client for a Conclave cluster. Cheap to clone; clones share the connection pool and the
 /// notion of which server is current, but each has its own token and timeouts.
 ///
-/// See the `failover` module documentation (repeated in the crate docs) for exactly when a
+/// See the `request` module documentation (repeated in the crate docs) for exactly when a
 /// request is retried on another server.
 #[derive(Clone)]
 pub struct Client {
@@ -189,7 +186,10 @@ impl Client {
         password: &str,
     ) -> Result<LoginResponse, ClientError> {
         let mut req = ApiRequest::new(Method::POST, &["api", "v1", "login"], Retry::Always);
-        req.json_body = Some(json(&LoginRequest { username, password })?);
+        req.json_body = Some(json(&LoginRequest {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        })?);
         let login: LoginResponse = decode(&self.send(&req).await?)?;
         self.token = Some(login.token.clone());
         Ok(login)
@@ -229,8 +229,8 @@ impl Client {
         role: Role,
     ) -> Result<User, ClientError> {
         let body = CreateUserRequest {
-            username,
-            password,
+            username: username.to_owned(),
+            password: password.to_owned(),
             role,
         };
         self.write(&["api", "v1", "users"], Method::POST, Some(&body))
@@ -278,7 +278,9 @@ impl Client {
         self.write(
             &["api", "v1", "users", username, "password"],
             Method::POST,
-            Some(&SetPasswordRequest { password }),
+            Some(&SetPasswordRequest {
+                password: password.to_owned(),
+            }),
         )
         .await
         .map(drop)
@@ -290,7 +292,9 @@ impl Client {
         self.call(
             &["api", "v1", "me"],
             Method::PATCH,
-            Some(&ProfilePatch { display_name }),
+            Some(&ProfilePatch {
+                display_name: display_name.to_owned(),
+            }),
             Retry::Always,
         )
         .await
@@ -304,324 +308,12 @@ impl Client {
             &["api", "v1", "me", "password"],
             Method::POST,
             Some(&ChangePasswordRequest {
-                current_password: current,
-                new_password: new,
+                current_password: current.to_owned(),
+                new_password: new.to_owned(),
             }),
         )
         .await
         .map(drop)
-    }
-
-    // ---- channels ----
-
-    pub async fn create_channel(&self, name: &str) -> Result<Channel, ClientError> {
-        let body = CreateChannelRequest { name };
-        self.write(&["api", "v1", "channels"], Method::POST, Some(&body))
-            .await
-            .and_then(|reply| decode(&reply))
-    }
-
-    /// Joins a channel; joining twice is not an error.
-    pub async fn join_channel(&self, name: &str) -> Result<Channel, ClientError> {
-        self.write::<()>(&["api", "v1", "channels", name, "join"], Method::POST, None)
-            .await
-            .and_then(|reply| decode(&reply))
-    }
-
-    pub async fn list_channels(&self) -> Result<Vec<Channel>, ClientError> {
-        let envelope: ChannelsEnvelope = self.get(&["api", "v1", "channels"]).await?;
-        Ok(envelope.channels)
-    }
-
-    pub async fn get_channel(&self, name: &str) -> Result<Channel, ClientError> {
-        self.get(&["api", "v1", "channels", name]).await
-    }
-
-    /// Creates a channel with a kind, title and topic (the v1 form of
-    /// [`Client::create_channel`]). Not idempotent: retried only if never sent.
-    pub async fn create_channel_with(&self, channel: &NewChannel) -> Result<Channel, ClientError> {
-        self.call(
-            &["api", "v1", "channels"],
-            Method::POST,
-            Some(channel),
-            Retry::IfNotSent,
-        )
-        .await
-    }
-
-    /// Changes a channel's title, topic or archive flag (members; admins for any channel).
-    /// Retried like a read: the patch sets absolute values, so applying it twice is the same
-    /// as once.
-    pub async fn update_channel(
-        &self,
-        name: &str,
-        patch: &ChannelPatch,
-    ) -> Result<Channel, ClientError> {
-        self.call(
-            &["api", "v1", "channels", name],
-            Method::PATCH,
-            Some(patch),
-            Retry::Always,
-        )
-        .await
-    }
-
-    /// Leaves a channel.
-    pub async fn leave_channel(&self, name: &str) -> Result<Channel, ClientError> {
-        self.write::<()>(
-            &["api", "v1", "channels", name, "leave"],
-            Method::POST,
-            None,
-        )
-        .await
-        .and_then(|reply| decode(&reply))
-    }
-
-    /// Adds `username` to a private channel (its members, or admins).
-    pub async fn add_member(&self, channel: &str, username: &str) -> Result<Channel, ClientError> {
-        self.write(
-            &["api", "v1", "channels", channel, "members"],
-            Method::POST,
-            Some(&MemberRequest { username }),
-        )
-        .await
-        .and_then(|reply| decode(&reply))
-    }
-
-    /// Removes `username` from a channel (admins, or the user themself).
-    pub async fn remove_member(
-        &self,
-        channel: &str,
-        username: &str,
-    ) -> Result<Channel, ClientError> {
-        self.write::<()>(
-            &["api", "v1", "channels", channel, "members", username],
-            Method::DELETE,
-            None,
-        )
-        .await
-        .and_then(|reply| decode(&reply))
-    }
-
-    /// Opens (or finds) the direct-message channel between the caller and `users` (1 to 7
-    /// others). Retried like a read: asking again returns the same channel.
-    pub async fn open_dm(&self, users: &[&str]) -> Result<Channel, ClientError> {
-        self.call(
-            &["api", "v1", "dms"],
-            Method::POST,
-            Some(&DmRequest { users }),
-            Retry::Always,
-        )
-        .await
-    }
-
-    // ---- messages ----
-
-    /// Posts a message. Safe to retry with the same `client_msg_id` (see
-    /// [`crate::new_client_msg_id`]): a retry returns the original with `duplicate = true`.
-    pub async fn post_message(
-        &self,
-        channel: &str,
-        body: &str,
-        client_msg_id: &str,
-    ) -> Result<PostOutcome, ClientError> {
-        self.post(channel, body, client_msg_id, None).await
-    }
-
-    /// Posts a reply in the thread of message `root` (same retry rules as
-    /// [`Client::post_message`]).
-    pub async fn post_reply(
-        &self,
-        channel: &str,
-        root: u64,
-        body: &str,
-        client_msg_id: &str,
-    ) -> Result<PostOutcome, ClientError> {
-        self.post(channel, body, client_msg_id, Some(root)).await
-    }
-
-    async fn post(
-        &self,
-        channel: &str,
-        body: &str,
-        client_msg_id: &str,
-        thread_root: Option<u64>,
-    ) -> Result<PostOutcome, ClientError> {
-        let path = ["api", "v1", "channels", channel, "messages"];
-        // Always retryable: the server deduplicates by (author, client_msg_id).
-        let mut req = ApiRequest::new(Method::POST, &path, Retry::Always);
-        req.bearer = Some(self.require_token()?);
-        req.json_body = Some(json(&PostMessageRequest {
-            body,
-            client_msg_id,
-            thread_root,
-        })?);
-        let reply = self.send(&req).await?;
-        let posted: PostedMessage = decode(&reply)?;
-        Ok(PostOutcome {
-            message: posted.message,
-            // The body flag is authoritative; the status (200 = original returned, 201 =
-            // created) is the documented fallback.
-            duplicate: posted.duplicate.unwrap_or(reply.status == 200),
-            index: reply.index,
-        })
-    }
-
-    /// Lists messages with `seq > after`, at most `limit`. With `min_index`, the answering node
-    /// first waits until it has applied that index (read-your-writes across nodes).
-    pub async fn list_messages(
-        &self,
-        channel: &str,
-        after: u64,
-        limit: u32,
-        min_index: Option<u64>,
-    ) -> Result<MessagePage, ClientError> {
-        let path = ["api", "v1", "channels", channel, "messages"];
-        let mut req = ApiRequest::new(Method::GET, &path, Retry::Always);
-        req.bearer = Some(self.require_token()?);
-        req.query = vec![("after", after.to_string()), ("limit", limit.to_string())];
-        if let Some(index) = min_index {
-            req.headers.push((MIN_INDEX_HEADER, index.to_string()));
-        }
-        decode(&self.send(&req).await?)
-    }
-
-    /// The `limit` messages just below `before` (default: the newest), oldest first;
-    /// `has_more` in the page says whether older ones exist.
-    pub async fn messages_before(
-        &self,
-        channel: &str,
-        before: Option<u64>,
-        limit: u32,
-    ) -> Result<MessagePage, ClientError> {
-        let path = ["api", "v1", "channels", channel, "messages"];
-        let mut req = ApiRequest::new(Method::GET, &path, Retry::Always);
-        req.bearer = Some(self.require_token()?);
-        // Without `before` the server lists from the oldest message (the v1 `after` form), so
-        // "the newest" is asked for as "below the largest possible seq".
-        let before = before.unwrap_or(u64::MAX);
-        req.query.push(("before", before.to_string()));
-        req.query.push(("limit", limit.to_string()));
-        decode(&self.send(&req).await?)
-    }
-
-    /// A thread: its root message and every reply.
-    pub async fn thread(&self, channel: &str, root: u64) -> Result<Thread, ClientError> {
-        let root = root.to_string();
-        self.get(&["api", "v1", "channels", channel, "threads", &root])
-            .await
-    }
-
-    /// Replaces the body of one of the caller's messages. Retried like a read: setting the
-    /// same body twice has the effect of setting it once.
-    pub async fn edit_message(
-        &self,
-        channel: &str,
-        seq: u64,
-        body: &str,
-    ) -> Result<Message, ClientError> {
-        let seq = seq.to_string();
-        let path = ["api", "v1", "channels", channel, "messages", &seq];
-        self.call(
-            &path,
-            Method::PATCH,
-            Some(&EditMessageRequest { body }),
-            Retry::Always,
-        )
-        .await
-    }
-
-    /// Deletes a message (its author, or an admin) and returns the tombstone. Retried like a
-    /// read: deleting is absolute, a second delete changes nothing.
-    pub async fn delete_message(&self, channel: &str, seq: u64) -> Result<Message, ClientError> {
-        let seq = seq.to_string();
-        let path = ["api", "v1", "channels", channel, "messages", &seq];
-        self.call::<(), _>(&path, Method::DELETE, None, Retry::Always)
-            .await
-    }
-
-    /// Adds the caller's `emoji` reaction (PUT: idempotent, retried like a read).
-    pub async fn add_reaction(
-        &self,
-        channel: &str,
-        seq: u64,
-        emoji: &str,
-    ) -> Result<Message, ClientError> {
-        self.reaction(Method::PUT, channel, seq, emoji).await
-    }
-
-    /// Removes the caller's `emoji` reaction (DELETE: idempotent, retried like a read).
-    pub async fn remove_reaction(
-        &self,
-        channel: &str,
-        seq: u64,
-        emoji: &str,
-    ) -> Result<Message, ClientError> {
-        self.reaction(Method::DELETE, channel, seq, emoji).await
-    }
-
-    async fn reaction(
-        &self,
-        method: Method,
-        channel: &str,
-        seq: u64,
-        emoji: &str,
-    ) -> Result<Message, ClientError> {
-        let seq = seq.to_string();
-        // `endpoint` percent-encodes each segment, which is the URL encoding the API asks for.
-        let path = [
-            "api",
-            "v1",
-            "channels",
-            channel,
-            "messages",
-            &seq,
-            "reactions",
-            emoji,
-        ];
-        self.call::<(), _>(&path, method, None, Retry::Always).await
-    }
-
-    /// Pins a message (PUT: idempotent, retried like a read).
-    pub async fn pin(&self, channel: &str, seq: u64) -> Result<Message, ClientError> {
-        self.pin_method(Method::PUT, channel, seq).await
-    }
-
-    /// Unpins a message (DELETE: idempotent, retried like a read).
-    pub async fn unpin(&self, channel: &str, seq: u64) -> Result<Message, ClientError> {
-        self.pin_method(Method::DELETE, channel, seq).await
-    }
-
-    async fn pin_method(
-        &self,
-        method: Method,
-        channel: &str,
-        seq: u64,
-    ) -> Result<Message, ClientError> {
-        let seq = seq.to_string();
-        let path = ["api", "v1", "channels", channel, "messages", &seq, "pin"];
-        self.call::<(), _>(&path, method, None, Retry::Always).await
-    }
-
-    /// The pinned messages of a channel.
-    pub async fn pins(&self, channel: &str) -> Result<Vec<Message>, ClientError> {
-        let envelope: PinsEnvelope = self
-            .get(&["api", "v1", "channels", channel, "pins"])
-            .await?;
-        Ok(envelope.messages)
-    }
-
-    /// Moves the caller's read marker forward to `seq` (never back). Retried like a read: the
-    /// marker only moves forward, so a repeat is a no-op.
-    pub async fn mark_read(&self, channel: &str, seq: u64) -> Result<ReadMarker, ClientError> {
-        let path = ["api", "v1", "channels", channel, "read"];
-        self.call(
-            &path,
-            Method::POST,
-            Some(&ReadRequest { seq }),
-            Retry::Always,
-        )
-        .await
     }
 
     // ---- cluster ----
@@ -643,8 +335,8 @@ impl Client {
     ) -> Result<ClusterStatus, ClientError> {
         let body = AddNodeRequest {
             id,
-            api_addr,
-            cluster_addr,
+            api_addr: api_addr.to_owned(),
+            cluster_addr: cluster_addr.to_owned(),
         };
         self.write(
             &["api", "v1", "cluster", "nodes"],
@@ -704,9 +396,9 @@ impl Client {
         ttl: Option<u32>,
     ) -> Result<DnsRecord, ClientError> {
         let body = NewDnsRecordRequest {
-            name,
-            rtype,
-            value,
+            name: name.to_owned(),
+            rtype: rtype.to_owned(),
+            value: value.to_owned(),
             ttl,
         };
         self.call(

@@ -2,9 +2,10 @@
 //! bodies into it.
 //!
 //! This module only *describes* failures; it never decides whether a failure is retried (that
-//! is `failover`'s job) and never prints anything.
+//! is `request`'s job) and never prints anything.
 
-use serde::Deserialize;
+use api::error::ErrorBody;
+use api::error::code::TOO_MANY_ATTEMPTS;
 
 /// Everything that can go wrong when talking to a Conclave cluster.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,7 +93,7 @@ impl ClientError {
 
     /// True for the one server answer the API documents as "nothing was written, try again".
     pub(crate) fn is_unavailable(&self) -> bool {
-        matches!(self, ClientError::Api { status: 503, code, .. } if code == "unavailable")
+        matches!(self, ClientError::Api { status: 503, code, .. } if code == api::error::code::UNAVAILABLE)
     }
 }
 
@@ -190,23 +191,9 @@ impl WsError {
     }
 }
 
-const TOO_MANY_ATTEMPTS: &str = "too_many_attempts";
-
 /// How much of a non-JSON error body is kept in the message: enough to recognise a proxy's
 /// error page, not so much that one line of CLI output becomes a screenful of HTML.
 const MAX_RAW_BODY_CHARS: usize = 200;
-
-#[derive(Deserialize)]
-struct ErrorEnvelope {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    code: String,
-    #[serde(default)]
-    message: String,
-}
 
 /// Turns a non-2xx response into a `ClientError`: `Throttled` for a 429 `too_many_attempts`
 /// (carrying the `Retry-After` seconds), `Api` for everything else.
@@ -232,7 +219,7 @@ pub(crate) fn api_error_from_reply(
 /// `Api` error (code `http_<status>`) because the status alone is meaningful to callers, e.g.
 /// a 502 from something standing between the client and the node.
 pub(crate) fn api_error_from_body(status: u16, body: &[u8]) -> ClientError {
-    if let Ok(envelope) = serde_json::from_slice::<ErrorEnvelope>(body) {
+    if let Ok(envelope) = serde_json::from_slice::<ErrorBody>(body) {
         return ClientError::Api {
             status,
             code: envelope.error.code,

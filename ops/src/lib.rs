@@ -75,36 +75,31 @@ mod backoff;
 mod client;
 pub mod dns_query;
 mod error;
-mod failover;
 mod ids;
+mod request;
 mod servers;
 mod tls;
-mod types;
-mod ws_conn;
-mod ws_frames;
-mod ws_session;
-mod ws_state;
-mod ws_task;
+mod ws;
 
+pub use api::ca::{CaFingerprint, CertSummary, IntermediateSummary, SignedCert};
+pub use api::join::JoinTokenCreated;
+pub use api::rest::{
+    Channel, ChannelKind, ChannelPatch, ClusterStatus, DnsRecord, LoginResponse, Message,
+    MessagePage, NewChannel, NewUser, NodeStatus, PostOutcome, ReadMarker, Readyz, Role, Thread,
+    User, UserPatch,
+};
+pub use api::ws::{
+    Ack, ChannelEvent, ClientFrame, EventKind, Hello, Nack, NodeAddr, PROTOCOL_VERSION,
+    PresenceStatus, ReadMarkerUpdate, SecretToken, ServerFrame,
+};
 pub use client::Client;
-pub use client::ca::{CaFingerprint, CertSummary, IntermediateSummary, RootFormat, SignedCert};
-pub use client::join::JoinTokenCreated;
+pub use client::ca::RootFormat;
 pub use error::{ClientError, CloseInfo, WsError};
 pub use ids::new_client_msg_id;
 pub use tls::{
     TrustRoot, VerifiedCertificate, fingerprint_sha256, root_fingerprint, verify_server_certificate,
 };
-pub use types::{
-    Channel, ChannelKind, ChannelPatch, ClusterStatus, DnsRecord, LoginResponse, Message,
-    MessagePage, NewChannel, NewUser, NodeStatus, PostOutcome, ReadMarker, Readyz, Role, Thread,
-    User, UserPatch,
-};
-pub use ws_conn::{WsConn, WsConnectOptions, WsMessage, ws_url};
-pub use ws_frames::{
-    Ack, ChannelEvent, ClientFrame, EventKind, Hello, Nack, NodeAddr, PROTOCOL_VERSION,
-    PresenceStatus, ReadMarkerUpdate, SecretToken, ServerFrame,
-};
-pub use ws_session::{
-    ChatSession, ConnState, ConnectedNode, SendHandle, SessionBuilder, SessionEvent,
-};
-pub use ws_state::ReconnectBackoff;
+pub use ws::builder::SessionBuilder;
+pub use ws::conn::{WsConn, WsConnectOptions, WsMessage, ws_url};
+pub use ws::session::{ChatSession, ConnState, ConnectedNode, SendHandle, SessionEvent};
+pub use ws::state::ReconnectBackoff;

@@ -115,6 +115,7 @@ impl VerifiedCertificate {
 /// for the name `host` (an IP address or DNS name: what the caller dialled), then closes it.
 /// A certificate problem is [`ClientError::CertificateNotTrusted`]; no answer within
 /// `timeout` or a refused connection is [`ClientError::Unreachable`].
+// Long on purpose: one TLS handshake and the checks on what it yields read best in order.
 pub async fn verify_server_certificate(
     addr: std::net::SocketAddr,
     host: &str,
@@ -204,12 +205,7 @@ pub async fn verify_server_certificate(
 /// fingerprint` and `openssl x509 -fingerprint -sha256` print it (`AB:CD:...`).
 pub fn fingerprint_sha256(cert_der: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, cert_der);
-    digest
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    api::fingerprint::to_colons(digest.as_ref())
 }
 
 /// The fingerprint of the first certificate in `bytes` (PEM or DER); `None` when it holds

@@ -1,5 +1,6 @@
 //! The seam between the HTTP layer and the certificate authority: the `CaApi` trait the `node`
-//! crate's `CaService` implements, the shapes it returns, and its error type.
+//! crate's `CaService` implements, and its error type. The shapes it returns are the wire
+//! types of `api::ca`.
 //!
 //! Why a trait: `web` sits below `node` and must not depend on it (nor on rcgen); the router
 //! receives an `Option<Arc<dyn CaApi>>` through `ApiConfig::ca`. Owns the HTTP status and code
@@ -8,71 +9,8 @@
 
 use std::sync::Arc;
 
+use api::ca::{CaFingerprint, CertSummary, IntermediateSummary, NodeCertIssued, SignedCert};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
-
-/// What the public fingerprint endpoint shows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CaFingerprint {
-    /// SHA-256 of the root certificate's DER, upper-case hex pairs separated by `:`.
-    pub fingerprint: String,
-    pub workspace: String,
-    /// Whether the root key is still held (sealed) by the cluster.
-    pub root_key_online: bool,
-    /// The issuing CA in use: hex serial and expiry (Unix seconds).
-    pub intermediate_serial: String,
-    pub intermediate_not_after: i64,
-}
-
-/// A certificate just signed from a CSR.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignedCert {
-    pub serial: String,
-    /// Unix seconds.
-    pub not_after: i64,
-    pub cert_pem: String,
-    /// The leaf followed by the issuing CA (what a server presents).
-    pub chain_pem: String,
-}
-
-/// A node certificate just issued (`POST /api/v1/ca/node-certs`): everything a node needs to
-/// serve TLS and to verify its peers, except its key, which never left it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeCertIssued {
-    pub serial: String,
-    /// Unix seconds.
-    pub not_after: i64,
-    /// The node's certificate followed by the issuing CA.
-    pub chain_pem: String,
-    /// The cluster root (the trust anchor for peers and clients).
-    pub root_pem: String,
-    /// Every current CRL (issuing CA and root), concatenated PEM.
-    pub crl_pem: String,
-}
-
-/// One issued certificate as `ca list` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CertSummary {
-    pub serial: String,
-    /// `service` or `node N`.
-    pub holder: String,
-    pub dns_names: Vec<String>,
-    pub ips: Vec<String>,
-    pub not_before: i64,
-    pub not_after: i64,
-    pub issuer_serial: String,
-    /// `Some(reason)` once revoked (RFC 5280 reason name in snake case).
-    pub revoked: Option<String>,
-    pub revoked_at: Option<i64>,
-}
-
-/// The new issuing CA after a renewal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IntermediateSummary {
-    pub serial: String,
-    pub not_after: i64,
-    pub cert_pem: String,
-}
 
 /// Errors of CA operations, each with one HTTP status and code (see docs/api.md).
 #[derive(Debug, Clone, thiserror::Error)]

@@ -4,12 +4,12 @@
 //! Owns the mapping from cluster-layer errors to codes documented in `docs/api.md`. Must never
 //! leak internals a client cannot act on beyond a one-line message.
 
+use api::error::ErrorBody;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cluster::transport::rpc::MembershipError;
 use cluster::{ApplyError, ClusterError};
-use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -61,7 +61,7 @@ pub enum ApiError {
     /// A DNS name the cluster answers itself; nothing may be added there.
     #[error("{0}")]
     ReservedName(String),
-    /// A join token was refused (its own codes, see `routes_join`).
+    /// A join token was refused (its own codes, see `routes::join`).
     #[error("{0}")]
     JoinToken(cluster::command::JoinTokenRefusal),
     /// A certificate-authority operation failed (its own codes, see `ca_api`).
@@ -99,7 +99,7 @@ impl ApiError {
             ApiError::MessageNotFound(_) => (StatusCode::NOT_FOUND, "message_not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::ReservedName(_) => (StatusCode::BAD_REQUEST, "reserved_name"),
-            ApiError::JoinToken(r) => crate::routes_join::refusal_status(r),
+            ApiError::JoinToken(r) => crate::routes::join::refusal_status(r),
             ApiError::Ca(e) => e.status_and_code(),
         }
     }
@@ -111,7 +111,7 @@ impl IntoResponse for ApiError {
         if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(code, error = %self, "request failed");
         }
-        let body = Json(json!({"error": {"code": code, "message": self.to_string()}}));
+        let body = Json(ErrorBody::new(code, self.to_string()));
         if let ApiError::TooManyAttempts(ms) = self {
             let secs = ms.div_ceil(1000).max(1).to_string();
             return (status, [(axum::http::header::RETRY_AFTER, secs)], body).into_response();

@@ -2,7 +2,8 @@
 //! read-your-writes header.
 //!
 //! Owns `JsonBody<T>` (400 invalid_json / 413 / 415 instead of axum's plain-text rejections)
-//! and `MinIndex` (`X-Conclave-Min-Index`, waited on before a read is served).
+//! and `MinIndex` (`X-Conclave-Min-Index`, waited on before a read is served). Must never
+//! answer a malformed request with anything but the API's error body.
 
 use std::time::Duration;
 

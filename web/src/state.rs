@@ -1,4 +1,8 @@
-//! Shared state of the HTTP API handlers.
+//! Shared state of the HTTP API handlers: the node, the API configuration (limits, the CA and
+//! join seams) and the WebSocket hub.
+//!
+//! Must never hold per-request or per-connection state; everything here is shared by every
+//! handler and cloned cheaply (`Arc`s).
 
 use std::sync::Arc;
 
@@ -15,7 +19,7 @@ pub struct ApiConfig {
     pub max_request_bytes: usize,
     /// Browser origins allowed besides the cluster's own (e.g. a reverse proxy's name).
     pub allowed_origins: Vec<String>,
-    pub ws: crate::hub::WsLimits,
+    pub ws: crate::ws::hub::WsLimits,
     /// The certificate authority (`/api/v1/ca/...`); `None` on a node without one, whose CA
     /// routes then answer 503 `ca_unavailable`.
     pub ca: Option<crate::ca_api::SharedCa>,
@@ -33,7 +37,7 @@ impl Default for ApiConfig {
             session_ttl_ms: 7 * 24 * 3600 * 1000,
             max_request_bytes: 64 * 1024,
             allowed_origins: Vec::new(),
-            ws: crate::hub::WsLimits::default(),
+            ws: crate::ws::hub::WsLimits::default(),
             ca: None,
             join: None,
             workspace: None,
@@ -45,7 +49,7 @@ impl Default for ApiConfig {
 pub struct AppState {
     pub node: Arc<ClusterNode>,
     pub config: Arc<ApiConfig>,
-    pub hub: Arc<crate::hub::Hub>,
+    pub hub: Arc<crate::ws::hub::Hub>,
 }
 
 /// How long a handler may wait to catch up with the leader before answering "not found".

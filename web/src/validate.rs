@@ -1,4 +1,4 @@
-//! Input rules for names, passwords, message bodies and idempotency keys (documented in
+//! Input rules for names, addresses, passwords, message bodies and idempotency keys (documented in
 //! `docs/api.md`, "Limits"). Pure functions; must never touch state.
 
 use crate::error::ApiError;
@@ -18,6 +18,20 @@ fn simple_name(kind: &str, s: &str, max: usize, extra: &[char]) -> Result<(), Ap
         let allowed: String = extra.iter().collect();
         return Err(ApiError::InvalidRequest(format!(
             "{kind} must be 1 to {max} characters of a-z, 0-9 and '{allowed}', starting with a letter or digit"
+        )));
+    }
+    Ok(())
+}
+
+/// A member's advertised address (`api_addr`, `cluster_addr`, `https_addr`): `host:port` with
+/// a non-empty host and a port from 1 to 65535. `what` names the field in the message.
+pub fn host_port(what: &str, a: &str) -> Result<(), ApiError> {
+    let ok = a
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
+    if !ok {
+        return Err(ApiError::InvalidRequest(format!(
+            "{what} must be host:port, got '{a}'"
         )));
     }
     Ok(())

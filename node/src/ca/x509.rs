@@ -101,12 +101,7 @@ pub fn plus(now: i64, d: Duration) -> i64 {
 /// `openssl x509 -fingerprint -sha256`). This is what operators compare and join tokens embed.
 pub fn fingerprint_sha256(cert_der: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, cert_der);
-    digest
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    api::fingerprint::to_colons(digest.as_ref())
 }
 
 /// Encode DER as PEM with the given label (64-column base64, LF line ends).

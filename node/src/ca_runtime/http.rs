@@ -9,9 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use web::ca_api::{
-    CaApi, CaApiError, CaFingerprint, CertSummary, IntermediateSummary, NodeCertIssued, SignedCert,
-};
+use api::ca::{CaFingerprint, CertSummary, IntermediateSummary, NodeCertIssued, SignedCert};
+use web::ca_api::{CaApi, CaApiError};
 
 use super::{CaService, CaServiceError};
 use crate::ca::{self, CaError, CaState, Holder, IssuedCert, RevokeReason};

@@ -24,10 +24,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use api::fingerprint::{colons as fingerprint_colons, to_hex as fingerprint_hex};
+use api::join::{JoinComplete, JoinGrant, JoinRequest, JoinToken};
 use tokio_util::sync::CancellationToken;
-use web::join_api::{
-    JoinComplete, JoinGrant, JoinRequest, JoinToken, fingerprint_colons, fingerprint_hex,
-};
 
 use crate::ca::{self, Kek};
 use crate::config::Config;

@@ -341,7 +341,7 @@ pub async fn provision(
         .to_owned();
     let (dns, ips) = requested_names(config);
     let (key_pem, csr_pem) = new_key_and_csr(&dns, &ips)?;
-    let issued: web::ca_api::NodeCertIssued = call(
+    let issued: api::ca::NodeCertIssued = call(
         http.post(format!("{seed}/api/v1/ca/node-certs"))
             .bearer_auth(&token)
             .json(&serde_json::json!({"node_id": config.node_id, "csr_pem": csr_pem})),

@@ -1,5 +1,5 @@
-//! The certificate-authority endpoints of [`Client`] (`/api/v1/ca/...`, docs/api.md) and their
-//! response types.
+//! The certificate-authority endpoints of [`Client`] (`/api/v1/ca/...`, docs/api.md); the
+//! bodies are `api::ca`'s.
 //!
 //! Public downloads (root, CRL, fingerprint) are sent without a token and always retried. Of the
 //! admin writes, `revoke` is idempotent (revoking twice keeps the first entry) and retried;
@@ -7,55 +7,15 @@
 //! `export-root-key` hands out the only copy of the root key: a caller must have somewhere to
 //! put it before calling. Must never log or print a key.
 
+use api::ca::{
+    CaFingerprint, CertSummary, CertsEnvelope, IntermediateSummary, RenewRequest, RevokeRequest,
+    RootKeyEnvelope, SignRequest, SignedCert,
+};
 use reqwest::Method;
-use serde::{Deserialize, Serialize};
 
 use super::{Client, decode};
 use crate::error::ClientError;
-use crate::failover::{ApiRequest, Retry};
-
-/// `GET /api/v1/ca/fingerprint`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CaFingerprint {
-    /// SHA-256 of the root certificate, `AB:CD:...`.
-    pub fingerprint: String,
-    pub workspace: String,
-    pub root_key_online: bool,
-    pub intermediate_serial: String,
-    pub intermediate_not_after: i64,
-}
-
-/// A certificate signed from a CSR.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignedCert {
-    pub serial: String,
-    pub not_after: i64,
-    pub cert_pem: String,
-    /// Leaf followed by the issuing CA.
-    pub chain_pem: String,
-}
-
-/// One issued certificate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CertSummary {
-    pub serial: String,
-    pub holder: String,
-    pub dns_names: Vec<String>,
-    pub ips: Vec<String>,
-    pub not_before: i64,
-    pub not_after: i64,
-    pub issuer_serial: String,
-    pub revoked: Option<String>,
-    pub revoked_at: Option<i64>,
-}
-
-/// The issuing CA after a renewal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IntermediateSummary {
-    pub serial: String,
-    pub not_after: i64,
-    pub cert_pem: String,
-}
+use crate::request::{ApiRequest, Retry};
 
 /// The root certificate's download formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,34 +43,6 @@ impl RootFormat {
             RootFormat::Mobileconfig => "ca.mobileconfig",
         }
     }
-}
-
-#[derive(Serialize)]
-struct SignRequest<'a> {
-    csr_pem: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    days: Option<u32>,
-}
-
-#[derive(Serialize)]
-struct RevokeRequest<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct RenewRequest<'a> {
-    root_key_pem: &'a str,
-}
-
-#[derive(Deserialize)]
-struct CertsEnvelope {
-    certs: Vec<CertSummary>,
-}
-
-#[derive(Deserialize)]
-struct RootKeyEnvelope {
-    root_key_pem: String,
 }
 
 impl Client {
@@ -172,7 +104,10 @@ impl Client {
             .write(
                 &["api", "v1", "ca", "sign"],
                 Method::POST,
-                Some(&SignRequest { csr_pem, days }),
+                Some(&SignRequest {
+                    csr_pem: csr_pem.to_owned(),
+                    days,
+                }),
             )
             .await?;
         decode(&reply)
@@ -193,7 +128,9 @@ impl Client {
         self.call(
             &["api", "v1", "ca", "certs", serial, "revoke"],
             Method::POST,
-            Some(&RevokeRequest { reason }),
+            Some(&RevokeRequest {
+                reason: reason.map(str::to_owned),
+            }),
             Retry::Always,
         )
         .await
@@ -217,7 +154,9 @@ impl Client {
             .write(
                 &["api", "v1", "ca", "renew-intermediate"],
                 Method::POST,
-                Some(&RenewRequest { root_key_pem }),
+                Some(&RenewRequest {
+                    root_key_pem: root_key_pem.to_owned(),
+                }),
             )
             .await?;
         decode(&reply)

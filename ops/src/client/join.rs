@@ -4,38 +4,11 @@
 //! a second, unused token, which simply expires), so it is retried only if never sent. The
 //! answer carries the token's secret: callers show it once and must never log it.
 
+use api::join::{CreateJoinToken, JoinTokenCreated};
 use reqwest::Method;
-use serde::{Deserialize, Serialize};
 
 use super::{Client, decode};
 use crate::error::ClientError;
-
-/// A new join token. `Debug` hides the token text (it holds the secret).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JoinTokenCreated {
-    /// `conclave-join:<root fingerprint hex>:<id>:<secret>`.
-    pub token: String,
-    pub id: String,
-    /// Unix milliseconds.
-    pub expires_ms: u64,
-    /// The root fingerprint the token embeds, `AB:CD:...`.
-    pub fingerprint: String,
-}
-
-impl std::fmt::Debug for JoinTokenCreated {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JoinTokenCreated")
-            .field("id", &self.id)
-            .field("expires_ms", &self.expires_ms)
-            .field("fingerprint", &self.fingerprint)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Serialize)]
-struct CreateRequest {
-    ttl_secs: u64,
-}
 
 impl Client {
     /// Creates a single-use join token valid for `ttl_secs` (admin).
@@ -44,7 +17,9 @@ impl Client {
             .write(
                 &["api", "v1", "cluster", "join-tokens"],
                 Method::POST,
-                Some(&CreateRequest { ttl_secs }),
+                Some(&CreateJoinToken {
+                    ttl_secs: Some(ttl_secs),
+                }),
             )
             .await?;
         decode(&reply)

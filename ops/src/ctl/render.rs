@@ -251,6 +251,7 @@ mod tests {
             healthy,
             ready,
             draining: false,
+            serving: None,
             error: (!healthy).then(|| "timed out".to_owned()),
         }
     }
@@ -283,6 +284,7 @@ mod tests {
             pinned: false,
             reactions: Default::default(),
             mentions: Vec::new(),
+            channel_mention: false,
         };
         assert_eq!(message_line(&m), "#42 [01:02:03] alice: hello\\u{1b}[2J");
     }
@@ -303,6 +305,7 @@ mod tests {
             pinned: false,
             reactions: Default::default(),
             mentions: Vec::new(),
+            channel_mention: false,
         };
         assert_eq!(chat_line(&m), "[#general] 13:05 alice: hi\n    there");
         m.thread_root = Some(1);
@@ -317,6 +320,7 @@ mod tests {
             node_id: 2,
             leader_id: Some(1),
             term: 3,
+            periodic_probe_ms_ago: None,
             nodes: vec![
                 node(1, "leader", true, true),
                 node(2, "follower", true, true),
@@ -343,6 +347,7 @@ mod tests {
             node_id: 1,
             leader_id: Some(1),
             term: 3,
+            periodic_probe_ms_ago: None,
             nodes: vec![
                 node(1, "leader", true, true),
                 node(2, "follower", true, false),
@@ -369,6 +374,7 @@ mod tests {
             node_id: 1,
             leader_id: Some(1),
             term: 3,
+            periodic_probe_ms_ago: None,
             nodes: vec![node(1, "leader", true, true), drained],
         };
         // Draining is an operator's decision, not a fault: `status` still exits 0.

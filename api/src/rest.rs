@@ -1,7 +1,10 @@
 //! The request and response shapes of the HTTP API (docs/api.md), as plain serde structs.
 //!
-//! Response types never use `deny_unknown_fields`: a newer server may add fields and an older
-//! client must keep working. This module holds data only; it must never perform I/O.
+//! Response types encode to exactly what the server sends and decode what clients have always
+//! accepted: they never use `deny_unknown_fields` (a newer server may add fields and an older
+//! client must keep working), and fields added with the v1 additions default when absent.
+//! Request bodies are written the way `ops` sends them; how strictly the server reads them is
+//! the server's business (`web`). This module holds data only; it must never perform I/O.
 
 use std::collections::BTreeMap;
 
@@ -148,6 +151,9 @@ pub struct Message {
     /// Usernames this message mentions.
     #[serde(default, deserialize_with = "null_as_default")]
     pub mentions: Vec<String>,
+    /// The body mentions `@channel`, `@here` or `@all` (docs/protocol.md).
+    #[serde(default)]
+    pub channel_mention: bool,
 }
 
 /// The result of posting a message.
@@ -163,38 +169,41 @@ pub struct PostOutcome {
 }
 
 /// `GET /api/v1/channels/{name}/messages` response (both the `after` and the `before` form).
+/// Fields in the order the server writes them (alphabetical).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessagePage {
-    /// Oldest first.
-    pub messages: Vec<Message>,
+    /// `before` form only: whether older messages exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_more: Option<bool>,
+    /// The channel's newest event sequence on that node, when the server reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ev: Option<u64>,
     /// The channel's newest sequence number on the node that answered (0 if the server left
     /// it out, as the `before` form may).
     #[serde(default)]
     pub last_seq: u64,
-    /// The channel's newest event sequence on that node, when the server reports it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_ev: Option<u64>,
-    /// `before` form only: whether older messages exist.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub has_more: Option<bool>,
+    /// Oldest first.
+    pub messages: Vec<Message>,
 }
 
 /// `GET /api/v1/channels/{name}/threads/{root}` response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Thread {
-    pub root: Message,
+    // In the order the server writes them (alphabetical).
     pub replies: Vec<Message>,
+    pub root: Message,
 }
 
 /// `POST /api/v1/channels/{name}/read` response: the caller's read marker after the move.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadMarker {
+    // In the order the server writes them (alphabetical).
     pub channel: String,
     pub last_read: u64,
     #[serde(default)]
-    pub unread: u64,
-    #[serde(default)]
     pub mentions: u64,
+    #[serde(default)]
+    pub unread: u64,
 }
 
 /// `POST /api/v1/channels` request: a channel to create. [`NewChannel::public`] and
@@ -238,7 +247,8 @@ impl NewChannel {
 }
 
 /// `PATCH /api/v1/channels/{name}` request: only the fields that are `Some` change.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChannelPatch {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
@@ -259,7 +269,8 @@ pub struct NewUser {
 }
 
 /// `PATCH /api/v1/users/{name}` request (admins): only the fields that are `Some` change.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UserPatch {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled: Option<bool>,
@@ -272,14 +283,15 @@ pub struct UserPatch {
 /// `GET /readyz` verdict of one node (200 and 503 both carry this body).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Readyz {
-    pub ready: bool,
-    #[serde(default)]
-    pub node_id: Option<u64>,
-    #[serde(default)]
-    pub reason: Option<String>,
+    // In the order the server writes them (alphabetical).
     /// An admin drained the node (servers before draining existed leave it out: false).
     #[serde(default)]
     pub draining: bool,
+    #[serde(default)]
+    pub node_id: Option<u64>,
+    pub ready: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// `GET /api/v1/cluster` response, as seen by node `node_id`.
@@ -289,6 +301,10 @@ pub struct ClusterStatus {
     #[serde(default)]
     pub leader_id: Option<u64>,
     pub term: u64,
+    /// When the answering node's periodic member-health probe last started: the most a DNS
+    /// answer can lag behind this reply. Absent from servers before it was reported.
+    #[serde(default)]
+    pub periodic_probe_ms_ago: Option<u64>,
     pub nodes: Vec<NodeStatus>,
 }
 
@@ -321,6 +337,10 @@ pub struct NodeStatus {
     /// An admin drained the node: it is out of `/readyz` and DNS answers but still serves.
     #[serde(default)]
     pub draining: bool,
+    /// Answered the probe, ready and not draining: what DNS and client failover list. Absent
+    /// from servers before it was reported.
+    #[serde(default)]
+    pub serving: Option<bool>,
     #[serde(default)]
     pub error: Option<String>,
 }
@@ -348,117 +368,149 @@ pub struct DnsRecord {
     pub value: String,
 }
 
-// ---- request bodies and list envelopes: wire details the public API does not expose ----
+// ---- request bodies and list envelopes ----
+// No `Debug` on the bodies: several carry a password. Bodies the server reads as they are
+// refuse unknown fields, as the server always has (400 invalid_json).
 
-#[derive(Serialize)]
-pub(crate) struct LoginRequest<'a> {
-    pub username: &'a str,
-    pub password: &'a str,
+/// `POST /api/v1/login` body.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
 }
 
-#[derive(Serialize)]
-pub(crate) struct CreateUserRequest<'a> {
-    pub username: &'a str,
-    pub password: &'a str,
+/// `POST /api/v1/users` body as `create_user` sends it (see [`NewUser`] for the optional fields).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CreateUserRequest {
+    pub username: String,
+    pub password: String,
     pub role: Role,
 }
 
-#[derive(Serialize)]
-pub(crate) struct NewDnsRecordRequest<'a> {
-    pub name: &'a str,
+/// `POST /api/v1/dns/records` body.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDnsRecordRequest {
+    pub name: String,
     #[serde(rename = "type")]
-    pub rtype: &'a str,
-    pub value: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtype: String,
+    pub value: String,
+    /// The server's default TTL when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u32>,
 }
 
-#[derive(Deserialize)]
-pub(crate) struct DnsRecordsEnvelope {
+/// `GET /api/v1/dns/records` answer.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct DnsRecordsEnvelope {
     pub records: Vec<DnsRecord>,
 }
 
-#[derive(Deserialize)]
-pub(crate) struct RemovedEnvelope {
+/// `DELETE /api/v1/dns/records` answer: how many records went.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct RemovedEnvelope {
     pub removed: u64,
 }
 
-#[derive(Serialize)]
-pub(crate) struct CreateChannelRequest<'a> {
-    pub name: &'a str,
+/// `POST /api/v1/channels` body with only a name (see [`NewChannel`] for the rest).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CreateChannelRequest {
+    pub name: String,
 }
 
-#[derive(Serialize)]
-pub(crate) struct PostMessageRequest<'a> {
-    pub body: &'a str,
-    pub client_msg_id: &'a str,
+/// `POST /api/v1/channels/{name}/messages` body.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostMessageRequest {
+    pub body: String,
+    pub client_msg_id: String,
     // Left out rather than sent as null: a server before the v1 additions refuses unknown
     // fields (400 invalid_json), and plain posts must keep working there.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thread_root: Option<u64>,
 }
 
-#[derive(Serialize)]
-pub(crate) struct EditMessageRequest<'a> {
-    pub body: &'a str,
+/// `PATCH /api/v1/channels/{name}/messages/{seq}` body.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EditMessageRequest {
+    pub body: String,
 }
 
-#[derive(Serialize)]
-pub(crate) struct DmRequest<'a> {
-    pub users: &'a [&'a str],
+/// `POST /api/v1/dms` body: the other participants.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DmRequest {
+    pub users: Vec<String>,
 }
 
-#[derive(Serialize)]
-pub(crate) struct ReadRequest {
+/// `POST /api/v1/channels/{name}/read` body.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadRequest {
     pub seq: u64,
 }
 
-#[derive(Serialize)]
-pub(crate) struct MemberRequest<'a> {
-    pub username: &'a str,
+/// `POST /api/v1/channels/{name}/members` body.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberRequest {
+    pub username: String,
 }
 
-#[derive(Serialize)]
-pub(crate) struct ProfilePatch<'a> {
-    pub display_name: &'a str,
+/// `PATCH /api/v1/me` body.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfilePatch {
+    pub display_name: String,
 }
 
-#[derive(Serialize)]
-pub(crate) struct ChangePasswordRequest<'a> {
-    pub current_password: &'a str,
-    pub new_password: &'a str,
+/// `POST /api/v1/me/password` body.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    pub current_password: String,
+    pub new_password: String,
 }
 
-#[derive(Serialize)]
-pub(crate) struct SetPasswordRequest<'a> {
-    pub password: &'a str,
+/// `POST /api/v1/users/{name}/password` body (admins).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetPasswordRequest {
+    pub password: String,
 }
 
-#[derive(Deserialize)]
-pub(crate) struct PinsEnvelope {
+/// `GET /api/v1/channels/{name}/pins` answer.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PinsEnvelope {
     pub messages: Vec<Message>,
 }
 
-#[derive(Serialize)]
-pub(crate) struct AddNodeRequest<'a> {
+/// `POST /api/v1/cluster/nodes` body.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddNodeRequest {
     pub id: u64,
-    pub api_addr: &'a str,
-    pub cluster_addr: &'a str,
+    pub api_addr: String,
+    pub cluster_addr: String,
 }
 
-#[derive(Deserialize)]
-pub(crate) struct UsersEnvelope {
+/// `GET /api/v1/users` answer.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct UsersEnvelope {
     pub users: Vec<User>,
 }
 
-#[derive(Deserialize)]
-pub(crate) struct ChannelsEnvelope {
+/// `GET /api/v1/channels` answer.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ChannelsEnvelope {
     pub channels: Vec<Channel>,
 }
 
 /// The message object plus the `duplicate` flag the post endpoint adds to it.
-#[derive(Deserialize)]
-pub(crate) struct PostedMessage {
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PostedMessage {
     #[serde(flatten)]
     pub message: Message,
     #[serde(default)]

@@ -9,22 +9,17 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cluster::{Applied, Command, MessageView};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Deserialize;
 
+use super::channels::{require_member, require_reader};
 use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::extract::{INDEX_HEADER, JsonBody, MinIndex};
-use crate::routes_channels::{require_member, require_reader};
 use crate::state::AppState;
 use crate::validate;
-
-#[derive(Serialize)]
-struct Posted<'a> {
-    #[serde(flatten)]
-    message: &'a MessageView,
-    duplicate: bool,
-}
+use crate::wire;
+use api::rest::{EditMessageRequest, PostMessageRequest};
+use api::rest::{MessagePage, PinsEnvelope, PostedMessage, Thread};
 
 async fn write_message(s: &AppState, cmd: Command) -> Result<(MessageView, bool, u64), ApiError> {
     let (applied, index) = s.write_applied(cmd).await?;
@@ -50,16 +45,11 @@ async fn write_message(s: &AppState, cmd: Command) -> Result<(MessageView, bool,
 }
 
 fn message_response(index: u64, view: &MessageView) -> Response {
-    ([(INDEX_HEADER, index.to_string())], Json(view)).into_response()
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PostMessage {
-    body: String,
-    client_msg_id: String,
-    #[serde(default)]
-    thread_root: Option<u64>,
+    (
+        [(INDEX_HEADER, index.to_string())],
+        Json(wire::message(view)),
+    )
+        .into_response()
 }
 
 pub async fn post(
@@ -67,7 +57,7 @@ pub async fn post(
     Path(channel): Path<String>,
     _min: MinIndex,
     auth: Auth,
-    JsonBody(req): JsonBody<PostMessage>,
+    JsonBody(req): JsonBody<PostMessageRequest>,
 ) -> Result<Response, ApiError> {
     validate::message_body(&req.body)?;
     validate::client_msg_id(&req.client_msg_id)?;
@@ -93,9 +83,9 @@ pub async fn post(
     Ok((
         status,
         [(INDEX_HEADER, index.to_string())],
-        Json(Posted {
-            message: &view,
-            duplicate,
+        Json(PostedMessage {
+            message: wire::message(&view),
+            duplicate: Some(duplicate),
         }),
     )
         .into_response())
@@ -137,17 +127,23 @@ pub async fn list(
         Some(before) => {
             let (messages, has_more) =
                 reader.message_views_before(&channel, Some(before), limit as usize)?;
-            Ok(Json(json!({
-                "messages": messages, "last_seq": last_seq, "last_ev": last_ev, "has_more": has_more
-            })))
+            wire::as_value(&MessagePage {
+                has_more: Some(has_more),
+                last_ev: Some(last_ev),
+                last_seq,
+                messages: messages.iter().map(wire::message).collect(),
+            })
         }
         None => {
             // `after` defaults to 0: oldest first from the start, as version 1 did.
             let messages =
                 reader.message_views_after(&channel, q.after.unwrap_or(0), limit as usize)?;
-            Ok(Json(json!({
-                "messages": messages, "last_seq": last_seq, "last_ev": last_ev
-            })))
+            wire::as_value(&MessagePage {
+                has_more: None,
+                last_ev: Some(last_ev),
+                last_seq,
+                messages: messages.iter().map(wire::message).collect(),
+            })
         }
     }
 }
@@ -164,7 +160,10 @@ pub async fn thread(
         .message_view(&channel, root)?
         .ok_or_else(|| ApiError::MessageNotFound(format!("message {root} does not exist")))?;
     let replies = reader.thread(&channel, root)?;
-    Ok(Json(json!({ "root": root_view, "replies": replies })))
+    wire::as_value(&Thread {
+        replies: replies.iter().map(wire::message).collect(),
+        root: wire::message(&root_view),
+    })
 }
 
 pub async fn pins(
@@ -175,20 +174,16 @@ pub async fn pins(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_reader(&s, &channel, &auth.user.username).await?;
     let messages = s.node.reader().pins(&channel)?;
-    Ok(Json(json!({ "messages": messages })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EditMessage {
-    body: String,
+    wire::as_value(&PinsEnvelope {
+        messages: messages.iter().map(wire::message).collect(),
+    })
 }
 
 pub async fn edit(
     State(s): State<AppState>,
     Path((channel, seq)): Path<(String, u64)>,
     auth: Auth,
-    JsonBody(req): JsonBody<EditMessage>,
+    JsonBody(req): JsonBody<EditMessageRequest>,
 ) -> Result<Response, ApiError> {
     validate::message_body(&req.body)?;
     let (view, _, index) = write_message(

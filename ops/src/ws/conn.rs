@@ -5,7 +5,7 @@
 //! exactly how the server closes.
 //!
 //! This module never retries, reconnects or interprets frames beyond decoding them; that is
-//! `ws_session`'s job. It must never print and never put the token in a URL.
+//! `ws::session`'s job. It must never print and never put the token in a URL.
 
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use tokio_tungstenite::{WebSocketStream, tungstenite};
 use crate::error::{CloseInfo, WsError, api_error_from_body};
 use crate::servers::{display_server, endpoint, normalize_server};
 use crate::tls::{TrustRoot, certificate_problem, server_name};
-use crate::ws_frames::{ClientFrame, Hello, ServerFrame};
+use api::ws::{ClientFrame, Hello, ServerFrame};
 
 /// A raw WebSocket message (text, binary, ping, pong, close), for tests that need to send
 /// what the typed frames cannot express.

@@ -4,7 +4,7 @@
 //! caller's side reads (`Shared`).
 //!
 //! The rules themselves (cursors, pending queue, backoff, rate limit, node order) live in
-//! `ws_state`; this module applies them to a socket. It must never print, never panic on what
+//! `ws::state`; this module applies them to a socket. It must never print, never panic on what
 //! a server sends, and never put the token anywhere but the `auth` frame.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -17,20 +17,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{CloseInfo, WsError};
-use crate::servers::{display_server, endpoint, normalize_server};
-use crate::types::User;
-use crate::ws_conn::{
-    WsConnectOptions, WsMessage, WsStream, close_frame, close_info, close_info_from_error,
-    describe, host_port, open, ws_url,
-};
-use crate::ws_frames::{
-    Ack, ChannelEvent, ClientFrame, EventKind, Hello, Nack, NodeAddr, PresenceStatus, ServerFrame,
-    event_header,
-};
-use crate::ws_session::{ConnState, ConnectedNode, SessionEvent};
-use crate::ws_state::{
-    Accept, PendingSend, PendingSends, ReconnectBackoff, Subscriptions, TokenBucket, failover_order,
-};
+use crate::ws::conn::{WsMessage, WsStream, close_frame, close_info, describe, host_port};
+use crate::ws::session::{ConnState, ConnectedNode, SessionEvent};
+use crate::ws::state::{PendingSend, PendingSends, ReconnectBackoff, Subscriptions, TokenBucket};
+use api::rest::User;
+use api::ws::{Ack, ClientFrame, Hello, NodeAddr, PresenceStatus};
 
 /// How long a closing session waits for the server's answering close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -116,25 +107,25 @@ pub(crate) struct Links {
 
 /// A node to try: its base URL (`http://host:port`, as `servers` normalizes it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Candidate {
-    base: String,
+pub(super) struct Candidate {
+    pub(super) base: String,
 }
 
 /// An authenticated connection.
-struct Live {
-    stream: WsStream,
-    hello: Hello,
-    base: String,
-    url: String,
+pub(super) struct Live {
+    pub(super) stream: WsStream,
+    pub(super) hello: Hello,
+    pub(super) base: String,
+    pub(super) url: String,
 }
 
-enum Established {
+pub(super) enum Established {
     Live(Box<Live>),
     AuthLost(CloseInfo),
     Stop,
 }
 
-enum TryFailure {
+pub(super) enum TryFailure {
     AuthLost(CloseInfo),
     Failed(String),
 }
@@ -152,23 +143,23 @@ enum Outcome {
 
 /// The background task that owns the connection.
 pub(crate) struct Task {
-    cfg: Config,
-    commands: mpsc::UnboundedReceiver<Command>,
-    events: mpsc::UnboundedSender<SessionEvent>,
-    shared: Arc<Mutex<Shared>>,
-    state: Arc<watch::Sender<ConnState>>,
-    cancel: CancellationToken,
-    subs: Subscriptions,
-    pending: PendingSends<Responder>,
-    presence: Option<PresenceStatus>,
+    pub(super) cfg: Config,
+    pub(super) commands: mpsc::UnboundedReceiver<Command>,
+    pub(super) events: mpsc::UnboundedSender<SessionEvent>,
+    pub(super) shared: Arc<Mutex<Shared>>,
+    pub(super) state: Arc<watch::Sender<ConnState>>,
+    pub(super) cancel: CancellationToken,
+    pub(super) subs: Subscriptions,
+    pub(super) pending: PendingSends<Responder>,
+    pub(super) presence: Option<PresenceStatus>,
     /// Read markers asked for while disconnected (highest per channel).
-    unsent_reads: BTreeMap<String, u64>,
+    pub(super) unsent_reads: BTreeMap<String, u64>,
     /// Members from the last `hello`.
-    known_nodes: Vec<NodeAddr>,
+    pub(super) known_nodes: Vec<NodeAddr>,
     /// Base URL of the node whose connection ended last.
-    last_node: Option<String>,
+    pub(super) last_node: Option<String>,
     /// Failed rounds and short-lived connections since the last stable connection.
-    failures: u32,
+    pub(super) failures: u32,
 }
 
 impl Task {
@@ -233,187 +224,8 @@ impl Task {
         self.finish(end);
     }
 
-    /// Connects and authenticates somewhere, waiting between rounds.
-    async fn establish(&mut self, mut after_failure: bool) -> Established {
-        let cancel = self.cancel.clone();
-        loop {
-            if after_failure {
-                let attempt = self.failures;
-                self.failures = self.failures.saturating_add(1);
-                let delay = self.cfg.backoff.delay(attempt, rand::random::<f64>());
-                let _ = self.state.send(ConnState::Reconnecting {
-                    attempt: attempt + 1,
-                });
-                let last_error = lock(&self.shared).last_error.clone().unwrap_or_default();
-                self.emit(SessionEvent::Reconnecting {
-                    attempt: attempt + 1,
-                    delay,
-                    last_error,
-                });
-                if !self.wait_offline(delay).await {
-                    return Established::Stop;
-                }
-            }
-            after_failure = true;
-            for candidate in self.candidates() {
-                let result = tokio::select! {
-                    () = cancel.cancelled() => return Established::Stop,
-                    result = self.try_node(&candidate) => result,
-                };
-                match result {
-                    Ok(live) => return Established::Live(Box::new(live)),
-                    Err(TryFailure::AuthLost(info)) => return Established::AuthLost(info),
-                    Err(TryFailure::Failed(error)) => {
-                        let mut shared = lock(&self.shared);
-                        if !shared.tried.contains(&candidate.base) {
-                            shared.tried.push(candidate.base.clone());
-                        }
-                        shared.last_error = Some(format!("{}: {error}", candidate.base));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Sleeps `delay` while still taking commands (sends made while disconnected are queued
-    /// in order). False if the session is to stop.
-    async fn wait_offline(&mut self, delay: Duration) -> bool {
-        let until = Instant::now() + delay;
-        loop {
-            tokio::select! {
-                () = self.cancel.cancelled() => return false,
-                () = tokio::time::sleep_until(until) => return true,
-                cmd = self.commands.recv() => match cmd {
-                    None => return false,
-                    Some(cmd) => self.handle_command(cmd, None),
-                },
-            }
-        }
-    }
-
-    /// The nodes to try, in order: the members from `hello` (by id) and the configured
-    /// servers, the one that failed last at the end.
-    fn candidates(&self) -> Vec<Candidate> {
-        let mut nodes = self.known_nodes.clone();
-        nodes.sort_by_key(|n| n.id);
-        let mut list: Vec<Candidate> = Vec::new();
-        let secure = self.cfg.secure;
-        let bases = nodes
-            .iter()
-            .filter_map(|n| match (&n.https_addr, secure) {
-                (Some(https), _) => Some(format!("https://{https}")),
-                (None, false) => Some(n.api_addr.clone()),
-                (None, true) => None,
-            })
-            .filter_map(|addr| normalize_server(&addr).ok())
-            .map(|u| display_server(&u))
-            .chain(self.cfg.seeds.iter().cloned());
-        for base in bases {
-            if !list.iter().any(|c| c.base == base) {
-                list.push(Candidate { base });
-            }
-        }
-        let failed = self
-            .last_node
-            .as_ref()
-            .and_then(|last| list.iter().position(|c| &c.base == last));
-        failover_order(&list, failed)
-    }
-
-    /// Probe, upgrade, `auth`, `hello` on one node.
-    async fn try_node(&self, candidate: &Candidate) -> Result<Live, TryFailure> {
-        let base =
-            normalize_server(&candidate.base).map_err(|e| TryFailure::Failed(e.to_string()))?;
-        let readyz = endpoint(&base, &["readyz"]);
-        match self
-            .cfg
-            .http
-            .get(readyz)
-            .timeout(self.cfg.probe_timeout)
-            .send()
-            .await
-        {
-            Ok(r) if r.status().as_u16() == 200 => {}
-            Ok(r) => {
-                return Err(TryFailure::Failed(format!(
-                    "not ready (GET /readyz: HTTP {})",
-                    r.status().as_u16()
-                )));
-            }
-            Err(e) => {
-                if let Some(reason) = crate::tls::certificate_problem(&e) {
-                    return Err(TryFailure::Failed(format!(
-                        "certificate not trusted: {reason}"
-                    )));
-                }
-                let mut root: &dyn std::error::Error = &e;
-                while let Some(source) = root.source() {
-                    root = source;
-                }
-                return Err(TryFailure::Failed(format!("GET /readyz failed: {root}")));
-            }
-        }
-
-        let url = ws_url(&candidate.base).map_err(|e| TryFailure::Failed(e.to_string()))?;
-        let opts = WsConnectOptions {
-            connect_timeout: self.cfg.connect_timeout,
-            tls: self.cfg.tls.clone(),
-            ..WsConnectOptions::default()
-        };
-        let mut stream = open(&url, &opts)
-            .await
-            .map_err(|e| TryFailure::Failed(e.to_string()))?;
-        let auth = ClientFrame::auth(self.cfg.token.as_str()).to_json();
-        stream
-            .send(WsMessage::text(auth))
-            .await
-            .map_err(|e| TryFailure::Failed(format!("sending auth: {}", describe(&e))))?;
-
-        let deadline = Instant::now() + self.cfg.auth_timeout;
-        loop {
-            let next = match tokio::time::timeout_at(deadline, stream.next()).await {
-                Err(_) => {
-                    return Err(TryFailure::Failed(format!(
-                        "no hello within {} ms",
-                        self.cfg.auth_timeout.as_millis()
-                    )));
-                }
-                Ok(next) => next,
-            };
-            let info = match next {
-                Some(Ok(WsMessage::Text(text))) => match ServerFrame::decode(&text) {
-                    Ok(ServerFrame::Hello(hello)) => {
-                        return Ok(Live {
-                            stream,
-                            hello,
-                            base: candidate.base.clone(),
-                            url,
-                        });
-                    }
-                    _ => {
-                        return Err(TryFailure::Failed(format!(
-                            "expected hello, got: {}",
-                            text.chars().take(200).collect::<String>()
-                        )));
-                    }
-                },
-                Some(Ok(WsMessage::Close(frame))) => close_info(frame.as_ref()),
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => close_info_from_error(&e),
-                None => CloseInfo {
-                    code: None,
-                    reason: "connection ended before hello".to_owned(),
-                },
-            };
-            return Err(if info.is_auth_loss() {
-                TryFailure::AuthLost(info)
-            } else {
-                TryFailure::Failed(info.to_string())
-            });
-        }
-    }
-
     /// Runs one authenticated connection until it ends.
+    // Long on purpose: one select! loop over socket, commands, timers and cancellation.
     async fn serve(&mut self, live: Live) -> Outcome {
         let Live {
             mut stream,
@@ -551,7 +363,11 @@ impl Task {
         outcome
     }
 
-    fn handle_command(&mut self, cmd: Command, outbox: Option<&mut VecDeque<ClientFrame>>) {
+    pub(super) fn handle_command(
+        &mut self,
+        cmd: Command,
+        outbox: Option<&mut VecDeque<ClientFrame>>,
+    ) {
         match cmd {
             Command::Send(send) => {
                 let frame = send.frame();
@@ -602,165 +418,28 @@ impl Task {
         }
     }
 
-    fn remember_read(&mut self, channel: String, seq: u64) {
+    pub(super) fn remember_read(&mut self, channel: String, seq: u64) {
         let entry = self.unsent_reads.entry(channel).or_insert(seq);
         *entry = (*entry).max(seq);
     }
 
-    fn handle_text(&mut self, text: &str) {
-        let frame = match ServerFrame::decode(text) {
-            Ok(frame) => frame,
-            Err(e) => {
-                self.emit(SessionEvent::Malformed {
-                    text: text.to_owned(),
-                    error: e.to_string(),
-                });
-                // Keep the cursor moving, or every resume would replay this frame again.
-                if let Some((channel, ev)) = event_header(text) {
-                    self.apply_event(ChannelEvent {
-                        channel,
-                        ev,
-                        kind: EventKind::Unknown,
-                    });
-                }
-                return;
-            }
-        };
-        match frame {
-            ServerFrame::Hello(hello) => {
-                // Only expected once per connection; a later one can only refresh the list.
-                if !hello.nodes.is_empty() {
-                    self.known_nodes = hello.nodes.clone();
-                    lock(&self.shared).nodes = hello.nodes;
-                }
-            }
-            ServerFrame::Subscribed { channel, ev } => {
-                self.subs.subscribed(&channel, ev);
-                self.sync_cursors();
-                {
-                    let mut shared = lock(&self.shared);
-                    if !shared.subscribed.contains(&channel) {
-                        shared.subscribed.push(channel.clone());
-                    }
-                }
-                self.emit(SessionEvent::Subscribed { channel, ev });
-            }
-            ServerFrame::Unsubscribed { channel } => {
-                self.subs.unwant(&channel);
-                lock(&self.shared).subscribed.retain(|c| c != &channel);
-                self.emit(SessionEvent::Unsubscribed { channel });
-            }
-            ServerFrame::Event(event) => self.apply_event(event),
-            ServerFrame::Ack(ack) => {
-                if let Some(send) = self.pending.remove(&ack.client_msg_id) {
-                    self.forget_pending(&ack.client_msg_id);
-                    let _ = send.responder.send(Ok(ack.clone()));
-                    self.emit(SessionEvent::Acked(ack));
-                }
-            }
-            ServerFrame::Nack(nack) => self.handle_nack(nack),
-            ServerFrame::Typing { channel, user } => {
-                self.emit(SessionEvent::Typing { channel, user });
-            }
-            ServerFrame::Presence { user, status } => {
-                self.emit(SessionEvent::Presence { user, status });
-            }
-            ServerFrame::ReadMarker(marker) => self.emit(SessionEvent::ReadMarker(marker)),
-            ServerFrame::ChannelAdded { channel } => {
-                self.emit(SessionEvent::ChannelAdded(channel));
-            }
-            ServerFrame::ChannelRemoved { channel } => {
-                self.emit(SessionEvent::ChannelRemoved { channel });
-            }
-            ServerFrame::Mention { channel, seq, by } => {
-                self.emit(SessionEvent::Mention { channel, seq, by });
-            }
-            ServerFrame::UserUpdated { user } => self.emit(SessionEvent::UserUpdated(user)),
-            ServerFrame::Error {
-                code,
-                message,
-                channel,
-            } => {
-                // A refused subscription is not retried on every reconnect. Only one that is
-                // still awaiting `subscribed`: the same codes for e.g. a `read` frame must not
-                // cancel a working subscription.
-                if let Some(ch) = &channel
-                    && matches!(code.as_str(), "forbidden" | "channel_not_found")
-                    && self.subs.is_awaiting_confirmation(ch)
-                {
-                    self.subs.unwant(ch);
-                }
-                self.emit(SessionEvent::ServerError {
-                    code,
-                    message,
-                    channel,
-                });
-            }
-            ServerFrame::Pong { id } => self.emit(SessionEvent::Pong { id }),
-            ServerFrame::Unknown => self.emit(SessionEvent::UnknownFrame {
-                text: text.to_owned(),
-            }),
-        }
-    }
-
-    fn handle_nack(&mut self, nack: Nack) {
-        if nack.code == "unavailable" {
-            // The outcome is unknown: the protocol says re-send with the same id.
-            let backoff = self.cfg.backoff;
-            self.pending
-                .retry_later(&nack.client_msg_id, Instant::now().into_std(), |n| {
-                    backoff.delay(n, rand::random::<f64>())
-                });
-            return;
-        }
-        if let Some(send) = self.pending.remove(&nack.client_msg_id) {
-            self.forget_pending(&nack.client_msg_id);
-            let _ = send.responder.send(Err(WsError::Nacked {
-                code: nack.code.clone(),
-                message: nack.message.clone(),
-            }));
-            self.emit(SessionEvent::Nacked(nack));
-        }
-    }
-
-    fn apply_event(&mut self, event: ChannelEvent) {
-        match self.subs.accept(&event.channel, event.ev) {
-            Accept::Duplicate => {
-                lock(&self.shared).duplicates_dropped += 1;
-            }
-            Accept::Gap { expected } => {
-                self.sync_cursor(&event.channel, event.ev);
-                self.emit(SessionEvent::Gap {
-                    channel: event.channel.clone(),
-                    expected,
-                    got: event.ev,
-                });
-                self.emit(SessionEvent::Event(event));
-            }
-            Accept::New => {
-                self.sync_cursor(&event.channel, event.ev);
-                self.emit(SessionEvent::Event(event));
-            }
-        }
-    }
-
-    fn sync_cursor(&self, channel: &str, ev: u64) {
+    pub(super) fn sync_cursor(&self, channel: &str, ev: u64) {
         lock(&self.shared).cursors.insert(channel.to_owned(), ev);
     }
 
-    fn sync_cursors(&self) {
+    pub(super) fn sync_cursors(&self) {
         lock(&self.shared).cursors = self.subs.cursors();
     }
 
-    fn forget_pending(&self, client_msg_id: &str) {
+    pub(super) fn forget_pending(&self, client_msg_id: &str) {
         lock(&self.shared).pending.retain(|id| id != client_msg_id);
     }
 
-    fn set_last_error(&self, error: String) {
+    pub(super) fn set_last_error(&self, error: String) {
         lock(&self.shared).last_error = Some(error);
     }
 
-    fn emit(&self, event: SessionEvent) {
+    pub(super) fn emit(&self, event: SessionEvent) {
         // The receiver is gone only when the session was dropped; the task is being
         // cancelled then.
         let _ = self.events.send(event);

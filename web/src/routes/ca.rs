@@ -6,6 +6,9 @@
 //! `renew-intermediate`, `init`. Owns the HTTP shapes and content types; the work is done by the
 //! `CaApi` implementation the node passes in. Must never log a CSR, a certificate body or a key.
 
+use api::ca::{
+    CertsEnvelope, NodeCertRequest, RenewRequest, RevokeRequest, RootKeyEnvelope, SignRequest,
+};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
@@ -13,8 +16,6 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
-use serde_json::json;
 
 use crate::auth::Auth;
 use crate::ca_api::{CaApiError, SharedCa};
@@ -103,14 +104,6 @@ pub async fn init(State(s): State<AppState>, auth: Auth) -> Result<Response, Api
     Ok((axum::http::StatusCode::CREATED, Json(fp)).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignRequest {
-    csr_pem: String,
-    #[serde(default)]
-    days: Option<u32>,
-}
-
 pub async fn sign(
     State(s): State<AppState>,
     auth: Auth,
@@ -120,13 +113,6 @@ pub async fn sign(
     let signed = ca(&s)?.sign_csr(req.csr_pem, req.days).await?;
     tracing::info!(serial = %signed.serial, not_after = signed.not_after, by = %auth.user.username, "certificate issued from a CSR");
     Ok((axum::http::StatusCode::CREATED, Json(signed)).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NodeCertRequest {
-    node_id: u64,
-    csr_pem: String,
 }
 
 /// Issues a node certificate (`conclave provision`): admin only, since the certificate admits
@@ -150,14 +136,7 @@ pub async fn node_cert(
 pub async fn list(State(s): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
     auth.require_admin()?;
     let certs = ca(&s)?.list().await?;
-    Ok(Json(json!({ "certs": certs })).into_response())
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RevokeRequest {
-    #[serde(default)]
-    reason: Option<String>,
+    Ok(Json(CertsEnvelope { certs }).into_response())
 }
 
 /// The body is optional (`{}` or nothing at all revokes with reason "unspecified").
@@ -184,15 +163,9 @@ pub async fn export_root_key(State(s): State<AppState>, auth: Auth) -> Result<Re
     tracing::warn!(by = %auth.user.username, "root CA key exported and removed from the cluster");
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
-        Json(json!({ "root_key_pem": pem })),
+        Json(RootKeyEnvelope { root_key_pem: pem }),
     )
         .into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RenewRequest {
-    root_key_pem: String,
 }
 
 pub async fn renew_intermediate(

@@ -1,31 +1,21 @@
-//! Log in, log out, who am I.
+//! Log in and log out (`/api/v1/login`, `/api/v1/logout`).
+//!
+//! Owns the login throttle's HTTP side (429 with `Retry-After`). Must never say whether a
+//! username exists: a wrong name and a wrong password get the same answer.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use cluster::{Applied, Command, Role};
-use serde::{Deserialize, Serialize};
+use cluster::{Applied, Command};
 
 use crate::auth::{self, Auth};
 use crate::error::ApiError;
 use crate::extract::{INDEX_HEADER, JsonBody};
 use crate::state::AppState;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoginRequest {
-    username: String,
-    password: String,
-}
-
-#[derive(Serialize)]
-pub struct LoginResponse {
-    token: String,
-    username: String,
-    role: Role,
-    expires_at_ms: u64,
-}
+use crate::wire;
+use api::rest::LoginRequest;
+use api::rest::LoginResponse;
 
 pub async fn login(
     State(s): State<AppState>,
@@ -62,7 +52,7 @@ pub async fn login(
     let body = LoginResponse {
         token: auth::make_token(&secret, index),
         username: user.username,
-        role: user.role,
+        role: wire::role(user.role),
         expires_at_ms: session.expires_at_ms,
     };
     Ok(([(INDEX_HEADER, index.to_string())], Json(body)).into_response())

@@ -9,19 +9,17 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use cluster::{ChannelEvent, ChannelKind, ClusterNode, Event, EventKind, StateReader};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::ws_frames::{EventBody, PresenceStatus, ServerFrame, close};
-
-/// How often a node tells its peers who is connected to it, and how long that stays valid.
-const PRESENCE_EVERY: Duration = Duration::from_secs(5);
-const PRESENCE_TTL: Duration = Duration::from_secs(15);
+use super::frames::{
+    EventBody, EventFrame, PresenceStatus, ReadMarkerUpdate, ServerFrame, close, encode,
+};
+use super::presence::Presence;
 
 /// Per-connection limits (documented in `docs/protocol.md`).
 #[derive(Debug, Clone)]
@@ -105,47 +103,23 @@ impl ConnHandle {
 }
 
 #[derive(Default)]
-struct Registry {
+pub(super) struct Registry {
     next_id: u64,
-    conns: HashMap<u64, Arc<ConnHandle>>,
-    by_channel: HashMap<String, HashSet<u64>>,
+    pub(super) conns: HashMap<u64, Arc<ConnHandle>>,
+    pub(super) by_channel: HashMap<String, HashSet<u64>>,
     by_user: HashMap<String, HashSet<u64>>,
-    status: HashMap<u64, PresenceStatus>,
-}
-
-#[derive(Default)]
-struct Presence {
-    /// Other nodes' connected users, with when that report expires.
-    remote: HashMap<u64, (HashMap<String, PresenceStatus>, Instant)>,
-    /// The cluster-wide view last announced to local connections.
-    merged: HashMap<String, PresenceStatus>,
-    /// This node's users as last told to the peers.
-    announced: HashMap<String, PresenceStatus>,
-}
-
-/// Ephemeral notices between nodes (JSON, so later versions may add fields).
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Notice {
-    Presence {
-        node: u64,
-        users: HashMap<String, PresenceStatus>,
-    },
-    Typing {
-        channel: String,
-        user: String,
-    },
+    pub(super) status: HashMap<u64, PresenceStatus>,
 }
 
 pub struct Hub {
     pub node: Arc<ClusterNode>,
     pub limits: WsLimits,
     pub cancel: CancellationToken,
-    reg: Mutex<Registry>,
-    presence: Mutex<Presence>,
+    pub(super) reg: Mutex<Registry>,
+    pub(super) presence: Mutex<Presence>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave these maps inconsistent beyond one entry;
     // keep serving rather than cascade the panic into every connection.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -177,7 +151,8 @@ pub fn render_event(
         },
         _ => None,
     };
-    let body = match (event, message.as_ref(), view.as_ref()) {
+    let msg = message.as_ref().map(crate::wire::message);
+    let body = match (event, msg, view.as_ref()) {
         (ChannelEvent::Message { .. }, Some(message), _) => EventBody::Message { message },
         (ChannelEvent::Edited { .. }, Some(message), _) => EventBody::Edited { message },
         (ChannelEvent::Deleted { .. }, Some(message), _) => EventBody::Deleted { message },
@@ -189,19 +164,32 @@ pub fn render_event(
             _,
         ) => EventBody::Reaction {
             message,
-            user,
-            emoji,
+            user: user.clone(),
+            emoji: emoji.clone(),
             added: *added,
         },
-        (ChannelEvent::Pinned { user, .. }, Some(message), _) => {
-            EventBody::Pinned { message, user }
-        }
-        (ChannelEvent::MemberJoined { user, by }, _, _) => EventBody::MemberJoined { user, by },
-        (ChannelEvent::MemberLeft { user, by }, _, _) => EventBody::MemberLeft { user, by },
-        (ChannelEvent::ChannelUpdated, _, Some(info)) => EventBody::ChannelUpdated { info },
+        (ChannelEvent::Pinned { user, .. }, Some(message), _) => EventBody::Pinned {
+            message,
+            user: user.clone(),
+        },
+        (ChannelEvent::MemberJoined { user, by }, _, _) => EventBody::MemberJoined {
+            user: user.clone(),
+            by: Some(by.clone()),
+        },
+        (ChannelEvent::MemberLeft { user, by }, _, _) => EventBody::MemberLeft {
+            user: user.clone(),
+            by: Some(by.clone()),
+        },
+        (ChannelEvent::ChannelUpdated, _, Some(info)) => EventBody::ChannelUpdated {
+            info: Some(crate::wire::channel(info)),
+        },
         _ => return None,
     };
-    Some(ServerFrame::Event { channel, ev, body }.encode())
+    Some(encode(&ServerFrame::Event(EventFrame {
+        channel: channel.to_owned(),
+        ev,
+        kind: body,
+    })))
 }
 
 impl Hub {
@@ -297,7 +285,7 @@ impl Hub {
 
     /// The live connections among `ids` (an entry of one of the registry's indexes), except
     /// `except`; collected under the lock, pushed to after it is released.
-    fn conns_in(
+    pub(super) fn conns_in(
         &self,
         ids: impl FnOnce(&Registry) -> Option<&HashSet<u64>>,
         except: Option<u64>,
@@ -321,7 +309,7 @@ impl Hub {
         self.conns_in(|r| r.by_user.get(user), None)
     }
 
-    fn all_conns(&self) -> Vec<Arc<ConnHandle>> {
+    pub(super) fn all_conns(&self) -> Vec<Arc<ConnHandle>> {
         lock(&self.reg).conns.values().cloned().collect()
     }
 
@@ -354,35 +342,7 @@ impl Hub {
         let reader = self.node.reader();
         match event.kind {
             EventKind::Channel { channel, ev, event } => {
-                if let Some(frame) = render_event(reader, &channel, ev, &event) {
-                    let name: Arc<str> = Arc::from(channel.as_str());
-                    for c in self.channel_conns(&channel) {
-                        c.push(Out::Channel {
-                            channel: name.clone(),
-                            ev,
-                            frame: frame.clone(),
-                        });
-                    }
-                }
-                match event {
-                    ChannelEvent::MemberJoined { user, .. } => {
-                        self.send_channel_added(reader, &channel, &user);
-                    }
-                    ChannelEvent::MemberLeft { user, .. } => {
-                        let frame = ServerFrame::ChannelRemoved { channel: &channel }.encode();
-                        let private =
-                            !matches!(reader.channel_kind(&channel), Ok(Some(ChannelKind::Public)));
-                        for c in self.user_conns(&user) {
-                            if private {
-                                c.push(Out::Revoked {
-                                    channel: channel.clone(),
-                                });
-                            }
-                            c.push(Out::Frame(frame.clone()));
-                        }
-                    }
-                    _ => {}
-                }
+                self.dispatch_channel_event(reader, &channel, ev, event);
             }
             EventKind::ChannelAdded {
                 channel, public, ..
@@ -390,33 +350,17 @@ impl Hub {
                 // Members get theirs through their MemberJoined events; a public channel is
                 // announced to everyone else too.
                 if public {
-                    let Ok(Some(view)) = reader.channel_view(&channel) else {
-                        return;
-                    };
-                    let summary = cluster::ChannelSummary {
-                        member: false,
-                        last_read: 0,
-                        unread: 0,
-                        mentions: 0,
-                        channel: view,
-                    };
-                    let frame = ServerFrame::ChannelAdded { channel: &summary }.encode();
-                    for c in self.all_conns() {
-                        if !summary.channel.members.contains(&c.user) {
-                            c.push(Out::Frame(frame.clone()));
-                        }
-                    }
+                    self.announce_public_channel(reader, &channel);
                 }
             }
             EventKind::ReadMarker { user, channel, seq } => {
                 let rs = reader.read_state(&user, &channel).ok();
-                let frame = ServerFrame::ReadMarker {
-                    channel: &channel,
+                let frame = encode(&ServerFrame::ReadMarker(ReadMarkerUpdate {
+                    channel: channel.clone(),
                     seq,
                     unread: rs.map(|r| r.unread).unwrap_or(0),
                     mentions: rs.map(|r| r.mentions).unwrap_or(0),
-                }
-                .encode();
+                }));
                 for c in self.user_conns(&user) {
                     c.push(Out::Frame(frame.clone()));
                 }
@@ -427,12 +371,11 @@ impl Hub {
                 seq,
                 by,
             } => {
-                let frame = ServerFrame::Mention {
-                    channel: &channel,
+                let frame = encode(&ServerFrame::Mention {
+                    channel: channel.clone(),
                     seq,
-                    by: &by,
-                }
-                .encode();
+                    by,
+                });
                 for c in self.user_conns(&user) {
                     c.push(Out::Frame(frame.clone()));
                 }
@@ -444,7 +387,9 @@ impl Hub {
                     }
                 }
                 if let Ok(Some(view)) = reader.user_view(&username) {
-                    let frame = ServerFrame::UserUpdated { user: &view }.encode();
+                    let frame = encode(&ServerFrame::UserUpdated {
+                        user: crate::wire::user(&view),
+                    });
                     for c in self.all_conns() {
                         c.push(Out::Frame(frame.clone()));
                     }
@@ -452,7 +397,9 @@ impl Hub {
             }
             EventKind::UserCreated { username } => {
                 if let Ok(Some(view)) = reader.user_view(&username) {
-                    let frame = ServerFrame::UserUpdated { user: &view }.encode();
+                    let frame = encode(&ServerFrame::UserUpdated {
+                        user: crate::wire::user(&view),
+                    });
                     for c in self.all_conns() {
                         c.push(Out::Frame(frame.clone()));
                     }
@@ -472,6 +419,71 @@ impl Hub {
         }
     }
 
+    /// A numbered channel event: to the channel's followers (each connection filters by its
+    /// cursor), and for membership changes the member's own channel list.
+    fn dispatch_channel_event(
+        &self,
+        reader: &StateReader,
+        channel: &str,
+        ev: u64,
+        event: ChannelEvent,
+    ) {
+        if let Some(frame) = render_event(reader, channel, ev, &event) {
+            let name: Arc<str> = Arc::from(channel);
+            for c in self.channel_conns(channel) {
+                c.push(Out::Channel {
+                    channel: name.clone(),
+                    ev,
+                    frame: frame.clone(),
+                });
+            }
+        }
+        match event {
+            ChannelEvent::MemberJoined { user, .. } => {
+                self.send_channel_added(reader, channel, &user);
+            }
+            ChannelEvent::MemberLeft { user, .. } => {
+                let frame = encode(&ServerFrame::ChannelRemoved {
+                    channel: channel.to_owned(),
+                });
+                let private =
+                    !matches!(reader.channel_kind(channel), Ok(Some(ChannelKind::Public)));
+                for c in self.user_conns(&user) {
+                    if private {
+                        c.push(Out::Revoked {
+                            channel: channel.to_owned(),
+                        });
+                    }
+                    c.push(Out::Frame(frame.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A new public channel, to everyone who is not a member (members hear of it through
+    /// their own `member_joined`).
+    fn announce_public_channel(&self, reader: &StateReader, channel: &str) {
+        let Ok(Some(view)) = reader.channel_view(channel) else {
+            return;
+        };
+        let summary = cluster::ChannelSummary {
+            member: false,
+            last_read: 0,
+            unread: 0,
+            mentions: 0,
+            channel: view,
+        };
+        let frame = encode(&ServerFrame::ChannelAdded {
+            channel: crate::wire::channel_summary(&summary),
+        });
+        for c in self.all_conns() {
+            if !summary.channel.members.contains(&c.user) {
+                c.push(Out::Frame(frame.clone()));
+            }
+        }
+    }
+
     fn send_channel_added(&self, reader: &StateReader, channel: &str, user: &str) {
         let conns = self.user_conns(user);
         if conns.is_empty() {
@@ -488,178 +500,11 @@ impl Hub {
             mentions: rs.map(|r| r.mentions).unwrap_or(0),
             channel: view,
         };
-        let frame = ServerFrame::ChannelAdded { channel: &summary }.encode();
+        let frame = encode(&ServerFrame::ChannelAdded {
+            channel: crate::wire::channel_summary(&summary),
+        });
         for c in conns {
             c.push(Out::Frame(frame.clone()));
-        }
-    }
-
-    // ---- typing and presence (ephemeral, never in the Raft log) ----
-
-    /// `user` is typing in `channel`: tell local followers of the channel and every peer.
-    pub fn typing(&self, from: u64, channel: &str, user: &str) {
-        self.typing_local(Some(from), channel, user);
-        let notice = Notice::Typing {
-            channel: channel.to_string(),
-            user: user.to_string(),
-        };
-        if let Ok(body) = serde_json::to_vec(&notice) {
-            self.node.send_ephemeral(body.into());
-        }
-    }
-
-    fn typing_local(&self, except: Option<u64>, channel: &str, user: &str) {
-        let frame = ServerFrame::Typing { channel, user }.encode();
-        for c in self.conns_in(|r| r.by_channel.get(channel), except) {
-            c.push(Out::Frame(frame.clone()));
-        }
-    }
-
-    pub fn set_status(&self, id: u64, status: PresenceStatus) {
-        let changed = {
-            let mut reg = lock(&self.reg);
-            match reg.status.get_mut(&id) {
-                Some(s) if *s != status => {
-                    *s = status;
-                    true
-                }
-                _ => false,
-            }
-        };
-        if changed {
-            self.local_presence_changed();
-        }
-    }
-
-    fn local_users(&self) -> HashMap<String, PresenceStatus> {
-        let reg = lock(&self.reg);
-        let mut out: HashMap<String, PresenceStatus> = HashMap::new();
-        for (id, status) in &reg.status {
-            if let Some(c) = reg.conns.get(id) {
-                let e = out.entry(c.user.clone()).or_insert(*status);
-                *e = (*e).max(*status);
-            }
-        }
-        out
-    }
-
-    /// Tells peers only when this node's set of users actually changed: a second tab of a user
-    /// who is already online costs no cluster traffic.
-    fn local_presence_changed(&self) {
-        let users = self.local_users();
-        let changed = {
-            let mut p = lock(&self.presence);
-            if p.announced == users {
-                false
-            } else {
-                p.announced = users.clone();
-                true
-            }
-        };
-        if changed {
-            self.send_presence(users);
-            self.recompute_presence();
-        }
-    }
-
-    fn announce_presence(&self) {
-        let users = self.local_users();
-        lock(&self.presence).announced = users.clone();
-        self.send_presence(users);
-    }
-
-    fn send_presence(&self, users: HashMap<String, PresenceStatus>) {
-        let notice = Notice::Presence {
-            node: self.node.id(),
-            users,
-        };
-        if let Ok(body) = serde_json::to_vec(&notice) {
-            self.node.send_ephemeral(body.into());
-        }
-    }
-
-    /// Current cluster-wide presence of everyone online or away.
-    pub fn presence_snapshot(&self) -> HashMap<String, PresenceStatus> {
-        lock(&self.presence).merged.clone()
-    }
-
-    /// Merges local and unexpired remote reports; announces the differences locally.
-    fn recompute_presence(&self) {
-        let local = self.local_users();
-        let changes: Vec<(String, PresenceStatus)> = {
-            let mut p = lock(&self.presence);
-            let now = Instant::now();
-            p.remote.retain(|_, (_, expires)| *expires > now);
-            let mut merged = local;
-            for (users, _) in p.remote.values() {
-                for (u, s) in users {
-                    let e = merged.entry(u.clone()).or_insert(*s);
-                    *e = (*e).max(*s);
-                }
-            }
-            let mut changes = Vec::new();
-            for (u, s) in &merged {
-                if p.merged.get(u) != Some(s) {
-                    changes.push((u.clone(), *s));
-                }
-            }
-            for u in p.merged.keys() {
-                if !merged.contains_key(u) {
-                    changes.push((u.clone(), PresenceStatus::Offline));
-                }
-            }
-            p.merged = merged;
-            changes
-        };
-        if changes.is_empty() {
-            return;
-        }
-        let conns = self.all_conns();
-        for (user, status) in changes {
-            let frame = ServerFrame::Presence {
-                user: &user,
-                status,
-            }
-            .encode();
-            for c in &conns {
-                c.push(Out::Frame(frame.clone()));
-            }
-        }
-    }
-
-    async fn run_presence(self: Arc<Self>, mut notices: broadcast::Receiver<bytes::Bytes>) {
-        let mut tick = tokio::time::interval(PRESENCE_EVERY);
-        loop {
-            tokio::select! {
-                _ = self.cancel.cancelled() => break,
-                _ = tick.tick() => {
-                    self.announce_presence();
-                    self.recompute_presence();
-                }
-                r = notices.recv() => match r {
-                    Ok(body) => self.on_notice(&body),
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => break,
-                },
-            }
-        }
-    }
-
-    fn on_notice(&self, body: &[u8]) {
-        match serde_json::from_slice::<Notice>(body) {
-            Ok(Notice::Presence { node, users }) => {
-                if node == self.node.id() {
-                    return;
-                }
-                lock(&self.presence)
-                    .remote
-                    .insert(node, (users, Instant::now() + PRESENCE_TTL));
-                self.recompute_presence();
-            }
-            Ok(Notice::Typing { channel, user }) => self.typing_local(None, &channel, &user),
-            Err(e) => {
-                tracing::debug!(error = %e, "ignoring an ephemeral notice this version does not know")
-            }
         }
     }
 }

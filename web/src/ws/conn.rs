@@ -1,8 +1,9 @@
 //! One WebSocket connection (`GET /api/v1/ws`, `docs/protocol.md`): origin check, auth, the
 //! subscribe replay/live seam, sends with quorum acks, limits and heartbeats.
 //!
-//! Owns the per-connection state machine. Sends go through `ClusterNode::write` in spawned
-//! tasks so a slow commit never stalls the connection's other traffic. Must never buffer
+//! Owns the per-connection state machine; `commands.rs` adds the frames that touch the
+//! cluster's state. Sends go through `ClusterNode::write` in spawned tasks so a slow commit
+//! never stalls the connection's other traffic. Must never buffer
 //! without bound: everything outbound goes through the hub's bounded queue or is awaited.
 
 use std::collections::HashMap;
@@ -13,24 +14,22 @@ use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use cluster::{Applied, Command};
+use cluster::Command;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 
+use super::frames::{
+    self, ClientFrame, Hello, Inbound, NodeAddr, PROTOCOL_VERSION, ServerFrame, close, encode,
+    read_client_frame,
+};
+use super::hub::{ConnHandle, Hub, Out};
 use crate::auth::{self, Auth};
 use crate::error::ApiError;
-use crate::hub::{ConnHandle, Hub, Out, render_event};
 use crate::state::AppState;
-use crate::validate;
-use crate::ws_frames::{ClientFrame, NodeAddr, PROTOCOL_VERSION, ServerFrame, close};
 
 /// Transport-level cap: anything above our own frame limit but below this gets a clean 1009
 /// from us; above it the WebSocket library refuses the frame itself.
 const TRANSPORT_MAX_BYTES: usize = 64 * 1024;
-/// Events read from storage per replay step.
-const REPLAY_PAGE: usize = 256;
-/// How long an ack waits for this node to apply the entry the leader committed.
-const ACK_APPLY_WAIT: Duration = Duration::from_secs(5);
 /// A client that takes longer than this to accept one frame is a slow consumer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a closing connection may take to deliver its close frame and hear the answer.
@@ -131,18 +130,18 @@ impl Drop for Registration {
     }
 }
 
-struct Conn {
-    s: AppState,
-    auth: Auth,
-    id: u64,
-    handle: Arc<ConnHandle>,
+pub(super) struct Conn {
+    pub(super) s: AppState,
+    pub(super) auth: Auth,
+    pub(super) id: u64,
+    pub(super) handle: Arc<ConnHandle>,
     sink: Sink,
     /// Highest event delivered per followed channel: the seam filter.
-    subs: HashMap<String, u64>,
+    pub(super) subs: HashMap<String, u64>,
 }
 
 /// Why the loop ended: a close code to send, or nothing (the peer is gone).
-enum End {
+pub(super) enum End {
     Close(u16, &'static str),
     Gone,
 }
@@ -153,8 +152,10 @@ impl Conn {
         let limits = hub.limits.clone();
         let first = tokio::time::timeout(limits.auth_timeout, stream.next()).await;
         let token = match first {
-            Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<ClientFrame>(&t) {
-                Ok(ClientFrame::Auth { token, .. }) => Some(token),
+            Ok(Some(Ok(Message::Text(t)))) => match read_client_frame(&t) {
+                Ok(Inbound::Frame(ClientFrame::Auth { token, .. })) => {
+                    Some(token.expose().to_owned())
+                }
                 _ => None,
             },
             Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => return,
@@ -211,7 +212,7 @@ impl Conn {
     /// Writes one frame. Gives up when the hub asks this connection to close (the write may
     /// be stuck behind a client that stopped reading) or when the client has not accepted the
     /// frame within `WRITE_TIMEOUT`.
-    async fn send(&mut self, frame: Utf8Bytes) -> Result<(), End> {
+    pub(super) async fn send(&mut self, frame: Utf8Bytes) -> Result<(), End> {
         self.write_all(vec![frame]).await
     }
 
@@ -269,18 +270,17 @@ impl Conn {
                 https_addr: https_of(id),
             })
             .collect();
-        let hello = ServerFrame::Hello {
+        let hello = encode(&ServerFrame::Hello(Hello {
             v: PROTOCOL_VERSION,
             node_id: self.s.node.id(),
-            user: &user,
+            user: crate::wire::user(&user),
             nodes,
-            heartbeat_ms: self.s.hub.limits.heartbeat.as_millis() as u64,
-        }
-        .encode();
+            heartbeat_ms: Some(self.s.hub.limits.heartbeat.as_millis() as u64),
+        }));
         self.send(hello).await?;
         let snapshot = self.s.hub.presence_snapshot();
         for (u, status) in snapshot {
-            let f = ServerFrame::Presence { user: &u, status }.encode();
+            let f = encode(&ServerFrame::Presence { user: u, status });
             self.send(f).await?;
         }
         Ok(())
@@ -337,7 +337,7 @@ impl Conn {
                     if text.len() > limits.max_frame_bytes {
                         return End::Close(close::TOO_BIG, "frame too large");
                     }
-                    let frame = match serde_json::from_str::<ClientFrame>(&text) {
+                    let frame = match read_client_frame(&text) {
                         Ok(f) => f,
                         Err(_) => return End::Close(close::PROTOCOL, "invalid frame"),
                     };
@@ -398,28 +398,33 @@ impl Conn {
             Out::Revoked { channel } => {
                 if self.subs.remove(&channel).is_some() {
                     self.s.hub.unsubscribe(self.id, &channel);
-                    frames.push(ServerFrame::Unsubscribed { channel: &channel }.encode());
+                    frames.push(encode(&ServerFrame::Unsubscribed {
+                        channel: channel.clone(),
+                    }));
                 }
             }
         }
     }
 
-    async fn error_frame(
+    pub(super) async fn error_frame(
         &mut self,
         code: &str,
         message: &str,
         channel: Option<&str>,
     ) -> Result<(), End> {
-        let f = ServerFrame::Error {
-            code,
-            message,
-            channel,
-        }
-        .encode();
+        let f = encode(&ServerFrame::Error {
+            code: code.to_owned(),
+            message: message.to_owned(),
+            channel: channel.map(str::to_owned),
+        });
         self.send(f).await
     }
 
-    async fn on_frame(&mut self, frame: ClientFrame) -> Result<(), End> {
+    async fn on_frame(&mut self, frame: Inbound) -> Result<(), End> {
+        let frame = match frame {
+            Inbound::Ping(id) => return self.send(frames::pong(&id)).await,
+            Inbound::Frame(frame) => frame,
+        };
         match frame {
             ClientFrame::Auth { .. } => {
                 self.error_frame("invalid_request", "already authenticated", None)
@@ -430,7 +435,9 @@ impl Conn {
                 if self.subs.remove(&channel).is_some() {
                     self.s.hub.unsubscribe(self.id, &channel);
                 }
-                let f = ServerFrame::Unsubscribed { channel: &channel }.encode();
+                let f = encode(&ServerFrame::Unsubscribed {
+                    channel: channel.clone(),
+                });
                 self.send(f).await
             }
             ClientFrame::Send {
@@ -454,12 +461,11 @@ impl Conn {
                     };
                     if let Err(e) = node.write(cmd).await {
                         let e = ApiError::from(e);
-                        let f = ServerFrame::Error {
-                            code: e.status_and_code().1,
-                            message: &e.to_string(),
-                            channel: Some(&channel),
-                        }
-                        .encode();
+                        let f = encode(&ServerFrame::Error {
+                            code: e.status_and_code().1.to_owned(),
+                            message: e.to_string(),
+                            channel: Some(channel),
+                        });
                         handle.push(Out::Frame(f));
                     }
                 });
@@ -477,167 +483,8 @@ impl Conn {
                 self.s.hub.set_status(self.id, status);
                 Ok(())
             }
-            ClientFrame::Ping { id } => {
-                let f = ServerFrame::Pong { id: &id }.encode();
-                self.send(f).await
-            }
+            ClientFrame::Ping { id } => self.send(frames::pong(&id.into())).await,
         }
-    }
-
-    async fn subscribe(&mut self, channel: String, after: Option<u64>) -> Result<(), End> {
-        let user = self.auth.user.username.clone();
-        let allowed = self.s.read_fresh(|r| r.can_read(&channel, &user)).await;
-        match allowed {
-            Ok(Some(true)) => {}
-            Ok(Some(false)) => {
-                return self
-                    .error_frame(
-                        "forbidden",
-                        "only members can read this channel",
-                        Some(&channel),
-                    )
-                    .await;
-            }
-            Ok(None) => {
-                return self
-                    .error_frame("channel_not_found", "no such channel", Some(&channel))
-                    .await;
-            }
-            Err(e) => {
-                return self
-                    .error_frame(e.status_and_code().1, &e.to_string(), Some(&channel))
-                    .await;
-            }
-        }
-        // Register first, read storage second: anything applied after the read is queued by
-        // the hub, and the seam filter drops what the replay already covered.
-        self.s.hub.subscribe(self.id, &channel);
-        let reader = self.s.node.reader().clone();
-        let already = self.subs.get(&channel).copied();
-        let mut cursor = match (after, already) {
-            (_, Some(d)) => after.map_or(d, |a| a.max(d)),
-            (Some(a), None) => a,
-            (None, None) => match reader.last_ev(&channel) {
-                Ok(ev) => ev,
-                Err(e) => {
-                    return self
-                        .error_frame("internal", &e.to_string(), Some(&channel))
-                        .await;
-                }
-            },
-        };
-        if after.is_some() || already.is_some() {
-            loop {
-                let page = match reader.events_after(&channel, cursor, REPLAY_PAGE) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        return self
-                            .error_frame("internal", &e.to_string(), Some(&channel))
-                            .await;
-                    }
-                };
-                if page.is_empty() {
-                    break;
-                }
-                for (ev, event) in page {
-                    if let Some(frame) = render_event(&reader, &channel, ev, &event) {
-                        self.send(frame).await?;
-                    }
-                    cursor = ev;
-                }
-            }
-        }
-        self.subs.insert(channel.clone(), cursor);
-        let f = ServerFrame::Subscribed {
-            channel: &channel,
-            ev: cursor,
-        }
-        .encode();
-        self.send(f).await
-    }
-
-    async fn send_message(
-        &mut self,
-        channel: String,
-        body: String,
-        client_msg_id: String,
-        thread_root: Option<u64>,
-    ) -> Result<(), End> {
-        if let Err(e) =
-            validate::message_body(&body).and_then(|()| validate::client_msg_id(&client_msg_id))
-        {
-            let f = ServerFrame::Nack {
-                client_msg_id: &client_msg_id,
-                code: e.status_and_code().1,
-                message: &e.to_string(),
-            }
-            .encode();
-            return self.send(f).await;
-        }
-        let node = self.s.node.clone();
-        let handle = self.handle.clone();
-        let cmd = Command::PostMessageV2 {
-            channel,
-            author: self.auth.user.username.clone(),
-            body,
-            client_msg_id: client_msg_id.clone(),
-            thread_root,
-        };
-        // Queued here, in frame order, so one client's messages keep their order; the ack is
-        // awaited in its own task so a slow commit does not hold up this connection.
-        let queued = node.write_queued(cmd).await;
-        tokio::spawn(async move {
-            let result = match queued {
-                Ok(outcome) => outcome.await,
-                Err(e) => Err(e),
-            };
-            let frame = match result {
-                Ok((
-                    Applied::MessageChanged {
-                        channel,
-                        seq,
-                        duplicate,
-                    },
-                    index,
-                )) => {
-                    // The leader applied it; this node's ack reports the stored timestamp, so
-                    // wait until it has applied the entry too.
-                    let _ = node.wait_applied(index, ACK_APPLY_WAIT).await;
-                    let ts_ms = node
-                        .reader()
-                        .message_view(&channel, seq)
-                        .ok()
-                        .flatten()
-                        .map(|m| m.ts_ms)
-                        .unwrap_or(0);
-                    ServerFrame::Ack {
-                        client_msg_id: &client_msg_id,
-                        channel: &channel,
-                        seq,
-                        ts_ms,
-                        duplicate,
-                    }
-                    .encode()
-                }
-                Ok(_) => ServerFrame::Nack {
-                    client_msg_id: &client_msg_id,
-                    code: "internal",
-                    message: "unexpected outcome of a post",
-                }
-                .encode(),
-                Err(e) => {
-                    let e = ApiError::from(e);
-                    ServerFrame::Nack {
-                        client_msg_id: &client_msg_id,
-                        code: e.status_and_code().1,
-                        message: &e.to_string(),
-                    }
-                    .encode()
-                }
-            };
-            handle.push(Out::Frame(frame));
-        });
-        Ok(())
     }
 }
 

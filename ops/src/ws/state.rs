@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::ws_frames::ClientFrame;
+use api::ws::ClientFrame;
 
 // ---- reconnect backoff ----
 

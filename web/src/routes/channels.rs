@@ -10,13 +10,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cluster::{Applied, ChannelKind, ChannelView, Command};
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::extract::{INDEX_HEADER, JsonBody, MinIndex};
 use crate::state::AppState;
 use crate::validate;
+use crate::wire;
+use api::rest::{Channel, ChannelsEnvelope, ReadMarker};
+use api::rest::{ChannelPatch, DmRequest, MemberRequest, ReadRequest};
 
 /// Refuses unless `user` may read `channel` (public, or a member), never on a stale view.
 pub async fn require_reader(s: &AppState, channel: &str, user: &str) -> Result<(), ApiError> {
@@ -47,7 +49,12 @@ pub async fn require_member(s: &AppState, channel: &str, user: &str) -> Result<(
 }
 
 fn channel_response(status: StatusCode, index: u64, ch: &ChannelView) -> Response {
-    (status, [(INDEX_HEADER, index.to_string())], Json(ch)).into_response()
+    (
+        status,
+        [(INDEX_HEADER, index.to_string())],
+        Json(wire::channel(ch)),
+    )
+        .into_response()
 }
 
 /// Writes a channel command and answers with the channel as this node has applied it.
@@ -74,6 +81,9 @@ async fn write_channel(
     Ok(channel_response(status, index, &view))
 }
 
+/// The server's reading of `api::rest::NewChannel`, more lenient (`kind`, `title` and `topic`
+/// may be left out: a public channel titled by its name) and stricter (only the kinds the
+/// cluster stores; not `api`'s `dm` alias or its catch-all for kinds added later).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateChannel {
@@ -127,7 +137,9 @@ pub async fn list(
     auth: Auth,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let channels = s.node.reader().channels_for(&auth.user.username)?;
-    Ok(Json(json!({ "channels": channels })))
+    wire::as_value(&ChannelsEnvelope {
+        channels: channels.iter().map(wire::channel_summary).collect(),
+    })
 }
 
 pub async fn get(
@@ -135,32 +147,21 @@ pub async fn get(
     Path(name): Path<String>,
     _min: MinIndex,
     auth: Auth,
-) -> Result<Json<ChannelView>, ApiError> {
+) -> Result<Json<Channel>, ApiError> {
     require_reader(&s, &name, &auth.user.username).await?;
     let ch = s
         .node
         .reader()
         .channel_view(&name)?
         .ok_or(ApiError::ChannelNotFound(name))?;
-    Ok(Json(ch))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateChannel {
-    #[serde(default)]
-    title: Option<String>,
-    #[serde(default)]
-    topic: Option<String>,
-    #[serde(default)]
-    archived: Option<bool>,
+    Ok(Json(wire::channel(&ch)))
 }
 
 pub async fn update(
     State(s): State<AppState>,
     Path(name): Path<String>,
     auth: Auth,
-    JsonBody(req): JsonBody<UpdateChannel>,
+    JsonBody(req): JsonBody<ChannelPatch>,
 ) -> Result<Response, ApiError> {
     if let Some(t) = &req.title {
         validate::title(t)?;
@@ -224,17 +225,11 @@ pub async fn leave(
     .await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddMember {
-    username: String,
-}
-
 pub async fn add_member(
     State(s): State<AppState>,
     Path(name): Path<String>,
     auth: Auth,
-    JsonBody(req): JsonBody<AddMember>,
+    JsonBody(req): JsonBody<MemberRequest>,
 ) -> Result<Response, ApiError> {
     validate::username(&req.username)?;
     if s.read_fresh(|r| r.user(&req.username)).await?.is_none() {
@@ -272,16 +267,10 @@ pub async fn remove_member(
     .await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StartDm {
-    users: Vec<String>,
-}
-
 pub async fn start_dm(
     State(s): State<AppState>,
     auth: Auth,
-    JsonBody(req): JsonBody<StartDm>,
+    JsonBody(req): JsonBody<DmRequest>,
 ) -> Result<Response, ApiError> {
     let me = auth.user.username.clone();
     let mut all: Vec<String> = req.users.clone();
@@ -316,17 +305,11 @@ pub async fn start_dm(
     .await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MarkRead {
-    seq: u64,
-}
-
 pub async fn mark_read(
     State(s): State<AppState>,
     Path(name): Path<String>,
     auth: Auth,
-    JsonBody(req): JsonBody<MarkRead>,
+    JsonBody(req): JsonBody<ReadRequest>,
 ) -> Result<Response, ApiError> {
     let user = auth.user.username.clone();
     let (_, index) = s
@@ -339,12 +322,12 @@ pub async fn mark_read(
     let rs = s.node.reader().read_state(&user, &name)?;
     Ok((
         [(INDEX_HEADER, index.to_string())],
-        Json(json!({
-            "channel": name,
-            "last_read": rs.last_read,
-            "unread": rs.unread,
-            "mentions": rs.mentions,
-        })),
+        wire::as_value(&ReadMarker {
+            channel: name,
+            last_read: rs.last_read,
+            mentions: rs.mentions,
+            unread: rs.unread,
+        })?,
     )
         .into_response())
 }

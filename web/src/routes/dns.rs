@@ -13,32 +13,23 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cluster::state::dns_records::{self, DnsRecord, DnsRecordData, DnsRecordType};
 use cluster::{Applied, Command};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Deserialize;
 
 use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::extract::{INDEX_HEADER, JsonBody, MinIndex};
 use crate::state::AppState;
+use crate::wire;
+use api::rest::NewDnsRecordRequest;
+use api::rest::{DnsRecordsEnvelope, RemovedEnvelope};
 
-/// One record as the API shows it.
-#[derive(Serialize)]
-pub struct RecordView {
-    name: String,
-    #[serde(rename = "type")]
-    rtype: DnsRecordType,
-    ttl: u32,
-    value: String,
-}
-
-impl From<&DnsRecord> for RecordView {
-    fn from(r: &DnsRecord) -> Self {
-        RecordView {
-            name: r.name.clone(),
-            rtype: r.rtype(),
-            ttl: r.ttl,
-            value: r.data.presentation(),
-        }
+/// One record as the API shows it (the value in zone-file form).
+fn wire_record(r: &DnsRecord) -> api::rest::DnsRecord {
+    api::rest::DnsRecord {
+        name: r.name.clone(),
+        rtype: r.rtype().as_str().to_owned(),
+        ttl: r.ttl,
+        value: r.data.presentation(),
     }
 }
 
@@ -57,25 +48,15 @@ pub async fn list(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     auth.require_admin()?;
     let records = s.node.dns_records()?;
-    let views: Vec<RecordView> = records.iter().map(RecordView::from).collect();
-    Ok(Json(json!({ "records": views })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewRecord {
-    name: String,
-    #[serde(rename = "type")]
-    rtype: String,
-    value: String,
-    #[serde(default)]
-    ttl: Option<u32>,
+    wire::as_value(&DnsRecordsEnvelope {
+        records: records.iter().map(wire_record).collect(),
+    })
 }
 
 pub async fn create(
     State(s): State<AppState>,
     auth: Auth,
-    JsonBody(req): JsonBody<NewRecord>,
+    JsonBody(req): JsonBody<NewDnsRecordRequest>,
 ) -> Result<Response, ApiError> {
     auth.require_admin()?;
     let rtype = parse_type(&req.rtype)?;
@@ -95,7 +76,7 @@ pub async fn create(
     Ok((
         StatusCode::CREATED,
         [(INDEX_HEADER, index.to_string())],
-        Json(RecordView::from(&record)),
+        Json(wire_record(&record)),
     )
         .into_response())
 }
@@ -140,7 +121,9 @@ pub async fn remove(
     Ok((
         StatusCode::OK,
         [(INDEX_HEADER, index.to_string())],
-        Json(json!({ "removed": removed })),
+        wire::as_value(&RemovedEnvelope {
+            removed: u64::from(removed),
+        })?,
     )
         .into_response())
 }

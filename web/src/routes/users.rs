@@ -11,7 +11,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cluster::{Applied, Command, Role, UserView};
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::auth::{self, Auth};
 use crate::error::ApiError;
@@ -19,9 +18,17 @@ use crate::extract::{INDEX_HEADER, JsonBody, MinIndex};
 use crate::password_policy;
 use crate::state::AppState;
 use crate::validate;
+use crate::wire;
+use api::rest::{ChangePasswordRequest, ProfilePatch, SetPasswordRequest, UserPatch};
+use api::rest::{User, UsersEnvelope};
 
 fn user_response(status: StatusCode, index: u64, u: &UserView) -> Response {
-    (status, [(INDEX_HEADER, index.to_string())], Json(u)).into_response()
+    (
+        status,
+        [(INDEX_HEADER, index.to_string())],
+        Json(wire::user(u)),
+    )
+        .into_response()
 }
 
 fn view(s: &AppState, username: &str) -> Result<UserView, ApiError> {
@@ -31,6 +38,8 @@ fn view(s: &AppState, username: &str) -> Result<UserView, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("user '{username}' does not exist")))
 }
 
+/// The server's reading of `api::rest::NewUser`, more lenient: `role` (member) and
+/// `display_name` may be left out.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
@@ -96,25 +105,16 @@ pub async fn list(
     _auth: Auth,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let users = s.node.reader().user_views()?;
-    Ok(Json(json!({ "users": users })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateUser {
-    #[serde(default)]
-    disabled: Option<bool>,
-    #[serde(default)]
-    role: Option<Role>,
-    #[serde(default)]
-    display_name: Option<String>,
+    wire::as_value(&UsersEnvelope {
+        users: users.iter().map(wire::user).collect(),
+    })
 }
 
 pub async fn update(
     State(s): State<AppState>,
     Path(username): Path<String>,
     auth: Auth,
-    JsonBody(req): JsonBody<UpdateUser>,
+    JsonBody(req): JsonBody<UserPatch>,
 ) -> Result<Response, ApiError> {
     auth.require_admin()?;
     if let Some(d) = &req.display_name {
@@ -130,7 +130,7 @@ pub async fn update(
             username: username.clone(),
             by: auth.user.username.clone(),
             disabled: req.disabled,
-            role: req.role,
+            role: req.role.map(wire::cluster_role),
             display_name: req.display_name,
         })
         .await?;
@@ -138,17 +138,11 @@ pub async fn update(
     Ok(user_response(StatusCode::OK, index, &view(&s, &username)?))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ResetPassword {
-    password: String,
-}
-
 pub async fn reset_password(
     State(s): State<AppState>,
     Path(username): Path<String>,
     auth: Auth,
-    JsonBody(req): JsonBody<ResetPassword>,
+    JsonBody(req): JsonBody<SetPasswordRequest>,
 ) -> Result<Response, ApiError> {
     auth.require_admin()?;
     if s.read_fresh(|r| r.user(&username)).await?.is_none() {
@@ -169,20 +163,14 @@ pub async fn reset_password(
     Ok((StatusCode::NO_CONTENT, [(INDEX_HEADER, index.to_string())]).into_response())
 }
 
-pub async fn me(State(s): State<AppState>, auth: Auth) -> Result<Json<UserView>, ApiError> {
-    Ok(Json(view(&s, &auth.user.username)?))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateMe {
-    display_name: String,
+pub async fn me(State(s): State<AppState>, auth: Auth) -> Result<Json<User>, ApiError> {
+    Ok(Json(wire::user(&view(&s, &auth.user.username)?)))
 }
 
 pub async fn update_me(
     State(s): State<AppState>,
     auth: Auth,
-    JsonBody(req): JsonBody<UpdateMe>,
+    JsonBody(req): JsonBody<ProfilePatch>,
 ) -> Result<Response, ApiError> {
     validate::display_name(&req.display_name)?;
     let (_, index) = s
@@ -201,17 +189,10 @@ pub async fn update_me(
     ))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChangePassword {
-    current_password: String,
-    new_password: String,
-}
-
 pub async fn change_password(
     State(s): State<AppState>,
     auth: Auth,
-    JsonBody(req): JsonBody<ChangePassword>,
+    JsonBody(req): JsonBody<ChangePasswordRequest>,
 ) -> Result<Response, ApiError> {
     let ok = auth::verify_password(req.current_password, auth.user.password_hash.clone()).await?;
     if !ok {

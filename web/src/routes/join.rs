@@ -23,7 +23,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use cluster::command::JoinTokenRefusal;
 use cluster::{Applied, Command, NodeInfo};
-use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -31,11 +30,13 @@ use crate::auth::Auth;
 use crate::ca_api::{CaApiError, SharedCa};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::join_api::{
-    JoinComplete, JoinGrant, JoinRequest, JoinToken, JoinTokenCreated, SharedJoin,
-    fingerprint_colons, fingerprint_hex,
-};
+use crate::join_api::{SharedJoin, generate_token, secret_hash};
 use crate::state::AppState;
+use crate::validate;
+use api::fingerprint::{colons as fingerprint_colons, to_hex as fingerprint_hex};
+use api::join::{
+    CreateJoinToken, JoinComplete, JoinGrant, JoinRequest, JoinToken, JoinTokenCreated,
+};
 
 pub const DEFAULT_TTL_SECS: u64 = 3600;
 pub const MAX_TTL_SECS: u64 = 7 * 86_400;
@@ -79,17 +80,10 @@ fn parse_token(text: &str) -> Result<JoinToken, ApiError> {
     JoinToken::parse(text).map_err(|e| ApiError::JoinToken(JoinTokenRefusal::Invalid(e.0)))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct CreateTokenRequest {
-    #[serde(default)]
-    ttl_secs: Option<u64>,
-}
-
 pub async fn create_token(
     State(s): State<AppState>,
     auth: Auth,
-    JsonBody(req): JsonBody<CreateTokenRequest>,
+    JsonBody(req): JsonBody<CreateJoinToken>,
 ) -> Result<Response, ApiError> {
     auth.require_admin()?;
     let ttl = req.ttl_secs.unwrap_or(DEFAULT_TTL_SECS);
@@ -100,12 +94,12 @@ pub async fn create_token(
     }
     let (_, ca) = services(&s)?;
     let fingerprint = ca.fingerprint().await?.fingerprint;
-    let token = JoinToken::generate(&fingerprint);
+    let token = generate_token(&fingerprint);
     // The expiry is computed here, by the proposer; apply compares it with the entry's time.
     let expires_ms = crate::now_ms().saturating_add(ttl.saturating_mul(1000));
     s.write_applied(Command::CreateJoinToken {
         id: token.id.clone(),
-        secret_hash: token.secret_hash(),
+        secret_hash: secret_hash(&token),
         expires_ms,
         by: auth.user.username.clone(),
     })
@@ -125,18 +119,6 @@ pub async fn create_token(
         .into_response())
 }
 
-fn check_addr(what: &str, a: &str) -> Result<(), ApiError> {
-    let ok = a
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
-    if !ok {
-        return Err(ApiError::InvalidRequest(format!(
-            "{what} must be host:port, got '{a}'"
-        )));
-    }
-    Ok(())
-}
-
 /// Refuses a token made by another cluster before anything is written.
 async fn check_cluster(ca: &SharedCa, token: &JoinToken) -> Result<String, ApiError> {
     let fp = ca.fingerprint().await?;
@@ -151,16 +133,17 @@ async fn check_cluster(ca: &SharedCa, token: &JoinToken) -> Result<String, ApiEr
     Ok(fp.workspace)
 }
 
+// Long on purpose: the join checks in the order that keeps a refused request from writing.
 pub async fn join(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<JoinRequest>,
 ) -> Result<Response, ApiError> {
     let token = parse_token(&req.token)?;
     let (api, ca) = services(&s)?;
-    check_addr("api_addr", &req.api_addr)?;
-    check_addr("cluster_addr", &req.cluster_addr)?;
+    validate::host_port("api_addr", &req.api_addr)?;
+    validate::host_port("cluster_addr", &req.cluster_addr)?;
     if let Some(h) = &req.https_addr {
-        check_addr("https_addr", h)?;
+        validate::host_port("https_addr", h)?;
     }
     let workspace = check_cluster(&ca, &token).await?;
     let tls = api.serves_tls();
@@ -198,7 +181,7 @@ pub async fn join(
     let (applied, _) = s
         .write_applied(Command::UseJoinToken {
             id: token.id.clone(),
-            secret_hash: token.secret_hash(),
+            secret_hash: secret_hash(&token),
             node_id,
             api_addr: req.api_addr.clone(),
             cluster_addr: req.cluster_addr.clone(),
@@ -246,7 +229,7 @@ async fn precheck(s: &AppState, token: &JoinToken) -> Result<(), ApiError> {
         .read_fresh(|r| r.join_token(&token.id))
         .await?
         .ok_or(ApiError::JoinToken(JoinTokenRefusal::Unknown { id }))?;
-    if !same_hash(&token.secret_hash(), &record.secret_hash) {
+    if !same_hash(&secret_hash(token), &record.secret_hash) {
         return Err(ApiError::JoinToken(JoinTokenRefusal::WrongSecret {
             id: token.id.clone(),
         }));
@@ -291,7 +274,7 @@ pub async fn complete(
                 id: token.id.clone(),
             })
         })?;
-    if !same_hash(&token.secret_hash(), &record.secret_hash) {
+    if !same_hash(&secret_hash(&token), &record.secret_hash) {
         return Err(ApiError::JoinToken(JoinTokenRefusal::WrongSecret {
             id: token.id.clone(),
         }));

@@ -9,52 +9,20 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cluster::{Command, NodeInfo};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::state::AppState;
-
-#[derive(Serialize)]
-pub struct NodeView {
-    id: u64,
-    api_addr: String,
-    cluster_addr: String,
-    /// The HTTPS client address the node reported (`[tls]`); `null` for plain-HTTP nodes and
-    /// for nodes that did not answer the probe.
-    https_addr: Option<String>,
-    voter: bool,
-    role: String,
-    term: Option<u64>,
-    leader_id: Option<u64>,
-    last_log_index: Option<u64>,
-    last_applied: Option<u64>,
-    healthy: bool,
-    ready: bool,
-    /// An admin drained this node: it is out of `/readyz` and DNS, and still serving.
-    draining: bool,
-    /// Answered the last probe, ready and not draining: what DNS and client failover list.
-    serving: bool,
-    error: Option<String>,
-}
-
-#[derive(Serialize)]
-pub struct ClusterView {
-    node_id: u64,
-    leader_id: Option<u64>,
-    term: u64,
-    /// When the periodic (once a second) member-health probe last started: the most a DNS
-    /// answer can lag behind this reply.
-    periodic_probe_ms_ago: u64,
-    nodes: Vec<NodeView>,
-}
+use crate::validate;
+use api::rest::AddNodeRequest;
+use api::rest::{ClusterStatus, NodeStatus, Readyz};
 
 /// The cluster as this node's member-health probe sees it. The probe runs now (operators and
 /// the client failover want the truth, not a view up to a second old) and is published as the
 /// shared view, so DNS answers and this reply come from the same probe.
-pub async fn cluster_view(s: &AppState) -> ClusterView {
+pub async fn cluster_view(s: &AppState) -> ClusterStatus {
     let m = s.node.metrics();
     let hv = s.node.refresh_health().await;
     let nodes = hv
@@ -64,7 +32,7 @@ pub async fn cluster_view(s: &AppState) -> ClusterView {
             let serving = member.serving();
             let (id, info, voter) = (member.id, member.info.clone(), member.voter);
             match &member.status {
-                Ok(st) => NodeView {
+                Ok(st) => NodeStatus {
                     id,
                     api_addr: info.api_addr,
                     cluster_addr: info.cluster_addr,
@@ -78,10 +46,10 @@ pub async fn cluster_view(s: &AppState) -> ClusterView {
                     healthy: true,
                     ready: st.ready,
                     draining: member.draining,
-                    serving,
+                    serving: Some(serving),
                     error: st.reason.clone(),
                 },
-                Err(e) => NodeView {
+                Err(e) => NodeStatus {
                     id,
                     api_addr: info.api_addr,
                     cluster_addr: info.cluster_addr,
@@ -95,54 +63,35 @@ pub async fn cluster_view(s: &AppState) -> ClusterView {
                     healthy: false,
                     ready: false,
                     draining: member.draining,
-                    serving,
+                    serving: Some(serving),
                     error: Some(e.clone()),
                 },
             }
         })
         .collect();
-    ClusterView {
+    ClusterStatus {
         node_id: s.node.id(),
         leader_id: m.current_leader,
         term: m.current_term,
-        periodic_probe_ms_ago: u64::try_from(s.node.periodic_probe_age().as_millis())
-            .unwrap_or(u64::MAX),
+        periodic_probe_ms_ago: Some(
+            u64::try_from(s.node.periodic_probe_age().as_millis()).unwrap_or(u64::MAX),
+        ),
         nodes,
     }
 }
 
-pub async fn status(State(s): State<AppState>) -> Json<ClusterView> {
+pub async fn status(State(s): State<AppState>) -> Json<ClusterStatus> {
     Json(cluster_view(&s).await)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddNode {
-    id: u64,
-    api_addr: String,
-    cluster_addr: String,
-}
-
-fn check_addr(what: &str, a: &str) -> Result<(), ApiError> {
-    let ok = a
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
-    if !ok {
-        return Err(ApiError::InvalidRequest(format!(
-            "{what} must be host:port, got '{a}'"
-        )));
-    }
-    Ok(())
 }
 
 pub async fn add_node(
     State(s): State<AppState>,
     auth: Auth,
-    JsonBody(req): JsonBody<AddNode>,
-) -> Result<Json<ClusterView>, ApiError> {
+    JsonBody(req): JsonBody<AddNodeRequest>,
+) -> Result<Json<ClusterStatus>, ApiError> {
     auth.require_admin()?;
-    check_addr("api_addr", &req.api_addr)?;
-    check_addr("cluster_addr", &req.cluster_addr)?;
+    validate::host_port("api_addr", &req.api_addr)?;
+    validate::host_port("cluster_addr", &req.cluster_addr)?;
     if req.id == 0 {
         return Err(ApiError::InvalidRequest(
             "node id must be at least 1".into(),
@@ -165,7 +114,7 @@ pub async fn remove_node(
     State(s): State<AppState>,
     id: Result<Path<u64>, axum::extract::rejection::PathRejection>,
     auth: Auth,
-) -> Result<Json<ClusterView>, ApiError> {
+) -> Result<Json<ClusterStatus>, ApiError> {
     let Path(id) =
         id.map_err(|_| ApiError::InvalidRequest("node id must be a positive integer".into()))?;
     auth.require_admin()?;
@@ -179,7 +128,7 @@ pub async fn drain(
     State(s): State<AppState>,
     id: Result<Path<u64>, axum::extract::rejection::PathRejection>,
     auth: Auth,
-) -> Result<Json<ClusterView>, ApiError> {
+) -> Result<Json<ClusterStatus>, ApiError> {
     set_draining(s, id, auth, true).await
 }
 
@@ -188,7 +137,7 @@ pub async fn undrain(
     State(s): State<AppState>,
     id: Result<Path<u64>, axum::extract::rejection::PathRejection>,
     auth: Auth,
-) -> Result<Json<ClusterView>, ApiError> {
+) -> Result<Json<ClusterStatus>, ApiError> {
     set_draining(s, id, auth, false).await
 }
 
@@ -197,7 +146,7 @@ async fn set_draining(
     id: Result<Path<u64>, axum::extract::rejection::PathRejection>,
     auth: Auth,
     draining: bool,
-) -> Result<Json<ClusterView>, ApiError> {
+) -> Result<Json<ClusterStatus>, ApiError> {
     let Path(id) =
         id.map_err(|_| ApiError::InvalidRequest("node id must be a positive integer".into()))?;
     auth.require_admin()?;
@@ -246,12 +195,12 @@ pub async fn readyz(State(s): State<AppState>) -> Response {
     };
     (
         status,
-        Json(json!({
-            "ready": ready,
-            "node_id": s.node.id(),
-            "reason": reason,
-            "draining": draining,
-        })),
+        Json(Readyz {
+            draining,
+            node_id: Some(s.node.id()),
+            ready,
+            reason,
+        }),
     )
         .into_response()
 }

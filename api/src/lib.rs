@@ -1,0 +1,25 @@
+//! `api`: the wire contract of Conclave's client API, written once for both ends. The server
+//! (`web`, and `node` for join and provisioning) encodes these types, the client library (`ops`)
+//! decodes them, and the other way round for request bodies.
+//!
+//! - [`rest`]: the REST request and response bodies of `/api/v1` (docs/api.md);
+//! - [`ws`]: the WebSocket frames, client and server, and the close codes (docs/protocol.md);
+//! - [`ca`]: the certificate authority's bodies (`/api/v1/ca/...`);
+//! - [`join`]: the join token's text format and the join bodies;
+//! - [`error`]: the error body `{"error":{"code","message"}}` and its codes;
+//! - [`fingerprint`]: how a certificate fingerprint is written (`AB:CD:..`) and read.
+//!
+//! Changing what a type here encodes changes the wire: the chaos tests and the two documents
+//! are the contract. This crate holds data and its text forms only: it must never perform I/O,
+//! hash, draw random numbers, or know about the cluster's internal types. How leniently the
+//! server reads a request beyond these types is the server's own wrapper, in `web`.
+
+pub mod ca;
+pub mod error;
+pub mod fingerprint;
+pub mod join;
+pub mod rest;
+pub mod ws;
+
+/// The highest WebSocket protocol version this code speaks (sent in `auth` and `hello`).
+pub const PROTOCOL_VERSION: u32 = 1;
