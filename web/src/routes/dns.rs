@@ -2,7 +2,7 @@
 //!
 //! Owns the HTTP shape of records (`{"name","type","ttl","value"}`, value in zone-file
 //! presentation form) and the check of every field before anything is proposed, so a refused
-//! request writes nothing. The state machine checks again at apply (`cluster::apply_ops`) and
+//! request writes nothing. The state machine checks again at apply (`cluster::state::dns_records`) and
 //! alone decides conflicts (a CNAME beside other records). Must never know the workspace name:
 //! names here are relative to the zone, as stored.
 
