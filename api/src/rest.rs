@@ -22,6 +22,7 @@ where
 
 /// A user's role. Serialized as `"admin"` / `"member"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,
@@ -39,6 +40,7 @@ impl std::fmt::Display for Role {
 
 /// `POST /api/v1/login` response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginResponse {
     pub token: String,
     pub username: String,
@@ -48,20 +50,24 @@ pub struct LoginResponse {
 
 /// A user as returned by `/me`, `/users` and the WebSocket `hello` / `user_updated` frames.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct User {
     pub username: String,
     /// Empty from servers before the v1 additions (and in `hello`, which may omit it): show
     /// the username then.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub display_name: String,
     pub role: Role,
     /// Absent from the WebSocket `hello` user object (a disabled user cannot connect).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub disabled: bool,
 }
 
 /// What kind of channel: who may read it and how it is named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ChannelKind {
     /// Readable by every user; what servers before the v1 additions have exclusively.
@@ -94,15 +100,20 @@ impl std::fmt::Display for ChannelKind {
 /// decodes. `member`, `last_read`, `unread` and `mentions` are set only in the REST channel
 /// list (they describe the caller).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Channel {
     pub name: String,
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub title: String,
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub topic: String,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub kind: ChannelKind,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub archived: bool,
     pub created_by: String,
     pub created_at_ms: u64,
@@ -110,14 +121,19 @@ pub struct Channel {
     pub last_seq: u64,
     /// The channel's newest event sequence (`ev`): a WebSocket subscription cursor.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub last_ev: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub member: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub last_read: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub unread: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub mentions: Option<u64>,
 }
 
@@ -125,6 +141,7 @@ pub struct Channel {
 ///
 /// Fields after `client_msg_id` came with the v1 additions and default when absent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Message {
     pub channel: String,
     pub seq: u64,
@@ -132,32 +149,42 @@ pub struct Message {
     pub body: String,
     pub ts_ms: u64,
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub client_msg_id: String,
     /// The `seq` of the thread's root when this is a reply.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub thread_root: Option<u64>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub reply_count: u64,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub edited_at_ms: Option<u64>,
     /// A tombstone: the body is empty.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub deleted: bool,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub pinned: bool,
     /// Emoji to the users who reacted with it.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub reactions: BTreeMap<String, Vec<String>>,
     /// Usernames this message mentions.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub mentions: Vec<String>,
     /// The body mentions `@channel`, `@here` or `@all` (docs/protocol.md).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub channel_mention: bool,
 }
 
 /// The result of posting a message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PostOutcome {
     pub message: Message,
     /// True when the server already had a message with this `(author, client_msg_id)` and
@@ -170,23 +197,28 @@ pub struct PostOutcome {
 
 /// `GET /api/v1/channels/{name}/messages` response (both the `after` and the `before` form).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessagePage {
     /// Oldest first.
     pub messages: Vec<Message>,
     /// The channel's newest sequence number on the node that answered (0 if the server left
     /// it out, as the `before` form may).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub last_seq: u64,
     /// The channel's newest event sequence on that node, when the server reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(required = true, nullable = false))]
     pub last_ev: Option<u64>,
     /// `before` form only: whether older messages exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub has_more: Option<bool>,
 }
 
 /// `GET /api/v1/channels/{name}/threads/{root}` response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Thread {
     pub root: Message,
     pub replies: Vec<Message>,
@@ -194,18 +226,22 @@ pub struct Thread {
 
 /// `POST /api/v1/channels/{name}/read` response: the caller's read marker after the move.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReadMarker {
     pub channel: String,
     pub last_read: u64,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub unread: u64,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub mentions: u64,
 }
 
 /// `POST /api/v1/channels` request: a channel to create. [`NewChannel::public`] and
 /// [`NewChannel::private`] fill in the defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewChannel {
     pub name: String,
     pub kind: ChannelKind,
@@ -245,6 +281,7 @@ impl NewChannel {
 
 /// `PATCH /api/v1/channels/{name}` request: only the fields that are `Some` change.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChannelPatch {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
@@ -256,6 +293,7 @@ pub struct ChannelPatch {
 
 /// `POST /api/v1/users` request with the optional fields of the v1 additions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewUser {
     pub username: String,
     pub password: String,
@@ -266,6 +304,7 @@ pub struct NewUser {
 
 /// `PATCH /api/v1/users/{name}` request (admins): only the fields that are `Some` change.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserPatch {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled: Option<bool>,
@@ -277,19 +316,24 @@ pub struct UserPatch {
 
 /// `GET /readyz` verdict of one node (200 and 503 both carry this body).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Readyz {
     pub ready: bool,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true, nullable = false))]
     pub node_id: Option<u64>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub reason: Option<String>,
     /// An admin drained the node (servers before draining existed leave it out: false).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub draining: bool,
 }
 
 /// `GET /api/v1/cluster` response, as seen by node `node_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClusterStatus {
     pub node_id: u64,
     #[serde(default)]
@@ -302,6 +346,7 @@ pub struct ClusterStatus {
 ///
 /// [`NodeStatus::base_url`] is where a client reaches it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeStatus {
     pub id: u64,
     pub api_addr: String,
@@ -345,6 +390,7 @@ impl NodeStatus {
 /// A static DNS record of the workspace zone (`GET /api/v1/dns/records`). The name is relative
 /// to the workspace; `value` is in zone-file form (`10.0.0.5`, `10 5 389 ldap`, `"v=1"`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DnsRecord {
     pub name: String,
     /// `A`, `AAAA`, `CNAME`, `SRV` or `TXT`; a string so a later type does not break decoding.
@@ -358,12 +404,14 @@ pub struct DnsRecord {
 // No `Debug` on the bodies: several carry a password.
 
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginRequest {
     pub username: String,
     pub password: String,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateUserRequest {
     pub username: String,
     pub password: String,
@@ -371,6 +419,7 @@ pub struct CreateUserRequest {
 }
 
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewDnsRecordRequest {
     pub name: String,
     #[serde(rename = "type")]
@@ -381,21 +430,25 @@ pub struct NewDnsRecordRequest {
 }
 
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DnsRecordsEnvelope {
     pub records: Vec<DnsRecord>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RemovedEnvelope {
     pub removed: u64,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateChannelRequest {
     pub name: String,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PostMessageRequest {
     pub body: String,
     pub client_msg_id: String,
@@ -406,47 +459,56 @@ pub struct PostMessageRequest {
 }
 
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EditMessageRequest {
     pub body: String,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DmRequest {
     pub users: Vec<String>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReadRequest {
     pub seq: u64,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MemberRequest {
     pub username: String,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProfilePatch {
     pub display_name: String,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChangePasswordRequest {
     pub current_password: String,
     pub new_password: String,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SetPasswordRequest {
     pub password: String,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PinsEnvelope {
     pub messages: Vec<Message>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AddNodeRequest {
     pub id: u64,
     pub api_addr: String,
@@ -454,21 +516,25 @@ pub struct AddNodeRequest {
 }
 
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsersEnvelope {
     pub users: Vec<User>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChannelsEnvelope {
     pub channels: Vec<Channel>,
 }
 
 /// The message object plus the `duplicate` flag the post endpoint adds to it.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PostedMessage {
     #[serde(flatten)]
     pub message: Message,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true, nullable = false))]
     pub duplicate: Option<bool>,
 }
 

@@ -11,8 +11,10 @@ pub mod error;
 pub mod extract;
 pub mod hub;
 pub mod join_api;
+pub mod openapi;
 pub mod origin;
 pub mod password_policy;
+pub mod plain_errors;
 pub mod routes_ca;
 pub mod routes_channels;
 pub mod routes_cluster;
@@ -119,7 +121,9 @@ pub fn router(node: Arc<ClusterNode>, config: ApiConfig, cancel: CancellationTok
                 .delete(routes_dns::remove),
         )
         .merge(routes_ca::routes())
-        .merge(routes_join::routes());
+        .merge(routes_join::routes())
+        .route("/openapi.json", get(openapi::openapi_json))
+        .layer(axum::middleware::map_response(plain_errors::as_json));
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(routes_cluster::healthz))

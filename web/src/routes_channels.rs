@@ -74,11 +74,12 @@ async fn write_channel(
     Ok(channel_response(status, index, &view))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateChannel {
     name: String,
     #[serde(default)]
+    #[schema(value_type = Option<api::rest::ChannelKind>)]
     kind: Option<ChannelKind>,
     #[serde(default)]
     title: Option<String>,
@@ -86,6 +87,22 @@ pub struct CreateChannel {
     topic: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/channels",
+    tag = "channels",
+    request_body = crate::routes_channels::CreateChannel,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "the new channel", body = api::rest::Channel),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
+        (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn create(
     State(s): State<AppState>,
     auth: Auth,
@@ -121,6 +138,16 @@ pub async fn create(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/channels",
+    tag = "channels",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "public channels and the caller's, each with the caller's read state", body = api::rest::ChannelsEnvelope),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn list(
     State(s): State<AppState>,
     _min: MinIndex,
@@ -130,6 +157,20 @@ pub async fn list(
     Ok(Json(json!({ "channels": channels })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/channels/{name}",
+    tag = "channels",
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the channel", body = api::rest::Channel),
+        (status = 403, description = "`forbidden`: members only", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn get(
     State(s): State<AppState>,
     Path(name): Path<String>,
@@ -145,7 +186,7 @@ pub async fn get(
     Ok(Json(ch))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateChannel {
     #[serde(default)]
@@ -156,6 +197,23 @@ pub struct UpdateChannel {
     archived: Option<bool>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/channels/{name}",
+    tag = "channels",
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)")),
+    request_body = crate::routes_channels::UpdateChannel,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the channel after the change", body = api::rest::Channel),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
+        (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn update(
     State(s): State<AppState>,
     Path(name): Path<String>,
@@ -183,6 +241,22 @@ pub async fn update(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/channels/{name}/join",
+    tag = "channels",
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the channel (joining twice is not an error)", body = api::rest::Channel),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
+        (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn join(
     State(s): State<AppState>,
     Path(name): Path<String>,
@@ -206,6 +280,22 @@ pub async fn join(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/channels/{name}/leave",
+    tag = "channels",
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the channel", body = api::rest::Channel),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
+        (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn leave(
     State(s): State<AppState>,
     Path(name): Path<String>,
@@ -224,12 +314,29 @@ pub async fn leave(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
     username: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/channels/{name}/members",
+    tag = "channels",
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)")),
+    request_body = crate::routes_channels::AddMember,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the channel", body = api::rest::Channel),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
+        (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn add_member(
     State(s): State<AppState>,
     Path(name): Path<String>,
@@ -255,6 +362,22 @@ pub async fn add_member(
     .await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/channels/{name}/members/{user}",
+    tag = "channels",
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)"), ("user" = String, Path, description = "the member to remove")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the channel", body = api::rest::Channel),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
+        (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn remove_member(
     State(s): State<AppState>,
     Path((name, user)): Path<(String, String)>,
@@ -272,12 +395,28 @@ pub async fn remove_member(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartDm {
     users: Vec<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/dms",
+    tag = "channels",
+    request_body = crate::routes_channels::StartDm,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the direct-message channel (the same one when asked again)", body = api::rest::Channel),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
+        (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn start_dm(
     State(s): State<AppState>,
     auth: Auth,
@@ -316,12 +455,29 @@ pub async fn start_dm(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MarkRead {
     seq: u64,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/channels/{name}/read",
+    tag = "channels",
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)")),
+    request_body = crate::routes_channels::MarkRead,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the caller's read marker (never moves back)", body = api::rest::ReadMarker),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
+        (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn mark_read(
     State(s): State<AppState>,
     Path(name): Path<String>,

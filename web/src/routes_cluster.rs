@@ -17,19 +17,24 @@ use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::state::AppState;
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct NodeView {
     id: u64,
     api_addr: String,
     cluster_addr: String,
     /// The HTTPS client address the node reported (`[tls]`); `null` for plain-HTTP nodes and
     /// for nodes that did not answer the probe.
+    #[schema(required = true)]
     https_addr: Option<String>,
     voter: bool,
     role: String,
+    #[schema(required = true)]
     term: Option<u64>,
+    #[schema(required = true)]
     leader_id: Option<u64>,
+    #[schema(required = true)]
     last_log_index: Option<u64>,
+    #[schema(required = true)]
     last_applied: Option<u64>,
     healthy: bool,
     ready: bool,
@@ -37,12 +42,14 @@ pub struct NodeView {
     draining: bool,
     /// Answered the last probe, ready and not draining: what DNS and client failover list.
     serving: bool,
+    #[schema(required = true)]
     error: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ClusterView {
     node_id: u64,
+    #[schema(required = true)]
     leader_id: Option<u64>,
     term: u64,
     /// When the periodic (once a second) member-health probe last started: the most a DNS
@@ -111,11 +118,19 @@ pub async fn cluster_view(s: &AppState) -> ClusterView {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/cluster",
+    tag = "cluster",
+    responses(
+        (status = 200, description = "the cluster as this node's probe sees it", body = crate::routes_cluster::ClusterView)
+    )
+)]
 pub async fn status(State(s): State<AppState>) -> Json<ClusterView> {
     Json(cluster_view(&s).await)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddNode {
     id: u64,
@@ -135,6 +150,22 @@ fn check_addr(what: &str, a: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/cluster/nodes",
+    tag = "cluster",
+    request_body = crate::routes_cluster::AddNode,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the cluster with the new voter", body = crate::routes_cluster::ClusterView),
+        (status = 400, description = "`invalid_request`: a bad id or address, or the node does not answer on its cluster port", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 404, description = "`not_found`: not a member", body = api::error::ErrorBody),
+        (status = 409, description = "`membership_change_in_progress` or `unsafe_membership_change`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn add_node(
     State(s): State<AppState>,
     auth: Auth,
@@ -161,6 +192,22 @@ pub async fn add_node(
     Ok(Json(cluster_view(&s).await))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/cluster/nodes/{id}",
+    tag = "cluster",
+    params(("id" = u64, Path, description = "the node id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the cluster without the node", body = crate::routes_cluster::ClusterView),
+        (status = 400, description = "`invalid_request`: a bad id or address, or the node does not answer on its cluster port", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 404, description = "`not_found`: not a member", body = api::error::ErrorBody),
+        (status = 409, description = "`membership_change_in_progress` or `unsafe_membership_change`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn remove_node(
     State(s): State<AppState>,
     id: Result<Path<u64>, axum::extract::rejection::PathRejection>,
@@ -175,6 +222,21 @@ pub async fn remove_node(
 }
 
 /// `POST /api/v1/cluster/nodes/{id}/drain`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/cluster/nodes/{id}/drain",
+    tag = "cluster",
+    params(("id" = u64, Path, description = "the node id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the cluster, `draining` set on the node", body = crate::routes_cluster::ClusterView),
+        (status = 400, description = "`invalid_request`: the id is not a number", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 404, description = "`not_found`: not a member", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn drain(
     State(s): State<AppState>,
     id: Result<Path<u64>, axum::extract::rejection::PathRejection>,
@@ -184,6 +246,21 @@ pub async fn drain(
 }
 
 /// `DELETE /api/v1/cluster/nodes/{id}/drain`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/cluster/nodes/{id}/drain",
+    tag = "cluster",
+    params(("id" = u64, Path, description = "the node id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the cluster, `draining` cleared on the node", body = crate::routes_cluster::ClusterView),
+        (status = 400, description = "`invalid_request`: the id is not a number", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 404, description = "`not_found`: not a member", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn undrain(
     State(s): State<AppState>,
     id: Result<Path<u64>, axum::extract::rejection::PathRejection>,
@@ -222,12 +299,29 @@ async fn set_draining(
     Ok(Json(cluster_view(&s).await))
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses(
+        (status = 200, description = "the process runs", body = crate::openapi::Healthz)
+    )
+)]
 pub async fn healthz(State(s): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({"status": "ok", "node_id": s.node.id()}))
 }
 
 /// 200 only when this node is ready and not draining. A draining node says so (load balancers
 /// and reconnecting clients skip it) but keeps serving every request it gets.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "ready", body = api::rest::Readyz),
+        (status = 503, description = "not ready (no leader, catching up) or draining", body = api::rest::Readyz)
+    )
+)]
 pub async fn readyz(State(s): State<AppState>) -> Response {
     let r = s.node.readiness();
     let draining = s.node.is_draining();

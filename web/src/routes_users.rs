@@ -31,17 +31,34 @@ fn view(s: &AppState, username: &str) -> Result<UserView, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("user '{username}' does not exist")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     username: String,
     password: String,
     #[serde(default)]
+    #[schema(value_type = Option<api::rest::Role>)]
     role: Option<Role>,
     #[serde(default)]
     display_name: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    tag = "accounts",
+    request_body = crate::routes_users::CreateUser,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "the new user", body = api::rest::User),
+        (status = 400, description = "`invalid_request` (bad username or display name) or `weak_password`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 404, description = "`not_found`", body = api::error::ErrorBody),
+        (status = 409, description = "`user_exists`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn create(
     State(s): State<AppState>,
     auth: Auth,
@@ -90,6 +107,16 @@ pub async fn create(
 }
 
 /// The directory: every member sees it, so that they can start direct messages.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users",
+    tag = "accounts",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the user directory", body = api::rest::UsersEnvelope),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn list(
     State(s): State<AppState>,
     _min: MinIndex,
@@ -99,17 +126,34 @@ pub async fn list(
     Ok(Json(json!({ "users": users })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     #[serde(default)]
     disabled: Option<bool>,
     #[serde(default)]
+    #[schema(value_type = Option<api::rest::Role>)]
     role: Option<Role>,
     #[serde(default)]
     display_name: Option<String>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/users/{name}",
+    tag = "accounts",
+    params(("name" = String, Path, description = "the username")),
+    request_body = crate::routes_users::UpdateUser,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the user after the change", body = api::rest::User),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: admins only, or the change would leave no enabled admin", body = api::error::ErrorBody),
+        (status = 404, description = "`not_found`: no such user", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn update(
     State(s): State<AppState>,
     Path(username): Path<String>,
@@ -138,12 +182,28 @@ pub async fn update(
     Ok(user_response(StatusCode::OK, index, &view(&s, &username)?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetPassword {
     password: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{name}/password",
+    tag = "accounts",
+    params(("name" = String, Path, description = "the username")),
+    request_body = crate::routes_users::ResetPassword,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "set; every session of the user is revoked"),
+        (status = 400, description = "`weak_password` or `invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 404, description = "`not_found`: no such user", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn reset_password(
     State(s): State<AppState>,
     Path(username): Path<String>,
@@ -169,16 +229,41 @@ pub async fn reset_password(
     Ok((StatusCode::NO_CONTENT, [(INDEX_HEADER, index.to_string())]).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/me",
+    tag = "accounts",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the caller", body = api::rest::User),
+        (status = 404, description = "`not_found`: the caller's user vanished", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn me(State(s): State<AppState>, auth: Auth) -> Result<Json<UserView>, ApiError> {
     Ok(Json(view(&s, &auth.user.username)?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMe {
     display_name: String,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/me",
+    tag = "accounts",
+    request_body = crate::routes_users::UpdateMe,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the caller after the change", body = api::rest::User),
+        (status = 400, description = "`invalid_request`: display name too long or not printable", body = api::error::ErrorBody),
+        (status = 404, description = "`not_found`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn update_me(
     State(s): State<AppState>,
     auth: Auth,
@@ -201,13 +286,27 @@ pub async fn update_me(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePassword {
     current_password: String,
     new_password: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/me/password",
+    tag = "accounts",
+    request_body = crate::routes_users::ChangePassword,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "changed; the caller's other sessions are revoked"),
+        (status = 400, description = "`weak_password` or `invalid_request`", body = api::error::ErrorBody),
+        (status = 401, description = "`invalid_credentials`: wrong current password", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn change_password(
     State(s): State<AppState>,
     auth: Auth,
