@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// `GET /api/v1/ca/fingerprint` (and `POST /api/v1/ca/init`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CaFingerprint {
     /// SHA-256 of the root certificate's DER, `AB:CD:...` (see [`crate::fingerprint`]).
     pub fingerprint: String,
@@ -23,6 +24,7 @@ pub struct CaFingerprint {
 
 /// A certificate just signed from a CSR (`POST /api/v1/ca/sign`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SignedCert {
     pub serial: String,
     /// Unix seconds.
@@ -35,6 +37,7 @@ pub struct SignedCert {
 /// A node certificate just issued (`POST /api/v1/ca/node-certs`): everything a node needs to
 /// serve TLS and to verify its peers, except its key, which never left it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeCertIssued {
     pub serial: String,
     /// Unix seconds.
@@ -49,6 +52,7 @@ pub struct NodeCertIssued {
 
 /// One issued certificate as `ca list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CertSummary {
     pub serial: String,
     /// `service` or `node N`.
@@ -59,12 +63,15 @@ pub struct CertSummary {
     pub not_after: i64,
     pub issuer_serial: String,
     /// `Some(reason)` once revoked (RFC 5280 reason name in snake case).
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub revoked: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub revoked_at: Option<i64>,
 }
 
 /// The new issuing CA after a renewal (`POST /api/v1/ca/renew-intermediate`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IntermediateSummary {
     pub serial: String,
     pub not_after: i64,
@@ -73,18 +80,21 @@ pub struct IntermediateSummary {
 
 /// `GET /api/v1/ca/certs` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CertsEnvelope {
     pub certs: Vec<CertSummary>,
 }
 
 /// `POST /api/v1/ca/export-root-key` answer: the only copy of the root key.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RootKeyEnvelope {
     pub root_key_pem: String,
 }
 
 /// `POST /api/v1/ca/sign` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SignRequest {
     pub csr_pem: String,
@@ -95,6 +105,7 @@ pub struct SignRequest {
 
 /// `POST /api/v1/ca/node-certs` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NodeCertRequest {
     pub node_id: u64,
@@ -103,6 +114,7 @@ pub struct NodeCertRequest {
 
 /// `POST /api/v1/ca/certs/{serial}/revoke` body (optional as a whole).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
     /// An RFC 5280 reason in snake case; `unspecified` when absent.
@@ -112,6 +124,7 @@ pub struct RevokeRequest {
 
 /// `POST /api/v1/ca/renew-intermediate` body: the operator's offline root key.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RenewRequest {
     pub root_key_pem: String,

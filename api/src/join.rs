@@ -105,6 +105,7 @@ impl JoinToken {
 
 /// `POST /api/v1/cluster/join-tokens` body.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateJoinToken {
     /// How long the token is valid; the server's default when absent.
@@ -115,6 +116,7 @@ pub struct CreateJoinToken {
 /// `POST /api/v1/cluster/join-tokens` answer. `Debug` hides the token text (it holds the
 /// secret).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JoinTokenCreated {
     /// `conclave-join:<root fingerprint hex>:<id>:<secret>`.
     pub token: String,
@@ -137,6 +139,7 @@ impl fmt::Debug for JoinTokenCreated {
 
 /// `POST /api/v1/join` body.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JoinRequest {
     pub token: String,
@@ -154,15 +157,20 @@ pub struct JoinRequest {
 
 /// `POST /api/v1/join` answer. `kek` is only ever present over HTTPS.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JoinGrant {
     pub node_id: u64,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub workspace: Option<String>,
     pub root_pem: String,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub chain_pem: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub crl_pem: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub kek: Option<String>,
 }
 
@@ -179,6 +187,7 @@ impl fmt::Debug for JoinGrant {
 /// `POST /api/v1/join/complete` body: the same token (proving the caller is the joiner) and
 /// the node id it was used for.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JoinComplete {
     pub token: String,

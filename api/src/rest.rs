@@ -22,6 +22,7 @@ where
 
 /// A user's role. Serialized as `"admin"` / `"member"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,
@@ -39,6 +40,7 @@ impl std::fmt::Display for Role {
 
 /// `POST /api/v1/login` response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginResponse {
     pub token: String,
     pub username: String,
@@ -48,20 +50,24 @@ pub struct LoginResponse {
 
 /// A user as returned by `/me`, `/users` and the WebSocket `hello` / `user_updated` frames.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct User {
     pub username: String,
     /// Empty from servers before the v1 additions (and in `hello`, which may omit it): show
     /// the username then.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub display_name: String,
     pub role: Role,
     /// Absent from the WebSocket `hello` user object (a disabled user cannot connect).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub disabled: bool,
 }
 
 /// What kind of channel: who may read it and how it is named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ChannelKind {
     /// Readable by every user; what servers before the v1 additions have exclusively.
@@ -94,15 +100,20 @@ impl std::fmt::Display for ChannelKind {
 /// decodes. `member`, `last_read`, `unread` and `mentions` are set only in the REST channel
 /// list (they describe the caller).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Channel {
     pub name: String,
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub title: String,
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub topic: String,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub kind: ChannelKind,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub archived: bool,
     pub created_by: String,
     pub created_at_ms: u64,
@@ -110,14 +121,19 @@ pub struct Channel {
     pub last_seq: u64,
     /// The channel's newest event sequence (`ev`): a WebSocket subscription cursor.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub last_ev: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub member: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub last_read: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub unread: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub mentions: Option<u64>,
 }
 
@@ -125,6 +141,7 @@ pub struct Channel {
 ///
 /// Fields after `client_msg_id` came with the v1 additions and default when absent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Message {
     pub channel: String,
     pub seq: u64,
@@ -132,32 +149,42 @@ pub struct Message {
     pub body: String,
     pub ts_ms: u64,
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub client_msg_id: String,
     /// The `seq` of the thread's root when this is a reply.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub thread_root: Option<u64>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub reply_count: u64,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub edited_at_ms: Option<u64>,
     /// A tombstone: the body is empty.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub deleted: bool,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub pinned: bool,
     /// Emoji to the users who reacted with it.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub reactions: BTreeMap<String, Vec<String>>,
     /// Usernames this message mentions.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub mentions: Vec<String>,
     /// The body mentions `@channel`, `@here` or `@all` (docs/protocol.md).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub channel_mention: bool,
 }
 
 /// The result of posting a message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PostOutcome {
     pub message: Message,
     /// True when the server already had a message with this `(author, client_msg_id)` and
@@ -171,16 +198,20 @@ pub struct PostOutcome {
 /// `GET /api/v1/channels/{name}/messages` response (both the `after` and the `before` form).
 /// Fields in the order the server writes them (alphabetical).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessagePage {
     /// `before` form only: whether older messages exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub has_more: Option<bool>,
     /// The channel's newest event sequence on that node, when the server reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(required = true, nullable = false))]
     pub last_ev: Option<u64>,
     /// The channel's newest sequence number on the node that answered (0 if the server left
     /// it out, as the `before` form may).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub last_seq: u64,
     /// Oldest first.
     pub messages: Vec<Message>,
@@ -188,6 +219,7 @@ pub struct MessagePage {
 
 /// `GET /api/v1/channels/{name}/threads/{root}` response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Thread {
     // In the order the server writes them (alphabetical).
     pub replies: Vec<Message>,
@@ -196,19 +228,23 @@ pub struct Thread {
 
 /// `POST /api/v1/channels/{name}/read` response: the caller's read marker after the move.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReadMarker {
     // In the order the server writes them (alphabetical).
     pub channel: String,
     pub last_read: u64,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub mentions: u64,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub unread: u64,
 }
 
 /// `POST /api/v1/channels` request: a channel to create. [`NewChannel::public`] and
 /// [`NewChannel::private`] fill in the defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewChannel {
     pub name: String,
     pub kind: ChannelKind,
@@ -249,6 +285,7 @@ impl NewChannel {
 /// `PATCH /api/v1/channels/{name}` request: only the fields that are `Some` change.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChannelPatch {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
@@ -260,6 +297,7 @@ pub struct ChannelPatch {
 
 /// `POST /api/v1/users` request with the optional fields of the v1 additions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewUser {
     pub username: String,
     pub password: String,
@@ -271,6 +309,7 @@ pub struct NewUser {
 /// `PATCH /api/v1/users/{name}` request (admins): only the fields that are `Some` change.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserPatch {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled: Option<bool>,
@@ -282,20 +321,25 @@ pub struct UserPatch {
 
 /// `GET /readyz` verdict of one node (200 and 503 both carry this body).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Readyz {
     // In the order the server writes them (alphabetical).
     /// An admin drained the node (servers before draining existed leave it out: false).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub draining: bool,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true, nullable = false))]
     pub node_id: Option<u64>,
     pub ready: bool,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub reason: Option<String>,
 }
 
 /// `GET /api/v1/cluster` response, as seen by node `node_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClusterStatus {
     pub node_id: u64,
     #[serde(default)]
@@ -312,6 +356,7 @@ pub struct ClusterStatus {
 ///
 /// [`NodeStatus::base_url`] is where a client reaches it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeStatus {
     pub id: u64,
     pub api_addr: String,
@@ -359,6 +404,7 @@ impl NodeStatus {
 /// A static DNS record of the workspace zone (`GET /api/v1/dns/records`). The name is relative
 /// to the workspace; `value` is in zone-file form (`10.0.0.5`, `10 5 389 ldap`, `"v=1"`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DnsRecord {
     pub name: String,
     /// `A`, `AAAA`, `CNAME`, `SRV` or `TXT`; a string so a later type does not break decoding.
@@ -375,6 +421,7 @@ pub struct DnsRecord {
 /// `POST /api/v1/login` body.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginRequest {
     pub username: String,
     pub password: String,
@@ -382,6 +429,7 @@ pub struct LoginRequest {
 
 /// `POST /api/v1/users` body as `create_user` sends it (see [`NewUser`] for the optional fields).
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateUserRequest {
     pub username: String,
     pub password: String,
@@ -391,6 +439,7 @@ pub struct CreateUserRequest {
 /// `POST /api/v1/dns/records` body.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewDnsRecordRequest {
     pub name: String,
     #[serde(rename = "type")]
@@ -403,18 +452,21 @@ pub struct NewDnsRecordRequest {
 
 /// `GET /api/v1/dns/records` answer.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DnsRecordsEnvelope {
     pub records: Vec<DnsRecord>,
 }
 
 /// `DELETE /api/v1/dns/records` answer: how many records went.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RemovedEnvelope {
     pub removed: u64,
 }
 
 /// `POST /api/v1/channels` body with only a name (see [`NewChannel`] for the rest).
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateChannelRequest {
     pub name: String,
 }
@@ -422,6 +474,7 @@ pub struct CreateChannelRequest {
 /// `POST /api/v1/channels/{name}/messages` body.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PostMessageRequest {
     pub body: String,
     pub client_msg_id: String,
@@ -434,6 +487,7 @@ pub struct PostMessageRequest {
 /// `PATCH /api/v1/channels/{name}/messages/{seq}` body.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EditMessageRequest {
     pub body: String,
 }
@@ -441,6 +495,7 @@ pub struct EditMessageRequest {
 /// `POST /api/v1/dms` body: the other participants.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DmRequest {
     pub users: Vec<String>,
 }
@@ -448,6 +503,7 @@ pub struct DmRequest {
 /// `POST /api/v1/channels/{name}/read` body.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReadRequest {
     pub seq: u64,
 }
@@ -455,6 +511,7 @@ pub struct ReadRequest {
 /// `POST /api/v1/channels/{name}/members` body.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MemberRequest {
     pub username: String,
 }
@@ -462,6 +519,7 @@ pub struct MemberRequest {
 /// `PATCH /api/v1/me` body.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProfilePatch {
     pub display_name: String,
 }
@@ -469,6 +527,7 @@ pub struct ProfilePatch {
 /// `POST /api/v1/me/password` body.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChangePasswordRequest {
     pub current_password: String,
     pub new_password: String,
@@ -477,12 +536,14 @@ pub struct ChangePasswordRequest {
 /// `POST /api/v1/users/{name}/password` body (admins).
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SetPasswordRequest {
     pub password: String,
 }
 
 /// `GET /api/v1/channels/{name}/pins` answer.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PinsEnvelope {
     pub messages: Vec<Message>,
 }
@@ -490,6 +551,7 @@ pub struct PinsEnvelope {
 /// `POST /api/v1/cluster/nodes` body.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AddNodeRequest {
     pub id: u64,
     pub api_addr: String,
@@ -498,22 +560,26 @@ pub struct AddNodeRequest {
 
 /// `GET /api/v1/users` answer.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsersEnvelope {
     pub users: Vec<User>,
 }
 
 /// `GET /api/v1/channels` answer.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChannelsEnvelope {
     pub channels: Vec<Channel>,
 }
 
 /// The message object plus the `duplicate` flag the post endpoint adds to it.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PostedMessage {
     #[serde(flatten)]
     pub message: Message,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true, nullable = false))]
     pub duplicate: Option<bool>,
 }
 

@@ -53,11 +53,33 @@ fn text(content_type: &'static str, body: impl IntoResponse) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/ca/root.pem",
+    tag = "ca",
+    responses(
+        (status = 200, description = "the root certificate (PEM)", body = String, content_type = "application/x-pem-file"),
+        (status = 404, description = "`ca_not_initialized`: the cluster has no CA yet", body = api::error::ErrorBody),
+        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn root_pem(State(s): State<AppState>) -> Result<Response, ApiError> {
     let pem = ca(&s)?.root_pem().await?;
     Ok(text("application/x-pem-file", pem))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/ca/root.crt",
+    tag = "ca",
+    responses(
+        (status = 200, description = "the root certificate (DER)", body = Vec<u8>, content_type = "application/pkix-cert"),
+        (status = 404, description = "`ca_not_initialized`: the cluster has no CA yet", body = api::error::ErrorBody),
+        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn root_der(State(s): State<AppState>) -> Result<Response, ApiError> {
     let der = ca(&s)?.root_der().await?;
     Ok((
@@ -73,6 +95,17 @@ pub async fn root_der(State(s): State<AppState>) -> Result<Response, ApiError> {
         .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/ca/root.mobileconfig",
+    tag = "ca",
+    responses(
+        (status = 200, description = "an unsigned Apple configuration profile holding the root", body = String, content_type = "application/x-apple-aspen-config"),
+        (status = 404, description = "`ca_not_initialized`: the cluster has no CA yet", body = api::error::ErrorBody),
+        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn root_mobileconfig(State(s): State<AppState>) -> Result<Response, ApiError> {
     let profile = ca(&s)?.root_mobileconfig().await?;
     Ok((
@@ -88,15 +121,50 @@ pub async fn root_mobileconfig(State(s): State<AppState>) -> Result<Response, Ap
         .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/ca/crl.pem",
+    tag = "ca",
+    responses(
+        (status = 200, description = "every current CRL, concatenated PEM", body = String, content_type = "application/x-pem-file"),
+        (status = 404, description = "`ca_not_initialized`: the cluster has no CA yet", body = api::error::ErrorBody),
+        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn crl_pem(State(s): State<AppState>) -> Result<Response, ApiError> {
     let pem = ca(&s)?.crl_pem().await?;
     Ok(text("application/x-pem-file", pem))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/ca/fingerprint",
+    tag = "ca",
+    responses(
+        (status = 200, description = "the root's fingerprint and the issuing CA", body = api::ca::CaFingerprint),
+        (status = 404, description = "`ca_not_initialized`: the cluster has no CA yet", body = api::error::ErrorBody),
+        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn fingerprint(State(s): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(ca(&s)?.fingerprint().await?).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/ca/init",
+    tag = "ca",
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "the new CA", body = api::ca::CaFingerprint),
+        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 409, description = "`ca_exists`", body = api::error::ErrorBody),
+        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn init(State(s): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
     auth.require_admin()?;
     let fp = ca(&s)?.init().await?;
@@ -104,6 +172,22 @@ pub async fn init(State(s): State<AppState>, auth: Auth) -> Result<Response, Api
     Ok((axum::http::StatusCode::CREATED, Json(fp)).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/ca/sign",
+    tag = "ca",
+    request_body = api::ca::SignRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "the certificate and its chain", body = api::ca::SignedCert),
+        (status = 400, description = "`invalid_request` or `name_not_permitted`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 404, description = "`ca_not_initialized`: the cluster has no CA yet", body = api::error::ErrorBody),
+        (status = 409, description = "`root_key_offline`", body = api::error::ErrorBody),
+        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn sign(
     State(s): State<AppState>,
     auth: Auth,
@@ -117,6 +201,22 @@ pub async fn sign(
 
 /// Issues a node certificate (`conclave provision`): admin only, since the certificate admits
 /// its holder to the cluster port.
+#[utoipa::path(
+    post,
+    path = "/api/v1/ca/node-certs",
+    tag = "ca",
+    request_body = api::ca::NodeCertRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "the node certificate, root and CRLs", body = api::ca::NodeCertIssued),
+        (status = 400, description = "`invalid_request` or `name_not_permitted`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 404, description = "`ca_not_initialized`: the cluster has no CA yet", body = api::error::ErrorBody),
+        (status = 409, description = "`root_key_offline`", body = api::error::ErrorBody),
+        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn node_cert(
     State(s): State<AppState>,
     auth: Auth,
@@ -133,6 +233,19 @@ pub async fn node_cert(
     Ok((axum::http::StatusCode::CREATED, Json(issued)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/ca/certs",
+    tag = "ca",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "certificates not yet expired, oldest first", body = api::ca::CertsEnvelope),
+        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 404, description = "`ca_not_initialized`: the cluster has no CA yet", body = api::error::ErrorBody),
+        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn list(State(s): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
     auth.require_admin()?;
     let certs = ca(&s)?.list().await?;
@@ -140,6 +253,23 @@ pub async fn list(State(s): State<AppState>, auth: Auth) -> Result<Response, Api
 }
 
 /// The body is optional (`{}` or nothing at all revokes with reason "unspecified").
+#[utoipa::path(
+    post,
+    path = "/api/v1/ca/certs/{serial}/revoke",
+    tag = "ca",
+    params(("serial" = String, Path, description = "lower-case hex (colons and upper case accepted)")),
+    request_body = Option<api::ca::RevokeRequest>,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the certificate as listed", body = api::ca::CertSummary),
+        (status = 400, description = "`invalid_json` or `invalid_request` (unknown reason)", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 404, description = "`not_found` (no such serial) or `ca_not_initialized`", body = api::error::ErrorBody),
+        (status = 409, description = "`root_key_offline`", body = api::error::ErrorBody),
+        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn revoke(
     State(s): State<AppState>,
     Path(serial): Path<String>,
@@ -157,6 +287,20 @@ pub async fn revoke(
     Ok(Json(cert).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/ca/export-root-key",
+    tag = "ca",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the root key; the cluster no longer holds it", body = api::ca::RootKeyEnvelope),
+        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 404, description = "`ca_not_initialized`: the cluster has no CA yet", body = api::error::ErrorBody),
+        (status = 409, description = "`root_key_offline`: exported before", body = api::error::ErrorBody),
+        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn export_root_key(State(s): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
     auth.require_admin()?;
     let pem = ca(&s)?.export_root_key().await?;
@@ -168,6 +312,22 @@ pub async fn export_root_key(State(s): State<AppState>, auth: Auth) -> Result<Re
         .into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/ca/renew-intermediate",
+    tag = "ca",
+    request_body = api::ca::RenewRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the new issuing CA", body = api::ca::IntermediateSummary),
+        (status = 400, description = "`invalid_request` or `wrong_key`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 404, description = "`ca_not_initialized`: the cluster has no CA yet", body = api::error::ErrorBody),
+        (status = 409, description = "`root_key_offline`", body = api::error::ErrorBody),
+        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn renew_intermediate(
     State(s): State<AppState>,
     auth: Auth,

@@ -84,11 +84,12 @@ async fn write_channel(
 /// The server's reading of `api::rest::NewChannel`, more lenient (`kind`, `title` and `topic`
 /// may be left out: a public channel titled by its name) and stricter (only the kinds the
 /// cluster stores; not `api`'s `dm` alias or its catch-all for kinds added later).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateChannel {
     name: String,
     #[serde(default)]
+    #[schema(value_type = Option<api::rest::ChannelKind>)]
     kind: Option<ChannelKind>,
     #[serde(default)]
     title: Option<String>,
@@ -96,6 +97,22 @@ pub struct CreateChannel {
     topic: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/channels",
+    tag = "channels",
+    request_body = crate::routes::channels::CreateChannel,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "the new channel", body = api::rest::Channel),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
+        (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn create(
     State(s): State<AppState>,
     auth: Auth,
@@ -131,6 +148,16 @@ pub async fn create(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/channels",
+    tag = "channels",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "public channels and the caller's, each with the caller's read state", body = api::rest::ChannelsEnvelope),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn list(
     State(s): State<AppState>,
     _min: MinIndex,
@@ -142,6 +169,20 @@ pub async fn list(
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/channels/{name}",
+    tag = "channels",
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the channel", body = api::rest::Channel),
+        (status = 403, description = "`forbidden`: members only", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn get(
     State(s): State<AppState>,
     Path(name): Path<String>,
@@ -157,6 +198,23 @@ pub async fn get(
     Ok(Json(wire::channel(&ch)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/channels/{name}",
+    tag = "channels",
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)")),
+    request_body = api::rest::ChannelPatch,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the channel after the change", body = api::rest::Channel),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
+        (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn update(
     State(s): State<AppState>,
     Path(name): Path<String>,
@@ -184,6 +242,22 @@ pub async fn update(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/channels/{name}/join",
+    tag = "channels",
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the channel (joining twice is not an error)", body = api::rest::Channel),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
+        (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn join(
     State(s): State<AppState>,
     Path(name): Path<String>,
@@ -207,6 +281,22 @@ pub async fn join(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/channels/{name}/leave",
+    tag = "channels",
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the channel", body = api::rest::Channel),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
+        (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn leave(
     State(s): State<AppState>,
     Path(name): Path<String>,
@@ -225,6 +315,23 @@ pub async fn leave(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/channels/{name}/members",
+    tag = "channels",
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)")),
+    request_body = api::rest::MemberRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the channel", body = api::rest::Channel),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
+        (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn add_member(
     State(s): State<AppState>,
     Path(name): Path<String>,
@@ -250,6 +357,22 @@ pub async fn add_member(
     .await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/channels/{name}/members/{user}",
+    tag = "channels",
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)"), ("user" = String, Path, description = "the member to remove")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the channel", body = api::rest::Channel),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
+        (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn remove_member(
     State(s): State<AppState>,
     Path((name, user)): Path<(String, String)>,
@@ -267,6 +390,22 @@ pub async fn remove_member(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/dms",
+    tag = "channels",
+    request_body = api::rest::DmRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the direct-message channel (the same one when asked again)", body = api::rest::Channel),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
+        (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn start_dm(
     State(s): State<AppState>,
     auth: Auth,
@@ -305,6 +444,23 @@ pub async fn start_dm(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/channels/{name}/read",
+    tag = "channels",
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)")),
+    request_body = api::rest::ReadRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the caller's read marker (never moves back)", body = api::rest::ReadMarker),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
+        (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn mark_read(
     State(s): State<AppState>,
     Path(name): Path<String>,

@@ -80,10 +80,34 @@ pub async fn cluster_view(s: &AppState) -> ClusterStatus {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/cluster",
+    tag = "cluster",
+    responses(
+        (status = 200, description = "the cluster as this node's probe sees it", body = api::rest::ClusterStatus)
+    )
+)]
 pub async fn status(State(s): State<AppState>) -> Json<ClusterStatus> {
     Json(cluster_view(&s).await)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/cluster/nodes",
+    tag = "cluster",
+    request_body = api::rest::AddNodeRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the cluster with the new voter", body = api::rest::ClusterStatus),
+        (status = 400, description = "`invalid_request`: a bad id or address, or the node does not answer on its cluster port", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 404, description = "`not_found`: not a member", body = api::error::ErrorBody),
+        (status = 409, description = "`membership_change_in_progress` or `unsafe_membership_change`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn add_node(
     State(s): State<AppState>,
     auth: Auth,
@@ -110,6 +134,22 @@ pub async fn add_node(
     Ok(Json(cluster_view(&s).await))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/cluster/nodes/{id}",
+    tag = "cluster",
+    params(("id" = u64, Path, description = "the node id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the cluster without the node", body = api::rest::ClusterStatus),
+        (status = 400, description = "`invalid_request`: a bad id or address, or the node does not answer on its cluster port", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 404, description = "`not_found`: not a member", body = api::error::ErrorBody),
+        (status = 409, description = "`membership_change_in_progress` or `unsafe_membership_change`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn remove_node(
     State(s): State<AppState>,
     id: Result<Path<u64>, axum::extract::rejection::PathRejection>,
@@ -124,6 +164,21 @@ pub async fn remove_node(
 }
 
 /// `POST /api/v1/cluster/nodes/{id}/drain`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/cluster/nodes/{id}/drain",
+    tag = "cluster",
+    params(("id" = u64, Path, description = "the node id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the cluster, `draining` set on the node", body = api::rest::ClusterStatus),
+        (status = 400, description = "`invalid_request`: the id is not a number", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 404, description = "`not_found`: not a member", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn drain(
     State(s): State<AppState>,
     id: Result<Path<u64>, axum::extract::rejection::PathRejection>,
@@ -133,6 +188,21 @@ pub async fn drain(
 }
 
 /// `DELETE /api/v1/cluster/nodes/{id}/drain`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/cluster/nodes/{id}/drain",
+    tag = "cluster",
+    params(("id" = u64, Path, description = "the node id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the cluster, `draining` cleared on the node", body = api::rest::ClusterStatus),
+        (status = 400, description = "`invalid_request`: the id is not a number", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 404, description = "`not_found`: not a member", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn undrain(
     State(s): State<AppState>,
     id: Result<Path<u64>, axum::extract::rejection::PathRejection>,
@@ -171,12 +241,29 @@ async fn set_draining(
     Ok(Json(cluster_view(&s).await))
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses(
+        (status = 200, description = "the process runs", body = crate::openapi::Healthz)
+    )
+)]
 pub async fn healthz(State(s): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({"status": "ok", "node_id": s.node.id()}))
 }
 
 /// 200 only when this node is ready and not draining. A draining node says so (load balancers
 /// and reconnecting clients skip it) but keeps serving every request it gets.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "ready", body = api::rest::Readyz),
+        (status = 503, description = "not ready (no leader, catching up) or draining", body = api::rest::Readyz)
+    )
+)]
 pub async fn readyz(State(s): State<AppState>) -> Response {
     let r = s.node.readiness();
     let draining = s.node.is_draining();

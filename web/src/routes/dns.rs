@@ -41,6 +41,17 @@ fn parse_type(t: &str) -> Result<DnsRecordType, ApiError> {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/dns/records",
+    tag = "dns",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "sorted by name, then type", body = api::rest::DnsRecordsEnvelope),
+        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn list(
     State(s): State<AppState>,
     _min: MinIndex,
@@ -53,6 +64,21 @@ pub async fn list(
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/dns/records",
+    tag = "dns",
+    request_body = api::rest::NewDnsRecordRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "the record as stored (normalised)", body = api::rest::DnsRecord),
+        (status = 400, description = "`invalid_request` (bad name, type, value or TTL) or `reserved_name`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 409, description = "`conflict`: a CNAME beside other records, or the zone is full", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn create(
     State(s): State<AppState>,
     auth: Auth,
@@ -81,7 +107,8 @@ pub async fn create(
         .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RemoveQuery {
     name: String,
@@ -91,6 +118,21 @@ pub struct RemoveQuery {
     value: Option<String>,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/dns/records",
+    tag = "dns",
+    params(crate::routes::dns::RemoveQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "how many records were removed", body = api::rest::RemovedEnvelope),
+        (status = 400, description = "`invalid_request` or `reserved_name`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 404, description = "`not_found`: nothing matched", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn remove(
     State(s): State<AppState>,
     auth: Auth,

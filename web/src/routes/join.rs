@@ -80,6 +80,22 @@ fn parse_token(text: &str) -> Result<JoinToken, ApiError> {
     JoinToken::parse(text).map_err(|e| ApiError::JoinToken(JoinTokenRefusal::Invalid(e.0)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/cluster/join-tokens",
+    tag = "join",
+    request_body = api::join::CreateJoinToken,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "the token, shown once", body = api::join::JoinTokenCreated),
+        (status = 400, description = "`invalid_request`: ttl_secs out of range", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 404, description = "`ca_not_initialized`", body = api::error::ErrorBody),
+        (status = 409, description = "`conflict`", body = api::error::ErrorBody),
+        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn create_token(
     State(s): State<AppState>,
     auth: Auth,
@@ -134,6 +150,22 @@ async fn check_cluster(ca: &SharedCa, token: &JoinToken) -> Result<String, ApiEr
 }
 
 // Long on purpose: the join checks in the order that keeps a refused request from writing.
+#[utoipa::path(
+    post,
+    path = "/api/v1/join",
+    tag = "join",
+    request_body = api::join::JoinRequest,
+    responses(
+        (status = 200, description = "what the new node needs to start", body = api::join::JoinGrant),
+        (status = 400, description = "`invalid_join_token` or `invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`, `join_token_unknown` or `join_token_invalid`", body = api::error::ErrorBody),
+        (status = 404, description = "`not_found` or `ca_not_initialized`", body = api::error::ErrorBody),
+        (status = 409, description = "`join_token_used`, `already_member`, `membership_change_in_progress` or `unsafe_membership_change`", body = api::error::ErrorBody),
+        (status = 410, description = "`join_token_expired`", body = api::error::ErrorBody),
+        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn join(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<JoinRequest>,
@@ -261,6 +293,22 @@ fn spent(token: &JoinToken, e: CaApiError) -> ApiError {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/join/complete",
+    tag = "join",
+    request_body = api::join::JoinComplete,
+    responses(
+        (status = 200, description = "the node is a voter", body = crate::openapi::JoinCompleted),
+        (status = 400, description = "`invalid_join_token` or `invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`, `join_token_unknown` or `join_token_invalid`", body = api::error::ErrorBody),
+        (status = 404, description = "`not_found` or `ca_not_initialized`", body = api::error::ErrorBody),
+        (status = 409, description = "`join_token_used`, `already_member`, `membership_change_in_progress` or `unsafe_membership_change`", body = api::error::ErrorBody),
+        (status = 410, description = "`join_token_expired`", body = api::error::ErrorBody),
+        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn complete(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<JoinComplete>,

@@ -52,6 +52,24 @@ fn message_response(index: u64, view: &MessageView) -> Response {
         .into_response()
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/channels/{name}/messages",
+    tag = "messages",
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)")),
+    request_body = api::rest::PostMessageRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "the new message", body = api::rest::PostedMessage),
+        (status = 200, description = "a retry: the original message with this `client_msg_id`; nothing new was written", body = api::rest::PostedMessage),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
+        (status = 409, description = "`archived`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn post(
     State(s): State<AppState>,
     Path(channel): Path<String>,
@@ -91,7 +109,8 @@ pub async fn post(
         .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     after: Option<u64>,
@@ -99,6 +118,21 @@ pub struct ListQuery {
     limit: Option<u32>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/channels/{name}/messages",
+    tag = "messages",
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)"), crate::routes::messages::ListQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "oldest first", body = api::rest::MessagePage),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: members only", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn list(
     State(s): State<AppState>,
     Path(channel): Path<String>,
@@ -148,6 +182,21 @@ pub async fn list(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/channels/{name}/threads/{root}",
+    tag = "messages",
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)"), ("root" = u64, Path, description = "the thread root's sequence number")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the root and its replies", body = api::rest::Thread),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: members only", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn thread(
     State(s): State<AppState>,
     Path((channel, root)): Path<(String, u64)>,
@@ -166,6 +215,21 @@ pub async fn thread(
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/channels/{name}/pins",
+    tag = "messages",
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the pinned messages", body = api::rest::PinsEnvelope),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: members only", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn pins(
     State(s): State<AppState>,
     Path(channel): Path<String>,
@@ -179,6 +243,23 @@ pub async fn pins(
     })
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/channels/{name}/messages/{seq}",
+    tag = "messages",
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)"), ("seq" = u64, Path, description = "the message's sequence number in the channel")),
+    request_body = api::rest::EditMessageRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the edited message", body = api::rest::Message),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
+        (status = 409, description = "`archived`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn edit(
     State(s): State<AppState>,
     Path((channel, seq)): Path<(String, u64)>,
@@ -199,6 +280,22 @@ pub async fn edit(
     Ok(message_response(index, &view))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/channels/{name}/messages/{seq}",
+    tag = "messages",
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)"), ("seq" = u64, Path, description = "the message's sequence number in the channel")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the tombstone (`deleted: true`, empty body)", body = api::rest::Message),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
+        (status = 409, description = "`archived`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn delete(
     State(s): State<AppState>,
     Path((channel, seq)): Path<(String, u64)>,
@@ -239,6 +336,22 @@ async fn reaction(
     Ok(message_response(index, &view))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/channels/{name}/messages/{seq}/reactions/{emoji}",
+    tag = "messages",
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)"), ("seq" = u64, Path, description = "the message's sequence number in the channel"), ("emoji" = String, Path, description = "1 to 32 bytes, URL-encoded")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the message", body = api::rest::Message),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
+        (status = 409, description = "`archived`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn react(
     State(s): State<AppState>,
     Path((channel, seq, emoji)): Path<(String, u64, String)>,
@@ -247,6 +360,22 @@ pub async fn react(
     reaction(s, channel, seq, emoji, auth, true).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/channels/{name}/messages/{seq}/reactions/{emoji}",
+    tag = "messages",
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)"), ("seq" = u64, Path, description = "the message's sequence number in the channel"), ("emoji" = String, Path, description = "1 to 32 bytes, URL-encoded")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the message", body = api::rest::Message),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
+        (status = 409, description = "`archived`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn unreact(
     State(s): State<AppState>,
     Path((channel, seq, emoji)): Path<(String, u64, String)>,
@@ -275,6 +404,22 @@ async fn pin_to(
     Ok(message_response(index, &view))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/channels/{name}/messages/{seq}/pin",
+    tag = "messages",
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)"), ("seq" = u64, Path, description = "the message's sequence number in the channel")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the message", body = api::rest::Message),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
+        (status = 409, description = "`archived`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn pin(
     State(s): State<AppState>,
     Path((channel, seq)): Path<(String, u64)>,
@@ -283,6 +428,22 @@ pub async fn pin(
     pin_to(s, channel, seq, auth, true).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/channels/{name}/messages/{seq}/pin",
+    tag = "messages",
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)"), ("seq" = u64, Path, description = "the message's sequence number in the channel")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the message", body = api::rest::Message),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
+        (status = 409, description = "`archived`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn unpin(
     State(s): State<AppState>,
     Path((channel, seq)): Path<(String, u64)>,

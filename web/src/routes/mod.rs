@@ -75,7 +75,9 @@ pub(crate) fn table() -> Router<AppState> {
             get(dns::list).post(dns::create).delete(dns::remove),
         )
         .merge(ca::routes())
-        .merge(join::routes());
+        .merge(join::routes())
+        .route("/openapi.json", get(crate::openapi::openapi_json))
+        .layer(axum::middleware::map_response(crate::plain_errors::as_json));
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(cluster::healthz))

@@ -17,6 +17,19 @@ use crate::wire;
 use api::rest::LoginRequest;
 use api::rest::LoginResponse;
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/login",
+    tag = "session",
+    request_body = crate::routes::session::LoginRequest,
+    responses(
+        (status = 200, description = "a session token", body = api::rest::LoginResponse),
+        (status = 401, description = "`invalid_credentials`: unknown user, wrong password or disabled user", body = api::error::ErrorBody),
+        (status = 429, description = "`too_many_attempts`: the account is in its login backoff; see `Retry-After`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn login(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<LoginRequest>,
@@ -89,6 +102,17 @@ async fn throttle(s: &AppState, username: &str) -> Result<(), ApiError> {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/logout",
+    tag = "session",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "the presented token is revoked everywhere"),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn logout(State(s): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
     let (_, index) = s
         .node

@@ -40,17 +40,35 @@ fn view(s: &AppState, username: &str) -> Result<UserView, ApiError> {
 
 /// The server's reading of `api::rest::NewUser`, more lenient: `role` (member) and
 /// `display_name` may be left out.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     username: String,
     password: String,
     #[serde(default)]
+    #[schema(value_type = Option<api::rest::Role>)]
+    #[schema(value_type = Option<api::rest::Role>)]
     role: Option<Role>,
     #[serde(default)]
     display_name: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    tag = "accounts",
+    request_body = crate::routes::users::CreateUser,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "the new user", body = api::rest::User),
+        (status = 400, description = "`invalid_request` (bad username or display name) or `weak_password`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 404, description = "`not_found`", body = api::error::ErrorBody),
+        (status = 409, description = "`user_exists`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn create(
     State(s): State<AppState>,
     auth: Auth,
@@ -99,6 +117,16 @@ pub async fn create(
 }
 
 /// The directory: every member sees it, so that they can start direct messages.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users",
+    tag = "accounts",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the user directory", body = api::rest::UsersEnvelope),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn list(
     State(s): State<AppState>,
     _min: MinIndex,
@@ -110,6 +138,22 @@ pub async fn list(
     })
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/users/{name}",
+    tag = "accounts",
+    params(("name" = String, Path, description = "the username")),
+    request_body = api::rest::UserPatch,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the user after the change", body = api::rest::User),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: admins only, or the change would leave no enabled admin", body = api::error::ErrorBody),
+        (status = 404, description = "`not_found`: no such user", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn update(
     State(s): State<AppState>,
     Path(username): Path<String>,
@@ -138,6 +182,22 @@ pub async fn update(
     Ok(user_response(StatusCode::OK, index, &view(&s, &username)?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{name}/password",
+    tag = "accounts",
+    params(("name" = String, Path, description = "the username")),
+    request_body = api::rest::SetPasswordRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "set; every session of the user is revoked"),
+        (status = 400, description = "`weak_password` or `invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 404, description = "`not_found`: no such user", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn reset_password(
     State(s): State<AppState>,
     Path(username): Path<String>,
@@ -163,10 +223,35 @@ pub async fn reset_password(
     Ok((StatusCode::NO_CONTENT, [(INDEX_HEADER, index.to_string())]).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/me",
+    tag = "accounts",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the caller", body = api::rest::User),
+        (status = 404, description = "`not_found`: the caller's user vanished", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn me(State(s): State<AppState>, auth: Auth) -> Result<Json<User>, ApiError> {
     Ok(Json(wire::user(&view(&s, &auth.user.username)?)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/me",
+    tag = "accounts",
+    request_body = api::rest::ProfilePatch,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the caller after the change", body = api::rest::User),
+        (status = 400, description = "`invalid_request`: display name too long or not printable", body = api::error::ErrorBody),
+        (status = 404, description = "`not_found`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn update_me(
     State(s): State<AppState>,
     auth: Auth,
@@ -189,6 +274,20 @@ pub async fn update_me(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/me/password",
+    tag = "accounts",
+    request_body = api::rest::ChangePasswordRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "changed; the caller's other sessions are revoked"),
+        (status = 400, description = "`weak_password` or `invalid_request`", body = api::error::ErrorBody),
+        (status = 401, description = "`invalid_credentials`: wrong current password", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+    )
+)]
 pub async fn change_password(
     State(s): State<AppState>,
     auth: Auth,

@@ -40,6 +40,17 @@ const WRITE_BATCH: usize = 64;
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/ws",
+    tag = "websocket",
+    responses(
+        (status = 101, description = "Switching Protocols: the WebSocket of docs/protocol.md (the bearer token is sent in the first `auth` frame)"),
+        (status = 400, description = "`invalid_request`: not a WebSocket upgrade request (missing or wrong `Connection`, `Upgrade`, `Sec-WebSocket-Version` or `Sec-WebSocket-Key`)", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden_origin`: the `Origin` is not one of this workspace's origins", body = api::error::ErrorBody),
+        (status = 426, description = "`upgrade_required`: the connection cannot be upgraded (e.g. HTTP/2)", body = api::error::ErrorBody)
+    )
+)]
 pub async fn upgrade(
     State(s): State<AppState>,
     headers: HeaderMap,

@@ -7,7 +7,7 @@
 //! it as a slow consumer) or write to the Raft log for anything ephemeral.
 
 mod commands;
-mod conn;
+pub mod conn;
 pub mod frames;
 pub mod hub;
 mod presence;

@@ -17,13 +17,15 @@ use crate::harness::*;
 async fn without_an_upgrade() {
     let h = Harness::start().await;
     let admin = h.admin().await;
-    // A plain GET: axum's WebSocket extractor refuses it with 400 and a plain-text body (not
-    // the API's JSON error shape).
+    // A plain GET: axum's WebSocket extractor refuses it with 400, in the API's JSON error shape.
     let r = h.raw("GET", "/api/v1/ws", Some(&admin), None).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.json);
-    assert!(r.json.is_string(), "plain text today: {}", r.json);
+    assert_error(
+        (r.status, &r.json),
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
     // All the upgrade headers, but no connection that can be upgraded (no socket behind
-    // `oneshot`): 426, plain text as well.
+    // `oneshot`): 426, also as a JSON error.
     let req = Request::builder()
         .uri("/api/v1/ws")
         .header(header::CONNECTION, "upgrade")
@@ -34,7 +36,11 @@ async fn without_an_upgrade() {
         .unwrap();
     let r = h.send(req).await;
     assert_eq!(r.status, StatusCode::UPGRADE_REQUIRED, "{}", r.json);
-    assert!(r.json.is_string(), "plain text today: {}", r.json);
+    assert!(
+        r.json["error"]["code"].is_string(),
+        "JSON error: {}",
+        r.json
+    );
     h.stop().await;
 }
 
