@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Whether `origin` (the `Origin` header's value) belongs to the workspace.
@@ -134,7 +135,15 @@ pub async fn cors(State(s): State<AppState>, req: Request, next: Next) -> Respon
         if origin.is_some() {
             StatusCode::NO_CONTENT.into_response()
         } else {
-            StatusCode::FORBIDDEN.into_response()
+            // The same JSON error as every other refusal, so a script that sends a preflight by
+            // hand learns why; a browser only looks at the status and the missing CORS headers.
+            let text = req
+                .headers()
+                .get(header::ORIGIN)
+                .and_then(|o| o.to_str().ok())
+                .unwrap_or("?")
+                .to_string();
+            ApiError::ForbiddenOrigin(text).into_response()
         }
     } else {
         next.run(req).await
