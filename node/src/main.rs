@@ -121,7 +121,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.cmd {
+    match cli.cmd {
         Cmd::Run { config, validate } => {
             let cfg = match load(&config) {
                 Ok(c) => c,
@@ -132,35 +132,13 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             logging::init(Some(cfg.node_id), &cfg.log);
-            runtime.block_on(run::run(cfg))
+            finish(runtime.block_on(run::run(cfg)))
         }
         Cmd::Init {
             config,
             admin_user,
             admin_password,
-        } => {
-            let cfg = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            logging::init(Some(cfg.node_id), &cfg.log);
-            let generated = admin_password.is_none();
-            runtime
-                .block_on(run::init(cfg, &admin_user, admin_password))
-                .map(|out| {
-                    #[allow(clippy::print_stdout)]
-                    {
-                        println!("cluster initialized; admin user: {admin_user}");
-                        if generated {
-                            println!("admin password: {}", out.password);
-                            println!("(shown once; store it safely)");
-                        }
-                        if let Some(fp) = &out.root_fingerprint {
-                            println!("root CA SHA-256 fingerprint: {fp}");
-                        }
-                    }
-                })
-        }
+        } => init(&runtime, &config, &admin_user, admin_password),
         Cmd::Join {
             config,
             token,
@@ -171,43 +149,13 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             logging::init(Some(cfg.node_id), &cfg.log);
-            runtime.block_on(join::join_and_run(cfg, &token, &seed))
+            finish(runtime.block_on(join::join_and_run(cfg, &token, &seed)))
         }
         Cmd::Provision {
             config,
             seed,
             ca_file,
-        } => {
-            let cfg = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            logging::init(Some(cfg.node_id), &cfg.log);
-            let user = std::env::var("CONCLAVE_ADMIN_USER").unwrap_or_else(|_| "admin".into());
-            let Ok(password) = std::env::var("CONCLAVE_ADMIN_PASSWORD") else {
-                eprintln!(
-                    "conclave: set CONCLAVE_ADMIN_PASSWORD (and CONCLAVE_ADMIN_USER unless it is admin)"
-                );
-                return ExitCode::from(2);
-            };
-            runtime
-                .block_on(node_cert::provision(
-                    &cfg, &seed, &ca_file, &user, &password,
-                ))
-                .map(|p| {
-                    #[allow(clippy::print_stdout)]
-                    {
-                        println!(
-                            "node {} certificate {} (valid until unix {}) written to {}",
-                            cfg.node_id,
-                            p.serial,
-                            p.not_after,
-                            p.dir.display()
-                        );
-                    }
-                })
-                .map_err(anyhow::Error::from)
-        }
+        } => provision(&runtime, &config, &seed, &ca_file),
         Cmd::Dev {
             data_dir,
             admin_password,
@@ -227,9 +175,84 @@ fn main() -> ExitCode {
                 cluster: cluster_port,
                 dns: dns_port,
             };
-            runtime.block_on(dev::dev(data_dir, admin_password, ports, &workspace))
+            finish(runtime.block_on(dev::dev(data_dir, admin_password, ports, &workspace)))
         }
+    }
+}
+
+/// `conclave init`: prints the generated password once (it is nowhere else).
+fn init(
+    runtime: &tokio::runtime::Runtime,
+    config: &std::path::Path,
+    admin_user: &str,
+    admin_password: Option<String>,
+) -> ExitCode {
+    let cfg = match load(config) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
+    logging::init(Some(cfg.node_id), &cfg.log);
+    let generated = admin_password.is_none();
+    finish(
+        runtime
+            .block_on(run::init(cfg, admin_user, admin_password))
+            .map(|out| {
+                #[allow(clippy::print_stdout)]
+                {
+                    println!("cluster initialized; admin user: {admin_user}");
+                    if generated {
+                        println!("admin password: {}", out.password);
+                        println!("(shown once; store it safely)");
+                    }
+                    if let Some(fp) = &out.root_fingerprint {
+                        println!("root CA SHA-256 fingerprint: {fp}");
+                    }
+                }
+            }),
+    )
+}
+
+/// `conclave provision`: the admin's credentials come from the environment, never argv (argv
+/// is visible to every user of the machine).
+fn provision(
+    runtime: &tokio::runtime::Runtime,
+    config: &std::path::Path,
+    seed: &str,
+    ca_file: &std::path::Path,
+) -> ExitCode {
+    let cfg = match load(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    logging::init(Some(cfg.node_id), &cfg.log);
+    let user = std::env::var("CONCLAVE_ADMIN_USER").unwrap_or_else(|_| "admin".into());
+    let Ok(password) = std::env::var("CONCLAVE_ADMIN_PASSWORD") else {
+        eprintln!(
+            "conclave: set CONCLAVE_ADMIN_PASSWORD (and CONCLAVE_ADMIN_USER unless it is admin)"
+        );
+        return ExitCode::from(2);
+    };
+    finish(
+        runtime
+            .block_on(node_cert::provision(&cfg, seed, ca_file, &user, &password))
+            .map(|p| {
+                #[allow(clippy::print_stdout)]
+                {
+                    println!(
+                        "node {} certificate {} (valid until unix {}) written to {}",
+                        cfg.node_id,
+                        p.serial,
+                        p.not_after,
+                        p.dir.display()
+                    );
+                }
+            })
+            .map_err(anyhow::Error::from),
+    )
+}
+
+/// One line on stderr for a failure; the exit code says success or failure.
+fn finish(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -74,6 +74,14 @@ fn node_config(n: u64, dir: &Path, ports: Ports, workspace: &str) -> String {
     )
 }
 
+/// What the steps of `dev` share: where things are and how the nodes are reached.
+struct Layout {
+    data_dir: PathBuf,
+    configs: Vec<PathBuf>,
+    ports: Ports,
+    root_path: PathBuf,
+}
+
 pub async fn dev(
     data_dir: PathBuf,
     admin_password: Option<String>,
@@ -83,7 +91,6 @@ pub async fn dev(
     std::fs::create_dir_all(&data_dir).with_context(|| format!("create {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize().context("resolve data dir")?;
     let exe = std::env::current_exe().context("locate the conclave binary")?;
-    let creds_path = data_dir.join("dev-credentials");
     let mut configs = Vec::new();
     for n in 1..=NODES {
         let dir = data_dir.join(format!("node{n}"));
@@ -92,110 +99,161 @@ pub async fn dev(
         std::fs::write(&cfg, node_config(n, &dir, ports, workspace))?;
         configs.push(cfg);
     }
-    let fresh = !creds_path.exists();
-    let password = if fresh {
-        let mut cmd = Command::new(&exe);
-        cmd.arg("init").arg("--config").arg(&configs[0]);
-        if let Some(p) = &admin_password {
-            cmd.arg("--admin-password").arg(p);
-        }
-        // init logs like a node (openraft's INFO lines included): that goes to a file, and the
-        // console gets one line if it fails.
-        let init_log = data_dir.join("init.log");
-        let log = std::fs::File::create(&init_log)
-            .with_context(|| format!("create {}", init_log.display()))?;
-        let out = cmd.stderr(log).output().context("run conclave init")?;
-        if !out.status.success() {
-            bail!(
-                "conclave init failed ({}); see {}",
-                out.status,
-                init_log.display()
-            );
-        }
-        let password = match admin_password {
-            Some(p) => p,
-            None => String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .find_map(|l| l.strip_prefix("admin password: ").map(str::to_string))
-                .context("conclave init did not print the generated password")?,
-        };
-        write_private(&creds_path, &format!("admin\n{password}\n"))?;
-        password
-    } else {
-        let text = std::fs::read_to_string(&creds_path)?;
-        text.lines().nth(1).map(str::to_string).unwrap_or_default()
+    let layout = Layout {
+        root_path: data_dir.join("ca.pem"),
+        data_dir,
+        configs,
+        ports,
     };
+    let (password, fresh) = admin_credentials(&exe, &layout, admin_password)?;
 
-    let mut children = Supervisor::new(exe, data_dir.clone(), configs.clone(), ports);
+    let mut children = Supervisor::new(exe, layout.data_dir.clone(), layout.configs.clone(), ports);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()?;
-    let root_path = data_dir.join("ca.pem");
     let result = tokio::select! {
-        r = async {
-            // Node 1 first: with TLS, nodes 2 and 3 get their certificates from it before
-            // they can start.
-            children.start(1, None)?;
-            let api = if ports.https.is_some() {
-                let node1_root = crate::node_cert::tls_dir(&data_dir.join("node1"))
-                    .join(crate::node_cert::ROOT_FILE);
-                std::fs::copy(&node1_root, &root_path)
-                    .with_context(|| format!("copy the root certificate to {}", root_path.display()))?;
-                let root = std::fs::read_to_string(&root_path)?;
-                // A new cluster's nodes get their certificates by joining (below); only a
-                // rerun's nodes without certificate files (TLS turned on later) are provisioned.
-                let unprovisioned: Vec<u64> = (2..=NODES)
-                    .filter(|n| {
-                        !fresh
-                            && !crate::node_cert::tls_dir(&data_dir.join(format!("node{n}")))
-                            .join(crate::node_cert::CHAIN_FILE)
-                            .exists()
-                    })
-                    .collect();
-                // Node 1 must be ready to sign (a known limit: on a rerun it is ready only once
-                // a quorum runs, so provisioning there needs the other nodes up first).
-                if !unprovisioned.is_empty() {
-                    wait_ready(&http, &[1], Duration::from_secs(30), ports).await?;
-                }
-                for n in unprovisioned {
-                    {
-                        let cfg = crate::config::Config::load(
-                            &configs[(n - 1) as usize],
-                            std::iter::empty(),
-                        )?;
-                        crate::node_cert::provision(&cfg, &ports.url(1), &root_path, "admin", &password)
-                            .await
-                            .with_context(|| format!("provision node {n}'s certificate"))?;
-                    }
-                }
-                crate::node_cert::https_client(&root)?
-            } else {
-                http.clone()
-            };
-            if fresh {
-                wait_ready(&http, &[1], Duration::from_secs(30), ports).await?;
-                let session = login(&api, &password, ports).await?;
-                for n in 2..=NODES {
-                    let token = join_token(&api, &session, ports).await?;
-                    children.start(n, Some(&token))?;
-                }
-            } else {
-                for n in 2..=NODES {
-                    children.start(n, None)?;
-                }
-            }
-            wait_ready(&http, &[1, 2, 3], Duration::from_secs(60), ports).await
-        } => r,
+        r = start_nodes(&mut children, &layout, &http, &password, fresh) => r,
         _ = signals::shutdown_requested() => Err(anyhow::anyhow!("interrupted")),
     };
     if let Err(e) = result {
         children.stop();
         return Err(e.context(format!(
             "the dev cluster did not come up; logs are in {}",
-            data_dir.display()
+            layout.data_dir.display()
         )));
     }
+    emit(&banner(&children, &layout, &password, workspace));
 
+    children.supervise(&http).await;
+    emit("Stopping the nodes.\n");
+    children.stop();
+    emit("Stopped.\n");
+    Ok(())
+}
+
+/// The admin password, and whether the cluster is new: the first run initializes node 1 with
+/// `conclave init` and keeps the password in `<data-dir>/dev-credentials` for later runs.
+fn admin_credentials(
+    exe: &Path,
+    layout: &Layout,
+    admin_password: Option<String>,
+) -> anyhow::Result<(String, bool)> {
+    let creds_path = layout.data_dir.join("dev-credentials");
+    if creds_path.exists() {
+        let text = std::fs::read_to_string(&creds_path)?;
+        let password = text.lines().nth(1).map(str::to_string).unwrap_or_default();
+        return Ok((password, false));
+    }
+    let mut cmd = Command::new(exe);
+    cmd.arg("init").arg("--config").arg(&layout.configs[0]);
+    if let Some(p) = &admin_password {
+        cmd.arg("--admin-password").arg(p);
+    }
+    // init logs like a node (openraft's INFO lines included): that goes to a file, and the
+    // console gets one line if it fails.
+    let init_log = layout.data_dir.join("init.log");
+    let log = std::fs::File::create(&init_log)
+        .with_context(|| format!("create {}", init_log.display()))?;
+    let out = cmd.stderr(log).output().context("run conclave init")?;
+    if !out.status.success() {
+        bail!(
+            "conclave init failed ({}); see {}",
+            out.status,
+            init_log.display()
+        );
+    }
+    let password = match admin_password {
+        Some(p) => p,
+        None => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("admin password: ").map(str::to_string))
+            .context("conclave init did not print the generated password")?,
+    };
+    write_private(&creds_path, &format!("admin\n{password}\n"))?;
+    Ok((password, true))
+}
+
+/// Starts the three nodes and waits until all are ready. Node 1 first: with TLS, nodes 2 and 3
+/// get their certificates from it before they can start; a new cluster's nodes 2 and 3 join
+/// with a token each, the way production does.
+async fn start_nodes(
+    children: &mut Supervisor,
+    layout: &Layout,
+    http: &reqwest::Client,
+    password: &str,
+    fresh: bool,
+) -> anyhow::Result<()> {
+    let ports = layout.ports;
+    children.start(1, None)?;
+    let api = if ports.https.is_some() {
+        https_client_for_node1(layout, http, password, fresh).await?
+    } else {
+        http.clone()
+    };
+    if fresh {
+        wait_ready(http, &[1], Duration::from_secs(30), ports).await?;
+        let session = login(&api, password, ports).await?;
+        for n in 2..=NODES {
+            let token = join_token(&api, &session, ports).await?;
+            children.start(n, Some(&token))?;
+        }
+    } else {
+        for n in 2..=NODES {
+            children.start(n, None)?;
+        }
+    }
+    wait_ready(http, &[1, 2, 3], Duration::from_secs(60), ports).await
+}
+
+/// With TLS: writes node 1's root to `<data-dir>/ca.pem`, provisions the certificates of a
+/// rerun's nodes that have none yet (TLS turned on later), and returns a client that trusts
+/// only that root.
+async fn https_client_for_node1(
+    layout: &Layout,
+    http: &reqwest::Client,
+    password: &str,
+    fresh: bool,
+) -> anyhow::Result<reqwest::Client> {
+    let ports = layout.ports;
+    let node_dir = |n: u64| layout.data_dir.join(format!("node{n}"));
+    let node1_root = crate::node_cert::tls_dir(&node_dir(1)).join(crate::node_cert::ROOT_FILE);
+    std::fs::copy(&node1_root, &layout.root_path).with_context(|| {
+        format!(
+            "copy the root certificate to {}",
+            layout.root_path.display()
+        )
+    })?;
+    let root = std::fs::read_to_string(&layout.root_path)?;
+    // A new cluster's nodes get their certificates by joining; only a rerun's nodes without
+    // certificate files are provisioned.
+    let unprovisioned: Vec<u64> = (2..=NODES)
+        .filter(|n| {
+            !fresh
+                && !crate::node_cert::tls_dir(&node_dir(*n))
+                    .join(crate::node_cert::CHAIN_FILE)
+                    .exists()
+        })
+        .collect();
+    // Node 1 must be ready to sign (a known limit: on a rerun it is ready only once a quorum
+    // runs, so provisioning there needs the other nodes up first).
+    if !unprovisioned.is_empty() {
+        wait_ready(http, &[1], Duration::from_secs(30), ports).await?;
+    }
+    for n in unprovisioned {
+        let cfg =
+            crate::config::Config::load(&layout.configs[(n - 1) as usize], std::iter::empty())?;
+        crate::node_cert::provision(&cfg, &ports.url(1), &layout.root_path, "admin", password)
+            .await
+            .with_context(|| format!("provision node {n}'s certificate"))?;
+    }
+    Ok(crate::node_cert::https_client(&root)?)
+}
+
+/// What the console shows once the cluster is ready: where each node is (and its pid, to kill
+/// it), the root CA, the admin credentials and what to try.
+fn banner(children: &Supervisor, layout: &Layout, password: &str, workspace: &str) -> String {
+    let ports = layout.ports;
+    let root_path = &layout.root_path;
     let mut out = String::new();
     out.push_str("Conclave dev cluster is ready (3 nodes).\n");
     for n in 1..=NODES {
@@ -212,7 +270,7 @@ pub async fn dev(
         ));
     }
     if ports.https.is_some() {
-        let fingerprint = std::fs::read_to_string(&root_path)
+        let fingerprint = std::fs::read_to_string(root_path)
             .ok()
             .and_then(|pem| crate::ca::x509::cert_der(&pem).ok())
             .map(|der| crate::ca::fingerprint_sha256(&der))
@@ -245,13 +303,7 @@ pub async fn dev(
         "  failover: kill any node (kill -9 PID) and the other two keep serving; it is restarted after 3 s and catches up.\n",
     );
     out.push_str("Press Ctrl-C to stop all three nodes.\n");
-    emit(&out);
-
-    children.supervise(&http).await;
-    emit("Stopping the nodes.\n");
-    children.stop();
-    emit("Stopped.\n");
-    Ok(())
+    out
 }
 
 #[allow(clippy::print_stdout)]
