@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod hub;
 pub mod join_api;
+pub mod json_object;
 pub mod openapi;
 pub mod origin;
 pub mod password_policy;

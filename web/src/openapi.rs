@@ -128,7 +128,9 @@ const BEARER: &str = "bearer";
 
 /// Adds the bearer scheme, and the responses that come from extractors rather than from the
 /// handler body: `Auth` (401) on every operation that requires the scheme, and `JsonBody`
-/// (400 `invalid_json`, 413, 415) on every operation with a JSON request body.
+/// (400 `invalid_json`, 413, 415) on every operation with a JSON request body. Operation ids
+/// are the handler's name, which repeats across modules (`list`): each gets its tag in front
+/// (`channels.list`), which makes them unique as OpenAPI requires.
 struct ExtractorResponses;
 
 impl Modify for ExtractorResponses {
@@ -154,8 +156,16 @@ impl Modify for ExtractorResponses {
             ];
             for op in ops.into_iter().flatten() {
                 add_extractor_responses(op);
+                qualify_operation_id(op);
             }
         }
+    }
+}
+
+fn qualify_operation_id(op: &mut Operation) {
+    let tag = op.tags.as_ref().and_then(|t| t.first()).cloned();
+    if let (Some(tag), Some(id)) = (tag, op.operation_id.as_mut()) {
+        *id = format!("{tag}.{id}");
     }
 }
 
@@ -230,10 +240,37 @@ fn add_error(op: &mut Operation, status: u16, what: &str) {
 pub fn json() -> &'static str {
     static JSON: OnceLock<String> = OnceLock::new();
     JSON.get_or_init(|| {
-        ApiDoc::openapi().to_json().unwrap_or_else(|e| {
-            format!("{{\"error\":{{\"code\":\"internal\",\"message\":\"{e}\"}}}}")
-        })
+        let mut value = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        unsigned_formats(&mut value);
+        serde_json::to_string(&value).unwrap_or_default()
     })
+}
+
+/// Unsigned integers as the server reads them. utoipa (feature `non_strict_integers`) marks a
+/// `u64` with its unsigned format but writes the name kebab-cased (`u-int64`, utoipa 5.5), and
+/// gives no upper bound; this writes `uint64` and the type's maximum (unless the field has a
+/// tighter one), so that the description
+/// admits exactly the numbers the server accepts (a fuzzer's "too large for int64" is a valid
+/// `u64`, not invalid data).
+fn unsigned_formats(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            let bound = match map.get("format").and_then(|f| f.as_str()) {
+                Some("u-int8") => Some(("uint8", u64::from(u8::MAX))),
+                Some("u-int16") => Some(("uint16", u64::from(u16::MAX))),
+                Some("u-int32") => Some(("uint32", u64::from(u32::MAX))),
+                Some("u-int64") => Some(("uint64", u64::MAX)),
+                _ => None,
+            };
+            if let Some((format, max)) = bound {
+                map.insert("format".into(), format.into());
+                map.entry("maximum").or_insert_with(|| max.into());
+            }
+            map.values_mut().for_each(unsigned_formats);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(unsigned_formats),
+        _ => {}
+    }
 }
 
 /// `GET /api/v1/openapi.json`: public, like the route table it describes.
@@ -272,6 +309,20 @@ mod tests {
     }
 
     #[test]
+    fn operation_ids_are_unique() {
+        let v: serde_json::Value = serde_json::from_str(json()).unwrap();
+        let mut ids = std::collections::BTreeSet::new();
+        for item in v["paths"].as_object().unwrap().values() {
+            for op in item.as_object().unwrap().values() {
+                let id = op["operationId"].as_str().unwrap().to_owned();
+                assert!(id.contains('.'), "{id}");
+                assert!(ids.insert(id.clone()), "operationId {id} twice");
+            }
+        }
+        assert!(ids.contains("channels.list") && ids.contains("dns.list"));
+    }
+
+    #[test]
     fn schemas_follow_the_serde_attributes() {
         let v: serde_json::Value = serde_json::from_str(json()).unwrap();
         let s = &v["components"]["schemas"];
@@ -291,5 +342,10 @@ mod tests {
         );
         assert_eq!(ch["properties"]["unread"]["type"], "integer");
         assert_eq!(s["DnsRecord"]["properties"]["type"]["type"], "string");
+        // Unsigned, with the bound the server reads.
+        let seq = &s["MarkRead"]["properties"]["seq"];
+        assert_eq!(seq["format"], "uint64");
+        assert_eq!(seq["maximum"].as_u64(), Some(u64::MAX));
+        assert!(!json().contains("u-int"));
     }
 }

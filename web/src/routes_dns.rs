@@ -80,6 +80,7 @@ pub struct NewRecord {
     rtype: String,
     value: String,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 86400)]
     ttl: Option<u32>,
 }
 

@@ -56,7 +56,9 @@ fn message_response(index: u64, view: &MessageView) -> Response {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostMessage {
+    #[schema(min_length = 1, max_length = 16384)]
     body: String,
+    #[schema(pattern = "^[A-Za-z0-9._:-]{1,64}$")]
     client_msg_id: String,
     #[serde(default)]
     thread_root: Option<u64>,
@@ -125,6 +127,7 @@ pub async fn post(
 pub struct ListQuery {
     after: Option<u64>,
     before: Option<u64>,
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
@@ -245,6 +248,7 @@ pub async fn pins(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditMessage {
+    #[schema(min_length = 1, max_length = 16384)]
     body: String,
 }
 
@@ -345,7 +349,7 @@ async fn reaction(
     put,
     path = "/api/v1/channels/{name}/messages/{seq}/reactions/{emoji}",
     tag = "messages",
-    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)"), ("seq" = u64, Path, description = "the message's sequence number in the channel"), ("emoji" = String, Path, description = "1 to 32 bytes, URL-encoded")),
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)"), ("seq" = u64, Path, description = "the message's sequence number in the channel"), ("emoji" = String, Path, min_length = 1, max_length = 32, description = "1 to 32 bytes, URL-encoded")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "the message", body = api::rest::Message),
@@ -369,7 +373,7 @@ pub async fn react(
     delete,
     path = "/api/v1/channels/{name}/messages/{seq}/reactions/{emoji}",
     tag = "messages",
-    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)"), ("seq" = u64, Path, description = "the message's sequence number in the channel"), ("emoji" = String, Path, description = "1 to 32 bytes, URL-encoded")),
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)"), ("seq" = u64, Path, description = "the message's sequence number in the channel"), ("emoji" = String, Path, min_length = 1, max_length = 32, description = "1 to 32 bytes, URL-encoded")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "the message", body = api::rest::Message),

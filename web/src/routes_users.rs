@@ -34,12 +34,15 @@ fn view(s: &AppState, username: &str) -> Result<UserView, ApiError> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    #[schema(pattern = "^[a-z0-9][a-z0-9_.-]{0,31}$")]
     username: String,
+    #[schema(min_length = 8, max_length = 128)]
     password: String,
     #[serde(default)]
     #[schema(value_type = Option<api::rest::Role>)]
     role: Option<Role>,
     #[serde(default)]
+    #[schema(max_length = 64)]
     display_name: Option<String>,
 }
 
@@ -135,6 +138,7 @@ pub struct UpdateUser {
     #[schema(value_type = Option<api::rest::Role>)]
     role: Option<Role>,
     #[serde(default)]
+    #[schema(max_length = 64)]
     display_name: Option<String>,
 }
 
@@ -185,6 +189,7 @@ pub async fn update(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetPassword {
+    #[schema(min_length = 8, max_length = 128)]
     password: String,
 }
 
@@ -247,6 +252,7 @@ pub async fn me(State(s): State<AppState>, auth: Auth) -> Result<Json<UserView>,
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMe {
+    #[schema(max_length = 64)]
     display_name: String,
 }
 
@@ -290,6 +296,7 @@ pub async fn update_me(
 #[serde(deny_unknown_fields)]
 pub struct ChangePassword {
     current_password: String,
+    #[schema(min_length = 8, max_length = 128)]
     new_password: String,
 }
 
