@@ -288,8 +288,10 @@ impl NewChannel {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChannelPatch {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
     pub title: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 250))]
     pub topic: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archived: Option<bool>,
@@ -316,6 +318,7 @@ pub struct UserPatch {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
     pub display_name: Option<String>,
 }
 
@@ -447,6 +450,7 @@ pub struct NewDnsRecordRequest {
     pub value: String,
     /// The server's default TTL when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 86400))]
     pub ttl: Option<u32>,
 }
 
@@ -476,7 +480,9 @@ pub struct CreateChannelRequest {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PostMessageRequest {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 16384))]
     pub body: String,
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._:-]{1,64}$"))]
     pub client_msg_id: String,
     // Left out rather than sent as null: a server before the v1 additions refuses unknown
     // fields (400 invalid_json), and plain posts must keep working there.
@@ -489,6 +495,7 @@ pub struct PostMessageRequest {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EditMessageRequest {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 16384))]
     pub body: String,
 }
 
@@ -513,6 +520,7 @@ pub struct ReadRequest {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MemberRequest {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9][a-z0-9_.-]{0,31}$"))]
     pub username: String,
 }
 
@@ -521,6 +529,7 @@ pub struct MemberRequest {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProfilePatch {
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
     pub display_name: String,
 }
 
@@ -530,6 +539,7 @@ pub struct ProfilePatch {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChangePasswordRequest {
     pub current_password: String,
+    #[cfg_attr(feature = "openapi", schema(min_length = 8, max_length = 128))]
     pub new_password: String,
 }
 
@@ -538,6 +548,7 @@ pub struct ChangePasswordRequest {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SetPasswordRequest {
+    #[cfg_attr(feature = "openapi", schema(min_length = 8, max_length = 128))]
     pub password: String,
 }
 

@@ -27,8 +27,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(JsonBody(v)),
+        match Json::<crate::json_object::ObjectOnly<T>>::from_request(req, state).await {
+            Ok(Json(crate::json_object::ObjectOnly(v))) => Ok(JsonBody(v)),
             Err(rej) => Err(match rej.status() {
                 StatusCode::PAYLOAD_TOO_LARGE => {
                     ApiError::PayloadTooLarge(state.config.max_request_bytes)

@@ -10,6 +10,7 @@ pub mod ca_api;
 pub mod error;
 pub mod extract;
 pub mod join_api;
+pub mod json_object;
 pub mod openapi;
 pub mod origin;
 pub mod password_policy;

@@ -3,7 +3,8 @@
 //! A path segment that is not a number (`/channels/x/messages/abc`), a request to `/api/v1/ws`
 //! that is not a WebSocket upgrade, or an oversized body read as raw bytes is refused by axum
 //! before a handler runs, with a plain-text body; docs/api.md promises
-//! `{"error":{"code","message"}}` for every error (found by schemathesis). Owns only that
+//! `{"error":{"code","message"}}` for every error, and the fuzz test's negative data sends such
+//! requests (`chaos-tests/tests/cluster/api_schema.rs`). Owns only that
 //! rewrite: a 4xx `text/plain` answer under `/api/v1` becomes the JSON body with the same
 //! status and the text as its message. Must never touch successful answers (the CA serves PEM
 //! as text) or server errors.

@@ -6,6 +6,7 @@
 //! scenarios also need `conclavectl` (`cargo build -p ops`, or set `CONCLAVECTL_BIN`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod api_schema;
 mod bad_input;
 mod browser;
 mod ca;

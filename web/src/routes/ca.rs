@@ -280,7 +280,9 @@ pub async fn revoke(
     let req: RevokeRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RevokeRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?
+        serde_json::from_slice::<crate::json_object::ObjectOnly<_>>(&body)
+            .map_err(|e| ApiError::InvalidJson(e.to_string()))?
+            .0
     };
     let cert = ca(&s)?.revoke(serial, req.reason).await?;
     tracing::info!(serial = %cert.serial, reason = ?cert.revoked, by = %auth.user.username, "certificate revoked");

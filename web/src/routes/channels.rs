@@ -87,13 +87,16 @@ async fn write_channel(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateChannel {
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
     name: String,
     #[serde(default)]
     #[schema(value_type = Option<api::rest::ChannelKind>)]
     kind: Option<ChannelKind>,
     #[serde(default)]
+    #[schema(max_length = 64)]
     title: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 250)]
     topic: Option<String>,
 }
 
@@ -378,6 +381,12 @@ pub async fn remove_member(
     Path((name, user)): Path<(String, String)>,
     auth: Auth,
 ) -> Result<Response, ApiError> {
+    // Refused here, without a log entry, when the channel does not exist (found by the API
+    // fuzz test: a refused request must write nothing).
+    let exists = s.read_fresh(|r| Ok(r.channel_exists(&name)?.then_some(())));
+    if exists.await?.is_none() {
+        return Err(ApiError::ChannelNotFound(name));
+    }
     write_channel(
         &s,
         StatusCode::OK,

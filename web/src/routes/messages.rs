@@ -115,6 +115,7 @@ pub async fn post(
 pub struct ListQuery {
     after: Option<u64>,
     before: Option<u64>,
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
@@ -340,7 +341,7 @@ async fn reaction(
     put,
     path = "/api/v1/channels/{name}/messages/{seq}/reactions/{emoji}",
     tag = "messages",
-    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)"), ("seq" = u64, Path, description = "the message's sequence number in the channel"), ("emoji" = String, Path, description = "1 to 32 bytes, URL-encoded")),
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)"), ("seq" = u64, Path, description = "the message's sequence number in the channel"), ("emoji" = String, Path, min_length = 1, max_length = 32, description = "1 to 32 bytes, URL-encoded")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "the message", body = api::rest::Message),
@@ -364,7 +365,7 @@ pub async fn react(
     delete,
     path = "/api/v1/channels/{name}/messages/{seq}/reactions/{emoji}",
     tag = "messages",
-    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)"), ("seq" = u64, Path, description = "the message's sequence number in the channel"), ("emoji" = String, Path, description = "1 to 32 bytes, URL-encoded")),
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)"), ("seq" = u64, Path, description = "the message's sequence number in the channel"), ("emoji" = String, Path, min_length = 1, max_length = 32, description = "1 to 32 bytes, URL-encoded")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "the message", body = api::rest::Message),

@@ -43,13 +43,15 @@ fn view(s: &AppState, username: &str) -> Result<UserView, ApiError> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    #[schema(pattern = "^[a-z0-9][a-z0-9_.-]{0,31}$")]
     username: String,
+    #[schema(min_length = 8, max_length = 128)]
     password: String,
     #[serde(default)]
     #[schema(value_type = Option<api::rest::Role>)]
-    #[schema(value_type = Option<api::rest::Role>)]
     role: Option<Role>,
     #[serde(default)]
+    #[schema(max_length = 64)]
     display_name: Option<String>,
 }
 
