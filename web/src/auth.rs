@@ -24,8 +24,118 @@ use crate::state::AppState;
 const MAX_INDEX_AHEAD: u64 = 100_000;
 const SESSION_WAIT: Duration = Duration::from_secs(5);
 
+/// At most this long a password check waits for a hashing thread before the request is
+/// answered 503 (retry elsewhere or later). Long enough to ride out a burst of real logins.
+const HASH_QUEUE_WAIT: Duration = Duration::from_secs(10);
+/// Password checks that may wait for a hashing thread; more are refused at once with 503.
+const HASH_QUEUE: usize = 1024;
+
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// Bounds argon2 work on this node: a fixed set of threads, one per core, does all hashing.
+/// Each hash uses about 19 MiB (argon2id's default memory cost). Unbounded, a flood of wrong
+/// passwords from one LAN host ran hundreds at once and took gigabytes; on tokio's blocking pool
+/// even a few at a time spread over many threads, each of whose malloc arenas kept its buffers
+/// (measured: 10 arenas of 58 MiB after a flood). Fixed threads keep both the work in flight and
+/// the memory that stays behind proportional to the cores. The threads live as long as the
+/// process and only ever wait on the queue, so there is nothing to shut down.
+struct HashPool {
+    jobs: std::sync::mpsc::SyncSender<HashJob>,
+    /// Free places in the queue (`HASH_QUEUE` in all): waiting for one is what times out.
+    places: tokio::sync::Semaphore,
+    /// Hashing threads that started; with none, every check fails at once instead of waiting.
+    threads: usize,
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// Highest `in_flight` seen; read by tests (and later by metrics).
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+fn hash_pool() -> &'static HashPool {
+    static POOL: std::sync::OnceLock<HashPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = hash_thread_count();
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<HashJob>(HASH_QUEUE);
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let mut started = 0;
+        for i in 0..threads {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while taking one job, never while hashing.
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            match spawned {
+                Ok(_) => started += 1,
+                Err(e) => tracing::error!(error = %e, "cannot start a password hashing thread"),
+            }
+        }
+        HashPool {
+            jobs,
+            places: tokio::sync::Semaphore::new(HASH_QUEUE),
+            threads: started,
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            peak: std::sync::atomic::AtomicUsize::new(0),
+        }
+    })
+}
+
+/// One hashing thread per core the process may use (at least one).
+pub fn hash_thread_count() -> usize {
+    std::thread::available_parallelism()
+        .map(std::num::NonZeroUsize::get)
+        .unwrap_or(1)
+}
+
+/// The most password hashes that ran at once on this node since it started.
+pub fn hash_peak_in_flight() -> usize {
+    hash_pool().peak.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Runs one argon2 operation on a hashing thread. The queue place travels with the job, not
+/// with the caller: a client that disconnects drops its future, but the job it queued still
+/// runs and still counts until it is done.
+async fn on_hash_thread<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    use std::sync::atomic::Ordering;
+    let pool = hash_pool();
+    if pool.threads == 0 {
+        return Err(ApiError::Internal(format!("{what}: no hashing thread")));
+    }
+    let place = tokio::time::timeout(HASH_QUEUE_WAIT, pool.places.acquire())
+        .await
+        .map_err(|_| ApiError::Unavailable("too many password checks in progress".into()))?
+        .map_err(|_| ApiError::Internal("password hashing queue closed".into()))?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job: HashJob = Box::new(move || {
+        let _place = place;
+        let now = pool.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        pool.peak.fetch_max(now, Ordering::Relaxed);
+        let result = work();
+        pool.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let _ = tx.send(result);
+    });
+    // Never blocks: a place in the queue was taken above.
+    pool.jobs
+        .try_send(job)
+        .map_err(|_| ApiError::Internal(format!("{what}: the hashing threads are gone")))?;
+    rx.await
+        .map_err(|_| ApiError::Internal(format!("{what}: the hashing thread failed")))?
+}
+
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || {
+    on_hash_thread("hashing", move || {
         let salt = SaltString::generate(&mut rand::rngs::OsRng);
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
@@ -33,11 +143,10 @@ pub async fn hash_password(password: String) -> Result<String, ApiError> {
             .map_err(|e| ApiError::Internal(format!("hashing password: {e}")))
     })
     .await
-    .map_err(|e| ApiError::Internal(format!("hashing task: {e}")))?
 }
 
 pub async fn verify_password(password: String, hash: String) -> Result<bool, ApiError> {
-    tokio::task::spawn_blocking(move || {
+    on_hash_thread("verify", move || {
         let parsed = PasswordHash::new(&hash)
             .map_err(|e| ApiError::Internal(format!("stored hash: {e}")))?;
         Ok(Argon2::default()
@@ -45,7 +154,6 @@ pub async fn verify_password(password: String, hash: String) -> Result<bool, Api
             .is_ok())
     })
     .await
-    .map_err(|e| ApiError::Internal(format!("verify task: {e}")))?
 }
 
 static DUMMY_HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -158,4 +266,35 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Auth, ApiErro
         user,
         token_hash: hash,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A burst of password checks never runs more argon2 operations at once than there are
+    /// hashing threads, and every one of them still completes correctly.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn password_work_is_bounded_by_the_slots() {
+        let hash = hash_password("correct horse".into()).await.unwrap();
+        let burst = 4 * hash_thread_count() + 2;
+        let checks: Vec<_> = (0..burst)
+            .map(|i| {
+                let hash = hash.clone();
+                let guess = if i % 2 == 0 { "correct horse" } else { "wrong" };
+                tokio::spawn(verify_password(guess.into(), hash))
+            })
+            .collect();
+        for (i, check) in checks.into_iter().enumerate() {
+            assert_eq!(check.await.unwrap().unwrap(), i % 2 == 0, "check {i}");
+        }
+        let peak = hash_peak_in_flight();
+        assert!(peak >= 1, "no hashing was counted");
+        assert!(
+            peak <= hash_thread_count(),
+            "{peak} hashes ran at once with {} hashing threads",
+            hash_thread_count()
+        );
+    }
 }
