@@ -34,11 +34,10 @@ type HashJob = Box<dyn FnOnce() + Send>;
 
 /// Bounds argon2 work on this node: a fixed set of threads, one per core, does all hashing.
 /// Each hash uses about 19 MiB (argon2id's default memory cost). Unbounded, a flood of wrong
-/// passwords from one LAN host ran hundreds at once and took gigabytes; on tokio's blocking pool
-/// even a few at a time spread over many threads, each of whose malloc arenas kept its buffers
-/// (measured: 10 arenas of 58 MiB after a flood). Fixed threads keep both the work in flight and
-/// the memory that stays behind proportional to the cores. The threads live as long as the
-/// process and only ever wait on the queue, so there is nothing to shut down.
+/// passwords from one LAN host ran hundreds at once and took gigabytes; a semaphore over tokio's
+/// blocking pool still spread the work over many threads and left about 800 MB behind, fixed
+/// threads about 330 MB (numbers in docs/architecture.md, "Login throttling"). The threads live
+/// as long as the process and only ever wait on the queue, so there is nothing to shut down.
 struct HashPool {
     jobs: std::sync::mpsc::SyncSender<HashJob>,
     /// Free places in the queue (`HASH_QUEUE` in all): waiting for one is what times out.
