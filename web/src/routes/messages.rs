@@ -323,6 +323,9 @@ async fn reaction(
     add: bool,
 ) -> Result<Response, ApiError> {
     validate::emoji(&emoji)?;
+    // The answer carries the whole message: only someone who may read the channel gets one
+    // (an admin outside a private channel or DM must not read it through a reaction).
+    require_reader(&s, &channel, &auth.user.username).await?;
     let (view, _, index) = write_message(
         &s,
         Command::SetReaction {
@@ -392,6 +395,8 @@ async fn pin_to(
     auth: Auth,
     pinned: bool,
 ) -> Result<Response, ApiError> {
+    // As for reactions: the answer is the message, so the caller must be able to read it.
+    require_reader(&s, &channel, &auth.user.username).await?;
     let (view, _, index) = write_message(
         &s,
         Command::SetPinned {

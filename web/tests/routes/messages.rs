@@ -691,3 +691,65 @@ async fn writes_report_their_index() {
     assert_eq!(m[1]["deleted"], true);
     h.stop().await;
 }
+
+/// Pins and reactions answer with the whole message, so a caller who may not read the channel
+/// (here an admin outside a DM) is refused before anything is written or shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outsiders_cannot_pin_or_react_in_a_direct_message() {
+    let Chat {
+        h,
+        alice,
+        carol,
+        admin,
+        ..
+    } = chat().await;
+    let (s, b) = h
+        .req(
+            "POST",
+            "/api/v1/dms",
+            Some(&alice),
+            Some(json!({"users": ["bob"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    h.post(&alice, "dm:alice:bob", "between us", "d1").await;
+    for token in [&admin, &carol] {
+        for (m, path) in [
+            ("PUT", "/api/v1/channels/dm:alice:bob/messages/1/pin"),
+            ("DELETE", "/api/v1/channels/dm:alice:bob/messages/1/pin"),
+            (
+                "PUT",
+                "/api/v1/channels/dm:alice:bob/messages/1/reactions/ok",
+            ),
+            (
+                "DELETE",
+                "/api/v1/channels/dm:alice:bob/messages/1/reactions/ok",
+            ),
+        ] {
+            let r = h.req(m, path, Some(token), None).await;
+            assert_err(&r, StatusCode::FORBIDDEN, "forbidden");
+            assert!(
+                !r.1.to_string().contains("between us"),
+                "{m} {path}: {}",
+                r.1
+            );
+        }
+    }
+    // Nothing changed: the message is neither pinned nor reacted to.
+    let (s, b) = get(&h, &alice, "/api/v1/channels/dm:alice:bob/messages?after=0").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["messages"][0]["pinned"], false, "{b}");
+    assert_eq!(b["messages"][0]["reactions"], json!({}), "{b}");
+    // A participant still can.
+    let (s, b) = h
+        .req(
+            "PUT",
+            "/api/v1/channels/dm:alice:bob/messages/1/pin",
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["pinned"], true);
+    h.stop().await;
+}
