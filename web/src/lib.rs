@@ -5,6 +5,7 @@
 //! and returns only once a quorum has the entry on disk. Must never talk to peers directly or
 //! read the clock into replicated state.
 
+pub mod api_headers;
 pub mod auth;
 pub mod ca_api;
 pub mod error;

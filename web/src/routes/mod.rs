@@ -87,4 +87,6 @@ pub(crate) fn table() -> Router<AppState> {
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("method not allowed on this route".into())
         })
+        // After the fallbacks, so unknown routes get the headers too.
+        .layer(axum::middleware::map_response(crate::api_headers::add))
 }

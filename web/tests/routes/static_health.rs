@@ -249,3 +249,41 @@ async fn cors_only_for_own_origins() {
     assert!(!r.headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
     h.stop().await;
 }
+
+/// Every `/api/v1` answer, success or refusal, is kept out of caches and is never sniffed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_answers_are_not_cached_or_sniffed() {
+    let h = Harness::start().await;
+    let admin = h.admin().await;
+    let answers = [
+        h.raw("GET", "/api/v1/me", Some(&admin), None).await,
+        h.raw("GET", "/api/v1/me", None, None).await,
+        h.raw("GET", "/api/v1/no/such/route", None, None).await,
+        h.raw(
+            "GET",
+            "/api/v1/channels/x/messages/abc/pin",
+            Some(&admin),
+            None,
+        )
+        .await,
+    ];
+    for r in &answers {
+        assert_eq!(
+            r.headers.get(header::CACHE_CONTROL).unwrap(),
+            "no-store",
+            "{} {}",
+            r.status,
+            r.json
+        );
+        assert_eq!(
+            r.headers.get(header::X_CONTENT_TYPE_OPTIONS).unwrap(),
+            "nosniff",
+            "{} {}",
+            r.status,
+            r.json
+        );
+    }
+    assert_eq!(answers[0].status, StatusCode::OK);
+    assert_eq!(answers[1].status, StatusCode::UNAUTHORIZED);
+    h.stop().await;
+}
