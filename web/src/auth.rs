@@ -39,7 +39,8 @@ type HashJob = Box<dyn FnOnce() + Send>;
 /// threads about 330 MB (numbers in docs/architecture.md, "Login throttling"). The threads live
 /// as long as the process and only ever wait on the queue, so there is nothing to shut down.
 struct HashPool {
-    jobs: std::sync::mpsc::SyncSender<HashJob>,
+    /// Unbounded as a channel: `places` is the bound.
+    jobs: std::sync::mpsc::Sender<HashJob>,
     /// Free places in the queue (`HASH_QUEUE` in all): waiting for one is what times out.
     places: tokio::sync::Semaphore,
     /// Hashing threads that started; with none, every check fails at once instead of waiting.
@@ -53,7 +54,7 @@ fn hash_pool() -> &'static HashPool {
     static POOL: std::sync::OnceLock<HashPool> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
         let threads = hash_thread_count();
-        let (jobs, rx) = std::sync::mpsc::sync_channel::<HashJob>(HASH_QUEUE);
+        let (jobs, rx) = std::sync::mpsc::channel::<HashJob>();
         let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
         let mut started = 0;
         for i in 0..threads {
@@ -125,9 +126,8 @@ async fn on_hash_thread<T: Send + 'static>(
         pool.in_flight.fetch_sub(1, Ordering::Relaxed);
         let _ = tx.send(result);
     });
-    // Never blocks: a place in the queue was taken above.
     pool.jobs
-        .try_send(job)
+        .send(job)
         .map_err(|_| ApiError::Internal(format!("{what}: the hashing threads are gone")))?;
     rx.await
         .map_err(|_| ApiError::Internal(format!("{what}: the hashing thread failed")))?

@@ -128,7 +128,8 @@ pub struct ApiDoc;
 const BEARER: &str = "bearer";
 
 /// Adds the bearer scheme, and the responses that come from extractors rather than from the
-/// handler body: `Auth` (401) on every operation that requires the scheme, and `JsonBody`
+/// handler body: `Auth` (401, and 500 when storage fails) on every operation that requires the
+/// scheme, and `JsonBody`
 /// (400 `invalid_json`, 413, 415) on every operation with a JSON request body. Operation ids
 /// are the handler's name, which repeats across modules (`list`): each gets its tag in front
 /// (`channels.list`), which makes them unique as OpenAPI requires.
@@ -181,6 +182,8 @@ fn add_extractor_responses(op: &mut Operation) {
             401,
             "`unauthorized`: missing, malformed, unknown, revoked or expired bearer token",
         );
+        // Every authenticated request reads the replicated sessions from storage first.
+        add_error(op, 500, "`internal`: a bug or a storage failure");
     }
     let json_body = op
         .request_body

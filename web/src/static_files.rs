@@ -159,10 +159,7 @@ fn serve(p: &Prepared, headers: &HeaderMap) -> Response {
         header::CACHE_CONTROL,
         HeaderValue::from_static(a.caching.header()),
     );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    // `nosniff` comes from the client router's layer (`api_headers`), as for every answer.
     if a.content_type == HTML {
         h.insert(
             header::CONTENT_SECURITY_POLICY,

@@ -161,8 +161,7 @@ pub async fn fingerprint(State(s): State<AppState>) -> Result<Response, ApiError
         (status = 201, description = "the new CA", body = api::ca::CaFingerprint),
         (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
         (status = 409, description = "`ca_exists`", body = api::error::ErrorBody),
-        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody)
     )
 )]
 pub async fn init(State(s): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
@@ -184,8 +183,7 @@ pub async fn init(State(s): State<AppState>, auth: Auth) -> Result<Response, Api
         (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
         (status = 404, description = "`ca_not_initialized`: the cluster has no CA yet", body = api::error::ErrorBody),
         (status = 409, description = "`root_key_offline`", body = api::error::ErrorBody),
-        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody)
     )
 )]
 pub async fn sign(
@@ -213,8 +211,7 @@ pub async fn sign(
         (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
         (status = 404, description = "`ca_not_initialized`: the cluster has no CA yet", body = api::error::ErrorBody),
         (status = 409, description = "`root_key_offline`", body = api::error::ErrorBody),
-        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody)
     )
 )]
 pub async fn node_cert(
@@ -242,8 +239,7 @@ pub async fn node_cert(
         (status = 200, description = "certificates not yet expired, oldest first", body = api::ca::CertsEnvelope),
         (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
         (status = 404, description = "`ca_not_initialized`: the cluster has no CA yet", body = api::error::ErrorBody),
-        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody)
     )
 )]
 pub async fn list(State(s): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
@@ -266,8 +262,7 @@ pub async fn list(State(s): State<AppState>, auth: Auth) -> Result<Response, Api
         (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
         (status = 404, description = "`not_found` (no such serial) or `ca_not_initialized`", body = api::error::ErrorBody),
         (status = 409, description = "`root_key_offline`", body = api::error::ErrorBody),
-        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody)
     )
 )]
 pub async fn revoke(
@@ -299,8 +294,7 @@ pub async fn revoke(
         (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
         (status = 404, description = "`ca_not_initialized`: the cluster has no CA yet", body = api::error::ErrorBody),
         (status = 409, description = "`root_key_offline`: exported before", body = api::error::ErrorBody),
-        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody)
     )
 )]
 pub async fn export_root_key(State(s): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
@@ -326,8 +320,7 @@ pub async fn export_root_key(State(s): State<AppState>, auth: Auth) -> Result<Re
         (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
         (status = 404, description = "`ca_not_initialized`: the cluster has no CA yet", body = api::error::ErrorBody),
         (status = 409, description = "`root_key_offline`", body = api::error::ErrorBody),
-        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody)
     )
 )]
 pub async fn renew_intermediate(

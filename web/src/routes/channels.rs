@@ -112,8 +112,7 @@ pub struct CreateChannel {
         (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
         (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn create(
@@ -157,8 +156,7 @@ pub async fn create(
     tag = "channels",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "public channels and the caller's, each with the caller's read state", body = api::rest::ChannelsEnvelope),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 200, description = "public channels and the caller's, each with the caller's read state", body = api::rest::ChannelsEnvelope)
     )
 )]
 pub async fn list(
@@ -182,8 +180,7 @@ pub async fn list(
         (status = 200, description = "the channel", body = api::rest::Channel),
         (status = 403, description = "`forbidden`: members only", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn get(
@@ -214,8 +211,7 @@ pub async fn get(
         (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
         (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn update(
@@ -257,8 +253,7 @@ pub async fn update(
         (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
         (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn join(
@@ -296,8 +291,7 @@ pub async fn join(
         (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
         (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn leave(
@@ -331,8 +325,7 @@ pub async fn leave(
         (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
         (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn add_member(
@@ -372,8 +365,7 @@ pub async fn add_member(
         (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
         (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn remove_member(
@@ -411,8 +403,7 @@ pub async fn remove_member(
         (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
         (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn start_dm(
@@ -466,8 +457,7 @@ pub async fn start_dm(
         (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
         (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn mark_read(

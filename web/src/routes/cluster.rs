@@ -104,8 +104,7 @@ pub async fn status(State(s): State<AppState>) -> Json<ClusterStatus> {
         (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
         (status = 404, description = "`not_found`: not a member", body = api::error::ErrorBody),
         (status = 409, description = "`membership_change_in_progress` or `unsafe_membership_change`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn add_node(
@@ -146,8 +145,7 @@ pub async fn add_node(
         (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
         (status = 404, description = "`not_found`: not a member", body = api::error::ErrorBody),
         (status = 409, description = "`membership_change_in_progress` or `unsafe_membership_change`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn remove_node(
@@ -175,8 +173,7 @@ pub async fn remove_node(
         (status = 400, description = "`invalid_request`: the id is not a number", body = api::error::ErrorBody),
         (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
         (status = 404, description = "`not_found`: not a member", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn drain(
@@ -199,8 +196,7 @@ pub async fn drain(
         (status = 400, description = "`invalid_request`: the id is not a number", body = api::error::ErrorBody),
         (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
         (status = 404, description = "`not_found`: not a member", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn undrain(

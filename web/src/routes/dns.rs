@@ -48,8 +48,7 @@ fn parse_type(t: &str) -> Result<DnsRecordType, ApiError> {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "sorted by name, then type", body = api::rest::DnsRecordsEnvelope),
-        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody)
     )
 )]
 pub async fn list(
@@ -75,8 +74,7 @@ pub async fn list(
         (status = 400, description = "`invalid_request` (bad name, type, value or TTL) or `reserved_name`", body = api::error::ErrorBody),
         (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
         (status = 409, description = "`conflict`: a CNAME beside other records, or the zone is full", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn create(
@@ -129,8 +127,7 @@ pub struct RemoveQuery {
         (status = 400, description = "`invalid_request` or `reserved_name`", body = api::error::ErrorBody),
         (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
         (status = 404, description = "`not_found`: nothing matched", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn remove(

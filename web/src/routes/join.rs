@@ -92,8 +92,7 @@ fn parse_token(text: &str) -> Result<JoinToken, ApiError> {
         (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
         (status = 404, description = "`ca_not_initialized`", body = api::error::ErrorBody),
         (status = 409, description = "`conflict`", body = api::error::ErrorBody),
-        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody)
     )
 )]
 pub async fn create_token(

@@ -66,8 +66,7 @@ fn message_response(index: u64, view: &MessageView) -> Response {
         (status = 403, description = "`forbidden`", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
         (status = 409, description = "`archived`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn post(
@@ -130,8 +129,7 @@ pub struct ListQuery {
         (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
         (status = 403, description = "`forbidden`: members only", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn list(
@@ -194,8 +192,7 @@ pub async fn list(
         (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
         (status = 403, description = "`forbidden`: members only", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn thread(
@@ -227,8 +224,7 @@ pub async fn thread(
         (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
         (status = 403, description = "`forbidden`: members only", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn pins(
@@ -257,8 +253,7 @@ pub async fn pins(
         (status = 403, description = "`forbidden`", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
         (status = 409, description = "`archived`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn edit(
@@ -293,8 +288,7 @@ pub async fn edit(
         (status = 403, description = "`forbidden`", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
         (status = 409, description = "`archived`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn delete(
@@ -352,8 +346,7 @@ async fn reaction(
         (status = 403, description = "`forbidden`", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
         (status = 409, description = "`archived`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn react(
@@ -376,8 +369,7 @@ pub async fn react(
         (status = 403, description = "`forbidden`", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
         (status = 409, description = "`archived`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn unreact(
@@ -422,8 +414,7 @@ async fn pin_to(
         (status = 403, description = "`forbidden`", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
         (status = 409, description = "`archived`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn pin(
@@ -446,8 +437,7 @@ pub async fn pin(
         (status = 403, description = "`forbidden`", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
         (status = 409, description = "`archived`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn unpin(

@@ -109,8 +109,7 @@ async fn throttle(s: &AppState, username: &str) -> Result<(), ApiError> {
     security(("bearer" = [])),
     responses(
         (status = 204, description = "the presented token is revoked everywhere"),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn logout(State(s): State<AppState>, auth: Auth) -> Result<Response, ApiError> {

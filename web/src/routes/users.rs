@@ -67,8 +67,7 @@ pub struct CreateUser {
         (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
         (status = 404, description = "`not_found`", body = api::error::ErrorBody),
         (status = 409, description = "`user_exists`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn create(
@@ -125,8 +124,7 @@ pub async fn create(
     tag = "accounts",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "the user directory", body = api::rest::UsersEnvelope),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 200, description = "the user directory", body = api::rest::UsersEnvelope)
     )
 )]
 pub async fn list(
@@ -152,8 +150,7 @@ pub async fn list(
         (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
         (status = 403, description = "`forbidden`: admins only, or the change would leave no enabled admin", body = api::error::ErrorBody),
         (status = 404, description = "`not_found`: no such user", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn update(
@@ -196,8 +193,7 @@ pub async fn update(
         (status = 400, description = "`weak_password` or `invalid_request`", body = api::error::ErrorBody),
         (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
         (status = 404, description = "`not_found`: no such user", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn reset_password(
@@ -232,8 +228,7 @@ pub async fn reset_password(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "the caller", body = api::rest::User),
-        (status = 404, description = "`not_found`: the caller's user vanished", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 404, description = "`not_found`: the caller's user vanished", body = api::error::ErrorBody)
     )
 )]
 pub async fn me(State(s): State<AppState>, auth: Auth) -> Result<Json<User>, ApiError> {
@@ -250,8 +245,7 @@ pub async fn me(State(s): State<AppState>, auth: Auth) -> Result<Json<User>, Api
         (status = 200, description = "the caller after the change", body = api::rest::User),
         (status = 400, description = "`invalid_request`: display name too long or not printable", body = api::error::ErrorBody),
         (status = 404, description = "`not_found`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn update_me(
@@ -286,8 +280,7 @@ pub async fn update_me(
         (status = 204, description = "changed; the caller's other sessions are revoked"),
         (status = 400, description = "`weak_password` or `invalid_request`", body = api::error::ErrorBody),
         (status = 401, description = "`invalid_credentials`: wrong current password", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
-        (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn change_password(
