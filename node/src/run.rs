@@ -179,7 +179,11 @@ pub async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
         }
     });
-    let http = axum::serve(api, plain_app).with_graceful_shutdown(cancel.clone().cancelled_owned());
+    let http = axum::serve(
+        api,
+        plain_app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(cancel.clone().cancelled_owned());
     let dns_task = crate::dns::start(&config.dns, node.clone(), cancel.child_token())
         .await
         .context("cannot start the DNS server")?;

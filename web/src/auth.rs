@@ -225,7 +225,11 @@ impl FromRequestParts<AppState> for Auth {
         let token = value.strip_prefix("Bearer ").ok_or_else(|| {
             ApiError::Unauthorized("Authorization must be 'Bearer <token>'".into())
         })?;
-        authenticate(state, token.trim()).await
+        let auth = authenticate(state, token.trim()).await?;
+        if let Some(meta) = parts.extensions.get::<crate::security_log::RequestMeta>() {
+            meta.set_user(&auth.user.username);
+        }
+        Ok(auth)
     }
 }
 

@@ -17,6 +17,7 @@ pub mod origin;
 pub mod password_policy;
 pub mod plain_errors;
 pub mod routes;
+pub mod security_log;
 pub mod state;
 pub mod static_files;
 pub mod validate;
@@ -56,5 +57,7 @@ pub fn router(node: Arc<ClusterNode>, config: ApiConfig, cancel: CancellationTok
             state.clone(),
             origin::cors,
         ))
+        // Outermost, so refusals by the layers above (CORS, body limit) are tagged and logged.
+        .layer(axum::middleware::from_fn(security_log::tag))
         .with_state(state)
 }

@@ -201,6 +201,7 @@ impl Connection {
 
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(web::security_log::ViaHttps);
             router.clone().oneshot(req)
         });
         let conn = http.serve_connection_with_upgrades(TokioIo::new(tls), service);
