@@ -75,7 +75,7 @@ fn init_creates_once_and_refuses_twice() {
         .output()
         .unwrap();
     assert!(!short.status.success());
-    assert!(String::from_utf8_lossy(&short.stderr).contains("8 to 128"));
+    assert!(String::from_utf8_lossy(&short.stderr).contains("12 to 128"));
 
     let first = conclave()
         .args(["init", "--config"])
@@ -108,7 +108,12 @@ fn init_creates_the_kek_and_the_ca_and_prints_the_fingerprint() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), "workspace = \"chat.cli.test\"\n");
     let out = conclave()
-        .args(["init", "--admin-password", "cli-admin-password", "--config"])
+        .args([
+            "init",
+            "--admin-password",
+            "cli-setup-pass-phrase",
+            "--config",
+        ])
         .arg(&cfg)
         .output()
         .unwrap();

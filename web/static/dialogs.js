@@ -22,11 +22,18 @@ function busy(btn, on, label) {
   if (label) btn.textContent = label;
 }
 
+/** The password policy as the forms say it (docs/api.md, "Password policy"; the server decides). */
+const PASSWORD_RULE = '12 to 128 characters, any characters (a few unrelated words work well). ' +
+  'Common passwords and ones containing your username or the workspace name are refused.';
+
+/** Characters as the server counts them (Unicode code points, not UTF-16 units). */
+function passwordChars(s) { return [...s].length; }
+
 /** Messages for the password policy (docs/api.md, "Password policy"). */
 function passwordError(ctx, e) {
   if (e instanceof ApiError) {
-    if (e.code === 'weak_password') return 'This password is too common or equals the username. Choose another one.';
-    if (e.code === 'invalid_request') return e.message || 'Passwords must be 8 to 128 characters.';
+    if (e.code === 'weak_password') return (e.message || 'This password is too easy to guess.') + ' Choose another one.';
+    if (e.code === 'invalid_request') return e.message || 'Passwords must be 12 to 128 characters.';
   }
   return ctx.errorText(e);
 }
@@ -304,7 +311,7 @@ export function settings(ctx) {
   );
 
   const cur = h('input', { type: 'password', id: 'settings-current-password', autocomplete: 'current-password', required: true });
-  const next = h('input', { type: 'password', id: 'settings-new-password', autocomplete: 'new-password', required: true, minLength: 8, maxLength: 128 });
+  const next = h('input', { type: 'password', id: 'settings-new-password', autocomplete: 'new-password', required: true, minLength: 12, maxLength: 256 });
   const again = h('input', { type: 'password', id: 'settings-confirm-password', autocomplete: 'new-password', required: true });
   const pwErr = formError('settings-password-error');
   const savePw = h('button', { type: 'submit', class: 'btn primary', id: 'settings-save-password', text: 'Change password' });
@@ -316,7 +323,7 @@ export function settings(ctx) {
         submit: async (e) => {
           e.preventDefault();
           showError(pwErr, '');
-          if (next.value.length < 8 || next.value.length > 128) return showError(pwErr, 'The new password must be 8 to 128 characters.');
+          if (passwordChars(next.value) < 12 || passwordChars(next.value) > 128) return showError(pwErr, 'The new password must be 12 to 128 characters.');
           if (next.value !== again.value) return showError(pwErr, 'The two new passwords differ.');
           busy(savePw, true, 'Changing…');
           try {
@@ -334,7 +341,7 @@ export function settings(ctx) {
     // For password managers: which account this password belongs to.
     h('input', { type: 'text', name: 'username', autocomplete: 'username', value: me.username, hidden: true, readOnly: true, tabIndex: -1, 'aria-hidden': 'true' }),
     field('Current password', cur),
-    field('New password', next, '8 to 128 characters. Common passwords are refused.'),
+    field('New password', next, PASSWORD_RULE),
     field('Repeat new password', again),
     pwErr,
     h('div', { class: 'dialog-actions' }, savePw),
@@ -387,7 +394,7 @@ export async function admin(ctx) {
           showError(err, '');
           const username = uname.value.trim().toLowerCase();
           if (!USERNAME_RE.test(username)) return showError(err, 'Usernames are 1 to 32 of a-z, 0-9, ".", "_", "-", starting with a letter or digit.');
-          if (pw.value.length < 8) return showError(err, 'The password must be at least 8 characters.');
+          if (passwordChars(pw.value) < 12) return showError(err, 'The password must be at least 12 characters.');
           busy(create, true, 'Creating…');
           const body = { username, password: pw.value, role: role.value };
           if (dname.value.trim()) body.display_name = dname.value.trim();
@@ -405,7 +412,7 @@ export async function admin(ctx) {
       },
     },
     h('h3', { class: 'form-title', text: 'New user' }),
-    h('div', { class: 'form-grid' }, field('Username', uname), field('Display name', dname), field('Password', pw), field('Role', role)),
+    h('div', { class: 'form-grid' }, field('Username', uname), field('Display name', dname), field('Password', pw, PASSWORD_RULE), field('Role', role)),
     err,
     h('div', { class: 'dialog-actions' }, create),
   );
@@ -434,7 +441,7 @@ export async function admin(ctx) {
           on: {
             submit: async (e) => {
               e.preventDefault();
-              if (npw.value.length < 8) return showError(rerr, 'The password must be at least 8 characters.');
+              if (passwordChars(npw.value) < 12) return showError(rerr, 'The password must be at least 12 characters.');
               busy(ok, true, 'Saving…');
               try {
                 await ctx.api('POST', `/api/v1/users/${encodeURIComponent(u.username)}/password`, { password: npw.value });
@@ -449,7 +456,7 @@ export async function admin(ctx) {
           },
         },
         h('p', { class: 'dialog-text', text: 'Every session of this user is signed out.' }),
-        field('New password', npw),
+        field('New password', npw, PASSWORD_RULE),
         rerr,
         h('div', { class: 'dialog-actions' }, h('button', { type: 'button', class: 'btn', text: 'Cancel', on: { click: () => { rd.close(); admin(ctx); } } }), ok),
       ),

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod access_matrix;
 mod ca_join;
 mod channels;
 mod cluster_dns;
