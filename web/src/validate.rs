@@ -189,6 +189,7 @@ pub fn client_msg_id(s: &str) -> Result<(), ApiError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -274,8 +274,8 @@ async fn channel_matrix(kind: ChannelKind) {
             checked += 1;
         }
     }
-    // 18 channel routes when this was written; fewer means the filter above broke.
-    assert!(checked >= 18 * CALLERS.len(), "only {checked} cases");
+    // 17 channel routes when this was written; fewer means the filter above broke.
+    assert!(checked >= 17 * CALLERS.len(), "only {checked} cases");
     h.stop().await;
 }
 
