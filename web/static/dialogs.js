@@ -163,9 +163,12 @@ export function createChannel(ctx) {
 }
 
 export function channelSettings(ctx, c) {
-  const title = h('input', { type: 'text', id: 'channel-title', value: c.title || c.name, maxLength: 80 });
+  // The server decides (docs/security.md): the title and archiving are the creator's and
+  // admins'; members may set the topic. The form only avoids offering what would be refused.
+  const manager = (ctx.me && c.created_by === ctx.me.username) || ctx.isAdmin();
+  const title = h('input', { type: 'text', id: 'channel-title', value: c.title || c.name, maxLength: 80, disabled: !manager });
   const topic = h('input', { type: 'text', id: 'channel-topic', value: c.topic || '', maxLength: 250 });
-  const archived = h('input', { type: 'checkbox', id: 'channel-archived', checked: !!c.archived });
+  const archived = h('input', { type: 'checkbox', id: 'channel-archived', checked: !!c.archived, disabled: !manager });
   const err = formError('channel-settings-error');
   const save = h('button', { type: 'submit', class: 'btn primary', id: 'channel-settings-save', text: 'Save' });
   const form = h(
@@ -199,6 +202,7 @@ export function channelSettings(ctx, c) {
     field('Title', title),
     field('Topic', topic),
     h('label', { class: 'check' }, archived, h('span', { text: 'Archived (read-only: nobody can post)' })),
+    manager ? null : h('p', { class: 'dialog-text muted', text: `Only @${c.created_by || '?'} and admins can change the title or archive this channel.` }),
     err,
     h('div', { class: 'dialog-actions' }, h('button', { type: 'button', class: 'btn', text: 'Cancel', on: { click: () => d.close() } }), save),
   );

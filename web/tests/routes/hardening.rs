@@ -228,3 +228,80 @@ async fn a_403_is_logged_once_as_access_denied() {
     assert!(!text.contains(&bob), "the token is in the log:\n{text}");
     h.stop().await;
 }
+
+/// `GET /users` as docs/api.md describes it: any signed-in user, the four directory fields and
+/// nothing else (no hash, no sessions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_directory_is_what_the_docs_say() {
+    let h = Harness::start().await;
+    let bob = h.member("bob").await;
+    let (s, b) = h.req("GET", "/api/v1/users", Some(&bob), None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let users = b["users"].as_array().unwrap();
+    assert_eq!(users.len(), 2, "{b}");
+    for u in users {
+        let mut keys: Vec<&String> = u.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            ["disabled", "display_name", "role", "username"],
+            "{u}"
+        );
+    }
+    assert_needs_token(&h, "GET", "/api/v1/users", None).await;
+    h.stop().await;
+}
+
+/// The topic is the members' (and readers' admins'); archiving and the title are the
+/// creator's and admins'. The matrix covers archiving for every caller; this covers the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_set_the_topic_but_only_the_creator_and_admins_retitle_or_archive() {
+    let h = Harness::start().await;
+    let admin = h.admin().await;
+    let alice = h.member("alice").await;
+    let bob = h.member("bob").await;
+    h.channel(&alice, "general", "public").await;
+    let (s, b) = h
+        .req("POST", "/api/v1/channels/general/join", Some(&bob), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let patch = |token: String, body: serde_json::Value| {
+        let h = &h;
+        async move {
+            h.req(
+                "PATCH",
+                "/api/v1/channels/general",
+                Some(&token),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let (s, b) = patch(bob.clone(), json!({"topic": "lunch plans"})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["topic"], "lunch plans");
+    let before = applied_index(&h);
+    for body in [
+        json!({"title": "bob's now"}),
+        json!({"archived": true}),
+        json!({"topic": "x", "title": "y"}),
+    ] {
+        let r = patch(bob.clone(), body).await;
+        assert_err(&r, StatusCode::FORBIDDEN, "forbidden");
+    }
+    assert_eq!(applied_index(&h), before, "a refusal proposed a log entry");
+    let (s, b) = patch(alice.clone(), json!({"title": "General"})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    // An admin outside a public channel may retitle and archive it.
+    let (s, b) = patch(
+        admin.clone(),
+        json!({"title": "Town square", "archived": true}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        (&b["title"], &b["archived"]),
+        (&json!("Town square"), &json!(true))
+    );
+    h.stop().await;
+}
