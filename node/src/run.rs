@@ -317,7 +317,8 @@ pub async fn init(
         Some(p) => p,
         None => generate_password(),
     };
-    web::validate::password(&password).map_err(|e| anyhow::anyhow!("admin password: {e}"))?;
+    web::password_policy::check(admin_user, config.workspace.as_deref(), &password)
+        .map_err(|e| anyhow::anyhow!("admin password: {e}"))?;
     let cancel = CancellationToken::new();
     let node: Arc<ClusterNode> = ClusterNode::start(config.cluster_config(), cancel.clone())
         .await

@@ -75,7 +75,8 @@ fn init_creates_once_and_refuses_twice() {
         .output()
         .unwrap();
     assert!(!short.status.success());
-    assert!(String::from_utf8_lossy(&short.stderr).contains("8 to 128"));
+    let err = String::from_utf8_lossy(&short.stderr);
+    assert!(err.contains("12 to 128"), "{err}");
 
     let first = conclave()
         .args(["init", "--config"])
@@ -108,7 +109,12 @@ fn init_creates_the_kek_and_the_ca_and_prints_the_fingerprint() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), "workspace = \"chat.cli.test\"\n");
     let out = conclave()
-        .args(["init", "--admin-password", "cli-admin-password", "--config"])
+        .args([
+            "init",
+            "--admin-password",
+            "cli-setup-pass-phrase",
+            "--config",
+        ])
         .arg(&cfg)
         .output()
         .unwrap();
@@ -201,4 +207,32 @@ fn join_refusals_are_one_line_and_write_nothing() {
     assert!(last.contains("belongs to a node that ran"), "{last}");
     assert!(!dir.path().join("conclave.kek").exists());
     assert!(!dir.path().join("data").join("tls").exists());
+}
+
+#[test]
+fn dev_refuses_a_weak_admin_password_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // `conclave dev`'s workspace is chat.conclave.test: a password built from it is refused
+    // before anything starts.
+    for (password, says) in [
+        ("my-conclave-pass", "workspace name"),
+        ("elevenchars", "12 to 128"),
+        ("1qaz2wsx3edc4rfv", "most common"),
+    ] {
+        let out = conclave()
+            .env_remove("CONCLAVE_ADMIN_PASSWORD")
+            .args(["dev", "--admin-password", password, "--data-dir"])
+            .arg(dir.path().join("dev"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{password} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{password}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!err.contains(password), "the password is echoed: {err}");
+        assert!(
+            !dir.path().join("dev").exists(),
+            "{password}: the data dir was created"
+        );
+    }
 }

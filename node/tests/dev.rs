@@ -309,8 +309,20 @@ async fn dev_cluster_starts_stops_and_reuses_its_data() {
             .await
             .unwrap();
         assert_eq!(r.status(), 301, "node {n}: plain API redirects");
+        assert!(
+            r.headers().get("strict-transport-security").is_none(),
+            "node {n}: HSTS over plain HTTP"
+        );
         let r = secure.get(surl(n, https, "/readyz")).send().await.unwrap();
         assert_eq!(r.status(), 200, "node {n} not ready over HTTPS");
+        // Every HTTPS answer carries HSTS (issue 11, item 6).
+        assert_eq!(
+            r.headers()
+                .get("strict-transport-security")
+                .map(|v| v.to_str().unwrap()),
+            Some("max-age=31536000"),
+            "node {n}: HSTS over HTTPS"
+        );
         // What the README tells people to run: curl trusting only the written root.
         let ca = dir.path().join("ca.pem");
         let out = std::process::Command::new("curl")
@@ -358,6 +370,44 @@ async fn dev_cluster_starts_stops_and_reuses_its_data() {
         assert!(node["https_addr"].is_string(), "{view}");
     }
     assert!(view["leader_id"].as_u64().is_some(), "{view}");
+    // The page's CSP lets the client connect to the three nodes over HTTPS and WSS, and to no
+    // other host (the members' HTTPS addresses come from the periodic health view: poll).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = secure.get(surl(1, https, "/")).send().await.unwrap();
+        let csp = r
+            .headers()
+            .get("content-security-policy")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let connect = csp
+            .split(';')
+            .map(str::trim)
+            .find(|d| d.starts_with("connect-src"))
+            .unwrap()
+            .to_owned();
+        let all = (1..=3u8).all(|m| {
+            connect.contains(&format!(" https://127.0.0.{m}:{https}"))
+                && connect.contains(&format!(" wss://127.0.0.{m}:{https}"))
+        });
+        if all {
+            for wildcard in [" http: ", " https: ", " ws: ", " wss: ", "*"] {
+                assert!(!format!("{connect} ").contains(wildcard), "{connect}");
+            }
+            assert!(
+                !connect.contains("http://"),
+                "plain HTTP from an HTTPS page: {connect}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "CSP never named the three nodes: {connect}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     let token = login(&secure, 1, https).await;
     create_channel(&secure, 3, https, &token, "kept").await;

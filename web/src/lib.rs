@@ -52,6 +52,10 @@ pub fn router(node: Arc<ClusterNode>, config: ApiConfig, cancel: CancellationTok
         hub,
     };
     routes::table()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            static_files::cluster_csp,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -44,7 +44,7 @@ use tempfile::TempDir;
 use crate::util::create_channel;
 
 /// Not on the server's list of common passwords.
-const PASSWORD: &str = "browser-user-password-1";
+const PASSWORD: &str = "browser-pass-phrase-1";
 const CHANNEL: &str = "general";
 const DESKTOP: (u32, u32) = (1280, 800);
 /// A phone in portrait (CSS pixels), rendered at 3x.

@@ -88,6 +88,15 @@ pub async fn dev(
     ports: Ports,
     workspace: &str,
 ) -> anyhow::Result<()> {
+    // Checked here too (init checks it again), so a weak password is one console line rather
+    // than a failed init whose reason is in init.log. Only for a new cluster: an existing one
+    // keeps the password it was made with.
+    if let Some(p) = &admin_password
+        && !data_dir.join("dev-credentials").exists()
+    {
+        web::password_policy::check("admin", Some(workspace), p)
+            .map_err(|e| anyhow::anyhow!("--admin-password: {e}"))?;
+    }
     std::fs::create_dir_all(&data_dir).with_context(|| format!("create {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize().context("resolve data dir")?;
     let exe = std::env::current_exe().context("locate the conclave binary")?;

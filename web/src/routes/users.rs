@@ -73,11 +73,13 @@ pub struct CreateUser {
 pub async fn create(
     State(s): State<AppState>,
     auth: Auth,
-    JsonBody(req): JsonBody<CreateUser>,
+    body: Result<JsonBody<CreateUser>, ApiError>,
 ) -> Result<Response, ApiError> {
     auth.require_admin()?;
+    // Non-admins are refused before the body is read: they learn nothing of its shape.
+    let JsonBody(req) = body?;
     validate::username(&req.username)?;
-    password_policy::check(&req.username, &req.password)?;
+    password_policy::check(&req.username, s.config.workspace.as_deref(), &req.password)?;
     if let Some(d) = &req.display_name {
         validate::display_name(d)?;
     }
@@ -157,9 +159,11 @@ pub async fn update(
     State(s): State<AppState>,
     Path(username): Path<String>,
     auth: Auth,
-    JsonBody(req): JsonBody<UserPatch>,
+    body: Result<JsonBody<UserPatch>, ApiError>,
 ) -> Result<Response, ApiError> {
     auth.require_admin()?;
+    // Non-admins are refused before the body is read: they learn nothing of its shape.
+    let JsonBody(req) = body?;
     if let Some(d) = &req.display_name {
         validate::display_name(d)?;
     }
@@ -200,15 +204,17 @@ pub async fn reset_password(
     State(s): State<AppState>,
     Path(username): Path<String>,
     auth: Auth,
-    JsonBody(req): JsonBody<SetPasswordRequest>,
+    body: Result<JsonBody<SetPasswordRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     auth.require_admin()?;
+    // Non-admins are refused before the body is read: they learn nothing of its shape.
+    let JsonBody(req) = body?;
     if s.read_fresh(|r| r.user(&username)).await?.is_none() {
         return Err(ApiError::NotFound(format!(
             "user '{username}' does not exist"
         )));
     }
-    password_policy::check(&username, &req.password)?;
+    password_policy::check(&username, s.config.workspace.as_deref(), &req.password)?;
     let password_hash = auth::hash_password(req.password).await?;
     let (_, index) = s
         .write_applied(Command::SetPassword {
@@ -292,7 +298,11 @@ pub async fn change_password(
     if !ok {
         return Err(ApiError::InvalidCredentials);
     }
-    password_policy::check(&auth.user.username, &req.new_password)?;
+    password_policy::check(
+        &auth.user.username,
+        s.config.workspace.as_deref(),
+        &req.new_password,
+    )?;
     let password_hash = auth::hash_password(req.new_password).await?;
     let (_, index) = s
         .write_applied(Command::SetPassword {

@@ -185,6 +185,11 @@ impl Harness {
     /// hash's own parameters), so fixtures do not spend a full password hash per user; the
     /// account routes themselves are tested with real hashes (`session_users`).
     pub async fn member(&self, name: &str) -> String {
+        self.user_with_role(name, Role::Member).await
+    }
+
+    /// [`Harness::member`] with a chosen role (an admin made the cheap way).
+    pub async fn user_with_role(&self, name: &str, role: Role) -> String {
         let hash = self
             .member_hash
             .get_or_init(|| async { cheap_hash(MEMBER_PW) })
@@ -194,7 +199,7 @@ impl Harness {
             .write(Command::CreateUser {
                 username: name.into(),
                 password_hash: hash,
-                role: Role::Member,
+                role,
             })
             .await
             .unwrap_or_else(|e| panic!("create {name}: {e}"));
@@ -367,6 +372,11 @@ pub fn assert_error(got: (StatusCode, &Value), status: StatusCode, code: &str) {
 #[track_caller]
 pub fn assert_err(r: &(StatusCode, Value), status: StatusCode, code: &str) {
     assert_error((r.0, &r.1), status, code);
+}
+
+/// The index of the last log entry this node applied (to show a refusal proposed nothing).
+pub fn applied_index(h: &Harness) -> Option<u64> {
+    h.node.metrics().last_applied.map(|l| l.index)
 }
 
 /// A syntactically valid token nobody was issued.
