@@ -5,6 +5,8 @@
 //! Paths carry a protocol version (`/raft/v1/...`); a new incompatible shape gets a new path so
 //! old and new nodes coexist during a rolling upgrade.
 
+use bincode::Options;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, Response};
@@ -22,6 +24,31 @@ pub const PATH_REMOVED: &str = "/raft/v1/removed";
 /// The command-set version this binary understands (JSON `VersionWire`).
 pub const PATH_VERSION: &str = "/raft/v1/version";
 pub const PATH_EPHEMERAL: &str = "/raft/v1/ephemeral";
+
+/// The bincode options of every body on the cluster port: exactly those of `bincode::serialize`
+/// and `bincode::deserialize` (fixed-width integers, little endian, trailing bytes allowed),
+/// which older nodes use, so the bytes on the wire are the same.
+fn wire_options() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+}
+
+/// Encodes a cluster-port body (byte-identical to `bincode::serialize`).
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> bincode::Result<Vec<u8>> {
+    wire_options().serialize(value)
+}
+
+/// Decodes a cluster-port body with a limit of `bytes.len()`: a valid encoding never reads more
+/// than it holds, so the limit refuses nothing an honest peer sends, while a length prefix that
+/// claims more (a `Vec<u8>` or `String` of 1 GiB in a 40-byte body) fails at once with
+/// "size limit" instead of reserving the claimed size. Sequences of larger items are only
+/// pre-reserved up to serde's cautious bound and then fail at the end of the body.
+pub fn decode_limited<T: DeserializeOwned>(bytes: &[u8]) -> bincode::Result<T> {
+    wire_options()
+        .with_limit(u64::try_from(bytes.len()).unwrap_or(u64::MAX))
+        .deserialize(bytes)
+}
 
 /// A group of client commands a follower hands to the leader to propose as one entry.
 #[derive(Debug, Serialize, Deserialize)]
@@ -98,4 +125,9 @@ pub struct NodeStatusWire {
     /// a Raft command. Absent from older nodes.
     #[serde(default)]
     pub https_addr: Option<String>,
+    /// The node runs with `insecure_plaintext = true` (a non-loopback address without TLS).
+    /// Absent from older nodes (false: they predate the flag, and a node of theirs on a LAN
+    /// address without TLS is shown by its plain `https_addr: None`).
+    #[serde(default)]
+    pub insecure_plaintext: bool,
 }

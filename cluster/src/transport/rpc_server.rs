@@ -23,23 +23,50 @@ use crate::transport::peer_tls::{PeerIdentity, PeerTls};
 use crate::transport::rpc::{self, ForwardError, ForwardReply, ForwardRequest, MembershipRequest};
 use crate::types::{NodeId, TypeConfig};
 
-/// Snapshot chunks and large AppendEntries batches must fit.
-const MAX_RPC_BYTES: usize = 256 * 1024 * 1024;
+/// Snapshot chunks and large AppendEntries batches must fit (up to `max_payload_entries`
+/// entries, each a whole write batch).
+const MAX_RAFT_BYTES: usize = 256 * 1024 * 1024;
+/// Forwarded writes: one follower batch of client commands (`write.batch_max_bytes`, 1 MiB by
+/// default, each command at most a client request of `max_request_bytes`), with a wide margin
+/// for operators who raise both.
+const MAX_FORWARD_BYTES: usize = 64 * 1024 * 1024;
+/// Votes, membership requests, removal notices and ephemeral notices are a few hundred bytes.
+const MAX_SMALL_BYTES: usize = 1024 * 1024;
 
 impl ClusterNode {
-    /// The router to serve on the cluster port.
+    /// The router to serve on the cluster port. Each route has its own body limit (a body over
+    /// it is refused with 413 before it is read in full), and every bincode body is decoded
+    /// with a size limit (`decode`).
     pub fn rpc_router(self: &Arc<Self>) -> Router {
+        let limited = |bytes| DefaultBodyLimit::max(bytes);
         Router::new()
-            .route(rpc::PATH_APPEND, post(append))
-            .route(rpc::PATH_VOTE, post(vote))
-            .route(rpc::PATH_SNAPSHOT, post(snapshot))
-            .route(rpc::PATH_FORWARD, post(forward))
-            .route(rpc::PATH_MEMBERSHIP, post(membership))
-            .route(rpc::PATH_REMOVED, post(removed))
+            .route(
+                rpc::PATH_APPEND,
+                post(append).layer(limited(MAX_RAFT_BYTES)),
+            )
+            .route(rpc::PATH_VOTE, post(vote).layer(limited(MAX_SMALL_BYTES)))
+            .route(
+                rpc::PATH_SNAPSHOT,
+                post(snapshot).layer(limited(MAX_RAFT_BYTES)),
+            )
+            .route(
+                rpc::PATH_FORWARD,
+                post(forward).layer(limited(MAX_FORWARD_BYTES)),
+            )
+            .route(
+                rpc::PATH_MEMBERSHIP,
+                post(membership).layer(limited(MAX_SMALL_BYTES)),
+            )
+            .route(
+                rpc::PATH_REMOVED,
+                post(removed).layer(limited(MAX_SMALL_BYTES)),
+            )
             .route(rpc::PATH_STATUS, get(status))
-            .route(rpc::PATH_EPHEMERAL, post(ephemeral))
+            .route(
+                rpc::PATH_EPHEMERAL,
+                post(ephemeral).layer(limited(MAX_SMALL_BYTES)),
+            )
             .route(rpc::PATH_VERSION, get(version))
-            .layer(DefaultBodyLimit::max(MAX_RPC_BYTES))
             .with_state(self.shared.clone())
     }
 }
@@ -66,13 +93,15 @@ pub async fn serve_cluster_port(
     }
 }
 
+/// Decodes a request body with the size limit of [`rpc::decode_limited`]: a length prefix that
+/// claims more than the body holds is refused before anything is allocated for it.
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    bincode::deserialize(body)
+    rpc::decode_limited(body)
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad rpc body: {e}")).into_response())
 }
 
 fn encode<T: Serialize>(value: &T) -> Response {
-    match bincode::serialize(value) {
+    match rpc::encode(value) {
         Ok(bytes) => ([("content-type", "application/octet-stream")], bytes).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("encode: {e}")).into_response(),
     }

@@ -60,6 +60,9 @@ pub enum NodeCertError {
     PeerTls(#[from] cluster::PeerTlsError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The data directory cannot be created owner-only, or others can reach it.
+    #[error(transparent)]
+    DataDir(#[from] cluster::storage::private_dir::PrivateDirError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NodeCertError + '_ {
@@ -155,6 +158,9 @@ pub fn write_node_files(
     kek: &Kek,
     files: &NodeFiles,
 ) -> Result<(), NodeCertError> {
+    // `provision` and `join` write here before the node ever started: the data directory is
+    // created owner-only (0700) now, as `ClusterNode::start` would, and refused if shared.
+    cluster::storage::private_dir::ensure_private_dir(data_dir)?;
     let dir = tls_dir(data_dir);
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let sealed = kek.seal(files.key_pem.expose().as_bytes(), &key_purpose(node_id))?;
