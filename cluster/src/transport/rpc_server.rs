@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -38,37 +38,56 @@ impl ClusterNode {
     /// it is refused with 413 before it is read in full), and every bincode body is decoded
     /// with a size limit (`decode`).
     pub fn rpc_router(self: &Arc<Self>) -> Router {
-        let limited = |bytes| DefaultBodyLimit::max(bytes);
         Router::new()
-            .route(
-                rpc::PATH_APPEND,
-                post(append).layer(limited(MAX_RAFT_BYTES)),
-            )
-            .route(rpc::PATH_VOTE, post(vote).layer(limited(MAX_SMALL_BYTES)))
-            .route(
-                rpc::PATH_SNAPSHOT,
-                post(snapshot).layer(limited(MAX_RAFT_BYTES)),
-            )
-            .route(
-                rpc::PATH_FORWARD,
-                post(forward).layer(limited(MAX_FORWARD_BYTES)),
-            )
+            .route(rpc::PATH_APPEND, limited(post(append), MAX_RAFT_BYTES))
+            .route(rpc::PATH_VOTE, limited(post(vote), MAX_SMALL_BYTES))
+            .route(rpc::PATH_SNAPSHOT, limited(post(snapshot), MAX_RAFT_BYTES))
+            .route(rpc::PATH_FORWARD, limited(post(forward), MAX_FORWARD_BYTES))
             .route(
                 rpc::PATH_MEMBERSHIP,
-                post(membership).layer(limited(MAX_SMALL_BYTES)),
+                limited(post(membership), MAX_SMALL_BYTES),
             )
-            .route(
-                rpc::PATH_REMOVED,
-                post(removed).layer(limited(MAX_SMALL_BYTES)),
-            )
+            .route(rpc::PATH_REMOVED, limited(post(removed), MAX_SMALL_BYTES))
             .route(rpc::PATH_STATUS, get(status))
             .route(
                 rpc::PATH_EPHEMERAL,
-                post(ephemeral).layer(limited(MAX_SMALL_BYTES)),
+                limited(post(ephemeral), MAX_SMALL_BYTES),
             )
             .route(rpc::PATH_VERSION, get(version))
             .with_state(self.shared.clone())
     }
+}
+
+/// `route` with a body limit of `max` bytes: a `Content-Length` over it is answered 413 before
+/// the body is read (`announced_length`), and a body that grows over it while streaming (chunked)
+/// is cut off by `DefaultBodyLimit`.
+fn limited(route: MethodRouter<Arc<Shared>>, max: usize) -> MethodRouter<Arc<Shared>> {
+    route
+        .layer(DefaultBodyLimit::max(max))
+        .layer(axum::middleware::from_fn_with_state(max, announced_length))
+}
+
+/// `DefaultBodyLimit` only stops reading once `max` bytes arrived, so a sender that announces
+/// 1 GiB and then sends nothing would keep the request (and its connection slot) waiting;
+/// refuse the announcement itself.
+async fn announced_length(
+    State(max): State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let announced = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > u64::try_from(max).unwrap_or(u64::MAX)) {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over this route's limit of {max} bytes"),
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 /// Serves `router` (from `ClusterNode::rpc_router`) on the cluster port until `cancel` fires.
