@@ -199,6 +199,16 @@ fn join_refusals_are_one_line_and_write_nothing() {
     std::fs::create_dir_all(dir.path().join("data").join("log")).unwrap();
     let last = run(&token);
     assert!(last.contains("belongs to a node that ran"), "{last}");
+    #[cfg(unix)]
+    {
+        // A data directory others can reach is refused before the seed is contacted.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::remove_dir(dir.path().join("data").join("log")).unwrap();
+        let data = dir.path().join("data");
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let last = run(&token);
+        assert!(last.contains("chmod 700"), "{last}");
+    }
     assert!(!dir.path().join("conclave.kek").exists());
     assert!(!dir.path().join("data").join("tls").exists());
 }

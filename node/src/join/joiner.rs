@@ -237,9 +237,12 @@ pub async fn join(
 ) -> Result<Joined, JoinError> {
     let token = JoinToken::parse(token_text).map_err(|e| JoinError::Token(e.0))?;
     check_data_dir(&config.data_dir)?;
-    // Refuse a shared data directory before anything is sent to the seed.
-    cluster::storage::private_dir::ensure_private_dir(&config.data_dir)
-        .map_err(|e| JoinError::Setup(e.to_string()))?;
+    // Refuse a shared data directory before anything is sent to the seed (a missing one is
+    // created 0700 when the files are written).
+    if config.data_dir.exists() {
+        cluster::storage::private_dir::ensure_private_dir(&config.data_dir)
+            .map_err(|e| JoinError::Setup(e.to_string()))?;
+    }
     let (transport, root_pem) = discover(seed, &token).await?;
     let mut req = JoinRequest {
         token: token.to_text(),
