@@ -89,6 +89,17 @@ pub async fn serve(
     https: Option<TcpListener>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    if config.insecure_plaintext {
+        // At every start, so the log of any run in that mode says so.
+        tracing::warn!(
+            target: web::security_log::TARGET,
+            event = "node.insecure_plaintext",
+            node_id = config.node_id,
+            api = %config.api_addr,
+            cluster = %config.cluster_addr,
+            "insecure_plaintext = true: serving plain HTTP without TLS on the cluster port and the client API (lab only)"
+        );
+    }
     let tls = load_tls(&config)?;
     let mut cluster_config = config.cluster_config();
     cluster_config.peer_tls = tls.as_ref().map(|t| t.peer.clone());

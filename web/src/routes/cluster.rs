@@ -48,6 +48,7 @@ pub async fn cluster_view(s: &AppState) -> ClusterStatus {
                     draining: member.draining,
                     serving: Some(serving),
                     error: st.reason.clone(),
+                    insecure_plaintext: st.insecure_plaintext,
                 },
                 Err(e) => NodeStatus {
                     id,
@@ -65,6 +66,7 @@ pub async fn cluster_view(s: &AppState) -> ClusterStatus {
                     draining: member.draining,
                     serving: Some(serving),
                     error: Some(e.clone()),
+                    insecure_plaintext: false,
                 },
             }
         })

@@ -327,7 +327,9 @@ pub async fn start_node(
         api_addr: API_ADDR.into(),
         cluster_addr: cluster_addr.clone(),
     };
-    let config = ClusterConfig::with_defaults(id, dir.path().to_path_buf(), info);
+    // A fresh subdirectory: the node creates it 0700 and refuses a data directory others can
+    // reach, which the temp dir itself (0755 under the usual umask) is.
+    let config = ClusterConfig::with_defaults(id, dir.path().join("data"), info);
     let node = ClusterNode::start(config, cancel.child_token())
         .await
         .expect("start the node");
