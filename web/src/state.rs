@@ -50,6 +50,8 @@ pub struct AppState {
     pub node: Arc<ClusterNode>,
     pub config: Arc<ApiConfig>,
     pub hub: Arc<crate::ws::hub::Hub>,
+    /// This node's login throttle (login and the current-password check of `/me/password`).
+    pub login_throttle: Arc<crate::login_throttle::LoginThrottle>,
 }
 
 /// How long a handler may wait to catch up with the leader before answering "not found".
