@@ -13,6 +13,7 @@ mod dev;
 mod dns;
 mod join;
 mod logging;
+mod malloc;
 mod node_cert;
 mod run;
 mod signals;
@@ -107,6 +108,7 @@ fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    malloc::tune();
     let cli = Cli::parse();
     // One crypto provider for the whole process (ring); a second install returns Err, which
     // is fine: nothing else installs one.

@@ -36,7 +36,8 @@ type HashJob = Box<dyn FnOnce() + Send>;
 /// Each hash uses about 19 MiB (argon2id's default memory cost). Unbounded, a flood of wrong
 /// passwords from one LAN host ran hundreds at once and took gigabytes; a semaphore over tokio's
 /// blocking pool still spread the work over many threads and left about 800 MB behind, fixed
-/// threads about 330 MB (numbers in docs/architecture.md, "Login throttling"). The threads live
+/// threads about 330 MB, and fixed threads with glibc's mmap threshold fixed (node's
+/// `malloc.rs`) about 5 MB (numbers in docs/architecture.md, "Login throttling"). The threads live
 /// as long as the process and only ever wait on the queue, so there is nothing to shut down.
 struct HashPool {
     /// Unbounded as a channel: `places` is the bound.
