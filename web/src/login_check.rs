@@ -87,7 +87,14 @@ pub async fn verify(
         Some(u) => u.password_hash.clone(),
         None => auth::dummy_hash().await?,
     };
-    let ok = auth::verify_password(password, hash).await?;
+    // A source this account logged in from before goes first at the hashing threads: a flood
+    // of strangers' attempts cannot keep a user's usual device waiting.
+    let priority = if attempt.known_source() {
+        auth::Priority::KnownSource
+    } else {
+        auth::Priority::Normal
+    };
+    let ok = auth::verify_password_with(password, hash, priority).await?;
     match user {
         Some(u) if ok && !u.disabled => {
             s.login_throttle.succeeded(attempt, crate::now_ms());

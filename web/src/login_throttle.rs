@@ -77,6 +77,14 @@ pub struct Attempt {
     account: u64,
     source: u64,
     account_source: u64,
+    known_source: bool,
+}
+
+impl Attempt {
+    /// Whether this source logged in to this account before (its password check may go first).
+    pub fn known_source(&self) -> bool {
+        self.known_source
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -235,16 +243,18 @@ impl LoginThrottle {
         now_ms: u64,
     ) -> Result<Attempt, Throttled> {
         let prefix = source_prefix(source);
-        let attempt = Attempt {
+        let mut attempt = Attempt {
             account: self.key(("account", username)),
             source: self.key(("source", prefix)),
             account_source: self.key(("account_source", username, prefix)),
+            known_source: false,
         };
         let mut t = self.tables();
         let src = t.source.get(attempt.source, now_ms);
         let pair = t.account_source.get(attempt.account_source, now_ms);
         let acct = t.account.get(attempt.account, now_ms);
         let known = t.known.fresh(attempt.account_source, now_ms).is_some();
+        attempt.known_source = known;
         let mut refusal: Option<Throttled> = None;
         let mut consider = |rule: Rule, next: u64| {
             if now_ms < next {
