@@ -10,6 +10,7 @@ mod api_schema;
 mod bad_input;
 mod browser;
 mod ca;
+mod conn_flood;
 mod ctl;
 mod ctl_chat;
 mod ctl_check;
