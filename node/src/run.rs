@@ -151,7 +151,7 @@ pub async fn serve(
                 https,
                 app.clone(),
                 server_config,
-                crate::tls::ServeOptions::default(),
+                config.serve_options(),
                 cancel.clone(),
             );
             https_task = Some(cluster::spawn_named("https-server", serve));
@@ -174,12 +174,7 @@ pub async fn serve(
     };
     // The plain port gets the same accept loop as HTTPS: connection caps per source and in
     // all, a header-read timeout, TCP_NODELAY, a bounded drain.
-    let http = crate::tls::serve_plain(
-        api,
-        plain_app,
-        crate::tls::ServeOptions::default(),
-        cancel.clone(),
-    );
+    let http = crate::tls::serve_plain(api, plain_app, config.serve_options(), cancel.clone());
     let dns_task = crate::dns::start(&config.dns, node.clone(), cancel.child_token())
         .await
         .context("cannot start the DNS server")?;

@@ -6,7 +6,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cluster::{Command, NodeInfo};
 use serde_json::json;
@@ -23,8 +23,23 @@ use api::rest::{ClusterStatus, NodeStatus, Readyz};
 /// the client failover want the truth, not a view up to a second old) and is published as the
 /// shared view, so DNS answers and this reply come from the same probe.
 pub async fn cluster_view(s: &AppState) -> ClusterStatus {
-    let m = s.node.metrics();
     let hv = s.node.refresh_health().await;
+    render(s, &hv)
+}
+
+/// The cluster as the periodic member-health probe last saw it (about a second old at most),
+/// without probing: what anonymous callers get, so that a flood of unauthenticated requests
+/// cannot turn into a flood of probes of every member. Probes once if no view exists yet.
+pub async fn cached_cluster_view(s: &AppState) -> ClusterStatus {
+    let hv = s.node.health_view();
+    if hv.members.is_empty() {
+        return cluster_view(s).await;
+    }
+    render(s, &hv)
+}
+
+fn render(s: &AppState, hv: &cluster::HealthView) -> ClusterStatus {
+    let m = s.node.metrics();
     let nodes = hv
         .members
         .iter()
@@ -85,11 +100,24 @@ pub async fn cluster_view(s: &AppState) -> ClusterStatus {
     path = "/api/v1/cluster",
     tag = "cluster",
     responses(
-        (status = 200, description = "the cluster as this node's probe sees it", body = api::rest::ClusterStatus)
+        (status = 200, description = "the cluster as this node's probe sees it: probed now for a caller with a valid bearer token, the periodic probe's view (at most about a second old, see `periodic_probe_ms_ago`) for anyone else", body = api::rest::ClusterStatus)
     )
 )]
-pub async fn status(State(s): State<AppState>) -> Json<ClusterStatus> {
-    Json(cluster_view(&s).await)
+pub async fn status(State(s): State<AppState>, headers: HeaderMap) -> Json<ClusterStatus> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // The route stays public: a missing or bad token just means the cached view.
+    let authenticated = match token {
+        Some(t) => crate::auth::authenticate(&s, t.trim()).await.is_ok(),
+        None => false,
+    };
+    if authenticated {
+        Json(cluster_view(&s).await)
+    } else {
+        Json(cached_cluster_view(&s).await)
+    }
 }
 
 #[utoipa::path(
