@@ -49,8 +49,7 @@ impl ClusterNode {
 /// With `tls`: every connection must complete a mutual TLS handshake that proves a current
 /// member (see `peer_tls`), handshakes time out after 5 s, at most 256 connections are open,
 /// 32 per source address, and each request carries the peer's `PeerIdentity`. Without (a
-/// loopback-only lab setup): plain HTTP/1.1 under the same connection caps, with a 10 s
-/// header-read timeout.
+/// loopback-only lab setup): plain HTTP/1.1 under the same connection caps.
 pub async fn serve_cluster_port(
     listener: tokio::net::TcpListener,
     router: Router,
@@ -63,7 +62,7 @@ pub async fn serve_cluster_port(
     }
 }
 
-/// The plain cluster port: accept, the connection caps, HTTP/1.1 with a header-read timeout;
+/// The plain cluster port: accept, the connection caps, HTTP/1.1;
 /// on `cancel`, stop accepting and give open connections a moment to finish.
 async fn serve_plain(
     listener: tokio::net::TcpListener,
@@ -102,9 +101,10 @@ async fn serve_plain(
         let (router, cancel) = (router.clone(), cancel.clone());
         crate::node::spawn_named("cluster-conn", async move {
             let service = hyper::service::service_fn(move |req| router.clone().oneshot(req));
+            // No header-read timeout, as with mutual TLS: it would also close pooled peer
+            // connections idle between requests (peers keep them 60 s) and race their reuse.
+            // The per-source cap is what bounds a slow client here.
             let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
                 .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
             tokio::pin!(conn);
             tokio::select! {

@@ -64,7 +64,9 @@ impl Default for ServeOptions {
             // Below `max_handshakes`, so one host can never hold every handshake slot; room for
             // a NAT or reverse proxy in front of many users (raise it for a proxy).
             max_connections_per_source: 128,
-            header_read_timeout: Duration::from_secs(10),
+            // hyper's own default. It also ends keep-alive connections idle this long between
+            // requests, so it must not be shorter than clients expect to reuse one.
+            header_read_timeout: Duration::from_secs(30),
         }
     }
 }
