@@ -43,6 +43,16 @@ pub fn begin(
         .begin(username, meta.source, crate::now_ms())
     {
         Ok(attempt) => Ok(attempt),
+        Err(t) if !t.first => {
+            // The same delay refused before and was logged then: a flood of refused attempts
+            // writes one line per delay, not one per attempt.
+            tracing::debug!(
+                reason = t.rule.as_str(),
+                retry_after_ms = t.retry_after_ms,
+                "login throttled again"
+            );
+            Err(ApiError::TooManyAttempts(t.retry_after_ms))
+        }
         Err(t) => {
             // A local read only decides whether the name may be logged; the answer is the
             // same either way.

@@ -67,6 +67,9 @@ impl Rule {
 pub struct Throttled {
     pub rule: Rule,
     pub retry_after_ms: u64,
+    /// The first refusal of this delay by this rule: log it. Later ones in the same delay are
+    /// not logged one by one, so a flood of refused attempts cannot flood the log.
+    pub first: bool,
 }
 
 /// An attempt that was let through and counted; hand it back with [`LoginThrottle::succeeded`]
@@ -91,6 +94,8 @@ impl Attempt {
 struct Entry {
     failures: u32,
     last_ms: u64,
+    /// Attempts refused since the last counted one (only the first is logged).
+    refused: u32,
 }
 
 impl Entry {
@@ -263,6 +268,7 @@ impl LoginThrottle {
                     refusal = Some(Throttled {
                         rule,
                         retry_after_ms: wait,
+                        first: false,
                     });
                 }
             }
@@ -281,12 +287,21 @@ impl LoginThrottle {
                 acct.next_allowed_ms(ACCOUNT_FREE, ACCOUNT_MAX_MS),
             );
         }
-        if let Some(r) = refusal {
+        if let Some(mut r) = refusal {
+            let (table, key, mut entry) = match r.rule {
+                Rule::Source => (&mut t.source, attempt.source, src),
+                Rule::AccountSource => (&mut t.account_source, attempt.account_source, pair),
+                Rule::Account => (&mut t.account, attempt.account, acct),
+            };
+            entry.refused = entry.refused.saturating_add(1);
+            r.first = entry.refused == 1;
+            table.put(key, entry, now_ms);
             return Err(r);
         }
         let bump = |e: Entry| Entry {
             failures: e.failures.saturating_add(1),
             last_ms: now_ms,
+            refused: 0,
         };
         t.source.put(attempt.source, bump(src), now_ms);
         t.account_source
@@ -314,6 +329,7 @@ impl LoginThrottle {
             Entry {
                 failures: 0,
                 last_ms: now_ms,
+                refused: 0,
             },
             now_ms,
         );
@@ -360,9 +376,12 @@ mod tests {
         fail(&t, "alice", ip(2), 1, 2_000);
         let r = t.begin("alice", ip(2), 2_000).unwrap_err();
         assert_eq!(r.retry_after_ms, 2 * BASE_DELAY_MS);
-        // Hammering while refused does not lengthen the wait.
-        for _ in 0..100 {
-            let _ = t.begin("alice", ip(2), 2_500);
+        assert!(r.first, "the first refusal of a delay is logged");
+        // Hammering while refused does not lengthen the wait, and only the first refusal of
+        // a delay is to be logged.
+        for i in 0..100 {
+            let r = t.begin("alice", ip(2), 2_500).unwrap_err();
+            assert!(!r.first, "refusal {i} of the same delay");
         }
         assert!(t.begin("alice", ip(2), 4_000).is_ok());
     }
