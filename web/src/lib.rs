@@ -53,6 +53,7 @@ pub fn router(node: Arc<ClusterNode>, config: ApiConfig, cancel: CancellationTok
         config: Arc::new(config),
         hub,
         login_throttle: Arc::new(login_throttle::LoginThrottle::new()),
+        cluster_probe: Arc::default(),
     };
     routes::table()
         .layer(DefaultBodyLimit::max(limit))

@@ -11,6 +11,8 @@ use axum::response::{IntoResponse, Response};
 use cluster::{Command, NodeInfo};
 use serde_json::json;
 
+use std::sync::Arc;
+
 use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
@@ -27,14 +29,40 @@ pub async fn cluster_view(s: &AppState) -> ClusterStatus {
     render(s, &hv)
 }
 
-/// The cluster as the periodic member-health probe last saw it (about a second old at most),
-/// without probing: what anonymous callers get, so that a flood of unauthenticated requests
-/// cannot turn into a flood of probes of every member. Probes once if no view exists yet.
-pub async fn cached_cluster_view(s: &AppState) -> ClusterStatus {
-    let hv = s.node.health_view();
-    if hv.members.is_empty() {
-        return cluster_view(s).await;
+/// Coalesces the probes of anonymous `GET /api/v1/cluster` requests: one probe at a time,
+/// and a request is answered by the first probe that started after it arrived, so every answer
+/// is as fresh as its own probe would have been, while a flood of requests costs one probe of
+/// the members at a time instead of one per request.
+#[derive(Default)]
+pub struct ProbeGate {
+    /// Held while probing; waiters queue here in arrival order.
+    running: tokio::sync::Mutex<()>,
+    /// When the last gated probe started, and what it saw. A std mutex: read or replaced in
+    /// one step, never held across an `.await`.
+    last: std::sync::Mutex<Option<(tokio::time::Instant, Arc<cluster::HealthView>)>>,
+}
+
+/// The cluster view for an anonymous caller, through the node's [`ProbeGate`].
+pub async fn gated_cluster_view(s: &AppState) -> ClusterStatus {
+    let arrived = tokio::time::Instant::now();
+    let gate = &s.cluster_probe;
+    let _turn = gate.running.lock().await;
+    let seen = gate
+        .last
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    if let Some((started, hv)) = seen
+        && started >= arrived
+    {
+        return render(s, &hv);
     }
+    let started = tokio::time::Instant::now();
+    let hv = s.node.refresh_health().await;
+    *gate
+        .last
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((started, hv.clone()));
     render(s, &hv)
 }
 
@@ -100,7 +128,7 @@ fn render(s: &AppState, hv: &cluster::HealthView) -> ClusterStatus {
     path = "/api/v1/cluster",
     tag = "cluster",
     responses(
-        (status = 200, description = "the cluster as this node's probe sees it: probed now for a caller with a valid bearer token, the periodic probe's view (at most about a second old, see `periodic_probe_ms_ago`) for anyone else", body = api::rest::ClusterStatus)
+        (status = 200, description = "the cluster as a probe of every member started after the request arrived sees it; anonymous requests share probes (one at a time)", body = api::rest::ClusterStatus)
     )
 )]
 pub async fn status(State(s): State<AppState>, headers: HeaderMap) -> Json<ClusterStatus> {
@@ -116,7 +144,7 @@ pub async fn status(State(s): State<AppState>, headers: HeaderMap) -> Json<Clust
     if authenticated {
         Json(cluster_view(&s).await)
     } else {
-        Json(cached_cluster_view(&s).await)
+        Json(gated_cluster_view(&s).await)
     }
 }
 
