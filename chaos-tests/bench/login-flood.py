@@ -5,7 +5,7 @@ peak RSS of its node processes. Half the attempts name the admin, half an unknow
 
     conclave dev --no-tls --data-dir /tmp/flood --api-port 32080 --cluster-port 32090 \\
         --dns-port 32053 --admin-password flood-test-pass-1 > /tmp/flood.out &
-    python3 chaos-tests/bench/login-flood.py --port 32080 \\
+    python3 chaos-tests/bench/login-flood.py --port 32080 --sources 250 \\
         --pids $(grep -o 'pid [0-9]*' /tmp/flood.out | awk '{print $2}')
 """
 import argparse
@@ -22,12 +22,15 @@ def rss_kb(pid):
     return 0
 
 
-async def attempt(i, port, nodes, outcomes):
+async def attempt(i, port, nodes, sources, outcomes):
     host = f"127.0.0.{i % nodes + 1}"
+    # With --sources N, attempt i comes from 127.0.1.(i % N + 1): N distinct source addresses,
+    # so the per-source login throttle does not turn most attempts into quick 429s.
+    local = (f"127.0.1.{i % sources + 1}", 0) if sources else None
     user = "admin" if i % 2 == 0 else f"nobody{i}"
     body = json.dumps({"username": user, "password": f"wrong-password-{i}"}).encode()
     try:
-        reader, writer = await asyncio.open_connection(host, port)
+        reader, writer = await asyncio.open_connection(host, port, local_addr=local)
         writer.write(
             b"POST /api/v1/login HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n" % (host.encode(), port, len(body))
@@ -55,15 +58,17 @@ async def main():
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--concurrency", type=int, default=300)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--sources", type=int, default=0,
+                   help="spread attempts over this many source addresses 127.0.1.N (max 254)")
     p.add_argument("--pids", type=int, nargs="+", required=True, help="node processes")
     a = p.parse_args()
     at_rest = {pid: rss_kb(pid) for pid in a.pids}
     peak, outcomes, done = {}, {}, asyncio.Event()
     sampler = asyncio.create_task(sample(a.pids, peak, done))
     start = time.time()
-    for _ in range(a.rounds):
+    for r in range(a.rounds):
         await asyncio.gather(
-            *[attempt(i, a.port, a.nodes, outcomes) for i in range(a.concurrency)]
+            *[attempt(r * a.concurrency + i, a.port, a.nodes, a.sources, outcomes) for i in range(a.concurrency)]
         )
     took = time.time() - start
     done.set()

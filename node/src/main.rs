@@ -13,6 +13,7 @@ mod dev;
 mod dns;
 mod join;
 mod logging;
+mod malloc;
 mod node_cert;
 mod run;
 mod signals;
@@ -111,6 +112,7 @@ fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    malloc::tune();
     let cli = Cli::parse();
     owner_only_files();
     // One crypto provider for the whole process (ring); a second install returns Err, which

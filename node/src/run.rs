@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
-use axum::serve::ListenerExt;
 use cluster::{ClusterNode, Command, Role};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -163,7 +162,7 @@ pub async fn serve(
                 https,
                 app.clone(),
                 server_config,
-                crate::tls::ServeOptions::default(),
+                config.serve_options(),
                 cancel.clone(),
             );
             https_task = Some(cluster::spawn_named("https-server", serve));
@@ -184,17 +183,9 @@ pub async fn serve(
             return Err(e);
         }
     };
-    // Small frames (acks, typing notices) must not wait for Nagle's algorithm.
-    let api = api.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
-        }
-    });
-    let http = axum::serve(
-        api,
-        plain_app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(cancel.clone().cancelled_owned());
+    // The plain port gets the same accept loop as HTTPS: connection caps per source and in
+    // all, a header-read timeout, TCP_NODELAY, a bounded drain.
+    let http = crate::tls::serve_plain(api, plain_app, config.serve_options(), cancel.clone());
     let dns_task = crate::dns::start(&config.dns, node.clone(), cancel.child_token())
         .await
         .context("cannot start the DNS server")?;
@@ -203,11 +194,7 @@ pub async fn serve(
             tracing::error!(error = %e, "the cluster port stopped");
         }
     });
-    let http_task = cluster::spawn_named("api-server", async move {
-        if let Err(e) = http.await {
-            tracing::error!(error = %e, "the client API port stopped");
-        }
-    });
+    let http_task = cluster::spawn_named("api-server", http);
     let removed = node.removed();
     let fatal = node.fatal();
     tokio::select! {
@@ -222,7 +209,8 @@ pub async fn serve(
         }
     }
     // Stop taking requests first, then stop Raft, so no handler is left waiting on a dead core.
-    let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    // serve_plain drains for up to 5 s itself.
+    let _ = tokio::time::timeout(Duration::from_secs(6), http_task).await;
     if let Some(task) = https_task {
         // serve_https drains for up to 5 s itself.
         let _ = tokio::time::timeout(Duration::from_secs(6), task).await;

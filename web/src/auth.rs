@@ -24,24 +24,46 @@ use crate::state::AppState;
 const MAX_INDEX_AHEAD: u64 = 100_000;
 const SESSION_WAIT: Duration = Duration::from_secs(5);
 
-/// At most this long a password check waits for a hashing thread before the request is
-/// answered 503 (retry elsewhere or later). Long enough to ride out a burst of real logins.
+/// At most this long a password check waits for a hashing thread; one still waiting then is
+/// answered 503 (retry elsewhere or later) without being hashed. Long enough to ride out a
+/// burst of real logins; it is also the longest a login waits during a flood.
 const HASH_QUEUE_WAIT: Duration = Duration::from_secs(10);
 /// Password checks that may wait for a hashing thread; more are refused at once with 503.
 const HASH_QUEUE: usize = 1024;
 
-type HashJob = Box<dyn FnOnce() + Send>;
+type HashJob = Box<dyn FnOnce(bool) + Send>;
+
+/// Which queue a password check joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// A login from a source that logged in to this account before (the login throttle knows
+    /// it): served before everything else, so a flood cannot keep a user's usual device out.
+    KnownSource,
+    /// Everything else, first come first served.
+    Normal,
+}
+
+/// The two queues the hashing threads take jobs from: `first` before `rest`.
+#[derive(Default)]
+struct Queues {
+    first: std::collections::VecDeque<(std::time::Instant, HashJob)>,
+    rest: std::collections::VecDeque<(std::time::Instant, HashJob)>,
+}
 
 /// Bounds argon2 work on this node: a fixed set of threads, one per core, does all hashing.
 /// Each hash uses about 19 MiB (argon2id's default memory cost). Unbounded, a flood of wrong
 /// passwords from one LAN host ran hundreds at once and took gigabytes; a semaphore over tokio's
 /// blocking pool still spread the work over many threads and left about 800 MB behind, fixed
-/// threads about 330 MB (numbers in docs/architecture.md, "Login throttling"). The threads live
-/// as long as the process and only ever wait on the queue, so there is nothing to shut down.
+/// threads about 330 MB, and fixed threads with glibc's mmap threshold fixed (node's
+/// `malloc.rs`) about 5 MB (numbers in docs/architecture.md, "Login throttling"). The threads
+/// live as long as the process and only ever wait on the queues, so there is nothing to shut
+/// down.
 struct HashPool {
-    /// Unbounded as a channel: `places` is the bound.
-    jobs: std::sync::mpsc::Sender<HashJob>,
-    /// Free places in the queue (`HASH_QUEUE` in all): waiting for one is what times out.
+    /// A std mutex and condvar: the hashing threads are plain threads, and the lock is held
+    /// only to push or pop one job, never while hashing.
+    queues: std::sync::Mutex<Queues>,
+    ready: std::sync::Condvar,
+    /// Free places in the queues (`HASH_QUEUE` in all): a check that finds none is refused.
     places: tokio::sync::Semaphore,
     /// Hashing threads that started; with none, every check fails at once instead of waiting.
     threads: usize,
@@ -54,39 +76,49 @@ fn hash_pool() -> &'static HashPool {
     static POOL: std::sync::OnceLock<HashPool> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
         let threads = hash_thread_count();
-        let (jobs, rx) = std::sync::mpsc::channel::<HashJob>();
-        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
         let mut started = 0;
         for i in 0..threads {
-            let rx = rx.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
-                .spawn(move || {
-                    loop {
-                        // The lock is held only while taking one job, never while hashing.
-                        let job = match rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
-                        };
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => return,
-                        }
-                    }
-                });
+                .spawn(hashing_thread);
             match spawned {
                 Ok(_) => started += 1,
                 Err(e) => tracing::error!(error = %e, "cannot start a password hashing thread"),
             }
         }
         HashPool {
-            jobs,
+            queues: std::sync::Mutex::new(Queues::default()),
+            ready: std::sync::Condvar::new(),
             places: tokio::sync::Semaphore::new(HASH_QUEUE),
             threads: started,
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             peak: std::sync::atomic::AtomicUsize::new(0),
         }
     })
+}
+
+/// One hashing thread: takes the next job (known sources first) and runs it, or tells it that
+/// it waited too long.
+fn hashing_thread() {
+    let pool = hash_pool();
+    loop {
+        let (queued, job) = {
+            let mut q = pool
+                .queues
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            loop {
+                if let Some(j) = q.first.pop_front().or_else(|| q.rest.pop_front()) {
+                    break j;
+                }
+                q = pool
+                    .ready
+                    .wait(q)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+        };
+        job(queued.elapsed() <= HASH_QUEUE_WAIT);
+    }
 }
 
 /// One hashing thread per core the process may use (at least one).
@@ -103,9 +135,10 @@ pub fn hash_peak_in_flight() -> usize {
 
 /// Runs one argon2 operation on a hashing thread. The queue place travels with the job, not
 /// with the caller: a client that disconnects drops its future, but the job it queued still
-/// runs and still counts until it is done.
+/// counts until a thread has taken it (and then skips the work if nobody waits any more).
 async fn on_hash_thread<T: Send + 'static>(
     what: &'static str,
+    priority: Priority,
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     use std::sync::atomic::Ordering;
@@ -113,28 +146,43 @@ async fn on_hash_thread<T: Send + 'static>(
     if pool.threads == 0 {
         return Err(ApiError::Internal(format!("{what}: no hashing thread")));
     }
-    let place = tokio::time::timeout(HASH_QUEUE_WAIT, pool.places.acquire())
-        .await
-        .map_err(|_| ApiError::Unavailable("too many password checks in progress".into()))?
-        .map_err(|_| ApiError::Internal("password hashing queue closed".into()))?;
+    let busy = || ApiError::Unavailable("too many password checks in progress".into());
+    let place = pool.places.try_acquire().map_err(|_| busy())?;
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let job: HashJob = Box::new(move || {
+    let job: HashJob = Box::new(move |in_time| {
         let _place = place;
+        if !in_time {
+            let _ = tx.send(Err(busy()));
+            return;
+        }
+        if tx.is_closed() {
+            // The client went away while its check waited: the hash would help nobody.
+            return;
+        }
         let now = pool.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         pool.peak.fetch_max(now, Ordering::Relaxed);
         let result = work();
         pool.in_flight.fetch_sub(1, Ordering::Relaxed);
         let _ = tx.send(result);
     });
-    pool.jobs
-        .send(job)
-        .map_err(|_| ApiError::Internal(format!("{what}: the hashing threads are gone")))?;
+    {
+        let mut q = pool
+            .queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let queue = match priority {
+            Priority::KnownSource => &mut q.first,
+            Priority::Normal => &mut q.rest,
+        };
+        queue.push_back((std::time::Instant::now(), job));
+    }
+    pool.ready.notify_one();
     rx.await
         .map_err(|_| ApiError::Internal(format!("{what}: the hashing thread failed")))?
 }
 
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    on_hash_thread("hashing", move || {
+    on_hash_thread("hashing", Priority::Normal, move || {
         let salt = SaltString::generate(&mut rand::rngs::OsRng);
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
@@ -145,7 +193,16 @@ pub async fn hash_password(password: String) -> Result<String, ApiError> {
 }
 
 pub async fn verify_password(password: String, hash: String) -> Result<bool, ApiError> {
-    on_hash_thread("verify", move || {
+    verify_password_with(password, hash, Priority::Normal).await
+}
+
+/// [`verify_password`] in the given queue.
+pub async fn verify_password_with(
+    password: String,
+    hash: String,
+    priority: Priority,
+) -> Result<bool, ApiError> {
+    on_hash_thread("verify", priority, move || {
         let parsed = PasswordHash::new(&hash)
             .map_err(|e| ApiError::Internal(format!("stored hash: {e}")))?;
         Ok(Argon2::default()
@@ -275,6 +332,42 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Auth, ApiErro
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A check from a known source queued behind a burst of ordinary ones is served before
+    /// the ordinary ones that were still waiting.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn known_sources_go_first() {
+        let hash = hash_password("correct horse".into()).await.unwrap();
+        let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let burst = 6 * hash_thread_count();
+        let mut checks = Vec::new();
+        for i in 0..burst {
+            let (hash, order) = (hash.clone(), order.clone());
+            checks.push(tokio::spawn(async move {
+                verify_password_with("wrong".into(), hash, Priority::Normal)
+                    .await
+                    .unwrap();
+                order.lock().unwrap().push(i);
+            }));
+        }
+        // Every check of the burst is queued (holds a place) or done before the known one.
+        let pool = hash_pool();
+        while HASH_QUEUE - pool.places.available_permits() + order.lock().unwrap().len() < burst {
+            tokio::task::yield_now().await;
+        }
+        let first = verify_password_with("correct horse".into(), hash, Priority::KnownSource)
+            .await
+            .unwrap();
+        assert!(first);
+        let done_before = order.lock().unwrap().len();
+        for c in checks {
+            c.await.unwrap();
+        }
+        assert!(
+            done_before < burst - hash_thread_count(),
+            "the known source waited for {done_before} of {burst} ordinary checks"
+        );
+    }
 
     /// A burst of password checks never runs more argon2 operations at once than there are
     /// hashing threads, and every one of them still completes correctly.

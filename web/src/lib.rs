@@ -12,6 +12,8 @@ pub mod error;
 pub mod extract;
 pub mod join_api;
 pub mod json_object;
+pub mod login_check;
+pub mod login_throttle;
 pub mod openapi;
 pub mod origin;
 pub mod password_policy;
@@ -50,6 +52,8 @@ pub fn router(node: Arc<ClusterNode>, config: ApiConfig, cancel: CancellationTok
         node,
         config: Arc::new(config),
         hub,
+        login_throttle: Arc::new(login_throttle::LoginThrottle::new()),
+        cluster_probe: Arc::default(),
     };
     routes::table()
         .layer(axum::middleware::from_fn_with_state(

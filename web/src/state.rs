@@ -50,6 +50,10 @@ pub struct AppState {
     pub node: Arc<ClusterNode>,
     pub config: Arc<ApiConfig>,
     pub hub: Arc<crate::ws::hub::Hub>,
+    /// This node's login throttle (login and the current-password check of `/me/password`).
+    pub login_throttle: Arc<crate::login_throttle::LoginThrottle>,
+    /// Coalesces the member probes of anonymous `GET /api/v1/cluster` requests.
+    pub cluster_probe: Arc<crate::routes::cluster::ProbeGate>,
 }
 
 /// How long a handler may wait to catch up with the leader before answering "not found".

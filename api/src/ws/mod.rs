@@ -32,6 +32,8 @@ pub mod close {
     pub const SLOW_CONSUMER: u16 = 4008;
     pub const LAGGED: u16 = 4010;
     pub const RATE_LIMITED: u16 = 4029;
+    /// The user already has the most WebSocket connections one node allows per user.
+    pub const TOO_MANY_CONNECTIONS: u16 = 4030;
 }
 
 /// A bearer token inside a frame. Its `Debug` output is redacted because frames end up in

@@ -421,6 +421,10 @@ async fn unsafe_removals_are_refused() {
         expect_members_now(&cluster, &[1, 2, 3], &all, &what).await;
     }
 
+    // A version-2 write while all three are up: it opens the leader's version gate
+    // (cluster/src/node/versions.rs), which needs every member to answer. (Failed logins used
+    // to do this as a side effect, when they were a replicated `LoginAttempt`.)
+    create_channel(&cluster, CH).await;
     // Follower f1 crashes. Removing f2 would leave {leader, f1}: one reachable of two.
     cluster.kill(f1);
     for via in [leader, f2] {

@@ -1,10 +1,12 @@
 //! Node-to-node transport on the cluster port: the wire types and paths (`rpc`), the outgoing
 //! side (`network`: openraft's `RaftNetwork` and every other call to a peer), the incoming side
-//! (`rpc_server`), and mutual TLS between members (`peer_tls`).
+//! (`rpc_server`), mutual TLS between members (`peer_tls`), and the connection caps every
+//! listener of a node applies (`conn_limit`).
 //!
 //! Owns how bytes reach a peer and how a peer is authenticated. Must never be reachable from
 //! the client port: these endpoints trust their caller, and `peer_tls` is what makes that true.
 
+pub mod conn_limit;
 pub mod network;
 pub mod peer_tls;
 pub mod rpc;

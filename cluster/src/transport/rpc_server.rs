@@ -94,8 +94,8 @@ async fn announced_length(
 ///
 /// With `tls`: every connection must complete a mutual TLS handshake that proves a current
 /// member (see `peer_tls`), handshakes time out after 5 s, at most 256 connections are open,
-/// and each request carries the peer's `PeerIdentity`. Without: plain `axum::serve`, exactly
-/// as before mutual TLS existed.
+/// 32 per source address, and each request carries the peer's `PeerIdentity`. Without (a
+/// loopback-only lab setup): plain HTTP/1.1 under the same connection caps.
 pub async fn serve_cluster_port(
     listener: tokio::net::TcpListener,
     router: Router,
@@ -104,12 +104,74 @@ pub async fn serve_cluster_port(
 ) -> std::io::Result<()> {
     match tls {
         Some(tls) => crate::transport::peer_tls::serve_tls(listener, router, tls, cancel).await,
-        None => {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(cancel.cancelled_owned())
-                .await
-        }
+        None => serve_plain(listener, router, cancel).await,
     }
+}
+
+/// The plain cluster port: accept, the connection caps, HTTP/1.1;
+/// on `cancel`, stop accepting and give open connections a moment to finish.
+async fn serve_plain(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    cancel: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    use crate::transport::conn_limit::{ConnLimiter, RefusalLog};
+    use crate::transport::peer_tls::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE};
+    use tower::ServiceExt;
+    let limiter = ConnLimiter::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE);
+    let refusals = RefusalLog::default();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(error) => {
+                    tracing::warn!(%error, "cluster port: accept failed");
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => continue,
+                    }
+                }
+            },
+        };
+        let place = match limiter.admit(peer.ip()) {
+            Ok(p) => p,
+            Err(cap) => {
+                if let Some(refused) = refusals.note() {
+                    tracing::warn!(%peer, cap = cap.as_str(), refused, "cluster port: connections refused at their cap");
+                }
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let (router, cancel) = (router.clone(), cancel.clone());
+        crate::node::spawn_named("cluster-conn", async move {
+            let service = hyper::service::service_fn(move |req| router.clone().oneshot(req));
+            // No header-read timeout, as with mutual TLS: it would also close pooled peer
+            // connections idle between requests (peers keep them 60 s) and race their reuse.
+            // The per-source cap is what bounds a slow client here.
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = cancel.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn.as_mut()).await;
+                }
+            }
+            drop(place);
+        });
+    }
+    drop(listener);
+    // Every connection holds its place until it ends: none left open means drained.
+    let drained = async {
+        while limiter.open() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), drained).await;
+    Ok(())
 }
 
 /// Decodes a request body with the size limit of [`rpc::decode_limited`]: a length prefix that

@@ -16,7 +16,9 @@ mod sections;
 mod validate;
 
 use sections::MIB;
-pub use sections::{CaSection, DnsSection, RaftSection, StorageSection, TlsSection, WriteSection};
+pub use sections::{
+    CaSection, DnsSection, LimitsSection, RaftSection, StorageSection, TlsSection, WriteSection,
+};
 use validate::parse_range;
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,8 @@ pub struct Config {
     pub write: WriteSection,
     #[serde(default)]
     pub storage: StorageSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
     #[serde(default)]
     pub dns: DnsSection,
     /// The workspace name: the DNS zone clients type and the CA's DNS name constraint.
@@ -271,7 +275,21 @@ impl Config {
             max_request_bytes: self.max_request_bytes,
             allowed_origins: self.allowed_origins.clone(),
             workspace: self.workspace.clone(),
+            ws: web::ws::hub::WsLimits {
+                max_per_user: self.limits.ws_max_per_user,
+                max_per_node: self.limits.ws_max_per_node,
+                ..web::ws::hub::WsLimits::default()
+            },
             ..web::ApiConfig::default()
+        }
+    }
+
+    /// The client ports' accept-loop options (`[limits]`).
+    pub fn serve_options(&self) -> crate::tls::ServeOptions {
+        crate::tls::ServeOptions {
+            max_connections: self.limits.max_connections,
+            max_connections_per_source: self.limits.max_connections_per_source,
+            ..crate::tls::ServeOptions::default()
         }
     }
 }

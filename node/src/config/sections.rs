@@ -142,6 +142,34 @@ impl Default for StorageSection {
     }
 }
 
+/// `[limits]`: connection caps of the client API ports and WebSocket caps
+/// (docs/security.md, "Resource bounds"). The cluster port's caps are fixed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Connections open at once on each client port (plain and HTTPS, counted apart).
+    pub max_connections: usize,
+    /// Connections open at once from one source (IPv4 address, IPv6 /64) on each client port.
+    pub max_connections_per_source: usize,
+    /// WebSocket connections one user may hold on this node.
+    pub ws_max_per_user: usize,
+    /// WebSocket connections this node holds.
+    pub ws_max_per_node: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let serve = crate::tls::ServeOptions::default();
+        let ws = web::ws::hub::WsLimits::default();
+        Self {
+            max_connections: serve.max_connections,
+            max_connections_per_source: serve.max_connections_per_source,
+            ws_max_per_user: ws.max_per_user,
+            ws_max_per_node: ws.max_per_node,
+        }
+    }
+}
+
 /// The built-in authoritative DNS server (`docs/health.md`). No `addr`, no DNS server.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]

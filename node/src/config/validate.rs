@@ -173,6 +173,22 @@ impl Config {
                 "session_ttl_secs must be at least 1".into(),
             ));
         }
+        let l = &self.limits;
+        if l.max_connections == 0
+            || l.max_connections_per_source == 0
+            || l.ws_max_per_user == 0
+            || l.ws_max_per_node == 0
+        {
+            return Err(ConfigError::Invalid(
+                "every [limits] value must be at least 1".into(),
+            ));
+        }
+        if l.max_connections_per_source > l.max_connections {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_connections_per_source ({}) must not exceed limits.max_connections ({})",
+                l.max_connections_per_source, l.max_connections
+            )));
+        }
         if self.max_request_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "max_request_bytes must be at least 1024".into(),

@@ -32,5 +32,5 @@ mod tests;
 pub use cert_store::CertStore;
 pub use error::TlsError;
 pub use plain_http::{TrustMaterial, plain_router};
-pub use serve::{ServeOptions, serve_https};
+pub use serve::{ServeOptions, serve_https, serve_plain};
 pub use server_config::{https_server_config, ring_provider};

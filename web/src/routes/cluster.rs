@@ -6,10 +6,12 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cluster::{Command, NodeInfo};
 use serde_json::json;
+
+use std::sync::Arc;
 
 use crate::auth::Auth;
 use crate::error::ApiError;
@@ -23,8 +25,49 @@ use api::rest::{ClusterStatus, NodeStatus, Readyz};
 /// the client failover want the truth, not a view up to a second old) and is published as the
 /// shared view, so DNS answers and this reply come from the same probe.
 pub async fn cluster_view(s: &AppState) -> ClusterStatus {
-    let m = s.node.metrics();
     let hv = s.node.refresh_health().await;
+    render(s, &hv)
+}
+
+/// Coalesces the probes of anonymous `GET /api/v1/cluster` requests: one probe at a time,
+/// and a request is answered by the first probe that started after it arrived, so every answer
+/// is as fresh as its own probe would have been, while a flood of requests costs one probe of
+/// the members at a time instead of one per request.
+#[derive(Default)]
+pub struct ProbeGate {
+    /// Held while probing; waiters queue here in arrival order.
+    running: tokio::sync::Mutex<()>,
+    /// When the last gated probe started, and what it saw. A std mutex: read or replaced in
+    /// one step, never held across an `.await`.
+    last: std::sync::Mutex<Option<(tokio::time::Instant, Arc<cluster::HealthView>)>>,
+}
+
+/// The cluster view for an anonymous caller, through the node's [`ProbeGate`].
+pub async fn gated_cluster_view(s: &AppState) -> ClusterStatus {
+    let arrived = tokio::time::Instant::now();
+    let gate = &s.cluster_probe;
+    let _turn = gate.running.lock().await;
+    let seen = gate
+        .last
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    if let Some((started, hv)) = seen
+        && started >= arrived
+    {
+        return render(s, &hv);
+    }
+    let started = tokio::time::Instant::now();
+    let hv = s.node.refresh_health().await;
+    *gate
+        .last
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((started, hv.clone()));
+    render(s, &hv)
+}
+
+fn render(s: &AppState, hv: &cluster::HealthView) -> ClusterStatus {
+    let m = s.node.metrics();
     let nodes = hv
         .members
         .iter()
@@ -87,11 +130,24 @@ pub async fn cluster_view(s: &AppState) -> ClusterStatus {
     path = "/api/v1/cluster",
     tag = "cluster",
     responses(
-        (status = 200, description = "the cluster as this node's probe sees it", body = api::rest::ClusterStatus)
+        (status = 200, description = "the cluster as a probe of every member started after the request arrived sees it; anonymous requests share probes (one at a time)", body = api::rest::ClusterStatus)
     )
 )]
-pub async fn status(State(s): State<AppState>) -> Json<ClusterStatus> {
-    Json(cluster_view(&s).await)
+pub async fn status(State(s): State<AppState>, headers: HeaderMap) -> Json<ClusterStatus> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // The route stays public: a missing or bad token just means the cached view.
+    let authenticated = match token {
+        Some(t) => crate::auth::authenticate(&s, t.trim()).await.is_ok(),
+        None => false,
+    };
+    if authenticated {
+        Json(cluster_view(&s).await)
+    } else {
+        Json(gated_cluster_view(&s).await)
+    }
 }
 
 #[utoipa::path(

@@ -1,17 +1,20 @@
 //! Log in and log out (`/api/v1/login`, `/api/v1/logout`).
 //!
-//! Owns the login throttle's HTTP side (429 with `Retry-After`). Must never say whether a
-//! username exists: a wrong name and a wrong password get the same answer.
+//! The password check and the throttle in front of it are `login_check`'s (429 with
+//! `Retry-After`, see docs/security.md). Must never say whether a username exists: a wrong name
+//! and a wrong password get the same answer.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use cluster::{Applied, Command};
 
 use crate::auth::{self, Auth};
 use crate::error::ApiError;
 use crate::extract::{INDEX_HEADER, JsonBody};
+use crate::login_check::{self, During};
+use crate::security_log::RequestMeta;
 use crate::state::AppState;
 use crate::wire;
 use api::rest::LoginRequest;
@@ -25,29 +28,21 @@ use api::rest::LoginResponse;
     responses(
         (status = 200, description = "a session token", body = api::rest::LoginResponse),
         (status = 401, description = "`invalid_credentials`: unknown user, wrong password or disabled user", body = api::error::ErrorBody),
-        (status = 429, description = "`too_many_attempts`: the account is in its login backoff; see `Retry-After`", body = api::error::ErrorBody),
+        (status = 429, description = "`too_many_attempts`: this source, or this name from this source, is in its login delay (docs/security.md); see `Retry-After`", body = api::error::ErrorBody),
         (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
         (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
     )
 )]
 pub async fn login(
     State(s): State<AppState>,
+    Extension(meta): Extension<RequestMeta>,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<Response, ApiError> {
+    // The throttle comes first: a throttled attempt reads nothing and hashes nothing, alike
+    // for every name.
+    let attempt = login_check::begin(&s, &meta, &req.username, During::Login)?;
     let user = s.read_fresh(|r| r.user(&req.username)).await?;
-    if user.is_some() {
-        throttle(&s, &req.username).await?;
-    }
-    // Verify against a dummy hash for unknown users too, so timing does not reveal who exists.
-    let (hash, known) = match &user {
-        Some(u) => (u.password_hash.clone(), true),
-        None => (auth::dummy_hash().await?, false),
-    };
-    let ok = auth::verify_password(req.password, hash).await?;
-    let Some(user) = user.filter(|u| ok && known && !u.disabled) else {
-        tracing::info!(username = %req.username, "login refused");
-        return Err(ApiError::InvalidCredentials);
-    };
+    let user = login_check::verify(&s, &meta, attempt, user, req.password, During::Login).await?;
     let secret = auth::new_secret();
     let (applied, index) = s
         .node
@@ -69,37 +64,6 @@ pub async fn login(
         expires_at_ms: session.expires_at_ms,
     };
     Ok(([(INDEX_HEADER, index.to_string())], Json(body)).into_response())
-}
-
-/// Counts this attempt in the replicated throttle before any password check; refuses when the
-/// account is in its backoff. A locally visible backoff is refused without a log entry.
-async fn throttle(s: &AppState, username: &str) -> Result<(), ApiError> {
-    let local = s.node.reader().login_throttle(username)?;
-    let now = crate::now_ms();
-    let next = local.next_allowed_ms();
-    if now < next {
-        tracing::info!(%username, "login throttled");
-        return Err(ApiError::TooManyAttempts(next - now));
-    }
-    let (applied, _) = s
-        .node
-        .write(Command::LoginAttempt {
-            username: username.to_string(),
-        })
-        .await?;
-    match applied {
-        Applied::LoginAttempt { allowed: true, .. } => Ok(()),
-        Applied::LoginAttempt {
-            allowed: false,
-            retry_after_ms,
-        } => {
-            tracing::info!(%username, "login throttled");
-            Err(ApiError::TooManyAttempts(retry_after_ms))
-        }
-        _ => Err(ApiError::Internal(
-            "unexpected outcome of LoginAttempt".into(),
-        )),
-    }
 }
 
 #[utoipa::path(

@@ -5,17 +5,19 @@
 //! and password changes revoke sessions inside the state machine, in the same entry, so no node
 //! can accept a stale session afterwards. Must never return password hashes.
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use cluster::{Applied, Command, Role, UserView};
 use serde::Deserialize;
 
 use crate::auth::{self, Auth};
 use crate::error::ApiError;
 use crate::extract::{INDEX_HEADER, JsonBody, MinIndex};
+use crate::login_check::{self, During};
 use crate::password_policy;
+use crate::security_log::RequestMeta;
 use crate::state::AppState;
 use crate::validate;
 use crate::wire;
@@ -286,18 +288,28 @@ pub async fn update_me(
         (status = 204, description = "changed; the caller's other sessions are revoked"),
         (status = 400, description = "`weak_password` or `invalid_request`", body = api::error::ErrorBody),
         (status = 401, description = "`invalid_credentials`: wrong current password", body = api::error::ErrorBody),
+        (status = 429, description = "`too_many_attempts`: the login throttle's delay applies to the current-password check too; see `Retry-After`", body = api::error::ErrorBody),
         (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn change_password(
     State(s): State<AppState>,
+    Extension(meta): Extension<RequestMeta>,
     auth: Auth,
     JsonBody(req): JsonBody<ChangePasswordRequest>,
 ) -> Result<Response, ApiError> {
-    let ok = auth::verify_password(req.current_password, auth.user.password_hash.clone()).await?;
-    if !ok {
-        return Err(ApiError::InvalidCredentials);
-    }
+    // The current password goes through the login throttle: a stolen token must not become
+    // an unthrottled password oracle.
+    let attempt = login_check::begin(&s, &meta, &auth.user.username, During::PasswordChange)?;
+    login_check::verify(
+        &s,
+        &meta,
+        attempt,
+        Some(auth.user.clone()),
+        req.current_password,
+        During::PasswordChange,
+    )
+    .await?;
     password_policy::check(
         &auth.user.username,
         s.config.workspace.as_deref(),

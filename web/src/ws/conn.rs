@@ -48,7 +48,8 @@ type Stream = SplitStream<WebSocket>;
         (status = 101, description = "Switching Protocols: the WebSocket of docs/protocol.md (the bearer token is sent in the first `auth` frame)"),
         (status = 400, description = "`invalid_request`: not a WebSocket upgrade request (missing or wrong `Connection`, `Upgrade`, `Sec-WebSocket-Version` or `Sec-WebSocket-Key`)", body = api::error::ErrorBody),
         (status = 403, description = "`forbidden_origin`: the `Origin` is not one of this workspace's origins", body = api::error::ErrorBody),
-        (status = 426, description = "`upgrade_required`: the connection cannot be upgraded (e.g. HTTP/2)", body = api::error::ErrorBody)
+        (status = 426, description = "`upgrade_required`: the connection cannot be upgraded (e.g. HTTP/2)", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: this node holds its maximum of WebSocket connections; connect to another node", body = api::error::ErrorBody)
     )
 )]
 pub async fn upgrade(
@@ -65,6 +66,16 @@ pub async fn upgrade(
         tracing::info!(%origin, "websocket upgrade refused: foreign origin");
         return ApiError::ForbiddenOrigin(origin).into_response();
     }
+    let Some(slot) = s.hub.open_slot() else {
+        tracing::warn!(
+            max_per_node = s.hub.limits.max_per_node,
+            "websocket upgrade refused: this node holds its maximum"
+        );
+        return ApiError::Unavailable(
+            "this node holds its maximum of WebSocket connections; connect to another node".into(),
+        )
+        .into_response();
+    };
     // Small buffers: most connections are idle most of the time, and the per-connection cost
     // is what bounds how many clients a node holds (the library's defaults are 128 KiB each).
     ws.max_message_size(TRANSPORT_MAX_BYTES)
@@ -74,6 +85,7 @@ pub async fn upgrade(
         .on_upgrade(move |socket| async move {
             let (sink, stream) = socket.split();
             Conn::run(s, sink, stream).await;
+            drop(slot);
         })
 }
 
@@ -197,7 +209,16 @@ impl Conn {
                 return;
             }
         };
-        let (id, handle, rx) = hub.register(&auth.user.username, &auth.token_hash);
+        let Some((id, handle, rx)) = hub.register(&auth.user.username, &auth.token_hash) else {
+            tracing::info!(
+                user = %auth.user.username,
+                max_per_user = limits.max_per_user,
+                "websocket refused: the user holds the most connections allowed on this node"
+            );
+            let reason = "too many connections for this user on this node";
+            send_close(&mut sink, &mut stream, close::TOO_MANY_CONNECTIONS, reason).await;
+            return;
+        };
         let _registration = Registration {
             hub: hub.clone(),
             id,

@@ -31,6 +31,11 @@ pub struct WsLimits {
     pub auth_timeout: Duration,
     pub heartbeat: Duration,
     pub idle_timeout: Duration,
+    /// WebSocket connections one user may hold on this node; one more is closed with 4030.
+    pub max_per_user: usize,
+    /// WebSocket connections this node holds (authenticated or not yet); an upgrade beyond is
+    /// answered 503 `unavailable` (clients go to another node).
+    pub max_per_node: usize,
 }
 
 impl Default for WsLimits {
@@ -43,6 +48,11 @@ impl Default for WsLimits {
             auth_timeout: Duration::from_secs(10),
             heartbeat: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(45),
+            // Tabs, phone and desktop of one person, with room to spare; far below what lets
+            // one stolen token tie up a node.
+            max_per_user: 16,
+            // The client ports' connection cap: every connection may be a WebSocket.
+            max_per_node: 4096,
         }
     }
 }
@@ -115,6 +125,8 @@ pub struct Hub {
     pub node: Arc<ClusterNode>,
     pub limits: WsLimits,
     pub cancel: CancellationToken,
+    /// WebSockets open on this node, from upgrade to close (authenticated or not).
+    open: std::sync::atomic::AtomicUsize,
     pub(super) reg: Mutex<Registry>,
     pub(super) presence: Mutex<Presence>,
 }
@@ -123,6 +135,17 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave these maps inconsistent beyond one entry;
     // keep serving rather than cascade the panic into every connection.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One WebSocket's place under `max_per_node`, held from upgrade to close.
+pub struct WsSlot {
+    hub: Arc<Hub>,
+}
+
+impl Drop for WsSlot {
+    fn drop(&mut self) {
+        self.hub.open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Renders one channel event with the current state of what it names. `None` when the
@@ -199,6 +222,7 @@ impl Hub {
             node,
             limits,
             cancel,
+            open: std::sync::atomic::AtomicUsize::new(0),
             reg: Mutex::new(Registry::default()),
             presence: Mutex::new(Presence::default()),
         });
@@ -213,11 +237,27 @@ impl Hub {
 
     // ---- registry ----
 
+    /// Takes a place for one more WebSocket on this node, or `None` when it holds
+    /// `max_per_node`. The place is given back when the returned guard drops.
+    pub fn open_slot(self: &Arc<Self>) -> Option<WsSlot> {
+        let taken = self
+            .open
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.limits.max_per_node).then_some(n + 1)
+            });
+        taken.ok().map(|_| WsSlot { hub: self.clone() })
+    }
+
+    /// Registers an authenticated connection; `None` when its user already holds
+    /// `max_per_user` on this node (the caller closes with 4030).
     pub fn register(
         &self,
         user: &str,
         token_hash: &str,
-    ) -> (u64, Arc<ConnHandle>, mpsc::Receiver<Out>) {
+    ) -> Option<(u64, Arc<ConnHandle>, mpsc::Receiver<Out>)> {
+        if lock(&self.reg).by_user.get(user).map_or(0, HashSet::len) >= self.limits.max_per_user {
+            return None;
+        }
         let (tx, rx) = mpsc::channel(self.limits.queue_frames.max(1));
         let handle = Arc::new(ConnHandle {
             user: user.to_string(),
@@ -228,6 +268,11 @@ impl Hub {
         });
         let id = {
             let mut reg = lock(&self.reg);
+            // Checked again under the same lock as the insert: two connections of one user
+            // racing past the check above cannot both take the last place.
+            if reg.by_user.get(user).map_or(0, HashSet::len) >= self.limits.max_per_user {
+                return None;
+            }
             reg.next_id += 1;
             let id = reg.next_id;
             reg.conns.insert(id, handle.clone());
@@ -236,7 +281,7 @@ impl Hub {
             id
         };
         self.local_presence_changed();
-        (id, handle, rx)
+        Some((id, handle, rx))
     }
 
     pub fn unregister(&self, id: u64) {

@@ -191,6 +191,48 @@ async fn json_bodies_are_checked_before_anything_happens() {
     h.stop().await;
 }
 
+/// The throttle treats a name that is no user exactly like one that is (same count, same
+/// answer, same `Retry-After`), and a failed login writes nothing to the Raft log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_names_are_throttled_alike_and_failures_write_nothing() {
+    let h = Harness::start().await;
+    h.member("alice").await;
+    let index_before = h.node.metrics().last_applied.map(|l| l.index);
+    for name in ["alice", "nobody"] {
+        for _ in 0..5 {
+            let r = h
+                .req(
+                    "POST",
+                    "/api/v1/login",
+                    None,
+                    login_body(name, "wrong password"),
+                )
+                .await;
+            assert_err(&r, StatusCode::UNAUTHORIZED, "invalid_credentials");
+        }
+        let r = h
+            .call(
+                "POST",
+                "/api/v1/login",
+                None,
+                login_body(name, "wrong password"),
+            )
+            .await;
+        assert_error(
+            (r.status, &r.json),
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+        );
+        assert_eq!(r.headers["retry-after"].to_str().unwrap(), "1", "{name}");
+    }
+    assert_eq!(
+        h.node.metrics().last_applied.map(|l| l.index),
+        index_before,
+        "a failed or throttled login appended a log entry"
+    );
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_is_throttled_after_five_failures() {
     let h = Harness::start().await;
@@ -343,6 +385,41 @@ async fn me_shows_and_updates_the_display_name() {
         Some(json!({"display_name": "x"})),
     )
     .await;
+    h.stop().await;
+}
+
+/// The current-password check of `/me/password` goes through the login throttle: a stolen
+/// token is no unthrottled password oracle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_current_password_check_is_throttled_like_a_login() {
+    let h = Harness::start().await;
+    let alice = h.member("alice").await;
+    let path = "/api/v1/me/password";
+    let body =
+        |cur: &str| Some(json!({"current_password": cur, "new_password": "brand new secret 9"}));
+    for _ in 0..5 {
+        let r = h
+            .req("POST", path, Some(&alice), body("wrong current"))
+            .await;
+        assert_err(&r, StatusCode::UNAUTHORIZED, "invalid_credentials");
+    }
+    let r = h.call("POST", path, Some(&alice), body(MEMBER_PW)).await;
+    assert_error(
+        (r.status, &r.json),
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_attempts",
+    );
+    assert_eq!(r.headers["retry-after"].to_str().unwrap(), "1");
+    // So is a login with that name from the same source.
+    let r = h
+        .req(
+            "POST",
+            "/api/v1/login",
+            None,
+            login_body("alice", MEMBER_PW),
+        )
+        .await;
+    assert_err(&r, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts");
     h.stop().await;
 }
 

@@ -141,3 +141,89 @@ where
         }
     }
 }
+
+/// The WebSocket caps: a user's connection beyond `max_per_user` is closed with 4030 after
+/// `auth` (the others stay), and an upgrade beyond `max_per_node` is answered 503
+/// `unavailable`; a closed connection gives its place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_are_capped_per_user_and_per_node() {
+    let config = web::ApiConfig {
+        ws: web::ws::hub::WsLimits {
+            max_per_user: 2,
+            max_per_node: 3,
+            ..web::ws::hub::WsLimits::default()
+        },
+        ..web::ApiConfig::default()
+    };
+    let h = Harness::start_with(config).await;
+    let admin = h.admin().await;
+    let (url, server) = serve(&h).await;
+    let open = |token: String| {
+        let url = url.clone();
+        async move {
+            let (mut ws, _) = tokio_tungstenite::connect_async(request(&url, None))
+                .await
+                .expect("upgrade");
+            ws.send(Message::text(
+                json!({"type": "auth", "v": 1, "token": token}).to_string(),
+            ))
+            .await
+            .unwrap();
+            ws
+        }
+    };
+    let mut first = open(admin.clone()).await;
+    assert_eq!(next_text(&mut first).await["type"], "hello");
+    let mut second = open(admin.clone()).await;
+    assert_eq!(next_text(&mut second).await["type"], "hello");
+    // The third of the same user: closed with 4030.
+    let mut third = open(admin.clone()).await;
+    let code = loop {
+        match third.next().await {
+            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(code, 4030);
+    drop(third);
+    // The node's cap (3): once the refused connection has given its place back, a third
+    // upgrade (not yet authenticated) is accepted and a fourth refused with 503.
+    let _pending = h
+        .until("the refused connection's place is free", || async {
+            tokio_tungstenite::connect_async(request(&url, None))
+                .await
+                .ok()
+                .map(|(ws, _)| ws)
+        })
+        .await;
+    let refused = match tokio_tungstenite::connect_async(request(&url, None)).await {
+        Err(tungstenite::Error::Http(resp)) => resp,
+        other => panic!(
+            "a fourth upgrade was not refused: {:?}",
+            other.map(|(_, r)| r.status())
+        ),
+    };
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = serde_json::from_slice(refused.body().as_deref().unwrap()).unwrap();
+    assert_error(
+        (StatusCode::SERVICE_UNAVAILABLE, &body),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+    );
+    // A closed connection gives its place back: the user may open another.
+    let _ = first.close(None).await;
+    drop(first);
+    drop(_pending);
+    h.eventually("a place is free again", || async {
+        let mut ws = open(admin.clone()).await;
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await,
+            Ok(Some(Ok(Message::Text(t)))) if t.contains("\"hello\"")
+        )
+    })
+    .await;
+    drop(second);
+    server.abort();
+    h.stop().await;
+}

@@ -2,7 +2,7 @@
 //! the cluster router over HTTP/1.1 on each connection, and close a connection whose peer stops
 //! passing the checks (revoked, expired, removed from the membership).
 //!
-//! Owns the per-connection tasks and their bound. Must never serve a request before the
+//! Owns the per-connection tasks and their bounds (in all and per source). Must never serve a request before the
 //! handshake (and so the client certificate and membership checks) completed, and never block
 //! the accept loop on one peer's handshake.
 
@@ -21,13 +21,17 @@ use tower::ServiceExt;
 
 use super::{PeerIdentity, PeerTls};
 use crate::node::spawn_named;
+use crate::transport::conn_limit::{ConnLimiter, RefusalLog};
 
 /// A peer that has not finished its handshake by then is dropped (a half-open or hostile
 /// connection must not hold a slot).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Open connections at once. A member keeps a few pooled connections to each peer; this is
 /// far above what a cluster of a handful of nodes needs and bounds what a flood can take.
-const MAX_CONNECTIONS: usize = 256;
+pub(crate) const MAX_CONNECTIONS: usize = 256;
+/// Open connections at once from one source address: a member's pool fits many times over,
+/// and a host that is not a member cannot take the places the members need.
+pub(crate) const MAX_CONNECTIONS_PER_SOURCE: usize = 32;
 /// Long-lived pooled connections re-check their peer this often even without a change, so a
 /// certificate that expires while connected stops being served.
 const RECHECK_PERIOD: Duration = Duration::from_secs(60);
@@ -48,6 +52,8 @@ pub(crate) async fn serve_tls(
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let limiter = ConnLimiter::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE);
+    let refusals = RefusalLog::default();
     loop {
         let slot = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -69,9 +75,19 @@ pub(crate) async fn serve_tls(
                 }
             },
         };
+        let place = match limiter.admit(peer.ip()) {
+            Ok(p) => p,
+            Err(cap) => {
+                if let Some(refused) = refusals.note() {
+                    tracing::warn!(node_id = tls.node_id(), %peer, cap = cap.as_str(), refused, "cluster port: connections refused at their cap");
+                }
+                continue;
+            }
+        };
         let (tls, router, cancel) = (tls.clone(), router.clone(), cancel.clone());
         spawn_named("cluster-conn", async move {
             serve_connection(tcp, peer, router, tls, cancel).await;
+            drop(place);
             drop(slot);
         });
     }

@@ -26,7 +26,7 @@ use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKey
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-pub(crate) use accept::serve_tls;
+pub(crate) use accept::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE, serve_tls};
 use identity::{MemberClientVerifier, MemberSet, NodeServerVerifier};
 pub(crate) use members::{member_ids, run as run_member_sync};
 
