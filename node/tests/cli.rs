@@ -339,7 +339,12 @@ fn data_dir_is_owner_only_and_a_shared_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), "workspace = \"chat.cli.test\"\n");
     let out = conclave()
-        .args(["init", "--admin-password", "cli-superuser-secret", "--config"])
+        .args([
+            "init",
+            "--admin-password",
+            "cli-superuser-secret",
+            "--config",
+        ])
         .arg(&cfg)
         .output()
         .unwrap();
