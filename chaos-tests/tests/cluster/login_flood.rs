@@ -36,8 +36,8 @@ const SETTLE_DEADLINE: Duration = Duration::from_secs(30);
 /// The documented worst case for a real login during a flood: no throttle delay, at most the
 /// 10 s wait for a hashing thread; plus 2 s for a loaded CI machine.
 const LEGIT_DEADLINE: Duration = Duration::from_secs(12);
-const CAROL_PASSWORD: &str = "carol-flood-test-password";
-const DAVE_PASSWORD: &str = "dave-flood-test-password";
+const CAROL_PASSWORD: &str = "quiet-harbour-lantern-7";
+const DAVE_PASSWORD: &str = "amber-meadow-orbit-42";
 /// Every flood password starts with this; the logs must never contain it.
 const WRONG: &str = "flood-wrong-password";
 /// Every made-up username starts with this; the logs must never contain it.
