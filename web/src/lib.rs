@@ -18,6 +18,7 @@ pub mod password_policy;
 pub mod plain_errors;
 pub mod routes;
 pub mod security_log;
+pub mod session_use;
 pub mod state;
 pub mod static_files;
 pub mod validate;
@@ -45,11 +46,18 @@ pub(crate) fn now_ms() -> u64 {
 /// `cancel` (and then close every WebSocket with 1001).
 pub fn router(node: Arc<ClusterNode>, config: ApiConfig, cancel: CancellationToken) -> Router {
     let limit = config.max_request_bytes;
+    let sessions = Arc::new(session_use::SessionUse::default());
+    sessions.spawn_flusher(
+        node.clone(),
+        std::time::Duration::from_millis(config.session_touch_interval_ms),
+        cancel.clone(),
+    );
     let hub = ws::hub::Hub::start(node.clone(), config.ws.clone(), cancel);
     let state = AppState {
         node,
         config: Arc::new(config),
         hub,
+        sessions,
     };
     routes::table()
         .layer(DefaultBodyLimit::max(limit))

@@ -142,6 +142,11 @@ impl Config {
                 "session_ttl_secs must be at least 1".into(),
             ));
         }
+        if self.session_touch_interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "session_touch_interval_secs must be at least 1".into(),
+            ));
+        }
         if self.max_request_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "max_request_bytes must be at least 1024".into(),

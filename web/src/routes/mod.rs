@@ -12,6 +12,7 @@ pub mod dns;
 pub mod join;
 pub mod messages;
 pub mod session;
+pub mod sessions;
 pub mod users;
 
 use axum::Router;
@@ -27,9 +28,12 @@ pub(crate) fn table() -> Router<AppState> {
         .route("/logout", post(session::logout))
         .route("/me", get(users::me).patch(users::update_me))
         .route("/me/password", post(users::change_password))
+        .route("/me/sessions", get(sessions::list))
+        .route("/me/sessions/{id}", delete(sessions::end_own))
         .route("/users", post(users::create).get(users::list))
         .route("/users/{name}", patch(users::update))
         .route("/users/{name}/password", post(users::reset_password))
+        .route("/users/{name}/sessions", delete(sessions::end_all_of_user))
         .route("/dms", post(channels::start_dm))
         .route("/channels", post(channels::create).get(channels::list))
         .route(

@@ -405,10 +405,12 @@ impl Hub {
                     }
                 }
             }
-            EventKind::SessionRevoked { token_hash } => {
+            EventKind::SessionRevoked { token_hash }
+            | EventKind::SessionExpired { token_hash, .. } => {
+                // Its own code, so clients ask for the password again instead of giving up.
                 for c in self.all_conns() {
                     if c.token_hash == token_hash {
-                        c.close(close::FORBIDDEN);
+                        c.close(close::SESSION_ENDED);
                     }
                 }
             }
