@@ -231,26 +231,16 @@ impl FromRequestParts<AppState> for Auth {
         let token = value.strip_prefix("Bearer ").ok_or_else(|| {
             ApiError::Unauthorized("Authorization must be 'Bearer <token>'".into())
         })?;
-        let meta = parts.extensions.get::<crate::security_log::RequestMeta>();
-        let auth = match authenticate(state, token.trim()).await {
-            Ok(a) => a,
-            Err(e) => {
-                if let (ApiError::SessionExpired(end), Some(meta)) = (&e, meta) {
-                    crate::security_event!(
-                        meta,
-                        "session.expired",
-                        reason = crate::session_use::end_text(*end)
-                    );
-                }
-                return Err(e);
-            }
-        };
-        if let Some(meta) = meta {
+        let auth = authenticate(state, token.trim()).await?;
+        if let Some(meta) = parts.extensions.get::<crate::security_log::RequestMeta>() {
             meta.set_user(&auth.user.username);
         }
-        if auth.must_change_password
-            && !ALLOWED_BEFORE_PASSWORD_CHANGE.contains(&parts.uri.path())
-        {
+        // The full path: inside the `/api/v1` nest, `parts.uri` has lost its prefix.
+        let path = parts
+            .extensions
+            .get::<axum::extract::OriginalUri>()
+            .map_or_else(|| parts.uri.path(), |u| u.0.path());
+        if auth.must_change_password && !ALLOWED_BEFORE_PASSWORD_CHANGE.contains(&path) {
             return Err(ApiError::PasswordChangeRequired);
         }
         Ok(auth)
@@ -341,7 +331,8 @@ pub async fn step_up(
             crate::security_event!(meta, "stepup.failure", operation, reason);
         }
     };
-    if !https && !(state.config.step_up_plain_loopback && loopback) {
+    let plain_allowed = state.config.step_up_plain_loopback && loopback;
+    if !(https || plain_allowed) {
         fail("plain_http");
         return Err(ApiError::HttpsRequired(format!(
             "{operation} needs HTTPS: use the node's HTTPS address"

@@ -112,9 +112,7 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::ReservedName(_) => (StatusCode::BAD_REQUEST, "reserved_name"),
             ApiError::SessionExpired(_) => (StatusCode::UNAUTHORIZED, "session_expired"),
-            ApiError::PasswordChangeRequired => {
-                (StatusCode::FORBIDDEN, "password_change_required")
-            }
+            ApiError::PasswordChangeRequired => (StatusCode::FORBIDDEN, "password_change_required"),
             ApiError::HttpsRequired(_) => (StatusCode::FORBIDDEN, "https_required"),
             ApiError::StepUpFailed(_) => (StatusCode::FORBIDDEN, "step_up_failed"),
             ApiError::JoinToken(r) => crate::routes::join::refusal_status(r),

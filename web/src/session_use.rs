@@ -68,7 +68,9 @@ impl SessionUse {
         let mut uses = self.lock();
         // Sessions whose use was replicated and that have not been used since long enough are
         // forgotten: the replicated value says the same, and the map stays bounded.
-        uses.retain(|_, u| u.local_ms > u.sent_ms || now_ms.saturating_sub(u.local_ms) < forget_after_ms);
+        uses.retain(|_, u| {
+            u.local_ms > u.sent_ms || now_ms.saturating_sub(u.local_ms) < forget_after_ms
+        });
         uses.iter()
             .filter(|(_, u)| u.local_ms > u.sent_ms)
             .map(|(th, u)| (th.clone(), u.local_ms))
@@ -179,11 +181,26 @@ mod tests {
             last_used_ms: 50,
             ..Default::default()
         };
-        assert_eq!(deadline(&rec(1_000), Some(&info), None), (150, SessionEnd::Idle));
-        assert_eq!(deadline(&rec(1_000), Some(&info), Some(400)), (500, SessionEnd::Idle));
-        assert_eq!(deadline(&rec(1_000), Some(&info), Some(10)), (150, SessionEnd::Idle));
-        assert_eq!(deadline(&rec(120), Some(&info), Some(400)), (120, SessionEnd::Absolute));
-        assert_eq!(deadline(&rec(120), None, Some(400)), (120, SessionEnd::Absolute));
+        assert_eq!(
+            deadline(&rec(1_000), Some(&info), None),
+            (150, SessionEnd::Idle)
+        );
+        assert_eq!(
+            deadline(&rec(1_000), Some(&info), Some(400)),
+            (500, SessionEnd::Idle)
+        );
+        assert_eq!(
+            deadline(&rec(1_000), Some(&info), Some(10)),
+            (150, SessionEnd::Idle)
+        );
+        assert_eq!(
+            deadline(&rec(120), Some(&info), Some(400)),
+            (120, SessionEnd::Absolute)
+        );
+        assert_eq!(
+            deadline(&rec(120), None, Some(400)),
+            (120, SessionEnd::Absolute)
+        );
     }
 
     #[test]

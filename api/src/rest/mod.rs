@@ -339,7 +339,10 @@ impl std::fmt::Debug for UserPatch {
             .field("disabled", &self.disabled)
             .field("role", &self.role)
             .field("display_name", &self.display_name)
-            .field("current_password", &self.current_password.as_ref().map(|_| "<redacted>"))
+            .field(
+                "current_password",
+                &self.current_password.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }

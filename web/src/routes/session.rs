@@ -5,8 +5,8 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::{Extension, Json};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use cluster::{Applied, Command};
 
 use crate::auth::{self, Auth};
@@ -54,7 +54,16 @@ pub async fn login(
     let secret = auth::new_secret();
     let (applied, index) = s
         .node
-        .write(new_session(&s, &auth::token_hash(&secret), &user.username, meta.as_deref(), &headers).await)
+        .write(
+            new_session(
+                &s,
+                &auth::token_hash(&secret),
+                &user.username,
+                meta.as_deref(),
+                &headers,
+            )
+            .await,
+        )
         .await?;
     let Applied::Session(session) = applied else {
         return Err(ApiError::Internal(
@@ -114,7 +123,10 @@ async fn new_session(
         ttl_ms: s.config.session_ttl_ms,
         idle_ms,
         user_agent,
-        source: meta.and_then(|m| m.source).map(|a| a.to_string()).unwrap_or_default(),
+        source: meta
+            .and_then(|m| m.source)
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
     }
 }
 

@@ -29,7 +29,10 @@ use api::rest::{SessionEntry, SessionsEnded, SessionsEnvelope};
         (status = 200, description = "the caller's sessions, newest first", body = api::rest::SessionsEnvelope)
     )
 )]
-pub async fn list(State(s): State<AppState>, auth: Auth) -> Result<Json<SessionsEnvelope>, ApiError> {
+pub async fn list(
+    State(s): State<AppState>,
+    auth: Auth,
+) -> Result<Json<SessionsEnvelope>, ApiError> {
     let mut sessions: Vec<SessionEntry> = s
         .node
         .reader()
@@ -44,7 +47,10 @@ pub async fn list(State(s): State<AppState>, auth: Auth) -> Result<Json<Sessions
                 .map(|i| session_use::deadline(&rec, Some(i), local).0);
             SessionEntry {
                 id: session_use::public_id(&rec.token_hash),
-                user_agent: info.as_ref().map(|i| i.user_agent.clone()).unwrap_or_default(),
+                user_agent: info
+                    .as_ref()
+                    .map(|i| i.user_agent.clone())
+                    .unwrap_or_default(),
                 source: info.as_ref().map(|i| i.source.clone()).unwrap_or_default(),
                 created_at_ms: rec.created_at_ms,
                 last_used_ms: local.map_or(replicated, |l| l.max(replicated)),

@@ -6,9 +6,9 @@
 //! can accept a stale session afterwards. Must never return password hashes.
 
 use axum::extract::{Path, State};
-use axum::{Extension, Json};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use cluster::{Applied, Command, Role, UserView};
 use serde::Deserialize;
 
@@ -336,9 +336,16 @@ pub async fn change_password(
     auth: Auth,
     JsonBody(req): JsonBody<ChangePasswordRequest>,
 ) -> Result<Response, ApiError> {
+    // A forced change must replace what the admin knows.
+    let reused = auth.must_change_password && req.new_password == req.current_password;
     let ok = auth::verify_password(req.current_password, auth.user.password_hash.clone()).await?;
     if !ok {
         return Err(ApiError::InvalidCredentials);
+    }
+    if reused {
+        return Err(ApiError::WeakPassword(
+            "choose a new password, not the one an admin set".into(),
+        ));
     }
     password_policy::check(&auth.user.username, &req.new_password)?;
     let password_hash = auth::hash_password(req.new_password).await?;
@@ -351,7 +358,11 @@ pub async fn change_password(
         .await?;
     // A version 1 `SetPassword` also clears the must-change flag (state::accounts).
     if let Some(meta) = &meta {
-        crate::security_event!(meta, "password.changed", was_required = auth.must_change_password);
+        crate::security_event!(
+            meta,
+            "password.changed",
+            was_required = auth.must_change_password
+        );
     }
     Ok((StatusCode::NO_CONTENT, [(INDEX_HEADER, index.to_string())]).into_response())
 }

@@ -146,8 +146,6 @@ impl Drop for Registration {
 
 pub(super) struct Conn {
     pub(super) s: AppState,
-    /// The upgrade request's meta (request id, source), for security events.
-    meta: Option<RequestMeta>,
     pub(super) auth: Auth,
     pub(super) id: u64,
     pub(super) handle: Arc<ConnHandle>,
@@ -189,11 +187,14 @@ impl Conn {
         };
         let auth = match auth::authenticate(&s, &token).await {
             Ok(a) => a,
-            Err(ApiError::SessionExpired(end)) => {
-                if let Some(meta) = &meta {
-                    crate::security_event!(meta, "session.expired", reason = crate::session_use::end_text(end));
-                }
-                send_close(&mut sink, &mut stream, close::SESSION_ENDED, "session expired").await;
+            Err(ApiError::SessionExpired(_)) => {
+                send_close(
+                    &mut sink,
+                    &mut stream,
+                    close::SESSION_ENDED,
+                    "session expired",
+                )
+                .await;
                 return;
             }
             Err(e) => {
@@ -214,7 +215,13 @@ impl Conn {
         }
         if auth.must_change_password {
             let reason = "change your password first";
-            send_close(&mut sink, &mut stream, close::PASSWORD_CHANGE_REQUIRED, reason).await;
+            send_close(
+                &mut sink,
+                &mut stream,
+                close::PASSWORD_CHANGE_REQUIRED,
+                reason,
+            )
+            .await;
             return;
         }
         let (id, handle, rx) = hub.register(&auth.user.username, &auth.token_hash);
@@ -225,7 +232,6 @@ impl Conn {
         tracing::debug!(user = %auth.user.username, conn = id, "websocket authenticated");
         let mut conn = Conn {
             s,
-            meta,
             auth,
             id,
             handle,
@@ -475,14 +481,13 @@ impl Conn {
         };
         let now = crate::now_ms();
         if deadline <= now {
-            if let Some(meta) = &self.meta {
-                crate::security_event!(
-                    meta,
-                    "session.expired",
-                    reason = crate::session_use::end_text(end),
-                    transport = "websocket"
-                );
-            }
+            // `session.expired` is logged once, when the state machine purges the session
+            // (ws::hub); this is only this connection's end.
+            tracing::debug!(
+                user = %self.auth.user.username,
+                reason = crate::session_use::end_text(end),
+                "websocket session expired"
+            );
             return Err(End::Close(close::SESSION_ENDED, "session expired"));
         }
         // A little past the deadline, so a wake-up that comes early does not spin.
@@ -496,7 +501,9 @@ impl Conn {
         };
         if !matches!(frame, ClientFrame::Ping { .. }) {
             // A frame from the user (not a keep-alive) is a use of the session: idle timeout.
-            self.s.sessions.record(&self.auth.token_hash, crate::now_ms());
+            self.s
+                .sessions
+                .record(&self.auth.token_hash, crate::now_ms());
         }
         match frame {
             ClientFrame::Auth { .. } => {

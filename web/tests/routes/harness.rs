@@ -84,8 +84,16 @@ impl Harness {
         }
     }
 
-    /// Sends a prepared request.
-    pub async fn send(&self, request: Request<Body>) -> Reply {
+    /// Sends a prepared request as if it came over HTTPS (the node's HTTPS server marks its
+    /// requests with `ViaHttps`): the in-process tests stand for a production node, where
+    /// step-up operations need HTTPS. [`Harness::send_plain`] sends one as plain HTTP.
+    pub async fn send(&self, mut request: Request<Body>) -> Reply {
+        request.extensions_mut().insert(web::security_log::ViaHttps);
+        self.send_plain(request).await
+    }
+
+    /// Sends a prepared request as plain HTTP (no `ViaHttps`, no source address).
+    pub async fn send_plain(&self, request: Request<Body>) -> Reply {
         let response: Response = self
             .app
             .clone()

@@ -12,5 +12,6 @@ mod cluster_dns;
 mod harness;
 mod messages;
 mod session_users;
+mod sessions;
 mod static_health;
 mod ws;

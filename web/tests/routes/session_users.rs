@@ -82,7 +82,7 @@ async fn login_issues_a_token_and_refuses_bad_credentials_alike() {
             "PATCH",
             "/api/v1/users/bob",
             Some(token),
-            Some(json!({"disabled": true})),
+            Some(json!({"disabled": true, "current_password": ADMIN_PW})),
         )
         .await;
     assert_eq!(r.0, StatusCode::OK, "{}", r.1);
@@ -452,8 +452,50 @@ async fn admins_create_users() {
         json!({"username": "carol", "display_name": "Carol C", "role": "admin", "disabled": false})
     );
     assert!(r.headers.contains_key("x-conclave-index"));
-    let carol = h.login("carol", "carol's long secret").await;
+    // An admin chose carol's password: she must change it before anything else.
+    let (st, b) = h
+        .req(
+            "POST",
+            "/api/v1/login",
+            None,
+            login_body("carol", "carol's long secret"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["must_change_password"], true, "{b}");
+    let carol = b["token"].as_str().unwrap().to_string();
+    let r = h.req("GET", "/api/v1/me", Some(&carol), None).await;
+    assert_err(&r, StatusCode::FORBIDDEN, "password_change_required");
+    let change =
+        |new: &str| Some(json!({"current_password": "carol's long secret", "new_password": new}));
+    let r = h
+        .req(
+            "POST",
+            "/api/v1/me/password",
+            Some(&carol),
+            change("carol's long secret"),
+        )
+        .await;
+    assert_err(&r, StatusCode::BAD_REQUEST, "weak_password");
+    let r = h
+        .req(
+            "POST",
+            "/api/v1/me/password",
+            Some(&carol),
+            change("carol's own secret"),
+        )
+        .await;
+    assert_eq!(r.0, StatusCode::NO_CONTENT, "{}", r.1);
     assert_eq!(me(&h, &carol).await["role"], "admin");
+    let (_, b) = h
+        .req(
+            "POST",
+            "/api/v1/login",
+            None,
+            login_body("carol", "carol's own secret"),
+        )
+        .await;
+    assert_eq!(b["must_change_password"], false, "{b}");
 
     let bob = h.member("bob").await;
     assert_eq!(me(&h, &bob).await["role"], "member");
@@ -598,7 +640,7 @@ async fn admins_update_users() {
             "PATCH",
             "/api/v1/users/nobody",
             Some(&admin),
-            Some(json!({"disabled": true})),
+            Some(json!({"disabled": true, "current_password": ADMIN_PW})),
         )
         .await;
     assert_err(&r, StatusCode::NOT_FOUND, "not_found");
@@ -638,7 +680,7 @@ async fn admins_update_users() {
             "PATCH",
             "/api/v1/users/bob",
             Some(&admin),
-            Some(json!({"role": "admin", "display_name": "Bob B"})),
+            Some(json!({"role": "admin", "display_name": "Bob B", "current_password": ADMIN_PW})),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
@@ -662,7 +704,7 @@ async fn admins_update_users() {
             "PATCH",
             "/api/v1/users/bob",
             Some(&admin),
-            Some(json!({"disabled": true})),
+            Some(json!({"disabled": true, "current_password": ADMIN_PW})),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
@@ -674,7 +716,7 @@ async fn admins_update_users() {
             "PATCH",
             "/api/v1/users/bob",
             Some(&admin),
-            Some(json!({"disabled": false})),
+            Some(json!({"disabled": false, "current_password": ADMIN_PW})),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
@@ -689,7 +731,7 @@ async fn admins_reset_passwords() {
     let admin = h.admin().await;
     let alice = h.member("alice").await;
     let bob = h.member("bob").await;
-    let pw = |p: &str| Some(json!({"password": p}));
+    let pw = |p: &str| Some(json!({"password": p, "current_password": ADMIN_PW}));
 
     let r = h
         .req(
@@ -754,7 +796,10 @@ async fn admins_reset_passwords() {
             Some(&admin),
             Some((
                 "application/json",
-                serde_json::to_vec(&json!({"password": "new bob secret 1"})).unwrap(),
+                serde_json::to_vec(
+                    &json!({"password": "new bob secret 1", "current_password": ADMIN_PW}),
+                )
+                .unwrap(),
             )),
         )
         .await;
@@ -788,7 +833,7 @@ async fn an_expired_token_is_refused() {
         if r.0 == StatusCode::OK {
             return false;
         }
-        assert_err(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+        assert_err(&r, StatusCode::UNAUTHORIZED, "session_expired");
         assert!(
             r.1["error"]["message"]
                 .as_str()
