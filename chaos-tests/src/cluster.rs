@@ -315,6 +315,12 @@ impl TestCluster {
                     .try_client_without_token(&[id])
                     .map_err(|e| e.to_string())?;
                 match c.login(user, password).await {
+                    Ok(resp) if resp.must_change_password => {
+                        Ok(crate::settle_admin_set_password(&c, password)
+                            .await
+                            .map(|()| resp.token)
+                            .map_err(|e| anyhow!("first login of {user} on node {id}: {e}")))
+                    }
                     Ok(resp) => Ok(Ok(resp.token)),
                     Err(e) if crate::load::retryable(&e) => Err(e.to_string()),
                     // A definite refusal (4xx) will not change by retrying.

@@ -303,9 +303,11 @@ pub async fn export_root_key(
     State(s): State<AppState>,
     meta: Option<axum::Extension<crate::security_log::RequestMeta>>,
     auth: Auth,
-    JsonBody(req): JsonBody<api::rest::StepUpRequest>,
+    body: Result<JsonBody<api::rest::StepUpRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
+    // Who may ask is answered before what was sent: a member gets 403 whatever the body.
     auth.require_admin()?;
+    let JsonBody(req) = body?;
     crate::auth::step_up(
         &s,
         meta.as_deref(),

@@ -429,10 +429,20 @@ impl Hub {
                 }
             }
             EventKind::SessionRevoked { token_hash } => {
-                // Its own code, so clients ask for the password again instead of giving up.
+                // Its own code, so clients ask for the password again instead of giving up;
+                // a disabled account keeps 4003 (asking for the password cannot help).
                 for c in self.all_conns() {
                     if c.token_hash == token_hash {
-                        c.close(close::SESSION_ENDED);
+                        let disabled = reader
+                            .user(&c.user)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|u| u.disabled);
+                        c.close(if disabled {
+                            close::FORBIDDEN
+                        } else {
+                            close::SESSION_ENDED
+                        });
                     }
                 }
             }
