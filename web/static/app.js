@@ -205,6 +205,13 @@ function showLogin(workspace, username = '', message = '') {
   $('login-workspace').value = workspace || location.host;
   if (username) $('login-username').value = username;
   $('login-password').value = '';
+  $('login-new-password').value = '';
+  $('login-new-field').hidden = true;
+  // The button was left disabled by the sign-in that started the session that just ended.
+  if (!loginTimer) {
+    $('login-submit').disabled = false;
+    $('login-submit').textContent = 'Sign in';
+  }
   setLoginError(message);
   (username ? $('login-password') : $('login-username')).focus();
 }

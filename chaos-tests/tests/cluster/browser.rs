@@ -154,9 +154,28 @@ async fn browser_reprompts_after_session_expiry_and_keeps_the_outbox() {
         run.fail::<()>(&format!("the sign-in form says {message:?}"))
             .await;
     }
-    // Signing in again (`sign_in` reloads the page, as a user returning to the tab may) sends the
-    // outbox with its original client_msg_id.
-    run.sign_in(&alice, 1).await;
+    // She answers the prompt with her password (the form kept her username; no reload), and
+    // the outbox is sent with its original client_msg_id.
+    let username = run
+        .ok(alice
+            .js(
+                "return document.getElementById('login-username').value;",
+                vec![],
+            )
+            .await)
+        .await;
+    assert_eq!(username, json!("alice"), "the prompt keeps the username");
+    run.ok(alice.type_into("#login-password", PASSWORD).await)
+        .await;
+    run.ok(alice.click("#login-submit").await).await;
+    let item = format!("#channel-list [data-channel=\"{CHANNEL}\"]");
+    run.wait(
+        "alice's channel list after signing in again",
+        PAGE_WAIT,
+        || async { alice.find(&item).await.map(|_| ()) },
+    )
+    .await;
+    run.ok(alice.click(&item).await).await;
     run.wait(
         "the message typed while logged out to be sent",
         FAILOVER_WAIT,
@@ -171,7 +190,10 @@ async fn browser_reprompts_after_session_expiry_and_keeps_the_outbox() {
     )
     .await;
     // Exactly once in the channel, as the cluster has it.
-    let admin = cluster.client(1);
+    // A fresh admin session: the harness's own went idle too.
+    let admin = cluster
+        .login_client(1, chaos_tests::ADMIN_USER, chaos_tests::ADMIN_PASSWORD)
+        .await;
     let page = admin
         .list_messages(CHANNEL, 0, 100, None)
         .await

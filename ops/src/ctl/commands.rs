@@ -435,10 +435,6 @@ impl Context {
                 "an admin set your password; choose a new password",
             )?;
             client.change_password(&password, &new).await?;
-            let _ = writeln!(
-                std::io::stderr().lock(),
-                "conclavectl: password changed (it had been set by an admin)"
-            );
         }
         let session = SavedSession {
             token: login.token.clone(),
@@ -461,6 +457,8 @@ impl Context {
             expires_at_ms: u64,
             servers: &'a [String],
             token_file: String,
+            /// The password had been set by an admin and was changed at this login.
+            password_changed: bool,
         }
         let summary = LoginSummary {
             username: &login.username,
@@ -468,8 +466,18 @@ impl Context {
             expires_at_ms: login.expires_at_ms,
             servers: &session.servers,
             token_file: path.display().to_string(),
+            password_changed: login.must_change_password,
         };
-        self.emit(&summary, || format!("logged in as {}\n", login.username))
+        self.emit(&summary, || {
+            if login.must_change_password {
+                format!(
+                    "logged in as {}; your password (set by an admin) is changed\n",
+                    login.username
+                )
+            } else {
+                format!("logged in as {}\n", login.username)
+            }
+        })
     }
 
     async fn logout(&self) -> Result<u8, Failure> {

@@ -417,6 +417,7 @@ impl Hub {
                         target: crate::security_log::TARGET,
                         event = "session.expired",
                         user = %username,
+                        session_id = %crate::session_use::public_id(&token_hash),
                         reason = crate::session_use::end_text(reason),
                         source = "-",
                         "security event"
