@@ -113,6 +113,10 @@ pub(crate) enum Command {
         /// Seconds to wait at the end for unacknowledged messages.
         #[arg(long, default_value_t = 10, value_name = "SECS")]
         ack_timeout: u64,
+        /// Your password, to log in again when the server ends the session (expiry); without
+        /// it (and CONCLAVE_PASSWORD unset) the chat asks at the terminal, or exits 5 on a pipe.
+        #[arg(long, env = "CONCLAVE_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
     },
     /// Change your own password (revokes your other sessions).
     Passwd {
@@ -506,7 +510,7 @@ mod tests {
         let cli = Cli::try_parse_from(["conclavectl", "chat", "--channel", "general"]).unwrap();
         assert!(matches!(
             cli.command,
-            Command::Chat { channel: Some(c), ack_timeout: 10 } if c == "general"
+            Command::Chat { channel: Some(c), ack_timeout: 10, .. } if c == "general"
         ));
     }
 

@@ -216,9 +216,10 @@ pub(crate) async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Chat {
             channel,
             ack_timeout,
+            password,
         } => {
             let client = ctx.session_client()?;
-            chat::run(client, channel, Duration::from_secs(ack_timeout)).await
+            chat::run(client, channel, Duration::from_secs(ack_timeout), password).await
         }
         Command::Channel(ChannelCommand::Join { name }) => {
             let channel = ctx.session_client()?.join_channel(&name).await?;
