@@ -196,7 +196,16 @@ pub fn purge_expired(
     index: u64,
     events: &mut Vec<Event>,
 ) -> Result<(), StateError> {
-    for k in kv.first_keys_with_prefix(keys::SESSION_EXPIRY_PREFIX, PURGE_PER_ENTRY)? {
+    // One key at a time from the front: an entry with nothing due reads a single key.
+    // (Keys removed earlier in this entry are skipped by the overlay.)
+    for _ in 0..PURGE_PER_ENTRY {
+        let Some(k) = kv
+            .first_keys_with_prefix(keys::SESSION_EXPIRY_PREFIX, 1)?
+            .into_iter()
+            .next()
+        else {
+            break;
+        };
         let Some((deadline, token_hash)) = keys::parse_session_expiry(&k) else {
             kv.remove(k);
             continue;
@@ -392,6 +401,28 @@ mod tests {
             vec![("abs".to_string(), SessionEnd::Absolute)]
         );
         assert_eq!(keys_of(&t, "abs"), 0);
+    }
+
+    /// A backlog of expired sessions goes in bounded steps, oldest first, and live ones stay.
+    #[test]
+    fn purging_is_bounded_per_entry() {
+        let t = tree();
+        users(&t);
+        let n = PURGE_PER_ENTRY + 10;
+        let many: Vec<Command> = (0..n)
+            .map(|i| session(&format!("s{i:04}"), "bob", 1_000 + i as u64, 0))
+            .collect();
+        run(&t, 10, many);
+        run(&t, 10, vec![session("live", "bob", 1_000_000, 0)]);
+        let first = expired(&run_v(&t, 6, 100_000, vec![]));
+        assert_eq!(first.len(), PURGE_PER_ENTRY);
+        assert_eq!(first[0].0, "s0000", "oldest first");
+        let second = expired(&run_v(&t, 6, 100_001, vec![]));
+        assert_eq!(second.len(), 10);
+        assert!(expired(&run_v(&t, 6, 100_002, vec![])).is_empty());
+        let left = reader(&t).user_sessions("bob").unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].0.token_hash, "live");
     }
 
     /// Sessions stored before version 6 are indexed when it activates, keep no idle limit and
