@@ -196,6 +196,44 @@ async fn admin_reset_must_be_changed_with_conclavectl() {
         .await
         .unwrap_or_else(|e| cluster.fail(&format!("GET /me after the change: {e}")));
 
+    // Dave ends his other session (the one conclavectl holds), then logs out; an admin makes
+    // him an admin (step-up) and ends all his sessions.
+    let mine = again
+        .my_sessions()
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("dave's sessions: {e}")));
+    assert_eq!(mine.len(), 2, "{mine:?}");
+    let other = mine
+        .iter()
+        .find(|s| !s.current)
+        .unwrap_or_else(|| cluster.fail("no other session"));
+    again
+        .end_my_session(&other.id)
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("end a session: {e}")));
+    let mut last = cluster.client(1);
+    last.login("dave", "dave's own secret 2")
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("dave's login: {e}")));
+    again
+        .logout()
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("logout: {e}")));
+    expect_ok(&cluster, &ctl.login(&server).await);
+    let promote = ctl
+        .run_env(
+            &["user", "set-role", "dave", "admin"],
+            &[("CONCLAVE_PASSWORD", ADMIN_PASSWORD)],
+        )
+        .await;
+    expect_ok(&cluster, &promote);
+    let end = ctl.run(&["user", "end-sessions", "dave"]).await;
+    expect_ok(&cluster, &end);
+    match last.me().await {
+        Err(e) if e.status() == Some(401) => {}
+        other => cluster.fail(&format!("dave's session after end-sessions: {other:?}")),
+    }
+
     // The story in the security log: each event with its user and source.
     let reset = wait_for_event(&cluster, "admin.password_reset", ADMIN_USER).await;
     assert!(
@@ -209,8 +247,21 @@ async fn admin_reset_must_be_changed_with_conclavectl() {
     assert!(changed.contains("source=127."), "{changed}");
     let success = wait_for_event(&cluster, "login.success", "dave").await;
     assert!(success.contains("source=127."), "{success}");
+    let ended_by_user = wait_for_event(&cluster, "session.ended", "dave").await;
+    assert!(
+        ended_by_user.contains("by=\"user\"") && ended_by_user.contains(&other.id),
+        "{ended_by_user}"
+    );
+    wait_for_event(&cluster, "logout", "dave").await;
+    let updated = wait_for_event(&cluster, "admin.user_updated", ADMIN_USER).await;
+    assert!(updated.contains("target=dave"), "{updated}");
+    let ended_by_admin = security_lines(&cluster, "session.ended")
+        .into_iter()
+        .find(|l| l.contains("by=\"admin\"") && l.contains("target=dave"))
+        .unwrap_or_else(|| cluster.fail("no session.ended by an admin"));
+    assert!(ended_by_admin.contains("user=admin"), "{ended_by_admin}");
     // No password or token in any log.
-    let token = again.token().expect("token").to_owned();
+    let token = last.token().expect("token").to_owned();
     for id in cluster.live_ids() {
         let log = cluster.node(id).log_text();
         for secret in [
