@@ -661,7 +661,9 @@ mod tests {
             current: Some("general".into()),
             shown: BTreeMap::new(),
             outstanding: HashMap::new(),
+            bodies: HashMap::new(),
             unechoed: BTreeSet::new(),
+            password: None,
         };
         let text = chat.channel_list(&[
             channel("general", &["alice"], Some(true)),
