@@ -335,6 +335,16 @@ impl Client {
     /// stays valid). Retried only if never sent: a repeat after success would present a
     /// current password that is no longer current.
     pub async fn change_password(&self, current: &str, new: &str) -> Result<(), ClientError> {
+        self.change_password_indexed(current, new).await.map(drop)
+    }
+
+    /// [`Client::change_password`], returning the log index of the change (`X-Conclave-Index`)
+    /// so a caller can wait until other nodes have applied it before logging in there.
+    pub async fn change_password_indexed(
+        &self,
+        current: &str,
+        new: &str,
+    ) -> Result<Option<u64>, ClientError> {
         self.write(
             &["api", "v1", "me", "password"],
             Method::POST,
@@ -344,7 +354,7 @@ impl Client {
             }),
         )
         .await
-        .map(drop)
+        .map(|reply| reply.index)
     }
 
     // ---- cluster ----

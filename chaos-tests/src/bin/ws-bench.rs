@@ -642,7 +642,7 @@ async fn make_user(cluster: &TestCluster, id: u64, i: usize) -> Result<String> {
                 // An admin chose the password: change it (and back) once, as the server asks.
                 Ok(resp) if resp.must_change_password => {
                     match chaos_tests::settle_admin_set_password(&c, &password).await {
-                        Ok(()) => Ok(resp.token),
+                        Ok(_) => Ok(resp.token),
                         Err(e) => Err(Waiting::Abort(e.to_string())),
                     }
                 }
