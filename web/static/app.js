@@ -242,6 +242,7 @@ async function onLoginSubmit(ev) {
     if (res.must_change_password) {
       // An admin chose this password: nothing else is allowed until it is replaced.
       if (!newPassword) {
+        btn.disabled = false;
         $('login-new-field').hidden = false;
         $('login-new-password').focus();
         setLoginError('An admin set your password. Choose a new one to continue.');

@@ -202,6 +202,79 @@ async fn browser_reprompts_after_session_expiry_and_keeps_the_outbox() {
     assert_eq!(count, 1, "{typed:?} is in #{CHANNEL} {count} times");
 }
 
+/// An account an admin created signs in with the admin's password, is asked for a new one in
+/// the sign-in form, and gets into the workspace with it (issue 11, item 4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_asks_for_a_new_password_after_an_admin_set_one() {
+    let Some(tools) = browser_tools() else {
+        return;
+    };
+    let cluster = TestCluster::start(1).await;
+    let user = NewUser {
+        username: "frank".to_owned(),
+        password: PASSWORD.to_owned(),
+        role: Role::Member,
+        display_name: None,
+    };
+    cluster
+        .client(1)
+        .create_user_with(&user)
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("create frank: {e}")));
+    let mut driver = ChromeDriver::start(&tools).unwrap_or_else(|e| panic!("{e}"));
+    let frank = driver.open("frank").await.unwrap_or_else(|e| panic!("{e}"));
+    let run = Run {
+        cluster: &cluster,
+        pages: [&frank, &frank],
+        artifacts: artifacts_dir(),
+    };
+    run.ok(frank.goto(&format!("{}/", cluster.url(1))).await)
+        .await;
+    run.wait("the sign-in form", PAGE_WAIT, || async {
+        frank.find("#login-username").await.map(|_| ())
+    })
+    .await;
+    run.ok(frank.type_into("#login-username", "frank").await)
+        .await;
+    run.ok(frank.type_into("#login-password", PASSWORD).await)
+        .await;
+    run.ok(frank.click("#login-submit").await).await;
+    run.wait("the new-password field", PAGE_WAIT, || async {
+        let v = frank
+            .js(
+                "return !document.getElementById('login-new-field').hidden;",
+                vec![],
+            )
+            .await?;
+        if v == json!(true) {
+            Ok(())
+        } else {
+            Err(format!("hidden: {v}"))
+        }
+    })
+    .await;
+    let new_password = "frank's very own secret";
+    run.ok(frank.type_into("#login-new-password", new_password).await)
+        .await;
+    run.ok(frank.click("#login-submit").await).await;
+    run.wait("frank's workspace", PAGE_WAIT, || async {
+        let s = frank.state().await?;
+        if s.view == "app" {
+            Ok(())
+        } else {
+            Err(format!("view {}", s.view))
+        }
+    })
+    .await;
+    // The new password is his now, and nothing is required any more.
+    let mut check = cluster.client(1);
+    let login = check
+        .login("frank", new_password)
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("frank's new password: {e}")));
+    assert!(!login.must_change_password);
+}
+
 async fn scenario(tls: bool) {
     let Some(tools) = browser_tools() else {
         return;
