@@ -31,7 +31,7 @@ use crate::wait::{Waiting, poll_until};
 /// Admin created by `conclave init`.
 pub const ADMIN_USER: &str = "admin";
 /// Its password (8..=128 chars as the API requires).
-pub const ADMIN_PASSWORD: &str = "chaos-admin-password";
+pub const ADMIN_PASSWORD: &str = "root-pass-phrase-7731";
 /// Lines of each node's log included in a failure message.
 pub const LOG_TAIL_LINES: usize = 40;
 /// HTTPS port of every node when TLS is on (the `conclave dev` port).

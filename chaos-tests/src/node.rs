@@ -376,6 +376,11 @@ impl NodeProcess {
     /// its environment (`CONCLAVE_JOIN_TOKEN`): it joins, then keeps running like `run`.
     /// Output goes to the node's log; does not wait.
     pub fn spawn_join(&self, seed: &str, token: &str) -> Result<()> {
+        self.spawn_join_with(seed, token, &[])
+    }
+
+    /// [`NodeProcess::spawn_join`] with more arguments (`--insecure` to join a plain-HTTP seed).
+    pub fn spawn_join_with(&self, seed: &str, token: &str, args: &[&str]) -> Result<()> {
         let mut guard = self.child();
         if let Some(child) = guard.as_mut()
             && child.try_wait()?.is_none()
@@ -386,7 +391,7 @@ impl NodeProcess {
                 child.id()
             );
         }
-        self.mark(&format!("conclave join --seed {seed}"));
+        self.mark(&format!("conclave join --seed {seed} {}", args.join(" ")));
         let log = self.log_file()?;
         let child = self
             .command()
@@ -395,6 +400,7 @@ impl NodeProcess {
             .arg(&self.spec.config_path)
             .arg("--seed")
             .arg(seed)
+            .args(args)
             .env("CONCLAVE_JOIN_TOKEN", token)
             .stdout(log.try_clone()?)
             .stderr(log)

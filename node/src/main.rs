@@ -57,6 +57,10 @@ enum Cmd {
         /// Any cluster node's client API address (HOST:PORT; its plain-HTTP port with TLS).
         #[arg(long)]
         seed: String,
+        /// Join a seed that serves plain HTTP only (no TLS). Lab only: without it such a seed is
+        /// refused, so a man in the middle cannot downgrade the join.
+        #[arg(long)]
+        insecure: bool,
     },
     /// Get this node's TLS certificate from a running cluster node before its first start
     /// (TLS on): generates the key here, sends only a CSR, writes <data_dir>/tls/. Admin
@@ -108,6 +112,7 @@ fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    owner_only_files();
     // One crypto provider for the whole process (ring); a second install returns Err, which
     // is fine: nothing else installs one.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -143,13 +148,14 @@ fn main() -> ExitCode {
             config,
             token,
             seed,
+            insecure,
         } => {
             let cfg = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
             logging::init(Some(cfg.node_id), &cfg.log);
-            finish(runtime.block_on(join::join_and_run(cfg, &token, &seed)))
+            finish(runtime.block_on(join::join_and_run(cfg, &token, &seed, insecure)))
         }
         Cmd::Provision {
             config,
@@ -249,6 +255,20 @@ fn provision(
             })
             .map_err(anyhow::Error::from),
     )
+}
+
+/// Everything this process creates (sled's files, which sled opens with the default mode, the
+/// Raft log, TLS files, the logs `dev` writes) is owner-only whatever the caller's umask: new
+/// directories 0700, new files 0600 (docs/security.md). The data directory itself is also
+/// created 0700 and checked by `ClusterNode::start`, which covers in-process tests too.
+#[allow(unsafe_code)]
+fn owner_only_files() {
+    #[cfg(unix)]
+    // SAFETY: umask only swaps the process's file-creation mask; it cannot fail and touches no
+    // memory. Called first thing in main, before the runtime starts any thread.
+    unsafe {
+        libc::umask(0o077);
+    }
 }
 
 /// One line on stderr for a failure; the exit code says success or failure.

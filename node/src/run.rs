@@ -89,6 +89,17 @@ pub async fn serve(
     https: Option<TcpListener>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    if config.insecure_plaintext {
+        // At every start, so the log of any run in that mode says so.
+        tracing::warn!(
+            target: web::security_log::TARGET,
+            event = "node.insecure_plaintext",
+            node_id = config.node_id,
+            api = %config.api_addr,
+            cluster = %config.cluster_addr,
+            "insecure_plaintext = true: serving plain HTTP without TLS on the cluster port and the client API (lab only)"
+        );
+    }
     let tls = load_tls(&config)?;
     let mut cluster_config = config.cluster_config();
     cluster_config.peer_tls = tls.as_ref().map(|t| t.peer.clone());
@@ -317,7 +328,8 @@ pub async fn init(
         Some(p) => p,
         None => generate_password(),
     };
-    web::validate::password(&password).map_err(|e| anyhow::anyhow!("admin password: {e}"))?;
+    web::password_policy::check(admin_user, config.workspace.as_deref(), &password)
+        .map_err(|e| anyhow::anyhow!("admin password: {e}"))?;
     let cancel = CancellationToken::new();
     let node: Arc<ClusterNode> = ClusterNode::start(config.cluster_config(), cancel.clone())
         .await

@@ -75,7 +75,8 @@ fn init_creates_once_and_refuses_twice() {
         .output()
         .unwrap();
     assert!(!short.status.success());
-    assert!(String::from_utf8_lossy(&short.stderr).contains("8 to 128"));
+    let err = String::from_utf8_lossy(&short.stderr);
+    assert!(err.contains("12 to 128"), "{err}");
 
     let first = conclave()
         .args(["init", "--config"])
@@ -108,7 +109,12 @@ fn init_creates_the_kek_and_the_ca_and_prints_the_fingerprint() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), "workspace = \"chat.cli.test\"\n");
     let out = conclave()
-        .args(["init", "--admin-password", "cli-admin-password", "--config"])
+        .args([
+            "init",
+            "--admin-password",
+            "cli-setup-pass-phrase",
+            "--config",
+        ])
         .arg(&cfg)
         .output()
         .unwrap();
@@ -199,6 +205,190 @@ fn join_refusals_are_one_line_and_write_nothing() {
     std::fs::create_dir_all(dir.path().join("data").join("log")).unwrap();
     let last = run(&token);
     assert!(last.contains("belongs to a node that ran"), "{last}");
+    #[cfg(unix)]
+    {
+        // A data directory others can reach is refused before the seed is contacted.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::remove_dir(dir.path().join("data").join("log")).unwrap();
+        let data = dir.path().join("data");
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let last = run(&token);
+        assert!(last.contains("chmod 700"), "{last}");
+    }
     assert!(!dir.path().join("conclave.kek").exists());
     assert!(!dir.path().join("data").join("tls").exists());
+}
+
+#[test]
+fn dev_refuses_a_weak_admin_password_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // `conclave dev`'s workspace is chat.conclave.test: a password built from it is refused
+    // before anything starts.
+    for (password, says) in [
+        ("my-conclave-pass", "workspace name"),
+        ("elevenchars", "12 to 128"),
+        ("1qaz2wsx3edc4rfv", "most common"),
+    ] {
+        let out = conclave()
+            .env_remove("CONCLAVE_ADMIN_PASSWORD")
+            .args(["dev", "--admin-password", password, "--data-dir"])
+            .arg(dir.path().join("dev"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{password} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{password}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!err.contains(password), "the password is echoed: {err}");
+        assert!(
+            !dir.path().join("dev").exists(),
+            "{password}: the data dir was created"
+        );
+    }
+}
+
+/// The `toml` block that follows `heading` in docs/configuration.md.
+fn doc_block(heading: &str) -> String {
+    let doc = include_str!("../../docs/configuration.md");
+    let at = doc
+        .find(heading)
+        .unwrap_or_else(|| panic!("docs/configuration.md has no {heading:?}"));
+    let start = at + doc[at..].find("```toml\n").expect("a toml block") + 8;
+    let end = start + doc[start..].find("```").expect("closing fence");
+    doc[start..end].to_owned()
+}
+
+/// The documented production template and the full example pass `conclave run --validate` as
+/// they are, so the docs and the code cannot drift: both have TLS on, on LAN addresses.
+#[test]
+fn documented_production_template_validates() {
+    for heading in ["## Production template", "## Example (every field"] {
+        let dir = tempfile::tempdir().unwrap();
+        let text = doc_block(heading);
+        assert!(text.contains("[tls]"), "{heading}: TLS on");
+        let path = dir.path().join("conclave.toml");
+        std::fs::write(&path, &text).unwrap();
+        let out = conclave()
+            .args(["run", "--validate", "--config"])
+            .arg(&path)
+            .env_remove("CONCLAVE_INSECURE_PLAINTEXT")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{heading}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The same file without [tls] is refused: it is TLS that makes it valid.
+        let plain = text.split("\n[tls]").next().unwrap_or_default().to_owned();
+        std::fs::write(&path, plain).unwrap();
+        let out = conclave()
+            .args(["run", "--validate", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{heading} without [tls]");
+    }
+}
+
+/// `run`, `init` and `join` refuse plain HTTP on a non-loopback address in one line naming the
+/// setting, before touching the data directory; `insecure_plaintext = true` lets it validate.
+#[test]
+fn lan_address_without_tls_is_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("127.0.0.1:1", "10.11.12.13:9080");
+    std::fs::write(&cfg, &text).unwrap();
+    for args in [
+        &["run", "--config"][..],
+        &["run", "--validate", "--config"],
+        &["init", "--config"],
+    ] {
+        let out = conclave().args(args).arg(&cfg).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.contains("cluster_addr 10.11.12.13:9080 is not a loopback address")
+                && err.contains("insecure_plaintext = true"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!dir.path().join("data").exists(), "nothing was created");
+    std::fs::write(&cfg, format!("insecure_plaintext = true\n{text}")).unwrap();
+    let out = conclave()
+        .args(["run", "--validate", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `init` leaves an owner-only data directory (0700 directories, 0600 files: sled's files
+/// included) whatever the caller's umask, and a node refuses a data directory others can reach.
+#[cfg(unix)]
+#[test]
+fn data_dir_is_owner_only_and_a_shared_one_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "workspace = \"chat.cli.test\"\n");
+    let out = conclave()
+        .args([
+            "init",
+            "--admin-password",
+            "cli-superuser-secret",
+            "--config",
+        ])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data = dir.path().join("data");
+    let mut seen = 0;
+    let mut stack = vec![data.clone()];
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} has mode {mode:o}", p.display());
+        seen += 1;
+        if meta.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    assert!(
+        seen > 5,
+        "init wrote the log, sled's files and tls/ ({seen} entries)"
+    );
+    assert_eq!(
+        std::fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = conclave()
+        .args(["init", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("conclave: "))
+        .unwrap_or_default();
+    assert!(
+        last.contains("has mode 755") && last.contains("chmod 700"),
+        "{err}"
+    );
 }

@@ -2,7 +2,8 @@
 //! mutual TLS, answer over HTTPS to a client trusting only `<data-dir>/ca.pem`, stop on SIGTERM
 //! (no process left behind), and a second run reuses the data; a node killed with SIGKILL is
 //! reported and restarted while the other two keep serving, and the console carries no log
-//! lines. Linux only (it binds 127.0.0.2 and 127.0.0.3 and sends signals).
+//! lines. `--no-tls` stays on loopback: nodes 2 and 3 join node 1 with `--insecure`, every
+//! address is 127.0.0.N and no node says `insecure_plaintext`. Linux only (it binds 127.0.0.2 and 127.0.0.3 and sends signals).
 
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -30,6 +31,11 @@ struct Dev {
 
 impl Dev {
     fn start(dir: &std::path::Path, api: u16, cluster: u16) -> Dev {
+        Dev::start_with(dir, api, cluster, &[])
+    }
+
+    /// `conclave dev` with more arguments (`--no-tls`).
+    fn start_with(dir: &std::path::Path, api: u16, cluster: u16, extra: &[&str]) -> Dev {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_conclave"));
         // The server reads CONCLAVE_* variables as config overrides; the test's environment
         // must not leak into it.
@@ -54,6 +60,7 @@ impl Dev {
                 "--https-port",
                 &(cluster + 2).to_string(),
             ])
+            .args(extra)
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -309,8 +316,20 @@ async fn dev_cluster_starts_stops_and_reuses_its_data() {
             .await
             .unwrap();
         assert_eq!(r.status(), 301, "node {n}: plain API redirects");
+        assert!(
+            r.headers().get("strict-transport-security").is_none(),
+            "node {n}: HSTS over plain HTTP"
+        );
         let r = secure.get(surl(n, https, "/readyz")).send().await.unwrap();
         assert_eq!(r.status(), 200, "node {n} not ready over HTTPS");
+        // Every HTTPS answer carries HSTS (issue 11, item 6).
+        assert_eq!(
+            r.headers()
+                .get("strict-transport-security")
+                .map(|v| v.to_str().unwrap()),
+            Some("max-age=31536000"),
+            "node {n}: HSTS over HTTPS"
+        );
         // What the README tells people to run: curl trusting only the written root.
         let ca = dir.path().join("ca.pem");
         let out = std::process::Command::new("curl")
@@ -358,6 +377,44 @@ async fn dev_cluster_starts_stops_and_reuses_its_data() {
         assert!(node["https_addr"].is_string(), "{view}");
     }
     assert!(view["leader_id"].as_u64().is_some(), "{view}");
+    // The page's CSP lets the client connect to the three nodes over HTTPS and WSS, and to no
+    // other host (the members' HTTPS addresses come from the periodic health view: poll).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = secure.get(surl(1, https, "/")).send().await.unwrap();
+        let csp = r
+            .headers()
+            .get("content-security-policy")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let connect = csp
+            .split(';')
+            .map(str::trim)
+            .find(|d| d.starts_with("connect-src"))
+            .unwrap()
+            .to_owned();
+        let all = (1..=3u8).all(|m| {
+            connect.contains(&format!(" https://127.0.0.{m}:{https}"))
+                && connect.contains(&format!(" wss://127.0.0.{m}:{https}"))
+        });
+        if all {
+            for wildcard in [" http: ", " https: ", " ws: ", " wss: ", "*"] {
+                assert!(!format!("{connect} ").contains(wildcard), "{connect}");
+            }
+            assert!(
+                !connect.contains("http://"),
+                "plain HTTP from an HTTPS page: {connect}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "CSP never named the three nodes: {connect}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     let token = login(&secure, 1, https).await;
     create_channel(&secure, 3, https, &token, "kept").await;
@@ -498,4 +555,49 @@ async fn dev_cluster_restarts_a_killed_node_while_the_others_serve() {
         !console.contains("INFO") && !console.contains("openraft"),
         "log lines on the console:\n{console}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_without_tls_stays_on_loopback() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (api, cluster) = free_ports();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut dev = Dev::start_with(dir.path(), api, cluster, &["--no-tls"]);
+    let banner = dev.wait_ready(Duration::from_secs(120));
+    assert!(banner.contains(&url(1, api, "")), "{banner}");
+    let view: Value = http
+        .get(url(3, api, "/api/v1/cluster"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let nodes = view["nodes"].as_array().unwrap();
+    assert_eq!(
+        nodes.iter().filter(|n| n["voter"] == true).count(),
+        3,
+        "nodes 2 and 3 joined the plain seed (--insecure): {view}"
+    );
+    for node in nodes {
+        for field in ["api_addr", "cluster_addr"] {
+            let addr: SocketAddr = node[field].as_str().unwrap().parse().unwrap();
+            assert!(addr.ip().is_loopback(), "{field}: {view}");
+        }
+        assert_eq!(node["insecure_plaintext"], false, "{view}");
+        assert!(node["https_addr"].is_null(), "{view}");
+    }
+    for n in 1..=3 {
+        let mode = std::fs::metadata(dir.path().join(format!("node{n}")))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "node{n}'s data directory");
+    }
+    let listening: Vec<(u8, u16)> = (1..=3u8).flat_map(|n| [(n, api), (n, cluster)]).collect();
+    stop_cleanly(&mut dev, &listening).await;
 }

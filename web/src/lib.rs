@@ -60,6 +60,10 @@ pub fn router(node: Arc<ClusterNode>, config: ApiConfig, cancel: CancellationTok
         sessions,
     };
     routes::table()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            static_files::cluster_csp,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

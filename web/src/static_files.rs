@@ -19,12 +19,110 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sha2::{Digest, Sha256};
 
-/// Content-Security-Policy of the page. No inline script or style; `connect-src` allows other
-/// origins because the client fails over to the other cluster nodes (REST and WebSocket).
+/// Content-Security-Policy of the page, as served without knowledge of the cluster: no inline
+/// script or style, and `connect-src 'self'` only. The client router replaces `connect-src`
+/// with the cluster's own nodes ([`cluster_csp`]): the client fails over to the other nodes
+/// (REST and WebSocket), and no other host may receive what it sends.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
      style-src 'self'; img-src 'self' data:; font-src 'self'; \
-     connect-src 'self' ws: wss: http: https:; manifest-src 'self'; worker-src 'self'; \
+     connect-src 'self'; manifest-src 'self'; worker-src 'self'; \
      object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// The policy with `connect-src` set to `'self'` and `sources`.
+pub fn content_security_policy(sources: &[String]) -> String {
+    let mut connect = String::from("connect-src 'self'");
+    for src in sources {
+        connect.push(' ');
+        connect.push_str(src);
+    }
+    CONTENT_SECURITY_POLICY.replace("connect-src 'self'", &connect)
+}
+
+/// Where the web client may connect: every member's HTTPS address (`https:` and `wss:`), the
+/// members' hosts and the workspace name on the cluster's HTTPS ports (the names a browser may
+/// have used, as `origin` accepts them), and, for a page served over plain HTTP (a lab cluster),
+/// every member's API address (`http:` and `ws:`). Sorted, without duplicates. Characters that
+/// would end a CSP directive are never copied in: addresses are validated `host:port` values,
+/// and one containing `;`, `,` or whitespace is skipped.
+pub fn connect_sources(
+    api_addrs: &[String],
+    https_addrs: &[String],
+    workspace: Option<&str>,
+    page_over_https: bool,
+) -> Vec<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let safe = |a: &str| {
+        !a.is_empty() && !a.contains([';', ',', '\'', '"']) && !a.contains(char::is_whitespace)
+    };
+    let mut add = |scheme: &str, ws: &str, authority: &str| {
+        if safe(authority) {
+            out.insert(format!("{scheme}://{authority}"));
+            out.insert(format!("{ws}://{authority}"));
+        }
+    };
+    let hosts: Vec<&str> = api_addrs
+        .iter()
+        .filter_map(|a| a.rsplit_once(':').map(|(h, _)| h))
+        .chain(workspace.map(|w| w.trim_end_matches('.')))
+        .collect();
+    for https in https_addrs {
+        add("https", "wss", https);
+        if let Some((_, port)) = https.rsplit_once(':') {
+            for host in &hosts {
+                add("https", "wss", &format!("{host}:{port}"));
+                if port == "443" {
+                    add("https", "wss", host);
+                }
+            }
+        }
+    }
+    if !page_over_https {
+        for api in api_addrs {
+            add("http", "ws", api);
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// Layer of the client router: gives the page (the only answer with a CSP) a `connect-src`
+/// naming the cluster's nodes instead of any host. Membership is read per page load, so a node
+/// added later is allowed from the next reload on.
+pub async fn cluster_csp(
+    axum::extract::State(s): axum::extract::State<crate::state::AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let https = req
+        .extensions()
+        .get::<crate::security_log::ViaHttps>()
+        .is_some();
+    let mut res = next.run(req).await;
+    if !res.headers().contains_key(header::CONTENT_SECURITY_POLICY) {
+        return res;
+    }
+    let api_addrs: Vec<String> = s
+        .node
+        .members()
+        .into_iter()
+        .map(|(_, info)| info.api_addr)
+        .collect();
+    let view = s.node.health_view();
+    let https_addrs: Vec<String> = view
+        .members
+        .iter()
+        .filter_map(|m| m.https_addr().map(str::to_owned))
+        .collect();
+    let policy = content_security_policy(&connect_sources(
+        &api_addrs,
+        &https_addrs,
+        s.config.workspace.as_deref(),
+        https,
+    ));
+    if let Ok(v) = HeaderValue::from_str(&policy) {
+        res.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    res
+}
 
 /// Replaced in `sw.js` by a hash of all embedded files.
 const VERSION_PLACEHOLDER: &str = "__CONCLAVE_ASSET_HASH__";
@@ -375,10 +473,8 @@ mod tests {
             head.contains("content-security-policy: default-src 'self'"),
             "{head}"
         );
-        assert!(
-            head.contains("connect-src 'self' ws: wss: http: https:"),
-            "{head}"
-        );
+        // Without the cluster's state, only the page's own origin.
+        assert!(head.contains("connect-src 'self';"), "{head}");
         assert!(body.starts_with(b"<!doctype html>"));
 
         let (status, head, _) = get(addr, "/sw.js", "").await;
@@ -405,5 +501,44 @@ mod tests {
         let (status, _, body) = get(addr, "/app.js", &format!("If-None-Match: {etag}\r\n")).await;
         assert_eq!(status, 304);
         assert!(body.is_empty());
+    }
+
+    #[test]
+    fn connect_sources_name_the_cluster_and_nothing_else() {
+        let api = vec!["10.0.0.1:8080".to_owned(), "10.0.0.2:8080".to_owned()];
+        let https = vec!["10.0.0.1:8443".to_owned()];
+        let over_https = connect_sources(&api, &https, Some("chat.acme.lan"), true);
+        assert_eq!(
+            over_https,
+            [
+                "https://10.0.0.1:8443",
+                "https://10.0.0.2:8443",
+                "https://chat.acme.lan:8443",
+                "wss://10.0.0.1:8443",
+                "wss://10.0.0.2:8443",
+                "wss://chat.acme.lan:8443",
+            ]
+        );
+        let plain = connect_sources(&api, &[], None, false);
+        assert_eq!(
+            plain,
+            [
+                "http://10.0.0.1:8080",
+                "http://10.0.0.2:8080",
+                "ws://10.0.0.1:8080",
+                "ws://10.0.0.2:8080",
+            ]
+        );
+        // Port 443 also as the bare host; nothing that could end the directive.
+        let odd = connect_sources(&["a;b:1".to_owned()], &["h:443".to_owned()], None, true);
+        assert_eq!(odd, ["https://h:443", "wss://h:443"], "{odd:?}");
+        let policy = content_security_policy(&plain);
+        assert!(
+            policy.contains("connect-src 'self' http://10.0.0.1:8080 "),
+            "{policy}"
+        );
+        for wildcard in [" ws: ", " wss: ", " http: ", " https: ", "*"] {
+            assert!(!policy.contains(wildcard), "{policy}");
+        }
     }
 }

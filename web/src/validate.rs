@@ -45,31 +45,107 @@ pub fn channel_name(s: &str) -> Result<(), ApiError> {
     simple_name("channel name", s, 64, &['_', '-'])
 }
 
-pub fn title(s: &str) -> Result<(), ApiError> {
-    if s.chars().count() > 64 || s.chars().any(char::is_control) {
-        return Err(ApiError::InvalidRequest(
-            "title must be at most 64 characters, without control characters".into(),
-        ));
+/// Unicode general category Cf ("format"), Unicode 15.1: invisible characters that change how
+/// the text around them is shown (bidi overrides and isolates, zero-width spaces and joiners,
+/// the BOM, interlinear annotation, tags). In a name or title they let one user look like another
+/// or make text read backwards (CVE-2021-42574, "Trojan Source"). A table, because the standard
+/// library has no general-category lookup and the category changes rarely.
+const FORMAT_CHARS: &[(u32, u32)] = &[
+    (0x00AD, 0x00AD),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+];
+
+const ZWJ: char = '\u{200D}';
+
+/// Whether `c` is in general category Cf.
+pub fn is_format_char(c: char) -> bool {
+    let c = c as u32;
+    FORMAT_CHARS.iter().any(|&(lo, hi)| (lo..=hi).contains(&c))
+}
+
+/// Pictographs that emoji ZWJ sequences join (👩‍💻 is 👩 U+200D 💻).
+fn is_pictograph(c: char) -> bool {
+    matches!(c as u32, 0x2600..=0x27BF | 0x2B00..=0x2BFF | 0x1F000..=0x1FAFF)
+}
+
+/// Refuses control characters (except those in `allowed`) and format characters (Cf) in
+/// user-visible text, naming the first one found. A zero-width joiner is allowed only inside an
+/// emoji sequence, between two pictographs (U+FE0F, a variation selector, is not Cf and may sit
+/// before it).
+fn visible_text(what: &str, s: &str, allowed: &[char]) -> Result<(), ApiError> {
+    let chars: Vec<char> = s.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        let control = c.is_control() && !allowed.contains(&c);
+        let joins_emoji = c == ZWJ
+            && i > 0
+            && chars.get(i + 1).is_some_and(|&n| is_pictograph(n))
+            && chars[..i]
+                .iter()
+                .rev()
+                .find(|&&p| p != '\u{FE0F}')
+                .is_some_and(|&p| is_pictograph(p));
+        if control || (is_format_char(c) && !joins_emoji) {
+            let kind = if control {
+                "a control"
+            } else {
+                "an invisible formatting"
+            };
+            return Err(ApiError::InvalidRequest(format!(
+                "{what} must not contain control or invisible formatting characters (bidi \
+                 overrides, zero-width characters); character {} is {kind} character U+{:04X}",
+                i + 1,
+                c as u32
+            )));
+        }
     }
     Ok(())
 }
 
+pub fn title(s: &str) -> Result<(), ApiError> {
+    if s.chars().count() > 64 {
+        return Err(ApiError::InvalidRequest(
+            "title must be at most 64 characters".into(),
+        ));
+    }
+    visible_text("title", s, &[])
+}
+
+/// A topic may span lines (`\n`); no other control character.
 pub fn topic(s: &str) -> Result<(), ApiError> {
-    if s.chars().count() > 250 || s.chars().any(|c| c.is_control() && c != '\n') {
+    if s.chars().count() > 250 {
         return Err(ApiError::InvalidRequest(
             "topic must be at most 250 characters".into(),
         ));
     }
-    Ok(())
+    visible_text("topic", s, &['\n'])
 }
 
 pub fn display_name(s: &str) -> Result<(), ApiError> {
-    if s.chars().count() > 64 || s.chars().any(char::is_control) {
+    if s.chars().count() > 64 {
         return Err(ApiError::InvalidRequest(
-            "display name must be at most 64 characters, without control characters".into(),
+            "display name must be at most 64 characters".into(),
         ));
     }
-    Ok(())
+    visible_text("display name", s, &[])
 }
 
 pub fn emoji(s: &str) -> Result<(), ApiError> {
@@ -81,14 +157,9 @@ pub fn emoji(s: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The length rule of a new password (the rest of the policy is `password_policy::check`).
 pub fn password(s: &str) -> Result<(), ApiError> {
-    let n = s.chars().count();
-    if !(8..=128).contains(&n) {
-        return Err(ApiError::InvalidRequest(
-            "password must be 8 to 128 characters".into(),
-        ));
-    }
-    Ok(())
+    crate::password_policy::check_length(s)
 }
 
 pub fn message_body(s: &str) -> Result<(), ApiError> {
@@ -118,6 +189,7 @@ pub fn client_msg_id(s: &str) -> Result<(), ApiError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -143,7 +215,42 @@ mod tests {
         assert!(client_msg_id("c-1:2.3_x").is_ok());
         assert!(client_msg_id("").is_err());
         assert!(client_msg_id("a b").is_err());
-        assert!(password("1234567").is_err());
-        assert!(password("12345678").is_ok());
+        assert!(password("12345678901").is_err());
+        assert!(password("123456789012").is_ok());
+    }
+
+    #[test]
+    fn names_titles_and_topics_refuse_format_and_control_characters() {
+        for bad in [
+            "admin\u{202E}nimda", // right-to-left override
+            "ali\u{200B}ce",      // zero-width space
+            "\u{FEFF}bob",        // byte order mark
+            "a\u{2066}b\u{2069}", // isolates
+            "soft\u{00AD}hyphen", // soft hyphen
+            "tag\u{E0041}",       // tag character
+            "lone\u{200D}joiner", // ZWJ outside an emoji sequence
+            "bell\u{7}",          // control
+            "new\nline",
+        ] {
+            assert!(display_name(bad).is_err(), "{bad:?}");
+            assert!(title(bad).is_err(), "{bad:?}");
+        }
+        assert!(topic("two\nlines").is_ok());
+        assert!(topic("over\u{202E}ride").is_err());
+        let e = title("ab\u{202E}c").unwrap_err().to_string();
+        assert!(e.contains("U+202E") && e.contains("character 3"), "{e}");
+        for good in [
+            "Alice Ünïcödé",
+            "日本語チャンネル",
+            "עברית",
+            "مرحبا",
+            "dev 👩\u{200D}💻",
+            "❤\u{FE0F}\u{200D}🔥 team",
+            "",
+        ] {
+            assert!(display_name(good).is_ok(), "{good:?}");
+            assert!(title(good).is_ok(), "{good:?}");
+            assert!(topic(good).is_ok(), "{good:?}");
+        }
     }
 }

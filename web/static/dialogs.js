@@ -22,11 +22,18 @@ function busy(btn, on, label) {
   if (label) btn.textContent = label;
 }
 
+/** The password policy as the forms say it (docs/api.md, "Password policy"; the server decides). */
+const PASSWORD_RULE = '12 to 128 characters, any characters (a few unrelated words work well). ' +
+  'Common passwords and ones containing your username or the workspace name are refused.';
+
+/** Characters as the server counts them (Unicode code points, not UTF-16 units). */
+function passwordChars(s) { return [...s].length; }
+
 /** Messages for the password policy (docs/api.md, "Password policy"). */
 function passwordError(ctx, e) {
   if (e instanceof ApiError) {
-    if (e.code === 'weak_password') return 'This password is too common or equals the username. Choose another one.';
-    if (e.code === 'invalid_request') return e.message || 'Passwords must be 8 to 128 characters.';
+    if (e.code === 'weak_password') return (e.message || 'This password is too easy to guess.') + ' Choose another one.';
+    if (e.code === 'invalid_request') return e.message || 'Passwords must be 12 to 128 characters.';
   }
   return ctx.errorText(e);
 }
@@ -156,9 +163,12 @@ export function createChannel(ctx) {
 }
 
 export function channelSettings(ctx, c) {
-  const title = h('input', { type: 'text', id: 'channel-title', value: c.title || c.name, maxLength: 80 });
+  // The server decides (docs/security.md): the title and archiving are the creator's and
+  // admins'; members may set the topic. The form only avoids offering what would be refused.
+  const manager = (ctx.me && c.created_by === ctx.me.username) || ctx.isAdmin();
+  const title = h('input', { type: 'text', id: 'channel-title', value: c.title || c.name, maxLength: 80, disabled: !manager });
   const topic = h('input', { type: 'text', id: 'channel-topic', value: c.topic || '', maxLength: 250 });
-  const archived = h('input', { type: 'checkbox', id: 'channel-archived', checked: !!c.archived });
+  const archived = h('input', { type: 'checkbox', id: 'channel-archived', checked: !!c.archived, disabled: !manager });
   const err = formError('channel-settings-error');
   const save = h('button', { type: 'submit', class: 'btn primary', id: 'channel-settings-save', text: 'Save' });
   const form = h(
@@ -192,6 +202,7 @@ export function channelSettings(ctx, c) {
     field('Title', title),
     field('Topic', topic),
     h('label', { class: 'check' }, archived, h('span', { text: 'Archived (read-only: nobody can post)' })),
+    manager ? null : h('p', { class: 'dialog-text muted', text: `Only @${c.created_by || '?'} and admins can change the title or archive this channel.` }),
     err,
     h('div', { class: 'dialog-actions' }, h('button', { type: 'button', class: 'btn', text: 'Cancel', on: { click: () => d.close() } }), save),
   );
@@ -304,7 +315,7 @@ export function settings(ctx) {
   );
 
   const cur = h('input', { type: 'password', id: 'settings-current-password', autocomplete: 'current-password', required: true });
-  const next = h('input', { type: 'password', id: 'settings-new-password', autocomplete: 'new-password', required: true, minLength: 8, maxLength: 128 });
+  const next = h('input', { type: 'password', id: 'settings-new-password', autocomplete: 'new-password', required: true, minLength: 12, maxLength: 256 });
   const again = h('input', { type: 'password', id: 'settings-confirm-password', autocomplete: 'new-password', required: true });
   const pwErr = formError('settings-password-error');
   const savePw = h('button', { type: 'submit', class: 'btn primary', id: 'settings-save-password', text: 'Change password' });
@@ -316,7 +327,7 @@ export function settings(ctx) {
         submit: async (e) => {
           e.preventDefault();
           showError(pwErr, '');
-          if (next.value.length < 8 || next.value.length > 128) return showError(pwErr, 'The new password must be 8 to 128 characters.');
+          if (passwordChars(next.value) < 12 || passwordChars(next.value) > 128) return showError(pwErr, 'The new password must be 12 to 128 characters.');
           if (next.value !== again.value) return showError(pwErr, 'The two new passwords differ.');
           busy(savePw, true, 'Changing…');
           try {
@@ -334,7 +345,7 @@ export function settings(ctx) {
     // For password managers: which account this password belongs to.
     h('input', { type: 'text', name: 'username', autocomplete: 'username', value: me.username, hidden: true, readOnly: true, tabIndex: -1, 'aria-hidden': 'true' }),
     field('Current password', cur),
-    field('New password', next, '8 to 128 characters. Common passwords are refused.'),
+    field('New password', next, PASSWORD_RULE),
     field('Repeat new password', again),
     pwErr,
     h('div', { class: 'dialog-actions' }, savePw),
@@ -387,7 +398,7 @@ export async function admin(ctx) {
           showError(err, '');
           const username = uname.value.trim().toLowerCase();
           if (!USERNAME_RE.test(username)) return showError(err, 'Usernames are 1 to 32 of a-z, 0-9, ".", "_", "-", starting with a letter or digit.');
-          if (pw.value.length < 8) return showError(err, 'The password must be at least 8 characters.');
+          if (passwordChars(pw.value) < 12) return showError(err, 'The password must be at least 12 characters.');
           busy(create, true, 'Creating…');
           const body = { username, password: pw.value, role: role.value };
           if (dname.value.trim()) body.display_name = dname.value.trim();
@@ -405,7 +416,7 @@ export async function admin(ctx) {
       },
     },
     h('h3', { class: 'form-title', text: 'New user' }),
-    h('div', { class: 'form-grid' }, field('Username', uname), field('Display name', dname), field('Password', pw), field('Role', role)),
+    h('div', { class: 'form-grid' }, field('Username', uname), field('Display name', dname), field('Password', pw, PASSWORD_RULE), field('Role', role)),
     err,
     h('div', { class: 'dialog-actions' }, create),
   );
@@ -434,7 +445,7 @@ export async function admin(ctx) {
           on: {
             submit: async (e) => {
               e.preventDefault();
-              if (npw.value.length < 8) return showError(rerr, 'The password must be at least 8 characters.');
+              if (passwordChars(npw.value) < 12) return showError(rerr, 'The password must be at least 12 characters.');
               busy(ok, true, 'Saving…');
               try {
                 await ctx.api('POST', `/api/v1/users/${encodeURIComponent(u.username)}/password`, { password: npw.value });
@@ -449,7 +460,7 @@ export async function admin(ctx) {
           },
         },
         h('p', { class: 'dialog-text', text: 'Every session of this user is signed out.' }),
-        field('New password', npw),
+        field('New password', npw, PASSWORD_RULE),
         rerr,
         h('div', { class: 'dialog-actions' }, h('button', { type: 'button', class: 'btn', text: 'Cancel', on: { click: () => { rd.close(); admin(ctx); } } }), ok),
       ),

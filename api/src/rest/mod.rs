@@ -416,6 +416,11 @@ pub struct NodeStatus {
     pub serving: Option<bool>,
     #[serde(default)]
     pub error: Option<String>,
+    /// The node runs with `insecure_plaintext = true`: it listens on a non-loopback address
+    /// without TLS (lab only). Absent from older servers (false).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub insecure_plaintext: bool,
 }
 
 impl NodeStatus {

@@ -27,7 +27,7 @@ use serde_json::Value;
 /// The version `.ci/run` installs; another one runs too, with a note (its options may differ).
 const SCHEMATHESIS_VERSION: &str = "4.32.5";
 const MEMBER: &str = "schema-member";
-const MEMBER_PASSWORD: &str = "schema-member-password-1";
+const MEMBER_PASSWORD: &str = "fuzz-pass-phrase-1";
 /// Fixed, so a failure reproduces (`--seed`).
 const SEED: &str = "20261206";
 /// Per operation and phase; with the coverage phase's own cases this keeps the whole test

@@ -282,7 +282,7 @@ async fn bad_input() {
     // A member creating a user, or posting to a channel it has not joined: 403, nothing written.
     let admin = cluster.client(1);
     admin
-        .create_user("mallory", "mallory-password", ops::Role::Member)
+        .create_user("mallory", "a-long-pass-phrase-9", ops::Role::Member)
         .await
         .unwrap_or_else(|e| cluster.fail(&format!("create member: {e}")));
     base.users.insert("mallory".into());
@@ -303,7 +303,7 @@ async fn bad_input() {
         )
         .await;
     let mallory = cluster
-        .login_client(follower, "mallory", "mallory-password")
+        .login_client(follower, "mallory", "a-long-pass-phrase-9")
         .await;
     let err = mallory
         .create_user("eve", "eve-password-1", ops::Role::Admin)

@@ -44,7 +44,7 @@ use tempfile::TempDir;
 use crate::util::create_channel;
 
 /// Not on the server's list of common passwords.
-const PASSWORD: &str = "browser-user-password-1";
+const PASSWORD: &str = "browser-pass-phrase-1";
 const CHANNEL: &str = "general";
 const DESKTOP: (u32, u32) = (1280, 800);
 /// A phone in portrait (CSS pixels), rendered at 3x.
@@ -253,7 +253,7 @@ async fn browser_asks_for_a_new_password_after_an_admin_set_one() {
         }
     })
     .await;
-    let new_password = "frank's very own secret";
+    let new_password = "a very own secret 77";
     run.ok(frank.type_into("#login-new-password", new_password).await)
         .await;
     run.ok(frank.click("#login-submit").await).await;

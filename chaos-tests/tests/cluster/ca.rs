@@ -32,7 +32,7 @@ use super::util::send;
 const WS: &str = "chat.ca.test";
 const WAIT: Duration = Duration::from_secs(20);
 const MEMBER: &str = "ca-member";
-const MEMBER_PASSWORD: &str = "member-password-1";
+const MEMBER_PASSWORD: &str = "long-pass-phrase-1";
 
 /// The header of a PKCS#8 EC P-256 private key: its AlgorithmIdentifier followed by the OCTET
 /// STRING that wraps the key (a certificate's SubjectPublicKeyInfo has a BIT STRING there).

@@ -33,7 +33,7 @@ use super::util::{Raw, send};
 const RECORDS: &str = "/api/v1/dns/records";
 const WAIT: Duration = Duration::from_secs(20);
 const MEMBER: &str = "dns-member";
-const MEMBER_PASSWORD: &str = "member-password-1";
+const MEMBER_PASSWORD: &str = "long-pass-phrase-1";
 
 fn url(cluster: &TestCluster, id: u64, path: &str) -> String {
     format!("{}{path}", cluster.url(id))

@@ -56,10 +56,21 @@ async fn failed_join(cluster: &TestCluster, id: u64) -> String {
     std::fs::read_to_string(&node.spec.log_path).unwrap_or_default()
 }
 
-/// Starts node `id` with `conclave join` and expects it to fail with `message` in its output.
-async fn expect_refused(cluster: &TestCluster, id: u64, seed: &str, token: &str, message: &str) {
+/// The seed of `join_with_a_token` serves plain HTTP (on loopback): `conclave join` refuses it
+/// unless told `--insecure`.
+const INSECURE: &[&str] = &["--insecure"];
+
+/// Starts node `id` with `conclave join ARGS` and expects it to fail with `message` in its
+/// output.
+async fn expect_refused_with(
+    cluster: &TestCluster,
+    id: u64,
+    (seed, args): (&str, &[&str]),
+    token: &str,
+    message: &str,
+) {
     let before = std::fs::read_to_string(&cluster.node(id).spec.log_path).unwrap_or_default();
-    if let Err(e) = cluster.node(id).spawn_join(seed, token) {
+    if let Err(e) = cluster.node(id).spawn_join_with(seed, token, args) {
         cluster.fail(&format!("start conclave join: {e:#}"));
     }
     let log = failed_join(cluster, id).await;
@@ -77,6 +88,11 @@ async fn expect_refused(cluster: &TestCluster, id: u64, seed: &str, token: &str,
         !new.contains(&token[token.len() - 16..]),
         "node {id}: the token's secret appears in the output"
     );
+}
+
+/// [`expect_refused_with`] `--insecure`, for the plain-HTTP seed.
+async fn expect_refused(cluster: &TestCluster, id: u64, seed: &str, token: &str, message: &str) {
+    expect_refused_with(cluster, id, (seed, INSECURE), token, message).await;
 }
 
 async fn voter_ids(cluster: &TestCluster, id: u64) -> Vec<u64> {
@@ -164,11 +180,23 @@ async fn join_with_a_token() {
     expect_refused(&cluster, 5, &seed, &wrong_secret, "wrong secret").await;
     assert_eq!(voter_ids(&cluster, 1).await, vec![1, 2, 3]);
     assert_eq!(member_count(&cluster, 1).await, 3);
+    // The real token, but the seed answers in plain HTTP only and `--insecure` is not given:
+    // refused before the token is sent (a man in the middle must not downgrade the join), and
+    // the token stays usable.
+    expect_refused_with(
+        &cluster,
+        4,
+        (&seed, &[]),
+        &token,
+        "answers in plain HTTP only",
+    )
+    .await;
+    assert_eq!(member_count(&cluster, 1).await, 3);
 
     // The real token: node 4 joins through a follower and becomes a voter everywhere.
     cluster
         .node(4)
-        .spawn_join(&seed, &token)
+        .spawn_join_with(&seed, &token, INSECURE)
         .unwrap_or_else(|e| cluster.fail(&format!("{e:#}")));
     cluster
         .wait_until(
@@ -273,7 +301,7 @@ async fn join_with_a_token() {
     assert_eq!(voter_ids(&cluster, 1).await, vec![1, 2, 3, 4]);
     cluster
         .node(5)
-        .spawn_join(&seed, &third.token)
+        .spawn_join_with(&seed, &third.token, INSECURE)
         .unwrap_or_else(|e| cluster.fail(&format!("{e:#}")));
     cluster
         .wait_until("node 5 to be a voter", JOIN_DEADLINE, || async {

@@ -26,6 +26,7 @@ mod membership;
 mod partition;
 mod replication;
 mod rolling_restart;
+mod secure_defaults;
 mod sessions;
 mod snapshot;
 mod tls;

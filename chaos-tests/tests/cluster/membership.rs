@@ -35,7 +35,7 @@ const ADD_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a removed node may take to stop by itself, or a refused start to fail.
 const EXIT_DEADLINE: Duration = Duration::from_secs(30);
 const MEMBER_USER: &str = "plain-member";
-const MEMBER_PASSWORD: &str = "plain-member-password";
+const MEMBER_PASSWORD: &str = "plain-pass-phrase-22";
 
 /// `(id, voter)` of every member in node `id`'s `GET /api/v1/cluster`, sorted by id.
 async fn members(cluster: &TestCluster, id: u64) -> anyhow::Result<Vec<(u64, bool)>> {

@@ -141,7 +141,7 @@ async fn admin_reset_must_be_changed_with_conclavectl() {
                 "reset-password",
                 "dave",
                 "--password",
-                "dave reset secret 1",
+                "reset by the admin 1",
             ],
             &[("CONCLAVE_PASSWORD", "not the admin password")],
         )
@@ -155,7 +155,7 @@ async fn admin_reset_must_be_changed_with_conclavectl() {
                 "reset-password",
                 "dave",
                 "--password",
-                "dave reset secret 1",
+                "reset by the admin 1",
             ],
             &[("CONCLAVE_PASSWORD", ADMIN_PASSWORD)],
         )
@@ -165,7 +165,7 @@ async fn admin_reset_must_be_changed_with_conclavectl() {
     // The REST answer says it must change; nothing else is allowed.
     let mut rest = cluster.client(1);
     let login = rest
-        .login("dave", "dave reset secret 1")
+        .login("dave", "reset by the admin 1")
         .await
         .unwrap_or_else(|e| cluster.fail(&format!("dave's login: {e}")));
     assert!(login.must_change_password);
@@ -179,15 +179,15 @@ async fn admin_reset_must_be_changed_with_conclavectl() {
         .run_env(
             &["--server", &server, "login", "--username", "dave"],
             &[
-                ("CONCLAVE_PASSWORD", "dave reset secret 1"),
-                ("CONCLAVE_NEW_PASSWORD", "dave's own secret 2"),
+                ("CONCLAVE_PASSWORD", "reset by the admin 1"),
+                ("CONCLAVE_NEW_PASSWORD", "his very own secret 2"),
             ],
         )
         .await;
     expect_ok(&cluster, &dave);
     let mut again = cluster.client(1);
     let login = again
-        .login("dave", "dave's own secret 2")
+        .login("dave", "his very own secret 2")
         .await
         .unwrap_or_else(|e| cluster.fail(&format!("dave's new password: {e}")));
     assert!(!login.must_change_password);
@@ -212,7 +212,7 @@ async fn admin_reset_must_be_changed_with_conclavectl() {
         .await
         .unwrap_or_else(|e| cluster.fail(&format!("end a session: {e}")));
     let mut last = cluster.client(1);
-    last.login("dave", "dave's own secret 2")
+    last.login("dave", "his very own secret 2")
         .await
         .unwrap_or_else(|e| cluster.fail(&format!("dave's login: {e}")));
     again
@@ -265,8 +265,8 @@ async fn admin_reset_must_be_changed_with_conclavectl() {
     for id in cluster.live_ids() {
         let log = cluster.node(id).log_text();
         for secret in [
-            "dave reset secret 1",
-            "dave's own secret 2",
+            "reset by the admin 1",
+            "his very own secret 2",
             ADMIN_PASSWORD,
             token.as_str(),
         ] {

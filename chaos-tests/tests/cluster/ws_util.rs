@@ -16,7 +16,7 @@ use ops::{
 };
 
 /// Not on the server's list of common passwords (`weak_password`).
-pub const USER_PASSWORD: &str = "chaos-user-password-1";
+pub const USER_PASSWORD: &str = "socket-pass-phrase-1";
 /// Budget for one expected frame (an ack, a `subscribed`, a close) on a healthy cluster.
 pub const FRAME_WAIT: Duration = Duration::from_secs(10);
 

@@ -39,6 +39,10 @@ pub struct ClusterConfig {
     /// The advertised HTTPS client address, reported in this node's status (not replicated:
     /// it is a property of how the process runs, like readiness).
     pub https_addr: Option<String>,
+    /// The operator set `insecure_plaintext = true`: this node listens on a non-loopback
+    /// address without TLS. Reported in this node's status so `GET /api/v1/cluster` and
+    /// `conclavectl status` show it (not replicated, like `https_addr`).
+    pub insecure_plaintext: bool,
 }
 
 impl ClusterConfig {
@@ -63,6 +67,7 @@ impl ClusterConfig {
             peer_source_ip: None,
             peer_tls: None,
             https_addr: None,
+            insecure_plaintext: false,
         }
     }
 }

@@ -239,6 +239,7 @@ mod tests {
                     electing: false,
                     members: vec![1, 2, 3],
                     https_addr: None,
+                    insecure_plaintext: false,
                 }),
             },
             draining,

@@ -56,8 +56,9 @@ impl ClusterNode {
                 dir.display()
             )));
         }
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| ClusterError::Storage(format!("create {}: {e}", dir.display())))?;
+        // Owner-only (0700): the log, the sled tree and the sealed TLS key all live here.
+        crate::storage::private_dir::ensure_private_dir(&dir)
+            .map_err(|e| ClusterError::Storage(e.to_string()))?;
         let raft_config = raft_config(&config)?;
         let (log, db, sm) = open_storage(&dir, config.sled_cache_bytes)?;
         let events = sm.1;

@@ -159,6 +159,7 @@ impl Shared {
                 .map(|(id, _)| *id)
                 .collect(),
             https_addr: self.config.https_addr.clone(),
+            insecure_plaintext: self.config.insecure_plaintext,
         }
     }
 }

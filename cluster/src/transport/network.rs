@@ -133,12 +133,12 @@ impl PeerHttp {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, TransportError> {
-        let body = bincode::serialize(req).map_err(|e| TransportError::Other {
+        let body = crate::transport::rpc::encode(req).map_err(|e| TransportError::Other {
             addr: addr.to_string(),
             message: format!("encode: {e}"),
         })?;
         let bytes = self.post(addr, path, body.into(), timeout).await?;
-        bincode::deserialize(&bytes).map_err(|e| TransportError::Other {
+        crate::transport::rpc::decode_limited(&bytes).map_err(|e| TransportError::Other {
             addr: addr.to_string(),
             message: format!("decode: {e}"),
         })

@@ -5,6 +5,8 @@
 //! Paths carry a protocol version (`/raft/v1/...`); a new incompatible shape gets a new path so
 //! old and new nodes coexist during a rolling upgrade.
 
+use bincode::Options;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, Response};
@@ -22,6 +24,36 @@ pub const PATH_REMOVED: &str = "/raft/v1/removed";
 /// The command-set version this binary understands (JSON `VersionWire`).
 pub const PATH_VERSION: &str = "/raft/v1/version";
 pub const PATH_EPHEMERAL: &str = "/raft/v1/ephemeral";
+
+/// The bincode options of every body on the cluster port: exactly those of `bincode::serialize`
+/// and `bincode::deserialize` (fixed-width integers, little endian, trailing bytes allowed),
+/// which older nodes use, so the bytes on the wire are the same.
+fn wire_options() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+}
+
+/// Encodes a cluster-port body (byte-identical to `bincode::serialize`).
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> bincode::Result<Vec<u8>> {
+    wire_options().serialize(value)
+}
+
+/// Decodes a cluster-port body with a limit of `bytes.len()`: a valid encoding never reads more
+/// than it holds, so the limit refuses nothing an honest peer sends, while a length prefix that
+/// claims more (a `Vec<u8>` or `String` of 1 GiB in a 40-byte body) fails at once with
+/// "the size limit has been reached", before anything of the claimed size is reserved.
+/// Sequences of larger items are only pre-reserved up to serde's cautious bound (1 MiB) and then
+/// fail at the end of the body.
+///
+/// Decoded through `deserialize_from` (an `io::Read`) on purpose: bincode 1.3 drops the limit
+/// when it decodes from a slice (`internal::deserialize_seed` swaps in `Infinite`, relying on
+/// the slice's bounds), so `with_limit(..).deserialize(bytes)` would check nothing.
+pub fn decode_limited<T: DeserializeOwned>(bytes: &[u8]) -> bincode::Result<T> {
+    wire_options()
+        .with_limit(u64::try_from(bytes.len()).unwrap_or(u64::MAX))
+        .deserialize_from(bytes)
+}
 
 /// A group of client commands a follower hands to the leader to propose as one entry.
 #[derive(Debug, Serialize, Deserialize)]
@@ -98,4 +130,67 @@ pub struct NodeStatusWire {
     /// a Raft command. Absent from older nodes.
     #[serde(default)]
     pub https_addr: Option<String>,
+    /// The node runs with `insecure_plaintext = true` (a non-loopback address without TLS).
+    /// Absent from older nodes (false: they predate the flag, and a node of theirs on a LAN
+    /// address without TLS is shown by its plain `https_addr: None`).
+    #[serde(default)]
+    pub insecure_plaintext: bool,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn forward() -> ForwardRequest {
+        ForwardRequest {
+            commands: vec![Command::CreateSession {
+                token_hash: "ab".repeat(32),
+                username: "alice".into(),
+                ttl_ms: 1000,
+            }]
+            .into(),
+        }
+    }
+
+    /// The wire format is byte-for-byte that of `bincode::serialize` (older nodes' format).
+    #[test]
+    fn encoding_is_unchanged() {
+        let req = forward();
+        assert_eq!(encode(&req).unwrap(), bincode::serialize(&req).unwrap());
+        let back: ForwardRequest = decode_limited(&bincode::serialize(&req).unwrap()).unwrap();
+        assert_eq!(back.commands.len(), 1);
+    }
+
+    /// A length prefix that claims 1 GiB in a short body hits the size limit, not the end.
+    #[test]
+    fn a_lying_length_prefix_hits_the_limit() {
+        let honest = encode(&forward()).unwrap();
+        let mut body = honest[..12].to_vec();
+        body.extend_from_slice(&(1u64 << 30).to_le_bytes());
+        body.extend_from_slice(b"not really");
+        let err = decode_limited::<ForwardRequest>(&body).unwrap_err();
+        assert!(matches!(*err, bincode::ErrorKind::SizeLimit), "{err}");
+        // And a sequence that claims 2^30 commands ends at the body's end.
+        let mut body = (1u64 << 30).to_le_bytes().to_vec();
+        body.extend_from_slice(&honest[8..]);
+        assert!(decode_limited::<ForwardRequest>(&body).is_err());
+    }
+
+    /// Every RPC type an honest peer sends decodes under the limit (the limit is exact).
+    #[test]
+    fn honest_bodies_fit_the_limit() {
+        let status: NodeId = 7;
+        let back: NodeId = decode_limited(&encode(&status).unwrap()).unwrap();
+        assert_eq!(back, 7);
+        let req = MembershipRequest::Add {
+            id: 4,
+            info: NodeInfo {
+                api_addr: "10.0.0.4:8080".into(),
+                cluster_addr: "10.0.0.4:9080".into(),
+            },
+        };
+        let back: MembershipRequest = decode_limited(&encode(&req).unwrap()).unwrap();
+        assert!(matches!(back, MembershipRequest::Add { id: 4, .. }));
+    }
 }

@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -23,25 +23,71 @@ use crate::transport::peer_tls::{PeerIdentity, PeerTls};
 use crate::transport::rpc::{self, ForwardError, ForwardReply, ForwardRequest, MembershipRequest};
 use crate::types::{NodeId, TypeConfig};
 
-/// Snapshot chunks and large AppendEntries batches must fit.
-const MAX_RPC_BYTES: usize = 256 * 1024 * 1024;
+/// Snapshot chunks and large AppendEntries batches must fit (up to `max_payload_entries`
+/// entries, each a whole write batch).
+const MAX_RAFT_BYTES: usize = 256 * 1024 * 1024;
+/// Forwarded writes: one follower batch of client commands (`write.batch_max_bytes`, 1 MiB by
+/// default, each command at most a client request of `max_request_bytes`), with a wide margin
+/// for operators who raise both.
+const MAX_FORWARD_BYTES: usize = 64 * 1024 * 1024;
+/// Votes, membership requests, removal notices and ephemeral notices are a few hundred bytes.
+const MAX_SMALL_BYTES: usize = 1024 * 1024;
 
 impl ClusterNode {
-    /// The router to serve on the cluster port.
+    /// The router to serve on the cluster port. Each route has its own body limit (a body over
+    /// it is refused with 413 before it is read in full), and every bincode body is decoded
+    /// with a size limit (`decode`).
     pub fn rpc_router(self: &Arc<Self>) -> Router {
         Router::new()
-            .route(rpc::PATH_APPEND, post(append))
-            .route(rpc::PATH_VOTE, post(vote))
-            .route(rpc::PATH_SNAPSHOT, post(snapshot))
-            .route(rpc::PATH_FORWARD, post(forward))
-            .route(rpc::PATH_MEMBERSHIP, post(membership))
-            .route(rpc::PATH_REMOVED, post(removed))
+            .route(rpc::PATH_APPEND, limited(post(append), MAX_RAFT_BYTES))
+            .route(rpc::PATH_VOTE, limited(post(vote), MAX_SMALL_BYTES))
+            .route(rpc::PATH_SNAPSHOT, limited(post(snapshot), MAX_RAFT_BYTES))
+            .route(rpc::PATH_FORWARD, limited(post(forward), MAX_FORWARD_BYTES))
+            .route(
+                rpc::PATH_MEMBERSHIP,
+                limited(post(membership), MAX_SMALL_BYTES),
+            )
+            .route(rpc::PATH_REMOVED, limited(post(removed), MAX_SMALL_BYTES))
             .route(rpc::PATH_STATUS, get(status))
-            .route(rpc::PATH_EPHEMERAL, post(ephemeral))
+            .route(
+                rpc::PATH_EPHEMERAL,
+                limited(post(ephemeral), MAX_SMALL_BYTES),
+            )
             .route(rpc::PATH_VERSION, get(version))
-            .layer(DefaultBodyLimit::max(MAX_RPC_BYTES))
             .with_state(self.shared.clone())
     }
+}
+
+/// `route` with a body limit of `max` bytes: a `Content-Length` over it is answered 413 before
+/// the body is read (`announced_length`), and a body that grows over it while streaming (chunked)
+/// is cut off by `DefaultBodyLimit`.
+fn limited(route: MethodRouter<Arc<Shared>>, max: usize) -> MethodRouter<Arc<Shared>> {
+    route
+        .layer(DefaultBodyLimit::max(max))
+        .layer(axum::middleware::from_fn_with_state(max, announced_length))
+}
+
+/// `DefaultBodyLimit` only stops reading once `max` bytes arrived, so a sender that announces
+/// 1 GiB and then sends nothing would keep the request (and its connection slot) waiting;
+/// refuse the announcement itself.
+async fn announced_length(
+    State(max): State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let announced = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > u64::try_from(max).unwrap_or(u64::MAX)) {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over this route's limit of {max} bytes"),
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 /// Serves `router` (from `ClusterNode::rpc_router`) on the cluster port until `cancel` fires.
@@ -66,13 +112,15 @@ pub async fn serve_cluster_port(
     }
 }
 
+/// Decodes a request body with the size limit of [`rpc::decode_limited`]: a length prefix that
+/// claims more than the body holds is refused before anything is allocated for it.
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    bincode::deserialize(body)
+    rpc::decode_limited(body)
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad rpc body: {e}")).into_response())
 }
 
 fn encode<T: Serialize>(value: &T) -> Response {
-    match bincode::serialize(value) {
+    match rpc::encode(value) {
         Ok(bytes) => ([("content-type", "application/octet-stream")], bytes).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("encode: {e}")).into_response(),
     }

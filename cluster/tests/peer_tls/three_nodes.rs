@@ -33,7 +33,8 @@ async fn start(ca: &Ca, id: u64) -> Member {
         cluster_addr: listener.local_addr().unwrap().to_string(),
     };
     let tls = Arc::new(PeerTls::new(id, &ca.material(&ca.node(id, LOCALHOST), &[])).unwrap());
-    let mut config = ClusterConfig::with_defaults(id, dir.path().to_path_buf(), info.clone());
+    // A fresh subdirectory: the node creates it 0700 and refuses the (0755) temp dir itself.
+    let mut config = ClusterConfig::with_defaults(id, dir.path().join("data"), info.clone());
     config.peer_source_ip = Some(LOCALHOST);
     config.peer_tls = Some(tls.clone());
     let cancel = CancellationToken::new();

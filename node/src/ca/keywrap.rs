@@ -178,16 +178,12 @@ impl Kek {
             path: path.to_owned(),
             source,
         };
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
-            if mode & 0o077 != 0 {
-                return Err(CaError::KekPermissions {
-                    path: path.to_owned(),
-                    mode: mode & 0o777,
-                });
-            }
+        // The same owner-only rule as the data directory (`cluster::storage::private_dir`).
+        if let Some(mode) = cluster::storage::private_dir::shared_mode(path).map_err(io)? {
+            return Err(CaError::KekPermissions {
+                path: path.to_owned(),
+                mode,
+            });
         }
         let text = SecretPem(std::fs::read_to_string(path).map_err(io)?);
         parse_text(text.expose()).map_err(|why| CaError::KekFormat {

@@ -75,9 +75,15 @@ pub struct Config {
     pub workspace: Option<String>,
     #[serde(default)]
     pub ca: CaSection,
-    /// HTTPS for clients and mutual TLS between nodes; absent = plain HTTP everywhere.
+    /// HTTPS for clients and mutual TLS between nodes; absent = plain HTTP everywhere, which
+    /// `validate` allows only on loopback addresses unless `insecure_plaintext` is set.
     #[serde(default)]
     pub tls: Option<TlsSection>,
+    /// LAB ONLY: run without `[tls]` on non-loopback addresses (the cluster port then accepts
+    /// any host that can reach it). Warned about at every start and shown in the cluster
+    /// status; refused together with `[tls]`, where it would mean nothing.
+    #[serde(default)]
+    pub insecure_plaintext: bool,
     /// Directory of the config file; relative paths in `[ca]` resolve against it.
     #[serde(skip)]
     pub config_dir: PathBuf,
@@ -269,6 +275,7 @@ impl Config {
         c.sled_cache_bytes = self.storage.cache_mb * MIB;
         let ip = self.cluster_addr.ip();
         c.peer_source_ip = (!ip.is_unspecified()).then_some(ip);
+        c.insecure_plaintext = self.insecure_plaintext;
         c
     }
 
@@ -325,9 +332,13 @@ cluster_addr = "127.0.0.1:9080"
     #[test]
     fn documented_example_parses() {
         let doc = include_str!("../../../docs/configuration.md");
-        let start = doc
-            .find("```toml\n")
-            .expect("docs/configuration.md has a toml example")
+        let example = doc
+            .find("## Example (every field")
+            .expect("docs/configuration.md has the full example");
+        let start = example
+            + doc[example..]
+                .find("```toml\n")
+                .expect("docs/configuration.md has a toml example")
             + 8;
         let end = start + doc[start..].find("```").expect("closing fence");
         let cfg = parse(&doc[start..end], vec![]).unwrap();
@@ -336,10 +347,48 @@ cluster_addr = "127.0.0.1:9080"
         assert_eq!(cfg.raft, RaftSection::default());
         assert_eq!(cfg.write, WriteSection::default());
         assert_eq!(cfg.storage, StorageSection::default());
-        assert_eq!(cfg.dns, DnsSection::default());
+        // The example names a workspace (TLS needs it), which `[dns] workspace` falls back to.
+        let dns = DnsSection {
+            workspace: cfg.workspace.clone(),
+            ..DnsSection::default()
+        };
+        assert_eq!(cfg.dns, dns);
+        assert!(
+            cfg.tls.is_some(),
+            "the example is a production file: TLS on"
+        );
+        assert!(!cfg.insecure_plaintext);
         assert_eq!(cfg.ca, CaSection::default());
         assert_eq!(cfg.session_ttl_secs, defaults::session_ttl_secs());
         assert_eq!(cfg.max_request_bytes, defaults::max_request_bytes());
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback_unless_insecure_plaintext() {
+        let lan = MINIMAL.replace("127.0.0.1:9080", "10.0.0.5:9080");
+        let err = parse(&lan, vec![]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("cluster_addr 10.0.0.5:9080") && text.contains("insecure_plaintext"),
+            "{text}"
+        );
+        assert!(!text.contains('\n'), "one line: {text}");
+        let api = MINIMAL.replace("127.0.0.1:8080", "0.0.0.0:8080");
+        let err = parse(&api, vec![]).unwrap_err();
+        assert!(err.to_string().contains("api_addr 0.0.0.0:8080"), "{err}");
+        let mapped = MINIMAL.replace("127.0.0.1:8080", "[::ffff:127.0.0.1]:8080");
+        parse(&mapped, vec![]).unwrap();
+        let cfg = parse(&format!("insecure_plaintext = true\n{lan}"), vec![]).unwrap();
+        assert!(cfg.insecure_plaintext && cfg.cluster_config().insecure_plaintext);
+        let cfg = parse(&lan, vec![("CONCLAVE_INSECURE_PLAINTEXT", "true")]).unwrap();
+        assert!(cfg.insecure_plaintext);
+        // With TLS the LAN address is fine, and the flag would mean nothing: refused.
+        let tls = format!(
+            "workspace = \"chat.corp.lan\"\n{lan}\n[tls]\nhttps_addr = \"10.0.0.5:8443\"\n"
+        );
+        parse(&tls, vec![]).unwrap();
+        let err = parse(&format!("insecure_plaintext = true\n{tls}"), vec![]).unwrap_err();
+        assert!(err.to_string().contains("insecure_plaintext"), "{err}");
     }
 
     #[test]

@@ -113,6 +113,37 @@ impl Config {
         Ok(())
     }
 
+    /// Secure by default: without `[tls]` the cluster port takes any peer's word and the API
+    /// carries passwords and tokens in the clear, so plain HTTP is allowed on loopback only,
+    /// unless the operator explicitly sets `insecure_plaintext = true` (a lab). One line that
+    /// names the setting, which `conclave run` prints before exiting non-zero.
+    fn validate_exposure(&self) -> Result<(), ConfigError> {
+        if self.tls.is_some() {
+            if self.insecure_plaintext {
+                return Err(ConfigError::Invalid(
+                    "insecure_plaintext = true means nothing with [tls] (TLS is on); remove it"
+                        .into(),
+                ));
+            }
+            return Ok(());
+        }
+        if self.insecure_plaintext {
+            return Ok(());
+        }
+        for (name, addr) in [
+            ("cluster_addr", self.cluster_addr),
+            ("api_addr", self.api_addr),
+        ] {
+            // `::ffff:127.0.0.1` is loopback too.
+            if !addr.ip().to_canonical().is_loopback() {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} {addr} is not a loopback address and [tls] is absent: nodes and clients would talk plain, unauthenticated HTTP on the network; add a [tls] section (docs/configuration.md) or, in a lab only, set insecure_plaintext = true"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let r = &self.raft;
         if self.node_id == 0 {
@@ -179,6 +210,7 @@ impl Config {
             ));
         }
         self.validate_ca()?;
-        self.validate_tls()
+        self.validate_tls()?;
+        self.validate_exposure()
     }
 }

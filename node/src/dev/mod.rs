@@ -88,13 +88,24 @@ pub async fn dev(
     ports: Ports,
     workspace: &str,
 ) -> anyhow::Result<()> {
+    // Checked here too (init checks it again), so a weak password is one console line rather
+    // than a failed init whose reason is in init.log. Only for a new cluster: an existing one
+    // keeps the password it was made with.
+    if let Some(p) = &admin_password
+        && !data_dir.join("dev-credentials").exists()
+    {
+        web::password_policy::check("admin", Some(workspace), p)
+            .map_err(|e| anyhow::anyhow!("--admin-password: {e}"))?;
+    }
+    // New directories are 0700 anyway (umask 077, see main); an existing one the developer
+    // named is left as it is: only the nodes' own directories must be owner-only.
     std::fs::create_dir_all(&data_dir).with_context(|| format!("create {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize().context("resolve data dir")?;
     let exe = std::env::current_exe().context("locate the conclave binary")?;
     let mut configs = Vec::new();
     for n in 1..=NODES {
         let dir = data_dir.join(format!("node{n}"));
-        std::fs::create_dir_all(&dir)?;
+        owner_only_dir(&dir)?;
         let cfg = dir.join("conclave.toml");
         std::fs::write(&cfg, node_config(n, &dir, ports, workspace))?;
         configs.push(cfg);
@@ -379,6 +390,19 @@ async fn join_token(api: &reqwest::Client, session: &str, ports: Ports) -> anyho
         .as_str()
         .context("the join-token answer has no token")?
         .to_string())
+}
+
+/// Creates `dir` and makes it owner-only (0700): nodes refuse a data directory other users can
+/// reach, and a directory left by an older `conclave dev` (0755) is one this launcher owns.
+fn owner_only_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("chmod 700 {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {

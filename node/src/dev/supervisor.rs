@@ -125,6 +125,8 @@ impl Supervisor {
                 .arg(cfg)
                 .arg("--seed")
                 .arg(self.ports.api(1))
+                // `--no-tls`: node 1 answers in plain HTTP, on loopback only.
+                .args(self.ports.https.is_none().then_some("--insecure"))
                 .env("CONCLAVE_JOIN_TOKEN", token),
             None => cmd.arg("run").arg("--config").arg(cfg),
         };

@@ -10,9 +10,10 @@
 //!    SHA-256 is compared with the token's fingerprint BEFORE the root is used or anything
 //!    but these GETs is sent;
 //! 3. `POST /api/v1/join`: over HTTPS (trusting only that root) with a CSR for a key generated
-//!    here, receiving the node certificate and the KEK; over plain HTTP (a seed without TLS,
-//!    loudly warned about) without a CSR, and never receiving the KEK, which then has to be
-//!    copied by hand;
+//!    here, receiving the node certificate and the KEK; over plain HTTP (a seed without TLS)
+//!    only with `--insecure` (otherwise a man in the middle that answers the first GET with
+//!    200 would downgrade the join to plain HTTP), loudly warned about, without a CSR, and never
+//!    receiving the KEK, which then has to be copied by hand;
 //! 4. write the files (KEK 0600, sealed node key, chain, root), start like `conclave run`, and
 //!    once this node's API answers, `POST /api/v1/join/complete` (authenticated by the same
 //!    token), on which the seed adds it as learner and then voter.
@@ -226,10 +227,22 @@ fn check_data_dir(dir: &Path) -> Result<(), JoinError> {
     Ok(())
 }
 
-/// Steps 1 to 3 and the file writes of step 4 (module doc). Nothing is started.
-pub async fn join(config: &Config, token_text: &str, seed: &str) -> Result<Joined, JoinError> {
+/// Steps 1 to 3 and the file writes of step 4 (module doc). Nothing is started. `insecure`
+/// (`--insecure`) admits a seed that serves plain HTTP only.
+pub async fn join(
+    config: &Config,
+    token_text: &str,
+    seed: &str,
+    insecure: bool,
+) -> Result<Joined, JoinError> {
     let token = JoinToken::parse(token_text).map_err(|e| JoinError::Token(e.0))?;
     check_data_dir(&config.data_dir)?;
+    // Refuse a shared data directory before anything is sent to the seed (a missing one is
+    // created 0700 when the files are written).
+    if config.data_dir.exists() {
+        cluster::storage::private_dir::ensure_private_dir(&config.data_dir)
+            .map_err(|e| JoinError::Setup(e.to_string()))?;
+    }
     let (transport, root_pem) = discover(seed, &token).await?;
     let mut req = JoinRequest {
         token: token.to_text(),
@@ -241,6 +254,11 @@ pub async fn join(config: &Config, token_text: &str, seed: &str) -> Result<Joine
     };
     let grant: JoinGrant = match &transport {
         SeedTransport::Plain(base) => {
+            if !insecure {
+                return Err(JoinError::Setup(format!(
+                    "the seed {base} answers in plain HTTP only (no TLS): refusing to join, since a man in the middle could have downgraded it; join through a node with TLS, or pass --insecure (lab only)"
+                )));
+            }
             if config.tls.is_some() {
                 return Err(JoinError::Setup(
                     "the seed serves plain HTTP (no TLS) but this node's config has [tls]; remove it, or join through a node with TLS".into(),
@@ -295,6 +313,8 @@ pub async fn join(config: &Config, token_text: &str, seed: &str) -> Result<Joine
 /// Only the (public) root on a node without TLS: where tools expect it.
 fn write_root(data_dir: &Path, root_pem: &str) -> Result<(), JoinError> {
     let dir = node_cert::tls_dir(data_dir);
+    cluster::storage::private_dir::ensure_private_dir(data_dir)
+        .map_err(|e| JoinError::Setup(e.to_string()))?;
     std::fs::create_dir_all(&dir)
         .and_then(|()| std::fs::write(dir.join(node_cert::ROOT_FILE), root_pem))
         .map_err(|e| JoinError::Setup(format!("{}: {e}", dir.display())))
@@ -393,8 +413,13 @@ async fn complete(config: &Config, joined: &Joined) -> Result<(), JoinError> {
 
 /// `conclave join`: join, then run this node until a signal arrives, with the completion call
 /// as a named task that ends when it succeeded, gave up, or the node stops.
-pub async fn join_and_run(config: Config, token_text: &str, seed: &str) -> anyhow::Result<()> {
-    let joined = join(&config, token_text, seed).await?;
+pub async fn join_and_run(
+    config: Config,
+    token_text: &str,
+    seed: &str,
+    insecure: bool,
+) -> anyhow::Result<()> {
+    let joined = join(&config, token_text, seed, insecure).await?;
     tracing::info!(node_id = joined.node_id, transport = ?joined.transport, "join token accepted; starting the node");
     let cancel = CancellationToken::new();
     let task = {

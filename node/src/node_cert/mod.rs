@@ -60,6 +60,9 @@ pub enum NodeCertError {
     PeerTls(#[from] cluster::PeerTlsError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The data directory cannot be created owner-only, or others can reach it.
+    #[error(transparent)]
+    DataDir(#[from] cluster::storage::private_dir::PrivateDirError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NodeCertError + '_ {
@@ -155,6 +158,9 @@ pub fn write_node_files(
     kek: &Kek,
     files: &NodeFiles,
 ) -> Result<(), NodeCertError> {
+    // `provision` and `join` write here before the node ever started: the data directory is
+    // created owner-only (0700) now, as `ClusterNode::start` would, and refused if shared.
+    cluster::storage::private_dir::ensure_private_dir(data_dir)?;
     let dir = tls_dir(data_dir);
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let sealed = kek.seal(files.key_pem.expose().as_bytes(), &key_purpose(node_id))?;
@@ -453,7 +459,10 @@ advertise_https_addr = "chat2.chat.corp.lan:8443"
 
     #[test]
     fn files_round_trip_sealed_and_never_in_the_clear() {
-        let dir = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        // A data directory the writer creates (0700): the temp dir itself may be 0755.
+        let data = root.path().join("data");
+        let dir = data.as_path();
         let kek = Kek::generate().unwrap();
         let (key_pem, _csr) = new_key_and_csr(&["a.lan".into()], &[]).unwrap();
         let files = NodeFiles {
@@ -462,24 +471,24 @@ advertise_https_addr = "chat2.chat.corp.lan:8443"
             root_pem: "root".into(),
             crl_pem: "crl".into(),
         };
-        write_node_files(dir.path(), 3, &kek, &files).unwrap();
-        let raw = std::fs::read(tls_dir(dir.path()).join(KEY_FILE)).unwrap();
+        write_node_files(dir, 3, &kek, &files).unwrap();
+        let raw = std::fs::read(tls_dir(dir).join(KEY_FILE)).unwrap();
         assert!(!String::from_utf8_lossy(&raw).contains("PRIVATE KEY"));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(tls_dir(dir.path()).join(KEY_FILE))
+            let mode = std::fs::metadata(tls_dir(dir).join(KEY_FILE))
                 .unwrap()
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        let back = load_node_files(dir.path(), 3, &kek).unwrap();
+        let back = load_node_files(dir, 3, &kek).unwrap();
         assert_eq!(back.key_pem.expose(), key_pem.expose());
         assert_eq!(back.chain_pem, "chain");
         // Another node id (purpose) or another KEK does not open it.
-        assert!(load_node_files(dir.path(), 4, &kek).is_err());
-        assert!(load_node_files(dir.path(), 3, &Kek::generate().unwrap()).is_err());
+        assert!(load_node_files(dir, 4, &kek).is_err());
+        assert!(load_node_files(dir, 3, &Kek::generate().unwrap()).is_err());
         let empty = tempfile::tempdir().unwrap();
         assert!(matches!(
             load_node_files(empty.path(), 3, &kek),

@@ -148,7 +148,27 @@ pub(crate) fn cluster_status(status: &ClusterStatus) -> String {
     } else {
         out.push_str(&format!("cluster DEGRADED: {}\n", reasons.join("; ")));
     }
+    out.push_str(&insecure_warning(status));
     out
+}
+
+/// One warning line naming the nodes that run with `insecure_plaintext = true` (a LAN address
+/// without TLS: anyone on the network can read the traffic and talk to the cluster port);
+/// empty when there are none.
+fn insecure_warning(status: &ClusterStatus) -> String {
+    let ids: Vec<String> = status
+        .nodes
+        .iter()
+        .filter(|n| n.insecure_plaintext)
+        .map(|n| n.id.to_string())
+        .collect();
+    if ids.is_empty() {
+        return String::new();
+    }
+    format!(
+        "WARNING: insecure_plaintext = true on node(s) {}: plain HTTP without TLS on a non-loopback address (lab only)\n",
+        ids.join(", ")
+    )
 }
 
 /// The static DNS records: `NAME TYPE TTL VALUE`, or a line saying there are none.
@@ -253,7 +273,30 @@ mod tests {
             draining: false,
             serving: None,
             error: (!healthy).then(|| "timed out".to_owned()),
+            insecure_plaintext: false,
         }
+    }
+
+    #[test]
+    fn insecure_plaintext_is_warned_about() {
+        let mut status = ClusterStatus {
+            node_id: 1,
+            leader_id: Some(1),
+            term: 3,
+            periodic_probe_ms_ago: None,
+            nodes: vec![
+                node(1, "leader", true, true),
+                node(2, "follower", true, true),
+            ],
+        };
+        assert!(!cluster_status(&status).contains("WARNING"));
+        status.nodes[1].insecure_plaintext = true;
+        let out = cluster_status(&status);
+        let line = out.lines().last().unwrap_or_default();
+        assert!(
+            line.starts_with("WARNING: insecure_plaintext = true on node(s) 2:"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -10,35 +10,16 @@ use api::ca::{
     CertsEnvelope, NodeCertRequest, RenewRequest, RevokeRequest, RootKeyEnvelope, SignRequest,
 };
 use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 
 use crate::auth::Auth;
 use crate::ca_api::{CaApiError, SharedCa};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::state::AppState;
-
-/// The routes, to be nested under `/api/v1`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/ca/root.pem", get(root_pem))
-        .route("/ca/root.crt", get(root_der))
-        .route("/ca/root.mobileconfig", get(root_mobileconfig))
-        .route("/ca/crl.pem", get(crl_pem))
-        .route("/ca/fingerprint", get(fingerprint))
-        .route("/ca/init", post(init))
-        .route("/ca/sign", post(sign))
-        .route("/ca/node-certs", post(node_cert))
-        .route("/ca/certs", get(list))
-        .route("/ca/certs/{serial}/revoke", post(revoke))
-        .route("/ca/export-root-key", post(export_root_key))
-        .route("/ca/renew-intermediate", post(renew_intermediate))
-}
 
 fn ca(s: &AppState) -> Result<SharedCa, ApiError> {
     s.config.ca.clone().ok_or_else(|| {
@@ -189,9 +170,11 @@ pub async fn init(State(s): State<AppState>, auth: Auth) -> Result<Response, Api
 pub async fn sign(
     State(s): State<AppState>,
     auth: Auth,
-    JsonBody(req): JsonBody<SignRequest>,
+    body: Result<JsonBody<SignRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     auth.require_admin()?;
+    // Non-admins are refused before the body is read: they learn nothing of its shape.
+    let JsonBody(req) = body?;
     let signed = ca(&s)?.sign_csr(req.csr_pem, req.days).await?;
     tracing::info!(serial = %signed.serial, not_after = signed.not_after, by = %auth.user.username, "certificate issued from a CSR");
     Ok((axum::http::StatusCode::CREATED, Json(signed)).into_response())
@@ -217,9 +200,11 @@ pub async fn sign(
 pub async fn node_cert(
     State(s): State<AppState>,
     auth: Auth,
-    JsonBody(req): JsonBody<NodeCertRequest>,
+    body: Result<JsonBody<NodeCertRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     auth.require_admin()?;
+    // Non-admins are refused before the body is read: they learn nothing of its shape.
+    let JsonBody(req) = body?;
     if req.node_id == 0 {
         return Err(ApiError::InvalidRequest(
             "node_id must be at least 1".into(),
@@ -344,9 +329,11 @@ pub async fn renew_intermediate(
     State(s): State<AppState>,
     meta: Option<axum::Extension<crate::security_log::RequestMeta>>,
     auth: Auth,
-    JsonBody(req): JsonBody<RenewRequest>,
+    body: Result<JsonBody<RenewRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     auth.require_admin()?;
+    // Non-admins are refused before the body is read: they learn nothing of its shape.
+    let JsonBody(req) = body?;
     crate::auth::step_up(
         &s,
         meta.as_deref(),

@@ -8,9 +8,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use cluster::{Applied, ChannelKind, ChannelView, Command};
+use cluster::{Applied, ChannelKind, ChannelView, Command, Role};
 use serde::Deserialize;
 
+use super::access::{ChannelAccess, Rule};
 use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::extract::{INDEX_HEADER, JsonBody, MinIndex};
@@ -45,6 +46,68 @@ pub async fn require_member(s: &AppState, channel: &str, user: &str) -> Result<(
     }
     Err(ApiError::Forbidden(format!(
         "'{user}' is not a member of channel '{channel}'"
+    )))
+}
+
+/// Refuses unless `auth`'s user passes `rule` on `channel` (for message routes, towards message
+/// `seq`; for member routes, `subject` is the member the path names). Decided from this node's
+/// state before anything is proposed; a refusal is only given after catching up with the
+/// leader, so a membership granted a moment ago through another node is not refused. 404
+/// `channel_not_found` for no such channel; 404 `message_not_found` only to callers who may
+/// read the channel (others get 403 and learn nothing about its messages).
+pub async fn authorize(
+    s: &AppState,
+    rule: Rule,
+    channel: &str,
+    auth: &Auth,
+    seq: Option<u64>,
+    subject: Option<&str>,
+) -> Result<(), ApiError> {
+    let user = auth.user.username.as_str();
+    let admin = auth.user.role == Role::Admin && !auth.user.disabled;
+    let read =
+        |r: &cluster::StateReader| -> Result<Option<(ChannelAccess, bool)>, cluster::StateError> {
+            let Some(ch) = r.channel_view(channel)? else {
+                return Ok(None);
+            };
+            let message = match seq {
+                Some(seq) => r.message_view(channel, seq)?.filter(|m| !m.deleted),
+                None => None,
+            };
+            let own = match (&message, subject) {
+                (Some(m), _) => m.author == user,
+                (None, Some(subject)) => subject == user,
+                (None, None) => false,
+            };
+            let access = ChannelAccess {
+                kind: ch.kind,
+                member: ch.members.contains(user),
+                admin,
+                creator: ch.created_by == user,
+                own,
+            };
+            Ok(Some((access, seq.is_none() || message.is_some())))
+        };
+    let passes = |(a, found): &(ChannelAccess, bool)| rule.allows(a) && *found;
+    let fresh = s.read_fresh(|r| Ok(read(r)?.filter(passes))).await?;
+    if fresh.is_some() {
+        return Ok(());
+    }
+    let Some((access, found)) = read(s.node.reader())? else {
+        return Err(ApiError::ChannelNotFound(channel.to_string()));
+    };
+    let reader = access.kind == ChannelKind::Public || access.member;
+    if !found && reader {
+        return Err(ApiError::MessageNotFound(format!(
+            "message {} does not exist in '{channel}'",
+            seq.unwrap_or_default()
+        )));
+    }
+    rule.check(channel, &access)?;
+    // Allowed, but no such message (hidden above from non-readers).
+    Err(ApiError::MessageNotFound(format!(
+        "message {} does not exist in '{channel}'",
+        seq.unwrap_or_default()
     )))
 }
 
@@ -226,7 +289,13 @@ pub async fn update(
     if let Some(t) = &req.topic {
         validate::topic(t)?;
     }
-    require_reader(&s, &name, &auth.user.username).await?;
+    // Archiving and retitling belong to the creator and admins; members may set the topic.
+    let rule = if req.title.is_some() || req.archived.is_some() {
+        Rule::CreatorOrAdmin
+    } else {
+        Rule::MemberOrAdmin
+    };
+    authorize(&s, rule, &name, &auth, None, None).await?;
     write_channel(
         &s,
         StatusCode::OK,
@@ -341,6 +410,13 @@ pub async fn add_member(
             req.username
         )));
     }
+    // Adding yourself is joining (any reader); adding someone else is managing members.
+    let rule = if req.username == auth.user.username {
+        Rule::ChannelReader
+    } else {
+        Rule::ManageMembers
+    };
+    authorize(&s, rule, &name, &auth, None, None).await?;
     write_channel(
         &s,
         StatusCode::OK,
@@ -375,10 +451,7 @@ pub async fn remove_member(
 ) -> Result<Response, ApiError> {
     // Refused here, without a log entry, when the channel does not exist (found by the API
     // fuzz test: a refused request must write nothing).
-    let exists = s.read_fresh(|r| Ok(r.channel_exists(&name)?.then_some(())));
-    if exists.await?.is_none() {
-        return Err(ApiError::ChannelNotFound(name));
-    }
+    authorize(&s, Rule::SelfOrAdmin, &name, &auth, None, Some(&user)).await?;
     write_channel(
         &s,
         StatusCode::OK,
@@ -466,6 +539,7 @@ pub async fn mark_read(
     auth: Auth,
     JsonBody(req): JsonBody<ReadRequest>,
 ) -> Result<Response, ApiError> {
+    authorize(&s, Rule::ChannelMember, &name, &auth, None, None).await?;
     let user = auth.user.username.clone();
     let (_, index) = s
         .write_applied(Command::MarkRead {

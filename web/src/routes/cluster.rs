@@ -48,6 +48,7 @@ pub async fn cluster_view(s: &AppState) -> ClusterStatus {
                     draining: member.draining,
                     serving: Some(serving),
                     error: st.reason.clone(),
+                    insecure_plaintext: st.insecure_plaintext,
                 },
                 Err(e) => NodeStatus {
                     id,
@@ -65,6 +66,7 @@ pub async fn cluster_view(s: &AppState) -> ClusterStatus {
                     draining: member.draining,
                     serving: Some(serving),
                     error: Some(e.clone()),
+                    insecure_plaintext: false,
                 },
             }
         })
@@ -110,9 +112,11 @@ pub async fn status(State(s): State<AppState>) -> Json<ClusterStatus> {
 pub async fn add_node(
     State(s): State<AppState>,
     auth: Auth,
-    JsonBody(req): JsonBody<AddNodeRequest>,
+    body: Result<JsonBody<AddNodeRequest>, ApiError>,
 ) -> Result<Json<ClusterStatus>, ApiError> {
     auth.require_admin()?;
+    // Non-admins are refused before the body is read: they learn nothing of its shape.
+    let JsonBody(req) = body?;
     validate::host_port("api_addr", &req.api_addr)?;
     validate::host_port("cluster_addr", &req.cluster_addr)?;
     if req.id == 0 {

@@ -80,9 +80,11 @@ pub async fn list(
 pub async fn create(
     State(s): State<AppState>,
     auth: Auth,
-    JsonBody(req): JsonBody<NewDnsRecordRequest>,
+    body: Result<JsonBody<NewDnsRecordRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     auth.require_admin()?;
+    // Non-admins are refused before the body is read: they learn nothing of its shape.
+    let JsonBody(req) = body?;
     let rtype = parse_type(&req.rtype)?;
     let data = DnsRecordData::parse(rtype, &req.value)?;
     let record = dns_records::validate(&DnsRecord {

@@ -16,11 +16,9 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use cluster::command::JoinTokenRefusal;
 use cluster::{Applied, Command, NodeInfo};
 use serde_json::json;
@@ -43,14 +41,6 @@ pub const MAX_TTL_SECS: u64 = 7 * 86_400;
 /// How long after the token was used the joiner may ask to be added. Bounds what a leaked,
 /// used token can still do (re-adding a node that an admin removed meanwhile).
 pub const COMPLETE_WINDOW_MS: u64 = 3_600_000;
-
-/// The routes, to be nested under `/api/v1`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/cluster/join-tokens", post(create_token))
-        .route("/join", post(join))
-        .route("/join/complete", post(complete))
-}
 
 /// HTTP status and code of each refusal (docs/api.md).
 pub fn refusal_status(r: &JoinTokenRefusal) -> (StatusCode, &'static str) {
@@ -98,9 +88,11 @@ fn parse_token(text: &str) -> Result<JoinToken, ApiError> {
 pub async fn create_token(
     State(s): State<AppState>,
     auth: Auth,
-    JsonBody(req): JsonBody<CreateJoinToken>,
+    body: Result<JsonBody<CreateJoinToken>, ApiError>,
 ) -> Result<Response, ApiError> {
     auth.require_admin()?;
+    // Non-admins are refused before the body is read: they learn nothing of its shape.
+    let JsonBody(req) = body?;
     let ttl = req.ttl_secs.unwrap_or(DEFAULT_TTL_SECS);
     if ttl == 0 || ttl > MAX_TTL_SECS {
         return Err(ApiError::InvalidRequest(format!(

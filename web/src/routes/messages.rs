@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use cluster::{Applied, Command, MessageView};
 use serde::Deserialize;
 
-use super::channels::{require_member, require_reader};
+use super::access::Rule;
+use super::channels::{authorize, require_member, require_reader};
 use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::extract::{INDEX_HEADER, JsonBody, MinIndex};
@@ -263,6 +264,7 @@ pub async fn edit(
     JsonBody(req): JsonBody<EditMessageRequest>,
 ) -> Result<Response, ApiError> {
     validate::message_body(&req.body)?;
+    authorize(&s, Rule::AuthorMember, &channel, &auth, Some(seq), None).await?;
     let (view, _, index) = write_message(
         &s,
         Command::EditMessage {
@@ -296,6 +298,15 @@ pub async fn delete(
     Path((channel, seq)): Path<(String, u64)>,
     auth: Auth,
 ) -> Result<Response, ApiError> {
+    authorize(
+        &s,
+        Rule::AuthorOrAdminMember,
+        &channel,
+        &auth,
+        Some(seq),
+        None,
+    )
+    .await?;
     let (view, _, index) = write_message(
         &s,
         Command::DeleteMessage {
@@ -317,9 +328,9 @@ async fn reaction(
     add: bool,
 ) -> Result<Response, ApiError> {
     validate::emoji(&emoji)?;
-    // The answer carries the whole message: only someone who may read the channel gets one
-    // (an admin outside a private channel or DM must not read it through a reaction).
-    require_reader(&s, &channel, &auth.user.username).await?;
+    // Reacting is taking part: members only (the state machine refuses others too). The answer
+    // carries the whole message, so nobody else may get one.
+    authorize(&s, Rule::ChannelMember, &channel, &auth, Some(seq), None).await?;
     let (view, _, index) = write_message(
         &s,
         Command::SetReaction {
@@ -387,8 +398,9 @@ async fn pin_to(
     auth: Auth,
     pinned: bool,
 ) -> Result<Response, ApiError> {
-    // As for reactions: the answer is the message, so the caller must be able to read it.
-    require_reader(&s, &channel, &auth.user.username).await?;
+    // The answer is the message, so the caller must be able to read it: members, and admins
+    // on channels they can read.
+    authorize(&s, Rule::MemberOrAdmin, &channel, &auth, Some(seq), None).await?;
     let (view, _, index) = write_message(
         &s,
         Command::SetPinned {

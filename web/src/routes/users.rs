@@ -75,11 +75,13 @@ pub async fn create(
     State(s): State<AppState>,
     meta: Option<Extension<RequestMeta>>,
     auth: Auth,
-    JsonBody(req): JsonBody<CreateUser>,
+    body: Result<JsonBody<CreateUser>, ApiError>,
 ) -> Result<Response, ApiError> {
     auth.require_admin()?;
+    // Non-admins are refused before the body is read: they learn nothing of its shape.
+    let JsonBody(req) = body?;
     validate::username(&req.username)?;
-    password_policy::check(&req.username, &req.password)?;
+    password_policy::check(&req.username, s.config.workspace.as_deref(), &req.password)?;
     if let Some(d) = &req.display_name {
         validate::display_name(d)?;
     }
@@ -173,9 +175,11 @@ pub async fn update(
     meta: Option<Extension<RequestMeta>>,
     Path(username): Path<String>,
     auth: Auth,
-    JsonBody(req): JsonBody<UserPatch>,
+    body: Result<JsonBody<UserPatch>, ApiError>,
 ) -> Result<Response, ApiError> {
     auth.require_admin()?;
+    // Non-admins are refused before the body is read: they learn nothing of its shape.
+    let JsonBody(req) = body?;
     if req.disabled.is_some() || req.role.is_some() {
         auth::step_up(
             &s,
@@ -229,9 +233,11 @@ pub async fn reset_password(
     meta: Option<Extension<RequestMeta>>,
     Path(username): Path<String>,
     auth: Auth,
-    JsonBody(req): JsonBody<SetPasswordRequest>,
+    body: Result<JsonBody<SetPasswordRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     auth.require_admin()?;
+    // Non-admins are refused before the body is read: they learn nothing of its shape.
+    let JsonBody(req) = body?;
     auth::step_up(
         &s,
         meta.as_deref(),
@@ -245,7 +251,7 @@ pub async fn reset_password(
             "user '{username}' does not exist"
         )));
     }
-    password_policy::check(&username, &req.password)?;
+    password_policy::check(&username, s.config.workspace.as_deref(), &req.password)?;
     let password_hash = auth::hash_password(req.password).await?;
     let cmd = if s.node.cluster_supports(6).await {
         Command::SetPasswordV2 {
@@ -347,7 +353,11 @@ pub async fn change_password(
             "choose a new password, not the one an admin set".into(),
         ));
     }
-    password_policy::check(&auth.user.username, &req.new_password)?;
+    password_policy::check(
+        &auth.user.username,
+        s.config.workspace.as_deref(),
+        &req.new_password,
+    )?;
     let password_hash = auth::hash_password(req.new_password).await?;
     let (_, index) = s
         .write_applied(Command::SetPassword {

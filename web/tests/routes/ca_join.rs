@@ -76,6 +76,8 @@ async fn public_ca_routes_answer_ca_unavailable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_ca_routes_check_the_caller_then_answer_ca_unavailable() {
     let h = Harness::start().await;
+    // Step-up operations below need HTTPS.
+    h.over_https();
     let admin = h.admin().await;
     let alice = h.member("alice").await;
     for (path, body) in admin_routes() {

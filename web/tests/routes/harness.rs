@@ -46,6 +46,8 @@ pub struct Harness {
     cancel: CancellationToken,
     dir: Option<TempDir>,
     member_hash: tokio::sync::OnceCell<String>,
+    /// Whether [`Harness::send`] marks requests as HTTPS ([`Harness::over_https`]).
+    https: std::sync::atomic::AtomicBool,
 }
 
 impl Harness {
@@ -81,14 +83,22 @@ impl Harness {
             cancel,
             dir: Some(dir),
             member_hash: tokio::sync::OnceCell::new(),
+            https: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    /// Sends a prepared request as if it came over HTTPS (the node's HTTPS server marks its
-    /// requests with `ViaHttps`): the in-process tests stand for a production node, where
-    /// step-up operations need HTTPS. [`Harness::send_plain`] sends one as plain HTTP.
+    /// From now on, requests are sent as if they came over HTTPS (the node's HTTPS server
+    /// marks its requests with `ViaHttps`): what step-up operations (password resets, role
+    /// changes, disabling, the CA's root-key operations) need on a production node.
+    pub fn over_https(&self) {
+        self.https.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sends a prepared request: plain HTTP, or as over HTTPS after [`Harness::over_https`].
     pub async fn send(&self, mut request: Request<Body>) -> Reply {
-        request.extensions_mut().insert(web::security_log::ViaHttps);
+        if self.https.load(std::sync::atomic::Ordering::Relaxed) {
+            request.extensions_mut().insert(web::security_log::ViaHttps);
+        }
         self.send_plain(request).await
     }
 
@@ -193,6 +203,11 @@ impl Harness {
     /// hash's own parameters), so fixtures do not spend a full password hash per user; the
     /// account routes themselves are tested with real hashes (`session_users`).
     pub async fn member(&self, name: &str) -> String {
+        self.user_with_role(name, Role::Member).await
+    }
+
+    /// [`Harness::member`] with a chosen role (an admin made the cheap way).
+    pub async fn user_with_role(&self, name: &str, role: Role) -> String {
         let hash = self
             .member_hash
             .get_or_init(|| async { cheap_hash(MEMBER_PW) })
@@ -202,7 +217,7 @@ impl Harness {
             .write(Command::CreateUser {
                 username: name.into(),
                 password_hash: hash,
-                role: Role::Member,
+                role,
             })
             .await
             .unwrap_or_else(|e| panic!("create {name}: {e}"));
@@ -330,7 +345,9 @@ pub async fn start_node(
         api_addr: API_ADDR.into(),
         cluster_addr: cluster_addr.clone(),
     };
-    let config = ClusterConfig::with_defaults(id, dir.path().to_path_buf(), info);
+    // A fresh subdirectory: the node creates it 0700 and refuses a data directory others can
+    // reach, which the temp dir itself (0755 under the usual umask) is.
+    let config = ClusterConfig::with_defaults(id, dir.path().join("data"), info);
     let node = ClusterNode::start(config, cancel.child_token())
         .await
         .expect("start the node");
@@ -375,6 +392,11 @@ pub fn assert_error(got: (StatusCode, &Value), status: StatusCode, code: &str) {
 #[track_caller]
 pub fn assert_err(r: &(StatusCode, Value), status: StatusCode, code: &str) {
     assert_error((r.0, &r.1), status, code);
+}
+
+/// The index of the last log entry this node applied (to show a refusal proposed nothing).
+pub fn applied_index(h: &Harness) -> Option<u64> {
+    h.node.metrics().last_applied.map(|l| l.index)
 }
 
 /// A syntactically valid token nobody was issued.

@@ -6,9 +6,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod access_matrix;
 mod ca_join;
 mod channels;
 mod cluster_dns;
+mod hardening;
 mod harness;
 mod messages;
 mod session_users;

@@ -447,7 +447,14 @@ async fn deleting_messages_leaves_tombstones() {
         (b["seq"].as_u64(), &b["deleted"], &b["body"]),
         (Some(1), &json!(true), &json!(""))
     );
-    // An admin deletes another user's message.
+    // An admin outside the channel may not delete (deleting needs membership); once a
+    // member, an admin deletes another user's message.
+    let r = del(admin.clone(), two).await;
+    assert_err(&r, StatusCode::FORBIDDEN, "forbidden");
+    let (s, b) = h
+        .req("POST", "/api/v1/channels/general/join", Some(&admin), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
     let (s, b) = del(admin.clone(), two).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["deleted"], true);

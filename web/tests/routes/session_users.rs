@@ -32,6 +32,8 @@ fn login_body(user: &str, pw: &str) -> Option<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_issues_a_token_and_refuses_bad_credentials_alike() {
     let h = Harness::start().await;
+    // Step-up operations below need HTTPS.
+    h.over_https();
     let r = h
         .raw(
             "POST",
@@ -370,7 +372,7 @@ async fn changing_the_own_password() {
     let r = h
         .req("POST", path, Some(&alice), body(MEMBER_PW, "ALICE"))
         .await;
-    assert_err(&r, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_err(&r, StatusCode::BAD_REQUEST, "weak_password");
     let r = h
         .req(
             "POST",
@@ -379,7 +381,7 @@ async fn changing_the_own_password() {
             body(MEMBER_PW, &"y".repeat(129)),
         )
         .await;
-    assert_err(&r, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_err(&r, StatusCode::BAD_REQUEST, "weak_password");
     let r = h
         .req(
             "POST",
@@ -439,7 +441,7 @@ async fn admins_create_users() {
             Some((
                 "application/json",
                 serde_json::to_vec(&json!({
-                    "username": "carol", "password": "carol's long secret",
+                    "username": "carol", "password": "a long secret of hers",
                     "role": "admin", "display_name": "Carol C"
                 }))
                 .unwrap(),
@@ -458,7 +460,7 @@ async fn admins_create_users() {
             "POST",
             "/api/v1/login",
             None,
-            login_body("carol", "carol's long secret"),
+            login_body("carol", "a long secret of hers"),
         )
         .await;
     assert_eq!(st, StatusCode::OK, "{b}");
@@ -467,13 +469,13 @@ async fn admins_create_users() {
     let r = h.req("GET", "/api/v1/me", Some(&carol), None).await;
     assert_err(&r, StatusCode::FORBIDDEN, "password_change_required");
     let change =
-        |new: &str| Some(json!({"current_password": "carol's long secret", "new_password": new}));
+        |new: &str| Some(json!({"current_password": "a long secret of hers", "new_password": new}));
     let r = h
         .req(
             "POST",
             "/api/v1/me/password",
             Some(&carol),
-            change("carol's long secret"),
+            change("a long secret of hers"),
         )
         .await;
     assert_err(&r, StatusCode::BAD_REQUEST, "weak_password");
@@ -482,7 +484,7 @@ async fn admins_create_users() {
             "POST",
             "/api/v1/me/password",
             Some(&carol),
-            change("carol's own secret"),
+            change("a new secret of her own"),
         )
         .await;
     assert_eq!(r.0, StatusCode::NO_CONTENT, "{}", r.1);
@@ -492,7 +494,7 @@ async fn admins_create_users() {
             "POST",
             "/api/v1/login",
             None,
-            login_body("carol", "carol's own secret"),
+            login_body("carol", "a new secret of her own"),
         )
         .await;
     assert_eq!(b["must_change_password"], false, "{b}");
@@ -529,7 +531,7 @@ async fn admins_create_users() {
             create("mallory", "short"),
         )
         .await;
-    assert_err(&r, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_err(&r, StatusCode::BAD_REQUEST, "weak_password");
     for weak in ["qwertyuiop", "mallory123", "Password123"] {
         let r = h
             .req(
@@ -622,6 +624,8 @@ async fn every_user_lists_the_directory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admins_update_users() {
     let h = Harness::start().await;
+    // Step-up operations below need HTTPS.
+    h.over_https();
     let admin = h.admin().await;
     let alice = h.member("alice").await;
     let bob = h.member("bob").await;
@@ -728,6 +732,8 @@ async fn admins_update_users() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admins_reset_passwords() {
     let h = Harness::start().await;
+    // Step-up operations below need HTTPS.
+    h.over_https();
     let admin = h.admin().await;
     let alice = h.member("alice").await;
     let bob = h.member("bob").await;
@@ -768,7 +774,7 @@ async fn admins_reset_passwords() {
             pw("short"),
         )
         .await;
-    assert_err(&r, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_err(&r, StatusCode::BAD_REQUEST, "weak_password");
     let r = h
         .req(
             "POST",

@@ -216,6 +216,8 @@ async fn an_idle_session_closes_its_websocket_with_4011() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_reset_needs_step_up_and_forces_a_change() {
     let h = Harness::start().await;
+    // Step-up operations below need HTTPS.
+    h.over_https();
     let admin = h.admin().await;
     h.member("bob").await;
     let path = "/api/v1/users/bob/password";
@@ -305,7 +307,7 @@ async fn an_admin_reset_needs_step_up_and_forces_a_change() {
             "POST",
             "/api/v1/me/password",
             Some(&bob),
-            Some(json!({"current_password": "reset by admin 1", "new_password": "bob's own secret 2"})),
+            Some(json!({"current_password": "reset by admin 1", "new_password": "a fresh secret of his 2"})),
         )
         .await;
     assert_eq!(r.0, StatusCode::NO_CONTENT, "{}", r.1);
@@ -318,6 +320,8 @@ async fn an_admin_reset_needs_step_up_and_forces_a_change() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn role_changes_and_disabling_need_step_up() {
     let h = Harness::start().await;
+    // Step-up operations below need HTTPS.
+    h.over_https();
     let admin = h.admin().await;
     let bob = h.member("bob").await;
     for patch in [json!({"role": "admin"}), json!({"disabled": true})] {

@@ -33,6 +33,9 @@ const MAX_CONNECTIONS: usize = 256;
 const RECHECK_PERIOD: Duration = Duration::from_secs(60);
 /// How long shutdown waits for connections to finish their current request.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// The `security` log target (the same name as the `web` crate's `security_log::TARGET`, which
+/// this layer cannot depend on): refused peers are security events.
+const SECURITY: &str = "security";
 /// Pause after a failed accept (out of file descriptors): retrying at once would spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
@@ -108,7 +111,7 @@ async fn serve_connection(
     let node = match tls.recheck(&chain) {
         Ok(node) => node,
         Err(reason) => {
-            tracing::warn!(node_id, %peer, %reason, "cluster port: peer refused after the handshake");
+            tracing::warn!(target: SECURITY, event = "peer.cert_refused", node_id, source = %peer, %reason, "cluster port: peer refused after the handshake");
             return;
         }
     };
@@ -169,7 +172,8 @@ async fn handshake(
             Ok(Ok(stream)) => Some(stream),
             Ok(Err(error)) => {
                 // The client only sees an alert or a closed connection: the reason is here.
-                tracing::warn!(node_id, %peer, reason = %describe(&error), "cluster port: TLS handshake refused");
+                // Also what a plain-HTTP request or a client without a certificate gets.
+                tracing::warn!(target: SECURITY, event = "peer.cert_refused", node_id, source = %peer, reason = %describe(&error), "cluster port: TLS handshake refused");
                 None
             }
             Err(_) => {
@@ -191,7 +195,7 @@ fn still_admitted(
     match tls.recheck(chain) {
         Ok(_) => true,
         Err(reason) => {
-            tracing::warn!(node_id = tls.node_id(), %peer, peer_node = node, %reason, "cluster port: closing the connection of a peer no longer admitted");
+            tracing::warn!(target: SECURITY, event = "peer.cert_refused", node_id = tls.node_id(), source = %peer, peer_node = node, %reason, "cluster port: closing the connection of a peer no longer admitted");
             false
         }
     }

@@ -1,0 +1,94 @@
+//! Owner-only files: the one check "can group or others reach this path?" (used for the data
+//! directory here and for the KEK file in the `node` crate) and creating the data directory
+//! with mode 0700.
+//!
+//! Owns the mode policy on Unix. Everything a node keeps (Raft log, sled tree, snapshots, its
+//! sealed TLS key) lives under `data_dir`, so a data directory that only its owner can enter
+//! makes every file in it unreachable to other users, whatever mode sled or a later file
+//! gives them; the `conclave` binary also sets its umask to 0077 so the files themselves are
+//! 0600. Must never loosen a mode, and never use a Linux-only call outside `cfg(unix)`: on
+//! other systems these checks are no-ops (NTFS ACLs are the operator's business there).
+
+use std::io;
+use std::path::Path;
+
+/// The permission bits of `path` that group or others hold (`mode & 0o077`), and the full
+/// permission bits for the message; `Ok(None)` when none (or not on Unix).
+pub fn shared_mode(path: &Path) -> io::Result<Option<u32>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+        Ok((mode & 0o077 != 0).then_some(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = std::fs::metadata(path)?;
+        Ok(None)
+    }
+}
+
+/// Why a data directory is not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivateDirError {
+    #[error("cannot create or read {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
+    /// Group or others hold permissions on it (`mode`, octal in the message).
+    #[error(
+        "data_dir {path} has mode {mode:o}: other users can reach the node's data; run `chmod 700 {path}`"
+    )]
+    Shared { path: std::path::PathBuf, mode: u32 },
+}
+
+/// Creates `dir` (and missing parents) with mode 0700 when it does not exist, then refuses it
+/// when group or others hold any permission on it, exactly as the KEK file is refused.
+pub fn ensure_private_dir(dir: &Path) -> Result<(), PrivateDirError> {
+    let io_err = |source| PrivateDirError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    if !dir.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(dir).map_err(io_err)?;
+    }
+    match shared_mode(dir).map_err(io_err)? {
+        Some(mode) => Err(PrivateDirError::Shared {
+            path: dir.to_path_buf(),
+            mode,
+        }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(all(test, unix))]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn created_owner_only_and_shared_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a/b");
+        ensure_private_dir(&dir).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        ensure_private_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let err = ensure_private_dir(&dir).unwrap_err();
+        assert!(
+            matches!(err, PrivateDirError::Shared { mode: 0o750, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("chmod 700"), "{err}");
+    }
+}
