@@ -128,6 +128,9 @@ pub struct RevokeRequest {
 #[serde(deny_unknown_fields)]
 pub struct RenewRequest {
     pub root_key_pem: String,
+    /// The admin's own password (step-up); the request must come over HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_password: Option<String>,
 }
 
 #[cfg(test)]

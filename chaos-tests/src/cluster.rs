@@ -315,6 +315,17 @@ impl TestCluster {
                     .try_client_without_token(&[id])
                     .map_err(|e| e.to_string())?;
                 match c.login(user, password).await {
+                    Ok(resp) if resp.must_change_password => {
+                        match crate::settle_admin_set_password(&c, password).await {
+                            Ok(index) => {
+                                // Every node holds the final password before anyone logs in.
+                                self.wait_applied_everywhere(index.unwrap_or(0), &resp.token)
+                                    .await;
+                                Ok(Ok(resp.token))
+                            }
+                            Err(e) => Ok(Err(anyhow!("first login of {user} on node {id}: {e}"))),
+                        }
+                    }
                     Ok(resp) => Ok(Ok(resp.token)),
                     Err(e) if crate::load::retryable(&e) => Err(e.to_string()),
                     // A definite refusal (4xx) will not change by retrying.
@@ -323,6 +334,33 @@ impl TestCluster {
             },
         )
         .await?
+    }
+
+    /// Waits (up to the ready timeout) until every live node has applied `index`: a
+    /// `GET /api/v1/users` with `X-Conclave-Min-Index` returns only then.
+    async fn wait_applied_everywhere(&self, index: u64, token: &str) {
+        for id in self.live_ids() {
+            let url = format!("{}/api/v1/users", self.url(id));
+            let _ = poll_until(
+                &format!("node {id} to apply index {index}"),
+                self.opts.ready_timeout,
+                || async {
+                    match self
+                        .http()
+                        .get(&url)
+                        .bearer_auth(token)
+                        .header("x-conclave-min-index", index.to_string())
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status().is_success() => Ok(()),
+                        Ok(r) => Err(format!("status {}", r.status())),
+                        Err(e) => Err(e.to_string()),
+                    }
+                },
+            )
+            .await;
+        }
     }
 
     /// `POST /api/v1/cluster/nodes` on node 1 until `id` is a voter.

@@ -20,3 +20,18 @@ pub use checks::{Msg, NodeView};
 pub use cluster::{ADMIN_PASSWORD, ADMIN_USER, ClusterOptions, TestCluster};
 pub use load::{Ack, Load, LoadConfig, LoadReport};
 pub use node::RaftOptions;
+
+/// The first login of an account whose password an admin set (`must_change_password`): the
+/// server accepts nothing but a password change until then. Tests keep using the password
+/// they chose, so it is changed away and back (the server refuses reusing an admin-set
+/// password in the forced change, not in a later one). `client` holds the new session's token.
+/// Returns the log index of the last change (wait for it before logging in on another node:
+/// a follower that has not applied it yet still holds the interim password).
+pub async fn settle_admin_set_password(
+    client: &ops::Client,
+    password: &str,
+) -> Result<Option<u64>, ops::ClientError> {
+    let interim = format!("{password} (interim)");
+    client.change_password(password, &interim).await?;
+    client.change_password_indexed(&interim, password).await
+}

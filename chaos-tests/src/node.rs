@@ -508,6 +508,13 @@ impl NodeProcess {
     }
 
     /// Last `lines` lines of the node's log file.
+    /// The node's whole log file so far (empty when it cannot be read).
+    pub fn log_text(&self) -> String {
+        fs::read(&self.spec.log_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
     pub fn log_tail(&self, lines: usize) -> String {
         match fs::read(&self.spec.log_path) {
             Ok(bytes) => tail(&String::from_utf8_lossy(&bytes), lines),

@@ -24,7 +24,7 @@ pub mod types;
 
 pub use command::{
     Applied, ApplyError, ChannelEvent, ChannelKind, ChannelRecord, Command, MessageRecord, Role,
-    SessionRecord, UserRecord,
+    SessionEnd, SessionInfo, SessionRecord, UserRecord,
 };
 pub use error::ClusterError;
 pub use node::config::ClusterConfig;

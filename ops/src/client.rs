@@ -219,6 +219,33 @@ impl Client {
         self.get(&["api", "v1", "me"]).await
     }
 
+    /// `GET /api/v1/me/sessions`: the caller's sessions, newest first.
+    pub async fn my_sessions(&self) -> Result<Vec<api::rest::SessionEntry>, ClientError> {
+        let envelope: api::rest::SessionsEnvelope =
+            self.get(&["api", "v1", "me", "sessions"]).await?;
+        Ok(envelope.sessions)
+    }
+
+    /// `DELETE /api/v1/me/sessions/{id}`: ends one of the caller's sessions.
+    pub async fn end_my_session(&self, id: &str) -> Result<(), ClientError> {
+        self.write::<()>(&["api", "v1", "me", "sessions", id], Method::DELETE, None)
+            .await
+            .map(drop)
+    }
+
+    /// `DELETE /api/v1/users/{name}/sessions` (admin): ends every session of a user.
+    pub async fn end_user_sessions(&self, username: &str) -> Result<u32, ClientError> {
+        let reply = self
+            .write::<()>(
+                &["api", "v1", "users", username, "sessions"],
+                Method::DELETE,
+                None,
+            )
+            .await?;
+        let ended: api::rest::SessionsEnded = decode(&reply)?;
+        Ok(ended.ended)
+    }
+
     // ---- users ----
 
     /// Creates a user (admin only).
@@ -268,18 +295,22 @@ impl Client {
         .and_then(|reply| decode(&reply))
     }
 
-    /// Sets another user's password (admin only); revokes all their sessions. A password on
+    /// Sets another user's password (admin only); revokes all their sessions, and the user
+    /// must change it at next login. A step-up operation: `current_password` is the admin's
+    /// own, and the server refuses it over plain HTTP (403 `https_required`). A password on
     /// the common-passwords list is refused with 400 `weak_password`.
     pub async fn set_user_password(
         &self,
         username: &str,
         password: &str,
+        current_password: &str,
     ) -> Result<(), ClientError> {
         self.write(
             &["api", "v1", "users", username, "password"],
             Method::POST,
             Some(&SetPasswordRequest {
                 password: password.to_owned(),
+                current_password: Some(current_password.to_owned()),
             }),
         )
         .await
@@ -304,6 +335,16 @@ impl Client {
     /// stays valid). Retried only if never sent: a repeat after success would present a
     /// current password that is no longer current.
     pub async fn change_password(&self, current: &str, new: &str) -> Result<(), ClientError> {
+        self.change_password_indexed(current, new).await.map(drop)
+    }
+
+    /// [`Client::change_password`], returning the log index of the change (`X-Conclave-Index`)
+    /// so a caller can wait until other nodes have applied it before logging in there.
+    pub async fn change_password_indexed(
+        &self,
+        current: &str,
+        new: &str,
+    ) -> Result<Option<u64>, ClientError> {
         self.write(
             &["api", "v1", "me", "password"],
             Method::POST,
@@ -313,7 +354,7 @@ impl Client {
             }),
         )
         .await
-        .map(drop)
+        .map(|reply| reply.index)
     }
 
     // ---- cluster ----

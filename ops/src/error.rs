@@ -108,10 +108,11 @@ pub struct CloseInfo {
 }
 
 impl CloseInfo {
-    /// 4001 (not authenticated) or 4003 (account disabled, session revoked): reconnecting with
-    /// the same token cannot help.
+    /// 4001 (not authenticated), 4003 (account disabled), 4011 (session expired or ended) or
+    /// 4012 (password change required): reconnecting with the same token cannot help; log in
+    /// again.
     pub fn is_auth_loss(&self) -> bool {
-        matches!(self.code, Some(4001 | 4003))
+        matches!(self.code, Some(4001 | 4003 | 4011 | 4012))
     }
 }
 

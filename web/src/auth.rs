@@ -254,7 +254,13 @@ pub fn parse_token(token: &str) -> Option<(&str, u64)> {
 pub struct Auth {
     pub user: UserRecord,
     pub token_hash: String,
+    /// The password was set by an admin and not yet changed: only the routes in
+    /// [`ALLOWED_BEFORE_PASSWORD_CHANGE`] may be used.
+    pub must_change_password: bool,
 }
+
+/// What an account with an admin-set password may still do: change it, or log out.
+pub const ALLOWED_BEFORE_PASSWORD_CHANGE: &[&str] = &["/api/v1/me/password", "/api/v1/logout"];
 
 impl Auth {
     pub fn require_admin(&self) -> Result<(), ApiError> {
@@ -286,6 +292,14 @@ impl FromRequestParts<AppState> for Auth {
         if let Some(meta) = parts.extensions.get::<crate::security_log::RequestMeta>() {
             meta.set_user(&auth.user.username);
         }
+        // The full path: inside the `/api/v1` nest, `parts.uri` has lost its prefix.
+        let path = parts
+            .extensions
+            .get::<axum::extract::OriginalUri>()
+            .map_or_else(|| parts.uri.path(), |u| u.0.path());
+        if auth.must_change_password && !ALLOWED_BEFORE_PASSWORD_CHANGE.contains(&path) {
+            return Err(ApiError::PasswordChangeRequired);
+        }
         Ok(auth)
     }
 }
@@ -313,8 +327,15 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Auth, ApiErro
     }
     let session =
         session.ok_or_else(|| ApiError::Unauthorized("unknown or revoked token".into()))?;
-    if session.expires_at_ms <= crate::now_ms() {
-        return Err(ApiError::Unauthorized("token expired; log in again".into()));
+    let now = crate::now_ms();
+    let info = reader.session_info(&hash)?;
+    let (deadline, end) = crate::session_use::deadline(
+        &session,
+        info.as_ref(),
+        state.sessions.local_last_use(&hash),
+    );
+    if deadline <= now {
+        return Err(ApiError::SessionExpired(end));
     }
     let user = reader
         .user(&session.username)?
@@ -322,10 +343,71 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Auth, ApiErro
     if user.disabled {
         return Err(ApiError::Unauthorized("user is disabled".into()));
     }
+    let must_change_password = reader.must_change_password(&user.username)?;
+    // Every authenticated request is a use of the session (idle timeout).
+    state.sessions.record(&hash, now);
     Ok(Auth {
         user,
         token_hash: hash,
+        must_change_password,
     })
+}
+
+/// When the session `token_hash` ends by what this node knows now (`None`: it is gone).
+pub fn session_deadline(
+    state: &AppState,
+    token_hash: &str,
+) -> Result<Option<(u64, cluster::SessionEnd)>, ApiError> {
+    let reader = state.node.reader();
+    let Some(session) = reader.session(token_hash)? else {
+        return Ok(None);
+    };
+    let info = reader.session_info(token_hash)?;
+    Ok(Some(crate::session_use::deadline(
+        &session,
+        info.as_ref(),
+        state.sessions.local_last_use(token_hash),
+    )))
+}
+
+/// Step-up for operations that move credentials or keys (issue 11, item 1): the request must
+/// come over HTTPS (or from loopback on a node whose plain API is loopback-only, see
+/// `ApiConfig::step_up_plain_loopback`) and carry the caller's current password, checked on
+/// the bounded hashing pool. Failures are logged as `stepup.failure`.
+pub async fn step_up(
+    state: &AppState,
+    meta: Option<&crate::security_log::RequestMeta>,
+    auth: &Auth,
+    current_password: Option<String>,
+    operation: &'static str,
+) -> Result<(), ApiError> {
+    let https = meta.is_some_and(|m| m.https);
+    let loopback = meta.and_then(|m| m.source).is_some_and(|a| a.is_loopback());
+    let fail = |reason: &'static str| {
+        if let Some(meta) = meta {
+            crate::security_event!(meta, "stepup.failure", operation, reason);
+        }
+    };
+    let plain_allowed = state.config.step_up_plain_loopback && loopback;
+    if !(https || plain_allowed) {
+        fail("plain_http");
+        return Err(ApiError::HttpsRequired(format!(
+            "{operation} needs HTTPS: use the node's HTTPS address"
+        )));
+    }
+    let Some(password) = current_password.filter(|p| !p.is_empty()) else {
+        fail("missing_password");
+        return Err(ApiError::StepUpFailed(format!(
+            "{operation} needs your current password in `current_password`"
+        )));
+    };
+    if !verify_password(password, auth.user.password_hash.clone()).await? {
+        fail("wrong_password");
+        return Err(ApiError::StepUpFailed(
+            "current_password is not your password".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -64,6 +64,18 @@ pub enum ApiError {
     /// A join token was refused (its own codes, see `routes::join`).
     #[error("{0}")]
     JoinToken(cluster::command::JoinTokenRefusal),
+    /// The session reached its absolute or idle deadline (401 `session_expired`).
+    #[error("session expired ({}); log in again", crate::session_use::end_text(*.0))]
+    SessionExpired(cluster::SessionEnd),
+    /// The account's password was set by an admin and must be changed first (403).
+    #[error("your password was set by an admin: change it first (POST /api/v1/me/password)")]
+    PasswordChangeRequired,
+    /// A step-up operation over plain HTTP (403 `https_required`).
+    #[error("{0}")]
+    HttpsRequired(String),
+    /// A step-up operation without the caller's correct current password (403).
+    #[error("{0}")]
+    StepUpFailed(String),
     /// A certificate-authority operation failed (its own codes, see `ca_api`).
     #[error(transparent)]
     Ca(#[from] crate::ca_api::CaApiError),
@@ -99,6 +111,10 @@ impl ApiError {
             ApiError::MessageNotFound(_) => (StatusCode::NOT_FOUND, "message_not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::ReservedName(_) => (StatusCode::BAD_REQUEST, "reserved_name"),
+            ApiError::SessionExpired(_) => (StatusCode::UNAUTHORIZED, "session_expired"),
+            ApiError::PasswordChangeRequired => (StatusCode::FORBIDDEN, "password_change_required"),
+            ApiError::HttpsRequired(_) => (StatusCode::FORBIDDEN, "https_required"),
+            ApiError::StepUpFailed(_) => (StatusCode::FORBIDDEN, "step_up_failed"),
             ApiError::JoinToken(r) => crate::routes::join::refusal_status(r),
             ApiError::Ca(e) => e.status_and_code(),
         }

@@ -20,6 +20,7 @@ pub mod password_policy;
 pub mod plain_errors;
 pub mod routes;
 pub mod security_log;
+pub mod session_use;
 pub mod state;
 pub mod static_files;
 pub mod validate;
@@ -47,6 +48,12 @@ pub(crate) fn now_ms() -> u64 {
 /// `cancel` (and then close every WebSocket with 1001).
 pub fn router(node: Arc<ClusterNode>, config: ApiConfig, cancel: CancellationToken) -> Router {
     let limit = config.max_request_bytes;
+    let sessions = Arc::new(session_use::SessionUse::default());
+    sessions.spawn_flusher(
+        node.clone(),
+        std::time::Duration::from_millis(config.session_touch_interval_ms),
+        cancel.clone(),
+    );
     let hub = ws::hub::Hub::start(node.clone(), config.ws.clone(), cancel);
     let state = AppState {
         node,
@@ -54,6 +61,7 @@ pub fn router(node: Arc<ClusterNode>, config: ApiConfig, cancel: CancellationTok
         hub,
         login_throttle: Arc::new(login_throttle::LoginThrottle::new()),
         cluster_probe: Arc::default(),
+        sessions,
     };
     routes::table()
         .layer(axum::middleware::from_fn_with_state(

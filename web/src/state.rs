@@ -15,7 +15,19 @@ use crate::error::ApiError;
 /// Settings of the client API (from the node's config file).
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
+    /// Absolute session lifetime (default 12 h).
     pub session_ttl_ms: u64,
+    /// Idle timeout: a session with no authenticated request and no WebSocket frame for this
+    /// long ends (default 30 min; 0: none).
+    pub session_idle_ms: u64,
+    /// How often a node replicates the last use of its sessions (default 60 s): the coarse
+    /// granularity of the idle timeout.
+    pub session_touch_interval_ms: u64,
+    /// Let step-up operations (root-key export, intermediate renewal, password resets, role
+    /// changes, disabling) run over plain HTTP when the request comes from a loopback address.
+    /// The node sets it only when its plain API listener is bound to loopback (`conclave dev
+    /// --no-tls`, test clusters); anything else requires HTTPS. See docs/security.md.
+    pub step_up_plain_loopback: bool,
     pub max_request_bytes: usize,
     /// Browser origins allowed besides the cluster's own (e.g. a reverse proxy's name).
     pub allowed_origins: Vec<String>,
@@ -34,7 +46,10 @@ pub struct ApiConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
-            session_ttl_ms: 7 * 24 * 3600 * 1000,
+            session_ttl_ms: 12 * 3600 * 1000,
+            session_idle_ms: 30 * 60 * 1000,
+            session_touch_interval_ms: 60 * 1000,
+            step_up_plain_loopback: false,
             max_request_bytes: 64 * 1024,
             allowed_origins: Vec::new(),
             ws: crate::ws::hub::WsLimits::default(),
@@ -54,6 +69,8 @@ pub struct AppState {
     pub login_throttle: Arc<crate::login_throttle::LoginThrottle>,
     /// Coalesces the member probes of anonymous `GET /api/v1/cluster` requests.
     pub cluster_probe: Arc<crate::routes::cluster::ProbeGate>,
+    /// This node's record of session use (idle timeout).
+    pub sessions: Arc<crate::session_use::SessionUse>,
 }
 
 /// How long a handler may wait to catch up with the leader before answering "not found".

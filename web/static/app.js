@@ -130,8 +130,10 @@ async function api(method, path, body) {
   try {
     return await S.cluster.request(method, path, body === undefined ? {} : { body });
   } catch (e) {
-    if (e instanceof ApiError && e.status === 401 && e.code === 'unauthorized') {
+    if (e instanceof ApiError && e.status === 401 && (e.code === 'unauthorized' || e.code === 'session_expired')) {
       sessionLost('Your session has ended. Please sign in again.');
+    } else if (e instanceof ApiError && e.code === 'password_change_required') {
+      sessionLost('An admin set your password: sign in and choose your own.');
     }
     throw e;
   }
@@ -203,6 +205,13 @@ function showLogin(workspace, username = '', message = '') {
   $('login-workspace').value = workspace || location.host;
   if (username) $('login-username').value = username;
   $('login-password').value = '';
+  $('login-new-password').value = '';
+  $('login-new-field').hidden = true;
+  // The button was left disabled by the sign-in that started the session that just ended.
+  if (!loginTimer) {
+    $('login-submit').disabled = false;
+    $('login-submit').textContent = 'Sign in';
+  }
   setLoginError(message);
   (username ? $('login-password') : $('login-username')).focus();
 }
@@ -218,8 +227,10 @@ async function onLoginSubmit(ev) {
   const workspace = normalizeAddr($('login-workspace').value || location.host);
   const username = $('login-username').value.trim().toLowerCase();
   const password = $('login-password').value;
+  const newPassword = $('login-new-password').value;
   if (!workspace) return setLoginError('Enter the workspace address, for example 10.0.0.5:8080.');
   if (!username || !password) return setLoginError('Enter your username and password.');
+  if (!$('login-new-field').hidden && !newPassword) return setLoginError('Choose a new password.');
   const btn = $('login-submit');
   btn.disabled = true;
   btn.textContent = 'Signing in…';
@@ -228,6 +239,23 @@ async function onLoginSubmit(ev) {
   const cluster = new Cluster(workspace, stored.nodes || []);
   try {
     const res = await cluster.request('POST', '/api/v1/login', { body: { username, password }, auth: false, attempts: 2 });
+    if (res.must_change_password) {
+      // An admin chose this password: nothing else is allowed until it is replaced.
+      if (!newPassword) {
+        btn.disabled = false;
+        $('login-new-field').hidden = false;
+        $('login-new-password').focus();
+        setLoginError('An admin set your password. Choose a new one to continue.');
+        return;
+      }
+      cluster.token = res.token;
+      await cluster.request('POST', '/api/v1/me/password', {
+        body: { current_password: password, new_password: newPassword },
+        attempts: 1,
+      });
+    }
+    $('login-new-field').hidden = true;
+    $('login-new-password').value = '';
     store(workspace, { token: res.token, username: res.username || username, role: res.role, nodes: cluster.nodes });
     startSession(workspace, loadStored(workspace));
   } catch (e) {
@@ -239,6 +267,9 @@ async function onLoginSubmit(ev) {
         return;
       }
       setLoginError(`Too many sign-in attempts. ${e.message || 'Try again later.'}`);
+    } else if (e instanceof ApiError && e.code === 'weak_password') {
+      setLoginError(`New password refused: ${e.message}`);
+      $('login-new-password').select();
     } else if (e instanceof ApiError && e.code === 'invalid_credentials') {
       setLoginError('Wrong username or password.');
       $('login-password').select();
@@ -310,8 +341,10 @@ function startSession(workspace, stored) {
     onAuthLost: (code) =>
       sessionLost(
         code === 4003
-          ? 'Your session was ended: the account was disabled, or you signed out or changed your password elsewhere.'
-          : 'Your session has expired. Please sign in again.',
+          ? 'Your account was disabled.'
+          : code === 4012
+            ? 'An admin set your password: sign in and choose your own.'
+            : 'Your session has ended (it expired, or was ended elsewhere). Please sign in again; unsent messages will be sent.',
       ),
   });
   if (stored.outbox && stored.outboxUser === stored.username) S.conn.restoreOutbox(stored.outbox);

@@ -355,7 +355,7 @@ export function newClientMsgId() {
  *   onNack(entry, frame)    a pending message was refused (entry.state = "failed")
  *   onOutbox(outbox)        the outbox changed (persist it)
  *   onFrame(frame)          every other server frame (typing, presence, read_marker, …)
- *   onAuthLost(code)        closed with 4001/4003: the session is over
+ *   onAuthLost(code)        closed with 4001/4003/4011/4012: the session is over
  */
 export class Connection {
   constructor(cluster, handlers = {}) {
@@ -643,7 +643,10 @@ export class Connection {
       }
     }
     if (this.state === 'stopped') return;
-    if (code === 4001 || code === 4003) {
+    // 4011: the session ended (expired, or ended elsewhere); 4012: the password must be
+    // changed first. Reconnecting with this token cannot help: ask for the password. The
+    // outbox stays (the app persists it) and is resent after sign-in with its client_msg_ids.
+    if (code === 4001 || code === 4003 || code === 4011 || code === 4012) {
       this._setState('stopped');
       this.h.onAuthLost?.(code, reason);
       return;

@@ -135,6 +135,58 @@ pub struct ChangePasswordRequest {
 pub struct SetPasswordRequest {
     #[cfg_attr(feature = "openapi", schema(min_length = 8, max_length = 128))]
     pub password: String,
+    /// The admin's own password (step-up); the request must come over HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_password: Option<String>,
+}
+
+/// Body of the step-up-only admin operations (`POST /api/v1/ca/export-root-key`): the caller's
+/// own password.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StepUpRequest {
+    pub current_password: String,
+}
+
+/// One session of the caller, as `GET /api/v1/me/sessions` lists it. The id is derived from
+/// the token one way: it ends the session (`DELETE /api/v1/me/sessions/{id}`) but cannot be
+/// used to authenticate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SessionEntry {
+    pub id: String,
+    /// The `User-Agent` that logged in; empty for sessions from before version 6.
+    #[serde(default)]
+    pub user_agent: String,
+    /// The source address that logged in; empty for sessions from before version 6.
+    #[serde(default)]
+    pub source: String,
+    pub created_at_ms: u64,
+    /// Last use as this node knows it (replicated use from other nodes lags by up to the touch
+    /// interval).
+    pub last_used_ms: u64,
+    /// When the session ends at the latest (absolute lifetime).
+    pub expires_at_ms: u64,
+    /// When it ends if unused from now on; absent when it has no idle limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_expires_at_ms: Option<u64>,
+    /// The session that made this request.
+    pub current: bool,
+}
+
+/// `GET /api/v1/me/sessions` answer, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SessionsEnvelope {
+    pub sessions: Vec<SessionEntry>,
+}
+
+/// `DELETE /api/v1/users/{name}/sessions` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SessionsEnded {
+    pub ended: u32,
 }
 
 /// `GET /api/v1/channels/{name}/pins` answer.

@@ -45,7 +45,13 @@ pub struct LoginResponse {
     pub token: String,
     pub username: String,
     pub role: Role,
+    /// The session's absolute expiry; it may end earlier when idle (see `docs/security.md`).
     pub expires_at_ms: u64,
+    /// The password was set by an admin: every route but `POST /api/v1/me/password` and
+    /// `POST /api/v1/logout` answers 403 `password_change_required` until it is changed.
+    /// Absent from older servers.
+    #[serde(default)]
+    pub must_change_password: bool,
 }
 
 /// A user as returned by `/me`, `/users` and the WebSocket `hello` / `user_updated` frames.
@@ -309,7 +315,7 @@ pub struct NewUser {
 }
 
 /// `PATCH /api/v1/users/{name}` request (admins): only the fields that are `Some` change.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserPatch {
@@ -320,6 +326,25 @@ pub struct UserPatch {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(max_length = 64))]
     pub display_name: Option<String>,
+    /// The caller's own password (step-up): required, over HTTPS, when `disabled` or `role`
+    /// is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_password: Option<String>,
+}
+
+impl std::fmt::Debug for UserPatch {
+    // By hand, so the step-up password never reaches a log or a test failure message.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserPatch")
+            .field("disabled", &self.disabled)
+            .field("role", &self.role)
+            .field("display_name", &self.display_name)
+            .field(
+                "current_password",
+                &self.current_password.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// `GET /readyz` verdict of one node (200 and 503 both carry this body).

@@ -31,6 +31,12 @@ pub mod close {
     pub const FORBIDDEN: u16 = 4003;
     pub const SLOW_CONSUMER: u16 = 4008;
     pub const LAGGED: u16 = 4010;
+    /// The session ended: absolute or idle expiry, logout elsewhere, ended by the user or an
+    /// admin, or a password change. Ask for the password again, then reconnect with the new
+    /// token (keep the outbox: `client_msg_id` makes resending safe).
+    pub const SESSION_ENDED: u16 = 4011;
+    /// The account must change its admin-set password (`POST /api/v1/me/password`) first.
+    pub const PASSWORD_CHANGE_REQUIRED: u16 = 4012;
     pub const RATE_LIMITED: u16 = 4029;
     /// The user already has the most WebSocket connections one node allows per user.
     pub const TOO_MANY_CONNECTIONS: u16 = 4030;

@@ -639,6 +639,13 @@ async fn make_user(cluster: &TestCluster, id: u64, i: usize) -> Result<String> {
                 .try_client_without_token(&[id])
                 .map_err(|e| Waiting::Abort(e.to_string()))?;
             match c.login(&user, &password).await {
+                // An admin chose the password: change it (and back) once, as the server asks.
+                Ok(resp) if resp.must_change_password => {
+                    match chaos_tests::settle_admin_set_password(&c, &password).await {
+                        Ok(_) => Ok(resp.token),
+                        Err(e) => Err(Waiting::Abort(e.to_string())),
+                    }
+                }
                 Ok(resp) => Ok(resp.token),
                 Err(e) if retryable(&e) => Err(Waiting::NotYet(e.to_string())),
                 Err(e) => Err(Waiting::Abort(e.to_string())),

@@ -41,12 +41,15 @@ const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_co
 /// admin's password or role or disabling it (`PATCH /users/{name}` and
 /// `POST /users/{name}/password` with the name `admin`, the admin's own password change);
 /// adding or removing cluster members, draining (a drained node 503s `/readyz`); exporting
-/// the CA root key (once only, then every later root-key operation is 409). They run with a
+/// the CA root key (once only, then every later root-key operation is 409); ending sessions
+/// (`DELETE /users/admin/sessions` would end the fixture's own token). They run with a
 /// member's token instead, which exercises their bodies, refusals and error shapes without the
 /// effect; the member's own logout runs last, alone.
-const ADMIN_UNSAFE: &str = "^(session\\.logout|accounts\\.(change_password|update|reset_password)\
+const ADMIN_UNSAFE: &str = "^(session\\.(logout|end_own)\
+                            |accounts\\.(change_password|update|reset_password|end_all_of_user)\
                             |cluster\\.(add_node|remove_node|drain|undrain)|ca\\.export_root_key)$";
-const MEMBER_OPS: &str = "^(accounts\\.(change_password|update|reset_password)\
+const MEMBER_OPS: &str = "^(session\\.end_own\
+                          |accounts\\.(change_password|update|reset_password|end_all_of_user)\
                           |cluster\\.(add_node|remove_node|drain|undrain)|ca\\.export_root_key)$";
 /// Drops schemathesis's Content-Type probes of body-less operations from the negative pass:
 /// they are valid requests (see the file).

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use chaos_tests::{ClusterOptions, TestCluster};
+use chaos_tests::{ADMIN_PASSWORD, ClusterOptions, TestCluster};
 use serde_json::Value;
 
 use super::ctl::{Ctl, expect_failure, expect_ok};
@@ -462,14 +462,17 @@ async fn ca_lifecycle_through_ctl() {
     // ---- the root key goes offline once ----
     let root_key = work.join("root-key.pem");
     let out = ctl
-        .run(&[
-            "--server",
-            &u2,
-            "ca",
-            "export-root-key",
-            "--out",
-            p(&root_key),
-        ])
+        .run_env(
+            &[
+                "--server",
+                &u2,
+                "ca",
+                "export-root-key",
+                "--out",
+                p(&root_key),
+            ],
+            &[("CONCLAVE_PASSWORD", ADMIN_PASSWORD)],
+        )
         .await;
     expect_ok(&cluster, &out);
     #[cfg(unix)]
@@ -481,7 +484,10 @@ async fn ca_lifecycle_through_ctl() {
     );
     let again = work.join("root-key-again.pem");
     let out = ctl
-        .run(&["--server", &u3, "ca", "export-root-key", "--out", p(&again)])
+        .run_env(
+            &["--server", &u3, "ca", "export-root-key", "--out", p(&again)],
+            &[("CONCLAVE_PASSWORD", ADMIN_PASSWORD)],
+        )
         .await;
     let line = expect_failure(&cluster, &out, 1, "conclavectl: error: ");
     assert!(line.contains("root key"), "{line}");
@@ -520,14 +526,17 @@ async fn ca_lifecycle_through_ctl() {
         );
     }
     let out = ctl
-        .run(&[
-            "--server",
-            &u1,
-            "ca",
-            "export-root-key",
-            "--out",
-            p(&root_key),
-        ])
+        .run_env(
+            &[
+                "--server",
+                &u1,
+                "ca",
+                "export-root-key",
+                "--out",
+                p(&root_key),
+            ],
+            &[("CONCLAVE_PASSWORD", ADMIN_PASSWORD)],
+        )
         .await;
     expect_failure(&cluster, &out, 1, "conclavectl: error: ");
 
@@ -564,14 +573,17 @@ async fn ca_lifecycle_through_ctl() {
         ],
     );
     let out = ctl
-        .run(&[
-            "--server",
-            &u1,
-            "ca",
-            "renew-intermediate",
-            "--root-key",
-            p(&wrong),
-        ])
+        .run_env(
+            &[
+                "--server",
+                &u1,
+                "ca",
+                "renew-intermediate",
+                "--root-key",
+                p(&wrong),
+            ],
+            &[("CONCLAVE_PASSWORD", ADMIN_PASSWORD)],
+        )
         .await;
     let line = expect_failure(&cluster, &out, 1, "conclavectl: error: ");
     assert!(line.contains("does not match"), "{line}");
@@ -582,14 +594,17 @@ async fn ca_lifecycle_through_ctl() {
     )
     .unwrap();
     let out = ctl
-        .run(&[
-            "--server",
-            &u1,
-            "ca",
-            "renew-intermediate",
-            "--root-key",
-            p(&root_key),
-        ])
+        .run_env(
+            &[
+                "--server",
+                &u1,
+                "ca",
+                "renew-intermediate",
+                "--root-key",
+                p(&root_key),
+            ],
+            &[("CONCLAVE_PASSWORD", ADMIN_PASSWORD)],
+        )
         .await;
     expect_ok(&cluster, &out);
     let renewed: Value = cluster

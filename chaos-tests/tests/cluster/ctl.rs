@@ -96,7 +96,7 @@ impl Ctl {
 
     /// Runs `conclavectl args...` with stdin closed, the test's token file, no inherited
     /// `CONCLAVE_*` variable and `env` on top; reaps it (SIGKILL after [`CTL_TIMEOUT`]).
-    async fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+    pub(crate) async fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut cmd = tokio::process::Command::new(&self.bin);
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("CONCLAVE_") {

@@ -163,3 +163,110 @@ async fn ctl_chat_survives_node_kill() {
     let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
     assert_eq!(seqs, (1..=6).collect::<Vec<u64>>());
 }
+
+/// The server ends the chat's session (an admin ends all of the user's sessions: the same
+/// close, 4011, as an expiry): `conclavectl chat` logs in again with the password from
+/// `CONCLAVE_PASSWORD`, resends what was not acknowledged, and every line typed is in the
+/// channel exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_chat_logs_in_again_when_the_session_ends() {
+    let bin = conclavectl_bin().unwrap_or_else(|e| panic!("{e:#}"));
+    let cluster = TestCluster::start(1).await;
+    cluster
+        .client_all()
+        .create_channel(CH)
+        .await
+        .unwrap_or_else(|e| panic!("create channel: {e}"));
+    crate::ws_util::create_user(&cluster, "erin").await;
+    let password = crate::ws_util::USER_PASSWORD;
+    let server = cluster.url(1);
+    let token_file = cluster.root().join("ctl-chat-erin").join("token");
+    let base_env = |cmd: &mut tokio::process::Command| {
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("CONCLAVE_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("CONCLAVE_TOKEN_FILE", &token_file)
+            .env("CONCLAVE_PASSWORD", password);
+    };
+    let mut login = tokio::process::Command::new(&bin);
+    base_env(&mut login);
+    let status = login
+        .args(["--server", &server, "login", "--username", "erin"])
+        .stdin(Stdio::null())
+        .status()
+        .await
+        .unwrap_or_else(|e| panic!("conclavectl login: {e}"));
+    assert!(status.success(), "login failed: {status}");
+
+    let mut chat = tokio::process::Command::new(&bin);
+    base_env(&mut chat);
+    let mut child = chat
+        .args(["chat", "--channel", CH, "--ack-timeout", "30"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn conclavectl chat: {e}"));
+    let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("no stdin"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut lines = BufReader::new(stdout).lines();
+    let mut seen = Vec::new();
+    wait_line(&mut lines, &mut seen, "a connection", |l| {
+        l.starts_with("-- connected to node ")
+    })
+    .await;
+    stdin
+        .write_all(b"before the end\n")
+        .await
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    wait_line(&mut lines, &mut seen, "ack 1", |l| l.starts_with("✓ ")).await;
+
+    let ended = cluster
+        .client(1)
+        .end_user_sessions("erin")
+        .await
+        .unwrap_or_else(|e| panic!("end erin's sessions: {e}"));
+    assert!(ended >= 1, "ended {ended}");
+    // Typed at once: it meets the closing socket or waits for the new session.
+    stdin
+        .write_all(b"while it ends\n")
+        .await
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    wait_line(&mut lines, &mut seen, "the new session", |l| {
+        l == "-- logged in again"
+    })
+    .await;
+    stdin
+        .write_all(b"after the new login\n")
+        .await
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    drop(stdin);
+    let status = tokio::time::timeout(STEP, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("chat did not exit at end of input"))
+        .unwrap_or_else(|e| panic!("wait for chat: {e}"));
+    // Its stdout is read to the end so every line is in `seen` for the message below.
+    while let Ok(Some(l)) = lines.next_line().await {
+        seen.push(l);
+    }
+    assert_eq!(status.code(), Some(0), "output:\n{}", seen.join("\n"));
+    assert!(
+        seen.iter().any(|l| l.contains("4011")),
+        "the chat saw the session end with 4011:\n{}",
+        seen.join("\n")
+    );
+    let page = cluster
+        .client(1)
+        .list_messages(CH, 0, 100, None)
+        .await
+        .unwrap_or_else(|e| panic!("read history: {e}"));
+    let got: Vec<&str> = page.messages.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(
+        got,
+        ["before the end", "while it ends", "after the new login"],
+        "history: each line once, in order"
+    );
+}

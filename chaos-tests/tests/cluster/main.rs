@@ -30,6 +30,7 @@ mod partition;
 mod replication;
 mod rolling_restart;
 mod secure_defaults;
+mod sessions;
 mod snapshot;
 mod tls;
 mod util;

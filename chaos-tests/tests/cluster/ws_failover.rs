@@ -353,6 +353,8 @@ async fn ws_disabling_a_user_closes_their_sockets_on_every_node() {
         .collect();
     let patch = UserPatch {
         disabled: Some(true),
+        // Step-up: the admin's own password (the test cluster's API is loopback-only).
+        current_password: Some(chaos_tests::ADMIN_PASSWORD.to_owned()),
         ..UserPatch::default()
     };
     let user = cluster
@@ -438,6 +440,8 @@ async fn ws_disabling_a_user_closes_their_sockets_on_every_node() {
     }
     let patch = UserPatch {
         disabled: Some(false),
+        // Step-up: the admin's own password (the test cluster's API is loopback-only).
+        current_password: Some(chaos_tests::ADMIN_PASSWORD.to_owned()),
         ..UserPatch::default()
     };
     cluster

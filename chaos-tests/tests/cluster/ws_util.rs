@@ -41,7 +41,10 @@ pub async fn create_user(cluster: &TestCluster, name: &str) {
                 }
             },
         )
-        .await
+        .await;
+    // An admin chose the password: the first login changes it (and back), once, here.
+    let live = cluster.live_ids();
+    cluster.login_client(live[0], name, USER_PASSWORD).await;
 }
 
 /// A fresh session token for `name` (logged in through node `id`).

@@ -24,11 +24,11 @@ pub mod records;
 pub use records::{
     ChannelEvent, ChannelExtra, ChannelKind, ChannelMeta, ChannelRecord, JoinTokenRecord,
     JoinTokenUse, LOGIN_BACKOFF_BASE_MS, LOGIN_BACKOFF_MAX_MS, LOGIN_FREE_ATTEMPTS, LoginThrottle,
-    MessageExtra, MessageRecord, SessionRecord, UserExtra, UserRecord,
+    MessageExtra, MessageRecord, SessionEnd, SessionInfo, SessionRecord, UserExtra, UserRecord,
 };
 
 /// The command-set version this binary proposes and understands.
-pub const COMMAND_VERSION: u16 = 5;
+pub const COMMAND_VERSION: u16 = 6;
 
 /// One Raft log entry's payload: a group of client commands proposed together (group commit).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,7 +63,8 @@ pub enum Role {
 }
 
 /// Replicated commands. Variants up to `PostMessage` are version 1, up to `LoginAttempt`
-/// version 2, up to `RemoveDnsRecords` version 3, `CaUpdate` version 4, the rest version 5.
+/// version 2, up to `RemoveDnsRecords` version 3, `CaUpdate` version 4, the join tokens version
+/// 5, the session and must-change-password commands version 6.
 /// Append new variants at the end only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -240,6 +241,45 @@ pub enum Command {
         api_addr: String,
         cluster_addr: String,
     },
+    // ---- version 6: session lifetimes, must-change passwords (see `state::sessions`) ----
+    /// A session with an absolute lifetime (`ttl_ms`) and an idle window (`idle_ms`, the
+    /// configured idle timeout plus the touch interval; 0: none), and where it was opened from.
+    /// Both durations were chosen by the proposer's config; expiry is judged against entries'
+    /// `ts_ms`.
+    CreateSessionV2 {
+        token_hash: String,
+        username: String,
+        ttl_ms: u64,
+        idle_ms: u64,
+        user_agent: String,
+        source: String,
+    },
+    /// Replicates the last use of sessions, batched by each node at most once per touch
+    /// interval per session: `(token_hash, last_used_ms)`. Uses in the future of the entry are
+    /// clamped to its time; a last use never moves back; unknown sessions are skipped.
+    TouchSessions {
+        touches: Vec<(String, u64)>,
+    },
+    /// An admin (`by`) ends every session of `username`.
+    EndUserSessions {
+        username: String,
+        by: String,
+    },
+    /// `CreateUser` plus the must-change-password flag (set for accounts an admin creates).
+    CreateUserV2 {
+        username: String,
+        password_hash: String,
+        role: Role,
+        must_change_password: bool,
+    },
+    /// `SetPassword` plus the must-change-password flag: set by an admin reset, cleared when
+    /// users change their own password. (A version 1 `SetPassword` clears it.)
+    SetPasswordV2 {
+        username: String,
+        password_hash: String,
+        keep_session: Option<String>,
+        must_change_password: bool,
+    },
 }
 
 impl Command {
@@ -258,6 +298,11 @@ impl Command {
             | Command::RemoveDnsRecords { .. } => 3,
             Command::CaUpdate { .. } => 4,
             Command::CreateJoinToken { .. } | Command::UseJoinToken { .. } => 5,
+            Command::CreateSessionV2 { .. }
+            | Command::TouchSessions { .. }
+            | Command::EndUserSessions { .. }
+            | Command::CreateUserV2 { .. }
+            | Command::SetPasswordV2 { .. } => 6,
             _ => 2,
         }
     }
@@ -290,6 +335,11 @@ impl Command {
             Command::CaUpdate { .. } => "ca_update",
             Command::CreateJoinToken { .. } => "create_join_token",
             Command::UseJoinToken { .. } => "use_join_token",
+            Command::CreateSessionV2 { .. } => "create_session",
+            Command::TouchSessions { .. } => "touch_sessions",
+            Command::EndUserSessions { .. } => "end_user_sessions",
+            Command::CreateUserV2 { .. } => "create_user",
+            Command::SetPasswordV2 { .. } => "set_password",
         }
     }
 }
@@ -366,6 +416,16 @@ pub enum Applied {
     JoinTokenUsed {
         id: String,
         node_id: NodeId,
+    },
+    // ---- version 6 ----
+    /// How many of the touched sessions still existed and moved their last use.
+    SessionsTouched {
+        touched: u32,
+    },
+    /// Every session of `username` ended; `ended` of them existed.
+    SessionsEnded {
+        username: String,
+        ended: u32,
     },
 }
 

@@ -201,3 +201,42 @@ impl ChannelEvent {
         }
     }
 }
+
+// ---- version 6 records ----
+
+/// What a session carries besides its `SessionRecord` (`keys::session_info`), added in version
+/// 6. Sessions created earlier have none: they keep their absolute expiry and have no idle
+/// limit, and are listed with an empty device and address.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// The idle window as the state machine applies it: the configured idle timeout plus the
+    /// touch interval (last use is replicated at most once per interval), so a session used
+    /// anywhere within its idle timeout is never purged. 0: no idle limit.
+    pub idle_ms: u64,
+    /// Last use as replicated by `TouchSessions` (creation time until the first touch).
+    pub last_used_ms: u64,
+    /// The client's `User-Agent`, truncated by the proposer.
+    pub user_agent: String,
+    /// The source address the session was created from (text form).
+    pub source: String,
+}
+
+impl SessionInfo {
+    /// When a session with this info and absolute expiry `expires_at_ms` ends, by the
+    /// replicated last use.
+    pub fn deadline_ms(&self, expires_at_ms: u64) -> u64 {
+        if self.idle_ms == 0 {
+            return expires_at_ms;
+        }
+        expires_at_ms.min(self.last_used_ms.saturating_add(self.idle_ms))
+    }
+}
+
+/// Why a session ended without a logout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionEnd {
+    /// Its absolute lifetime is over.
+    Absolute,
+    /// No use for longer than its idle window.
+    Idle,
+}

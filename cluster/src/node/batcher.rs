@@ -55,7 +55,7 @@ fn approx_size(c: &Command) -> usize {
 fn idempotent(c: &Command) -> bool {
     !matches!(
         c,
-        Command::CreateUser { .. } | Command::CreateChannel { .. }
+        Command::CreateUser { .. } | Command::CreateUserV2 { .. } | Command::CreateChannel { .. }
     )
 }
 

@@ -228,10 +228,23 @@ impl ClusterNode {
     /// under way). Asks the members again before refusing, so the gate opens as soon as the
     /// last member has been upgraded.
     async fn check_version(&self, cmd: &Command) -> Result<(), ClusterError> {
-        use std::sync::atomic::Ordering;
         let need = cmd.min_version();
-        if need <= self.shared.active_version.load(Ordering::Relaxed) {
+        if self.cluster_supports(need).await {
             return Ok(());
+        }
+        Err(ClusterError::Unavailable(format!(
+            "a rolling upgrade is in progress: '{}' needs every node at command version {need}",
+            cmd.kind()
+        )))
+    }
+
+    /// Whether every member understands command version `need` (asks the members whose
+    /// version is unknown or older before saying no). Callers with an older fallback command
+    /// use this to choose which one to propose.
+    pub async fn cluster_supports(&self, need: u16) -> bool {
+        use std::sync::atomic::Ordering;
+        if need <= self.shared.active_version.load(Ordering::Relaxed) {
+            return true;
         }
         // Once an entry of this version is committed, every member had it: the gate stays open.
         let active = self.reader.active_version().unwrap_or(1);
@@ -239,23 +252,17 @@ impl ClusterNode {
             .active_version
             .fetch_max(active, Ordering::Relaxed);
         if active >= need {
-            return Ok(());
+            return true;
         }
         let all = self.shared.members();
         let members = || all.iter().map(|(id, info)| (id, info));
         let v = &self.shared.versions;
         if v.cluster_min(self.shared.id, members()) >= need {
-            return Ok(());
+            return true;
         }
         v.refresh(&self.shared.http, self.shared.id, members())
             .await;
-        if v.cluster_min(self.shared.id, members()) >= need {
-            return Ok(());
-        }
-        Err(ClusterError::Unavailable(format!(
-            "a rolling upgrade is in progress: '{}' needs every node at command version {need}",
-            cmd.kind()
-        )))
+        v.cluster_min(self.shared.id, members()) >= need
     }
 
     /// Waits until this node has applied `index` (read-your-writes across nodes).

@@ -11,13 +11,14 @@ use crate::command::{
 use crate::state::StateError;
 use crate::state::context::Ctx;
 use crate::state::events::{Event, EventKind};
-use crate::state::keys;
+use crate::state::{keys, sessions};
 
 pub fn create_user(
     cx: &mut Ctx<'_, '_>,
     username: &str,
     password_hash: &str,
     role: Role,
+    must_change_password: bool,
 ) -> Result<Outcome, StateError> {
     let key = keys::user(username);
     if cx.kv.get_raw(&key)?.is_some() {
@@ -31,6 +32,7 @@ pub fn create_user(
         created_at_ms: cx.ts,
     };
     cx.kv.put(key, &user)?;
+    sessions::set_must_change(cx.kv, username, must_change_password)?;
     cx.events.push(Event {
         index: cx.index,
         kind: EventKind::UserCreated {
@@ -59,16 +61,15 @@ pub fn create_session(
         expires_at_ms: cx.ts.saturating_add(ttl_ms),
     };
     cx.kv.put(keys::session(token_hash), &session)?;
+    sessions::index_v1(cx.kv, &session)?;
     // A session is only created after a correct password: the throttle starts over.
     cx.kv.remove(keys::login_throttle(username));
     Ok(Ok(Applied::Session(session)))
 }
 
 pub fn revoke_session(cx: &mut Ctx<'_, '_>, token_hash: &str) -> Result<Outcome, StateError> {
-    let key = keys::session(token_hash);
-    let existed = cx.kv.get_raw(&key)?.is_some();
+    let existed = sessions::remove(cx.kv, token_hash)?.is_some();
     if existed {
-        cx.kv.remove(key);
         cx.events.push(Event {
             index: cx.index,
             kind: EventKind::SessionRevoked {
@@ -77,30 +78,6 @@ pub fn revoke_session(cx: &mut Ctx<'_, '_>, token_hash: &str) -> Result<Outcome,
         });
     }
     Ok(Ok(Applied::SessionRevoked { existed }))
-}
-
-/// Revokes every session of `username` except `keep`. Sessions are keyed by token hash, so
-/// this scans them; it runs only on a disable or a password change.
-fn revoke_sessions(
-    cx: &mut Ctx<'_, '_>,
-    username: &str,
-    keep: Option<&str>,
-) -> Result<(), StateError> {
-    for k in cx.kv.keys_with_prefix(b"s/")? {
-        let Some(sess) = cx.kv.get::<SessionRecord>(&k)? else {
-            continue;
-        };
-        if sess.username == username && keep != Some(sess.token_hash.as_str()) {
-            cx.kv.remove(k);
-            cx.events.push(Event {
-                index: cx.index,
-                kind: EventKind::SessionRevoked {
-                    token_hash: sess.token_hash,
-                },
-            });
-        }
-    }
-    Ok(())
 }
 
 pub fn update_user(
@@ -151,7 +128,7 @@ pub fn update_user(
         target.disabled = d;
         record_changed = true;
         if d {
-            revoke_sessions(cx, username, None)?;
+            sessions::revoke_all(cx, username, None)?;
         }
     }
     if record_changed {
@@ -174,13 +151,15 @@ pub fn set_password(
     username: &str,
     password_hash: &str,
     keep_session: Option<&str>,
+    must_change_password: bool,
 ) -> Result<Outcome, StateError> {
     let Some(mut user) = cx.kv.get::<UserRecord>(&keys::user(username))? else {
         return Ok(Err(ApplyError::UnknownUser(username.to_string())));
     };
     user.password_hash = password_hash.to_string();
     cx.kv.put(keys::user(username), &user)?;
-    revoke_sessions(cx, username, keep_session)?;
+    sessions::revoke_all(cx, username, keep_session)?;
+    sessions::set_must_change(cx.kv, username, must_change_password)?;
     // A new password is a fresh start for the throttle too.
     cx.kv.remove(keys::login_throttle(username));
     Ok(Ok(Applied::UserChanged {

@@ -12,7 +12,7 @@ use crate::state::chat::{channels, messages};
 use crate::state::context::Ctx;
 use crate::state::events::Event;
 use crate::state::overlay::Overlay;
-use crate::state::{StateError, accounts, ca, dns_records, draining, join, keys};
+use crate::state::{StateError, accounts, ca, dns_records, draining, join, keys, sessions};
 
 /// Applies one normal entry. Returns one outcome per command. `index` is the entry's log index,
 /// recorded in events so subscribers can resume.
@@ -32,12 +32,20 @@ pub fn apply_request(
     let active: u16 = kv.get(keys::ACTIVE_VERSION)?.unwrap_or(1);
     if req.version > active {
         kv.put(keys::ACTIVE_VERSION.to_vec(), &req.version)?;
+        if active < 6 && req.version >= 6 {
+            // Sessions stored by older binaries have no index entries yet.
+            sessions::index_legacy(kv)?;
+        }
     }
     // Server time never goes backwards, whatever the clock of the node that proposed.
     let last_ts: u64 = kv.get(keys::LAST_TS)?.unwrap_or(0);
     let ts = req.ts_ms.max(last_ts);
     if ts != last_ts {
         kv.put(keys::LAST_TS.to_vec(), &ts)?;
+    }
+    if active.max(req.version) >= 6 {
+        // Expired sessions go as time passes, driven by the entries' own timestamps.
+        sessions::purge_expired(kv, ts, index, events)?;
     }
     let mut outcomes = Vec::with_capacity(req.commands.len());
     for cmd in req.commands.iter() {
@@ -66,7 +74,7 @@ fn apply_command(
             username,
             password_hash,
             role,
-        } => accounts::create_user(cx, username, password_hash, *role),
+        } => accounts::create_user(cx, username, password_hash, *role, false),
         Command::CreateSession {
             token_hash,
             username,
@@ -159,7 +167,7 @@ fn apply_command(
             username,
             password_hash,
             keep_session,
-        } => accounts::set_password(cx, username, password_hash, keep_session.as_deref()),
+        } => accounts::set_password(cx, username, password_hash, keep_session.as_deref(), false),
         Command::LoginAttempt { username } => accounts::login_attempt(cx, username),
         // ---- version 3 ----
         Command::SetDraining { node_id, draining } => {
@@ -190,6 +198,37 @@ fn apply_command(
             secret_hash,
             *node_id,
             (api_addr.as_str(), cluster_addr.as_str()),
+        ),
+        // ---- version 6 ----
+        Command::CreateSessionV2 {
+            token_hash,
+            username,
+            ttl_ms,
+            idle_ms,
+            user_agent,
+            source,
+        } => sessions::create_session(
+            cx, token_hash, username, *ttl_ms, *idle_ms, user_agent, source,
+        ),
+        Command::TouchSessions { touches } => sessions::touch(cx, touches),
+        Command::EndUserSessions { username, by } => sessions::end_user_sessions(cx, username, by),
+        Command::CreateUserV2 {
+            username,
+            password_hash,
+            role,
+            must_change_password,
+        } => accounts::create_user(cx, username, password_hash, *role, *must_change_password),
+        Command::SetPasswordV2 {
+            username,
+            password_hash,
+            keep_session,
+            must_change_password,
+        } => accounts::set_password(
+            cx,
+            username,
+            password_hash,
+            keep_session.as_deref(),
+            *must_change_password,
         ),
     }
 }

@@ -6,7 +6,7 @@
 
 use tokio::sync::broadcast;
 
-use crate::command::{ChannelEvent, ChannelRecord, MessageRecord};
+use crate::command::{ChannelEvent, ChannelRecord, MessageRecord, SessionEnd};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -57,6 +57,13 @@ pub enum EventKind {
     UserUpdated {
         username: String,
         disabled: bool,
+    },
+    // ---- version 6 ----
+    /// The state machine purged a session at its absolute or idle deadline.
+    SessionExpired {
+        token_hash: String,
+        username: String,
+        reason: SessionEnd,
     },
 }
 

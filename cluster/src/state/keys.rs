@@ -195,3 +195,46 @@ pub const JOIN_TOKEN_PREFIX: &[u8] = b"jt/";
 pub fn join_token(id: &str) -> Vec<u8> {
     [JOIN_TOKEN_PREFIX, id.as_bytes()].concat()
 }
+
+// ---- version 6 keys: sessions and must-change passwords ----
+
+/// `SessionInfo` of a session: `si/<token hash>`. Absent for sessions created before version 6.
+pub fn session_info(token_hash: &str) -> Vec<u8> {
+    [b"si/".as_slice(), token_hash.as_bytes()].concat()
+}
+
+/// Expiry index: `se/<deadline ms be>/<token hash>` -> (). The big-endian deadline makes sled's
+/// order the expiry order, so purging reads from the front and stops at the first live one.
+/// A session's key moves when a touch moves its idle deadline.
+pub const SESSION_EXPIRY_PREFIX: &[u8] = b"se/";
+pub fn session_expiry(deadline_ms: u64, token_hash: &str) -> Vec<u8> {
+    let mut k = SESSION_EXPIRY_PREFIX.to_vec();
+    k.extend_from_slice(&deadline_ms.to_be_bytes());
+    k.push(b'/');
+    k.extend_from_slice(token_hash.as_bytes());
+    k
+}
+/// The deadline and token hash of an expiry index key.
+pub fn parse_session_expiry(key: &[u8]) -> Option<(u64, String)> {
+    let rest = key.strip_prefix(SESSION_EXPIRY_PREFIX)?;
+    let deadline = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+    let th = std::str::from_utf8(rest.get(9..)?).ok()?;
+    Some((deadline, th.to_owned()))
+}
+
+/// Sessions of a user: `su/<username>/<token hash>` -> (). Usernames never contain '/'.
+pub fn user_sessions_prefix(username: &str) -> Vec<u8> {
+    [b"su/".as_slice(), username.as_bytes(), b"/"].concat()
+}
+pub fn user_session(username: &str, token_hash: &str) -> Vec<u8> {
+    [
+        user_sessions_prefix(username).as_slice(),
+        token_hash.as_bytes(),
+    ]
+    .concat()
+}
+
+/// Must-change-password flag of a user: `mc/<username>` -> (). Absent: no change required.
+pub fn must_change_password(username: &str) -> Vec<u8> {
+    [b"mc/".as_slice(), username.as_bytes()].concat()
+}

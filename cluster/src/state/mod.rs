@@ -3,7 +3,7 @@
 //! from it.
 //!
 //! Layout: `apply` only dispatches a command to its domain (`chat`, `accounts`, `ca`,
-//! `dns_records`, `draining`, `join`); `overlay` and `context` are what every domain writes
+//! `dns_records`, `draining`, `join`, `sessions`); `overlay` and `context` are what every domain writes
 //! through; `keys` is the on-disk key space; `queries` and `views` are the read side; `events`
 //! is what a node tells its local subscribers after applying. Nothing here may do I/O beyond the
 //! tree it is handed, read a clock or use randomness: every node must reach the same state from
@@ -21,6 +21,7 @@ pub mod join;
 pub mod keys;
 pub mod overlay;
 pub mod queries;
+pub mod sessions;
 pub mod views;
 
 #[cfg(test)]

@@ -79,6 +79,35 @@ impl<'a> Overlay<'a> {
         Ok(out)
     }
 
+    /// The first `limit` keys under `prefix` in byte order, as `keys_with_prefix` would list
+    /// them, reading only as much of the tree as needed (for indexes scanned from the front).
+    pub fn first_keys_with_prefix(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StateError> {
+        let mut out = BTreeSet::new();
+        for k in self.tree.scan_prefix(prefix).keys() {
+            let k = k?.to_vec();
+            if matches!(self.pending.get(&k), Some(None)) {
+                continue;
+            }
+            out.insert(k);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        for (k, v) in self.pending.range(prefix.to_vec()..) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if v.is_some() {
+                out.insert(k.clone());
+            }
+        }
+        Ok(out.into_iter().take(limit).collect())
+    }
+
     pub fn remove(&mut self, key: Vec<u8>) {
         self.pending.insert(key, None);
     }

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use crate::command::{
     ChannelEvent, ChannelKind, ChannelMeta, LoginThrottle, MessageExtra, MessageRecord,
-    SessionRecord, UserExtra, UserRecord,
+    SessionInfo, SessionRecord, UserExtra, UserRecord,
 };
 use crate::state::chat;
 use crate::state::dns_records::DnsRecord;
@@ -53,6 +53,42 @@ impl StateReader {
 
     pub fn session(&self, token_hash: &str) -> Result<Option<SessionRecord>, StateError> {
         self.get(&keys::session(token_hash))
+    }
+
+    /// What version 6 stores about a session (`None` for older sessions).
+    pub fn session_info(&self, token_hash: &str) -> Result<Option<SessionInfo>, StateError> {
+        self.get(&keys::session_info(token_hash))
+    }
+
+    /// The sessions of `username` (from the per-user index, complete once version 6 is active),
+    /// in token-hash order.
+    pub fn user_sessions(
+        &self,
+        username: &str,
+    ) -> Result<Vec<(SessionRecord, Option<SessionInfo>)>, StateError> {
+        let prefix = keys::user_sessions_prefix(username);
+        let mut out = Vec::new();
+        for k in self.tree().scan_prefix(&prefix).keys() {
+            let k = k?;
+            let Some(th) = k
+                .get(prefix.len()..)
+                .and_then(|t| std::str::from_utf8(t).ok())
+            else {
+                continue;
+            };
+            if let Some(rec) = self.session(th)? {
+                let info = self.session_info(th)?;
+                out.push((rec, info));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether `username` must change their password before doing anything else.
+    pub fn must_change_password(&self, username: &str) -> Result<bool, StateError> {
+        Ok(self
+            .tree()
+            .contains_key(keys::must_change_password(username))?)
     }
 
     /// Whether `username` is a member of `channel` (one key lookup, no member list decoded).

@@ -47,8 +47,16 @@ pub struct Config {
     pub advertise_api_addr: Option<String>,
     #[serde(default)]
     pub advertise_cluster_addr: Option<String>,
+    /// Absolute session lifetime (default 12 h).
     #[serde(default = "defaults::session_ttl_secs")]
     pub session_ttl_secs: u64,
+    /// Idle timeout of sessions (default 30 min; 0: none).
+    #[serde(default = "defaults::session_idle_secs")]
+    pub session_idle_secs: u64,
+    /// How often a node replicates session use (default 60 s): sessions end between
+    /// `session_idle_secs` and `session_idle_secs + session_touch_interval_secs` after last use.
+    #[serde(default = "defaults::session_touch_interval_secs")]
+    pub session_touch_interval_secs: u64,
     #[serde(default = "defaults::max_request_bytes")]
     pub max_request_bytes: usize,
     #[serde(default)]
@@ -89,6 +97,12 @@ pub struct Config {
 mod defaults {
     pub fn session_ttl_secs() -> u64 {
         web::ApiConfig::default().session_ttl_ms / 1000
+    }
+    pub fn session_idle_secs() -> u64 {
+        web::ApiConfig::default().session_idle_ms / 1000
+    }
+    pub fn session_touch_interval_secs() -> u64 {
+        web::ApiConfig::default().session_touch_interval_ms / 1000
     }
     pub fn max_request_bytes() -> usize {
         web::ApiConfig::default().max_request_bytes
@@ -272,6 +286,12 @@ impl Config {
     pub fn api_config(&self) -> web::ApiConfig {
         web::ApiConfig {
             session_ttl_ms: self.session_ttl_secs.saturating_mul(1000),
+            session_idle_ms: self.session_idle_secs.saturating_mul(1000),
+            session_touch_interval_ms: self.session_touch_interval_secs.saturating_mul(1000),
+            // Plain-HTTP step-up only where plain HTTP cannot leave the host: a client API
+            // bound to loopback (`conclave dev --no-tls`, test clusters), and then only for
+            // requests from loopback (checked per request).
+            step_up_plain_loopback: self.api_addr.ip().is_loopback(),
             max_request_bytes: self.max_request_bytes,
             allowed_origins: self.allowed_origins.clone(),
             workspace: self.workspace.clone(),

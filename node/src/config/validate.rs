@@ -189,6 +189,11 @@ impl Config {
                 l.max_connections_per_source, l.max_connections
             )));
         }
+        if self.session_touch_interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "session_touch_interval_secs must be at least 1".into(),
+            ));
+        }
         if self.max_request_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "max_request_bytes must be at least 1024".into(),

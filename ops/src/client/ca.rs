@@ -136,10 +136,18 @@ impl Client {
         .await
     }
 
-    /// Takes the root key out of the cluster and returns it (admin; works once).
-    pub async fn ca_export_root_key(&self) -> Result<String, ClientError> {
+    /// Takes the root key out of the cluster and returns it (admin; works once). Step-up:
+    /// `current_password` is the admin's own, and the server refuses plain HTTP.
+    pub async fn ca_export_root_key(&self, current_password: &str) -> Result<String, ClientError> {
+        let body = api::rest::StepUpRequest {
+            current_password: current_password.to_owned(),
+        };
         let reply = self
-            .write::<()>(&["api", "v1", "ca", "export-root-key"], Method::POST, None)
+            .write(
+                &["api", "v1", "ca", "export-root-key"],
+                Method::POST,
+                Some(&body),
+            )
             .await?;
         let envelope: RootKeyEnvelope = decode(&reply)?;
         Ok(envelope.root_key_pem)
@@ -149,6 +157,7 @@ impl Client {
     pub async fn ca_renew_intermediate(
         &self,
         root_key_pem: &str,
+        current_password: &str,
     ) -> Result<IntermediateSummary, ClientError> {
         let reply = self
             .write(
@@ -156,6 +165,7 @@ impl Client {
                 Method::POST,
                 Some(&RenewRequest {
                     root_key_pem: root_key_pem.to_owned(),
+                    current_password: Some(current_password.to_owned()),
                 }),
             )
             .await?;

@@ -54,6 +54,10 @@ pub(crate) enum Command {
         /// Password; if absent (and CONCLAVE_PASSWORD is unset), one line is read from stdin.
         #[arg(long, env = "CONCLAVE_PASSWORD", hide_env_values = true)]
         password: Option<String>,
+        /// The new password to set when the server says this one (set by an admin) must be
+        /// changed; if absent (and CONCLAVE_NEW_PASSWORD is unset), the next line of stdin.
+        #[arg(long, env = "CONCLAVE_NEW_PASSWORD", hide_env_values = true)]
+        new_password: Option<String>,
     },
     /// Revoke the session token on every node and delete the token file.
     Logout,
@@ -109,6 +113,10 @@ pub(crate) enum Command {
         /// Seconds to wait at the end for unacknowledged messages.
         #[arg(long, default_value_t = 10, value_name = "SECS")]
         ack_timeout: u64,
+        /// Your password, to log in again when the server ends the session (expiry); without
+        /// it (and CONCLAVE_PASSWORD unset) the chat asks at the terminal, or exits 5 on a pipe.
+        #[arg(long, env = "CONCLAVE_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
     },
     /// Change your own password (revokes your other sessions).
     Passwd {
@@ -155,22 +163,44 @@ pub(crate) enum UserCommand {
     /// List users.
     List,
     /// Disable a user: they cannot log in, and their sessions end on every node.
-    Disable { username: String },
+    Disable {
+        username: String,
+        /// Your own current password (step-up); if absent (and CONCLAVE_PASSWORD is unset),
+        /// one line is read from stdin. The server refuses this over plain HTTP.
+        #[arg(long, env = "CONCLAVE_PASSWORD", hide_env_values = true)]
+        current_password: Option<String>,
+    },
     /// Enable a disabled user again.
-    Enable { username: String },
+    Enable {
+        username: String,
+        /// Your own current password (step-up); if absent (and CONCLAVE_PASSWORD is unset),
+        /// one line is read from stdin. The server refuses this over plain HTTP.
+        #[arg(long, env = "CONCLAVE_PASSWORD", hide_env_values = true)]
+        current_password: Option<String>,
+    },
+    /// End every session of a user on every node (their WebSockets close with 4011).
+    EndSessions { username: String },
     /// Set a user's password (revokes all their sessions).
     ResetPassword {
         username: String,
         /// New password; if absent (and CONCLAVE_NEW_PASSWORD is unset), one line is read from
-        /// stdin.
+        /// stdin (after the current password, when that is read from stdin too).
         #[arg(long, env = "CONCLAVE_NEW_PASSWORD", hide_env_values = true)]
         password: Option<String>,
+        /// Your own current password (step-up); if absent (and CONCLAVE_PASSWORD is unset),
+        /// one line is read from stdin. The server refuses this over plain HTTP.
+        #[arg(long, env = "CONCLAVE_PASSWORD", hide_env_values = true)]
+        current_password: Option<String>,
     },
     /// Make a user an admin or a member.
     SetRole {
         username: String,
         #[arg(value_enum)]
         role: RoleArg,
+        /// Your own current password (step-up); if absent (and CONCLAVE_PASSWORD is unset),
+        /// one line is read from stdin. The server refuses this over plain HTTP.
+        #[arg(long, env = "CONCLAVE_PASSWORD", hide_env_values = true)]
+        current_password: Option<String>,
     },
 }
 
@@ -311,11 +341,19 @@ pub(crate) enum CaCommand {
     ExportRootKey {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Your own current password (step-up); if absent (and CONCLAVE_PASSWORD is unset),
+        /// one line is read from stdin. The server refuses this over plain HTTP.
+        #[arg(long, env = "CONCLAVE_PASSWORD", hide_env_values = true)]
+        current_password: Option<String>,
     },
     /// Replace the issuing CA, signed with the offline root key from FILE (admin).
     RenewIntermediate {
         #[arg(long, value_name = "FILE")]
         root_key: PathBuf,
+        /// Your own current password (step-up); if absent (and CONCLAVE_PASSWORD is unset),
+        /// one line is read from stdin. The server refuses this over plain HTTP.
+        #[arg(long, env = "CONCLAVE_PASSWORD", hide_env_values = true)]
+        current_password: Option<String>,
     },
     /// Create the CA on a cluster that has none (admin; `conclave init` normally does it).
     Init,
@@ -472,7 +510,7 @@ mod tests {
         let cli = Cli::try_parse_from(["conclavectl", "chat", "--channel", "general"]).unwrap();
         assert!(matches!(
             cli.command,
-            Command::Chat { channel: Some(c), ack_timeout: 10 } if c == "general"
+            Command::Chat { channel: Some(c), ack_timeout: 10, .. } if c == "general"
         ));
     }
 

@@ -98,12 +98,16 @@ pub(crate) async fn run(client: Client, json: bool, cmd: CaCommand) -> Result<u8
                 )
             })
         }
-        CaCommand::ExportRootKey { out: path } => {
+        CaCommand::ExportRootKey {
+            out: path,
+            current_password,
+        } => {
+            let current = super::password::obtain(current_password, "your current password")?;
             // The file exists (empty, 0600) before the key leaves the cluster, so a local
             // problem (a typo in the path, an existing file, a full disk at open) can never
             // lose the only copy.
             let mut file = create_private(&path)?;
-            let pem = match client.ca_export_root_key().await {
+            let pem = match client.ca_export_root_key(&current).await {
                 Ok(pem) => pem,
                 Err(e) => {
                     drop(file);
@@ -127,11 +131,15 @@ pub(crate) async fn run(client: Client, json: bool, cmd: CaCommand) -> Result<u8
                 )
             })
         }
-        CaCommand::RenewIntermediate { root_key } => {
+        CaCommand::RenewIntermediate {
+            root_key,
+            current_password,
+        } => {
+            let current = super::password::obtain(current_password, "your current password")?;
             let pem = std::fs::read_to_string(&root_key).map_err(|e| {
                 Failure::local(format_args!("cannot read {}: {e}", root_key.display()))
             })?;
-            let renewed = client.ca_renew_intermediate(&pem).await?;
+            let renewed = client.ca_renew_intermediate(&pem, &current).await?;
             out.emit(&renewed, || {
                 format!(
                     "issuing CA renewed: serial {}, valid until {}\n",

@@ -8,12 +8,16 @@
 //!
 //! At the end of input (or `/quit`, or Ctrl-C) it waits until every sent message is
 //! acknowledged and shown, then exits 0; if acknowledgements take longer than the ack timeout
-//! it exits 3. A session that the server ends (4001/4003) exits 5. This module owns that
+//! it exits 3. A session that the server ends (4001, 4011: expired or ended elsewhere) is
+//! logged in again with the password from `--password` / `CONCLAVE_PASSWORD`, or one typed at
+//! the terminal when asked; the messages not yet acknowledged are resent with their
+//! `client_msg_id` (exactly once). Without a password (a pipe and no variable), or on 4003
+//! (disabled) or 4012 (password change required), it exits 5. This module owns that
 //! loop and its output format; it must never exit the process itself or let a server-sent
 //! string reach the terminal unsanitized.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead as _, Write as _};
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::time::Duration;
 
 use ops::{
@@ -50,6 +54,7 @@ pub(crate) async fn run(
     client: Client,
     channel: Option<String>,
     ack_timeout: Duration,
+    password: Option<String>,
 ) -> Result<u8, Failure> {
     let me = client.me().await?.username;
     let channels = client.list_channels().await?;
@@ -61,7 +66,9 @@ pub(crate) async fn run(
         current: None,
         shown: BTreeMap::new(),
         outstanding: HashMap::new(),
+        bodies: HashMap::new(),
         unechoed: BTreeSet::new(),
+        password,
     };
 
     // The starting channel: joined if needed, its history shown before live events start.
@@ -126,7 +133,11 @@ pub(crate) async fn run(
                 ack_deadline = Some(Instant::now() + ack_timeout);
             }
             event = session.next_event() => match event {
-                Some(event) => chat.handle_event(&session, event).await?,
+                Some(event) => {
+                    if chat.handle_event(&session, event).await? {
+                        session = chat.log_in_again(session, &mut input).await?;
+                    }
+                }
                 None => {
                     return Err(match session.end_error() {
                         Some(e) => e.into(),
@@ -161,6 +172,11 @@ struct Chat {
     shown: BTreeMap<String, u64>,
     /// Our sends not yet acknowledged: `client_msg_id` to channel.
     outstanding: HashMap<String, String>,
+    /// What each outstanding send said (`client_msg_id` to channel and body), to resend it
+    /// on a new session after logging in again.
+    bodies: HashMap<String, (String, String)>,
+    /// The password to log in again with when the server ends the session.
+    password: Option<String>,
     /// Acknowledged messages of ours whose event has not been printed yet.
     unechoed: BTreeSet<(String, u64)>,
 }
@@ -182,6 +198,10 @@ impl Chat {
             return Ok(false);
         };
         let handle = session.send(&channel, text, None);
+        self.bodies.insert(
+            handle.client_msg_id().to_owned(),
+            (channel.clone(), text.to_owned()),
+        );
         self.outstanding
             .insert(handle.client_msg_id().to_owned(), channel);
         if session.current_node().is_none() {
@@ -333,12 +353,13 @@ impl Chat {
         Ok(self.client.join_channel(name).await?)
     }
 
-    // Long on purpose: one arm per session event, each printing its own line.
+    // Long on purpose: one arm per session event, each printing its own line. True when the
+    // server ended the session and logging in again may continue it.
     async fn handle_event(
         &mut self,
         session: &ChatSession,
         event: SessionEvent,
-    ) -> Result<(), Failure> {
+    ) -> Result<bool, Failure> {
         match event {
             SessionEvent::Connected(node) => say(&format!(
                 "-- connected to node {} ({})",
@@ -359,12 +380,21 @@ impl Chat {
                 sanitize(&last_error)
             ))?,
             SessionEvent::AuthLost(info) => {
+                let renewable = matches!(info.code, Some(4001 | 4011));
+                if renewable && (self.password.is_some() || std::io::stdin().is_terminal()) {
+                    say(&format!(
+                        "-- the server ended the session ({}); logging in again",
+                        sanitize(&info.to_string())
+                    ))?;
+                    return Ok(true);
+                }
                 return Err(Failure::not_logged_in(format_args!(
                     "the server ended the session: {info}"
                 )));
             }
             SessionEvent::Event(event) => self.show_event(session, event)?,
             SessionEvent::Acked(ack) => {
+                self.bodies.remove(&ack.client_msg_id);
                 if let Some(channel) = self.outstanding.remove(&ack.client_msg_id) {
                     say(&format!("✓ [#{}] #{}", sanitize(&channel), ack.seq))?;
                     let streamed = session.cursor(&channel).is_some();
@@ -374,6 +404,7 @@ impl Chat {
                 }
             }
             SessionEvent::Nacked(nack) => {
+                self.bodies.remove(&nack.client_msg_id);
                 if let Some(channel) = self.outstanding.remove(&nack.client_msg_id) {
                     say(&format!(
                         "✗ [#{}] not sent: {}: {}",
@@ -419,7 +450,70 @@ impl Chat {
             // Typing, presence, read markers, pongs and the like have no line of their own.
             _ => {}
         }
-        Ok(())
+        Ok(false)
+    }
+
+    /// Logs in again after the server ended the session, and continues on a new one: the same
+    /// channels from their cursors, then every message not yet acknowledged, in the order
+    /// typed, with its original `client_msg_id` (the server acknowledges an id it already has
+    /// with the original, so nothing is posted twice).
+    async fn log_in_again(
+        &mut self,
+        old: ChatSession,
+        input: &mut mpsc::UnboundedReceiver<String>,
+    ) -> Result<ChatSession, Failure> {
+        let password = match self.password.clone() {
+            Some(p) => p,
+            None => {
+                // Only reached on a terminal: the next line typed is the password.
+                say("-- type your password (input is visible):")?;
+                let line = input.recv().await.ok_or_else(|| {
+                    Failure::not_logged_in("the session ended and no password was typed")
+                })?;
+                line.trim_end_matches(['\r', '\n']).to_owned()
+            }
+        };
+        let login = self.client.login(&self.me, &password).await?;
+        if login.must_change_password {
+            return Err(Failure::not_logged_in(
+                "an admin set your password: run `conclavectl login` to choose a new one",
+            ));
+        }
+        let cursors = old.cursors();
+        let mut channels: Vec<String> = old.subscribed();
+        channels.extend(cursors.keys().cloned());
+        channels.sort();
+        channels.dedup();
+        let pending = old.pending();
+        old.close().await;
+        let mut builder = SessionBuilder::from_client(&self.client)?;
+        for channel in channels {
+            builder = match cursors.get(&channel) {
+                Some(ev) => builder.subscribe_after(channel, *ev),
+                None => builder.subscribe(channel),
+            };
+        }
+        let session = builder.connect().await?;
+        // Pending ids first, in send order; then anything else still outstanding.
+        let mut order: Vec<String> = pending
+            .into_iter()
+            .filter(|id| self.bodies.contains_key(id))
+            .collect();
+        let mut rest: Vec<String> = self
+            .bodies
+            .keys()
+            .filter(|id| !order.contains(id))
+            .cloned()
+            .collect();
+        rest.sort();
+        order.extend(rest);
+        for id in order {
+            if let Some((channel, body)) = self.bodies.get(&id) {
+                drop(session.send_with_id(channel, body, None, id.clone()));
+            }
+        }
+        say("-- logged in again")?;
+        Ok(session)
     }
 
     fn show_event(&mut self, session: &ChatSession, event: ChannelEvent) -> Result<(), Failure> {
@@ -567,7 +661,9 @@ mod tests {
             current: Some("general".into()),
             shown: BTreeMap::new(),
             outstanding: HashMap::new(),
+            bodies: HashMap::new(),
             unechoed: BTreeSet::new(),
+            password: None,
         };
         let text = chat.channel_list(&[
             channel("general", &["alice"], Some(true)),

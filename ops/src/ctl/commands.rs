@@ -37,7 +37,11 @@ pub(crate) async fn run(cli: Cli) -> Result<u8, Failure> {
         json: cli.json,
     };
     match cli.command {
-        Command::Login { username, password } => ctx.login(&username, password).await,
+        Command::Login {
+            username,
+            password,
+            new_password,
+        } => ctx.login(&username, password, new_password).await,
         Command::Logout => ctx.logout().await,
         Command::Status => ctx.status().await,
         Command::User(UserCommand::Add {
@@ -49,39 +53,66 @@ pub(crate) async fn run(cli: Cli) -> Result<u8, Failure> {
             let users = ctx.session_client()?.list_users().await?;
             ctx.emit(&users, || render::users(&users))
         }
-        Command::User(UserCommand::Disable { username }) => {
+        Command::User(UserCommand::Disable {
+            username,
+            current_password,
+        }) => {
             ctx.user_patch(
                 &username,
                 UserPatch {
                     disabled: Some(true),
+                    current_password: Some(password::obtain(
+                        current_password,
+                        "your current password",
+                    )?),
                     ..UserPatch::default()
                 },
                 "disabled user",
             )
             .await
         }
-        Command::User(UserCommand::Enable { username }) => {
+        Command::User(UserCommand::Enable {
+            username,
+            current_password,
+        }) => {
             ctx.user_patch(
                 &username,
                 UserPatch {
                     disabled: Some(false),
+                    current_password: Some(password::obtain(
+                        current_password,
+                        "your current password",
+                    )?),
                     ..UserPatch::default()
                 },
                 "enabled user",
             )
             .await
         }
-        Command::User(UserCommand::SetRole { username, role }) => {
+        Command::User(UserCommand::EndSessions { username }) => {
+            let ended = ctx.session_client()?.end_user_sessions(&username).await?;
+            ctx.emit(
+                &serde_json::json!({ "username": username, "ended": ended }),
+                || format!("ended {ended} session(s) of {username}\n"),
+            )
+        }
+        Command::User(UserCommand::SetRole {
+            username,
+            role,
+            current_password,
+        }) => {
             let role = match role {
                 RoleArg::Admin => Role::Admin,
                 RoleArg::Member => Role::Member,
             };
-            let user = ctx
-                .session_client()?
+            let client = ctx.session_client()?;
+            let current = password::obtain(current_password, "your current password")?;
+            let user = client
                 .update_user(
                     &username,
                     &UserPatch {
                         role: Some(role),
+                        current_password: Some(current),
                         ..UserPatch::default()
                     },
                 )
@@ -90,13 +121,24 @@ pub(crate) async fn run(cli: Cli) -> Result<u8, Failure> {
                 format!("{} is now {}\n", user.username, user.role)
             })
         }
-        Command::User(UserCommand::ResetPassword { username, password }) => {
+        Command::User(UserCommand::ResetPassword {
+            username,
+            password,
+            current_password,
+        }) => {
             let client = ctx.session_client()?;
+            let current = password::obtain(current_password, "your current password")?;
             let password = password::obtain(password, &format!("new password for {username}"))?;
-            client.set_user_password(&username, &password).await?;
+            client
+                .set_user_password(&username, &password, &current)
+                .await?;
             ctx.emit(
                 &serde_json::json!({ "username": username, "password_reset": true }),
-                || format!("password of {username} reset; all their sessions are revoked\n"),
+                || {
+                    format!(
+                        "password of {username} reset; all their sessions are revoked and they must change it at next login\n"
+                    )
+                },
             )
         }
         Command::Passwd { current, new } => {
@@ -174,9 +216,10 @@ pub(crate) async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Chat {
             channel,
             ack_timeout,
+            password,
         } => {
             let client = ctx.session_client()?;
-            chat::run(client, channel, Duration::from_secs(ack_timeout)).await
+            chat::run(client, channel, Duration::from_secs(ack_timeout), password).await
         }
         Command::Channel(ChannelCommand::Join { name }) => {
             let channel = ctx.session_client()?.join_channel(&name).await?;
@@ -373,7 +416,12 @@ impl Context {
         Ok(EXIT_OK)
     }
 
-    async fn login(&self, username: &str, given_password: Option<String>) -> Result<u8, Failure> {
+    async fn login(
+        &self,
+        username: &str,
+        given_password: Option<String>,
+        given_new_password: Option<String>,
+    ) -> Result<u8, Failure> {
         let path = self.token_path()?.clone();
         let password = password::obtain(given_password, "password")?;
         // The root saved by an earlier login is not reused here: this login saves its own
@@ -381,6 +429,14 @@ impl Context {
         let saved = self.saved_session_if_any();
         let mut client = Client::new_trusting(self.servers(saved.as_ref()), self.trust_root()?)?;
         let login = client.login(username, &password).await?;
+        if login.must_change_password {
+            // An admin set this password: the server accepts nothing else until it changes.
+            let new = password::obtain(
+                given_new_password,
+                "an admin set your password; choose a new password",
+            )?;
+            client.change_password(&password, &new).await?;
+        }
         let session = SavedSession {
             token: login.token.clone(),
             servers: client.servers().to_vec(),
@@ -402,6 +458,8 @@ impl Context {
             expires_at_ms: u64,
             servers: &'a [String],
             token_file: String,
+            /// The password had been set by an admin and was changed at this login.
+            password_changed: bool,
         }
         let summary = LoginSummary {
             username: &login.username,
@@ -409,8 +467,18 @@ impl Context {
             expires_at_ms: login.expires_at_ms,
             servers: &session.servers,
             token_file: path.display().to_string(),
+            password_changed: login.must_change_password,
         };
-        self.emit(&summary, || format!("logged in as {}\n", login.username))
+        self.emit(&summary, || {
+            if login.must_change_password {
+                format!(
+                    "logged in as {}; your password (set by an admin) is changed\n",
+                    login.username
+                )
+            } else {
+                format!("logged in as {}\n", login.username)
+            }
+        })
     }
 
     async fn logout(&self) -> Result<u8, Failure> {

@@ -17,7 +17,9 @@ use axum::Router;
 use axum::routing::MethodRouter;
 use cluster::ChannelKind;
 
-use super::{ca, channels, cluster as cluster_routes, dns, join, messages, session, users};
+use super::{
+    ca, channels, cluster as cluster_routes, dns, join, messages, session, sessions, users,
+};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -192,6 +194,9 @@ pub static ROUTES: &[RouteSpec] = &[
     spec!(Get "/api/v1/users", AnyUser, users::list),
     spec!(Patch "/api/v1/users/{name}", Admin, users::update),
     spec!(Post "/api/v1/users/{name}/password", Admin, users::reset_password),
+    spec!(Get "/api/v1/me/sessions", AnyUser, sessions::list),
+    spec!(Delete "/api/v1/me/sessions/{id}", AnyUser, sessions::end_own),
+    spec!(Delete "/api/v1/users/{name}/sessions", Admin, sessions::end_all_of_user),
     // Channels.
     spec!(Post "/api/v1/dms", AnyUser, channels::start_dm),
     spec!(Post "/api/v1/channels", AnyUser, channels::create),

@@ -273,17 +273,34 @@ pub async fn revoke(
     post,
     path = "/api/v1/ca/export-root-key",
     tag = "ca",
+    request_body = api::rest::StepUpRequest,
     security(("bearer" = [])),
     responses(
         (status = 200, description = "the root key; the cluster no longer holds it", body = api::ca::RootKeyEnvelope),
-        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 400, description = "`invalid_json`: the body with `current_password` is missing", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: admins only; `https_required`: over plain HTTP; `step_up_failed`: wrong `current_password`", body = api::error::ErrorBody),
         (status = 404, description = "`ca_not_initialized`: the cluster has no CA yet", body = api::error::ErrorBody),
         (status = 409, description = "`root_key_offline`: exported before", body = api::error::ErrorBody),
         (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody)
     )
 )]
-pub async fn export_root_key(State(s): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
+pub async fn export_root_key(
+    State(s): State<AppState>,
+    meta: Option<axum::Extension<crate::security_log::RequestMeta>>,
+    auth: Auth,
+    body: Result<JsonBody<api::rest::StepUpRequest>, ApiError>,
+) -> Result<Response, ApiError> {
+    // Who may ask is answered before what was sent: a member gets 403 whatever the body.
     auth.require_admin()?;
+    let JsonBody(req) = body?;
+    crate::auth::step_up(
+        &s,
+        meta.as_deref(),
+        &auth,
+        Some(req.current_password),
+        "exporting the root key",
+    )
+    .await?;
     let pem = ca(&s)?.export_root_key().await?;
     tracing::warn!(by = %auth.user.username, "root CA key exported and removed from the cluster");
     Ok((
@@ -302,7 +319,7 @@ pub async fn export_root_key(State(s): State<AppState>, auth: Auth) -> Result<Re
     responses(
         (status = 200, description = "the new issuing CA", body = api::ca::IntermediateSummary),
         (status = 400, description = "`invalid_request` or `wrong_key`", body = api::error::ErrorBody),
-        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: admins only; `https_required`: over plain HTTP; `step_up_failed`: `current_password` missing or wrong", body = api::error::ErrorBody),
         (status = 404, description = "`ca_not_initialized`: the cluster has no CA yet", body = api::error::ErrorBody),
         (status = 409, description = "`root_key_offline`", body = api::error::ErrorBody),
         (status = 503, description = "`ca_unavailable` (no CA service on this node), `ca_key_unavailable`, `ca_busy` or `unavailable`", body = api::error::ErrorBody)
@@ -310,12 +327,21 @@ pub async fn export_root_key(State(s): State<AppState>, auth: Auth) -> Result<Re
 )]
 pub async fn renew_intermediate(
     State(s): State<AppState>,
+    meta: Option<axum::Extension<crate::security_log::RequestMeta>>,
     auth: Auth,
     body: Result<JsonBody<RenewRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     auth.require_admin()?;
     // Non-admins are refused before the body is read: they learn nothing of its shape.
     let JsonBody(req) = body?;
+    crate::auth::step_up(
+        &s,
+        meta.as_deref(),
+        &auth,
+        req.current_password.clone(),
+        "renewing the issuing CA",
+    )
+    .await?;
     let renewed = ca(&s)?.renew_intermediate(req.root_key_pem).await?;
     tracing::info!(serial = %renewed.serial, not_after = renewed.not_after, by = %auth.user.username, "issuing CA renewed");
     Ok(Json(renewed).into_response())

@@ -14,6 +14,7 @@ pub mod dns;
 pub mod join;
 pub mod messages;
 pub mod session;
+pub mod sessions;
 pub mod users;
 
 use axum::Router;

@@ -5,7 +5,7 @@
 //! and a wrong password get the same answer.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use cluster::{Applied, Command};
@@ -26,7 +26,7 @@ use api::rest::LoginResponse;
     tag = "session",
     request_body = crate::routes::session::LoginRequest,
     responses(
-        (status = 200, description = "a session token", body = api::rest::LoginResponse),
+        (status = 200, description = "a session token; `must_change_password` when an admin set the password", body = api::rest::LoginResponse),
         (status = 401, description = "`invalid_credentials`: unknown user, wrong password or disabled user", body = api::error::ErrorBody),
         (status = 429, description = "`too_many_attempts`: this source, or this name from this source, is in its login delay (docs/security.md); see `Retry-After`", body = api::error::ErrorBody),
         (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
@@ -36,6 +36,7 @@ use api::rest::LoginResponse;
 pub async fn login(
     State(s): State<AppState>,
     Extension(meta): Extension<RequestMeta>,
+    headers: HeaderMap,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<Response, ApiError> {
     // The throttle comes first: a throttled attempt reads nothing and hashes nothing, alike
@@ -46,24 +47,78 @@ pub async fn login(
     let secret = auth::new_secret();
     let (applied, index) = s
         .node
-        .write(Command::CreateSession {
-            token_hash: auth::token_hash(&secret),
-            username: user.username.clone(),
-            ttl_ms: s.config.session_ttl_ms,
-        })
+        .write(
+            new_session(
+                &s,
+                &auth::token_hash(&secret),
+                &user.username,
+                Some(&meta),
+                &headers,
+            )
+            .await,
+        )
         .await?;
     let Applied::Session(session) = applied else {
         return Err(ApiError::Internal(
             "unexpected outcome of CreateSession".into(),
         ));
     };
+    let body_user = user.username.clone();
     let body = LoginResponse {
         token: auth::make_token(&secret, index),
         username: user.username,
         role: wire::role(user.role),
         expires_at_ms: session.expires_at_ms,
+        must_change_password: s.node.reader().must_change_password(&body_user)?,
     };
+    meta.set_user(&body.username);
+    crate::security_event!(
+        meta,
+        "login.success",
+        must_change_password = body.must_change_password
+    );
     Ok(([(INDEX_HEADER, index.to_string())], Json(body)).into_response())
+}
+
+/// The command that opens a session: with its idle window and origin once every member knows
+/// version 6 (a rolling upgrade still gets a plain, absolute-only session).
+async fn new_session(
+    s: &AppState,
+    token_hash: &str,
+    username: &str,
+    meta: Option<&RequestMeta>,
+    headers: &HeaderMap,
+) -> Command {
+    if !s.node.cluster_supports(6).await {
+        return Command::CreateSession {
+            token_hash: token_hash.to_owned(),
+            username: username.to_owned(),
+            ttl_ms: s.config.session_ttl_ms,
+        };
+    }
+    let user_agent: String = headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    let idle_ms = match s.config.session_idle_ms {
+        0 => 0,
+        idle => idle.saturating_add(s.config.session_touch_interval_ms),
+    };
+    Command::CreateSessionV2 {
+        token_hash: token_hash.to_owned(),
+        username: username.to_owned(),
+        ttl_ms: s.config.session_ttl_ms,
+        idle_ms,
+        user_agent,
+        source: meta
+            .and_then(|m| m.source)
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+    }
 }
 
 #[utoipa::path(
@@ -76,12 +131,19 @@ pub async fn login(
         (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
-pub async fn logout(State(s): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
+pub async fn logout(
+    State(s): State<AppState>,
+    meta: Option<Extension<RequestMeta>>,
+    auth: Auth,
+) -> Result<Response, ApiError> {
     let (_, index) = s
         .node
         .write(Command::RevokeSession {
             token_hash: auth.token_hash,
         })
         .await?;
+    if let Some(meta) = &meta {
+        crate::security_event!(meta, "logout");
+    }
     Ok((StatusCode::NO_CONTENT, [(INDEX_HEADER, index.to_string())]).into_response())
 }

@@ -64,7 +64,7 @@ pub struct CreateUser {
     request_body = crate::routes::users::CreateUser,
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "the new user", body = api::rest::User),
+        (status = 201, description = "the new user; they must change the password at first login", body = api::rest::User),
         (status = 400, description = "`invalid_request` (bad username or display name) or `weak_password`", body = api::error::ErrorBody),
         (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
         (status = 404, description = "`not_found`", body = api::error::ErrorBody),
@@ -74,6 +74,7 @@ pub struct CreateUser {
 )]
 pub async fn create(
     State(s): State<AppState>,
+    meta: Option<Extension<RequestMeta>>,
     auth: Auth,
     body: Result<JsonBody<CreateUser>, ApiError>,
 ) -> Result<Response, ApiError> {
@@ -89,13 +90,24 @@ pub async fn create(
         return Err(ApiError::UserExists(req.username));
     }
     let password_hash = auth::hash_password(req.password).await?;
-    let (applied, mut index) = s
-        .write_applied(Command::CreateUser {
+    let role = req.role.unwrap_or(Role::Member);
+    // An admin chose this password: the user must replace it at first login (ASVS 2.1.x).
+    // During a rolling upgrade (some node below version 6) the flag cannot be stored yet.
+    let cmd = if s.node.cluster_supports(6).await {
+        Command::CreateUserV2 {
             username: req.username.clone(),
             password_hash,
-            role: req.role.unwrap_or(Role::Member),
-        })
-        .await?;
+            role,
+            must_change_password: true,
+        }
+    } else {
+        Command::CreateUser {
+            username: req.username.clone(),
+            password_hash,
+            role,
+        }
+    };
+    let (applied, mut index) = s.write_applied(cmd).await?;
     let Applied::User(user) = applied else {
         return Err(ApiError::Internal(
             "unexpected outcome of CreateUser".into(),
@@ -113,7 +125,9 @@ pub async fn create(
             .await?
             .1;
     }
-    tracing::info!(username = %user.username, by = %auth.user.username, "user created");
+    if let Some(meta) = &meta {
+        crate::security_event!(meta, "admin.user_created", target = %user.username, role = ?user.role);
+    }
     Ok(user_response(
         StatusCode::CREATED,
         index,
@@ -152,13 +166,14 @@ pub async fn list(
     responses(
         (status = 200, description = "the user after the change", body = api::rest::User),
         (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
-        (status = 403, description = "`forbidden`: admins only, or the change would leave no enabled admin", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: admins only, or the change would leave no enabled admin; `https_required` / `step_up_failed`: `role` and `disabled` need HTTPS and `current_password`", body = api::error::ErrorBody),
         (status = 404, description = "`not_found`: no such user", body = api::error::ErrorBody),
         (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn update(
     State(s): State<AppState>,
+    meta: Option<Extension<RequestMeta>>,
     Path(username): Path<String>,
     auth: Auth,
     body: Result<JsonBody<UserPatch>, ApiError>,
@@ -166,6 +181,16 @@ pub async fn update(
     auth.require_admin()?;
     // Non-admins are refused before the body is read: they learn nothing of its shape.
     let JsonBody(req) = body?;
+    if req.disabled.is_some() || req.role.is_some() {
+        auth::step_up(
+            &s,
+            meta.as_deref(),
+            &auth,
+            req.current_password.clone(),
+            "changing a role or disabling a user",
+        )
+        .await?;
+    }
     if let Some(d) = &req.display_name {
         validate::display_name(d)?;
     }
@@ -183,7 +208,9 @@ pub async fn update(
             display_name: req.display_name,
         })
         .await?;
-    tracing::info!(%username, by = %auth.user.username, disabled = ?req.disabled, role = ?req.role, "user updated");
+    if let Some(meta) = &meta {
+        crate::security_event!(meta, "admin.user_updated", target = %username, disabled = ?req.disabled, role = ?req.role);
+    }
     Ok(user_response(StatusCode::OK, index, &view(&s, &username)?))
 }
 
@@ -195,15 +222,16 @@ pub async fn update(
     request_body = api::rest::SetPasswordRequest,
     security(("bearer" = [])),
     responses(
-        (status = 204, description = "set; every session of the user is revoked"),
+        (status = 204, description = "set; every session of the user is revoked and the user must change it at next login"),
         (status = 400, description = "`weak_password` or `invalid_request`", body = api::error::ErrorBody),
-        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: admins only; `https_required`: step-up over plain HTTP; `step_up_failed`: `current_password` missing or wrong", body = api::error::ErrorBody),
         (status = 404, description = "`not_found`: no such user", body = api::error::ErrorBody),
         (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn reset_password(
     State(s): State<AppState>,
+    meta: Option<Extension<RequestMeta>>,
     Path(username): Path<String>,
     auth: Auth,
     body: Result<JsonBody<SetPasswordRequest>, ApiError>,
@@ -211,6 +239,14 @@ pub async fn reset_password(
     auth.require_admin()?;
     // Non-admins are refused before the body is read: they learn nothing of its shape.
     let JsonBody(req) = body?;
+    auth::step_up(
+        &s,
+        meta.as_deref(),
+        &auth,
+        req.current_password.clone(),
+        "resetting a password",
+    )
+    .await?;
     if s.read_fresh(|r| r.user(&username)).await?.is_none() {
         return Err(ApiError::NotFound(format!(
             "user '{username}' does not exist"
@@ -218,14 +254,24 @@ pub async fn reset_password(
     }
     password_policy::check(&username, s.config.workspace.as_deref(), &req.password)?;
     let password_hash = auth::hash_password(req.password).await?;
-    let (_, index) = s
-        .write_applied(Command::SetPassword {
+    let cmd = if s.node.cluster_supports(6).await {
+        Command::SetPasswordV2 {
             username: username.clone(),
             password_hash,
             keep_session: None,
-        })
-        .await?;
-    tracing::info!(%username, by = %auth.user.username, "password reset by an admin");
+            must_change_password: true,
+        }
+    } else {
+        Command::SetPassword {
+            username: username.clone(),
+            password_hash,
+            keep_session: None,
+        }
+    };
+    let (_, index) = s.write_applied(cmd).await?;
+    if let Some(meta) = &meta {
+        crate::security_event!(meta, "admin.password_reset", target = %username);
+    }
     Ok((StatusCode::NO_CONTENT, [(INDEX_HEADER, index.to_string())]).into_response())
 }
 
@@ -298,6 +344,8 @@ pub async fn change_password(
     auth: Auth,
     JsonBody(req): JsonBody<ChangePasswordRequest>,
 ) -> Result<Response, ApiError> {
+    // A forced change must replace what the admin knows.
+    let reused = auth.must_change_password && req.new_password == req.current_password;
     // The current password goes through the login throttle: a stolen token must not become
     // an unthrottled password oracle.
     let attempt = login_check::begin(&s, &meta, &auth.user.username, During::PasswordChange)?;
@@ -310,6 +358,11 @@ pub async fn change_password(
         During::PasswordChange,
     )
     .await?;
+    if reused {
+        return Err(ApiError::WeakPassword(
+            "choose a new password, not the one an admin set".into(),
+        ));
+    }
     password_policy::check(
         &auth.user.username,
         s.config.workspace.as_deref(),
@@ -323,6 +376,11 @@ pub async fn change_password(
             keep_session: Some(auth.token_hash.clone()),
         })
         .await?;
-    tracing::info!(username = %auth.user.username, "password changed");
+    // A version 1 `SetPassword` also clears the must-change flag (state::accounts).
+    crate::security_event!(
+        meta,
+        "password.changed",
+        was_required = auth.must_change_password
+    );
     Ok((StatusCode::NO_CONTENT, [(INDEX_HEADER, index.to_string())]).into_response())
 }

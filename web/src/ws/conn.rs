@@ -25,6 +25,7 @@ use super::frames::{
 use super::hub::{ConnHandle, Hub, Out};
 use crate::auth::{self, Auth};
 use crate::error::ApiError;
+use crate::security_log::RequestMeta;
 use crate::state::AppState;
 
 /// Transport-level cap: anything above our own frame limit but below this gets a clean 1009
@@ -54,9 +55,11 @@ type Stream = SplitStream<WebSocket>;
 )]
 pub async fn upgrade(
     State(s): State<AppState>,
+    meta: Option<axum::Extension<RequestMeta>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let meta = meta.map(|m| m.0);
     if crate::origin::check(&s, &headers).is_err() {
         let origin = headers
             .get(axum::http::header::ORIGIN)
@@ -84,7 +87,7 @@ pub async fn upgrade(
         .write_buffer_size(8 * 1024)
         .on_upgrade(move |socket| async move {
             let (sink, stream) = socket.split();
-            Conn::run(s, sink, stream).await;
+            Conn::run(s, meta, sink, stream).await;
             drop(slot);
         })
 }
@@ -170,7 +173,7 @@ pub(super) enum End {
 }
 
 impl Conn {
-    async fn run(s: AppState, mut sink: Sink, mut stream: Stream) {
+    async fn run(s: AppState, meta: Option<RequestMeta>, mut sink: Sink, mut stream: Stream) {
         let hub = s.hub.clone();
         let limits = hub.limits.clone();
         let first = tokio::time::timeout(limits.auth_timeout, stream.next()).await;
@@ -196,6 +199,16 @@ impl Conn {
         };
         let auth = match auth::authenticate(&s, &token).await {
             Ok(a) => a,
+            Err(ApiError::SessionExpired(_)) => {
+                send_close(
+                    &mut sink,
+                    &mut stream,
+                    close::SESSION_ENDED,
+                    "session expired",
+                )
+                .await;
+                return;
+            }
             Err(e) => {
                 let reason = match e {
                     ApiError::Unauthorized(_) => "invalid token",
@@ -209,6 +222,20 @@ impl Conn {
                 return;
             }
         };
+        if let Some(meta) = &meta {
+            meta.set_user(&auth.user.username);
+        }
+        if auth.must_change_password {
+            let reason = "change your password first";
+            send_close(
+                &mut sink,
+                &mut stream,
+                close::PASSWORD_CHANGE_REQUIRED,
+                reason,
+            )
+            .await;
+            return;
+        }
         let Some((id, handle, rx)) = hub.register(&auth.user.username, &auth.token_hash) else {
             tracing::info!(
                 user = %auth.user.username,
@@ -334,12 +361,23 @@ impl Conn {
         heartbeat.tick().await;
         let mut last_heard = Instant::now();
         let killed = self.handle.killed().clone();
+        // One timer per connection, set to the session's deadline: when it fires the deadline
+        // is read again (a use elsewhere may have moved it) and the connection closes only if
+        // it has really passed. No polling in between.
+        let session_timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(session_timer);
         loop {
             tokio::select! {
                 biased;
                 _ = killed.cancelled() => {
                     let code = self.handle.close_code();
                     return End::Close(code, close_reason(code));
+                }
+                _ = &mut session_timer => {
+                    match self.session_wait() {
+                        Ok(wait) => session_timer.as_mut().reset(tokio::time::Instant::now() + wait),
+                        Err(end) => return end,
+                    }
                 }
                 out = rx.recv() => {
                     let Some(out) = out else { return End::Close(close::GOING_AWAY, "shutting down") };
@@ -452,11 +490,42 @@ impl Conn {
         self.send(f).await
     }
 
+    /// How long until the session's deadline, or the close if it has passed (or the session
+    /// is gone: its revocation event closes the connection too, this only covers a race).
+    fn session_wait(&self) -> Result<Duration, End> {
+        let th = &self.auth.token_hash;
+        let (deadline, end) = match auth::session_deadline(&self.s, th) {
+            Ok(Some(d)) => d,
+            Ok(None) => return Err(End::Close(close::SESSION_ENDED, "session ended")),
+            // A storage error is not the session's fault: look again in a while.
+            Err(_) => return Ok(Duration::from_secs(5)),
+        };
+        let now = crate::now_ms();
+        if deadline <= now {
+            // `session.expired` is logged once, when the state machine purges the session
+            // (ws::hub); this is only this connection's end.
+            tracing::debug!(
+                user = %self.auth.user.username,
+                reason = crate::session_use::end_text(end),
+                "websocket session expired"
+            );
+            return Err(End::Close(close::SESSION_ENDED, "session expired"));
+        }
+        // A little past the deadline, so a wake-up that comes early does not spin.
+        Ok(Duration::from_millis(deadline - now + 5))
+    }
+
     async fn on_frame(&mut self, frame: Inbound) -> Result<(), End> {
         let frame = match frame {
             Inbound::Ping(id) => return self.send(frames::pong(&id)).await,
             Inbound::Frame(frame) => frame,
         };
+        if !matches!(frame, ClientFrame::Ping { .. }) {
+            // A frame from the user (not a keep-alive) is a use of the session: idle timeout.
+            self.s
+                .sessions
+                .record(&self.auth.token_hash, crate::now_ms());
+        }
         match frame {
             ClientFrame::Auth { .. } => {
                 self.error_frame("invalid_request", "already authenticated", None)
@@ -522,7 +591,8 @@ impl Conn {
 
 fn close_reason(code: u16) -> &'static str {
     match code {
-        close::FORBIDDEN => "account disabled or session revoked",
+        close::FORBIDDEN => "account disabled",
+        close::SESSION_ENDED => "session ended: log in again",
         close::SLOW_CONSUMER => "slow consumer: resume from your cursors",
         close::LAGGED => "node lagged: resume from your cursors",
         close::GOING_AWAY => "node shutting down",

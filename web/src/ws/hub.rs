@@ -450,10 +450,45 @@ impl Hub {
                     }
                 }
             }
-            EventKind::SessionRevoked { token_hash } => {
+            EventKind::SessionExpired {
+                token_hash,
+                username,
+                reason,
+            } => {
+                // Every node purges it at the same entry; the leader logs it, so the event is
+                // in the security log once (ASVS V7), with no request behind it.
+                if self.node.metrics().current_leader == Some(self.node.id()) {
+                    tracing::info!(
+                        target: crate::security_log::TARGET,
+                        event = "session.expired",
+                        user = %username,
+                        session_id = %crate::session_use::public_id(&token_hash),
+                        reason = crate::session_use::end_text(reason),
+                        source = "-",
+                        "security event"
+                    );
+                }
                 for c in self.all_conns() {
                     if c.token_hash == token_hash {
-                        c.close(close::FORBIDDEN);
+                        c.close(close::SESSION_ENDED);
+                    }
+                }
+            }
+            EventKind::SessionRevoked { token_hash } => {
+                // Its own code, so clients ask for the password again instead of giving up;
+                // a disabled account keeps 4003 (asking for the password cannot help).
+                for c in self.all_conns() {
+                    if c.token_hash == token_hash {
+                        let disabled = reader
+                            .user(&c.user)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|u| u.disabled);
+                        c.close(if disabled {
+                            close::FORBIDDEN
+                        } else {
+                            close::SESSION_ENDED
+                        });
                     }
                 }
             }

@@ -307,7 +307,10 @@ fn other_request(spec: &RouteSpec, member: &str, i: usize) -> (String, Option<Va
             Some(json!({"username": format!("new{i}"), "password": NEW_PW}))
         }
         ("PATCH", "/api/v1/users/{name}") => Some(json!({"display_name": "Renamed"})),
-        ("POST", "/api/v1/users/{name}/password") => Some(json!({"password": NEW_PW})),
+        // Step-up: the caller's own password (every fixture user has MEMBER_PW).
+        ("POST", "/api/v1/users/{name}/password") => {
+            Some(json!({"password": NEW_PW, "current_password": MEMBER_PW}))
+        }
         ("POST", "/api/v1/dms") => Some(json!({"users": [ADMIN]})),
         ("POST", "/api/v1/channels") => Some(json!({"name": format!("nc{i}"), "kind": "public"})),
         ("POST", _) | ("PATCH", _) | ("PUT", _) => Some(json!({})),
@@ -329,6 +332,8 @@ fn other_request(spec: &RouteSpec, member: &str, i: usize) -> (String, Option<Va
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_other_route() {
     let h = Harness::start().await;
+    // Step-up operations below need HTTPS.
+    h.over_https();
     let mut checked = 0;
     for (i, spec) in ROUTES
         .iter()

@@ -38,10 +38,16 @@ fn admin_routes() -> Vec<(&'static str, Option<Value>)> {
             "/api/v1/ca/certs/0a1b/revoke",
             Some(json!({"reason": "superseded"})),
         ),
-        ("/api/v1/ca/export-root-key", None),
+        // Step-up: the admin's own password (the harness sends as over HTTPS).
+        (
+            "/api/v1/ca/export-root-key",
+            Some(json!({"current_password": ADMIN_PW})),
+        ),
         (
             "/api/v1/ca/renew-intermediate",
-            Some(json!({"root_key_pem": "-----BEGIN PRIVATE KEY-----"})),
+            Some(
+                json!({"root_key_pem": "-----BEGIN PRIVATE KEY-----", "current_password": ADMIN_PW}),
+            ),
         ),
     ]
 }
@@ -70,6 +76,8 @@ async fn public_ca_routes_answer_ca_unavailable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_ca_routes_check_the_caller_then_answer_ca_unavailable() {
     let h = Harness::start().await;
+    // Step-up operations below need HTTPS.
+    h.over_https();
     let admin = h.admin().await;
     let alice = h.member("alice").await;
     for (path, body) in admin_routes() {

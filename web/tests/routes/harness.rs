@@ -46,6 +46,8 @@ pub struct Harness {
     cancel: CancellationToken,
     dir: Option<TempDir>,
     member_hash: tokio::sync::OnceCell<String>,
+    /// Whether [`Harness::send`] marks requests as HTTPS ([`Harness::over_https`]).
+    https: std::sync::atomic::AtomicBool,
 }
 
 impl Harness {
@@ -81,11 +83,27 @@ impl Harness {
             cancel,
             dir: Some(dir),
             member_hash: tokio::sync::OnceCell::new(),
+            https: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    /// Sends a prepared request.
-    pub async fn send(&self, request: Request<Body>) -> Reply {
+    /// From now on, requests are sent as if they came over HTTPS (the node's HTTPS server
+    /// marks its requests with `ViaHttps`): what step-up operations (password resets, role
+    /// changes, disabling, the CA's root-key operations) need on a production node.
+    pub fn over_https(&self) {
+        self.https.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sends a prepared request: plain HTTP, or as over HTTPS after [`Harness::over_https`].
+    pub async fn send(&self, mut request: Request<Body>) -> Reply {
+        if self.https.load(std::sync::atomic::Ordering::Relaxed) {
+            request.extensions_mut().insert(web::security_log::ViaHttps);
+        }
+        self.send_plain(request).await
+    }
+
+    /// Sends a prepared request as plain HTTP (no `ViaHttps`, no source address).
+    pub async fn send_plain(&self, request: Request<Body>) -> Reply {
         let response: Response = self
             .app
             .clone()

@@ -14,5 +14,6 @@ mod hardening;
 mod harness;
 mod messages;
 mod session_users;
+mod sessions;
 mod static_health;
 mod ws;

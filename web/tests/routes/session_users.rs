@@ -32,6 +32,8 @@ fn login_body(user: &str, pw: &str) -> Option<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_issues_a_token_and_refuses_bad_credentials_alike() {
     let h = Harness::start().await;
+    // Step-up operations below need HTTPS.
+    h.over_https();
     let r = h
         .raw(
             "POST",
@@ -82,7 +84,7 @@ async fn login_issues_a_token_and_refuses_bad_credentials_alike() {
             "PATCH",
             "/api/v1/users/bob",
             Some(token),
-            Some(json!({"disabled": true})),
+            Some(json!({"disabled": true, "current_password": ADMIN_PW})),
         )
         .await;
     assert_eq!(r.0, StatusCode::OK, "{}", r.1);
@@ -529,8 +531,50 @@ async fn admins_create_users() {
         json!({"username": "carol", "display_name": "Carol C", "role": "admin", "disabled": false})
     );
     assert!(r.headers.contains_key("x-conclave-index"));
-    let carol = h.login("carol", "a long secret of hers").await;
+    // An admin chose carol's password: she must change it before anything else.
+    let (st, b) = h
+        .req(
+            "POST",
+            "/api/v1/login",
+            None,
+            login_body("carol", "a long secret of hers"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["must_change_password"], true, "{b}");
+    let carol = b["token"].as_str().unwrap().to_string();
+    let r = h.req("GET", "/api/v1/me", Some(&carol), None).await;
+    assert_err(&r, StatusCode::FORBIDDEN, "password_change_required");
+    let change =
+        |new: &str| Some(json!({"current_password": "a long secret of hers", "new_password": new}));
+    let r = h
+        .req(
+            "POST",
+            "/api/v1/me/password",
+            Some(&carol),
+            change("a long secret of hers"),
+        )
+        .await;
+    assert_err(&r, StatusCode::BAD_REQUEST, "weak_password");
+    let r = h
+        .req(
+            "POST",
+            "/api/v1/me/password",
+            Some(&carol),
+            change("a new secret of her own"),
+        )
+        .await;
+    assert_eq!(r.0, StatusCode::NO_CONTENT, "{}", r.1);
     assert_eq!(me(&h, &carol).await["role"], "admin");
+    let (_, b) = h
+        .req(
+            "POST",
+            "/api/v1/login",
+            None,
+            login_body("carol", "a new secret of her own"),
+        )
+        .await;
+    assert_eq!(b["must_change_password"], false, "{b}");
 
     let bob = h.member("bob").await;
     assert_eq!(me(&h, &bob).await["role"], "member");
@@ -657,6 +701,8 @@ async fn every_user_lists_the_directory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admins_update_users() {
     let h = Harness::start().await;
+    // Step-up operations below need HTTPS.
+    h.over_https();
     let admin = h.admin().await;
     let alice = h.member("alice").await;
     let bob = h.member("bob").await;
@@ -675,7 +721,7 @@ async fn admins_update_users() {
             "PATCH",
             "/api/v1/users/nobody",
             Some(&admin),
-            Some(json!({"disabled": true})),
+            Some(json!({"disabled": true, "current_password": ADMIN_PW})),
         )
         .await;
     assert_err(&r, StatusCode::NOT_FOUND, "not_found");
@@ -715,7 +761,7 @@ async fn admins_update_users() {
             "PATCH",
             "/api/v1/users/bob",
             Some(&admin),
-            Some(json!({"role": "admin", "display_name": "Bob B"})),
+            Some(json!({"role": "admin", "display_name": "Bob B", "current_password": ADMIN_PW})),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
@@ -739,7 +785,7 @@ async fn admins_update_users() {
             "PATCH",
             "/api/v1/users/bob",
             Some(&admin),
-            Some(json!({"disabled": true})),
+            Some(json!({"disabled": true, "current_password": ADMIN_PW})),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
@@ -751,7 +797,7 @@ async fn admins_update_users() {
             "PATCH",
             "/api/v1/users/bob",
             Some(&admin),
-            Some(json!({"disabled": false})),
+            Some(json!({"disabled": false, "current_password": ADMIN_PW})),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
@@ -763,10 +809,12 @@ async fn admins_update_users() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admins_reset_passwords() {
     let h = Harness::start().await;
+    // Step-up operations below need HTTPS.
+    h.over_https();
     let admin = h.admin().await;
     let alice = h.member("alice").await;
     let bob = h.member("bob").await;
-    let pw = |p: &str| Some(json!({"password": p}));
+    let pw = |p: &str| Some(json!({"password": p, "current_password": ADMIN_PW}));
 
     let r = h
         .req(
@@ -831,7 +879,10 @@ async fn admins_reset_passwords() {
             Some(&admin),
             Some((
                 "application/json",
-                serde_json::to_vec(&json!({"password": "new bob secret 1"})).unwrap(),
+                serde_json::to_vec(
+                    &json!({"password": "new bob secret 1", "current_password": ADMIN_PW}),
+                )
+                .unwrap(),
             )),
         )
         .await;
@@ -865,7 +916,7 @@ async fn an_expired_token_is_refused() {
         if r.0 == StatusCode::OK {
             return false;
         }
-        assert_err(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+        assert_err(&r, StatusCode::UNAUTHORIZED, "session_expired");
         assert!(
             r.1["error"]["message"]
                 .as_str()
