@@ -388,7 +388,8 @@ pub async fn step_up(
             crate::security_event!(meta, "stepup.failure", operation, reason);
         }
     };
-    let plain_allowed = state.config.step_up_plain_loopback && loopback;
+    let plain_allowed =
+        state.config.step_up_plain_any || (state.config.step_up_plain_loopback && loopback);
     if !(https || plain_allowed) {
         fail("plain_http");
         return Err(ApiError::HttpsRequired(format!(
@@ -401,11 +402,40 @@ pub async fn step_up(
             "{operation} needs your current password in `current_password`"
         )));
     };
-    if !verify_password(password, auth.user.password_hash.clone()).await? {
-        fail("wrong_password");
-        return Err(ApiError::StepUpFailed(
-            "current_password is not your password".into(),
-        ));
+    // Through the login throttle, like `/me/password`: a stolen admin token must not become an
+    // unthrottled password oracle. A throttled attempt is a 429 with `Retry-After`.
+    let fallback;
+    let meta = match meta {
+        Some(m) => m,
+        None => {
+            fallback = crate::security_log::RequestMeta::new(None, false);
+            &fallback
+        }
+    };
+    let attempt = crate::login_check::begin(
+        state,
+        meta,
+        &auth.user.username,
+        crate::login_check::During::StepUp,
+    )?;
+    match crate::login_check::verify(
+        state,
+        meta,
+        attempt,
+        Some(auth.user.clone()),
+        password,
+        crate::login_check::During::StepUp,
+    )
+    .await
+    {
+        Ok(_) => {}
+        Err(ApiError::InvalidCredentials) => {
+            fail("wrong_password");
+            return Err(ApiError::StepUpFailed(
+                "current_password is not your password".into(),
+            ));
+        }
+        Err(e) => return Err(e),
     }
     Ok(())
 }

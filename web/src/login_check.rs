@@ -19,6 +19,8 @@ use crate::state::AppState;
 pub enum During {
     Login,
     PasswordChange,
+    /// The current password that a sensitive operation asks for (`auth::step_up`).
+    StepUp,
 }
 
 impl During {
@@ -26,6 +28,7 @@ impl During {
         match self {
             During::Login => "login",
             During::PasswordChange => "password_change",
+            During::StepUp => "step_up",
         }
     }
 }

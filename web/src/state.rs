@@ -28,6 +28,10 @@ pub struct ApiConfig {
     /// The node sets it only when its plain API listener is bound to loopback (`conclave dev
     /// --no-tls`, test clusters); anything else requires HTTPS. See docs/security.md.
     pub step_up_plain_loopback: bool,
+    /// Let step-up operations run over plain HTTP from any source: set only on a node the
+    /// operator started with `insecure_plaintext = true` (a lab without TLS, where nothing is
+    /// protected in transit anyway and HTTPS does not exist to step up to).
+    pub step_up_plain_any: bool,
     pub max_request_bytes: usize,
     /// Browser origins allowed besides the cluster's own (e.g. a reverse proxy's name).
     pub allowed_origins: Vec<String>,
@@ -50,6 +54,7 @@ impl Default for ApiConfig {
             session_idle_ms: 30 * 60 * 1000,
             session_touch_interval_ms: 60 * 1000,
             step_up_plain_loopback: false,
+            step_up_plain_any: false,
             max_request_bytes: 64 * 1024,
             allowed_origins: Vec::new(),
             ws: crate::ws::hub::WsLimits::default(),

@@ -292,6 +292,7 @@ impl Config {
             // bound to loopback (`conclave dev --no-tls`, test clusters), and then only for
             // requests from loopback (checked per request).
             step_up_plain_loopback: self.api_addr.ip().is_loopback(),
+            step_up_plain_any: self.insecure_plaintext,
             max_request_bytes: self.max_request_bytes,
             allowed_origins: self.allowed_origins.clone(),
             workspace: self.workspace.clone(),
