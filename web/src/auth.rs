@@ -291,6 +291,9 @@ impl FromRequestParts<AppState> for Auth {
         let auth = authenticate(state, token.trim()).await?;
         if let Some(meta) = parts.extensions.get::<crate::security_log::RequestMeta>() {
             meta.set_user(&auth.user.username);
+            if auth.user.role == Role::Admin {
+                meta.set_admin();
+            }
         }
         // The full path: inside the `/api/v1` nest, `parts.uri` has lost its prefix.
         let path = parts

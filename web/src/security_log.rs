@@ -43,6 +43,8 @@ pub struct RequestMeta {
     /// The authenticated user, once the bearer token was checked, so the layer that logs the
     /// answer can name who was refused.
     user: Arc<OnceLock<String>>,
+    /// Whether that user is an admin (for `admin.action`).
+    admin: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RequestMeta {
@@ -54,6 +56,7 @@ impl RequestMeta {
             source,
             https,
             user: Arc::new(OnceLock::new()),
+            admin: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 
@@ -66,6 +69,11 @@ impl RequestMeta {
     /// Records the authenticated user (the first call wins).
     pub fn set_user(&self, username: &str) {
         let _ = self.user.set(username.to_owned());
+    }
+
+    /// Records that the authenticated user is an admin.
+    pub fn set_admin(&self) {
+        self.admin.store(true, Ordering::Relaxed);
     }
 
     /// The authenticated user, or `-`.
@@ -128,6 +136,9 @@ pub async fn tag(mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let mut res = next.run(req).await;
     let status = res.status();
+    if status.is_success() && method != axum::http::Method::GET {
+        audit(&meta, method.as_str(), &path, status);
+    }
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         crate::security_event!(
             meta,
@@ -144,6 +155,36 @@ pub async fn tag(mut req: Request, next: Next) -> Response {
     res
 }
 
+/// The audit record of a successful change that needed a privilege: a CA operation
+/// (`ca.operation`), a join token created (`join_token.created`) or used by a joining node
+/// (`join_token.used`), and any other change an admin made through a route where being an
+/// admin can be what allowed it (`admin.action`: node membership and draining, DNS records,
+/// channel moderation; user administration also logs its own, more detailed `admin.*` event).
+/// `route` is the route's pattern, so one operation is one value to search for.
+fn audit(meta: &RequestMeta, method: &str, path: &str, status: StatusCode) {
+    use crate::routes::access::{Rule, lookup};
+    let Some(spec) = lookup(method, path) else {
+        return;
+    };
+    let admin = meta.admin.load(Ordering::Relaxed);
+    let event = match spec.rule {
+        Rule::JoinToken => "join_token.used",
+        Rule::Admin if spec.path == "/api/v1/cluster/join-tokens" => "join_token.created",
+        Rule::Admin if spec.path.starts_with("/api/v1/ca/") => "ca.operation",
+        rule if admin && rule.admin_power() => "admin.action",
+        _ => return,
+    };
+    crate::security_event!(
+        meta,
+        event,
+        route = spec.path,
+        method = %method,
+        path = %path,
+        status = status.as_u16(),
+        "security event"
+    );
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -155,6 +196,17 @@ mod tests {
         let b = next_request_id();
         assert_ne!(a, b);
         assert_eq!(a.split('-').next(), b.split('-').next());
+    }
+
+    #[test]
+    fn audit_lookup_matches_concrete_paths_to_their_route() {
+        use crate::routes::access::lookup;
+        let r = lookup("DELETE", "/api/v1/cluster/nodes/3").unwrap();
+        assert_eq!(r.path, "/api/v1/cluster/nodes/{id}");
+        let r = lookup("POST", "/api/v1/ca/certs/0a1b/revoke").unwrap();
+        assert_eq!(r.path, "/api/v1/ca/certs/{serial}/revoke");
+        assert!(lookup("GET", "/api/v1/cluster/nodes/3").is_none());
+        assert!(lookup("DELETE", "/api/v1/cluster/nodes/3/extra").is_none());
     }
 
     #[test]

@@ -135,6 +135,38 @@ impl Rule {
     }
 }
 
+impl Rule {
+    /// Whether being an admin can be what lets a caller through this rule: a successful
+    /// change by an admin under such a rule is logged as `admin.action` (security_log).
+    pub fn admin_power(self) -> bool {
+        matches!(
+            self,
+            Rule::Admin
+                | Rule::MemberOrAdmin
+                | Rule::CreatorOrAdmin
+                | Rule::AuthorOrAdminMember
+                | Rule::SelfOrAdmin
+                | Rule::ManageMembers
+        )
+    }
+}
+
+/// The entry of [`ROUTES`] that answers `method` on the concrete `path` (a `{param}` segment
+/// matches any one segment), for the security log's audit events.
+pub fn lookup(method: &str, path: &str) -> Option<&'static RouteSpec> {
+    let segments: Vec<&str> = path.split('/').collect();
+    ROUTES.iter().find(|r| {
+        r.verb.as_str() == method && {
+            let pattern: Vec<&str> = r.path.split('/').collect();
+            pattern.len() == segments.len()
+                && pattern
+                    .iter()
+                    .zip(&segments)
+                    .all(|(p, s)| p == s || (p.starts_with('{') && p.ends_with('}')))
+        }
+    })
+}
+
 /// Where a caller stands in one channel (and, for message routes, towards one message).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelAccess {

@@ -305,3 +305,70 @@ async fn members_set_the_topic_but_only_the_creator_and_admins_retitle_or_archiv
     );
     h.stop().await;
 }
+
+/// Successful changes that needed admin power are audited once as `admin.action` with the
+/// route's pattern; a member's ordinary write is not an audit event.
+#[tokio::test(flavor = "current_thread")]
+async fn admin_changes_are_audited_once_and_member_writes_are_not() {
+    let h = Harness::start().await;
+    let admin = h.admin().await;
+    let bob = h.member("bob").await;
+    let (s, b) = h
+        .req(
+            "POST",
+            "/api/v1/channels",
+            Some(&bob),
+            Some(json!({"name": "audited"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let out = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(out.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let (dns, post) = {
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let dns = h
+            .call(
+                "POST",
+                "/api/v1/dns/records",
+                Some(&admin),
+                Some(json!({"name": "wiki", "type": "A", "value": "10.0.0.7"})),
+            )
+            .await;
+        let post = h
+            .call(
+                "POST",
+                "/api/v1/channels/audited/messages",
+                Some(&bob),
+                Some(json!({"body": "hello", "client_msg_id": "m1"})),
+            )
+            .await;
+        (dns, post)
+    };
+    assert!(dns.status.is_success(), "{}", dns.json);
+    assert!(post.status.is_success(), "{}", post.json);
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let audits: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("admin.action"))
+        .collect();
+    assert_eq!(audits.len(), 1, "exactly one admin.action line:\n{text}");
+    let line = audits[0];
+    let request_id = dns.headers["x-request-id"].to_str().unwrap();
+    for field in [
+        "security:".to_owned(),
+        format!("request_id={request_id}"),
+        "user=admin".to_owned(),
+        "route=\"/api/v1/dns/records\"".to_owned(),
+        "method=POST".to_owned(),
+        "status=201".to_owned(),
+    ] {
+        assert!(line.contains(&field), "{field} missing in: {line}");
+    }
+    assert!(!text.contains(&admin), "the token is in the log:\n{text}");
+    assert!(!text.contains(&bob), "the token is in the log:\n{text}");
+    h.stop().await;
+}
