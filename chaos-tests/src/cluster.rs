@@ -176,6 +176,9 @@ pub struct TestCluster {
     dir: Option<TempDir>,
     pub(crate) root: PathBuf,
     admin_token: String,
+    /// Every password and token this harness used: no node's log may contain one (checked
+    /// when the cluster is dropped, so every chaos test is also a secret-leak test).
+    secrets: std::sync::Mutex<Vec<String>>,
     http: reqwest::Client,
     opts: ClusterOptions,
     /// With TLS: the cluster root (node 1's `tls/ca.pem` after `init`) and its path.
@@ -226,6 +229,7 @@ impl TestCluster {
             dir: Some(dir),
             root,
             admin_token: String::new(),
+            secrets: std::sync::Mutex::new(vec![ADMIN_PASSWORD.to_owned()]),
             http,
             opts,
             trust: None,
@@ -307,7 +311,7 @@ impl TestCluster {
 
     /// Logs in through node `id` (retrying while it is unavailable) and returns the token.
     async fn login_token(&self, id: u64, user: &str, password: &str) -> Result<String> {
-        poll_until(
+        let token: String = poll_until(
             &format!("login as {user} on node {id}"),
             self.opts.ready_timeout,
             || async {
@@ -333,7 +337,33 @@ impl TestCluster {
                 }
             },
         )
-        .await?
+        .await??;
+        self.remember_secret(password);
+        // The token's secret part (`cv1.<secret>.<index>`) is what must never be logged.
+        self.remember_secret(token.split('.').nth(1).unwrap_or(&token));
+        Ok(token)
+    }
+
+    /// Adds a password or token that no node's log may contain (see `Drop`).
+    pub fn remember_secret(&self, secret: &str) {
+        if secret.len() >= 8
+            && let Ok(mut secrets) = self.secrets.lock()
+        {
+            secrets.push(secret.to_owned());
+        }
+    }
+
+    /// Node ids whose log contains one of the remembered secrets.
+    pub fn nodes_logging_secrets(&self) -> Vec<u64> {
+        let secrets = self.secrets.lock().map(|s| s.clone()).unwrap_or_default();
+        self.nodes
+            .iter()
+            .filter(|(_, node)| {
+                let log = node.log_text();
+                secrets.iter().any(|secret| log.contains(secret.as_str()))
+            })
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Waits (up to the ready timeout) until every live node has applied `index`: a
@@ -872,11 +902,20 @@ impl Drop for TestCluster {
         for node in self.nodes.values() {
             let _ = node.kill();
         }
+        let leaked = if std::thread::panicking() {
+            Vec::new()
+        } else {
+            self.nodes_logging_secrets()
+        };
         // CONCLAVE_CHAOS_KEEP=1 keeps a failing test's dir, =always every test's.
         let keep = std::env::var("CONCLAVE_CHAOS_KEEP").unwrap_or_default();
         if (std::thread::panicking() && !keep.is_empty()) || keep == "always" {
             let kept = self.keep_data_dir();
             eprintln!("CONCLAVE_CHAOS_KEEP: kept {}", kept.display());
         }
+        assert!(
+            leaked.is_empty(),
+            "the logs of nodes {leaked:?} contain a password or token the test used"
+        );
     }
 }
