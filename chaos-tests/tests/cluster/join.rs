@@ -251,6 +251,27 @@ async fn join_with_a_token() {
     assert_eq!(voter_ids(&cluster, 1).await, vec![1, 2, 3, 4]);
     assert_eq!(member_count(&cluster, 1).await, 4);
 
+    // The security log: the admin's token creation once, the join and its completion once
+    // each, on whichever nodes served them; the token's secret nowhere (checked at drop).
+    cluster.remember_secret(parts[3]);
+    let logs: String = (1..=5).map(|id| cluster.node(id).log_text()).collect();
+    let count = |needle: &str| {
+        logs.lines()
+            .filter(|l| l.contains("security") && l.contains(needle))
+            .count()
+    };
+    assert_eq!(count("join_token.created"), 1, "join_token.created lines");
+    assert_eq!(
+        count("route=\"/api/v1/join\""),
+        1,
+        "join_token.used for /api/v1/join"
+    );
+    assert_eq!(
+        count("route=\"/api/v1/join/complete\""),
+        1,
+        "join_token.used for /api/v1/join/complete"
+    );
+
     // An expired token.
     let short = cluster
         .client(leader)
