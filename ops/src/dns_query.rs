@@ -556,9 +556,19 @@ mod tests {
 
     #[tokio::test]
     async fn truncated_udp_answer_is_retried_over_tcp() {
-        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        // A UDP port whose TCP twin is free too: other tests may hold thousands of TCP
+        // ports on loopback, so the first pick can be taken.
+        let mut pair = None;
+        for _ in 0..100 {
+            let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = udp.local_addr().unwrap();
+            if let Ok(tcp) = tokio::net::TcpListener::bind(addr).await {
+                pair = Some((udp, tcp));
+                break;
+            }
+        }
+        let (udp, tcp) = pair.expect("a port free for both UDP and TCP");
         let server = udp.local_addr().unwrap();
-        let tcp = tokio::net::TcpListener::bind(server).await.unwrap();
         let fake = tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             let (n, from) = udp.recv_from(&mut buf).await.unwrap();
