@@ -567,7 +567,7 @@ mod tests {
                 break;
             }
         }
-        let (udp, tcp) = pair.expect("a port free for both UDP and TCP");
+        let (udp, tcp) = pair.unwrap();
         let server = udp.local_addr().unwrap();
         let fake = tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
