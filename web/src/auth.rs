@@ -379,17 +379,15 @@ pub fn session_deadline(
 /// the bounded hashing pool. Failures are logged as `stepup.failure`.
 pub async fn step_up(
     state: &AppState,
-    meta: Option<&crate::security_log::RequestMeta>,
+    meta: &crate::security_log::RequestMeta,
     auth: &Auth,
     current_password: Option<String>,
     operation: &'static str,
 ) -> Result<(), ApiError> {
-    let https = meta.is_some_and(|m| m.https);
-    let loopback = meta.and_then(|m| m.source).is_some_and(|a| a.is_loopback());
+    let https = meta.https;
+    let loopback = meta.source.is_some_and(|a| a.is_loopback());
     let fail = |reason: &'static str| {
-        if let Some(meta) = meta {
-            crate::security_event!(meta, "stepup.failure", operation, reason);
-        }
+        crate::security_event!(meta, "stepup.failure", operation, reason);
     };
     let plain_allowed =
         state.config.step_up_plain_any || (state.config.step_up_plain_loopback && loopback);
@@ -407,14 +405,6 @@ pub async fn step_up(
     };
     // Through the login throttle, like `/me/password`: a stolen admin token must not become an
     // unthrottled password oracle. A throttled attempt is a 429 with `Retry-After`.
-    let fallback;
-    let meta = match meta {
-        Some(m) => m,
-        None => {
-            fallback = crate::security_log::RequestMeta::new(None, false);
-            &fallback
-        }
-    };
     let attempt = crate::login_check::begin(
         state,
         meta,

@@ -286,7 +286,7 @@ pub async fn revoke(
 )]
 pub async fn export_root_key(
     State(s): State<AppState>,
-    meta: Option<axum::Extension<crate::security_log::RequestMeta>>,
+    axum::Extension(meta): axum::Extension<crate::security_log::RequestMeta>,
     auth: Auth,
     body: Result<JsonBody<api::rest::StepUpRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
@@ -295,7 +295,7 @@ pub async fn export_root_key(
     let JsonBody(req) = body?;
     crate::auth::step_up(
         &s,
-        meta.as_deref(),
+        &meta,
         &auth,
         Some(req.current_password),
         "exporting the root key",
@@ -327,7 +327,7 @@ pub async fn export_root_key(
 )]
 pub async fn renew_intermediate(
     State(s): State<AppState>,
-    meta: Option<axum::Extension<crate::security_log::RequestMeta>>,
+    axum::Extension(meta): axum::Extension<crate::security_log::RequestMeta>,
     auth: Auth,
     body: Result<JsonBody<RenewRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
@@ -336,7 +336,7 @@ pub async fn renew_intermediate(
     let JsonBody(req) = body?;
     crate::auth::step_up(
         &s,
-        meta.as_deref(),
+        &meta,
         &auth,
         req.current_password.clone(),
         "renewing the issuing CA",

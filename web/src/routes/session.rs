@@ -52,7 +52,7 @@ pub async fn login(
                 &s,
                 &auth::token_hash(&secret),
                 &user.username,
-                Some(&meta),
+                &meta,
                 &headers,
             )
             .await,
@@ -86,7 +86,7 @@ async fn new_session(
     s: &AppState,
     token_hash: &str,
     username: &str,
-    meta: Option<&RequestMeta>,
+    meta: &RequestMeta,
     headers: &HeaderMap,
 ) -> Command {
     if !s.node.cluster_supports(6).await {
@@ -114,10 +114,7 @@ async fn new_session(
         ttl_ms: s.config.session_ttl_ms,
         idle_ms,
         user_agent,
-        source: meta
-            .and_then(|m| m.source)
-            .map(|a| a.to_string())
-            .unwrap_or_default(),
+        source: meta.source.map(|a| a.to_string()).unwrap_or_default(),
     }
 }
 
@@ -133,7 +130,7 @@ async fn new_session(
 )]
 pub async fn logout(
     State(s): State<AppState>,
-    meta: Option<Extension<RequestMeta>>,
+    Extension(meta): Extension<RequestMeta>,
     auth: Auth,
 ) -> Result<Response, ApiError> {
     let (_, index) = s
@@ -142,8 +139,6 @@ pub async fn logout(
             token_hash: auth.token_hash,
         })
         .await?;
-    if let Some(meta) = &meta {
-        crate::security_event!(meta, "logout");
-    }
+    crate::security_event!(meta, "logout");
     Ok((StatusCode::NO_CONTENT, [(INDEX_HEADER, index.to_string())]).into_response())
 }

@@ -78,7 +78,7 @@ pub async fn list(
 )]
 pub async fn end_own(
     State(s): State<AppState>,
-    meta: Option<Extension<RequestMeta>>,
+    Extension(meta): Extension<RequestMeta>,
     Path(id): Path<String>,
     auth: Auth,
 ) -> Result<Response, ApiError> {
@@ -97,16 +97,14 @@ pub async fn end_own(
             token_hash: rec.token_hash.clone(),
         })
         .await?;
-    if let Some(meta) = &meta {
-        crate::security_event!(
-            meta,
-            "session.ended",
-            by = "user",
-            target = %auth.user.username,
-            session_id = %id,
-            current = rec.token_hash == auth.token_hash
-        );
-    }
+    crate::security_event!(
+        meta,
+        "session.ended",
+        by = "user",
+        target = %auth.user.username,
+        session_id = %id,
+        current = rec.token_hash == auth.token_hash
+    );
     Ok((StatusCode::NO_CONTENT, [(INDEX_HEADER, index.to_string())]).into_response())
 }
 
@@ -125,7 +123,7 @@ pub async fn end_own(
 )]
 pub async fn end_all_of_user(
     State(s): State<AppState>,
-    meta: Option<Extension<RequestMeta>>,
+    Extension(meta): Extension<RequestMeta>,
     Path(username): Path<String>,
     auth: Auth,
 ) -> Result<Response, ApiError> {
@@ -146,9 +144,7 @@ pub async fn end_all_of_user(
             "unexpected outcome of EndUserSessions".into(),
         ));
     };
-    if let Some(meta) = &meta {
-        crate::security_event!(meta, "session.ended", by = "admin", target = %username, ended);
-    }
+    crate::security_event!(meta, "session.ended", by = "admin", target = %username, ended);
     Ok((
         StatusCode::OK,
         [(INDEX_HEADER, index.to_string())],

@@ -74,7 +74,7 @@ pub struct CreateUser {
 )]
 pub async fn create(
     State(s): State<AppState>,
-    meta: Option<Extension<RequestMeta>>,
+    Extension(meta): Extension<RequestMeta>,
     auth: Auth,
     body: Result<JsonBody<CreateUser>, ApiError>,
 ) -> Result<Response, ApiError> {
@@ -125,9 +125,7 @@ pub async fn create(
             .await?
             .1;
     }
-    if let Some(meta) = &meta {
-        crate::security_event!(meta, "admin.user_created", target = %user.username, role = ?user.role);
-    }
+    crate::security_event!(meta, "admin.user_created", target = %user.username, role = ?user.role);
     Ok(user_response(
         StatusCode::CREATED,
         index,
@@ -173,7 +171,7 @@ pub async fn list(
 )]
 pub async fn update(
     State(s): State<AppState>,
-    meta: Option<Extension<RequestMeta>>,
+    Extension(meta): Extension<RequestMeta>,
     Path(username): Path<String>,
     auth: Auth,
     body: Result<JsonBody<UserPatch>, ApiError>,
@@ -184,7 +182,7 @@ pub async fn update(
     if req.disabled.is_some() || req.role.is_some() {
         auth::step_up(
             &s,
-            meta.as_deref(),
+            &meta,
             &auth,
             req.current_password.clone(),
             "changing a role or disabling a user",
@@ -208,9 +206,7 @@ pub async fn update(
             display_name: req.display_name,
         })
         .await?;
-    if let Some(meta) = &meta {
-        crate::security_event!(meta, "admin.user_updated", target = %username, disabled = ?req.disabled, role = ?req.role);
-    }
+    crate::security_event!(meta, "admin.user_updated", target = %username, disabled = ?req.disabled, role = ?req.role);
     Ok(user_response(StatusCode::OK, index, &view(&s, &username)?))
 }
 
@@ -231,7 +227,7 @@ pub async fn update(
 )]
 pub async fn reset_password(
     State(s): State<AppState>,
-    meta: Option<Extension<RequestMeta>>,
+    Extension(meta): Extension<RequestMeta>,
     Path(username): Path<String>,
     auth: Auth,
     body: Result<JsonBody<SetPasswordRequest>, ApiError>,
@@ -241,7 +237,7 @@ pub async fn reset_password(
     let JsonBody(req) = body?;
     auth::step_up(
         &s,
-        meta.as_deref(),
+        &meta,
         &auth,
         req.current_password.clone(),
         "resetting a password",
@@ -269,9 +265,7 @@ pub async fn reset_password(
         }
     };
     let (_, index) = s.write_applied(cmd).await?;
-    if let Some(meta) = &meta {
-        crate::security_event!(meta, "admin.password_reset", target = %username);
-    }
+    crate::security_event!(meta, "admin.password_reset", target = %username);
     Ok((StatusCode::NO_CONTENT, [(INDEX_HEADER, index.to_string())]).into_response())
 }
 

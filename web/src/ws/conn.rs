@@ -55,11 +55,10 @@ type Stream = SplitStream<WebSocket>;
 )]
 pub async fn upgrade(
     State(s): State<AppState>,
-    meta: Option<axum::Extension<RequestMeta>>,
+    axum::Extension(meta): axum::Extension<RequestMeta>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let meta = meta.map(|m| m.0);
     if crate::origin::check(&s, &headers).is_err() {
         let origin = headers
             .get(axum::http::header::ORIGIN)
@@ -173,7 +172,7 @@ pub(super) enum End {
 }
 
 impl Conn {
-    async fn run(s: AppState, meta: Option<RequestMeta>, mut sink: Sink, mut stream: Stream) {
+    async fn run(s: AppState, meta: RequestMeta, mut sink: Sink, mut stream: Stream) {
         let hub = s.hub.clone();
         let limits = hub.limits.clone();
         let first = tokio::time::timeout(limits.auth_timeout, stream.next()).await;
@@ -222,9 +221,7 @@ impl Conn {
                 return;
             }
         };
-        if let Some(meta) = &meta {
-            meta.set_user(&auth.user.username);
-        }
+        meta.set_user(&auth.user.username);
         if auth.must_change_password {
             let reason = "change your password first";
             send_close(
