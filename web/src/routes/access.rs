@@ -154,17 +154,16 @@ impl Rule {
 /// The entry of [`ROUTES`] that answers `method` on the concrete `path` (a `{param}` segment
 /// matches any one segment), for the security log's audit events.
 pub fn lookup(method: &str, path: &str) -> Option<&'static RouteSpec> {
-    let segments: Vec<&str> = path.split('/').collect();
-    ROUTES.iter().find(|r| {
-        r.verb.as_str() == method && {
-            let pattern: Vec<&str> = r.path.split('/').collect();
-            pattern.len() == segments.len()
-                && pattern
-                    .iter()
-                    .zip(&segments)
-                    .all(|(p, s)| p == s || (p.starts_with('{') && p.ends_with('}')))
-        }
-    })
+    let same_shape = |pattern: &str| {
+        pattern.split('/').count() == path.split('/').count()
+            && pattern
+                .split('/')
+                .zip(path.split('/'))
+                .all(|(p, s)| p == s || (p.starts_with('{') && p.ends_with('}')))
+    };
+    ROUTES
+        .iter()
+        .find(|r| r.verb.as_str() == method && same_shape(r.path))
 }
 
 /// Where a caller stands in one channel (and, for message routes, towards one message).
