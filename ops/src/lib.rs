@@ -93,6 +93,7 @@ pub use api::ws::{
     PresenceStatus, ReadMarkerUpdate, SecretToken, ServerFrame,
 };
 pub use client::Client;
+pub use servers::Failovers;
 pub use client::ca::RootFormat;
 pub use error::{ClientError, CloseInfo, WsError};
 pub use ids::new_client_msg_id;

@@ -4,7 +4,7 @@
 //! This module never performs network I/O and never decides *when* to move to another server;
 //! it only knows *which* server is next (round-robin order).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use reqwest::Url;
 
@@ -75,6 +75,22 @@ pub(crate) struct ServerRing {
     urls: Vec<Url>,
     names: Vec<String>,
     current: AtomicUsize,
+    /// Failed attempts the failover loop retried on another server, by kind (see
+    /// [`Failovers`]); shared by every clone, like `current`.
+    retried_transport: AtomicU64,
+    retried_unavailable: AtomicU64,
+}
+
+/// Attempts a client retried on another server instead of returning an error (see
+/// `Client::failovers`): what a caller never saw, counted so load tests can say exactly which
+/// errors the cluster produced while the caller only noticed a slower answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Failovers {
+    /// Transport failures: connection refused or reset, timeouts, TLS handshakes cut short.
+    pub transport: u64,
+    /// HTTP 503 answers (`unavailable`: nothing was written; or a 503 from something else in
+    /// front of the node, retried for idempotent requests).
+    pub unavailable: u64,
 }
 
 impl ServerRing {
@@ -94,6 +110,8 @@ impl ServerRing {
             urls,
             names,
             current: AtomicUsize::new(0),
+            retried_transport: AtomicU64::new(0),
+            retried_unavailable: AtomicU64::new(0),
         })
     }
 
@@ -116,6 +134,23 @@ impl ServerRing {
     /// Records that `idx` answered.
     pub(crate) fn mark_good(&self, idx: usize) {
         self.current.store(idx % self.urls.len(), Ordering::Relaxed);
+    }
+
+    /// Counts one failed attempt that the failover loop is about to retry.
+    pub(crate) fn count_retry(&self, transport: bool) {
+        let counter = if transport {
+            &self.retried_transport
+        } else {
+            &self.retried_unavailable
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn failovers(&self) -> Failovers {
+        Failovers {
+            transport: self.retried_transport.load(Ordering::Relaxed),
+            unavailable: self.retried_unavailable.load(Ordering::Relaxed),
+        }
     }
 
     /// Moves past `idx` after it failed. Only moves if `idx` is still current, so two
