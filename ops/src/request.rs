@@ -302,7 +302,7 @@ pub(crate) async fn send_with_failover(
         if Instant::now() + delay + MIN_ATTEMPT_TIMEOUT > deadline {
             return Err(failure);
         }
-        ring.count_retry(transport_failure);
+        ring.count_retry(transport_failure, &failure);
         tokio::time::sleep(delay).await;
         retry = retry.saturating_add(1);
     }

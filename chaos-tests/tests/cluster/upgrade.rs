@@ -270,6 +270,7 @@ async fn upgrade_node(cluster: &mut TestCluster, id: u64, new_bin: &Path, first:
         // The previous release created its data dir 0755; this release refuses to start on a
         // directory other users can enter and says in one line what to do.
         let mode = std::fs::metadata(&data_dir).unwrap().permissions();
+        eprintln!("upgrade: node {id}'s data dir from the previous release has mode {:o}", mode.mode() & 0o777);
         if mode.mode() & 0o077 != 0 {
             cluster.spawn(id);
             let status = cluster
@@ -336,10 +337,12 @@ async fn rolling_upgrade_from_previous_release() {
     let Some(old_bin) = previous_release() else {
         return;
     };
+    let old_bin_path = || old_bin.clone();
     let new_bin = conclave_bin().unwrap();
     let started = Instant::now();
     let mut cluster =
-        TestCluster::start_with(3, ClusterOptions::default().binary(old_bin).tls()).await;
+        TestCluster::start_with(3, ClusterOptions::default().binary(old_bin.clone()).tls())
+            .await;
     create_channel(&cluster, CH).await;
     cluster
         .client_all()
@@ -414,7 +417,19 @@ async fn rolling_upgrade_from_previous_release() {
     let failovers = rest_watch
         .iter()
         .map(ops::Client::failovers)
-        .fold((0, 0), |(t, u), f| (t + f.transport, u + f.unavailable));
+        .fold((0, 0, Vec::new()), |(t, u, mut recent), f| {
+            recent.extend(f.recent);
+            (t + f.transport, u + f.unavailable, recent)
+        });
+    // The failover clients retry transport errors and 503 `unavailable` (nothing written)
+    // on another node; a refusal by the version gate must never be among them (posts are
+    // version 1 commands).
+    let gate: Vec<&String> = failovers
+        .2
+        .iter()
+        .filter(|e| e.contains("rolling upgrade"))
+        .collect();
+    assert!(gate.is_empty(), "posts were refused by the version gate: {gate:?}");
     let reconnects: u64 = ws_records.iter().map(|r| r.reconnects).sum();
     eprintln!(
         "upgrade: {} REST acks, {} WebSocket acks in {:?}; REST failovers (invisible to callers): \
@@ -425,6 +440,7 @@ async fn rolling_upgrade_from_previous_release() {
         failovers.0,
         failovers.1,
     );
+    eprintln!("upgrade: errors the REST failover absorbed: {:?}", failovers.2);
     assert!(
         report.failed.is_empty() && report.failed_attempts == 0,
         "REST clients saw errors ({} attempts failed after failover): {:?}",
@@ -450,5 +466,40 @@ async fn rolling_upgrade_from_previous_release() {
     cluster.check(checks::all_core(&acked, &views));
     cluster.check(checks::nothing_unsent_written(&sent, &views));
     cluster.check(checks::acknowledged_in_send_order(&per_poster));
+
+    // ---- no downgrade once the new version is in the log ----
+    // The previous release cannot read a log holding a version 6 entry: it must refuse to
+    // start (exit by itself, non-zero) rather than serve, or apply around, what it cannot
+    // read. (docs/operations.md, "No downgrade after the last node is upgraded".)
+    let back = order[0];
+    cluster.terminate(back).await;
+    cluster.set_binary(back, old_bin_path());
+    cluster.spawn(back);
+    let status = cluster
+        .wait_until(
+            &format!("node {back} on the previous release exits by itself"),
+            STEP_TIMEOUT,
+            || async {
+                cluster
+                    .node(back)
+                    .exit_status()
+                    .ok_or_else(|| "still running".to_owned())
+            },
+        )
+        .await;
+    let log = cluster.node(back).log_text();
+    let since_start = log
+        .rsplit("binary is now")
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    eprintln!(
+        "upgrade: the previous release on an upgraded data dir exited with {status}; its log:\n{}",
+        chaos_tests::node::tail(&since_start, 6)
+    );
+    assert!(
+        !status.success(),
+        "the previous release must not run on a log with entries it cannot read"
+    );
     eprintln!("upgrade test: {:?} wall", started.elapsed());
 }
