@@ -36,7 +36,11 @@ fn create_user(name: &str) -> Command {
 fn entry(index: u64, version: u16, user: &str) -> Entry {
     Entry {
         log_id: log_id(index),
-        payload: EntryPayload::Normal(Request::new(version, TS + index, vec![create_user(user)].into())),
+        payload: EntryPayload::Normal(Request::new(
+            version,
+            TS + index,
+            vec![create_user(user)].into(),
+        )),
     }
 }
 
@@ -80,9 +84,18 @@ async fn assert_stopped_at(store: &mut Store, err: &str, index: u64, needed: u16
     );
     assert!(err.contains(&expected), "error {err:?} lacks {expected:?}");
     assert_eq!(applied(store).await, Some(index - 1), "applied index");
-    assert!(has_user(store, "before"), "the entry before the stop was applied");
-    assert!(!has_user(store, "stopper"), "nothing of the refused entry is written");
-    assert!(!has_user(store, "after"), "nothing after the refused entry is applied");
+    assert!(
+        has_user(store, "before"),
+        "the entry before the stop was applied"
+    );
+    assert!(
+        !has_user(store, "stopper"),
+        "nothing of the refused entry is written"
+    );
+    assert!(
+        !has_user(store, "after"),
+        "nothing after the refused entry is applied"
+    );
 }
 
 #[tokio::test]
@@ -102,7 +115,10 @@ async fn entry_of_a_newer_version_stops_apply_and_stays_stopped_after_reopen() {
         let err = apply_from(&mut store, 1).await.unwrap_err();
         assert_stopped_at(&mut store, &err, 2, COMMAND_VERSION + 1).await;
         let reason = store.sm.version_stop().get().cloned().unwrap_or_default();
-        assert!(reason.contains("upgrade this node"), "stop reason {reason:?}");
+        assert!(
+            reason.contains("upgrade this node"),
+            "stop reason {reason:?}"
+        );
     }
     // After a restart openraft replays from the applied index: the same stop, nothing skipped.
     let mut store = open(dir.path());
@@ -167,7 +183,10 @@ async fn undecodable_entry_is_kept_and_stops_apply_naming_its_version() {
     let entries = store.log.try_get_log_entries(1..).await.unwrap();
     assert_eq!(entries.len(), 2);
     let EntryPayload::Normal(placeholder) = &entries[1].payload else {
-        panic!("entry 2 should read back as a placeholder: {:?}", entries[1]);
+        panic!(
+            "entry 2 should read back as a placeholder: {:?}",
+            entries[1]
+        );
     };
     assert_eq!(placeholder.version, COMMAND_VERSION + 1);
     assert!(placeholder.undecodable.is_some());
@@ -208,4 +227,83 @@ async fn undecodable_entry_of_a_known_version_stops_too() {
     );
     assert_eq!(applied(&mut store).await, Some(1));
     assert!(has_user(&store, "before"));
+}
+
+// ---- a running member (in-process, one voter): it stays up, not ready, and a restart ----
+// ---- stops it at the same entry again instead of failing to start                      ----
+
+async fn start_member(dir: &Path) -> std::sync::Arc<cluster::ClusterNode> {
+    let info = cluster::NodeInfo {
+        api_addr: "127.0.0.1:1".into(),
+        cluster_addr: "127.0.0.1:2".into(),
+    };
+    let cfg = cluster::ClusterConfig::with_defaults(1, dir.to_path_buf(), info);
+    cluster::ClusterNode::start(cfg, tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("a member holding an entry it cannot apply still starts")
+}
+
+/// Waits until the member reports the version stop as its readiness reason.
+async fn wait_version_stop(node: &cluster::ClusterNode) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = node.readiness();
+        if let Some(reason) = r.reason.as_deref().filter(|_| !r.ready)
+            && reason.contains("needs command version")
+        {
+            return reason.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no version stop reported; readiness {r:?}, metrics {:?}",
+            node.metrics()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_member_stops_not_ready_and_stays_so_across_restart() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let stop_index;
+    {
+        let node = start_member(&data).await;
+        node.initialize().await.unwrap();
+        node.raft()
+            .wait(Some(std::time::Duration::from_secs(10)))
+            .state(openraft::ServerState::Leader, "leader")
+            .await
+            .unwrap();
+        node.write(create_user("before")).await.unwrap();
+        // What a newer binary would propose; this binary's own write path never does (gate).
+        let newer = Request::new(COMMAND_VERSION + 1, TS, vec![create_user("stopper")].into());
+        assert!(node.raft().client_write(newer).await.is_err());
+        let reason = wait_version_stop(&node).await;
+        assert!(reason.ends_with("upgrade this node"), "{reason}");
+        stop_index = node.metrics().last_log_index.unwrap();
+        assert_eq!(
+            node.metrics().last_applied.map(|l| l.index),
+            Some(stop_index - 1),
+            "applied up to the entry before the stop"
+        );
+        assert!(
+            !node.fatal().is_cancelled(),
+            "a version stop must not make the process exit (a restart would stop again)"
+        );
+        assert!(node.reader().user("stopper").unwrap().is_none());
+        node.shutdown().await;
+    }
+    let node = start_member(&data).await;
+    let reason = wait_version_stop(&node).await;
+    assert!(
+        reason.contains(&format!(
+            "log entry at index {stop_index} needs command version"
+        )),
+        "{reason}"
+    );
+    assert!(!node.fatal().is_cancelled());
+    assert!(node.reader().user("before").unwrap().is_some());
+    assert!(node.reader().user("stopper").unwrap().is_none());
+    node.shutdown().await;
 }

@@ -7,8 +7,14 @@
 //! itself ready, undrain; followers first, the leader last.
 //!
 //! Checked: nothing acknowledged is lost or doubled and every node holds the channel in the
-//! same order; no client saw an error other than a reconnect (REST: the failover clients
-//! never returned an error; WebSocket: no nack, no error frame, no lost auth, no gap);
+//! same order; no client saw an error other than a reconnect. What counts: an error the client
+//! library hands to the application is an error (REST: any failed `post_message` call, which
+//! `Load` counts in `failed_attempts`; WebSocket: a nack, an `error` frame, lost auth, an event
+//! gap, a send not acknowledged within 30 s). A reconnect is not: the REST failover client
+//! retrying on another node after a transport error (reset, refused) or a 503 `unavailable`
+//! (nothing written: the node is shutting down, or has just started and not caught up, or
+//! there is no leader for a moment), and a WebSocket session reconnecting and re-sending with
+//! the same ids. Those are counted and printed; none may be a version-gate refusal;
 //! a command only the new version knows (`DELETE /api/v1/users/{name}/sessions`,
 //! `EndUserSessions`) is refused with 503 `unavailable` "a rolling upgrade is in progress" by
 //! every upgraded node until the last node runs the new binary, then accepted.
@@ -69,7 +75,11 @@ fn previous_release() -> Option<PathBuf> {
             if bin.is_file() {
                 return Some(bin);
             }
-            format!("{} printed {}, which holds no conclave", script.display(), dir.display())
+            format!(
+                "{} printed {}, which holds no conclave",
+                script.display(),
+                dir.display()
+            )
         }
         Ok(o) => format!("{} failed ({})", script.display(), o.status),
         Err(e) => format!("cannot run {}: {e}", script.display()),
@@ -270,7 +280,10 @@ async fn upgrade_node(cluster: &mut TestCluster, id: u64, new_bin: &Path, first:
         // The previous release created its data dir 0755; this release refuses to start on a
         // directory other users can enter and says in one line what to do.
         let mode = std::fs::metadata(&data_dir).unwrap().permissions();
-        eprintln!("upgrade: node {id}'s data dir from the previous release has mode {:o}", mode.mode() & 0o777);
+        eprintln!(
+            "upgrade: node {id}'s data dir from the previous release has mode {:o}",
+            mode.mode() & 0o777
+        );
         if mode.mode() & 0o077 != 0 {
             cluster.spawn(id);
             let status = cluster
@@ -341,8 +354,7 @@ async fn rolling_upgrade_from_previous_release() {
     let new_bin = conclave_bin().unwrap();
     let started = Instant::now();
     let mut cluster =
-        TestCluster::start_with(3, ClusterOptions::default().binary(old_bin.clone()).tls())
-            .await;
+        TestCluster::start_with(3, ClusterOptions::default().binary(old_bin.clone()).tls()).await;
     create_channel(&cluster, CH).await;
     cluster
         .client_all()
@@ -367,7 +379,14 @@ async fn rolling_upgrade_from_previous_release() {
     for (step, id) in order.iter().copied().enumerate() {
         let since = Instant::now();
         let ws_before = ws.acked();
-        wait_acks(&cluster, &load, since, ACKS_BETWEEN_STEPS, "REST acks before the step").await;
+        wait_acks(
+            &cluster,
+            &load,
+            since,
+            ACKS_BETWEEN_STEPS,
+            "REST acks before the step",
+        )
+        .await;
         cluster
             .wait_until("WebSocket acks before the step", STEP_TIMEOUT, || async {
                 let got = ws.acked() - ws_before;
@@ -409,18 +428,25 @@ async fn rolling_upgrade_from_previous_release() {
     }
 
     let since = Instant::now();
-    wait_acks(&cluster, &load, since, ACKS_BETWEEN_STEPS, "posting after the upgrade").await;
+    wait_acks(
+        &cluster,
+        &load,
+        since,
+        ACKS_BETWEEN_STEPS,
+        "posting after the upgrade",
+    )
+    .await;
     let report = load.stop().await;
     let ws_records = ws.stop().await;
 
     // ---- what the clients saw ----
-    let failovers = rest_watch
-        .iter()
-        .map(ops::Client::failovers)
-        .fold((0, 0, Vec::new()), |(t, u, mut recent), f| {
+    let failovers = rest_watch.iter().map(ops::Client::failovers).fold(
+        (0, 0, Vec::new()),
+        |(t, u, mut recent), f| {
             recent.extend(f.recent);
             (t + f.transport, u + f.unavailable, recent)
-        });
+        },
+    );
     // The failover clients retry transport errors and 503 `unavailable` (nothing written)
     // on another node; a refusal by the version gate must never be among them (posts are
     // version 1 commands).
@@ -429,7 +455,10 @@ async fn rolling_upgrade_from_previous_release() {
         .iter()
         .filter(|e| e.contains("rolling upgrade"))
         .collect();
-    assert!(gate.is_empty(), "posts were refused by the version gate: {gate:?}");
+    assert!(
+        gate.is_empty(),
+        "posts were refused by the version gate: {gate:?}"
+    );
     let reconnects: u64 = ws_records.iter().map(|r| r.reconnects).sum();
     eprintln!(
         "upgrade: {} REST acks, {} WebSocket acks in {:?}; REST failovers (invisible to callers): \
@@ -440,7 +469,25 @@ async fn rolling_upgrade_from_previous_release() {
         failovers.0,
         failovers.1,
     );
-    eprintln!("upgrade: errors the REST failover absorbed: {:?}", failovers.2);
+    let kind = |e: &String| {
+        if e.starts_with("cannot reach the cluster") {
+            "transport"
+        } else if e.contains("shutting down") {
+            "503 shutting down"
+        } else if e.contains("has not applied index") {
+            "503 catching up"
+        } else {
+            "503 other"
+        }
+    };
+    let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+    for e in &failovers.2 {
+        *kinds.entry(kind(e)).or_default() += 1;
+    }
+    eprintln!(
+        "upgrade: retries the REST failover made (the last 32 per client) by kind: {kinds:?}: {:?}",
+        failovers.2
+    );
     assert!(
         report.failed.is_empty() && report.failed_attempts == 0,
         "REST clients saw errors ({} attempts failed after failover): {:?}",
@@ -448,7 +495,10 @@ async fn rolling_upgrade_from_previous_release() {
         report.failed
     );
     let ws_errors: Vec<&String> = ws_records.iter().flat_map(|r| &r.errors).collect();
-    assert!(ws_errors.is_empty(), "WebSocket clients saw errors: {ws_errors:?}");
+    assert!(
+        ws_errors.is_empty(),
+        "WebSocket clients saw errors: {ws_errors:?}"
+    );
 
     // ---- what the nodes hold ----
     let mut acked = settle(&cluster, CH, &report).await;

@@ -53,7 +53,11 @@ pub enum StateError {
     #[error(
         "log entry at index {index} needs command version {needed}; this binary speaks up to {speaks}: upgrade this node"
     )]
-    NeedsNewerVersion { index: u64, needed: u16, speaks: u16 },
+    NeedsNewerVersion {
+        index: u64,
+        needed: u16,
+        speaks: u16,
+    },
     /// The entry's commands could not be decoded by this binary although its version is one
     /// it speaks: a corrupt entry or a bug, not an upgrade in progress. Stops the same way.
     #[error(

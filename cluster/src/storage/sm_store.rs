@@ -283,9 +283,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             // index stays just before it, after a restart too.
                             self.commit(kv, last, events)?;
                             let (needed, undecodable) = match &e {
-                                StateError::NeedsNewerVersion { needed, .. } => {
-                                    (*needed, None)
-                                }
+                                StateError::NeedsNewerVersion { needed, .. } => (*needed, None),
                                 _ => (req.version, req.undecodable.as_deref()),
                             };
                             tracing::error!(
