@@ -307,3 +307,26 @@ async fn running_member_stops_not_ready_and_stays_so_across_restart() {
     assert!(node.reader().user("stopper").unwrap().is_none());
     node.shutdown().await;
 }
+
+/// `Request`'s hand-written `Serialize` (needed to refuse placeholders) writes exactly what the
+/// derived one wrote before, which is what older binaries decode.
+#[test]
+fn request_encoding_is_unchanged() {
+    #[derive(serde::Serialize)]
+    struct AsDerivedBefore {
+        version: u16,
+        ts_ms: u64,
+        commands: std::sync::Arc<[Command]>,
+    }
+    let commands: std::sync::Arc<[Command]> = vec![create_user("a"), create_user("b")].into();
+    let req = Request::new(5, TS, commands.clone());
+    let before = AsDerivedBefore {
+        version: 5,
+        ts_ms: TS,
+        commands,
+    };
+    assert_eq!(
+        bincode::serialize(&req).unwrap(),
+        bincode::serialize(&before).unwrap()
+    );
+}
