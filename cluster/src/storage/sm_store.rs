@@ -282,15 +282,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             // (apply_request refused before writing anything), so the applied
                             // index stays just before it, after a restart too.
                             self.commit(kv, last, events)?;
-                            let (needed, undecodable) = match &e {
-                                StateError::NeedsNewerVersion { needed, .. } => (*needed, None),
-                                _ => (req.version, req.undecodable.as_deref()),
-                            };
                             tracing::error!(
                                 index = entry.log_id.index,
-                                needed_version = needed,
+                                needed_version = req.version,
                                 speaks_up_to = crate::command::COMMAND_VERSION,
-                                undecodable,
+                                undecodable = req.undecodable.as_deref(),
                                 "{e}"
                             );
                             let _ = self.version_stop.set(e.to_string());
