@@ -2,14 +2,15 @@
 # Builds the previous release's `conclave` and `conclavectl` (the commit named in
 # chaos-tests/upgrade-from) for the rolling-upgrade test, once: from this clone's own git history
 # (no network), with a target dir outside the clone, installed atomically into
-# $CONCLAVE_UPGRADE_CACHE/<commit>/ (default /var/tmp/conclave-upgrade). A no-op when the binaries
+# $CHAOS_UPGRADE_CACHE/<commit>/ (default /var/tmp/conclave-upgrade). A no-op when the binaries
 # are there; concurrent callers serialize on a lock. Prints the install directory on stdout.
+# (The variable is not CONCLAVE_*: `conclave` reads every CONCLAVE_* variable as a config key.)
 #
 # Usage: chaos-tests/upgrade/build-previous.sh [COMMIT]
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
-cache="${CONCLAVE_UPGRADE_CACHE:-/var/tmp/conclave-upgrade}"
+cache="${CHAOS_UPGRADE_CACHE:-/var/tmp/conclave-upgrade}"
 spec="${1:-$(grep -v '^[[:space:]]*#' "$repo/chaos-tests/upgrade-from" | grep -m1 -E '[0-9a-f]{7,40}')}"
 commit="$(git -C "$repo" rev-parse --verify "${spec}^{commit}")"
 dest="$cache/$commit"
