@@ -699,6 +699,21 @@ impl TestCluster {
         Ok(())
     }
 
+    /// Makes node `id` (stopped) start with `bin` from now on: the binary swap of a rolling
+    /// upgrade. Its data dir and config stay as they are.
+    pub fn set_binary(&mut self, id: u64, bin: PathBuf) {
+        if self.is_running(id) {
+            self.fail(&format!("set_binary: node {id} is still running"));
+        }
+        match self.nodes.get_mut(&id) {
+            Some(node) => {
+                node.mark(&format!("binary is now {}", bin.display()));
+                node.set_binary(bin);
+            }
+            None => self.fail(&format!("set_binary: no node {id}")),
+        }
+    }
+
     /// Starts node `id` again (SIGTERMing it first if it runs) and waits until it is ready.
     pub async fn restart(&self, id: u64) {
         or_panic(self.try_restart(id).await)

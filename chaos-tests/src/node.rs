@@ -219,6 +219,17 @@ impl NodeProcess {
         }
     }
 
+    /// The server binary this node starts with.
+    pub fn binary(&self) -> &Path {
+        &self.bin
+    }
+
+    /// Starts this node with another server binary from its next start on (a rolling
+    /// upgrade replaces the binary of a stopped node; data dir and config stay).
+    pub fn set_binary(&mut self, bin: PathBuf) {
+        self.bin = bin;
+    }
+
     fn child(&self) -> MutexGuard<'_, Option<Child>> {
         // A poisoned lock only means another thread panicked mid-test; the Option is still valid.
         self.child.lock().unwrap_or_else(|p| p.into_inner())

@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use crate::backoff::Backoff;
 use crate::error::ClientError;
 use crate::request::{ApiRequest, Reply, Retry, Timing, send_to_current, send_with_failover};
-use crate::servers::ServerRing;
+use crate::servers::{Failovers, ServerRing};
 use crate::tls::TrustRoot;
 use api::rest::{
     AddNodeRequest, ChangePasswordRequest, ClusterStatus, CreateUserRequest, DnsRecord,
@@ -147,6 +147,12 @@ impl Client {
     /// The server the last successful request went to (the first server before any request).
     pub fn current_server(&self) -> String {
         self.ring.name(self.ring.current()).to_owned()
+    }
+
+    /// Failed attempts this client (and its clones) retried on another server so far: the
+    /// errors the cluster produced that callers never saw.
+    pub fn failovers(&self) -> Failovers {
+        self.ring.failovers()
     }
 
     // ---- probes: one node, no failover ----

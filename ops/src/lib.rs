@@ -96,6 +96,7 @@ pub use client::Client;
 pub use client::ca::RootFormat;
 pub use error::{ClientError, CloseInfo, WsError};
 pub use ids::new_client_msg_id;
+pub use servers::Failovers;
 pub use tls::{
     TrustRoot, VerifiedCertificate, fingerprint_sha256, root_fingerprint, verify_server_certificate,
 };

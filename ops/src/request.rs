@@ -258,7 +258,7 @@ pub(crate) async fn send_with_failover(
             timing.request_timeout.min(left.max(MIN_ATTEMPT_TIMEOUT))
         };
 
-        let failure = match send_once(http, ring, idx, req, timeout).await {
+        let (failure, transport_failure) = match send_once(http, ring, idx, req, timeout).await {
             Ok(reply) if reply.is_success() => {
                 ring.mark_good(idx);
                 return Ok(reply);
@@ -272,7 +272,7 @@ pub(crate) async fn send_with_failover(
                     ring.mark_good(idx);
                     return Err(err);
                 }
-                err
+                (err, false)
             }
             Err(transport) => {
                 if let Some(err) = transport.certificate_error(&name) {
@@ -287,10 +287,13 @@ pub(crate) async fn send_with_failover(
                         ),
                     });
                 }
-                ClientError::Unreachable {
-                    servers: tried.clone(),
-                    last_error: format!("{name}: {}", transport.description),
-                }
+                (
+                    ClientError::Unreachable {
+                        servers: tried.clone(),
+                        last_error: format!("{name}: {}", transport.description),
+                    },
+                    true,
+                )
             }
         };
 
@@ -299,6 +302,7 @@ pub(crate) async fn send_with_failover(
         if Instant::now() + delay + MIN_ATTEMPT_TIMEOUT > deadline {
             return Err(failure);
         }
+        ring.count_retry(transport_failure, &failure);
         tokio::time::sleep(delay).await;
         retry = retry.saturating_add(1);
     }

@@ -4,7 +4,7 @@
 //! This module never performs network I/O and never decides *when* to move to another server;
 //! it only knows *which* server is next (round-robin order).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use reqwest::Url;
 
@@ -75,6 +75,29 @@ pub(crate) struct ServerRing {
     urls: Vec<Url>,
     names: Vec<String>,
     current: AtomicUsize,
+    /// Failed attempts the failover loop retried on another server, by kind (see
+    /// [`Failovers`]); shared by every clone, like `current`.
+    retried_transport: AtomicU64,
+    retried_unavailable: AtomicU64,
+    /// The last few retried errors, oldest first (at most `RECENT_RETRIES`).
+    recent: std::sync::Mutex<std::collections::VecDeque<String>>,
+}
+
+/// How many retried errors a client keeps for [`Failovers::recent`].
+const RECENT_RETRIES: usize = 32;
+
+/// Attempts a client retried on another server instead of returning an error (see
+/// `Client::failovers`): what a caller never saw, counted so load tests can say exactly which
+/// errors the cluster produced while the caller only noticed a slower answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Failovers {
+    /// Transport failures: connection refused or reset, timeouts, TLS handshakes cut short.
+    pub transport: u64,
+    /// HTTP 503 answers (`unavailable`: nothing was written; or a 503 from something else in
+    /// front of the node, retried for idempotent requests).
+    pub unavailable: u64,
+    /// The last retried errors (at most 32), oldest first, as `ClientError` displays them.
+    pub recent: Vec<String>,
 }
 
 impl ServerRing {
@@ -94,6 +117,9 @@ impl ServerRing {
             urls,
             names,
             current: AtomicUsize::new(0),
+            retried_transport: AtomicU64::new(0),
+            retried_unavailable: AtomicU64::new(0),
+            recent: std::sync::Mutex::default(),
         })
     }
 
@@ -116,6 +142,31 @@ impl ServerRing {
     /// Records that `idx` answered.
     pub(crate) fn mark_good(&self, idx: usize) {
         self.current.store(idx % self.urls.len(), Ordering::Relaxed);
+    }
+
+    /// Counts one failed attempt that the failover loop is about to retry.
+    pub(crate) fn count_retry(&self, transport: bool, error: &ClientError) {
+        let counter = if transport {
+            &self.retried_transport
+        } else {
+            &self.retried_unavailable
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        // Held only to push or copy a string; a poisoned lock still holds valid strings.
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() == RECENT_RETRIES {
+            recent.pop_front();
+        }
+        recent.push_back(error.to_string());
+    }
+
+    pub(crate) fn failovers(&self) -> Failovers {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        Failovers {
+            transport: self.retried_transport.load(Ordering::Relaxed),
+            unavailable: self.retried_unavailable.load(Ordering::Relaxed),
+            recent: recent.iter().cloned().collect(),
+        }
     }
 
     /// Moves past `idx` after it failed. Only moves if `idx` is still current, so two

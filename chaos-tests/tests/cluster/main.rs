@@ -33,6 +33,7 @@ mod secure_defaults;
 mod sessions;
 mod snapshot;
 mod tls;
+mod upgrade;
 mod util;
 mod ws_failover;
 mod ws_protocol;

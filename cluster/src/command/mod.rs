@@ -31,7 +31,11 @@ pub use records::{
 pub const COMMAND_VERSION: u16 = 6;
 
 /// One Raft log entry's payload: a group of client commands proposed together (group commit).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Encoded as the three fields `version`, `ts_ms`, `commands`, in that order (bincode: by
+/// position), which is what lets a binary that cannot decode `commands` still read the version
+/// an entry needs (see `storage::log_store::decode_entry`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Request {
     pub version: u16,
     /// Wall-clock time (ms since the Unix epoch) read by the leader when it proposed this entry.
@@ -41,6 +45,43 @@ pub struct Request {
     /// Shared, because openraft and the log cache clone entries on every replication read; a
     /// batch of hundreds of messages must not be deep-copied each time.
     pub commands: Arc<[Command]>,
+    /// Set only on an entry read from this node's log that this binary could not decode (a
+    /// command of a newer binary): why. `commands` is then empty. Such an entry is never
+    /// applied (`state::apply_request` stops there) and never encoded again (`Serialize`
+    /// fails), so it can neither be skipped here nor be sent on to a peer with its commands
+    /// missing. Not part of the encoding.
+    #[serde(skip_deserializing)]
+    pub undecodable: Option<Arc<str>>,
+}
+
+impl Request {
+    pub fn new(version: u16, ts_ms: u64, commands: Arc<[Command]>) -> Self {
+        Self {
+            version,
+            ts_ms,
+            commands,
+            undecodable: None,
+        }
+    }
+}
+
+impl Serialize for Request {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeStruct};
+        if let Some(why) = &self.undecodable {
+            return Err(S::Error::custom(format!(
+                "a log entry of command version {} that this binary could not decode ({why}) \
+                 cannot be encoded again",
+                self.version
+            )));
+        }
+        // Exactly what `#[derive(Serialize)]` wrote before the `undecodable` field existed.
+        let mut st = s.serialize_struct("Request", 3)?;
+        st.serialize_field("version", &self.version)?;
+        st.serialize_field("ts_ms", &self.ts_ms)?;
+        st.serialize_field("commands", &self.commands)?;
+        st.end()
+    }
 }
 
 impl std::fmt::Display for Request {
@@ -445,6 +486,9 @@ pub enum ApplyError {
     ChannelNotFound(String),
     #[error("'{user}' is not a member of channel '{channel}'")]
     NotMember { user: String, channel: String },
+    /// No longer produced: a node now stops at an entry newer than itself instead of
+    /// answering it with this (`state::StateError::NeedsNewerVersion`). Kept because outcomes
+    /// are encoded by variant position.
     #[error("command version {0} is not supported by this node")]
     UnsupportedVersion(u16),
     // ---- version 2 ----

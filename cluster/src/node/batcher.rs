@@ -138,11 +138,7 @@ pub(crate) async fn propose_local(shared: &Shared, commands: Arc<[Command]>) -> 
         .max()
         .unwrap_or(1)
         .min(COMMAND_VERSION);
-    let req = Request {
-        version,
-        ts_ms: now_ms(),
-        commands,
-    };
+    let req = Request::new(version, now_ms(), commands);
     match shared.raft.client_write(req).await {
         Ok(resp) => Ok(rpc::ForwardOk {
             index: resp.log_id.index,

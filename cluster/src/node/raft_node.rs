@@ -64,6 +64,7 @@ impl ClusterNode {
         let events = sm.1;
         let sm = sm.0;
         let reader = sm.reader();
+        let version_stop = sm.version_stop();
         let http = PeerHttp::with_tls(config.peer_source_ip, config.peer_tls.clone())
             .map_err(|e| ClusterError::Internal(format!("http client: {e}")))?;
         let network = NetworkFactory {
@@ -83,6 +84,7 @@ impl ClusterNode {
             config: config.clone(),
             removed: CancellationToken::new(),
             fatal: CancellationToken::new(),
+            version_stop,
             batch_tx,
             membership_lock: tokio::sync::Mutex::new(()),
             last_leader_contact: Mutex::new(std::time::Instant::now()),
@@ -163,6 +165,12 @@ impl ClusterNode {
     /// Fires when Raft stopped on a fatal (storage) error.
     pub fn fatal(&self) -> CancellationToken {
         self.shared.fatal.clone()
+    }
+
+    /// Why this node stopped applying, when it reached an entry that needs a newer binary
+    /// (see `state::StateError::NeedsNewerVersion`); it then stays up, not ready.
+    pub fn version_stop(&self) -> Option<String> {
+        self.shared.version_stop.get().cloned()
     }
 
     /// Fires when the leader told this node it was removed from the cluster.

@@ -76,6 +76,19 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
             _ = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
+        // Stopped at an entry this binary must not apply: Raft is stopped for good, but the
+        // process stays up, not ready, saying why (DNS and clients then avoid it). Exiting
+        // instead would only have a supervisor restart it into the same stop, over and over.
+        if let Some(reason) = shared.version_stop.get() {
+            if let Ok(mut r) = shared.readiness.lock() {
+                let verdict = Readiness::no(reason.clone());
+                if r.0 != verdict {
+                    tracing::warn!(node_id = shared.id, reason = %reason, "not ready until this node's binary is upgraded");
+                }
+                *r = (verdict, std::time::Instant::now());
+            }
+            continue;
+        }
         let failed = match &shared.raft.metrics().borrow().running_state {
             // `Stopped` is our own shutdown, not a failure.
             Err(openraft::error::Fatal::Stopped) | Ok(()) => None,

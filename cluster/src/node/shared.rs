@@ -35,7 +35,10 @@ pub(crate) struct Shared {
     pub removed: CancellationToken,
     /// Fires when Raft stopped on a fatal error (storage failure): the process should exit so
     /// its supervisor restarts it, rather than linger as a member that cannot apply anything.
+    /// Not for a version stop (below), which a restart cannot cure.
     pub fatal: CancellationToken,
+    /// Set when the state machine stopped at an entry of a newer binary: readiness reports it.
+    pub version_stop: crate::storage::sm_store::VersionStop,
     /// Queue of the group-commit batcher. Forwarded batches from followers join it too, so the
     /// leader proposes everything that arrived meanwhile, from every node, as one entry.
     pub batch_tx: mpsc::Sender<Pending>,

@@ -1,13 +1,14 @@
 //! The state machine's entry point: `apply_request` turns one log entry into outcomes,
 //! key-value writes and events, and `apply_command` hands each command to its domain.
 //!
-//! Owns what holds for a whole entry: the command-version gate (an entry newer than this binary
-//! is refused command by command, never half-applied), the permanent activation of a version,
+//! Owns what holds for a whole entry: the command-version gate (an entry newer than this binary,
+//! or one it cannot decode, is refused whole with a fatal `StateError`: never half-applied,
+//! never skipped), the permanent activation of a version,
 //! and server time that never goes backwards. Holds no rule of any domain: each arm is one
 //! call. Must never do I/O beyond the overlay it is given, read the clock, or use randomness:
 //! every node must reach the same result from the same entry.
 
-use crate::command::{ApplyError, COMMAND_VERSION, Command, Outcome, Request};
+use crate::command::{COMMAND_VERSION, Command, Outcome, Request};
 use crate::state::chat::{channels, messages};
 use crate::state::context::Ctx;
 use crate::state::events::Event;
@@ -22,12 +23,22 @@ pub fn apply_request(
     index: u64,
     events: &mut Vec<Event>,
 ) -> Result<Vec<Outcome>, StateError> {
+    // Checked before anything is written: the whole entry is refused, never half-applied,
+    // and never skipped (a skipped entry would leave this node's state behind its peers').
     if req.version > COMMAND_VERSION {
-        return Ok(req
-            .commands
-            .iter()
-            .map(|_| Err(ApplyError::UnsupportedVersion(req.version)))
-            .collect());
+        return Err(StateError::NeedsNewerVersion {
+            index,
+            needed: req.version,
+            speaks: COMMAND_VERSION,
+        });
+    }
+    if let Some(reason) = &req.undecodable {
+        return Err(StateError::Undecodable {
+            index,
+            version: req.version,
+            speaks: COMMAND_VERSION,
+            reason: reason.to_string(),
+        });
     }
     let active: u16 = kv.get(keys::ACTIVE_VERSION)?.unwrap_or(1);
     if req.version > active {

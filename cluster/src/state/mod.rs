@@ -44,6 +44,42 @@ pub enum StateError {
     },
     #[error("encode: {0}")]
     Encode(#[source] bincode::Error),
+    /// The entry was proposed by a newer binary (`version` above [`COMMAND_VERSION`]): applying
+    /// it by guesswork, or skipping it, would make this node's state differ from its peers'.
+    /// The node stops applying here (nothing of the entry is written, the applied index stays
+    /// before it) until its binary is upgraded.
+    ///
+    /// [`COMMAND_VERSION`]: crate::command::COMMAND_VERSION
+    #[error(
+        "log entry at index {index} needs command version {needed}; this binary speaks up to {speaks}: upgrade this node"
+    )]
+    NeedsNewerVersion {
+        index: u64,
+        needed: u16,
+        speaks: u16,
+    },
+    /// The entry's commands could not be decoded by this binary although its version is one
+    /// it speaks: a corrupt entry or a bug, not an upgrade in progress. Stops the same way.
+    #[error(
+        "log entry at index {index} (command version {version}) cannot be decoded by this binary, which speaks up to {speaks}: {reason}"
+    )]
+    Undecodable {
+        index: u64,
+        version: u16,
+        speaks: u16,
+        reason: String,
+    },
+}
+
+impl StateError {
+    /// An entry this binary must not apply (see [`StateError::NeedsNewerVersion`]): the node
+    /// stops and waits for an upgrade instead of failing as on a storage error.
+    pub fn is_version_stop(&self) -> bool {
+        matches!(
+            self,
+            StateError::NeedsNewerVersion { .. } | StateError::Undecodable { .. }
+        )
+    }
 }
 
 /// What every apply test needs: a throwaway tree and "apply these commands as one entry".
@@ -62,11 +98,7 @@ pub(crate) mod test_apply {
     pub(crate) fn run(tree: &sled::Tree, ts_ms: u64, commands: Vec<Command>) -> Vec<Outcome> {
         let mut kv = Overlay::new(tree);
         let mut events = Vec::new();
-        let req = Request {
-            version: COMMAND_VERSION,
-            ts_ms,
-            commands: commands.into(),
-        };
+        let req = Request::new(COMMAND_VERSION, ts_ms, commands.into());
         let out = apply_request(&mut kv, &req, 1, &mut events).unwrap();
         tree.apply_batch(kv.into_batch()).unwrap();
         out

@@ -277,11 +277,7 @@ mod tests {
     fn run_v(t: &sled::Tree, version: u16, ts_ms: u64, commands: Vec<Command>) -> Vec<Event> {
         let mut kv = Overlay::new(t);
         let mut events = Vec::new();
-        let req = Request {
-            version,
-            ts_ms,
-            commands: commands.into(),
-        };
+        let req = Request::new(version, ts_ms, commands.into());
         apply_request(&mut kv, &req, 1, &mut events).unwrap();
         t.apply_batch(kv.into_batch()).unwrap();
         events

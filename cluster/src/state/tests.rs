@@ -406,11 +406,7 @@ fn disabling_revokes_sessions_and_only_admins_may() {
     assert!(matches!(out[0], Err(ApplyError::Forbidden(_))));
     let mut kv = Overlay::new(&t);
     let mut events = Vec::new();
-    let req = Request {
-        version: COMMAND_VERSION,
-        ts_ms: 14,
-        commands: vec![disable("alice")].into(),
-    };
+    let req = Request::new(COMMAND_VERSION, 14, vec![disable("alice")].into());
     apply_request(&mut kv, &req, 9, &mut events).unwrap();
     t.apply_batch(kv.into_batch()).unwrap();
     assert!(events.iter().any(

@@ -12,6 +12,10 @@
 //! segment (a crash mid-write, never acknowledged) is cut off on open; a bad frame anywhere
 //! else is corruption and the store refuses to open.
 //!
+//! An entry whose commands this binary cannot decode (written by a newer binary, reached this
+//! node's disk before a downgrade) is kept and read back as a placeholder (`decode_entry`), so
+//! the node still starts and the state machine stops there with a message naming the version.
+//!
 //! Must never: acknowledge an append before `sync_data` returned, or hold its lock across an
 //! fsync (replication reads would stall).
 
@@ -24,9 +28,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogId, RaftLogReader, StorageIOError};
+use openraft::{
+    EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogId, RaftLogReader, StorageIOError,
+};
 use serde::{Deserialize, Serialize};
 
+use crate::command::Request;
 use crate::storage::fsutil;
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 
@@ -250,7 +257,7 @@ impl Inner {
                     ),
                 ));
             };
-            let entry: Entry = bincode::deserialize(payload).map_err(|e| {
+            let entry: Entry = decode_entry(payload).map_err(|e| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("{}: {e}", path.display()),
@@ -349,9 +356,59 @@ impl Inner {
                 format!("entry {index} is corrupt on disk"),
             )
         })?;
-        let entry: Entry = bincode::deserialize(payload)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let entry: Entry =
+            decode_entry(payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         Ok(Some(entry))
+    }
+}
+
+/// The leading fields of an encoded [`Entry`] whose payload is a `Request`: its log id, the
+/// `EntryPayload` variant and the request's `version` and `ts_ms`, which come before its
+/// commands (bincode encodes by position, so the prefix reads the same for every version).
+#[derive(Deserialize)]
+struct EntryHead {
+    log_id: LogId,
+    payload: PayloadHead,
+}
+
+/// `EntryPayload`'s first two variants, in its order.
+#[derive(Deserialize)]
+enum PayloadHead {
+    Blank,
+    Normal(RequestHead),
+}
+
+#[derive(Deserialize)]
+struct RequestHead {
+    version: u16,
+    ts_ms: u64,
+}
+
+/// Decodes one stored entry. An entry whose commands this binary cannot decode (a newer
+/// binary's command: bincode knows variants only by position) becomes a placeholder that
+/// keeps its log id, version and time and says why in `Request::undecodable`: the log stays
+/// readable (the node starts, votes and reports why it stopped), while the state machine
+/// refuses to apply the placeholder and it can never be encoded again. Anything else that
+/// does not decode is corruption, as before.
+pub(crate) fn decode_entry(payload: &[u8]) -> Result<Entry, bincode::Error> {
+    let full = match bincode::deserialize::<Entry>(payload) {
+        Ok(entry) => return Ok(entry),
+        Err(e) => e,
+    };
+    // `bincode::deserialize` accepts trailing bytes: the head reads just the prefix.
+    match bincode::deserialize::<EntryHead>(payload) {
+        Ok(EntryHead {
+            log_id,
+            payload: PayloadHead::Normal(head),
+        }) => {
+            let mut req = Request::new(head.version, head.ts_ms, Vec::new().into());
+            req.undecodable = Some(full.to_string().into());
+            Ok(Entry {
+                log_id,
+                payload: EntryPayload::Normal(req),
+            })
+        }
+        _ => Err(full),
     }
 }
 

@@ -7,8 +7,12 @@
 //! openraft learns it exists; on open, a tree that is behind the snapshot (or was mid-install)
 //! is rebuilt from the snapshot file before any replay.
 //!
-//! Must never: compute anything non-deterministic in `apply` (see `state::apply`), or block apply
-//! on a subscriber (events go through a bounded broadcast).
+//! An entry this binary must not apply (a newer binary's, see `state::StateError::
+//! NeedsNewerVersion`) ends `apply` with a fatal error after the entries before it are
+//! committed: openraft then stops this member, and `version_stop` tells the readiness task why.
+//!
+//! Must never: compute anything non-deterministic in `apply` (see `state::apply`), skip an
+//! entry, or block apply on a subscriber (events go through a bounded broadcast).
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -96,8 +100,14 @@ impl StateReader {
     }
 }
 
+/// Why this node stopped applying at an entry it must not apply (a newer binary's entry, see
+/// `state::StateError::NeedsNewerVersion`): set once by `apply`, read by the readiness task,
+/// which then reports the node not ready with this reason instead of stopping the process.
+pub type VersionStop = Arc<std::sync::OnceLock<String>>;
+
 pub struct StateMachineStore {
     tree: sled::Tree,
+    version_stop: VersionStop,
     dir: PathBuf,
     current: Arc<Mutex<Option<StoredSnapshot>>>,
     cow: Cow,
@@ -128,6 +138,7 @@ impl StateMachineStore {
         };
         let sm = Self {
             tree,
+            version_stop: VersionStop::default(),
             dir: dir.to_path_buf(),
             current: Arc::new(Mutex::new(current.clone())),
             cow: Cow::default(),
@@ -157,6 +168,31 @@ impl StateMachineStore {
         StateReader {
             tree: self.tree.clone(),
         }
+    }
+
+    /// Set when `apply` stopped at an entry this binary must not apply.
+    pub fn version_stop(&self) -> VersionStop {
+        self.version_stop.clone()
+    }
+
+    /// Commits the writes of the entries applied so far in this call (up to and including
+    /// `last`) as one batch, then hands their events to subscribers.
+    fn commit(
+        &self,
+        mut kv: Overlay<'_>,
+        last: Option<LogId>,
+        events: Vec<Event>,
+    ) -> Result<(), StorageError> {
+        if let Some(last) = last {
+            kv.put(keys::APPLIED.to_vec(), &Some(last))
+                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            let batch = kv.into_batch();
+            self.tree
+                .apply_batch(batch)
+                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        }
+        self.events.publish(events);
+        Ok(())
     }
 }
 
@@ -236,14 +272,28 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut events: Vec<Event> = Vec::new();
         let mut last = None;
         for entry in entries {
-            last = Some(entry.log_id);
             match &entry.payload {
                 EntryPayload::Blank => responses.push(Response::default()),
                 EntryPayload::Normal(req) => {
-                    let outcomes =
-                        state::apply_request(&mut kv, req, entry.log_id.index, &mut events)
-                            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-                    responses.push(Response { outcomes });
+                    match state::apply_request(&mut kv, req, entry.log_id.index, &mut events) {
+                        Ok(outcomes) => responses.push(Response { outcomes }),
+                        Err(e) if e.is_version_stop() => {
+                            // The entries before it are applied and recorded; this one is not
+                            // (apply_request refused before writing anything), so the applied
+                            // index stays just before it, after a restart too.
+                            self.commit(kv, last, events)?;
+                            tracing::error!(
+                                index = entry.log_id.index,
+                                needed_version = req.version,
+                                speaks_up_to = crate::command::COMMAND_VERSION,
+                                undecodable = req.undecodable.as_deref(),
+                                "{e}"
+                            );
+                            let _ = self.version_stop.set(e.to_string());
+                            return Err(sm_err(ErrorVerb::Write, e));
+                        }
+                        Err(e) => return Err(sm_err(ErrorVerb::Write, e)),
+                    }
                 }
                 EntryPayload::Membership(m) => {
                     let stored = StoredMembership::new(Some(entry.log_id), m.clone());
@@ -255,16 +305,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     responses.push(Response::default());
                 }
             }
+            last = Some(entry.log_id);
         }
-        if let Some(last) = last {
-            kv.put(keys::APPLIED.to_vec(), &Some(last))
-                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-            let batch = kv.into_batch();
-            self.tree
-                .apply_batch(batch)
-                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        }
-        self.events.publish(events);
+        self.commit(kv, last, events)?;
         Ok(responses)
     }
 

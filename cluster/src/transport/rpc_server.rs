@@ -181,6 +181,26 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad rpc body: {e}")).into_response())
 }
 
+/// An AppendEntries a member sends that this binary cannot decode almost always carries entries
+/// of a newer binary (commands this one does not know). Nothing of it is appended, so this node
+/// falls behind rather than diverge; the leader retries every heartbeat, so this says why at
+/// most every 10 s.
+fn report_undecodable_append(s: &Shared, bytes: usize, error: &bincode::Error) {
+    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(10)) {
+        return;
+    }
+    *last = Some(std::time::Instant::now());
+    tracing::error!(
+        node_id = s.id,
+        bytes,
+        %error,
+        speaks_up_to = crate::command::COMMAND_VERSION,
+        "cannot decode an append-entries request from the leader: it most likely carries log entries of a newer command version than this binary speaks; upgrade this node"
+    );
+}
+
 fn encode<T: Serialize>(value: &T) -> Response {
     match rpc::encode(value) {
         Ok(bytes) => ([("content-type", "application/octet-stream")], bytes).into_response(),
@@ -189,9 +209,12 @@ fn encode<T: Serialize>(value: &T) -> Response {
 }
 
 async fn append(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
-    let req: openraft::raft::AppendEntriesRequest<TypeConfig> = match decode(&body) {
+    let req: openraft::raft::AppendEntriesRequest<TypeConfig> = match rpc::decode_limited(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => {
+            report_undecodable_append(&s, body.len(), &e);
+            return (StatusCode::BAD_REQUEST, format!("bad rpc body: {e}")).into_response();
+        }
     };
     if let Ok(mut t) = s.last_leader_contact.lock() {
         *t = std::time::Instant::now();

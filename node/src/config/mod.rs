@@ -483,6 +483,23 @@ cluster_addr = "127.0.0.1:9080"
         assert!(err.to_string().contains("workspace"), "{err}");
     }
 
+    /// A config file inside its own data_dir without `kek_file` (what `conclave dev` wrote
+    /// before the KEK existed) puts the default KEK inside data_dir: refused in one line that
+    /// says which moves fix it.
+    #[test]
+    fn default_kek_inside_data_dir_names_the_fix() {
+        let err = Config::parse(MINIMAL, Path::new("/tmp/x/conclave.toml"), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ca.kek_file /tmp/x/conclave.kek is inside data_dir /tmp/x")
+                && err.contains("move the config file")
+                && err.contains("set [ca] kek_file"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+
     #[test]
     fn ca_section_defaults_and_validation() {
         let cfg = Config::parse(MINIMAL, Path::new("/etc/conclave/node.toml"), Vec::new()).unwrap();

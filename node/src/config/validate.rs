@@ -104,8 +104,16 @@ impl Config {
         let kek = normalize(&absolute(&self.kek_path()));
         let data = normalize(&absolute(&self.data_dir));
         if kek.starts_with(&data) {
+            // Configs that older `conclave dev` builds wrote inside the node's data directory
+            // (no `kek_file`) land here after an upgrade: say exactly which of two moves fixes
+            // it. Never accepted as is: the key must not travel with backups of the data.
+            let fix = if self.ca.kek_file.is_none() {
+                "the default is conclave.kek next to the config file, and this config file is itself inside data_dir: move the config file (and conclave.kek, if it exists) out of data_dir, or move conclave.kek out and set [ca] kek_file to its new path"
+            } else {
+                "move the key file out of data_dir and set [ca] kek_file to its new path"
+            };
             return Err(ConfigError::Invalid(format!(
-                "ca.kek_file {} is inside data_dir {}: a copy or backup of the data directory would then carry the key that unseals the CA's private keys; keep it next to the config file",
+                "ca.kek_file {} is inside data_dir {}: a copy or backup of the data directory would then carry the key that unseals the CA's private keys; {fix}",
                 kek.display(),
                 data.display()
             )));
