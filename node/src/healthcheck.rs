@@ -28,7 +28,11 @@ pub enum HealthError {
     },
     /// The node answered but is not ready (no leader, catching up, draining).
     #[error("{url}: not ready (HTTP {status}): {body}")]
-    NotReady { url: String, status: u16, body: String },
+    NotReady {
+        url: String,
+        status: u16,
+        body: String,
+    },
 }
 
 /// The address to probe: the listen address itself, except that an unspecified one (0.0.0.0,
