@@ -2,7 +2,7 @@
 //! "Docker") says, with Debian's `docker-compose`: `run --rm node1 init`, `up -d node1`, the
 //! root fetched with `conclavectl ca root` and its fingerprint compared with init's, `conclavectl
 //! login` and `node join-token`, `run -d --name ... node2 join` (token in the environment) until
-//! it logs that it is a voter, the same for node 3, then `up -d`. Checks: `conclavectl status`
+//! it logs that it is a voter, then `up -d node2`, the same for node 3, then `up -d`. Checks: `conclavectl status`
 //! exits 0 with three voters, every node's DNS on 53 lists the three, every container is
 //! healthy (`conclave healthcheck`), HTTPS on 443 serves a certificate of the root. Then `down
 //! -v`, and nothing of the test is left in Docker.
@@ -288,6 +288,9 @@ async fn bring_up(project: &Project, ctl: &Path, ip: &dyn Fn(u32) -> String) -> 
         .await?;
         docker::docker_async(&["stop", &name]).await?;
         docker::docker_async(&["rm", &name]).await?;
+        let mut c = project.compose();
+        c.args(["up", "-d", &service]);
+        output(c, &format!("docker-compose up -d {service}")).await?;
     }
 
     // 5. Everything up.
