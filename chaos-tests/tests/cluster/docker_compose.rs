@@ -219,14 +219,21 @@ async fn bring_up(project: &Project, ctl: &Path, ip: &dyn Fn(u32) -> String) -> 
     output(c, "docker-compose up -d node1").await?;
 
     // 3. The root over the plain port, its fingerprint compared; login; join tokens.
-    let ctl_cmd = |args: &[&str]| {
+    let bare_ctl = |args: &[&str]| {
         let mut c = tokio::process::Command::new(ctl);
         c.args(args)
             .current_dir(project.dir.path())
             .env("HOME", project.home())
-            .env("CONCLAVE_CA_FILE", project.dir.path().join("root.pem"))
-            .env("CONCLAVE_SERVER", format!("https://{}", ip(1)))
+            .env_remove("CONCLAVE_CA_FILE")
+            .env_remove("CONCLAVE_SERVER")
             .kill_on_drop(true);
+        c
+    };
+    // As documented: `export CONCLAVE_CA_FILE=... CONCLAVE_SERVER=...` after `ca root`.
+    let ctl_cmd = |args: &[&str]| {
+        let mut c = bare_ctl(args);
+        c.env("CONCLAVE_CA_FILE", project.dir.path().join("root.pem"))
+            .env("CONCLAVE_SERVER", format!("https://{}", ip(1)));
         c
     };
     let plain = format!("http://{}", ip(1));
@@ -235,7 +242,7 @@ async fn bring_up(project: &Project, ctl: &Path, ip: &dyn Fn(u32) -> String) -> 
         Duration::from_secs(60),
         || async {
             output(
-                ctl_cmd(&["--server", &plain, "ca", "root", "--out", "root.pem"]),
+                bare_ctl(&["--server", &plain, "ca", "root", "--out", "root.pem"]),
                 "conclavectl ca root",
             )
             .await
@@ -250,7 +257,14 @@ async fn bring_up(project: &Project, ctl: &Path, ip: &dyn Fn(u32) -> String) -> 
     login
         .env("CONCLAVE_PASSWORD", &password)
         .env("CONCLAVE_NEW_PASSWORD", NEW_PASSWORD);
-    output(login, "conclavectl login").await?;
+    let said = output(login, "conclavectl login").await?;
+    eprintln!("conclavectl login: {}", said.trim());
+    // Whether init's password had to be changed at this first login decides which one is valid.
+    let admin_password = if said.contains("is changed") {
+        NEW_PASSWORD.to_owned()
+    } else {
+        password.clone()
+    };
 
     // 4. Join nodes 2 and 3 with a token each, one at a time.
     for n in [2u32, 3] {
@@ -314,7 +328,7 @@ async fn bring_up(project: &Project, ctl: &Path, ip: &dyn Fn(u32) -> String) -> 
     let https: Vec<String> = (1..=3).map(|n| format!("https://{}", ip(n))).collect();
     let client = ops::Client::new_trusting(https.clone(), Some(root.clone()))?;
     let mut admin = client.clone();
-    admin.login("admin", NEW_PASSWORD).await?;
+    admin.login("admin", &admin_password).await?;
     let cluster = admin.cluster().await?;
     let voters: Vec<u64> = cluster
         .nodes
