@@ -82,6 +82,7 @@ pub async fn check(cfg: &Config) -> Result<(), HealthError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

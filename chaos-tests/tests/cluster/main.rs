@@ -28,6 +28,7 @@ mod docker_restart;
 mod docker_util;
 mod flood_util;
 mod full_restart;
+mod healthcheck;
 mod join;
 mod leader_kill;
 mod login_flood;
