@@ -21,6 +21,7 @@
 //! touch a container, network, volume or image it did not create, pull anything (there is no
 //! registry), or send traffic anywhere but the test's own network.
 
+mod access;
 mod cluster;
 mod faults;
 mod image;
