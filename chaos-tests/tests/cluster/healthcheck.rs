@@ -10,11 +10,17 @@ use chaos_tests::node::conclave_bin;
 /// Runs the subcommand against node `id`'s own config: (success, stderr, how long it took).
 fn healthcheck(cluster: &TestCluster, id: u64) -> (bool, String, Duration) {
     let started = Instant::now();
-    let out = std::process::Command::new(conclave_bin().unwrap())
-        .args(["healthcheck", "--config"])
-        .arg(&cluster.node(id).spec.config_path)
-        .output()
-        .unwrap();
+    let mut cmd = std::process::Command::new(conclave_bin().unwrap());
+    cmd.args(["healthcheck", "--config"])
+        .arg(&cluster.node(id).spec.config_path);
+    // Every CONCLAVE_* variable is a config override to the server (an unknown one is an
+    // error), and CI exports some for the tests themselves (CONCLAVE_DIST, CONCLAVE_BIN).
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("CONCLAVE_") {
+            cmd.env_remove(key);
+        }
+    }
+    let out = cmd.output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
