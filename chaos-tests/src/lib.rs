@@ -12,6 +12,7 @@ pub mod cluster;
 mod diagnostics;
 pub mod duration_arg;
 pub mod load;
+pub mod netns;
 pub mod node;
 pub mod partition;
 pub mod wait;

@@ -15,6 +15,7 @@ mod ctl;
 mod ctl_chat;
 mod ctl_check;
 mod ctl_tls;
+// mod docker_browser;
 mod dns_faults;
 mod dns_fuzz;
 mod dns_health;

@@ -1,0 +1,547 @@
+//! Real Chromium against three containers, finding the cluster only by its workspace name
+//! (issue 12, item 4): the browser runs in a network namespace of its own whose only link is a
+//! veth into the test's Docker bridge network and whose `resolv.conf` lists the three nodes'
+//! DNS servers (port 53), so `https://chat.corp.lan/` works only through Conclave's own DNS.
+//!
+//! 1. The browser trusts nothing of the cluster at first: the HTTPS page by name is refused.
+//!    It opens the plain trust page by name (`http://chat.corp.lan/`), the fingerprint shown
+//!    there must be the one `conclave init` printed, and the root it downloads through the
+//!    page's link must have it too; that file is then installed the way a Linux user does it,
+//!    into the NSS database of the browser's `$HOME` (`certutil`). No flag tells Chromium to
+//!    accept anything.
+//! 2. Alice and Bob sign in on `https://chat.corp.lan/` and chat in `general`. Chromium's
+//!    performance log says which address served Alice's page: that node's container is
+//!    `docker kill`ed.
+//! 3. Both type at once after the kill; Alice's page fails over by itself (the node list the
+//!    server gave it: `https://<node ip>:443`, covered by each node's certificate), every
+//!    message sent after the kill reaches both pages in both directions, each exactly once,
+//!    and the surviving nodes' DNS stops listing the dead one. The pages, and every surviving
+//!    node over REST, hold the same history in the same order; a recorder in each page fails
+//!    the test if a message was ever shown twice.
+//!
+//! Needs Docker, `$CONCLAVE_DIST` (the harness `chaos_tests::docker`), root (a network
+//! namespace), `ip`, `certutil` (libnss3-tools), `openssl`, `chromium` and `chromedriver`.
+//! Without them it prints why and passes, unless `CHAOS_REQUIRE_DOCKER=1` or
+//! `CHAOS_REQUIRE_BROWSER=1` is set, when it fails. Everything it made (containers, network,
+//! image, namespace, veth, `/etc/netns/<name>`, browser processes, profiles) is removed by the
+//! guards' `Drop`, also on failure.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use chaos_tests::checks;
+use chaos_tests::docker::{self, DockerCluster, DockerEnv, WORKSPACE};
+use chaos_tests::netns::ClientNetns;
+use fantoccini::wd::WebDriverCompatibleCommand;
+use ops::{NewUser, Role};
+use serde_json::{Value, json};
+
+use crate::browser::{
+    ChromeDriver, Nodes, Page, Run, artifacts_dir, browser_tools, compare_histories,
+    describe, never_twice, now_ms,
+};
+
+const TEST: &str = "docker_browser_chat_by_workspace_name_survives_killing_the_serving_node";
+const PASSWORD: &str = "browser-pass-phrase-1";
+const CHANNEL: &str = "general";
+/// The namespace's address on the test's /24: the harness gives the nodes .11-.13 by hand and
+/// lets Docker assign nothing, so .250 stays free (checked again by `ClientNetns::attach`).
+const NETNS_HOST: u8 = 250;
+/// Loading a page, signing in, a message round trip.
+const PAGE_WAIT: Duration = Duration::from_secs(30);
+/// From the kill until the page is on a survivor and the messages are delivered.
+const FAILOVER_WAIT: Duration = Duration::from_secs(30);
+/// A node's DNS drops a dead node within about one probe period; generous for 2 cores.
+const DNS_WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_browser_chat_by_workspace_name_survives_killing_the_serving_node() {
+    let Some(tools) = browser_tools() else {
+        return;
+    };
+    let Some(env) = DockerEnv::detect(TEST) else {
+        return;
+    };
+    if !netns_tools_present() {
+        return;
+    }
+    let started = Instant::now();
+    // Guards in declaration order; dropped in reverse: pages, chromedriver (and every
+    // Chromium), the profile's $HOME, the namespace, then containers, network and image.
+    let cluster = DockerCluster::start(&env).await;
+    let suffix = cluster.suffix().to_owned();
+    let ids = cluster.ids();
+    let ips: Vec<Ipv4Addr> = ids.iter().map(|id| cluster.ip(*id)).collect();
+    eprintln!(
+        "cluster up after {:.1?}: nodes {ips:?}",
+        started.elapsed()
+    );
+    setup_chat(&cluster).await;
+
+    let ns_ip = cluster.network().ip(NETNS_HOST);
+    let netns = cluster.or_fail(ClientNetns::attach(&cluster.network().name, ns_ip, &ips));
+    let home = tempfile::Builder::new()
+        .prefix("conclave-browser-home-")
+        .tempdir()
+        .unwrap_or_else(|e| cluster.fail(&format!("temp HOME: {e}")));
+    let nssdb = home.path().join(".pki").join("nssdb");
+    cluster.or_fail(new_nss_db(&nssdb));
+    let mut driver = ChromeDriver::launch(&tools, Some(&netns), Some(home.path()))
+        .unwrap_or_else(|e| cluster.fail(&e));
+    let downloads = home.path().join("Downloads");
+    driver.performance_log = true;
+    driver.prefs = Some(json!({
+        "download.default_directory": downloads,
+        "download.prompt_for_download": false,
+    }));
+    let page_url = format!("https://{WORKSPACE}/");
+
+    // 1. The root, from the trust page, by name.
+    let trust = driver
+        .open("trust")
+        .await
+        .unwrap_or_else(|e| cluster.fail(&e));
+    let root_file = trust_root_from_page(&cluster, &trust, &page_url, &downloads).await;
+    cluster.or_fail(install_root(&nssdb, &root_file));
+    trust.close().await;
+    eprintln!(
+        "root {} downloaded from http://{WORKSPACE}/ and installed after {:.1?}",
+        cluster.fingerprint(),
+        started.elapsed()
+    );
+
+    // 2. Two users on the workspace's page; Chromium opened after the root was installed reads
+    //    the NSS database at start.
+    let alice = driver.open("alice").await.unwrap_or_else(|e| cluster.fail(&e));
+    let bob = driver.open("bob").await.unwrap_or_else(|e| cluster.fail(&e));
+    let run = Run {
+        cluster: &cluster,
+        pages: [&alice, &bob],
+        artifacts: artifacts_dir(),
+    };
+    run.sign_in_at(&alice, &page_url).await;
+    run.sign_in_at(&bob, &page_url).await;
+    let served_ip = run.ok(document_address(&alice, &page_url).await).await;
+    let Some(killed) = ids.iter().copied().find(|id| IpAddr::V4(cluster.ip(*id)) == served_ip)
+    else {
+        return run
+            .fail(&format!(
+                "alice's page came from {served_ip}, which is none of the nodes {ips:?}"
+            ))
+            .await;
+    };
+    let alice_node = connected_node(&run, &alice).await;
+    let bob_node = connected_node(&run, &bob).await;
+    if alice_node != killed {
+        run.fail::<()>(&format!(
+            "alice's page came from node {killed} ({served_ip}) but its socket is on node \
+             {alice_node}: the page connects to where it was loaded from first"
+        ))
+        .await;
+    }
+    eprintln!(
+        "pages signed in after {:.1?}: alice's page served by node {killed} ({served_ip}), \
+         sockets: alice node {alice_node}, bob node {bob_node}",
+        started.elapsed()
+    );
+
+    let mut expected: Vec<(&str, String)> = Vec::new();
+    for (page, body) in [
+        (&alice, "Hi Bob, Alice here, on chat.corp.lan."),
+        (&bob, "Hello Alice! Same name here, reading you fine."),
+    ] {
+        run.send(page, body).await;
+        expected.push((page.who, body.to_owned()));
+        run.wait_delivered(&expected).await;
+    }
+
+    // 3. The container that served Alice's page dies; both type at once.
+    for page in run.pages {
+        run.ok(page.install_recorder().await).await;
+    }
+    let killed_at_ms = now_ms();
+    let killed_at = Instant::now();
+    cluster.or_fail(cluster.kill(killed).await);
+    let outage = [
+        ("alice", format!("Typed right after node {killed} died.")),
+        ("bob", "And Bob answers during the failover.".to_owned()),
+    ];
+    for (who, body) in &outage {
+        let page = if *who == "alice" { &alice } else { &bob };
+        run.type_message(page, body).await;
+        expected.push((who, body.clone()));
+    }
+    let new_node = run
+        .wait(
+            &format!("alice's page to reconnect to a node other than {killed}"),
+            FAILOVER_WAIT,
+            || async {
+                let s = alice.state().await?;
+                match (s.conn.as_str(), s.node) {
+                    ("connected", Some(n)) if n != killed && s.ready == "1" => Ok(n),
+                    _ => Err(format!(
+                        "#conn-status {} node {:?}, ready {}",
+                        s.conn, s.node, s.ready
+                    )),
+                }
+            },
+        )
+        .await;
+    let reconnected_in = killed_at.elapsed();
+    run.wait_delivered(&expected).await;
+    let delivered_in = killed_at.elapsed();
+    let via = run
+        .ok(alice
+            .js("return window.conclave.node;", vec![])
+            .await)
+        .await;
+
+    // The survivors' DNS stops handing out the dead node.
+    let survivors: Vec<u64> = ids.iter().copied().filter(|id| *id != killed).collect();
+    for id in &survivors {
+        cluster.or_fail(cluster.wait_dns(*id, &survivors, DNS_WAIT).await);
+    }
+    let dns_in = killed_at.elapsed();
+
+    // The conversation goes on, both ways.
+    for (page, body) in [
+        (&alice, "Still here after the failover."),
+        (&bob, "Me too. Nothing lost on my side."),
+    ] {
+        run.send(page, body).await;
+        expected.push((page.who, body.to_owned()));
+        run.wait_delivered(&expected).await;
+    }
+
+    // 4. Nothing shown twice at any moment; pages and nodes agree.
+    let mut problems = Vec::new();
+    let mut recordings = Vec::new();
+    for page in run.pages {
+        let rec = run.ok(page.recording().await).await;
+        problems.extend(never_twice(page.who, &rec));
+        recordings.push(rec);
+    }
+    let final_a = run.ok(alice.state().await).await;
+    let final_b = run.ok(bob.state().await).await;
+    let views = cluster.or_fail(
+        cluster
+            .wait_converged(CHANNEL, &survivors, None, expected.len() as u64)
+            .await,
+    );
+    cluster.check(checks::no_duplicates(&views));
+    cluster.check(checks::same_order_on_every_node(&views));
+    problems.extend(compare_histories(
+        &expected,
+        &final_a.messages,
+        &final_b.messages,
+        &views,
+    ));
+    if !problems.is_empty() {
+        run.fail::<()>(&format!(
+            "{}\nalice's page after the kill (ms):\n{}\nbob's:\n{}",
+            problems.join("\n"),
+            describe(&recordings[0], killed_at_ms),
+            describe(&recordings[1], killed_at_ms)
+        ))
+        .await;
+    }
+    eprintln!(
+        "node {killed} killed; alice's page connected to node {new_node} ({via}) after \
+         {reconnected_in:.1?}; both outage messages on both pages after {delivered_in:.1?}; \
+         DNS of nodes {survivors:?} without node {killed} after {dns_in:.1?}\n\
+         alice's page after the kill (ms):\n{}",
+        describe(&recordings[0], killed_at_ms)
+    );
+    for m in &views[0].messages {
+        eprintln!("  seq {} {}: {}", m.seq, m.author, m.body);
+    }
+
+    alice.close().await;
+    bob.close().await;
+    drop(driver);
+    drop(home);
+    drop(netns);
+    drop(cluster);
+    docker::assert_nothing_left(&suffix);
+    eprintln!("docker browser test done in {:.1?}", started.elapsed());
+}
+
+impl Nodes for DockerCluster {
+    fn page_url(&self, _node: u64) -> String {
+        // Pages here are only ever loaded by the workspace name.
+        format!("https://{WORKSPACE}/")
+    }
+
+    fn fail_with_logs(&self, report: &str) -> ! {
+        self.fail(report)
+    }
+}
+
+/// Users alice and bob (their forced first password change done through the API), channel
+/// `general` with both in it.
+async fn setup_chat(cluster: &DockerCluster) {
+    cluster.or_fail(cluster.create_channel(CHANNEL).await);
+    for (name, display) in [("alice", "Alice"), ("bob", "Bob")] {
+        let user = NewUser {
+            username: name.to_owned(),
+            password: PASSWORD.to_owned(),
+            role: Role::Member,
+            display_name: Some(display.to_owned()),
+        };
+        match cluster.admin_client().create_user_with(&user).await {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("user_exists") => {}
+            Err(e) => cluster.fail(&format!("create {name}: {e}")),
+        }
+        let urls: Vec<String> = cluster.ids().iter().map(|id| cluster.https_url(*id)).collect();
+        let mut client = ops::Client::new_trusting(urls, Some(cluster.trust_root().clone()))
+            .unwrap_or_else(|e| cluster.fail(&format!("client: {e}")));
+        let login = client
+            .login(name, PASSWORD)
+            .await
+            .unwrap_or_else(|e| cluster.fail(&format!("first login of {name}: {e}")));
+        if login.must_change_password {
+            chaos_tests::settle_admin_set_password(&client, PASSWORD)
+                .await
+                .unwrap_or_else(|e| cluster.fail(&format!("{name}'s password change: {e}")));
+        }
+        client
+            .join_channel(CHANNEL)
+            .await
+            .unwrap_or_else(|e| cluster.fail(&format!("{name} joins #{CHANNEL}: {e}")));
+    }
+}
+
+/// True when root, `ip`, `certutil` and `openssl` are there; else prints why and returns
+/// false, or panics when `CHAOS_REQUIRE_DOCKER` or `CHAOS_REQUIRE_BROWSER` is `1`.
+fn netns_tools_present() -> bool {
+    let mut missing = Vec::new();
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    #[allow(unsafe_code)]
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        missing.push("root (ip netns)".to_owned());
+    }
+    for (tool, package) in [
+        ("ip", "iproute2"),
+        ("certutil", "libnss3-tools"),
+        ("openssl", "openssl"),
+    ] {
+        let found = std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
+        if !found {
+            missing.push(format!("{tool} (apt-get install {package})"));
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let required = ["CHAOS_REQUIRE_DOCKER", "CHAOS_REQUIRE_BROWSER"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|v| v == "1"));
+    let why = format!("missing: {}", missing.join(", "));
+    if required {
+        panic!("{TEST}: CHAOS_REQUIRE_DOCKER/CHAOS_REQUIRE_BROWSER is set but {why}");
+    }
+    eprintln!("SKIP {TEST}: {why}");
+    false
+}
+
+/// Runs a tool to completion; its stdout, or an error with its stderr.
+fn tool(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(program).args(args).output()?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "{program} {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// An empty NSS database (no password) where Chromium on Linux looks for user-trusted roots.
+fn new_nss_db(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let db = format!("sql:{}", dir.display());
+    tool("certutil", &["-N", "-d", &db, "--empty-password"])?;
+    Ok(())
+}
+
+/// Trusts `root` (PEM) as a CA for TLS servers: what "install the root" means on Linux.
+fn install_root(nssdb: &Path, root: &Path) -> anyhow::Result<()> {
+    let db = format!("sql:{}", nssdb.display());
+    let root = root.to_string_lossy();
+    tool(
+        "certutil",
+        &["-A", "-d", &db, "-n", "Conclave workspace root", "-t", "C,,", "-i", &root],
+    )?;
+    let listed = tool("certutil", &["-L", "-d", &db])?;
+    if !listed.contains("Conclave workspace root") {
+        anyhow::bail!("certutil -L does not list the root: {listed}");
+    }
+    Ok(())
+}
+
+/// `AB:CD:...` (upper case) of the DER certificate in the PEM file `path`, by openssl.
+fn pem_fingerprint(path: &Path) -> anyhow::Result<String> {
+    let out = tool(
+        "openssl",
+        &["x509", "-noout", "-fingerprint", "-sha256", "-in", &path.to_string_lossy()],
+    )?;
+    out.trim()
+        .split_once('=')
+        .map(|(_, f)| f.to_ascii_uppercase())
+        .ok_or_else(|| anyhow::anyhow!("openssl printed {out:?}"))
+}
+
+/// Step 1: with nothing trusted, the HTTPS page by name is refused; the trust page by name
+/// shows the fingerprint `init` printed; its link downloads a root with that fingerprint.
+/// Returns the downloaded file.
+async fn trust_root_from_page(
+    cluster: &DockerCluster,
+    trust: &Page,
+    page_url: &str,
+    downloads: &Path,
+) -> PathBuf {
+    let fail = |msg: String| -> ! { cluster.fail(&format!("trust page: {msg}")) };
+    trust.goto(page_url).await.unwrap_or_else(|e| fail(e));
+    let href = trust
+        .js("return location.href;", vec![])
+        .await
+        .unwrap_or_else(|e| fail(e));
+    if !href.as_str().is_some_and(|h| h.starts_with("chrome-error://")) {
+        fail(format!(
+            "{page_url} loaded ({href}) before the root was installed: something else trusts it"
+        ));
+    }
+    let plain = format!("http://{WORKSPACE}/");
+    trust.goto(&plain).await.unwrap_or_else(|e| fail(e));
+    let text = trust
+        .js("return document.body.innerText;", vec![])
+        .await
+        .unwrap_or_else(|e| fail(e));
+    let text = text.as_str().unwrap_or_default().to_owned();
+    let shown = fingerprint_in(&text)
+        .unwrap_or_else(|| fail(format!("no SHA-256 fingerprint on {plain}: {text}")));
+    if shown != cluster.fingerprint() {
+        fail(format!(
+            "{plain} shows {shown}, `conclave init` printed {}",
+            cluster.fingerprint()
+        ));
+    }
+    trust
+        .click("a[href=\"/ca.pem\"]")
+        .await
+        .unwrap_or_else(|e| fail(e));
+    let file = chaos_tests::wait::poll_until("the root's download", PAGE_WAIT, || async {
+        let entries = std::fs::read_dir(downloads).map_err(|e| e.to_string())?;
+        entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "pem"))
+            .ok_or_else(|| format!("nothing finished in {}", downloads.display()))
+    })
+    .await
+    .unwrap_or_else(|e| fail(format!("{e:#}")));
+    let got = pem_fingerprint(&file).unwrap_or_else(|e| fail(format!("{e:#}")));
+    if got != shown {
+        fail(format!(
+            "the downloaded {} has fingerprint {got}, the page shows {shown}",
+            file.display()
+        ));
+    }
+    file
+}
+
+/// The first `AB:CD:..` run of 32 hex bytes in `text` (the page may break it across lines).
+fn fingerprint_in(text: &str) -> Option<String> {
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let bytes = compact.as_bytes();
+    (0..bytes.len()).find_map(|i| {
+        let cand = compact.get(i..i + 95)?;
+        let ok = cand.split(':').count() == 32
+            && cand
+                .split(':')
+                .all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit()));
+        ok.then(|| cand.to_ascii_uppercase())
+    })
+}
+
+/// chromedriver's log of one type (`POST /session/{id}/se/log`).
+#[derive(Debug)]
+struct GetLog(&'static str);
+
+impl WebDriverCompatibleCommand for GetLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!("session/{}/se/log", session_id.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _url: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(json!({ "type": self.0 }).to_string()))
+    }
+}
+
+/// The address the last document from `url` came from, from Chromium's performance log
+/// (`Network.responseReceived`, `remoteIPAddress`): which container served the page.
+async fn document_address(page: &Page, url: &str) -> Result<IpAddr, String> {
+    let entries = page
+        .client
+        .issue_cmd(GetLog("performance"))
+        .await
+        .map_err(|e| format!("{}: performance log: {e}", page.who))?;
+    let mut found = None;
+    for entry in entries.as_array().into_iter().flatten() {
+        let Some(msg) = entry["message"].as_str() else {
+            continue;
+        };
+        let Ok(msg) = serde_json::from_str::<Value>(msg) else {
+            continue;
+        };
+        let m = &msg["message"];
+        if m["method"] == "Network.responseReceived"
+            && m["params"]["type"] == "Document"
+            && m["params"]["response"]["url"]
+                .as_str()
+                .is_some_and(|u| u.starts_with(url))
+        {
+            found = m["params"]["response"]["remoteIPAddress"]
+                .as_str()
+                .map(str::to_owned);
+        }
+    }
+    let ip = found.ok_or_else(|| format!("{}: no document from {url} in the log", page.who))?;
+    ip.trim_matches(['[', ']'])
+        .parse()
+        .map_err(|e| format!("{}: remote address {ip:?}: {e}", page.who))
+}
+
+async fn connected_node(run: &Run<'_>, page: &Page) -> u64 {
+    let s = run.ok(page.state().await).await;
+    match (s.conn.as_str(), s.node) {
+        ("connected", Some(n)) => n,
+        _ => {
+            run.fail(&format!(
+                "{}'s #conn-status says {} (node {:?})",
+                page.who, s.conn, s.node
+            ))
+            .await
+        }
+    }
+}
+
+#[test]
+fn finds_a_fingerprint_split_across_lines() {
+    let fp = (0..32).map(|i| format!("{i:02X}")).collect::<Vec<_>>().join(":");
+    let text = format!("Root fingerprint:\n{}\n{} more text", &fp[..47], &fp[47..]);
+    assert_eq!(fingerprint_in(&text), Some(fp));
+    assert_eq!(fingerprint_in("AB:CD"), None);
+}
+
