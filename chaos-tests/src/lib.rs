@@ -3,6 +3,8 @@
 //! drives client load that records what every client was told ([`load`]), and checks the
 //! cluster's invariants against that record ([`checks`]).
 //!
+//! [`docker`] runs the shipped container image as a 3-host cluster on a Docker network.
+//!
 //! Used by the acceptance suite in `tests/cluster/` and by the `conclave-bench` binary.
 
 pub mod addr;
@@ -10,6 +12,7 @@ mod channel;
 pub mod checks;
 pub mod cluster;
 mod diagnostics;
+pub mod docker;
 pub mod duration_arg;
 pub mod load;
 pub mod netns;

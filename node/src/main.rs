@@ -11,6 +11,7 @@ mod ca_runtime;
 mod config;
 mod dev;
 mod dns;
+mod healthcheck;
 mod join;
 mod logging;
 mod malloc;
@@ -75,6 +76,13 @@ enum Cmd {
         /// The cluster's root certificate (PEM), checked out of band by its fingerprint.
         #[arg(long)]
         ca_file: PathBuf,
+    },
+    /// Exit 0 iff this node's `/readyz` (on its plain api_addr; 127.0.0.1 when it listens on
+    /// 0.0.0.0) says ready within 2 s; otherwise one line on stderr and exit 1. The container
+    /// image's HEALTHCHECK (a scratch image has no curl).
+    Healthcheck {
+        #[arg(long, default_value = "/etc/conclave/conclave.toml")]
+        config: PathBuf,
     },
     /// Run a local 3-node cluster (127.0.0.1-3, HTTPS port 8443, plain HTTP port 8080, DNS port
     /// 8053) as three processes.
@@ -164,6 +172,19 @@ fn main() -> ExitCode {
             seed,
             ca_file,
         } => provision(&runtime, &config, &seed, &ca_file),
+        Cmd::Healthcheck { config } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match runtime.block_on(healthcheck::check(&cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("conclave healthcheck: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Dev {
             data_dir,
             admin_password,
