@@ -39,8 +39,8 @@ use ops::{NewUser, Role};
 use serde_json::{Value, json};
 
 use crate::browser::{
-    ChromeDriver, Nodes, Page, Run, artifacts_dir, browser_tools, compare_histories,
-    describe, never_twice, now_ms,
+    ChromeDriver, Nodes, Page, Run, artifacts_dir, browser_tools, compare_histories, describe,
+    never_twice, now_ms,
 };
 
 const TEST: &str = "docker_browser_chat_by_workspace_name_survives_killing_the_serving_node";
@@ -49,6 +49,8 @@ const CHANNEL: &str = "general";
 /// The namespace's address on the test's /24: the harness gives the nodes .11-.13 by hand and
 /// lets Docker assign nothing, so .250 stays free (checked again by `ClientNetns::attach`).
 const NETNS_HOST: u8 = 250;
+/// The test's network is a /24 of 172.27.0.0/16, this part's range (common.md).
+const NETWORK_RANGE: u8 = 27;
 /// Loading a page, signing in, a message round trip.
 const PAGE_WAIT: Duration = Duration::from_secs(30);
 /// From the kill until the page is on a survivor and the messages are delivered.
@@ -70,14 +72,11 @@ async fn docker_browser_chat_by_workspace_name_survives_killing_the_serving_node
     let started = Instant::now();
     // Guards in declaration order; dropped in reverse: pages, chromedriver (and every
     // Chromium), the profile's $HOME, the namespace, then containers, network and image.
-    let cluster = DockerCluster::start(&env).await;
+    let cluster = DockerCluster::start_in(&env, NETWORK_RANGE).await;
     let suffix = cluster.suffix().to_owned();
     let ids = cluster.ids();
     let ips: Vec<Ipv4Addr> = ids.iter().map(|id| cluster.ip(*id)).collect();
-    eprintln!(
-        "cluster up after {:.1?}: nodes {ips:?}",
-        started.elapsed()
-    );
+    eprintln!("cluster up after {:.1?}: nodes {ips:?}", started.elapsed());
     setup_chat(&cluster).await;
 
     let ns_ip = cluster.network().ip(NETNS_HOST);
@@ -114,8 +113,14 @@ async fn docker_browser_chat_by_workspace_name_survives_killing_the_serving_node
 
     // 2. Two users on the workspace's page; Chromium opened after the root was installed reads
     //    the NSS database at start.
-    let alice = driver.open("alice").await.unwrap_or_else(|e| cluster.fail(&e));
-    let bob = driver.open("bob").await.unwrap_or_else(|e| cluster.fail(&e));
+    let alice = driver
+        .open("alice")
+        .await
+        .unwrap_or_else(|e| cluster.fail(&e));
+    let bob = driver
+        .open("bob")
+        .await
+        .unwrap_or_else(|e| cluster.fail(&e));
     let run = Run {
         cluster: &cluster,
         pages: [&alice, &bob],
@@ -124,7 +129,10 @@ async fn docker_browser_chat_by_workspace_name_survives_killing_the_serving_node
     run.sign_in_at(&alice, &page_url).await;
     run.sign_in_at(&bob, &page_url).await;
     let served_ip = run.ok(document_address(&alice, &page_url).await).await;
-    let Some(killed) = ids.iter().copied().find(|id| IpAddr::V4(cluster.ip(*id)) == served_ip)
+    let Some(killed) = ids
+        .iter()
+        .copied()
+        .find(|id| IpAddr::V4(cluster.ip(*id)) == served_ip)
     else {
         return run
             .fail(&format!(
@@ -193,9 +201,7 @@ async fn docker_browser_chat_by_workspace_name_survives_killing_the_serving_node
     run.wait_delivered(&expected).await;
     let delivered_in = killed_at.elapsed();
     let via = run
-        .ok(alice
-            .js("return window.conclave.node;", vec![])
-            .await)
+        .ok(alice.js("return window.conclave.node;", vec![]).await)
         .await;
 
     // The survivors' DNS stops handing out the dead node.
@@ -295,7 +301,11 @@ async fn setup_chat(cluster: &DockerCluster) {
             Err(e) if e.code() == Some("user_exists") => {}
             Err(e) => cluster.fail(&format!("create {name}: {e}")),
         }
-        let urls: Vec<String> = cluster.ids().iter().map(|id| cluster.https_url(*id)).collect();
+        let urls: Vec<String> = cluster
+            .ids()
+            .iter()
+            .map(|id| cluster.https_url(*id))
+            .collect();
         let mut client = ops::Client::new_trusting(urls, Some(cluster.trust_root().clone()))
             .unwrap_or_else(|e| cluster.fail(&format!("client: {e}")));
         let login = client
@@ -377,7 +387,17 @@ fn install_root(nssdb: &Path, root: &Path) -> anyhow::Result<()> {
     let root = root.to_string_lossy();
     tool(
         "certutil",
-        &["-A", "-d", &db, "-n", "Conclave workspace root", "-t", "C,,", "-i", &root],
+        &[
+            "-A",
+            "-d",
+            &db,
+            "-n",
+            "Conclave workspace root",
+            "-t",
+            "C,,",
+            "-i",
+            &root,
+        ],
     )?;
     let listed = tool("certutil", &["-L", "-d", &db])?;
     if !listed.contains("Conclave workspace root") {
@@ -390,7 +410,14 @@ fn install_root(nssdb: &Path, root: &Path) -> anyhow::Result<()> {
 fn pem_fingerprint(path: &Path) -> anyhow::Result<String> {
     let out = tool(
         "openssl",
-        &["x509", "-noout", "-fingerprint", "-sha256", "-in", &path.to_string_lossy()],
+        &[
+            "x509",
+            "-noout",
+            "-fingerprint",
+            "-sha256",
+            "-in",
+            &path.to_string_lossy(),
+        ],
     )?;
     out.trim()
         .split_once('=')
@@ -413,7 +440,10 @@ async fn trust_root_from_page(
         .js("return location.href;", vec![])
         .await
         .unwrap_or_else(|e| fail(e));
-    if !href.as_str().is_some_and(|h| h.starts_with("chrome-error://")) {
+    if !href
+        .as_str()
+        .is_some_and(|h| h.starts_with("chrome-error://"))
+    {
         fail(format!(
             "{page_url} loaded ({href}) before the root was installed: something else trusts it"
         ));
@@ -481,11 +511,17 @@ impl WebDriverCompatibleCommand for GetLog {
         base_url: &url::Url,
         session_id: Option<&str>,
     ) -> Result<url::Url, url::ParseError> {
-        base_url.join(&format!("session/{}/se/log", session_id.unwrap_or_default()))
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
     }
 
     fn method_and_body(&self, _url: &url::Url) -> (http::Method, Option<String>) {
-        (http::Method::POST, Some(json!({ "type": self.0 }).to_string()))
+        (
+            http::Method::POST,
+            Some(json!({ "type": self.0 }).to_string()),
+        )
     }
 }
 
@@ -539,9 +575,11 @@ async fn connected_node(run: &Run<'_>, page: &Page) -> u64 {
 
 #[test]
 fn finds_a_fingerprint_split_across_lines() {
-    let fp = (0..32).map(|i| format!("{i:02X}")).collect::<Vec<_>>().join(":");
+    let fp = (0..32)
+        .map(|i| format!("{i:02X}"))
+        .collect::<Vec<_>>()
+        .join(":");
     let text = format!("Root fingerprint:\n{}\n{} more text", &fp[..47], &fp[47..]);
     assert_eq!(fingerprint_in(&text), Some(fp));
     assert_eq!(fingerprint_in("AB:CD"), None);
 }
-
