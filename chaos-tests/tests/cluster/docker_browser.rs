@@ -90,6 +90,8 @@ async fn docker_browser_chat_by_workspace_name_survives_killing_the_serving_node
     let mut driver = ChromeDriver::launch(&tools, Some(&netns), Some(home.path()))
         .unwrap_or_else(|e| cluster.fail(&e));
     let downloads = home.path().join("Downloads");
+    std::fs::create_dir_all(&downloads)
+        .unwrap_or_else(|e| cluster.fail(&format!("create {}: {e}", downloads.display())));
     driver.performance_log = true;
     driver.prefs = Some(json!({
         "download.default_directory": downloads,
@@ -155,7 +157,7 @@ async fn docker_browser_chat_by_workspace_name_survives_killing_the_serving_node
         started.elapsed()
     );
 
-    let mut expected: Vec<(&str, String)> = Vec::new();
+    let mut expected: Vec<(&'static str, String)> = Vec::new();
     for (page, body) in [
         (&alice, "Hi Bob, Alice here, on chat.corp.lan."),
         (&bob, "Hello Alice! Same name here, reading you fine."),
@@ -173,14 +175,13 @@ async fn docker_browser_chat_by_workspace_name_survives_killing_the_serving_node
     let killed_at = Instant::now();
     cluster.or_fail(cluster.kill(killed).await);
     let outage = [
-        ("alice", format!("Typed right after node {killed} died.")),
-        ("bob", "And Bob answers during the failover.".to_owned()),
+        (&alice, format!("Typed right after node {killed} died.")),
+        (&bob, "And Bob answers during the failover.".to_owned()),
     ];
-    for (who, body) in &outage {
-        let page = if *who == "alice" { &alice } else { &bob };
+    for (page, body) in &outage {
         run.type_message(page, body).await;
-        expected.push((who, body.clone()));
     }
+    let outage: Vec<(&'static str, String)> = outage.into_iter().map(|(p, b)| (p.who, b)).collect();
     let new_node = run
         .wait(
             &format!("alice's page to reconnect to a node other than {killed}"),
@@ -198,7 +199,8 @@ async fn docker_browser_chat_by_workspace_name_survives_killing_the_serving_node
         )
         .await;
     let reconnected_in = killed_at.elapsed();
-    run.wait_delivered(&expected).await;
+    // The two were typed on different pages at once: either may get the lower seq.
+    expected = wait_outage_delivered(&run, &expected, &outage).await;
     let delivered_in = killed_at.elapsed();
     let via = run
         .ok(alice.js("return window.conclave.node;", vec![]).await)
@@ -557,6 +559,61 @@ async fn document_address(page: &Page, url: &str) -> Result<IpAddr, String> {
     ip.trim_matches(['[', ']'])
         .parse()
         .map_err(|e| format!("{}: remote address {ip:?}: {e}", page.who))
+}
+
+/// Waits until both pages show `before`, then the `outage` messages in some order (the same
+/// on both), every one sent with a seq; returns the whole history in that order.
+async fn wait_outage_delivered(
+    run: &Run<'_>,
+    before: &[(&'static str, String)],
+    outage: &[(&'static str, String)],
+) -> Vec<(&'static str, String)> {
+    let what = format!(
+        "both pages to show the {} messages sent during the failover",
+        outage.len()
+    );
+    run.wait(&what, FAILOVER_WAIT, || async {
+        let mut shown_by_page = Vec::new();
+        for page in run.pages {
+            let s = page.state().await?;
+            let settled = s
+                .messages
+                .iter()
+                .all(|m| m.state == "sent" && m.seq.is_some());
+            let shown: Vec<(String, String)> = s
+                .messages
+                .iter()
+                .map(|m| (m.author.clone(), m.body.clone()))
+                .collect();
+            let (head, tail) = shown.split_at(before.len().min(shown.len()));
+            let head_ok = head
+                .iter()
+                .zip(before)
+                .all(|((a, b), (wa, wb))| a == wa && b == wb);
+            let mut got: Vec<_> = tail.to_vec();
+            let mut want: Vec<(String, String)> = outage
+                .iter()
+                .map(|(a, b)| ((*a).to_owned(), b.clone()))
+                .collect();
+            got.sort();
+            want.sort();
+            if !settled || !head_ok || head.len() != before.len() || got != want {
+                return Err(format!("{}'s page shows {:?}", page.who, s.messages));
+            }
+            shown_by_page.push(shown);
+        }
+        if shown_by_page.windows(2).any(|w| w[0] != w[1]) {
+            return Err(format!("the pages differ in order: {shown_by_page:?}"));
+        }
+        Ok(shown_by_page.swap_remove(0))
+    })
+    .await
+    .into_iter()
+    .map(|(author, body)| {
+        let who = if author == "alice" { "alice" } else { "bob" };
+        (who, body)
+    })
+    .collect()
 }
 
 async fn connected_node(run: &Run<'_>, page: &Page) -> u64 {
