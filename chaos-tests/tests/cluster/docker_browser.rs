@@ -99,11 +99,18 @@ async fn docker_browser_chat_by_workspace_name_survives_killing_the_serving_node
     }));
     let page_url = format!("https://{WORKSPACE}/");
 
-    // 1. The root, from the trust page, by name.
+    // 1. The root, from the trust page, by name. Chromium holds a download over plain HTTP
+    //    as "insecure" (a `.crdownload` until the user clicks "Keep"; headless cannot, and
+    //    `--disable-features=InsecureDownloadWarnings` does not release it): for this session
+    //    only, the trust page's origin counts as secure. It changes nothing about certificates.
+    driver.extra_args = vec![format!(
+        "--unsafely-treat-insecure-origin-as-secure=http://{WORKSPACE}"
+    )];
     let trust = driver
         .open("trust")
         .await
         .unwrap_or_else(|e| cluster.fail(&e));
+    driver.extra_args.clear();
     let root_file = trust_root_from_page(&cluster, &trust, &page_url, &downloads).await;
     cluster.or_fail(install_root(&nssdb, &root_file));
     trust.close().await;
