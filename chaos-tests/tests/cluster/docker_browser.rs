@@ -18,6 +18,8 @@
 //!    and the surviving nodes' DNS stops listing the dead one. The pages, and every surviving
 //!    node over REST, hold the same history in the same order; a recorder in each page fails
 //!    the test if a message was ever shown twice.
+//! 4. Bob's page is loaded again (the name is the same; the dead node is not in DNS any more):
+//!    it signs in by itself on a survivor and shows the whole history.
 //!
 //! Needs Docker, `$CONCLAVE_DIST` (the harness `chaos_tests::docker`), root (a network
 //! namespace), `ip`, `certutil` (libnss3-tools), `openssl`, `chromium` and `chromedriver`.
@@ -272,6 +274,88 @@ async fn docker_browser_chat_by_workspace_name_survives_killing_the_serving_node
     for m in &views[0].messages {
         eprintln!("  seq {} {}: {}", m.seq, m.author, m.body);
     }
+
+    // 5. Bob reloads the page (his session is kept in the page's storage): it comes back on a
+    //    survivor with the whole history.
+    let revisit_at = Instant::now();
+    // What bob's log held so far is not about the visit.
+    run.ok(responses(&bob).await).await;
+    // A reload (the URL is the same: a `goto` would only be a same-document navigation).
+    let reload = tokio::time::timeout(PAGE_WAIT, bob.client.refresh()).await;
+    match reload {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => run.fail::<()>(&format!("bob: reload: {e}")).await,
+        Err(_) => {
+            run.fail::<()>(&format!("bob: reload: no answer within {PAGE_WAIT:?}"))
+                .await
+        }
+    }
+    let bob_back_on = run
+        .wait(
+            "bob's page, loaded again by the name, to be back in #general",
+            PAGE_WAIT,
+            || async {
+                let s = bob.state().await?;
+                let shown: Vec<(&str, &str)> = s
+                    .messages
+                    .iter()
+                    .map(|m| (m.author.as_str(), m.body.as_str()))
+                    .collect();
+                let want: Vec<(&str, &str)> =
+                    expected.iter().map(|(a, b)| (*a, b.as_str())).collect();
+                match (s.view.as_str(), s.conn.as_str(), s.node) {
+                    ("app", "connected", Some(n))
+                        if n != killed && s.ready == "1" && shown == want =>
+                    {
+                        Ok(n)
+                    }
+                    _ => Err(format!(
+                        "view {}, #conn-status {} node {:?}, ready {}, shows {shown:?}",
+                        s.view, s.conn, s.node, s.ready
+                    )),
+                }
+            },
+        )
+        .await;
+    let visit = run.ok(responses(&bob).await).await;
+    let by_name: Vec<String> = visit
+        .iter()
+        .filter(|r| r.url.starts_with(&page_url))
+        .map(|r| {
+            let path = r.url.trim_start_matches(&page_url);
+            match (r.cached, r.ip) {
+                (true, _) => format!("/{path} (cached)"),
+                (false, Some(ip)) => format!("/{path} from {ip}"),
+                (false, None) => format!("/{path} from ?"),
+            }
+        })
+        .collect();
+    // Requests by the name that went over the network after the reload: Chromium resolved it
+    // again, through the survivors' DNS, and reached a live node.
+    let live: Vec<IpAddr> = survivors
+        .iter()
+        .map(|id| IpAddr::V4(cluster.ip(*id)))
+        .collect();
+    let over_network: Vec<&Response> = visit
+        .iter()
+        .filter(|r| r.url.starts_with(&page_url) && !r.cached)
+        .collect();
+    if over_network.is_empty()
+        || over_network
+            .iter()
+            .any(|r| !r.ip.is_some_and(|ip| live.contains(&ip)))
+    {
+        run.fail::<()>(&format!(
+            "after the reload, requests by the name should reach the survivors {live:?} over \
+             the network; they were: {by_name:?}"
+        ))
+        .await;
+    }
+    eprintln!(
+        "bob's page opened again by the name after {:.1?}, socket on node {bob_back_on}; \
+         requests by the name: {by_name:?}",
+        revisit_at.elapsed()
+    );
 
     alice.close().await;
     bob.close().await;
@@ -534,15 +618,27 @@ impl WebDriverCompatibleCommand for GetLog {
     }
 }
 
-/// The address the last document from `url` came from, from Chromium's performance log
-/// (`Network.responseReceived`, `remoteIPAddress`): which container served the page.
-async fn document_address(page: &Page, url: &str) -> Result<IpAddr, String> {
+/// One response in Chromium's performance log (`Network.responseReceived`).
+#[derive(Debug)]
+struct Response {
+    url: String,
+    /// `Document`, `Fetch`, `Script`, ...
+    kind: String,
+    /// The peer's address; for a cached response, the one it was first fetched from.
+    ip: Option<IpAddr>,
+    /// Answered by the page's service worker or Chromium's cache, not the network.
+    cached: bool,
+}
+
+/// The responses `page` received since the last call (chromedriver hands each log entry out
+/// once), from Chromium's performance log.
+async fn responses(page: &Page) -> Result<Vec<Response>, String> {
     let entries = page
         .client
         .issue_cmd(GetLog("performance"))
         .await
         .map_err(|e| format!("{}: performance log: {e}", page.who))?;
-    let mut found = None;
+    let mut out = Vec::new();
     for entry in entries.as_array().into_iter().flatten() {
         let Some(msg) = entry["message"].as_str() else {
             continue;
@@ -551,21 +647,37 @@ async fn document_address(page: &Page, url: &str) -> Result<IpAddr, String> {
             continue;
         };
         let m = &msg["message"];
-        if m["method"] == "Network.responseReceived"
-            && m["params"]["type"] == "Document"
-            && m["params"]["response"]["url"]
-                .as_str()
-                .is_some_and(|u| u.starts_with(url))
-        {
-            found = m["params"]["response"]["remoteIPAddress"]
-                .as_str()
-                .map(str::to_owned);
+        if m["method"] != "Network.responseReceived" {
+            continue;
         }
+        let r = &m["params"]["response"];
+        let flag = |k: &str| r[k].as_bool().unwrap_or(false);
+        out.push(Response {
+            url: r["url"].as_str().unwrap_or_default().to_owned(),
+            kind: m["params"]["type"].as_str().unwrap_or_default().to_owned(),
+            ip: r["remoteIPAddress"]
+                .as_str()
+                .and_then(|ip| ip.trim_matches(['[', ']']).parse().ok()),
+            cached: flag("fromServiceWorker") || flag("fromDiskCache") || flag("fromPrefetchCache"),
+        });
     }
-    let ip = found.ok_or_else(|| format!("{}: no document from {url} in the log", page.who))?;
-    ip.trim_matches(['[', ']'])
-        .parse()
-        .map_err(|e| format!("{}: remote address {ip:?}: {e}", page.who))
+    Ok(out)
+}
+
+/// Which address the last document from `url` came from over the network: which container
+/// served the page.
+async fn document_address(page: &Page, url: &str) -> Result<IpAddr, String> {
+    let all = responses(page).await?;
+    all.iter()
+        .rev()
+        .find(|r| r.kind == "Document" && r.url.starts_with(url))
+        .and_then(|r| if r.cached { None } else { r.ip })
+        .ok_or_else(|| {
+            format!(
+                "{}: no document from {url} over the network in the log: {all:?}",
+                page.who
+            )
+        })
 }
 
 /// Waits until both pages show `before`, then the `outage` messages in some order (the same
