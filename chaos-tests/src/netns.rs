@@ -29,7 +29,6 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 
@@ -62,18 +61,6 @@ fn run(program: &str, args: &[&str]) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// A short random suffix (interface names have at most 15 bytes).
-fn suffix() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{:06x}",
-        (nanos ^ std::process::id().rotate_left(16)) & 0xff_ffff
-    )
 }
 
 /// The Linux bridge behind Docker network `network`, and its gateway (the host's address).
@@ -136,7 +123,8 @@ impl ClientNetns {
         {
             bail!("{ip} is already used on {network} ({gateway} is the gateway; in use: {used})");
         }
-        let tag = suffix();
+        // 8 hex digits: "cvh" + tag stays within the 15 bytes of an interface name.
+        let tag = crate::docker::new_suffix();
         let name = format!("conclave-test-{tag}");
         let host_veth = format!("cvh{tag}");
         let ns_veth = format!("cvn{tag}");

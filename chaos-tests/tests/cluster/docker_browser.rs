@@ -21,6 +21,13 @@
 //! 4. Bob's page is loaded again (the name is the same; the dead node is not in DNS any more):
 //!    it signs in by itself on a survivor and shows the whole history.
 //!
+//! Found on the way (Chromium 156): the page fails over to the addresses in the node list the
+//! server sends (`https_addr`, here `<node ip>:443`), not to the name; each node's
+//! certificate carries its IP address (it binds explicit addresses), so the installed root
+//! covers those connections too. After a reload the page's shell comes from its service
+//! worker; its API requests by the name go over the network. Where the namespace mechanics
+//! come from: `chaos_tests::netns`.
+//!
 //! Needs Docker, `$CONCLAVE_DIST` (the harness `chaos_tests::docker`), root (a network
 //! namespace), `ip`, `certutil` (libnss3-tools), `openssl`, `chromium` and `chromedriver`.
 //! Without them it prints why and passes, unless `CHAOS_REQUIRE_DOCKER=1` or
