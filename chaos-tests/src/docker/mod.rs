@@ -32,9 +32,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-pub use cluster::{DockerCluster, NodeInfo, WORKSPACE};
+pub use cluster::{DockerCluster, NodeInfo, WORKSPACE, logs_of};
 pub use faults::iptables_available;
-pub use image::TestImage;
+pub use image::{TestImage, docker_dir};
 pub use network::TestNetwork;
 
 /// Every name the harness creates starts with this (common.md: the shared prefix).
