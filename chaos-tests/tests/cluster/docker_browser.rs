@@ -218,9 +218,18 @@ async fn docker_browser_chat_by_workspace_name_survives_killing_the_serving_node
     // The two were typed on different pages at once: either may get the lower seq.
     expected = wait_outage_delivered(&run, &expected, &outage).await;
     let delivered_in = killed_at.elapsed();
+    // Where the socket went: the node list's HTTPS address of a survivor (an IP, which its
+    // certificate names), reached with the installed root.
     let via = run
         .ok(alice.js("return window.conclave.node;", vec![]).await)
         .await;
+    let want_addr = format!("{}:443", cluster.ip(new_node));
+    if via["addr"].as_str() != Some(want_addr.as_str()) {
+        run.fail::<()>(&format!(
+            "alice's page is on node {new_node} through {via}, expected {want_addr}"
+        ))
+        .await;
+    }
 
     // The survivors' DNS stops handing out the dead node.
     let survivors: Vec<u64> = ids.iter().copied().filter(|id| *id != killed).collect();
