@@ -49,7 +49,7 @@ use serde_json::{Value, json};
 
 use crate::browser::{
     ChromeDriver, Nodes, Page, Run, artifacts_dir, browser_tools, compare_histories, describe,
-    never_twice, now_ms,
+    never_twice, now_ms, save,
 };
 
 const TEST: &str = "docker_browser_chat_by_workspace_name_survives_killing_the_serving_node";
@@ -372,6 +372,14 @@ async fn docker_browser_chat_by_workspace_name_survives_killing_the_serving_node
          requests by the name: {by_name:?}",
         revisit_at.elapsed()
     );
+
+    // For whoever reads the run: both pages as they ended.
+    for page in run.pages {
+        let png = run.ok(page.screenshot().await).await;
+        let name = format!("docker-{}", page.who);
+        let path = run.ok(save(&run.artifacts, &name, &png)).await;
+        eprintln!("screenshot: {}", path.display());
+    }
 
     alice.close().await;
     bob.close().await;
