@@ -385,9 +385,15 @@ async fn docker_browser_chat_by_workspace_name_survives_killing_the_serving_node
     bob.close().await;
     drop(driver);
     drop(home);
+    let ns_name = netns.name.clone();
     drop(netns);
     drop(cluster);
     docker::assert_nothing_left(&suffix);
+    let namespaces = tool("ip", &["netns", "list"]).unwrap_or_default();
+    assert!(
+        !namespaces.contains(&ns_name) && !Path::new("/etc/netns").join(&ns_name).exists(),
+        "namespace {ns_name} or /etc/netns/{ns_name} left behind: {namespaces}"
+    );
     eprintln!("docker browser test done in {:.1?}", started.elapsed());
 }
 
