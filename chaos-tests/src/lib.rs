@@ -15,6 +15,7 @@ mod diagnostics;
 pub mod docker;
 pub mod duration_arg;
 pub mod load;
+pub mod netns;
 pub mod node;
 pub mod partition;
 pub mod wait;

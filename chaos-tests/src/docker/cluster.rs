@@ -71,9 +71,22 @@ impl DockerCluster {
     }
 
     pub async fn try_start(env: &DockerEnv) -> Result<DockerCluster> {
+        Self::try_start_in(env, 29).await
+    }
+
+    /// [`DockerCluster::start`] on a /24 of 172.`second`.0.0/16 (each part of the suite has
+    /// its own range; the browser scenario uses 172.27).
+    pub async fn start_in(env: &DockerEnv, second: u8) -> DockerCluster {
+        match Self::try_start_in(env, second).await {
+            Ok(c) => c,
+            Err(e) => panic!("docker cluster did not come up: {e:#}"),
+        }
+    }
+
+    pub async fn try_start_in(env: &DockerEnv, second: u8) -> Result<DockerCluster> {
         let suffix = new_suffix();
         let image = TestImage::build(env, &suffix).await?;
-        let net = TestNetwork::create(&suffix).await?;
+        let net = TestNetwork::create_in(&suffix, second).await?;
         let configs = tempfile::Builder::new()
             .prefix("conclave-docker-")
             .tempdir()

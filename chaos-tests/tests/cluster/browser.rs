@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chaos_tests::checks::{self, Msg, NodeView};
+use chaos_tests::netns::ClientNetns;
 use chaos_tests::wait::poll_until;
 use chaos_tests::{ClusterOptions, TestCluster};
 use fantoccini::wd::{Capabilities, WebDriverCompatibleCommand};
@@ -497,16 +498,33 @@ async fn scenario(tls: bool) {
 
 // ----- the scenario's steps ------------------------------------------------------------------
 
+/// What the steps need from the cluster under test (processes here, containers in
+/// `docker_browser`): where node `node`'s page is, and a failure with every node's log tail.
+pub(crate) trait Nodes {
+    fn page_url(&self, node: u64) -> String;
+    fn fail_with_logs(&self, report: &str) -> !;
+}
+
+impl Nodes for TestCluster {
+    fn page_url(&self, node: u64) -> String {
+        format!("{}/", self.url(node))
+    }
+
+    fn fail_with_logs(&self, report: &str) -> ! {
+        self.fail(report)
+    }
+}
+
 /// The cluster and both pages: every failed step saves a screenshot of each page and panics
 /// with the pages' state and every node's log tail.
-struct Run<'a> {
-    cluster: &'a TestCluster,
-    pages: [&'a Page; 2],
-    artifacts: PathBuf,
+pub(crate) struct Run<'a> {
+    pub(crate) cluster: &'a dyn Nodes,
+    pub(crate) pages: [&'a Page; 2],
+    pub(crate) artifacts: PathBuf,
 }
 
 impl Run<'_> {
-    async fn ok<T>(&self, r: Result<T, String>) -> T {
+    pub(crate) async fn ok<T>(&self, r: Result<T, String>) -> T {
         match r {
             Ok(v) => v,
             Err(e) => self.fail(&e).await,
@@ -515,7 +533,7 @@ impl Run<'_> {
 
     /// Saves a screenshot of each page and panics with `msg`, the pages' state and the nodes'
     /// logs. (Generic rather than `-> !`, which an `async fn` cannot return.)
-    async fn fail<T>(&self, msg: &str) -> T {
+    pub(crate) async fn fail<T>(&self, msg: &str) -> T {
         let mut report = format!("{msg}\n");
         for page in self.pages {
             let name = format!("failure-{}", page.who);
@@ -533,11 +551,11 @@ impl Run<'_> {
                 Err(e) => report.push_str(&format!("{}'s page: {e}\n", page.who)),
             }
         }
-        self.cluster.fail(&report)
+        self.cluster.fail_with_logs(&report)
     }
 
     /// Polls `check` until it holds (see [`poll_until`]); fails the test otherwise.
-    async fn wait<T, F, Fut>(&self, what: &str, timeout: Duration, check: F) -> T
+    pub(crate) async fn wait<T, F, Fut>(&self, what: &str, timeout: Duration, check: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, String>>,
@@ -550,8 +568,12 @@ impl Run<'_> {
 
     /// Loads node `node`'s page, signs in, opens #general and waits for `body[data-ready=1]`.
     async fn sign_in(&self, page: &Page, node: u64) {
-        let url = format!("{}/", self.cluster.url(node));
-        self.ok(page.goto(&url).await).await;
+        self.sign_in_at(page, &self.cluster.page_url(node)).await;
+    }
+
+    /// [`Run::sign_in`] on the page at `url` (`https://<workspace>/` in `docker_browser`).
+    pub(crate) async fn sign_in_at(&self, page: &Page, url: &str) {
+        self.ok(page.goto(url).await).await;
         let host = url
             .trim_start_matches("http://")
             .trim_start_matches("https://")
@@ -628,14 +650,14 @@ impl Run<'_> {
     }
 
     /// Types `body` and Enter into the composer.
-    async fn type_message(&self, page: &Page, body: &str) {
+    pub(crate) async fn type_message(&self, page: &Page, body: &str) {
         let keys = format!("{body}{}", Key::Enter);
         let r = page.type_into("#composer", &keys).await;
         self.ok(r).await;
     }
 
     /// Types `body` on a healthy page and waits until it is sent.
-    async fn send(&self, page: &Page, body: &str) {
+    pub(crate) async fn send(&self, page: &Page, body: &str) {
         self.type_message(page, body).await;
         self.wait(
             &format!("{body:?} sent by {}", page.who),
@@ -653,7 +675,7 @@ impl Run<'_> {
 
     /// Waits until both pages show exactly `expected` (author, body) in order, every message
     /// with a seq and sent.
-    async fn wait_delivered(&self, expected: &[(&str, String)]) {
+    pub(crate) async fn wait_delivered(&self, expected: &[(&str, String)]) {
         let what = format!("both pages to show the {} messages, sent", expected.len());
         self.wait(&what, FAILOVER_WAIT, || async {
             for page in self.pages {
@@ -679,7 +701,13 @@ impl Run<'_> {
     }
 
     /// Saves a screenshot of `page` after checking its pixel size; returns the path.
-    async fn screenshot(&self, page: &Page, name: &str, width: u32, height: u32) -> PathBuf {
+    pub(crate) async fn screenshot(
+        &self,
+        page: &Page,
+        name: &str,
+        width: u32,
+        height: u32,
+    ) -> PathBuf {
         // Let transitions (the drawer, the composer) finish first.
         self.wait(
             &format!("{}'s page to settle", page.who),
@@ -766,29 +794,29 @@ async fn join(cluster: &TestCluster, node: u64, user: &str) {
 
 /// A `.message` element of the timeline.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct DomMsg {
-    seq: Option<u64>,
-    state: String,
-    author: String,
-    client_msg_id: String,
-    body: String,
+pub(crate) struct DomMsg {
+    pub(crate) seq: Option<u64>,
+    pub(crate) state: String,
+    pub(crate) author: String,
+    pub(crate) client_msg_id: String,
+    pub(crate) body: String,
 }
 
 /// What a page shows that the test looks at.
 #[derive(Clone, Debug)]
-struct PageState {
-    view: String,
-    ready: String,
-    hash: String,
+pub(crate) struct PageState {
+    pub(crate) view: String,
+    pub(crate) ready: String,
+    pub(crate) hash: String,
     /// `#conn-status[data-state]` and `[data-node-id]`.
-    conn: String,
-    node: Option<u64>,
-    messages: Vec<DomMsg>,
+    pub(crate) conn: String,
+    pub(crate) node: Option<u64>,
+    pub(crate) messages: Vec<DomMsg>,
 }
 
 /// One entry of a page's recording: the state after a DOM change, at browser time `t` (ms).
 #[derive(Clone, Debug)]
-struct Snap {
+pub(crate) struct Snap {
     t: u64,
     conn: String,
     node: Option<u64>,
@@ -834,7 +862,7 @@ fn parse_messages(v: &Value) -> Vec<DomMsg> {
 }
 
 /// Problems: a snapshot in which one message (by body or by seq) is shown twice.
-fn never_twice(who: &str, rec: &[Snap]) -> Vec<String> {
+pub(crate) fn never_twice(who: &str, rec: &[Snap]) -> Vec<String> {
     let mut problems = Vec::new();
     for s in rec {
         let mut bodies = HashSet::new();
@@ -900,7 +928,7 @@ fn outage_history(rec: &[Snap], bodies: &[&str], killed: u64, killed_at_ms: u64)
 }
 
 /// A recording as lines: ms since `t0`, connection, and each message's seq and state.
-fn describe(rec: &[Snap], t0: u64) -> String {
+pub(crate) fn describe(rec: &[Snap], t0: u64) -> String {
     rec.iter()
         .map(|s| {
             let msgs: Vec<String> = s
@@ -925,7 +953,7 @@ fn describe(rec: &[Snap], t0: u64) -> String {
 
 /// Problems: the pages and the nodes do not all hold `expected`, in order, each exactly once,
 /// at seqs 1..=n, with the same client_msg_id everywhere.
-fn compare_histories(
+pub(crate) fn compare_histories(
     expected: &[(&str, String)],
     alice: &[DomMsg],
     bob: &[DomMsg],
@@ -1051,14 +1079,14 @@ fn cluster_spki_hashes(cluster: &TestCluster) -> Vec<String> {
     hashes
 }
 
-struct Tools {
-    chromium: PathBuf,
-    chromedriver: PathBuf,
+pub(crate) struct Tools {
+    pub(crate) chromium: PathBuf,
+    pub(crate) chromedriver: PathBuf,
 }
 
 /// The browser and its driver, or `None` (after saying why) when they are not installed and
 /// `CHAOS_REQUIRE_BROWSER` is not set.
-fn browser_tools() -> Option<Tools> {
+pub(crate) fn browser_tools() -> Option<Tools> {
     let chromium = on_path("chromium");
     let chromedriver = on_path("chromedriver");
     if let (Some(chromium), Some(chromedriver)) = (&chromium, &chromedriver) {
@@ -1094,14 +1122,14 @@ fn on_path(name: &str) -> Option<PathBuf> {
 }
 
 /// `$CHAOS_ARTIFACTS`, else `<temp dir>/conclave-browser-artifacts`.
-fn artifacts_dir() -> PathBuf {
+pub(crate) fn artifacts_dir() -> PathBuf {
     std::env::var_os("CHAOS_ARTIFACTS")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join("conclave-browser-artifacts"))
 }
 
-fn save(dir: &Path, name: &str, png: &[u8]) -> Result<PathBuf, String> {
+pub(crate) fn save(dir: &Path, name: &str, png: &[u8]) -> Result<PathBuf, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let path = dir.join(format!("browser-{name}.png"));
     std::fs::write(&path, png).map_err(|e| format!("write {}: {e}", path.display()))?;
@@ -1117,7 +1145,7 @@ fn png_size(png: &[u8]) -> Option<(u32, u32)> {
     Some((be(&png[16..20]), be(&png[20..24])))
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -1127,7 +1155,7 @@ fn now_ms() -> u64 {
 /// A chromedriver process in its own process group, and the Chromium profiles of its sessions.
 /// Dropping it SIGKILLs the whole group (chromedriver and every Chromium process it started),
 /// reaps chromedriver, then removes the profiles.
-struct ChromeDriver {
+pub(crate) struct ChromeDriver {
     child: Child,
     url: String,
     chromium: PathBuf,
@@ -1135,14 +1163,47 @@ struct ChromeDriver {
     log: Arc<Mutex<Vec<String>>>,
     profiles: Vec<TempDir>,
     /// More Chromium arguments for every session (the HTTPS variant's trusted keys).
-    extra_args: Vec<String>,
+    pub(crate) extra_args: Vec<String>,
+    /// Chromium preferences for every later session (`goog:chromeOptions.prefs`).
+    pub(crate) prefs: Option<Value>,
+    /// Record Chromium's performance log (network events) in every later session.
+    pub(crate) performance_log: bool,
 }
 
 impl ChromeDriver {
-    fn start(tools: &Tools) -> Result<ChromeDriver, String> {
+    pub(crate) fn start(tools: &Tools) -> Result<ChromeDriver, String> {
+        Self::launch(tools, None, None)
+    }
+
+    /// chromedriver (and so every Chromium it starts) inside `netns` when given, listening on
+    /// the namespace's address for the host only; else on loopback. `home` becomes `$HOME`
+    /// for chromedriver and Chromium: Chromium on Linux keeps its trusted roots in the NSS
+    /// database `$HOME/.pki/nssdb`, which is where a user's "install the root" lands.
+    pub(crate) fn launch(
+        tools: &Tools,
+        netns: Option<&ClientNetns>,
+        home: Option<&Path>,
+    ) -> Result<ChromeDriver, String> {
         use std::os::unix::process::CommandExt as _;
-        let mut child = Command::new(&tools.chromedriver)
-            .args(["--port=0", "--allowed-ips=127.0.0.1"])
+        let (mut cmd, host, allowed) = match netns {
+            // `ip netns exec` execs chromedriver in place: the pid (and the process group
+            // the guard kills) stay the same.
+            Some(ns) => (
+                ns.command(&tools.chromedriver),
+                ns.ip.to_string(),
+                ns.gateway.to_string(),
+            ),
+            None => (
+                Command::new(&tools.chromedriver),
+                "127.0.0.1".to_owned(),
+                "127.0.0.1".to_owned(),
+            ),
+        };
+        if let Some(home) = home {
+            cmd.env("HOME", home);
+        }
+        let mut child = cmd
+            .args(["--port=0".to_owned(), format!("--allowed-ips={allowed}")])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -1164,6 +1225,8 @@ impl ChromeDriver {
             log,
             profiles: Vec::new(),
             extra_args: Vec::new(),
+            prefs: None,
+            performance_log: false,
         };
         // "ChromeDriver was started successfully on port N." says it listens, and where.
         let port = rx.recv_timeout(PAGE_WAIT).map_err(|_| {
@@ -1172,7 +1235,7 @@ impl ChromeDriver {
                 driver.log_text()
             )
         })?;
-        driver.url = format!("http://127.0.0.1:{port}/");
+        driver.url = format!("http://{host}:{port}/");
         Ok(driver)
     }
 
@@ -1181,7 +1244,7 @@ impl ChromeDriver {
     }
 
     /// A new session: its own window and a fresh profile.
-    async fn open(&mut self, who: &'static str) -> Result<Page, String> {
+    pub(crate) async fn open(&mut self, who: &'static str) -> Result<Page, String> {
         let profile = tempfile::Builder::new()
             .prefix(&format!("conclave-chromium-{who}-"))
             .tempdir()
@@ -1200,10 +1263,16 @@ impl ChromeDriver {
         ];
         args.extend(self.extra_args.iter().cloned());
         self.profiles.push(profile);
-        let caps = json!({
+        let mut caps = json!({
             "browserName": "chrome",
             "goog:chromeOptions": { "binary": self.chromium, "args": args },
         });
+        if let Some(prefs) = &self.prefs {
+            caps["goog:chromeOptions"]["prefs"] = prefs.clone();
+        }
+        if self.performance_log {
+            caps["goog:loggingPrefs"] = json!({ "performance": "ALL" });
+        }
         let Value::Object(caps) = caps else {
             unreachable!("a JSON object")
         };
@@ -1302,9 +1371,9 @@ impl WebDriverCompatibleCommand for Cdp {
 }
 
 /// One WebDriver session (one browser window). Every command has a deadline.
-struct Page {
-    who: &'static str,
-    client: Client,
+pub(crate) struct Page {
+    pub(crate) who: &'static str,
+    pub(crate) client: Client,
 }
 
 async fn within<T, E: std::fmt::Display>(
@@ -1319,11 +1388,11 @@ async fn within<T, E: std::fmt::Display>(
 }
 
 impl Page {
-    async fn goto(&self, url: &str) -> Result<(), String> {
+    pub(crate) async fn goto(&self, url: &str) -> Result<(), String> {
         within(&format!("{}: open {url}", self.who), self.client.goto(url)).await
     }
 
-    async fn js(&self, script: &str, args: Vec<Value>) -> Result<Value, String> {
+    pub(crate) async fn js(&self, script: &str, args: Vec<Value>) -> Result<Value, String> {
         within(
             &format!("{}: script", self.who),
             self.client.execute(script, args),
@@ -1331,7 +1400,7 @@ impl Page {
         .await
     }
 
-    async fn find(&self, css: &str) -> Result<fantoccini::elements::Element, String> {
+    pub(crate) async fn find(&self, css: &str) -> Result<fantoccini::elements::Element, String> {
         within(
             &format!("{}: find {css}", self.who),
             self.client.find(Locator::Css(css)),
@@ -1339,12 +1408,12 @@ impl Page {
         .await
     }
 
-    async fn click(&self, css: &str) -> Result<(), String> {
+    pub(crate) async fn click(&self, css: &str) -> Result<(), String> {
         let el = self.find(css).await?;
         within(&format!("{}: click {css}", self.who), el.click()).await
     }
 
-    async fn type_into(&self, css: &str, text: &str) -> Result<(), String> {
+    pub(crate) async fn type_into(&self, css: &str, text: &str) -> Result<(), String> {
         let el = self.find(css).await?;
         within(
             &format!("{}: type into {css}", self.who),
@@ -1353,7 +1422,7 @@ impl Page {
         .await
     }
 
-    async fn screenshot(&self) -> Result<Vec<u8>, String> {
+    pub(crate) async fn screenshot(&self) -> Result<Vec<u8>, String> {
         within(
             &format!("{}: screenshot", self.who),
             self.client.screenshot(),
@@ -1361,7 +1430,7 @@ impl Page {
         .await
     }
 
-    async fn cdp(&self, cmd: &'static str, params: Value) -> Result<Value, String> {
+    pub(crate) async fn cdp(&self, cmd: &'static str, params: Value) -> Result<Value, String> {
         within(
             &format!("{}: {cmd}", self.who),
             self.client.issue_cmd(Cdp { cmd, params }),
@@ -1369,7 +1438,7 @@ impl Page {
         .await
     }
 
-    async fn inner_size(&self) -> Result<(i64, i64), String> {
+    pub(crate) async fn inner_size(&self) -> Result<(i64, i64), String> {
         let v = self.js("return [innerWidth, innerHeight];", vec![]).await?;
         match (v[0].as_i64(), v[1].as_i64()) {
             (Some(w), Some(h)) => Ok((w, h)),
@@ -1379,7 +1448,7 @@ impl Page {
 
     /// Resizes the window until the page's viewport (`innerWidth` x `innerHeight`) is
     /// `width` x `height`: a window's size includes the browser's own frame.
-    async fn set_viewport(&self, width: u32, height: u32) -> Result<(), String> {
+    pub(crate) async fn set_viewport(&self, width: u32, height: u32) -> Result<(), String> {
         let want = (i64::from(width), i64::from(height));
         let (mut ww, mut wh) = (want.0, want.1);
         let mut seen = Vec::new();
@@ -1406,7 +1475,12 @@ impl Page {
     }
 
     /// A phone: `width` x `height` CSS pixels at `scale` device pixels each, mobile layout.
-    async fn emulate_phone(&self, width: u32, height: u32, scale: u32) -> Result<(), String> {
+    pub(crate) async fn emulate_phone(
+        &self,
+        width: u32,
+        height: u32,
+        scale: u32,
+    ) -> Result<(), String> {
         let params = json!({
             "width": width, "height": height, "deviceScaleFactor": scale, "mobile": true,
         });
@@ -1423,7 +1497,7 @@ impl Page {
     }
 
     /// The drawer (the sidebar on a phone) is open and in place.
-    async fn drawer_open(&self) -> Result<(), String> {
+    pub(crate) async fn drawer_open(&self) -> Result<(), String> {
         let v = self
             .js(
                 "const r = document.getElementById('sidebar').getBoundingClientRect(); \
@@ -1438,7 +1512,7 @@ impl Page {
         }
     }
 
-    async fn state(&self) -> Result<PageState, String> {
+    pub(crate) async fn state(&self) -> Result<PageState, String> {
         let script = format!(
             "{MESSAGES_JS}const st = document.getElementById('conn-status');\n\
              return {{ view: document.body.dataset.view ?? '', ready: document.body.dataset.ready ?? '', \
@@ -1458,7 +1532,7 @@ impl Page {
 
     /// Starts recording every state of the connection status and the timeline (a
     /// `MutationObserver` appends a snapshot whenever one of them changed).
-    async fn install_recorder(&self) -> Result<(), String> {
+    pub(crate) async fn install_recorder(&self) -> Result<(), String> {
         let script = format!(
             "{MESSAGES_JS}if (window.__rec) return true;\n\
              const rec = (window.__rec = []);\n\
@@ -1477,7 +1551,7 @@ impl Page {
         self.js(&script, vec![]).await.map(|_| ())
     }
 
-    async fn recording(&self) -> Result<Vec<Snap>, String> {
+    pub(crate) async fn recording(&self) -> Result<Vec<Snap>, String> {
         let v = self.js("return window.__rec ?? [];", vec![]).await?;
         let snaps = v
             .as_array()
@@ -1496,7 +1570,7 @@ impl Page {
     }
 
     /// Ends the WebDriver session (closes the browser) on a successful run.
-    async fn close(&self) {
+    pub(crate) async fn close(&self) {
         let _ = within(&format!("{}: close", self.who), self.client.clone().close()).await;
     }
 }

@@ -20,6 +20,7 @@ mod dns_fuzz;
 mod dns_health;
 mod dns_records;
 mod dns_util;
+mod docker_browser;
 mod docker_compose;
 mod docker_kill;
 mod docker_partition;
