@@ -3,14 +3,17 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::LazyLock;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod ca;
 mod ca_runtime;
 mod config;
 mod dev;
 mod dns;
+#[path = "../../build-support/cli_docs.rs"]
+mod generate;
 mod join;
 mod logging;
 mod malloc;
@@ -19,8 +22,20 @@ mod run;
 mod signals;
 mod tls;
 
+/// `conclave --version`: the release, the commit it was built from (build-support/git_commit.rs)
+/// and the newest command version this binary applies, which decides whether it may join or
+/// replace a node in a rolling upgrade (docs/operations.md).
+static VERSION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} (commit {}, command version {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("CONCLAVE_GIT_COMMIT"),
+        cluster::command::COMMAND_VERSION
+    )
+});
+
 #[derive(Parser)]
-#[command(name = "conclave", version, about = "Conclave chat server node")]
+#[command(name = "conclave", version = VERSION.as_str(), about = "Conclave chat server node")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -102,6 +117,14 @@ enum Cmd {
         #[arg(long, default_value = "chat.conclave.test")]
         workspace: String,
     },
+    /// Write shell completions or man pages generated from this command line into a directory
+    /// (used by ops/dist/build.sh for the bundle and the .deb).
+    #[command(hide = true)]
+    Generate {
+        what: generate::Generate,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
@@ -114,6 +137,10 @@ fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
 fn main() -> ExitCode {
     malloc::tune();
     let cli = Cli::parse();
+    // Before the owner-only umask: packaging files are meant to be world-readable.
+    if let Cmd::Generate { what, out } = &cli.cmd {
+        return generate_files(*what, out);
+    }
     owner_only_files();
     // One crypto provider for the whole process (ring); a second install returns Err, which
     // is fine: nothing else installs one.
@@ -184,6 +211,24 @@ fn main() -> ExitCode {
                 dns: dns_port,
             };
             finish(runtime.block_on(dev::dev(data_dir, admin_password, ports, &workspace)))
+        }
+        Cmd::Generate { what, out } => generate_files(what, &out),
+    }
+}
+
+/// `conclave generate`: prints the files it wrote, one per line.
+fn generate_files(what: generate::Generate, out: &std::path::Path) -> ExitCode {
+    match generate::generate(what, Cli::command(), out) {
+        Ok(files) => {
+            #[allow(clippy::print_stdout)]
+            for f in files {
+                println!("{}", f.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("conclave: cannot write into {}: {e}", out.display());
+            ExitCode::FAILURE
         }
     }
 }
