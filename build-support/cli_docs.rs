@@ -21,7 +21,11 @@ pub enum Generate {
 }
 
 /// Writes `what` for `cmd` into `out` (created if missing) and returns the files written.
-pub fn generate(what: Generate, mut cmd: clap::Command, out: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub fn generate(
+    what: Generate,
+    mut cmd: clap::Command,
+    out: &Path,
+) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out)?;
     let name = cmd.get_name().to_owned();
     match what {

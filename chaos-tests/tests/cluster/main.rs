@@ -35,6 +35,8 @@ mod secure_defaults;
 mod sessions;
 mod snapshot;
 mod tls;
+#[cfg(target_os = "linux")]
+mod unit_privileges;
 mod util;
 mod ws_failover;
 mod ws_protocol;
