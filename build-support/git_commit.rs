@@ -1,5 +1,7 @@
 //! Build script shared by `node` (`conclave`) and `ops` (`conclavectl`): exports
-//! `CONCLAVE_GIT_COMMIT`, the commit the binary is built from, for `--version`.
+//! `BUILD_GIT_COMMIT`, the commit the binary is built from, for `--version`. Not a `CONCLAVE_`
+//! name: cargo also puts it into the environment of `cargo test`/`run`, and the node refuses
+//! `CONCLAVE_*` variables that name no config field.
 //!
 //! The value is `git rev-parse --short=12 HEAD`, plus `-dirty` when tracked files differ from
 //! that commit, or `unknown` outside a git checkout (a source tarball) or without git. It must
@@ -58,6 +60,5 @@ fn main() {
         }
         _ => "unknown".to_owned(),
     };
-    println!("cargo:rustc-env=CONCLAVE_GIT_COMMIT={commit}");
-    println!("cargo:rerun-if-env-changed=CONCLAVE_GIT_COMMIT");
+    println!("cargo:rustc-env=BUILD_GIT_COMMIT={commit}");
 }

@@ -19,6 +19,7 @@ mod logging;
 mod malloc;
 mod node_cert;
 mod run;
+mod sd_notify;
 mod signals;
 mod tls;
 
@@ -29,7 +30,7 @@ static VERSION: LazyLock<String> = LazyLock::new(|| {
     format!(
         "{} (commit {}, command version {})",
         env!("CARGO_PKG_VERSION"),
-        env!("CONCLAVE_GIT_COMMIT"),
+        env!("BUILD_GIT_COMMIT"),
         cluster::command::COMMAND_VERSION
     )
 });

@@ -16,7 +16,7 @@ static VERSION: LazyLock<String> = LazyLock::new(|| {
     format!(
         "{} (commit {}, protocol version {})",
         env!("CARGO_PKG_VERSION"),
-        env!("CONCLAVE_GIT_COMMIT"),
+        env!("BUILD_GIT_COMMIT"),
         api::PROTOCOL_VERSION
     )
 });
