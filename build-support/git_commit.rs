@@ -28,10 +28,8 @@ fn git(dir: &Path, args: &[&str]) -> Option<String> {
 }
 
 fn main() {
-    let dir = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
-        || std::path::PathBuf::from("."),
-        std::path::PathBuf::from,
-    );
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| std::path::PathBuf::from("."), std::path::PathBuf::from);
     let commit = match git(&dir, &["rev-parse", "--short=12", "HEAD"]) {
         Some(hash) if !hash.is_empty() => {
             // Untracked files do not count (like `git describe --dirty`): build outputs and
