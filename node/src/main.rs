@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::LazyLock;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod ca;
 mod ca_runtime;
@@ -118,14 +118,6 @@ enum Cmd {
         #[arg(long, default_value = "chat.conclave.test")]
         workspace: String,
     },
-    /// Write shell completions or man pages generated from this command line into a directory
-    /// (used by ops/dist/build.sh for the bundle and the .deb).
-    #[command(hide = true)]
-    Generate {
-        what: generate::Generate,
-        #[arg(long)]
-        out: PathBuf,
-    },
 }
 
 fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
@@ -137,11 +129,12 @@ fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
 
 fn main() -> ExitCode {
     malloc::tune();
-    let cli = Cli::parse();
+    let matches = generate::with_generate(Cli::command()).get_matches();
     // Before the owner-only umask: packaging files are meant to be world-readable.
-    if let Cmd::Generate { what, out } = &cli.cmd {
-        return generate_files(*what, out);
+    if let Some(code) = generate::run(&matches, Cli::command()) {
+        return code;
     }
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     owner_only_files();
     // One crypto provider for the whole process (ring); a second install returns Err, which
     // is fine: nothing else installs one.
@@ -212,24 +205,6 @@ fn main() -> ExitCode {
                 dns: dns_port,
             };
             finish(runtime.block_on(dev::dev(data_dir, admin_password, ports, &workspace)))
-        }
-        Cmd::Generate { what, out } => generate_files(what, &out),
-    }
-}
-
-/// `conclave generate`: prints the files it wrote, one per line.
-fn generate_files(what: generate::Generate, out: &std::path::Path) -> ExitCode {
-    match generate::generate(what, Cli::command(), out) {
-        Ok(files) => {
-            #[allow(clippy::print_stdout)]
-            for f in files {
-                println!("{}", f.display());
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("conclave: cannot write into {}: {e}", out.display());
-            ExitCode::FAILURE
         }
     }
 }

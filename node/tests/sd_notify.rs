@@ -156,7 +156,10 @@ fn ready_only_when_serving_and_stopping_on_sigterm() {
         if let Some(status) = node.0.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "the node did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "the node did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "exit after SIGTERM: {status}");

@@ -153,15 +153,6 @@ pub(crate) enum Command {
     /// line per step; exit 0 only if no step failed (else 1, with the reason on stderr).
     /// `--server` is not used: the nodes come from DNS.
     Check(CheckArgs),
-    /// Write shell completions or man pages generated from this command line into a directory
-    /// (used by ops/dist/build.sh for the bundle and the .deb). Handled in `main` before any
-    /// network setup.
-    #[command(hide = true)]
-    Generate {
-        what: crate::generate::Generate,
-        #[arg(long)]
-        out: PathBuf,
-    },
 }
 
 /// A role on the command line.

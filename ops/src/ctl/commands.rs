@@ -213,8 +213,6 @@ pub(crate) async fn run(cli: Cli) -> Result<u8, Failure> {
             })
         }
         Command::Check(args) => check::run(args, ctx.trust_root()?, ctx.json).await,
-        // `main` answers it before building a runtime; nothing to do here.
-        Command::Generate { .. } => Ok(0),
         Command::Chat {
             channel,
             ack_timeout,
