@@ -80,10 +80,10 @@ impl Notifier {
     #[cfg_attr(not(unix), allow(unused_variables))]
     pub fn notify(&self, message: &str) {
         #[cfg(unix)]
-        if let Some(target) = &self.target {
-            if let Err(e) = target.send(message.as_bytes()) {
-                tracing::warn!(error = %e, "cannot notify systemd");
-            }
+        if let Some(target) = &self.target
+            && let Err(e) = target.send(message.as_bytes())
+        {
+            tracing::warn!(error = %e, "cannot notify systemd");
         }
     }
 }

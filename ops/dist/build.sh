@@ -93,7 +93,7 @@ done
 chmod 0644 "$GEN"/completions/* "$GEN"/man/*
 
 # 3. The .deb, from the binaries above (--no-build: cargo-deb must not rebuild them dynamic).
-if [ "$(cargo deb --version 2>/dev/null || true)" != "$CARGO_DEB_VERSION" ]; then
+if [ "$(cargo deb --version 2>/dev/null || true)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
     step "installing cargo-deb $CARGO_DEB_VERSION"
     cargo install --locked cargo-deb --version "$CARGO_DEB_VERSION"
 fi
