@@ -335,14 +335,15 @@ async fn scenario(docker: &Docker, deb: &Path) -> Result<()> {
         .await?;
     let options_of = |mount_point: &str| -> Option<String> {
         // Fields: id parent major:minor root mount-point options ...; the last entry for a
-        // mount point is the one on top.
+        // mount point is the one on top (hence from the end).
         mounts
             .lines()
+            .rev()
             .filter_map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
                 (f.get(4) == Some(&mount_point)).then(|| f.get(5).map(|o| o.to_string()))
             })
-            .last()
+            .next()
             .flatten()
     };
     let root_opts = options_of("/").unwrap_or_default();
