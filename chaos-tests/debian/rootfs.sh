@@ -30,8 +30,8 @@ done
 #   dbus                   systemd's bus, as on every real host: without it `systemctl` still
 #                          works as root (private socket), but systemd-logind fails and the
 #                          system reports "degraded"
-# minbase already has dpkg, passwd (useradd, the package's postinst), util-linux (runuser,
-# nsenter), sed and coreutils. No procps or libcap2-bin: the test reads /proc/<pid>/status. No
+# minbase already has dpkg, passwd (useradd, the package's postinst), util-linux (runuser),
+# sed and coreutils. No procps or libcap2-bin: the test reads /proc/<pid>/status. No
 # curl or dig: DNS and HTTPS are checked from the host, over the test's own network.
 PACKAGES="systemd,systemd-sysv,dbus"
 
@@ -45,6 +45,7 @@ if [ -z "$MIRROR" ]; then
 fi
 MIRROR="${MIRROR:-http://deb.debian.org/debian}"
 
+# The cache key: bump "v1" when the build steps below change (the trimming, the tar flags).
 KEY="$(printf '%s\n' "$SUITE" "$MIRROR" "minbase" "$PACKAGES" "v1" | sha256sum | cut -c1-12)"
 OUT="$CACHE_DIR/$SUITE-$KEY.tar"
 
