@@ -252,7 +252,9 @@ async fn scenario(docker: &Docker, deb: &Path) -> Result<()> {
     .concat();
     docker.exec_ok(&validate).await?;
 
-    // Initialize as the service's user, so every file it writes is the service's.
+    // Initialize as the service's user, so every file it writes is the service's
+    // (operations.md: `sudo -u conclave conclave init ...`; runuser is the same switch without
+    // sudo, which a minimal Debian does not have).
     let init = [
         &as_conclave[..],
         &[
