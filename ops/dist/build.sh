@@ -91,6 +91,12 @@ for b in conclave conclavectl; do
     "$BIN/$b" generate man --out "$GEN/man" >/dev/null
 done
 chmod 0644 "$GEN"/completions/* "$GEN"/man/*
+# Debian installs man pages gzipped (policy 12.1); cargo-deb compresses only files it did not
+# see built, so the .deb takes these. The bundle keeps the plain pages (`man -l` reads both).
+mkdir -p "$GEN/man-gz"
+for page in "$GEN"/man/*.1; do
+    gzip -n -9 -c "$page" >"$GEN/man-gz/$(basename "$page").gz"
+done
 
 # 3. The .deb, from the binaries above (--no-build: cargo-deb must not rebuild them dynamic).
 if [ "$(cargo deb --version 2>/dev/null || true)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
