@@ -6,6 +6,9 @@
 //! certificate of the cluster root `conclave init` printed the fingerprint of. Inside, the
 //! service runs as the user `conclave` with `CAP_NET_BIND_SERVICE` as its only capability:
 //! that is "`conclave run` as the systemd unit runs it binds 53 and 443 without root".
+//! `systemctl start` must return with `/readyz` already ready (Type=notify; systemd's own log
+//! shows READY=1 from the node), and `systemctl stop` must end with STOPPING=1 received, the
+//! node's shutdown run to its last log line and `Result=success`.
 //!
 //! No image can be pulled: `chaos-tests/debian/rootfs.sh` builds the root filesystem tarball
 //! (cached under /var/tmp/conclave-debian), this test `docker import`s it under a unique tag.
@@ -295,6 +298,11 @@ async fn scenario(docker: &Docker, deb: &Path) -> Result<()> {
     // Start. Type=notify: `systemctl start` returns only once the node sent READY=1, which it
     // sends when /readyz turns ready, so the very first /readyz after it must say ready. No
     // polling here on purpose: a wait would hide a unit that reports ready too early.
+    // systemd logs the notifications it receives at debug level only: raised, so the journal
+    // shows READY=1 and later STOPPING=1 arriving from the node itself.
+    docker
+        .exec_ok(&["systemd-analyze", "log-level", "debug"])
+        .await?;
     let t = Instant::now();
     docker.exec_ok(&["systemctl", "start", "conclave"]).await?;
     let start_took = t.elapsed();
@@ -316,6 +324,15 @@ async fn scenario(docker: &Docker, deb: &Path) -> Result<()> {
         .exec_stdout(&["systemctl", "is-active", "conclave"])
         .await?;
     anyhow::ensure!(active.trim() == "active", "systemctl is-active: {active}");
+    let journal = docker
+        .exec_ok(&["journalctl", "-u", "conclave", "--no-pager", "-o", "cat"])
+        .await?;
+    anyhow::ensure!(
+        journal
+            .lines()
+            .any(|l| l.contains("Got notification message") && l.contains("READY=1")),
+        "systemd received READY=1 from the node:\n{journal}"
+    );
 
     // The service as the unit runs it: user conclave, one capability, no new privileges.
     let pid = docker
@@ -480,6 +497,12 @@ async fn scenario(docker: &Docker, deb: &Path) -> Result<()> {
             "after systemctl stop ({stop_took:.1?}): {want}:\n{shown}"
         );
     }
+    anyhow::ensure!(
+        journal
+            .lines()
+            .any(|l| l.contains("Got notification message") && l.contains("STOPPING=1")),
+        "systemd received STOPPING=1 from the node:\n{journal}"
+    );
     anyhow::ensure!(
         journal.contains("shutdown requested") && journal.contains("node stopped"),
         "the node ran its shutdown to the end (its own last log line), not killed mid-way"
