@@ -151,12 +151,22 @@ async fn conclave_run_with_the_units_user_and_capability_binds_53_and_443_withou
     }
     assert_eq!(field("NoNewPrivs"), "1", "no new privileges");
 
-    // DNS on 53 answers the node's address for the workspace ...
+    // DNS on 53 answers the node's address for the workspace (polled: SERVFAIL until the
+    // node's first health view, up to about a second after /readyz turns ready) ...
     let dns = SocketAddr::new(IpAddr::V4(NODE_IP), 53);
-    let answer = dns_query::query(dns, WORKSPACE, DnsQuestion::A, Duration::from_secs(5))
-        .await
-        .unwrap();
-    assert_eq!(answer.addresses(), vec![IpAddr::V4(NODE_IP)], "{answer:?}");
+    let answer = poll_until(
+        &format!("{dns} to answer {WORKSPACE} with {NODE_IP}"),
+        Duration::from_secs(10),
+        || async {
+            match dns_query::query(dns, WORKSPACE, DnsQuestion::A, Duration::from_secs(2)).await {
+                Ok(a) if a.addresses() == vec![IpAddr::V4(NODE_IP)] => Ok(a),
+                Ok(a) => Err(format!("{a:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
+    .await
+    .unwrap();
     // ... and HTTPS on 443 answers by that name with a certificate of the root init printed.
     let root_pem = std::fs::read(data.join("tls/ca.pem")).unwrap();
     assert_eq!(
