@@ -55,11 +55,10 @@ NAME=conclave-$VERSION-x86_64-linux
 DEB=conclave_${VERSION}_amd64.deb
 
 # Timestamps inside the .deb and the tarball: the commit's time, so two builds of one commit
-# produce the same archives (outside git: the epoch).
-if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
-    SOURCE_DATE_EPOCH=$(git -C "$ROOT" log -1 --format=%ct 2>/dev/null || echo 0)
-fi
-export SOURCE_DATE_EPOCH
+# produce the same archives (outside git: the epoch). Given to cargo-deb and tar only, never to
+# cargo build: ring's build script reruns when SOURCE_DATE_EPOCH changes, and with it rustls
+# and everything above it, at every commit.
+EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$ROOT" log -1 --format=%ct 2>/dev/null || echo 0)}
 
 # 1. Static binaries. The explicit --target keeps build scripts and proc-macros dynamic (they
 #    run on this machine); only the two binaries are linked static-pie.
@@ -112,7 +111,7 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 touch "$OUT/.conclave-dist"
 step "packaging $DEB"
-cargo deb --manifest-path "$ROOT/node/Cargo.toml" --no-build --no-strip --locked \
+SOURCE_DATE_EPOCH=$EPOCH cargo deb --manifest-path "$ROOT/node/Cargo.toml" --no-build --no-strip --locked \
     --target "$TRIPLE" --profile "$PROFILE" \
     --output "$OUT/$DEB" >/dev/null
 
@@ -133,7 +132,7 @@ install -m 0644 "$GEN"/completions/* "$STAGE/completions/"
 install -m 0644 "$GEN"/man/* "$STAGE/man/"
 (cd "$STAGE" && find . -type f ! -name SHA256SUMS -printf '%P\n' | LC_ALL=C sort | xargs sha256sum >SHA256SUMS)
 tar -C "$OUT/.stage" --sort=name --owner=0 --group=0 --numeric-owner \
-    --mtime="@$SOURCE_DATE_EPOCH" -cf - "$NAME" | gzip -n -9 >"$OUT/$NAME.tar.gz"
+    --mtime="@$EPOCH" -cf - "$NAME" | gzip -n -9 >"$OUT/$NAME.tar.gz"
 rm -rf "$OUT/.stage"
 install -m 0755 "$BIN/conclave" "$BIN/conclavectl" "$OUT/"
 (cd "$OUT" && sha256sum "$NAME.tar.gz" "$DEB" conclave conclavectl >SHA256SUMS)
