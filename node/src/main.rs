@@ -3,25 +3,41 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::LazyLock;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod ca;
 mod ca_runtime;
 mod config;
 mod dev;
 mod dns;
+#[path = "../../build-support/cli_docs.rs"]
+mod generate;
 mod healthcheck;
 mod join;
 mod logging;
 mod malloc;
 mod node_cert;
 mod run;
+mod sd_notify;
 mod signals;
 mod tls;
 
+/// `conclave --version`: the release, the commit it was built from (build-support/git_commit.rs)
+/// and the newest command version this binary applies, which decides whether it may join or
+/// replace a node in a rolling upgrade (docs/operations.md).
+static VERSION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} (commit {}, command version {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("BUILD_GIT_COMMIT"),
+        cluster::command::COMMAND_VERSION
+    )
+});
+
 #[derive(Parser)]
-#[command(name = "conclave", version, about = "Conclave chat server node")]
+#[command(name = "conclave", version = VERSION.as_str(), about = "Conclave chat server node")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -121,7 +137,12 @@ fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
 
 fn main() -> ExitCode {
     malloc::tune();
-    let cli = Cli::parse();
+    let matches = generate::with_generate(Cli::command()).get_matches();
+    // Before the owner-only umask: packaging files are meant to be world-readable.
+    if let Some(code) = generate::run(&matches, Cli::command()) {
+        return code;
+    }
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     owner_only_files();
     // One crypto provider for the whole process (ring); a second install returns Err, which
     // is fine: nothing else installs one.

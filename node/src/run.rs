@@ -195,6 +195,15 @@ pub async fn serve(
         }
     });
     let http_task = cluster::spawn_named("api-server", http);
+    // Under systemd (Type=notify): READY=1 once the node serves, STOPPING=1 when it stops.
+    let notify_task = cluster::spawn_named(
+        "sd-notify",
+        crate::sd_notify::report(
+            crate::sd_notify::Notifier::from_env(),
+            node.clone(),
+            cancel.child_token(),
+        ),
+    );
     let removed = node.removed();
     let fatal = node.fatal();
     tokio::select! {
@@ -208,6 +217,8 @@ pub async fn serve(
             cancel.cancel();
         }
     }
+    // STOPPING=1 goes out first, so systemd shows the node as deactivating while it drains.
+    let _ = tokio::time::timeout(Duration::from_secs(1), notify_task).await;
     // Stop taking requests first, then stop Raft, so no handler is left waiting on a dead core.
     // serve_plain drains for up to 5 s itself.
     let _ = tokio::time::timeout(Duration::from_secs(6), http_task).await;

@@ -8,7 +8,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 
 mod ctl {
     pub(crate) mod args;
@@ -23,11 +23,18 @@ mod ctl {
     pub(crate) mod token_file;
 }
 
+#[path = "../../build-support/cli_docs.rs"]
+mod generate;
+
 use ctl::failure::Failure;
 
 fn main() -> ExitCode {
     // Usage errors exit with clap's code 2; --help and --version exit with 0.
-    let cli = ctl::args::Cli::parse();
+    let matches = generate::with_generate(ctl::args::Cli::command()).get_matches();
+    if let Some(code) = generate::run(&matches, ctl::args::Cli::command()) {
+        return code;
+    }
+    let cli = ctl::args::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // One thread is plenty for a CLI that waits on one request at a time.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

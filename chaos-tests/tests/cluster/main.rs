@@ -15,6 +15,8 @@ mod ctl;
 mod ctl_chat;
 mod ctl_check;
 mod ctl_tls;
+#[cfg(target_os = "linux")]
+mod deb_install;
 mod dns_faults;
 mod dns_fuzz;
 mod dns_health;
@@ -41,6 +43,8 @@ mod secure_defaults;
 mod sessions;
 mod snapshot;
 mod tls;
+#[cfg(target_os = "linux")]
+mod unit_privileges;
 mod upgrade;
 mod util;
 mod ws_failover;

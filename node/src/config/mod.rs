@@ -123,6 +123,9 @@ const NOT_CONFIG: &[&str] = &[
     // `conclave join`'s token (node/src/join/joiner.rs), never a config field.
     "JOIN_TOKEN",
     "BIN",
+    // The directory of the packaged binaries (ops/dist/build.sh), exported by .ci/run for the
+    // tests: nodes those tests start inherit it.
+    "DIST",
 ];
 
 impl Config {

@@ -4,15 +4,29 @@
 //! touches files or decides exit codes.
 
 use std::path::PathBuf;
+use std::sync::LazyLock;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+/// `conclavectl --version`: the release, the commit it was built from
+/// (build-support/git_commit.rs) and the WebSocket protocol version it speaks. Not the
+/// cluster's command version, which `conclave --version` prints: this crate talks to nodes over
+/// the wire only and does not depend on `cluster`.
+static VERSION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} (commit {}, protocol version {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("BUILD_GIT_COMMIT"),
+        api::PROTOCOL_VERSION
+    )
+});
 
 /// Operate a Conclave chat cluster.
 ///
 /// Exit codes: 0 ok; 1 the server refused the request; 2 usage error; 3 no server reachable;
 /// 4 `status` found the cluster degraded; 5 not logged in.
 #[derive(Debug, Parser)]
-#[command(name = "conclavectl", version, propagate_version = true)]
+#[command(name = "conclavectl", version = VERSION.as_str(), propagate_version = true)]
 pub(crate) struct Cli {
     /// Server base URL; repeat the option or separate with commas to list several nodes
     /// (give all of them on the same side of the subcommand name).

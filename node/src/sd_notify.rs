@@ -1,0 +1,233 @@
+//! systemd's readiness protocol (`sd_notify(3)`) for `conclave run` and `join` under a
+//! `Type=notify` unit: `READY=1` once the node really serves, `STATUS=...` lines while it starts
+//! or when its readiness changes, `STOPPING=1` when shutdown begins.
+//!
+//! Owns the datagram to `$NOTIFY_SOCKET` (a path, or `@name` in Linux's abstract namespace) and
+//! the loop that watches readiness. "Serving" is decided by `ClusterNode::readiness`, the
+//! function `/readyz` is built on; this module never has a rule of its own. It deliberately
+//! leaves out the one thing `/readyz` adds, the drain flag: a drained node still serves every
+//! request it gets, and the flag is the operator's, cleared by hand after a restart, so waiting
+//! on it would make `systemctl restart` of a drained node (the rolling upgrade's step) hang
+//! until its start timeout.
+//!
+//! It must never be fatal: without `$NOTIFY_SOCKET` (not under systemd, or on Windows) it does
+//! nothing, and a failed send is logged and otherwise ignored.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cluster::ClusterNode;
+use tokio_util::sync::CancellationToken;
+
+/// How often readiness is re-read. It changes on Raft events (a leader elected, the log applied
+/// up to the leader's), which the node does not publish as a stream; a quarter second keeps
+/// `systemctl start` within that of the node being ready, at the cost of one cheap read.
+const POLL: Duration = Duration::from_millis(250);
+
+/// A connection to the service manager's notification socket, or nothing.
+pub struct Notifier {
+    #[cfg(unix)]
+    target: Option<unix::Target>,
+}
+
+impl Notifier {
+    /// From `$NOTIFY_SOCKET`; a no-op notifier when it is unset or empty.
+    pub fn from_env() -> Self {
+        match std::env::var_os("NOTIFY_SOCKET") {
+            Some(v) if !v.is_empty() => Self::new(&v.to_string_lossy()),
+            _ => Self::disabled(),
+        }
+    }
+
+    /// Notifies `socket` (a path, or `@name` for an abstract socket).
+    #[cfg_attr(not(unix), allow(unused_variables))]
+    pub fn new(socket: &str) -> Self {
+        #[cfg(unix)]
+        {
+            match unix::Target::open(socket) {
+                Ok(target) => Self {
+                    target: Some(target),
+                },
+                Err(e) => {
+                    tracing::warn!(socket, error = %e, "NOTIFY_SOCKET is not usable; not notifying systemd");
+                    Self::disabled()
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        Self::disabled()
+    }
+
+    fn disabled() -> Self {
+        Self {
+            #[cfg(unix)]
+            target: None,
+        }
+    }
+
+    /// Whether messages go anywhere.
+    pub fn is_enabled(&self) -> bool {
+        #[cfg(unix)]
+        {
+            self.target.is_some()
+        }
+        #[cfg(not(unix))]
+        false
+    }
+
+    /// Sends one message (newline-separated `KEY=value` assignments). Never fails: the service
+    /// manager is told about the node, the node does not depend on it.
+    #[cfg_attr(not(unix), allow(unused_variables))]
+    pub fn notify(&self, message: &str) {
+        #[cfg(unix)]
+        if let Some(target) = &self.target
+            && let Err(e) = target.send(message.as_bytes())
+        {
+            tracing::warn!(error = %e, "cannot notify systemd");
+        }
+    }
+}
+
+/// Tells the service manager how the node is doing until `cancel` fires: `STATUS=` lines while
+/// it starts, `READY=1` (once) when `readiness()` first says ready, a `STATUS=` line whenever
+/// the reported state changes after that, and `STOPPING=1` when the node starts shutting down.
+pub async fn report(notifier: Notifier, node: Arc<ClusterNode>, cancel: CancellationToken) {
+    if !notifier.is_enabled() {
+        return;
+    }
+    let mut ready_sent = false;
+    let mut last_status = String::new();
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let readiness = node.readiness();
+        let status = match (&readiness.reason, node.is_draining()) {
+            (None, false) => "serving".to_owned(),
+            (None, true) => "serving (draining: out of DNS and /readyz)".to_owned(),
+            (Some(why), _) if ready_sent => format!("not ready: {why}"),
+            (Some(why), _) => format!("starting: {why}"),
+        };
+        if readiness.ready && !ready_sent {
+            ready_sent = true;
+            tracing::info!(node_id = node.id(), "ready; notifying systemd");
+            notifier.notify(&format!("READY=1\nSTATUS={status}"));
+            last_status = status;
+        } else if status != last_status {
+            notifier.notify(&format!("STATUS={status}"));
+            last_status = status;
+        }
+    }
+    notifier.notify("STOPPING=1\nSTATUS=stopping");
+}
+
+#[cfg(unix)]
+mod unix {
+    use std::io;
+    use std::os::unix::net::UnixDatagram;
+
+    /// The socket to send to, and an unbound socket to send from.
+    pub(super) struct Target {
+        socket: UnixDatagram,
+        address: Address,
+    }
+
+    enum Address {
+        Path(std::path::PathBuf),
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        Abstract(std::os::unix::net::SocketAddr),
+    }
+
+    impl Target {
+        pub(super) fn open(spec: &str) -> io::Result<Self> {
+            let address = match spec.strip_prefix('@') {
+                #[cfg(any(target_os = "linux", target_os = "android"))]
+                Some(name) => {
+                    #[cfg(target_os = "android")]
+                    use std::os::android::net::SocketAddrExt;
+                    #[cfg(target_os = "linux")]
+                    use std::os::linux::net::SocketAddrExt;
+                    Address::Abstract(std::os::unix::net::SocketAddr::from_abstract_name(
+                        name.as_bytes(),
+                    )?)
+                }
+                #[cfg(not(any(target_os = "linux", target_os = "android")))]
+                Some(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        "abstract sockets exist on Linux only",
+                    ));
+                }
+                None => Address::Path(spec.into()),
+            };
+            Ok(Self {
+                socket: UnixDatagram::unbound()?,
+                address,
+            })
+        }
+
+        pub(super) fn send(&self, message: &[u8]) -> io::Result<()> {
+            let sent = match &self.address {
+                Address::Path(path) => self.socket.send_to(message, path)?,
+                #[cfg(any(target_os = "linux", target_os = "android"))]
+                Address::Abstract(addr) => self.socket.send_to_addr(message, addr)?,
+            };
+            if sent == message.len() {
+                Ok(())
+            } else {
+                Err(io::Error::new(io::ErrorKind::WriteZero, "short datagram"))
+            }
+        }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::os::unix::net::UnixDatagram;
+
+    use super::Notifier;
+
+    fn received(socket: &UnixDatagram) -> String {
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    #[test]
+    fn sends_to_a_path_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let listener = UnixDatagram::bind(&path).unwrap();
+        let notifier = Notifier::new(path.to_str().unwrap());
+        assert!(notifier.is_enabled());
+        notifier.notify("READY=1\nSTATUS=serving");
+        assert_eq!(received(&listener), "READY=1\nSTATUS=serving");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn sends_to_an_abstract_socket() {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("conclave-test-notify-{}", rand::random::<u64>());
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let listener = UnixDatagram::bind_addr(&addr).unwrap();
+        Notifier::new(&format!("@{name}")).notify("STOPPING=1");
+        assert_eq!(received(&listener), "STOPPING=1");
+    }
+
+    #[test]
+    fn a_missing_socket_is_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let notifier = Notifier::new(dir.path().join("absent.sock").to_str().unwrap());
+        // Sending fails (nobody listens) and is only logged.
+        notifier.notify("READY=1");
+    }
+}
