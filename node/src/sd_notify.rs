@@ -26,8 +26,7 @@ const POLL: Duration = Duration::from_millis(250);
 
 /// A connection to the service manager's notification socket, or nothing.
 pub struct Notifier {
-    #[cfg(unix)]
-    target: Option<unix::Target>,
+    target: Option<socket::Target>,
 }
 
 impl Notifier {
@@ -35,51 +34,31 @@ impl Notifier {
     pub fn from_env() -> Self {
         match std::env::var_os("NOTIFY_SOCKET") {
             Some(v) if !v.is_empty() => Self::new(&v.to_string_lossy()),
-            _ => Self::disabled(),
+            _ => Self { target: None },
         }
     }
 
     /// Notifies `socket` (a path, or `@name` for an abstract socket).
-    #[cfg_attr(not(unix), allow(unused_variables))]
     pub fn new(socket: &str) -> Self {
-        #[cfg(unix)]
-        {
-            match unix::Target::open(socket) {
-                Ok(target) => Self {
-                    target: Some(target),
-                },
-                Err(e) => {
-                    tracing::warn!(socket, error = %e, "NOTIFY_SOCKET is not usable; not notifying systemd");
-                    Self::disabled()
-                }
+        match socket::Target::open(socket) {
+            Ok(target) => Self {
+                target: Some(target),
+            },
+            Err(e) => {
+                tracing::warn!(socket, error = %e, "NOTIFY_SOCKET is not usable; not notifying systemd");
+                Self { target: None }
             }
-        }
-        #[cfg(not(unix))]
-        Self::disabled()
-    }
-
-    fn disabled() -> Self {
-        Self {
-            #[cfg(unix)]
-            target: None,
         }
     }
 
     /// Whether messages go anywhere.
     pub fn is_enabled(&self) -> bool {
-        #[cfg(unix)]
-        {
-            self.target.is_some()
-        }
-        #[cfg(not(unix))]
-        false
+        self.target.is_some()
     }
 
     /// Sends one message (newline-separated `KEY=value` assignments). Never fails: the service
     /// manager is told about the node, the node does not depend on it.
-    #[cfg_attr(not(unix), allow(unused_variables))]
     pub fn notify(&self, message: &str) {
-        #[cfg(unix)]
         if let Some(target) = &self.target
             && let Err(e) = target.send(message.as_bytes())
         {
@@ -124,8 +103,27 @@ pub async fn report(notifier: Notifier, node: Arc<ClusterNode>, cancel: Cancella
     notifier.notify("STOPPING=1\nSTATUS=stopping");
 }
 
+/// Elsewhere there is no notify socket: a target can never be opened.
+#[cfg(not(unix))]
+mod socket {
+    pub(super) enum Target {}
+
+    impl Target {
+        pub(super) fn open(_spec: &str) -> std::io::Result<Self> {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "sd_notify exists on Unix only",
+            ))
+        }
+
+        pub(super) fn send(&self, _message: &[u8]) -> std::io::Result<()> {
+            match *self {}
+        }
+    }
+}
+
 #[cfg(unix)]
-mod unix {
+mod socket {
     use std::io;
     use std::os::unix::net::UnixDatagram;
 
