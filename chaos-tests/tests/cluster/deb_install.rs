@@ -218,7 +218,7 @@ async fn scenario(docker: &Docker, deb: &Path) -> Result<()> {
     // standard ports (HTTPS 443, DNS 53, plain HTTP 80), the site's subnet for the CA.
     let net = docker.subnet_prefix();
     let edit = format!(
-        "s/10\\.0\\.0\\.1:8080/{ip}:80/; s/10\\.0\\.0\\.1:8443/{ip}:443/; s/10\\.0\\.0\\.1:/{ip}:/; \
+        "s/10\\.0\\.0\\.1:/{ip}:/; \
          s#10\\.0\\.0\\.0/24#{net}.0/24#"
     );
     docker
