@@ -56,31 +56,7 @@ impl TestCluster {
         channel: &str,
         min_index: Option<u64>,
     ) -> Result<Vec<Msg>> {
-        let client = self.try_client(&[id])?;
-        let mut out: Vec<Msg> = Vec::new();
-        let mut after = 0u64;
-        let mut min = min_index;
-        loop {
-            let page = client
-                .list_messages(channel, after, 1000, min.take())
-                .await
-                .map_err(|e| anyhow!("list {channel} after {after} on node {id}: {e}"))?;
-            let Some(last) = page.messages.last() else {
-                break;
-            };
-            if last.seq <= after {
-                bail!(
-                    "node {id}: page after seq {after} ended at seq {} (not ascending)",
-                    last.seq
-                );
-            }
-            after = last.seq;
-            out.extend(page.messages.iter().map(Msg::from));
-            if after >= page.last_seq {
-                break;
-            }
-        }
-        Ok(out)
+        read_channel(&self.try_client(&[id])?, id, channel, min_index).await
     }
 
     /// The channel's newest seq on node `id`.
@@ -131,14 +107,54 @@ impl TestCluster {
                     .map_err(|e| e.to_string())?;
                 seqs.push((*id, s));
             }
-            let first = seqs.first().map(|(_, s)| *s).unwrap_or(0);
-            if first >= min_seq && seqs.iter().all(|(_, s)| *s == first) {
-                Ok(())
-            } else {
-                Err(format!("last seq per node: {seqs:?}"))
-            }
+            agree_on_last_seq(&seqs, min_seq)
         })
         .await;
         self.views(channel, ids, min_index).await
+    }
+}
+
+/// All messages of `channel` as node `id` (the one `client` talks to) shows them, paged, the
+/// first page read with `X-Conclave-Min-Index: min_index` so a lagging node first applies that
+/// far. Shared by the process harness and the Docker harness.
+pub(crate) async fn read_channel(
+    client: &ops::Client,
+    id: u64,
+    channel: &str,
+    min_index: Option<u64>,
+) -> Result<Vec<Msg>> {
+    let mut out: Vec<Msg> = Vec::new();
+    let mut after = 0u64;
+    let mut min = min_index;
+    loop {
+        let page = client
+            .list_messages(channel, after, 1000, min.take())
+            .await
+            .map_err(|e| anyhow!("list {channel} after {after} on node {id}: {e}"))?;
+        let Some(last) = page.messages.last() else {
+            break;
+        };
+        if last.seq <= after {
+            bail!(
+                "node {id}: page after seq {after} ended at seq {} (not ascending)",
+                last.seq
+            );
+        }
+        after = last.seq;
+        out.extend(page.messages.iter().map(Msg::from));
+        if after >= page.last_seq {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Ok when every node's last seq (`(node, seq)` pairs) is the same and at least `min_seq`.
+pub(crate) fn agree_on_last_seq(seqs: &[(u64, u64)], min_seq: u64) -> Result<(), String> {
+    let first = seqs.first().map(|(_, s)| *s).unwrap_or(0);
+    if first >= min_seq && seqs.iter().all(|(_, s)| *s == first) {
+        Ok(())
+    } else {
+        Err(format!("last seq per node: {seqs:?}"))
     }
 }

@@ -291,6 +291,28 @@ fn documented_production_template_validates() {
     }
 }
 
+/// The template ops/dist ships (the .deb's /etc/conclave/conclave.toml) is the documented one.
+#[test]
+fn shipped_config_template_is_the_documented_one_and_validates() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/dist/conclave.toml");
+    let shipped: toml::Value = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let documented: toml::Value = toml::from_str(&doc_block("## Production template")).unwrap();
+    assert_eq!(
+        shipped, documented,
+        "ops/dist/conclave.toml and the production template in docs/configuration.md differ"
+    );
+    let out = conclave()
+        .args(["run", "--validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `run`, `init` and `join` refuse plain HTTP on a non-loopback address in one line naming the
 /// setting, before touching the data directory; `insecure_plaintext = true` lets it validate.
 #[test]

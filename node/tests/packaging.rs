@@ -1,21 +1,17 @@
 //! What ops/dist ships about `conclave`: `--version` names the release, the commit (as git
 //! says it) and the command version; the completions and man pages the hidden `generate`
-//! subcommand writes parse and render; the production config template validates and is the
-//! one docs/configuration.md shows; the systemd unit keeps its exposure score low; and, when
+//! subcommand writes parse and render; the systemd unit keeps its exposure score low; and, when
 //! `$CONCLAVE_DIST` names a build.sh output, the bundle and the .deb hold what they promise.
 //!
 //! Tools that may be missing on a developer's machine (groff, zsh, fish, systemd-analyze,
 //! dpkg-deb) skip their check with a printed reason. `CONCLAVE_DIST` unset skips the bundle
-//! check; set (as `.ci/run` does), it must be complete.
+//! check; set (as `.ci/run` does), it must be complete. The shipped config template is checked
+//! against docs/configuration.md in `cli.rs`, next to the documented template's own check.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn conclave() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_conclave"))
-}
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -24,70 +20,27 @@ fn repo() -> PathBuf {
         .to_owned()
 }
 
-/// Runs `program args`; None (with a printed skip) when the program is not installed.
-fn tool(program: &str, args: &[&str]) -> Option<std::process::Output> {
-    match Command::new(program).args(args).output() {
-        Ok(out) => Some(out),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            println!("SKIP part of this test: {program} is not installed");
-            None
-        }
-        Err(e) => panic!("{program}: {e}"),
-    }
-}
+#[path = "../../build-support/packaging_checks.rs"]
+mod packaging_checks;
+
+use packaging_checks::{check_man_renders, check_shell_parses, generate, tool};
 
 #[test]
 fn version_names_release_commit_and_command_version() {
-    let out = conclave().arg("--version").output().unwrap();
-    assert!(out.status.success());
-    let line = String::from_utf8(out.stdout).unwrap();
-    let line = line.trim_end();
-    // conclave 0.1.0 (commit 2e69964d0a00, command version 6)
-    let rest = line
-        .strip_prefix(&format!("conclave {} (commit ", env!("CARGO_PKG_VERSION")))
-        .unwrap_or_else(|| panic!("{line:?}"));
-    let (commit, rest) = rest.split_once(", ").unwrap_or_else(|| panic!("{line:?}"));
-    assert_eq!(
-        rest,
-        format!("command version {})", cluster::command::COMMAND_VERSION),
-        "{line:?}"
+    packaging_checks::check_version_line(
+        env!("CARGO_BIN_EXE_conclave"),
+        "conclave",
+        env!("CARGO_PKG_VERSION"),
+        env!("CARGO_MANIFEST_DIR"),
+        &format!("command version {}", cluster::command::COMMAND_VERSION),
     );
-    let hash = commit.strip_suffix("-dirty").unwrap_or(commit);
-    match tool(
-        "git",
-        &[
-            "-C",
-            env!("CARGO_MANIFEST_DIR"),
-            "rev-parse",
-            "--short=12",
-            "HEAD",
-        ],
-    ) {
-        Some(git) if git.status.success() => {
-            assert_eq!(
-                hash,
-                String::from_utf8_lossy(&git.stdout).trim(),
-                "{line:?}"
-            );
-        }
-        _ => assert_eq!(commit, "unknown", "outside git: {line:?}"),
-    }
 }
 
 #[test]
 fn generated_completions_parse_and_man_pages_render() {
     let dir = tempfile::tempdir().unwrap();
-    let out = conclave()
-        .args(["generate", "completions", "--out"])
-        .arg(dir.path().join("completions"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let c = dir.path().join("completions");
+    generate(env!("CARGO_BIN_EXE_conclave"), "completions", &c);
     // How each shell's script names a subcommand it completes.
     for (f, join, generate) in [
         ("conclave.bash", "__subcmd__join", "__subcmd__generate"),
@@ -106,28 +59,11 @@ fn generated_completions_parse_and_man_pages_render() {
         ("zsh", "_conclave"),
         ("fish", "conclave.fish"),
     ] {
-        let path = c.join(file);
-        if let Some(check) = tool(shell, &["-n", path.to_str().unwrap()]) {
-            assert!(
-                check.status.success(),
-                "{shell} -n {file}: {}",
-                String::from_utf8_lossy(&check.stderr)
-            );
-        }
+        check_shell_parses(shell, &c.join(file));
     }
 
-    let out = conclave()
-        .args(["generate", "man", "--out"])
-        .arg(dir.path().join("man"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let listed = String::from_utf8(out.stdout).unwrap();
     let m = dir.path().join("man");
+    let listed = generate(env!("CARGO_BIN_EXE_conclave"), "man", &m);
     for page in [
         "conclave.1",
         "conclave-run.1",
@@ -141,49 +77,7 @@ fn generated_completions_parse_and_man_pages_render() {
         !m.join("conclave-generate.1").exists(),
         "no page for the hidden subcommand"
     );
-    let run = m.join("conclave-run.1");
-    // -ww: every warning; -z: format, discard the output.
-    if let Some(groff) = tool(
-        "groff",
-        &["-man", "-Tutf8", "-ww", "-z", run.to_str().unwrap()],
-    ) {
-        assert!(groff.status.success());
-        assert!(
-            groff.stderr.is_empty(),
-            "groff warns: {}",
-            String::from_utf8_lossy(&groff.stderr)
-        );
-    }
-}
-
-/// The first ```toml block after `heading` in docs/configuration.md.
-fn doc_block(heading: &str) -> String {
-    let doc = std::fs::read_to_string(repo().join("docs/configuration.md")).unwrap();
-    let at = doc.find(heading).unwrap();
-    let start = at + doc[at..].find("```toml\n").unwrap() + 8;
-    let end = start + doc[start..].find("```").unwrap();
-    doc[start..end].to_owned()
-}
-
-#[test]
-fn shipped_config_template_is_the_documented_one_and_validates() {
-    let path = repo().join("ops/dist/conclave.toml");
-    let shipped: toml::Value = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let documented: toml::Value = toml::from_str(&doc_block("## Production template")).unwrap();
-    assert_eq!(
-        shipped, documented,
-        "ops/dist/conclave.toml and the production template in docs/configuration.md differ"
-    );
-    let out = conclave()
-        .args(["run", "--validate", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    check_man_renders(&m.join("conclave-run.1"));
 }
 
 #[test]

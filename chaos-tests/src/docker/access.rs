@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 
 use super::cluster::{DockerCluster, NodeInfo, READY_TIMEOUT, WORKSPACE, logs_of};
 use super::network::TestNetwork;
@@ -239,31 +239,7 @@ impl DockerCluster {
         channel: &str,
         min_index: Option<u64>,
     ) -> Result<Vec<Msg>> {
-        let client = self.client(&[id]);
-        let mut out: Vec<Msg> = Vec::new();
-        let mut after = 0u64;
-        let mut min = min_index;
-        loop {
-            let page = client
-                .list_messages(channel, after, 1000, min.take())
-                .await
-                .map_err(|e| anyhow!("list {channel} after {after} on node {id}: {e}"))?;
-            let Some(last) = page.messages.last() else {
-                break;
-            };
-            if last.seq <= after {
-                bail!(
-                    "node {id}: page after seq {after} ended at seq {}",
-                    last.seq
-                );
-            }
-            after = last.seq;
-            out.extend(page.messages.iter().map(Msg::from));
-            if after >= page.last_seq {
-                break;
-            }
-        }
-        Ok(out)
+        crate::channel::read_channel(&self.client(&[id]), id, channel, min_index).await
     }
 
     /// Waits until every node of `ids` shows the same last seq (at least `min_seq`) for
@@ -288,12 +264,7 @@ impl DockerCluster {
                         .map_err(|e| format!("node {id}: {e}"))?;
                     seqs.push((*id, page.last_seq));
                 }
-                let first = seqs.first().map(|(_, s)| *s).unwrap_or(0);
-                if first >= min_seq && seqs.iter().all(|(_, s)| *s == first) {
-                    Ok(())
-                } else {
-                    Err(format!("last seq per node: {seqs:?}"))
-                }
+                crate::channel::agree_on_last_seq(&seqs, min_seq)
             },
         )
         .await?;

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use crate::docker_util::{DNS_CHANGE, Scenario};
+use crate::docker_util::Scenario;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_kill_of_the_leader_under_load() {
@@ -19,33 +19,11 @@ async fn docker_kill_of_the_leader_under_load() {
 
     let c = &s.cluster;
     c.or_fail(c.kill(leader).await);
-    let killed_at = Instant::now();
-    let survivors: Vec<u64> = c.ids().into_iter().filter(|id| *id != leader).collect();
-    let new = c.or_fail(c.wait_for_leader(&survivors, &[leader]).await);
-    eprintln!(
-        "leader {leader} killed; node {new} leads after {:.1?}",
-        killed_at.elapsed()
-    );
-    for id in &survivors {
-        c.or_fail(c.wait_dns(*id, &survivors, DNS_CHANGE).await);
-    }
-    eprintln!(
-        "DNS lists only the survivors {:.1?} after the kill",
-        killed_at.elapsed()
-    );
-    s.wait_progress(killed_at, "posts through the survivors")
-        .await;
-    s.ws_batch(20).await;
-    let on = s.ws_node();
-    assert!(
-        on.is_some() && on != Some(leader),
-        "the WebSocket session should have moved off the killed node, is on {on:?}"
-    );
+    s.leader_lost(leader, Instant::now(), "killed").await;
 
     let c = &s.cluster;
     c.or_fail(c.start_node(leader).await);
-    let restarted = Instant::now();
-    c.or_fail(c.wait_ready(leader).await);
-    s.wait_progress(restarted, "posts after the restart").await;
+    s.back(leader, Instant::now(), "posts after the restart")
+        .await;
     s.finish().await;
 }

@@ -28,29 +28,12 @@ async fn docker_partition_of_the_leader_by_network_disconnect() {
 
     let c = &s.cluster;
     c.or_fail(c.disconnect(leader).await);
-    let cut_at = Instant::now();
-    let majority: Vec<u64> = c.ids().into_iter().filter(|id| *id != leader).collect();
-    let new = c.or_fail(c.wait_for_leader(&majority, &[leader]).await);
-    eprintln!(
-        "leader {leader} disconnected; node {new} leads after {:.1?}",
-        cut_at.elapsed()
-    );
-    for id in &majority {
-        c.or_fail(c.wait_dns(*id, &majority, DNS_CHANGE).await);
-    }
-    s.wait_progress(cut_at, "posts through the majority").await;
-    s.ws_batch(20).await;
-    let on = s.ws_node();
-    assert!(
-        on.is_some() && on != Some(leader),
-        "the WebSocket session should have left the disconnected node, is on {on:?}"
-    );
+    s.leader_lost(leader, Instant::now(), "disconnected").await;
 
     let c = &s.cluster;
     c.or_fail(c.connect(leader).await);
-    let healed = Instant::now();
-    c.or_fail(c.wait_ready(leader).await);
-    s.wait_progress(healed, "posts after the reconnect").await;
+    s.back(leader, Instant::now(), "posts after the reconnect")
+        .await;
     s.finish().await;
 }
 
@@ -96,8 +79,7 @@ async fn docker_partition_one_way_by_iptables_in_a_node_namespace() {
 
     let c = &s.cluster;
     c.or_fail(c.heal_iptables(victim).await);
-    let healed = Instant::now();
-    c.or_fail(c.wait_ready(victim).await);
-    s.wait_progress(healed, "posts after the cut healed").await;
+    s.back(victim, Instant::now(), "posts after the cut healed")
+        .await;
     s.finish().await;
 }

@@ -144,6 +144,40 @@ impl Scenario {
         }
     }
 
+    /// After the leader `lost` was taken away at `at` (`how`: "killed", "disconnected"): the
+    /// others elect a leader, their DNS stops listing `lost`, the posters go on through them,
+    /// and the WebSocket session that was on `lost` moves off it and is acknowledged again.
+    pub async fn leader_lost(&mut self, lost: u64, at: Instant, how: &str) {
+        let c = &self.cluster;
+        let others: Vec<u64> = c.ids().into_iter().filter(|id| *id != lost).collect();
+        let new = c.or_fail(c.wait_for_leader(&others, &[lost]).await);
+        eprintln!(
+            "leader {lost} {how}; node {new} leads after {:.1?}",
+            at.elapsed()
+        );
+        for id in &others {
+            c.or_fail(c.wait_dns(*id, &others, DNS_CHANGE).await);
+        }
+        eprintln!(
+            "DNS lists only nodes {others:?} {:.1?} after node {lost} was {how}",
+            at.elapsed()
+        );
+        self.wait_progress(at, &format!("posts through nodes {others:?}"))
+            .await;
+        self.ws_batch(20).await;
+        let on = self.ws_node();
+        assert!(
+            on.is_some() && on != Some(lost),
+            "the WebSocket session should have left node {lost} ({how}), is on {on:?}"
+        );
+    }
+
+    /// After node `id` came back at `at`: it is ready again and the posters keep going.
+    pub async fn back(&self, id: u64, at: Instant, what: &str) {
+        self.cluster.or_fail(self.cluster.wait_ready(id).await);
+        self.wait_progress(at, what).await;
+    }
+
     /// Stops the load, settles what the clients did not learn, waits until all three nodes
     /// agree, runs the checks, then removes everything and checks nothing is left in Docker.
     pub async fn finish(mut self) {
