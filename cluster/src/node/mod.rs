@@ -4,12 +4,14 @@
 //! tasks share; `batcher` is group commit; `membership` the safe membership changes;
 //! `readiness` this node's own verdict, `member_health` its view of every member;
 //! `election_trigger` prompts elections after a leader dies; `versions` gates commands during
-//! rolling upgrades; `ca` is the certificate authority's side of the node. Must never decide
+//! rolling upgrades; `ca` is the certificate authority's side of the node; `disk_guard` keeps
+//! a node below its free-space watermark out of leadership. Must never decide
 //! what a command means: that is `state`'s, on every node alike.
 
 pub mod batcher;
 pub mod ca;
 pub mod config;
+pub mod disk_guard;
 pub mod election_trigger;
 pub mod member_health;
 pub mod membership;

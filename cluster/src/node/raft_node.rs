@@ -75,6 +75,14 @@ impl ClusterNode {
             .await
             .map_err(|e| ClusterError::Storage(format!("start raft: {e}")))?;
         let (batch_tx, batch_rx) = mpsc::channel(config.batch_max_commands * 8);
+        let disk = Arc::new(crate::storage::disk_space::DiskSpace::new(
+            config.min_free_bytes,
+        ));
+        // Sampled once before the first request, so the write gate and readiness are right
+        // from the start; `disk_guard` samples it from then on.
+        if let Err(e) = disk.sample(&dir) {
+            tracing::warn!(node_id = config.node_id, path = %dir.display(), error = %e, "cannot read the data directory's free space");
+        }
         let shared = Arc::new(Shared {
             id: config.node_id,
             raft,
@@ -96,6 +104,7 @@ impl ClusterNode {
             health: tokio::sync::watch::Sender::new(Arc::new(
                 crate::node::member_health::HealthView::empty(),
             )),
+            disk,
         });
         let tasks = spawn_tasks(&shared, batch_rx, &config, &cancel);
         tracing::info!(node_id = config.node_id, dir = %dir.display(), "cluster node started");
@@ -220,6 +229,7 @@ impl ClusterNode {
         ClusterError,
     > {
         self.check_version(&cmd).await?;
+        self.shared.write_gate()?;
         let (tx, rx) = oneshot::channel();
         self.shared
             .batch_tx
@@ -444,6 +454,10 @@ fn spawn_tasks(
         spawn_named(
             "failover",
             crate::node::election_trigger::run(shared.clone(), cancel.clone()),
+        ),
+        spawn_named(
+            "disk-guard",
+            crate::node::disk_guard::run(shared.clone(), cancel.clone()),
         ),
     ];
     if let Some(tls) = &config.peer_tls {
