@@ -17,6 +17,7 @@ mod ctl_check;
 mod ctl_tls;
 #[cfg(target_os = "linux")]
 mod deb_install;
+mod disk_faults;
 mod dns_faults;
 mod dns_fuzz;
 mod dns_health;
