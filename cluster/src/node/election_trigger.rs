@@ -90,7 +90,7 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
         if peers.iter().any(|p| {
             p.state == "leader"
                 && p.term >= m.current_term
-                && !p.storage.as_ref().is_some_and(|s| s.state == "low_space")
+                && p.storage.as_ref().is_none_or(|s| s.state != "low_space")
         }) {
             // A leader exists; its heartbeats will reach us (or we are the one cut off).
             continue;
