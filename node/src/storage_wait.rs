@@ -155,6 +155,15 @@ pub async fn wait(
                 break WaitEnd::Usable;
             }
             Err(why) => {
+                let dir = config.data_dir.clone();
+                let free =
+                    tokio::task::spawn_blocking(move || disk_space::available_space(&dir).ok())
+                        .await
+                        .ok()
+                        .flatten();
+                if let Ok(mut f) = state.free_bytes.lock() {
+                    *f = free;
+                }
                 if why != last_reason {
                     tracing::warn!(node_id = config.node_id, path = %config.data_dir.display(), reason = %why, "storage still unusable; waiting");
                     notifier.notify(&format!("STATUS=waiting for storage: {why}"));
