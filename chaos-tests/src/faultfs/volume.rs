@@ -717,9 +717,13 @@ impl Volume {
         }
         let ops = std::mem::take(&mut self.dir_ops);
         for op in ops.into_iter().rev() {
+            let what = self.describe(&op.change);
             match self.undo(op.change) {
-                Ok(()) => report.dir_ops_undone += 1,
-                Err(e) => eprintln!("faultfs: power cut: undoing a directory operation: {e}"),
+                Ok(()) => {
+                    eprintln!("faultfs: power cut: undid {what}");
+                    report.dir_ops_undone += 1;
+                }
+                Err(e) => eprintln!("faultfs: power cut: undoing {what}: {e}"),
             }
         }
         let stash = self.inodes.stash_dir().to_path_buf();
@@ -773,6 +777,26 @@ impl Volume {
             path.display()
         );
         Some((backing, start, bytes, kept))
+    }
+
+    /// "create raft/seg-1" and the like, for the log of a cut (the names a test looks for).
+    fn describe(&self, change: &DirChange) -> String {
+        let at = |e: &Entry| {
+            self.inodes
+                .rel_path(e.parent)
+                .map(|p| p.join(&e.name).display().to_string())
+                .unwrap_or_else(|| format!("?/{}", e.name.to_string_lossy()))
+        };
+        let of = |ino: u64| {
+            self.inodes
+                .rel_path(ino)
+                .map_or_else(|| "?".to_owned(), |p| p.display().to_string())
+        };
+        match change {
+            DirChange::Created { ino } => format!("create {}", of(*ino)),
+            DirChange::Removed { at: e, .. } => format!("remove {}", at(e)),
+            DirChange::Renamed { from, to, .. } => format!("rename {} -> {}", at(from), at(to)),
+        }
     }
 
     fn undo(&mut self, change: DirChange) -> io::Result<()> {
