@@ -135,7 +135,9 @@ impl LogStore {
     /// Opens (or creates) the log under `dir/log`, rebuilding the index from the segments.
     pub fn open(dir: &Path) -> Result<Self, io::Error> {
         let dir = dir.join("log");
-        fs::create_dir_all(&dir)?;
+        // Durably: until the data dir is fsynced a power cut undoes the `log` entry, and with
+        // it every entry and vote this node had acknowledged.
+        fsutil::create_dir_all_durable(&dir, &mut fs::DirBuilder::new())?;
         let meta_path = dir.join("meta");
         let meta = read_meta(&meta_path)?;
         let ids = segment_ids(&dir)?;
