@@ -36,7 +36,7 @@ const DEFAULT_ALL_ROUNDS: usize = 20;
 const SINGLE_EVERY: usize = 4;
 const POSTERS: u64 = 3;
 /// Acks before the cut: a seeded number in this range (the "random moment").
-const ACKS_BEFORE_CUT: std::ops::Range<u64> = 3..40;
+const ACKS_BEFORE_CUT: std::ops::Range<u64> = 3..100;
 /// Acks after everyone is back, before the round is checked: the cluster takes writes again.
 const ACKS_AFTER_RESTART: usize = 5;
 /// Snapshot every this many log entries, keeping this many behind it: several snapshots and
@@ -88,9 +88,11 @@ fn plan(all_rounds: usize, rng: &mut Rng) -> Vec<Cut> {
             });
         }
     }
-    if all_rounds > 0 && singles == 0 {
-        // Short runs still cut one node and the leader once.
+    // Short runs still cut one node and the leader once each.
+    if !rounds.iter().any(|c| matches!(c, Cut::One(_))) {
         rounds.push(Cut::One(rng.in_range(1..4)));
+    }
+    if !rounds.iter().any(|c| matches!(c, Cut::Leader)) {
         rounds.push(Cut::Leader);
     }
     rounds
@@ -106,7 +108,6 @@ fn env_u64(name: &str) -> Option<u64> {
 
 /// One cut mount: what was dropped.
 struct CutNumbers {
-    node: u64,
     unsynced_bytes: u64,
     report: CutReport,
 }
@@ -160,7 +161,6 @@ fn cut_power(cluster: &TestCluster, ids: &[u64], rng: &mut Rng, totals: &mut Tot
             report.files_reverted, report.dir_ops_undone, report.torn
         ));
         totals.cuts.push(CutNumbers {
-            node: *id,
             unsynced_bytes,
             report,
         });
