@@ -46,7 +46,12 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
         let m = shared.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership().clone();
         let voters: Vec<NodeId> = membership.voter_ids().collect();
-        if m.state == ServerState::Leader || voters.len() < 2 || !voters.contains(&shared.id) {
+        // A healing node must not campaign (`heal_gate`).
+        if m.state == ServerState::Leader
+            || voters.len() < 2
+            || !voters.contains(&shared.id)
+            || shared.heal.healing()
+        {
             deferring_since = None;
             continue;
         }

@@ -112,6 +112,9 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
 }
 
 async fn evaluate(shared: &Shared) -> Readiness {
+    if let Some(reason) = shared.heal.reason() {
+        return Readiness::no(reason);
+    }
     let m = shared.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
     if membership.get_node(&shared.id).is_none() {

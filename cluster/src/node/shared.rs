@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     pub health: crate::node::member_health::HealthTx,
     /// When the periodic member-health probe last started (its schedule, for status output).
     pub health_tick: Mutex<std::time::Instant>,
+    /// Set while this node heals from quarantined storage (`heal_gate`): no votes, no campaign.
+    pub heal: std::sync::Arc<crate::node::heal_gate::HealGate>,
 }
 
 impl Shared {
