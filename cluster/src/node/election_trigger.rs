@@ -46,12 +46,13 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
         let m = shared.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership().clone();
         let voters: Vec<NodeId> = membership.voter_ids().collect();
-        // Below the free-space watermark this node must not lead (`disk_guard`); an explicit
-        // `trigger().elect()` would bypass openraft's `elect(false)`.
+        // Below the free-space watermark (`disk_guard`) or healing (`heal_gate`) this node must
+        // not lead; an explicit `trigger().elect()` would bypass openraft's `elect(false)`.
         if m.state == ServerState::Leader
             || voters.len() < 2
             || !voters.contains(&shared.id)
             || shared.disk.low_space().is_some()
+            || shared.heal.healing()
         {
             deferring_since = None;
             continue;

@@ -112,7 +112,10 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
 }
 
 async fn evaluate(shared: &Shared) -> Readiness {
-    // First: it does not change by itself with the next heartbeat, and the operator must act.
+    if let Some(reason) = shared.heal.reason() {
+        return Readiness::no(reason);
+    }
+    // It does not change by itself with the next heartbeat, and the operator must act.
     if let Some(why) = shared.disk.low_space() {
         return Readiness::no(why);
     }

@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     pub health_tick: Mutex<std::time::Instant>,
     /// Free space of the data directory against the watermark (`disk_guard` samples it).
     pub disk: std::sync::Arc<crate::storage::disk_space::DiskSpace>,
+    /// Set while this node heals from quarantined storage (`heal_gate`): no votes, no campaign.
+    pub heal: std::sync::Arc<crate::node::heal_gate::HealGate>,
 }
 
 impl Shared {

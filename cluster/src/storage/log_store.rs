@@ -148,7 +148,9 @@ impl LogStore {
     /// Opens (or creates) the log under `dir/log`, rebuilding the index from the segments.
     pub fn open(dir: &Path) -> Result<Self, io::Error> {
         let dir = dir.join("log");
-        fs::create_dir_all(&dir)?;
+        // Durably: until the data dir is fsynced a power cut undoes the `log` entry, and with
+        // it every entry and vote this node had acknowledged.
+        fsutil::create_dir_all_durable(&dir, &mut fs::DirBuilder::new())?;
         let meta_path = dir.join("meta");
         let meta = read_meta(&meta_path)?;
         let ids = segment_ids(&dir)?;
@@ -175,6 +177,24 @@ impl LogStore {
         Ok(Self {
             inner: Arc::new(Mutex::new(inner)),
         })
+    }
+
+    /// The vote in `dir/log/meta`, if that file is intact. Used before the store is
+    /// quarantined: a node that forgot whom it voted for could vote twice in one term.
+    pub fn readable_vote(dir: &Path) -> Option<Vote> {
+        read_meta(&dir.join("log").join("meta")).ok()?.vote
+    }
+
+    /// Checks `dir/log/meta` alone: `Err(InvalidData)` if it is damaged.
+    pub fn check_meta(dir: &Path) -> Result<(), io::Error> {
+        read_meta(&dir.join("log").join("meta")).map(|_| ())
+    }
+
+    /// Writes `vote` (durably) into a store opened empty after a quarantine.
+    pub fn restore_vote(&self, vote: Vote) -> Result<(), io::Error> {
+        let mut inner = self.lock()?;
+        inner.meta.vote = Some(vote);
+        LogStore::save_meta(&inner)
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, io::Error> {
@@ -345,8 +365,12 @@ impl Inner {
         File::open(&path)?.read_to_end(&mut bytes)?;
         let mut pos = 0usize;
         while pos < bytes.len() {
-            let Some((payload, used)) = fsutil::unframe(&bytes[pos..]) else {
-                if is_last {
+            // An empty frame is never written (every entry encodes to bytes), and zeros read
+            // as one (length 0, CRC 0): treat it as a bad frame.
+            let frame = fsutil::unframe(&bytes[pos..]).filter(|(p, _)| !p.is_empty());
+            let Some((payload, used)) = frame else {
+                let last_index = self.index.keys().next_back().copied();
+                if is_last && classify_bad_frame(&bytes, pos, last_index) == BadFrame::TornTail {
                     tracing::warn!(segment = %path.display(), offset = pos, "cutting torn tail of the raft log (an unacknowledged write interrupted by a crash)");
                     let f = OpenOptions::new().write(true).open(&path)?;
                     f.set_len(pos as u64)?;
@@ -522,6 +546,68 @@ impl Inner {
             decode_entry(payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         Ok(Some(entry))
     }
+}
+
+/// What a frame that fails its length or CRC check at the end of the newest segment is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BadFrame {
+    /// A write cut short by a crash: never acknowledged (an append is acknowledged only after
+    /// its fdatasync), so cutting it off loses nothing anyone was promised.
+    TornTail,
+    /// Damage to bytes that were once durable: cutting here could drop acknowledged entries.
+    Corrupt,
+}
+
+/// Tells a torn tail from corruption for the bad frame at `pos` of a segment (`bytes`), whose
+/// last good entry before it has index `last_index`.
+///
+/// A crash tears only the *last* write, and keeps a prefix of it (or, on some filesystems,
+/// zeros where the data did not reach the disk): the bad frame is then incomplete (its header
+/// or payload runs past the end of the file) or all zeros, and no valid frame follows it. A
+/// frame that is complete but fails its CRC, or any valid frame after the bad one, means bytes
+/// that were durable changed: corruption. When in doubt this says `Corrupt`, which costs a
+/// resync from peers; the other mistake would silently drop acknowledged entries.
+pub(crate) fn classify_bad_frame(bytes: &[u8], pos: usize, last_index: Option<u64>) -> BadFrame {
+    let rest = bytes.get(pos..).unwrap_or_default();
+    if valid_frame_after(bytes, pos, last_index) {
+        return BadFrame::Corrupt;
+    }
+    if rest.iter().all(|b| *b == 0) {
+        return BadFrame::TornTail;
+    }
+    let Some(header) = rest.get(..8) else {
+        return BadFrame::TornTail;
+    };
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    if 8usize.saturating_add(len) > rest.len() {
+        BadFrame::TornTail
+    } else {
+        BadFrame::Corrupt
+    }
+}
+
+/// Whether a valid frame holding a later entry than `last_index` starts anywhere after `pos`.
+/// Cheap filters first (a plausible length, a log id that reads and comes later) so that a
+/// scan of a large segment computes few CRCs.
+fn valid_frame_after(bytes: &[u8], pos: usize, last_index: Option<u64>) -> bool {
+    let mut off = pos + 1;
+    while off + 8 < bytes.len() {
+        let h = &bytes[off..off + 8];
+        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let end = off + 8 + len;
+        if len > 0 && end <= bytes.len() {
+            let payload = &bytes[off + 8..end];
+            let later = match bincode::deserialize::<LogId>(payload) {
+                Ok(id) => last_index.is_none_or(|l| id.index > l),
+                Err(_) => false,
+            };
+            if later && fsutil::unframe(&bytes[off..]).is_some() && decode_entry(payload).is_ok() {
+                return true;
+            }
+        }
+        off += 1;
+    }
+    false
 }
 
 /// The leading fields of an encoded [`Entry`] whose payload is a `Request`: its log id, the
