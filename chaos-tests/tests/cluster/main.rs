@@ -18,6 +18,7 @@ mod ctl_tls;
 #[cfg(target_os = "linux")]
 mod deb_install;
 mod disk_faults;
+mod disk_full;
 mod dns_faults;
 mod dns_fuzz;
 mod dns_health;
