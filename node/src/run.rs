@@ -1,7 +1,7 @@
 //! `conclave run` and `conclave init`: start one node from its config, serve the client API and
 //! the cluster port, stop cleanly on a signal.
 //!
-//! Owns the wiring of `cluster` and `web` into a process. `serve` takes already-bound listeners
+//! Owns the wiring of `cluster` and `web` into a process. `serve_until` takes already-bound listeners
 //! and a cancellation token so tests can run a node in-process on port 0. With `[tls]` it also
 //! wires HTTPS (`tls`), the plain-HTTP port, mutual TLS on the cluster port (`cluster::transport::peer_tls`)
 //! and the node certificate's renewal (`node_cert`); without, nothing of that runs and the node
@@ -197,24 +197,10 @@ fn load_tls(config: &Config) -> anyhow::Result<Option<TlsParts>> {
     }))
 }
 
-/// Serves one node until `cancel` fires, the cluster removes it, or Raft stops on a fatal
-/// error (then an error: this entry point does not restart; `run` does).
-#[allow(dead_code)] // the in-process entry point for tests; `run` supervises `serve_until`
-pub async fn serve(
-    config: Config,
-    api: TcpListener,
-    peers: TcpListener,
-    https: Option<TcpListener>,
-    cancel: CancellationToken,
-) -> anyhow::Result<()> {
-    match serve_until(config, api, peers, https, cancel).await? {
-        Ended::Fatal(reason) => anyhow::bail!("raft stopped on a fatal error: {reason}"),
-        Ended::Stopped | Ended::Removed => Ok(()),
-    }
-}
-
 // Long on purpose: start-up and shutdown order in one place (TLS material before the cluster,
 // HTTP stopped before Raft); split up, that order would no longer be visible.
+/// Serves one node until `cancel` fires, the cluster removes it, or Raft stops on a fatal
+/// storage error, and says which (`run` restarts it after the last).
 async fn serve_until(
     config: Config,
     api: TcpListener,

@@ -10,7 +10,8 @@
 //! headroom for entries the leader still sends. Both switches are restored when space returns.
 //!
 //! Owns those two runtime switches for this reason only. Must never touch them while space is
-//! fine and it has not turned them off itself (another owner may have).
+//! fine and it has not turned them off itself, and never turns elections on while the node
+//! heals (`heal_gate` owns them then).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,10 +71,11 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
                 }
             }
             None => {
-                if elect_off || heartbeat_off {
+                if heartbeat_off || (elect_off && !shared.heal.healing()) {
                     tracing::info!(node_id = shared.id, free_bytes = ?shared.disk.free_bytes(), "free space back above the watermark: taking writes and campaigning again");
                 }
-                if elect_off {
+                // A healing node stays out of elections (`heal_gate` turns them on when done).
+                if elect_off && !shared.heal.healing() {
                     rc.elect(true);
                     elect_off = false;
                 }
