@@ -132,12 +132,15 @@ impl Default for WriteSection {
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSection {
     pub cache_mb: u64,
+    /// Raft log segment size in bytes (at least 4096; small values are for tests).
+    pub log_segment_bytes: u64,
 }
 
 impl Default for StorageSection {
     fn default() -> Self {
         Self {
             cache_mb: cluster_defaults().sled_cache_bytes / MIB,
+            log_segment_bytes: cluster_defaults().log_segment_bytes,
         }
     }
 }
