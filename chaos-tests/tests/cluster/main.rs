@@ -29,6 +29,7 @@ mod docker_partition;
 mod docker_pause;
 mod docker_restart;
 mod docker_util;
+mod faultfs;
 mod flood_util;
 mod full_restart;
 mod healthcheck;

@@ -414,7 +414,9 @@ impl ClusterNode {
     /// Marks the data dir so this node never rejoins with stale state, and signals the owner.
     pub(crate) fn mark_removed(shared: &Shared) {
         let path = shared.config.data_dir.join(REMOVED_MARKER);
-        if let Err(e) = std::fs::write(&path, b"removed from the cluster\n") {
+        // Durable (temp file, fsync, rename, directory fsync): a marker a power cut undoes
+        // would let this node start again with stale state.
+        if let Err(e) = crate::storage::fsutil::write_atomic(&path, b"removed from the cluster\n") {
             tracing::error!(node_id = shared.id, error = %e, "cannot write removal marker");
         }
         shared.removed.cancel();

@@ -145,7 +145,9 @@ impl LogStore {
     /// checking every frame's CRC (a bad frame that is not a torn tail is `InvalidData`).
     pub fn open_with(dir: &Path, segment_bytes: u64) -> Result<Self, io::Error> {
         let dir = dir.join("log");
-        fs::create_dir_all(&dir)?;
+        // Durably: until the data dir is fsynced a power cut undoes the `log` entry, and with
+        // it every entry and vote this node had acknowledged.
+        fsutil::create_dir_all_durable(&dir, &mut fs::DirBuilder::new())?;
         let meta_path = dir.join("meta");
         let meta = read_meta(&meta_path)?;
         let ids = segment_ids(&dir)?;
