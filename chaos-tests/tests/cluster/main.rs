@@ -45,6 +45,7 @@ mod rolling_restart;
 mod secure_defaults;
 mod sessions;
 mod snapshot;
+mod storage_heal;
 mod tls;
 #[cfg(target_os = "linux")]
 mod unit_privileges;

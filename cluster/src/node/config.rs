@@ -34,6 +34,9 @@ pub struct ClusterConfig {
     /// Free space of the data directory below which this node refuses new writes, is not
     /// ready and gives up leadership (`[storage] min_free_bytes`); 0 turns it off.
     pub min_free_bytes: u64,
+    /// Raft log segment size (`[storage] log_segment_bytes`): a new file starts past it, and
+    /// purging deletes whole segments.
+    pub log_segment_bytes: u64,
     /// Source address for connections to peers (the cluster port's IP), if not unspecified.
     pub peer_source_ip: Option<std::net::IpAddr>,
     /// Mutual TLS for the cluster port and peer calls (`peer_tls`); `None` keeps plain HTTP.
@@ -68,6 +71,7 @@ impl ClusterConfig {
             ready_max_apply_lag: 1000,
             sled_cache_bytes: 128 * 1024 * 1024,
             min_free_bytes: 1024 * 1024 * 1024,
+            log_segment_bytes: crate::storage::log_store::SEGMENT_BYTES,
             peer_source_ip: None,
             peer_tls: None,
             https_addr: None,

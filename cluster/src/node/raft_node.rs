@@ -59,7 +59,14 @@ impl ClusterNode {
         crate::storage::private_dir::ensure_private_dir(&dir)
             .map_err(|e| ClusterError::Storage(e.to_string()))?;
         let raft_config = raft_config(&config)?;
-        let opened = open_storage(&dir, config.sled_cache_bytes).await?;
+        let opened = open_storage(
+            &dir,
+            crate::storage::recovery::StoreOptions {
+                cache_bytes: config.sled_cache_bytes,
+                segment_bytes: config.log_segment_bytes,
+            },
+        )
+        .await?;
         let (log, db, sm, events) = (opened.log, opened.db, opened.sm, opened.events);
         let heal = crate::node::heal_gate::HealGate::new(dir.clone(), opened.healing);
         let reader = sm.reader();
@@ -535,10 +542,10 @@ fn spawn_tasks(
 /// corruption, rebuild sled when nothing proves it), off the async runtime.
 async fn open_storage(
     dir: &Path,
-    cache_bytes: u64,
+    opts: crate::storage::recovery::StoreOptions,
 ) -> Result<crate::storage::recovery::Opened, ClusterError> {
     let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || crate::storage::recovery::open(&dir, cache_bytes))
+    tokio::task::spawn_blocking(move || crate::storage::recovery::open(&dir, opts))
         .await
         .map_err(|e| ClusterError::Internal(format!("open storage: {e}")))?
         .map_err(|e| ClusterError::Storage(e.to_string()))

@@ -45,8 +45,11 @@ use crate::command::Request;
 use crate::storage::fsutil;
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 
-/// Segment size at which a new file is started. Purging deletes whole segments.
-const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Default segment size at which a new file is started (`[storage] log_segment_bytes`).
+/// Purging deletes whole segments.
+pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Smallest segment size accepted (tests use small segments to get many of them).
+pub const MIN_SEGMENT_BYTES: u64 = 4096;
 /// Decoded recent entries kept in memory for replication reads (bytes of their encoding).
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -79,6 +82,7 @@ struct Segment {
 
 struct Inner {
     dir: PathBuf,
+    segment_bytes: u64,
     meta: Meta,
     segments: BTreeMap<u64, Segment>,
     index: BTreeMap<u64, Loc>,
@@ -145,8 +149,14 @@ fn segment_ids(dir: &Path) -> Result<Vec<u64>, io::Error> {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log under `dir/log`, rebuilding the index from the segments.
+    /// Opens (or creates) the log under `dir/log` with the default segment size.
     pub fn open(dir: &Path) -> Result<Self, io::Error> {
+        Self::open_with(dir, SEGMENT_BYTES)
+    }
+
+    /// Opens (or creates) the log under `dir/log`, rebuilding the index from the segments and
+    /// checking every frame's CRC (a bad frame that is not a torn tail is `InvalidData`).
+    pub fn open_with(dir: &Path, segment_bytes: u64) -> Result<Self, io::Error> {
         let dir = dir.join("log");
         // Durably: until the data dir is fsynced a power cut undoes the `log` entry, and with
         // it every entry and vote this node had acknowledged.
@@ -157,6 +167,7 @@ impl LogStore {
         let purged_index = meta.last_purged.map(|l| l.index);
         let mut inner = Inner {
             dir: dir.clone(),
+            segment_bytes: segment_bytes.max(MIN_SEGMENT_BYTES),
             meta,
             segments: BTreeMap::new(),
             index: BTreeMap::new(),
@@ -217,7 +228,7 @@ impl LogStore {
         let first_index = first.get_log_id().index;
         let need_new = match inner.segments.values().next_back() {
             None => true,
-            Some(s) => s.size > 0 && s.size + buf.len() as u64 > SEGMENT_BYTES,
+            Some(s) => s.size > 0 && s.size + buf.len() as u64 > inner.segment_bytes,
         };
         if need_new && let Err(e) = inner.new_segment(first_index) {
             inner.fail("new segment", &e);
