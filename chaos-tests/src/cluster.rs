@@ -25,6 +25,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::addr::{self, AddrBlock};
+use crate::faultfs::{CutReport, FaultFs, Tear};
 use crate::node::{NodeProcess, NodeSpec, RaftOptions, conclave_bin};
 use crate::wait::{Waiting, poll_until};
 
@@ -61,6 +62,8 @@ pub struct ClusterOptions {
     pub tls: bool,
     /// More `[tls]` keys, `key = <raw TOML value>`.
     pub tls_fields: Vec<(String, String)>,
+    /// Every node's data dir is a [`FaultFs`] mount (see [`ClusterOptions::faultfs`]).
+    pub faultfs: bool,
 }
 
 impl Default for ClusterOptions {
@@ -76,6 +79,7 @@ impl Default for ClusterOptions {
             failover_deadline: Duration::from_secs(15),
             tls: false,
             tls_fields: Vec::new(),
+            faultfs: false,
         }
     }
 }
@@ -132,6 +136,15 @@ impl ClusterOptions {
         self
     }
 
+    /// Every node's data dir (`<root>/n<id>`) is a [`FaultFs`] mount over
+    /// `<root>/backing/n<id>`, for power cuts and disk faults ([`TestCluster::fs`],
+    /// [`TestCluster::power_cut`]). Node logs and configs stay outside the mounts. Needs
+    /// root and FUSE: call [`crate::faultfs::require`] first.
+    pub fn faultfs(mut self) -> Self {
+        self.faultfs = true;
+        self
+    }
+
     /// The config entries every node gets: the test's, plus a workspace when TLS needs one.
     fn config_entries(&self) -> Vec<(String, String)> {
         let mut entries = self.top_level.clone();
@@ -169,10 +182,13 @@ fn raw_http(root: Option<&ops::TrustRoot>) -> Result<reqwest::Client> {
         .context("build HTTP client")
 }
 
-/// A running test cluster. Field order matters: nodes are dropped (killed) before the temp dir
-/// is removed, and the address block is released last.
+/// A running test cluster. Field order matters: nodes are dropped (killed) before the fault
+/// filesystems are unmounted, those before the temp dir is removed, and the address block is
+/// released last.
 pub struct TestCluster {
     pub(crate) nodes: BTreeMap<u64, NodeProcess>,
+    /// With [`ClusterOptions::faultfs`]: each node's data-dir mount.
+    mounts: BTreeMap<u64, FaultFs>,
     dir: Option<TempDir>,
     pub(crate) root: PathBuf,
     admin_token: String,
@@ -217,15 +233,20 @@ impl TestCluster {
             .context("create temp dir")?;
         let root = dir.path().to_path_buf();
         let mut nodes = BTreeMap::new();
+        let mut mounts = BTreeMap::new();
         let entries = opts.config_entries();
         for id in 1..=n {
             let spec = opts.spec(id, &block, &root);
             spec.write_config(&opts.raft, &entries)?;
+            if opts.faultfs {
+                mounts.insert(id, mount_faultfs(&root, &spec.data_dir, id)?);
+            }
             nodes.insert(id, NodeProcess::new(spec, bin.clone(), opts.env.clone()));
         }
         let http = raw_http(None)?;
         let mut cluster = TestCluster {
             nodes,
+            mounts,
             dir: Some(dir),
             root,
             admin_token: String::new(),
@@ -601,6 +622,27 @@ impl TestCluster {
         }
     }
 
+    /// Node `id`'s fault filesystem (the cluster must use [`ClusterOptions::faultfs`]).
+    pub fn fs(&self, id: u64) -> &FaultFs {
+        match self.mounts.get(&id) {
+            Some(fs) => fs,
+            None => self.fail(&format!(
+                "node {id} has no fault filesystem (ClusterOptions::faultfs)"
+            )),
+        }
+    }
+
+    /// Power loss on node `id`: SIGKILL (and reap), then [`FaultFs::power_cut`]: everything
+    /// it had not made durable is gone. Does not restart it ([`TestCluster::spawn`] or
+    /// [`TestCluster::start_all`] does).
+    pub fn power_cut(&self, id: u64, tear: Tear) -> CutReport {
+        self.kill(id);
+        self.node(id).mark("power cut");
+        let report = self.fs(id).power_cut(tear);
+        self.node(id).mark(&format!("power cut done: {report:?}"));
+        report
+    }
+
     /// SIGSTOP node `id`: the process is frozen, its sockets stay open but nothing answers.
     /// Dropping the cluster SIGKILLs it like any other node (SIGKILL works on a stopped process).
     pub fn freeze(&self, id: u64) {
@@ -665,6 +707,10 @@ impl TestCluster {
         };
         let spec = self.opts.spec(id, &self.block, &self.root);
         spec.write_config(&self.opts.raft, &self.opts.config_entries())?;
+        if self.opts.faultfs {
+            let fs = mount_faultfs(&self.root, &spec.data_dir, id)?;
+            self.mounts.insert(id, fs);
+        }
         self.nodes
             .insert(id, NodeProcess::new(spec, bin, self.opts.env.clone()));
         if self.opts.tls {
@@ -694,6 +740,10 @@ impl TestCluster {
         };
         let spec = self.opts.spec(id, &self.block, &self.root);
         spec.write_config(&self.opts.raft, &self.opts.config_entries())?;
+        if self.opts.faultfs {
+            let fs = mount_faultfs(&self.root, &spec.data_dir, id)?;
+            self.mounts.insert(id, fs);
+        }
         self.nodes
             .insert(id, NodeProcess::new(spec, bin, self.opts.env.clone()));
         Ok(())
@@ -917,6 +967,8 @@ impl Drop for TestCluster {
         for node in self.nodes.values() {
             let _ = node.kill();
         }
+        // Then unmount the fault filesystems (the data stays in `<root>/backing`).
+        self.mounts.clear();
         let leaked = if std::thread::panicking() {
             Vec::new()
         } else {
@@ -933,4 +985,20 @@ impl Drop for TestCluster {
             "the logs of nodes {leaked:?} contain a password or token the test used"
         );
     }
+}
+
+/// Creates `<root>/backing/n<id>` (0700, as the node wants its data dir) and the mountpoint
+/// `data_dir`, and mounts a fault filesystem there.
+fn mount_faultfs(root: &Path, data_dir: &Path, id: u64) -> Result<FaultFs> {
+    use std::os::unix::fs::DirBuilderExt;
+    let backing = root.join("backing").join(format!("n{id}"));
+    for dir in [&backing, &data_dir.to_path_buf()] {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("create {}", dir.display()))?;
+    }
+    FaultFs::mount(&backing, data_dir)
+        .with_context(|| format!("mount the fault filesystem of node {id}"))
 }

@@ -14,6 +14,7 @@ pub mod cluster;
 mod diagnostics;
 pub mod docker;
 pub mod duration_arg;
+pub mod faultfs;
 pub mod load;
 pub mod netns;
 pub mod node;

@@ -104,26 +104,99 @@ async fn torn_tail_is_cut_and_earlier_entries_kept() {
     );
 }
 
-#[tokio::test]
-async fn corrupt_record_in_newest_segment_is_cut_not_served() {
-    let dir = TempDir::new().unwrap();
-    {
-        let mut log = LogStore::open(dir.path()).unwrap();
-        log.blocking_append((1..=3).map(|i| blank(1, i)))
-            .await
-            .unwrap();
-    }
-    let seg = std::fs::read_dir(dir.path().join("log"))
+fn only_segment(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::read_dir(dir.join("log"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|e| e == "seg"))
-        .unwrap();
-    let mut bytes = std::fs::read(&seg).unwrap();
-    bytes[10] ^= 0xff; // inside the first record's payload
-    std::fs::write(&seg, &bytes).unwrap();
-    // A bad record in the newest segment is treated as a torn write: everything from it on is cut
-    // (never served as garbage). The node then fetches the entries again from the leader.
+        .unwrap()
+}
+
+async fn three_entries() -> TempDir {
+    let dir = TempDir::new().unwrap();
     let mut log = LogStore::open(dir.path()).unwrap();
-    let entries = log.try_get_log_entries(0..100).await.unwrap();
-    assert!(entries.is_empty());
+    log.blocking_append((1..=3).map(|i| blank(1, i)))
+        .await
+        .unwrap();
+    dir
+}
+
+fn open_err(dir: &std::path::Path) -> std::io::Error {
+    match LogStore::open(dir) {
+        Ok(_) => panic!("the damaged log opened"),
+        Err(e) => e,
+    }
+}
+
+#[tokio::test]
+async fn flipped_bit_before_valid_records_is_corruption_not_a_torn_tail() {
+    let dir = three_entries().await;
+    let seg = only_segment(dir.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[10] ^= 0xff; // inside the first record's payload; records 2 and 3 are intact
+    std::fs::write(&seg, &bytes).unwrap();
+    // Cutting here would drop acknowledged entries 1..=3: the store refuses to open instead
+    // (the node then quarantines it and heals from its peers).
+    let e = open_err(dir.path());
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes, "nothing was cut");
+}
+
+#[tokio::test]
+async fn flipped_bit_in_the_last_complete_record_is_corruption() {
+    let dir = three_entries().await;
+    let seg = only_segment(dir.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01; // the last record is complete (a crash keeps a prefix): durable bytes changed
+    std::fs::write(&seg, &bytes).unwrap();
+    assert_eq!(open_err(dir.path()).kind(), std::io::ErrorKind::InvalidData);
+}
+
+#[tokio::test]
+async fn flipped_bit_in_a_length_field_is_corruption() {
+    let dir = three_entries().await;
+    let seg = only_segment(dir.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[1] ^= 0x40; // the first record's length now runs past the end of the file
+    std::fs::write(&seg, &bytes).unwrap();
+    assert_eq!(open_err(dir.path()).kind(), std::io::ErrorKind::InvalidData);
+}
+
+#[tokio::test]
+async fn zeros_after_the_last_record_are_a_torn_tail() {
+    let dir = three_entries().await;
+    let seg = only_segment(dir.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes.extend_from_slice(&[0u8; 100]);
+    std::fs::write(&seg, &bytes).unwrap();
+    let mut log = LogStore::open(dir.path()).unwrap();
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_log_id.map(|l| l.index), Some(3));
+}
+
+#[tokio::test]
+async fn a_torn_prefix_of_a_batch_is_a_torn_tail() {
+    let dir = three_entries().await;
+    let seg = only_segment(dir.path());
+    let whole = std::fs::read(&seg).unwrap();
+    // Entries 4 and 5 written as one batch, torn inside entry 5: 4 survives, 5 is cut.
+    {
+        let mut log = LogStore::open(dir.path()).unwrap();
+        log.blocking_append((4..=5).map(|i| blank(1, i)))
+            .await
+            .unwrap();
+    }
+    let with_batch = std::fs::read(&seg).unwrap();
+    let record = (with_batch.len() - whole.len()) / 2;
+    for keep in [1, 7, 8, record - 1] {
+        std::fs::write(&seg, &with_batch[..whole.len() + record + keep]).unwrap();
+        let mut log = LogStore::open(dir.path()).unwrap();
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(
+            state.last_log_id.map(|l| l.index),
+            Some(4),
+            "torn after {keep} bytes"
+        );
+    }
 }

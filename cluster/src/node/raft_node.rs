@@ -23,8 +23,7 @@ use crate::node::readiness::{self, Readiness};
 use crate::node::shared::Shared;
 use crate::node::spawn_named;
 use crate::state::events::EventBus;
-use crate::storage::log_store::LogStore;
-use crate::storage::sm_store::{StateMachineStore, StateReader};
+use crate::storage::sm_store::StateReader;
 use crate::transport::network::{NetworkFactory, PeerHttp};
 use crate::transport::rpc::{self, NodeStatusWire};
 use crate::types::{NodeId, NodeInfo, Raft, RaftMetrics};
@@ -60,9 +59,16 @@ impl ClusterNode {
         crate::storage::private_dir::ensure_private_dir(&dir)
             .map_err(|e| ClusterError::Storage(e.to_string()))?;
         let raft_config = raft_config(&config)?;
-        let (log, db, sm) = open_storage(&dir, config.sled_cache_bytes)?;
-        let events = sm.1;
-        let sm = sm.0;
+        let opened = open_storage(
+            &dir,
+            crate::storage::recovery::StoreOptions {
+                cache_bytes: config.sled_cache_bytes,
+                segment_bytes: config.log_segment_bytes,
+            },
+        )
+        .await?;
+        let (log, db, sm, events) = (opened.log, opened.db, opened.sm, opened.events);
+        let heal = crate::node::heal_gate::HealGate::new(dir.clone(), opened.healing);
         let reader = sm.reader();
         let version_stop = sm.version_stop();
         let http = PeerHttp::with_tls(config.peer_source_ip, config.peer_tls.clone())
@@ -75,6 +81,14 @@ impl ClusterNode {
             .await
             .map_err(|e| ClusterError::Storage(format!("start raft: {e}")))?;
         let (batch_tx, batch_rx) = mpsc::channel(config.batch_max_commands * 8);
+        let disk = Arc::new(crate::storage::disk_space::DiskSpace::new(
+            config.min_free_bytes,
+        ));
+        // Sampled once before the first request, so the write gate and readiness are right
+        // from the start; `disk_guard` samples it from then on.
+        if let Err(e) = disk.sample(&dir) {
+            tracing::warn!(node_id = config.node_id, path = %dir.display(), error = %e, "cannot read the data directory's free space");
+        }
         let shared = Arc::new(Shared {
             id: config.node_id,
             raft,
@@ -96,6 +110,8 @@ impl ClusterNode {
             health: tokio::sync::watch::Sender::new(Arc::new(
                 crate::node::member_health::HealthView::empty(),
             )),
+            disk,
+            heal,
         });
         let tasks = spawn_tasks(&shared, batch_rx, &config, &cancel);
         tracing::info!(node_id = config.node_id, dir = %dir.display(), "cluster node started");
@@ -220,6 +236,7 @@ impl ClusterNode {
         ClusterError,
     > {
         self.check_version(&cmd).await?;
+        self.shared.write_gate()?;
         let (tx, rx) = oneshot::channel();
         self.shared
             .batch_tx
@@ -345,8 +362,17 @@ impl ClusterNode {
         self.health_view()
     }
 
-    /// Stops Raft and the node's tasks. Idempotent.
+    /// Stops Raft and the node's tasks, then makes sled durable and writes its proof (see
+    /// `storage::proof`) so the next start can trust it. Idempotent.
     pub async fn shutdown(&self) {
+        // After a fatal storage error the state machine may have applied entries this node's
+        // log no longer holds durably (a failed fsync is cut back): no proof then, the next
+        // start rebuilds from what is durable.
+        let fatal = self.shared.fatal.is_cancelled()
+            || matches!(
+                &self.shared.raft.metrics().borrow().running_state,
+                Err(e) if !matches!(e, openraft::error::Fatal::Stopped)
+            );
         self.shared.cancel.cancel();
         if let Err(e) = self.shared.raft.shutdown().await {
             tracing::warn!(node_id = self.shared.id, error = %e, "raft shutdown");
@@ -359,15 +385,48 @@ impl ClusterNode {
         for t in tasks {
             let _ = t.await;
         }
-        if let Err(e) = self._db.flush_async().await {
-            tracing::warn!(node_id = self.shared.id, error = %e, "sled flush on shutdown");
+        if fatal {
+            if let Err(e) = self._db.flush_async().await {
+                tracing::warn!(node_id = self.shared.id, error = %e, "sled flush on shutdown");
+            }
+            tracing::warn!(
+                node_id = self.shared.id,
+                "raft stopped on a fatal error: no proof of the state machine written; the next start rebuilds it"
+            );
+            return;
+        }
+        let (dir, db, tree) = (
+            self.shared.config.data_dir.clone(),
+            self._db.clone(),
+            self.reader.tree().clone(),
+        );
+        let started = std::time::Instant::now();
+        let written =
+            tokio::task::spawn_blocking(move || crate::storage::proof::write(&dir, &db, &tree))
+                .await;
+        match written {
+            Ok(Ok(p)) => tracing::info!(
+                node_id = self.shared.id,
+                applied = ?p.applied,
+                pairs = p.pairs,
+                ms = started.elapsed().as_millis() as u64,
+                "state machine store synced and its proof written"
+            ),
+            Ok(Err(e)) => {
+                tracing::warn!(node_id = self.shared.id, error = %e, "no proof of the state machine written; the next start rebuilds it")
+            }
+            Err(e) => {
+                tracing::warn!(node_id = self.shared.id, error = %e, "proof task failed; the next start rebuilds the state machine")
+            }
         }
     }
 
     /// Marks the data dir so this node never rejoins with stale state, and signals the owner.
     pub(crate) fn mark_removed(shared: &Shared) {
         let path = shared.config.data_dir.join(REMOVED_MARKER);
-        if let Err(e) = std::fs::write(&path, b"removed from the cluster\n") {
+        // Durable (temp file, fsync, rename, directory fsync): a marker a power cut undoes
+        // would let this node start again with stale state.
+        if let Err(e) = crate::storage::fsutil::write_atomic(&path, b"removed from the cluster\n") {
             tracing::error!(node_id = shared.id, error = %e, "cannot write removal marker");
         }
         shared.removed.cancel();
@@ -445,18 +504,33 @@ fn spawn_tasks(
             "failover",
             crate::node::election_trigger::run(shared.clone(), cancel.clone()),
         ),
+        spawn_named(
+            "disk-guard",
+            crate::node::disk_guard::run(shared.clone(), cancel.clone()),
+        ),
+        spawn_named(
+            "heal-gate",
+            crate::node::heal_gate::run(shared.clone(), cancel.clone()),
+        ),
     ];
     if let Some(tls) = &config.peer_tls {
         // Set the member set before returning, so the cluster port (served after `start`)
         // never admits anyone on an empty set a restarted member merely has not filled yet.
-        tls.set_members(crate::transport::peer_tls::member_ids(
-            &shared.raft.metrics().borrow(),
-        ));
+        // A healing node's log is empty until the leader's snapshot arrives: it admits the
+        // members its heal marker remembers meanwhile, not anyone.
+        let fallback = shared.heal.members_hint();
+        let ids = crate::transport::peer_tls::member_ids(&shared.raft.metrics().borrow());
+        tls.set_members(if ids.is_empty() {
+            fallback.clone()
+        } else {
+            ids
+        });
         tasks.push(spawn_named(
             "peer-tls-members",
             crate::transport::peer_tls::run_member_sync(
                 shared.raft.clone(),
                 tls.clone(),
+                fallback,
                 cancel.clone(),
             ),
         ));
@@ -464,25 +538,15 @@ fn spawn_tasks(
     tasks
 }
 
-type OpenedSm = (StateMachineStore, EventBus);
-
-fn open_storage(
+/// Opens and checks the log, snapshot and sled (`storage::recovery`: quarantine and heal on
+/// corruption, rebuild sled when nothing proves it), off the async runtime.
+async fn open_storage(
     dir: &Path,
-    cache_bytes: u64,
-) -> Result<(LogStore, sled::Db, OpenedSm), ClusterError> {
-    let log = LogStore::open(dir).map_err(|e| ClusterError::Storage(format!("raft log: {e}")))?;
-    let db = sled::Config::new()
-        .path(dir.join("state"))
-        .cache_capacity(cache_bytes)
-        .mode(sled::Mode::HighThroughput)
-        // The state machine needs no periodic sync of its own: after a crash it is rebuilt from
-        // the snapshot file and the fsynced Raft log. sled still writes as its buffers fill, and
-        // we flush on snapshot install and on shutdown.
-        .flush_every_ms(None)
-        .open()
-        .map_err(|e| ClusterError::Storage(format!("sled: {e}")))?;
-    let events = EventBus::new(4096);
-    let sm = StateMachineStore::open(&db, dir, events.clone())
-        .map_err(|e| ClusterError::Storage(format!("state machine: {e}")))?;
-    Ok((log, db, (sm, events)))
+    opts: crate::storage::recovery::StoreOptions,
+) -> Result<crate::storage::recovery::Opened, ClusterError> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || crate::storage::recovery::open(&dir, opts))
+        .await
+        .map_err(|e| ClusterError::Internal(format!("open storage: {e}")))?
+        .map_err(|e| ClusterError::Storage(e.to_string()))
 }

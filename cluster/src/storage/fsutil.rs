@@ -1,6 +1,7 @@
 //! Durable file primitives shared by the log store and the snapshot store.
 //!
-//! Owns "write a small file atomically and durably" and "make a directory entry durable".
+//! Owns "write a small file atomically and durably", "make a directory entry durable" and
+//! "create a directory durably".
 //! Must never be used on a hot path per client write: each call costs at least two fsyncs.
 
 use std::fs::{self, File, OpenOptions};
@@ -17,6 +18,29 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(not(unix))]
     {
         let _ = dir;
+    }
+    Ok(())
+}
+
+/// Creates `dir` and any missing parents with `builder`'s options, and makes every new
+/// directory entry durable (an fsync of the parent of each directory it created): a `mkdir`
+/// is undone by a power cut until its parent directory is synced, and the files later made
+/// durable inside a lost directory would be lost with it.
+pub fn create_dir_all_durable(dir: &Path, builder: &mut fs::DirBuilder) -> io::Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    builder.recursive(true).create(dir)?;
+    // Outermost first: each parent is already durable when its child's entry is synced.
+    for created in missing.iter().rev() {
+        match created.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent)?,
+            _ => sync_dir(Path::new("."))?,
+        }
     }
     Ok(())
 }
@@ -55,4 +79,23 @@ pub fn unframe(buf: &[u8]) -> Option<(&[u8], usize)> {
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
     let payload = buf.get(8..8 + len)?;
     (crc32fast::hash(payload) == crc).then_some((payload, 8 + len))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_dir_all_durable_creates_nested_and_accepts_existing() {
+        let root = tempfile::tempdir().unwrap();
+        let deep = root.path().join("a").join("b").join("c");
+        create_dir_all_durable(&deep, &mut fs::DirBuilder::new()).unwrap();
+        assert!(deep.is_dir());
+        create_dir_all_durable(&deep, &mut fs::DirBuilder::new()).unwrap();
+        // A file in the way is an error, not silently accepted.
+        let file = root.path().join("f");
+        fs::write(&file, b"x").unwrap();
+        assert!(create_dir_all_durable(&file.join("d"), &mut fs::DirBuilder::new()).is_err());
+    }
 }

@@ -1,14 +1,19 @@
 //! Durable storage of one member: the Raft log (`log_store`, our own segment files), the state
 //! machine's sled tree and its snapshots (`sm_store`, with `snapshot_cow` so a snapshot is built
 //! while apply goes on), and the file primitives both rely on (`fsutil`), and the owner-only data directory
-//! (`private_dir`).
+//! (`private_dir`); what is trusted after a crash or damage: the state machine's proof
+//! (`proof`), quarantine and the heal marker (`quarantine`), the checks on open (`recovery`).
 //!
 //! Owns what is on disk and when it is durable (what is fsynced before openraft is told an
 //! entry or a vote is stored). Must never decide what a command means: `sm_store` hands each
 //! entry to `state::apply_request` and commits the writes it returns.
 
+pub mod disk_space;
 pub mod fsutil;
 pub mod log_store;
 pub mod private_dir;
+pub mod proof;
+pub mod quarantine;
+pub mod recovery;
 pub mod sm_store;
 pub mod snapshot_cow;

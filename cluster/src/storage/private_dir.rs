@@ -52,13 +52,14 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), PrivateDirError> {
     };
     if !dir.exists() {
         let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::DirBuilderExt;
             builder.mode(0o700);
         }
-        builder.create(dir).map_err(io_err)?;
+        // Durably: a data directory whose entry a power cut undoes would take the node's
+        // TLS files (written by `provision` before the first start) with it.
+        crate::storage::fsutil::create_dir_all_durable(dir, &mut builder).map_err(io_err)?;
     }
     match shared_mode(dir).map_err(io_err)? {
         Some(mode) => Err(PrivateDirError::Shared {

@@ -121,21 +121,7 @@ impl StateMachineStore {
     /// the tree when the tree is behind it or was left mid-install.
     pub fn open(db: &sled::Db, dir: &Path, events: EventBus) -> Result<Self, OpenError> {
         let tree = db.open_tree("sm")?;
-        let path = dir.join(SNAPSHOT_FILE);
-        let current = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let (payload, _) = fsutil::unframe(&bytes)
-                    .ok_or_else(|| OpenError::CorruptSnapshot(path.clone()))?;
-                let file: SnapshotFile = bincode::deserialize(payload)
-                    .map_err(|_| OpenError::CorruptSnapshot(path.clone()))?;
-                Some(StoredSnapshot {
-                    meta: file.meta,
-                    data: Arc::new(file.data),
-                })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(OpenError::Io(e)),
-        };
+        let current = read_snapshot_file(dir)?;
         let sm = Self {
             tree,
             version_stop: VersionStop::default(),
@@ -194,6 +180,39 @@ impl StateMachineStore {
         self.events.publish(events);
         Ok(())
     }
+}
+
+/// The snapshot file in `dir`, checked (its CRC and its encoding); `None` if there is none.
+fn read_snapshot_file(dir: &Path) -> Result<Option<StoredSnapshot>, OpenError> {
+    let path = dir.join(SNAPSHOT_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let (payload, _) =
+                fsutil::unframe(&bytes).ok_or_else(|| OpenError::CorruptSnapshot(path.clone()))?;
+            let file: SnapshotFile = bincode::deserialize(payload)
+                .map_err(|_| OpenError::CorruptSnapshot(path.clone()))?;
+            // The body must decode too: a restore that fails halfway is worse than none.
+            bincode::deserialize::<SnapshotBody>(&file.data)
+                .map_err(|_| OpenError::CorruptSnapshot(path.clone()))?;
+            Ok(Some(StoredSnapshot {
+                meta: file.meta,
+                data: Arc::new(file.data),
+            }))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(OpenError::Io(e)),
+    }
+}
+
+/// Verifies the snapshot file in `dir` (CRC, encoding) without opening the state machine, and
+/// returns the membership it records. `Err(CorruptSnapshot)` is damage to heal from peers.
+pub fn check_snapshot_file(dir: &Path) -> Result<Option<StoredMembership>, OpenError> {
+    Ok(read_snapshot_file(dir)?.map(|s| s.meta.last_membership))
+}
+
+/// The snapshot file's path under a data dir (for quarantine).
+pub fn snapshot_path(dir: &Path) -> PathBuf {
+    dir.join(SNAPSHOT_FILE)
 }
 
 /// Why the state machine could not be opened.

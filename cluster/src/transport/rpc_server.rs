@@ -219,7 +219,16 @@ async fn append(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     if let Ok(mut t) = s.last_leader_contact.lock() {
         *t = std::time::Instant::now();
     }
-    encode(&s.raft.append_entries(req).await)
+    let (vote, leader_commit) = (req.vote, req.leader_commit);
+    let resp = s.raft.append_entries(req).await;
+    // A healing node learns how far it must catch up from a leader it accepted (not one
+    // refused for a stale term).
+    if let Ok(r) = &resp
+        && !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_))
+    {
+        s.heal.note_append(&vote, leader_commit.as_ref());
+    }
+    encode(&resp)
 }
 
 async fn vote(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
@@ -227,6 +236,16 @@ async fn vote(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(resp) => return resp,
     };
+    // A node healing from quarantined storage may have lost entries it acknowledged: its vote
+    // could elect a leader that lacks them (see `heal_gate`).
+    if let Some(reason) = s.heal.reason() {
+        tracing::info!(node_id = s.id, candidate = ?req.vote.leader_id.voted_for(), term = req.vote.leader_id.term, "refusing a vote request while healing");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not voting: {reason}"),
+        )
+            .into_response();
+    }
     encode(&s.raft.vote(req).await)
 }
 

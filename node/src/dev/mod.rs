@@ -417,6 +417,8 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
             .mode(0o600)
             .open(path)?;
         f.write_all(text.as_bytes())?;
+        // The generated admin password is nowhere else: on disk before it is printed.
+        f.sync_all()?;
     }
     #[cfg(not(unix))]
     std::fs::write(path, text)?;

@@ -315,9 +315,11 @@ fn write_root(data_dir: &Path, root_pem: &str) -> Result<(), JoinError> {
     let dir = node_cert::tls_dir(data_dir);
     cluster::storage::private_dir::ensure_private_dir(data_dir)
         .map_err(|e| JoinError::Setup(e.to_string()))?;
-    std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::write(dir.join(node_cert::ROOT_FILE), root_pem))
-        .map_err(|e| JoinError::Setup(format!("{}: {e}", dir.display())))
+    cluster::storage::fsutil::create_dir_all_durable(&dir, &mut std::fs::DirBuilder::new())
+        .map_err(|e| JoinError::Setup(format!("{}: {e}", dir.display())))?;
+    // Atomic like the other TLS files: a torn root would fail every later HTTPS check.
+    node_cert::write_atomic(&dir.join(node_cert::ROOT_FILE), root_pem.as_bytes(), 0o644)
+        .map_err(|e| JoinError::Setup(e.to_string()))
 }
 
 /// The KEK file (0600, or checked equal if one is there) and the sealed key, chain, root, CRLs.

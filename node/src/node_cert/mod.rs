@@ -8,7 +8,11 @@
 //! `conclave-node-key:<id>`, mode 0600), `node-chain.pem` (leaf + issuing CA), `ca.pem` (the
 //! cluster root), `crl.pem` (the CRLs of the root and the issuing CA: the cluster port needs
 //! them before the node's replicated state is open). Every write is atomic (temp file, fsync,
-//! rename, directory fsync).
+//! rename, directory fsync), and so is the switch to a new key and chain as a pair: the new key
+//! is first written as `node-key.next.sealed`, then the chain (the switch), then the key is
+//! renamed into place; a start that finds `node-key.next.sealed` finishes the switch when it
+//! belongs to the chain and drops it otherwise, so a power cut at any point leaves a key that
+//! matches its chain.
 //!
 //! Must never: write the node's private key in the clear, send it over the network (only the
 //! CSR leaves the machine), or log it.
@@ -18,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cluster::PeerTlsMaterial;
-use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256, SanType};
+use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType};
 
 use crate::ca::{self, CaError, Kek, SealedKey, SecretPem};
 use crate::ca_runtime::{CaService, CaServiceError};
@@ -30,6 +34,8 @@ pub use renewal::{Renewal, renew_at, spawn_renewal};
 
 pub const TLS_DIR: &str = "tls";
 pub const KEY_FILE: &str = "node-key.sealed";
+/// The new key of a switch in progress (module doc).
+pub const NEXT_KEY_FILE: &str = "node-key.next.sealed";
 pub const CHAIN_FILE: &str = "node-chain.pem";
 pub const ROOT_FILE: &str = "ca.pem";
 pub const CRL_FILE: &str = "crl.pem";
@@ -122,7 +128,7 @@ pub fn key_purpose(node_id: u64) -> String {
 }
 
 /// Writes `bytes` to `path` atomically and durably with `mode` (unix).
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), NodeCertError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), NodeCertError> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
@@ -162,7 +168,9 @@ pub fn write_node_files(
     // created owner-only (0700) now, as `ClusterNode::start` would, and refused if shared.
     cluster::storage::private_dir::ensure_private_dir(data_dir)?;
     let dir = tls_dir(data_dir);
-    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    // The `tls` entry itself must survive a power cut, not only the files inside it.
+    cluster::storage::fsutil::create_dir_all_durable(&dir, &mut std::fs::DirBuilder::new())
+        .map_err(io_err(&dir))?;
     let sealed = kek.seal(files.key_pem.expose().as_bytes(), &key_purpose(node_id))?;
     let sealed = bincode::serialize(&sealed).map_err(|e| NodeCertError::Invalid {
         path: dir.join(KEY_FILE),
@@ -170,8 +178,66 @@ pub fn write_node_files(
     })?;
     write_atomic(&dir.join(ROOT_FILE), files.root_pem.as_bytes(), 0o644)?;
     write_atomic(&dir.join(CRL_FILE), files.crl_pem.as_bytes(), 0o644)?;
+    // Key and chain switch as a pair (module doc): next key, chain, key into place.
+    let next = dir.join(NEXT_KEY_FILE);
+    write_atomic(&next, &sealed, 0o600)?;
     write_atomic(&dir.join(CHAIN_FILE), files.chain_pem.as_bytes(), 0o644)?;
-    write_atomic(&dir.join(KEY_FILE), &sealed, 0o600)
+    finish_key_switch(&dir)
+}
+
+/// The last step of a key switch: the next key becomes the key, durably.
+fn finish_key_switch(dir: &Path) -> Result<(), NodeCertError> {
+    let key_path = dir.join(KEY_FILE);
+    std::fs::rename(dir.join(NEXT_KEY_FILE), &key_path)
+        .and_then(|()| cluster::storage::fsutil::sync_dir(dir))
+        .map_err(io_err(&key_path))
+}
+
+/// Reads and opens a sealed key file.
+fn open_key_file(path: &Path, node_id: u64, kek: &Kek) -> Result<SecretPem, NodeCertError> {
+    let sealed = std::fs::read(path).map_err(io_err(path))?;
+    let sealed: SealedKey = bincode::deserialize(&sealed).map_err(|e| NodeCertError::Invalid {
+        path: path.to_path_buf(),
+        why: format!("not a sealed key file: {e}"),
+    })?;
+    kek.open(&sealed, &key_purpose(node_id))
+        .map_err(|e| NodeCertError::Invalid {
+            path: path.to_path_buf(),
+            why: format!("{e} (wrong KEK, or the file belongs to another node id than {node_id})"),
+        })
+}
+
+/// Whether `key_pem` is the key of the first certificate (the leaf) in `chain_pem`.
+fn key_matches_chain(key_pem: &SecretPem, chain_pem: &str) -> bool {
+    let Ok(key) = KeyPair::from_pem(key_pem.expose()) else {
+        return false;
+    };
+    ca::x509::cert_info(chain_pem).is_ok_and(|leaf| leaf.spki == key.subject_public_key_info())
+}
+
+/// A key switch a power cut interrupted (module doc): finished when the next key belongs to
+/// the chain (the chain was switched), dropped otherwise (it was not).
+fn recover_key_switch(
+    dir: &Path,
+    node_id: u64,
+    kek: &Kek,
+    chain_pem: &str,
+) -> Result<(), NodeCertError> {
+    let next = dir.join(NEXT_KEY_FILE);
+    if !next.exists() {
+        return Ok(());
+    }
+    let belongs =
+        open_key_file(&next, node_id, kek).is_ok_and(|k| key_matches_chain(&k, chain_pem));
+    if belongs {
+        tracing::warn!(node_id, path = %next.display(), "finishing a node key switch a crash interrupted (the chain was already switched)");
+        finish_key_switch(dir)
+    } else {
+        tracing::warn!(node_id, path = %next.display(), "dropping the new key of a node key switch a crash interrupted (the chain was not switched yet)");
+        std::fs::remove_file(&next)
+            .and_then(|()| cluster::storage::fsutil::sync_dir(dir))
+            .map_err(io_err(&next))
+    }
 }
 
 /// Writes only the CRL file (the renewal task, after a revocation).
@@ -188,24 +254,29 @@ pub fn load_node_files(
     let dir = tls_dir(data_dir);
     let key_path = dir.join(KEY_FILE);
     let chain_path = dir.join(CHAIN_FILE);
-    if !key_path.exists() || !chain_path.exists() {
+    if !chain_path.exists() {
         return Err(NodeCertError::Missing { dir });
     }
     let read = |p: &Path| std::fs::read_to_string(p).map_err(io_err(p));
-    let sealed = std::fs::read(&key_path).map_err(io_err(&key_path))?;
-    let sealed: SealedKey = bincode::deserialize(&sealed).map_err(|e| NodeCertError::Invalid {
-        path: key_path.clone(),
-        why: format!("not a sealed key file: {e}"),
-    })?;
-    let key_pem = kek
-        .open(&sealed, &key_purpose(node_id))
-        .map_err(|e| NodeCertError::Invalid {
-            path: key_path.clone(),
-            why: format!("{e} (wrong KEK, or the file belongs to another node id than {node_id})"),
-        })?;
+    let chain_pem = read(&chain_path)?;
+    // Before looking for the key: a first write cut short may have left only the next key.
+    recover_key_switch(&dir, node_id, kek, &chain_pem)?;
+    if !key_path.exists() {
+        return Err(NodeCertError::Missing { dir });
+    }
+    let key_pem = open_key_file(&key_path, node_id, kek)?;
+    if !key_matches_chain(&key_pem, &chain_pem) {
+        return Err(NodeCertError::Invalid {
+            path: key_path,
+            why: format!(
+                "the key does not belong to the certificate in {}; provision this node again",
+                chain_path.display()
+            ),
+        });
+    }
     Ok(NodeFiles {
         key_pem,
-        chain_pem: read(&chain_path)?,
+        chain_pem,
         root_pem: read(&dir.join(ROOT_FILE))?,
         crl_pem: read(&dir.join(CRL_FILE))?,
     })
@@ -464,13 +535,8 @@ advertise_https_addr = "chat2.chat.corp.lan:8443"
         let data = root.path().join("data");
         let dir = data.as_path();
         let kek = Kek::generate().unwrap();
-        let (key_pem, _csr) = new_key_and_csr(&["a.lan".into()], &[]).unwrap();
-        let files = NodeFiles {
-            key_pem: SecretPem::new(key_pem.expose().to_owned()),
-            chain_pem: "chain".into(),
-            root_pem: "root".into(),
-            crl_pem: "crl".into(),
-        };
+        let files = test_files();
+        let key_pem = SecretPem::new(files.key_pem.expose().to_owned());
         write_node_files(dir, 3, &kek, &files).unwrap();
         let raw = std::fs::read(tls_dir(dir).join(KEY_FILE)).unwrap();
         assert!(!String::from_utf8_lossy(&raw).contains("PRIVATE KEY"));
@@ -485,7 +551,7 @@ advertise_https_addr = "chat2.chat.corp.lan:8443"
         }
         let back = load_node_files(dir, 3, &kek).unwrap();
         assert_eq!(back.key_pem.expose(), key_pem.expose());
-        assert_eq!(back.chain_pem, "chain");
+        assert_eq!(back.chain_pem, files.chain_pem);
         // Another node id (purpose) or another KEK does not open it.
         assert!(load_node_files(dir, 4, &kek).is_err());
         assert!(load_node_files(dir, 3, &Kek::generate().unwrap()).is_err());
@@ -494,5 +560,59 @@ advertise_https_addr = "chat2.chat.corp.lan:8443"
             load_node_files(empty.path(), 3, &kek),
             Err(NodeCertError::Missing { .. })
         ));
+    }
+
+    /// A fresh key and a self-signed certificate of it as the chain.
+    fn test_files() -> NodeFiles {
+        let (key_pem, _csr) = new_key_and_csr(&["a.lan".into()], &[]).unwrap();
+        let key = KeyPair::from_pem(key_pem.expose()).unwrap();
+        let cert = CertificateParams::new(vec!["a.lan".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        NodeFiles {
+            key_pem,
+            chain_pem: cert.pem(),
+            root_pem: "root".into(),
+            crl_pem: "crl".into(),
+        }
+    }
+
+    /// A power cut between the steps of a key switch leaves a key that matches its chain:
+    /// before the chain was written the old pair stays, after it the new pair is finished.
+    #[test]
+    fn an_interrupted_key_switch_ends_in_a_matching_pair() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("data");
+        let kek = Kek::generate().unwrap();
+        let old = test_files();
+        write_node_files(&dir, 3, &kek, &old).unwrap();
+        let tls = tls_dir(&dir);
+        let new = test_files();
+        let sealed = bincode::serialize(
+            &kek.seal(new.key_pem.expose().as_bytes(), &key_purpose(3))
+                .unwrap(),
+        )
+        .unwrap();
+
+        // Cut after the next key, before the chain: the old pair, the next key dropped.
+        std::fs::write(tls.join(NEXT_KEY_FILE), &sealed).unwrap();
+        let back = load_node_files(&dir, 3, &kek).unwrap();
+        assert_eq!(back.key_pem.expose(), old.key_pem.expose());
+        assert_eq!(back.chain_pem, old.chain_pem);
+        assert!(!tls.join(NEXT_KEY_FILE).exists());
+
+        // Cut after the chain, before the key's rename: the new pair, finished.
+        std::fs::write(tls.join(NEXT_KEY_FILE), &sealed).unwrap();
+        std::fs::write(tls.join(CHAIN_FILE), &new.chain_pem).unwrap();
+        let back = load_node_files(&dir, 3, &kek).unwrap();
+        assert_eq!(back.key_pem.expose(), new.key_pem.expose());
+        assert_eq!(back.chain_pem, new.chain_pem);
+        assert!(!tls.join(NEXT_KEY_FILE).exists());
+
+        // A key that belongs to no certificate here is refused with a clear reason.
+        std::fs::write(tls.join(CHAIN_FILE), &old.chain_pem).unwrap();
+        let err = load_node_files(&dir, 3, &kek).err().unwrap();
+        assert!(err.to_string().contains("does not belong"), "{err}");
     }
 }

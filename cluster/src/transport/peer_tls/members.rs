@@ -22,14 +22,25 @@ pub(crate) fn member_ids(m: &RaftMetrics) -> BTreeSet<NodeId> {
         .collect()
 }
 
-/// Mirrors the membership into `tls` until `cancel` fires or Raft stops.
+/// Mirrors the membership into `tls` until `cancel` fires or Raft stops. While the membership
+/// is empty, `fallback` is admitted instead (a healing node's last known members, see
+/// `node::heal_gate`; empty otherwise).
 #[tracing::instrument(skip_all, fields(node_id = tls.node_id()))]
-pub(crate) async fn run(raft: Raft, tls: Arc<PeerTls>, cancel: CancellationToken) {
+pub(crate) async fn run(
+    raft: Raft,
+    tls: Arc<PeerTls>,
+    fallback: BTreeSet<NodeId>,
+    cancel: CancellationToken,
+) {
     let mut metrics = raft.metrics();
     loop {
         // `set_members` compares first: metrics change on every heartbeat, members rarely.
         let ids = member_ids(&metrics.borrow_and_update());
-        tls.set_members(ids);
+        tls.set_members(if ids.is_empty() {
+            fallback.clone()
+        } else {
+            ids
+        });
         tokio::select! {
             _ = cancel.cancelled() => break,
             changed = metrics.changed() => {
