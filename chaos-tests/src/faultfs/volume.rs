@@ -428,20 +428,30 @@ impl Volume {
         if self.fsync_fault(ino) {
             return Err(errno(libc::EIO));
         }
-        let ops = std::mem::take(&mut self.dir_ops);
-        for mut op in ops {
-            op.pending.retain(|d| *d != ino);
-            if op.pending.is_empty() {
-                self.finalize(op.change);
-            } else {
-                self.dir_ops.push(op);
-            }
-        }
+        self.commit_dir(ino);
         Ok(())
     }
 
-    /// A directory operation became durable: what it removed is gone for good.
-    fn finalize(&mut self, change: DirChange) {
+    /// Every operation in directory `ino` is durable now. When that removes a directory for
+    /// good, what was pending inside it is durable too (it can never come back).
+    fn commit_dir(&mut self, ino: u64) {
+        let mut work = vec![ino];
+        while let Some(dir) = work.pop() {
+            let ops = std::mem::take(&mut self.dir_ops);
+            for mut op in ops {
+                op.pending.retain(|d| *d != dir);
+                if op.pending.is_empty() {
+                    work.extend(self.finalize(op.change));
+                } else {
+                    self.dir_ops.push(op);
+                }
+            }
+        }
+    }
+
+    /// A directory operation became durable: what it removed is gone for good. Returns the
+    /// inode of a directory that went for good.
+    fn finalize(&mut self, change: DirChange) -> Option<u64> {
         let gone = match change {
             DirChange::Created { .. } => None,
             DirChange::Removed { ino, stash, .. } => Some((ino, stash)),
@@ -449,8 +459,12 @@ impl Volume {
         };
         if let Some((ino, stash)) = gone {
             let path = self.stash_path(&stash);
+            let mut was_dir = false;
             let r = match fs::symlink_metadata(&path) {
-                Ok(m) if m.is_dir() => fs::remove_dir_all(&path),
+                Ok(m) if m.is_dir() => {
+                    was_dir = true;
+                    fs::remove_dir_all(&path)
+                }
                 Ok(_) => fs::remove_file(&path),
                 Err(e) => Err(e),
             };
@@ -461,7 +475,9 @@ impl Volume {
                 self.files.remove(&b);
             }
             self.inodes.remove(ino);
+            return was_dir.then_some(ino);
         }
+        None
     }
 
     pub(crate) fn mkdir(

@@ -19,7 +19,7 @@ use crate::util::{create_channel, post_ok};
 struct Mount {
     fs: FaultFs,
     mnt: PathBuf,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Mount {
@@ -45,7 +45,7 @@ fn mount() -> Option<Mount> {
         faultfs::is_mounted(&mnt).unwrap(),
         "not in /proc/self/mounts"
     );
-    Some(Mount { fs, mnt, _dir: dir })
+    Some(Mount { fs, mnt, dir })
 }
 
 fn sync_dir(dir: &Path) {
@@ -179,6 +179,32 @@ fn faultfs_unlink_needs_a_dir_fsync() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, ["a"], "the stash must stay hidden");
+}
+
+#[test]
+fn faultfs_durable_rmdir_takes_what_was_pending_inside() {
+    let Some(m) = mount() else { return };
+    fs::create_dir(m.p("state")).unwrap();
+    sync_dir(&m.mnt);
+    durable_file(&m, "state/db", b"sled");
+    // remove_dir_all, then only the parent is fsynced: the unlink inside `state` was never
+    // fsynced, but `state` is durably gone, so nothing can come back into it.
+    fs::remove_dir_all(m.p("state")).unwrap();
+    sync_dir(&m.mnt);
+    // Both removals are durable: nothing waits in the stash to be put back.
+    let stash = m.dir.path().join("backing/.faultfs-stash");
+    assert_eq!(fs::read_dir(&stash).unwrap().count(), 0);
+    let report = m.fs.power_cut(Tear::None);
+    assert_eq!(report.dir_ops_undone, 0, "{report:?}");
+    assert!(!m.p("state").exists());
+    // Without the parent's fsync the whole removal comes back.
+    fs::create_dir(m.p("snap")).unwrap();
+    sync_dir(&m.mnt);
+    durable_file(&m, "snap/a", b"a");
+    fs::remove_dir_all(m.p("snap")).unwrap();
+    let report = m.fs.power_cut(Tear::None);
+    assert_eq!(report.dir_ops_undone, 2, "{report:?}");
+    assert_eq!(fs::read(m.p("snap/a")).unwrap(), b"a");
 }
 
 #[test]
