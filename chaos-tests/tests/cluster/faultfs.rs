@@ -452,8 +452,8 @@ fn faultfs_random_operations_match_the_model() {
             durable_entries: Default::default(),
         };
         // Start from what the previous seed left (all durable after its final cut).
-        for d in 0..2 {
-            for e in fs::read_dir(m.p(DIRS[d])).unwrap() {
+        for (d, dir) in DIRS.iter().enumerate() {
+            for e in fs::read_dir(m.p(dir)).unwrap() {
                 let e = e.unwrap();
                 if e.file_type().unwrap().is_file() {
                     let name = e.file_name().into_string().unwrap();
@@ -525,13 +525,13 @@ fn faultfs_random_operations_match_the_model() {
                 }
                 (8, _) if rng.below(4) == 0 => {
                     m.fs.power_cut(Tear::None);
-                    for dd in 0..2 {
+                    for (dd, dir) in DIRS.iter().enumerate() {
                         model.entries[dd] = model.durable_entries[dd].clone();
                         for id in model.entries[dd].values() {
                             model.now[*id] = model.durable[*id].clone();
                         }
                         let mut seen = std::collections::BTreeMap::new();
-                        for e in fs::read_dir(m.p(DIRS[dd])).unwrap() {
+                        for e in fs::read_dir(m.p(dir)).unwrap() {
                             let e = e.unwrap();
                             if e.file_type().unwrap().is_file() {
                                 let n = e.file_name().into_string().unwrap();
@@ -542,19 +542,19 @@ fn faultfs_random_operations_match_the_model() {
                             .iter()
                             .map(|(n, id)| (n.clone(), model.durable[*id].clone()))
                             .collect();
-                        assert_eq!(seen, want, "seed {seed} step {step} dir {:?}", DIRS[dd]);
+                        assert_eq!(seen, want, "seed {seed} step {step} dir {dir:?}");
                     }
                 }
                 _ => {}
             }
         }
         // End every seed with everything durable, so the next one starts from a known tree.
-        for d in 0..2 {
+        for (d, dir) in DIRS.iter().enumerate() {
             for (name, id) in &model.entries[d] {
                 File::open(m.p(&rel(d, name))).unwrap().sync_all().unwrap();
                 model.durable[*id] = model.now[*id].clone();
             }
-            sync_dir(&m.p(DIRS[d]));
+            sync_dir(&m.p(dir));
         }
         m.fs.power_cut(Tear::None);
     }
