@@ -65,8 +65,11 @@ impl Volume {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
-                    "bit {bit} at offset {offset} is outside the {durable_len} durable bytes of {}",
-                    rel.display()
+                    "bit {bit} at offset {offset} is outside the {durable_len} durable bytes of {} \
+                     ({} bytes now; only fsynced data can be flipped: stop the node cleanly or \
+                     flip an older, synced file)",
+                    rel.display(),
+                    meta.len()
                 ),
             ));
         }
