@@ -193,7 +193,7 @@ impl Volume {
         let mut bytes = vec![0u8; end.saturating_sub(start) as usize];
         file.read_exact_at(&mut bytes, start).ok()?;
         eprintln!(
-            "faultfs: power cut tear seed {seed}: {} keeps {kept} of the {len} bytes written at {offset}",
+            "faultfs: power cut tear seed {seed}: the last unsynced write, {len} bytes at {offset} of {}, keeps {kept} (if the file survives the cut)",
             path.display()
         );
         Some((backing, start, bytes, kept))
