@@ -214,7 +214,9 @@ async fn check_tls_and_ca(cluster: &TestCluster, want: &str, round: usize) {
     for id in cluster.ids() {
         let what = format!("round {round}: node {id} serves HTTPS and the cluster's CA");
         let got = cluster
-            .wait_until(&what, cluster.ready_timeout(), || ca_fingerprint(cluster, id))
+            .wait_until(&what, cluster.ready_timeout(), || {
+                ca_fingerprint(cluster, id)
+            })
             .await;
         if got != want {
             cluster.fail(&format!(
@@ -247,7 +249,12 @@ impl History {
     /// Every node shows every acknowledged post once, in one order, and nothing unsent.
     async fn check(&self, cluster: &TestCluster, round: usize, cut: Cut) {
         let views = cluster
-            .wait_converged(CHANNEL, &cluster.ids(), self.max_index, max_seq(&self.acked))
+            .wait_converged(
+                CHANNEL,
+                &cluster.ids(),
+                self.max_index,
+                max_seq(&self.acked),
+            )
             .await;
         let label = |e: String| format!("round {round} ({cut:?}): {e}");
         cluster.check(checks::all_core(&self.acked, &views).map_err(label));
