@@ -38,6 +38,7 @@ mod leader_kill;
 mod login_flood;
 mod membership;
 mod partition;
+mod power_loss;
 mod replication;
 mod rolling_restart;
 mod secure_defaults;

@@ -214,7 +214,9 @@ async fn check_tls_and_ca(cluster: &TestCluster, want: &str, round: usize) {
     for id in cluster.ids() {
         let what = format!("round {round}: node {id} serves HTTPS and the cluster's CA");
         let got = cluster
-            .wait_until(&what, cluster.ready_timeout(), || ca_fingerprint(cluster, id))
+            .wait_until(&what, cluster.ready_timeout(), || {
+                ca_fingerprint(cluster, id)
+            })
             .await;
         if got != want {
             cluster.fail(&format!(
@@ -246,8 +248,14 @@ impl History {
 
     /// Every node shows every acknowledged post once, in one order, and nothing unsent.
     async fn check(&self, cluster: &TestCluster, round: usize, cut: Cut) {
+        converge_or_explain(cluster, self, round, cut).await;
         let views = cluster
-            .wait_converged(CHANNEL, &cluster.ids(), self.max_index, max_seq(&self.acked))
+            .wait_converged(
+                CHANNEL,
+                &cluster.ids(),
+                self.max_index,
+                max_seq(&self.acked),
+            )
             .await;
         let label = |e: String| format!("round {round} ({cut:?}): {e}");
         cluster.check(checks::all_core(&self.acked, &views).map_err(label));
@@ -337,4 +345,77 @@ async fn power_loss_series() {
         );
     }
     totals.print(seed, history.acked.len());
+}
+
+/// Waits until every node shows the same last seq; if they never do, fails with where their
+/// histories part (each node's messages from the first seq at which they differ), which says
+/// more than the last seqs alone: lost, doubled or reordered entries after a cut.
+async fn converge_or_explain(cluster: &TestCluster, history: &History, round: usize, cut: Cut) {
+    let ids = cluster.ids();
+    let min_seq = max_seq(&history.acked);
+    let agreed = chaos_tests::wait::poll_until(
+        "the nodes to agree on the channel",
+        cluster.ready_timeout(),
+        || async {
+            let mut seqs = Vec::new();
+            for id in &ids {
+                let s = cluster
+                    .try_last_seq(*id, CHANNEL, history.max_index)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                seqs.push((*id, s));
+            }
+            let first = seqs.first().map_or(0, |(_, s)| *s);
+            if first >= min_seq && seqs.iter().all(|(_, s)| *s == first) {
+                Ok(())
+            } else {
+                Err(format!("last seq per node: {seqs:?}"))
+            }
+        },
+    )
+    .await;
+    let Err(e) = agreed else {
+        return;
+    };
+    let mut views = Vec::new();
+    for id in &ids {
+        match cluster.try_messages(*id, CHANNEL, None).await {
+            Ok(m) => views.push((*id, m)),
+            Err(e) => {
+                eprintln!("power_loss: node {id}: {e:#}");
+                views.push((*id, Vec::new()));
+            }
+        }
+    }
+    let common = (0..)
+        .take_while(|i| {
+            let at: Vec<Option<&Msg>> = views.iter().map(|(_, v)| v.get(*i)).collect();
+            at.iter().all(|m| m.is_some() && *m == at[0])
+        })
+        .count();
+    let mut text = format!(
+        "round {round} ({cut:?}): the nodes never agreed ({e:#}); they share the first {common} messages, then:"
+    );
+    for (id, v) in &views {
+        text.push_str(&format!("\n  node {id}:"));
+        for m in v.iter().skip(common).take(12) {
+            text.push_str(&format!("\n    {m}"));
+        }
+    }
+    let acked: HashSet<&str> = history
+        .acked
+        .iter()
+        .map(|m| m.client_msg_id.as_str())
+        .collect();
+    text.push_str(&format!(
+        "\n  ({} acknowledged posts so far; acknowledged ids among the differing ones: {:?})",
+        history.acked.len(),
+        views
+            .iter()
+            .flat_map(|(_, v)| v.iter().skip(common))
+            .filter(|m| acked.contains(m.client_msg_id.as_str()))
+            .map(|m| m.client_msg_id.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+    ));
+    cluster.fail(&text);
 }

@@ -284,7 +284,10 @@ mod tests {
         let o = open(dir.path(), 1 << 20).unwrap();
         assert_eq!(get(&o, "k").as_deref(), Some(b"v".as_slice()));
         assert!(o.healing.is_none());
-        assert!(!dir.path().join(PROOF_FILE).exists(), "the proof is consumed");
+        assert!(
+            !dir.path().join(PROOF_FILE).exists(),
+            "the proof is consumed"
+        );
         drop(o);
         // A crash now (no proof): the tree is rebuilt (no snapshot here: empty).
         let o = open(dir.path(), 1 << 20).unwrap();
@@ -307,7 +310,10 @@ mod tests {
         assert_eq!(get(&o, "k"), None);
         let q = quarantined(dir.path());
         assert!(q.len() == 1 && q[0].ends_with("-state"), "{q:?}");
-        assert!(o.healing.is_none(), "log and snapshot are intact: no peers needed");
+        assert!(
+            o.healing.is_none(),
+            "log and snapshot are intact: no peers needed"
+        );
     }
 
     #[tokio::test]

@@ -172,6 +172,13 @@ impl StateMachineStore {
         if let Some(last) = last {
             kv.put(keys::APPLIED.to_vec(), &Some(last))
                 .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            // A snapshot build in progress must see every key as of its snapshot point
+            // (`snapshot_cow.rs`): record the old values before the batch overwrites them.
+            // Without this a snapshot mixed states (e.g. a post's dedupe entry without the
+            // post), and a node rebuilt from it after a power cut lost acknowledged posts.
+            self.cow
+                .record(&self.tree, kv.pending_keys())
+                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
             let batch = kv.into_batch();
             self.tree
                 .apply_batch(batch)
