@@ -40,6 +40,12 @@ impl ErrorBody {
 pub mod code {
     /// 503: nothing was written; retrying (on any node) is safe.
     pub const UNAVAILABLE: &str = "unavailable";
+    /// 503: the answering node (or a majority of voters) is below its free-space watermark;
+    /// nothing was written. Another node may take the write; retrying is safe.
+    pub const DISK_FULL: &str = "disk_full";
+    /// 503: the answering node's storage failed and it is waiting to restart from what is on
+    /// disk; nothing was written. Another node may take the request.
+    pub const STORAGE_UNAVAILABLE: &str = "storage_unavailable";
     /// 429 on login: wait for `Retry-After`.
     pub const TOO_MANY_ATTEMPTS: &str = "too_many_attempts";
 }

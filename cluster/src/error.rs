@@ -18,6 +18,10 @@ pub enum ClusterError {
     Membership(#[from] MembershipError),
     #[error("storage: {0}")]
     Storage(String),
+    /// Free space is below the watermark (here, or on a majority of voters): the write was
+    /// refused before anything was proposed. Safe to retry once space returns.
+    #[error("{0}")]
+    DiskFull(String),
     #[error("already initialized")]
     AlreadyInitialized,
     #[error("shutting down")]

@@ -22,6 +22,7 @@ mod node_cert;
 mod run;
 mod sd_notify;
 mod signals;
+mod storage_wait;
 mod tls;
 
 /// `conclave --version`: the release, the commit it was built from (build-support/git_commit.rs)

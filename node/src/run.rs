@@ -1,11 +1,17 @@
 //! `conclave run` and `conclave init`: start one node from its config, serve the client API and
 //! the cluster port, stop cleanly on a signal.
 //!
-//! Owns the wiring of `cluster` and `web` into a process. `serve` takes already-bound listeners
+//! Owns the wiring of `cluster` and `web` into a process. `serve_until` takes already-bound listeners
 //! and a cancellation token so tests can run a node in-process on port 0. With `[tls]` it also
 //! wires HTTPS (`tls`), the plain-HTTP port, mutual TLS on the cluster port (`cluster::transport::peer_tls`)
 //! and the node certificate's renewal (`node_cert`); without, nothing of that runs and the node
 //! behaves exactly as before TLS existed.
+//!
+//! `run` is also the node's supervisor: after a fatal storage error (a failed write or fsync,
+//! ENOSPC) it stops everything cleanly, waits until storage works again (`storage_wait`) and
+//! starts the node again from what is on disk, in the same process (signals, logging and the
+//! systemd unit stay as they are). A removed node, a signal, or an error on the first start
+//! still end the process.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -18,9 +24,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::node_cert;
 use crate::signals;
+use crate::storage_wait::{self, Listeners, WaitEnd, WaitTls};
 
-/// Runs a node until a signal arrives or the cluster removes it.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Binds the node's listeners (API, cluster port, HTTPS with `[tls]`).
+async fn bind_all(config: &Config) -> anyhow::Result<Listeners> {
     let api = TcpListener::bind(config.api_addr)
         .await
         .with_context(|| format!("cannot listen on api_addr {}", config.api_addr))?;
@@ -35,6 +42,41 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    Ok(Listeners { api, peers, https })
+}
+
+/// Binds again the listeners this process just released (a connection in its last drain may
+/// hold a port for a moment); `None` when `cancel` fired first.
+async fn rebind(config: &Config, cancel: &CancellationToken) -> anyhow::Result<Option<Listeners>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match bind_all(config).await {
+            Ok(l) => return Ok(Some(l)),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(e) => tracing::debug!(error = %e, "rebinding; retrying"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+/// How one run of the node ended.
+enum Ended {
+    /// A signal, or the owner's token.
+    Stopped,
+    /// The cluster removed this node.
+    Removed,
+    /// Raft stopped on a storage error (the reason), or the node could not start again after
+    /// one: the supervisor waits for storage and starts it again.
+    Fatal(String),
+}
+
+/// Runs a node until a signal arrives or the cluster removes it, restarting it in-process
+/// after a fatal storage error once storage works again.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let mut listeners = bind_all(&config).await?;
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     tokio::spawn(async move {
@@ -42,7 +84,83 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!("shutdown requested");
         stop.cancel();
     });
-    serve(config, api, peers, https, cancel).await
+    let mut restarts: u64 = 0;
+    loop {
+        // Each run gets its own token: a fatal error stops this run, the signal stops all.
+        let round = cancel.child_token();
+        let Listeners { api, peers, https } = listeners;
+        let ended = match serve_until(config.clone(), api, peers, https, round).await {
+            Ok(ended) => ended,
+            // After a storage failure the disk may still fail while opening: wait again.
+            Err(e) if restarts > 0 => Ended::Fatal(format!("{e:#}")),
+            Err(e) => return Err(e),
+        };
+        let reason = match ended {
+            Ended::Stopped | Ended::Removed => return Ok(()),
+            Ended::Fatal(_) if cancel.is_cancelled() => return Ok(()),
+            Ended::Fatal(reason) => reason,
+        };
+        restarts += 1;
+        tracing::error!(node_id = config.node_id, %reason, restarts, path = %config.data_dir.display(), "storage failed: the node stopped and waits until storage works, then restarts from what is on disk");
+        let Some(waiting) = rebind(&config, &cancel).await? else {
+            return Ok(());
+        };
+        let tls = wait_tls(&config);
+        match storage_wait::wait(&config, reason, waiting, tls, &cancel).await {
+            WaitEnd::Cancelled => {
+                tracing::info!(
+                    node_id = config.node_id,
+                    "stopped while waiting for storage"
+                );
+                return Ok(());
+            }
+            WaitEnd::Usable => {}
+        }
+        listeners = match rebind(&config, &cancel).await? {
+            Some(l) => l,
+            None => return Ok(()),
+        };
+        tracing::info!(
+            node_id = config.node_id,
+            restarts,
+            "restarting the node in-process"
+        );
+    }
+}
+
+/// The TLS pieces the stand-in servers use while waiting; each is left out (and logged) if
+/// it cannot be loaded, so the wait itself never fails for TLS.
+fn wait_tls(config: &Config) -> WaitTls {
+    let parts = match load_tls(config) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(node_id = config.node_id, error = %e, "while waiting for storage: TLS material not usable; the cluster port and HTTPS stay silent");
+            return WaitTls {
+                peer: None,
+                https: None,
+            };
+        }
+    };
+    let Some(parts) = parts else {
+        return WaitTls {
+            peer: None,
+            https: None,
+        };
+    };
+    let https = crate::tls::CertStore::new_at(
+        crate::tls::ring_provider(),
+        &parts.files.chain_pem,
+        parts.files.key_pem.expose(),
+        SystemTime::now(),
+    )
+    .ok()
+    .and_then(|certs| {
+        crate::tls::https_server_config(crate::tls::ring_provider(), Arc::new(certs)).ok()
+    });
+    WaitTls {
+        peer: Some(parts.peer),
+        https,
+    }
 }
 
 /// The TLS pieces of a running node (`[tls]` on).
@@ -81,13 +199,15 @@ fn load_tls(config: &Config) -> anyhow::Result<Option<TlsParts>> {
 
 // Long on purpose: start-up and shutdown order in one place (TLS material before the cluster,
 // HTTP stopped before Raft); split up, that order would no longer be visible.
-pub async fn serve(
+/// Serves one node until `cancel` fires, the cluster removes it, or Raft stops on a fatal
+/// storage error, and says which (`run` restarts it after the last).
+async fn serve_until(
     config: Config,
     api: TcpListener,
     peers: TcpListener,
     https: Option<TcpListener>,
     cancel: CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Ended> {
     if config.insecure_plaintext {
         // At every start, so the log of any run in that mode says so.
         tracing::warn!(
@@ -195,13 +315,16 @@ pub async fn serve(
         }
     });
     let http_task = cluster::spawn_named("api-server", http);
-    // Under systemd (Type=notify): READY=1 once the node serves, STOPPING=1 when it stops.
+    // Under systemd (Type=notify): READY=1 once the node serves, STOPPING=1 when it stops
+    // (not when it restarts in-process: systemd would then treat the unit as stopping).
+    let restarting = CancellationToken::new();
     let notify_task = cluster::spawn_named(
         "sd-notify",
         crate::sd_notify::report(
             crate::sd_notify::Notifier::from_env(),
             node.clone(),
             cancel.child_token(),
+            restarting.clone(),
         ),
     );
     let removed = node.removed();
@@ -214,9 +337,15 @@ pub async fn serve(
         }
         _ = fatal.cancelled() => {
             tracing::error!(node_id = config.node_id, "stopping after a fatal storage error; see the log above");
+            restarting.cancel();
             cancel.cancel();
         }
     }
+    // Why Raft stopped, read before it is shut down (then it says only "stopped").
+    let fatal_reason = match &node.metrics().running_state {
+        Err(e) => e.to_string(),
+        Ok(()) => "raft stopped on a fatal storage error".to_owned(),
+    };
     // STOPPING=1 goes out first, so systemd shows the node as deactivating while it drains.
     let _ = tokio::time::timeout(Duration::from_secs(1), notify_task).await;
     // Stop taking requests first, then stop Raft, so no handler is left waiting on a dead core.
@@ -239,9 +368,12 @@ pub async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(2), rpc_task).await;
     tracing::info!(node_id = config.node_id, "node stopped");
     if fatal.is_cancelled() {
-        anyhow::bail!("raft stopped on a fatal error");
+        return Ok(Ended::Fatal(fatal_reason));
     }
-    Ok(())
+    if removed.is_cancelled() {
+        return Ok(Ended::Removed);
+    }
+    Ok(Ended::Stopped)
 }
 
 /// Builds the renewal state; renews at once (from local CA state, no quorum needed) when the

@@ -70,7 +70,16 @@ impl Notifier {
 /// Tells the service manager how the node is doing until `cancel` fires: `STATUS=` lines while
 /// it starts, `READY=1` (once) when `readiness()` first says ready, a `STATUS=` line whenever
 /// the reported state changes after that, and `STOPPING=1` when the node starts shutting down.
-pub async fn report(notifier: Notifier, node: Arc<ClusterNode>, cancel: CancellationToken) {
+///
+/// When `restarting` has fired by then (the supervisor restarts the node in-process after a
+/// storage failure) it sends a `STATUS=` line instead of `STOPPING=1`: after `STOPPING=1`
+/// systemd treats the unit as on its way out and would kill it at its stop timeout.
+pub async fn report(
+    notifier: Notifier,
+    node: Arc<ClusterNode>,
+    cancel: CancellationToken,
+    restarting: CancellationToken,
+) {
     if !notifier.is_enabled() {
         return;
     }
@@ -100,7 +109,11 @@ pub async fn report(notifier: Notifier, node: Arc<ClusterNode>, cancel: Cancella
             last_status = status;
         }
     }
-    notifier.notify("STOPPING=1\nSTATUS=stopping");
+    if restarting.is_cancelled() {
+        notifier.notify("STATUS=restarting after a storage failure");
+    } else {
+        notifier.notify("STOPPING=1\nSTATUS=stopping");
+    }
 }
 
 /// Elsewhere there is no notify socket: a target can never be opened.

@@ -93,7 +93,10 @@ impl ClientError {
 
     /// True for the one server answer the API documents as "nothing was written, try again".
     pub(crate) fn is_unavailable(&self) -> bool {
-        matches!(self, ClientError::Api { status: 503, code, .. } if code == api::error::code::UNAVAILABLE)
+        use api::error::code;
+        // Each of these promises that nothing was written, and another node may answer.
+        matches!(self, ClientError::Api { status: 503, code: c, .. }
+            if c == code::UNAVAILABLE || c == code::DISK_FULL || c == code::STORAGE_UNAVAILABLE)
     }
 }
 

@@ -85,8 +85,8 @@ pub use api::ca::{CaFingerprint, CertSummary, IntermediateSummary, SignedCert};
 pub use api::join::JoinTokenCreated;
 pub use api::rest::{
     Channel, ChannelKind, ChannelPatch, ClusterStatus, DnsRecord, LoginResponse, Message,
-    MessagePage, NewChannel, NewUser, NodeStatus, PostOutcome, ReadMarker, Readyz, Role, Thread,
-    User, UserPatch,
+    MessagePage, NewChannel, NewUser, NodeStatus, PostOutcome, ReadMarker, Readyz, Role,
+    StorageStatus, Thread, User, UserPatch,
 };
 pub use api::ws::{
     Ack, ChannelEvent, ClientFrame, EventKind, Hello, Nack, NodeAddr, PROTOCOL_VERSION,

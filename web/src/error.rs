@@ -43,6 +43,9 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Free space below the watermark (503 `disk_full`); nothing was written.
+    #[error("{0}")]
+    DiskFull(String),
     #[error("{0}")]
     Internal(String),
     #[error("{0}")]
@@ -103,6 +106,7 @@ impl ApiError {
             }
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::DiskFull(_) => (StatusCode::SERVICE_UNAVAILABLE, api::error::code::DISK_FULL),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::WeakPassword(_) => (StatusCode::BAD_REQUEST, "weak_password"),
             ApiError::ForbiddenOrigin(_) => (StatusCode::FORBIDDEN, "forbidden_origin"),
@@ -167,6 +171,7 @@ impl From<ClusterError> for ApiError {
             ClusterError::Membership(MembershipError::Invalid(m)) => ApiError::InvalidRequest(m),
             ClusterError::Membership(MembershipError::NotFound(m)) => ApiError::NotFound(m),
             ClusterError::Membership(m) => ApiError::Unavailable(m.to_string()),
+            ClusterError::DiskFull(why) => ApiError::DiskFull(why),
             e @ (ClusterError::Unavailable(_)
             | ClusterError::NotCaughtUp { .. }
             | ClusterError::ShuttingDown) => ApiError::Unavailable(e.to_string()),

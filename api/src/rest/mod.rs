@@ -421,6 +421,27 @@ pub struct NodeStatus {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub insecure_plaintext: bool,
+    /// The node's data directory: free space against its watermark and whether writes
+    /// work. Absent when the node did not answer, and from older servers.
+    #[serde(default)]
+    pub storage: Option<StorageStatus>,
+}
+
+/// One node's storage as it reports it (`NodeStatus::storage`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StorageStatus {
+    /// Free bytes in the data directory's filesystem; absent if it could not be read.
+    #[serde(default)]
+    pub free_bytes: Option<u64>,
+    /// `[storage] min_free_bytes`; 0 = no watermark.
+    pub min_free_bytes: u64,
+    /// `ok`, `low_space` (below the watermark: refuses writes, not ready, does not lead) or
+    /// `failed` (a write or fsync failed; the node restarts from what is on disk). A string so
+    /// a new state in a later server does not break decoding.
+    pub state: String,
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 impl NodeStatus {

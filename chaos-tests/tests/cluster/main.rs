@@ -17,6 +17,8 @@ mod ctl_check;
 mod ctl_tls;
 #[cfg(target_os = "linux")]
 mod deb_install;
+mod disk_faults;
+mod disk_full;
 mod dns_faults;
 mod dns_fuzz;
 mod dns_health;
@@ -44,6 +46,7 @@ mod rolling_restart;
 mod secure_defaults;
 mod sessions;
 mod snapshot;
+mod storage_heal;
 mod tls;
 #[cfg(target_os = "linux")]
 mod unit_privileges;

@@ -31,6 +31,12 @@ pub struct ClusterConfig {
     pub write_timeout_ms: u64,
     pub ready_max_apply_lag: u64,
     pub sled_cache_bytes: u64,
+    /// Free space of the data directory below which this node refuses new writes, is not
+    /// ready and gives up leadership (`[storage] min_free_bytes`); 0 turns it off.
+    pub min_free_bytes: u64,
+    /// Raft log segment size (`[storage] log_segment_bytes`): a new file starts past it, and
+    /// purging deletes whole segments.
+    pub log_segment_bytes: u64,
     /// Source address for connections to peers (the cluster port's IP), if not unspecified.
     pub peer_source_ip: Option<std::net::IpAddr>,
     /// Mutual TLS for the cluster port and peer calls (`peer_tls`); `None` keeps plain HTTP.
@@ -64,6 +70,8 @@ impl ClusterConfig {
             write_timeout_ms: 5000,
             ready_max_apply_lag: 1000,
             sled_cache_bytes: 128 * 1024 * 1024,
+            min_free_bytes: 1024 * 1024 * 1024,
+            log_segment_bytes: crate::storage::log_store::SEGMENT_BYTES,
             peer_source_ip: None,
             peer_tls: None,
             https_addr: None,

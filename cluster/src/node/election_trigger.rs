@@ -46,10 +46,12 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
         let m = shared.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership().clone();
         let voters: Vec<NodeId> = membership.voter_ids().collect();
-        // A healing node must not campaign (`heal_gate`).
+        // Below the free-space watermark (`disk_guard`) or healing (`heal_gate`) this node must
+        // not lead; an explicit `trigger().elect()` would bypass openraft's `elect(false)`.
         if m.state == ServerState::Leader
             || voters.len() < 2
             || !voters.contains(&shared.id)
+            || shared.disk.low_space().is_some()
             || shared.heal.healing()
         {
             deferring_since = None;
@@ -84,10 +86,13 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
         if peers.len() + 1 < voters.len() / 2 + 1 {
             continue;
         }
-        if peers
-            .iter()
-            .any(|p| p.state == "leader" && p.term >= m.current_term)
-        {
+        // A leader below its free-space watermark has stopped its heartbeats to hand over
+        // leadership (`disk_guard`): it does not count.
+        if peers.iter().any(|p| {
+            p.state == "leader"
+                && p.term >= m.current_term
+                && p.storage.as_ref().is_none_or(|s| s.state != "low_space")
+        }) {
             // A leader exists; its heartbeats will reach us (or we are the one cut off).
             continue;
         }

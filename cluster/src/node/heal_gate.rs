@@ -132,7 +132,11 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
         }
         let applied = shared.raft.metrics().borrow().last_applied.map(|l| l.index);
         if shared.heal.try_finish(applied) {
-            shared.raft.runtime_config().elect(true);
+            // Below the free-space watermark `disk_guard` keeps elections off; it turns them
+            // on when space returns.
+            if shared.disk.low_space().is_none() {
+                shared.raft.runtime_config().elect(true);
+            }
             return;
         }
     }

@@ -240,6 +240,7 @@ mod tests {
                     members: vec![1, 2, 3],
                     https_addr: None,
                     insecure_plaintext: false,
+                    storage: None,
                 }),
             },
             draining,

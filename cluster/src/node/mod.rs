@@ -4,13 +4,15 @@
 //! tasks share; `batcher` is group commit; `membership` the safe membership changes;
 //! `readiness` this node's own verdict, `member_health` its view of every member;
 //! `election_trigger` prompts elections after a leader dies; `heal_gate` keeps a node that
-//! lost durable state out of elections until it caught up; `versions` gates commands during
-//! rolling upgrades; `ca` is the certificate authority's side of the node. Must never decide
+//! lost durable state out of elections until it caught up; `disk_guard` keeps a node below its
+//! free-space watermark out of leadership; `versions` gates commands during rolling upgrades;
+//! `ca` is the certificate authority's side of the node. Must never decide
 //! what a command means: that is `state`'s, on every node alike.
 
 pub mod batcher;
 pub mod ca;
 pub mod config;
+pub mod disk_guard;
 pub mod election_trigger;
 pub(crate) mod heal_gate;
 pub mod member_health;

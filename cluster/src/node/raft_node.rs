@@ -59,7 +59,14 @@ impl ClusterNode {
         crate::storage::private_dir::ensure_private_dir(&dir)
             .map_err(|e| ClusterError::Storage(e.to_string()))?;
         let raft_config = raft_config(&config)?;
-        let opened = open_storage(&dir, config.sled_cache_bytes).await?;
+        let opened = open_storage(
+            &dir,
+            crate::storage::recovery::StoreOptions {
+                cache_bytes: config.sled_cache_bytes,
+                segment_bytes: config.log_segment_bytes,
+            },
+        )
+        .await?;
         let (log, db, sm, events) = (opened.log, opened.db, opened.sm, opened.events);
         let heal = crate::node::heal_gate::HealGate::new(dir.clone(), opened.healing);
         let reader = sm.reader();
@@ -74,6 +81,14 @@ impl ClusterNode {
             .await
             .map_err(|e| ClusterError::Storage(format!("start raft: {e}")))?;
         let (batch_tx, batch_rx) = mpsc::channel(config.batch_max_commands * 8);
+        let disk = Arc::new(crate::storage::disk_space::DiskSpace::new(
+            config.min_free_bytes,
+        ));
+        // Sampled once before the first request, so the write gate and readiness are right
+        // from the start; `disk_guard` samples it from then on.
+        if let Err(e) = disk.sample(&dir) {
+            tracing::warn!(node_id = config.node_id, path = %dir.display(), error = %e, "cannot read the data directory's free space");
+        }
         let shared = Arc::new(Shared {
             id: config.node_id,
             raft,
@@ -95,6 +110,7 @@ impl ClusterNode {
             health: tokio::sync::watch::Sender::new(Arc::new(
                 crate::node::member_health::HealthView::empty(),
             )),
+            disk,
             heal,
         });
         let tasks = spawn_tasks(&shared, batch_rx, &config, &cancel);
@@ -220,6 +236,7 @@ impl ClusterNode {
         ClusterError,
     > {
         self.check_version(&cmd).await?;
+        self.shared.write_gate()?;
         let (tx, rx) = oneshot::channel();
         self.shared
             .batch_tx
@@ -488,6 +505,10 @@ fn spawn_tasks(
             crate::node::election_trigger::run(shared.clone(), cancel.clone()),
         ),
         spawn_named(
+            "disk-guard",
+            crate::node::disk_guard::run(shared.clone(), cancel.clone()),
+        ),
+        spawn_named(
             "heal-gate",
             crate::node::heal_gate::run(shared.clone(), cancel.clone()),
         ),
@@ -521,10 +542,10 @@ fn spawn_tasks(
 /// corruption, rebuild sled when nothing proves it), off the async runtime.
 async fn open_storage(
     dir: &Path,
-    cache_bytes: u64,
+    opts: crate::storage::recovery::StoreOptions,
 ) -> Result<crate::storage::recovery::Opened, ClusterError> {
     let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || crate::storage::recovery::open(&dir, cache_bytes))
+    tokio::task::spawn_blocking(move || crate::storage::recovery::open(&dir, opts))
         .await
         .map_err(|e| ClusterError::Internal(format!("open storage: {e}")))?
         .map_err(|e| ClusterError::Storage(e.to_string()))

@@ -115,6 +115,10 @@ async fn evaluate(shared: &Shared) -> Readiness {
     if let Some(reason) = shared.heal.reason() {
         return Readiness::no(reason);
     }
+    // It does not change by itself with the next heartbeat, and the operator must act.
+    if let Some(why) = shared.disk.low_space() {
+        return Readiness::no(why);
+    }
     let m = shared.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
     if membership.get_node(&shared.id).is_none() {

@@ -18,9 +18,10 @@ use crate::error::ClusterError;
 use crate::node::batcher::Pending;
 use crate::node::config::ClusterConfig;
 use crate::node::readiness::{self, Readiness};
+use crate::storage::disk_space::StorageState;
 use crate::storage::sm_store::StateReader;
 use crate::transport::network::PeerHttp;
-use crate::transport::rpc::NodeStatusWire;
+use crate::transport::rpc::{NodeStatusWire, StorageStatusWire};
 use crate::types::{NodeId, NodeInfo, Raft, RaftMetrics};
 
 /// State shared by the node's tasks (batcher, RPC handlers, health).
@@ -58,6 +59,8 @@ pub(crate) struct Shared {
     pub health: crate::node::member_health::HealthTx,
     /// When the periodic member-health probe last started (its schedule, for status output).
     pub health_tick: Mutex<std::time::Instant>,
+    /// Free space of the data directory against the watermark (`disk_guard` samples it).
+    pub disk: std::sync::Arc<crate::storage::disk_space::DiskSpace>,
     /// Set while this node heals from quarantined storage (`heal_gate`): no votes, no campaign.
     pub heal: std::sync::Arc<crate::node::heal_gate::HealGate>,
 }
@@ -68,12 +71,54 @@ impl Shared {
         &self,
         cmd: Command,
     ) -> Result<(crate::command::Outcome, u64), ClusterError> {
+        self.write_gate()?;
         let (tx, rx) = oneshot::channel();
         self.batch_tx
             .send(Pending { cmd, reply: tx })
             .await
             .map_err(|_| ClusterError::ShuttingDown)?;
         rx.await.map_err(|_| ClusterError::ShuttingDown)?
+    }
+
+    /// Refuses a new write before anything is proposed when this node's free space is below
+    /// the watermark, or when a majority of voters report theirs is (the entry could then be
+    /// stored by too few nodes to commit, or would eat the followers' headroom). Forwarded
+    /// writes pass this gate on the leader too (`rpc_server::forward` submits here).
+    pub fn write_gate(&self) -> Result<(), ClusterError> {
+        if let Some(why) = self.disk.low_space() {
+            return Err(ClusterError::DiskFull(why));
+        }
+        let view = self.health.borrow().clone();
+        let voters = view.members.iter().filter(|m| m.voter).count();
+        let low = view
+            .members
+            .iter()
+            .filter(|m| m.voter && m.id != self.id)
+            .filter(|m| {
+                m.status.as_ref().is_ok_and(|st| {
+                    st.storage
+                        .as_ref()
+                        .is_some_and(|s| s.state == StorageState::LowSpace.as_str())
+                })
+            })
+            .count();
+        if voters > 0 && low * 2 > voters {
+            return Err(ClusterError::DiskFull(format!(
+                "disk space low on {low} of {voters} voters (below their watermark)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The storage part of this node's status.
+    pub fn storage_status(&self) -> StorageStatusWire {
+        let (state, reason) = self.disk.state();
+        StorageStatusWire {
+            free_bytes: self.disk.free_bytes(),
+            min_free_bytes: self.disk.min_free_bytes(),
+            state: state.as_str().to_owned(),
+            reason,
+        }
     }
 
     /// The readiness verdict, unless it is older than [`readiness::MAX_VERDICT_AGE`]. A process
@@ -165,6 +210,7 @@ impl Shared {
                 .collect(),
             https_addr: self.config.https_addr.clone(),
             insecure_plaintext: self.config.insecure_plaintext,
+            storage: Some(self.storage_status()),
         }
     }
 }

@@ -16,6 +16,14 @@
 //! node's disk before a downgrade) is kept and read back as a placeholder (`decode_entry`), so
 //! the node still starts and the state machine stops there with a message naming the version.
 //!
+//! A failed write or fsync is never retried as if it had worked (PostgreSQL's lesson: after a
+//! failed fsync the kernel may have dropped the dirty pages, so a later fsync that succeeds
+//! proves nothing about them). The store remembers each segment's last synced size; on any
+//! write or sync failure it cuts the segment back to that size (best effort), marks itself
+//! failed and refuses every later append, truncate, purge and vote with the same error. The
+//! error goes to openraft, which stops its core (fatal); the node then restarts from what is
+//! on disk (`node::run`'s supervisor).
+//!
 //! Must never: acknowledge an append before `sync_data` returned, or hold its lock across an
 //! fsync (replication reads would stall).
 
@@ -37,8 +45,11 @@ use crate::command::Request;
 use crate::storage::fsutil;
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 
-/// Segment size at which a new file is started. Purging deletes whole segments.
-const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Default segment size at which a new file is started (`[storage] log_segment_bytes`).
+/// Purging deletes whole segments.
+pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Smallest segment size accepted (tests use small segments to get many of them).
+pub const MIN_SEGMENT_BYTES: u64 = 4096;
 /// Decoded recent entries kept in memory for replication reads (bytes of their encoding).
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -64,15 +75,21 @@ struct Segment {
     writer: Arc<File>,
     reader: File,
     size: u64,
+    /// Bytes known durable (the size at the last successful sync, or at open). A failed
+    /// write or sync cuts the file back to this.
+    synced: u64,
 }
 
 struct Inner {
     dir: PathBuf,
+    segment_bytes: u64,
     meta: Meta,
     segments: BTreeMap<u64, Segment>,
     index: BTreeMap<u64, Loc>,
     cache: BTreeMap<u64, (Entry, usize)>,
     cache_bytes: usize,
+    /// Set by the first failed write or sync; every later mutation fails with it.
+    failed: Option<String>,
 }
 
 /// The log store; clones share the same files (the clone handed to openraft as `LogReader`
@@ -132,8 +149,14 @@ fn segment_ids(dir: &Path) -> Result<Vec<u64>, io::Error> {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log under `dir/log`, rebuilding the index from the segments.
+    /// Opens (or creates) the log under `dir/log` with the default segment size.
     pub fn open(dir: &Path) -> Result<Self, io::Error> {
+        Self::open_with(dir, SEGMENT_BYTES)
+    }
+
+    /// Opens (or creates) the log under `dir/log`, rebuilding the index from the segments and
+    /// checking every frame's CRC (a bad frame that is not a torn tail is `InvalidData`).
+    pub fn open_with(dir: &Path, segment_bytes: u64) -> Result<Self, io::Error> {
         let dir = dir.join("log");
         // Durably: until the data dir is fsynced a power cut undoes the `log` entry, and with
         // it every entry and vote this node had acknowledged.
@@ -144,11 +167,13 @@ impl LogStore {
         let purged_index = meta.last_purged.map(|l| l.index);
         let mut inner = Inner {
             dir: dir.clone(),
+            segment_bytes: segment_bytes.max(MIN_SEGMENT_BYTES),
             meta,
             segments: BTreeMap::new(),
             index: BTreeMap::new(),
             cache: BTreeMap::new(),
             cache_bytes: 0,
+            failed: None,
         };
         let last_id = ids.last().copied();
         for id in ids {
@@ -188,22 +213,26 @@ impl LogStore {
     }
 
     /// Writes `records` (already framed) for `entries`, returning the file to fdatasync.
+    /// Returns the file with the segment id and the size to record as synced once the
+    /// fdatasync returns.
     fn write_batch(
         &self,
         entries: Vec<(Entry, usize)>,
         buf: Vec<u8>,
-    ) -> Result<Arc<File>, io::Error> {
+    ) -> Result<(Arc<File>, u64, u64), io::Error> {
         let mut inner = self.lock()?;
+        inner.check_usable()?;
         let Some((first, _)) = entries.first() else {
             return Err(io::Error::other("empty append"));
         };
         let first_index = first.get_log_id().index;
         let need_new = match inner.segments.values().next_back() {
             None => true,
-            Some(s) => s.size > 0 && s.size + buf.len() as u64 > SEGMENT_BYTES,
+            Some(s) => s.size > 0 && s.size + buf.len() as u64 > inner.segment_bytes,
         };
-        if need_new {
-            inner.new_segment(first_index)?;
+        if need_new && let Err(e) = inner.new_segment(first_index) {
+            inner.fail("new segment", &e);
+            return Err(e);
         }
         let seg = inner
             .segments
@@ -212,8 +241,13 @@ impl LogStore {
             .ok_or_else(|| io::Error::other("no active segment"))?;
         let seg_id = seg.id;
         let base = seg.size;
-        (&*seg.writer).write_all(&buf)?;
+        // A partial write (ENOSPC half way) leaves bytes past `size`: `fail` cuts them off.
         seg.size += buf.len() as u64;
+        if let Err(e) = (&*seg.writer).write_all(&buf) {
+            inner.fail("write", &e);
+            return Err(e);
+        }
+        let size = seg.size;
         let file = seg.writer.clone();
         let mut offset = base;
         for (entry, used) in entries {
@@ -230,7 +264,30 @@ impl LogStore {
             offset += used as u64;
             inner.cache_insert(log_id.index, entry, used);
         }
-        Ok(file)
+        Ok((file, seg_id, size))
+    }
+
+    /// Runs after the batch's fdatasync: success moves the segment's synced size forward, a
+    /// failure fails the store (the written bytes are cut back, never trusted).
+    fn after_sync(&self, segment: u64, size: u64, res: io::Result<()>) -> io::Result<()> {
+        let mut inner = self.lock()?;
+        match res {
+            Ok(()) => {
+                inner.mark_synced(segment, size);
+                Ok(())
+            }
+            Err(e) => {
+                inner.fail("fdatasync", &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Saves the meta file, failing the store if that fails (the old file stays in place:
+    /// `write_atomic` only renames a fully synced temp file).
+    fn save_meta_checked(inner: &mut Inner, op: &'static str) -> Result<(), io::Error> {
+        inner.check_usable()?;
+        LogStore::save_meta(inner).inspect_err(|e| inner.fail(op, e))
     }
 
     fn save_meta(inner: &Inner) -> Result<(), io::Error> {
@@ -238,6 +295,65 @@ impl LogStore {
         let mut framed = Vec::with_capacity(payload.len() + 8);
         fsutil::frame(&payload, &mut framed);
         fsutil::write_atomic(&inner.dir.join("meta"), &framed)
+    }
+}
+
+/// Cuts the log back to `loc` on disk: later segments go, the segment holding `loc` is cut at
+/// its offset, and both the file and the directory are synced.
+fn truncate_files(inner: &mut Inner, loc: Loc) -> Result<(), io::Error> {
+    let later: Vec<u64> = inner
+        .segments
+        .range(loc.segment + 1..)
+        .map(|(id, _)| *id)
+        .collect();
+    for id in later {
+        if let Some(seg) = inner.segments.remove(&id) {
+            fs::remove_file(&seg.path)?;
+        }
+    }
+    if let Some(seg) = inner.segments.get_mut(&loc.segment) {
+        seg.writer.set_len(loc.offset)?;
+        seg.size = loc.offset;
+        // Durable only once the sync returns; until then a failure cuts back to the old
+        // synced size, which is no larger than the file's length now.
+        seg.synced = seg.synced.min(loc.offset);
+        sync_all(&seg.writer)?;
+    }
+    fsutil::sync_dir(&inner.dir)
+}
+
+/// `File::sync_data`, with a test hook that makes the next calls fail.
+fn sync_data(file: &File) -> io::Result<()> {
+    #[cfg(test)]
+    if test_faults::take() {
+        return Err(io::Error::other("injected fdatasync failure"));
+    }
+    file.sync_data()
+}
+
+/// `File::sync_all`, with the same test hook as [`sync_data`].
+fn sync_all(file: &File) -> io::Result<()> {
+    #[cfg(test)]
+    if test_faults::take() {
+        return Err(io::Error::other("injected fsync failure"));
+    }
+    file.sync_all()
+}
+
+/// Failure injection for this module's unit tests (the chaos tests use a real FUSE
+/// filesystem instead). A process-wide counter, since the sync runs on a blocking thread;
+/// the one test that arms it holds `LOCK` so no other test of this module sees a failure.
+#[cfg(test)]
+mod test_faults {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    pub static FAIL_NEXT_SYNCS: AtomicUsize = AtomicUsize::new(0);
+    pub static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    pub fn take() -> bool {
+        FAIL_NEXT_SYNCS
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
     }
 }
 
@@ -322,6 +438,7 @@ impl Inner {
                 writer: Arc::new(writer),
                 reader,
                 size: bytes.len() as u64,
+                synced: bytes.len() as u64,
             },
         );
         Ok(())
@@ -342,9 +459,65 @@ impl Inner {
                 writer: Arc::new(writer),
                 reader,
                 size,
+                synced: size,
             },
         );
         Ok(())
+    }
+
+    /// Refuses a mutation once a write or sync has failed (see the module doc).
+    fn check_usable(&self) -> Result<(), io::Error> {
+        match &self.failed {
+            None => Ok(()),
+            Some(why) => Err(io::Error::other(format!(
+                "raft log store stopped after a failed write: {why}"
+            ))),
+        }
+    }
+
+    /// Marks the store failed after `e` and cuts every segment back to its last synced size
+    /// (best effort: the file may be unwritable, and a restart cuts a torn tail anyway). The
+    /// in-memory index past that point is dropped so no reader serves an entry that may not
+    /// be on disk.
+    fn fail(&mut self, op: &'static str, e: &io::Error) {
+        if self.failed.is_none() {
+            tracing::error!(op, error = %e, dir = %self.dir.display(), "raft log write failed; refusing further writes until the node restarts from disk");
+            self.failed = Some(format!("{op}: {e}"));
+        }
+        let mut cut_from = None;
+        for seg in self.segments.values_mut() {
+            if seg.size > seg.synced {
+                if let Err(err) = seg.writer.set_len(seg.synced) {
+                    tracing::warn!(segment = %seg.path.display(), error = %err, "cannot cut the unsynced tail of a raft log segment; the restart will");
+                }
+                let first_lost = cut_from.get_or_insert((seg.id, seg.synced));
+                if seg.id < first_lost.0 {
+                    *first_lost = (seg.id, seg.synced);
+                }
+                seg.size = seg.synced;
+            }
+        }
+        if let Some((seg_id, offset)) = cut_from {
+            let lost: Vec<u64> = self
+                .index
+                .iter()
+                .filter(|(_, l)| l.segment > seg_id || (l.segment == seg_id && l.offset >= offset))
+                .map(|(i, _)| *i)
+                .collect();
+            for i in lost {
+                self.index.remove(&i);
+                if let Some((_, s)) = self.cache.remove(&i) {
+                    self.cache_bytes -= s;
+                }
+            }
+        }
+    }
+
+    /// Records that `segment` is durable up to `size` (a sync of that file returned).
+    fn mark_synced(&mut self, segment: u64, size: u64) {
+        if let Some(seg) = self.segments.get_mut(&segment) {
+            seg.synced = seg.synced.max(size.min(seg.size));
+        }
     }
 
     fn cache_insert(&mut self, index: u64, entry: Entry, size: usize) {
@@ -556,8 +729,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // crash would allow two leaders.
         tokio::task::spawn_blocking(move || {
             let mut inner = this.lock()?;
-            inner.meta.vote = Some(vote);
-            LogStore::save_meta(&inner)
+            inner.check_usable()?;
+            let before = inner.meta.vote.replace(vote);
+            // On failure the vote in memory stays what is on disk.
+            LogStore::save_meta_checked(&mut inner, "save vote").inspect_err(|_| {
+                inner.meta.vote = before;
+            })
         })
         .await
         .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?
@@ -596,8 +773,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let this = self.clone();
         // Write under the lock, fdatasync outside it: readers (replication) never wait on the disk.
         let res = tokio::task::spawn_blocking(move || -> Result<(), io::Error> {
-            let file = this.write_batch(items, buf)?;
-            file.sync_data()
+            let (file, segment, size) = this.write_batch(items, buf)?;
+            let synced = sync_data(&file);
+            this.after_sync(segment, size, synced)
         })
         .await
         .unwrap_or_else(|e| Err(io::Error::other(e)));
@@ -618,29 +796,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let this = self.clone();
         tokio::task::spawn_blocking(move || -> Result<(), io::Error> {
             let mut inner = this.lock()?;
+            inner.check_usable()?;
             let Some(loc) = inner.index.get(&log_id.index).copied() else {
                 return Ok(());
             };
-            let later: Vec<u64> = inner
-                .segments
-                .range(loc.segment + 1..)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in later {
-                if let Some(seg) = inner.segments.remove(&id) {
-                    fs::remove_file(&seg.path)?;
-                }
-            }
-            if let Some(seg) = inner.segments.get_mut(&loc.segment) {
-                seg.writer.set_len(loc.offset)?;
-                seg.writer.sync_all()?;
-                seg.size = loc.offset;
-            }
-            fsutil::sync_dir(&inner.dir)?;
+            let res = truncate_files(&mut inner, loc);
+            // Whatever happened on disk, entries from `log_id` on are no longer served: after
+            // a failure the restart re-reads the files and openraft truncates again.
             let _ = inner.index.split_off(&log_id.index);
             let removed = inner.cache.split_off(&log_id.index);
             inner.cache_bytes -= removed.values().map(|(_, s)| *s).sum::<usize>();
-            Ok(())
+            res.inspect_err(|e| inner.fail("truncate", e))
         })
         .await
         .unwrap_or_else(|e| Err(io::Error::other(e)))
@@ -660,8 +826,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             // The marker is durable before any file goes, so a crash in between only leaves
             // entries that open() skips.
-            inner.meta.last_purged = Some(log_id);
-            LogStore::save_meta(&inner)?;
+            inner.check_usable()?;
+            let before = inner.meta.last_purged.replace(log_id);
+            if let Err(e) = LogStore::save_meta_checked(&mut inner, "purge") {
+                inner.meta.last_purged = before;
+                return Err(e);
+            }
             let keep = inner.index.split_off(&(log_id.index + 1));
             inner.index = keep;
             let keep = inner.cache.split_off(&(log_id.index + 1));
@@ -686,5 +856,85 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .await
         .unwrap_or_else(|e| Err(io::Error::other(e)))
         .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use openraft::storage::RaftLogStorageExt;
+    use openraft::{CommittedLeaderId, LogId};
+
+    use super::*;
+
+    fn blank(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn segment_len(dir: &Path) -> u64 {
+        let seg = fs::read_dir(dir.join("log"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "seg"))
+            .unwrap();
+        fs::metadata(seg).unwrap().len()
+    }
+
+    /// A failed fdatasync is not retried: the batch is cut off the file, the store refuses
+    /// every later append, truncate and vote, and a reopen (the in-process restart) sees
+    /// exactly what was synced before.
+    #[tokio::test]
+    async fn failed_fsync_cuts_back_and_stops_the_store() {
+        let _only_me = test_faults::LOCK.lock().await;
+        let dir = tempfile::TempDir::new().unwrap();
+        let mut log = LogStore::open(dir.path()).unwrap();
+        log.blocking_append((1..=3).map(blank)).await.unwrap();
+        let synced = segment_len(dir.path());
+        test_faults::FAIL_NEXT_SYNCS.store(1, Ordering::SeqCst);
+        assert!(log.blocking_append([blank(4)]).await.is_err());
+        assert_eq!(segment_len(dir.path()), synced, "unsynced batch cut back");
+        // The failure is sticky even though the next sync would work.
+        assert!(log.blocking_append([blank(4)]).await.is_err());
+        assert!(log.save_vote(&Vote::new(5, 1)).await.is_err());
+        let cut = LogId::new(CommittedLeaderId::new(1, 1), 2);
+        assert!(log.truncate(cut).await.is_err());
+        // Nothing past the synced size is served.
+        let served = log.try_get_log_entries(0..100).await.unwrap();
+        assert_eq!(served.len(), 3);
+        drop(log);
+        let mut log = LogStore::open(dir.path()).unwrap();
+        assert_eq!(log.read_vote().await.unwrap(), None);
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(3));
+        log.blocking_append([blank(4)]).await.unwrap();
+    }
+
+    /// A failed sync inside truncate stops the store too, and the vote it refused to save is
+    /// not reported as saved.
+    #[tokio::test]
+    async fn failed_truncate_sync_stops_the_store() {
+        let _only_me = test_faults::LOCK.lock().await;
+        let dir = tempfile::TempDir::new().unwrap();
+        let mut log = LogStore::open(dir.path()).unwrap();
+        log.blocking_append((1..=5).map(blank)).await.unwrap();
+        test_faults::FAIL_NEXT_SYNCS.store(1, Ordering::SeqCst);
+        let cut = LogId::new(CommittedLeaderId::new(1, 1), 4);
+        assert!(log.truncate(cut).await.is_err());
+        assert!(log.blocking_append([blank(4)]).await.is_err());
+        assert!(log.save_vote(&Vote::new(2, 1)).await.is_err());
+        assert_eq!(log.read_vote().await.unwrap(), None);
+        drop(log);
+        let mut log = LogStore::open(dir.path()).unwrap();
+        let last = log.get_log_state().await.unwrap().last_log_id;
+        // Either the cut reached the disk or not; nothing past index 5 and nothing torn.
+        assert!(
+            last.is_some_and(|l| l.index == 3 || l.index == 5),
+            "{last:?}"
+        );
     }
 }

@@ -57,11 +57,21 @@ pub enum RecoveryError {
     Rebuild(io::Error),
 }
 
+/// How to open the stores.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// sled's page cache.
+    pub cache_bytes: u64,
+    /// Raft log segment size.
+    pub segment_bytes: u64,
+}
+
 /// Opens the log, the snapshot and sled in `dir`, healing or rebuilding as the rules above say.
-pub fn open(dir: &Path, cache_bytes: u64) -> Result<Opened, RecoveryError> {
-    let log = match check_log_and_snapshot(dir)? {
+pub fn open(dir: &Path, opts: StoreOptions) -> Result<Opened, RecoveryError> {
+    let cache_bytes = opts.cache_bytes;
+    let log = match check_log_and_snapshot(dir, opts.segment_bytes)? {
         Ok(log) => log,
-        Err((what, detail)) => heal(dir, what, &detail)?,
+        Err((what, detail)) => heal(dir, what, &detail, opts.segment_bytes)?,
     };
     let db = open_state(dir, cache_bytes)?;
     let events = EventBus::new(4096);
@@ -84,8 +94,11 @@ type Damage = (&'static str, String);
 
 /// The opened log, or what is damaged. Errors that are not damage (permissions, I/O) stop the
 /// start: they are the operator's to fix, and quarantining a readable store would be wrong.
-fn check_log_and_snapshot(dir: &Path) -> Result<Result<LogStore, Damage>, RecoveryError> {
-    let log = match LogStore::open(dir) {
+fn check_log_and_snapshot(
+    dir: &Path,
+    segment_bytes: u64,
+) -> Result<Result<LogStore, Damage>, RecoveryError> {
+    let log = match LogStore::open_with(dir, segment_bytes) {
         Ok(log) => log,
         Err(e) if e.kind() == io::ErrorKind::InvalidData => {
             let what = match LogStore::check_meta(dir) {
@@ -107,7 +120,12 @@ fn check_log_and_snapshot(dir: &Path) -> Result<Result<LogStore, Damage>, Recove
 /// log holding the old vote. Everything goes, not only the damaged file: the state machine and
 /// snapshot may be ahead of what is left of the log, and an empty node that catches up by
 /// snapshot is the one recovery path openraft and this project already test (a wiped follower).
-fn heal(dir: &Path, what: &'static str, detail: &str) -> Result<LogStore, RecoveryError> {
+fn heal(
+    dir: &Path,
+    what: &'static str,
+    detail: &str,
+    segment_bytes: u64,
+) -> Result<LogStore, RecoveryError> {
     tracing::error!(what, detail, dir = %dir.display(), "corrupted storage detected: quarantining it and healing from peers");
     let vote = LogStore::readable_vote(dir);
     let members = members_hint(dir);
@@ -129,7 +147,7 @@ fn heal(dir: &Path, what: &'static str, detail: &str) -> Result<LogStore, Recove
     // The marker is durable before the empty store exists: a crash in between restarts into
     // an empty store that is still marked healing, never into one that may vote.
     marker.write(dir).map_err(RecoveryError::Marker)?;
-    let log = LogStore::open(dir).map_err(RecoveryError::Log)?;
+    let log = LogStore::open_with(dir, segment_bytes).map_err(RecoveryError::Log)?;
     if let Some(v) = vote {
         log.restore_vote(v).map_err(RecoveryError::Log)?;
     }
@@ -249,6 +267,11 @@ mod tests {
     use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
     use openraft::{CommittedLeaderId, EntryPayload};
 
+    const OPTS: StoreOptions = StoreOptions {
+        cache_bytes: 1 << 20,
+        segment_bytes: 1 << 20,
+    };
+
     fn quarantined(dir: &Path) -> Vec<String> {
         std::fs::read_dir(dir.join(QUARANTINE_DIR))
             .map(|rd| {
@@ -278,10 +301,10 @@ mod tests {
     #[test]
     fn a_proven_tree_is_trusted_once() {
         let dir = tempfile::tempdir().unwrap();
-        let o = open(dir.path(), 1 << 20).unwrap();
+        let o = open(dir.path(), OPTS).unwrap();
         put(&o, "k", "v");
         shut_down_cleanly(o, dir.path());
-        let o = open(dir.path(), 1 << 20).unwrap();
+        let o = open(dir.path(), OPTS).unwrap();
         assert_eq!(get(&o, "k").as_deref(), Some(b"v".as_slice()));
         assert!(o.healing.is_none());
         assert!(
@@ -290,7 +313,7 @@ mod tests {
         );
         drop(o);
         // A crash now (no proof): the tree is rebuilt (no snapshot here: empty).
-        let o = open(dir.path(), 1 << 20).unwrap();
+        let o = open(dir.path(), OPTS).unwrap();
         assert_eq!(get(&o, "k"), None);
         assert!(quarantined(dir.path()).is_empty(), "a crash is not damage");
     }
@@ -298,7 +321,7 @@ mod tests {
     #[test]
     fn a_tree_that_differs_from_its_proof_is_quarantined_and_rebuilt() {
         let dir = tempfile::tempdir().unwrap();
-        let o = open(dir.path(), 1 << 20).unwrap();
+        let o = open(dir.path(), OPTS).unwrap();
         put(&o, "k", "v");
         let tree = o.db.open_tree("sm").unwrap();
         proof::write(dir.path(), &o.db, &tree).unwrap();
@@ -306,7 +329,7 @@ mod tests {
         tree.insert("k", "w").unwrap();
         o.db.flush().unwrap();
         drop((tree, o));
-        let o = open(dir.path(), 1 << 20).unwrap();
+        let o = open(dir.path(), OPTS).unwrap();
         assert_eq!(get(&o, "k"), None);
         let q = quarantined(dir.path());
         assert!(q.len() == 1 && q[0].ends_with("-state"), "{q:?}");
@@ -321,7 +344,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let vote = Vote::new_committed(7, 2);
         {
-            let mut o = open(dir.path(), 1 << 20).unwrap();
+            let mut o = open(dir.path(), OPTS).unwrap();
             o.log.save_vote(&vote).await.unwrap();
             o.log
                 .blocking_append((1..=3).map(|i| Entry {
@@ -340,7 +363,7 @@ mod tests {
         bytes[12] ^= 0x04;
         std::fs::write(&seg, &bytes).unwrap();
 
-        let mut o = open(dir.path(), 1 << 20).unwrap();
+        let mut o = open(dir.path(), OPTS).unwrap();
         let marker = o.healing.clone().unwrap();
         assert_eq!(marker.what, "log");
         assert_eq!(marker.vote, Some(vote));
@@ -349,16 +372,16 @@ mod tests {
         assert_eq!(o.log.get_log_state().await.unwrap().last_log_id, None);
         drop(o);
         // Still healing after a restart before the catch-up finished.
-        let o = open(dir.path(), 1 << 20).unwrap();
+        let o = open(dir.path(), OPTS).unwrap();
         assert_eq!(o.healing.map(|m| m.what).as_deref(), Some("log"));
     }
 
     #[test]
     fn a_corrupt_snapshot_file_heals() {
         let dir = tempfile::tempdir().unwrap();
-        drop(open(dir.path(), 1 << 20).unwrap());
+        drop(open(dir.path(), OPTS).unwrap());
         std::fs::write(sm_store::snapshot_path(dir.path()), b"not a snapshot").unwrap();
-        let o = open(dir.path(), 1 << 20).unwrap();
+        let o = open(dir.path(), OPTS).unwrap();
         assert_eq!(o.healing.map(|m| m.what).as_deref(), Some("snapshot"));
         assert!(!sm_store::snapshot_path(dir.path()).exists());
     }

@@ -135,6 +135,23 @@ pub struct NodeStatusWire {
     /// address without TLS is shown by its plain `https_addr: None`).
     #[serde(default)]
     pub insecure_plaintext: bool,
+    /// The data directory's free space and watermark, and whether storage works. Absent from
+    /// older nodes.
+    #[serde(default)]
+    pub storage: Option<StorageStatusWire>,
+}
+
+/// The storage part of a node's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageStatusWire {
+    /// Free bytes at the last sample; `None` if the filesystem could not say.
+    pub free_bytes: Option<u64>,
+    /// The watermark (`[storage] min_free_bytes`); 0 = off.
+    pub min_free_bytes: u64,
+    /// `ok`, `low_space` (below the watermark: writes refused, not ready, no leadership) or
+    /// `failed` (a write or fsync failed: the node is restarting from what is on disk).
+    pub state: String,
+    pub reason: Option<String>,
 }
 
 #[cfg(test)]

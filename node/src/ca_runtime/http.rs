@@ -28,6 +28,7 @@ impl From<CaServiceError> for CaApiError {
             CaServiceError::Cluster(c) => match c {
                 cluster::ClusterError::Unavailable(_)
                 | cluster::ClusterError::NotCaughtUp { .. }
+                | cluster::ClusterError::DiskFull(_)
                 | cluster::ClusterError::ShuttingDown => CaApiError::ClusterUnavailable(msg),
                 _ => CaApiError::Internal(msg),
             },

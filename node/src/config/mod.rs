@@ -280,6 +280,8 @@ impl Config {
         c.batch_max_in_flight = self.write.batch_max_in_flight;
         c.write_timeout_ms = self.write.timeout_ms;
         c.sled_cache_bytes = self.storage.cache_mb * MIB;
+        c.min_free_bytes = self.storage.min_free_bytes;
+        c.log_segment_bytes = self.storage.log_segment_bytes;
         let ip = self.cluster_addr.ip();
         c.peer_source_ip = (!ip.is_unspecified()).then_some(ip);
         c.insecure_plaintext = self.insecure_plaintext;

@@ -132,12 +132,19 @@ impl Default for WriteSection {
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSection {
     pub cache_mb: u64,
+    /// Free-space watermark of the data directory, in bytes (0 = off).
+    pub min_free_bytes: u64,
+    /// Raft log segment size in bytes (at least 4096; small values are for tests).
+    pub log_segment_bytes: u64,
 }
 
 impl Default for StorageSection {
     fn default() -> Self {
+        let d = cluster_defaults();
         Self {
-            cache_mb: cluster_defaults().sled_cache_bytes / MIB,
+            cache_mb: d.sled_cache_bytes / MIB,
+            min_free_bytes: d.min_free_bytes,
+            log_segment_bytes: d.log_segment_bytes,
         }
     }
 }

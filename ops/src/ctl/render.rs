@@ -99,7 +99,10 @@ pub(crate) fn degraded_reasons(status: &ClusterStatus) -> Vec<String> {
             let why = n.error.as_deref().unwrap_or("did not answer the probe");
             reasons.push(format!("node {} unhealthy ({})", n.id, sanitize(why)));
         } else if !n.ready {
-            reasons.push(format!("node {} not ready", n.id));
+            match &n.error {
+                Some(why) => reasons.push(format!("node {} not ready ({})", n.id, sanitize(why))),
+                None => reasons.push(format!("node {} not ready", n.id)),
+            }
         }
     }
     reasons
@@ -148,7 +151,31 @@ pub(crate) fn cluster_status(status: &ClusterStatus) -> String {
     } else {
         out.push_str(&format!("cluster DEGRADED: {}\n", reasons.join("; ")));
     }
+    out.push_str(&storage_lines(status));
     out.push_str(&insecure_warning(status));
+    out
+}
+
+/// One line per node whose storage is not `ok` (below its free-space watermark, or failed and
+/// waiting to restart), with its free space and reason; empty when every node's is fine.
+fn storage_lines(status: &ClusterStatus) -> String {
+    let mut out = String::new();
+    for n in &status.nodes {
+        let Some(s) = &n.storage else { continue };
+        if s.state == "ok" {
+            continue;
+        }
+        let free = s
+            .free_bytes
+            .map_or_else(|| "unknown".to_owned(), |b| format!("{b} bytes"));
+        out.push_str(&format!(
+            "storage: node {} {}: {} (free {free}, watermark {} bytes)\n",
+            n.id,
+            sanitize(&s.state),
+            sanitize(s.reason.as_deref().unwrap_or("-")),
+            s.min_free_bytes
+        ));
+    }
     out
 }
 
@@ -274,6 +301,7 @@ mod tests {
             serving: None,
             error: (!healthy).then(|| "timed out".to_owned()),
             insecure_plaintext: false,
+            storage: None,
         }
     }
 
@@ -402,6 +430,25 @@ mod tests {
             vec!["node 2 not ready", "node 3 unhealthy (timed out)"]
         );
         assert!(cluster_status(&status).contains("cluster DEGRADED"));
+        let mut low = status.clone();
+        low.nodes[1].error = Some("disk space low: 1 B free, watermark 1.0 GiB".into());
+        low.nodes[1].storage = Some(ops::StorageStatus {
+            free_bytes: Some(1),
+            min_free_bytes: 1 << 30,
+            state: "low_space".into(),
+            reason: low.nodes[1].error.clone(),
+        });
+        assert_eq!(
+            degraded_reasons(&low)[0],
+            "node 2 not ready (disk space low: 1 B free, watermark 1.0 GiB)"
+        );
+        assert!(
+            cluster_status(&low).contains(
+                "storage: node 2 low_space: disk space low: 1 B free, watermark 1.0 GiB (free 1 bytes, watermark 1073741824 bytes)\n"
+            ),
+            "{}",
+            cluster_status(&low)
+        );
         let no_leader = ClusterStatus {
             leader_id: None,
             ..status

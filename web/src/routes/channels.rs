@@ -175,7 +175,7 @@ pub struct CreateChannel {
         (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
         (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn create(
@@ -243,7 +243,7 @@ pub async fn list(
         (status = 200, description = "the channel", body = api::rest::Channel),
         (status = 403, description = "`forbidden`: members only", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn get(
@@ -274,7 +274,7 @@ pub async fn get(
         (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
         (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn update(
@@ -322,7 +322,7 @@ pub async fn update(
         (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
         (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn join(
@@ -360,7 +360,7 @@ pub async fn join(
         (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
         (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn leave(
@@ -394,7 +394,7 @@ pub async fn leave(
         (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
         (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn add_member(
@@ -441,7 +441,7 @@ pub async fn add_member(
         (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
         (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn remove_member(
@@ -476,7 +476,7 @@ pub async fn remove_member(
         (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
         (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn start_dm(
@@ -530,7 +530,7 @@ pub async fn start_dm(
         (status = 403, description = "`forbidden`: not allowed in this channel", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found`, or `not_found` for a user", body = api::error::ErrorBody),
         (status = 409, description = "`archived` or `channel_exists`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn mark_read(

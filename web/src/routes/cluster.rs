@@ -92,6 +92,12 @@ fn render(s: &AppState, hv: &cluster::HealthView) -> ClusterStatus {
                     serving: Some(serving),
                     error: st.reason.clone(),
                     insecure_plaintext: st.insecure_plaintext,
+                    storage: st.storage.as_ref().map(|s| api::rest::StorageStatus {
+                        free_bytes: s.free_bytes,
+                        min_free_bytes: s.min_free_bytes,
+                        state: s.state.clone(),
+                        reason: s.reason.clone(),
+                    }),
                 },
                 Err(e) => NodeStatus {
                     id,
@@ -110,6 +116,7 @@ fn render(s: &AppState, hv: &cluster::HealthView) -> ClusterStatus {
                     serving: Some(serving),
                     error: Some(e.clone()),
                     insecure_plaintext: false,
+                    storage: None,
                 },
             }
         })
@@ -162,7 +169,7 @@ pub async fn status(State(s): State<AppState>, headers: HeaderMap) -> Json<Clust
         (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
         (status = 404, description = "`not_found`: not a member", body = api::error::ErrorBody),
         (status = 409, description = "`membership_change_in_progress` or `unsafe_membership_change`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn add_node(
@@ -205,7 +212,7 @@ pub async fn add_node(
         (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
         (status = 404, description = "`not_found`: not a member", body = api::error::ErrorBody),
         (status = 409, description = "`membership_change_in_progress` or `unsafe_membership_change`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn remove_node(
@@ -233,7 +240,7 @@ pub async fn remove_node(
         (status = 400, description = "`invalid_request`: the id is not a number", body = api::error::ErrorBody),
         (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
         (status = 404, description = "`not_found`: not a member", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn drain(
@@ -256,7 +263,7 @@ pub async fn drain(
         (status = 400, description = "`invalid_request`: the id is not a number", body = api::error::ErrorBody),
         (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
         (status = 404, description = "`not_found`: not a member", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn undrain(
@@ -317,7 +324,7 @@ pub async fn healthz(State(s): State<AppState>) -> Json<serde_json::Value> {
     tag = "health",
     responses(
         (status = 200, description = "ready", body = api::rest::Readyz),
-        (status = 503, description = "not ready (no leader, catching up) or draining", body = api::rest::Readyz)
+        (status = 503, description = "not ready (no leader, catching up, free space below the watermark) or draining", body = api::rest::Readyz)
     )
 )]
 pub async fn readyz(State(s): State<AppState>) -> Response {

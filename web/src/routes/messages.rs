@@ -67,7 +67,7 @@ fn message_response(index: u64, view: &MessageView) -> Response {
         (status = 403, description = "`forbidden`", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
         (status = 409, description = "`archived`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn post(
@@ -130,7 +130,7 @@ pub struct ListQuery {
         (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
         (status = 403, description = "`forbidden`: members only", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn list(
@@ -193,7 +193,7 @@ pub async fn list(
         (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
         (status = 403, description = "`forbidden`: members only", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn thread(
@@ -225,7 +225,7 @@ pub async fn thread(
         (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
         (status = 403, description = "`forbidden`: members only", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn pins(
@@ -254,7 +254,7 @@ pub async fn pins(
         (status = 403, description = "`forbidden`", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
         (status = 409, description = "`archived`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn edit(
@@ -290,7 +290,7 @@ pub async fn edit(
         (status = 403, description = "`forbidden`", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
         (status = 409, description = "`archived`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn delete(
@@ -357,7 +357,7 @@ async fn reaction(
         (status = 403, description = "`forbidden`", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
         (status = 409, description = "`archived`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn react(
@@ -380,7 +380,7 @@ pub async fn react(
         (status = 403, description = "`forbidden`", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
         (status = 409, description = "`archived`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn unreact(
@@ -426,7 +426,7 @@ async fn pin_to(
         (status = 403, description = "`forbidden`", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
         (status = 409, description = "`archived`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn pin(
@@ -449,7 +449,7 @@ pub async fn pin(
         (status = 403, description = "`forbidden`", body = api::error::ErrorBody),
         (status = 404, description = "`channel_not_found` or `message_not_found`", body = api::error::ErrorBody),
         (status = 409, description = "`archived`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn unpin(

@@ -29,7 +29,7 @@ use api::rest::LoginResponse;
         (status = 200, description = "a session token; `must_change_password` when an admin set the password", body = api::rest::LoginResponse),
         (status = 401, description = "`invalid_credentials`: unknown user, wrong password or disabled user", body = api::error::ErrorBody),
         (status = 429, description = "`too_many_attempts`: this source, or this name from this source, is in its login delay (docs/security.md); see `Retry-After`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody),
         (status = 500, description = "`internal`: a bug or a storage failure", body = api::error::ErrorBody)
     )
 )]
@@ -125,7 +125,7 @@ async fn new_session(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "the presented token is revoked everywhere"),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn logout(

@@ -73,7 +73,7 @@ pub async fn list(
     responses(
         (status = 204, description = "the session is ended everywhere (its WebSockets close with 4011)"),
         (status = 404, description = "`not_found`: not one of your sessions", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn end_own(
@@ -118,7 +118,7 @@ pub async fn end_own(
         (status = 200, description = "every session of the user is ended (their WebSockets close with 4011)", body = api::rest::SessionsEnded),
         (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
         (status = 404, description = "`not_found`: no such user", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now, or a rolling upgrade is in progress; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or a rolling upgrade is in progress, or `disk_full`: free space below the watermark; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn end_all_of_user(

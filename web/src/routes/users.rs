@@ -69,7 +69,7 @@ pub struct CreateUser {
         (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
         (status = 404, description = "`not_found`", body = api::error::ErrorBody),
         (status = 409, description = "`user_exists`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn create(
@@ -166,7 +166,7 @@ pub async fn list(
         (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
         (status = 403, description = "`forbidden`: admins only, or the change would leave no enabled admin; `https_required` / `step_up_failed`: `role` and `disabled` need HTTPS and `current_password`", body = api::error::ErrorBody),
         (status = 404, description = "`not_found`: no such user", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn update(
@@ -222,7 +222,7 @@ pub async fn update(
         (status = 400, description = "`weak_password` or `invalid_request`", body = api::error::ErrorBody),
         (status = 403, description = "`forbidden`: admins only; `https_required`: step-up over plain HTTP; `step_up_failed`: `current_password` missing or wrong", body = api::error::ErrorBody),
         (status = 404, description = "`not_found`: no such user", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn reset_password(
@@ -293,7 +293,7 @@ pub async fn me(State(s): State<AppState>, auth: Auth) -> Result<Json<User>, Api
         (status = 200, description = "the caller after the change", body = api::rest::User),
         (status = 400, description = "`invalid_request`: display name too long or not printable", body = api::error::ErrorBody),
         (status = 404, description = "`not_found`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn update_me(
@@ -329,7 +329,7 @@ pub async fn update_me(
         (status = 400, description = "`weak_password` or `invalid_request`", body = api::error::ErrorBody),
         (status = 401, description = "`invalid_credentials`: wrong current password", body = api::error::ErrorBody),
         (status = 429, description = "`too_many_attempts`: the login throttle's delay applies to the current-password check too; see `Retry-After`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: no leader or quorum right now; nothing was written, retrying is safe", body = api::error::ErrorBody)
+        (status = 503, description = "`unavailable`: no leader or quorum right now, or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
     )
 )]
 pub async fn change_password(
