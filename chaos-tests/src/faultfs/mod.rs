@@ -26,6 +26,7 @@
 //! `fuse3`) and root ([`available`]); tests call [`require`] and skip without them unless
 //! `CHAOS_REQUIRE_FAULTFS=1`.
 
+mod faults;
 mod fs;
 mod inodes;
 mod undo;

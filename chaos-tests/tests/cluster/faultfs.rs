@@ -19,7 +19,7 @@ use crate::util::{create_channel, post_ok};
 struct Mount {
     fs: FaultFs,
     mnt: PathBuf,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Mount {
@@ -45,7 +45,7 @@ fn mount() -> Option<Mount> {
         faultfs::is_mounted(&mnt).unwrap(),
         "not in /proc/self/mounts"
     );
-    Some(Mount { fs, mnt, _dir: dir })
+    Some(Mount { fs, mnt, dir })
 }
 
 fn sync_dir(dir: &Path) {
@@ -179,6 +179,32 @@ fn faultfs_unlink_needs_a_dir_fsync() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, ["a"], "the stash must stay hidden");
+}
+
+#[test]
+fn faultfs_durable_rmdir_takes_what_was_pending_inside() {
+    let Some(m) = mount() else { return };
+    fs::create_dir(m.p("state")).unwrap();
+    sync_dir(&m.mnt);
+    durable_file(&m, "state/db", b"sled");
+    // remove_dir_all, then only the parent is fsynced: the unlink inside `state` was never
+    // fsynced, but `state` is durably gone, so nothing can come back into it.
+    fs::remove_dir_all(m.p("state")).unwrap();
+    sync_dir(&m.mnt);
+    // Both removals are durable: nothing waits in the stash to be put back.
+    let stash = m.dir.path().join("backing/.faultfs-stash");
+    assert_eq!(fs::read_dir(&stash).unwrap().count(), 0);
+    let report = m.fs.power_cut(Tear::None);
+    assert_eq!(report.dir_ops_undone, 0, "{report:?}");
+    assert!(!m.p("state").exists());
+    // Without the parent's fsync the whole removal comes back.
+    fs::create_dir(m.p("snap")).unwrap();
+    sync_dir(&m.mnt);
+    durable_file(&m, "snap/a", b"a");
+    fs::remove_dir_all(m.p("snap")).unwrap();
+    let report = m.fs.power_cut(Tear::None);
+    assert_eq!(report.dir_ops_undone, 2, "{report:?}");
+    assert_eq!(fs::read(m.p("snap/a")).unwrap(), b"a");
 }
 
 #[test]
@@ -369,4 +395,167 @@ async fn faultfs_node_keeps_acknowledged_post_across_power_cut() {
         })
         .await;
     assert_eq!(texts, ["before the cut"]);
+}
+
+/// SplitMix64 for the model test's choices.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// What the test expects, independently of the filesystem's journal: per file identity its
+/// current and durable contents; per directory its current and durable entries.
+#[derive(Default)]
+struct Model {
+    now: Vec<Vec<u8>>,
+    durable: Vec<Vec<u8>>,
+    entries: [std::collections::BTreeMap<String, usize>; 2],
+    durable_entries: [std::collections::BTreeMap<String, usize>; 2],
+}
+
+const DIRS: [&str; 2] = ["", "sub"];
+
+fn rel(dir: usize, name: &str) -> String {
+    if DIRS[dir].is_empty() {
+        name.to_owned()
+    } else {
+        format!("{}/{name}", DIRS[dir])
+    }
+}
+
+/// Random operations (writes, truncations, fsyncs, creates, renames and unlinks within a
+/// directory, directory fsyncs) checked against a model of what must survive: after every
+/// cut the tree is exactly the durable part of the model.
+#[test]
+fn faultfs_random_operations_match_the_model() {
+    let Some(m) = mount() else { return };
+    fs::create_dir(m.p("sub")).unwrap();
+    sync_dir(&m.mnt);
+    for seed in 1..=6u64 {
+        eprintln!("model test seed {seed}");
+        let mut rng = Rng(seed);
+        let mut model = Model {
+            now: Vec::new(),
+            durable: Vec::new(),
+            entries: Default::default(),
+            durable_entries: Default::default(),
+        };
+        // Start from what the previous seed left (all durable after its final cut).
+        for (d, dir) in DIRS.iter().enumerate() {
+            for e in fs::read_dir(m.p(dir)).unwrap() {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_file() {
+                    let name = e.file_name().into_string().unwrap();
+                    let data = fs::read(e.path()).unwrap();
+                    model.now.push(data.clone());
+                    model.durable.push(data);
+                    model.entries[d].insert(name.clone(), model.now.len() - 1);
+                    model.durable_entries[d].insert(name, model.now.len() - 1);
+                }
+            }
+        }
+        for step in 0..300 {
+            let d = rng.below(2) as usize;
+            let name = format!("f{}", rng.below(5));
+            let path = m.p(&rel(d, &name));
+            let id = model.entries[d].get(&name).copied();
+            match (rng.below(9), id) {
+                (0 | 1, Some(id)) => {
+                    let len = model.now[id].len() as u64;
+                    let off = rng.below(len + 8);
+                    let data: Vec<u8> = (0..1 + rng.below(40)).map(|_| rng.next() as u8).collect();
+                    let f = OpenOptions::new().write(true).open(&path).unwrap();
+                    std::os::unix::fs::FileExt::write_all_at(&f, &data, off).unwrap();
+                    let c = &mut model.now[id];
+                    let end = off as usize + data.len();
+                    if c.len() < end {
+                        c.resize(end, 0);
+                    }
+                    c[off as usize..end].copy_from_slice(&data);
+                }
+                (2, Some(id)) => {
+                    let len = rng.below(model.now[id].len() as u64 + 10);
+                    OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .unwrap()
+                        .set_len(len)
+                        .unwrap();
+                    model.now[id].resize(len as usize, 0);
+                }
+                (3, Some(id)) => {
+                    let f = File::open(&path).unwrap();
+                    if rng.below(2) == 0 {
+                        f.sync_all().unwrap();
+                    } else {
+                        f.sync_data().unwrap();
+                    }
+                    model.durable[id] = model.now[id].clone();
+                }
+                (4, None) => {
+                    File::create(&path).unwrap();
+                    model.now.push(Vec::new());
+                    model.durable.push(Vec::new());
+                    model.entries[d].insert(name, model.now.len() - 1);
+                }
+                (5, Some(id)) => {
+                    let to = format!("f{}", rng.below(5));
+                    fs::rename(&path, m.p(&rel(d, &to))).unwrap();
+                    model.entries[d].remove(&name);
+                    model.entries[d].insert(to, id);
+                }
+                (6, Some(_)) => {
+                    fs::remove_file(&path).unwrap();
+                    model.entries[d].remove(&name);
+                }
+                (7, _) => {
+                    sync_dir(&m.p(DIRS[d]));
+                    model.durable_entries[d] = model.entries[d].clone();
+                }
+                (8, _) if rng.below(4) == 0 => {
+                    m.fs.power_cut(Tear::None);
+                    for (dd, dir) in DIRS.iter().enumerate() {
+                        model.entries[dd] = model.durable_entries[dd].clone();
+                        for id in model.entries[dd].values() {
+                            model.now[*id] = model.durable[*id].clone();
+                        }
+                        let mut seen = std::collections::BTreeMap::new();
+                        for e in fs::read_dir(m.p(dir)).unwrap() {
+                            let e = e.unwrap();
+                            if e.file_type().unwrap().is_file() {
+                                let n = e.file_name().into_string().unwrap();
+                                seen.insert(n, fs::read(e.path()).unwrap());
+                            }
+                        }
+                        let want: std::collections::BTreeMap<String, Vec<u8>> = model.entries[dd]
+                            .iter()
+                            .map(|(n, id)| (n.clone(), model.durable[*id].clone()))
+                            .collect();
+                        assert_eq!(seen, want, "seed {seed} step {step} dir {dir:?}");
+                    }
+                }
+                _ => {}
+            }
+        }
+        // End every seed with everything durable, so the next one starts from a known tree.
+        for (d, dir) in DIRS.iter().enumerate() {
+            for (name, id) in &model.entries[d] {
+                File::open(m.p(&rel(d, name))).unwrap().sync_all().unwrap();
+                model.durable[*id] = model.now[*id].clone();
+            }
+            sync_dir(&m.p(dir));
+        }
+        m.fs.power_cut(Tear::None);
+    }
 }
