@@ -6,10 +6,16 @@
 //! acknowledged, it heals by itself (ready again, the damaged store in `quarantine/`, the heal
 //! marker gone), writes went on through the others meanwhile, and every node ends with the
 //! same history, which a write through the healed node then extends everywhere.
+//!
+//! Where the fault filesystem is available (root, FUSE) every data dir is a `FaultFs` mount, the
+//! bits are flipped in its durable image (`flip_bit`) and the crash is a power cut; elsewhere
+//! the same flips are written to plain files and the crash is a SIGKILL
+//! (`CHAOS_REQUIRE_FAULTFS=1` makes a missing fault filesystem a failure).
 
 use std::path::{Path, PathBuf};
 
 use chaos_tests::checks::{self, Msg};
+use chaos_tests::faultfs::{self, FlipAt, Tear};
 use chaos_tests::{ClusterOptions, Load, LoadConfig, TestCluster};
 
 use crate::util::{create_channel, max_index, max_seq, post_ok, settle};
@@ -72,16 +78,55 @@ fn frames(bytes: &[u8]) -> Vec<(usize, usize)> {
     out
 }
 
-fn flip(path: &Path, offset: usize, bit: u8) {
-    let mut bytes = std::fs::read(path).unwrap();
-    bytes[offset] ^= 1 << bit;
-    std::fs::write(path, &bytes).unwrap();
-    eprintln!("flipped bit {bit} at offset {offset} of {}", path.display());
+/// Whether to run on fault filesystem mounts (see the module doc).
+fn use_faultfs() -> bool {
+    match faultfs::available() {
+        Ok(()) => true,
+        Err(why) => {
+            assert!(
+                std::env::var("CHAOS_REQUIRE_FAULTFS").as_deref() != Ok("1"),
+                "CHAOS_REQUIRE_FAULTFS=1 but the fault filesystem is not available: {why}"
+            );
+            eprintln!("storage_heal: no fault filesystem ({why}): flipping bits in plain files");
+            false
+        }
+    }
+}
+
+/// Flips bits in one stopped node's files: through its fault filesystem when it has one.
+struct Flipper<'a> {
+    cluster: &'a TestCluster,
+    id: u64,
+    data_dir: PathBuf,
+    faultfs: bool,
+}
+
+impl Flipper<'_> {
+    fn flip(&self, path: &Path, offset: usize, bit: u8) {
+        if self.faultfs {
+            let rel = path.strip_prefix(&self.data_dir).unwrap();
+            self.cluster
+                .fs(self.id)
+                .flip_bit(
+                    rel,
+                    FlipAt::Offset {
+                        offset: offset as u64,
+                        bit,
+                    },
+                )
+                .unwrap();
+            return;
+        }
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes[offset] ^= 1 << bit;
+        std::fs::write(path, &bytes).unwrap();
+        eprintln!("flipped bit {bit} at offset {offset} of {}", path.display());
+    }
 }
 
 /// Flips one bit in the payload of a frame in the middle of `seg`, with valid frames after it:
 /// a torn tail never looks like that, so the node must treat it as corruption.
-fn flip_in_segment(seg: &Path) {
+fn flip_in_segment(f: &Flipper<'_>, seg: &Path) {
     let bytes = std::fs::read(seg).unwrap();
     let fr = frames(&bytes);
     assert!(
@@ -91,13 +136,13 @@ fn flip_in_segment(seg: &Path) {
         fr.len()
     );
     let (pos, len) = fr[fr.len() / 2];
-    flip(seg, pos + 8 + len / 2, 3);
+    f.flip(seg, pos + 8 + len / 2, 3);
 }
 
-/// Flips one bit in every copy of `canary` in the files of sled's directory.
-fn flip_canary_in_sled(data_dir: &Path, canary: &str) {
+/// Flips one bit in every copy of `canary` in the files of sled's directory; how many.
+fn flip_canary_in_sled(f: &Flipper<'_>, canary: &str) -> usize {
     let mut flipped = 0;
-    let mut stack = vec![data_dir.join("state")];
+    let mut stack = vec![f.data_dir.join("state")];
     while let Some(dir) = stack.pop() {
         for e in std::fs::read_dir(&dir).unwrap() {
             let p = e.unwrap().path();
@@ -105,27 +150,22 @@ fn flip_canary_in_sled(data_dir: &Path, canary: &str) {
                 stack.push(p);
                 continue;
             }
-            let mut bytes = std::fs::read(&p).unwrap();
-            let mut hit = false;
+            let bytes = std::fs::read(&p).unwrap();
             let needle = canary.as_bytes();
             let mut i = 0;
             while i + needle.len() <= bytes.len() {
                 if &bytes[i..i + needle.len()] == needle {
-                    bytes[i + needle.len() / 2] ^= 0x02;
-                    hit = true;
+                    f.flip(&p, i + needle.len() / 2, 1);
                     flipped += 1;
                     i += needle.len();
                 } else {
                     i += 1;
                 }
             }
-            if hit {
-                std::fs::write(&p, &bytes).unwrap();
-            }
         }
     }
     eprintln!("flipped a bit in {flipped} copies of {canary:?} in sled's files");
-    assert!(flipped > 0, "the canary is nowhere in sled's files");
+    flipped
 }
 
 fn quarantine_entries(data_dir: &Path) -> Vec<String> {
@@ -173,7 +213,11 @@ fn served_matches_acked(id: u64, served: &[Msg], acked: &[Msg]) -> Result<(), St
 }
 
 async fn heal_after(damage: Damage) {
+    let on_faultfs = use_faultfs();
     let mut opts = ClusterOptions::default();
+    if on_faultfs {
+        opts = opts.faultfs();
+    }
     opts = if damage == Damage::OldSegment {
         // Small segments and no purge, so the oldest segment is still there to damage.
         opts.top_level("storage", "{ log_segment_bytes = 4096 }")
@@ -195,36 +239,48 @@ async fn heal_after(damage: Damage) {
     cluster
         .wait_converged(ch, &[victim], None, max_seq(&acked))
         .await;
-    if damage == Damage::SledCrashed {
-        cluster.kill(victim);
-    } else {
-        cluster.terminate(victim).await;
+    match (damage, on_faultfs) {
+        (Damage::SledCrashed, true) => {
+            cluster.power_cut(victim, Tear::None);
+        }
+        (Damage::SledCrashed, false) => cluster.kill(victim),
+        _ => cluster.terminate(victim).await,
     }
+    let f = Flipper {
+        cluster: &cluster,
+        id: victim,
+        data_dir: data_dir.clone(),
+        faultfs: on_faultfs,
+    };
     match damage {
-        Damage::NewestSegment => flip_in_segment(segments(&data_dir).last().unwrap()),
+        Damage::NewestSegment => flip_in_segment(&f, segments(&data_dir).last().unwrap()),
         Damage::OldSegment => {
             let segs = segments(&data_dir);
             assert!(segs.len() >= 3, "only {} log segments", segs.len());
-            flip_in_segment(&segs[0]);
+            flip_in_segment(&f, &segs[0]);
         }
         Damage::Snapshot => {
             let snap = data_dir.join("snapshot.bin");
             let len = std::fs::metadata(&snap).unwrap().len() as usize;
-            flip(&snap, len / 2, 5);
+            f.flip(&snap, len / 2, 5);
         }
         Damage::SledProven => {
             assert!(
                 data_dir.join("state.proof").exists(),
                 "no proof after a clean stop"
             );
-            flip_canary_in_sled(&data_dir, canary);
+            assert!(
+                flip_canary_in_sled(&f, canary) > 0,
+                "the canary is nowhere in sled's files after a clean stop"
+            );
         }
         Damage::SledCrashed => {
             assert!(
                 !data_dir.join("state.proof").exists(),
-                "a proof after SIGKILL"
+                "a proof after a crash"
             );
-            flip_canary_in_sled(&data_dir, canary);
+            // After a power cut sled may hold none of it (it never fsyncs): flip what is there.
+            flip_canary_in_sled(&f, canary);
         }
     }
 
