@@ -297,10 +297,10 @@ async fn heal_after(damage: Damage) {
             cluster.ready_timeout(),
             || async {
                 // Whatever it serves meanwhile is never different from what was acknowledged.
-                if let Ok(served) = cluster.try_messages(victim, ch, None).await {
-                    if let Err(e) = served_matches_acked(victim, &served, &acked) {
-                        cluster.fail(&e);
-                    }
+                if let Ok(served) = cluster.try_messages(victim, ch, None).await
+                    && let Err(e) = served_matches_acked(victim, &served, &acked)
+                {
+                    cluster.fail(&e);
                 }
                 if marker.exists() {
                     return Err("heal marker still there".to_string());
