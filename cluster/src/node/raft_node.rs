@@ -80,6 +80,10 @@ impl ClusterNode {
         let raft = Raft::new(config.node_id, raft_config, network, log, sm)
             .await
             .map_err(|e| ClusterError::Storage(format!("start raft: {e}")))?;
+        if heal.healing() {
+            // At once, not only in the heal-gate task: no election timer may fire first.
+            raft.runtime_config().elect(false);
+        }
         let (batch_tx, batch_rx) = mpsc::channel(config.batch_max_commands * 8);
         let disk = Arc::new(crate::storage::disk_space::DiskSpace::new(
             config.min_free_bytes,

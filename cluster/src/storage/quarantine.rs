@@ -26,15 +26,30 @@ pub const HEAL_MARKER: &str = "HEALING";
 /// Moves each existing path of `paths` into a new `<data_dir>/quarantine/<unix-ms>-<what>/`
 /// and returns that directory. Durable when it returns.
 pub fn quarantine(data_dir: &Path, what: &str, paths: &[PathBuf]) -> io::Result<PathBuf> {
+    let dir = plan(data_dir, what);
+    move_into(data_dir, &dir, paths)?;
+    Ok(dir)
+}
+
+/// A fresh `<data_dir>/quarantine/<unix-ms>-<what>` path (not created yet), so a heal marker
+/// can name it before anything is moved.
+pub fn plan(data_dir: &Path, what: &str) -> PathBuf {
     let root = data_dir.join(QUARANTINE_DIR);
-    fs::create_dir_all(&root)?;
-    let mut dir = root.join(format!("{}-{what}", unix_ms()));
+    let ms = unix_ms();
+    let mut dir = root.join(format!("{ms}-{what}"));
     let mut n = 1;
     while dir.exists() {
         n += 1;
-        dir = root.join(format!("{}-{what}-{n}", unix_ms()));
+        dir = root.join(format!("{ms}-{what}-{n}"));
     }
-    fs::create_dir(&dir)?;
+    dir
+}
+
+/// Moves each existing path of `paths` into `dir` (from [`plan`]), durably.
+pub fn move_into(data_dir: &Path, dir: &Path, paths: &[PathBuf]) -> io::Result<()> {
+    let root = data_dir.join(QUARANTINE_DIR);
+    fs::create_dir_all(&root)?;
+    fs::create_dir_all(dir)?;
     for p in paths {
         if !p.exists() {
             continue;
@@ -44,11 +59,11 @@ pub fn quarantine(data_dir: &Path, what: &str, paths: &[PathBuf]) -> io::Result<
         };
         fs::rename(p, dir.join(name))?;
     }
-    fsutil::sync_dir(&dir)?;
+    fsutil::sync_dir(dir)?;
     fsutil::sync_dir(&root)?;
     fsutil::sync_dir(data_dir)?;
-    tracing::warn!(path = %dir.display(), what, "damaged storage moved to quarantine (kept for inspection)");
-    Ok(dir)
+    tracing::warn!(path = %dir.display(), "damaged storage moved to quarantine (kept for inspection)");
+    Ok(())
 }
 
 fn unix_ms() -> u128 {

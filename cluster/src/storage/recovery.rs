@@ -135,18 +135,18 @@ fn heal(
         dir.join(STATE_DIR),
         dir.join(PROOF_FILE),
     ];
-    let quarantined =
-        quarantine::quarantine(dir, what, &moved).map_err(RecoveryError::Quarantine)?;
+    let quarantined = quarantine::plan(dir, what);
     let marker = HealMarker {
         what: what.into(),
         detail: detail.into(),
-        quarantined,
+        quarantined: quarantined.clone(),
         vote,
         members,
     };
-    // The marker is durable before the empty store exists: a crash in between restarts into
-    // an empty store that is still marked healing, never into one that may vote.
+    // The marker is durable before anything is moved: a crash in between restarts into a
+    // store (partly moved or empty) that is still marked healing, never into one that may vote.
     marker.write(dir).map_err(RecoveryError::Marker)?;
+    quarantine::move_into(dir, &quarantined, &moved).map_err(RecoveryError::Quarantine)?;
     let log = LogStore::open_with(dir, segment_bytes).map_err(RecoveryError::Log)?;
     if let Some(v) = vote {
         log.restore_vote(v).map_err(RecoveryError::Log)?;
