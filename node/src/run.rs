@@ -62,6 +62,9 @@ async fn rebind(config: &Config, cancel: &CancellationToken) -> anyhow::Result<O
     }
 }
 
+/// A storage failure this soon after a restart counts as the same fault going on.
+const FAILED_AGAIN_WITHIN: Duration = Duration::from_secs(30);
+
 /// How one run of the node ended.
 enum Ended {
     /// A signal, or the owner's token.
@@ -85,6 +88,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stop.cancel();
     });
     let mut restarts: u64 = 0;
+    // The first wait after a failure. It doubles while the node fails again soon after each
+    // restart: a fault the probe cannot see (only the log's fsync fails) must not make the
+    // node flap. A node that was leader comes back as leader (openraft restores its committed
+    // vote) and its heartbeats would keep the others from electing one of them; a longer
+    // silence lets them.
+    let mut first_wait = storage_wait::FIRST_BACKOFF;
+    let mut started_at = tokio::time::Instant::now();
     loop {
         // Each run gets its own token: a fatal error stops this run, the signal stops all.
         let round = cancel.child_token();
@@ -101,12 +111,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Ended::Fatal(reason) => reason,
         };
         restarts += 1;
+        first_wait = if started_at.elapsed() < FAILED_AGAIN_WITHIN {
+            (first_wait * 2).min(storage_wait::MAX_BACKOFF)
+        } else {
+            storage_wait::FIRST_BACKOFF
+        };
         tracing::error!(node_id = config.node_id, %reason, restarts, path = %config.data_dir.display(), "storage failed: the node stopped and waits until storage works, then restarts from what is on disk");
         let Some(waiting) = rebind(&config, &cancel).await? else {
             return Ok(());
         };
         let tls = wait_tls(&config);
-        match storage_wait::wait(&config, reason, waiting, tls, &cancel).await {
+        match storage_wait::wait(&config, reason, first_wait, waiting, tls, &cancel).await {
             WaitEnd::Cancelled => {
                 tracing::info!(
                     node_id = config.node_id,
@@ -125,6 +140,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             restarts,
             "restarting the node in-process"
         );
+        started_at = tokio::time::Instant::now();
     }
 }
 

@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 
 /// The probe's first pause, doubled after each failure up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The probe file, in `data_dir`; removed after each probe.
 const PROBE_FILE: &str = ".storage-probe";
 
@@ -75,11 +75,13 @@ pub struct WaitTls {
     pub https: Option<Arc<rustls::ServerConfig>>,
 }
 
-/// Answers on `listeners` and probes storage with backoff until it works or `cancel` fires;
-/// then stops the stand-in servers (releasing the listeners) and says which.
+/// Answers on `listeners` and probes storage with backoff (starting at `first_wait`) until it
+/// works or `cancel` fires; then stops the stand-in servers (releasing the listeners) and says
+/// which.
 pub async fn wait(
     config: &Config,
     first_reason: String,
+    first_wait: Duration,
     listeners: Listeners,
     tls: WaitTls,
     cancel: &CancellationToken,
@@ -133,7 +135,7 @@ pub async fn wait(
         }
     }));
     let notifier = crate::sd_notify::Notifier::from_env();
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = first_wait.clamp(FIRST_BACKOFF, MAX_BACKOFF);
     let mut last_reason = first_reason;
     notifier.notify(&format!("STATUS=waiting for storage: {last_reason}"));
     let end = loop {
