@@ -65,8 +65,11 @@ impl Volume {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
-                    "bit {bit} at offset {offset} is outside the {durable_len} durable bytes of {}",
-                    rel.display()
+                    "bit {bit} at offset {offset} is outside the {durable_len} durable bytes of {} \
+                     ({} bytes now; only fsynced data can be flipped: stop the node cleanly or \
+                     flip an older, synced file)",
+                    rel.display(),
+                    meta.len()
                 ),
             ));
         }
@@ -190,7 +193,7 @@ impl Volume {
         let mut bytes = vec![0u8; end.saturating_sub(start) as usize];
         file.read_exact_at(&mut bytes, start).ok()?;
         eprintln!(
-            "faultfs: power cut tear seed {seed}: {} keeps {kept} of the {len} bytes written at {offset}",
+            "faultfs: power cut tear seed {seed}: the last unsynced write, {len} bytes at {offset} of {}, keeps {kept} (if the file survives the cut)",
             path.display()
         );
         Some((backing, start, bytes, kept))

@@ -161,6 +161,27 @@ fn faultfs_rename_needs_a_dir_fsync() {
 }
 
 #[test]
+fn faultfs_cross_directory_rename_needs_both_dirs_fsynced() {
+    let Some(m) = mount() else { return };
+    for d in ["a", "b"] {
+        fs::create_dir(m.p(d)).unwrap();
+    }
+    sync_dir(&m.mnt);
+    durable_file(&m, "a/x", b"x");
+    fs::rename(m.p("a/x"), m.p("b/x")).unwrap();
+    sync_dir(&m.p("b"));
+    m.fs.power_cut(Tear::None);
+    assert!(m.p("a/x").exists() && !m.p("b/x").exists());
+
+    fs::rename(m.p("a/x"), m.p("b/x")).unwrap();
+    sync_dir(&m.p("b"));
+    sync_dir(&m.p("a"));
+    m.fs.power_cut(Tear::None);
+    assert!(!m.p("a/x").exists());
+    assert_eq!(fs::read(m.p("b/x")).unwrap(), b"x");
+}
+
+#[test]
 fn faultfs_unlink_needs_a_dir_fsync() {
     let Some(m) = mount() else { return };
     durable_file(&m, "a", b"keep me");
@@ -283,8 +304,11 @@ fn faultfs_fsync_eio_next_and_always() {
     for _ in 0..3 {
         eio(f.sync_all().unwrap_err());
     }
-    // Only the matching path fails.
+    // Only the matching path fails, and a matching directory's fsync fails too.
     append(&m.p("other"), b"+fine").sync_all().unwrap();
+    m.fs.fail_fsync(Path::new("raft"), FsyncFault::Always);
+    eio(File::open(m.p("raft")).unwrap().sync_all().unwrap_err());
+    sync_dir(&m.mnt);
     m.fs.power_cut(Tear::None);
     assert_eq!(fs::read(m.p("raft/seg")).unwrap(), b"synced+ok");
     m.fs.clear_faults();
@@ -337,6 +361,16 @@ fn faultfs_bit_flip_changes_exactly_one_bit() {
         m.fs.flip_bit(Path::new("seg"), FlipAt::Offset { offset: 64, bit: 0 })
             .is_err()
     );
+    // A durable byte overwritten by an unsynced write: the flip goes to the durable image
+    // (what a cut brings back), the unsynced byte the process reads is left alone.
+    let f = OpenOptions::new().write(true).open(m.p("seg")).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0xff], 20).unwrap();
+    let durable20 = after[20];
+    m.fs.flip_bit(Path::new("seg"), FlipAt::Offset { offset: 20, bit: 0 })
+        .unwrap();
+    assert_eq!(fs::read(m.p("seg")).unwrap()[20], 0xff);
+    let mut after = after;
+    after[20] = durable20 ^ 1;
     // The flip is in the durable image: it survives a cut.
     m.fs.power_cut(Tear::None);
     assert_eq!(fs::read(m.p("seg")).unwrap(), after[..64]);
