@@ -2,8 +2,9 @@
 //! (`ClusterOptions::faultfs`), posters through all three nodes, and at a seeded random moment
 //! the power goes: on one node, on the leader, or on all three at once (SIGKILL every process,
 //! then drop everything each mount holds that was never fsynced, tearing the last unsynced
-//! write at a seeded byte). Then the nodes start again with no operator action, load goes on,
-//! and the next round cuts again.
+//! write at a seeded byte), or on all three right after a clean stop (SIGTERM: the state
+//! machine's proof is what must hold then). Then the nodes start again with no operator
+//! action, load goes on, and the next round cuts again.
 //!
 //! After every round: every node started and is ready, the cluster takes writes, every
 //! acknowledged post is on every node exactly once, in one order with no gap
@@ -16,7 +17,8 @@
 //!
 //! Knobs: `CHAOS_SEED` (the seed, printed at the start; the same seed replays the same plan:
 //! kinds of cuts, their moments in acks, the tears), `CHAOS_POWER_ROUNDS` (all-three cuts;
-//! default 20, plus one single-node cut after every fourth). Long run:
+//! default 20; after every fourth one more round, in turn: one node, the leader, all three
+//! after a clean stop). Long run:
 //! `CHAOS_POWER_ROUNDS=200 cargo nextest run -p chaos-tests --test cluster power_loss`.
 //! Needs FUSE and root: skips with a message otherwise, unless `CHAOS_REQUIRE_FAULTFS=1`.
 
@@ -32,8 +34,9 @@ use crate::util::{create_channel, max_index, max_seq, settle, spread_clients, wa
 
 /// All-three cuts when `CHAOS_POWER_ROUNDS` is unset (the CI budget).
 const DEFAULT_ALL_ROUNDS: usize = 20;
-/// A single-node cut (alternating: a random node, the leader) after every this many all-three cuts.
-const SINGLE_EVERY: usize = 4;
+/// One more round (in turn: a random node, the leader, all three after a clean stop) after
+/// every this many all-three cuts.
+const EXTRA_EVERY: usize = 4;
 const POSTERS: u64 = 3;
 /// Acks before the cut: a seeded number in this range (the "random moment").
 const ACKS_BEFORE_CUT: std::ops::Range<u64> = 3..100;
@@ -71,20 +74,23 @@ enum Cut {
     Leader,
     /// All three at once: SIGKILL every process, then cut every mount.
     All,
+    /// All three stopped cleanly (SIGTERM: the state machine's proof is written), then the
+    /// power goes before anything else reaches the disks.
+    StoppedThenAll,
 }
 
-/// The rounds: `all_rounds` all-three cuts with a single-node cut after every `SINGLE_EVERY`.
+/// The rounds: `all_rounds` all-three cuts with one more after every `EXTRA_EVERY` (module doc).
 fn plan(all_rounds: usize, rng: &mut Rng) -> Vec<Cut> {
     let mut rounds = Vec::new();
-    let mut singles = 0usize;
+    let mut extras = 0usize;
     for i in 1..=all_rounds {
         rounds.push(Cut::All);
-        if i % SINGLE_EVERY == 0 {
-            singles += 1;
-            rounds.push(if singles % 2 == 1 {
-                Cut::One(rng.in_range(1..4))
-            } else {
-                Cut::Leader
+        if i % EXTRA_EVERY == 0 {
+            extras += 1;
+            rounds.push(match extras % 3 {
+                1 => Cut::One(rng.in_range(1..4)),
+                2 => Cut::Leader,
+                _ => Cut::StoppedThenAll,
             });
         }
     }
@@ -94,6 +100,9 @@ fn plan(all_rounds: usize, rng: &mut Rng) -> Vec<Cut> {
     }
     if !rounds.iter().any(|c| matches!(c, Cut::Leader)) {
         rounds.push(Cut::Leader);
+    }
+    if !rounds.iter().any(|c| matches!(c, Cut::StoppedThenAll)) {
+        rounds.push(Cut::StoppedThenAll);
     }
     rounds
 }
@@ -248,6 +257,7 @@ impl History {
 
     /// Every node shows every acknowledged post once, in one order, and nothing unsent.
     async fn check(&self, cluster: &TestCluster, round: usize, cut: Cut) {
+        converge_or_explain(cluster, self, round, cut).await;
         let views = cluster
             .wait_converged(
                 CHANNEL,
@@ -305,6 +315,10 @@ async fn power_loss_series() {
 
         let victims = match cut {
             Cut::All => cluster.ids(),
+            Cut::StoppedThenAll => {
+                cluster.stop_all().await;
+                cluster.ids()
+            }
             Cut::One(id) => vec![id],
             Cut::Leader => vec![cluster.wait_for_leader(&[]).await],
         };
@@ -344,4 +358,77 @@ async fn power_loss_series() {
         );
     }
     totals.print(seed, history.acked.len());
+}
+
+/// Waits until every node shows the same last seq; if they never do, fails with where their
+/// histories part (each node's messages from the first seq at which they differ), which says
+/// more than the last seqs alone: lost, doubled or reordered entries after a cut.
+async fn converge_or_explain(cluster: &TestCluster, history: &History, round: usize, cut: Cut) {
+    let ids = cluster.ids();
+    let min_seq = max_seq(&history.acked);
+    let agreed = chaos_tests::wait::poll_until(
+        "the nodes to agree on the channel",
+        cluster.ready_timeout(),
+        || async {
+            let mut seqs = Vec::new();
+            for id in &ids {
+                let s = cluster
+                    .try_last_seq(*id, CHANNEL, history.max_index)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                seqs.push((*id, s));
+            }
+            let first = seqs.first().map_or(0, |(_, s)| *s);
+            if first >= min_seq && seqs.iter().all(|(_, s)| *s == first) {
+                Ok(())
+            } else {
+                Err(format!("last seq per node: {seqs:?}"))
+            }
+        },
+    )
+    .await;
+    let Err(e) = agreed else {
+        return;
+    };
+    let mut views = Vec::new();
+    for id in &ids {
+        match cluster.try_messages(*id, CHANNEL, None).await {
+            Ok(m) => views.push((*id, m)),
+            Err(e) => {
+                eprintln!("power_loss: node {id}: {e:#}");
+                views.push((*id, Vec::new()));
+            }
+        }
+    }
+    let common = (0..)
+        .take_while(|i| {
+            let at: Vec<Option<&Msg>> = views.iter().map(|(_, v)| v.get(*i)).collect();
+            at.iter().all(|m| m.is_some() && *m == at[0])
+        })
+        .count();
+    let mut text = format!(
+        "round {round} ({cut:?}): the nodes never agreed ({e:#}); they share the first {common} messages, then:"
+    );
+    for (id, v) in &views {
+        text.push_str(&format!("\n  node {id}:"));
+        for m in v.iter().skip(common).take(12) {
+            text.push_str(&format!("\n    {m}"));
+        }
+    }
+    let acked: HashSet<&str> = history
+        .acked
+        .iter()
+        .map(|m| m.client_msg_id.as_str())
+        .collect();
+    text.push_str(&format!(
+        "\n  ({} acknowledged posts so far; acknowledged ids among the differing ones: {:?})",
+        history.acked.len(),
+        views
+            .iter()
+            .flat_map(|(_, v)| v.iter().skip(common))
+            .filter(|m| acked.contains(m.client_msg_id.as_str()))
+            .map(|m| m.client_msg_id.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+    ));
+    cluster.fail(&text);
 }
