@@ -8,9 +8,10 @@
 //!
 //! Layout: `<dir>/log/<first index, 20 digits>.seg` files of framed records
 //! (`[len][crc32][bincode Entry]`), rolled at `SEGMENT_BYTES`; `<dir>/log/meta` holds the vote
-//! and the last purged log id, replaced atomically. A torn frame at the tail of the newest
-//! segment (a crash mid-write, never acknowledged) is cut off on open; a bad frame anywhere
-//! else is corruption and the store refuses to open.
+//! and the last purged log id, replaced atomically; `<dir>/log/committed` is the last committed
+//! id, a restart hint that is not fsynced (`commit_hint`). A torn frame at the tail of the
+//! newest segment (a crash mid-write, never acknowledged) is cut off on open; a bad frame
+//! anywhere else is corruption (`InvalidData`), which `recovery` answers with a quarantine.
 //!
 //! An entry whose commands this binary cannot decode (written by a newer binary, reached this
 //! node's disk before a downgrade) is kept and read back as a placeholder (`decode_entry`), so
@@ -42,6 +43,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use crate::command::Request;
+use crate::storage::commit_hint::CommitHint;
 use crate::storage::fsutil;
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 
@@ -97,6 +99,10 @@ struct Inner {
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
+    /// The committed id as of the last commit advance (a restart hint, see `commit_hint`).
+    hint: Arc<CommitHint>,
+    /// What the hint said when the store was opened.
+    saved_committed: Option<LogId>,
 }
 
 fn io_err(
@@ -185,8 +191,11 @@ impl LogStore {
             last_purged = ?inner.meta.last_purged.map(|l| l.index),
             "raft log opened"
         );
+        let (hint, saved_committed) = CommitHint::open(&dir);
         Ok(Self {
             inner: Arc::new(Mutex::new(inner)),
+            hint: Arc::new(hint),
+            saved_committed,
         })
     }
 
@@ -739,6 +748,34 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .await
         .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?
         .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        if let Some(c) = committed {
+            self.hint.save(c);
+        }
+        Ok(())
+    }
+
+    /// The saved hint, if the local log proves it: the log holds that exact id, or purged past
+    /// it (the snapshot then covers it). openraft re-applies the log up to this id at start.
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        let Some(saved) = self.saved_committed else {
+            return Ok(None);
+        };
+        let inner = self
+            .lock()
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+        let held = inner.index.get(&saved.index).map(|l| l.log_id);
+        let purged_past = inner
+            .meta
+            .last_purged
+            .is_some_and(|p| p.index >= saved.index);
+        if held == Some(saved) || (held.is_none() && purged_past) {
+            return Ok(Some(saved));
+        }
+        tracing::info!(hint = ?saved, held = ?held, "commit hint not proven by the local log; ignoring it");
+        Ok(None)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {

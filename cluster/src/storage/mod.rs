@@ -8,6 +8,7 @@
 //! entry or a vote is stored). Must never decide what a command means: `sm_store` hands each
 //! entry to `state::apply_request` and commits the writes it returns.
 
+pub mod commit_hint;
 pub mod disk_space;
 pub mod fsutil;
 pub mod log_store;
