@@ -276,6 +276,18 @@ async fn failing_fsync_on_the_leader_until_cleared() {
 /// both restart by themselves and every acknowledged message is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_disk_on_a_majority() {
+    fault_on_a_majority(Fault::DiskFull).await;
+}
+
+/// Every fsync of the Raft log fails on two of three nodes until cleared: they stop, restart
+/// from disk and fail again (never acknowledging an entry they could not sync), so there is no
+/// quorum and writes get 503; once the fault clears both recover by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_fsync_on_a_majority_until_cleared() {
+    fault_on_a_majority(Fault::FsyncAlways).await;
+}
+
+async fn fault_on_a_majority(fault: Fault) {
     if !faultfs::require() {
         return;
     }
@@ -293,7 +305,7 @@ async fn full_disk_on_a_majority() {
         .find(|n| *n != leader && *n != follower)
         .unwrap();
     for id in [leader, follower] {
-        apply(&cluster, id, Fault::DiskFull);
+        apply(&cluster, id, fault);
     }
     for id in [leader, follower] {
         wait_log(&cluster, id, "storage failed: the node stopped").await;
@@ -326,7 +338,7 @@ async fn full_disk_on_a_majority() {
         .await;
     cluster.check(checks::all_core(&acked, &views));
     eprintln!(
-        "majority full: {before} acked before space returned, {} in all, {} settled",
+        "majority {fault:?}: {before} acked before the fault cleared, {} in all, {} settled",
         report.acks.len(),
         report.failed.len()
     );
