@@ -55,6 +55,12 @@ pub struct Request {
 }
 
 impl Request {
+    /// Whether this binary must not apply the entry (`state::apply_request` refuses it with
+    /// a version stop): a newer command version, or commands it could not decode.
+    pub fn needs_newer_binary(&self) -> bool {
+        self.version > COMMAND_VERSION || self.undecodable.is_some()
+    }
+
     pub fn new(version: u16, ts_ms: u64, commands: Arc<[Command]>) -> Self {
         Self {
             version,

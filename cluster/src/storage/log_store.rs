@@ -28,7 +28,7 @@
 //! Must never: acknowledge an append before `sync_data` returned, or hold its lock across an
 //! fsync (replication reads would stall).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -92,6 +92,10 @@ struct Inner {
     cache_bytes: usize,
     /// Set by the first failed write or sync; every later mutation fails with it.
     failed: Option<String>,
+    /// Indexes, found on open, of entries this binary must not apply (a newer binary's): the
+    /// commit hint never reaches them, or openraft's re-apply at start would fail `Raft::new`
+    /// instead of letting the node start and report the version stop.
+    unappliable: BTreeSet<u64>,
 }
 
 /// The log store; clones share the same files (the clone handed to openraft as `LogReader`
@@ -180,6 +184,7 @@ impl LogStore {
             cache: BTreeMap::new(),
             cache_bytes: 0,
             failed: None,
+            unappliable: BTreeSet::new(),
         };
         let last_id = ids.last().copied();
         for id in ids {
@@ -424,6 +429,11 @@ impl Inner {
                 && log_id.index > prev + 1
             {
                 tracing::warn!(prev, next = log_id.index, segment = %path.display(), "gap in the raft log");
+            }
+            if matches!(&entry.payload, EntryPayload::Normal(req) if req.needs_newer_binary()) {
+                self.unappliable.insert(log_id.index);
+            } else {
+                self.unappliable.remove(&log_id.index);
             }
             self.index.insert(
                 log_id.index,
@@ -771,11 +781,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .meta
             .last_purged
             .is_some_and(|p| p.index >= saved.index);
-        if held == Some(saved) || (held.is_none() && purged_past) {
-            return Ok(Some(saved));
+        if held != Some(saved) && !(held.is_none() && purged_past) {
+            tracing::info!(hint = ?saved, held = ?held, "commit hint not proven by the local log; ignoring it");
+            return Ok(None);
         }
-        tracing::info!(hint = ?saved, held = ?held, "commit hint not proven by the local log; ignoring it");
-        Ok(None)
+        // Stop short of an entry this binary must not apply: the state machine stops there
+        // when the leader commits it, with the node up and saying why (`version_stop`).
+        match inner.unappliable.range(..=saved.index).next() {
+            None => Ok(Some(saved)),
+            Some(&stop) => Ok(stop
+                .checked_sub(1)
+                .and_then(|i| inner.index.get(&i))
+                .map(|l| l.log_id)),
+        }
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
