@@ -291,7 +291,7 @@ async fn peer_status(State(s): State<Waiting>) -> Json<NodeStatusWire> {
         storage: Some(StorageStatusWire {
             free_bytes,
             min_free_bytes: s.min_free_bytes,
-            state: "failed".into(),
+            state: disk_space::StorageState::Failed.as_str().into(),
             reason: Some(reason),
         }),
     })

@@ -91,7 +91,9 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
         if peers.iter().any(|p| {
             p.state == "leader"
                 && p.term >= m.current_term
-                && p.storage.as_ref().is_none_or(|s| s.state != "low_space")
+                && p.storage.as_ref().is_none_or(|s| {
+                    s.state != crate::storage::disk_space::StorageState::LowSpace.as_str()
+                })
         }) {
             // A leader exists; its heartbeats will reach us (or we are the one cut off).
             continue;

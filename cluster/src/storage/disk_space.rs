@@ -12,7 +12,6 @@
 
 use std::io;
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// `free` when no sample has been taken (or the last one failed).
@@ -23,9 +22,6 @@ const UNKNOWN: u64 = u64::MAX;
 pub struct DiskSpace {
     min_free_bytes: u64,
     free: AtomicU64,
-    /// Why storage is failed (a fatal storage error, or the wait before a restart); set by
-    /// the owner of the process (`node::run`), reported in status.
-    failed: Mutex<Option<String>>,
 }
 
 /// What status reports about storage: `ok`, `low_space` or `failed`.
@@ -52,7 +48,6 @@ impl DiskSpace {
         Self {
             min_free_bytes,
             free: AtomicU64::new(UNKNOWN),
-            failed: Mutex::new(None),
         }
     }
 
@@ -92,21 +87,9 @@ impl DiskSpace {
             .then(|| low_space_reason(free, self.min_free_bytes))
     }
 
-    pub fn set_failed(&self, reason: Option<String>) {
-        if let Ok(mut f) = self.failed.lock() {
-            *f = reason;
-        }
-    }
-
-    pub fn failed(&self) -> Option<String> {
-        self.failed.lock().ok().and_then(|f| f.clone())
-    }
-
-    /// The state and its reason, failed first (it is the one that needs a restart).
+    /// The state and its reason. A running node is `ok` or `low_space`; `failed` is reported
+    /// by the stand-in that answers while the node waits to restart (`node::storage_wait`).
     pub fn state(&self) -> (StorageState, Option<String>) {
-        if let Some(why) = self.failed() {
-            return (StorageState::Failed, Some(why));
-        }
         match self.low_space() {
             Some(why) => (StorageState::LowSpace, Some(why)),
             None => (StorageState::Ok, None),
@@ -167,17 +150,11 @@ mod tests {
     }
 
     #[test]
-    fn state_reports_failed_before_low_space() {
+    fn state_is_low_space_below_the_watermark_only() {
         let d = DiskSpace::new(u64::MAX - 1);
         assert_eq!(d.state().0, StorageState::Ok, "no sample yet: not low");
         d.sample(Path::new(".")).unwrap();
         assert_eq!(d.state().0, StorageState::LowSpace);
-        d.set_failed(Some("fsync failed".into()));
-        assert_eq!(
-            d.state(),
-            (StorageState::Failed, Some("fsync failed".into()))
-        );
-        d.set_failed(None);
         let off = DiskSpace::new(0);
         off.sample(Path::new(".")).unwrap();
         assert_eq!(off.state().0, StorageState::Ok);

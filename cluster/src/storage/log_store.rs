@@ -748,7 +748,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // crash would allow two leaders.
         tokio::task::spawn_blocking(move || {
             let mut inner = this.lock()?;
-            inner.check_usable()?;
             let before = inner.meta.vote.replace(vote);
             // On failure the vote in memory stays what is on disk.
             LogStore::save_meta_checked(&mut inner, "save vote").inspect_err(|_| {
@@ -881,7 +880,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             // The marker is durable before any file goes, so a crash in between only leaves
             // entries that open() skips.
-            inner.check_usable()?;
             let before = inner.meta.last_purged.replace(log_id);
             if let Err(e) = LogStore::save_meta_checked(&mut inner, "purge") {
                 inner.meta.last_purged = before;
