@@ -16,6 +16,7 @@
 
 pub mod command;
 pub mod error;
+pub mod metrics;
 pub mod node;
 pub mod state;
 pub mod storage;

@@ -14,6 +14,7 @@ pub mod join_api;
 pub mod json_object;
 pub mod login_check;
 pub mod login_throttle;
+pub mod metrics;
 pub mod openapi;
 pub mod origin;
 pub mod password_policy;

@@ -17,7 +17,8 @@ mod validate;
 
 use sections::MIB;
 pub use sections::{
-    CaSection, DnsSection, LimitsSection, RaftSection, StorageSection, TlsSection, WriteSection,
+    CaSection, DnsSection, LimitsSection, MetricsSection, RaftSection, StorageSection, TlsSection,
+    WriteSection,
 };
 use validate::parse_range;
 
@@ -88,6 +89,9 @@ pub struct Config {
     /// status; refused together with `[tls]`, where it would mean nothing.
     #[serde(default)]
     pub insecure_plaintext: bool,
+    /// `GET /metrics` and its optional scrape token.
+    #[serde(default)]
+    pub metrics: MetricsSection,
     /// Directory of the config file; relative paths in `[ca]` resolve against it.
     #[serde(skip)]
     pub config_dir: PathBuf,
@@ -218,6 +222,36 @@ impl Config {
         }
     }
 
+    /// The scrape token file of `[metrics]`, resolved against the config file's directory.
+    pub fn metrics_token_path(&self) -> Option<PathBuf> {
+        let file = self.metrics.bearer_token_file.as_ref()?;
+        Some(if file.is_absolute() {
+            file.clone()
+        } else {
+            self.config_dir.join(file)
+        })
+    }
+
+    /// The scrape token (`None` when `[metrics]` needs none). Read at every start, so a
+    /// rotated token takes effect with a restart.
+    pub fn metrics_token(&self) -> Result<Option<String>, ConfigError> {
+        let Some(path) = self.metrics_token_path() else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let token = text.trim();
+        if token.chars().count() < 16 || token.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(ConfigError::Invalid(format!(
+                "metrics.bearer_token_file {}: the token must be at least 16 characters, without spaces",
+                path.display()
+            )));
+        }
+        Ok(Some(token.to_owned()))
+    }
+
     /// The permitted address ranges, parsed (validation already checked them).
     pub fn permitted_ip_ranges(&self) -> Vec<crate::ca::IpRange> {
         self.ca
@@ -306,6 +340,7 @@ impl Config {
                 max_per_node: self.limits.ws_max_per_node,
                 ..web::ws::hub::WsLimits::default()
             },
+            // `run` fills `metrics` once the node (and so the registry) exists.
             ..web::ApiConfig::default()
         }
     }

@@ -1,5 +1,5 @@
 //! The sections of the configuration file (`[raft]`, `[write]`, `[storage]`, `[dns]`, `[ca]`,
-//! `[tls]`) and their defaults.
+//! `[tls]`, `[metrics]`) and their defaults.
 //!
 //! Owns the defaults of the file's sections. Must never define a default the cluster layer
 //! owns a second time: `[raft]`, `[write]` and `[storage]` mirror `ClusterConfig::with_defaults`.
@@ -41,6 +41,28 @@ pub struct TlsSection {
     /// want to see a renewal; production leaves it unset.
     #[serde(default)]
     pub node_cert_secs: Option<u64>,
+}
+
+/// `[metrics]`: `GET /metrics` (Prometheus text format) on the client API port: HTTPS with
+/// `[tls]`, the plain API port without; never on the plain-HTTP redirect port.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Serve `/metrics` at all (default true; false answers 404).
+    pub enabled: bool,
+    /// A file holding the token scrapers must send as `Authorization: Bearer <token>`
+    /// (at least 16 characters; surrounding whitespace ignored). Unset: no token needed.
+    /// Relative paths resolve against the config file's directory.
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bearer_token_file: None,
+        }
+    }
 }
 
 /// The private and loopback ranges: everything a LAN-only site can use, nothing routable on the
