@@ -285,6 +285,15 @@ async fn metrics_pass_promtool_and_move_with_the_cluster() {
         "the follower applied the posts"
     );
 
+    eprintln!(
+        "leader {leader}: commits {} -> {}; follower {follower}: logins ok {} bad {}, ws {}",
+        count(old(leader), committed),
+        count(&after_leader, committed),
+        count(&after_follower, "conclave_logins_total{outcome=\"success\"}"),
+        count(&after_follower, "conclave_logins_total{outcome=\"invalid_credentials\"}"),
+        count(&after_follower, "conclave_ws_connections"),
+    );
+
     // The leader dies: each survivor sees a new leader and counts the change.
     cluster.kill(leader);
     let new_leader = cluster.wait_for_leader(&[leader]).await;
@@ -306,6 +315,10 @@ async fn metrics_pass_promtool_and_move_with_the_cluster() {
             )
             .await;
         promtool_check_metrics(id, &body);
+        eprintln!(
+            "node {id}: leader changes {was} -> {}",
+            count(&body, "conclave_raft_leader_changes_total")
+        );
         let leads = count(&body, "conclave_raft_is_leader");
         assert_eq!(
             leads == 1.0,
