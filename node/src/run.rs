@@ -237,9 +237,11 @@ async fn serve_until(
     }
     let tls = load_tls(&config)?;
     // Read before the node starts, so a token file that went missing stops nothing half-way.
-    let scrape_token = config
-        .metrics_token()?
-        .map(|t| web::metrics::ScrapeToken::new(&t));
+    let scrape_token = match config.metrics.enabled {
+        true => config.metrics.token(&config.config_dir)?,
+        false => None,
+    }
+    .map(|t| web::metrics::ScrapeToken::new(&t));
     let mut cluster_config = config.cluster_config();
     cluster_config.peer_tls = tls.as_ref().map(|t| t.peer.clone());
     cluster_config.https_addr = config.advertised_https();

@@ -289,8 +289,14 @@ async fn metrics_pass_promtool_and_move_with_the_cluster() {
         "leader {leader}: commits {} -> {}; follower {follower}: logins ok {} bad {}, ws {}",
         count(old(leader), committed),
         count(&after_leader, committed),
-        count(&after_follower, "conclave_logins_total{outcome=\"success\"}"),
-        count(&after_follower, "conclave_logins_total{outcome=\"invalid_credentials\"}"),
+        count(
+            &after_follower,
+            "conclave_logins_total{outcome=\"success\"}"
+        ),
+        count(
+            &after_follower,
+            "conclave_logins_total{outcome=\"invalid_credentials\"}"
+        ),
         count(&after_follower, "conclave_ws_connections"),
     );
 

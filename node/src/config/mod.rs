@@ -222,36 +222,6 @@ impl Config {
         }
     }
 
-    /// The scrape token file of `[metrics]`, resolved against the config file's directory.
-    pub fn metrics_token_path(&self) -> Option<PathBuf> {
-        let file = self.metrics.bearer_token_file.as_ref()?;
-        Some(if file.is_absolute() {
-            file.clone()
-        } else {
-            self.config_dir.join(file)
-        })
-    }
-
-    /// The scrape token (`None` when `[metrics]` needs none). Read at every start, so a
-    /// rotated token takes effect with a restart.
-    pub fn metrics_token(&self) -> Result<Option<String>, ConfigError> {
-        let Some(path) = self.metrics_token_path() else {
-            return Ok(None);
-        };
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let token = text.trim();
-        if token.chars().count() < 16 || token.chars().any(|c| c.is_control() || c == ' ') {
-            return Err(ConfigError::Invalid(format!(
-                "metrics.bearer_token_file {}: the token must be at least 16 characters, without spaces",
-                path.display()
-            )));
-        }
-        Ok(Some(token.to_owned()))
-    }
-
     /// The permitted address ranges, parsed (validation already checked them).
     pub fn permitted_ip_ranges(&self) -> Vec<crate::ca::IpRange> {
         self.ca

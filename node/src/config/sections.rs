@@ -5,9 +5,11 @@
 //! owns a second time: `[raft]`, `[write]` and `[storage]` mirror `ClusterConfig::with_defaults`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use super::ConfigError;
 
 /// The built-in certificate authority (docs/security.md).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -55,6 +57,41 @@ pub struct MetricsSection {
     /// Relative paths resolve against the config file's directory.
     pub bearer_token_file: Option<PathBuf>,
 }
+
+impl MetricsSection {
+    /// The token file, resolved against the config file's directory `config_dir`.
+    pub fn token_path(&self, config_dir: &Path) -> Option<PathBuf> {
+        let file = self.bearer_token_file.as_ref()?;
+        Some(if file.is_absolute() {
+            file.clone()
+        } else {
+            config_dir.join(file)
+        })
+    }
+
+    /// The scrape token (`None` when none is configured). Read at every start, so a rotated
+    /// token takes effect with a restart.
+    pub fn token(&self, config_dir: &Path) -> Result<Option<String>, ConfigError> {
+        let Some(path) = self.token_path(config_dir) else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let token = text.trim();
+        if token.chars().count() < MIN_TOKEN_CHARS || token.chars().any(char::is_whitespace) {
+            return Err(ConfigError::Invalid(format!(
+                "metrics.bearer_token_file {}: the token must be at least {MIN_TOKEN_CHARS} characters, without spaces",
+                path.display()
+            )));
+        }
+        Ok(Some(token.to_owned()))
+    }
+}
+
+/// A scrape token shorter than this is refused: it would be guessable.
+const MIN_TOKEN_CHARS: usize = 16;
 
 impl Default for MetricsSection {
     fn default() -> Self {
@@ -222,6 +259,45 @@ impl Default for DnsSection {
             ttl_secs: 5,
             rate_limit_qps: 200,
             rate_limit_burst: 400,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_token_file_is_resolved_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let off = MetricsSection::default();
+        assert!(off.enabled);
+        assert_eq!(off.token(dir.path()).unwrap(), None);
+        let relative = MetricsSection {
+            enabled: true,
+            bearer_token_file: Some(PathBuf::from("metrics.token")),
+        };
+        // Missing file: refused before the node starts.
+        assert!(matches!(
+            relative.token(dir.path()),
+            Err(ConfigError::Read { .. })
+        ));
+        std::fs::write(
+            dir.path().join("metrics.token"),
+            "  a-long-enough-token-42\n",
+        )
+        .unwrap();
+        assert_eq!(
+            relative.token(dir.path()).unwrap().as_deref(),
+            Some("a-long-enough-token-42")
+        );
+        for weak in ["short", "has a space in it ok", ""] {
+            std::fs::write(dir.path().join("metrics.token"), weak).unwrap();
+            assert!(
+                matches!(relative.token(dir.path()), Err(ConfigError::Invalid(_))),
+                "{weak:?}"
+            );
         }
     }
 }

@@ -234,7 +234,7 @@ impl Config {
             ));
         }
         if self.metrics.enabled {
-            self.metrics_token()?;
+            self.metrics.token(&self.config_dir)?;
         }
         self.validate_ca()?;
         self.validate_tls()?;
