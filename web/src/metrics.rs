@@ -135,6 +135,16 @@ pub type SharedMetrics = Arc<MetricsEndpoint>;
 
 /// `GET /metrics`: the Prometheus text format (0.0.4). 404 when `[metrics] enabled = false`;
 /// 401 without the configured bearer token.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses(
+        (status = 200, description = "this node's metrics in the Prometheus text format 0.0.4 (docs/operations.md, Monitoring)", body = String, content_type = "text/plain"),
+        (status = 401, description = "`unauthorized`: `[metrics] bearer_token_file` is set and the request lacks `Authorization: Bearer <that token>`", body = api::error::ErrorBody),
+        (status = 404, description = "`not_found`: `[metrics] enabled = false` on this node", body = api::error::ErrorBody)
+    )
+)]
 pub async fn scrape(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let Some(endpoint) = s.config.metrics.clone() else {
         return Err(ApiError::NotFound(
