@@ -2,7 +2,7 @@
 //! passes `promtool check metrics`, the shipped alert rules pass `promtool check rules`, the
 //! scrape token is required (401 without, 200 with), the plain-HTTP port only redirects, and
 //! the counters move as the test posts, logs in (good and bad password), holds a WebSocket
-//! open and kills the leader.
+//! open, sends plain HTTP to the HTTPS port and kills the leader.
 //!
 //! Needs `promtool` (Debian's `prometheus` package): skips with a message without it, unless
 //! `CHAOS_REQUIRE_PROMTOOL=1` (`.ci/run`) makes that a failure.
@@ -246,6 +246,31 @@ async fn metrics_pass_promtool_and_move_with_the_cluster() {
         .ws_connect(follower)
         .await
         .expect("wss to a follower");
+    // Plain HTTP sent to the HTTPS port: a failed handshake, counted by reason.
+    let https = cluster.url(follower);
+    let addr = https.trim_start_matches("https://").to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect to HTTPS");
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write plain HTTP");
+    let mut buf = Vec::new();
+    let _ = tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut buf).await;
+    let bad_handshakes = "conclave_tls_handshake_failures_total{reason=\"invalid_message\"}";
+    cluster
+        .wait_until(
+            "the failed handshake is counted",
+            cluster.ready_timeout(),
+            || async {
+                let body = scrape_ok(&cluster, follower).await;
+                match count(&body, bad_handshakes) {
+                    n if n >= 1.0 => Ok(()),
+                    n => Err(format!("{bad_handshakes} = {n}")),
+                }
+            },
+        )
+        .await;
 
     let old = |id: u64| &before.iter().find(|(n, _)| *n == id).expect("node").1;
     let after_leader = scrape_ok(&cluster, leader).await;
