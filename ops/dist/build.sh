@@ -10,8 +10,8 @@
 #   conclave-<version>-x86_64-linux.tar.gz     the offline bundle (below)
 #   SHA256SUMS                                 of the four files above
 # The tarball holds conclave-<version>-x86_64-linux/ with both binaries, the .deb, docs/,
-# conclave.toml (production template), systemd/, docker/, completions/, man/ and a SHA256SUMS
-# of everything in it.
+# conclave.toml (production template), systemd/, prometheus/ (alert rules and a Grafana
+# dashboard), docker/, completions/, man/ and a SHA256SUMS of everything in it.
 #
 # Idempotent; uses only tracked files of the checkout (works from a clean clone); the only
 # thing it installs is cargo-deb (pinned, into ~/.cargo/bin) when missing.
