@@ -1,5 +1,6 @@
 //! `GET /metrics` on a real three-node TLS cluster (issue 14, item 4): every node's output
-//! passes `promtool check metrics`, the shipped alert rules pass `promtool check rules`, the
+//! passes `promtool check metrics`, the shipped alert rules pass `promtool check rules` and the
+//! cases of `conclave-alerts.test.yml` (`promtool test rules`: they fire on faults only), the
 //! scrape token is required (401 without, 200 with), the plain-HTTP port only redirects, and
 //! the counters move as the test posts, logs in (good and bad password), holds a WebSocket
 //! open, sends plain HTTP to the HTTPS port and kills the leader.
@@ -138,6 +139,21 @@ async fn metrics_pass_promtool_and_move_with_the_cluster() {
     assert!(
         out.status.success(),
         "promtool check rules {rules}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The rules fire on faults and stay quiet on a healthy cluster (series in the test file).
+    let cases = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/cluster/conclave-alerts.test.yml"
+    );
+    let out = Command::new("promtool")
+        .args(["test", "rules", cases])
+        .output()
+        .expect("promtool test rules");
+    assert!(
+        out.status.success(),
+        "promtool test rules {cases}:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
