@@ -161,13 +161,17 @@ async fn metrics_pass_promtool_and_move_with_the_cluster() {
     let dir = tempfile::tempdir().expect("temp dir");
     let token_file = dir.path().join("scrape.token");
     std::fs::write(&token_file, format!("{SCRAPE_TOKEN}\n")).expect("write token file");
-    let opts = ClusterOptions::default().tls().top_level(
-        "metrics",
-        &format!(
-            "{{ bearer_token_file = {:?} }}",
-            token_file.display().to_string()
-        ),
-    );
+    // Snapshots every few entries, so the snapshot gauges have a snapshot to describe.
+    let opts = ClusterOptions::default()
+        .tls()
+        .snapshot_logs_since_last(8)
+        .top_level(
+            "metrics",
+            &format!(
+                "{{ bearer_token_file = {:?} }}",
+                token_file.display().to_string()
+            ),
+        );
     let cluster = TestCluster::start_with(3, opts).await;
 
     // The token: required on every node, a user's session token is not it.
@@ -307,6 +311,23 @@ async fn metrics_pass_promtool_and_move_with_the_cluster() {
     );
     let after_follower = scrape_ok(&cluster, follower).await;
     promtool_check_metrics(follower, &after_follower);
+    // Snapshots are built in the background once the log passes the threshold.
+    let with_snapshot = cluster
+        .wait_until(
+            "the leader reports its snapshot",
+            cluster.ready_timeout(),
+            || async {
+                let body = scrape_ok(&cluster, leader).await;
+                let index = count(&body, "conclave_raft_snapshot_index");
+                let size = count(&body, "conclave_raft_snapshot_size_bytes");
+                if index > 0.0 && size > 0.0 {
+                    Ok(body)
+                } else {
+                    Err(format!("snapshot index {index}, size {size}"))
+                }
+            },
+        )
+        .await;
     for outcome in ["success", "invalid_credentials"] {
         let series = format!("conclave_logins_total{{outcome=\"{outcome}\"}}");
         assert!(
@@ -374,4 +395,91 @@ async fn metrics_pass_promtool_and_move_with_the_cluster() {
         );
     }
     cluster.stop_all().await;
+
+    // The rules and the dashboard query what the nodes expose (a renamed metric would leave
+    // an alert silent forever), and the dashboard's queries are valid PromQL.
+    let mut seen: Vec<&str> = before.iter().map(|(_, b)| b.as_str()).collect();
+    seen.extend([
+        after_leader.as_str(),
+        after_follower.as_str(),
+        with_snapshot.as_str(),
+    ]);
+    let exposed = |name: &str| {
+        seen.iter().any(|body| {
+            body.lines().any(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
+            })
+        })
+    };
+    let dashboard_file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../ops/dist/prometheus/conclave-dashboard.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dashboard_file).expect("dashboard"))
+            .expect("the dashboard is JSON");
+    let queries: Vec<String> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().expect("expr").to_owned())
+        .collect();
+    assert!(queries.len() >= 20, "{} dashboard queries", queries.len());
+    let rules_text = std::fs::read_to_string(rules).expect("rules");
+    for (what, text) in [
+        ("alert rules", rules_text),
+        ("dashboard", queries.join("\n")),
+    ] {
+        for name in metric_names(&text) {
+            // No DNS server runs in this cluster: its counters have no series yet.
+            if name.starts_with("conclave_dns_") {
+                continue;
+            }
+            assert!(
+                exposed(&name),
+                "the {what} query {name}, which no node exposes"
+            );
+        }
+    }
+    let mut as_rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, q) in queries.iter().enumerate() {
+        let q = serde_json::to_string(q).expect("quote");
+        as_rules.push_str(&format!(
+            "      - record: dashboard_query_{i}\n        expr: {q}\n"
+        ));
+    }
+    let file = dir.path().join("dashboard-queries.yml");
+    std::fs::write(&file, as_rules).expect("write dashboard queries");
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool check rules (dashboard)");
+    assert!(
+        out.status.success(),
+        "the dashboard's queries are not valid PromQL:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every `conclave_*` / `process_*` metric name in a PromQL text.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for prefix in ["conclave_", "process_"] {
+        for (at, _) in text.match_indices(prefix) {
+            let before = text[..at].chars().next_back();
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            names.insert(name);
+        }
+    }
+    names
 }
