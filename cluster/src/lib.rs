@@ -4,7 +4,8 @@
 //! Layout, one folder per concern: `command` is the wire format of the log (what an entry
 //! carries, what applying it returns); `state` the deterministic rules that apply it, one module
 //! per domain; `storage` what is on disk; `transport` the cluster port; `node` a running member
-//! (`ClusterNode`) and its tasks. `types` is openraft's instantiation, `error` the crate's error.
+//! (`ClusterNode`) and its tasks; `metrics` the layer's Prometheus metrics. `types` is
+//! openraft's instantiation, `error` the crate's error.
 //!
 //! Layering: this crate knows nothing about HTTP clients of the chat API; `web` builds on
 //! `ClusterNode`, and `node` wires both into the `conclave` binary. The re-exports below are
@@ -16,6 +17,7 @@
 
 pub mod command;
 pub mod error;
+pub mod metrics;
 pub mod node;
 pub mod state;
 pub mod storage;

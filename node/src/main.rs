@@ -18,6 +18,7 @@ mod healthcheck;
 mod join;
 mod logging;
 mod malloc;
+mod metrics;
 mod node_cert;
 mod run;
 mod sd_notify;

@@ -236,6 +236,12 @@ async fn serve_until(
         );
     }
     let tls = load_tls(&config)?;
+    // Read before the node starts, so a token file that went missing stops nothing half-way.
+    let scrape_token = match config.metrics.enabled {
+        true => config.metrics.token(&config.config_dir)?,
+        false => None,
+    }
+    .map(|t| web::metrics::ScrapeToken::new(&t));
     let mut cluster_config = config.cluster_config();
     cluster_config.peer_tls = tls.as_ref().map(|t| t.peer.clone());
     cluster_config.https_addr = config.advertised_https();
@@ -264,6 +270,16 @@ async fn serve_until(
     let mut api_config = config.api_config();
     api_config.ca = ca.clone().map(|ca| ca as web::ca_api::SharedCa);
     api_config.join = Some(Arc::new(crate::join::JoinService::new(&config)));
+    if config.metrics.enabled {
+        api_config.metrics = Some(Arc::new(web::metrics::MetricsEndpoint {
+            registry: crate::metrics::registry(
+                node.clone(),
+                config.data_dir.clone(),
+                config.tls.is_some(),
+            ),
+            token: scrape_token,
+        }));
+    }
     let app = web::router(node.clone(), api_config, cancel.child_token());
     // With TLS: the API goes to the HTTPS port and the plain port gets redirects, the trust
     // page and health; the certificate is renewed by its own task.

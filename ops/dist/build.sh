@@ -10,8 +10,8 @@
 #   conclave-<version>-x86_64-linux.tar.gz     the offline bundle (below)
 #   SHA256SUMS                                 of the four files above
 # The tarball holds conclave-<version>-x86_64-linux/ with both binaries, the .deb, docs/,
-# conclave.toml (production template), systemd/, docker/, completions/, man/ and a SHA256SUMS
-# of everything in it.
+# conclave.toml (production template), systemd/, prometheus/ (alert rules and a Grafana
+# dashboard), docker/, completions/, man/ and a SHA256SUMS of everything in it.
 #
 # Idempotent; uses only tracked files of the checkout (works from a clean clone); the only
 # thing it installs is cargo-deb (pinned, into ~/.cargo/bin) when missing.
@@ -118,12 +118,14 @@ SOURCE_DATE_EPOCH=$EPOCH cargo deb --manifest-path "$ROOT/node/Cargo.toml" --no-
 # 4. The bundle directory and its tarball.
 step "assembling $NAME.tar.gz"
 STAGE=$OUT/.stage/$NAME
-mkdir -p "$STAGE"/{docs,systemd,docker,completions,man}
+mkdir -p "$STAGE"/{docs,systemd,docker,completions,man,prometheus}
 install -m 0755 "$BIN/conclave" "$BIN/conclavectl" "$STAGE/"
 install -m 0644 "$OUT/$DEB" "$STAGE/"
 install -m 0644 "$ROOT/README.md" "$ROOT"/docs/*.md "$STAGE/docs/"
 install -m 0644 "$ROOT/ops/dist/conclave.toml" "$STAGE/"
 install -m 0644 "$ROOT"/ops/dist/systemd/* "$STAGE/systemd/"
+# Alert rules and the Grafana dashboard (docs/operations.md, "Monitoring").
+install -m 0644 "$ROOT"/ops/dist/prometheus/* "$STAGE/prometheus/"
 # Part of the tree may not exist yet on an older checkout; whatever is there goes in.
 if compgen -G "$ROOT/ops/dist/docker/*" >/dev/null; then
     cp -R "$ROOT"/ops/dist/docker/. "$STAGE/docker/"

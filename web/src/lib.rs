@@ -1,4 +1,4 @@
-//! Conclave's client-facing HTTP API (`/api/v1`, `/healthz`, `/readyz`).
+//! Conclave's client-facing HTTP API (`/api/v1`, `/healthz`, `/readyz`, `/metrics`).
 //!
 //! Owns request validation, authentication and the mapping of cluster outcomes to HTTP (see
 //! `docs/api.md`). Every write goes through `ClusterNode::write`, which forwards to the leader
@@ -14,6 +14,7 @@ pub mod join_api;
 pub mod json_object;
 pub mod login_check;
 pub mod login_throttle;
+pub mod metrics;
 pub mod openapi;
 pub mod origin;
 pub mod password_policy;

@@ -1,5 +1,5 @@
-//! The OpenAPI 3.1 description of the client API (`/api/v1`, `/healthz`, `/readyz`), served at
-//! `GET /api/v1/openapi.json`.
+//! The OpenAPI 3.1 description of the client API (`/api/v1`, `/healthz`, `/readyz`,
+//! `/metrics`), served at `GET /api/v1/openapi.json`.
 //!
 //! Owns the description as a whole: which operations it lists, the bearer security scheme,
 //! and the error responses every operation gets from its extractors (401 from `Auth`,
@@ -51,6 +51,7 @@ pub struct JoinCompleted {
     paths(
         crate::routes::cluster::healthz,
         crate::routes::cluster::readyz,
+        crate::metrics::scrape,
         openapi_json,
         crate::routes::session::login,
         crate::routes::session::logout,
@@ -121,7 +122,7 @@ pub struct JoinCompleted {
         (name = "join", description = "token-based join of a new node"),
         (name = "dns", description = "static DNS records of the workspace zone"),
         (name = "ca", description = "the cluster's certificate authority"),
-        (name = "health", description = "liveness and readiness"),
+        (name = "health", description = "liveness, readiness and metrics"),
         (name = "meta", description = "this description"),
     )
 )]

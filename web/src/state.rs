@@ -45,6 +45,9 @@ pub struct ApiConfig {
     /// The workspace name (`chat.corp.lan`): with TLS, `https://<workspace>` (on a member's
     /// HTTPS port) is one of the cluster's own origins.
     pub workspace: Option<String>,
+    /// `GET /metrics`: the node's registry and scrape token; `None` when `[metrics] enabled =
+    /// false` (the route then answers 404).
+    pub metrics: Option<crate::metrics::SharedMetrics>,
 }
 
 impl Default for ApiConfig {
@@ -61,6 +64,7 @@ impl Default for ApiConfig {
             ca: None,
             join: None,
             workspace: None,
+            metrics: None,
         }
     }
 }

@@ -822,6 +822,14 @@ async fn dns_records_are_answered_by_every_node() {
         &["10 5 389 ldap.corp.lan."],
     )
     .await;
+    // Every node counted its answers by rcode (docs/operations.md, "Monitoring").
+    for id in 1..=3 {
+        for rcode in ["NXDOMAIN", "NOERROR"] {
+            let series = format!("conclave_dns_queries_total{{rcode=\"{rcode}\"}}");
+            let n = crate::util::metric(&cluster, id, &series).await;
+            assert!(n >= 1.0, "node {id}: {series} = {n}");
+        }
+    }
     // An empty non-terminal exists (NODATA), a name below a record does not.
     wait_dns(
         &cluster,

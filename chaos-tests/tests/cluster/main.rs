@@ -39,6 +39,7 @@ mod join;
 mod leader_kill;
 mod login_flood;
 mod membership;
+mod metrics;
 mod partition;
 mod power_loss;
 mod replication;

@@ -105,6 +105,30 @@ pub fn http() -> reqwest::Client {
         .expect("reqwest client")
 }
 
+/// The value of one sample of node `id`'s `GET /metrics` (open: no `[metrics]` token), written
+/// exactly as exposed (`name{labels}`); 0 when absent (a labelled counter not bumped yet).
+pub async fn metric(cluster: &TestCluster, id: u64, series: &str) -> f64 {
+    let body = cluster
+        .http()
+        .get(format!("{}/metrics", cluster.url(id)))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
 /// A raw response: status and the error code of an error body (`{"error":{"code":..}}`).
 #[derive(Debug)]
 pub struct Raw {

@@ -319,6 +319,14 @@ async fn ws_slow_consumer_is_cut_off_and_resumes() {
     );
     processed.extend(got);
     let cursor = processed.last().expect("events").ev;
+    // Node 3 counted the cut-off and what it delivered (docs/operations.md, "Monitoring").
+    let cut = crate::util::metric(&cluster, 3, "conclave_ws_slow_consumer_disconnects_total").await;
+    assert!(cut >= 1.0, "slow-consumer disconnects on node 3: {cut}");
+    let delivered = crate::util::metric(&cluster, 3, "conclave_ws_delivered_frames_total").await;
+    assert!(
+        delivered >= generated as f64,
+        "frames delivered on node 3: {delivered}, the quick client alone got {generated}"
+    );
 
     // It resumes on node 1 from what it processed.
     let resumed_at = Instant::now();

@@ -87,6 +87,7 @@ pub(crate) async fn run(
                 Err(_) => break,
             }
         }
+        crate::metrics::observe_batch(batch.len());
         let shared = shared.clone();
         tokio::spawn(async move {
             propose(&shared, batch, limits.write_timeout).await;
@@ -105,7 +106,10 @@ async fn propose(shared: &Shared, batch: Vec<Pending>, timeout: Duration) {
         batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
     let all_idempotent = commands.iter().all(idempotent);
     let commands: Arc<[Command]> = commands.into();
+    let started = Instant::now();
     let result = propose_with_retry(shared, commands, all_idempotent, timeout).await;
+    let took = result.as_ref().ok().map(|_| started.elapsed());
+    crate::metrics::observe_commit(replies.len(), took);
     match result {
         Ok((index, response)) => {
             let mut outcomes = response.outcomes.into_iter();
@@ -193,6 +197,7 @@ async fn propose_with_retry(
             }
             Some(l) => match shared.node_info(l) {
                 Some(info) => {
+                    crate::metrics::observe_forwarded(commands.len());
                     shared
                         .http
                         .post_bin::<_, ForwardReply>(

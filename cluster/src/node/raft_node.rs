@@ -36,6 +36,8 @@ pub struct ClusterNode {
     reader: StateReader,
     events: EventBus,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The log store's last committed index (the commit-index metric).
+    commit_hint: Arc<crate::storage::commit_hint::CommitHint>,
     _db: sled::Db,
 }
 
@@ -68,6 +70,7 @@ impl ClusterNode {
         )
         .await?;
         let (log, db, sm, events) = (opened.log, opened.db, opened.sm, opened.events);
+        let commit_hint = log.commit_hint();
         let heal = crate::node::heal_gate::HealGate::new(dir.clone(), opened.healing);
         let reader = sm.reader();
         let version_stop = sm.version_stop();
@@ -124,6 +127,7 @@ impl ClusterNode {
             reader,
             events,
             tasks: Mutex::new(tasks),
+            commit_hint,
             _db: db,
         }))
     }
@@ -172,6 +176,11 @@ impl ClusterNode {
 
     pub fn metrics(&self) -> RaftMetrics {
         self.shared.raft.metrics().borrow().clone()
+    }
+
+    /// Highest log index this node knows to be committed (0 before it learns one).
+    pub fn commit_index(&self) -> u64 {
+        self.commit_hint.last_index()
     }
 
     pub fn readiness(&self) -> Readiness {
@@ -500,6 +509,10 @@ fn spawn_tasks(
             batcher::run(shared.clone(), batch_rx, limits, cancel.clone()),
         ),
         spawn_named("health", readiness::run(shared.clone(), cancel.clone())),
+        spawn_named(
+            "leader-watch",
+            crate::metrics::watch_leader(shared.clone(), cancel.clone()),
+        ),
         spawn_named(
             "member-health",
             crate::node::member_health::run(shared.clone(), cancel.clone()),

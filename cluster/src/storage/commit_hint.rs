@@ -17,6 +17,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::storage::fsutil;
 use crate::types::LogId;
@@ -27,6 +28,9 @@ pub struct CommitHint {
     path: PathBuf,
     /// Opened on the first save; `None` after a write error (the hint is then not kept).
     file: Mutex<Option<File>>,
+    /// The last committed index saved (0 before the first), for the commit-index metric;
+    /// kept even when the file is not.
+    last_index: AtomicU64,
 }
 
 impl CommitHint {
@@ -38,6 +42,7 @@ impl CommitHint {
             Self {
                 path,
                 file: Mutex::new(None),
+                last_index: AtomicU64::new(saved.map_or(0, |c| c.index)),
             },
             saved,
         )
@@ -45,6 +50,7 @@ impl CommitHint {
 
     /// Overwrites the hint. Errors are logged once and end the hint, never the write path.
     pub fn save(&self, committed: LogId) {
+        self.last_index.store(committed.index, Ordering::Relaxed);
         let Ok(payload) = bincode::serialize(&committed) else {
             return;
         };
@@ -80,6 +86,13 @@ impl CommitHint {
             tracing::warn!(path = %self.path.display(), error = %e, "cannot write the commit hint; no longer keeping it");
             *slot = None;
         }
+    }
+}
+
+impl CommitHint {
+    /// The last committed index this node learned (0 before the first).
+    pub fn last_index(&self) -> u64 {
+        self.last_index.load(Ordering::Relaxed)
     }
 }
 

@@ -204,6 +204,11 @@ impl LogStore {
         })
     }
 
+    /// The commit hint, shared: its last index is the commit-index metric (`metrics`).
+    pub fn commit_hint(&self) -> Arc<CommitHint> {
+        self.hint.clone()
+    }
+
     /// The vote in `dir/log/meta`, if that file is intact. Used before the store is
     /// quarantined: a node that forgot whom it voted for could vote twice in one term.
     pub fn readable_vote(dir: &Path) -> Option<Vote> {
@@ -827,8 +832,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let this = self.clone();
         // Write under the lock, fdatasync outside it: readers (replication) never wait on the disk.
         let res = tokio::task::spawn_blocking(move || -> Result<(), io::Error> {
+            let started = std::time::Instant::now();
             let (file, segment, size) = this.write_batch(items, buf)?;
-            let synced = sync_data(&file);
+            let synced = crate::metrics::observe_fsync(|| sync_data(&file));
+            crate::metrics::observe_append(started.elapsed());
             this.after_sync(segment, size, synced)
         })
         .await

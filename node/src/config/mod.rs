@@ -17,7 +17,8 @@ mod validate;
 
 use sections::MIB;
 pub use sections::{
-    CaSection, DnsSection, LimitsSection, RaftSection, StorageSection, TlsSection, WriteSection,
+    CaSection, DnsSection, LimitsSection, MetricsSection, RaftSection, StorageSection, TlsSection,
+    WriteSection,
 };
 use validate::parse_range;
 
@@ -88,6 +89,9 @@ pub struct Config {
     /// status; refused together with `[tls]`, where it would mean nothing.
     #[serde(default)]
     pub insecure_plaintext: bool,
+    /// `GET /metrics` and its optional scrape token.
+    #[serde(default)]
+    pub metrics: MetricsSection,
     /// Directory of the config file; relative paths in `[ca]` resolve against it.
     #[serde(skip)]
     pub config_dir: PathBuf,
@@ -306,6 +310,7 @@ impl Config {
                 max_per_node: self.limits.ws_max_per_node,
                 ..web::ws::hub::WsLimits::default()
             },
+            // `run` fills `metrics` once the node (and so the registry) exists.
             ..web::ApiConfig::default()
         }
     }

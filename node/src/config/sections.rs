@@ -1,13 +1,15 @@
 //! The sections of the configuration file (`[raft]`, `[write]`, `[storage]`, `[dns]`, `[ca]`,
-//! `[tls]`) and their defaults.
+//! `[tls]`, `[metrics]`) and their defaults.
 //!
 //! Owns the defaults of the file's sections. Must never define a default the cluster layer
 //! owns a second time: `[raft]`, `[write]` and `[storage]` mirror `ClusterConfig::with_defaults`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use super::ConfigError;
 
 /// The built-in certificate authority (docs/security.md).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -41,6 +43,63 @@ pub struct TlsSection {
     /// want to see a renewal; production leaves it unset.
     #[serde(default)]
     pub node_cert_secs: Option<u64>,
+}
+
+/// `[metrics]`: `GET /metrics` (Prometheus text format) on the client API port: HTTPS with
+/// `[tls]`, the plain API port without; never on the plain-HTTP redirect port.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Serve `/metrics` at all (default true; false answers 404).
+    pub enabled: bool,
+    /// A file holding the token scrapers must send as `Authorization: Bearer <token>`
+    /// (at least 16 characters; surrounding whitespace ignored). Unset: no token needed.
+    /// Relative paths resolve against the config file's directory.
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+impl MetricsSection {
+    /// The token file, resolved against the config file's directory `config_dir`.
+    pub fn token_path(&self, config_dir: &Path) -> Option<PathBuf> {
+        let file = self.bearer_token_file.as_ref()?;
+        Some(if file.is_absolute() {
+            file.clone()
+        } else {
+            config_dir.join(file)
+        })
+    }
+
+    /// The scrape token (`None` when none is configured). Read at every start, so a rotated
+    /// token takes effect with a restart.
+    pub fn token(&self, config_dir: &Path) -> Result<Option<String>, ConfigError> {
+        let Some(path) = self.token_path(config_dir) else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let token = text.trim();
+        if token.chars().count() < MIN_TOKEN_CHARS || token.chars().any(char::is_whitespace) {
+            return Err(ConfigError::Invalid(format!(
+                "metrics.bearer_token_file {}: the token must be at least {MIN_TOKEN_CHARS} characters, without spaces",
+                path.display()
+            )));
+        }
+        Ok(Some(token.to_owned()))
+    }
+}
+
+/// A scrape token shorter than this is refused: it would be guessable.
+const MIN_TOKEN_CHARS: usize = 16;
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bearer_token_file: None,
+        }
+    }
 }
 
 /// The private and loopback ranges: everything a LAN-only site can use, nothing routable on the
@@ -200,6 +259,45 @@ impl Default for DnsSection {
             ttl_secs: 5,
             rate_limit_qps: 200,
             rate_limit_burst: 400,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_token_file_is_resolved_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let off = MetricsSection::default();
+        assert!(off.enabled);
+        assert_eq!(off.token(dir.path()).unwrap(), None);
+        let relative = MetricsSection {
+            enabled: true,
+            bearer_token_file: Some(PathBuf::from("metrics.token")),
+        };
+        // Missing file: refused before the node starts.
+        assert!(matches!(
+            relative.token(dir.path()),
+            Err(ConfigError::Read { .. })
+        ));
+        std::fs::write(
+            dir.path().join("metrics.token"),
+            "  a-long-enough-token-42\n",
+        )
+        .unwrap();
+        assert_eq!(
+            relative.token(dir.path()).unwrap().as_deref(),
+            Some("a-long-enough-token-42")
+        );
+        for weak in ["short", "has a space in it ok", ""] {
+            std::fs::write(dir.path().join("metrics.token"), weak).unwrap();
+            assert!(
+                matches!(relative.token(dir.path()), Err(ConfigError::Invalid(_))),
+                "{weak:?}"
+            );
         }
     }
 }

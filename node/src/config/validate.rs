@@ -233,6 +233,9 @@ impl Config {
                 "api_addr and cluster_addr must differ".into(),
             ));
         }
+        if self.metrics.enabled {
+            self.metrics.token(&self.config_dir)?;
+        }
         self.validate_ca()?;
         self.validate_tls()?;
         self.validate_exposure()

@@ -76,8 +76,12 @@ impl RequestHandler for Handler {
         if udp {
             match self.limiter.check(request.src().ip()) {
                 Decision::Allow => {}
-                Decision::Slip => slip = true,
+                Decision::Slip => {
+                    crate::metrics::dns_rate_limited("slip");
+                    slip = true
+                }
                 Decision::Drop => {
+                    crate::metrics::dns_rate_limited("drop");
                     tracing::trace!(src = %request.src(), "dns rate limit: dropped");
                     return header_only(request, ResponseCode::Refused);
                 }
@@ -103,6 +107,7 @@ impl RequestHandler for Handler {
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.authoritative = reply.authoritative;
         meta.response_code = reply.rcode;
+        crate::metrics::dns_answered(reply.rcode);
         let fits = !slip && (!udp || fits(request, edns.as_ref(), meta, &reply));
         let (answers, authority): (&[Record], &[Record]) = if fits {
             (&reply.answers, &reply.authority)

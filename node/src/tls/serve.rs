@@ -266,9 +266,11 @@ impl Connection {
                     // Port scanners, plain HTTP sent to the TLS port, clients that do not trust
                     // the root: routine, and the client sees its own error.
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    crate::metrics::tls_handshake_failed(Some(&e));
                     return;
                 }
                 Err(_) => {
+                    crate::metrics::tls_handshake_failed(None);
                     tracing::debug!(
                         %peer,
                         timeout_ms = handshake_timeout.as_millis() as u64,

@@ -78,6 +78,9 @@ pub enum Rule {
     /// Adding someone else: members and admins (of any public or private channel, as for
     /// [`Rule::SelfOrAdmin`]); nobody for a DM, whose participants are its identity.
     ManageMembers,
+    /// A metrics scraper: anyone, or only with `[metrics] bearer_token_file` set, a request
+    /// with that token. A user's session token is never one.
+    Scraper,
 }
 
 impl Rule {
@@ -100,6 +103,9 @@ impl Rule {
             Rule::AuthorOrAdminMember => "the message's author or an admin, while a member",
             Rule::SelfOrAdmin => "the member named (leaving); admins, except in DMs",
             Rule::ManageMembers => "members and admins; nobody in a DM",
+            Rule::Scraper => {
+                "anyone, no token; with `[metrics] bearer_token_file` only requests bearing that token (never a user session)"
+            }
         }
     }
 
@@ -109,7 +115,7 @@ impl Rule {
     pub fn allows(self, a: &ChannelAccess) -> bool {
         let reader = a.kind == ChannelKind::Public || a.member;
         match self {
-            Rule::Public | Rule::JoinToken | Rule::AnyUser | Rule::Admin => true,
+            Rule::Public | Rule::JoinToken | Rule::AnyUser | Rule::Admin | Rule::Scraper => true,
             Rule::ChannelReader => reader,
             Rule::ChannelMember => a.member,
             Rule::MemberOrAdmin => a.member || (a.admin && reader),
@@ -280,6 +286,8 @@ pub static ROUTES: &[RouteSpec] = &[
     // Probes.
     spec!(Get "/healthz", Public, cluster_routes::healthz),
     spec!(Get "/readyz", Public, cluster_routes::readyz),
+    // Monitoring (the Prometheus text format; not an API resource, so outside /api/v1).
+    spec!(Get "/metrics", Scraper, crate::metrics::scrape),
 ];
 
 /// The rule of `verb path` (`path` as written in [`ROUTES`]).

@@ -39,6 +39,17 @@ pub async fn login(
     headers: HeaderMap,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<Response, ApiError> {
+    let result = attempt_login(s, meta, headers, req).await;
+    crate::metrics::login(&result);
+    result
+}
+
+async fn attempt_login(
+    s: AppState,
+    meta: RequestMeta,
+    headers: HeaderMap,
+    req: LoginRequest,
+) -> Result<Response, ApiError> {
     // The throttle comes first: a throttled attempt reads nothing and hashes nothing, alike
     // for every name.
     let attempt = login_check::begin(&s, &meta, &req.username, During::Login)?;

@@ -261,6 +261,9 @@ impl Conn {
             Err(end) => end,
         };
         if let End::Close(code, reason) = end {
+            if code == close::SLOW_CONSUMER {
+                crate::metrics::ws_slow_consumer();
+            }
             send_close(&mut conn.sink, &mut stream, code, reason).await;
         }
     }
@@ -445,7 +448,10 @@ impl Conn {
                 Err(_) => break,
             }
         }
-        self.write_all(frames).await
+        let n = frames.len();
+        self.write_all(frames).await?;
+        crate::metrics::ws_delivered(n);
+        Ok(())
     }
 
     fn collect(&mut self, out: Out, frames: &mut Vec<Utf8Bytes>) {

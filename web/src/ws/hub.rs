@@ -145,6 +145,7 @@ pub struct WsSlot {
 impl Drop for WsSlot {
     fn drop(&mut self) {
         self.hub.open.fetch_sub(1, Ordering::SeqCst);
+        crate::metrics::ws_closed();
     }
 }
 
@@ -245,7 +246,10 @@ impl Hub {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < self.limits.max_per_node).then_some(n + 1)
             });
-        taken.ok().map(|_| WsSlot { hub: self.clone() })
+        taken.ok().map(|_| {
+            crate::metrics::ws_opened();
+            WsSlot { hub: self.clone() }
+        })
     }
 
     /// Registers an authenticated connection; `None` when its user already holds

@@ -329,9 +329,23 @@ fn other_request(spec: &RouteSpec, member: &str, i: usize) -> (String, Option<Va
     (path, body)
 }
 
+/// The scrape token of `/metrics` in [`every_other_route`]: no user's session token is it.
+const SCRAPE_TOKEN: &str = "matrix-scrape-token-0123456789";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_other_route() {
-    let h = Harness::start().await;
+    let h = Harness::start_with(web::ApiConfig {
+        metrics: Some(std::sync::Arc::new(web::metrics::MetricsEndpoint {
+            registry: {
+                let mut r = prometheus_client::registry::Registry::default();
+                web::metrics::register(&mut r);
+                r
+            },
+            token: Some(web::metrics::ScrapeToken::new(SCRAPE_TOKEN)),
+        })),
+        ..web::ApiConfig::default()
+    })
+    .await;
     // Step-up operations below need HTTPS.
     h.over_https();
     let mut checked = 0;
@@ -359,6 +373,8 @@ async fn every_other_route() {
             let after = applied_index(&h);
             let refused = match (spec.rule, caller) {
                 (Rule::Public | Rule::JoinToken, _) => None,
+                // A session is not a scrape token, an admin's neither.
+                (Rule::Scraper, _) => Some(StatusCode::UNAUTHORIZED),
                 (_, Caller::Anonymous) => Some(StatusCode::UNAUTHORIZED),
                 (Rule::Admin, Caller::Member) => Some(StatusCode::FORBIDDEN),
                 _ => None,
@@ -376,5 +392,11 @@ async fn every_other_route() {
         }
     }
     assert!(checked > 0);
+    let r = h.call("GET", "/metrics", Some(SCRAPE_TOKEN), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert!(
+        String::from_utf8_lossy(&r.bytes).contains("conclave_logins_total"),
+        "the scrape token opens /metrics"
+    );
     h.stop().await;
 }

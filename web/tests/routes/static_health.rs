@@ -1,7 +1,7 @@
 //! Everything outside the JSON resources: `/healthz`, `/readyz`, the embedded web client (`/`
 //! and its files, caching and security headers, `If-None-Match`), the fallback 404 for unknown
-//! routes, the 405 for known routes with another method, and CORS (own origins, configured
-//! `allowed_origins`, foreign origins, preflights).
+//! routes, the 405 for known routes with another method, CORS (own origins, configured
+//! `allowed_origins`, foreign origins, preflights), and `/metrics` open or turned off.
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -27,6 +27,50 @@ async fn health_and_readiness() {
         assert_err(&r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
     }
     h.stop().await;
+}
+
+/// `/metrics` without a token configured is open (the documented default); with `[metrics]
+/// enabled = false` (no endpoint handed to the router) it is a JSON 404. The token case is in
+/// the authorization matrix (`access_matrix::every_other_route`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_open_by_default_and_404_when_off() {
+    let off = Harness::start().await;
+    let r = off.req("GET", "/metrics", None, None).await;
+    assert_err(&r, StatusCode::NOT_FOUND, "not_found");
+    off.stop().await;
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    web::metrics::register(&mut registry);
+    let open = Harness::start_with(web::ApiConfig {
+        metrics: Some(std::sync::Arc::new(web::metrics::MetricsEndpoint {
+            registry,
+            token: None,
+        })),
+        ..web::ApiConfig::default()
+    })
+    .await;
+    // A failed login shows in the counters.
+    let (s, _) = open
+        .req(
+            "POST",
+            "/api/v1/login",
+            None,
+            Some(json!({"username": ADMIN, "password": "not the password at all"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let r = open.raw("GET", "/metrics", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.headers[header::CONTENT_TYPE],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = String::from_utf8(r.bytes).unwrap();
+    assert!(
+        text.contains("conclave_logins_total{outcome=\"invalid_credentials\"}"),
+        "{text}"
+    );
+    open.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
