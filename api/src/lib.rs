@@ -7,13 +7,16 @@
 //! - [`ca`]: the certificate authority's bodies (`/api/v1/ca/...`);
 //! - [`join`]: the join token's text format and the join bodies;
 //! - [`error`]: the error body `{"error":{"code","message"}}` and its codes;
-//! - [`fingerprint`]: how a certificate fingerprint is written (`AB:CD:..`) and read.
+//! - [`fingerprint`]: how a certificate fingerprint is written (`AB:CD:..`) and read;
+//! - [`backup`]: the manifest and secrets frames of a backup (`GET /api/v1/admin/backup`, and
+//!   the plaintext of an encrypted backup file).
 //!
 //! Changing what a type here encodes changes the wire: the chaos tests and the two documents
 //! are the contract. This crate holds data and its text forms only: it must never perform I/O,
 //! hash, draw random numbers, or know about the cluster's internal types. How leniently the
 //! server reads a request beyond these types is the server's own wrapper, in `web`.
 
+pub mod backup;
 pub mod ca;
 pub mod error;
 pub mod fingerprint;
