@@ -348,7 +348,10 @@ mod tests {
 
     #[test]
     fn empty_stream() {
-        let (bytes, s) = StreamWriter::new(Vec::new(), b"").unwrap().finish().unwrap();
+        let (bytes, s) = StreamWriter::new(Vec::new(), b"")
+            .unwrap()
+            .finish()
+            .unwrap();
         assert_eq!(s.records, 0);
         let (meta, pairs, read) = read_all(&bytes).unwrap();
         assert!(meta.is_empty() && pairs.is_empty());
@@ -363,7 +366,10 @@ mod tests {
             for bit in [0x01u8, 0x80] {
                 let mut b = bytes.clone();
                 b[i] ^= bit;
-                assert!(verify(b.as_slice()).is_err(), "flip {bit:#x} at {i} undetected");
+                assert!(
+                    verify(b.as_slice()).is_err(),
+                    "flip {bit:#x} at {i} undetected"
+                );
             }
         }
     }
@@ -373,10 +379,7 @@ mod tests {
         let (bytes, _) = sample(5);
         for len in 0..bytes.len() {
             let err = verify(&bytes[..len]).unwrap_err();
-            assert!(
-                matches!(err, StreamError::Truncated),
-                "cut at {len}: {err}"
-            );
+            assert!(matches!(err, StreamError::Truncated), "cut at {len}: {err}");
         }
         let mut longer = bytes.clone();
         longer.push(0);

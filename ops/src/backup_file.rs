@@ -108,10 +108,25 @@ pub struct BackupWriter<W: Write> {
 
 impl<W: Write> BackupWriter<W> {
     pub fn new(out: W, key: &BackupKey) -> Result<Self, BackupError> {
+        Self::with_scrypt_work_factor(out, key, None)
+    }
+
+    /// [`BackupWriter::new`], with scrypt's work factor set (`None`: age's, about 1 s of
+    /// work on this machine). Lower only in tests, which would otherwise spend seconds each.
+    fn with_scrypt_work_factor(
+        out: W,
+        key: &BackupKey,
+        log_n: Option<u8>,
+    ) -> Result<Self, BackupError> {
         let encryptor = match key {
             BackupKey::Passphrase(p) => {
                 check_new_passphrase(p)?;
-                age::Encryptor::with_user_passphrase(SecretString::from(p.clone()))
+                let mut recipient = age::scrypt::Recipient::new(SecretString::from(p.clone()));
+                if let Some(log_n) = log_n {
+                    recipient.set_work_factor(log_n);
+                }
+                age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+                    .map_err(|e| BackupError::Key(format!("cannot encrypt: {e}")))?
             }
             BackupKey::Recipients(keys) => {
                 let parsed = recipients(keys)?;
@@ -246,8 +261,7 @@ pub fn open(input: impl Read + 'static, key: &BackupKey) -> Result<OpenedBackup,
         }
         BackupKey::Recipients(_) => {
             return Err(BackupError::Key(
-                "recipients only encrypt; decrypt with --identity (the matching secret key)"
-                    .into(),
+                "recipients only encrypt; decrypt with --identity (the matching secret key)".into(),
             ));
         }
     };

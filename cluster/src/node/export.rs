@@ -38,9 +38,8 @@ impl ClusterNode {
                 "this node has applied nothing yet".into(),
             ));
         };
-        let new_enough = move |m: &crate::types::RaftMetrics| {
-            m.snapshot.is_some_and(|s| s.index >= applied)
-        };
+        let new_enough =
+            move |m: &crate::types::RaftMetrics| m.snapshot.is_some_and(|s| s.index >= applied);
         if !new_enough(&raft.metrics().borrow()) {
             raft.trigger()
                 .snapshot()
@@ -52,20 +51,21 @@ impl ClusterNode {
                 .map_err(|e| ClusterError::Unavailable(format!("snapshot build: {e}")))?;
         }
         let dir = self.data_dir().to_path_buf();
-        let opened = tokio::task::spawn_blocking(move || -> Result<SnapshotExport, ClusterError> {
-            let storage = |e: &dyn std::fmt::Display| ClusterError::Storage(e.to_string());
-            let (meta, reader) = snapshot_file::open(&dir)
-                .map_err(|e| storage(&e))?
-                .ok_or_else(|| ClusterError::Storage("the snapshot file is missing".into()))?;
-            // The reader's file is `snapshot.bin` itself (or, for a previous release's file, an
-            // unlinked stream converted from it): hand out that same open file.
-            let mut file = reader.into_inner().into_inner();
-            file.seek(SeekFrom::Start(0)).map_err(|e| storage(&e))?;
-            let len = file.metadata().map_err(|e| storage(&e))?.len();
-            Ok(SnapshotExport { meta, file, len })
-        })
-        .await
-        .map_err(|e| ClusterError::Internal(format!("export task: {e}")))??;
+        let opened =
+            tokio::task::spawn_blocking(move || -> Result<SnapshotExport, ClusterError> {
+                let storage = |e: &dyn std::fmt::Display| ClusterError::Storage(e.to_string());
+                let (meta, reader) = snapshot_file::open(&dir)
+                    .map_err(|e| storage(&e))?
+                    .ok_or_else(|| ClusterError::Storage("the snapshot file is missing".into()))?;
+                // The reader's file is `snapshot.bin` itself (or, for a previous release's file, an
+                // unlinked stream converted from it): hand out that same open file.
+                let mut file = reader.into_inner().into_inner();
+                file.seek(SeekFrom::Start(0)).map_err(|e| storage(&e))?;
+                let len = file.metadata().map_err(|e| storage(&e))?.len();
+                Ok(SnapshotExport { meta, file, len })
+            })
+            .await
+            .map_err(|e| ClusterError::Internal(format!("export task: {e}")))??;
         if opened.meta.last_log_id.map(|l| l.index) < Some(applied) {
             return Err(ClusterError::Storage(format!(
                 "the snapshot file is older ({:?}) than the applied index {applied}",

@@ -28,8 +28,8 @@ use crate::command::Response;
 use crate::state::events::{Event, EventBus};
 use crate::state::keys;
 use crate::state::{self, Overlay, StateError};
-use crate::storage::snapshot_file::{self, SnapshotFileError};
 use crate::storage::snapshot_cow::Cow;
+use crate::storage::snapshot_file::{self, SnapshotFileError};
 use crate::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };

@@ -79,8 +79,12 @@ pub fn remove_temp_files(dir: &Path, keep: Option<&Path>) {
                 continue;
             }
             match fs::remove_file(&p) {
-                Ok(()) => tracing::info!(path = %p.display(), "removed an abandoned snapshot temp file"),
-                Err(e) => tracing::warn!(path = %p.display(), error = %e, "could not remove an abandoned snapshot temp file"),
+                Ok(()) => {
+                    tracing::info!(path = %p.display(), "removed an abandoned snapshot temp file")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %p.display(), error = %e, "could not remove an abandoned snapshot temp file")
+                }
             }
         }
     }
@@ -184,7 +188,8 @@ pub fn open_file(
     // Not a stream: only a format-1 file is read further, and only if its first bytes fit one
     // (so a damaged 2 GB stream is not read into memory to find out it is no legacy file).
     let len = file.metadata()?.len();
-    let framed = n == 8 && u64::from(u32::from_le_bytes([head[0], head[1], head[2], head[3]])) + 8 == len;
+    let framed =
+        n == 8 && u64::from(u32::from_le_bytes([head[0], head[1], head[2], head[3]])) + 8 == len;
     let bare_body = expect.is_some() && n >= 2 && head[..2] == 1u16.to_le_bytes();
     if !framed && !bare_body {
         return Err(SnapshotFileError::corrupt(
@@ -451,7 +456,10 @@ mod tests {
             b[at] ^= 0x40;
             fs::write(&p, &b).unwrap();
             let r = verify_file(File::open(&p).unwrap(), &p, None);
-            assert!(matches!(r, Err(SnapshotFileError::Corrupt { .. })), "at {at}");
+            assert!(
+                matches!(r, Err(SnapshotFileError::Corrupt { .. })),
+                "at {at}"
+            );
         }
         fs::write(&p, &good[..good.len() - 5]).unwrap();
         assert!(matches!(

@@ -61,7 +61,8 @@ fn body_with(
 }
 
 fn encrypt(body: &[u8], key: &BackupKey) -> Vec<u8> {
-    let mut w = BackupWriter::new(Vec::new(), key).unwrap();
+    // A low scrypt work factor: the real one costs about a second per test (debug build).
+    let mut w = BackupWriter::with_scrypt_work_factor(Vec::new(), key, Some(10)).unwrap();
     w.write_all(body).unwrap();
     w.finish().unwrap()
 }
@@ -100,7 +101,10 @@ fn round_trip_with_a_passphrase() {
     let (body, manifest) = body(&pairs);
     let key = BackupKey::Passphrase("correct horse battery staple".into());
     let file = encrypt(&body, &key);
-    assert!(!file.windows(9).any(|w| w == b"m/general"), "plaintext leaked");
+    assert!(
+        !file.windows(9).any(|w| w == b"m/general"),
+        "plaintext leaked"
+    );
 
     assert_eq!(verify(Cursor::new(file.clone()), &key).unwrap(), manifest);
     let opened = open(Cursor::new(file.clone()), &key).unwrap();
@@ -127,7 +131,10 @@ fn round_trip_with_a_recipient() {
     let (body, manifest) = body(&pairs);
     let r = recipient();
     let file = encrypt(&body, &r.recipient);
-    assert_eq!(verify(Cursor::new(file.clone()), &r.identity).unwrap(), manifest);
+    assert_eq!(
+        verify(Cursor::new(file.clone()), &r.identity).unwrap(),
+        manifest
+    );
     let opened = open(Cursor::new(file.clone()), &r.identity).unwrap();
     assert_eq!(read_all_records(opened.state), pairs);
 
@@ -168,10 +175,22 @@ fn truncation_anywhere_is_detected() {
     let (body, _) = body(&records(300));
     let r = recipient();
     let file = encrypt(&body, &r.recipient);
-    for cut in [0, 10, 100, 200, file.len() / 2, 65_536 + 200, file.len() - 1] {
+    for cut in [
+        0,
+        10,
+        100,
+        200,
+        file.len() / 2,
+        65_536 + 200,
+        file.len() - 1,
+    ] {
         let cut = cut.min(file.len() - 1);
         let err = verify(Cursor::new(file[..cut].to_vec()), &r.identity);
-        assert!(err.is_err(), "a file cut at {cut} of {} verified", file.len());
+        assert!(
+            err.is_err(),
+            "a file cut at {cut} of {} verified",
+            file.len()
+        );
     }
 }
 

@@ -651,7 +651,10 @@ mod tests {
         assert!(matches!(
             cli.command,
             Command::Backup(BackupArgs {
-                command: Some(BackupCommand::Verify { identity: Some(_), .. }),
+                command: Some(BackupCommand::Verify {
+                    identity: Some(_),
+                    ..
+                }),
                 ..
             })
         ));

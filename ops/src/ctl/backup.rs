@@ -12,7 +12,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use ops::Client;
-use ops::backup_file::{self, BackupError, BackupKey, BodyCheck, BackupWriter, Manifest};
+use ops::backup_file::{self, BackupError, BackupKey, BackupWriter, BodyCheck, Manifest};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
@@ -178,7 +178,10 @@ async fn take(
         writer.write_all(&chunk).map_err(write_failed)?;
     }
     let manifest = check.finish().map_err(|e| {
-        Failure::local(format_args!("{} sent an unusable backup: {e}", download.server))
+        Failure::local(format_args!(
+            "{} sent an unusable backup: {e}",
+            download.server
+        ))
     })?;
     let buffered = writer.finish().map_err(Failure::local)?;
     let hashing = buffered
@@ -229,9 +232,11 @@ fn verify(file: &Path, key: &BackupKey, json: bool) -> Result<u8, Failure> {
 fn keygen(out: &Path, json: bool) -> Result<u8, Failure> {
     let (secret, public) = backup_file::generate_identity();
     let mut file = super::ca::create_private(out)?;
-    file.write_all(format!("# conclavectl backup keygen\n# public key: {public}\n{secret}\n").as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| Failure::local(format_args!("cannot write {}: {e}", out.display())))?;
+    file.write_all(
+        format!("# conclavectl backup keygen\n# public key: {public}\n{secret}\n").as_bytes(),
+    )
+    .and_then(|()| file.sync_all())
+    .map_err(|e| Failure::local(format_args!("cannot write {}: {e}", out.display())))?;
     emit(
         json,
         &serde_json::json!({ "identity_file": out.display().to_string(), "recipient": public }),
@@ -277,7 +282,10 @@ fn emit<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> R
         text()
     };
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()) {
+    match stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
         Ok(()) => Ok(EXIT_OK),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure::stdout_closed()),
         Err(e) => Err(Failure::local(format_args!("cannot write to stdout: {e}"))),

@@ -146,7 +146,13 @@ pub async fn backup(
                 .blocking_send(Err(std::io::Error::other("backup stream failed")));
         }
     });
-    crate::security_event!(meta, "backup.served", index, sessions, records = summary.records);
+    crate::security_event!(
+        meta,
+        "backup.served",
+        index,
+        sessions,
+        records = summary.records
+    );
 
     let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
@@ -194,10 +200,17 @@ fn encode(file: &mut File, sessions: bool, out: impl Write) -> Result<(u64, Summ
     };
     let failed = |e: std::io::Error| ApiError::Internal(format!("backup stream: {e}"));
     file.seek(SeekFrom::Start(0)).map_err(|e| unreadable(&e))?;
-    let mut reader =
-        StreamReader::new(BufReader::with_capacity(CHUNK, &mut *file)).map_err(|e| unreadable(&e))?;
+    let mut reader = StreamReader::new(BufReader::with_capacity(CHUNK, &mut *file))
+        .map_err(|e| unreadable(&e))?;
     let meta = reader.meta().to_vec();
-    let mut writer = StreamWriter::new(Counting { inner: out, bytes: 0 }, &meta).map_err(failed)?;
+    let mut writer = StreamWriter::new(
+        Counting {
+            inner: out,
+            bytes: 0,
+        },
+        &meta,
+    )
+    .map_err(failed)?;
     while let Some((key, value)) = reader.next_record().map_err(|e| unreadable(&e))? {
         if !sessions && is_session_key(&key) {
             continue;
@@ -266,7 +279,13 @@ mod tests {
         for k in [&b"s/abc"[..], b"si/abc", b"se/\0\0/abc", b"su/alice/abc"] {
             assert!(is_session_key(k), "{k:?}");
         }
-        for k in [&b"u/alice"[..], b"m/general/\0", b"sx/", b"c/s", b"meta/applied"] {
+        for k in [
+            &b"u/alice"[..],
+            b"m/general/\0",
+            b"sx/",
+            b"c/s",
+            b"meta/applied",
+        ] {
             assert!(!is_session_key(k), "{k:?}");
         }
     }
