@@ -132,6 +132,11 @@ impl ClusterNode {
         self.shared.id
     }
 
+    /// The data directory this node's storage lives in.
+    pub fn data_dir(&self) -> &Path {
+        &self.shared.config.data_dir
+    }
+
     pub fn raft(&self) -> &Raft {
         &self.shared.raft
     }

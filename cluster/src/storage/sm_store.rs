@@ -28,13 +28,12 @@ use crate::command::Response;
 use crate::state::events::{Event, EventBus};
 use crate::state::keys;
 use crate::state::{self, Overlay, StateError};
-use crate::storage::fsutil;
 use crate::storage::snapshot_cow::Cow;
+use crate::storage::snapshot_file::{self, SnapshotFileError};
 use crate::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 
-const SNAPSHOT_FILE: &str = "snapshot.bin";
 const SNAPSHOT_FORMAT: u16 = 1;
 
 type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
@@ -44,13 +43,6 @@ type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 struct SnapshotBody {
     format: u16,
     pairs: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-/// What is kept on disk: the metadata openraft needs plus the encoded body.
-#[derive(Serialize, Deserialize)]
-struct SnapshotFile {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
 }
 
 #[derive(Clone)]
@@ -189,26 +181,33 @@ impl StateMachineStore {
     }
 }
 
-/// The snapshot file in `dir`, checked (its CRC and its encoding); `None` if there is none.
+/// The snapshot file in `dir`, checked (every record, its digest and count); `None` if there
+/// is none.
 fn read_snapshot_file(dir: &Path) -> Result<Option<StoredSnapshot>, OpenError> {
-    let path = dir.join(SNAPSHOT_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let (payload, _) =
-                fsutil::unframe(&bytes).ok_or_else(|| OpenError::CorruptSnapshot(path.clone()))?;
-            let file: SnapshotFile = bincode::deserialize(payload)
-                .map_err(|_| OpenError::CorruptSnapshot(path.clone()))?;
-            // The body must decode too: a restore that fails halfway is worse than none.
-            bincode::deserialize::<SnapshotBody>(&file.data)
-                .map_err(|_| OpenError::CorruptSnapshot(path.clone()))?;
-            Ok(Some(StoredSnapshot {
-                meta: file.meta,
-                data: Arc::new(file.data),
-            }))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(OpenError::Io(e)),
+    let path = snapshot_file::path(dir);
+    let corrupt = |e: SnapshotFileError| match e {
+        SnapshotFileError::Io(e) => OpenError::Io(e),
+        _ => OpenError::CorruptSnapshot(path.clone()),
+    };
+    let Some((meta, mut reader)) = snapshot_file::open(dir).map_err(corrupt)? else {
+        return Ok(None);
+    };
+    let mut pairs = Vec::new();
+    while let Some(kv) = reader
+        .next_record()
+        .map_err(|_| OpenError::CorruptSnapshot(path.clone()))?
+    {
+        pairs.push(kv);
     }
+    let data = bincode::serialize(&SnapshotBody {
+        format: SNAPSHOT_FORMAT,
+        pairs,
+    })
+    .map_err(|_| OpenError::CorruptSnapshot(path.clone()))?;
+    Ok(Some(StoredSnapshot {
+        meta,
+        data: Arc::new(data),
+    }))
 }
 
 /// Verifies the snapshot file in `dir` (CRC, encoding) without opening the state machine, and
@@ -219,7 +218,7 @@ pub fn check_snapshot_file(dir: &Path) -> Result<Option<StoredMembership>, OpenE
 
 /// The snapshot file's path under a data dir (for quarantine).
 pub fn snapshot_path(dir: &Path) -> PathBuf {
-    dir.join(SNAPSHOT_FILE)
+    snapshot_file::path(dir)
 }
 
 /// Why the state machine could not be opened.
@@ -441,16 +440,15 @@ fn record_install(cow: &Cow, tree: &sled::Tree, data: &[u8]) -> Result<(), State
 }
 
 fn persist_snapshot(dir: &Path, snap: &StoredSnapshot) -> Result<(), StorageError> {
-    let file = SnapshotFile {
-        meta: snap.meta.clone(),
-        data: snap.data.as_ref().clone(),
-    };
-    let payload =
-        bincode::serialize(&file).map_err(|e| snap_err(Some(&snap.meta), ErrorVerb::Write, e))?;
-    let mut framed = Vec::with_capacity(payload.len() + 8);
-    fsutil::frame(&payload, &mut framed);
-    fsutil::write_atomic(&dir.join(SNAPSHOT_FILE), &framed)
-        .map_err(|e| snap_err(Some(&snap.meta), ErrorVerb::Write, e))
+    let body: SnapshotBody = bincode::deserialize(&snap.data)
+        .map_err(|e| snap_err(Some(&snap.meta), ErrorVerb::Write, e))?;
+    snapshot_file::write(
+        dir,
+        &snap.meta,
+        body.pairs.into_iter().map(Ok::<_, std::io::Error>),
+    )
+    .map_err(|e| snap_err(Some(&snap.meta), ErrorVerb::Write, e))?;
+    Ok(())
 }
 
 enum Source {
