@@ -68,15 +68,19 @@ pub fn temp_path(dir: &Path, what: &str) -> PathBuf {
     ))
 }
 
-/// Removes every temp file of this module under `dir` but `keep`: a build or a receive that a
-/// crash, a failed transfer or a newer transfer abandoned. Best effort: a file that cannot be
-/// removed is logged and left.
-pub fn remove_temp_files(dir: &Path, keep: Option<&Path>) {
+/// Removes the temp files of this module under `dir` (only those made for `what`, if given)
+/// but `keep`: a build or a receive that a crash, a failed transfer or a newer transfer
+/// abandoned. Best effort: a file that cannot be removed is logged and left.
+pub fn remove_temp_files(dir: &Path, what: Option<&str>, keep: Option<&Path>) {
     let Ok(rd) = fs::read_dir(dir) else { return };
+    let prefix = match what {
+        Some(w) => format!("{TEMP_PREFIX}{w}-"),
+        None => TEMP_PREFIX.to_string(),
+    };
     for de in rd.flatten() {
         let name = de.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX) {
+        if name.starts_with(&prefix) && name.ends_with(TEMP_SUFFIX) {
             let p = de.path();
             if keep == Some(p.as_path()) {
                 continue;
@@ -176,6 +180,7 @@ pub fn open_file(
     p: &Path,
     expect: Option<&SnapshotMeta>,
 ) -> Result<(SnapshotMeta, Records), SnapshotFileError> {
+    file.seek(SeekFrom::Start(0))?;
     let mut head = [0u8; 8];
     let n = read_up_to(&mut file, &mut head)?;
     file.seek(SeekFrom::Start(0))?;
@@ -241,6 +246,97 @@ pub fn verify_file(
         return Err(SnapshotFileError::corrupt(p, "bytes after the end record"));
     }
     Ok((meta, summary))
+}
+
+/// Checks a received snapshot (fsynced by the caller) before anything else is touched: every
+/// record, the digest, the count, and that its meta is the one openraft announced. Returns the
+/// path of a complete format-2 file to install: `received` itself, or, for a format-1 body
+/// from a leader of the previous release, a converted copy (`received` is then removed). On
+/// error `received` is removed and nothing else has changed.
+pub fn accept_received(
+    dir: &Path,
+    file: File,
+    received: &Path,
+    expect: &SnapshotMeta,
+) -> Result<PathBuf, SnapshotFileError> {
+    let result = (|| {
+        let mut file = file;
+        file.seek(SeekFrom::Start(0))?;
+        let mut head = [0u8; 8];
+        let n = read_up_to(&mut file, &mut head)?;
+        file.seek(SeekFrom::Start(0))?;
+        if n == 8 && &head == snapshot_stream::MAGIC {
+            let (meta, summary) = verify_file(file, received, None)?;
+            if &meta != expect {
+                return Err(SnapshotFileError::corrupt(
+                    received,
+                    format!(
+                        "its meta ({:?}) is not the one announced ({:?})",
+                        meta.last_log_id, expect.last_log_id
+                    ),
+                ));
+            }
+            tracing::info!(snapshot = ?meta.last_log_id, records = summary.records, bytes = summary.bytes, "received snapshot verified");
+            return Ok(received.to_path_buf());
+        }
+        let (meta, pairs) = read_legacy(file, received, Some(expect))?;
+        let tmp = temp_path(dir, "recv");
+        let mut out = create_temp(&tmp)?;
+        let written = write_stream(
+            &mut out,
+            &meta,
+            pairs.into_iter().map(Ok::<_, std::convert::Infallible>),
+        );
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let _ = fs::remove_file(received);
+        tracing::info!(snapshot = ?meta.last_log_id, "received a format-1 snapshot (leader of the previous release), converted");
+        Ok(tmp)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(received);
+    }
+    result
+}
+
+/// Whether `file` is the file at `path` (the handle openraft wrote a transfer through is the
+/// temp file this node created for it, unless a caller swapped it). Where that cannot be told
+/// cheaply, `false`: the caller then copies, which is only slower.
+pub fn is_file_at(file: &File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), fs::metadata(path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, path);
+        false
+    }
+}
+
+/// Copies `file` whole into a fresh temp file under `dir` (streaming), returning it and its
+/// path.
+pub fn copy_to_temp(dir: &Path, file: &mut File) -> io::Result<(File, PathBuf)> {
+    let tmp = temp_path(dir, "recv");
+    let result = (|| {
+        let mut out = create_temp(&tmp)?;
+        file.seek(SeekFrom::Start(0))?;
+        io::copy(file, &mut out)?;
+        Ok(out)
+    })();
+    match result {
+        Ok(out) => Ok((out, tmp)),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
 }
 
 /// The previous release's file: `frame(bincode({meta, data}))`, data = `bincode(LegacyBody)`.
@@ -477,7 +573,9 @@ mod tests {
         fs::write(&a, b"x").unwrap();
         fs::write(&b, b"x").unwrap();
         fs::write(dir.path().join("other.tmp"), b"x").unwrap();
-        remove_temp_files(dir.path(), Some(&b));
+        remove_temp_files(dir.path(), Some("build"), None);
+        assert!(a.exists());
+        remove_temp_files(dir.path(), Some("recv"), Some(&b));
         assert!(!a.exists() && b.exists());
         assert!(dir.path().join("other.tmp").exists());
     }
