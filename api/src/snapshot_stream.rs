@@ -32,6 +32,9 @@ pub const MAX_KEY: usize = 64 << 10;
 /// Largest value the reader accepts (and the writer refuses to write).
 pub const MAX_VALUE: usize = 256 << 20;
 
+/// One record: a key and its value.
+pub type Record = (Vec<u8>, Vec<u8>);
+
 const TAG_END: u8 = 0;
 const TAG_RECORD: u8 = 1;
 
@@ -241,7 +244,7 @@ impl<R: Read> StreamReader<R> {
 
     /// The next record; `Ok(None)` once the end record was read and its count and digest
     /// matched (and on every call after that).
-    pub fn next_record(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StreamError> {
+    pub fn next_record(&mut self) -> Result<Option<Record>, StreamError> {
         if self.done.is_some() {
             return Ok(None);
         }
@@ -323,7 +326,7 @@ mod tests {
         w.finish().unwrap()
     }
 
-    fn read_all(bytes: &[u8]) -> Result<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>, Summary), StreamError> {
+    fn read_all(bytes: &[u8]) -> Result<(Vec<u8>, Vec<Record>, Summary), StreamError> {
         let mut r = StreamReader::new(bytes)?;
         let mut out = Vec::new();
         while let Some(kv) = r.next_record()? {

@@ -8,7 +8,7 @@
 //! and must never leave a half-written `snapshot.bin`: readers see the old file or the new one.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -26,6 +26,9 @@ const TEMP_SUFFIX: &str = ".tmp";
 /// Buffer of the reader and writer: big enough that the per-field reads and writes of the
 /// stream codec do not become syscalls, small enough not to matter for memory.
 const IO_BUF: usize = 256 << 10;
+
+/// A snapshot file's records, read (and checked) one by one from its first record on.
+pub type Records = StreamReader<BufReader<File>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotFileError {
@@ -65,15 +68,19 @@ pub fn temp_path(dir: &Path, what: &str) -> PathBuf {
     ))
 }
 
-/// Removes every temp file of this module under `dir` but `keep`: a build or a receive that a
-/// crash, a failed transfer or a newer transfer abandoned. Best effort: a file that cannot be
-/// removed is logged and left.
-pub fn remove_temp_files(dir: &Path, keep: Option<&Path>) {
+/// Removes the temp files of this module under `dir` (only those made for `what`, if given)
+/// but `keep`: a build or a receive that a crash, a failed transfer or a newer transfer
+/// abandoned. Best effort: a file that cannot be removed is logged and left.
+pub fn remove_temp_files(dir: &Path, what: Option<&str>, keep: Option<&Path>) {
     let Ok(rd) = fs::read_dir(dir) else { return };
+    let prefix = match what {
+        Some(w) => format!("{TEMP_PREFIX}{w}-"),
+        None => TEMP_PREFIX.to_string(),
+    };
     for de in rd.flatten() {
         let name = de.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX) {
+        if name.starts_with(&prefix) && name.ends_with(TEMP_SUFFIX) {
             let p = de.path();
             if keep == Some(p.as_path()) {
                 continue;
@@ -156,9 +163,7 @@ pub fn create_temp(tmp: &Path) -> io::Result<File> {
 /// Opens `snapshot.bin` and reads its header: its meta and a reader positioned at the first
 /// record. Records are checked as they are read (see `StreamReader`). A format-1 file is
 /// converted into a stream first (see `convert_legacy`). `Ok(None)`: there is no file.
-pub fn open(
-    dir: &Path,
-) -> Result<Option<(SnapshotMeta, StreamReader<BufReader<File>>)>, SnapshotFileError> {
+pub fn open(dir: &Path) -> Result<Option<(SnapshotMeta, Records)>, SnapshotFileError> {
     let p = path(dir);
     let file = match File::open(&p) {
         Ok(f) => f,
@@ -174,7 +179,8 @@ pub fn open_file(
     mut file: File,
     p: &Path,
     expect: Option<&SnapshotMeta>,
-) -> Result<(SnapshotMeta, StreamReader<BufReader<File>>), SnapshotFileError> {
+) -> Result<(SnapshotMeta, Records), SnapshotFileError> {
+    file.seek(SeekFrom::Start(0))?;
     let mut head = [0u8; 8];
     let n = read_up_to(&mut file, &mut head)?;
     file.seek(SeekFrom::Start(0))?;
@@ -242,6 +248,97 @@ pub fn verify_file(
     Ok((meta, summary))
 }
 
+/// Checks a received snapshot (fsynced by the caller) before anything else is touched: every
+/// record, the digest, the count, and that its meta is the one openraft announced. Returns the
+/// path of a complete format-2 file to install: `received` itself, or, for a format-1 body
+/// from a leader of the previous release, a converted copy (`received` is then removed). On
+/// error `received` is removed and nothing else has changed.
+pub fn accept_received(
+    dir: &Path,
+    file: File,
+    received: &Path,
+    expect: &SnapshotMeta,
+) -> Result<PathBuf, SnapshotFileError> {
+    let result = (|| {
+        let mut file = file;
+        file.seek(SeekFrom::Start(0))?;
+        let mut head = [0u8; 8];
+        let n = read_up_to(&mut file, &mut head)?;
+        file.seek(SeekFrom::Start(0))?;
+        if n == 8 && &head == snapshot_stream::MAGIC {
+            let (meta, summary) = verify_file(file, received, None)?;
+            if &meta != expect {
+                return Err(SnapshotFileError::corrupt(
+                    received,
+                    format!(
+                        "its meta ({:?}) is not the one announced ({:?})",
+                        meta.last_log_id, expect.last_log_id
+                    ),
+                ));
+            }
+            tracing::info!(snapshot = ?meta.last_log_id, records = summary.records, bytes = summary.bytes, "received snapshot verified");
+            return Ok(received.to_path_buf());
+        }
+        let (meta, pairs) = read_legacy(file, received, Some(expect))?;
+        let tmp = temp_path(dir, "recv");
+        let mut out = create_temp(&tmp)?;
+        let written = write_stream(
+            &mut out,
+            &meta,
+            pairs.into_iter().map(Ok::<_, std::convert::Infallible>),
+        );
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let _ = fs::remove_file(received);
+        tracing::info!(snapshot = ?meta.last_log_id, "received a format-1 snapshot (leader of the previous release), converted");
+        Ok(tmp)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(received);
+    }
+    result
+}
+
+/// Whether `file` is the file at `path` (the handle openraft wrote a transfer through is the
+/// temp file this node created for it, unless a caller swapped it). Where that cannot be told
+/// cheaply, `false`: the caller then copies, which is only slower.
+pub fn is_file_at(file: &File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), fs::metadata(path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, path);
+        false
+    }
+}
+
+/// Copies `file` whole into a fresh temp file under `dir` (streaming), returning it and its
+/// path.
+pub fn copy_to_temp(dir: &Path, file: &mut File) -> io::Result<(File, PathBuf)> {
+    let tmp = temp_path(dir, "recv");
+    let result = (|| {
+        let mut out = create_temp(&tmp)?;
+        file.seek(SeekFrom::Start(0))?;
+        io::copy(file, &mut out)?;
+        Ok(out)
+    })();
+    match result {
+        Ok(out) => Ok((out, tmp)),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
 /// The previous release's file: `frame(bincode({meta, data}))`, data = `bincode(LegacyBody)`.
 #[derive(Serialize, Deserialize)]
 struct LegacyFile {
@@ -306,7 +403,7 @@ fn convert_legacy(
     p: &Path,
     meta: &SnapshotMeta,
     pairs: Pairs,
-) -> Result<(SnapshotMeta, StreamReader<BufReader<File>>), SnapshotFileError> {
+) -> Result<(SnapshotMeta, Records), SnapshotFileError> {
     let dir = p.parent().unwrap_or(Path::new("."));
     let tmp = temp_path(dir, "legacy");
     let mut f = create_temp(&tmp)?;
@@ -476,7 +573,9 @@ mod tests {
         fs::write(&a, b"x").unwrap();
         fs::write(&b, b"x").unwrap();
         fs::write(dir.path().join("other.tmp"), b"x").unwrap();
-        remove_temp_files(dir.path(), Some(&b));
+        remove_temp_files(dir.path(), Some("build"), None);
+        assert!(a.exists());
+        remove_temp_files(dir.path(), Some("recv"), Some(&b));
         assert!(!a.exists() && b.exists());
         assert!(dir.path().join("other.tmp").exists());
     }
