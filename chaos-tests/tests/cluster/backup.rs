@@ -14,6 +14,7 @@
 //! Every wait polls with a deadline.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -23,11 +24,12 @@ use chaos_tests::{ClusterOptions, TestCluster};
 use ops::backup_file::{self, BackupKey};
 use ops::{ClientError, Role};
 
-use super::ctl::{Ctl, expect_failure, expect_ok};
+use super::ctl::{Ctl, Run, expect_failure, expect_ok};
 use crate::util::create_channel;
 
 const CH: &str = "backup-general";
-const PASSPHRASE: &str = "a long backup passphrase for tests";
+/// The passphrase of [`take_backup`]'s backups.
+pub(crate) const PASSPHRASE: &str = "a long backup passphrase for tests";
 const MEMBER_PASSWORD: &str = "member-password-1";
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -39,15 +41,44 @@ struct Acked {
     text: String,
 }
 
-/// What a decrypted backup holds that the checks need.
-struct Decoded {
-    manifest: backup_file::Manifest,
-    kek: Option<String>,
-    messages: HashMap<u64, Vec<u8>>,
-    session_keys: usize,
+/// What a decrypted backup holds that the checks need: the manifest, the KEK, the messages of
+/// [`CH`] by sequence (their stored values) and how many session keys the state has.
+pub(crate) struct Decoded {
+    pub(crate) manifest: backup_file::Manifest,
+    pub(crate) kek: Option<String>,
+    pub(crate) messages: HashMap<u64, Vec<u8>>,
+    pub(crate) session_keys: usize,
 }
 
-fn decode(path: &std::path::Path, key: &BackupKey) -> Decoded {
+/// `conclavectl backup --passphrase-file` (with [`PASSPHRASE`]) of the cluster through node
+/// `id`, into `dir/name`: the run, the file and the passphrase file. For the restore scenarios
+/// as well.
+pub(crate) async fn take_backup(
+    cluster: &TestCluster,
+    ctl: &Ctl,
+    id: u64,
+    dir: &Path,
+    name: &str,
+) -> (Run, PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let pass_file = dir.join("passphrase");
+    std::fs::write(&pass_file, format!("{PASSPHRASE}\n")).unwrap();
+    let out = dir.join(name);
+    let run = ctl
+        .run(&[
+            "--server",
+            &cluster.url(id),
+            "backup",
+            "--out",
+            out.to_str().unwrap(),
+            "--passphrase-file",
+            pass_file.to_str().unwrap(),
+        ])
+        .await;
+    (run, out, pass_file)
+}
+
+pub(crate) fn decode(path: &Path, key: &BackupKey) -> Decoded {
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     let opened = backup_file::open(file, key).unwrap_or_else(|e| panic!("open backup: {e}"));
     let mut reader = StreamReader::new(opened.state).unwrap_or_else(|e| panic!("state: {e}"));
@@ -89,10 +120,6 @@ async fn backup_while_posting() {
     expect_ok(&cluster, &run);
     create_channel(&cluster, CH).await;
     let dir = cluster.root().join("backups");
-    std::fs::create_dir_all(&dir).unwrap();
-    let pass_file = dir.join("passphrase");
-    std::fs::write(&pass_file, format!("{PASSPHRASE}\n")).unwrap();
-    let pass_file_s = pass_file.to_str().unwrap().to_owned();
 
     // A poster on node 1 that records every acknowledgement, until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
@@ -127,21 +154,11 @@ async fn backup_while_posting() {
         .await;
 
     // The backup, from node 3, while node 1 keeps taking posts.
-    let out = dir.join("cluster.backup");
-    let out_s = out.to_str().unwrap().to_owned();
     let before = count();
-    let run = ctl
-        .run(&[
-            "--server",
-            &cluster.url(3),
-            "backup",
-            "--out",
-            &out_s,
-            "--passphrase-file",
-            &pass_file_s,
-        ])
-        .await;
+    let (run, out, pass_file) = take_backup(&cluster, &ctl, 3, &dir, "cluster.backup").await;
     let during = count() - before;
+    let out_s = out.to_str().unwrap().to_owned();
+    let pass_file_s = pass_file.to_str().unwrap().to_owned();
     let text = expect_ok(&cluster, &run);
     assert!(
         text.starts_with(&format!("backup written to {out_s}\n")),
