@@ -5,7 +5,8 @@
 //!   file verifies offline; decrypted with `ops::backup_file::open` and read with the stream
 //!   reader, it holds every message acknowledged at or below the manifest's index, byte for
 //!   byte, no session key, the KEK and the cluster's root fingerprint; a wrong passphrase
-//!   fails with one line; a backup to an age recipient (from `backup keygen`) with
+//!   fails with one line, a short one is refused before anything is sent, the passphrase may
+//!   come from `CONCLAVE_BACKUP_PASSPHRASE`; a backup to an age recipient (from `backup keygen`) with
 //!   `--sessions` verifies with the identity and holds session keys; a flipped byte at seeded
 //!   positions (age header, middle, last bytes) makes `backup verify` exit 1 with one line; a
 //!   member gets 403, no token 401, and the plain port redirects the route (exit 2, no file
@@ -223,6 +224,23 @@ async fn backup_while_posting() {
             a.seq
         );
     }
+
+    // The passphrase from the environment works as well; a short one is refused up front.
+    let run = ctl
+        .run_env(
+            &["backup", "verify", &out_s],
+            &[("CONCLAVE_BACKUP_PASSPHRASE", PASSPHRASE)],
+        )
+        .await;
+    expect_ok(&cluster, &run);
+    let run = ctl
+        .run_env(
+            &["backup", "--out", &format!("{out_s}.short")],
+            &[("CONCLAVE_BACKUP_PASSPHRASE", "too short")],
+        )
+        .await;
+    let line = expect_failure(&cluster, &run, 2, "conclavectl: error: ");
+    assert!(line.contains("at least 12"), "{run}");
 
     let wrong = dir.join("wrong-passphrase");
     std::fs::write(&wrong, "not the passphrase at all\n").unwrap();
