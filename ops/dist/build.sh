@@ -10,8 +10,9 @@
 #   conclave-<version>-x86_64-linux.tar.gz     the offline bundle (below)
 #   SHA256SUMS                                 of the four files above
 # The tarball holds conclave-<version>-x86_64-linux/ with both binaries, the .deb, docs/,
-# conclave.toml (production template), systemd/, prometheus/ (alert rules and a Grafana
-# dashboard), docker/, completions/, man/ and a SHA256SUMS of everything in it.
+# conclave.toml (production template), systemd/, backup/ (the nightly backup service and
+# timer), prometheus/ (alert rules and a Grafana dashboard), docker/, completions/, man/ and a
+# SHA256SUMS of everything in it.
 #
 # Idempotent; uses only tracked files of the checkout (works from a clean clone); the only
 # thing it installs is cargo-deb (pinned, into ~/.cargo/bin) when missing.
@@ -126,6 +127,9 @@ install -m 0644 "$ROOT/ops/dist/conclave.toml" "$STAGE/"
 install -m 0644 "$ROOT"/ops/dist/systemd/* "$STAGE/systemd/"
 # Alert rules and the Grafana dashboard (docs/operations.md, "Monitoring").
 install -m 0644 "$ROOT"/ops/dist/prometheus/* "$STAGE/prometheus/"
+# Kept out of systemd/, whose units cargo-deb installs: the backup units are set up by hand.
+mkdir -p "$STAGE/backup"
+install -m 0644 "$ROOT"/ops/dist/backup/* "$STAGE/backup/"
 # Part of the tree may not exist yet on an older checkout; whatever is there goes in.
 if compgen -G "$ROOT/ops/dist/docker/*" >/dev/null; then
     cp -R "$ROOT"/ops/dist/docker/. "$STAGE/docker/"

@@ -18,3 +18,4 @@ pub mod quarantine;
 pub mod recovery;
 pub mod sm_store;
 pub mod snapshot_cow;
+pub mod snapshot_file;
