@@ -19,6 +19,7 @@ mod join;
 mod logging;
 mod malloc;
 mod node_cert;
+mod recover;
 mod run;
 mod sd_notify;
 mod signals;
@@ -100,6 +101,20 @@ enum Cmd {
     Healthcheck {
         #[arg(long, default_value = "/etc/conclave/conclave.toml")]
         config: PathBuf,
+    },
+    /// Make this stopped node the only member of a new cluster with the same state, after its
+    /// cluster lost its majority for good (the other nodes must never come back). Prints the
+    /// membership it drops and what to do next; keeps the old data dir aside.
+    Recover {
+        #[arg(long)]
+        config: PathBuf,
+        /// Required: rewrite the membership to this node alone (like etcd's).
+        #[arg(long)]
+        force_new_cluster: bool,
+        /// Confirms that the other nodes are gone for good (without it, the workspace name must
+        /// be typed on a terminal).
+        #[arg(long)]
+        yes_the_other_nodes_are_gone: bool,
     },
     /// Run a local 3-node cluster (127.0.0.1-3, HTTPS port 8443, plain HTTP port 8080, DNS port
     /// 8053) as three processes.
@@ -194,6 +209,25 @@ fn main() -> ExitCode {
             seed,
             ca_file,
         } => provision(&runtime, &config, &seed, &ca_file),
+        Cmd::Recover {
+            config,
+            force_new_cluster,
+            yes_the_other_nodes_are_gone,
+        } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if !force_new_cluster {
+                eprintln!("conclave: recover needs --force-new-cluster (the only mode there is)");
+                return ExitCode::from(2);
+            }
+            logging::init(Some(cfg.node_id), &cfg.log);
+            finish(runtime.block_on(recover::force_new_cluster(
+                cfg,
+                yes_the_other_nodes_are_gone,
+            )))
+        }
         Cmd::Healthcheck { config } => {
             let cfg = match load(&config) {
                 Ok(c) => c,

@@ -41,6 +41,7 @@ mod login_flood;
 mod membership;
 mod partition;
 mod power_loss;
+mod recover;
 mod replication;
 mod rolling_restart;
 mod secure_defaults;

@@ -1,0 +1,221 @@
+//! Seeding a data directory from a state stream (issue 14's interface D): what `conclave
+//! restore` and `conclave recover --force-new-cluster` leave behind so that `conclave run`
+//! starts a one-voter cluster of this node, which others then join with tokens as usual.
+//!
+//! What a seeded directory holds: `snapshot.bin` with the state at the source's last log id
+//! (same index and term) and membership = {this node}; an empty Raft log whose purged id is
+//! that log id (so openraft starts right after the snapshot); and a vote for this node one term
+//! above the source's (so its first election is in a term no old member ever used). Nothing
+//! else: no sled tree (recovery rebuilds it from the snapshot, as after any crash), no proof, no
+//! commit hint beyond the snapshot, no heal marker.
+//!
+//! Records that must not survive into the new cluster are dropped while streaming (see
+//! [`Keep`]): old membership and applied id (replaced), sessions unless kept, join tokens,
+//! draining flags of old members, login throttling. No per-member DNS records exist in the
+//! state (names `nodeN` are reserved and answered from the membership), so none need dropping.
+//!
+//! Owns the layout of a fresh data dir. Must never touch a directory that already holds a log,
+//! a snapshot or a sled tree (it refuses), nor hold the whole state in memory.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use openraft::{Membership, Vote};
+
+use crate::state::keys;
+use crate::storage::log_store::LogStore;
+use crate::storage::proof::{PROOF_FILE, STATE_DIR};
+use crate::storage::quarantine::HealMarker;
+use crate::storage::sm_store;
+use crate::types::{LogId, NodeId, NodeInfo, SnapshotMeta, StoredMembership};
+
+/// What to seed.
+#[derive(Debug, Clone)]
+pub struct SeedSpec {
+    /// This node: the only voter of the new membership.
+    pub node_id: NodeId,
+    /// Its addresses, from its config.
+    pub info: NodeInfo,
+    /// The source state's last log id; the snapshot keeps its index and term, so log indexes
+    /// (and every `index` a client saw) keep growing from where the source was.
+    pub last_log_id: LogId,
+    /// Keep sessions (off for a restore by default: a backup file must not hand out logins).
+    pub keep_sessions: bool,
+}
+
+/// What was seeded.
+#[derive(Debug, Clone)]
+pub struct Seeded {
+    /// Records written into the snapshot.
+    pub records: u64,
+    /// Records of the source dropped by the filter.
+    pub dropped: u64,
+    pub last_log_id: LogId,
+    /// The vote the new log starts with.
+    pub vote: Vote<NodeId>,
+}
+
+/// Why seeding failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    /// The directory already holds a node's storage.
+    #[error(
+        "{0} already holds a node's storage (a log, snapshot or state); refusing to overwrite it"
+    )]
+    NotEmpty(PathBuf),
+    /// The data directory could not be created owner-only.
+    #[error("data directory: {0}")]
+    Dir(#[from] crate::storage::private_dir::PrivateDirError),
+    #[error("io: {0}")]
+    Io(#[from] io::Error),
+    /// Reading the source stream failed (its own error, e.g. a checksum mismatch).
+    #[error("source state: {0}")]
+    Source(Box<dyn std::error::Error + Send + Sync>),
+    #[error("encode: {0}")]
+    Encode(#[from] bincode::Error),
+}
+
+/// What happens to one record of the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    Keep,
+    Drop,
+    /// Written with the new cluster's value (applied id, membership).
+    Replace,
+}
+
+/// The filter: which source records go into the new cluster.
+pub fn keep(key: &[u8], keep_sessions: bool) -> Keep {
+    if key == keys::APPLIED || key == keys::MEMBERSHIP {
+        return Keep::Replace;
+    }
+    if key == keys::INSTALLING {
+        return Keep::Drop;
+    }
+    // Sessions: record, info, expiry index, per-user index.
+    const SESSION_PREFIXES: [&[u8]; 4] = [b"s/", b"si/", b"se/", b"su/"];
+    if !keep_sessions && SESSION_PREFIXES.iter().any(|p| key.starts_with(p)) {
+        return Keep::Drop;
+    }
+    // Join tokens were issued for the old membership; draining flags name old members; login
+    // throttling is transient and would lock users out of a cluster they just got back.
+    const DROPPED: [&[u8]; 3] = [keys::JOIN_TOKEN_PREFIX, keys::DRAIN_PREFIX, b"lf/"];
+    if DROPPED.iter().any(|p| key.starts_with(p)) {
+        return Keep::Drop;
+    }
+    Keep::Keep
+}
+
+/// The membership of a seeded node: itself, alone, as voter.
+pub fn single_voter(spec: &SeedSpec) -> StoredMembership {
+    let voters = BTreeSet::from([spec.node_id]);
+    let nodes = BTreeMap::from([(spec.node_id, spec.info.clone())]);
+    StoredMembership::new(Some(spec.last_log_id), Membership::new(vec![voters], nodes))
+}
+
+/// Refuses a directory that already holds storage; an identity (`tls/`) may be there.
+fn check_empty(dir: &Path) -> Result<(), SeedError> {
+    let taken = ["log", STATE_DIR, PROOF_FILE]
+        .iter()
+        .map(|n| dir.join(n))
+        .chain([sm_store::snapshot_path(dir)])
+        .any(|p| p.exists());
+    let healing = HealMarker::read(dir).ok().flatten().is_some();
+    if taken || healing {
+        return Err(SeedError::NotEmpty(dir.to_path_buf()));
+    }
+    Ok(())
+}
+
+/// Writes `dir` as a one-voter data directory holding `records` (filtered, see [`keep`]).
+/// The snapshot is written first and the log last, so an interrupted seed leaves no `log/`
+/// and a second attempt (after removing the half-written dir) starts clean.
+pub fn seed<E>(
+    dir: &Path,
+    spec: &SeedSpec,
+    records: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), E>>,
+) -> Result<Seeded, SeedError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    crate::storage::private_dir::ensure_private_dir(dir)?;
+    check_empty(dir)?;
+    let membership = single_voter(spec);
+    let applied = bincode::serialize(&Some(spec.last_log_id))?;
+    let members = bincode::serialize(&membership)?;
+    let meta = SnapshotMeta {
+        last_log_id: Some(spec.last_log_id),
+        last_membership: membership,
+        snapshot_id: format!(
+            "seed-{}-{}",
+            spec.last_log_id.leader_id.term, spec.last_log_id.index
+        ),
+    };
+    // A Cell, not a captured counter: the iterator is consumed inside `write_snapshot`.
+    let dropped = std::cell::Cell::new(0u64);
+    let keep_sessions = spec.keep_sessions;
+    let filtered = records.filter_map(|r| match r {
+        Err(e) => Some(Err(e)),
+        Ok((k, v)) => match keep(&k, keep_sessions) {
+            Keep::Keep => Some(Ok((k, v))),
+            Keep::Replace if k == keys::APPLIED => Some(Ok((k, applied.clone()))),
+            Keep::Replace => Some(Ok((k, members.clone()))),
+            Keep::Drop => {
+                dropped.set(dropped.get() + 1);
+                None
+            }
+        },
+    });
+    let records = write_snapshot(dir, &meta, filtered)?;
+    // A term above every term of the old cluster: the first election here can never meet a
+    // vote or a log entry of an old member in the same term.
+    let vote = Vote::new(spec.last_log_id.leader_id.term + 1, spec.node_id);
+    LogStore::seed(dir, vote, spec.last_log_id)?;
+    tracing::info!(
+        dir = %dir.display(),
+        node_id = spec.node_id,
+        index = spec.last_log_id.index,
+        term = spec.last_log_id.leader_id.term,
+        records,
+        "data directory seeded as a one-voter cluster"
+    );
+    Ok(Seeded {
+        records,
+        dropped: dropped.get(),
+        last_log_id: spec.last_log_id,
+        vote,
+    })
+}
+
+/// The legacy (format 1) snapshot file, until the streaming `snapshot_file::write` lands:
+/// same encoding as `sm_store` writes, so `sm_store` reads it back.
+fn write_snapshot<E>(
+    dir: &Path,
+    meta: &SnapshotMeta,
+    pairs: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), E>>,
+) -> Result<u64, SeedError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    #[derive(serde::Serialize)]
+    struct Body {
+        format: u16,
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    }
+    #[derive(serde::Serialize)]
+    struct File<'a> {
+        meta: &'a SnapshotMeta,
+        data: Vec<u8>,
+    }
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = pairs
+        .collect::<Result<_, E>>()
+        .map_err(|e| SeedError::Source(Box::new(e)))?;
+    let records = pairs.len() as u64;
+    let data = bincode::serialize(&Body { format: 1, pairs })?;
+    let payload = bincode::serialize(&File { meta, data })?;
+    let mut framed = Vec::with_capacity(payload.len() + 8);
+    crate::storage::fsutil::frame(&payload, &mut framed);
+    crate::storage::fsutil::write_atomic(&sm_store::snapshot_path(dir), &framed)?;
+    Ok(records)
+}
