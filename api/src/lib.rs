@@ -7,18 +7,23 @@
 //! - [`ca`]: the certificate authority's bodies (`/api/v1/ca/...`);
 //! - [`join`]: the join token's text format and the join bodies;
 //! - [`error`]: the error body `{"error":{"code","message"}}` and its codes;
-//! - [`fingerprint`]: how a certificate fingerprint is written (`AB:CD:..`) and read.
+//! - [`fingerprint`]: how a certificate fingerprint is written (`AB:CD:..`) and read;
+//! - [`snapshot_stream`]: the byte format of a state stream (snapshot file, snapshot transfer,
+//!   the state inside a backup), shared by the cluster, the server and `conclavectl`.
 //!
 //! Changing what a type here encodes changes the wire: the chaos tests and the two documents
 //! are the contract. This crate holds data and its text forms only: it must never perform I/O,
-//! hash, draw random numbers, or know about the cluster's internal types. How leniently the
-//! server reads a request beyond these types is the server's own wrapper, in `web`.
+//! hash, draw random numbers, or know about the cluster's internal types; `snapshot_stream` is
+//! the one exception (it reads and writes through the `Read`/`Write` it is given, and hashes).
+//! How leniently the server reads a request beyond these types is the server's own wrapper,
+//! in `web`.
 
 pub mod ca;
 pub mod error;
 pub mod fingerprint;
 pub mod join;
 pub mod rest;
+pub mod snapshot_stream;
 pub mod ws;
 
 /// The highest WebSocket protocol version this code speaks (sent in `auth` and `hello`).

@@ -28,6 +28,7 @@ pub use command::{
 };
 pub use error::ClusterError;
 pub use node::config::ClusterConfig;
+pub use node::export::SnapshotExport;
 pub use node::member_health::{HealthView, MemberHealth};
 pub use node::raft_node::ClusterNode;
 pub use node::readiness::Readiness;

@@ -4,10 +4,8 @@
 //! logic: these are the shapes that travel in the Raft log and in membership configs, so
 //! changing them is a wire-format change (see `docs/architecture.md`, "Versioning").
 
-use std::fmt;
-use std::io::Cursor;
-
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 use crate::command::{Request, Response};
 
@@ -30,14 +28,15 @@ impl fmt::Display for NodeInfo {
 }
 
 openraft::declare_raft_types!(
-    /// Conclave's openraft instantiation. Snapshots are held in memory as one buffer
-    /// (`Cursor<Vec<u8>>`), see `storage::sm_store` for why that is acceptable for now.
+    /// Conclave's openraft instantiation. A snapshot is a file (`snapshot.bin`, or the temp
+    /// file a transfer is received in), read and written in chunks, never held in memory whole;
+    /// see `storage::sm_store` and `storage::snapshot_file`.
     pub TypeConfig:
         D = Request,
         R = Response,
         NodeId = NodeId,
         Node = NodeInfo,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;

@@ -60,7 +60,7 @@ impl ClusterConfig {
             heartbeat_interval_ms: 75,
             election_timeout_min_ms: 300,
             election_timeout_max_ms: 550,
-            install_snapshot_timeout_ms: 2000,
+            install_snapshot_timeout_ms: 300_000,
             snapshot_logs_since_last: 20000,
             max_in_snapshot_log_to_keep: 1000,
             max_payload_entries: 64,

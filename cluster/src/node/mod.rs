@@ -6,7 +6,8 @@
 //! `election_trigger` prompts elections after a leader dies; `heal_gate` keeps a node that
 //! lost durable state out of elections until it caught up; `disk_guard` keeps a node below its
 //! free-space watermark out of leadership; `versions` gates commands during rolling upgrades;
-//! `ca` is the certificate authority's side of the node. Must never decide
+//! `ca` is the certificate authority's side of the node; `export` hands out a snapshot file
+//! (for backups). Must never decide
 //! what a command means: that is `state`'s, on every node alike.
 
 pub mod batcher;
@@ -14,6 +15,7 @@ pub mod ca;
 pub mod config;
 pub mod disk_guard;
 pub mod election_trigger;
+pub mod export;
 pub(crate) mod heal_gate;
 pub mod member_health;
 pub mod membership;

@@ -21,4 +21,5 @@ pub mod recovery;
 pub mod seed;
 pub mod sm_store;
 pub mod snapshot_cow;
+pub mod snapshot_file;
 pub mod survivor;

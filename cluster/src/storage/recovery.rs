@@ -27,7 +27,7 @@ use crate::storage::log_store::LogStore;
 use crate::storage::proof::{self, PROOF_FILE, Proof, ProofError, STATE_DIR};
 use crate::storage::quarantine::{self, HealMarker};
 use crate::storage::sm_store::{self, OpenError, StateMachineStore};
-use crate::types::{NodeId, StoredMembership};
+use crate::types::{NodeId, SnapshotMeta, StoredMembership};
 
 /// Storage, opened and checked.
 pub struct Opened {
@@ -69,14 +69,16 @@ pub struct StoreOptions {
 /// Opens the log, the snapshot and sled in `dir`, healing or rebuilding as the rules above say.
 pub fn open(dir: &Path, opts: StoreOptions) -> Result<Opened, RecoveryError> {
     let cache_bytes = opts.cache_bytes;
-    let log = match check_log_and_snapshot(dir, opts.segment_bytes)? {
-        Ok(log) => log,
-        Err((what, detail)) => heal(dir, what, &detail, opts.segment_bytes)?,
+    let (log, snapshot) = match check_log_and_snapshot(dir, opts.segment_bytes)? {
+        Ok(checked) => checked,
+        Err((what, detail)) => (heal(dir, what, &detail, opts.segment_bytes)?, None),
     };
     let db = open_state(dir, cache_bytes)?;
     let events = EventBus::new(4096);
-    let sm =
-        StateMachineStore::open(&db, dir, events.clone()).map_err(RecoveryError::StateMachine)?;
+    // The snapshot file was verified whole just above: the store trusts that and reads it at
+    // most once more, to restore the tree from it.
+    let sm = StateMachineStore::open_checked(&db, dir, events.clone(), snapshot)
+        .map_err(RecoveryError::StateMachine)?;
     let healing = HealMarker::read(dir).map_err(RecoveryError::Marker)?;
     if let Some(m) = &healing {
         tracing::warn!(what = %m.what, quarantined = %m.quarantined.display(), "this node is healing: it will not vote or campaign until it has caught up from its peers");
@@ -92,12 +94,13 @@ pub fn open(dir: &Path, opts: StoreOptions) -> Result<Opened, RecoveryError> {
 
 type Damage = (&'static str, String);
 
-/// The opened log, or what is damaged. Errors that are not damage (permissions, I/O) stop the
-/// start: they are the operator's to fix, and quarantining a readable store would be wrong.
+/// The opened log and the verified snapshot's meta, or what is damaged. Errors that are not
+/// damage (permissions, I/O) stop the start: they are the operator's to fix, and quarantining
+/// a readable store would be wrong.
 fn check_log_and_snapshot(
     dir: &Path,
     segment_bytes: u64,
-) -> Result<Result<LogStore, Damage>, RecoveryError> {
+) -> Result<Result<(LogStore, Option<SnapshotMeta>), Damage>, RecoveryError> {
     let log = match LogStore::open_with(dir, segment_bytes) {
         Ok(log) => log,
         Err(e) if e.kind() == io::ErrorKind::InvalidData => {
@@ -110,7 +113,7 @@ fn check_log_and_snapshot(
         Err(e) => return Err(RecoveryError::Log(e)),
     };
     match sm_store::check_snapshot_file(dir) {
-        Ok(_) => Ok(Ok(log)),
+        Ok(meta) => Ok(Ok((log, meta))),
         Err(e @ OpenError::CorruptSnapshot(_)) => Ok(Err(("snapshot", e.to_string()))),
         Err(e) => Err(RecoveryError::Snapshot(e)),
     }
@@ -162,7 +165,7 @@ fn members_hint(dir: &Path) -> BTreeSet<NodeId> {
         m.membership().nodes().map(|(id, _)| *id).collect()
     };
     if let Ok(Some(m)) = sm_store::check_snapshot_file(dir) {
-        return ids(&m);
+        return ids(&m.last_membership);
     }
     let from_sled = catch_unwind(AssertUnwindSafe(|| -> Option<BTreeSet<NodeId>> {
         let db = sled::Config::new().path(dir.join(STATE_DIR)).open().ok()?;

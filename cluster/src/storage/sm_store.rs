@@ -1,6 +1,12 @@
 //! The state machine: applies committed entries to a sled tree, builds and installs snapshots.
 //!
-//! Owns the `sm` tree of the node's sled database and the snapshot file. Durability: the tree is
+//! Owns the `sm` tree of the node's sled database and the snapshot file (its format and its
+//! durable replacement are `snapshot_file`'s). Snapshots never sit in memory whole: a build
+//! streams the tree (through the copy-on-write view, `snapshot_cow`) into a temp file that then
+//! replaces `snapshot.bin`; openraft sends that file in chunks; a receive is written into a temp
+//! file, verified whole, and only then installed, record by record in bounded batches.
+//!
+//! Durability: the tree is
 //! NOT fsynced per entry (sled syncs it in the background); after a crash it comes back at some
 //! earlier applied index and openraft replays the rest from the log. What makes that safe is
 //! that the log is only purged up to a snapshot, and the snapshot file is fsynced before
@@ -14,50 +20,31 @@
 //! Must never: compute anything non-deterministic in `apply` (see `state::apply`), skip an
 //! entry, or block apply on a subscriber (events go through a bounded broadcast).
 
-use std::io::Cursor;
+use std::fs::File;
+use std::io::{BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use api::snapshot_stream::StreamReader;
 use openraft::storage::RaftStateMachine;
 use openraft::{
     EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, StorageIOError,
 };
-use serde::{Deserialize, Serialize};
 
 use crate::command::Response;
 use crate::state::events::{Event, EventBus};
 use crate::state::keys;
 use crate::state::{self, Overlay, StateError};
-use crate::storage::fsutil;
 use crate::storage::snapshot_cow::Cow;
+use crate::storage::snapshot_file::{self, SnapshotFileError};
 use crate::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 
-const SNAPSHOT_FILE: &str = "snapshot.bin";
-const SNAPSHOT_FORMAT: u16 = 1;
-
-type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// The snapshot body: every key/value of the tree, in key order.
-#[derive(Serialize, Deserialize)]
-struct SnapshotBody {
-    format: u16,
-    pairs: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-/// What is kept on disk: the metadata openraft needs plus the encoded body.
-#[derive(Serialize, Deserialize)]
-struct SnapshotFile {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
-}
-
-#[derive(Clone)]
-struct StoredSnapshot {
-    meta: SnapshotMeta,
-    data: Arc<Vec<u8>>,
-}
+/// How many bytes of pairs go into one sled batch when a snapshot is restored into the tree:
+/// big enough to amortize sled's per-batch cost, small enough to keep the install's memory
+/// bounded whatever the snapshot's size.
+const RESTORE_BATCH_BYTES: usize = 4 << 20;
 
 fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
     StorageError::IO {
@@ -109,41 +96,57 @@ pub struct StateMachineStore {
     tree: sled::Tree,
     version_stop: VersionStop,
     dir: PathBuf,
-    current: Arc<Mutex<Option<StoredSnapshot>>>,
     cow: Cow,
     events: EventBus,
     /// Distinguishes snapshots built at the same log id.
     build_seq: u64,
+    /// The temp file the snapshot being received is written into (`begin_receiving_snapshot`).
+    /// A `std` mutex: held only to swap a path, never across `.await`.
+    receiving: Arc<Mutex<Option<PathBuf>>>,
 }
 
 impl StateMachineStore {
-    /// Opens the `sm` tree in `db` and the snapshot file in `dir`, restoring the snapshot into
-    /// the tree when the tree is behind it or was left mid-install.
+    /// Opens the `sm` tree in `db` and the snapshot file in `dir` (verifying it whole first),
+    /// restoring the snapshot into the tree when the tree is behind it or was left mid-install.
     pub fn open(db: &sled::Db, dir: &Path, events: EventBus) -> Result<Self, OpenError> {
+        let snapshot = check_snapshot_file(dir)?;
+        Self::open_checked(db, dir, events, snapshot)
+    }
+
+    /// `open` for a caller that already verified the snapshot file (`check_snapshot_file`) and
+    /// passes the meta it found, so a start reads the file once to check it and at most once
+    /// more to restore it.
+    pub fn open_checked(
+        db: &sled::Db,
+        dir: &Path,
+        events: EventBus,
+        snapshot: Option<SnapshotMeta>,
+    ) -> Result<Self, OpenError> {
         let tree = db.open_tree("sm")?;
-        let current = read_snapshot_file(dir)?;
+        // Nothing builds or receives before open returns: every temp file is abandoned.
+        snapshot_file::remove_temp_files(dir, None, None);
         let sm = Self {
             tree,
             version_stop: VersionStop::default(),
             dir: dir.to_path_buf(),
-            current: Arc::new(Mutex::new(current.clone())),
             cow: Cow::default(),
             events,
             build_seq: 0,
+            receiving: Arc::default(),
         };
-        if let Some(snap) = current {
+        if let Some(meta) = snapshot {
             let applied: Option<LogId> = read_key(&sm.tree, keys::APPLIED)
                 .map_err(OpenError::State)?
                 .flatten();
             let installing = sm.tree.get(keys::INSTALLING)?.is_some();
-            if installing || applied.map(|a| a.index) < snap.meta.last_log_id.map(|l| l.index) {
+            if installing || applied.map(|a| a.index) < meta.last_log_id.map(|l| l.index) {
                 tracing::info!(
-                    snapshot = ?snap.meta.last_log_id,
+                    snapshot = ?meta.last_log_id,
                     tree_applied = ?applied,
                     installing,
                     "restoring state machine from the snapshot file before replay"
                 );
-                restore_tree(&sm.tree, &snap.meta, &snap.data).map_err(OpenError::State)?;
+                restore_from_file(&sm.tree, dir, &meta)?;
                 sm.tree.flush()?;
             }
         }
@@ -189,37 +192,29 @@ impl StateMachineStore {
     }
 }
 
-/// The snapshot file in `dir`, checked (its CRC and its encoding); `None` if there is none.
-fn read_snapshot_file(dir: &Path) -> Result<Option<StoredSnapshot>, OpenError> {
-    let path = dir.join(SNAPSHOT_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let (payload, _) =
-                fsutil::unframe(&bytes).ok_or_else(|| OpenError::CorruptSnapshot(path.clone()))?;
-            let file: SnapshotFile = bincode::deserialize(payload)
-                .map_err(|_| OpenError::CorruptSnapshot(path.clone()))?;
-            // The body must decode too: a restore that fails halfway is worse than none.
-            bincode::deserialize::<SnapshotBody>(&file.data)
-                .map_err(|_| OpenError::CorruptSnapshot(path.clone()))?;
-            Ok(Some(StoredSnapshot {
-                meta: file.meta,
-                data: Arc::new(file.data),
-            }))
+/// Verifies the snapshot file in `dir` whole (every record, its digest and count; a format-1
+/// file its CRC and encoding) without opening the state machine, and returns its meta.
+/// `Err(CorruptSnapshot)` is damage to heal from peers.
+pub fn check_snapshot_file(dir: &Path) -> Result<Option<SnapshotMeta>, OpenError> {
+    let path = snapshot_file::path(dir);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(OpenError::Io(e)),
+    };
+    match snapshot_file::verify_file(file, &path, None) {
+        Ok((meta, _)) => Ok(Some(meta)),
+        Err(SnapshotFileError::Io(e)) => Err(OpenError::Io(e)),
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "the snapshot file does not verify");
+            Err(OpenError::CorruptSnapshot(path))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(OpenError::Io(e)),
     }
-}
-
-/// Verifies the snapshot file in `dir` (CRC, encoding) without opening the state machine, and
-/// returns the membership it records. `Err(CorruptSnapshot)` is damage to heal from peers.
-pub fn check_snapshot_file(dir: &Path) -> Result<Option<StoredMembership>, OpenError> {
-    Ok(read_snapshot_file(dir)?.map(|s| s.meta.last_membership))
 }
 
 /// The snapshot file's path under a data dir (for quarantine).
 pub fn snapshot_path(dir: &Path) -> PathBuf {
-    dir.join(SNAPSHOT_FILE)
+    snapshot_file::path(dir)
 }
 
 /// Why the state machine could not be opened.
@@ -242,35 +237,87 @@ fn read_key<T: serde::de::DeserializeOwned>(
     Overlay::new(tree).get(key)
 }
 
-fn restore_tree(tree: &sled::Tree, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StateError> {
-    let body: SnapshotBody = bincode::deserialize(data).map_err(|source| StateError::Decode {
-        key: "<snapshot>".into(),
-        source,
-    })?;
+/// Restores the tree from `snapshot.bin` (which must hold `meta`'s snapshot).
+fn restore_from_file(tree: &sled::Tree, dir: &Path, meta: &SnapshotMeta) -> Result<(), OpenError> {
+    let path = snapshot_file::path(dir);
+    let (found, reader) = snapshot_file::open(dir)
+        .map_err(|e| file_err(&path, e))?
+        .ok_or_else(|| OpenError::CorruptSnapshot(path.clone()))?;
+    if found.last_log_id != meta.last_log_id {
+        return Err(OpenError::CorruptSnapshot(path));
+    }
+    restore_tree(tree, meta, reader, &path)
+}
+
+fn file_err(path: &Path, e: SnapshotFileError) -> OpenError {
+    match e {
+        SnapshotFileError::Io(e) => OpenError::Io(e),
+        _ => OpenError::CorruptSnapshot(path.to_path_buf()),
+    }
+}
+
+/// Replaces the tree's content with the stream's records, in batches of about
+/// `RESTORE_BATCH_BYTES`. The stream was verified whole before (install: `accept_received`;
+/// start: `check_snapshot_file`); a record that now fails to read (the disk) ends the restore
+/// with the marker still set, so the next open restores again.
+fn restore_tree(
+    tree: &sled::Tree,
+    meta: &SnapshotMeta,
+    mut records: StreamReader<BufReader<File>>,
+    path: &Path,
+) -> Result<(), OpenError> {
     // Marker first: if we crash while the tree is half old, half new, open() sees it and restores
     // again from the (already durable) snapshot file.
     tree.insert(keys::INSTALLING, b"1".as_slice())?;
     tree.flush()?;
+    let mut batch = sled::Batch::default();
+    let mut batch_bytes = 0usize;
+    let flush = |batch: &mut sled::Batch, bytes: &mut usize, force: bool| {
+        if force || *bytes >= RESTORE_BATCH_BYTES {
+            *bytes = 0;
+            tree.apply_batch(std::mem::take(batch))
+        } else {
+            Ok(())
+        }
+    };
     for k in tree.iter().keys() {
         let k = k?;
         if k.as_ref() != keys::INSTALLING {
-            tree.remove(k)?;
+            batch_bytes += k.len();
+            batch.remove(k);
+            flush(&mut batch, &mut batch_bytes, false)?;
         }
     }
-    let mut batch = sled::Batch::default();
-    for (k, v) in body.pairs {
+    flush(&mut batch, &mut batch_bytes, true)?;
+    let mut pairs = 0u64;
+    while let Some((k, v)) = records
+        .next_record()
+        .map_err(|e| {
+            tracing::error!(path = %path.display(), error = %e, "snapshot restore: a record does not read");
+            OpenError::CorruptSnapshot(path.to_path_buf())
+        })?
+    {
+        if k.as_slice() == keys::INSTALLING {
+            continue;
+        }
+        batch_bytes += k.len() + v.len();
         batch.insert(k, v);
+        pairs += 1;
+        flush(&mut batch, &mut batch_bytes, false)?;
     }
     batch.insert(
         keys::APPLIED,
-        bincode::serialize(&meta.last_log_id).map_err(StateError::Encode)?,
+        bincode::serialize(&meta.last_log_id)
+            .map_err(|e| OpenError::State(StateError::Encode(e)))?,
     );
     batch.insert(
         keys::MEMBERSHIP,
-        bincode::serialize(&meta.last_membership).map_err(StateError::Encode)?,
+        bincode::serialize(&meta.last_membership)
+            .map_err(|e| OpenError::State(StateError::Encode(e)))?,
     );
     batch.remove(keys::INSTALLING);
-    tree.apply_batch(batch)?;
+    flush(&mut batch, &mut batch_bytes, true)?;
+    tracing::info!(snapshot = ?meta.last_log_id, pairs, "state machine restored from the snapshot");
     Ok(())
 }
 
@@ -341,128 +388,136 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.build_seq += 1;
         // Called from the state machine worker between two applies: this is the snapshot point.
         // From here on apply records old values (see `snapshot_cow.rs`), so the builder can walk
-        // the tree off the apply path and still see exactly this state.
-        let source = if self.cow.begin() {
-            Source::Cow {
-                tree: self.tree.clone(),
-                cow: self.cow.clone(),
+        // the tree off the apply path and still see exactly this state. openraft does not
+        // normally start a second build while one runs; if it does, this one waits for the
+        // first to end (that needs nothing from this worker).
+        while !self.cow.begin() {
+            let cow = self.cow.clone();
+            if tokio::task::spawn_blocking(move || cow.wait_idle())
+                .await
+                .is_err()
+            {
+                break;
             }
-        } else {
-            // A build is still running (openraft does not normally start two); copy eagerly.
-            // A view that never began recording is simply the live tree, walked now.
-            Source::Copied(Cow::default().collect(&self.tree, keys::INSTALLING))
-        };
+        }
         SnapshotBuilder {
             // Applied log id and membership as of the snapshot point, read here for the same
             // reason as above.
             point: self.applied_state().await,
-            source: Some(source),
+            source: Some((self.tree.clone(), self.cow.clone())),
             dir: self.dir.clone(),
-            current: self.current.clone(),
             build_seq: self.build_seq,
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let path = snapshot_file::temp_path(&self.dir, "recv");
+        let dir = self.dir.clone();
+        let p = path.clone();
+        // A new transfer supersedes any earlier one: its temp file is abandoned (openraft
+        // drops the handle), so it goes now rather than at the next start.
+        let file = tokio::task::spawn_blocking(move || {
+            snapshot_file::remove_temp_files(&dir, Some("recv"), None);
+            snapshot_file::create_temp(&p)
+        })
+        .await
+        .map_err(|e| snap_err(None, ErrorVerb::Write, e))?
+        .map_err(|e| snap_err(None, ErrorVerb::Write, e))?;
+        if let Ok(mut r) = self.receiving.lock() {
+            *r = Some(path);
+        }
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
+    /// Installs a received snapshot. Nothing is touched until the whole file verified (digest,
+    /// count, meta): a damaged transfer returns an error with the previous tree and
+    /// `snapshot.bin` intact (openraft then stops this member as on any storage error; a
+    /// restart asks the leader again). Then the file becomes `snapshot.bin` and the tree is
+    /// restored from it under the INSTALLING marker.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
-        tracing::info!(snapshot = ?meta.last_log_id, bytes = data.len(), "installing snapshot from leader");
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: Arc::new(data),
-        };
+        let receiving = self.receiving.lock().ok().and_then(|mut r| r.take());
+        let file = snapshot.into_std().await;
+        tracing::info!(snapshot = ?meta.last_log_id, "installing snapshot from leader");
         let dir = self.dir.clone();
         let tree = self.tree.clone();
-        let to_write = stored.clone();
         let cow = self.cow.clone();
+        let m = meta.clone();
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
-            persist_snapshot(&dir, &to_write)?;
-            record_install(&cow, &tree, &to_write.data)
-                .map_err(|e| snap_err(Some(&to_write.meta), ErrorVerb::Write, e))?;
-            restore_tree(&tree, &to_write.meta, &to_write.data)
-                .map_err(|e| snap_err(Some(&to_write.meta), ErrorVerb::Write, e))?;
-            tree.flush()
-                .map_err(|e| snap_err(Some(&to_write.meta), ErrorVerb::Write, e))?;
+            let werr = |e: &dyn std::error::Error| {
+                snap_err(
+                    Some(&m),
+                    ErrorVerb::Write,
+                    std::io::Error::other(e.to_string()),
+                )
+            };
+            // Normally the handle is the temp file `begin_receiving_snapshot` made; anything
+            // else (a caller may hand any snapshot file) is copied first, so that what becomes
+            // `snapshot.bin` is always a file of this node's own.
+            let (file, received) = match receiving {
+                Some(p) if snapshot_file::is_file_at(&file, &p) => (file, p),
+                other => {
+                    if let Some(p) = other {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    let mut file = file;
+                    snapshot_file::copy_to_temp(&dir, &mut file).map_err(|e| werr(&e))?
+                }
+            };
+            // The chunks were written through openraft's handle; durable before they count.
+            if let Err(e) = file.sync_all() {
+                let _ = std::fs::remove_file(&received);
+                return Err(werr(&e));
+            }
+            let ready =
+                snapshot_file::accept_received(&dir, file, &received, &m).map_err(|e| werr(&e))?;
+            // An install rewrites the whole tree: a build walking it must not see that. Rather
+            // than recording every old and new key for it (the whole state, in memory), wait
+            // for it to end; it only reads, at disk speed, and needs nothing from this worker.
+            cow.wait_idle();
+            snapshot_file::install_file(&dir, &ready).map_err(|e| werr(&e))?;
+            restore_from_file(&tree, &dir, &m).map_err(|e| werr(&e))?;
+            tree.flush().map_err(|e| werr(&e))?;
             Ok(())
         })
         .await
         .map_err(|e| snap_err(Some(meta), ErrorVerb::Write, e))??;
-        if let Ok(mut cur) = self.current.lock() {
-            *cur = Some(stored);
-        }
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let cur = self
-            .current
-            .lock()
-            .map_err(|_| {
-                snap_err(
-                    None,
-                    ErrorVerb::Read,
-                    std::io::Error::other("snapshot lock poisoned"),
-                )
-            })?
-            .clone();
-        Ok(cur.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data.as_ref().clone())),
+        let dir = self.dir.clone();
+        let opened = tokio::task::spawn_blocking(
+            move || -> Result<Option<(SnapshotMeta, File)>, SnapshotFileError> {
+                let Some((meta, reader)) = snapshot_file::open(&dir)? else {
+                    return Ok(None);
+                };
+                // `snapshot.bin` itself (or an unlinked stream converted from a format-1 file):
+                // openraft reads it chunk by chunk from the start, and it stays readable if a newer
+                // snapshot replaces the path meanwhile.
+                let mut file = reader.into_inner().into_inner();
+                file.seek(SeekFrom::Start(0))?;
+                Ok(Some((meta, file)))
+            },
+        )
+        .await
+        .map_err(|e| snap_err(None, ErrorVerb::Read, e))?
+        .map_err(|e| snap_err(None, ErrorVerb::Read, e))?;
+        Ok(opened.map(|(meta, file)| Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         }))
     }
 }
 
-/// An install rewrites the whole tree: if a build is running, every key it touches (old and
-/// new) must be recorded first.
-fn record_install(cow: &Cow, tree: &sled::Tree, data: &[u8]) -> Result<(), StateError> {
-    let body: SnapshotBody = bincode::deserialize(data).map_err(|source| StateError::Decode {
-        key: "<snapshot>".into(),
-        source,
-    })?;
-    let existing: Vec<Vec<u8>> = tree
-        .iter()
-        .keys()
-        .map(|k| k.map(|k| k.to_vec()))
-        .collect::<Result<_, _>>()?;
-    cow.record(tree, existing.iter().map(|k| k.as_slice()))?;
-    cow.record(tree, body.pairs.iter().map(|(k, _)| k.as_slice()))?;
-    cow.record(
-        tree,
-        [keys::APPLIED, keys::MEMBERSHIP, keys::INSTALLING].into_iter(),
-    )?;
-    Ok(())
-}
-
-fn persist_snapshot(dir: &Path, snap: &StoredSnapshot) -> Result<(), StorageError> {
-    let file = SnapshotFile {
-        meta: snap.meta.clone(),
-        data: snap.data.as_ref().clone(),
-    };
-    let payload =
-        bincode::serialize(&file).map_err(|e| snap_err(Some(&snap.meta), ErrorVerb::Write, e))?;
-    let mut framed = Vec::with_capacity(payload.len() + 8);
-    fsutil::frame(&payload, &mut framed);
-    fsutil::write_atomic(&dir.join(SNAPSHOT_FILE), &framed)
-        .map_err(|e| snap_err(Some(&snap.meta), ErrorVerb::Write, e))
-}
-
-enum Source {
-    Cow { tree: sled::Tree, cow: Cow },
-    Copied(Result<Pairs, sled::Error>),
-}
-
 pub struct SnapshotBuilder {
     point: Result<(Option<LogId>, StoredMembership), StorageError>,
-    source: Option<Source>,
+    /// The tree and its recording view, until the build takes them.
+    source: Option<(sled::Tree, Cow)>,
     dir: PathBuf,
-    current: Arc<Mutex<Option<StoredSnapshot>>>,
     build_seq: u64,
 }
 
@@ -470,34 +525,32 @@ impl Drop for SnapshotBuilder {
     /// A builder dropped without building must stop the recording, or apply would keep
     /// collecting old values forever.
     fn drop(&mut self) {
-        if let Some(Source::Cow { cow, .. }) = self.source.take() {
+        if let Some((_, cow)) = self.source.take() {
             cow.end();
         }
     }
 }
 
+/// Ends the recording when dropped: after the built file replaced `snapshot.bin` (so an
+/// install waiting in `wait_idle` renames its file after this one), or on any error.
+struct EndRecording(Cow);
+
+impl Drop for EndRecording {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let pairs = match self.source.take() {
-            Some(Source::Cow { tree, cow }) => {
-                let walked = tokio::task::spawn_blocking(move || {
-                    let r = cow.collect(&tree, keys::INSTALLING);
-                    cow.end();
-                    r
-                })
-                .await
-                .map_err(|e| snap_err(None, ErrorVerb::Read, e))?;
-                walked.map_err(|e| snap_err(None, ErrorVerb::Read, e))?
-            }
-            Some(Source::Copied(pairs)) => pairs.map_err(|e| snap_err(None, ErrorVerb::Read, e))?,
-            None => {
-                return Err(snap_err(
-                    None,
-                    ErrorVerb::Read,
-                    std::io::Error::other("snapshot builder used twice"),
-                ));
-            }
+        let Some((tree, cow)) = self.source.take() else {
+            return Err(snap_err(
+                None,
+                ErrorVerb::Read,
+                std::io::Error::other("snapshot builder used twice"),
+            ));
         };
+        let end = EndRecording(cow.clone());
         let (last_applied, last_membership) = self.point.clone()?;
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.build_seq),
@@ -508,29 +561,39 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership,
             snapshot_id,
         };
-        let body = SnapshotBody {
-            format: SNAPSHOT_FORMAT,
-            pairs,
-        };
-        let data =
-            bincode::serialize(&body).map_err(|e| snap_err(Some(&meta), ErrorVerb::Write, e))?;
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: Arc::new(data),
-        };
         let dir = self.dir.clone();
-        let to_write = stored.clone();
+        let m = meta.clone();
+        let started = std::time::Instant::now();
         // The file is durable before openraft hears of the snapshot (it purges the log next).
-        tokio::task::spawn_blocking(move || persist_snapshot(&dir, &to_write))
-            .await
-            .map_err(|e| snap_err(Some(&meta), ErrorVerb::Write, e))??;
-        tracing::info!(snapshot = ?meta.last_log_id, bytes = stored.data.len(), "snapshot built");
-        if let Ok(mut cur) = self.current.lock() {
-            *cur = Some(stored.clone());
-        }
+        let (file, summary) = tokio::task::spawn_blocking(move || {
+            let _end = end;
+            let tmp = snapshot_file::temp_path(&dir, "build");
+            let built = (|| {
+                let mut f = snapshot_file::create_temp(&tmp)?;
+                let summary =
+                    snapshot_file::write_stream(&mut f, &m, cow.pairs(&tree, keys::INSTALLING))?;
+                snapshot_file::install_file(&dir, &tmp)?;
+                f.seek(SeekFrom::Start(0))?;
+                Ok::<_, SnapshotFileError>((f, summary))
+            })();
+            if built.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            built
+        })
+        .await
+        .map_err(|e| snap_err(Some(&meta), ErrorVerb::Write, e))?
+        .map_err(|e| snap_err(Some(&meta), ErrorVerb::Write, e))?;
+        tracing::info!(
+            snapshot = ?meta.last_log_id,
+            records = summary.records,
+            bytes = summary.bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "snapshot built"
+        );
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(stored.data.as_ref().clone())),
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         })
     }
 }
@@ -565,12 +628,179 @@ mod tests {
         sm.apply((4..=5).map(blank)).await.unwrap();
         let snap = builder.build_snapshot().await.unwrap();
         assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(3));
-        let body: SnapshotBody = bincode::deserialize(snap.snapshot.get_ref()).unwrap();
-        let applied = body
-            .pairs
-            .iter()
-            .find(|(k, _)| k.as_slice() == keys::APPLIED)
-            .map(|(_, v)| bincode::deserialize::<Option<LogId>>(v).unwrap());
+        let file = snap.snapshot.into_std().await;
+        let mut r = StreamReader::new(BufReader::new(file)).unwrap();
+        let mut applied = None;
+        while let Some((k, v)) = r.next_record().unwrap() {
+            if k.as_slice() == keys::APPLIED {
+                applied = Some(bincode::deserialize::<Option<LogId>>(&v).unwrap());
+            }
+        }
         assert_eq!(applied.flatten().map(|l| l.index), Some(3));
+    }
+
+    fn meta_at(index: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(2, 1), index)),
+            last_membership: Default::default(),
+            snapshot_id: format!("test-{index}"),
+        }
+    }
+
+    fn stream_of(meta: &SnapshotMeta, pairs: &[(&str, &str)]) -> Vec<u8> {
+        let mut w =
+            api::snapshot_stream::StreamWriter::new(Vec::new(), &bincode::serialize(meta).unwrap())
+                .unwrap();
+        for (k, v) in pairs {
+            w.push(k.as_bytes(), v.as_bytes()).unwrap();
+        }
+        w.finish().unwrap().0
+    }
+
+    async fn receive(
+        sm: &mut StateMachineStore,
+        meta: &SnapshotMeta,
+        bytes: &[u8],
+    ) -> Result<(), StorageError> {
+        use tokio::io::AsyncWriteExt;
+        let mut f = sm.begin_receiving_snapshot().await.unwrap();
+        f.write_all(bytes).await.unwrap();
+        f.shutdown().await.unwrap();
+        sm.install_snapshot(meta, f).await
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// A received snapshot that is damaged (a flipped byte, cut short, or not the snapshot
+    /// openraft announced) is refused before anything changes: the tree, its applied index and
+    /// `snapshot.bin` stay as they were, and the temp file goes. A good one installs after
+    /// that, and so does a format-1 body from a leader of the previous release.
+    #[tokio::test]
+    async fn a_damaged_received_snapshot_leaves_the_previous_state_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new()
+            .path(dir.path().join("state"))
+            .open()
+            .unwrap();
+        let mut sm = StateMachineStore::open(&db, dir.path(), EventBus::new(16)).unwrap();
+        sm.apply((1..=3).map(blank)).await.unwrap();
+        sm.tree.insert("old", "1").unwrap();
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let snapshot_before = std::fs::read(snapshot_file::path(dir.path())).unwrap();
+        let files_before = files(dir.path());
+
+        let meta = meta_at(10);
+        let good = stream_of(&meta, &[("new", "2"), ("more", "3")]);
+        let mut flipped = good.clone();
+        flipped[good.len() / 2] ^= 0x08;
+        let truncated = &good[..good.len() - 7];
+        let other = stream_of(&meta_at(11), &[("new", "2")]);
+        for (what, bytes) in [
+            ("flipped", flipped.as_slice()),
+            ("truncated", truncated),
+            ("other meta", other.as_slice()),
+            ("garbage", b"not a snapshot at all".as_slice()),
+        ] {
+            assert!(
+                receive(&mut sm, &meta, bytes).await.is_err(),
+                "{what} installed"
+            );
+            assert_eq!(
+                sm.applied_state().await.unwrap().0.map(|l| l.index),
+                Some(3),
+                "{what}"
+            );
+            assert_eq!(
+                sm.tree.get("old").unwrap().as_deref(),
+                Some(b"1".as_slice()),
+                "{what}"
+            );
+            assert!(sm.tree.get("new").unwrap().is_none(), "{what}");
+            assert_eq!(
+                std::fs::read(snapshot_file::path(dir.path())).unwrap(),
+                snapshot_before,
+                "{what}"
+            );
+            assert_eq!(
+                files(dir.path()),
+                files_before,
+                "{what}: a temp file was left"
+            );
+        }
+
+        receive(&mut sm, &meta, &good).await.unwrap();
+        assert_eq!(
+            sm.applied_state().await.unwrap().0.map(|l| l.index),
+            Some(10)
+        );
+        assert!(sm.tree.get("old").unwrap().is_none());
+        assert_eq!(
+            sm.tree.get("more").unwrap().as_deref(),
+            Some(b"3".as_slice())
+        );
+        let current = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, meta);
+        assert_eq!(files(dir.path()), files_before);
+
+        let legacy_meta = meta_at(12);
+        let body = snapshot_file::legacy_body(vec![(b"legacy".to_vec(), b"4".to_vec())]);
+        receive(&mut sm, &legacy_meta, &body).await.unwrap();
+        assert_eq!(
+            sm.applied_state().await.unwrap().0.map(|l| l.index),
+            Some(12)
+        );
+        assert_eq!(
+            sm.tree.get("legacy").unwrap().as_deref(),
+            Some(b"4".as_slice())
+        );
+        assert!(sm.tree.get("new").unwrap().is_none());
+        assert_eq!(
+            sm.get_current_snapshot().await.unwrap().unwrap().meta,
+            legacy_meta
+        );
+    }
+
+    /// A data dir of the previous release (a format-1 `snapshot.bin`, the tree lost) opens:
+    /// the tree is restored from it, and it is offered to openraft as a stream.
+    #[tokio::test]
+    async fn a_legacy_snapshot_file_restores_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = meta_at(7);
+        let applied = bincode::serialize(&meta.last_log_id).unwrap();
+        snapshot_file::write_legacy(
+            dir.path(),
+            &meta,
+            vec![
+                (b"k".to_vec(), b"v".to_vec()),
+                (keys::APPLIED.to_vec(), applied),
+            ],
+        );
+        let db = sled::Config::new()
+            .path(dir.path().join("state"))
+            .open()
+            .unwrap();
+        let mut sm = StateMachineStore::open(&db, dir.path(), EventBus::new(16)).unwrap();
+        assert_eq!(
+            sm.applied_state().await.unwrap().0.map(|l| l.index),
+            Some(7)
+        );
+        assert_eq!(sm.tree.get("k").unwrap().as_deref(), Some(b"v".as_slice()));
+        let snap = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(snap.meta, meta);
+        let (m, summary) =
+            api::snapshot_stream::verify(BufReader::new(snap.snapshot.into_std().await)).unwrap();
+        assert_eq!(bincode::deserialize::<SnapshotMeta>(&m).unwrap(), meta);
+        assert_eq!(summary.records, 2);
     }
 }
