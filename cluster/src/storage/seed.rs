@@ -27,7 +27,7 @@ use crate::state::keys;
 use crate::storage::log_store::LogStore;
 use crate::storage::proof::{PROOF_FILE, STATE_DIR};
 use crate::storage::quarantine::HealMarker;
-use crate::storage::sm_store;
+use crate::storage::snapshot_file::{self, SnapshotFileError};
 use crate::types::{LogId, NodeId, NodeInfo, SnapshotMeta, StoredMembership};
 
 /// What to seed.
@@ -69,11 +69,11 @@ pub enum SeedError {
     Dir(#[from] crate::storage::private_dir::PrivateDirError),
     #[error("io: {0}")]
     Io(#[from] io::Error),
-    /// Reading the source stream failed (its own error, e.g. a checksum mismatch).
-    #[error("source state: {0}")]
-    Source(Box<dyn std::error::Error + Send + Sync>),
     #[error("encode: {0}")]
     Encode(#[from] bincode::Error),
+    /// Writing `snapshot.bin` failed, or the source failed while it was written.
+    #[error("{0}")]
+    Snapshot(#[from] SnapshotFileError),
 }
 
 /// What happens to one record of the source.
@@ -119,7 +119,7 @@ fn check_empty(dir: &Path) -> Result<(), SeedError> {
     let taken = ["log", STATE_DIR, PROOF_FILE]
         .iter()
         .map(|n| dir.join(n))
-        .chain([sm_store::snapshot_path(dir)])
+        .chain([snapshot_file::path(dir)])
         .any(|p| p.exists());
     let healing = HealMarker::read(dir).ok().flatten().is_some();
     if taken || healing {
@@ -167,7 +167,8 @@ where
             }
         },
     });
-    let records = write_snapshot(dir, &meta, filtered)?;
+    let summary = snapshot_file::write(dir, &meta, filtered)?;
+    let records = summary.records;
     // A term above every term of the old cluster: the first election here can never meet a
     // vote or a log entry of an old member in the same term.
     let vote = Vote::new(spec.last_log_id.leader_id.term + 1, spec.node_id);
@@ -186,36 +187,4 @@ where
         last_log_id: spec.last_log_id,
         vote,
     })
-}
-
-/// The legacy (format 1) snapshot file, until the streaming `snapshot_file::write` lands:
-/// same encoding as `sm_store` writes, so `sm_store` reads it back.
-fn write_snapshot<E>(
-    dir: &Path,
-    meta: &SnapshotMeta,
-    pairs: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), E>>,
-) -> Result<u64, SeedError>
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
-    #[derive(serde::Serialize)]
-    struct Body {
-        format: u16,
-        pairs: Vec<(Vec<u8>, Vec<u8>)>,
-    }
-    #[derive(serde::Serialize)]
-    struct File<'a> {
-        meta: &'a SnapshotMeta,
-        data: Vec<u8>,
-    }
-    let pairs: Vec<(Vec<u8>, Vec<u8>)> = pairs
-        .collect::<Result<_, E>>()
-        .map_err(|e| SeedError::Source(Box::new(e)))?;
-    let records = pairs.len() as u64;
-    let data = bincode::serialize(&Body { format: 1, pairs })?;
-    let payload = bincode::serialize(&File { meta, data })?;
-    let mut framed = Vec::with_capacity(payload.len() + 8);
-    crate::storage::fsutil::frame(&payload, &mut framed);
-    crate::storage::fsutil::write_atomic(&sm_store::snapshot_path(dir), &framed)?;
-    Ok(records)
 }
