@@ -9,15 +9,19 @@
 //! - [`error`]: the error body `{"error":{"code","message"}}` and its codes;
 //! - [`fingerprint`]: how a certificate fingerprint is written (`AB:CD:..`) and read;
 //! - [`snapshot_stream`]: the byte format of a state stream (snapshot file, snapshot transfer,
-//!   the state inside a backup), shared by the cluster, the server and `conclavectl`.
+//!   the state inside a backup), shared by the cluster, the server and `conclavectl`;
+//! - [`backup`]: the manifest and secrets frames of a backup (`GET /api/v1/admin/backup`, and
+//!   the plaintext of an encrypted backup file).
 //!
 //! Changing what a type here encodes changes the wire: the chaos tests and the two documents
 //! are the contract. This crate holds data and its text forms only: it must never perform I/O,
-//! hash, draw random numbers, or know about the cluster's internal types; `snapshot_stream` is
-//! the one exception (it reads and writes through the `Read`/`Write` it is given, and hashes).
+//! hash, draw random numbers, or know about the cluster's internal types; the exceptions are
+//! `snapshot_stream` (it reads and writes through the `Read`/`Write` it is given, and hashes)
+//! and `backup`'s frames (read and written through a given `Read`/`Write`).
 //! How leniently the server reads a request beyond these types is the server's own wrapper,
 //! in `web`.
 
+pub mod backup;
 pub mod ca;
 pub mod error;
 pub mod fingerprint;

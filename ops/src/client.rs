@@ -4,6 +4,7 @@
 //! request travels (failover, backoff, timeouts) belongs to `request`. It must never print and
 //! never panic on anything a server sends.
 
+pub(crate) mod backup;
 pub(crate) mod ca;
 mod channels;
 pub(crate) mod join;

@@ -5,7 +5,8 @@
 //! WebSocket frames ([`ClientFrame`], [`ServerFrame`]), a resumable WebSocket session
 //! ([`ChatSession`]), a raw WebSocket connection for protocol tests ([`WsConn`]), the error
 //! types ([`ClientError`], [`WsError`]), failover between nodes, and a minimal DNS stub for
-//! operator checks ([`dns_query`]: one question to one given server). It must never print, never
+//! operator checks ([`dns_query`]: one question to one given server), and the encrypted backup
+//! file ([`backup_file`]). It must never print, never
 //! panic on anything a server or a caller passes in, and never hold cluster state beyond what
 //! a client needs to resume: the current server, the bearer token, and for a chat session its
 //! channel cursors and unacknowledged sends.
@@ -72,6 +73,7 @@
 //! comes, and the close code observable, for tests of the server's protocol handling.
 
 mod backoff;
+pub mod backup_file;
 mod client;
 pub mod dns_query;
 mod error;
@@ -93,6 +95,7 @@ pub use api::ws::{
     PresenceStatus, ReadMarkerUpdate, SecretToken, ServerFrame,
 };
 pub use client::Client;
+pub use client::backup::BackupDownload;
 pub use client::ca::RootFormat;
 pub use error::{ClientError, CloseInfo, WsError};
 pub use ids::new_client_msg_id;

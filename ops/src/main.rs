@@ -12,6 +12,7 @@ use clap::{CommandFactory as _, FromArgMatches as _};
 
 mod ctl {
     pub(crate) mod args;
+    pub(crate) mod backup;
     pub(crate) mod ca;
     pub(crate) mod chat;
     pub(crate) mod check;

@@ -71,6 +71,10 @@ pub(crate) struct ApiRequest<'a> {
     pub bearer: Option<&'a str>,
     pub json_body: Option<Vec<u8>>,
     pub retry: Retry,
+    /// Hand a 2xx body to the caller unread ([`Reply::stream`]) instead of reading it whole:
+    /// for bodies of any size (`GET /api/v1/admin/backup`). The timeout then bounds only the
+    /// wait for the response head; the caller bounds the body's reads.
+    pub stream: bool,
 }
 
 impl<'a> ApiRequest<'a> {
@@ -83,6 +87,7 @@ impl<'a> ApiRequest<'a> {
             bearer: None,
             json_body: None,
             retry,
+            stream: false,
         }
     }
 }
@@ -98,6 +103,9 @@ pub(crate) struct Reply {
     /// The `Location` of a 3xx answer.
     pub location: Option<String>,
     pub body: Vec<u8>,
+    /// The unread response of a 2xx answer to a streaming request ([`ApiRequest::stream`]);
+    /// `body` is then empty.
+    pub stream: Option<reqwest::Response>,
 }
 
 impl Reply {
@@ -190,7 +198,11 @@ pub(crate) async fn send_once(
         url.query_pairs_mut()
             .extend_pairs(req.query.iter().map(|(k, v)| (*k, v.as_str())));
     }
-    let mut builder = http.request(req.method.clone(), url).timeout(timeout);
+    let mut builder = http.request(req.method.clone(), url);
+    if !req.stream {
+        // reqwest's timeout spans the whole body, which a stream must not be cut by.
+        builder = builder.timeout(timeout);
+    }
     for (name, value) in &req.headers {
         builder = builder.header(*name, value.as_str());
     }
@@ -202,7 +214,17 @@ pub(crate) async fn send_once(
             .header(CONTENT_TYPE, "application/json")
             .body(body.clone());
     }
-    let response = builder.send().await.map_err(|e| describe(&e, timeout))?;
+    let response = match tokio::time::timeout(timeout, builder.send()).await {
+        Ok(sent) => sent.map_err(|e| describe(&e, timeout))?,
+        // Only a streaming request gets here: reqwest's own timeout fires first otherwise.
+        Err(_) => {
+            return Err(TransportFailure {
+                never_sent: false,
+                description: format!("timed out after {} ms", timeout.as_millis()),
+                untrusted: None,
+            });
+        }
+    };
     let status = response.status().as_u16();
     let index = parse_u64_header(response.headers(), INDEX_HEADER);
     // Only the delay-seconds form: the server never sends an HTTP date here.
@@ -219,6 +241,17 @@ pub(crate) async fn send_once(
                 .map(str::to_owned)
         })
         .flatten();
+    if req.stream && response.status().is_success() {
+        return Ok(Reply {
+            server: ring.name(idx).to_owned(),
+            status,
+            index,
+            retry_after,
+            location,
+            body: Vec::new(),
+            stream: Some(response),
+        });
+    }
     let body = response.bytes().await.map_err(|e| describe(&e, timeout))?;
     Ok(Reply {
         server: ring.name(idx).to_owned(),
@@ -227,6 +260,7 @@ pub(crate) async fn send_once(
         retry_after,
         location,
         body: body.to_vec(),
+        stream: None,
     })
 }
 

@@ -108,6 +108,7 @@ pub struct JoinCompleted {
         crate::routes::join::create_token,
         crate::routes::join::join,
         crate::routes::join::complete,
+        crate::routes::backup::backup,
     ),
     components(schemas(api::error::ErrorBody, api::error::ErrorDetail)),
     modifiers(&ExtractorResponses),
@@ -121,6 +122,7 @@ pub struct JoinCompleted {
         (name = "join", description = "token-based join of a new node"),
         (name = "dns", description = "static DNS records of the workspace zone"),
         (name = "ca", description = "the cluster's certificate authority"),
+        (name = "admin", description = "backups"),
         (name = "health", description = "liveness and readiness"),
         (name = "meta", description = "this description"),
     )

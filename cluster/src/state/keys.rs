@@ -234,6 +234,10 @@ pub fn user_session(username: &str, token_hash: &str) -> Vec<u8> {
     .concat()
 }
 
+/// Every prefix of a login session's keys (`s/`, `si/`, `se/`, `su/`): what a backup leaves out
+/// unless asked to keep sessions. A new session key prefix must be added here.
+pub const SESSION_PREFIXES: &[&[u8]] = &[b"s/", b"si/", SESSION_EXPIRY_PREFIX, b"su/"];
+
 /// Must-change-password flag of a user: `mc/<username>` -> (). Absent: no change required.
 pub fn must_change_password(username: &str) -> Vec<u8> {
     [b"mc/".as_slice(), username.as_bytes()].concat()

@@ -153,6 +153,54 @@ pub(crate) enum Command {
     /// line per step; exit 0 only if no step failed (else 1, with the reason on stderr).
     /// `--server` is not used: the nodes come from DNS.
     Check(CheckArgs),
+    /// Back up the whole cluster state to an encrypted file (admin), or check such a file
+    /// offline (`backup verify`). The backup is encrypted here, never on a server: give
+    /// --passphrase-file, CONCLAVE_BACKUP_PASSPHRASE, or --recipient.
+    Backup(BackupArgs),
+}
+
+/// `conclavectl backup --out FILE`, or one of its subcommands.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub(crate) struct BackupArgs {
+    #[command(subcommand)]
+    pub command: Option<BackupCommand>,
+    /// Where to write the backup; it appears only once complete (FILE.partial until then) and
+    /// an existing FILE is never overwritten.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub out: Option<PathBuf>,
+    /// Read the passphrase (at least 12 characters) from the first line of FILE; without it
+    /// and without --recipient, CONCLAVE_BACKUP_PASSPHRASE is used. Never on the command line.
+    #[arg(long, value_name = "FILE", conflicts_with = "recipient")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Encrypt to this age public key (age1..., from `backup keygen` or age-keygen) instead of
+    /// a passphrase; repeat for several.
+    #[arg(long, value_name = "AGE1...")]
+    pub recipient: Vec<String>,
+    /// Include login sessions (without them every user logs in again after a restore).
+    #[arg(long)]
+    pub sessions: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BackupCommand {
+    /// Check a backup file offline: decrypt it, check every record and the manifest's
+    /// checksums, print the manifest. Exits 1 with one line on any damage or a wrong key.
+    Verify {
+        file: PathBuf,
+        /// Read the passphrase from the first line of FILE [default: CONCLAVE_BACKUP_PASSPHRASE].
+        #[arg(long, value_name = "FILE", conflicts_with = "identity")]
+        passphrase_file: Option<PathBuf>,
+        /// An age identity file (for backups made with --recipient).
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+    },
+    /// Create an age identity for `--recipient` backups: writes the secret key to FILE (mode
+    /// 0600, never overwritten) and prints the public key (age1...).
+    Keygen {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 /// A role on the command line.
@@ -569,6 +617,65 @@ mod tests {
             Command::Node(NodeCommand::Drain { id: 2 })
         ));
         assert!(Cli::try_parse_from(["conclavectl", "node", "undrain", "x"]).is_err());
+    }
+
+    #[test]
+    fn backup_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "conclavectl",
+            "backup",
+            "--out",
+            "b.age",
+            "--recipient",
+            "age1a",
+            "--recipient",
+            "age1b",
+        ])
+        .unwrap();
+        let Command::Backup(args) = cli.command else {
+            panic!("expected backup");
+        };
+        assert!(args.command.is_none() && !args.sessions);
+        assert_eq!(args.recipient, ["age1a", "age1b"]);
+        // --out is required to take a backup, not to verify one.
+        assert!(Cli::try_parse_from(["conclavectl", "backup"]).is_err());
+        let cli = Cli::try_parse_from([
+            "conclavectl",
+            "backup",
+            "verify",
+            "b.age",
+            "--identity",
+            "id.txt",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Backup(BackupArgs {
+                command: Some(BackupCommand::Verify {
+                    identity: Some(_),
+                    ..
+                }),
+                ..
+            })
+        ));
+        // No passphrase argument exists: it would show in `ps`.
+        assert!(
+            Cli::try_parse_from(["conclavectl", "backup", "--out", "b", "--passphrase", "x"])
+                .is_err()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "conclavectl",
+                "backup",
+                "--out",
+                "b",
+                "--passphrase-file",
+                "p",
+                "--recipient",
+                "age1a"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

@@ -222,7 +222,7 @@ fn make_csr(dns: &[String], ips: &[IpAddr]) -> Result<(KeyPair, String), Failure
 }
 
 /// Creates `path` for a private key: new file only, mode 0600 from the start.
-fn create_private(path: &Path) -> Result<File, Failure> {
+pub(crate) fn create_private(path: &Path) -> Result<File, Failure> {
     let mut opts = OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]

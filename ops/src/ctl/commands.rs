@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::args::{ChannelCommand, Cli, Command, DnsCommand, NodeCommand, RoleArg, UserCommand};
 use super::failure::{EXIT_DEGRADED, EXIT_OK, Failure};
 use super::token_file::{self, SavedSession};
-use super::{ca, chat, check, join_token, password, render};
+use super::{backup, ca, chat, check, join_token, password, render};
 
 const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 /// How often `tail --follow` asks for new messages.
@@ -213,6 +213,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8, Failure> {
             })
         }
         Command::Check(args) => check::run(args, ctx.trust_root()?, ctx.json).await,
+        Command::Backup(args) => backup::run(args, || ctx.session_client(), ctx.json).await,
         Command::Chat {
             channel,
             ack_timeout,

@@ -18,7 +18,7 @@ use axum::routing::MethodRouter;
 use cluster::ChannelKind;
 
 use super::{
-    ca, channels, cluster as cluster_routes, dns, join, messages, session, sessions, users,
+    backup, ca, channels, cluster as cluster_routes, dns, join, messages, session, sessions, users,
 };
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -276,6 +276,7 @@ pub static ROUTES: &[RouteSpec] = &[
     spec!(Post "/api/v1/ca/certs/{serial}/revoke", Admin, ca::revoke),
     spec!(Post "/api/v1/ca/export-root-key", Admin, ca::export_root_key),
     spec!(Post "/api/v1/ca/renew-intermediate", Admin, ca::renew_intermediate),
+    spec!(Get "/api/v1/admin/backup", Admin, backup::backup),
     spec!(Get "/api/v1/openapi.json", Public, crate::openapi::openapi_json),
     // Probes.
     spec!(Get "/healthz", Public, cluster_routes::healthz),

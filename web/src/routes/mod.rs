@@ -7,6 +7,7 @@
 //! (body limit, CORS).
 
 pub mod access;
+pub mod backup;
 pub mod ca;
 pub mod channels;
 pub mod cluster;

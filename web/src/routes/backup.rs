@@ -1,0 +1,292 @@
+//! `GET /api/v1/admin/backup` (admins): the cluster's state at one point in time, streamed as
+//! the body `conclavectl backup` encrypts on the operator's machine
+//! (`u32 manifest_len | manifest | u32 secrets_len | secrets | state stream`, see
+//! `api::backup`).
+//!
+//! Owns choosing what goes into a backup (the state, without login sessions unless asked;
+//! the KEK, which opens the CA keys sealed in the state) and describing it exactly in the
+//! manifest. The state comes from this node's snapshot file (`ClusterNode::export_snapshot`):
+//! an open, point-in-time file, so writes keep flowing while it streams. Must never hold the
+//! state in memory, never log a secret, and never send a manifest that does not describe the
+//! bytes that follow it.
+//!
+//! # Why the snapshot is read twice
+//!
+//! The manifest comes first and carries the digest (length, record count, sha256) of the state
+//! stream that follows, but without sessions that stream is a re-encoding of the snapshot, whose
+//! digest is known only once it has been produced. Rather than spool the re-encoded stream to
+//! a temporary file (as much disk as the state) or move the digest into a trailer (readers
+//! could then use the manifest before it is checked), the handler encodes the stream twice
+//! from the same open file: once into a hasher, for the manifest, then onto the wire. The
+//! encoding is deterministic, so both passes produce the same bytes; the first pass also
+//! checks the snapshot file's own checksum, so a damaged local snapshot is a 500 before
+//! anything is sent, not a broken backup. The cost is one more sequential read of the file.
+//! If the second pass fails anyway (the client left, a disk error), the body is cut off, which
+//! the client detects (`ops::backup_file::BodyCheck`).
+
+use std::fs::File;
+use std::io::{BufReader, Seek, SeekFrom, Write};
+
+use api::backup::{MANIFEST_FORMAT, Manifest, Secrets, StateDigest};
+use api::snapshot_stream::{StreamReader, StreamWriter, Summary};
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::auth::Auth;
+use crate::ca_api::CaApiError;
+use crate::error::ApiError;
+use crate::extract::INDEX_HEADER;
+use crate::security_log::RequestMeta;
+use crate::state::AppState;
+
+/// Size of the body's chunks; also the read buffer of the snapshot file.
+const CHUNK: usize = 64 * 1024;
+/// Chunks waiting for a slow client: bounds the memory one backup holds (4 x 64 KiB).
+const QUEUED_CHUNKS: usize = 4;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BackupQuery {
+    /// Include login sessions in the state (default false: every user logs in again after a
+    /// restore).
+    #[serde(default)]
+    sessions: bool,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/backup",
+    tag = "admin",
+    params(BackupQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the backup body: `u32 LE manifest_len | manifest JSON | u32 LE secrets_len | secrets JSON | state stream` (docs/api.md, \"Backup\"); it holds the KEK", content_type = "application/octet-stream"),
+        (status = 400, description = "`invalid_request`: a bad query", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: admins only", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: the node cannot produce a snapshot now, or `ca_key_unavailable`: this node cannot read the KEK (ask another node)", body = api::error::ErrorBody)
+    )
+)]
+pub async fn backup(
+    State(s): State<AppState>,
+    Extension(meta): Extension<RequestMeta>,
+    auth: Auth,
+    query: Result<Query<BackupQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    auth.require_admin()?;
+    let Query(query) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    let sessions = query.sessions;
+
+    let kek = kek_text(&s).await?;
+    let root_fingerprint = match &s.config.ca {
+        None => String::new(),
+        Some(ca) => match ca.fingerprint().await {
+            Ok(f) => f.fingerprint,
+            Err(CaApiError::NotInitialized | CaApiError::Unavailable(_)) => String::new(),
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let export = s.node.export_snapshot().await?;
+    let (index, term) = export
+        .meta
+        .last_log_id
+        .map_or((0, 0), |id| (id.index, id.leader_id.term));
+
+    let mut file = export.file;
+    let (file, bytes, summary) = tokio::task::spawn_blocking(move || {
+        let (bytes, summary) = encode(&mut file, sessions, std::io::sink())?;
+        Ok::<_, ApiError>((file, bytes, summary))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("backup task: {e}")))??;
+
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        created_at_ms: crate::now_ms(),
+        workspace: s.config.workspace.clone().unwrap_or_default(),
+        index,
+        term,
+        root_fingerprint,
+        served_by: s.node.id(),
+        conclave_version: env!("CARGO_PKG_VERSION").to_owned(),
+        includes_sessions: sessions,
+        state: StateDigest {
+            bytes,
+            records: summary.records,
+            sha256: hex::encode(summary.sha256),
+        },
+    };
+    let frames = api::backup::encode_frames(&manifest, &Secrets { kek })
+        .map_err(|e| ApiError::Internal(format!("cannot encode the manifest: {e}")))?;
+
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(QUEUED_CHUNKS);
+    let node_id = s.node.id();
+    tokio::task::spawn_blocking(move || {
+        let mut file = file;
+        let mut out = ChunkSender {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let sent = out
+            .write_all(&frames)
+            .map_err(|e| ApiError::Internal(e.to_string()))
+            .and_then(|()| encode(&mut file, sessions, &mut out))
+            .and_then(|_| out.flush().map_err(|e| ApiError::Internal(e.to_string())));
+        if let Err(e) = sent {
+            tracing::warn!(node_id, index, error = %e, "backup stream cut off");
+            // Ends the body with an error, so the client sees an incomplete answer.
+            let _ = out
+                .tx
+                .blocking_send(Err(std::io::Error::other("backup stream failed")));
+        }
+    });
+    crate::security_event!(
+        meta,
+        "backup.served",
+        index,
+        sessions,
+        records = summary.records
+    );
+
+    let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            // The body holds the KEK: no cache anywhere may keep it.
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+            (
+                header::HeaderName::from_static(INDEX_HEADER),
+                index.to_string(),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// The KEK file's text, if this node has a CA service: it leaves the node only over HTTPS
+/// (`JoinApi::kek_text` refuses otherwise, and then the backup holds none).
+async fn kek_text(s: &AppState) -> Result<Option<String>, ApiError> {
+    let Some(join) = &s.config.join else {
+        return Ok(None);
+    };
+    if !join.serves_tls() {
+        return Ok(None);
+    }
+    Ok(Some(join.kek_text().await?))
+}
+
+/// Whether `key` belongs to a login session (`cluster::state::keys`: `s/`, `si/`, `se/`, `su/`).
+fn is_session_key(key: &[u8]) -> bool {
+    cluster::state::keys::SESSION_PREFIXES
+        .iter()
+        .any(|p| key.starts_with(p))
+}
+
+/// Re-encodes the snapshot in `file` (from its start) into `out`, without session records
+/// unless `sessions`; returns the stream's length and summary. Checks the file's own
+/// checksum on the way.
+fn encode(file: &mut File, sessions: bool, out: impl Write) -> Result<(u64, Summary), ApiError> {
+    let unreadable = |e: &dyn std::fmt::Display| {
+        ApiError::Internal(format!("the snapshot file is unreadable: {e}"))
+    };
+    let failed = |e: std::io::Error| ApiError::Internal(format!("backup stream: {e}"));
+    file.seek(SeekFrom::Start(0)).map_err(|e| unreadable(&e))?;
+    let mut reader = StreamReader::new(BufReader::with_capacity(CHUNK, &mut *file))
+        .map_err(|e| unreadable(&e))?;
+    let meta = reader.meta().to_vec();
+    let mut writer = StreamWriter::new(
+        Counting {
+            inner: out,
+            bytes: 0,
+        },
+        &meta,
+    )
+    .map_err(failed)?;
+    while let Some((key, value)) = reader.next_record().map_err(|e| unreadable(&e))? {
+        if !sessions && is_session_key(&key) {
+            continue;
+        }
+        writer.push(&key, &value).map_err(failed)?;
+    }
+    let (counting, summary) = writer.finish().map_err(failed)?;
+    Ok((counting.bytes, summary))
+}
+
+/// Counts the bytes written through it.
+struct Counting<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Hands the bytes written to it to the response body in [`CHUNK`]-sized pieces, blocking
+/// while the client is slow (the queue is bounded), failing once the client is gone.
+struct ChunkSender {
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkSender {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+        })
+    }
+}
+
+impl Write for ChunkSender {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(buf);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_keys_are_recognised() {
+        for k in [&b"s/abc"[..], b"si/abc", b"se/\0\0/abc", b"su/alice/abc"] {
+            assert!(is_session_key(k), "{k:?}");
+        }
+        for k in [
+            &b"u/alice"[..],
+            b"m/general/\0",
+            b"sx/",
+            b"c/s",
+            b"meta/applied",
+        ] {
+            assert!(!is_session_key(k), "{k:?}");
+        }
+    }
+}
