@@ -20,6 +20,7 @@ mod logging;
 mod malloc;
 mod node_cert;
 mod recover;
+mod restore;
 mod run;
 mod sd_notify;
 mod signals;
@@ -115,6 +116,25 @@ enum Cmd {
         /// be typed on a terminal).
         #[arg(long)]
         yes_the_other_nodes_are_gone: bool,
+    },
+    /// Create the first node of a new cluster from a backup (`conclavectl backup`): same
+    /// workspace, CA, users and history; sessions revoked unless --keep-sessions. Needs an
+    /// empty data_dir; others join with tokens as usual.
+    Restore {
+        #[arg(long)]
+        config: PathBuf,
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// Read the passphrase from the first line of FILE [default: CONCLAVE_BACKUP_PASSPHRASE].
+        #[arg(long, value_name = "FILE", conflicts_with = "identity")]
+        passphrase_file: Option<PathBuf>,
+        /// Decrypt with this age identity file (a backup made with --recipient).
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+        /// Keep the backup's login sessions (by default every user logs in again).
+        #[arg(long)]
+        keep_sessions: bool,
     },
     /// Run a local 3-node cluster (127.0.0.1-3, HTTPS port 8443, plain HTTP port 8080, DNS port
     /// 8053) as three processes.
@@ -228,6 +248,27 @@ fn main() -> ExitCode {
                 yes_the_other_nodes_are_gone,
             )))
         }
+        Cmd::Restore {
+            config,
+            from,
+            passphrase_file,
+            identity,
+            keep_sessions,
+        } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            logging::init(Some(cfg.node_id), &cfg.log);
+            finish(restore(
+                &runtime,
+                &cfg,
+                &from,
+                passphrase_file.as_deref(),
+                identity.as_deref(),
+                keep_sessions,
+            ))
+        }
         Cmd::Healthcheck { config } => {
             let cfg = match load(&config) {
                 Ok(c) => c,
@@ -295,6 +336,23 @@ fn init(
                 }
             }),
     )
+}
+
+/// `conclave restore`: the offline part (decrypt, check, seed; the decrypted stream is not
+/// `Send`) on this thread, then the node started once on the runtime.
+fn restore(
+    runtime: &tokio::runtime::Runtime,
+    cfg: &config::Config,
+    from: &std::path::Path,
+    passphrase_file: Option<&std::path::Path>,
+    identity: Option<&std::path::Path>,
+    keep_sessions: bool,
+) -> anyhow::Result<()> {
+    let key = restore::backup_key(passphrase_file, identity)?;
+    let restored = restore::restore_offline(cfg, from, &key, keep_sessions)?;
+    let fingerprint = runtime.block_on(restore::finish(cfg, &restored))?;
+    restore::print_outcome(cfg, &restored, fingerprint.as_deref());
+    Ok(())
 }
 
 /// `conclave provision`: the admin's credentials come from the environment, never argv (argv

@@ -5,6 +5,12 @@
 //! changed); with it, the survivor's data dir is replaced by a one-voter seed (the old one kept
 //! aside). Started again it serves writes alone; two fresh nodes join with tokens; every
 //! acknowledged message is on all three (history checks), and new posts replicate.
+//!
+//! `conclave restore` from a backup taken with `conclavectl backup` of a 3-node TLS cluster:
+//! the whole cluster is stopped and wiped (data dirs and the KEK file); restore into a non-empty
+//! data dir is refused; restored into node 1, which is started, and two nodes join with tokens.
+//! Every message acknowledged before the backup is there, identical, on all three; users log in
+//! with their old passwords; old session tokens are refused; the root fingerprint is the same.
 
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -12,6 +18,7 @@ use std::time::Duration;
 
 use chaos_tests::{ClusterOptions, Msg, TestCluster, checks};
 
+use crate::ctl::{Ctl, expect_ok};
 use crate::util::{create_channel, max_seq, post_ok};
 
 const WS: &str = "chat.recover.test";
@@ -19,10 +26,20 @@ const CH: &str = "survive";
 const JOIN_DEADLINE: Duration = Duration::from_secs(90);
 
 async fn run_recover(cluster: &TestCluster, id: u64, args: &[&str]) -> Output {
+    run_conclave(cluster, id, "recover", args).await
+}
+
+/// Runs `conclave <sub> --config <node id's config> args...` with stdin closed.
+async fn run_conclave(cluster: &TestCluster, id: u64, sub: &str, args: &[&str]) -> Output {
     let bin = chaos_tests::node::conclave_bin().unwrap_or_else(|e| cluster.fail(&format!("{e:#}")));
     let config = cluster.node(id).spec.config_path.clone();
     let mut cmd = tokio::process::Command::new(bin);
-    cmd.arg("recover")
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("CONCLAVE_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.arg(sub)
         .arg("--config")
         .arg(&config)
         .args(args)
@@ -30,8 +47,8 @@ async fn run_recover(cluster: &TestCluster, id: u64, args: &[&str]) -> Output {
         .kill_on_drop(true);
     match tokio::time::timeout(Duration::from_secs(60), cmd.output()).await {
         Ok(Ok(out)) => out,
-        Ok(Err(e)) => cluster.fail(&format!("run conclave recover: {e}")),
-        Err(_) => cluster.fail("conclave recover did not finish within 60 s"),
+        Ok(Err(e)) => cluster.fail(&format!("run conclave {sub}: {e}")),
+        Err(_) => cluster.fail(&format!("conclave {sub} did not finish within 60 s")),
     }
 }
 
@@ -51,17 +68,19 @@ fn siblings(data_dir: &Path, prefix: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Adds node `id` with a join token from the survivor and waits until `voters` is the
-/// membership on the survivor.
-async fn join(cluster: &mut TestCluster, survivor: u64, id: u64, voters: &[u64]) {
+/// Adds node `id` (a new extra node with `register`, else an existing one with an empty data
+/// dir) with a join token from `survivor` and waits until `voters` is the membership there.
+async fn join(cluster: &mut TestCluster, survivor: u64, id: u64, voters: &[u64], register: bool) {
     let token = cluster
         .client(survivor)
         .create_join_token(600)
         .await
         .unwrap_or_else(|e| cluster.fail(&format!("create a join token: {e}")));
-    cluster
-        .try_register_extra(id)
-        .unwrap_or_else(|e| cluster.fail(&format!("{e:#}")));
+    if register {
+        cluster
+            .try_register_extra(id)
+            .unwrap_or_else(|e| cluster.fail(&format!("{e:#}")));
+    }
     let seed = cluster.api_addr(survivor).to_string();
     cluster
         .node(id)
@@ -186,8 +205,8 @@ async fn force_new_cluster_on_the_last_survivor() {
     assert_eq!(voters, vec![survivor]);
 
     // Two fresh nodes join with tokens.
-    join(&mut cluster, survivor, 4, &sorted(&[survivor, 4])).await;
-    join(&mut cluster, survivor, 5, &sorted(&[survivor, 4, 5])).await;
+    join(&mut cluster, survivor, 4, &sorted(&[survivor, 4]), true).await;
+    join(&mut cluster, survivor, 5, &sorted(&[survivor, 4, 5]), true).await;
     let after = post_ok(
         &cluster,
         &cluster.client(4),
@@ -209,4 +228,165 @@ fn sorted(ids: &[u64]) -> Vec<u64> {
     let mut v = ids.to_vec();
     v.sort_unstable();
     v
+}
+
+const BOB_PASSWORD: &str = "bob-password-restored-1";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_a_backup_into_a_new_cluster() {
+    let ctl_bin = Ctl::locate();
+    let opts = ClusterOptions::default()
+        .top_level("workspace", &format!("\"{WS}\""))
+        .tls();
+    let mut cluster = TestCluster::start_with(3, opts).await;
+    let ctl = Ctl::new(ctl_bin, &cluster);
+    create_channel(&cluster, CH).await;
+    cluster
+        .client_all()
+        .create_user("bob", BOB_PASSWORD, ops::Role::Member)
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("create bob: {e}")));
+    let old_bob = cluster.login_client(1, "bob", BOB_PASSWORD).await;
+    let old_admin = cluster.client(1);
+    let client = cluster.client_all();
+    let mut acked: Vec<Msg> = Vec::new();
+    for i in 0..20 {
+        let out = post_ok(
+            &cluster,
+            &client,
+            CH,
+            &format!("before the backup {i} \u{1F4BE}"),
+            &format!("rs-{i}"),
+        )
+        .await;
+        acked.push(Msg::from(&out.message));
+    }
+    let fp_before = cluster
+        .client(1)
+        .ca_fingerprint()
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("fingerprint: {e}")))
+        .fingerprint;
+
+    // The backup, through the CLI.
+    let backup = cluster.root().join("cluster.backup");
+    let pass = cluster.root().join("backup.pass");
+    std::fs::write(&pass, "a long backup passphrase 42\n").unwrap();
+    expect_ok(&cluster, &ctl.login(&cluster.url(1)).await);
+    let out = ctl
+        .run(&[
+            "--server",
+            &cluster.url(2),
+            "backup",
+            "--out",
+            &backup.to_string_lossy(),
+            "--passphrase-file",
+            &pass.to_string_lossy(),
+        ])
+        .await;
+    expect_ok(&cluster, &out);
+    cluster.stop_all().await;
+
+    // Into a non-empty data dir: refused.
+    let args = [
+        "--from",
+        &*backup.to_string_lossy(),
+        "--passphrase-file",
+        &*pass.to_string_lossy(),
+    ]
+    .map(str::to_owned);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_conclave(&cluster, 1, "restore", &args).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is not empty"), "{stderr}");
+
+    // A brand-new cluster: no data dir, no KEK file anywhere.
+    for id in [1, 2, 3] {
+        let dir = cluster.node(id).spec.data_dir.clone();
+        std::fs::remove_dir_all(&dir)
+            .unwrap_or_else(|e| cluster.fail(&format!("wipe {}: {e}", dir.display())));
+    }
+    let kek = cluster.root().join("conclave.kek");
+    let old_kek = std::fs::read(&kek).unwrap();
+    std::fs::remove_file(&kek).unwrap();
+
+    let out = run_conclave(&cluster, 1, "restore", &args).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "restore failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(WS), "workspace printed:\n{stdout}");
+    assert!(
+        stdout.to_lowercase().contains(&fp_before.to_lowercase()),
+        "the root fingerprint {fp_before} printed:\n{stdout}"
+    );
+    assert_eq!(
+        std::fs::read(&kek).unwrap(),
+        old_kek,
+        "the KEK from the backup"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&kek).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "KEK file mode");
+    }
+
+    cluster.spawn(1);
+    cluster.wait_ready(1).await;
+    // The admin logs in with the old password; its old session is gone.
+    cluster.relogin_admin(1).await;
+    let refused = old_admin.list_channels().await;
+    assert_eq!(
+        refused.as_ref().err().and_then(|e| e.status()),
+        Some(401),
+        "old admin session: {refused:?}"
+    );
+    join(&mut cluster, 1, 2, &[1, 2], false).await;
+    join(&mut cluster, 1, 3, &[1, 2, 3], false).await;
+
+    let views = cluster
+        .wait_converged(CH, &[1, 2, 3], None, max_seq(&acked))
+        .await;
+    cluster.check(checks::all_core(&acked, &views));
+    for v in &views {
+        assert_eq!(
+            v.messages.len(),
+            acked.len(),
+            "node {}: exactly the backed-up messages",
+            v.node_id
+        );
+    }
+    let refused = old_bob.list_channels().await;
+    assert_eq!(
+        refused.as_ref().err().and_then(|e| e.status()),
+        Some(401),
+        "old bob session: {refused:?}"
+    );
+    let bob = cluster.login_client(3, "bob", BOB_PASSWORD).await;
+    bob.list_channels()
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("bob after the restore: {e}")));
+    let fp_after = cluster
+        .client(2)
+        .ca_fingerprint()
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("fingerprint: {e}")))
+        .fingerprint;
+    assert_eq!(fp_after, fp_before, "same root CA");
+    let after = post_ok(
+        &cluster,
+        &cluster.client(3),
+        CH,
+        "after the restore",
+        "rs-after",
+    )
+    .await;
+    acked.push(Msg::from(&after.message));
+    let views = cluster
+        .wait_converged(CH, &[1, 2, 3], None, max_seq(&acked))
+        .await;
+    cluster.check(checks::all_core(&acked, &views));
 }
