@@ -284,3 +284,42 @@ pub async fn force_new_cluster(config: Config, yes: bool) -> anyhow::Result<()> 
     print_next(&config, moved.as_deref(), Some(applied.index));
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn staged(root: &Path) -> (PathBuf, PathBuf) {
+        let data = root.join("data");
+        let staging = sibling(&data, ".recover-staging");
+        std::fs::create_dir_all(&staging).unwrap();
+        std::fs::write(staging.join("new"), b"n").unwrap();
+        std::fs::write(staging.join(READY), b"complete\n").unwrap();
+        (data, staging)
+    }
+
+    /// The swap keeps the old data dir aside and leaves no marker.
+    #[test]
+    fn swap_moves_the_old_dir_aside() {
+        let root = tempfile::tempdir().unwrap();
+        let (data, staging) = staged(root.path());
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("old"), b"o").unwrap();
+        let aside = swap(&data, &staging).unwrap().unwrap();
+        assert!(aside.join("old").is_file());
+        assert!(data.join("new").is_file());
+        assert!(!data.join(READY).exists());
+        assert!(!staging.exists());
+    }
+
+    /// Interrupted between the two renames: the rerun's swap only moves staging into place.
+    #[test]
+    fn swap_finishes_an_interrupted_one() {
+        let root = tempfile::tempdir().unwrap();
+        let (data, staging) = staged(root.path());
+        assert_eq!(swap(&data, &staging).unwrap(), None);
+        assert!(data.join("new").is_file());
+        assert!(!data.join(READY).exists());
+    }
+}

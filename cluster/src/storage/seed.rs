@@ -188,3 +188,43 @@ where
         vote,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every session key family goes unless kept; the rest of the filter does not depend on it.
+    #[test]
+    fn the_filter_drops_what_names_the_old_cluster() {
+        let sessions: [&[u8]; 4] = [
+            b"s/abc",
+            b"si/abc",
+            b"se/\0\0\0\0\0\0\0\x01/abc",
+            b"su/bob/abc",
+        ];
+        for k in sessions {
+            assert_eq!(keep(k, false), Keep::Drop, "{k:?}");
+            assert_eq!(keep(k, true), Keep::Keep, "{k:?}");
+        }
+        for k in [
+            keys::join_token("ab").as_slice(),
+            keys::draining(3).as_slice(),
+            keys::login_throttle("bob").as_slice(),
+            keys::INSTALLING,
+        ] {
+            assert_eq!(keep(k, true), Keep::Drop, "{k:?}");
+        }
+        assert_eq!(keep(keys::APPLIED, false), Keep::Replace);
+        assert_eq!(keep(keys::MEMBERSHIP, true), Keep::Replace);
+        for k in [
+            keys::user("bob").as_slice(),
+            keys::message("general", 1).as_slice(),
+            keys::CA_STATE,
+            keys::dns_record("wiki", "A", b"x").as_slice(),
+            // Not a session: `s/` must match as a whole prefix.
+            b"sx/1".as_slice(),
+        ] {
+            assert_eq!(keep(k, false), Keep::Keep, "{k:?}");
+        }
+    }
+}
