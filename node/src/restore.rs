@@ -246,13 +246,12 @@ pub async fn finish(config: &Config, restored: &Restored) -> anyhow::Result<Opti
         // Loaded from the file just written, as `init` does: a Kek is never copied in memory.
         let kek = Kek::load(&config.kek_path()).ok();
         let service = crate::ca_runtime::CaService::new(node.clone(), kek, settings);
-        let (created, fingerprint) = service
-            .ensure_initialized(false)
-            .await
+        // Read, never `ensure_initialized`: that would create a new CA if the backup had none.
+        let (_, state) = service
+            .load()
             .context("the restored certificate authority")?;
-        if created {
-            bail!("the backup holds no certificate authority");
-        }
+        let fingerprint = crate::ca::root_fingerprint(&state)
+            .context("the restored root certificate")?;
         if !fingerprint.eq_ignore_ascii_case(&restored.manifest.root_fingerprint) {
             bail!(
                 "the restored root CA fingerprint {fingerprint} is not the manifest's {}",
