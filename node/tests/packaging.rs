@@ -184,6 +184,8 @@ fn dist_bundle_and_deb_hold_what_they_promise() {
         "SHA256SUMS",
         "conclave.toml",
         "systemd/conclave.service",
+        "backup/conclave-backup.service",
+        "backup/conclave-backup.timer",
         "docs/operations.md",
         "docs/configuration.md",
         "completions/conclave.bash",

@@ -10,7 +10,8 @@
 #   conclave-<version>-x86_64-linux.tar.gz     the offline bundle (below)
 #   SHA256SUMS                                 of the four files above
 # The tarball holds conclave-<version>-x86_64-linux/ with both binaries, the .deb, docs/,
-# conclave.toml (production template), systemd/, docker/, completions/, man/ and a SHA256SUMS
+# conclave.toml (production template), systemd/, backup/ (the nightly backup service and
+# timer), docker/, completions/, man/ and a SHA256SUMS
 # of everything in it.
 #
 # Idempotent; uses only tracked files of the checkout (works from a clean clone); the only
@@ -124,6 +125,9 @@ install -m 0644 "$OUT/$DEB" "$STAGE/"
 install -m 0644 "$ROOT/README.md" "$ROOT"/docs/*.md "$STAGE/docs/"
 install -m 0644 "$ROOT/ops/dist/conclave.toml" "$STAGE/"
 install -m 0644 "$ROOT"/ops/dist/systemd/* "$STAGE/systemd/"
+# Kept out of systemd/, whose units cargo-deb installs: the backup units are set up by hand.
+mkdir -p "$STAGE/backup"
+install -m 0644 "$ROOT"/ops/dist/backup/* "$STAGE/backup/"
 # Part of the tree may not exist yet on an older checkout; whatever is there goes in.
 if compgen -G "$ROOT/ops/dist/docker/*" >/dev/null; then
     cp -R "$ROOT"/ops/dist/docker/. "$STAGE/docker/"

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api_schema;
+mod backup;
 mod bad_input;
 mod browser;
 mod ca;

@@ -5,8 +5,10 @@
 //!
 //! Owns choosing what goes into a backup (the state, without login sessions unless asked;
 //! the KEK, which opens the CA keys sealed in the state) and describing it exactly in the
-//! manifest. The state comes from this node's snapshot file (`ClusterNode::export_snapshot`):
-//! an open, point-in-time file, so writes keep flowing while it streams. Must never hold the
+//! manifest. The state comes from this node's snapshot file (`ClusterNode::export_snapshot`),
+//! taken after the node caught up with the leader (a read-index round), so it holds every
+//! write acknowledged before the request; it is an open, point-in-time file, so writes keep
+//! flowing while it streams. Must never hold the
 //! state in memory, never log a secret, and never send a manifest that does not describe the
 //! bytes that follow it.
 //!
@@ -48,6 +50,8 @@ use crate::state::AppState;
 
 /// Size of the body's chunks; also the read buffer of the snapshot file.
 const CHUNK: usize = 64 * 1024;
+/// How long the node may take to catch up with the leader before it exports.
+const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Chunks waiting for a slow client: bounds the memory one backup holds (4 x 64 KiB).
 const QUEUED_CHUNKS: usize = 4;
 
@@ -92,6 +96,10 @@ pub async fn backup(
             Err(e) => return Err(e.into()),
         },
     };
+    // Catch up with the leader first, so that a backup from a lagging follower still holds
+    // every write acknowledged before the request (without a leader this is a 503, and the
+    // client asks another node).
+    s.node.sync_with_leader(SYNC_TIMEOUT).await?;
     let export = s.node.export_snapshot().await?;
     let (index, term) = export
         .meta
