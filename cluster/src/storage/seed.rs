@@ -93,9 +93,8 @@ pub fn keep(key: &[u8], keep_sessions: bool) -> Keep {
     if key == keys::INSTALLING {
         return Keep::Drop;
     }
-    // Sessions: record, info, expiry index, per-user index.
-    const SESSION_PREFIXES: [&[u8]; 4] = [b"s/", b"si/", b"se/", b"su/"];
-    if !keep_sessions && SESSION_PREFIXES.iter().any(|p| key.starts_with(p)) {
+    // Sessions: record, info, expiry index, per-user index (the same set a backup leaves out).
+    if !keep_sessions && keys::SESSION_PREFIXES.iter().any(|p| key.starts_with(p)) {
         return Keep::Drop;
     }
     // Join tokens were issued for the old membership; draining flags name old members; login
