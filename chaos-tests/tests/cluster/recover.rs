@@ -1,7 +1,7 @@
 //! `conclave recover --force-new-cluster` after a cluster lost its majority for good, with real
 //! processes and TLS on: three nodes, messages posted and acknowledged, then two nodes SIGKILLed
 //! and their data dirs deleted. The survivor (the leader, which holds every acknowledged write)
-//! is stopped; `recover` without the confirmation flag is refused (exit code, one line, nothing
+//! is stopped (`recover` on it while it runs is refused); `recover` without the confirmation flag is refused (exit code, one line, nothing
 //! changed); with it, the survivor's data dir is replaced by a one-voter seed (the old one kept
 //! aside). Started again it serves writes alone; two fresh nodes join with tokens; every
 //! acknowledged message is on all three (history checks), and new posts replicate.
@@ -139,6 +139,16 @@ async fn force_new_cluster_on_the_last_survivor() {
         std::fs::remove_dir_all(&dir)
             .unwrap_or_else(|e| cluster.fail(&format!("wipe {}: {e}", dir.display())));
     }
+    // While it runs: refused, even with the confirmation.
+    let out = run_recover(
+        &cluster,
+        survivor,
+        &["--force-new-cluster", "--yes-the-other-nodes-are-gone"],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("seems to be running"), "{stderr}");
     cluster.terminate(survivor).await;
     let data_dir = cluster.node(survivor).spec.data_dir.clone();
 
