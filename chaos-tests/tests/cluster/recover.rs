@@ -1,8 +1,8 @@
 //! `conclave recover --force-new-cluster` after a cluster lost its majority for good, with real
 //! processes and TLS on: three nodes, messages posted and acknowledged, then two nodes SIGKILLed
 //! and their data dirs deleted. The survivor (the leader, which holds every acknowledged write)
-//! is stopped (`recover` on it while it runs is refused); `recover` without the confirmation flag is refused (exit code, one line, nothing
-//! changed); with it, the survivor's data dir is replaced by a one-voter seed (the old one kept
+//! is stopped (`recover` on it while it runs is refused); `recover` without the confirmation
+//! flag is refused (exit code, one line, nothing changed); with it, the survivor's data dir is replaced by a one-voter seed (the old one kept
 //! aside). Started again it serves writes alone; two fresh nodes join with tokens; every
 //! acknowledged message is on all three (history checks), and new posts replicate.
 //!
