@@ -561,6 +561,13 @@ impl TestCluster {
         &self.admin_token
     }
 
+    /// Logs in as admin again through node `id` and makes that the token of every client this
+    /// harness hands out (after a restore revoked the old sessions).
+    pub async fn relogin_admin(&mut self, id: u64) {
+        let token = self.login_token(id, ADMIN_USER, ADMIN_PASSWORD).await;
+        self.admin_token = or_panic(token.map_err(|e| self.annotate(e)));
+    }
+
     /// Raw HTTP client (no proxy, 3 s timeout, trusting the cluster root with TLS) for
     /// requests the ops client cannot make.
     pub fn http(&self) -> &reqwest::Client {

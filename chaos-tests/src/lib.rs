@@ -5,7 +5,10 @@
 //!
 //! [`docker`] runs the shipped container image as a 3-host cluster on a Docker network.
 //!
-//! Used by the acceptance suite in `tests/cluster/` and by the `conclave-bench` binary.
+//! [`history_gen`] writes a large history into a stopped node through the state machine.
+//!
+//! Used by the acceptance suite in `tests/cluster/` and by the `conclave-bench` and
+//! `snapshot-bench` binaries.
 
 pub mod addr;
 mod channel;
@@ -15,10 +18,12 @@ mod diagnostics;
 pub mod docker;
 pub mod duration_arg;
 pub mod faultfs;
+pub mod history_gen;
 pub mod load;
 pub mod netns;
 pub mod node;
 pub mod partition;
+pub mod snapshot_catchup;
 pub mod wait;
 
 pub use checks::{Msg, NodeView};

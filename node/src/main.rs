@@ -20,6 +20,8 @@ mod logging;
 mod malloc;
 mod metrics;
 mod node_cert;
+mod recover;
+mod restore;
 mod run;
 mod sd_notify;
 mod signals;
@@ -101,6 +103,39 @@ enum Cmd {
     Healthcheck {
         #[arg(long, default_value = "/etc/conclave/conclave.toml")]
         config: PathBuf,
+    },
+    /// Make this stopped node the only member of a new cluster with the same state, after its
+    /// cluster lost its majority for good (the other nodes must never come back). Prints the
+    /// membership it drops and what to do next; keeps the old data dir aside.
+    Recover {
+        #[arg(long)]
+        config: PathBuf,
+        /// Required: rewrite the membership to this node alone (like etcd's).
+        #[arg(long)]
+        force_new_cluster: bool,
+        /// Confirms that the other nodes are gone for good (without it, the workspace name must
+        /// be typed on a terminal).
+        #[arg(long)]
+        yes_the_other_nodes_are_gone: bool,
+    },
+    /// Create the first node of a new cluster from a backup (`conclavectl backup`): same
+    /// workspace, CA, users and history; sessions revoked unless --keep-sessions. Needs an
+    /// empty data_dir; others join with tokens as usual.
+    Restore {
+        #[arg(long)]
+        config: PathBuf,
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// Read the passphrase from the first line of FILE [default: CONCLAVE_BACKUP_PASSPHRASE].
+        #[arg(long, value_name = "FILE", conflicts_with = "identity")]
+        passphrase_file: Option<PathBuf>,
+        /// Decrypt with this age identity file (a backup made with --recipient).
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+        /// Keep the backup's login sessions (by default every user logs in again).
+        #[arg(long)]
+        keep_sessions: bool,
     },
     /// Run a local 3-node cluster (127.0.0.1-3, HTTPS port 8443, plain HTTP port 8080, DNS port
     /// 8053) as three processes.
@@ -195,6 +230,46 @@ fn main() -> ExitCode {
             seed,
             ca_file,
         } => provision(&runtime, &config, &seed, &ca_file),
+        Cmd::Recover {
+            config,
+            force_new_cluster,
+            yes_the_other_nodes_are_gone,
+        } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if !force_new_cluster {
+                eprintln!("conclave: recover needs --force-new-cluster (the only mode there is)");
+                return ExitCode::from(2);
+            }
+            logging::init(Some(cfg.node_id), &cfg.log);
+            finish(runtime.block_on(recover::force_new_cluster(
+                cfg,
+                yes_the_other_nodes_are_gone,
+            )))
+        }
+        Cmd::Restore {
+            config,
+            from,
+            passphrase_file,
+            identity,
+            keep_sessions,
+        } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            logging::init(Some(cfg.node_id), &cfg.log);
+            finish(restore(
+                &runtime,
+                &cfg,
+                &from,
+                passphrase_file.as_deref(),
+                identity.as_deref(),
+                keep_sessions,
+            ))
+        }
         Cmd::Healthcheck { config } => {
             let cfg = match load(&config) {
                 Ok(c) => c,
@@ -262,6 +337,23 @@ fn init(
                 }
             }),
     )
+}
+
+/// `conclave restore`: the offline part (decrypt, check, seed; the decrypted stream is not
+/// `Send`) on this thread, then the node started once on the runtime.
+fn restore(
+    runtime: &tokio::runtime::Runtime,
+    cfg: &config::Config,
+    from: &std::path::Path,
+    passphrase_file: Option<&std::path::Path>,
+    identity: Option<&std::path::Path>,
+    keep_sessions: bool,
+) -> anyhow::Result<()> {
+    let key = restore::backup_key(passphrase_file, identity)?;
+    let restored = restore::restore_offline(cfg, from, &key, keep_sessions)?;
+    let fingerprint = runtime.block_on(restore::finish(cfg, &restored))?;
+    restore::print_outcome(cfg, &restored, fingerprint.as_deref());
+    Ok(())
 }
 
 /// `conclave provision`: the admin's credentials come from the environment, never argv (argv

@@ -43,6 +43,7 @@ mod membership;
 mod metrics;
 mod partition;
 mod power_loss;
+mod recover;
 mod replication;
 mod rolling_restart;
 mod secure_defaults;

@@ -115,3 +115,105 @@ async fn snapshot_catch_up() {
         .await;
     cluster.check(checks::all_core(&acked, &views));
 }
+
+/// Messages and body size of the bounded-memory catch-up: about 200 MB of state, well past the
+/// 128 MiB bound, so a transfer or install that held the snapshot in memory would fail it.
+const BIG_MESSAGES: u64 = 200_000;
+const BIG_BODY: usize = 1_000;
+const RSS_BOUND: u64 = 128 * 1024 * 1024;
+
+/// Issue 14's acceptance: a wiped follower catches up by snapshot over a history larger than the
+/// memory bound, and neither the sender (leader) nor the receiver grows its RSS by more than
+/// 128 MiB (from /proc); afterwards it serves the full history. The same scenario as
+/// `snapshot-bench` (which runs it at 5 M messages), sized for CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_catch_up_in_bounded_memory() {
+    use chaos_tests::snapshot_catchup::{self, BIG_CHANNEL};
+    let cluster = TestCluster::start_with(
+        3,
+        ClusterOptions::default().request_timeout(std::time::Duration::from_secs(60)),
+    )
+    .await;
+    create_channel(&cluster, BIG_CHANNEL).await;
+    let small = "acked";
+    create_channel(&cluster, small).await;
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let out = post_ok(
+            &cluster,
+            &cluster.client_all(),
+            small,
+            "before",
+            &format!("before-{i}"),
+        )
+        .await;
+        acked.push(checks::Msg::from(&out.message));
+    }
+
+    let r = snapshot_catchup::run(
+        &cluster,
+        BIG_MESSAGES,
+        BIG_BODY,
+        cluster.ready_timeout() * 6,
+    )
+    .await
+    .unwrap_or_else(|e| cluster.fail(&format!("{e:#}")));
+    eprintln!(
+        "catch-up of node {} over {} MB: {:.1} s ({:.1} MB/s); peak RSS growth: sender {} MiB, receiver {} MiB (baseline {} MiB)",
+        r.wiped,
+        r.snapshot_bytes / 1_000_000,
+        r.catch_up.as_secs_f64(),
+        r.mb_per_s(),
+        r.sender_growth >> 20,
+        r.receiver_growth >> 20,
+        r.receiver_baseline >> 20,
+    );
+    assert!(
+        r.snapshot_bytes > 2 * RSS_BOUND,
+        "the history ({} bytes) is too small to test the bound",
+        r.snapshot_bytes
+    );
+    let log = std::fs::read_to_string(&cluster.node(r.wiped).spec.log_path).unwrap_or_default();
+    assert!(
+        log.contains("installing snapshot from leader"),
+        "node {} caught up without installing a snapshot",
+        r.wiped
+    );
+    assert!(
+        r.sender_growth < RSS_BOUND,
+        "the leader's RSS grew by {} MiB while sending the snapshot",
+        r.sender_growth >> 20
+    );
+    assert!(
+        r.receiver_growth < RSS_BOUND,
+        "the wiped follower's RSS grew by {} MiB while receiving and installing the snapshot",
+        r.receiver_growth >> 20
+    );
+
+    // The wiped follower serves the whole history: the big channel's ends and count, and every
+    // acknowledged message of the small one (the history checker), on every node.
+    let wiped = cluster.client(r.wiped);
+    let leader = cluster.client(r.leader);
+    for after in [0, BIG_MESSAGES - 3] {
+        let a = wiped
+            .list_messages(BIG_CHANNEL, after, 3, None)
+            .await
+            .unwrap();
+        let b = leader
+            .list_messages(BIG_CHANNEL, after, 3, None)
+            .await
+            .unwrap();
+        assert_eq!(a.messages.len(), 3);
+        assert_eq!(
+            a.messages.iter().map(checks::Msg::from).collect::<Vec<_>>(),
+            b.messages.iter().map(checks::Msg::from).collect::<Vec<_>>(),
+        );
+        assert_eq!(a.last_seq, BIG_MESSAGES);
+    }
+    let after = post_ok(&cluster, &wiped, small, "after", "after-0").await;
+    acked.push(checks::Msg::from(&after.message));
+    let views = cluster
+        .wait_converged(small, &[1, 2, 3], after.index, after.message.seq)
+        .await;
+    cluster.check(checks::all_core(&acked, &views));
+}

@@ -111,6 +111,7 @@ impl ClusterNode {
             batch_tx,
             membership_lock: tokio::sync::Mutex::new(()),
             last_leader_contact: Mutex::new(std::time::Instant::now()),
+            snapshot_keepalive: Default::default(),
             ephemeral: tokio::sync::broadcast::channel(1024).0,
             versions: crate::node::versions::PeerVersions::default(),
             reader: reader.clone(),

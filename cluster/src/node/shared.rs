@@ -46,8 +46,11 @@ pub(crate) struct Shared {
     /// Held for the whole of one membership operation (probe, catch-up, promotion), so a
     /// second change is refused instead of interleaving with the first.
     pub membership_lock: tokio::sync::Mutex<()>,
-    /// When an AppendEntries (a leader's heartbeat or replication) last arrived.
+    /// When an AppendEntries (a leader's heartbeat or replication) or a snapshot chunk last
+    /// arrived.
     pub last_leader_contact: Mutex<std::time::Instant>,
+    /// Stands in for the leader's heartbeats while it streams a snapshot to this node.
+    pub snapshot_keepalive: crate::transport::snapshot_keepalive::SnapshotKeepalive,
     /// Ephemeral notices received from peers (`rpc::PATH_EPHEMERAL`).
     pub ephemeral: tokio::sync::broadcast::Sender<bytes::Bytes>,
     pub versions: crate::node::versions::PeerVersions,

@@ -220,6 +220,30 @@ impl LogStore {
         read_meta(&dir.join("log").join("meta")).map(|_| ())
     }
 
+    /// Writes a new, empty log under `dir/log` whose start is `last_purged` (the seeded
+    /// snapshot's last log id) and whose vote is `vote`: what `storage::seed` leaves behind so
+    /// openraft starts after the snapshot and campaigns in a term above every old one.
+    /// Refuses a `log` directory that already holds anything.
+    pub fn seed(dir: &Path, vote: Vote, last_purged: LogId) -> Result<(), io::Error> {
+        let dir = dir.join("log");
+        if dir.exists() && fs::read_dir(&dir)?.next().is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} is not empty", dir.display()),
+            ));
+        }
+        fsutil::create_dir_all_durable(&dir, &mut fs::DirBuilder::new())?;
+        let meta = Meta {
+            vote: Some(vote),
+            committed: Some(last_purged),
+            last_purged: Some(last_purged),
+        };
+        let payload = bincode::serialize(&meta).map_err(io::Error::other)?;
+        let mut framed = Vec::with_capacity(payload.len() + 8);
+        fsutil::frame(&payload, &mut framed);
+        fsutil::write_atomic(&dir.join("meta"), &framed)
+    }
+
     /// Writes `vote` (durably) into a store opened empty after a quarantine.
     pub fn restore_vote(&self, vote: Vote) -> Result<(), io::Error> {
         let mut inner = self.lock()?;

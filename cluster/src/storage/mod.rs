@@ -2,7 +2,9 @@
 //! machine's sled tree and its snapshots (`sm_store`, with `snapshot_cow` so a snapshot is built
 //! while apply goes on), and the file primitives both rely on (`fsutil`), and the owner-only data directory
 //! (`private_dir`); what is trusted after a crash or damage: the state machine's proof
-//! (`proof`), quarantine and the heal marker (`quarantine`), the checks on open (`recovery`).
+//! (`proof`), quarantine and the heal marker (`quarantine`), the checks on open (`recovery`);
+//! a fresh one-voter data directory from a state stream (`seed`, for restore and recover),
+//! and a stopped member's storage read offline for `recover --force-new-cluster` (`survivor`).
 //!
 //! Owns what is on disk and when it is durable (what is fsynced before openraft is told an
 //! entry or a vote is stored). Must never decide what a command means: `sm_store` hands each
@@ -16,6 +18,8 @@ pub mod private_dir;
 pub mod proof;
 pub mod quarantine;
 pub mod recovery;
+pub mod seed;
 pub mod sm_store;
 pub mod snapshot_cow;
 pub mod snapshot_file;
+pub mod survivor;

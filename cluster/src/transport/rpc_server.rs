@@ -21,6 +21,7 @@ use crate::node::raft_node::ClusterNode;
 use crate::node::shared::Shared;
 use crate::transport::peer_tls::{PeerIdentity, PeerTls};
 use crate::transport::rpc::{self, ForwardError, ForwardReply, ForwardRequest, MembershipRequest};
+use crate::transport::snapshot_keepalive;
 use crate::types::{NodeId, TypeConfig};
 
 /// Snapshot chunks and large AppendEntries batches must fit (up to `max_payload_entries`
@@ -254,7 +255,23 @@ async fn snapshot(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    encode(&s.raft.install_snapshot(req).await)
+    // Every chunk, and the wait for the last one's install, counts as the leader's heartbeat
+    // (see `snapshot_keepalive`): otherwise this follower campaigns mid-transfer and resets it.
+    let vote = req.vote;
+    snapshot_keepalive::note_chunk(&s, vote);
+    let install = s.raft.install_snapshot(req);
+    tokio::pin!(install);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(
+        s.config.election_timeout_min_ms.max(10),
+    ));
+    let resp = loop {
+        tokio::select! {
+            r = &mut install => break r,
+            _ = tick.tick() => snapshot_keepalive::note_chunk(&s, vote),
+        }
+    };
+    snapshot_keepalive::note_chunk(&s, vote);
+    encode(&resp)
 }
 
 async fn forward(State(s): State<Arc<Shared>>, body: Bytes) -> Response {

@@ -1,0 +1,402 @@
+//! `conclave recover --force-new-cluster` after a cluster lost its majority for good, with real
+//! processes and TLS on: three nodes, messages posted and acknowledged, then two nodes SIGKILLed
+//! and their data dirs deleted. The survivor (the leader, which holds every acknowledged write)
+//! is stopped (`recover` on it while it runs is refused); `recover` without the confirmation
+//! flag is refused (exit code, one line, nothing changed); with it, the survivor's data dir is replaced by a one-voter seed (the old one kept
+//! aside). Started again it serves writes alone; two fresh nodes join with tokens; every
+//! acknowledged message is on all three (history checks), and new posts replicate.
+//!
+//! `conclave restore` from a backup taken with `conclavectl backup` of a 3-node TLS cluster:
+//! the whole cluster is stopped and wiped (data dirs and the KEK file); restore into a non-empty
+//! data dir is refused; restored into node 1, which is started, and two nodes join with tokens.
+//! Every message acknowledged before the backup is there, identical, on all three; users log in
+//! with their old passwords; old session tokens are refused; the root fingerprint is the same.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use chaos_tests::{ClusterOptions, Msg, TestCluster, checks};
+
+use crate::ctl::{Ctl, expect_ok};
+use crate::util::{create_channel, max_seq, post_ok};
+
+const WS: &str = "chat.recover.test";
+const CH: &str = "survive";
+const JOIN_DEADLINE: Duration = Duration::from_secs(90);
+
+async fn run_recover(cluster: &TestCluster, id: u64, args: &[&str]) -> Output {
+    run_conclave(cluster, id, "recover", args).await
+}
+
+/// Runs `conclave <sub> --config <node id's config> args...` with stdin closed.
+async fn run_conclave(cluster: &TestCluster, id: u64, sub: &str, args: &[&str]) -> Output {
+    let bin = chaos_tests::node::conclave_bin().unwrap_or_else(|e| cluster.fail(&format!("{e:#}")));
+    let config = cluster.node(id).spec.config_path.clone();
+    let mut cmd = tokio::process::Command::new(bin);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("CONCLAVE_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.arg(sub)
+        .arg("--config")
+        .arg(&config)
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    match tokio::time::timeout(Duration::from_secs(60), cmd.output()).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => cluster.fail(&format!("run conclave {sub}: {e}")),
+        Err(_) => cluster.fail(&format!("conclave {sub} did not finish within 60 s")),
+    }
+}
+
+fn siblings(data_dir: &Path, prefix: &str) -> Vec<String> {
+    let name = data_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let parent = data_dir.parent().unwrap_or(Path::new("."));
+    std::fs::read_dir(parent)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("{name}{prefix}")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Adds node `id` (a new extra node with `register`, else an existing one with an empty data
+/// dir) with a join token from `survivor` and waits until `voters` is the membership there.
+async fn join(cluster: &mut TestCluster, survivor: u64, id: u64, voters: &[u64], register: bool) {
+    let token = cluster
+        .client(survivor)
+        .create_join_token(600)
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("create a join token: {e}")));
+    if register {
+        cluster
+            .try_register_extra(id)
+            .unwrap_or_else(|e| cluster.fail(&format!("{e:#}")));
+    }
+    let seed = cluster.api_addr(survivor).to_string();
+    cluster
+        .node(id)
+        .spawn_join(&seed, &token.token)
+        .unwrap_or_else(|e| cluster.fail(&format!("{e:#}")));
+    let want: Vec<u64> = voters.to_vec();
+    cluster
+        .wait_until(
+            &format!("node {id} to join as a voter"),
+            JOIN_DEADLINE,
+            || async {
+                if let Some(status) = cluster.node(id).exit_status() {
+                    return Err(format!("node {id} exited ({status})"));
+                }
+                let v = cluster
+                    .voters(survivor)
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
+                if v == want {
+                    Ok(())
+                } else {
+                    Err(format!("voters {v:?}"))
+                }
+            },
+        )
+        .await;
+    cluster.wait_ready(id).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn force_new_cluster_on_the_last_survivor() {
+    let opts = ClusterOptions::default()
+        .top_level("workspace", &format!("\"{WS}\""))
+        .tls();
+    let mut cluster = TestCluster::start_with(3, opts).await;
+    create_channel(&cluster, CH).await;
+    let client = cluster.client_all();
+    let mut acked: Vec<Msg> = Vec::new();
+    for i in 0..30 {
+        let out = post_ok(
+            &cluster,
+            &client,
+            CH,
+            &format!("before the loss {i}"),
+            &format!("rc-{i}"),
+        )
+        .await;
+        acked.push(Msg::from(&out.message));
+    }
+    // The leader holds every acknowledged (committed) entry: it is the survivor.
+    let survivor = cluster.wait_for_leader(&[]).await;
+    let lost: Vec<u64> = [1, 2, 3].into_iter().filter(|i| *i != survivor).collect();
+    for id in &lost {
+        cluster.kill(*id);
+        let dir = cluster.node(*id).spec.data_dir.clone();
+        std::fs::remove_dir_all(&dir)
+            .unwrap_or_else(|e| cluster.fail(&format!("wipe {}: {e}", dir.display())));
+    }
+    // While it runs: refused, even with the confirmation.
+    let out = run_recover(
+        &cluster,
+        survivor,
+        &["--force-new-cluster", "--yes-the-other-nodes-are-gone"],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("seems to be running"), "{stderr}");
+    cluster.terminate(survivor).await;
+    let data_dir = cluster.node(survivor).spec.data_dir.clone();
+
+    // Without the confirmation: refused, one line, exit code 1, nothing moved.
+    let out = run_recover(&cluster, survivor, &["--force-new-cluster"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("conclave: "))
+        .unwrap_or_default();
+    assert!(
+        last.contains("--yes-the-other-nodes-are-gone"),
+        "refusal names the flag: {last:?}"
+    );
+    for id in &lost {
+        assert!(
+            stdout.contains(&format!("node {id} voter")),
+            "the summary lists the membership to drop, node {id}:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("last log index"), "summary:\n{stdout}");
+    assert!(
+        siblings(&data_dir, ".before-recover-").is_empty(),
+        "a refused recover changed nothing"
+    );
+
+    // With it.
+    let out = run_recover(
+        &cluster,
+        survivor,
+        &["--force-new-cluster", "--yes-the-other-nodes-are-gone"],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "recover failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("join-token"), "next steps:\n{stdout}");
+    assert_eq!(
+        siblings(&data_dir, ".before-recover-").len(),
+        1,
+        "the old data dir is kept aside"
+    );
+    assert!(siblings(&data_dir, ".recover-staging").is_empty());
+
+    // Alone, it serves writes.
+    cluster.spawn(survivor);
+    cluster.wait_ready(survivor).await;
+    let alone = post_ok(&cluster, &cluster.client(survivor), CH, "alone", "rc-alone").await;
+    acked.push(Msg::from(&alone.message));
+    let voters = cluster
+        .voters(survivor)
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("{e:#}")));
+    assert_eq!(voters, vec![survivor]);
+
+    // Two fresh nodes join with tokens.
+    join(&mut cluster, survivor, 4, &sorted(&[survivor, 4]), true).await;
+    join(&mut cluster, survivor, 5, &sorted(&[survivor, 4, 5]), true).await;
+    let after = post_ok(
+        &cluster,
+        &cluster.client(4),
+        CH,
+        "after the joins",
+        "rc-after",
+    )
+    .await;
+    acked.push(Msg::from(&after.message));
+
+    let ids = [survivor, 4, 5];
+    let views = cluster
+        .wait_converged(CH, &ids, None, max_seq(&acked))
+        .await;
+    cluster.check(checks::all_core(&acked, &views));
+}
+
+fn sorted(ids: &[u64]) -> Vec<u64> {
+    let mut v = ids.to_vec();
+    v.sort_unstable();
+    v
+}
+
+const BOB_PASSWORD: &str = "bob-password-restored-1";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_a_backup_into_a_new_cluster() {
+    let ctl_bin = Ctl::locate();
+    let opts = ClusterOptions::default()
+        .top_level("workspace", &format!("\"{WS}\""))
+        .tls();
+    let mut cluster = TestCluster::start_with(3, opts).await;
+    let ctl = Ctl::new(ctl_bin, &cluster);
+    create_channel(&cluster, CH).await;
+    cluster
+        .client_all()
+        .create_user("bob", BOB_PASSWORD, ops::Role::Member)
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("create bob: {e}")));
+    let old_bob = cluster.login_client(1, "bob", BOB_PASSWORD).await;
+    let old_admin = cluster.client(1);
+    let client = cluster.client_all();
+    let mut acked: Vec<Msg> = Vec::new();
+    for i in 0..20 {
+        let out = post_ok(
+            &cluster,
+            &client,
+            CH,
+            &format!("before the backup {i} \u{1F4BE}"),
+            &format!("rs-{i}"),
+        )
+        .await;
+        acked.push(Msg::from(&out.message));
+    }
+    let fp_before = cluster
+        .client(1)
+        .ca_fingerprint()
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("fingerprint: {e}")))
+        .fingerprint;
+
+    // The backup, through the CLI.
+    let backup = cluster.root().join("cluster.backup");
+    let pass = cluster.root().join("backup.pass");
+    std::fs::write(&pass, "a long backup passphrase 42\n").unwrap();
+    expect_ok(&cluster, &ctl.login(&cluster.url(1)).await);
+    let out = ctl
+        .run(&[
+            "--server",
+            &cluster.url(2),
+            "backup",
+            "--out",
+            &backup.to_string_lossy(),
+            "--passphrase-file",
+            &pass.to_string_lossy(),
+        ])
+        .await;
+    expect_ok(&cluster, &out);
+    cluster.stop_all().await;
+
+    // Into a non-empty data dir: refused.
+    let args = [
+        "--from",
+        &*backup.to_string_lossy(),
+        "--passphrase-file",
+        &*pass.to_string_lossy(),
+    ]
+    .map(str::to_owned);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_conclave(&cluster, 1, "restore", &args).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is not empty"), "{stderr}");
+
+    // A brand-new cluster: no data dir, no KEK file anywhere.
+    for id in [1, 2, 3] {
+        let dir = cluster.node(id).spec.data_dir.clone();
+        std::fs::remove_dir_all(&dir)
+            .unwrap_or_else(|e| cluster.fail(&format!("wipe {}: {e}", dir.display())));
+    }
+    let kek = cluster.root().join("conclave.kek");
+    let old_kek = std::fs::read(&kek).unwrap();
+    std::fs::remove_file(&kek).unwrap();
+
+    let out = run_conclave(&cluster, 1, "restore", &args).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "restore failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(WS), "workspace printed:\n{stdout}");
+    assert!(
+        stdout.to_lowercase().contains(&fp_before.to_lowercase()),
+        "the root fingerprint {fp_before} printed:\n{stdout}"
+    );
+    assert_eq!(
+        std::fs::read(&kek).unwrap(),
+        old_kek,
+        "the KEK from the backup"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&kek).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "KEK file mode");
+    }
+
+    cluster.spawn(1);
+    cluster.wait_ready(1).await;
+    // The admin logs in with the old password; its old session is gone.
+    cluster.relogin_admin(1).await;
+    let refused = old_admin.list_channels().await;
+    assert_eq!(
+        refused.as_ref().err().and_then(|e| e.status()),
+        Some(401),
+        "old admin session: {refused:?}"
+    );
+    join(&mut cluster, 1, 2, &[1, 2], false).await;
+    join(&mut cluster, 1, 3, &[1, 2, 3], false).await;
+
+    let views = cluster
+        .wait_converged(CH, &[1, 2, 3], None, max_seq(&acked))
+        .await;
+    cluster.check(checks::all_core(&acked, &views));
+    for v in &views {
+        assert_eq!(
+            v.messages.len(),
+            acked.len(),
+            "node {}: exactly the backed-up messages",
+            v.node_id
+        );
+    }
+    let refused = old_bob.list_channels().await;
+    assert_eq!(
+        refused.as_ref().err().and_then(|e| e.status()),
+        Some(401),
+        "old bob session: {refused:?}"
+    );
+    let bob = cluster.login_client(3, "bob", BOB_PASSWORD).await;
+    bob.list_channels()
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("bob after the restore: {e}")));
+    let fp_after = cluster
+        .client(2)
+        .ca_fingerprint()
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("fingerprint: {e}")))
+        .fingerprint;
+    assert_eq!(fp_after, fp_before, "same root CA");
+    let after = post_ok(
+        &cluster,
+        &cluster.client(3),
+        CH,
+        "after the restore",
+        "rs-after",
+    )
+    .await;
+    acked.push(Msg::from(&after.message));
+    let views = cluster
+        .wait_converged(CH, &[1, 2, 3], None, max_seq(&acked))
+        .await;
+    cluster.check(checks::all_core(&acked, &views));
+}
