@@ -30,7 +30,7 @@ use crate::types::{NodeId, NodeInfo, Raft, RaftMetrics};
 
 const EPHEMERAL_TIMEOUT: Duration = Duration::from_millis(500);
 /// See `raft_config`. The cluster port's body limit (`rpc_server`) admits far more.
-pub const SNAPSHOT_CHUNK_BYTES: u64 = 4 << 20;
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 2 << 20;
 
 /// A running cluster member.
 pub struct ClusterNode {
@@ -481,7 +481,7 @@ fn raft_config(config: &ClusterConfig) -> Result<Arc<openraft::Config>, ClusterE
         install_snapshot_timeout: config.install_snapshot_timeout_ms,
         // A snapshot travels as a file read in chunks of this size (each chunk is one RPC, and
         // held about four times in memory along the way: read buffer, encoded request, body,
-        // decoded request): 4 MiB is a few ms on a LAN and keeps that well under the memory
+        // decoded request): 2 MiB is a few ms on a LAN and keeps that well under the memory
         // bound (docs/architecture.md, "Snapshots").
         snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs_since_last),
