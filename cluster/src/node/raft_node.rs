@@ -73,6 +73,7 @@ impl ClusterNode {
         let heal = crate::node::heal_gate::HealGate::new(dir.clone(), opened.healing);
         let reader = sm.reader();
         let version_stop = sm.version_stop();
+        let snapshot_installing = sm.installing_flag();
         let http = PeerHttp::with_tls(config.peer_source_ip, config.peer_tls.clone())
             .map_err(|e| ClusterError::Internal(format!("http client: {e}")))?;
         let network = NetworkFactory {
@@ -109,6 +110,7 @@ impl ClusterNode {
             membership_lock: tokio::sync::Mutex::new(()),
             last_leader_contact: Mutex::new(std::time::Instant::now()),
             snapshot_keepalive: Default::default(),
+            snapshot_installing,
             ephemeral: tokio::sync::broadcast::channel(1024).0,
             versions: crate::node::versions::PeerVersions::default(),
             reader: reader.clone(),
