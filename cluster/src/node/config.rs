@@ -69,9 +69,9 @@ impl ClusterConfig {
             batch_max_in_flight: 1,
             write_timeout_ms: 5000,
             ready_max_apply_lag: 1000,
-            // sled 0.34 uses about 1.5x its cache capacity; with 48 MiB a snapshot install
-            // stays under the 128 MiB growth bound (docs/architecture.md, "Snapshots").
-            sled_cache_bytes: 48 * 1024 * 1024,
+            // sled 0.34 uses about 1.5x its cache capacity; with 32 MiB a snapshot install
+            // stays well under the 128 MiB growth bound (docs/architecture.md, "Snapshots").
+            sled_cache_bytes: 32 * 1024 * 1024,
             min_free_bytes: 1024 * 1024 * 1024,
             log_segment_bytes: crate::storage::log_store::SEGMENT_BYTES,
             peer_source_ip: None,

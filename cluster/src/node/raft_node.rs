@@ -30,7 +30,7 @@ use crate::types::{NodeId, NodeInfo, Raft, RaftMetrics};
 
 const EPHEMERAL_TIMEOUT: Duration = Duration::from_millis(500);
 /// See `raft_config`. The cluster port's body limit (`rpc_server`) admits far more.
-pub const SNAPSHOT_CHUNK_BYTES: u64 = 4 << 20;
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 2 << 20;
 
 /// A running cluster member.
 pub struct ClusterNode {
@@ -76,6 +76,7 @@ impl ClusterNode {
         let heal = crate::node::heal_gate::HealGate::new(dir.clone(), opened.healing);
         let reader = sm.reader();
         let version_stop = sm.version_stop();
+        let snapshot_installing = sm.installing_flag();
         let http = PeerHttp::with_tls(config.peer_source_ip, config.peer_tls.clone())
             .map_err(|e| ClusterError::Internal(format!("http client: {e}")))?;
         let network = NetworkFactory {
@@ -112,6 +113,7 @@ impl ClusterNode {
             membership_lock: tokio::sync::Mutex::new(()),
             last_leader_contact: Mutex::new(std::time::Instant::now()),
             snapshot_keepalive: Default::default(),
+            snapshot_installing,
             ephemeral: tokio::sync::broadcast::channel(1024).0,
             versions: crate::node::versions::PeerVersions::default(),
             reader: reader.clone(),
@@ -490,7 +492,7 @@ fn raft_config(config: &ClusterConfig) -> Result<Arc<openraft::Config>, ClusterE
         install_snapshot_timeout: config.install_snapshot_timeout_ms,
         // A snapshot travels as a file read in chunks of this size (each chunk is one RPC, and
         // held about four times in memory along the way: read buffer, encoded request, body,
-        // decoded request): 4 MiB is a few ms on a LAN and keeps that well under the memory
+        // decoded request): 2 MiB is a few ms on a LAN and keeps that well under the memory
         // bound (docs/architecture.md, "Snapshots").
         snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs_since_last),

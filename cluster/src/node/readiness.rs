@@ -119,6 +119,13 @@ async fn evaluate(shared: &Shared) -> Readiness {
     if let Some(why) = shared.disk.low_space() {
         return Readiness::no(why);
     }
+    // Its tree is partly the old state, partly the snapshot's, until the install ends.
+    if shared
+        .snapshot_installing
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        return Readiness::no("installing a snapshot from the leader");
+    }
     let m = shared.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
     if membership.get_node(&shared.id).is_none() {

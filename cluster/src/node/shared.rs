@@ -6,7 +6,7 @@
 //! `std` mutex across `.await`: its mutexes guard a timestamp or a verdict for a copy.
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::ServerState;
@@ -49,6 +49,8 @@ pub(crate) struct Shared {
     /// When an AppendEntries (a leader's heartbeat or replication) or a snapshot chunk last
     /// arrived.
     pub last_leader_contact: Mutex<std::time::Instant>,
+    /// Set while a received snapshot is installed (`StateMachineStore::installing_flag`).
+    pub snapshot_installing: Arc<std::sync::atomic::AtomicBool>,
     /// Stands in for the leader's heartbeats while it streams a snapshot to this node.
     pub snapshot_keepalive: crate::transport::snapshot_keepalive::SnapshotKeepalive,
     /// Ephemeral notices received from peers (`rpc::PATH_EPHEMERAL`).

@@ -1,6 +1,6 @@
 //! Durable storage of one member: the Raft log (`log_store`, our own segment files), the state
 //! machine's sled tree and its snapshots (`sm_store`, with `snapshot_cow` so a snapshot is built
-//! while apply goes on), and the file primitives both rely on (`fsutil`), and the owner-only data directory
+//! while apply goes on, and `snapshot_file` for the snapshot file and its temp files), and the file primitives both rely on (`fsutil`), and the owner-only data directory
 //! (`private_dir`); what is trusted after a crash or damage: the state machine's proof
 //! (`proof`), quarantine and the heal marker (`quarantine`), the checks on open (`recovery`);
 //! a fresh one-voter data directory from a state stream (`seed`, for restore and recover),

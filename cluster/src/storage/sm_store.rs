@@ -94,6 +94,9 @@ pub struct StateMachineStore {
     events: EventBus,
     /// Distinguishes snapshots built at the same log id.
     build_seq: u64,
+    /// Set while a received snapshot is installed: the tree is then partly old, partly new, and
+    /// readiness reports the node not ready (`readiness`).
+    installing: Arc<std::sync::atomic::AtomicBool>,
     /// The temp file the snapshot being received is written into (`begin_receiving_snapshot`).
     /// A `std` mutex: held only to swap a path, never across `.await`.
     receiving: Arc<Mutex<Option<PathBuf>>>,
@@ -126,6 +129,7 @@ impl StateMachineStore {
             cow: Cow::default(),
             events,
             build_seq: 0,
+            installing: Arc::default(),
             receiving: Arc::default(),
         };
         if let Some(meta) = snapshot {
@@ -151,6 +155,11 @@ impl StateMachineStore {
         StateReader {
             tree: self.tree.clone(),
         }
+    }
+
+    /// True while a received snapshot is being installed (see the field).
+    pub fn installing_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.installing.clone()
     }
 
     /// Set when `apply` stopped at an entry this binary must not apply.
@@ -429,7 +438,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let tree = self.tree.clone();
         let cow = self.cow.clone();
         let m = meta.clone();
+        let installing = InstallingFlag::set(&self.installing);
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
+            let _installing = installing;
             let werr = |e: &dyn std::error::Error| {
                 snap_err(
                     Some(&m),
@@ -493,6 +504,22 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta,
             snapshot: Box::new(tokio::fs::File::from_std(file)),
         }))
+    }
+}
+
+/// Sets the installing flag; clears it when dropped (on success, error or panic).
+struct InstallingFlag(Arc<std::sync::atomic::AtomicBool>);
+
+impl InstallingFlag {
+    fn set(flag: &Arc<std::sync::atomic::AtomicBool>) -> Self {
+        flag.store(true, std::sync::atomic::Ordering::Release);
+        Self(flag.clone())
+    }
+}
+
+impl Drop for InstallingFlag {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
     }
 }
 
