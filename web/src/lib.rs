@@ -10,6 +10,7 @@ pub mod auth;
 pub mod ca_api;
 pub mod error;
 pub mod extract;
+pub mod install_gate;
 pub mod join_api;
 pub mod json_object;
 pub mod login_check;
@@ -65,6 +66,10 @@ pub fn router(node: Arc<ClusterNode>, config: ApiConfig, cancel: CancellationTok
         sessions,
     };
     routes::table()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            install_gate::gate,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             static_files::cluster_csp,

@@ -197,6 +197,14 @@ impl ClusterNode {
         self.shared.current_readiness()
     }
 
+    /// True while this node installs a snapshot received from the leader: its state is then
+    /// partly old, partly new, and must not answer a client (see `web::install_gate`).
+    pub fn installing_snapshot(&self) -> bool {
+        self.shared
+            .snapshot_installing
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub fn status(&self) -> NodeStatusWire {
         self.shared.status()
     }
