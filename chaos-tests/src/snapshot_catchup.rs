@@ -83,33 +83,30 @@ pub async fn last_applied(cluster: &TestCluster, id: u64) -> Result<u64> {
 }
 
 async fn wait_applied(cluster: &TestCluster, id: u64, index: u64, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match last_applied(cluster, id).await {
-            Ok(a) if a >= index => return Ok(()),
-            Ok(_) | Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await
+    crate::wait::poll_until(
+        &format!("node {id} to apply index {index}"),
+        timeout,
+        || async {
+            match last_applied(cluster, id).await {
+                Ok(a) if a >= index => Ok(()),
+                Ok(a) => Err(format!("applied {a}")),
+                Err(e) => Err(format!("{e:#}")),
             }
-            Ok(a) => bail!("node {id} applied {a}, not {index}, within {timeout:?}"),
-            Err(e) => return Err(e.context(format!("node {id} did not apply {index}"))),
-        }
-    }
+        },
+    )
+    .await
 }
 
 async fn wait_healthz(cluster: &TestCluster, id: u64, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
     let url = format!("{}/healthz", cluster.url(id));
-    loop {
-        if let Ok(r) = cluster.http().get(&url).send().await
-            && r.status().is_success()
-        {
-            return Ok(());
+    crate::wait::poll_until(&format!("node {id} /healthz"), timeout, || async {
+        match cluster.http().get(&url).send().await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("status {}", r.status())),
+            Err(e) => Err(e.to_string()),
         }
-        if Instant::now() >= deadline {
-            bail!("node {id} /healthz not answering within {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 /// Runs the scenario on a running 3-node `cluster` whose channel `BIG_CHANNEL` exists: stops

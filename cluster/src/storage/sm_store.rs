@@ -615,6 +615,14 @@ mod tests {
     use openraft::CommittedLeaderId;
     use std::io::BufReader;
 
+    /// A state machine store over a fresh sled database in `dir` (the db handle stays open
+    /// as long as the returned one is kept).
+    fn open_store(dir: &Path) -> (sled::Db, StateMachineStore) {
+        let db = sled::Config::new().path(dir.join("state")).open().unwrap();
+        let sm = StateMachineStore::open(&db, dir, EventBus::new(16)).unwrap();
+        (db, sm)
+    }
+
     fn blank(index: u64) -> Entry {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
@@ -628,11 +636,7 @@ mod tests {
     #[tokio::test]
     async fn a_snapshot_holds_nothing_applied_after_its_point() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new()
-            .path(dir.path().join("state"))
-            .open()
-            .unwrap();
-        let mut sm = StateMachineStore::open(&db, dir.path(), EventBus::new(16)).unwrap();
+        let (_db, mut sm) = open_store(dir.path());
         sm.apply((1..=3).map(blank)).await.unwrap();
         let mut builder = sm.get_snapshot_builder().await;
         // Applied after the snapshot point, before the builder walks the tree.
@@ -696,11 +700,7 @@ mod tests {
     #[tokio::test]
     async fn a_damaged_received_snapshot_leaves_the_previous_state_intact() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new()
-            .path(dir.path().join("state"))
-            .open()
-            .unwrap();
-        let mut sm = StateMachineStore::open(&db, dir.path(), EventBus::new(16)).unwrap();
+        let (_db, mut sm) = open_store(dir.path());
         sm.apply((1..=3).map(blank)).await.unwrap();
         sm.tree.insert("old", "1").unwrap();
         sm.get_snapshot_builder()
@@ -797,11 +797,7 @@ mod tests {
                 (keys::APPLIED.to_vec(), applied),
             ],
         );
-        let db = sled::Config::new()
-            .path(dir.path().join("state"))
-            .open()
-            .unwrap();
-        let mut sm = StateMachineStore::open(&db, dir.path(), EventBus::new(16)).unwrap();
+        let (_db, mut sm) = open_store(dir.path());
         assert_eq!(
             sm.applied_state().await.unwrap().0.map(|l| l.index),
             Some(7)
