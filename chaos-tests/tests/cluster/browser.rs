@@ -579,6 +579,10 @@ impl Run<'_> {
             .trim_start_matches("https://")
             .trim_end_matches('/')
             .to_owned();
+        // A first load can meet a network error (Chromium's error page, `chrome-error://`):
+        // once, the test does what a user does and reloads; what the error page said is kept
+        // for the report. A second error page fails the test like any other timeout.
+        let reloaded: Mutex<Option<String>> = Mutex::new(None);
         let workspace = self
             .wait(
                 &format!("{}'s sign-in form", page.who),
@@ -586,14 +590,39 @@ impl Run<'_> {
                 || async {
                     let v = page
                         .js(
-                            "return document.body.dataset.view === 'login' \
-                           ? document.getElementById('login-workspace').value : null;",
+                            "return document.body?.dataset.view === 'login' \
+                           ? document.getElementById('login-workspace').value \
+                           : { view: document.body?.dataset.view ?? null, url: location.href, \
+                               text: (document.body?.innerText ?? '').slice(0, 200) };",
                             vec![],
                         )
                         .await?;
-                    v.as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| format!("view: {v}"))
+                    if let Some(ws) = v.as_str() {
+                        return Ok(ws.to_owned());
+                    }
+                    let on_error_page = v["url"]
+                        .as_str()
+                        .is_some_and(|u| u.starts_with("chrome-error://"));
+                    let first_error = {
+                        let mut r = reloaded.lock().map_err(|e| e.to_string())?;
+                        if on_error_page && r.is_none() {
+                            *r = Some(v.to_string());
+                            true
+                        } else {
+                            false
+                        }
+                    };
+                    if first_error {
+                        eprintln!("{}'s first load of {url} failed ({v}); reloading", page.who);
+                        page.goto(url).await?;
+                    }
+                    let earlier = reloaded
+                        .lock()
+                        .map_err(|e| e.to_string())?
+                        .clone()
+                        .map(|e| format!(" (after a reload; the first load showed {e})"))
+                        .unwrap_or_default();
+                    Err(format!("page: {v}{earlier}"))
                 },
             )
             .await;
@@ -805,6 +834,15 @@ pub(crate) struct DomMsg {
 /// What a page shows that the test looks at.
 #[derive(Clone, Debug)]
 pub(crate) struct PageState {
+    /// Where the page is (a Chromium error page is `chrome-error://chromewebdata/`), its title
+    /// and the start of its text: what a failure report needs when the app never started.
+    /// Read only through `Debug`, in failure reports.
+    #[allow(dead_code)]
+    pub(crate) url: String,
+    #[allow(dead_code)]
+    pub(crate) title: String,
+    #[allow(dead_code)]
+    pub(crate) text: String,
     pub(crate) view: String,
     pub(crate) ready: String,
     pub(crate) hash: String,
@@ -1515,12 +1553,17 @@ impl Page {
     pub(crate) async fn state(&self) -> Result<PageState, String> {
         let script = format!(
             "{MESSAGES_JS}const st = document.getElementById('conn-status');\n\
-             return {{ view: document.body.dataset.view ?? '', ready: document.body.dataset.ready ?? '', \
+             return {{ url: location.href, title: document.title, \
+               text: (document.body?.innerText ?? '').slice(0, 300), \
+               view: document.body?.dataset.view ?? '', ready: document.body?.dataset.ready ?? '', \
                hash: location.hash, conn: st?.dataset.state ?? '', node: st?.dataset.nodeId ?? null, \
                messages: messages() }};"
         );
         let v = self.js(&script, vec![]).await?;
         Ok(PageState {
+            url: str_field(&v, "url"),
+            title: str_field(&v, "title"),
+            text: str_field(&v, "text"),
             view: str_field(&v, "view"),
             ready: str_field(&v, "ready"),
             hash: str_field(&v, "hash"),
