@@ -16,7 +16,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::command::{COMMAND_VERSION, Command, Outcome, Request, Response};
+use crate::command::{COMMAND_VERSION, ChannelKind, Command, Outcome, Request, Response};
 use crate::error::ClusterError;
 use crate::node::shared::Shared;
 use crate::transport::network::TransportError;
@@ -52,11 +52,21 @@ fn approx_size(c: &Command) -> usize {
     }
 }
 
+/// Whether applying `c` a second time gives its caller the same answer as the first time.
+/// Creating a user, a named channel or a join token a second time is refused as "exists", and
+/// using a join token again is refused as "used": a re-sent batch would turn a success into a
+/// refusal. A direct-message channel is returned unchanged when it exists, and a `PostMessage`
+/// returns the original message for a seen `(author, client_msg_id)`.
 fn idempotent(c: &Command) -> bool {
-    !matches!(
-        c,
-        Command::CreateUser { .. } | Command::CreateUserV2 { .. } | Command::CreateChannel { .. }
-    )
+    match c {
+        Command::CreateUser { .. }
+        | Command::CreateUserV2 { .. }
+        | Command::CreateChannel { .. }
+        | Command::CreateJoinToken { .. }
+        | Command::UseJoinToken { .. } => false,
+        Command::CreateChannelV2 { kind, .. } => *kind == ChannelKind::Direct,
+        _ => true,
+    }
 }
 
 pub(crate) async fn run(
@@ -420,7 +430,7 @@ mod tests {
     }
 
     #[test]
-    fn only_user_and_channel_creation_are_not_idempotent() {
+    fn creations_and_token_use_are_not_idempotent() {
         let post = Command::PostMessage {
             channel: "c".into(),
             author: "a".into(),
@@ -433,5 +443,25 @@ mod tests {
             creator: "a".into(),
         };
         assert!(!idempotent(&create));
+        let v2 = |kind| Command::CreateChannelV2 {
+            name: "c".into(),
+            creator: "a".into(),
+            kind,
+            title: String::new(),
+            topic: String::new(),
+            members: Vec::new(),
+        };
+        // A second create of a named channel answers "exists"; a DM is returned unchanged.
+        assert!(!idempotent(&v2(ChannelKind::Public)));
+        assert!(!idempotent(&v2(ChannelKind::Private)));
+        assert!(idempotent(&v2(ChannelKind::Direct)));
+        let use_token = Command::UseJoinToken {
+            id: "t".into(),
+            secret_hash: "h".into(),
+            node_id: 4,
+            api_addr: "127.0.0.4:8080".into(),
+            cluster_addr: "127.0.0.4:9080".into(),
+        };
+        assert!(!idempotent(&use_token));
     }
 }
