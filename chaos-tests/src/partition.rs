@@ -53,13 +53,8 @@ impl Partition {
 
     /// Cuts every link between `side` and each address in `others`, both directions.
     pub fn isolate(side: Ipv4Addr, others: &[Ipv4Addr]) -> Result<Partition> {
-        let tag = format!(
-            "conclave-test-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
         let mut p = Partition {
-            tag,
+            tag: Self::new_tag(),
             rules: Vec::new(),
         };
         for o in others {
@@ -68,6 +63,29 @@ impl Partition {
             }
         }
         Ok(p)
+    }
+
+    /// Drops every packet from `from` to each address in `to`; the other direction still
+    /// flows. Over TCP a one-way cut still breaks new connections (their handshake needs both
+    /// ways), but data on a connection that was already open keeps arriving at the far side
+    /// without its acknowledgements coming back: a node keeps hearing, or keeps being heard.
+    pub fn one_way(from: Ipv4Addr, to: &[Ipv4Addr]) -> Result<Partition> {
+        let mut p = Partition {
+            tag: Self::new_tag(),
+            rules: Vec::new(),
+        };
+        for t in to {
+            p.add(from, *t)?;
+        }
+        Ok(p)
+    }
+
+    fn new_tag() -> String {
+        format!(
+            "conclave-test-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     fn rule_args<'a>(&'a self, op: &'a str, src: &'a str, dst: &'a str) -> Vec<&'a str> {

@@ -34,6 +34,7 @@ mod docker_restart;
 mod docker_util;
 mod faultfs;
 mod flood_util;
+mod forward_follow;
 mod full_restart;
 mod healthcheck;
 mod join;

@@ -16,7 +16,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::command::{COMMAND_VERSION, Command, Outcome, Request, Response};
+use crate::command::{COMMAND_VERSION, ChannelKind, Command, Outcome, Request, Response};
 use crate::error::ClusterError;
 use crate::node::shared::Shared;
 use crate::transport::network::TransportError;
@@ -52,11 +52,21 @@ fn approx_size(c: &Command) -> usize {
     }
 }
 
+/// Whether applying `c` a second time gives its caller the same answer as the first time.
+/// Creating a user, a named channel or a join token a second time is refused as "exists", and
+/// using a join token again is refused as "used": a re-sent batch would turn a success into a
+/// refusal. A direct-message channel is returned unchanged when it exists, and a `PostMessage`
+/// returns the original message for a seen `(author, client_msg_id)`.
 fn idempotent(c: &Command) -> bool {
-    !matches!(
-        c,
-        Command::CreateUser { .. } | Command::CreateUserV2 { .. } | Command::CreateChannel { .. }
-    )
+    match c {
+        Command::CreateUser { .. }
+        | Command::CreateUserV2 { .. }
+        | Command::CreateChannel { .. }
+        | Command::CreateJoinToken { .. }
+        | Command::UseJoinToken { .. } => false,
+        Command::CreateChannelV2 { kind, .. } => *kind == ChannelKind::Direct,
+        _ => true,
+    }
 }
 
 pub(crate) async fn run(
@@ -169,6 +179,84 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// What became of one forward to the leader.
+enum ForwardAttempt {
+    /// The leader (or the transport) answered.
+    Answered(Result<ForwardReply, TransportError>),
+    /// This node learnt of another leader (possibly itself) while the forward was in flight.
+    LeaderMoved(NodeId),
+    /// The attempt's own bound passed without an answer (idempotent batches only).
+    TimedOut,
+}
+
+/// How long one forward of an idempotent batch may wait for its answer before it is sent
+/// again. A leader that stopped answering (SIGSTOP, a one-way cut) is replaced within about
+/// one election timeout, and the metrics watch re-sends to the new one at once; this bound
+/// covers the case where no new leader is announced to this node, so a lost request costs
+/// about one election rather than the whole write deadline. Re-sending is safe only because
+/// the batch is idempotent.
+fn attempt_bound(election_timeout_max_ms: u64) -> Duration {
+    Duration::from_millis(election_timeout_max_ms.saturating_mul(2).max(300))
+}
+
+/// Resolves with the leader this node learns of next when it is not `from`. A moment without
+/// any known leader (an election in progress) does not count: the forward in flight may still
+/// be answered, and there is nowhere better to send it yet. Never resolves if the watch closes
+/// (the node is shutting down; the attempt's own bound or the shutdown ends it).
+async fn leader_moved_from<T>(
+    mut rx: tokio::sync::watch::Receiver<T>,
+    from: NodeId,
+    leader_of: impl Fn(&T) -> Option<NodeId>,
+) -> NodeId {
+    loop {
+        if let Some(l) = leader_of(&rx.borrow_and_update())
+            && l != from
+        {
+            return l;
+        }
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// Forwards `commands` to `leader` at `addr` and waits for the first of: its answer, news of
+/// another leader, or (idempotent batches) the attempt bound.
+async fn forward_once(
+    shared: &Shared,
+    leader: NodeId,
+    addr: &str,
+    commands: &Arc<[Command]>,
+    all_idempotent: bool,
+    deadline: Instant,
+) -> ForwardAttempt {
+    crate::metrics::observe_forwarded(commands.len());
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(50));
+    let bound = if all_idempotent {
+        left.min(attempt_bound(shared.config.election_timeout_max_ms))
+    } else {
+        left
+    };
+    let req = ForwardRequest {
+        commands: commands.clone(),
+    };
+    let send = shared
+        .http
+        .post_bin::<_, ForwardReply>(addr, rpc::PATH_FORWARD, &req, bound);
+    let moved = leader_moved_from(shared.raft.metrics(), leader, |m| m.current_leader);
+    tokio::select! {
+        r = send => match r {
+            Err(TransportError::Timeout { .. }) if all_idempotent && Instant::now() < deadline => {
+                ForwardAttempt::TimedOut
+            }
+            r => ForwardAttempt::Answered(r),
+        },
+        new = moved => ForwardAttempt::LeaderMoved(new),
+    }
+}
+
 async fn propose_with_retry(
     shared: &Shared,
     commands: Arc<[Command]>,
@@ -177,10 +265,14 @@ async fn propose_with_retry(
 ) -> Result<(u64, Response), ClusterError> {
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(10);
-    let mut last_err;
+    let mut last_err = String::from("no leader answered in time");
     loop {
         if shared.cancel.is_cancelled() {
             return Err(ClusterError::ShuttingDown);
+        }
+        // Re-sends after a leader change skip the pause below, so the deadline is checked here.
+        if Instant::now() >= deadline {
+            return Err(ClusterError::Unavailable(last_err));
         }
         let leader: Option<NodeId> = shared.raft.metrics().borrow().current_leader;
         let attempt: Result<ForwardReply, TransportError> = match leader {
@@ -188,29 +280,82 @@ async fn propose_with_retry(
             // stays leader and its `client_write` would wait forever.
             Some(l) if l == shared.id => {
                 let left = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(left, propose_local(shared, commands.clone())).await {
-                    Ok(reply) => Ok(reply),
-                    Err(_) => Ok(Err(ForwardError::Unavailable(
-                        "no quorum acknowledged the write in time; outcome unknown".into(),
+                let local = async {
+                    match tokio::time::timeout(left, propose_local(shared, commands.clone())).await
+                    {
+                        Ok(reply) => Ok(reply),
+                        Err(_) => Ok(Err(ForwardError::Unavailable(
+                            "no quorum acknowledged the write in time; outcome unknown".into(),
+                        ))),
+                    }
+                };
+                // A deposed leader's pending `client_write` is answered only when its entry is
+                // applied or overwritten, which can take until the deadline; an idempotent
+                // batch goes to the new leader as soon as this node hears of it.
+                let moved = async {
+                    if all_idempotent {
+                        leader_moved_from(shared.raft.metrics(), l, |m| m.current_leader).await
+                    } else {
+                        std::future::pending().await
+                    }
+                };
+                let attempt = tokio::select! {
+                    r = local => ForwardAttempt::Answered(r),
+                    new = moved => ForwardAttempt::LeaderMoved(new),
+                };
+                match attempt {
+                    ForwardAttempt::LeaderMoved(new) => {
+                        tracing::debug!(
+                            node_id = shared.id,
+                            to = new,
+                            "this node lost leadership while proposing; re-sending to the new leader"
+                        );
+                        last_err = format!("leadership moved from this node to node {new}");
+                        continue;
+                    }
+                    ForwardAttempt::Answered(r) => r,
+                    ForwardAttempt::TimedOut => Ok(Err(ForwardError::Unavailable(
+                        "local proposal timed out".into(),
                     ))),
                 }
             }
             Some(l) => match shared.node_info(l) {
                 Some(info) => {
-                    crate::metrics::observe_forwarded(commands.len());
-                    shared
-                        .http
-                        .post_bin::<_, ForwardReply>(
-                            &info.cluster_addr,
-                            rpc::PATH_FORWARD,
-                            &ForwardRequest {
-                                commands: commands.clone(),
-                            },
-                            deadline
-                                .saturating_duration_since(Instant::now())
-                                .max(Duration::from_millis(50)),
-                        )
-                        .await
+                    let addr = &info.cluster_addr;
+                    match forward_once(shared, l, addr, &commands, all_idempotent, deadline).await {
+                        ForwardAttempt::Answered(r) => r,
+                        // Whatever the old leader does with the batch, a retry is deduplicated
+                        // by the state machine: send it to the new leader now rather than wait
+                        // for an answer that may never come.
+                        ForwardAttempt::LeaderMoved(new) if all_idempotent => {
+                            tracing::debug!(
+                                node_id = shared.id,
+                                from = l,
+                                to = new,
+                                "leader moved while a write was forwarded; re-sending"
+                            );
+                            last_err = format!("leader moved from node {l} to node {new}");
+                            continue;
+                        }
+                        // The old leader may still commit it: the outcome is unknown, and a
+                        // non-idempotent batch must not be proposed twice. Say so now instead
+                        // of when the deadline passes.
+                        ForwardAttempt::LeaderMoved(new) => {
+                            return Err(ClusterError::Unavailable(format!(
+                                "leadership moved from node {l} to node {new} while the write \
+                                 was forwarded; outcome unknown"
+                            )));
+                        }
+                        ForwardAttempt::TimedOut => {
+                            tracing::debug!(
+                                node_id = shared.id,
+                                leader = l,
+                                "forwarded write unanswered within one attempt; re-sending"
+                            );
+                            last_err = format!("leader {l} did not answer a forwarded write");
+                            continue;
+                        }
+                    }
                 }
                 None => Ok(Err(ForwardError::NotLeader { leader: None })),
             },
@@ -243,5 +388,80 @@ async fn propose_with_retry(
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn leader_moved_resolves_only_on_another_known_leader() {
+        let (tx, rx) = tokio::sync::watch::channel(Some(1u64));
+        let moved = tokio::spawn(leader_moved_from(rx, 1, |l: &Option<NodeId>| *l));
+        // No leader known (an election) and the same leader again: keep waiting.
+        for l in [None, Some(1), None] {
+            assert!(tx.send(l).is_ok());
+            tokio::task::yield_now().await;
+            assert!(!moved.is_finished(), "resolved on {l:?}");
+        }
+        assert!(tx.send(Some(3)).is_ok());
+        assert_eq!(moved.await.ok(), Some(3));
+    }
+
+    #[tokio::test]
+    async fn leader_moved_sees_a_change_that_happened_before_the_wait() {
+        // The forward may start after the metrics already name a new leader (read a moment
+        // earlier): the wait must not need a further change to notice.
+        let (_tx, rx) = tokio::sync::watch::channel(Some(2u64));
+        let got = tokio::time::timeout(
+            Duration::from_secs(5),
+            leader_moved_from(rx, 1, |l: &Option<NodeId>| *l),
+        )
+        .await;
+        assert_eq!(got.ok(), Some(2));
+    }
+
+    #[test]
+    fn an_attempt_costs_about_one_election_at_most() {
+        assert_eq!(attempt_bound(550), Duration::from_millis(1100));
+        // Tiny test timeouts still leave a loopback round trip under load some room.
+        assert_eq!(attempt_bound(50), Duration::from_millis(300));
+    }
+
+    #[test]
+    fn creations_and_token_use_are_not_idempotent() {
+        let post = Command::PostMessage {
+            channel: "c".into(),
+            author: "a".into(),
+            body: "b".into(),
+            client_msg_id: "m-1".into(),
+        };
+        assert!(idempotent(&post));
+        let create = Command::CreateChannel {
+            name: "c".into(),
+            creator: "a".into(),
+        };
+        assert!(!idempotent(&create));
+        let v2 = |kind| Command::CreateChannelV2 {
+            name: "c".into(),
+            creator: "a".into(),
+            kind,
+            title: String::new(),
+            topic: String::new(),
+            members: Vec::new(),
+        };
+        // A second create of a named channel answers "exists"; a DM is returned unchanged.
+        assert!(!idempotent(&v2(ChannelKind::Public)));
+        assert!(!idempotent(&v2(ChannelKind::Private)));
+        assert!(idempotent(&v2(ChannelKind::Direct)));
+        let use_token = Command::UseJoinToken {
+            id: "t".into(),
+            secret_hash: "h".into(),
+            node_id: 4,
+            api_addr: "127.0.0.4:8080".into(),
+            cluster_addr: "127.0.0.4:9080".into(),
+        };
+        assert!(!idempotent(&use_token));
     }
 }
