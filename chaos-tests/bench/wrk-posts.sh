@@ -9,7 +9,9 @@
 #   bash chaos-tests/bench/wrk-posts.sh --no-tls --secs 10 --levels 1,16,64,128
 #
 # Options: --secs N (10), --levels LIST (1,16,64,128), --no-tls, --spread N (connections per
-# node in the spread run, 21; 0 skips it), --keep (data dir and node logs), --binary PATH (default $CONCLAVE_BIN, else $CARGO_TARGET_DIR/release/conclave).
+# node in the spread run, 21; 0 skips it), --breakdown (after each follower run, the average
+# fsync, log append and commit time per node from /metrics deltas: on the follower the commit
+# time is the forward round trip, on the leader `client_write`), --keep (data dir and node logs), --binary PATH (default $CONCLAVE_BIN, else $CARGO_TARGET_DIR/release/conclave).
 # Ports (every node, on 127.0.0.N): $WRK_API_PORT (28080), $WRK_HTTPS_PORT (28443),
 # $WRK_CLUSTER_PORT (29080), $WRK_DNS_PORT (28053); not the dev defaults, so a developer's own
 # `conclave dev` is left alone.
@@ -25,6 +27,7 @@ LEVELS=1,16,64,128
 TLS=1
 SPREAD=21
 KEEP=0
+BREAKDOWN=0
 BIN="${CONCLAVE_BIN:-${CARGO_TARGET_DIR:-$here/../../target}/release/conclave}"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -33,6 +36,7 @@ while [ $# -gt 0 ]; do
     --no-tls) TLS=0; shift ;;
     --spread) SPREAD="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
+    --breakdown) BREAKDOWN=1; shift ;;
     --binary) BIN="$2"; shift 2 ;;
     [0-9]*) SECS="$1"; shift ;;
     *) echo "wrk-posts.sh: unknown argument $1 (see the header of this script)" >&2; exit 2 ;;
@@ -87,12 +91,42 @@ run_wrk() { # out-file threads conns node
        END{if (r == "" || r + 0 <= 0 || p50 == "") exit 1; print r, p50, p99}' "$1" || {
     echo "wrk-posts.sh: no numbers from wrk:" >&2; cat "$1" >&2; return 1; }
 }
+scrape() { # suffix: /metrics of every node into $dir/mN.suffix
+  for n in 1 2 3; do api "$(url "$n")/metrics" > "$dir/m$n.$1"; done
+}
+breakdown() { # prints, per node, averages over the metric deltas between .before and .after
+  for n in 1 2 3; do
+    python3 - "$dir/m$n.before" "$dir/m$n.after" "$n" "$leader" <<'PY'
+import re, sys
+def load(path):
+    d = {}
+    for line in open(path):
+        m = re.match(r"(\w+)(?:\{[^}]*\})?\s+(\S+)$", line.strip())
+        if m and not line.startswith("#"):
+            d[m.group(1)] = d.get(m.group(1), 0.0) + float(m.group(2))
+    return d
+a, b = load(sys.argv[1]), load(sys.argv[2])
+parts = []
+for name, label in [("conclave_raft_log_fsync_seconds", "fsync"),
+                    ("conclave_raft_log_append_seconds", "append"),
+                    ("conclave_write_commit_seconds", "commit")]:
+    c = b.get(name + "_count", 0) - a.get(name + "_count", 0)
+    s = b.get(name + "_sum", 0) - a.get(name + "_sum", 0)
+    if c:
+        parts.append(f"{label} {s / c * 1e3:.3f} ms x{int(c)}")
+role = "leader" if sys.argv[3] == sys.argv[4] else "follower"
+print(f"    node {sys.argv[3]} ({role}): " + ("; ".join(parts) or "nothing"))
+PY
+  done
+}
 mode=$([ "$TLS" = 1 ] && echo "TLS (https, wrk unverified)" || echo "--no-tls (plain http)")
 echo "conclave dev, $mode; leader: node $leader; single-node runs through follower node $follower; ${SECS}s per run; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-22s %8s %10s %10s %10s\n' "run" "conns" "msgs/s" "p50" "p99"
 for c in ${LEVELS//,/ }; do
+  [ "$BREAKDOWN" = 1 ] && scrape before
   read -r r p50 p99 < <(run_wrk "$dir/wrk-f$c.txt" "$([ "$c" = 1 ] && echo 1 || echo 2)" "$c" "$follower") || exit 1
   printf '%-22s %8s %10s %10s %10s\n' "follower $follower" "$c" "$r" "$p50" "$p99"
+  if [ "$BREAKDOWN" = 1 ]; then scrape after; breakdown; fi
 done
 if [ "$SPREAD" -gt 0 ]; then
   pids=()
