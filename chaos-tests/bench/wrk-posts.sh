@@ -47,6 +47,10 @@ HTTPS_PORT="${WRK_HTTPS_PORT:-28443}"
 command -v wrk >/dev/null || { echo "wrk-posts.sh: install wrk (apt-get install wrk)" >&2; exit 2; }
 [ -x "$BIN" ] || { echo "wrk-posts.sh: no conclave binary at $BIN (cargo build --release -p node, or --binary)" >&2; exit 2; }
 dir="$(mktemp -d)"
+# One wrk is one source address: the default cap of 128 connections per source (docs/
+# configuration.md, [limits]) would refuse part of a 128-connection level. The nodes inherit
+# this override from `conclave dev`.
+export CONCLAVE_LIMITS__MAX_CONNECTIONS_PER_SOURCE="${CONCLAVE_LIMITS__MAX_CONNECTIONS_PER_SOURCE:-1024}"
 tls_args=(--https-port "$HTTPS_PORT")
 [ "$TLS" = 1 ] || tls_args=(--no-tls)
 "$BIN" dev --data-dir "$dir" --admin-password bench-password "${tls_args[@]}" --api-port "$API_PORT" \
