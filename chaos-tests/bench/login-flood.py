@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Login flood: wrong passwords against a running `conclave dev --no-tls` cluster, measuring the
 peak RSS of its node processes. Half the attempts name the admin, half an unknown user. Linux only
-(reads /proc); not run by CI. Standard library only.
+(reads /proc); CI smoke-runs it at a tiny size
+(chaos-tests/bench/smoke.sh). Standard library only.
 
     conclave dev --no-tls --data-dir /tmp/flood --api-port 32080 --cluster-port 32090 \\
         --dns-port 32053 --admin-password flood-test-pass-1 > /tmp/flood.out &

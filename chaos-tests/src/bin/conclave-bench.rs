@@ -1,6 +1,6 @@
 //! `conclave-bench`: throughput, commit latency and failover time of a 3-node Conclave cluster
-//! on loopback, driven through the ops client. Run by hand on a release build; never by tests
-//! or CI:
+//! on loopback, driven through the ops client. Run by hand on a release build for numbers;
+//! `chaos-tests/bench/smoke.sh` (CI) runs it at a tiny size on the debug build so it cannot rot:
 //!
 //! ```text
 //! cargo build --release -p node -p chaos-tests
@@ -96,10 +96,14 @@ async fn throughput(cluster: &TestCluster, args: &Args) -> Result<()> {
         "unknown",
         "refused"
     );
+    // A level that measured nothing fails the run (after the other levels ran), so a smoke run
+    // of this bench catches a broken write path instead of printing an empty table.
+    let mut empty = Vec::new();
     for &posters in &args.levels {
         let channel = format!("bench-c{posters}");
         if let Err(e) = cluster.ensure_channel(&channel).await {
             println!("{posters:>7} could not create channel: {e:#}");
+            empty.push(posters);
             continue;
         }
         let mut cfg = load_config(args, &channel, &format!("c{posters}"));
@@ -108,6 +112,12 @@ async fn throughput(cluster: &TestCluster, args: &Args) -> Result<()> {
             .join()
             .await;
         print_row(posters, &report);
+        if report.acks.is_empty() {
+            empty.push(posters);
+        }
+    }
+    if !empty.is_empty() {
+        bail!("no message acknowledged at posters {empty:?}");
     }
     Ok(())
 }
@@ -223,6 +233,9 @@ async fn failover(cluster: &TestCluster, args: &Args) -> Result<()> {
     for f in report.failed.iter().take(5) {
         let kind = if f.refused { "refused" } else { "unknown" };
         println!("  {kind}: {} ({})", f.client_msg_id, f.error);
+    }
+    if errors > 0 {
+        bail!("{errors} of {} failover rounds failed", args.failovers);
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `dns-bench`: the built-in DNS server of a 3-node Conclave cluster on loopback. Run
-//! by hand on a release build; never by tests or CI:
+//! by hand on a release build; CI smoke-runs it at a tiny size
+//! (`chaos-tests/bench/smoke.sh`) so it cannot rot:
 //!
 //! ```text
 //! cargo build --release -p node -p chaos-tests

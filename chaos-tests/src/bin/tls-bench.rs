@@ -1,5 +1,6 @@
 //! `tls-bench`: what TLS costs a Conclave cluster. Run by hand on a release build when
-//! the machine is quiet; never by tests or CI:
+//! the machine is quiet; CI smoke-runs it at a tiny size
+//! (`chaos-tests/bench/smoke.sh`) so it cannot rot:
 //!
 //! ```text
 //! cargo build --release -p node -p chaos-tests

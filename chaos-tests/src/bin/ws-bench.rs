@@ -1,5 +1,6 @@
 //! `ws-bench`: WebSocket fan-out of a 3-node Conclave cluster on loopback (real-time delivery). Run by
-//! hand on a release build; never by tests or CI:
+//! hand on a release build; CI smoke-runs it at a tiny size
+//! (`chaos-tests/bench/smoke.sh`) so it cannot rot:
 //!
 //! ```text
 //! cargo build --release -p node -p chaos-tests
