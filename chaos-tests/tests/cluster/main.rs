@@ -35,6 +35,7 @@ mod docker_util;
 mod faultfs;
 mod flood_util;
 mod full_restart;
+mod handover;
 mod healthcheck;
 mod join;
 mod leader_kill;
