@@ -62,6 +62,10 @@ async fn rebind(config: &Config, cancel: &CancellationToken) -> anyhow::Result<O
     }
 }
 
+/// How long a stopping leader may hold writes to hand over leadership (plus the leader lease
+/// if it was elected just now), and then again to let them go to the new leader.
+const HANDOVER_BOUND: Duration = Duration::from_secs(2);
+
 /// A storage failure this soon after a restart counts as the same fault going on.
 const FAILED_AGAIN_WITHIN: Duration = Duration::from_secs(30);
 
@@ -96,10 +100,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut first_wait = storage_wait::FIRST_BACKOFF;
     let mut started_at = tokio::time::Instant::now();
     loop {
-        // Each run gets its own token: a fatal error stops this run, the signal stops all.
-        let round = cancel.child_token();
+        // Each run gets its own token: a fatal error stops this run, the signal stops all
+        // (through `serve_until`, which first hands over leadership: not a child token).
+        let round = CancellationToken::new();
         let Listeners { api, peers, https } = listeners;
-        let ended = match serve_until(config.clone(), api, peers, https, round).await {
+        let ended = match serve_until(config.clone(), api, peers, https, &cancel, round).await {
             Ok(ended) => ended,
             // After a storage failure the disk may still fail while opening: wait again.
             Err(e) if restarts > 0 => Ended::Fatal(format!("{e:#}")),
@@ -215,13 +220,15 @@ fn load_tls(config: &Config) -> anyhow::Result<Option<TlsParts>> {
 
 // Long on purpose: start-up and shutdown order in one place (TLS material before the cluster,
 // HTTP stopped before Raft); split up, that order would no longer be visible.
-/// Serves one node until `cancel` fires, the cluster removes it, or Raft stops on a fatal
-/// storage error, and says which (`run` restarts it after the last).
+/// Serves one node until `requested` (the signal) or `cancel` fires, the cluster removes it, or
+/// Raft stops on a fatal storage error, and says which (`run` restarts it after the last). On
+/// `requested` a leader first hands leadership to a follower, then everything stops.
 async fn serve_until(
     config: Config,
     api: TcpListener,
     peers: TcpListener,
     https: Option<TcpListener>,
+    requested: &CancellationToken,
     cancel: CancellationToken,
 ) -> anyhow::Result<Ended> {
     if config.insecure_plaintext {
@@ -363,6 +370,14 @@ async fn serve_until(
     let fatal = node.fatal();
     tokio::select! {
         _ = cancel.cancelled() => {}
+        _ = requested.cancelled() => {
+            // Still serving while it hands over: the followers' writes it holds are forwarded
+            // to the new leader, not failed (docs/operations.md, "Rolling upgrade").
+            if let Some(target) = node.hand_over_leadership(HANDOVER_BOUND).await {
+                tracing::info!(node_id = config.node_id, new_leader = target, "leadership handed over before stopping");
+            }
+            cancel.cancel();
+        }
         _ = removed.cancelled() => {
             tracing::warn!(node_id = config.node_id, "this node was removed from the cluster; stopping. Wipe its data_dir before it joins again.");
             cancel.cancel();

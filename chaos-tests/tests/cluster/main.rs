@@ -36,6 +36,7 @@ mod faultfs;
 mod flood_util;
 mod forward_follow;
 mod full_restart;
+mod handover;
 mod healthcheck;
 mod join;
 mod leader_kill;

@@ -98,9 +98,13 @@ pub(crate) async fn run(
             }
         }
         crate::metrics::observe_batch(batch.len());
+        // Waits while a leadership handover holds writes (`handover`); kept until the
+        // proposal ended, so the handover also waits for the proposals in flight.
+        let admitted = shared.handover.admit().await;
         let shared = shared.clone();
         tokio::spawn(async move {
             propose(&shared, batch, limits.write_timeout).await;
+            drop(admitted);
             drop(permit);
         });
     }

@@ -5,7 +5,8 @@
 //! `readiness` this node's own verdict, `member_health` its view of every member;
 //! `election_trigger` prompts elections after a leader dies; `heal_gate` keeps a node that
 //! lost durable state out of elections until it caught up; `disk_guard` keeps a node below its
-//! free-space watermark out of leadership; `versions` gates commands during rolling upgrades;
+//! free-space watermark out of leadership; `handover` moves leadership to a follower before a
+//! leader stops or while it drains; `versions` gates commands during rolling upgrades;
 //! `ca` is the certificate authority's side of the node; `export` hands out a snapshot file
 //! (for backups). Must never decide
 //! what a command means: that is `state`'s, on every node alike.
@@ -16,6 +17,7 @@ pub mod config;
 pub mod disk_guard;
 pub mod election_trigger;
 pub mod export;
+pub mod handover;
 pub(crate) mod heal_gate;
 pub mod member_health;
 pub mod membership;

@@ -124,6 +124,7 @@ impl ClusterNode {
             )),
             disk,
             heal,
+            handover: crate::node::handover::HandoverState::new(),
         });
         let tasks = spawn_tasks(&shared, batch_rx, &config, &cancel);
         tracing::info!(node_id = config.node_id, dir = %dir.display(), "cluster node started");
@@ -393,6 +394,27 @@ impl ClusterNode {
         self.health_view()
     }
 
+    /// Before a planned stop: when this node leads, hands leadership to an up-to-date follower
+    /// (see `handover`) within `bound` plus the leader lease, then lets the writes it held and
+    /// queued go to the new leader. Returns the new leader, or None when this node did not lead
+    /// or the handover failed (the caller stops anyway; the followers then elect after the
+    /// lease, as without a handover).
+    pub async fn hand_over_leadership(&self, bound: Duration) -> Option<NodeId> {
+        if self.metrics().state != openraft::ServerState::Leader {
+            return None;
+        }
+        let lease = Duration::from_millis(self.shared.config.election_timeout_max_ms);
+        let target = match crate::node::handover::hand_over(&self.shared, bound + lease).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(node_id = self.shared.id, error = %e, "stopping without a leadership handover; the followers elect after the lease");
+                return None;
+            }
+        };
+        crate::node::handover::drain_writes(&self.shared, bound).await;
+        Some(target)
+    }
+
     /// Stops Raft and the node's tasks, then makes sled durable and writes its proof (see
     /// `storage::proof`) so the next start can trust it. Idempotent.
     pub async fn shutdown(&self) {
@@ -551,6 +573,10 @@ fn spawn_tasks(
         spawn_named(
             "heal-gate",
             crate::node::heal_gate::run(shared.clone(), cancel.clone()),
+        ),
+        spawn_named(
+            "handover",
+            crate::node::handover::run(shared.clone(), cancel.clone()),
         ),
     ];
     if let Some(tls) = &config.peer_tls {

@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     pub disk: std::sync::Arc<crate::storage::disk_space::DiskSpace>,
     /// Set while this node heals from quarantined storage (`heal_gate`): no votes, no campaign.
     pub heal: std::sync::Arc<crate::node::heal_gate::HealGate>,
+    /// Planned leadership handover: its write hold and when this node became leader.
+    pub handover: crate::node::handover::HandoverState,
 }
 
 impl Shared {

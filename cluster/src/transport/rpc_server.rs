@@ -55,6 +55,10 @@ impl ClusterNode {
                 limited(post(ephemeral), MAX_SMALL_BYTES),
             )
             .route(rpc::PATH_VERSION, get(version))
+            .route(
+                crate::node::handover::PATH_CAMPAIGN,
+                limited(post(campaign), MAX_SMALL_BYTES),
+            )
             .with_state(self.shared.clone())
     }
 }
@@ -283,6 +287,11 @@ async fn forward(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     if leader != Some(s.id) {
         return encode(&ForwardReply::Err(ForwardError::NotLeader { leader }));
     }
+    // During a leadership handover: answered once it ended, with the new leader (`handover`).
+    let Some(_ticket) = s.handover.admit_forward().await else {
+        let leader = s.raft.metrics().borrow().current_leader;
+        return encode(&ForwardReply::Err(ForwardError::NotLeader { leader }));
+    };
     // Into the leader's own batcher: commands forwarded by every follower and the leader's own
     // clients then share one entry, one fsync per node and one replication round.
     let results =
@@ -302,6 +311,20 @@ async fn forward(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         index,
         response: crate::command::Response { outcomes },
     }))
+}
+
+/// A leader hands over leadership to this node (`handover`): start an election now.
+async fn campaign(
+    State(s): State<Arc<Shared>>,
+    identity: Option<Extension<PeerIdentity>>,
+    body: Bytes,
+) -> Response {
+    let req: crate::node::handover::CampaignRequest = match decode(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let peer = identity.map(|Extension(p)| p.node_id);
+    encode(&crate::node::handover::on_campaign(&s, req, peer).await)
 }
 
 async fn membership(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
