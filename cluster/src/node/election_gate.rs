@@ -151,12 +151,22 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     let mut deferring_since: Option<Instant> = None;
     // The last reason the pre-vote failed, logged when it changes (not every tick).
     let mut last_refusal: Option<PreVote> = None;
+    let mut last_vote = shared.raft.metrics().borrow().vote;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
         let m = shared.raft.metrics().borrow().clone();
+        if m.vote != last_vote {
+            // This node granted a vote (or learned a newer term): as in Raft, that restarts its
+            // wait, so the candidate it voted for gets a lease to establish itself before this
+            // node, whose pre-vote would still see no leader, campaigns against it.
+            if m.vote.leader_id().voted_for() != Some(shared.id) {
+                shared.note_leader_contact(Instant::now());
+            }
+            last_vote = m.vote;
+        }
         if m.state == ServerState::Leader {
             // Once deposed, wait a lease like any follower before campaigning.
             shared.note_leader_contact(Instant::now());
