@@ -66,9 +66,9 @@ pub struct RaftOptions {
 impl Default for RaftOptions {
     fn default() -> Self {
         Self {
-            heartbeat_interval_ms: 75,
-            election_timeout_min_ms: 300,
-            election_timeout_max_ms: 550,
+            heartbeat_interval_ms: 50,
+            election_timeout_min_ms: 100,
+            election_timeout_max_ms: 200,
             snapshot_logs_since_last: 5000,
             max_in_snapshot_log_to_keep: 1000,
         }

@@ -35,6 +35,12 @@ pub struct CatchUpReport {
     pub receiver_baseline: u64,
     pub leader: u64,
     pub wiped: u64,
+    /// The leader's term before the wiped follower started.
+    pub term_before: u64,
+    /// The leader and its term once the follower has caught up (issue 16: a catch-up must not
+    /// cause an election).
+    pub leader_after: Option<u64>,
+    pub term_after: u64,
 }
 
 impl CatchUpReport {
@@ -153,6 +159,7 @@ pub async fn run(
     }
     wait_applied(cluster, first, generated.last_index, timeout).await?;
     eprintln!("node {first} caught up");
+    let (term_before, _) = term_and_leader(cluster, leader).await?;
 
     let data_dir = cluster.node(wiped).spec.data_dir.clone();
     wipe(&data_dir)?;
@@ -172,6 +179,7 @@ pub async fn run(
     let catch_up = started.elapsed();
     let receiver_peak = proc_status_bytes(wiped_pid, "VmHWM")?;
     let sender_peak = proc_status_bytes(leader_pid, "VmHWM")?;
+    let (term_after, leader_after) = term_and_leader(cluster, leader).await?;
     Ok(CatchUpReport {
         messages,
         snapshot_bytes: generated.snapshot_bytes,
@@ -182,7 +190,19 @@ pub async fn run(
         receiver_baseline,
         leader,
         wiped,
+        term_before,
+        leader_after,
+        term_after,
     })
+}
+
+/// Node `id`'s own term and the leader it follows (`GET /api/v1/cluster`).
+pub async fn term_and_leader(cluster: &TestCluster, id: u64) -> Result<(u64, Option<u64>)> {
+    let v = cluster.cluster_json(id).await?;
+    let term = v["term"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("node {id}: no term in {v}"))?;
+    Ok((term, v["leader_id"].as_u64()))
 }
 
 /// Empties a stopped node's data dir (it starts as a new, uninitialized member that its

@@ -294,6 +294,8 @@ async fn peer_status(State(s): State<Waiting>) -> Json<NodeStatusWire> {
             state: disk_space::StorageState::Failed.as_str().into(),
             reason: Some(reason),
         }),
+        // It follows no leader and votes for no one: it grants no pre-vote.
+        leader_contact_ms: None,
     })
 }
 

@@ -54,6 +54,21 @@ struct Args {
     /// Keep the data dir and node logs after the run.
     #[arg(long)]
     keep: bool,
+    /// `[raft] heartbeat_interval_ms` of the nodes (default: the documented default).
+    #[arg(long)]
+    heartbeat_ms: Option<u64>,
+    /// `[raft] election_timeout_min_ms` of the nodes.
+    #[arg(long)]
+    election_min_ms: Option<u64>,
+    /// `[raft] election_timeout_max_ms` (the leader lease) of the nodes.
+    #[arg(long)]
+    election_max_ms: Option<u64>,
+}
+
+/// Node 1's view of the term and leader (to count elections across a phase).
+async fn term_and_leader(cluster: &TestCluster) -> Option<(u64, Option<u64>)> {
+    let v = cluster.cluster_json(1).await.ok()?;
+    Some((v["term"].as_u64()?, v["leader_id"].as_u64()))
 }
 
 fn ms(d: Duration) -> f64 {
@@ -249,7 +264,23 @@ async fn run(args: Args) -> Result<()> {
         );
     }
     let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned());
-    let opts = ClusterOptions::default()
+    let mut opts = ClusterOptions::default();
+    if let Some(v) = args.heartbeat_ms {
+        opts.raft.heartbeat_interval_ms = v;
+    }
+    if let Some(v) = args.election_min_ms {
+        opts.raft.election_timeout_min_ms = v;
+    }
+    if let Some(v) = args.election_max_ms {
+        opts.raft.election_timeout_max_ms = v;
+    }
+    println!(
+        "raft: heartbeat {} ms, election timeout {}-{} ms",
+        opts.raft.heartbeat_interval_ms,
+        opts.raft.election_timeout_min_ms,
+        opts.raft.election_timeout_max_ms
+    );
+    let opts = opts
         .binary(bin.clone())
         .env("RUST_LOG", &rust_log)
         .request_timeout(Duration::from_millis(args.request_timeout_ms))
@@ -264,9 +295,19 @@ async fn run(args: Args) -> Result<()> {
         cluster.root().display()
     );
     let mut failures = Vec::new();
+    let before = term_and_leader(&cluster).await;
     if let Err(e) = throughput(&cluster, &args).await {
         failures.push(format!("throughput phase: {e:#}"));
     }
+    // Every election raises the term: a spurious leader change under load shows here.
+    let after = term_and_leader(&cluster).await;
+    println!(
+        "term and leader (node 1's view) before / after the throughput phase: {before:?} / {after:?}; elections during load: {}",
+        match (before, after) {
+            (Some((a, _)), Some((b, _))) => b.saturating_sub(a).to_string(),
+            _ => "unknown".to_owned(),
+        }
+    );
     if args.failovers > 0
         && let Err(e) = failover(&cluster, &args).await
     {

@@ -83,6 +83,10 @@ async fn run(args: Args) -> Result<()> {
         r.receiver_growth as f64 / MIB,
         r.receiver_baseline as f64 / MIB
     );
+    println!(
+        "leader:              node {} term {} before, {:?} term {} after",
+        r.leader, r.term_before, r.leader_after, r.term_after
+    );
     cluster.stop_all().await;
     Ok(())
 }

@@ -168,6 +168,13 @@ async fn snapshot_catch_up_in_bounded_memory() {
         r.receiver_growth >> 20,
         r.receiver_baseline >> 20,
     );
+    // Issue 16: the follower's long install must not cost an election (its own timer used to
+    // fire throughout and depose the leader: 12-16 s without one per catch-up).
+    assert_eq!(
+        (r.leader_after, r.term_after),
+        (Some(r.leader), r.term_before),
+        "the leader or its term changed during the catch-up"
+    );
     assert!(
         r.snapshot_bytes > RSS_BOUND * 4 / 3,
         "the history ({} bytes) is too small to test the bound",
@@ -216,4 +223,13 @@ async fn snapshot_catch_up_in_bounded_memory() {
         .wait_converged(small, &[1, 2, 3], after.index, after.message.seq)
         .await;
     cluster.check(checks::all_core(&acked, &views));
+    // Nor once the follower serves again (it waits a lease for the leader after the install).
+    let end = snapshot_catchup::term_and_leader(&cluster, r.leader)
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("{e:#}")));
+    assert_eq!(
+        end,
+        (r.term_before, Some(r.leader)),
+        "the leader or its term changed after the catch-up"
+    );
 }

@@ -57,9 +57,13 @@ impl ClusterConfig {
             node_id,
             data_dir,
             info,
-            heartbeat_interval_ms: 75,
-            election_timeout_min_ms: 300,
-            election_timeout_max_ms: 550,
+            // LAN timings (docs/configuration.md): the lease (election_timeout_max_ms) is four
+            // heartbeats; `election_gate`'s pre-vote keeps a short lease from deposing a live
+            // leader. election_timeout_min_ms only has to satisfy openraft's validation: its
+            // own randomised timer is off.
+            heartbeat_interval_ms: 50,
+            election_timeout_min_ms: 100,
+            election_timeout_max_ms: 200,
             install_snapshot_timeout_ms: 300_000,
             snapshot_logs_since_last: 20000,
             max_in_snapshot_log_to_keep: 1000,

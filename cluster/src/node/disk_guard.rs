@@ -3,15 +3,14 @@
 //!
 //! Why: a leader that can no longer be sure to store entries should not be the one that
 //! accepts them, and openraft 0.9 has no leadership transfer. So a leader below the watermark
-//! stops its heartbeats (`runtime_config().heartbeat(false)`) and elections
-//! (`elect(false)`): the followers' `election_trigger` sees a leader that reports low space and
-//! elects one of them, whose vote request deposes this one. Any node below the watermark keeps
-//! `elect(false)` so it never campaigns, but keeps voting and replicating: the watermark is the
-//! headroom for entries the leader still sends. Both switches are restored when space returns.
+//! stops its heartbeats (`runtime_config().heartbeat(false)`): the followers' `election_gate`
+//! sees a leader that reports low space and elects one of them, whose vote request deposes this
+//! one. Any node below the watermark never campaigns (`election_gate` checks `low_space()`),
+//! but keeps voting and replicating: the watermark is the headroom for entries the leader still
+//! sends. Heartbeats are restored when space returns.
 //!
-//! Owns those two runtime switches for this reason only. Must never touch them while space is
-//! fine and it has not turned them off itself, and never turns elections on while the node
-//! heals (`heal_gate` owns them then).
+//! Owns the heartbeat switch for this reason only. Must never touch it while space is fine and
+//! it has not turned it off itself, and never touches elections (`election_gate` owns them).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +25,7 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut elect_off = false;
+    let mut low_logged = false;
     let mut heartbeat_off = false;
     let mut sample_failed = false;
     let dir = shared.config.data_dir.clone();
@@ -53,10 +52,9 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
         let rc = shared.raft.runtime_config();
         match low {
             Some(reason) => {
-                if !elect_off {
+                if !low_logged {
                     tracing::warn!(node_id = shared.id, path = %dir.display(), %reason, "free space below the watermark: refusing new writes, not campaigning");
-                    rc.elect(false);
-                    elect_off = true;
+                    low_logged = true;
                 }
                 if state == ServerState::Leader && !heartbeat_off {
                     tracing::warn!(node_id = shared.id, %reason, "leader below the free-space watermark: stopping heartbeats so another node takes over");
@@ -71,13 +69,9 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
                 }
             }
             None => {
-                if heartbeat_off || (elect_off && !shared.heal.healing()) {
+                if low_logged {
                     tracing::info!(node_id = shared.id, free_bytes = ?shared.disk.free_bytes(), "free space back above the watermark: taking writes and campaigning again");
-                }
-                // A healing node stays out of elections (`heal_gate` turns them on when done).
-                if elect_off && !shared.heal.healing() {
-                    rc.elect(true);
-                    elect_off = false;
+                    low_logged = false;
                 }
                 if heartbeat_off {
                     rc.heartbeat(true);

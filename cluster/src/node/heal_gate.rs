@@ -3,12 +3,12 @@
 //!
 //! Why: it may have acknowledged entries it no longer has. Granting a vote to a candidate that
 //! lacks them, or winning an election itself, could then lose committed entries. So while the
-//! heal marker exists the node neither campaigns (`elect(false)`, and `election_trigger` skips
-//! it) nor grants votes (the cluster port's vote route answers 503). It records the commit
+//! heal marker exists the node neither campaigns (`election_gate` checks `healing()`) nor
+//! grants votes (the cluster port's vote route answers 503). It records the commit
 //! index of the first AppendEntries it accepts from a leader that has committed in its own term
 //! (such a leader's commit index covers every entry committed before its term, which a new
 //! leader's may not yet); once this node has applied that index, the marker is removed durably
-//! and elections are enabled again. Until then readiness says "healing: ...".
+//! and the node votes and campaigns again. Until then readiness says "healing: ...".
 //!
 //! Owns that rule and the marker's removal. Must never open the gate before the marker is gone
 //! from disk (a crash in between would restart a node that votes with a store it lost).
@@ -117,12 +117,11 @@ impl HealGate {
     }
 }
 
-/// Keeps elections off while healing and opens the gate once caught up.
+/// Opens the gate once caught up (`election_gate` reads `healing()`).
 pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     if !shared.heal.healing() {
         return;
     }
-    shared.raft.runtime_config().elect(false);
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -132,11 +131,6 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
         }
         let applied = shared.raft.metrics().borrow().last_applied.map(|l| l.index);
         if shared.heal.try_finish(applied) {
-            // Below the free-space watermark `disk_guard` keeps elections off; it turns them
-            // on when space returns.
-            if shared.disk.low_space().is_none() {
-                shared.raft.runtime_config().elect(true);
-            }
             return;
         }
     }

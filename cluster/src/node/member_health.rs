@@ -241,6 +241,7 @@ mod tests {
                     https_addr: None,
                     insecure_plaintext: false,
                     storage: None,
+                    leader_contact_ms: Some(10),
                 }),
             },
             draining,

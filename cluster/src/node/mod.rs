@@ -3,10 +3,10 @@
 //! `raft_node` starts and stops a member and holds its public API; `shared` is the state its
 //! tasks share; `batcher` is group commit; `membership` the safe membership changes;
 //! `readiness` this node's own verdict, `member_health` its view of every member;
-//! `election_trigger` prompts elections after a leader dies; `heal_gate` keeps a node that
-//! lost durable state out of elections until it caught up; `disk_guard` keeps a node below its
-//! free-space watermark out of leadership; `handover` moves leadership to a follower before a
-//! leader stops or while it drains; `versions` gates commands during rolling upgrades;
+//! `election_gate` is the only campaigner (pre-vote, openraft's own timer off); `heal_gate` keeps a
+//! node that lost durable state out of elections until it caught up; `disk_guard` makes a leader
+//! below its free-space watermark hand over leadership; `handover` moves leadership to a follower
+//! before a leader stops or while it drains; `versions` gates commands during rolling upgrades;
 //! `ca` is the certificate authority's side of the node; `export` hands out a snapshot file
 //! (for backups). Must never decide
 //! what a command means: that is `state`'s, on every node alike.
@@ -15,7 +15,7 @@ pub mod batcher;
 pub mod ca;
 pub mod config;
 pub mod disk_guard;
-pub mod election_trigger;
+pub mod election_gate;
 pub mod export;
 pub mod handover;
 pub(crate) mod heal_gate;

@@ -86,10 +86,6 @@ impl ClusterNode {
         let raft = Raft::new(config.node_id, raft_config, network, log, sm)
             .await
             .map_err(|e| ClusterError::Storage(format!("start raft: {e}")))?;
-        if heal.healing() {
-            // At once, not only in the heal-gate task: no election timer may fire first.
-            raft.runtime_config().elect(false);
-        }
         let (batch_tx, batch_rx) = mpsc::channel(config.batch_max_commands * 8);
         let disk = Arc::new(crate::storage::disk_space::DiskSpace::new(
             config.min_free_bytes,
@@ -528,6 +524,10 @@ fn raft_config(config: &ClusterConfig) -> Result<Arc<openraft::Config>, ClusterE
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs_since_last),
         max_in_snapshot_log_to_keep: config.max_in_snapshot_log_to_keep,
         max_payload_entries: config.max_payload_entries,
+        // openraft's own election timer stays off for good: without a pre-vote it lets a node
+        // that was cut off or is installing a snapshot raise its term and depose a healthy
+        // leader. `election_gate` is the only campaigner.
+        enable_elect: false,
         ..Default::default()
     };
     Ok(Arc::new(raft_config.validate().map_err(|e| {
@@ -563,8 +563,8 @@ fn spawn_tasks(
             crate::node::member_health::run(shared.clone(), cancel.clone()),
         ),
         spawn_named(
-            "failover",
-            crate::node::election_trigger::run(shared.clone(), cancel.clone()),
+            "election-gate",
+            crate::node::election_gate::run(shared.clone(), cancel.clone()),
         ),
         spawn_named(
             "disk-guard",

@@ -46,8 +46,9 @@ pub(crate) struct Shared {
     /// Held for the whole of one membership operation (probe, catch-up, promotion), so a
     /// second change is refused instead of interleaving with the first.
     pub membership_lock: tokio::sync::Mutex<()>,
-    /// When an AppendEntries (a leader's heartbeat or replication) or a snapshot chunk last
-    /// arrived.
+    /// When an AppendEntries (a leader's heartbeat or replication) that Raft accepted or a
+    /// snapshot chunk last arrived; refreshed while this node leads or installs a snapshot.
+    /// The election gate's and the pre-vote's clock.
     pub last_leader_contact: Mutex<std::time::Instant>,
     /// Set while a received snapshot is installed (`StateMachineStore::installing_flag`).
     pub snapshot_installing: Arc<std::sync::atomic::AtomicBool>,
@@ -73,6 +74,23 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// How long since this node last heard from a leader it accepted (`last_leader_contact`).
+    pub fn leader_silence(&self) -> Duration {
+        self.last_leader_contact
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or_default()
+    }
+
+    /// Records contact with a leader at `at` (never moves the time backwards).
+    pub fn note_leader_contact(&self, at: std::time::Instant) {
+        if let Ok(mut t) = self.last_leader_contact.lock()
+            && at > *t
+        {
+            *t = at;
+        }
+    }
+
     /// Queues one command for group commit and waits for its outcome and log index.
     pub async fn submit(
         &self,
@@ -218,6 +236,11 @@ impl Shared {
             https_addr: self.config.https_addr.clone(),
             insecure_plaintext: self.config.insecure_plaintext,
             storage: Some(self.storage_status()),
+            leader_contact_ms: Some(if m.state == ServerState::Leader {
+                0
+            } else {
+                self.leader_silence().as_millis() as u64
+            }),
         }
     }
 }

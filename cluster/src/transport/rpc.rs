@@ -139,6 +139,12 @@ pub struct NodeStatusWire {
     /// older nodes.
     #[serde(default)]
     pub storage: Option<StorageStatusWire>,
+    /// Milliseconds since this node last heard from a leader it accepted (0 on a leader): the
+    /// answer to a pre-vote (`election_gate`). A node whose value is under the election timeout
+    /// still honours that leader's lease and would refuse a vote. `None` from older nodes
+    /// ("don't know"): such a peer neither grants nor vetoes a pre-vote.
+    #[serde(default)]
+    pub leader_contact_ms: Option<u64>,
 }
 
 /// The storage part of a node's status.

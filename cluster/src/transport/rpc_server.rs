@@ -221,16 +221,16 @@ async fn append(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
             return (StatusCode::BAD_REQUEST, format!("bad rpc body: {e}")).into_response();
         }
     };
-    if let Ok(mut t) = s.last_leader_contact.lock() {
-        *t = std::time::Instant::now();
-    }
+    let arrived = std::time::Instant::now();
     let (vote, leader_commit) = (req.vote, req.leader_commit);
     let resp = s.raft.append_entries(req).await;
-    // A healing node learns how far it must catch up from a leader it accepted (not one
-    // refused for a stale term).
+    // Only a leader Raft accepted counts as contact (for the election gate and the pre-vote
+    // answer): a deposed leader's stale heartbeats must not hold back an election. And a
+    // healing node learns how far it must catch up from such a leader only.
     if let Ok(r) = &resp
         && !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_))
     {
+        s.note_leader_contact(arrived);
         s.heal.note_append(&vote, leader_commit.as_ref());
     }
     encode(&resp)

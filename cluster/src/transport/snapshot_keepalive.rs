@@ -1,12 +1,11 @@
 //! Keeps a follower from campaigning while its leader streams it a snapshot.
 //!
 //! openraft 0.9 sends a follower no heartbeat while a snapshot transfer to it is in flight
-//! (its replication stream is busy with the chunks), and a chunk does not reset the follower's
-//! election timer; the answer to the last chunk even waits for the whole install. A transfer
-//! longer than the election timeout (any large history) would make the follower campaign at a
-//! higher term, which resets the transfer: it never finishes. So each chunk received from a
-//! leader counts as that leader's heartbeat: it is noted as leader contact (for
-//! `election_trigger`) and, until the transfer has been quiet for a few election timeouts,
+//! (its replication stream is busy with the chunks); the answer to the last chunk even waits
+//! for the whole install. `election_gate` never campaigns while the install runs, but between
+//! chunks, and for the peers' pre-votes, the follower must still count as hearing its leader.
+//! So each chunk received from a leader counts as that leader's heartbeat: it is noted as
+//! leader contact (for `election_gate` and this node's pre-vote answer) and, until the transfer has been quiet for a few election timeouts,
 //! the follower feeds its own Raft an empty AppendEntries carrying that leader's vote every
 //! heartbeat interval (no previous log id, no entries, no commit index: it changes nothing but
 //! the vote's time, exactly what a heartbeat of that leader would do).
@@ -39,9 +38,7 @@ pub(crate) fn note_chunk(s: &Arc<Shared>, vote: Vote) {
     if vote < s.raft.metrics().borrow().vote {
         return;
     }
-    if let Ok(mut t) = s.last_leader_contact.lock() {
-        *t = Instant::now();
-    }
+    s.note_leader_contact(Instant::now());
     let quiet = Duration::from_millis(s.config.election_timeout_max_ms * 4);
     if let Ok(mut u) = s.snapshot_keepalive.until.lock() {
         *u = Some((vote, Instant::now() + quiet));
@@ -62,9 +59,7 @@ pub(crate) fn note_chunk(s: &Arc<Shared>, vote: Vote) {
             if Instant::now() >= until || s.cancel.is_cancelled() {
                 break;
             }
-            if let Ok(mut t) = s.last_leader_contact.lock() {
-                *t = Instant::now();
-            }
+            s.note_leader_contact(Instant::now());
             let beat = AppendEntriesRequest::<TypeConfig> {
                 vote,
                 prev_log_id: None,
