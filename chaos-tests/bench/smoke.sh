@@ -100,10 +100,11 @@ export -f login_flood
 export here
 smoke login-flood '^20 logins in [0-9.]+ s' 'peak [1-9][0-9]* MB' -- bash -c login_flood
 
-# ---- Benches being written alongside (lead: add them here, each in its smoke mode) ----
-# smoke fault-bench '<pattern of its numbers>' -- "$bin/fault-bench" <smoke-size arguments>
-# smoke handover-bench '<pattern of its numbers>' -- "$bin/handover-bench" <smoke-size arguments>
-# ---- end ----
+# Issue 16's fault and handover benches, each in its smoke mode (one fault or one handover).
+smoke fault-bench '^leader-stop +1 +[0-9]+ ' 'checks: every acknowledged message is on all 3 nodes exactly once' -- \
+  "$bin/fault-bench" --smoke
+smoke handover-bench '^write pause +p50 +[0-9.]+ ms' 'failed requests: 0, retried attempts: 0' -- \
+  "$bin/handover-bench" --smoke
 
 echo "bench smoke: $((SECONDS - started)) s in all; load $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ "${#failed[@]}" -gt 0 ]; then
