@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use openraft::ServerState;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{OwnedRwLockReadGuard, RwLock};
+use tokio::sync::{Notify, OwnedRwLockReadGuard, RwLock};
 use tokio_util::sync::CancellationToken;
 
 use crate::node::shared::Shared;
@@ -56,8 +56,6 @@ const CAMPAIGN_RPC_TIMEOUT: Duration = Duration::from_millis(500);
 const DRAIN_RETRY: Duration = Duration::from_secs(10);
 const DRAIN_BOUND: Duration = Duration::from_secs(2);
 const WATCH_TICK: Duration = Duration::from_secs(1);
-/// How often a forwarded request that arrived during a handover looks whether it ended.
-const FORWARD_POLL: Duration = Duration::from_millis(1);
 /// A handover is bounded well below this; a forward never waits longer for it.
 const FORWARD_WAIT_MAX: Duration = Duration::from_secs(5);
 
@@ -108,6 +106,9 @@ pub(crate) struct HandoverState {
     handing_over: AtomicBool,
     /// Forwarded writes accepted and not yet answered ([`HandoverState::admit_forward`]).
     forwards: AtomicUsize,
+    /// Woken when `handing_over` is cleared and when `forwards` drops to zero, so neither
+    /// waiter polls. Waiters register (`enable`) before they re-check the atomic: no lost wake-up.
+    changed: Notify,
     /// The term this node leads and when it was first seen leading it.
     leader_since: Mutex<Option<(u64, Instant)>>,
 }
@@ -118,6 +119,7 @@ impl HandoverState {
             gate: Arc::new(RwLock::new(())),
             handing_over: AtomicBool::new(false),
             forwards: AtomicUsize::new(0),
+            changed: Notify::new(),
             leader_since: Mutex::new(None),
         }
     }
@@ -137,11 +139,26 @@ impl HandoverState {
             return Some(ticket);
         }
         drop(ticket);
-        let waited = Instant::now();
-        while self.handing_over.load(Ordering::SeqCst) && waited.elapsed() < FORWARD_WAIT_MAX {
-            tokio::time::sleep(FORWARD_POLL).await;
-        }
+        let deadline = tokio::time::Instant::now() + FORWARD_WAIT_MAX;
+        let _ = self
+            .wait_until(deadline, || !self.handing_over.load(Ordering::SeqCst))
+            .await;
         None
+    }
+
+    /// Waits until `done()` holds, woken through `changed`; false if `deadline` came first.
+    async fn wait_until(&self, deadline: tokio::time::Instant, done: impl Fn() -> bool) -> bool {
+        loop {
+            let woken = self.changed.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if done() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return done();
+            }
+        }
     }
 
     /// Waits while a handover holds writes; the batcher keeps the guard until its proposal
@@ -176,7 +193,9 @@ pub(crate) struct ForwardTicket<'a>(&'a HandoverState);
 
 impl Drop for ForwardTicket<'_> {
     fn drop(&mut self) {
-        self.0.forwards.fetch_sub(1, Ordering::SeqCst);
+        if self.0.forwards.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.changed.notify_waiters();
+        }
     }
 }
 
@@ -193,6 +212,7 @@ impl<'a> HandingOver<'a> {
 impl Drop for HandingOver<'_> {
     fn drop(&mut self) {
         self.0.handing_over.store(false, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
     }
 }
 
@@ -237,11 +257,14 @@ pub(crate) async fn hand_over(shared: &Shared, bound: Duration) -> Result<NodeId
     let held_at = Instant::now();
     let _handing_over = HandingOver::start(&shared.handover);
     // Forwarded writes already accepted are proposed here, as leader (see `admit_forward`).
-    while shared.handover.forwards.load(Ordering::SeqCst) > 0 {
-        if tokio::time::Instant::now() >= deadline {
-            return Err(HandoverError::Timeout("forwarded writes did not finish"));
-        }
-        tokio::time::sleep(FORWARD_POLL).await;
+    let forwards_done = shared
+        .handover
+        .wait_until(deadline, || {
+            shared.handover.forwards.load(Ordering::SeqCst) == 0
+        })
+        .await;
+    if !forwards_done {
+        return Err(HandoverError::Timeout("forwarded writes did not finish"));
     }
     let _hold = tokio::time::timeout_at(deadline, shared.handover.gate.clone().write_owned())
         .await
