@@ -486,3 +486,72 @@ async fn bad_uploads_write_nothing() {
         assert_eq!((r.status, r.code().as_str()), (404, "file_not_found"));
     }
 }
+
+/// `conclavectl upload` of a five-chunk file through node 1, which is SIGKILLed once the first
+/// chunk is on its disk: the upload goes on with the next chunks on the other nodes and posts
+/// the file; `conclavectl download` through another node writes it byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_upload_survives_a_node_death_and_downloads() {
+    use crate::ctl::{Ctl, expect_ok};
+    let bin = Ctl::locate();
+    let cluster = TestCluster::start_with(3, ClusterOptions::default().tls()).await;
+    create_channel(&cluster, "files").await;
+    let ctl = Ctl::new(bin, &cluster);
+    let all = [1, 2, 3]
+        .iter()
+        .map(|id| cluster.url(*id))
+        .collect::<Vec<_>>()
+        .join(",");
+    expect_ok(&cluster, &ctl.login(&all).await);
+    // A first small file while every node is up activates command version 7 (see
+    // `follower_catches_up_and_deletion_collects_everywhere`).
+    let small = cluster.root().join("small.txt");
+    std::fs::write(&small, b"warm-up").expect("write the small file");
+    let small_s = small.to_string_lossy().into_owned();
+    expect_ok(
+        &cluster,
+        &ctl.run(&["upload", "--channel", "files", &small_s]).await,
+    );
+    // Node 1 is first in the saved session's ring, so the upload starts there.
+    let data = content(4 * CHUNK + 12345, 42);
+    let first = sha(&data[..CHUNK]);
+    let src = cluster.root().join("upload.bin");
+    std::fs::write(&src, &data).expect("write the upload");
+    let out = cluster.root().join("download.bin");
+    let src_s = src.to_string_lossy().into_owned();
+    let args = [
+        "--json",
+        "upload",
+        "--channel",
+        "files",
+        &src_s,
+        "--message",
+        "big one",
+    ];
+    let (run, ()) = tokio::join!(ctl.run(&args), async {
+        cluster
+            .wait_until("the first chunk on node 1", SLOW, || async {
+                if blob_path(&cluster, 1, &first).is_file() {
+                    Ok(())
+                } else {
+                    Err("not yet".to_owned())
+                }
+            })
+            .await;
+        cluster.kill(1);
+    });
+    let stdout = expect_ok(&cluster, &run);
+    let v: Value = serde_json::from_str(stdout).expect("upload --json");
+    let att = &v["message"]["attachments"][0];
+    assert_eq!(att["size"], data.len(), "{v}");
+    assert_eq!(att["sha256"], sha(&data).as_str());
+    assert_eq!(att["name"], "upload.bin");
+    let fid = att["id"].as_str().expect("file id");
+    let u3 = cluster.url(3);
+    let out_s = out.to_string_lossy().into_owned();
+    let run = ctl
+        .run(&["--server", &u3, "download", fid, "--out", &out_s])
+        .await;
+    expect_ok(&cluster, &run);
+    assert!(std::fs::read(&out).expect("downloaded") == data);
+}
