@@ -15,6 +15,7 @@
 // internal return would only add allocations on the storage path.
 #![allow(clippy::result_large_err)]
 
+pub mod blobs;
 pub mod command;
 pub mod error;
 pub mod metrics;
@@ -25,8 +26,8 @@ pub mod transport;
 pub mod types;
 
 pub use command::{
-    Applied, ApplyError, ChannelEvent, ChannelKind, ChannelRecord, Command, MessageRecord, Role,
-    SessionEnd, SessionInfo, SessionRecord, UserRecord,
+    Applied, ApplyError, BlobRef, ChannelEvent, ChannelKind, ChannelRecord, Command, FileRecord,
+    MessageRecord, NewFile, Role, SessionEnd, SessionInfo, SessionRecord, UserRecord,
 };
 pub use error::ClusterError;
 pub use node::config::ClusterConfig;
@@ -37,7 +38,7 @@ pub use node::readiness::Readiness;
 pub use node::spawn_named;
 pub use state::StateError;
 pub use state::events::{Event, EventBus, EventKind};
-pub use state::views::{ChannelSummary, ChannelView, MessageView, ReadState, UserView};
+pub use state::views::{ChannelSummary, ChannelView, FileView, MessageView, ReadState, UserView};
 pub use storage::sm_store::StateReader;
 pub use transport::peer_tls::{PeerIdentity, PeerTls, PeerTlsError, PeerTlsMaterial};
 pub use types::{NodeId, NodeInfo};

@@ -7,6 +7,7 @@
 pub(crate) mod backup;
 pub(crate) mod ca;
 mod channels;
+pub(crate) mod files;
 pub(crate) mod join;
 mod messages;
 

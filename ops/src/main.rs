@@ -18,6 +18,7 @@ mod ctl {
     pub(crate) mod check;
     pub(crate) mod commands;
     pub(crate) mod failure;
+    pub(crate) mod files;
     pub(crate) mod join_token;
     pub(crate) mod password;
     pub(crate) mod render;

@@ -70,6 +70,8 @@ pub(crate) struct ApiRequest<'a> {
     pub headers: Vec<(&'static str, String)>,
     pub bearer: Option<&'a str>,
     pub json_body: Option<Vec<u8>>,
+    /// The `Content-Type` of `json_body` (`application/json` unless a route takes raw bytes).
+    pub content_type: &'static str,
     pub retry: Retry,
     /// Hand a 2xx body to the caller unread ([`Reply::stream`]) instead of reading it whole:
     /// for bodies of any size (`GET /api/v1/admin/backup`). The timeout then bounds only the
@@ -86,6 +88,7 @@ impl<'a> ApiRequest<'a> {
             headers: Vec::new(),
             bearer: None,
             json_body: None,
+            content_type: "application/json",
             retry,
             stream: false,
         }
@@ -211,7 +214,7 @@ pub(crate) async fn send_once(
     }
     if let Some(body) = &req.json_body {
         builder = builder
-            .header(CONTENT_TYPE, "application/json")
+            .header(CONTENT_TYPE, req.content_type)
             .body(body.clone());
     }
     let response = match tokio::time::timeout(timeout, builder.send()).await {

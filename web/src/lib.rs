@@ -10,6 +10,8 @@ pub mod auth;
 pub mod ca_api;
 pub mod error;
 pub mod extract;
+pub mod file_checks;
+pub mod files_config;
 pub mod install_gate;
 pub mod join_api;
 pub mod json_object;

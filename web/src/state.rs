@@ -48,6 +48,8 @@ pub struct ApiConfig {
     /// `GET /metrics`: the node's registry and scrape token; `None` when `[metrics] enabled =
     /// false` (the route then answers 404).
     pub metrics: Option<crate::metrics::SharedMetrics>,
+    /// `[files]`: size limit and malware scanning of attachments.
+    pub files: crate::files_config::FilesConfig,
 }
 
 impl Default for ApiConfig {
@@ -65,6 +67,7 @@ impl Default for ApiConfig {
             join: None,
             workspace: None,
             metrics: None,
+            files: crate::files_config::FilesConfig::default(),
         }
     }
 }

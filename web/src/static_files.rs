@@ -97,7 +97,12 @@ pub async fn cluster_csp(
         .get::<crate::security_log::ViaHttps>()
         .is_some();
     let mut res = next.run(req).await;
-    if !res.headers().contains_key(header::CONTENT_SECURITY_POLICY) {
+    // Downloads of uploaded files carry their own sandboxing policy (`routes::files`): kept.
+    let own_policy = res
+        .headers()
+        .get(header::CONTENT_SECURITY_POLICY)
+        .is_none_or(|v| v.as_bytes().starts_with(b"sandbox"));
+    if own_policy {
         return res;
     }
     let api_addrs: Vec<String> = s

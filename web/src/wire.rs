@@ -7,9 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use api::rest::{Channel, ChannelKind, Message, Role, User};
+use api::rest::{Channel, ChannelKind, FileInfo, Message, Role, User};
 use axum::Json;
-use cluster::{ChannelSummary, ChannelView, MessageView, UserView};
+use cluster::{ChannelSummary, ChannelView, FileView, MessageView, UserView};
 use serde::Serialize;
 
 use crate::error::ApiError;
@@ -74,6 +74,23 @@ pub fn message(v: &MessageView) -> Message {
             .collect::<BTreeMap<_, _>>(),
         mentions: v.mentions.clone(),
         channel_mention: v.channel_mention,
+        attachments: v.attachments.iter().map(file).collect(),
+    }
+}
+
+pub fn file(v: &FileView) -> FileInfo {
+    FileInfo {
+        id: v.id.clone(),
+        name: v.name.clone(),
+        size: v.size,
+        sha256: v.sha256.clone(),
+        mime: v.mime.clone(),
+        image: v.image,
+        width: v.width,
+        height: v.height,
+        has_thumbnail: v.has_thumbnail,
+        uploader: v.uploader.clone(),
+        channel: v.channel.clone(),
     }
 }
 
@@ -134,6 +151,19 @@ mod tests {
             reactions: BTreeMap::from([("👍".into(), BTreeSet::from(["bob".into()]))]),
             mentions: vec!["bob".into()],
             channel_mention: true,
+            attachments: vec![FileView {
+                id: "0123456789abcdef0123456789abcdef".into(),
+                name: "shot.png".into(),
+                size: 1234,
+                sha256: "ab".repeat(32),
+                mime: "image/png".into(),
+                image: true,
+                width: Some(640),
+                height: Some(480),
+                has_thumbnail: true,
+                uploader: "alice".into(),
+                channel: "general".into(),
+            }],
         };
         assert_eq!(
             serde_json::to_string(&message(&m)).unwrap(),

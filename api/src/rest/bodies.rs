@@ -75,6 +75,40 @@ pub struct PostMessageRequest {
     pub thread_root: Option<u64>,
 }
 
+/// `POST /api/v1/channels/{name}/files` body: a file whose chunks were uploaded with
+/// `PUT /api/v1/blobs/{sha256}`, posted as a message.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PostFileRequest {
+    /// The file name (sanitised by the server: no path separators, control or bidi characters).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
+    pub name: String,
+    pub size: u64,
+    /// Lower-case hex SHA-256 of the whole file.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
+    pub sha256: String,
+    /// The chunks' SHA-256s, in order: the file is their concatenation.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
+    pub chunks: Vec<String>,
+    /// Caption; may be empty.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 16384))]
+    pub body: String,
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._:-]{1,64}$"))]
+    pub client_msg_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_root: Option<u64>,
+}
+
+/// `PUT /api/v1/blobs/{sha256}` response: the chunk is on a majority of voters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BlobStored {
+    pub sha256: String,
+    pub size: u64,
+}
+
 /// `PATCH /api/v1/channels/{name}/messages/{seq}` body.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -186,6 +186,38 @@ pub struct Message {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub channel_mention: bool,
+    /// Files the message carries; empty for plain messages and for tombstones. Absent from
+    /// servers before file attachments.
+    #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub attachments: Vec<FileInfo>,
+}
+
+/// A file attached to a message (`GET /api/v1/files/{file_id}` serves its bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FileInfo {
+    /// 32 lower-case hex characters.
+    pub id: String,
+    /// The sanitised file name.
+    pub name: String,
+    pub size: u64,
+    /// Lower-case hex SHA-256 of the whole file.
+    pub sha256: String,
+    /// The type sniffed from the content by the server (never the client's word).
+    pub mime: String,
+    /// One of the image types served inline (png, jpeg, gif, webp).
+    pub image: bool,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub width: Option<u32>,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub height: Option<u32>,
+    /// `GET /api/v1/files/{file_id}/thumbnail` has one.
+    pub has_thumbnail: bool,
+    pub uploader: String,
+    pub channel: String,
 }
 
 /// The result of posting a message.

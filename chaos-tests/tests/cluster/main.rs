@@ -33,6 +33,7 @@ mod docker_pause;
 mod docker_restart;
 mod docker_util;
 mod faultfs;
+mod files;
 mod flood_util;
 mod forward_follow;
 mod full_restart;

@@ -21,6 +21,7 @@ use crate::types::NodeId;
 
 pub mod records;
 
+pub use records::{BlobRef, FileRecord, NewFile};
 pub use records::{
     ChannelEvent, ChannelExtra, ChannelKind, ChannelMeta, ChannelRecord, JoinTokenRecord,
     JoinTokenUse, LOGIN_BACKOFF_BASE_MS, LOGIN_BACKOFF_MAX_MS, LOGIN_FREE_ATTEMPTS, LoginThrottle,
@@ -28,7 +29,7 @@ pub use records::{
 };
 
 /// The command-set version this binary proposes and understands.
-pub const COMMAND_VERSION: u16 = 6;
+pub const COMMAND_VERSION: u16 = 7;
 
 /// One Raft log entry's payload: a group of client commands proposed together (group commit).
 ///
@@ -111,7 +112,7 @@ pub enum Role {
 
 /// Replicated commands. Variants up to `PostMessage` are version 1, up to `LoginAttempt`
 /// version 2, up to `RemoveDnsRecords` version 3, `CaUpdate` version 4, the join tokens version
-/// 5, the session and must-change-password commands version 6.
+/// 5, the session and must-change-password commands version 6, file attachments version 7.
 /// Append new variants at the end only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -327,6 +328,19 @@ pub enum Command {
         keep_session: Option<String>,
         must_change_password: bool,
     },
+    // ---- version 7: file attachments (see `state::files`) ----
+    /// `PostMessageV2` carrying files: the message and the files' metadata commit together,
+    /// idempotent by `(author, client_msg_id)` like any post (a retry writes nothing, even
+    /// though its file ids are new). The blobs were stored on a majority of voters before this
+    /// was proposed; they never enter the log.
+    PostMessageWithFiles {
+        channel: String,
+        author: String,
+        body: String,
+        client_msg_id: String,
+        thread_root: Option<u64>,
+        files: Vec<NewFile>,
+    },
 }
 
 impl Command {
@@ -350,6 +364,7 @@ impl Command {
             | Command::EndUserSessions { .. }
             | Command::CreateUserV2 { .. }
             | Command::SetPasswordV2 { .. } => 6,
+            Command::PostMessageWithFiles { .. } => 7,
             _ => 2,
         }
     }
@@ -387,6 +402,7 @@ impl Command {
             Command::EndUserSessions { .. } => "end_user_sessions",
             Command::CreateUserV2 { .. } => "create_user",
             Command::SetPasswordV2 { .. } => "set_password",
+            Command::PostMessageWithFiles { .. } => "post_files",
         }
     }
 }

@@ -240,3 +240,67 @@ pub enum SessionEnd {
     /// No use for longer than its idle window.
     Idle,
 }
+
+// ---- version 7: file attachments (see `state::files`) ----
+
+/// A blob a file record points at besides its chunks (a thumbnail).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    /// Lower-case hex SHA-256 of the blob (its name in every node's blob store).
+    pub sha256: String,
+    pub size: u64,
+    pub mime: String,
+}
+
+/// A file as the node that handled the upload describes it in the command. Everything here was
+/// decided by that node (the id is random, the type sniffed from the content), so applying it
+/// is deterministic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewFile {
+    /// 32 lower-case hex characters.
+    pub id: String,
+    /// The sanitised file name.
+    pub name: String,
+    pub size: u64,
+    /// SHA-256 of the whole file.
+    pub sha256: String,
+    /// The sniffed media type.
+    pub mime: String,
+    /// The file's content is these blobs concatenated, in order.
+    pub chunks: Vec<String>,
+    /// Pixel size of an image.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub thumbnail: Option<BlobRef>,
+}
+
+impl NewFile {
+    /// Every distinct blob the file needs (chunks and thumbnail), in first-use order.
+    pub fn blobs(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for b in self
+            .chunks
+            .iter()
+            .chain(self.thumbnail.iter().map(|t| &t.sha256))
+        {
+            if !out.contains(&b.as_str()) {
+                out.push(b);
+            }
+        }
+        out
+    }
+}
+
+/// A stored file (`keys::file`): what was uploaded, where it was posted, and whether the
+/// message carrying it was deleted (a tombstone: the metadata stays, the blobs go after the
+/// grace period).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub file: NewFile,
+    pub channel: String,
+    /// The message that carries it.
+    pub seq: u64,
+    pub uploader: String,
+    pub created_ms: u64,
+    pub deleted_ms: Option<u64>,
+}

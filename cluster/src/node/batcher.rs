@@ -48,6 +48,14 @@ fn approx_size(c: &Command) -> usize {
             client_msg_id,
             ..
         } => 64 + body.len() + client_msg_id.len(),
+        // Each chunk name is 64 hex characters plus its length prefix.
+        Command::PostMessageWithFiles { body, files, .. } => {
+            256 + body.len()
+                + files
+                    .iter()
+                    .map(|f| 256 + f.name.len() + f.chunks.len() * 72)
+                    .sum::<usize>()
+        }
         _ => 256,
     }
 }

@@ -49,6 +49,9 @@ pub struct ClusterConfig {
     /// address without TLS. Reported in this node's status so `GET /api/v1/cluster` and
     /// `conclavectl status` show it (not replicated, like `https_addr`).
     pub insecure_plaintext: bool,
+    /// How long a blob no live file references is kept (`[files] gc_grace`): from its upload
+    /// for a chunk never attached, from the deletion for a deleted file's blobs.
+    pub blob_gc_grace: std::time::Duration,
 }
 
 impl ClusterConfig {
@@ -82,6 +85,7 @@ impl ClusterConfig {
             peer_tls: None,
             https_addr: None,
             insecure_plaintext: false,
+            blob_gc_grace: std::time::Duration::from_secs(24 * 3600),
         }
     }
 }

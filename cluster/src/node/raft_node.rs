@@ -95,6 +95,10 @@ impl ClusterNode {
         if let Err(e) = disk.sample(&dir) {
             tracing::warn!(node_id = config.node_id, path = %dir.display(), error = %e, "cannot read the data directory's free space");
         }
+        let blobs = Arc::new(
+            crate::blobs::BlobStore::open(&dir)
+                .map_err(|e| ClusterError::Storage(format!("blob store: {e}")))?,
+        );
         let shared = Arc::new(Shared {
             id: config.node_id,
             raft,
@@ -121,6 +125,7 @@ impl ClusterNode {
             disk,
             heal,
             handover: crate::node::handover::HandoverState::new(),
+            blobs,
         });
         let tasks = spawn_tasks(&shared, batch_rx, &config, &cancel);
         tracing::info!(node_id = config.node_id, dir = %dir.display(), "cluster node started");
@@ -577,6 +582,14 @@ fn spawn_tasks(
         spawn_named(
             "handover",
             crate::node::handover::run(shared.clone(), cancel.clone()),
+        ),
+        spawn_named(
+            "blob-fetch",
+            crate::blobs::fetch::run(shared.clone(), cancel.clone()),
+        ),
+        spawn_named(
+            "blob-gc",
+            crate::blobs::gc::run(shared.clone(), cancel.clone()),
         ),
     ];
     if let Some(tls) = &config.peer_tls {

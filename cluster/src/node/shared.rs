@@ -71,6 +71,8 @@ pub(crate) struct Shared {
     pub heal: std::sync::Arc<crate::node::heal_gate::HealGate>,
     /// Planned leadership handover: its write hold and when this node became leader.
     pub handover: crate::node::handover::HandoverState,
+    /// This node's blob store (file attachments, outside the log: `blobs`).
+    pub blobs: Arc<crate::blobs::BlobStore>,
 }
 
 impl Shared {

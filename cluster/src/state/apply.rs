@@ -13,7 +13,7 @@ use crate::state::chat::{channels, messages};
 use crate::state::context::Ctx;
 use crate::state::events::Event;
 use crate::state::overlay::Overlay;
-use crate::state::{StateError, accounts, ca, dns_records, draining, join, keys, sessions};
+use crate::state::{StateError, accounts, ca, dns_records, draining, files, join, keys, sessions};
 
 /// Applies one normal entry. Returns one outcome per command. `index` is the entry's log index,
 /// recorded in events so subscribers can resume.
@@ -240,6 +240,23 @@ fn apply_command(
             password_hash,
             keep_session.as_deref(),
             *must_change_password,
+        ),
+        // ---- version 7 ----
+        Command::PostMessageWithFiles {
+            channel,
+            author,
+            body,
+            client_msg_id,
+            thread_root,
+            files,
+        } => files::post_with_files(
+            cx,
+            channel,
+            author,
+            body,
+            client_msg_id,
+            *thread_root,
+            files,
         ),
     }
 }

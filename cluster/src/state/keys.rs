@@ -242,3 +242,51 @@ pub const SESSION_PREFIXES: &[&[u8]] = &[b"s/", b"si/", SESSION_EXPIRY_PREFIX, b
 pub fn must_change_password(username: &str) -> Vec<u8> {
     [b"mc/".as_slice(), username.as_bytes()].concat()
 }
+
+// ---- version 7 keys: file attachments (see `state::files`) ----
+
+/// A file: `f/<id>` -> `FileRecord`. Ids are 32 lower-case hex characters.
+pub const FILE_PREFIX: &[u8] = b"f/";
+pub fn file(id: &str) -> Vec<u8> {
+    [FILE_PREFIX, id.as_bytes()].concat()
+}
+
+/// The files a message carries: `mf/<channel>/<seq be>` -> `Vec<String>` (file ids, in order).
+pub fn message_files(channel: &str, seq: u64) -> Vec<u8> {
+    let mut k = [b"mf/".as_slice(), channel.as_bytes(), b"/"].concat();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Live references to a blob: `br/<sha256>/<file id>` -> (). A blob with none may be collected
+/// once the grace period has passed (`blobs::gc`).
+pub fn blob_ref_prefix(sha: &str) -> Vec<u8> {
+    [b"br/".as_slice(), sha.as_bytes(), b"/"].concat()
+}
+pub fn blob_ref(sha: &str, file_id: &str) -> Vec<u8> {
+    [blob_ref_prefix(sha).as_slice(), file_id.as_bytes()].concat()
+}
+
+/// When a blob lost its last live reference (entry time, ms): `bz/<sha256>` -> u64. Removed
+/// when a new file references it again.
+pub fn blob_released(sha: &str) -> Vec<u8> {
+    [b"bz/".as_slice(), sha.as_bytes()].concat()
+}
+
+/// Files in the order they were added: `fi/<log index be>/<file id>` -> (). The background
+/// fetcher reads it from where it last stopped instead of scanning every file.
+pub const FILE_INDEX_PREFIX: &[u8] = b"fi/";
+pub fn file_index(index: u64, id: &str) -> Vec<u8> {
+    let mut k = FILE_INDEX_PREFIX.to_vec();
+    k.extend_from_slice(&index.to_be_bytes());
+    k.push(b'/');
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+/// The log index and file id of a `file_index` key.
+pub fn parse_file_index(key: &[u8]) -> Option<(u64, String)> {
+    let rest = key.strip_prefix(FILE_INDEX_PREFIX)?;
+    let index = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+    let id = std::str::from_utf8(rest.get(9..)?).ok()?;
+    Some((index, id.to_owned()))
+}

@@ -3,7 +3,7 @@
 //! from it.
 //!
 //! Layout: `apply` only dispatches a command to its domain (`chat`, `accounts`, `ca`,
-//! `dns_records`, `draining`, `join`, `sessions`); `overlay` and `context` are what every domain writes
+//! `dns_records`, `draining`, `files`, `join`, `sessions`); `overlay` and `context` are what every domain writes
 //! through; `keys` is the on-disk key space; `queries` and `views` are the read side; `events`
 //! is what a node tells its local subscribers after applying. Nothing here may do I/O beyond the
 //! tree it is handed, read a clock or use randomness: every node must reach the same state from
@@ -17,6 +17,7 @@ pub mod context;
 pub mod dns_records;
 pub mod draining;
 pub mod events;
+pub mod files;
 pub mod join;
 pub mod keys;
 pub mod overlay;
@@ -29,6 +30,13 @@ mod tests;
 
 pub use apply::apply_request;
 pub use overlay::Overlay;
+
+/// Whether every blob `file` names is a SHA-256 in hex (blob names become paths on disk).
+pub(crate) fn blobs_valid(file: &crate::command::NewFile) -> bool {
+    crate::blobs::is_sha256_hex(&file.sha256)
+        && !file.chunks.is_empty()
+        && file.blobs().iter().all(|b| crate::blobs::is_sha256_hex(b))
+}
 
 /// A storage or decoding failure while applying: fatal for the node (it stops applying rather
 /// than diverge from its peers).

@@ -7,13 +7,15 @@
 use std::collections::BTreeSet;
 
 use crate::command::{
-    ChannelEvent, ChannelKind, ChannelMeta, LoginThrottle, MessageExtra, MessageRecord,
+    ChannelEvent, ChannelKind, ChannelMeta, FileRecord, LoginThrottle, MessageExtra, MessageRecord,
     SessionInfo, SessionRecord, UserExtra, UserRecord,
 };
 use crate::state::chat;
 use crate::state::dns_records::DnsRecord;
 use crate::state::keys;
-use crate::state::views::{ChannelSummary, ChannelView, MessageView, ReadState, UserView};
+use crate::state::views::{
+    ChannelSummary, ChannelView, FileView, MessageView, ReadState, UserView,
+};
 use crate::state::{Overlay, StateError};
 use crate::storage::sm_store::StateReader;
 use crate::types::NodeId;
@@ -135,6 +137,15 @@ impl StateReader {
         let mx: MessageExtra = self
             .get(&keys::message_extra(&msg.channel, msg.seq))?
             .unwrap_or_default();
+        let attachments = if mx.deleted {
+            Vec::new()
+        } else {
+            self.message_files(&msg.channel, msg.seq)?
+                .iter()
+                .filter(|f| f.deleted_ms.is_none())
+                .map(FileView::of)
+                .collect()
+        };
         Ok(MessageView {
             channel: msg.channel,
             seq: msg.seq,
@@ -150,7 +161,71 @@ impl StateReader {
             reactions: mx.reactions,
             mentions: mx.mentions,
             channel_mention: mx.channel_mention,
+            attachments,
         })
+    }
+
+    // ---- version 7: files ----
+
+    /// A file record, tombstones included.
+    pub fn file(&self, id: &str) -> Result<Option<FileRecord>, StateError> {
+        if !crate::state::files::is_file_id(id) {
+            return Ok(None);
+        }
+        self.get(&keys::file(id))
+    }
+
+    /// The file records message `seq` carries, in order.
+    pub fn message_files(&self, channel: &str, seq: u64) -> Result<Vec<FileRecord>, StateError> {
+        let ids: Vec<String> = self
+            .get(&keys::message_files(channel, seq))?
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(f) = self.get::<FileRecord>(&keys::file(&id))? {
+                out.push(f);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Files added by entries at log index `from` or later, oldest first, at most `limit`,
+    /// with the index that added each (the background fetcher's cursor).
+    pub fn files_added_from(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, FileRecord)>, StateError> {
+        let start = keys::file_index(from, "");
+        let mut out = Vec::new();
+        for k in self.tree().range(start..).keys() {
+            let k = k?;
+            let Some((index, id)) = keys::parse_file_index(&k) else {
+                break;
+            };
+            if let Some(f) = self.get::<FileRecord>(&keys::file(&id))? {
+                out.push((index, f));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether a live (not deleted) file references blob `sha`.
+    pub fn blob_referenced(&self, sha: &str) -> Result<bool, StateError> {
+        Ok(self
+            .tree()
+            .scan_prefix(keys::blob_ref_prefix(sha))
+            .next()
+            .transpose()?
+            .is_some())
+    }
+
+    /// When blob `sha` lost its last reference (entry time, ms), if it ever had one.
+    pub fn blob_released(&self, sha: &str) -> Result<Option<u64>, StateError> {
+        self.get(&keys::blob_released(sha))
     }
 
     pub fn message_view(&self, channel: &str, seq: u64) -> Result<Option<MessageView>, StateError> {

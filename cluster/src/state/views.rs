@@ -27,6 +27,47 @@ pub struct MessageView {
     pub reactions: BTreeMap<String, BTreeSet<String>>,
     pub mentions: Vec<String>,
     pub channel_mention: bool,
+    /// Files the message carries (none once it is deleted).
+    pub attachments: Vec<FileView>,
+}
+
+/// A file as clients see it (`api::rest::FileInfo`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileView {
+    pub id: String,
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+    pub mime: String,
+    /// One of the image types served inline (png, jpeg, gif, webp).
+    pub image: bool,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub has_thumbnail: bool,
+    pub uploader: String,
+    pub channel: String,
+}
+
+/// The image types a browser may render inline; everything else is served as an attachment.
+pub const INLINE_IMAGE_TYPES: &[&str] = &["image/png", "image/jpeg", "image/gif", "image/webp"];
+
+impl FileView {
+    pub fn of(rec: &crate::command::FileRecord) -> Self {
+        let f = &rec.file;
+        Self {
+            id: f.id.clone(),
+            name: f.name.clone(),
+            size: f.size,
+            sha256: f.sha256.clone(),
+            mime: f.mime.clone(),
+            image: INLINE_IMAGE_TYPES.contains(&f.mime.as_str()),
+            width: f.width,
+            height: f.height,
+            has_thumbnail: f.thumbnail.is_some(),
+            uploader: rec.uploader.clone(),
+            channel: rec.channel.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

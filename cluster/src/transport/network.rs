@@ -164,10 +164,84 @@ impl PeerHttp {
         body: bytes::Bytes,
         timeout: Duration,
     ) -> Result<bytes::Bytes, TransportError> {
+        self.send(reqwest::Method::POST, addr, path, body, timeout)
+            .await
+    }
+
+    /// Stores a blob on a peer (`rpc::PATH_BLOBS`): returns once the peer has it on disk.
+    pub async fn put_blob(
+        &self,
+        addr: &str,
+        sha: &str,
+        body: bytes::Bytes,
+        timeout: Duration,
+    ) -> Result<(), TransportError> {
+        self.send(
+            reqwest::Method::PUT,
+            addr,
+            &rpc::blob_path(sha),
+            body,
+            timeout,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// A blob from a peer: `None` if the peer does not have it. The answer is read up to `max`
+    /// bytes; a longer one is an error (the caller checks the hash of what it got).
+    pub async fn get_blob(
+        &self,
+        addr: &str,
+        sha: &str,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<Option<bytes::Bytes>, TransportError> {
+        let url = format!("{}://{addr}{}", self.scheme(), rpc::blob_path(sha));
+        let resp = self
+            .client()
+            .get(url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| classify(addr, timeout, e))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(TransportError::Other {
+                addr: addr.to_string(),
+                message: format!("HTTP {status}"),
+            });
+        }
+        let mut resp = resp;
+        let mut out = Vec::new();
+        while let Some(piece) = resp.chunk().await.map_err(|e| classify(addr, timeout, e))? {
+            if out.len() + piece.len() > max {
+                return Err(TransportError::Other {
+                    addr: addr.to_string(),
+                    message: format!("blob answer over {max} bytes"),
+                });
+            }
+            out.extend_from_slice(&piece);
+        }
+        Ok(Some(out.into()))
+    }
+
+    /// One request with a raw body to a peer's cluster port; a non-success status is an error
+    /// with the start of the answer's body.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        addr: &str,
+        path: &str,
+        body: bytes::Bytes,
+        timeout: Duration,
+    ) -> Result<bytes::Bytes, TransportError> {
         let url = format!("{}://{addr}{path}", self.scheme());
         let resp = self
             .client()
-            .post(url)
+            .request(method, url)
             .timeout(timeout)
             .header("content-type", "application/octet-stream")
             .body(body)

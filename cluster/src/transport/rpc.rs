@@ -24,6 +24,15 @@ pub const PATH_REMOVED: &str = "/raft/v1/removed";
 /// The command-set version this binary understands (JSON `VersionWire`).
 pub const PATH_VERSION: &str = "/raft/v1/version";
 pub const PATH_EPHEMERAL: &str = "/raft/v1/ephemeral";
+/// Blobs of file attachments (`blobs`): `PUT /raft/v1/blobs/<sha256>` stores the raw body
+/// durably (the receiver checks the hash; 204 once it is on disk), `GET` answers the raw bytes
+/// or 404. Raw bodies, not bincode: a chunk is up to `blobs::CHUNK_MAX` bytes of opaque data.
+pub const PATH_BLOBS: &str = "/raft/v1/blobs";
+
+/// The path of blob `sha` on a peer's cluster port.
+pub fn blob_path(sha: &str) -> String {
+    format!("{PATH_BLOBS}/{sha}")
+}
 
 /// The bincode options of every body on the cluster port: exactly those of `bincode::serialize`
 /// and `bincode::deserialize` (fixed-width integers, little endian, trailing bytes allowed),

@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, get, post, put};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -33,6 +33,8 @@ const MAX_RAFT_BYTES: usize = 256 * 1024 * 1024;
 const MAX_FORWARD_BYTES: usize = 64 * 1024 * 1024;
 /// Votes, membership requests, removal notices and ephemeral notices are a few hundred bytes.
 const MAX_SMALL_BYTES: usize = 1024 * 1024;
+/// A blob pushed by a peer: at most one chunk.
+const MAX_BLOB_BYTES: usize = crate::blobs::CHUNK_MAX;
 
 impl ClusterNode {
     /// The router to serve on the cluster port. Each route has its own body limit (a body over
@@ -55,6 +57,10 @@ impl ClusterNode {
                 limited(post(ephemeral), MAX_SMALL_BYTES),
             )
             .route(rpc::PATH_VERSION, get(version))
+            .route(
+                &format!("{}/{{sha}}", rpc::PATH_BLOBS),
+                limited(put(put_blob), MAX_BLOB_BYTES).get(get_blob),
+            )
             .route(
                 crate::node::handover::PATH_CAMPAIGN,
                 limited(post(campaign), MAX_SMALL_BYTES),
@@ -414,6 +420,41 @@ async fn ephemeral(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     // No receivers (no WebSocket layer on this node) is fine: the notice is simply dropped.
     let _ = s.ephemeral.send(body);
     axum::http::StatusCode::NO_CONTENT.into_response()
+}
+
+/// A peer pushes a blob (`rpc::PATH_BLOBS`): 204 once it is durably on disk here, 400 when the
+/// bytes do not hash to the name.
+async fn put_blob(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Path(sha): axum::extract::Path<String>,
+    body: Bytes,
+) -> Response {
+    let store = s.blobs.clone();
+    match tokio::task::spawn_blocking(move || store.put(&sha, &body)).await {
+        Ok(Ok(_)) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(
+            e
+            @ (crate::blobs::BlobError::BadName(_) | crate::blobs::BlobError::HashMismatch { .. }),
+        )) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// A peer asks for a blob: its bytes (checked against the name first) or 404.
+async fn get_blob(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Path(sha): axum::extract::Path<String>,
+) -> Response {
+    let store = s.blobs.clone();
+    match tokio::task::spawn_blocking(move || store.read_verified(&sha)).await {
+        Ok(Ok(bytes)) => ([("content-type", "application/octet-stream")], bytes).into_response(),
+        Ok(Err(crate::blobs::BlobError::NotFound(_) | crate::blobs::BlobError::BadName(_))) => {
+            StatusCode::NOT_FOUND.into_response()
+        }
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 async fn version() -> Response {

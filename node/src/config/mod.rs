@@ -17,8 +17,8 @@ mod validate;
 
 use sections::MIB;
 pub use sections::{
-    CaSection, DnsSection, LimitsSection, MetricsSection, RaftSection, StorageSection, TlsSection,
-    WriteSection,
+    CaSection, DnsSection, FilesSection, LimitsSection, MetricsSection, RaftSection,
+    StorageSection, TlsSection, WriteSection,
 };
 use validate::parse_range;
 
@@ -92,6 +92,9 @@ pub struct Config {
     /// `GET /metrics` and its optional scrape token.
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// File attachments: size limit, blob garbage collection, malware scanning.
+    #[serde(default)]
+    pub files: FilesSection,
     /// Directory of the config file; relative paths in `[ca]` resolve against it.
     #[serde(skip)]
     pub config_dir: PathBuf,
@@ -289,6 +292,7 @@ impl Config {
         let ip = self.cluster_addr.ip();
         c.peer_source_ip = (!ip.is_unspecified()).then_some(ip);
         c.insecure_plaintext = self.insecure_plaintext;
+        c.blob_gc_grace = self.files.gc_grace;
         c
     }
 
@@ -309,6 +313,11 @@ impl Config {
                 max_per_user: self.limits.ws_max_per_user,
                 max_per_node: self.limits.ws_max_per_node,
                 ..web::ws::hub::WsLimits::default()
+            },
+            files: web::files_config::FilesConfig {
+                max_size: self.files.max_size,
+                scan: self.files.scan,
+                clamd_socket: self.files.clamd_socket.clone(),
             },
             // `run` fills `metrics` once the node (and so the registry) exists.
             ..web::ApiConfig::default()

@@ -301,3 +301,85 @@ mod tests {
         }
     }
 }
+
+/// `[files]`: file attachments (docs/configuration.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesSection {
+    /// Largest file, in bytes.
+    pub max_size: u64,
+    /// How long a blob no live file references is kept: an integer number of seconds or a
+    /// string with a unit (`"500ms"`, `"30s"`, `"10m"`, `"24h"`, `"7d"`).
+    #[serde(deserialize_with = "duration")]
+    pub gc_grace: std::time::Duration,
+    /// Malware scanning through clamd: `off`, `scan` (log and mark) or `block` (refuse).
+    pub scan: web::files_config::ScanMode,
+    /// clamd's local socket.
+    pub clamd_socket: PathBuf,
+}
+
+impl Default for FilesSection {
+    fn default() -> Self {
+        let d = web::files_config::FilesConfig::default();
+        Self {
+            max_size: d.max_size,
+            gc_grace: cluster_defaults().blob_gc_grace,
+            scan: d.scan,
+            clamd_socket: d.clamd_socket,
+        }
+    }
+}
+
+/// A duration written as whole seconds or as a string with a unit.
+fn duration<'de, D: serde::Deserializer<'de>>(de: D) -> Result<std::time::Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(de)? {
+        Raw::Secs(s) => Ok(std::time::Duration::from_secs(s)),
+        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+/// `"500ms"`, `"30s"`, `"10m"`, `"24h"`, `"7d"` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration (e.g. \"30s\", \"24h\")"))?;
+    let ms = match unit.trim() {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
+        other => return Err(format!("unknown unit '{other}' in duration '{text}'")),
+    }
+    .ok_or_else(|| format!("duration '{text}' is too long"))?;
+    Ok(std::time::Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod files_tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(
+            parse_duration("500ms"),
+            Ok(std::time::Duration::from_millis(500))
+        );
+        assert_eq!(
+            parse_duration("24h"),
+            Ok(std::time::Duration::from_secs(86_400))
+        );
+        assert_eq!(parse_duration("3"), Ok(std::time::Duration::from_secs(3)));
+        assert!(parse_duration("3 fortnights").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}

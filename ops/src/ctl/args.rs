@@ -93,6 +93,29 @@ pub(crate) enum Command {
         #[arg(long = "id", value_name = "CLIENT_MSG_ID")]
         id: Option<String>,
     },
+    /// Upload FILE to a channel as a message, in chunks of 8 MiB. Each chunk is acknowledged
+    /// once a majority of nodes has it; when the node dies the upload goes on with the next
+    /// chunk on another node.
+    Upload {
+        #[arg(long)]
+        channel: String,
+        file: std::path::PathBuf,
+        /// Caption posted with the file.
+        #[arg(long)]
+        message: Option<String>,
+        /// The name shown for the file (default: FILE's own name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Idempotency key; re-sending with the same id never posts twice. Random if absent.
+        #[arg(long = "id", value_name = "CLIENT_MSG_ID")]
+        id: Option<String>,
+    },
+    /// Download a file by its id into PATH (written to PATH.part, renamed when complete).
+    Download {
+        file_id: String,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Print messages of a channel (with --json: the message page, or with --follow one JSON
     /// message per line).
     Tail {

@@ -237,6 +237,47 @@ pub(crate) async fn run(cli: Cli) -> Result<u8, Failure> {
             ctx.emit(&channels, || render::channels(&channels))
         }
         Command::Send { channel, text, id } => ctx.send(&channel, &text.join(" "), id).await,
+        Command::Upload {
+            channel,
+            file,
+            message,
+            name,
+            id,
+        } => {
+            let client = ctx.session_client()?;
+            let outcome = super::files::upload(
+                &client,
+                &channel,
+                &file,
+                name,
+                message.unwrap_or_default(),
+                id.unwrap_or_else(ops::new_client_msg_id),
+            )
+            .await?;
+            ctx.emit(&outcome, || {
+                let f = outcome.message.attachments.first();
+                format!(
+                    "#{} {} file {} ({} bytes, {})\n",
+                    outcome.message.seq,
+                    if outcome.duplicate {
+                        "already sent"
+                    } else {
+                        "sent"
+                    },
+                    f.map_or("?", |f| f.id.as_str()),
+                    f.map_or(0, |f| f.size),
+                    f.map_or("?", |f| f.mime.as_str()),
+                )
+            })
+        }
+        Command::Download { file_id, out } => {
+            let client = ctx.session_client()?;
+            let written = super::files::download(&client, &file_id, &out).await?;
+            ctx.emit(
+                &serde_json::json!({"file_id": file_id, "bytes": written, "out": out}),
+                || format!("wrote {written} bytes to {}\n", out.display()),
+            )
+        }
         Command::Tail {
             channel,
             after,

@@ -356,6 +356,7 @@ mod tests {
             reactions: Default::default(),
             mentions: Vec::new(),
             channel_mention: false,
+            attachments: Vec::new(),
         };
         assert_eq!(message_line(&m), "#42 [01:02:03] alice: hello\\u{1b}[2J");
     }
@@ -377,6 +378,7 @@ mod tests {
             reactions: Default::default(),
             mentions: Vec::new(),
             channel_mention: false,
+            attachments: Vec::new(),
         };
         assert_eq!(chat_line(&m), "[#general] 13:05 alice: hi\n    there");
         m.thread_root = Some(1);

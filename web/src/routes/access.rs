@@ -18,7 +18,8 @@ use axum::routing::MethodRouter;
 use cluster::ChannelKind;
 
 use super::{
-    backup, ca, channels, cluster as cluster_routes, dns, join, messages, session, sessions, users,
+    backup, ca, channels, cluster as cluster_routes, dns, files, join, messages, session, sessions,
+    users,
 };
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -78,6 +79,9 @@ pub enum Rule {
     /// Adding someone else: members and admins (of any public or private channel, as for
     /// [`Rule::SelfOrAdmin`]); nobody for a DM, whose participants are its identity.
     ManageMembers,
+    /// Readers of the channel a file was posted in (the file's id names it); anyone else
+    /// gets 404 `file_not_found`, as for a file that does not exist.
+    FileReader,
     /// A metrics scraper: anyone, or only with `[metrics] bearer_token_file` set, a request
     /// with that token. A user's session token is never one.
     Scraper,
@@ -103,6 +107,7 @@ impl Rule {
             Rule::AuthorOrAdminMember => "the message's author or an admin, while a member",
             Rule::SelfOrAdmin => "the member named (leaving); admins, except in DMs",
             Rule::ManageMembers => "members and admins; nobody in a DM",
+            Rule::FileReader => "readers of the file's channel (anyone else: 404 `file_not_found`)",
             Rule::Scraper => {
                 "anyone, no token; with `[metrics] bearer_token_file` only requests bearing that token (never a user session)"
             }
@@ -115,7 +120,12 @@ impl Rule {
     pub fn allows(self, a: &ChannelAccess) -> bool {
         let reader = a.kind == ChannelKind::Public || a.member;
         match self {
-            Rule::Public | Rule::JoinToken | Rule::AnyUser | Rule::Admin | Rule::Scraper => true,
+            Rule::Public
+            | Rule::JoinToken
+            | Rule::AnyUser
+            | Rule::Admin
+            | Rule::Scraper
+            | Rule::FileReader => true,
             Rule::ChannelReader => reader,
             Rule::ChannelMember => a.member,
             Rule::MemberOrAdmin => a.member || (a.admin && reader),
@@ -213,6 +223,15 @@ macro_rules! spec {
     (@method Put) => { axum::routing::put };
     (@method Patch) => { axum::routing::patch };
     (@method Delete) => { axum::routing::delete };
+    // A route whose `MethodRouter` is built by a function (its own body limit).
+    ($verb:ident $path:literal, $rule:ident, router $router:path) => {
+        RouteSpec {
+            verb: Verb::$verb,
+            path: $path,
+            rule: Rule::$rule,
+            handler: $router,
+        }
+    };
 }
 
 /// Prefix of the versioned API; routes outside it (`/healthz`, `/readyz`) are probes.
@@ -256,6 +275,11 @@ pub static ROUTES: &[RouteSpec] = &[
     spec!(Delete "/api/v1/channels/{name}/messages/{seq}/pin", MemberOrAdmin, messages::unpin),
     spec!(Get "/api/v1/channels/{name}/pins", ChannelReader, messages::pins),
     spec!(Get "/api/v1/channels/{name}/threads/{root}", ChannelReader, messages::thread),
+    // Files: chunks first, then the file as a message.
+    spec!(Put "/api/v1/blobs/{sha256}", AnyUser, router files::put_blob_route),
+    spec!(Post "/api/v1/channels/{name}/files", ChannelMember, files::post_file),
+    spec!(Get "/api/v1/files/{file_id}", FileReader, files::download),
+    spec!(Get "/api/v1/files/{file_id}/thumbnail", FileReader, files::thumbnail),
     // The WebSocket: the upgrade needs no token, the first frame carries it (protocol.md).
     spec!(Get "/api/v1/ws", Public, crate::ws::upgrade),
     // Cluster, DNS, CA, joining nodes.

@@ -20,6 +20,12 @@ use crate::harness::*;
 const SECRET: &str = "SECRET-body-only-readers-see";
 const NEW_PW: &str = "a fresh pass phrase 77";
 
+/// The chunk the file routes use: the JSON body `{}` (what `Harness::call` sends for `{}`).
+fn chunk_sha() -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b"{}"))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Caller {
     Anonymous,
@@ -165,6 +171,13 @@ fn channel_request(spec: &RouteSpec, cast: &Cast, n: usize) -> (String, Option<V
             (format!("/api/v1/channels/{c}/messages/1/pin"), None)
         }
         "/api/v1/channels/{name}/pins" => (format!("/api/v1/channels/{c}/pins"), None),
+        "/api/v1/channels/{name}/files" => (
+            format!("/api/v1/channels/{c}/files"),
+            Some(json!({
+                "name": "m.txt", "size": 2, "sha256": chunk_sha(), "chunks": [chunk_sha()],
+                "body": "", "client_msg_id": format!("f-{n}")
+            })),
+        ),
         "/api/v1/channels/{name}/threads/{root}" => {
             (format!("/api/v1/channels/{c}/threads/1"), None)
         }
@@ -209,7 +222,8 @@ fn allowed_ok(spec: &RouteSpec, kind: ChannelKind, status: StatusCode) -> bool {
     }
 }
 
-/// Checks a refusal: the status, the bare error object, no secret, nothing proposed.
+/// Checks a refusal: the status, the bare error object, no secret, nothing proposed. Posting a
+/// file refuses a non-member with its own code (`not_member`, docs/api.md).
 #[track_caller]
 fn check_refusal(
     what: &str,
@@ -220,6 +234,8 @@ fn check_refusal(
 ) {
     let code = if status == StatusCode::UNAUTHORIZED {
         "unauthorized"
+    } else if what.contains("/api/v1/channels/{name}/files ") {
+        "not_member"
     } else {
         "forbidden"
     };
@@ -238,6 +254,17 @@ fn check_refusal(
 
 async fn channel_matrix(kind: ChannelKind) {
     let h = Harness::start().await;
+    // The chunk every file post names, uploaded once.
+    let uploader = h.member("chunkup").await;
+    let r = h
+        .call(
+            "PUT",
+            &format!("/api/v1/blobs/{}", chunk_sha()),
+            Some(&uploader),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "chunk upload: {}", r.json);
     let mut n = 0;
     let mut checked = 0;
     for spec in ROUTES
@@ -320,7 +347,9 @@ fn other_request(spec: &RouteSpec, member: &str, i: usize) -> (String, Option<Va
         .path
         .replace("{name}", member)
         .replace("{id}", "99")
-        .replace("{serial}", "01");
+        .replace("{serial}", "01")
+        .replace("{sha256}", &chunk_sha())
+        .replace("{file_id}", &"0".repeat(32));
     assert!(
         !path.contains('{'),
         "no matrix case for route {verb} {}",

@@ -10,6 +10,7 @@ mod access_matrix;
 mod ca_join;
 mod channels;
 mod cluster_dns;
+mod files;
 mod hardening;
 mod harness;
 mod messages;

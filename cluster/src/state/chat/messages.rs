@@ -302,6 +302,8 @@ pub fn delete_message(
     }
     cx.kv.put(keys::message(channel, seq), &msg)?;
     cx.kv.put(keys::message_extra(channel, seq), &mx)?;
+    // Its attachments become tombstones; their blobs go after the grace period.
+    crate::state::files::on_message_deleted(cx, channel, seq)?;
     cx.channel_event(channel, ChannelEvent::Deleted { seq })?;
     Ok(changed(channel, seq))
 }

@@ -1,0 +1,453 @@
+//! File attachments in-process: chunk upload, posting a file, downloads with their headers, and
+//! every documented refusal, each of which must write nothing (the applied index and the
+//! channel's messages stay as they were).
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use sha2::Digest;
+
+use crate::harness::*;
+
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+async fn put_chunk(h: &Harness, token: &str, bytes: &[u8]) -> Reply {
+    h.raw(
+        "PUT",
+        &format!("/api/v1/blobs/{}", sha(bytes)),
+        Some(token),
+        Some(("application/octet-stream", bytes.to_vec())),
+    )
+    .await
+}
+
+fn file_body(name: &str, content: &[u8], chunks: &[&[u8]], id: &str) -> Value {
+    json!({
+        "name": name,
+        "size": content.len(),
+        "sha256": sha(content),
+        "chunks": chunks.iter().map(|c| sha(c)).collect::<Vec<_>>(),
+        "body": "see attached",
+        "client_msg_id": id,
+    })
+}
+
+/// Uploads `content` as one chunk and posts it to `channel`: the reply.
+async fn upload(h: &Harness, token: &str, channel: &str, name: &str, content: &[u8]) -> Reply {
+    let r = put_chunk(h, token, content).await;
+    assert_eq!(r.status, StatusCode::CREATED, "chunk: {}", r.json);
+    h.call(
+        "POST",
+        &format!("/api/v1/channels/{channel}/files"),
+        Some(token),
+        Some(file_body(name, content, &[content], &format!("up-{name}"))),
+    )
+    .await
+}
+
+fn header<'a>(r: &'a Reply, name: &str) -> &'a str {
+    r.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_post_and_download() {
+    let h = Harness::start().await;
+    let alice = h.member("alice").await;
+    h.channel(&alice, "docs", "public").await;
+    // Two chunks: the file is their concatenation.
+    let (a, b) = (b"hello, ".to_vec(), "wörld\n".as_bytes().to_vec());
+    let whole = [a.clone(), b.clone()].concat();
+    for c in [&a, &b] {
+        let r = put_chunk(&h, &alice, c).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+        assert_eq!(r.json["sha256"], sha(c));
+        assert_eq!(r.json["size"], c.len());
+    }
+    // Re-uploading a chunk is fine.
+    assert_eq!(put_chunk(&h, &alice, &a).await.status, StatusCode::CREATED);
+    let body = file_body("  notes.txt ", &whole, &[&a, &b], "f1");
+    let r = h
+        .call(
+            "POST",
+            "/api/v1/channels/docs/files",
+            Some(&alice),
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let msg = &r.json;
+    assert_eq!(msg["body"], "see attached");
+    let att = &msg["attachments"][0];
+    assert_eq!(att["name"], "notes.txt");
+    assert_eq!(att["mime"], "text/plain; charset=utf-8");
+    assert_eq!(att["size"], whole.len());
+    assert_eq!(att["image"], false);
+    assert_eq!(att["uploader"], "alice");
+    let id = att["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 32);
+    // A retry answers the original, with the same file.
+    let again = h
+        .call(
+            "POST",
+            "/api/v1/channels/docs/files",
+            Some(&alice),
+            Some(body),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.json);
+    assert_eq!(again.json["attachments"][0]["id"], id.as_str());
+    // The listing carries the attachment too.
+    let msgs = h.messages(&alice, "docs").await;
+    assert_eq!(msgs.last().unwrap()["attachments"][0]["id"], id.as_str());
+    // Any reader of a public channel downloads it.
+    let bob = h.member("bob").await;
+    let d = h
+        .call("GET", &format!("/api/v1/files/{id}"), Some(&bob), None)
+        .await;
+    assert_eq!(d.status, StatusCode::OK);
+    assert_eq!(d.bytes, whole);
+    assert_eq!(header(&d, "content-type"), "text/plain; charset=utf-8");
+    assert_eq!(header(&d, "x-content-type-options"), "nosniff");
+    assert_eq!(
+        header(&d, "content-security-policy"),
+        "sandbox; default-src 'none'"
+    );
+    assert_eq!(
+        header(&d, "content-disposition"),
+        "attachment; filename*=UTF-8''notes.txt"
+    );
+    assert_eq!(header(&d, "content-length"), whole.len().to_string());
+    // No thumbnail for text.
+    let t = h
+        .req(
+            "GET",
+            &format!("/api/v1/files/{id}/thumbnail"),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_err(&t, StatusCode::NOT_FOUND, "no_thumbnail");
+    // Deleting the message makes the file gone.
+    let seq = msg["seq"].as_u64().unwrap();
+    let (s, _) = h
+        .req(
+            "DELETE",
+            &format!("/api/v1/channels/docs/messages/{seq}"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let gone = h
+        .req("GET", &format!("/api/v1/files/{id}"), Some(&alice), None)
+        .await;
+    assert_err(&gone, StatusCode::NOT_FOUND, "file_not_found");
+    assert!(
+        h.messages(&alice, "docs").await.last().unwrap()["attachments"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_inline_and_html_never() {
+    let h = Harness::start().await;
+    let alice = h.member("alice").await;
+    h.channel(&alice, "pics", "public").await;
+    let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    png.extend_from_slice(&3u32.to_be_bytes());
+    png.extend_from_slice(&2u32.to_be_bytes());
+    png.extend_from_slice(b"\x08\x06\0\0\0rest of a png");
+    let r = upload(&h, &alice, "pics", "shot.png", &png).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let att = &r.json["attachments"][0];
+    assert_eq!(att["mime"], "image/png");
+    assert_eq!(att["image"], true);
+    assert_eq!(
+        (att["width"].clone(), att["height"].clone()),
+        (json!(3), json!(2))
+    );
+    let d = h
+        .call(
+            "GET",
+            &format!("/api/v1/files/{}", att["id"].as_str().unwrap()),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(header(&d, "content-type"), "image/png");
+    assert_eq!(
+        header(&d, "content-disposition"),
+        "inline; filename*=UTF-8''shot.png"
+    );
+    // HTML named like an image: sniffed from its bytes, served as an attachment.
+    let html = b"<!DOCTYPE html><html><script>alert(1)</script></html>";
+    let r = upload(&h, &alice, "pics", "evil.png", html).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let att = &r.json["attachments"][0];
+    assert_eq!(att["mime"], "application/octet-stream");
+    assert_eq!(att["image"], false);
+    let d = h
+        .call(
+            "GET",
+            &format!("/api/v1/files/{}", att["id"].as_str().unwrap()),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(d.bytes, html);
+    assert_eq!(header(&d, "content-type"), "application/octet-stream");
+    assert_eq!(header(&d, "x-content-type-options"), "nosniff");
+    assert_eq!(
+        header(&d, "content-disposition"),
+        "attachment; filename*=UTF-8''evil.png"
+    );
+    assert_eq!(
+        header(&d, "content-security-policy"),
+        "sandbox; default-src 'none'"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_chunks_are_refused() {
+    let h = Harness::start().await;
+    let alice = h.member("alice").await;
+    let before = applied_index(&h);
+    // Too big: one byte over 8 MiB.
+    let big = vec![7u8; 8 * 1024 * 1024 + 1];
+    let r = put_chunk(&h, &alice, &big).await;
+    assert_error(
+        (r.status, &r.json),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "chunk_too_large",
+    );
+    let r = h
+        .raw(
+            "PUT",
+            &format!("/api/v1/blobs/{}", sha(b"")),
+            Some(&alice),
+            Some(("application/octet-stream", Vec::new())),
+        )
+        .await;
+    assert_error((r.status, &r.json), StatusCode::BAD_REQUEST, "empty_chunk");
+    let r = h
+        .raw(
+            "PUT",
+            &format!("/api/v1/blobs/{}", sha(b"one")),
+            Some(&alice),
+            Some(("application/octet-stream", b"two".to_vec())),
+        )
+        .await;
+    assert_error(
+        (r.status, &r.json),
+        StatusCode::BAD_REQUEST,
+        "hash_mismatch",
+    );
+    let r = h
+        .raw(
+            "PUT",
+            "/api/v1/blobs/..%2F..%2Fetc",
+            Some(&alice),
+            Some(("application/octet-stream", b"x".to_vec())),
+        )
+        .await;
+    assert_error(
+        (r.status, &r.json),
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+    assert_needs_token(
+        &h,
+        "PUT",
+        &format!("/api/v1/blobs/{}", sha(b"{}")),
+        Some(json!({})),
+    )
+    .await;
+    // A chunk of exactly 8 MiB is fine.
+    let max = vec![9u8; 8 * 1024 * 1024];
+    assert_eq!(
+        put_chunk(&h, &alice, &max).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(before, applied_index(&h), "chunks never go through the log");
+    let stored = h.node.blobs().list().unwrap();
+    assert_eq!(stored.len(), 1, "only the good chunk is stored: {stored:?}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_files_are_refused_and_write_nothing() {
+    let mut config = web::ApiConfig::default();
+    config.files.max_size = 1024;
+    let h = Harness::start_with(config).await;
+    let alice = h.member("alice").await;
+    let eve = h.member("eve").await;
+    h.channel(&alice, "secret", "private").await;
+    let content = b"private numbers".to_vec();
+    assert_eq!(
+        put_chunk(&h, &alice, &content).await.status,
+        StatusCode::CREATED
+    );
+    let ok = file_body("n.txt", &content, &[&content], "x1");
+    let with = |k: &str, v: Value| {
+        let mut b = ok.clone();
+        b[k] = v;
+        b
+    };
+    let before_msgs = h.messages(&alice, "secret").await.len();
+    let cases: Vec<(&str, Option<&str>, Value, StatusCode, &str)> = vec![
+        (
+            "too big",
+            None,
+            with("size", json!(1025)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "file_too_large",
+        ),
+        (
+            "empty",
+            None,
+            with("size", json!(0)),
+            StatusCode::BAD_REQUEST,
+            "empty_file",
+        ),
+        (
+            "traversal",
+            None,
+            with("name", json!("../../etc/passwd")),
+            StatusCode::BAD_REQUEST,
+            "bad_file_name",
+        ),
+        (
+            "backslash",
+            None,
+            with("name", json!("..\\boot.ini")),
+            StatusCode::BAD_REQUEST,
+            "bad_file_name",
+        ),
+        (
+            "bidi",
+            None,
+            with("name", json!("invoice\u{202e}fdp.exe")),
+            StatusCode::BAD_REQUEST,
+            "bad_file_name",
+        ),
+        (
+            "control",
+            None,
+            with("name", json!("a\u{7}b.txt")),
+            StatusCode::BAD_REQUEST,
+            "bad_file_name",
+        ),
+        (
+            "blank",
+            None,
+            with("name", json!("   ")),
+            StatusCode::BAD_REQUEST,
+            "bad_file_name",
+        ),
+        (
+            "long",
+            None,
+            with("name", json!("x".repeat(256))),
+            StatusCode::BAD_REQUEST,
+            "bad_file_name",
+        ),
+        (
+            "wrong hash",
+            None,
+            with("sha256", json!(sha(b"other"))),
+            StatusCode::BAD_REQUEST,
+            "hash_mismatch",
+        ),
+        (
+            "wrong size",
+            None,
+            with("size", json!(3)),
+            StatusCode::BAD_REQUEST,
+            "hash_mismatch",
+        ),
+        (
+            "missing chunk",
+            None,
+            with("chunks", json!([sha(b"never uploaded")])),
+            StatusCode::CONFLICT,
+            "missing_chunk",
+        ),
+        (
+            "outsider",
+            Some(eve.as_str()),
+            ok.clone(),
+            StatusCode::FORBIDDEN,
+            "not_member",
+        ),
+    ];
+    for (what, token, body, status, code) in cases {
+        let before = applied_index(&h);
+        let r = h
+            .req(
+                "POST",
+                "/api/v1/channels/secret/files",
+                Some(token.unwrap_or(&alice)),
+                Some(body),
+            )
+            .await;
+        assert_eq!(r.0, status, "{what}: {}", r.1);
+        assert_err(&r, status, code);
+        assert_eq!(
+            before,
+            applied_index(&h),
+            "{what}: a refusal wrote to the log"
+        );
+    }
+    let r = h
+        .req(
+            "POST",
+            "/api/v1/channels/nope/files",
+            Some(&alice),
+            Some(ok.clone()),
+        )
+        .await;
+    assert_err(&r, StatusCode::NOT_FOUND, "channel_not_found");
+    assert_eq!(h.messages(&alice, "secret").await.len(), before_msgs);
+    // The good one goes through; an outsider cannot tell the file exists.
+    let r = h
+        .req(
+            "POST",
+            "/api/v1/channels/secret/files",
+            Some(&alice),
+            Some(ok),
+        )
+        .await;
+    assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
+    let id = r.1["attachments"][0]["id"].as_str().unwrap().to_owned();
+    for path in [
+        format!("/api/v1/files/{id}"),
+        format!("/api/v1/files/{id}/thumbnail"),
+    ] {
+        let r = h.req("GET", &path, Some(&eve), None).await;
+        assert_err(&r, StatusCode::NOT_FOUND, "file_not_found");
+        let r = h.req("GET", &path, None, None).await;
+        assert_eq!(r.0, StatusCode::UNAUTHORIZED);
+    }
+    let r = h
+        .req(
+            "GET",
+            &format!("/api/v1/files/{}", "f".repeat(32)),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_err(&r, StatusCode::NOT_FOUND, "file_not_found");
+    let d = h
+        .call("GET", &format!("/api/v1/files/{id}"), Some(&alice), None)
+        .await;
+    assert_eq!(d.bytes, content);
+    h.stop().await;
+}
