@@ -10,6 +10,7 @@ pub mod auth;
 pub mod ca_api;
 pub mod error;
 pub mod extract;
+pub mod files_inspect;
 pub mod install_gate;
 pub mod join_api;
 pub mod json_object;
