@@ -665,6 +665,11 @@ function openViewer(file, opener) {
   let dialog = $('file-viewer');
   if (!dialog) {
     dialog = h('dialog', { id: 'file-viewer', class: 'dialog viewer', 'aria-labelledby': 'file-viewer-title' });
+    // Escape closes the viewer only (the dialog's own cancel), not also the page's side panel,
+    // which the app closes on an Escape that reaches the document.
+    dialog.addEventListener('keydown', (e) => {
+      if (e.key === 'Escape') e.stopPropagation();
+    });
     document.body.appendChild(dialog);
   }
   if (dialog.open) dialog.close();
