@@ -296,6 +296,8 @@ async fn browser_pasted_screenshot_shows_as_preview_for_another_user() {
     for page in [&alice, &bob] {
         preview_loaded(&run, page, &name, caption).await;
     }
+    run.screenshot(&bob, "files-preview", DESKTOP.0, DESKTOP.1)
+        .await;
 
     // Bob opens the viewer: the full image loads; Escape closes it and focus returns.
     run.ok(bob.click("#timeline .message .attachment-image").await)
@@ -317,6 +319,8 @@ async fn browser_pasted_screenshot_shows_as_preview_for_another_user() {
         }
     })
     .await;
+    run.screenshot(&bob, "files-viewer", DESKTOP.0, DESKTOP.1)
+        .await;
     run.ok(bob
         .type_into("#file-viewer .dialog-close", &Key::Escape.to_string())
         .await)

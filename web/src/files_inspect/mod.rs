@@ -8,6 +8,28 @@
 //! where it is stored), never trust a client-declared type (the caller passes the sniffed one),
 //! and never block the async runtime with a decode: callers run `make_thumbnail` on a blocking
 //! thread.
+//!
+//! How the files route uses it (the policy lives there; `[files] scan` is off / scan / block):
+//!
+//! ```ignore
+//! if s.config.files.scan != ScanMode::Off {
+//!     match files_inspect::scan_file(&s.config.files.clamd_socket, path).await {
+//!         Ok(ScanVerdict::Clean) => {}
+//!         Ok(ScanVerdict::Infected(name)) => return Err(FileApiError::MalwareDetected(name).into()),
+//!         Err(e) if s.config.files.scan == ScanMode::Block => {
+//!             return Err(FileApiError::ScannerUnavailable(e.to_string()).into())
+//!         }
+//!         Err(e) => tracing::warn!(error = %e, "malware scan skipped: scanner unavailable"),
+//!     }
+//! }
+//! let (p, m) = (path.to_owned(), mime.to_owned());
+//! match tokio::task::spawn_blocking(move || files_inspect::make_thumbnail(&p, &m)).await {
+//!     Ok(Ok(Some(t))) => { /* store t.bytes (t.mime) as a blob; t.width, t.height */ }
+//!     Ok(Ok(None)) => {} // not one of the four image types
+//!     Ok(Err(e)) => tracing::info!(error = %e, "no thumbnail for this image"),
+//!     Err(e) => tracing::warn!(error = %e, "thumbnail task failed"),
+//! }
+//! ```
 
 pub mod clamd;
 pub mod thumbnail;
