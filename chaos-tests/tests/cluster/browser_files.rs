@@ -381,3 +381,114 @@ async fn preview_loaded(run: &Run<'_>, page: &Page, name: &str, caption: &str) {
     )
     .await;
 }
+
+/// A 40 MiB upload (5 chunks) from alice's page on node 1, with the page's upload bandwidth
+/// throttled (DevTools network emulation) so the upload is still under way when node 1 is
+/// SIGKILLed after its first acknowledged chunk. The page goes on with the next chunk on
+/// another node (the chunk in flight is sent again there), commits the file there, and bob,
+/// on node 2, sees the file card with its size.
+///
+/// In a trial merge with wt-files at e217cd4 the chunks went through after the kill, but the
+/// file POST on a surviving node answered 503 `unavailable` (and, retried, did not answer
+/// within 90 s): to be fixed in the backend before this test is un-ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the files backend (merge of wt-files), and its POST after a node kill fixed"]
+async fn browser_upload_continues_on_another_node_after_a_kill() {
+    let Some(tools) = browser_tools() else {
+        return;
+    };
+    let cluster = TestCluster::start(3).await;
+    for (user, display) in [("alice", "Alice"), ("bob", "Bob")] {
+        create_user(&cluster, user, display).await;
+    }
+    create_channel(&cluster, CHANNEL).await;
+    join(&cluster, 1, "alice").await;
+    join(&cluster, 2, "bob").await;
+    let mut driver = ChromeDriver::start(&tools).unwrap_or_else(|e| panic!("{e}"));
+    let alice = driver.open("alice").await.unwrap_or_else(|e| panic!("{e}"));
+    let bob = driver.open("bob").await.unwrap_or_else(|e| panic!("{e}"));
+    let run = Run {
+        cluster: &cluster,
+        pages: [&alice, &bob],
+        artifacts: artifacts_dir(),
+    };
+    for (page, node) in [(&alice, 1), (&bob, 2)] {
+        run.ok(page.set_viewport(DESKTOP.0, DESKTOP.1).await).await;
+        run.sign_in(page, node).await;
+    }
+    // About 2 s per 8 MiB chunk.
+    run.ok(alice.cdp("Network.enable", json!({})).await).await;
+    run.ok(alice
+        .cdp(
+            "Network.emulateNetworkConditions",
+            json!({ "offline": false, "latency": 0, "downloadThroughput": -1,
+                        "uploadThroughput": 4 * 1024 * 1024 }),
+        )
+        .await)
+        .await;
+    let name = "measurements.bin";
+    let taken = run
+        .ok(alice
+            .js(
+                "const data = new Uint8Array(40 * 1024 * 1024);\n\
+                 for (let i = 0; i < data.length; i += 4096) data[i] = (i / 4096) & 255;\n\
+                 const dt = new DataTransfer();\n\
+                 dt.items.add(new File([data], arguments[0], { type: 'application/octet-stream' }));\n\
+                 const ev = new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true });\n\
+                 document.getElementById('composer').dispatchEvent(ev);\n\
+                 return ev.defaultPrevented;",
+                vec![json!(name)],
+            )
+            .await)
+        .await;
+    assert_eq!(taken, json!(true), "the page did not take the pasted file");
+    run.ok(alice.click("#composer-send").await).await;
+    run.wait(
+        "alice's first chunk to be acknowledged",
+        UPLOAD_WAIT,
+        || async {
+            let v = alice.js(TRAY_JS, vec![]).await?;
+            let info = v["chips"][0]["info"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            match info.trim_end_matches('%').parse::<u32>() {
+                Ok(p) if p > 0 && p < 100 => Ok(()),
+                _ => Err(format!("tray: {v}")),
+            }
+        },
+    )
+    .await;
+    cluster.kill(1);
+    run.wait(
+        "alice's upload to finish on another node",
+        Duration::from_secs(90),
+        || async {
+            let v = alice.js(TRAY_JS, vec![]).await?;
+            if v["chips"] == json!([]) {
+                Ok(())
+            } else {
+                Err(format!("tray: {v}"))
+            }
+        },
+    )
+    .await;
+    run.wait("bob's page to show the file card", UPLOAD_WAIT, || async {
+        let v = bob
+            .js(
+                "return [...document.querySelectorAll('#timeline .message .file-card')].map((c) => \
+                   [c.querySelector('.file-card-name').textContent, \
+                    c.querySelector('.file-card-info').textContent]);",
+                vec![],
+            )
+            .await?;
+        if v == json!([[name, "40 MB · Binary file"]]) {
+            Ok(())
+        } else {
+            Err(format!("{v}"))
+        }
+    })
+    .await;
+    alice.close().await;
+    bob.close().await;
+}
