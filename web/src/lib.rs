@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod file_checks;
 pub mod files_config;
+pub mod files_inspect;
 pub mod install_gate;
 pub mod join_api;
 pub mod json_object;

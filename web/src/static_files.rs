@@ -20,11 +20,13 @@ use axum::routing::get;
 use sha2::{Digest, Sha256};
 
 /// Content-Security-Policy of the page, as served without knowledge of the cluster: no inline
-/// script or style, and `connect-src 'self'` only. The client router replaces `connect-src`
+/// script or style, and `connect-src 'self'` only. `img-src blob:`: attached images are fetched
+/// with the session's bearer token (files.js) and shown from `blob:` URLs of those bytes, since
+/// an `<img src>` cannot carry the token. The client router replaces `connect-src`
 /// with the cluster's own nodes ([`cluster_csp`]): the client fails over to the other nodes
 /// (REST and WebSocket), and no other host may receive what it sends.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
-     style-src 'self'; img-src 'self' data:; font-src 'self'; \
+     style-src 'self'; img-src 'self' data: blob:; font-src 'self'; \
      connect-src 'self'; manifest-src 'self'; worker-src 'self'; \
      object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
@@ -182,6 +184,7 @@ const ASSETS: &[Asset] = &[
     asset!("conn.js", JS, Caching::Revalidate),
     asset!("ui.js", JS, Caching::Revalidate),
     asset!("dialogs.js", JS, Caching::Revalidate),
+    asset!("files.js", JS, Caching::Revalidate),
     asset!("style.css", CSS, Caching::Revalidate),
     asset!("sw.js", JS, Caching::Revalidate),
     asset!("manifest.webmanifest", MANIFEST, Caching::Revalidate),
@@ -338,6 +341,7 @@ mod tests {
             "/conn.js",
             "/ui.js",
             "/dialogs.js",
+            "/files.js",
             "/style.css",
             "/manifest.webmanifest",
             "/sw.js",

@@ -20,6 +20,7 @@ import {
   utf8Length,
 } from './ui.js';
 import * as dialogs from './dialogs.js';
+import { initFiles, sendStaged, stagedCount, syncTray, updateAttachments } from './files.js';
 
 const PAGE = 50; // messages per history page
 const MAX_BODY_BYTES = 16384;
@@ -751,7 +752,7 @@ function messageEl(v, cache, key, m, { grouped = false, ctx = 'main' } = {}) {
   const rc = ctx === 'main' && m.seq != null ? replyCount(v, m) : 0;
   const sig = JSON.stringify([
     m.seq, m.body, m.deleted, m.edited_at_ms, m.pinned, m.reactions, m.ts_ms, state, entry && entry.error,
-    grouped, editing, rc, ctx, displayName(m.author), me(), isAdmin(), memberOf(m.channel),
+    grouped, editing, rc, ctx, displayName(m.author), me(), isAdmin(), memberOf(m.channel), m.attachments,
     state === 'pending' && S.conn.connected,
   ]);
   if (el._sig === sig) return el;
@@ -800,6 +801,7 @@ function messageEl(v, cache, key, m, { grouped = false, ctx = 'main' } = {}) {
     else p.body.replaceChildren(renderBody(m.body || '', me()));
   }
   p.edited.hidden = !(m.edited_at_ms && !m.deleted);
+  updateAttachments(p.files, m);
   if (m.edited_at_ms) p.edited.title = fmtFull(m.edited_at_ms);
 
   if (editing) p.edit.replaceChildren(editBox(m));
@@ -869,11 +871,12 @@ function createMessageEl() {
   p.body = h('span', { class: 'body' });
   p.edited = h('span', { class: 'edited', text: ' (edited)' });
   p.bodyRow = h('div', { class: 'body-row' }, p.body, p.edited);
+  p.files = h('div', { class: 'attachments', hidden: true });
   p.edit = h('div', { class: 'edit-slot' });
   p.reactions = h('div', { class: 'reactions' });
   p.thread = h('button', { type: 'button', class: 'thread-link' });
   p.status = h('div', { class: 'send-status' });
-  p.content = h('div', { class: 'content' }, p.meta, p.pin, p.bodyRow, p.edit, p.reactions, p.thread, p.status);
+  p.content = h('div', { class: 'content' }, p.meta, p.pin, p.bodyRow, p.files, p.edit, p.reactions, p.thread, p.status);
   p.actions = h('div', { class: 'actions', role: 'toolbar', 'aria-label': 'Message actions' });
   const el = h('div', { class: 'message', role: 'article' }, p.gutter, p.content, p.actions);
   el._parts = p;
@@ -1373,6 +1376,7 @@ function renderComposer() {
   form.hidden = false;
   ta.disabled = !!c.archived;
   $('composer-send').disabled = !!c.archived;
+  syncTray();
   ta.placeholder = c.archived ? 'This channel is archived' : isDm(c) ? `Message ${channelLabel(c)}` : `Message #${c.name}`;
 }
 
@@ -1421,9 +1425,20 @@ function autoGrow(ta) {
 /** Sends `body` to the current channel (or a thread); queued while offline. */
 function submitMessage(ta, threadRoot = null, channel = S.current) {
   const body = ta.value;
-  if (!channel || !body.trim()) return;
+  const withFiles = threadRoot === null && channel && stagedCount(channel) > 0;
+  if (!channel || (!body.trim() && !withFiles)) return;
   if (utf8Length(body) > MAX_BODY_BYTES) {
     toast(`Message too long (${utf8Length(body)} bytes; the limit is ${MAX_BODY_BYTES}).`, 'error');
+    return;
+  }
+  if (withFiles) {
+    // Staged files go as file messages (files.js); the text is the first one's caption.
+    sendStaged(channel, body.trim() ? body : '');
+    ta.value = '';
+    autoGrow(ta);
+    S.drafts.delete(channel);
+    viewFor(channel).stickBottom = true;
+    mark('timeline');
     return;
   }
   S.conn.send(channel, body, threadRoot);
@@ -1924,6 +1939,12 @@ function wireStaticUi() {
     ta.focus();
   });
   $('btn-join').addEventListener('click', joinCurrent);
+  initFiles({
+    cluster: () => S.cluster,
+    channel: () => S.current,
+    upsertMessage,
+    errorText,
+  });
 
   timeline().addEventListener('scroll', onTimelineScroll, { passive: true });
   $('new-pill').addEventListener('click', scrollToBottom);

@@ -271,12 +271,14 @@ export class Cluster {
    * the request moves to the next ready node (the token is valid on every node); other errors
    * are thrown as ApiError. Resolves to the parsed JSON body, or null for 204.
    *
-   * Options: `body` (JSON), `auth` (default true), `timeoutMs`, `attempts` (rounds over the
-   * cluster before giving up, default 4).
+   * Options: `body` (JSON), `raw` (bytes sent as `application/octet-stream` instead, e.g. a
+   * file chunk), `as: 'blob'` (resolve to the response body as a Blob, e.g. a file), `auth`
+   * (default true), `timeoutMs`, `attempts` (rounds over the cluster before giving up, default 4).
    */
-  async request(method, path, { body, auth = true, timeoutMs = REQUEST_TIMEOUT_MS, attempts = 4 } = {}) {
-    const headers = { Accept: 'application/json' };
-    if (body !== undefined) headers['Content-Type'] = 'application/json';
+  async request(method, path, { body, raw, as = 'json', auth = true, timeoutMs = REQUEST_TIMEOUT_MS, attempts = 4 } = {}) {
+    const headers = { Accept: as === 'blob' ? '*/*' : 'application/json' };
+    if (raw !== undefined) headers['Content-Type'] = 'application/octet-stream';
+    else if (body !== undefined) headers['Content-Type'] = 'application/json';
     if (auth) {
       if (!this.token) throw new ApiError(401, 'unauthorized', 'not signed in');
       headers.Authorization = `Bearer ${this.token}`;
@@ -284,7 +286,7 @@ export class Cluster {
     const init = {
       method,
       headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: raw !== undefined ? raw : body === undefined ? undefined : JSON.stringify(body),
       cache: 'no-store',
       credentials: 'omit',
       mode: 'cors',
@@ -324,6 +326,7 @@ export class Cluster {
       this.lastGood = addr;
       if (!res.ok) throw await errorFrom(res);
       if (res.status === 204) return null;
+      if (as === 'blob') return await res.blob();
       const text = await res.text();
       return text ? JSON.parse(text) : null;
     }

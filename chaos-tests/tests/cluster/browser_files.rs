@@ -1,0 +1,494 @@
+//! Files in the web client, in real Chromium (the harness of `browser.rs`).
+//!
+//! `browser_files_client_pieces` needs no files backend: in a signed-in page it checks the
+//! client's own SHA-256 (`files.js`) against the standard vectors and against SubtleCrypto on
+//! 3 MiB of random bytes fed in odd-sized pieces (the whole-file hash of an upload is computed
+//! that way), that the attach button is a labelled, focusable button, that a pasted screenshot
+//! (a synthetic `paste` event whose `DataTransfer` holds a PNG drawn on a canvas) is staged
+//! under a readable name and can be removed, and that an attachment whose name is HTML renders
+//! as text, never as markup (and that an image without a loadable thumbnail falls back to a
+//! file card).
+//!
+//! `browser_pasted_screenshot_shows_as_preview_for_another_user` is the acceptance scenario:
+//! alice pastes a screenshot on node 1's page and sends it; bob, on node 2's page, sees the
+//! preview image loaded (`naturalWidth > 0`, alt text = the file name), opens the viewer, sees
+//! the full image, closes it with Escape and focus returns to the preview. It needs the files
+//! backend (`PUT /api/v1/blobs`, `POST .../files`, `GET /api/v1/files/...`).
+
+use std::time::Duration;
+
+use chaos_tests::TestCluster;
+use fantoccini::key::Key;
+use serde_json::{Value, json};
+
+use crate::browser::{
+    CHANNEL, ChromeDriver, DESKTOP, PAGE_WAIT, Page, Run, artifacts_dir, browser_tools,
+    create_user, join,
+};
+use crate::util::create_channel;
+
+/// Upload (chunk PUT replicated to a majority, then the commit) and delivery to the other page.
+const UPLOAD_WAIT: Duration = Duration::from_secs(30);
+
+/// JS: pastes a 64x48 PNG (drawn on a canvas) into the composer as a browser does for a
+/// screenshot: a `paste` event whose clipboard holds one file named `image.png`. Resolves to
+/// whether the page took it (`defaultPrevented`).
+const PASTE_PNG_JS: &str = "return (async () => {\n\
+  const c = document.createElement('canvas');\n\
+  c.width = 64; c.height = 48;\n\
+  const g = c.getContext('2d');\n\
+  g.fillStyle = '#2f6fde'; g.fillRect(0, 0, 64, 48);\n\
+  g.fillStyle = '#ffffff'; g.fillRect(8, 8, 20, 12);\n\
+  const blob = await new Promise((r) => c.toBlob(r, 'image/png'));\n\
+  const file = new File([blob], 'image.png', { type: 'image/png' });\n\
+  const dt = new DataTransfer();\n\
+  dt.items.add(file);\n\
+  const ev = new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true });\n\
+  document.getElementById('composer').dispatchEvent(ev);\n\
+  return ev.defaultPrevented;\n\
+})();";
+
+/// JS: the chips of the upload tray, `[{state, name}]`, and whether the tray is shown.
+const TRAY_JS: &str = "const tray = document.getElementById('file-tray');\n\
+  return { shown: !!tray && !tray.hidden, chips: [...document.querySelectorAll('#file-tray .file-chip')]\
+  .map((c) => ({ state: c.dataset.state, name: c.querySelector('.file-chip-name')?.textContent ?? '', \
+  info: c.querySelector('.file-chip-info')?.textContent ?? '' })) };";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_files_client_pieces() {
+    let Some(tools) = browser_tools() else {
+        return;
+    };
+    let cluster = TestCluster::start(1).await;
+    create_user(&cluster, "alice", "Alice").await;
+    create_channel(&cluster, CHANNEL).await;
+    join(&cluster, 1, "alice").await;
+    let mut driver = ChromeDriver::start(&tools).unwrap_or_else(|e| panic!("{e}"));
+    let alice = driver.open("alice").await.unwrap_or_else(|e| panic!("{e}"));
+    let run = Run {
+        cluster: &cluster,
+        pages: [&alice, &alice],
+        artifacts: artifacts_dir(),
+    };
+    run.ok(alice.set_viewport(DESKTOP.0, DESKTOP.1).await).await;
+    run.sign_in(&alice, 1).await;
+
+    // 1. SHA-256: standard vectors, and incremental == SubtleCrypto on random data.
+    let sha = run
+        .ok(alice
+            .js(
+                "return (async () => {\n\
+                 const m = await import('/files.js');\n\
+                 const enc = new TextEncoder();\n\
+                 const vectors = [\n\
+                   ['', 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'],\n\
+                   ['abc', 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad'],\n\
+                   ['abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq', \
+                    '248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1'],\n\
+                 ];\n\
+                 const bad = vectors.filter(([s, want]) => new m.Sha256().update(enc.encode(s)).hex() !== want)\
+                   .map(([s]) => s);\n\
+                 const million = new m.Sha256().update(new Uint8Array(1000000).fill(97)).hex();\n\
+                 const data = new Uint8Array(3 * 1024 * 1024 + 17);\n\
+                 for (let o = 0; o < data.length; o += 65536) crypto.getRandomValues(data.subarray(o, o + 65536));\n\
+                 const h = new m.Sha256();\n\
+                 let off = 0, k = 1;\n\
+                 while (off < data.length) {\n\
+                   const n = Math.min(data.length - off, k);\n\
+                   h.update(data.subarray(off, off + n));\n\
+                   off += n;\n\
+                   k = ((k * 7 + 13) % 100003) + 1;\n\
+                 }\n\
+                 const subtle = m.toHex(new Uint8Array(await crypto.subtle.digest('SHA-256', data)));\n\
+                 return { bad, million, split: h.hex() === subtle, chunk: (await m.sha256Hex(data)) === subtle,\n\
+                   sizes: [0, 1536, 10 * 1024 * 1024].map(m.humanSize) };\n\
+                 })();",
+                vec![],
+            )
+            .await)
+        .await;
+    assert_eq!(sha["bad"], json!([]), "SHA-256 vectors failed: {sha}");
+    assert_eq!(
+        sha["million"],
+        json!("cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"),
+        "SHA-256 of a million 'a': {sha}"
+    );
+    assert_eq!(
+        sha["split"],
+        json!(true),
+        "incremental != SubtleCrypto: {sha}"
+    );
+    assert_eq!(sha["chunk"], json!(true), "chunk hash: {sha}");
+    assert_eq!(sha["sizes"], json!(["0 B", "1.5 KB", "10 MB"]), "{sha}");
+
+    // 2. The attach button: a real, labelled, focusable button in the composer.
+    let attach = run
+        .ok(alice
+            .js(
+                "const b = document.getElementById('composer-attach');\n\
+                 if (!b) return null;\n\
+                 b.focus();\n\
+                 return { tag: b.tagName, label: b.getAttribute('aria-label'), \
+                   focused: document.activeElement === b, inForm: !!b.closest('#composer-form') };",
+                vec![],
+            )
+            .await)
+        .await;
+    assert_eq!(
+        attach,
+        json!({"tag": "BUTTON", "label": "Attach files", "focused": true, "inForm": true}),
+        "attach button"
+    );
+
+    // 3. A pasted screenshot is staged under a readable name; removing it empties the tray.
+    let taken = run.ok(alice.js(PASTE_PNG_JS, vec![]).await).await;
+    assert_eq!(taken, json!(true), "the page did not take the pasted image");
+    let name = run
+        .wait("the pasted screenshot in the tray", PAGE_WAIT, || async {
+            let v = alice.js(TRAY_JS, vec![]).await?;
+            match v["chips"].as_array().map(Vec::as_slice) {
+                Some([chip]) if v["shown"] == json!(true) && chip["state"] == json!("staged") => {
+                    Ok(chip["name"].as_str().unwrap_or_default().to_owned())
+                }
+                _ => Err(format!("tray: {v}")),
+            }
+        })
+        .await;
+    assert!(
+        name.starts_with("Screenshot ") && name.ends_with(".png"),
+        "pasted file named {name:?}"
+    );
+    run.ok(alice.click("#file-tray .file-chip-remove").await)
+        .await;
+    run.wait("the tray to empty", PAGE_WAIT, || async {
+        let v = alice.js(TRAY_JS, vec![]).await?;
+        if v["shown"] == json!(false) && v["chips"] == json!([]) {
+            Ok(())
+        } else {
+            Err(format!("tray: {v}"))
+        }
+    })
+    .await;
+
+    // 4. Attachments render as DOM built from text: a name that is HTML stays text. The
+    // image's thumbnail does not exist (unknown id), so it falls back to a file card.
+    let rendered = run
+        .ok(alice
+            .js(
+                "return (async () => {\n\
+                 const m = await import('/files.js');\n\
+                 const slot = document.createElement('div');\n\
+                 slot.id = 'attachment-probe';\n\
+                 document.body.appendChild(slot);\n\
+                 m.updateAttachments(slot, { attachments: [\n\
+                   { id: '0'.repeat(32), name: '<img src=x onerror=\"window.__pwned=1\">.pdf', size: 2048, \
+                     sha256: '', mime: 'application/pdf', image: false, has_thumbnail: false },\n\
+                   { id: 'f'.repeat(32), name: 'pic.png', size: 5000, sha256: '', mime: 'image/png', \
+                     image: true, width: 640, height: 480, has_thumbnail: true },\n\
+                 ] });\n\
+                 return { preview: slot.querySelector('.attachment-image img')?.alt ?? null, \
+                   width: slot.querySelector('.attachment-image img')?.width ?? null };\n\
+                 })();",
+                vec![],
+            )
+            .await)
+        .await;
+    assert_eq!(
+        rendered,
+        json!({"preview": "pic.png", "width": 320}),
+        "the image preview before its thumbnail loads"
+    );
+    let cards = run
+        .wait(
+            "the image without a thumbnail to become a file card",
+            PAGE_WAIT,
+            || async {
+                let v = alice
+                    .js(
+                        "const slot = document.getElementById('attachment-probe');\n\
+                         return { cards: [...slot.querySelectorAll('.file-card')].map((c) => ({ \
+                           name: c.querySelector('.file-card-name').textContent, \
+                           info: c.querySelector('.file-card-info').textContent, \
+                           download: c.querySelector('a.file-download').getAttribute('download'), \
+                           elements: c.querySelector('.file-card-name').children.length })), \
+                           imgs: slot.querySelectorAll('img').length, pwned: window.__pwned ?? null };",
+                        vec![],
+                    )
+                    .await?;
+                if v["cards"].as_array().is_some_and(|c| c.len() == 2) {
+                    Ok(v)
+                } else {
+                    Err(format!("{v}"))
+                }
+            },
+        )
+        .await;
+    assert_eq!(
+        cards,
+        json!({
+            "cards": [
+                {"name": "<img src=x onerror=\"window.__pwned=1\">.pdf", "info": "2.0 KB · PDF",
+                 "download": "<img src=x onerror=\"window.__pwned=1\">.pdf", "elements": 0},
+                {"name": "pic.png", "info": "4.9 KB · PNG image", "download": "pic.png",
+                 "elements": 0},
+            ],
+            "imgs": 0,
+            "pwned": null,
+        }),
+        "attachments as rendered"
+    );
+    alice.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the files backend (merge of wt-files)"]
+async fn browser_pasted_screenshot_shows_as_preview_for_another_user() {
+    let Some(tools) = browser_tools() else {
+        return;
+    };
+    let cluster = TestCluster::start(3).await;
+    for (user, display) in [("alice", "Alice"), ("bob", "Bob")] {
+        create_user(&cluster, user, display).await;
+    }
+    create_channel(&cluster, CHANNEL).await;
+    join(&cluster, 1, "alice").await;
+    join(&cluster, 2, "bob").await;
+    let mut driver = ChromeDriver::start(&tools).unwrap_or_else(|e| panic!("{e}"));
+    let alice = driver.open("alice").await.unwrap_or_else(|e| panic!("{e}"));
+    let bob = driver.open("bob").await.unwrap_or_else(|e| panic!("{e}"));
+    let run = Run {
+        cluster: &cluster,
+        pages: [&alice, &bob],
+        artifacts: artifacts_dir(),
+    };
+    for (page, node) in [(&alice, 1), (&bob, 2)] {
+        run.ok(page.set_viewport(DESKTOP.0, DESKTOP.1).await).await;
+        run.sign_in(page, node).await;
+    }
+
+    // Alice pastes a screenshot and sends it with a caption.
+    let taken = run.ok(alice.js(PASTE_PNG_JS, vec![]).await).await;
+    assert_eq!(taken, json!(true), "the page did not take the pasted image");
+    let name = run
+        .wait("the pasted screenshot in the tray", PAGE_WAIT, || async {
+            let v = alice.js(TRAY_JS, vec![]).await?;
+            match v["chips"].as_array().map(Vec::as_slice) {
+                Some([chip]) if chip["state"] == json!("staged") => {
+                    Ok(chip["name"].as_str().unwrap_or_default().to_owned())
+                }
+                _ => Err(format!("tray: {v}")),
+            }
+        })
+        .await;
+    let caption = "the login page, see the button";
+    run.type_message(&alice, caption).await;
+    run.wait("alice's upload to finish", UPLOAD_WAIT, || async {
+        let v = alice.js(TRAY_JS, vec![]).await?;
+        if v["chips"] == json!([]) {
+            Ok(())
+        } else {
+            Err(format!("tray: {v}"))
+        }
+    })
+    .await;
+
+    // Both pages show the message with its caption and the preview, loaded.
+    for page in [&alice, &bob] {
+        preview_loaded(&run, page, &name, caption).await;
+    }
+    run.screenshot(&bob, "files-preview", DESKTOP.0, DESKTOP.1)
+        .await;
+
+    // Bob opens the viewer: the full image loads; Escape closes it and focus returns.
+    run.ok(bob.click("#timeline .message .attachment-image").await)
+        .await;
+    run.wait("the viewer's image", UPLOAD_WAIT, || async {
+        let v = bob
+            .js(
+                "const d = document.getElementById('file-viewer');\n\
+                 const img = d?.querySelector('.viewer-img');\n\
+                 return { open: !!d?.open, alt: img?.alt ?? null, w: img?.naturalWidth ?? 0, \
+                   title: document.getElementById('file-viewer-title')?.textContent ?? null };",
+                vec![],
+            )
+            .await?;
+        if v["open"] == json!(true) && v["w"] == json!(64) {
+            Ok(v)
+        } else {
+            Err(format!("viewer: {v}"))
+        }
+    })
+    .await;
+    run.screenshot(&bob, "files-viewer", DESKTOP.0, DESKTOP.1)
+        .await;
+    run.ok(bob
+        .type_into("#file-viewer .dialog-close", &Key::Escape.to_string())
+        .await)
+        .await;
+    run.wait(
+        "the viewer to close and focus to return",
+        PAGE_WAIT,
+        || async {
+            let v = bob
+                .js(
+                    "return { open: !!document.getElementById('file-viewer')?.open, \
+                       focus: document.activeElement?.classList.contains('attachment-image') ?? false };",
+                    vec![],
+                )
+                .await?;
+            if v == json!({"open": false, "focus": true}) {
+                Ok(())
+            } else {
+                Err(format!("{v}"))
+            }
+        },
+    )
+    .await;
+    alice.close().await;
+    bob.close().await;
+}
+
+/// Waits until `page`'s timeline has the message `caption` with one image preview named
+/// `name`, its thumbnail loaded (`naturalWidth > 0`).
+async fn preview_loaded(run: &Run<'_>, page: &Page, name: &str, caption: &str) {
+    let want = json!(name);
+    run.wait(
+        &format!("{}'s page to show the screenshot's preview", page.who),
+        UPLOAD_WAIT,
+        || async {
+            let v: Value = page
+                .js(
+                    "return [...document.querySelectorAll('#timeline .message')].map((el) => ({ \
+                       body: el.querySelector('.body')?.textContent ?? '', \
+                       previews: [...el.querySelectorAll('.attachment-image img')].map((i) => \
+                         ({ alt: i.alt, w: i.naturalWidth, complete: i.complete })) }))\
+                       .filter((m) => m.previews.length);",
+                    vec![],
+                )
+                .await?;
+            let ok = v.as_array().is_some_and(|msgs| {
+                msgs.iter().any(|m| {
+                    m["body"] == json!(caption)
+                        && m["previews"].as_array().is_some_and(|p| {
+                            p.len() == 1
+                                && p[0]["alt"] == want
+                                && p[0]["w"].as_u64().is_some_and(|w| w > 0)
+                        })
+                })
+            });
+            if ok { Ok(()) } else { Err(format!("{v}")) }
+        },
+    )
+    .await;
+}
+
+/// A 40 MiB upload (5 chunks) from alice's page on node 1, with the page's upload bandwidth
+/// throttled (DevTools network emulation) so the upload is still under way when node 1 is
+/// SIGKILLed after its first acknowledged chunk. The page goes on with the next chunk on
+/// another node (the chunk in flight is sent again there), commits the file there, and bob,
+/// on node 2, sees the file card with its size.
+///
+/// In a trial merge with wt-files at e217cd4 the chunks went through after the kill, but the
+/// file POST on a surviving node answered 503 `unavailable` (and, retried, did not answer
+/// within 90 s): to be fixed in the backend before this test is un-ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the files backend (merge of wt-files), and its POST after a node kill fixed"]
+async fn browser_upload_continues_on_another_node_after_a_kill() {
+    let Some(tools) = browser_tools() else {
+        return;
+    };
+    let cluster = TestCluster::start(3).await;
+    for (user, display) in [("alice", "Alice"), ("bob", "Bob")] {
+        create_user(&cluster, user, display).await;
+    }
+    create_channel(&cluster, CHANNEL).await;
+    join(&cluster, 1, "alice").await;
+    join(&cluster, 2, "bob").await;
+    let mut driver = ChromeDriver::start(&tools).unwrap_or_else(|e| panic!("{e}"));
+    let alice = driver.open("alice").await.unwrap_or_else(|e| panic!("{e}"));
+    let bob = driver.open("bob").await.unwrap_or_else(|e| panic!("{e}"));
+    let run = Run {
+        cluster: &cluster,
+        pages: [&alice, &bob],
+        artifacts: artifacts_dir(),
+    };
+    for (page, node) in [(&alice, 1), (&bob, 2)] {
+        run.ok(page.set_viewport(DESKTOP.0, DESKTOP.1).await).await;
+        run.sign_in(page, node).await;
+    }
+    // About 2 s per 8 MiB chunk.
+    run.ok(alice.cdp("Network.enable", json!({})).await).await;
+    run.ok(alice
+        .cdp(
+            "Network.emulateNetworkConditions",
+            json!({ "offline": false, "latency": 0, "downloadThroughput": -1,
+                        "uploadThroughput": 4 * 1024 * 1024 }),
+        )
+        .await)
+        .await;
+    let name = "measurements.bin";
+    let taken = run
+        .ok(alice
+            .js(
+                "const data = new Uint8Array(40 * 1024 * 1024);\n\
+                 for (let i = 0; i < data.length; i += 4096) data[i] = (i / 4096) & 255;\n\
+                 const dt = new DataTransfer();\n\
+                 dt.items.add(new File([data], arguments[0], { type: 'application/octet-stream' }));\n\
+                 const ev = new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true });\n\
+                 document.getElementById('composer').dispatchEvent(ev);\n\
+                 return ev.defaultPrevented;",
+                vec![json!(name)],
+            )
+            .await)
+        .await;
+    assert_eq!(taken, json!(true), "the page did not take the pasted file");
+    run.ok(alice.click("#composer-send").await).await;
+    run.wait(
+        "alice's first chunk to be acknowledged",
+        UPLOAD_WAIT,
+        || async {
+            let v = alice.js(TRAY_JS, vec![]).await?;
+            let info = v["chips"][0]["info"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            match info.trim_end_matches('%').parse::<u32>() {
+                Ok(p) if p > 0 && p < 100 => Ok(()),
+                _ => Err(format!("tray: {v}")),
+            }
+        },
+    )
+    .await;
+    cluster.kill(1);
+    run.wait(
+        "alice's upload to finish on another node",
+        Duration::from_secs(90),
+        || async {
+            let v = alice.js(TRAY_JS, vec![]).await?;
+            if v["chips"] == json!([]) {
+                Ok(())
+            } else {
+                Err(format!("tray: {v}"))
+            }
+        },
+    )
+    .await;
+    run.wait("bob's page to show the file card", UPLOAD_WAIT, || async {
+        let v = bob
+            .js(
+                "return [...document.querySelectorAll('#timeline .message .file-card')].map((c) => \
+                   [c.querySelector('.file-card-name').textContent, \
+                    c.querySelector('.file-card-info').textContent]);",
+                vec![],
+            )
+            .await?;
+        if v == json!([[name, "40 MB · Binary file"]]) {
+            Ok(())
+        } else {
+            Err(format!("{v}"))
+        }
+    })
+    .await;
+    alice.close().await;
+    bob.close().await;
+}
