@@ -245,20 +245,42 @@ struct Inspection {
 
 /// Malware scan and thumbnail of the assembled file at `path` (sniffed as `mime`).
 ///
-/// LEAD: wire `crate::files_inspect` here (the one marked place):
-/// - scan, when `s.config.files.scan != ScanMode::Off`:
-///   `clamd::scan_file(&s.config.files.clamd_socket, path)` → `Infected(name)` →
-///   `FileApiError::MalwareDetected(name)`; an error → `ScannerUnavailable` when the mode is
-///   `Block`, else `tracing::warn!` and go on;
-/// - thumbnail, for `image/*`: `thumbnail::make_thumbnail(path, mime)` (in `spawn_blocking`)
-///   → `Some(t)` → `thumbnail: Some((t.bytes, t.mime)), width: Some(t.width), height:
-///   Some(t.height)`; an error → no thumbnail (log it).
+/// The scan runs first: a file refused as malware must not cost a thumbnail blob. In `scan`
+/// mode a scanner that cannot be reached lets the upload through with a warning (the site chose
+/// availability); in `block` mode it refuses the upload, and nothing is written either way. A
+/// thumbnail that cannot be made (decode limits, a damaged image) is not an error: the file is
+/// kept and shown as a file card.
 async fn inspect(s: &AppState, path: &FsPath, mime: &str) -> Result<Inspection, ApiError> {
-    let _ = (path, mime);
+    use crate::files_inspect::{self, ScanVerdict};
     if s.config.files.scan != ScanMode::Off {
-        tracing::debug!(mode = ?s.config.files.scan, "malware scanning is configured but not built into this binary yet");
+        match files_inspect::scan_file(&s.config.files.clamd_socket, path).await {
+            Ok(ScanVerdict::Clean) => {}
+            Ok(ScanVerdict::Infected(name)) => {
+                tracing::warn!(signature = %name, "upload refused: the malware scanner found a signature");
+                return Err(FileApiError::MalwareDetected(name).into());
+            }
+            Err(e) if s.config.files.scan == ScanMode::Block => {
+                tracing::warn!(error = %e, "upload refused: the malware scanner is unavailable (scan = block)");
+                return Err(FileApiError::ScannerUnavailable(e.to_string()).into());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "malware scan skipped: the scanner is unavailable (scan = scan)")
+            }
+        }
     }
-    Ok(Inspection::default())
+    let (p, m) = (path.to_owned(), mime.to_owned());
+    let mut out = Inspection::default();
+    match tokio::task::spawn_blocking(move || files_inspect::make_thumbnail(&p, &m)).await {
+        Ok(Ok(Some(t))) => {
+            out.width = Some(t.width);
+            out.height = Some(t.height);
+            out.thumbnail = Some((t.bytes, t.mime));
+        }
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => tracing::info!(error = %e, "no thumbnail for this image"),
+        Err(e) => tracing::warn!(error = %e, "thumbnail task failed"),
+    }
+    Ok(out)
 }
 
 #[utoipa::path(
