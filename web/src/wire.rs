@@ -94,6 +94,7 @@ pub fn channel(v: &ChannelView) -> Channel {
         last_read: None,
         unread: None,
         mentions: None,
+        muted: None,
     }
 }
 
@@ -104,6 +105,7 @@ pub fn channel_summary(s: &ChannelSummary) -> Channel {
         last_read: Some(s.last_read),
         unread: Some(s.unread),
         mentions: Some(s.mentions),
+        muted: Some(s.muted),
         ..channel(&s.channel)
     }
 }
@@ -161,6 +163,7 @@ mod tests {
             last_read: 10,
             unread: 2,
             mentions: 1,
+            muted: true,
         };
         assert_eq!(
             serde_json::to_string(&channel_summary(&s)).unwrap(),

@@ -45,13 +45,13 @@ use tempfile::TempDir;
 use crate::util::create_channel;
 
 /// Not on the server's list of common passwords.
-const PASSWORD: &str = "browser-pass-phrase-1";
-const CHANNEL: &str = "general";
-const DESKTOP: (u32, u32) = (1280, 800);
+pub(crate) const PASSWORD: &str = "browser-pass-phrase-1";
+pub(crate) const CHANNEL: &str = "general";
+pub(crate) const DESKTOP: (u32, u32) = (1280, 800);
 /// A phone in portrait (CSS pixels), rendered at 3x.
 const PHONE: (u32, u32, u32) = (390, 844, 3);
 /// Sign-in, a message round trip, a screenshot on a healthy cluster.
-const PAGE_WAIT: Duration = Duration::from_secs(20);
+pub(crate) const PAGE_WAIT: Duration = Duration::from_secs(20);
 /// From the SIGKILL until the page is connected to a survivor and the message is sent.
 const FAILOVER_WAIT: Duration = Duration::from_secs(20);
 /// One WebDriver command.
@@ -567,7 +567,7 @@ impl Run<'_> {
     }
 
     /// Loads node `node`'s page, signs in, opens #general and waits for `body[data-ready=1]`.
-    async fn sign_in(&self, page: &Page, node: u64) {
+    pub(crate) async fn sign_in(&self, page: &Page, node: u64) {
         self.sign_in_at(page, &self.cluster.page_url(node)).await;
     }
 
@@ -776,7 +776,7 @@ impl Run<'_> {
 
 // ----- setup through the API ------------------------------------------------------------------
 
-async fn create_user(cluster: &TestCluster, name: &str, display: &str) {
+pub(crate) async fn create_user(cluster: &TestCluster, name: &str, display: &str) {
     let user = NewUser {
         username: name.to_owned(),
         password: PASSWORD.to_owned(),
@@ -802,7 +802,7 @@ async fn create_user(cluster: &TestCluster, name: &str, display: &str) {
     cluster.login_client(live[0], name, PASSWORD).await;
 }
 
-async fn join(cluster: &TestCluster, node: u64, user: &str) {
+pub(crate) async fn join(cluster: &TestCluster, node: u64, user: &str) {
     let client = cluster.login_client(node, user, PASSWORD).await;
     cluster
         .wait_until(

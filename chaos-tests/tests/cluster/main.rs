@@ -10,6 +10,7 @@ mod api_schema;
 mod backup;
 mod bad_input;
 mod browser;
+mod browser_ui;
 mod ca;
 mod conn_flood;
 mod ctl;

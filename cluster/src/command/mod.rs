@@ -28,7 +28,7 @@ pub use records::{
 };
 
 /// The command-set version this binary proposes and understands.
-pub const COMMAND_VERSION: u16 = 6;
+pub const COMMAND_VERSION: u16 = 7;
 
 /// One Raft log entry's payload: a group of client commands proposed together (group commit).
 ///
@@ -111,7 +111,7 @@ pub enum Role {
 
 /// Replicated commands. Variants up to `PostMessage` are version 1, up to `LoginAttempt`
 /// version 2, up to `RemoveDnsRecords` version 3, `CaUpdate` version 4, the join tokens version
-/// 5, the session and must-change-password commands version 6.
+/// 5, the session and must-change-password commands version 6, per-user channel mute version 7.
 /// Append new variants at the end only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -327,6 +327,16 @@ pub enum Command {
         keep_session: Option<String>,
         must_change_password: bool,
     },
+    // ---- version 7: per-user notification settings ----
+    /// Mutes (or unmutes) `channel` for `username`: a per-user setting that follows the user to
+    /// every device (no notification and no badge count for a muted channel; the messages are
+    /// still delivered and counted as unread). Only a member may mute; refused with `NotMember`
+    /// otherwise. Setting the current value again changes nothing.
+    SetChannelMuted {
+        channel: String,
+        username: String,
+        muted: bool,
+    },
 }
 
 impl Command {
@@ -350,6 +360,7 @@ impl Command {
             | Command::EndUserSessions { .. }
             | Command::CreateUserV2 { .. }
             | Command::SetPasswordV2 { .. } => 6,
+            Command::SetChannelMuted { .. } => 7,
             _ => 2,
         }
     }
@@ -387,6 +398,7 @@ impl Command {
             Command::EndUserSessions { .. } => "end_user_sessions",
             Command::CreateUserV2 { .. } => "create_user",
             Command::SetPasswordV2 { .. } => "set_password",
+            Command::SetChannelMuted { .. } => "set_channel_muted",
         }
     }
 }
@@ -473,6 +485,13 @@ pub enum Applied {
     SessionsEnded {
         username: String,
         ended: u32,
+    },
+    // ---- version 7 ----
+    /// `username`'s mute setting of `channel` is now `muted`.
+    MuteSet {
+        channel: String,
+        username: String,
+        muted: bool,
     },
 }
 

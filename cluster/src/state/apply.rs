@@ -241,5 +241,11 @@ fn apply_command(
             keep_session.as_deref(),
             *must_change_password,
         ),
+        // ---- version 7 ----
+        Command::SetChannelMuted {
+            channel,
+            username,
+            muted,
+        } => channels::set_muted(cx, channel, username, *muted),
     }
 }

@@ -242,3 +242,17 @@ pub const SESSION_PREFIXES: &[&[u8]] = &[b"s/", b"si/", SESSION_EXPIRY_PREFIX, b
 pub fn must_change_password(username: &str) -> Vec<u8> {
     [b"mc/".as_slice(), username.as_bytes()].concat()
 }
+
+// ---- version 7 keys: per-user notification settings ----
+
+/// A channel muted by a user: `cm/<username>/<channel>` -> (). Absent: not muted. Usernames
+/// never contain '/', so `cm/<username>/` holds exactly one user's muted channels.
+pub fn channel_muted(username: &str, channel: &str) -> Vec<u8> {
+    [
+        b"cm/".as_slice(),
+        username.as_bytes(),
+        b"/",
+        channel.as_bytes(),
+    ]
+    .concat()
+}
