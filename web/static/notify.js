@@ -16,7 +16,9 @@
 import { h, icon, toast } from './ui.js';
 import { plainText } from './format.js';
 
-const PREF_KEY = 'conclave.notify'; // "on" | "off": the user's own switch, per browser
+// "on" | "off": the user's own switch, per browser. Off until they turn it on with the bell,
+// even where the site already has the permission (another profile, a policy).
+const PREF_KEY = 'conclave.notify';
 const FRESH_MS = 5 * 60 * 1000; // older messages (a replay after a reconnect) never notify
 
 let ctx = null;
@@ -55,9 +57,9 @@ function supported() {
 
 function prefOn() {
   try {
-    return localStorage.getItem(PREF_KEY) !== 'off';
+    return localStorage.getItem(PREF_KEY) === 'on';
   } catch {
-    return true;
+    return false;
   }
 }
 
