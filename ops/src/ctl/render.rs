@@ -294,7 +294,7 @@ pub(crate) fn readable_body(body: &str) -> String {
             Some(_) => out.push(format!("    {line}")),
             None => {
                 let marker: String = t.chars().take_while(|&c| c == '`' || c == '~').collect();
-                let same = marker.chars().all(|c| Some(c) == marker.chars().next());
+                let same = marker.chars().all(|c| marker.starts_with(c));
                 if marker.len() >= 3 && same {
                     let lang = t[marker.len()..].trim();
                     out.push(if lang.is_empty() {
