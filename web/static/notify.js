@@ -26,9 +26,9 @@ const notified = new Set(); // "channel:seq" already shown
 let lastBadge = -1;
 
 /**
- * Wires the notification controls. `c` provides: `api`, `me()`, `channel(name)`,
- * `displayName(u)`, `isDm(c)`, `channelLabel(c)`, `openChannel(name)`, `setMuted(name, muted)`,
- * `errorText(e)`.
+ * Wires the notification controls. `c` provides: `api`, `me()`, `current()` (the channel
+ * shown), `channel(name)`, `displayName(u)`, `isDm(c)`, `channelLabel(c)`, `openChannel(name)`,
+ * `setMuted(name, muted)`, `errorText(e)`.
  */
 export function initNotify(c) {
   ctx = c;
