@@ -7,8 +7,8 @@
 //!   WebDriver permissions endpoint) and the page hidden, a mention of the user raises a
 //!   notification through the service worker (`registration.getNotifications()` lists it) and
 //!   the title counts it; after the user mutes the channel from its header (stored in the
-//!   cluster: the REST channel list says `muted`), a mention there raises none while a
-//!   direct message still does.
+//!   cluster: the REST channel list says `muted`, and the user's other tab shows it muted at
+//!   once), a mention there raises none while a direct message still does.
 //! - `browser_keyboard_only_and_axe_audits`: signs in, switches channel, sends a message and
 //!   opens a thread with keys alone (Tab, Enter, arrows: no click), checking that every focused
 //!   control shows a focus indicator and has an accessible name, and that a new message from
@@ -178,7 +178,9 @@ async fn browser_formats_messages_and_notifies_mentions() {
     })
     .await;
 
-    // ---- mute: from the channel header, kept by the cluster ----
+    // ---- mute: from the channel header, kept by the cluster, seen by bob's other tab ----
+    let bob_tab = driver.open("bob").await.unwrap_or_else(|e| panic!("{e}"));
+    run.sign_in(&bob_tab, 1).await;
     run.ok(bob.click("#btn-mute").await).await;
     run.wait("the channel to show as muted", PAGE_WAIT, || async {
         let v = bob
@@ -199,6 +201,30 @@ async fn browser_formats_messages_and_notifies_mentions() {
         }
     })
     .await;
+    // The other tab hears of it over its WebSocket (`channel_muted`), with no reload.
+    run.wait(
+        "bob's other tab to show the channel muted",
+        PAGE_WAIT,
+        || async {
+            let v = bob_tab
+                .js(
+                    &format!(
+                        "return [document.getElementById('btn-mute').getAttribute('aria-pressed'),\
+                      document.querySelector('#channel-list [data-channel=\"{CHANNEL}\"]')\
+                        .classList.contains('is-muted')];"
+                    ),
+                    vec![],
+                )
+                .await?;
+            if v == json!(["true", true]) {
+                Ok(())
+            } else {
+                Err(format!("aria-pressed, marked: {v}"))
+            }
+        },
+    )
+    .await;
+    bob_tab.close().await;
     let bob_api = cluster.login_client(1, "bob", PASSWORD).await;
     let listed = bob_api
         .list_channels()
