@@ -13,8 +13,9 @@
 //!   opens a thread with keys alone (Tab, Enter, arrows: no click), checking that every focused
 //!   control shows a focus indicator and has an accessible name, and that a new message from
 //!   someone else is read out by the polite live region; then audits every view with axe-core
-//!   (WCAG 2.0/2.1 A and AA): login, chat, thread, members and pins panels, every dialog, the
-//!   administration views and the notification and mute controls.
+//!   (WCAG 2.0/2.1 A and AA): login, chat (light and dark theme), thread, members and pins
+//!   panels, the emoji picker, every dialog, the administration views and the notification
+//!   and mute controls.
 //!
 //! axe-core is not vendored: [`axe_audit`] injects the copy that PyPI's `axe-selenium-python`
 //! bundles (`.ci/run` installs a pinned version). Without it the audits print why and are
@@ -513,6 +514,24 @@ async fn browser_keyboard_only_and_axe_audits() {
 
     // ---- axe-core over every other view ----
     audit(&run, &alice, "chat").await;
+    // The dark theme (`prefers-color-scheme: dark`) has its own colours.
+    let dark = json!({ "features": [{ "name": "prefers-color-scheme", "value": "dark" }] });
+    run.ok(alice.cdp("Emulation.setEmulatedMedia", dark).await)
+        .await;
+    let is_dark = run
+        .ok(alice
+            .js(
+                "return matchMedia('(prefers-color-scheme: dark)').matches;",
+                vec![],
+            )
+            .await)
+        .await;
+    assert_eq!(is_dark, json!(true), "the dark theme is not emulated");
+    audit(&run, &alice, "chat (dark theme)").await;
+    run.ok(alice
+        .cdp("Emulation.setEmulatedMedia", json!({ "features": [] }))
+        .await)
+        .await;
     for (view, open) in [
         (
             "members panel",
