@@ -73,6 +73,7 @@ pub struct JoinCompleted {
         crate::routes::channels::join,
         crate::routes::channels::leave,
         crate::routes::channels::mark_read,
+        crate::routes::channels::mute,
         crate::routes::channels::add_member,
         crate::routes::channels::remove_member,
         crate::routes::messages::post,

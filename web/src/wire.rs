@@ -111,6 +111,7 @@ pub fn channel(v: &ChannelView) -> Channel {
         last_read: None,
         unread: None,
         mentions: None,
+        muted: None,
     }
 }
 
@@ -121,6 +122,7 @@ pub fn channel_summary(s: &ChannelSummary) -> Channel {
         last_read: Some(s.last_read),
         unread: Some(s.unread),
         mentions: Some(s.mentions),
+        muted: Some(s.muted),
         ..channel(&s.channel)
     }
 }
@@ -191,6 +193,7 @@ mod tests {
             last_read: 10,
             unread: 2,
             mentions: 1,
+            muted: true,
         };
         assert_eq!(
             serde_json::to_string(&channel_summary(&s)).unwrap(),

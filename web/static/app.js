@@ -21,6 +21,8 @@ import {
 } from './ui.js';
 import * as dialogs from './dialogs.js';
 import { initFiles, sendStaged, stagedCount, syncTray, updateAttachments } from './files.js';
+import * as notify from './notify.js';
+import { initKeys } from './keys.js';
 
 const PAGE = 50; // messages per history page
 const MAX_BODY_BYTES = 16384;
@@ -185,6 +187,8 @@ function flush() {
 function boot() {
   exposeDebug();
   wireStaticUi();
+  notify.initNotify(notifyCtx);
+  initKeys();
   registerServiceWorker();
   const ws = localStorage.getItem(LS_LAST) || location.host;
   const stored = loadStored(ws);
@@ -501,7 +505,10 @@ function onEvent(f) {
       const m = f.message;
       if (!m) break;
       upsertMessage(m);
-      if (f.kind === 'message' && c) countNewMessage(c, m);
+      if (f.kind === 'message' && c) {
+        countNewMessage(c, m);
+        notify.onNewMessage(m, c);
+      }
       if (f.kind === 'message') {
         // Their message arrived: they are no longer typing it.
         const t = S.typing.get(f.channel);
@@ -612,6 +619,9 @@ function onFrame(f) {
       }
       break;
     }
+    case 'channel_muted':
+      if (S.channels.has(f.channel)) upsertChannel({ name: f.channel, muted: !!f.muted });
+      break;
     case 'channel_added': {
       const ch = f.channel;
       if (!ch || !ch.name) break;
@@ -868,7 +878,7 @@ function createMessageEl() {
   p.time = h('time', { class: 'time' });
   p.meta = h('div', { class: 'meta' }, p.author, p.username, p.time);
   p.pin = h('div', { class: 'pin-label' }, icon('pin', 12), 'Pinned');
-  p.body = h('span', { class: 'body' });
+  p.body = h('div', { class: 'body' });
   p.edited = h('span', { class: 'edited', text: ' (edited)' });
   p.bodyRow = h('div', { class: 'body-row' }, p.body, p.edited);
   p.files = h('div', { class: 'attachments', hidden: true });
@@ -1243,16 +1253,11 @@ function renderSidebar() {
     av.replaceChildren(avatar(me(), displayName(me()), 32));
     av.dataset.key = avKey;
   }
-  // Title: unread conversations.
-  let unread = 0;
-  let mentions = 0;
-  for (const c of all) {
-    if (c.unread > 0) unread += 1;
-    mentions += c.mentions || 0;
-  }
-  document.title = mentions ? `(${mentions}) Conclave` : unread ? `• Conclave` : 'Conclave';
-  $('drawer-badge').hidden = !(mentions || unread);
-  $('drawer-badge').textContent = mentions ? String(mentions) : '';
+  // Title and app badge: what asks for attention, muted channels left out (notify.js).
+  const attention = notify.updateAttention(all);
+  const unread = all.some((c) => c.unread > 0 && !c.muted);
+  $('drawer-badge').hidden = !(attention || unread);
+  $('drawer-badge').textContent = attention ? String(attention) : '';
 }
 
 let dmNote = null;
@@ -1272,12 +1277,13 @@ function navItem(c) {
   const label = channelLabel(c);
   const unread = c.unread || 0;
   const mentions = c.mentions || 0;
-  const sig = JSON.stringify([label, unread, mentions, c.kind, c.archived, S.current === c.name, isDm(c) ? dmOthers(c).map((u) => S.presence.get(u)) : 0]);
+  const sig = JSON.stringify([label, unread, mentions, c.kind, c.archived, !!c.muted, S.current === c.name, isDm(c) ? dmOthers(c).map((u) => S.presence.get(u)) : 0]);
   if (btn._sig === sig) return li;
   btn._sig = sig;
   btn.classList.toggle('active', S.current === c.name);
   btn.classList.toggle('unread', unread > 0);
   btn.classList.toggle('archived', !!c.archived);
+  btn.classList.toggle('is-muted', !!c.muted);
   if (S.current === c.name) btn.setAttribute('aria-current', 'page');
   else btn.removeAttribute('aria-current');
   btn.dataset.unread = String(unread);
@@ -1290,8 +1296,9 @@ function navItem(c) {
     lead = icon(c.kind === 'private' ? 'lock' : 'hash', 16);
   }
   const badge = mentions > 0 ? h('span', { class: 'badge badge-mention', text: String(mentions), title: `${mentions} mention${mentions === 1 ? '' : 's'}` }) : unread > 0 ? h('span', { class: 'badge', text: String(unread), title: `${unread} unread` }) : null;
-  btn.replaceChildren(...[h('span', { class: 'nav-lead' }, lead), h('span', { class: 'nav-label', text: label }), badge].filter(Boolean));
-  btn.title = isDm(c) ? label : `#${c.name}${c.archived ? ' (archived)' : ''}`;
+  const mutedMark = c.muted ? h('span', { class: 'nav-muted', title: 'Muted' }, icon('bellOff', 14), h('span', { class: 'sr-only', text: '(muted)' })) : null;
+  btn.replaceChildren(...[h('span', { class: 'nav-lead' }, lead), h('span', { class: 'nav-label', text: label }), mutedMark, badge].filter(Boolean));
+  btn.title = (isDm(c) ? label : `#${c.name}${c.archived ? ' (archived)' : ''}`) + (c.muted ? ' (muted)' : '');
   return li;
 }
 
@@ -1333,6 +1340,7 @@ function renderHeader() {
     lead.replaceChildren(icon(c.kind === 'private' ? 'lock' : 'hash', 18));
   }
   $('members-count').textContent = String((c.members || []).length);
+  notify.renderMuteButton(c);
 }
 
 function renderTyping() {
@@ -1806,7 +1814,7 @@ function membersView(c) {
   );
   const parts = [list];
   if (!isDm(c) && c.member && (c.kind === 'private' || isAdmin())) {
-    const input = h('input', { type: 'text', id: 'add-member-input', placeholder: 'username', list: 'add-member-users', autocomplete: 'off', autocapitalize: 'off', spellcheck: 'false' });
+    const input = h('input', { type: 'text', id: 'add-member-input', placeholder: 'username', 'aria-label': 'Username to add', list: 'add-member-users', autocomplete: 'off', autocapitalize: 'off', spellcheck: 'false' });
     const dl = h(
       'datalist',
       { id: 'add-member-users' },
@@ -1922,6 +1930,24 @@ const ctx = {
     return res.users || [];
   },
   logout,
+};
+
+/** What notify.js reads and calls. */
+const notifyCtx = {
+  api,
+  errorText,
+  me,
+  current: () => S.current,
+  channel: (name) => S.channels.get(name),
+  displayName,
+  isDm,
+  channelLabel,
+  openChannel: (name) => {
+    if (S.channels.has(name)) openChannel(name);
+  },
+  setMuted(name, muted) {
+    if (S.channels.has(name)) upsertChannel({ name, muted });
+  },
 };
 
 // ---- static wiring -----------------------------------------------------------------------------

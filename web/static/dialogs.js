@@ -41,7 +41,7 @@ function passwordError(ctx, e) {
 // ---- channels ----------------------------------------------------------------------------------
 
 export async function browseChannels(ctx) {
-  const filter = h('input', { type: 'search', id: 'browse-filter', placeholder: 'Search channels', autocomplete: 'off', 'aria-label': 'Search channels' });
+  const filter = h('input', { type: 'search', id: 'browse-filter', placeholder: 'Search channels', 'aria-label': 'Search channels' });
   const list = h('ul', { class: 'pick-list', id: 'browse-list' }, h('li', { class: 'pick-note', text: 'Loading…' }));
   let channels = [];
   const d = openDialog(
@@ -212,7 +212,7 @@ export function channelSettings(ctx, c) {
 // ---- direct messages ---------------------------------------------------------------------------
 
 export async function newDm(ctx) {
-  const filter = h('input', { type: 'search', id: 'dm-user-filter', placeholder: 'Find people', autocomplete: 'off', 'aria-label': 'Find people' });
+  const filter = h('input', { type: 'search', id: 'dm-user-filter', placeholder: 'Find people', 'aria-label': 'Find people' });
   const list = h('ul', { class: 'pick-list', id: 'dm-user-list' }, h('li', { class: 'pick-note', text: 'Loading…' }));
   const chosen = new Set();
   const chips = h('div', { class: 'chips', id: 'dm-chosen' });

@@ -1,5 +1,6 @@
 // Conclave service worker: caches the application shell so the client opens (and can fail over
-// to another node) even when the node that served it is down. Never caches the API.
+// to another node) even when the node that served it is down, and shows the desktop notifications
+// of notify.js (a click focuses the conversation). Never caches the API.
 //
 // The server replaces the version placeholder below with a hash of every embedded file, so
 // any upgrade installs a fresh cache and deletes the old one.
@@ -14,7 +15,11 @@ const SHELL = [
   '/ui.js',
   '/dialogs.js',
   '/files.js',
+  '/format.js',
+  '/notify.js',
+  '/keys.js',
   '/style.css',
+  '/format.css',
   '/manifest.webmanifest',
   '/icon.svg',
   '/icon-192.png',
@@ -86,4 +91,24 @@ self.addEventListener('fetch', (event) => {
       })(),
     );
   }
+});
+
+// A click on a notification (shown by notify.js through this worker): focus a window of the app
+// and open the conversation there, or open a new window on it.
+self.addEventListener('notificationclick', (event) => {
+  event.notification.close();
+  const data = event.notification.data || {};
+  const channel = typeof data.channel === 'string' ? data.channel : null;
+  event.waitUntil(
+    (async () => {
+      const windows = await self.clients.matchAll({ type: 'window', includeUncontrolled: true });
+      const mine = windows.find((w) => new URL(w.url).origin === self.location.origin);
+      if (mine) {
+        await mine.focus();
+        if (channel) mine.postMessage({ type: 'open-channel', channel });
+        return;
+      }
+      await self.clients.openWindow(channel ? `/#/c/${encodeURIComponent(channel)}` : '/');
+    })(),
+  );
 });

@@ -1,6 +1,8 @@
 // DOM helpers for the Conclave web client. Every piece of user content goes through
 // textContent (never HTML parsing), so message bodies, names and topics cannot inject markup.
 
+import { renderMarkdown } from './format.js';
+
 const SVG_NS = 'http://www.w3.org/2000/svg';
 
 /**
@@ -68,6 +70,8 @@ const ICONS = {
   logout: ['M9 21H5a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2h4', 'M16 17l5-5-5-5', 'M21 12H9'],
   chevronDown: ['M6 9l6 6 6-6'],
   message: ['M21 15a2 2 0 0 1-2 2H7l-4 4V5a2 2 0 0 1 2-2h14a2 2 0 0 1 2 2z'],
+  bell: ['M18 8a6 6 0 0 0-12 0c0 7-3 9-3 9h18s-3-2-3-9', 'M13.7 21a2 2 0 0 1-3.4 0'],
+  bellOff: ['M13.7 21a2 2 0 0 1-3.4 0', 'M18.6 13A17.9 17.9 0 0 1 18 8', 'M6.3 6.3A6 6 0 0 0 6 8c0 7-3 9-3 9h14', 'M18 8a6 6 0 0 0-9.3-5', 'M2 2l20 20'],
 };
 
 export function icon(name, size = 18) {
@@ -101,31 +105,12 @@ export function iconButton(name, label, onClick, extra = {}) {
 
 // ---- text --------------------------------------------------------------------------------------
 
-const MENTION_RE = /(^|[^A-Za-z0-9_.-])@([a-z0-9][a-z0-9_.-]{0,31})/g;
-
 /**
- * A message body as DOM: plain text (newlines kept by CSS `white-space: pre-wrap`) with
- * `@mentions` highlighted. Nothing is linkified.
+ * A message body as DOM: the Markdown subset of format.js (code, emphasis, quotes, lists,
+ * http(s) links) with `@mentions` highlighted, built from text nodes only.
  */
 export function renderBody(text, me) {
-  const frag = document.createDocumentFragment();
-  let last = 0;
-  MENTION_RE.lastIndex = 0;
-  let m;
-  while ((m = MENTION_RE.exec(text)) !== null) {
-    const start = m.index + m[1].length;
-    let name = m[2];
-    // A trailing dot is punctuation ("thanks @bob."), not part of the name.
-    while (name.endsWith('.') || name.endsWith('-')) name = name.slice(0, -1);
-    if (!name) continue;
-    if (start > last) frag.appendChild(document.createTextNode(text.slice(last, start)));
-    const isMe = name === me || name === 'channel' || name === 'here';
-    frag.appendChild(h('span', { class: isMe ? 'mention mention-me' : 'mention', text: `@${name}` }));
-    last = start + 1 + name.length;
-    MENTION_RE.lastIndex = last;
-  }
-  if (last < text.length) frag.appendChild(document.createTextNode(text.slice(last)));
-  return frag;
+  return renderMarkdown(text, me);
 }
 
 export function initials(name) {

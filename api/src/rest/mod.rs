@@ -141,6 +141,11 @@ pub struct Channel {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub mentions: Option<u64>,
+    /// Whether the caller muted the channel (no notifications, no badge count). Set where
+    /// `member` is; absent from servers before command version 7.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub muted: Option<bool>,
 }
 
 /// One chat message. `seq` is per channel, gapless and identical on every node.
@@ -277,6 +282,18 @@ pub struct ReadMarker {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub unread: u64,
+}
+
+/// `PUT /api/v1/channels/{name}/mute` request and response: the caller's mute setting of a
+/// channel (a per-user setting kept in the cluster, so it follows the user to every device).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChannelMute {
+    /// Absent from the request (the path names the channel); set in the response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub channel: Option<String>,
+    pub muted: bool,
 }
 
 /// `POST /api/v1/channels` request: a channel to create. [`NewChannel::public`] and

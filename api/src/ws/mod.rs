@@ -249,6 +249,12 @@ pub enum ServerFrame {
     UserUpdated {
         user: User,
     },
+    /// The caller muted or unmuted `channel` (from any of their connections; command
+    /// version 7). Sent to the caller's own connections only.
+    ChannelMuted {
+        channel: String,
+        muted: bool,
+    },
     /// A non-fatal problem with one frame (`channel` is set for subscription errors).
     Error {
         code: String,

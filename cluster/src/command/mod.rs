@@ -112,7 +112,8 @@ pub enum Role {
 
 /// Replicated commands. Variants up to `PostMessage` are version 1, up to `LoginAttempt`
 /// version 2, up to `RemoveDnsRecords` version 3, `CaUpdate` version 4, the join tokens version
-/// 5, the session and must-change-password commands version 6, file attachments version 7.
+/// 5, the session and must-change-password commands version 6, file attachments and per-user
+/// channel mute version 7.
 /// Append new variants at the end only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -341,6 +342,16 @@ pub enum Command {
         thread_root: Option<u64>,
         files: Vec<NewFile>,
     },
+    // ---- version 7: per-user notification settings ----
+    /// Mutes (or unmutes) `channel` for `username`: a per-user setting that follows the user to
+    /// every device (no notification and no badge count for a muted channel; the messages are
+    /// still delivered and counted as unread). Only a member may mute; refused with `NotMember`
+    /// otherwise. Setting the current value again changes nothing.
+    SetChannelMuted {
+        channel: String,
+        username: String,
+        muted: bool,
+    },
 }
 
 impl Command {
@@ -365,6 +376,7 @@ impl Command {
             | Command::CreateUserV2 { .. }
             | Command::SetPasswordV2 { .. } => 6,
             Command::PostMessageWithFiles { .. } => 7,
+            Command::SetChannelMuted { .. } => 7,
             _ => 2,
         }
     }
@@ -403,6 +415,7 @@ impl Command {
             Command::CreateUserV2 { .. } => "create_user",
             Command::SetPasswordV2 { .. } => "set_password",
             Command::PostMessageWithFiles { .. } => "post_files",
+            Command::SetChannelMuted { .. } => "set_channel_muted",
         }
     }
 }
@@ -489,6 +502,13 @@ pub enum Applied {
     SessionsEnded {
         username: String,
         ended: u32,
+    },
+    // ---- version 7 ----
+    /// `username`'s mute setting of `channel` is now `muted`.
+    MuteSet {
+        channel: String,
+        username: String,
+        muted: bool,
     },
 }
 

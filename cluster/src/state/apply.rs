@@ -258,5 +258,10 @@ fn apply_command(
             *thread_root,
             files,
         ),
+        Command::SetChannelMuted {
+            channel,
+            username,
+            muted,
+        } => channels::set_muted(cx, channel, username, *muted),
     }
 }

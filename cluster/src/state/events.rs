@@ -65,6 +65,13 @@ pub enum EventKind {
         username: String,
         reason: SessionEnd,
     },
+    // ---- version 7 ----
+    /// `user` muted or unmuted `channel` (their other connections update their badges).
+    MuteChanged {
+        user: String,
+        channel: String,
+        muted: bool,
+    },
 }
 
 /// Bounded broadcast of applied events. Subscribers that fall more than `capacity` events behind

@@ -290,3 +290,17 @@ pub fn parse_file_index(key: &[u8]) -> Option<(u64, String)> {
     let id = std::str::from_utf8(rest.get(9..)?).ok()?;
     Some((index, id.to_owned()))
 }
+
+// ---- version 7 keys: per-user notification settings ----
+
+/// A channel muted by a user: `cm/<username>/<channel>` -> (). Absent: not muted. Usernames
+/// never contain '/', so `cm/<username>/` holds exactly one user's muted channels.
+pub fn channel_muted(username: &str, channel: &str) -> Vec<u8> {
+    [
+        b"cm/".as_slice(),
+        username.as_bytes(),
+        b"/",
+        channel.as_bytes(),
+    ]
+    .concat()
+}

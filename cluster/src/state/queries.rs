@@ -405,6 +405,13 @@ impl StateReader {
         })
     }
 
+    /// Whether `user` muted `channel` (version 7).
+    pub fn is_muted(&self, user: &str, channel: &str) -> Result<bool, StateError> {
+        Ok(self
+            .tree()
+            .contains_key(keys::channel_muted(user, channel))?)
+    }
+
     /// Public channels and every channel `user` is a member of, sorted by name.
     pub fn channels_for(&self, user: &str) -> Result<Vec<ChannelSummary>, StateError> {
         let metas: Vec<ChannelMeta> = self.scan(keys::CHANNEL_PREFIX, usize::MAX)?;
@@ -426,12 +433,14 @@ impl StateReader {
                     mentions: 0,
                 }
             };
+            let muted = member && self.is_muted(user, &view.name)?;
             out.push(ChannelSummary {
                 channel: view,
                 member,
                 last_read: rs.last_read,
                 unread: rs.unread,
                 mentions: rs.mentions,
+                muted,
             });
         }
         Ok(out)

@@ -415,3 +415,59 @@ fn disabling_revokes_sessions_and_only_admins_may() {
     assert!(reader(&t).session("bobtoken").unwrap().is_none());
     assert_eq!(reader(&t).active_version().unwrap(), COMMAND_VERSION);
 }
+
+/// Version 7: a member mutes and unmutes a channel for themselves; a non-member cannot; the
+/// setting shows in their channel list only, and setting it twice changes nothing.
+#[test]
+fn members_mute_channels_for_themselves() {
+    let t = tree();
+    setup(&t);
+    run(
+        &t,
+        11,
+        vec![Command::CreateUser {
+            username: "bob".into(),
+            password_hash: "h".into(),
+            role: Role::Member,
+        }],
+    );
+    let mute = |user: &str, channel: &str, muted| Command::SetChannelMuted {
+        channel: channel.into(),
+        username: user.into(),
+        muted,
+    };
+    let r = reader(&t);
+    let out = run(&t, 12, vec![mute("alice", "general", true)]);
+    assert!(
+        matches!(&out[0], Ok(Applied::MuteSet { muted: true, .. })),
+        "{out:?}"
+    );
+    assert!(r.is_muted("alice", "general").unwrap());
+    let listed = |user: &str| {
+        r.channels_for(user)
+            .unwrap()
+            .into_iter()
+            .find(|c| c.channel.name == "general")
+            .map(|c| c.muted)
+    };
+    assert_eq!(listed("alice"), Some(true));
+    // Bob sees the public channel, not alice's setting; and he may not mute it unjoined.
+    assert_eq!(listed("bob"), Some(false));
+    let out = run(&t, 13, vec![mute("bob", "general", true)]);
+    assert!(
+        matches!(&out[0], Err(ApplyError::NotMember { .. })),
+        "{out:?}"
+    );
+    assert!(!r.is_muted("bob", "general").unwrap());
+    let out = run(&t, 14, vec![mute("alice", "nowhere", true)]);
+    assert!(
+        matches!(&out[0], Err(ApplyError::ChannelNotFound(_))),
+        "{out:?}"
+    );
+    // Again: no change; then unmuted.
+    let out = run(&t, 15, vec![mute("alice", "general", true)]);
+    assert!(matches!(&out[0], Ok(Applied::MuteSet { muted: true, .. })));
+    run(&t, 16, vec![mute("alice", "general", false)]);
+    assert!(!r.is_muted("alice", "general").unwrap());
+    assert_eq!(listed("alice"), Some(false));
+}

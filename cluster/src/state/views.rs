@@ -93,6 +93,9 @@ pub struct ChannelSummary {
     pub last_read: u64,
     pub unread: u64,
     pub mentions: u64,
+    /// The user muted this channel (version 7; absent from older encodings).
+    #[serde(default)]
+    pub muted: bool,
 }
 
 /// Unread state of one user in one channel.

@@ -269,13 +269,78 @@ pub(crate) fn chat_line(m: &Message) -> String {
         .thread_root
         .map(|root| format!(" (reply to #{root})"))
         .unwrap_or_default();
-    let body = sanitize(&m.body).replace('\n', "\n    ");
+    let body = sanitize(&readable_body(&m.body)).replace('\n', "\n    ");
     format!(
         "[#{}] {} {}{reply}: {body}",
         sanitize(&m.channel),
         hm_utc(m.ts_ms),
         sanitize(&m.author)
     )
+}
+
+/// A message body formatted for a terminal: the Markdown subset of the web client read as text.
+/// Fenced code blocks lose their fences and are indented by four spaces under a `[code]` (or
+/// `[code: lang]`) line; `[label](url)` links become `label <url>`; every other marker (bold,
+/// italics, quotes, lists, inline code) is kept as typed, which reads well as it is.
+pub(crate) fn readable_body(body: &str) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut fence: Option<String> = None;
+    for line in body.lines() {
+        let t = line.trim();
+        match &fence {
+            Some(f) if t.starts_with(f.as_str()) && t.chars().all(|c| c == '`' || c == '~') => {
+                fence = None;
+            }
+            Some(_) => out.push(format!("    {line}")),
+            None => {
+                let marker: String = t.chars().take_while(|&c| c == '`' || c == '~').collect();
+                let same = marker.chars().all(|c| marker.starts_with(c));
+                if marker.len() >= 3 && same {
+                    let lang = t[marker.len()..].trim();
+                    out.push(if lang.is_empty() {
+                        "[code]".to_owned()
+                    } else {
+                        format!("[code: {lang}]")
+                    });
+                    fence = Some(marker);
+                } else {
+                    out.push(links_as_text(line));
+                }
+            }
+        }
+    }
+    out.join("\n")
+}
+
+/// `[label](http…)` as `label <http…>`; anything else unchanged.
+fn links_as_text(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(open) = rest.find('[') {
+        let after = &rest[open + 1..];
+        let link = after.find("](").and_then(|close| {
+            let url_part = &after[close + 2..];
+            let end = url_part.find(')')?;
+            let url = &url_part[..end];
+            let label = &after[..close];
+            let web = url.starts_with("http://") || url.starts_with("https://");
+            (web && !label.is_empty() && !url.contains(char::is_whitespace))
+                .then(|| (label, url, open + 1 + close + 2 + end + 1))
+        });
+        match link {
+            Some((label, url, consumed)) => {
+                out.push_str(&rest[..open]);
+                out.push_str(&format!("{label} <{url}>"));
+                rest = &rest[consumed..];
+            }
+            None => {
+                out.push_str(&rest[..=open]);
+                rest = &rest[open + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -384,6 +449,14 @@ mod tests {
         m.thread_root = Some(1);
         m.body = "ok".into();
         assert_eq!(chat_line(&m), "[#general] 13:05 alice (reply to #1): ok");
+        m.thread_root = None;
+        m.body =
+            "see **this**:\n```rust\nfn main() {}\n```\n[docs](https://d.lan/x) [x](javascript:y)"
+                .into();
+        assert_eq!(
+            chat_line(&m),
+            "[#general] 13:05 alice: see **this**:\n    [code: rust]\n        fn main() {}\n    docs <https://d.lan/x> [x](javascript:y)"
+        );
         assert_eq!(hm_utc(86_399_999), "23:59");
     }
 

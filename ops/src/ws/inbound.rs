@@ -84,6 +84,9 @@ impl Task {
                 self.emit(SessionEvent::Mention { channel, seq, by });
             }
             ServerFrame::UserUpdated { user } => self.emit(SessionEvent::UserUpdated(user)),
+            // A per-user notification setting: the command-line client raises no
+            // notifications, so there is nothing to update.
+            ServerFrame::ChannelMuted { .. } => {}
             ServerFrame::Error {
                 code,
                 message,

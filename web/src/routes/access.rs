@@ -262,6 +262,7 @@ pub static ROUTES: &[RouteSpec] = &[
     spec!(Post "/api/v1/channels/{name}/join", ChannelReader, channels::join),
     spec!(Post "/api/v1/channels/{name}/leave", ChannelMember, channels::leave),
     spec!(Post "/api/v1/channels/{name}/read", ChannelMember, channels::mark_read),
+    spec!(Put "/api/v1/channels/{name}/mute", ChannelMember, channels::mute),
     spec!(Post "/api/v1/channels/{name}/members", ManageMembers, channels::add_member),
     spec!(Delete "/api/v1/channels/{name}/members/{user}", SelfOrAdmin, channels::remove_member),
     // Messages.

@@ -18,7 +18,7 @@ use crate::extract::{INDEX_HEADER, JsonBody, MinIndex};
 use crate::state::AppState;
 use crate::validate;
 use crate::wire;
-use api::rest::{Channel, ChannelsEnvelope, ReadMarker};
+use api::rest::{Channel, ChannelMute, ChannelsEnvelope, ReadMarker};
 use api::rest::{ChannelPatch, DmRequest, MemberRequest, ReadRequest};
 
 /// Refuses unless `user` may read `channel` (public, or a member), never on a stale view.
@@ -559,4 +559,56 @@ pub async fn mark_read(
         })?,
     )
         .into_response())
+}
+
+#[utoipa::path(
+    put,
+    path = "/api/v1/channels/{name}/mute",
+    tag = "channels",
+    params(("name" = String, Path, description = "the channel name (`dm:alice:bob` for a direct message)")),
+    request_body = crate::routes::channels::MuteRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the caller's mute setting of the channel after the change (setting the same value again is not an error); the caller's other connections get a `channel_muted` frame", body = api::rest::ChannelMute),
+        (status = 400, description = "`invalid_request`", body = api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: only members can mute a channel", body = api::error::ErrorBody),
+        (status = 404, description = "`channel_not_found`", body = api::error::ErrorBody),
+        (status = 503, description = "`unavailable`: no leader or quorum right now (or a member still runs a binary that predates muting), or `disk_full`: free space below the watermark here or on a majority of voters; nothing was written, retrying is safe", body = api::error::ErrorBody)
+    )
+)]
+pub async fn mute(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    auth: Auth,
+    JsonBody(req): JsonBody<MuteRequest>,
+) -> Result<Response, ApiError> {
+    authorize(&s, Rule::ChannelMember, &name, &auth, None, None).await?;
+    let user = auth.user.username.clone();
+    let (applied, index) = s
+        .write_applied(Command::SetChannelMuted {
+            channel: name.clone(),
+            username: user,
+            muted: req.muted,
+        })
+        .await?;
+    let Applied::MuteSet { muted, .. } = applied else {
+        return Err(ApiError::Internal(
+            "unexpected outcome of a mute command".into(),
+        ));
+    };
+    Ok((
+        [(INDEX_HEADER, index.to_string())],
+        wire::as_value(&ChannelMute {
+            channel: Some(name),
+            muted,
+        })?,
+    )
+        .into_response())
+}
+
+/// The server's reading of `api::rest::ChannelMute` in a request: only `muted`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MuteRequest {
+    muted: bool,
 }

@@ -414,6 +414,17 @@ impl Hub {
                     c.push(Out::Frame(frame.clone()));
                 }
             }
+            EventKind::MuteChanged {
+                user,
+                channel,
+                muted,
+            } => {
+                // Only the user's own connections: a mute is nobody else's business.
+                let frame = encode(&ServerFrame::ChannelMuted { channel, muted });
+                for c in self.user_conns(&user) {
+                    c.push(Out::Frame(frame.clone()));
+                }
+            }
             EventKind::Mention {
                 user,
                 channel,
@@ -556,6 +567,7 @@ impl Hub {
             last_read: 0,
             unread: 0,
             mentions: 0,
+            muted: false,
             channel: view,
         };
         let frame = encode(&ServerFrame::ChannelAdded {
@@ -582,6 +594,8 @@ impl Hub {
             last_read: rs.map(|r| r.last_read).unwrap_or(0),
             unread: rs.map(|r| r.unread).unwrap_or(0),
             mentions: rs.map(|r| r.mentions).unwrap_or(0),
+            // A member's mute survives leaving and coming back.
+            muted: reader.is_muted(user, channel).unwrap_or(false),
             channel: view,
         };
         let frame = encode(&ServerFrame::ChannelAdded {

@@ -146,6 +146,10 @@ fn channel_request(spec: &RouteSpec, cast: &Cast, n: usize) -> (String, Option<V
             format!("/api/v1/channels/{c}/read"),
             Some(json!({"seq": 1})),
         ),
+        "/api/v1/channels/{name}/mute" => (
+            format!("/api/v1/channels/{c}/mute"),
+            Some(json!({"muted": true})),
+        ),
         "/api/v1/channels/{name}/members" => (
             format!("/api/v1/channels/{c}/members"),
             Some(json!({"username": cast.target})),

@@ -1,5 +1,6 @@
 //! Apply rules of channels and their membership: creating public, private and direct
-//! channels, changing title, topic and archive flag, joining and leaving.
+//! channels, changing title, topic and archive flag, joining and leaving, and each member's own
+//! mute setting of a channel (version 7).
 //!
 //! Owns who may create, change, join or leave what (a direct message's participants are its
 //! identity: nobody joins or leaves one), and the version 1 commands' answers (the full channel
@@ -270,5 +271,43 @@ pub fn remove_member(
     }
     Ok(Ok(Applied::ChannelChanged {
         name: channel.to_string(),
+    }))
+}
+
+/// Version 7: `username` mutes or unmutes `channel` for themselves. A per-user setting, not a
+/// channel change: no channel event (other members must not learn it), only an event for the
+/// user's own connections.
+pub fn set_muted(
+    cx: &mut Ctx<'_, '_>,
+    channel: &str,
+    username: &str,
+    muted: bool,
+) -> Result<Outcome, StateError> {
+    if !cx.kv.exists(&keys::channel(channel))? {
+        return Ok(Err(ApplyError::ChannelNotFound(channel.to_string())));
+    }
+    if !is_member(cx.kv, channel, username)? {
+        return Ok(Err(ApplyError::NotMember {
+            user: username.to_string(),
+            channel: channel.to_string(),
+        }));
+    }
+    let key = keys::channel_muted(username, channel);
+    if cx.kv.exists(&key)? != muted {
+        if muted {
+            cx.kv.put(key, &())?;
+        } else {
+            cx.kv.remove(key);
+        }
+        cx.emit(EventKind::MuteChanged {
+            user: username.to_string(),
+            channel: channel.to_string(),
+            muted,
+        });
+    }
+    Ok(Ok(Applied::MuteSet {
+        channel: channel.to_string(),
+        username: username.to_string(),
+        muted,
     }))
 }
