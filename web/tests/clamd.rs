@@ -20,6 +20,11 @@ use std::time::{Duration, Instant};
 
 use web::files_inspect::{InspectError, ScanVerdict, scan_file};
 
+/// The in-process router fixture of the route tests, for the upload-route test below.
+#[allow(dead_code)]
+#[path = "routes/harness.rs"]
+mod harness;
+
 /// The EICAR anti-malware test file (68 bytes), in two halves so this source file is not
 /// itself the test string.
 fn eicar() -> Vec<u8> {
@@ -131,8 +136,9 @@ async fn start_clamd(clamd: &Path, sigtool: &Path, dir: &Path) -> Clamd {
     }
 }
 
-#[tokio::test]
-async fn scans_with_a_real_clamd() {
+/// clamd and sigtool, or `None` after saying why the test is skipped (a failure instead with
+/// `CHAOS_REQUIRE_CLAMD=1`).
+fn clamd_tools() -> Option<(PathBuf, PathBuf)> {
     let (Some(clamd), Some(sigtool)) = (find("clamd"), find("sigtool")) else {
         if std::env::var("CHAOS_REQUIRE_CLAMD").is_ok_and(|v| v == "1") {
             panic!(
@@ -143,6 +149,14 @@ async fn scans_with_a_real_clamd() {
             "SKIPPED clamd test: clamd or sigtool not found (apt-get install -y clamav-daemon \
              clamav; with CHAOS_REQUIRE_CLAMD=1 the test fails instead)"
         );
+        return None;
+    };
+    Some((clamd, sigtool))
+}
+
+#[tokio::test]
+async fn scans_with_a_real_clamd() {
+    let Some((clamd, sigtool)) = clamd_tools() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -200,4 +214,66 @@ async fn scans_with_a_real_clamd() {
         Err(InspectError::ScannerUnavailable { .. }) => {}
         other => panic!("dead daemon: {other:?}"),
     }
+}
+
+/// The upload route with scanning on and a real clamd: EICAR is refused with 422
+/// `malware_detected` and writes nothing (no message, no file); a clean file goes through. With
+/// the daemon gone, `block` refuses with 503 `scanner_unavailable`, also writing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_route_refuses_eicar_when_scanning() {
+    use axum::http::StatusCode;
+    use sha2::Digest;
+    let Some((clamd, sigtool)) = clamd_tools() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start_clamd(&clamd, &sigtool, dir.path()).await;
+    let mut config = web::ApiConfig::default();
+    config.files.scan = web::files_config::ScanMode::Block;
+    config.files.clamd_socket = dir.path().join("clamd.sock");
+    let h = harness::Harness::start_with(config).await;
+    let alice = h.member("alice").await;
+    h.channel(&alice, "inbox", "public").await;
+    let post = |name: &'static str, bytes: Vec<u8>| {
+        let h = &h;
+        let alice = alice.clone();
+        async move {
+            let sha = hex::encode(sha2::Sha256::digest(&bytes));
+            let r = h
+                .raw(
+                    "PUT",
+                    &format!("/api/v1/blobs/{sha}"),
+                    Some(&alice),
+                    Some(("application/octet-stream", bytes.clone())),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "chunk: {}", r.json);
+            h.call(
+                "POST",
+                "/api/v1/channels/inbox/files",
+                Some(&alice),
+                Some(serde_json::json!({
+                    "name": name, "size": bytes.len(), "sha256": sha, "chunks": [sha],
+                    "body": "", "client_msg_id": format!("scan-{name}"),
+                })),
+            )
+            .await
+        }
+    };
+    let before = h.messages(&alice, "inbox").await.len();
+    let r = post("eicar.com", eicar()).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.json);
+    assert_eq!(r.json["error"]["code"], "malware_detected", "{}", r.json);
+    assert_eq!(
+        h.messages(&alice, "inbox").await.len(),
+        before,
+        "EICAR wrote a message"
+    );
+    let r = post("report.txt", b"quarterly numbers\n".repeat(100)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    drop(daemon);
+    let r = post("later.txt", b"written while the scanner is down\n".to_vec()).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.json);
+    assert_eq!(r.json["error"]["code"], "scanner_unavailable", "{}", r.json);
+    assert_eq!(h.messages(&alice, "inbox").await.len(), before + 1);
 }

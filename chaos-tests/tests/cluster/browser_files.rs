@@ -241,7 +241,6 @@ async fn browser_files_client_pieces() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the files backend (merge of wt-files)"]
 async fn browser_pasted_screenshot_shows_as_preview_for_another_user() {
     let Some(tools) = browser_tools() else {
         return;

@@ -24,6 +24,7 @@ pub mod membership;
 pub mod raft_node;
 pub mod readiness;
 pub mod shared;
+pub mod version_activation;
 pub mod versions;
 
 /// Spawns `fut` as a task whose start and end are logged under `name`.

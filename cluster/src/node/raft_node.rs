@@ -591,6 +591,10 @@ fn spawn_tasks(
             "blob-gc",
             crate::blobs::gc::run(shared.clone(), cancel.clone()),
         ),
+        spawn_named(
+            "version-activation",
+            crate::node::version_activation::run(shared.clone(), cancel.clone()),
+        ),
     ];
     if let Some(tls) = &config.peer_tls {
         // Set the member set before returning, so the cluster port (served after `start`)

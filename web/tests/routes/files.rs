@@ -451,3 +451,98 @@ async fn bad_files_are_refused_and_write_nothing() {
     assert_eq!(d.bytes, content);
     h.stop().await;
 }
+
+/// A PNG chunk: length, type, data, CRC-32 of type and data.
+fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+    let mut out = (data.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(kind);
+    out.extend_from_slice(data);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(kind);
+    crc.update(data);
+    out.extend_from_slice(&crc.finalize().to_be_bytes());
+    out
+}
+
+/// A valid PNG of `width` x `height` RGBA pixels whose IDAT inflates to zeros: with a large
+/// size it is a decompression bomb (a few KB declaring gigabytes of pixels); with a small one
+/// a normal, decodable image.
+fn zero_png(width: u32, height: u32, rows: usize) -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = width.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 6, 0, 0, 0]);
+    png.extend(png_chunk(b"IHDR", &ihdr));
+    // zlib with stored blocks: `rows` rows of (filter byte 0 + zero pixels), then an adler32.
+    let raw = vec![0u8; rows * (1 + width as usize * 4)];
+    let mut z = vec![0x78, 0x01];
+    let blocks: Vec<&[u8]> = raw.chunks(65535).collect();
+    for (i, b) in blocks.iter().enumerate() {
+        z.push(u8::from(i + 1 == blocks.len()));
+        let len = b.len() as u16;
+        z.extend_from_slice(&len.to_le_bytes());
+        z.extend_from_slice(&(!len).to_le_bytes());
+        z.extend_from_slice(b);
+    }
+    let (mut a, mut b) = (1u32, 0u32);
+    for x in &raw {
+        a = (a + u32::from(*x)) % 65521;
+        b = (b + a) % 65521;
+    }
+    z.extend_from_slice(&((b << 16) | a).to_be_bytes());
+    png.extend(png_chunk(b"IDAT", &z));
+    png.extend(png_chunk(b"IEND", &[]));
+    png
+}
+
+/// Thumbnails through the upload route: a real image gets one (served under the same access
+/// rule), a decompression bomb is stored as a file without a thumbnail (the decode limits refuse
+/// it before allocating: `files_inspect::thumbnail` tests bound the memory) and the node goes on
+/// serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thumbnails_and_a_decompression_bomb() {
+    let h = Harness::start().await;
+    let alice = h.member("alice").await;
+    let eve = h.member("eve").await;
+    h.channel(&alice, "pics", "private").await;
+
+    let png = zero_png(640, 480, 480);
+    let r = upload(&h, &alice, "pics", "big.png", &png).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let att = &r.json["attachments"][0];
+    assert_eq!(att["has_thumbnail"], true, "{att}");
+    assert_eq!(
+        (att["width"].clone(), att["height"].clone()),
+        (json!(640), json!(480))
+    );
+    let thumb_path = format!("/api/v1/files/{}/thumbnail", att["id"].as_str().unwrap());
+    let t = h.raw("GET", &thumb_path, Some(&alice), None).await;
+    assert_eq!(t.status, StatusCode::OK);
+    let ct = header(&t, "content-type").to_owned();
+    assert!(
+        ct == "image/png" || ct == "image/jpeg",
+        "thumbnail type {ct}"
+    );
+    // Someone outside the private channel learns nothing, not even that it exists.
+    let t = h.call("GET", &thumb_path, Some(&eve), None).await;
+    assert_eq!(t.status, StatusCode::NOT_FOUND, "{}", t.json);
+
+    let bomb = zero_png(100_000, 100_000, 8);
+    assert!(bomb.len() < 64 * 1024, "the bomb is small on the wire");
+    let r = upload(&h, &alice, "pics", "bomb.png", &bomb).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let att = &r.json["attachments"][0];
+    assert_eq!(att["has_thumbnail"], false, "{att}");
+    let t = h
+        .call(
+            "GET",
+            &format!("/api/v1/files/{}/thumbnail", att["id"].as_str().unwrap()),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(t.status, StatusCode::NOT_FOUND);
+    assert_eq!(t.json["error"]["code"], "no_thumbnail");
+    // Still serving.
+    assert_eq!(h.messages(&alice, "pics").await.len(), 2);
+}

@@ -75,6 +75,16 @@ impl Harness {
         })
         .await
         .expect("create the admin");
+        // The leader commits a version-activation marker soon after it starts
+        // (`version_activation`): waited for here, so that no test sees it as a write of its own.
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while node.reader().active_version().unwrap_or(1) < cluster::command::COMMAND_VERSION {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for the command version to be active"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let app = web::router(node.clone(), config, cancel.child_token());
         Harness {
             node,
