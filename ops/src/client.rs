@@ -9,6 +9,7 @@ pub(crate) mod ca;
 mod channels;
 pub(crate) mod join;
 mod messages;
+pub(crate) mod search;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -97,6 +97,7 @@ pub use api::ws::{
 pub use client::Client;
 pub use client::backup::BackupDownload;
 pub use client::ca::RootFormat;
+pub use client::search::SearchParams;
 pub use error::{ClientError, CloseInfo, WsError};
 pub use ids::new_client_msg_id;
 pub use servers::Failovers;

@@ -82,6 +82,9 @@ pub enum ApiError {
     /// A certificate-authority operation failed (its own codes, see `ca_api`).
     #[error(transparent)]
     Ca(#[from] crate::ca_api::CaApiError),
+    /// A search query that cannot be run (400 `bad_query`).
+    #[error("{0}")]
+    BadQuery(String),
 }
 
 impl ApiError {
@@ -121,6 +124,7 @@ impl ApiError {
             ApiError::StepUpFailed(_) => (StatusCode::FORBIDDEN, "step_up_failed"),
             ApiError::JoinToken(r) => crate::routes::join::refusal_status(r),
             ApiError::Ca(e) => e.status_and_code(),
+            ApiError::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_query"),
         }
     }
 }

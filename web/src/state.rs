@@ -48,6 +48,9 @@ pub struct ApiConfig {
     /// `GET /metrics`: the node's registry and scrape token; `None` when `[metrics] enabled =
     /// false` (the route then answers 404).
     pub metrics: Option<crate::metrics::SharedMetrics>,
+    /// Where this node keeps its search index (`<data_dir>/search`); `None`: in RAM, rebuilt
+    /// from the state at every start (tests).
+    pub search_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -65,6 +68,7 @@ impl Default for ApiConfig {
             join: None,
             workspace: None,
             metrics: None,
+            search_dir: None,
         }
     }
 }
@@ -80,6 +84,8 @@ pub struct AppState {
     pub cluster_probe: Arc<crate::routes::cluster::ProbeGate>,
     /// This node's record of session use (idle timeout).
     pub sessions: Arc<crate::session_use::SessionUse>,
+    /// This node's full-text index (`None`: it could not be opened; search answers 503).
+    pub search: Option<Arc<search::SearchIndex>>,
 }
 
 /// How long a handler may wait to catch up with the leader before answering "not found".

@@ -20,6 +20,7 @@ import {
   utf8Length,
 } from './ui.js';
 import * as dialogs from './dialogs.js';
+import { initSearch } from './search.js';
 
 const PAGE = 50; // messages per history page
 const MAX_BODY_BYTES = 16384;
@@ -1913,6 +1914,8 @@ const ctx = {
 
 function wireStaticUi() {
   $('login-form').addEventListener('submit', onLoginSubmit);
+  // search.js: the header's search box and the jump to a result.
+  initSearch({ api, channels: () => S.channels, label: channelLabel, displayName, openChannel, viewFor, loadOlder });
   $('login-workspace').placeholder = location.host;
 
   const ta = $('composer');

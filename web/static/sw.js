@@ -13,6 +13,7 @@ const SHELL = [
   '/conn.js',
   '/ui.js',
   '/dialogs.js',
+  '/search.js',
   '/style.css',
   '/manifest.webmanifest',
   '/icon.svg',

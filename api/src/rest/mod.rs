@@ -470,6 +470,8 @@ pub struct DnsRecord {
 
 mod bodies;
 pub use bodies::*;
+mod search;
+pub use search::*;
 
 #[cfg(test)]
 mod tests;

@@ -310,6 +310,8 @@ impl Config {
                 max_per_node: self.limits.ws_max_per_node,
                 ..web::ws::hub::WsLimits::default()
             },
+            // The search index is node-local derived data beside the state (docs/architecture.md).
+            search_dir: Some(self.data_dir.join("search")),
             // `run` fills `metrics` once the node (and so the registry) exists.
             ..web::ApiConfig::default()
         }

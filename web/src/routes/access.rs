@@ -18,7 +18,8 @@ use axum::routing::MethodRouter;
 use cluster::ChannelKind;
 
 use super::{
-    backup, ca, channels, cluster as cluster_routes, dns, join, messages, session, sessions, users,
+    backup, ca, channels, cluster as cluster_routes, dns, join, messages, search, session,
+    sessions, users,
 };
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -256,6 +257,8 @@ pub static ROUTES: &[RouteSpec] = &[
     spec!(Delete "/api/v1/channels/{name}/messages/{seq}/pin", MemberOrAdmin, messages::unpin),
     spec!(Get "/api/v1/channels/{name}/pins", ChannelReader, messages::pins),
     spec!(Get "/api/v1/channels/{name}/threads/{root}", ChannelReader, messages::thread),
+    // Search: any signed-in user; the answer holds only messages of channels they can read.
+    spec!(Get "/api/v1/search", AnyUser, search::search),
     // The WebSocket: the upgrade needs no token, the first frame carries it (protocol.md).
     spec!(Get "/api/v1/ws", Public, crate::ws::upgrade),
     // Cluster, DNS, CA, joining nodes.

@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod dns;
 pub mod join;
 pub mod messages;
+pub mod search;
 pub mod session;
 pub mod sessions;
 pub mod users;

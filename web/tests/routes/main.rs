@@ -13,6 +13,7 @@ mod cluster_dns;
 mod hardening;
 mod harness;
 mod messages;
+mod search;
 mod session_users;
 mod sessions;
 mod static_health;
