@@ -776,7 +776,7 @@ impl Run<'_> {
 
 // ----- setup through the API ------------------------------------------------------------------
 
-async fn create_user(cluster: &TestCluster, name: &str, display: &str) {
+pub(crate) async fn create_user(cluster: &TestCluster, name: &str, display: &str) {
     let user = NewUser {
         username: name.to_owned(),
         password: PASSWORD.to_owned(),
@@ -802,7 +802,7 @@ async fn create_user(cluster: &TestCluster, name: &str, display: &str) {
     cluster.login_client(live[0], name, PASSWORD).await;
 }
 
-async fn join(cluster: &TestCluster, node: u64, user: &str) {
+pub(crate) async fn join(cluster: &TestCluster, node: u64, user: &str) {
     let client = cluster.login_client(node, user, PASSWORD).await;
     cluster
         .wait_until(

@@ -394,12 +394,15 @@ mod tests {
     #[test]
     fn search_results_mark_utf16_ranges() {
         // Built from JSON so the test does not depend on every field of the wire type.
-        let r: api::rest::SearchResult = serde_json::from_value(serde_json::json!({
-            "message": {"channel": "general", "seq": 7, "author": "bob",
-                        "body": "😀 café\u{1b}[2J", "ts_ms": 86_400_000u64 * 365},
-            "snippet": {"text": "😀 café\u{1b}[2J", "highlights": [[3, 7], [40, 50]]}
-        }))
-        .unwrap();
+        let parsed: Result<api::rest::SearchResult, _> =
+            serde_json::from_value(serde_json::json!({
+                "message": {"channel": "general", "seq": 7, "author": "bob",
+                            "body": "😀 café\u{1b}[2J", "ts_ms": 86_400_000u64 * 365},
+                "snippet": {"text": "😀 café\u{1b}[2J", "highlights": [[3, 7], [40, 50]]}
+            }));
+        let Ok(r) = parsed else {
+            panic!("not a search result: {parsed:?}")
+        };
         assert_eq!(
             search_results(&[r]),
             "#general #7 [1971-01-01 00:00:00] bob: 😀 [café]\\u{1b}[2J\n"
