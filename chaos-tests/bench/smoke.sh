@@ -105,6 +105,9 @@ smoke fault-bench '^leader-stop +1 +[0-9]+ ' 'checks: every acknowledged message
   "$bin/fault-bench" --smoke
 smoke handover-bench '^write pause +p50 +[0-9.]+ ms' 'failed requests: 0, retried attempts: 0' -- \
   "$bin/handover-bench" --smoke
+# Issue 15's search index, in-process (no cluster): indexing throughput and query latency.
+smoke search-bench '^indexed [0-9]+ messages in .*: [1-9][0-9]* msgs/s' \
+  '^queries [0-9]+: p50 [0-9.]+ ms, p99 [0-9.]+ ms' -- "$bin/search-bench" --smoke
 
 echo "bench smoke: $((SECONDS - started)) s in all; load $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ "${#failed[@]}" -gt 0 ]; then

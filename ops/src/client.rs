@@ -10,6 +10,7 @@ mod channels;
 pub(crate) mod files;
 pub(crate) mod join;
 mod messages;
+pub(crate) mod search;
 
 use std::sync::Arc;
 use std::time::Duration;

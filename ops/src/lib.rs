@@ -98,6 +98,7 @@ pub use client::Client;
 pub use client::backup::BackupDownload;
 pub use client::ca::RootFormat;
 pub use client::files::{CHUNK_BYTES, FileDownload};
+pub use client::search::SearchParams;
 pub use error::{ClientError, CloseInfo, WsError};
 pub use ids::new_client_msg_id;
 pub use servers::Failovers;

@@ -85,6 +85,9 @@ pub enum ApiError {
     /// A file route's refusal (its own codes, see `routes::files`).
     #[error(transparent)]
     Files(#[from] crate::routes::files::FileApiError),
+    /// A search query that cannot be run (400 `bad_query`).
+    #[error("{0}")]
+    BadQuery(String),
 }
 
 impl ApiError {
@@ -125,6 +128,7 @@ impl ApiError {
             ApiError::JoinToken(r) => crate::routes::join::refusal_status(r),
             ApiError::Ca(e) => e.status_and_code(),
             ApiError::Files(e) => e.status_and_code(),
+            ApiError::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_query"),
         }
     }
 }

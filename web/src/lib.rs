@@ -59,6 +59,7 @@ pub fn router(node: Arc<ClusterNode>, config: ApiConfig, cancel: CancellationTok
         std::time::Duration::from_millis(config.session_touch_interval_ms),
         cancel.clone(),
     );
+    let search = start_search(&node, config.search_dir.as_deref(), cancel.clone());
     let hub = ws::hub::Hub::start(node.clone(), config.ws.clone(), cancel);
     let state = AppState {
         node,
@@ -67,6 +68,7 @@ pub fn router(node: Arc<ClusterNode>, config: ApiConfig, cancel: CancellationTok
         login_throttle: Arc::new(login_throttle::LoginThrottle::new()),
         cluster_probe: Arc::default(),
         sessions,
+        search,
     };
     routes::table()
         .layer(axum::middleware::from_fn_with_state(
@@ -85,4 +87,34 @@ pub fn router(node: Arc<ClusterNode>, config: ApiConfig, cancel: CancellationTok
         // Outermost, so refusals by the layers above (CORS, body limit) are tagged and logged.
         .layer(axum::middleware::from_fn(security_log::tag))
         .with_state(state)
+}
+
+/// Opens this node's search index (on disk under `dir`, else in RAM) and starts its feeder,
+/// which ends on `cancel`. `None` when the index cannot be opened at all: the node serves
+/// everything else and search answers 503.
+fn start_search(
+    node: &Arc<ClusterNode>,
+    dir: Option<&std::path::Path>,
+    cancel: CancellationToken,
+) -> Option<Arc<search::SearchIndex>> {
+    let opened = match dir {
+        Some(d) => search::SearchIndex::open(d),
+        None => search::SearchIndex::in_ram(),
+    };
+    match opened {
+        Ok(ix) => {
+            let ix = Arc::new(ix);
+            search::Feeder::start(
+                node.clone(),
+                ix.clone(),
+                search::FeederOptions::default(),
+                cancel,
+            );
+            Some(ix)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "search index cannot be opened; search is unavailable on this node");
+            None
+        }
+    }
 }

@@ -50,6 +50,9 @@ pub struct ApiConfig {
     pub metrics: Option<crate::metrics::SharedMetrics>,
     /// `[files]`: size limit and malware scanning of attachments.
     pub files: crate::files_config::FilesConfig,
+    /// Where this node keeps its search index (`<data_dir>/search`); `None`: in RAM, rebuilt
+    /// from the state at every start (tests).
+    pub search_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -68,6 +71,7 @@ impl Default for ApiConfig {
             workspace: None,
             metrics: None,
             files: crate::files_config::FilesConfig::default(),
+            search_dir: None,
         }
     }
 }
@@ -83,6 +87,8 @@ pub struct AppState {
     pub cluster_probe: Arc<crate::routes::cluster::ProbeGate>,
     /// This node's record of session use (idle timeout).
     pub sessions: Arc<crate::session_use::SessionUse>,
+    /// This node's full-text index (`None`: it could not be opened; search answers 503).
+    pub search: Option<Arc<search::SearchIndex>>,
 }
 
 /// How long a handler may wait to catch up with the leader before answering "not found".

@@ -23,6 +23,7 @@ import * as dialogs from './dialogs.js';
 import { initFiles, sendStaged, stagedCount, syncTray, updateAttachments } from './files.js';
 import * as notify from './notify.js';
 import { initKeys } from './keys.js';
+import { initSearch } from './search.js';
 
 const PAGE = 50; // messages per history page
 const MAX_BODY_BYTES = 16384;
@@ -1954,6 +1955,8 @@ const notifyCtx = {
 
 function wireStaticUi() {
   $('login-form').addEventListener('submit', onLoginSubmit);
+  // search.js: the header's search box and the jump to a result.
+  initSearch({ api, channels: () => S.channels, label: channelLabel, displayName, openChannel, viewFor, loadOlder });
   $('login-workspace').placeholder = location.host;
 
   const ta = $('composer');

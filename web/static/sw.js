@@ -18,6 +18,7 @@ const SHELL = [
   '/format.js',
   '/notify.js',
   '/keys.js',
+  '/search.js',
   '/style.css',
   '/format.css',
   '/manifest.webmanifest',

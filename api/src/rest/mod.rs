@@ -519,6 +519,8 @@ pub struct DnsRecord {
 
 mod bodies;
 pub use bodies::*;
+mod search;
+pub use search::*;
 
 #[cfg(test)]
 mod tests;

@@ -319,6 +319,8 @@ impl Config {
                 scan: self.files.scan,
                 clamd_socket: self.files.clamd_socket.clone(),
             },
+            // The search index is node-local derived data beside the state (docs/architecture.md).
+            search_dir: Some(self.data_dir.join("search")),
             // `run` fills `metrics` once the node (and so the registry) exists.
             ..web::ApiConfig::default()
         }

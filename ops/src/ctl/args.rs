@@ -130,6 +130,22 @@ pub(crate) enum Command {
         #[arg(long)]
         follow: bool,
     },
+    /// Search the messages you can read (newest first; every word must occur, "..." for a
+    /// phrase). Matched words are shown between [ and ].
+    Search {
+        /// The words to find; several words are joined with spaces.
+        #[arg(required = true)]
+        query: Vec<String>,
+        /// Only this channel.
+        #[arg(long, value_name = "NAME")]
+        channel: Option<String>,
+        /// Only messages by this user.
+        #[arg(long, value_name = "USER")]
+        from: Option<String>,
+        /// At most this many results (1 to 1000; fetched in pages of up to 100).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+    },
     /// Change the cluster membership, or drain a node (admin only).
     #[command(subcommand)]
     Node(NodeCommand),

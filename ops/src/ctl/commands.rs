@@ -284,6 +284,32 @@ pub(crate) async fn run(cli: Cli) -> Result<u8, Failure> {
             limit,
             follow,
         } => ctx.tail(&channel, after, limit, follow).await,
+        Command::Search {
+            query,
+            channel,
+            from,
+            limit,
+        } => {
+            let client = ctx.session_client()?;
+            let mut params = ops::SearchParams {
+                q: query.join(" "),
+                channel,
+                from,
+                ..ops::SearchParams::default()
+            };
+            let mut results = Vec::new();
+            loop {
+                let want = (limit as usize - results.len()).min(100) as u32;
+                params.limit = Some(want);
+                let page = client.search(&params).await?;
+                results.extend(page.results);
+                match page.next_cursor {
+                    Some(c) if results.len() < limit as usize => params.cursor = Some(c),
+                    _ => break,
+                }
+            }
+            ctx.emit(&results, || render::search_results(&results))
+        }
         Command::Node(NodeCommand::Add {
             id,
             api_addr,

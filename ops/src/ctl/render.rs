@@ -85,6 +85,58 @@ pub(crate) fn message_line(m: &Message) -> String {
     )
 }
 
+/// One line per search result: `#channel #seq [YYYY-MM-DD HH:MM:SS] author: snippet`, the
+/// matched words between `[` and `]` (the offsets are UTF-16, as the API gives them).
+pub(crate) fn search_results(results: &[api::rest::SearchResult]) -> String {
+    if results.is_empty() {
+        return "no messages found\n".to_owned();
+    }
+    let mut out = String::new();
+    for r in results {
+        let units: Vec<u16> = r.snippet.text.encode_utf16().collect();
+        let mut text = String::new();
+        let mut at = 0usize;
+        for &[a, b] in &r.snippet.highlights {
+            let (a, b) = (a as usize, b as usize);
+            if a < at || b > units.len() || a > b {
+                continue; // not what the server documents: show the text unmarked there
+            }
+            text.push_str(&String::from_utf16_lossy(&units[at..a]));
+            text.push('[');
+            text.push_str(&String::from_utf16_lossy(&units[a..b]));
+            text.push(']');
+            at = b;
+        }
+        text.push_str(&String::from_utf16_lossy(&units[at..]));
+        let m = &r.message;
+        out.push_str(&format!(
+            "#{} #{} [{} {}] {}: {}\n",
+            sanitize(&m.channel),
+            m.seq,
+            ymd_utc(m.ts_ms),
+            hms_utc(m.ts_ms),
+            sanitize(&m.author),
+            sanitize(&text).replace('\n', " ")
+        ));
+    }
+    out
+}
+
+/// `YYYY-MM-DD` in UTC for a Unix time in milliseconds (civil-from-days, proleptic Gregorian).
+pub(crate) fn ymd_utc(ts_ms: u64) -> String {
+    let days = (ts_ms / 86_400_000) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 /// Why the cluster is not fully healthy; empty when every node is healthy and ready.
 pub(crate) fn degraded_reasons(status: &ClusterStatus) -> Vec<String> {
     let mut reasons = Vec::new();
@@ -402,6 +454,26 @@ mod tests {
             "13:05:09"
         );
         assert_eq!(hms_utc(86_399_999), "23:59:59");
+    }
+
+    #[test]
+    fn search_results_mark_utf16_ranges() {
+        // Built from JSON so the test does not depend on every field of the wire type.
+        let parsed: Result<api::rest::SearchResult, _> =
+            serde_json::from_value(serde_json::json!({
+                "message": {"channel": "general", "seq": 7, "author": "bob",
+                            "body": "😀 café\u{1b}[2J", "ts_ms": 86_400_000u64 * 365},
+                "snippet": {"text": "😀 café\u{1b}[2J", "highlights": [[3, 7], [40, 50]]}
+            }));
+        let Ok(r) = parsed else {
+            panic!("not a search result: {parsed:?}")
+        };
+        assert_eq!(
+            search_results(&[r]),
+            "#general #7 [1971-01-01 00:00:00] bob: 😀 [café]\\u{1b}[2J\n"
+        );
+        assert_eq!(search_results(&[]), "no messages found\n");
+        assert_eq!(ymd_utc(1_767_225_600_000), "2026-01-01");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod dns;
 pub mod files;
 pub mod join;
 pub mod messages;
+pub mod search;
 pub mod session;
 pub mod sessions;
 pub mod users;

@@ -347,13 +347,16 @@ fn other_request(spec: &RouteSpec, member: &str, i: usize) -> (String, Option<Va
         ("POST", _) | ("PATCH", _) | ("PUT", _) => Some(json!({})),
         _ => None,
     };
-    let path = spec
+    let mut path = spec
         .path
         .replace("{name}", member)
         .replace("{id}", "99")
         .replace("{serial}", "01")
         .replace("{sha256}", &chunk_sha())
         .replace("{file_id}", &"0".repeat(32));
+    if spec.path == "/api/v1/search" {
+        path.push_str("?q=hello");
+    }
     assert!(
         !path.contains('{'),
         "no matrix case for route {verb} {}",

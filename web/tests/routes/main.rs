@@ -14,6 +14,7 @@ mod files;
 mod hardening;
 mod harness;
 mod messages;
+mod search;
 mod session_users;
 mod sessions;
 mod static_health;
