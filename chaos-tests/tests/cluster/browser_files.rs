@@ -318,6 +318,8 @@ async fn browser_pasted_screenshot_shows_as_preview_for_another_user() {
         }
     })
     .await;
+    // The viewer and the conversation with its image preview pass the WCAG 2.1 A/AA audit.
+    crate::browser_ui::audit(&run, &bob, "file viewer").await;
     run.screenshot(&bob, "files-viewer", DESKTOP.0, DESKTOP.1)
         .await;
     run.ok(bob

@@ -83,6 +83,8 @@ async fn browser_search_jumps_to_the_message() {
         json!(0),
         "markup in a message must stay text: {hit}"
     );
+    // The open results panel passes the same WCAG 2.1 A/AA audit as every other view.
+    crate::browser_ui::audit(&run, &alice, "search results").await;
 
     // ArrowDown moves focus onto the result; Enter jumps to it.
     run.ok(alice
