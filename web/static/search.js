@@ -3,7 +3,7 @@
 //
 // Owns the #search-form / #search-results elements and the `GET /api/v1/search` calls. Snippets
 // are built as DOM: text nodes and <mark> elements cut at the UTF-16 offsets the server gives
-// (JavaScript string indices), never innerHTML, so a message can never inject markup. Must never
+// (JavaScript string indices), never parsed as markup, so a message can never inject markup. Must never
 // touch the timeline's state directly: it goes through the hooks app.js hands to initSearch.
 
 const PAGE = 20;
@@ -51,12 +51,10 @@ function setStatus(text) {
 
 function open() {
   $('search-results').hidden = false;
-  $('search-input').setAttribute('aria-expanded', 'true');
 }
 
 export function closeSearch({ focusInput = false } = {}) {
   $('search-results').hidden = true;
-  $('search-input').setAttribute('aria-expanded', 'false');
   if (focusInput) $('search-input').focus();
 }
 
