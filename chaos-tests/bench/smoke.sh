@@ -23,9 +23,13 @@ profile="${SMOKE_PROFILE:-debug}"
 target="${CARGO_TARGET_DIR:-$root/target}"
 bin="$target/$profile"
 if [ "${SMOKE_NO_BUILD:-0}" != 1 ]; then
-  flag=()
-  [ "$profile" = release ] && flag=(--release)
-  cargo build "${flag[@]}" -q -p node -p ops -p chaos-tests --bins
+  # Debug: the same package and target selection as the test build (`cargo nextest run
+  # --workspace` builds every test, dev-dependencies on), so this is a no-op after it; a
+  # narrower `-p ... --bins` resolves features differently and recompiled tantivy and friends
+  # for minutes on a cold CI machine. Release: only the binaries the benches run.
+  sel=(--workspace --bins --tests)
+  [ "$profile" = release ] && sel=(--release -p node -p ops -p chaos-tests --bins)
+  cargo build -q "${sel[@]}"
 fi
 export CONCLAVE_BIN="$bin/conclave"
 export RUST_LOG="${RUST_LOG:-warn}"

@@ -177,8 +177,15 @@ async fn on_hash_thread<T: Send + 'static>(
         queue.push_back((std::time::Instant::now(), job));
     }
     pool.ready.notify_one();
-    rx.await
-        .map_err(|_| ApiError::Internal(format!("{what}: the hashing thread failed")))?
+    // The caller's own deadline, not the hashing thread's: a thread only sees a job's age when
+    // it pops it, which under a flood on a loaded machine can be a whole hash later than the
+    // promised wait. Dropping `rx` here closes the channel, so the thread skips the job.
+    match tokio::time::timeout(HASH_QUEUE_WAIT, rx).await {
+        Ok(answer) => {
+            answer.map_err(|_| ApiError::Internal(format!("{what}: the hashing thread failed")))?
+        }
+        Err(_) => Err(busy()),
+    }
 }
 
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
