@@ -50,7 +50,8 @@ struct Queues {
     rest: std::collections::VecDeque<(std::time::Instant, HashJob)>,
 }
 
-/// Bounds argon2 work on this node: a fixed set of threads, one per core, does all hashing.
+/// Bounds argon2 work on this node: a fixed set of threads, one per core but one, does all
+/// hashing.
 /// Each hash uses about 19 MiB (argon2id's default memory cost). Unbounded, a flood of wrong
 /// passwords from one LAN host ran hundreds at once and took gigabytes; a semaphore over tokio's
 /// blocking pool still spread the work over many threads and left about 800 MB behind, fixed
@@ -121,11 +122,17 @@ fn hashing_thread() {
     }
 }
 
-/// One hashing thread per core the process may use (at least one).
+/// One hashing thread per core the process may use, but one (at least one). A flood of wrong
+/// passwords keeps every hashing thread busy for as long as it lasts; with a thread on every
+/// core, Raft's heartbeats and appends queued behind argon2 on the OS scheduler and real
+/// logins failed with "no quorum acknowledged the write in time" (the `login_flood` test on a
+/// loaded 2-core machine). The core left over keeps the node's writes moving during a flood.
 pub fn hash_thread_count() -> usize {
     std::thread::available_parallelism()
         .map(std::num::NonZeroUsize::get)
         .unwrap_or(1)
+        .saturating_sub(1)
+        .max(1)
 }
 
 /// The most password hashes that ran at once on this node since it started.
