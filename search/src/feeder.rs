@@ -99,6 +99,8 @@ async fn run<S: Source + 'static>(
     };
     let mut st = Some(FeedState {
         cursors,
+        high: HashMap::new(),
+        settled: false,
         written: 0,
         opts: opts.clone(),
         cancel: cancel.clone(),
@@ -179,6 +181,16 @@ async fn run<S: Source + 'static>(
 /// cursor documents hold once committed).
 struct FeedState {
     cursors: HashMap<String, u64>,
+    /// Per channel, the highest message sequence this process wrote a document for. A posted
+    /// message (sequences only grow) above it has no document yet, so it is added without the
+    /// delete an upsert costs; that delete halved indexing throughput at a million messages
+    /// (`search-bench`: 12,256 msgs/s with it, 23,698 without, same machine and load).
+    high: HashMap<String, u64>,
+    /// The first reconciliation finished: every channel's documents beyond its cursor (left by
+    /// an earlier process, e.g. a rebuild that read messages applied after its cursor) have
+    /// been rewritten by this process and so are counted in `high`. Before, every write is an
+    /// upsert.
+    settled: bool,
     /// Documents written since the last commit.
     written: usize,
     opts: FeederOptions,
@@ -207,6 +219,9 @@ impl FeedState {
         }
         if reconcile {
             self.reconcile(src, ix)?;
+            if !self.cancel.is_cancelled() {
+                self.settled = true;
+            }
         }
         ix.commit()?;
         self.written = 0;
@@ -233,28 +248,40 @@ impl FeedState {
         | ChannelEvent::Edited { seq }
         | ChannelEvent::Deleted { seq } = event
         {
-            self.refresh(src, ix, channel, *seq)?;
+            let posted = matches!(event, ChannelEvent::Message { .. });
+            self.refresh(src, ix, channel, *seq, posted)?;
         }
         self.cursors.insert(channel.to_owned(), ev);
         Ok(())
     }
 
-    /// Re-reads one message and indexes what it is now.
+    /// Re-reads one message and indexes what it is now. `posted`: the event is the message's
+    /// creation (not an edit or deletion).
     fn refresh(
         &mut self,
         src: &dyn Source,
         ix: &SearchIndex,
         channel: &str,
         seq: u64,
+        posted: bool,
     ) -> Result<(), SearchError> {
         match src.message(channel, seq)? {
-            Some(m) if !m.deleted => ix.upsert(&IndexDoc {
-                channel: m.channel,
-                seq: m.seq,
-                author: m.author,
-                ts_ms: m.ts_ms,
-                body: m.body,
-            })?,
+            Some(m) if !m.deleted => {
+                let doc = IndexDoc {
+                    channel: m.channel,
+                    seq: m.seq,
+                    author: m.author,
+                    ts_ms: m.ts_ms,
+                    body: m.body,
+                };
+                let high = self.high.entry(channel.to_owned()).or_insert(0);
+                if posted && self.settled && seq > *high {
+                    ix.add_new(std::slice::from_ref(&doc))?;
+                } else {
+                    ix.upsert(&doc)?;
+                }
+                *high = (*high).max(seq);
+            }
             _ => ix.remove(channel, seq)?,
         }
         self.written += 1;
@@ -282,6 +309,8 @@ impl FeedState {
         for c in gone {
             ix.remove_channel(&c)?;
             self.cursors.remove(&c);
+            // A channel of that name created later starts with no documents.
+            self.high.remove(&c);
         }
         for c in &channels {
             if self.cancel.is_cancelled() {
@@ -318,7 +347,8 @@ impl FeedState {
                         | ChannelEvent::Edited { seq }
                         | ChannelEvent::Deleted { seq } = e
                         {
-                            self.refresh(src, ix, channel, seq)?;
+                            let posted = matches!(e, ChannelEvent::Message { .. });
+                            self.refresh(src, ix, channel, seq, posted)?;
                         }
                         cur = ev;
                     }
@@ -343,6 +373,7 @@ impl FeedState {
         let state_ev = src.last_ev(channel)?;
         ix.remove_channel(channel)?;
         self.cursors.remove(channel);
+        self.high.insert(channel.to_owned(), 0);
         let mut after = 0;
         loop {
             if self.cancel.is_cancelled() {
@@ -351,6 +382,9 @@ impl FeedState {
             let page = src.messages_after(channel, after, 2000)?;
             let Some(last) = page.last() else { break };
             after = last.seq;
+            // Messages applied while this runs are read here and again from their events,
+            // which must then replace, not add: `high` covers them.
+            self.high.insert(channel.to_owned(), after);
             let docs: Vec<IndexDoc> = page
                 .into_iter()
                 .filter(|m| !m.deleted)
@@ -368,5 +402,183 @@ impl FeedState {
         }
         self.cursors.insert(channel.to_owned(), state_ev);
         ix.set_cursor(channel, state_ev)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use cluster::{MessageView, StateError};
+
+    use super::*;
+    use crate::{ParsedQuery, SearchRequest};
+
+    /// An in-memory state: one channel's messages and events.
+    #[derive(Default)]
+    struct Mock {
+        msgs: Mutex<BTreeMap<u64, MessageView>>,
+        events: Mutex<Vec<(u64, ChannelEvent)>>,
+        /// While set, `last_ev` answers one event short, as a read made just before a post
+        /// was applied would.
+        stale: AtomicBool,
+    }
+
+    const CH: &str = "general";
+
+    impl Mock {
+        /// Applies a post or an edit (the state's side) and returns its event.
+        fn apply(&self, seq: u64, body: &str, edit: bool) -> Event {
+            self.msgs.lock().unwrap().insert(
+                seq,
+                MessageView {
+                    channel: CH.into(),
+                    seq,
+                    author: "alice".into(),
+                    body: body.into(),
+                    ts_ms: 1_000 + seq,
+                    client_msg_id: format!("m{seq}"),
+                    thread_root: None,
+                    reply_count: 0,
+                    edited_at_ms: edit.then_some(5_000),
+                    deleted: false,
+                    pinned: false,
+                    reactions: BTreeMap::new(),
+                    mentions: Vec::new(),
+                    channel_mention: false,
+                    attachments: Vec::new(),
+                },
+            );
+            let event = if edit {
+                ChannelEvent::Edited { seq }
+            } else {
+                ChannelEvent::Message { seq }
+            };
+            let mut evs = self.events.lock().unwrap();
+            let ev = evs.len() as u64 + 1;
+            evs.push((ev, event.clone()));
+            Event {
+                index: ev,
+                kind: EventKind::Channel {
+                    channel: CH.into(),
+                    ev,
+                    event,
+                },
+            }
+        }
+    }
+
+    impl Source for Mock {
+        fn channels(&self) -> Result<Vec<String>, StateError> {
+            Ok(vec![CH.into()])
+        }
+        fn last_ev(&self, _: &str) -> Result<u64, StateError> {
+            let n = self.events.lock().unwrap().len() as u64;
+            Ok(if self.stale.load(Ordering::SeqCst) {
+                n - 1
+            } else {
+                n
+            })
+        }
+        fn events_after(
+            &self,
+            _: &str,
+            after: u64,
+            limit: usize,
+        ) -> Result<Vec<(u64, ChannelEvent)>, StateError> {
+            let evs = self.events.lock().unwrap();
+            Ok(evs
+                .iter()
+                .filter(|(ev, _)| *ev > after)
+                .take(limit)
+                .cloned()
+                .collect())
+        }
+        fn messages_after(
+            &self,
+            _: &str,
+            after: u64,
+            limit: usize,
+        ) -> Result<Vec<MessageView>, StateError> {
+            let msgs = self.msgs.lock().unwrap();
+            Ok(msgs
+                .range(after + 1..)
+                .take(limit)
+                .map(|(_, m)| m.clone())
+                .collect())
+        }
+        fn message(&self, _: &str, seq: u64) -> Result<Option<MessageView>, StateError> {
+            Ok(self.msgs.lock().unwrap().get(&seq).cloned())
+        }
+    }
+
+    /// The sequences of the documents matching `word` (one entry per document).
+    fn found(ix: &SearchIndex, word: &str) -> Vec<u64> {
+        let req = SearchRequest {
+            query: ParsedQuery::parse(word).unwrap(),
+            channels: vec![CH.into()],
+            author: None,
+            after_ms: None,
+            before_ms: None,
+            limit: 100,
+            cursor: None,
+        };
+        let mut seqs: Vec<u64> = ix
+            .search(&req)
+            .unwrap()
+            .hits
+            .iter()
+            .map(|h| h.seq)
+            .collect();
+        seqs.sort_unstable();
+        seqs
+    }
+
+    /// A post is added without a delete only when no document can exist for it: one that a
+    /// rebuild already read (its event still to come) is replaced, never doubled, and edits
+    /// always replace.
+    #[test]
+    fn every_message_has_one_document_whichever_way_it_arrives() {
+        let src = Mock::default();
+        let ix = SearchIndex::in_ram().unwrap();
+        let mut st = FeedState {
+            cursors: HashMap::new(),
+            high: HashMap::new(),
+            settled: false,
+            written: 0,
+            opts: FeederOptions::default(),
+            cancel: CancellationToken::new(),
+        };
+        src.apply(1, "alpha one", false);
+        // The rebuild reads its cursor just before post 2 is applied, then reads post 2 too.
+        let late = src.apply(2, "alpha two", false);
+        src.stale.store(true, Ordering::SeqCst);
+        st.step(&src, &ix, &[], true).unwrap();
+        src.stale.store(false, Ordering::SeqCst);
+        assert!(st.settled);
+        assert_eq!(
+            st.cursors.get(CH),
+            Some(&1),
+            "the rebuild's cursor is the stale read"
+        );
+        assert_eq!(found(&ix, "alpha"), vec![1, 2]);
+        // Post 2's event arrives after the rebuild: replaced, not added again.
+        st.step(&src, &ix, &[late], false).unwrap();
+        assert_eq!(found(&ix, "alpha"), vec![1, 2]);
+        // A new post (the no-delete path), then its edit.
+        let post = src.apply(3, "alpha three", false);
+        st.step(&src, &ix, &[post], false).unwrap();
+        assert_eq!(found(&ix, "alpha"), vec![1, 2, 3]);
+        let edit = src.apply(3, "beta three", true);
+        st.step(&src, &ix, &[edit], false).unwrap();
+        assert_eq!(found(&ix, "alpha"), vec![1, 2]);
+        assert_eq!(found(&ix, "three"), vec![3]);
+        // A reconciliation that finds nothing new changes nothing.
+        st.step(&src, &ix, &[], true).unwrap();
+        assert_eq!(found(&ix, "alpha"), vec![1, 2]);
+        assert_eq!(found(&ix, "three"), vec![3]);
     }
 }
