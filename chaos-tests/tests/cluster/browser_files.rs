@@ -14,6 +14,10 @@
 //! preview image loaded (`naturalWidth > 0`, alt text = the file name), opens the viewer, sees
 //! the full image, closes it with Escape and focus returns to the preview. It needs the files
 //! backend (`PUT /api/v1/blobs`, `POST .../files`, `GET /api/v1/files/...`).
+//!
+//! `browser_upload_continues_on_another_node_after_a_kill`: a 100 MiB upload over a throttled
+//! link loses the node it goes through (SIGKILL) after its first chunk; the page finishes it
+//! on another node and bob's download is byte-identical.
 
 use std::time::{Duration, Instant};
 
