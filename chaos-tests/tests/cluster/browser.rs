@@ -84,25 +84,16 @@ async fn browser_reprompts_after_session_expiry_and_keeps_the_outbox() {
             .top_level("session_touch_interval_secs", "1"),
     )
     .await;
-    create_user(&cluster, "alice", "Alice").await;
-    create_channel(&cluster, CHANNEL).await;
-    join(&cluster, 1, "alice").await;
-    let mut driver = ChromeDriver::start(&tools).unwrap_or_else(|e| panic!("{e}"));
-    let alice = driver.open("alice").await.unwrap_or_else(|e| panic!("{e}"));
-    let run = Run {
-        cluster: &cluster,
-        pages: [&alice, &alice],
-        artifacts: artifacts_dir(),
-    };
-    run.ok(alice.set_viewport(DESKTOP.0, DESKTOP.1).await).await;
-    run.sign_in(&alice, 1).await;
-    run.send(&alice, "before the expiry").await;
+    let browsers = signed_in(&cluster, &tools, [ALICE]).await;
+    let [alice] = &browsers.pages;
+    let run = browsers.run(&cluster);
+    run.send(alice, "before the expiry").await;
     let last_use = Instant::now();
 
     // The node goes down; alice types a message, which waits in the outbox.
     cluster.kill(1);
     let typed = "typed while logged out";
-    run.type_message(&alice, typed).await;
+    run.type_message(alice, typed).await;
     run.wait(
         "the typed message to wait in the outbox",
         PAGE_WAIT,
@@ -222,13 +213,14 @@ async fn browser_asks_for_a_new_password_after_an_admin_set_one() {
         .create_user_with(&user)
         .await
         .unwrap_or_else(|e| cluster.fail(&format!("create frank: {e}")));
-    let mut driver = ChromeDriver::start(&tools).unwrap_or_else(|e| panic!("{e}"));
-    let frank = driver.open("frank").await.unwrap_or_else(|e| panic!("{e}"));
-    let run = Run {
-        cluster: &cluster,
-        pages: [&frank, &frank],
-        artifacts: artifacts_dir(),
+    let frank = User {
+        name: "frank",
+        display: "Frank",
+        node: 1,
     };
+    let browsers = Browsers::open(&cluster, &tools, [frank]).await;
+    let [frank] = &browsers.pages;
+    let run = browsers.run(&cluster);
     run.ok(frank.goto(&format!("{}/", cluster.url(1))).await)
         .await;
     run.wait("the sign-in form", PAGE_WAIT, || async {
@@ -290,39 +282,14 @@ async fn scenario(tls: bool) {
     if tls {
         assert!(cluster.url(1).starts_with("https://"), "{}", cluster.url(1));
     }
-    for (user, display) in [("alice", "Alice"), ("bob", "Bob")] {
-        create_user(&cluster, user, display).await;
-    }
-    create_channel(&cluster, CHANNEL).await;
-    join(&cluster, 1, "alice").await;
-    join(&cluster, 2, "bob").await;
-
-    // The driver guard is declared before the pages: pages are dropped first, and the guard
-    // then kills chromedriver's whole process group (Chromium included) and removes profiles.
-    let mut driver = ChromeDriver::start(&tools).unwrap_or_else(|e| panic!("{e}"));
-    if tls {
-        let spkis = cluster_spki_hashes(&cluster);
-        driver.extra_args.push(format!(
-            "--ignore-certificate-errors-spki-list={}",
-            spkis.join(",")
-        ));
-    }
-    let alice = driver.open("alice").await.unwrap_or_else(|e| panic!("{e}"));
-    let bob = driver.open("bob").await.unwrap_or_else(|e| panic!("{e}"));
-    let run = Run {
-        cluster: &cluster,
-        pages: [&alice, &bob],
-        artifacts: artifacts_dir(),
-    };
-    eprintln!("browser sessions up after {:.1?}", started.elapsed());
 
     // 1. Sign in on different nodes, open #general, wait until each socket is subscribed.
-    for (page, node) in [(&alice, 1), (&bob, 2)] {
-        run.ok(page.set_viewport(DESKTOP.0, DESKTOP.1).await).await;
-        run.sign_in(page, node).await;
-    }
-    let alice_node = run.connected_node(&alice).await;
-    let bob_node = run.connected_node(&bob).await;
+    let browsers = two_users(&cluster, &tools).await;
+    let [alice, bob] = &browsers.pages;
+    let run = browsers.run(&cluster);
+    eprintln!("browser sessions signed in after {:.1?}", started.elapsed());
+    let alice_node = run.connected_node(alice).await;
+    let bob_node = run.connected_node(bob).await;
     if (alice_node, bob_node) != (1, 2) {
         run.fail::<()>(&format!(
             "a page connects to the node it was loaded from first: alice's page (node 1) is on \
@@ -334,10 +301,10 @@ async fn scenario(tls: bool) {
     // 2. Chat both ways; each message is sent before the next is typed.
     let mut expected: Vec<(&str, String)> = Vec::new();
     let before = [
-        (&alice, "Hi Bob, Alice here on node 1."),
-        (&bob, "Hello Alice! Bob on node 2, reading you fine."),
-        (&alice, "Shall we test the failover?"),
-        (&bob, "Go ahead, I am watching."),
+        (alice, "Hi Bob, Alice here on node 1."),
+        (bob, "Hello Alice! Bob on node 2, reading you fine."),
+        (alice, "Shall we test the failover?"),
+        (bob, "Go ahead, I am watching."),
     ];
     for (page, body) in before {
         run.send(page, body).await;
@@ -361,7 +328,7 @@ async fn scenario(tls: bool) {
     run.ok(alice.type_into("#composer", &Key::Enter.to_string()).await)
         .await;
     let entered_in = killed_at.elapsed();
-    run.type_message(&alice, second).await;
+    run.type_message(alice, second).await;
     let typed_in = killed_at.elapsed();
     let outage = [first.as_str(), second];
     for body in outage {
@@ -415,8 +382,8 @@ async fn scenario(tls: bool) {
 
     // 5. The conversation goes on after the failover.
     let after = [
-        (&bob, "Got it exactly once. Welcome back!"),
-        (&alice, "Still here, now through another node."),
+        (bob, "Got it exactly once. Welcome back!"),
+        (alice, "Still here, now through another node."),
     ];
     for (page, body) in after {
         run.send(page, body).await;
@@ -479,20 +446,20 @@ async fn scenario(tls: bool) {
     run.ok(alice.emulate_phone(PHONE.0, PHONE.1, PHONE.2).await)
         .await;
     let (pw, ph) = (PHONE.0 * PHONE.2, PHONE.1 * PHONE.2);
-    shots.push(run.screenshot(&alice, &shot("phone"), pw, ph).await);
+    shots.push(run.screenshot(alice, &shot("phone"), pw, ph).await);
     run.ok(alice.click("#btn-drawer").await).await;
     run.wait("the phone drawer to open", PAGE_WAIT, || async {
         alice.drawer_open().await
     })
     .await;
-    shots.push(run.screenshot(&alice, &shot("phone-drawer"), pw, ph).await);
+    shots.push(run.screenshot(alice, &shot("phone-drawer"), pw, ph).await);
     for s in &shots {
         eprintln!("screenshot: {}", s.display());
     }
 
     alice.close().await;
     bob.close().await;
-    drop(driver);
+    drop(browsers);
     eprintln!("browser test done in {:.1?}", started.elapsed());
 }
 
@@ -817,6 +784,132 @@ pub(crate) async fn join(cluster: &TestCluster, node: u64, user: &str) {
             },
         )
         .await
+}
+
+// ----- the common setup: users, their channel, their signed-in pages ----------------------------
+
+/// A user of a browser test: created with [`PASSWORD`], a member of [`CHANNEL`] (joined
+/// through `node`), whose page is loaded from `node`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct User {
+    pub(crate) name: &'static str,
+    pub(crate) display: &'static str,
+    pub(crate) node: u64,
+}
+
+pub(crate) const ALICE: User = User {
+    name: "alice",
+    display: "Alice",
+    node: 1,
+};
+/// On node 2: the two-user tests chat across nodes.
+pub(crate) const BOB: User = User {
+    name: "bob",
+    display: "Bob",
+    node: 2,
+};
+
+impl User {
+    /// The same user on node `node`'s page.
+    pub(crate) const fn on(self, node: u64) -> User {
+        User { node, ..self }
+    }
+}
+
+/// Creates `users` and [`CHANNEL`], and makes each user a member through its node.
+pub(crate) async fn members(cluster: &TestCluster, users: &[User]) {
+    for u in users {
+        create_user(cluster, u.name, u.display).await;
+    }
+    create_channel(cluster, CHANNEL).await;
+    for u in users {
+        join(cluster, u.node, u.name).await;
+    }
+}
+
+/// One page per user and the chromedriver running them.
+pub(crate) struct Browsers<const N: usize> {
+    /// Declared before the driver: fields drop in order, so the sessions end before the
+    /// driver's guard kills chromedriver's process group (Chromium included).
+    pub(crate) pages: [Page; N],
+    pub(crate) users: [User; N],
+    driver: ChromeDriver,
+}
+
+impl<const N: usize> Browsers<N> {
+    /// Starts chromedriver and opens a page per user at the desktop viewport, not signed in.
+    /// On a TLS cluster Chromium accepts the cluster's certificates (see
+    /// [`cluster_spki_hashes`]).
+    pub(crate) async fn open(cluster: &TestCluster, tools: &Tools, users: [User; N]) -> Self {
+        let mut driver = ChromeDriver::start(tools).unwrap_or_else(|e| panic!("{e}"));
+        if cluster.ca_file().is_some() {
+            let spkis = cluster_spki_hashes(cluster);
+            driver.extra_args.push(format!(
+                "--ignore-certificate-errors-spki-list={}",
+                spkis.join(",")
+            ));
+        }
+        let mut pages = Vec::with_capacity(N);
+        for u in users {
+            pages.push(driver.open(u.name).await.unwrap_or_else(|e| panic!("{e}")));
+        }
+        let Ok(pages) = <[Page; N]>::try_from(pages) else {
+            unreachable!("one page per user")
+        };
+        let browsers = Browsers {
+            pages,
+            users,
+            driver,
+        };
+        let run = browsers.run(cluster);
+        for page in &browsers.pages {
+            run.ok(page.set_viewport(DESKTOP.0, DESKTOP.1).await).await;
+        }
+        browsers
+    }
+
+    /// The steps over these pages: a failed one shows the first and the last page (the one
+    /// page twice when there is one user).
+    pub(crate) fn run<'a>(&'a self, cluster: &'a TestCluster) -> Run<'a> {
+        Run {
+            cluster,
+            pages: [&self.pages[0], &self.pages[N - 1]],
+            artifacts: artifacts_dir(),
+        }
+    }
+
+    /// One more session (another tab of a user, an admin), on the same chromedriver.
+    pub(crate) async fn open_page(&self, who: &'static str) -> Page {
+        self.driver
+            .open(who)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Signs each page in on its user's node, with #[`CHANNEL`] open and subscribed.
+    pub(crate) async fn sign_in(&self, run: &Run<'_>) {
+        for (page, user) in self.pages.iter().zip(&self.users) {
+            run.sign_in(page, user.node).await;
+        }
+    }
+}
+
+/// The setup most browser tests share: `users` created and members of [`CHANNEL`], each
+/// signed in on its node's page at the desktop viewport.
+pub(crate) async fn signed_in<const N: usize>(
+    cluster: &TestCluster,
+    tools: &Tools,
+    users: [User; N],
+) -> Browsers<N> {
+    members(cluster, &users).await;
+    let browsers = Browsers::open(cluster, tools, users).await;
+    browsers.sign_in(&browsers.run(cluster)).await;
+    browsers
+}
+
+/// [`ALICE`] on node 1's page and [`BOB`] on node 2's, signed in to #[`CHANNEL`].
+pub(crate) async fn two_users(cluster: &TestCluster, tools: &Tools) -> Browsers<2> {
+    signed_in(cluster, tools, [ALICE, BOB]).await
 }
 
 // ----- what the pages showed -------------------------------------------------------------------
@@ -1199,7 +1292,8 @@ pub(crate) struct ChromeDriver {
     chromium: PathBuf,
     /// chromedriver's output, for failure messages.
     log: Arc<Mutex<Vec<String>>>,
-    profiles: Vec<TempDir>,
+    /// Behind a lock so that a test can open one more session while it holds its pages.
+    profiles: Mutex<Vec<TempDir>>,
     /// More Chromium arguments for every session (the HTTPS variant's trusted keys).
     pub(crate) extra_args: Vec<String>,
     /// Chromium preferences for every later session (`goog:chromeOptions.prefs`).
@@ -1261,7 +1355,7 @@ impl ChromeDriver {
             url: String::new(),
             chromium: tools.chromium.clone(),
             log,
-            profiles: Vec::new(),
+            profiles: Mutex::new(Vec::new()),
             extra_args: Vec::new(),
             prefs: None,
             performance_log: false,
@@ -1282,7 +1376,7 @@ impl ChromeDriver {
     }
 
     /// A new session: its own window and a fresh profile.
-    pub(crate) async fn open(&mut self, who: &'static str) -> Result<Page, String> {
+    pub(crate) async fn open(&self, who: &'static str) -> Result<Page, String> {
         let profile = tempfile::Builder::new()
             .prefix(&format!("conclave-chromium-{who}-"))
             .tempdir()
@@ -1300,7 +1394,10 @@ impl ChromeDriver {
             format!("--user-data-dir={}", profile.path().display()),
         ];
         args.extend(self.extra_args.iter().cloned());
-        self.profiles.push(profile);
+        self.profiles
+            .lock()
+            .map_err(|e| format!("profiles: {e}"))?
+            .push(profile);
         let mut caps = json!({
             "browserName": "chrome",
             "goog:chromeOptions": { "binary": self.chromium, "args": args },
@@ -1365,7 +1462,9 @@ impl Drop for ChromeDriver {
         let _ = self.child.kill();
         let _ = self.child.wait();
         // Then the profiles (TempDir's drop), now that no Chromium writes into them.
-        self.profiles.clear();
+        if let Ok(mut profiles) = self.profiles.lock() {
+            profiles.clear();
+        }
     }
 }
 

@@ -11,11 +11,8 @@ use chaos_tests::TestCluster;
 use fantoccini::key::Key;
 use serde_json::json;
 
-use crate::browser::{ChromeDriver, Run, artifacts_dir, browser_tools, create_user, join};
-use crate::util::{create_channel, post_ok};
-
-const CHANNEL: &str = "general";
-const PAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+use crate::browser::{ALICE, Browsers, CHANNEL, PAGE_WAIT, browser_tools, members};
+use crate::util::post_ok;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_search_jumps_to_the_message() {
@@ -23,9 +20,7 @@ async fn browser_search_jumps_to_the_message() {
         return;
     };
     let cluster = TestCluster::start(1).await;
-    create_channel(&cluster, CHANNEL).await;
-    create_user(&cluster, "alice", "Alice").await;
-    join(&cluster, 1, "alice").await;
+    members(&cluster, &[ALICE]).await;
     // The match is message 5 of 120: the channel opens on the newest 50, so the jump has to
     // load older pages first.
     let admin = cluster.client(1);
@@ -38,15 +33,10 @@ async fn browser_search_jumps_to_the_message() {
         post_ok(&cluster, &admin, CHANNEL, &body, &format!("bs-{i}")).await;
     }
 
-    let mut driver = ChromeDriver::start(&tools).unwrap_or_else(|e| panic!("{e}"));
-    let alice = driver.open("alice").await.unwrap_or_else(|e| panic!("{e}"));
-    let run = Run {
-        cluster: &cluster,
-        pages: [&alice, &alice],
-        artifacts: artifacts_dir(),
-    };
-    run.sign_in_at(&alice, &format!("{}/", cluster.url(1)))
-        .await;
+    let browsers = Browsers::open(&cluster, &tools, [ALICE]).await;
+    let [alice] = &browsers.pages;
+    let run = browsers.run(&cluster);
+    browsers.sign_in(&run).await;
 
     // Search with the keyboard: type, Enter.
     run.ok(alice.type_into("#search-input", "Narwhal").await)
@@ -84,7 +74,7 @@ async fn browser_search_jumps_to_the_message() {
         "markup in a message must stay text: {hit}"
     );
     // The open results panel passes the same WCAG 2.1 A/AA audit as every other view.
-    crate::browser_ui::audit(&run, &alice, "search results").await;
+    crate::browser_ui::audit(&run, alice, "search results").await;
 
     // ArrowDown moves focus onto the result; Enter jumps to it.
     run.ok(alice
@@ -138,6 +128,6 @@ async fn browser_search_jumps_to_the_message() {
             == json!(true),
         "the results close after the jump"
     );
-    drop(driver);
+    drop(browsers);
     cluster.stop_all().await;
 }

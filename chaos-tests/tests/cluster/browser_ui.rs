@@ -33,8 +33,8 @@ use fantoccini::wd::WebDriverCompatibleCommand;
 use serde_json::{Value, json};
 
 use crate::browser::{
-    CHANNEL, ChromeDriver, DESKTOP, PAGE_WAIT, PASSWORD, Page, Run, artifacts_dir, browser_tools,
-    create_user, join,
+    ALICE, BOB, Browsers, CHANNEL, DESKTOP, PAGE_WAIT, PASSWORD, Page, Run, User, artifacts_dir,
+    browser_tools, members,
 };
 use crate::util::create_channel;
 
@@ -47,22 +47,13 @@ async fn browser_formats_messages_and_notifies_mentions() {
         return;
     };
     let cluster = TestCluster::start(1).await;
-    create_user(&cluster, "alice", "Alice").await;
-    create_user(&cluster, "bob", "Bob").await;
-    create_channel(&cluster, CHANNEL).await;
-    join(&cluster, 1, "alice").await;
-    join(&cluster, 1, "bob").await;
+    members(&cluster, &[ALICE, BOB.on(1)]).await;
     let alice = cluster.login_client(1, "alice", PASSWORD).await;
 
-    let mut driver = ChromeDriver::start(&tools).unwrap_or_else(|e| panic!("{e}"));
-    let bob = driver.open("bob").await.unwrap_or_else(|e| panic!("{e}"));
-    let run = Run {
-        cluster: &cluster,
-        pages: [&bob, &bob],
-        artifacts: artifacts_dir(),
-    };
-    run.ok(bob.set_viewport(DESKTOP.0, DESKTOP.1).await).await;
-    run.sign_in(&bob, 1).await;
+    let browsers = Browsers::open(&cluster, &tools, [BOB.on(1)]).await;
+    let [bob] = &browsers.pages;
+    let run = browsers.run(&cluster);
+    browsers.sign_in(&run).await;
 
     // ---- formatting: code renders as code, markup as text ----
     let body =
@@ -107,7 +98,7 @@ async fn browser_formats_messages_and_notifies_mentions() {
     );
 
     // ---- a mention while the page is hidden raises a notification ----
-    run.ok(grant_notifications(&bob).await).await;
+    run.ok(grant_notifications(bob).await).await;
     run.wait("bob's service worker to be active", PAGE_WAIT, || async {
         let v = bob
             .js(
@@ -144,7 +135,7 @@ async fn browser_formats_messages_and_notifies_mentions() {
         },
     )
     .await;
-    run.ok(hide(&bob).await).await;
+    run.ok(hide(bob).await).await;
     post(
         &cluster,
         &alice,
@@ -155,7 +146,7 @@ async fn browser_formats_messages_and_notifies_mentions() {
     .await;
     let first = run
         .wait("a notification for the mention", PAGE_WAIT, || async {
-            let list = notifications(&bob).await?;
+            let list = notifications(bob).await?;
             match list.as_slice() {
                 [n] => Ok(n.clone()),
                 other => Err(format!("notifications: {other:?}")),
@@ -180,7 +171,7 @@ async fn browser_formats_messages_and_notifies_mentions() {
     .await;
 
     // ---- mute: from the channel header, kept by the cluster, seen by bob's other tab ----
-    let bob_tab = driver.open("bob").await.unwrap_or_else(|e| panic!("{e}"));
+    let bob_tab = browsers.open_page("bob").await;
     run.sign_in(&bob_tab, 1).await;
     run.ok(bob.click("#btn-mute").await).await;
     run.wait("the channel to show as muted", PAGE_WAIT, || async {
@@ -257,7 +248,7 @@ async fn browser_formats_messages_and_notifies_mentions() {
             "a notification for the direct message",
             PAGE_WAIT,
             || async {
-                let list = notifications(&bob).await?;
+                let list = notifications(bob).await?;
                 if list.iter().any(|n| n["channel"] == json!(dm.name)) {
                     Ok(list)
                 } else {
@@ -297,12 +288,12 @@ async fn browser_keyboard_only_and_axe_audits() {
         return;
     };
     let cluster = TestCluster::start(1).await;
-    create_user(&cluster, "alice", "Alice").await;
-    create_user(&cluster, "bob", "Bob Builder").await;
-    create_channel(&cluster, CHANNEL).await;
+    let bob_builder = User {
+        display: "Bob Builder",
+        ..BOB.on(1)
+    };
+    members(&cluster, &[ALICE, bob_builder]).await;
     create_channel(&cluster, "random").await;
-    join(&cluster, 1, "alice").await;
-    join(&cluster, 1, "bob").await;
     let bob = cluster.login_client(1, "bob", PASSWORD).await;
     bob.join_channel("random")
         .await
@@ -329,35 +320,30 @@ async fn browser_keyboard_only_and_axe_audits() {
         .await
         .unwrap_or_else(|e| cluster.fail(&format!("reply: {e}")));
 
-    let mut driver = ChromeDriver::start(&tools).unwrap_or_else(|e| panic!("{e}"));
-    let alice = driver.open("alice").await.unwrap_or_else(|e| panic!("{e}"));
-    let run = Run {
-        cluster: &cluster,
-        pages: [&alice, &alice],
-        artifacts: artifacts_dir(),
-    };
-    run.ok(alice.set_viewport(DESKTOP.0, DESKTOP.1).await).await;
+    let browsers = Browsers::open(&cluster, &tools, [ALICE]).await;
+    let [alice] = &browsers.pages;
+    let run = browsers.run(&cluster);
     run.ok(alice.goto(&format!("{}/", cluster.url(1))).await)
         .await;
     run.wait("the sign-in form", PAGE_WAIT, || async {
         alice.find("#login-username").await.map(|_| ())
     })
     .await;
-    audit(&run, &alice, "login").await;
+    audit(&run, alice, "login").await;
 
     // ---- keyboard only: sign in ----
-    let f = run.ok(focused(&alice).await).await;
+    let f = run.ok(focused(alice).await).await;
     assert_eq!(f["id"], json!("login-username"), "focus on load: {f}");
-    run.ok(press(&alice, "alice").await).await;
-    run.ok(press(&alice, &Key::Tab.to_string()).await).await;
-    let f = run.ok(focused(&alice).await).await;
+    run.ok(press(alice, "alice").await).await;
+    run.ok(press(alice, &Key::Tab.to_string()).await).await;
+    let f = run.ok(focused(alice).await).await;
     assert_eq!(
         f["id"],
         json!("login-password"),
         "Tab from the username: {f}"
     );
     check_focus(&run, &f).await;
-    run.ok(press(&alice, &format!("{PASSWORD}{}", Key::Enter)).await)
+    run.ok(press(alice, &format!("{PASSWORD}{}", Key::Enter)).await)
         .await;
     run.wait("alice's workspace, ready", PAGE_WAIT, || async {
         let s = alice.state().await?;
@@ -377,8 +363,8 @@ async fn browser_keyboard_only_and_axe_audits() {
     let mut seen = Vec::new();
     let mut found = false;
     for _ in 0..60 {
-        run.ok(press(&alice, &Key::Tab.to_string()).await).await;
-        let f = run.ok(focused(&alice).await).await;
+        run.ok(press(alice, &Key::Tab.to_string()).await).await;
+        let f = run.ok(focused(alice).await).await;
         check_focus(&run, &f).await;
         seen.push(f["name"].clone());
         if f["channel"] == json!(target) {
@@ -392,10 +378,10 @@ async fn browser_keyboard_only_and_axe_audits() {
         ))
         .await;
     }
-    run.ok(press(&alice, &Key::Enter.to_string()).await).await;
+    run.ok(press(alice, &Key::Enter.to_string()).await).await;
     run.wait("#random to open", PAGE_WAIT, || async {
         let s = alice.state().await?;
-        let f = focused(&alice).await?;
+        let f = focused(alice).await?;
         if s.hash == format!("#/c/{target}") && s.ready == "1" && f["id"] == json!("composer") {
             Ok(())
         } else {
@@ -405,10 +391,10 @@ async fn browser_keyboard_only_and_axe_audits() {
     .await;
 
     // ---- send a message: typed into the focused composer, Enter ----
-    let f = run.ok(focused(&alice).await).await;
+    let f = run.ok(focused(alice).await).await;
     check_focus(&run, &f).await;
     let typed = "sent with the keyboard alone";
-    run.ok(press(&alice, &format!("{typed}{}", Key::Enter)).await)
+    run.ok(press(alice, &format!("{typed}{}", Key::Enter)).await)
         .await;
     run.wait("the typed message to be sent", PAGE_WAIT, || async {
         let s = alice.state().await?;
@@ -448,8 +434,8 @@ async fn browser_keyboard_only_and_axe_audits() {
     let back = format!("{}{}", Key::Shift, Key::Tab);
     let mut reached = false;
     for _ in 0..20 {
-        run.ok(press(&alice, &back).await).await;
-        let f = run.ok(focused(&alice).await).await;
+        run.ok(press(alice, &back).await).await;
+        let f = run.ok(focused(alice).await).await;
         if f["message"].is_string() {
             check_focus(&run, &f).await;
             reached = true;
@@ -462,12 +448,12 @@ async fn browser_keyboard_only_and_axe_audits() {
     }
     let mut on_root = false;
     for _ in 0..10 {
-        let f = run.ok(focused(&alice).await).await;
+        let f = run.ok(focused(alice).await).await;
         if f["seq"] == json!(root.to_string()) {
             on_root = true;
             break;
         }
-        run.ok(press(&alice, &Key::Up.to_string()).await).await;
+        run.ok(press(alice, &Key::Up.to_string()).await).await;
     }
     if !on_root {
         run.fail::<()>(&format!("ArrowUp never reached message #{root}"))
@@ -475,8 +461,8 @@ async fn browser_keyboard_only_and_axe_audits() {
     }
     let mut reply = false;
     for _ in 0..12 {
-        run.ok(press(&alice, &Key::Tab.to_string()).await).await;
-        let f = run.ok(focused(&alice).await).await;
+        run.ok(press(alice, &Key::Tab.to_string()).await).await;
+        let f = run.ok(focused(alice).await).await;
         check_focus(&run, &f).await;
         if f["label"] == json!("Reply in thread") {
             reply = true;
@@ -487,7 +473,7 @@ async fn browser_keyboard_only_and_axe_audits() {
         run.fail::<()>("Tab from the message never reached its Reply in thread action")
             .await;
     }
-    run.ok(press(&alice, &Key::Enter.to_string()).await).await;
+    run.ok(press(alice, &Key::Enter.to_string()).await).await;
     run.wait("the thread panel with the reply", PAGE_WAIT, || async {
         let v = alice
             .js(
@@ -509,11 +495,11 @@ async fn browser_keyboard_only_and_axe_audits() {
         }
     })
     .await;
-    audit(&run, &alice, "thread").await;
-    run.ok(press(&alice, &Key::Escape.to_string()).await).await;
+    audit(&run, alice, "thread").await;
+    run.ok(press(alice, &Key::Escape.to_string()).await).await;
 
     // ---- axe-core over every other view ----
-    audit(&run, &alice, "chat").await;
+    audit(&run, alice, "chat").await;
     // The dark theme (`prefers-color-scheme: dark`) has its own colours.
     let dark = json!({ "features": [{ "name": "prefers-color-scheme", "value": "dark" }] });
     run.ok(alice.cdp("Emulation.setEmulatedMedia", dark).await)
@@ -527,7 +513,7 @@ async fn browser_keyboard_only_and_axe_audits() {
             .await)
         .await;
     assert_eq!(is_dark, json!(true), "the dark theme is not emulated");
-    audit(&run, &alice, "chat (dark theme)").await;
+    audit(&run, alice, "chat (dark theme)").await;
     run.ok(alice
         .cdp("Emulation.setEmulatedMedia", json!({ "features": [] }))
         .await)
@@ -555,7 +541,7 @@ async fn browser_keyboard_only_and_axe_audits() {
             }
         })
         .await;
-        audit(&run, &alice, view).await;
+        audit(&run, alice, view).await;
         run.ok(alice
             .js("document.getElementById('panel-close').click()", vec![])
             .await)
@@ -571,9 +557,9 @@ async fn browser_keyboard_only_and_axe_audits() {
         )
         .await)
         .await;
-    wait_for(&run, &alice, "the emoji picker", "#emoji-picker").await;
-    audit(&run, &alice, "emoji picker").await;
-    run.ok(press(&alice, &Key::Escape.to_string()).await).await;
+    wait_for(&run, alice, "the emoji picker", "#emoji-picker").await;
+    audit(&run, alice, "emoji picker").await;
+    run.ok(press(alice, &Key::Escape.to_string()).await).await;
     // Mute and notification controls, in both states.
     run.ok(alice.click("#btn-mute").await).await;
     run.wait("the channel muted", PAGE_WAIT, || async {
@@ -590,7 +576,7 @@ async fn browser_keyboard_only_and_axe_audits() {
         }
     })
     .await;
-    audit(&run, &alice, "muted channel and notification controls").await;
+    audit(&run, alice, "muted channel and notification controls").await;
     // Every dialog a member can open.
     for (view, opener) in [
         ("browse channels dialog", "#btn-browse"),
@@ -599,7 +585,7 @@ async fn browser_keyboard_only_and_axe_audits() {
         ("settings dialog", "#btn-settings"),
         ("channel settings dialog", "#btn-channel-info"),
     ] {
-        open_dialog(&run, &alice, view, opener).await;
+        open_dialog(&run, alice, view, opener).await;
     }
     // The confirmation dialog (deleting her own message).
     run.ok(alice
@@ -612,12 +598,12 @@ async fn browser_keyboard_only_and_axe_audits() {
         )
         .await)
         .await;
-    wait_for(&run, &alice, "the confirmation dialog", "#dialog[open]").await;
-    audit(&run, &alice, "confirmation dialog").await;
-    run.ok(press(&alice, &Key::Escape.to_string()).await).await;
+    wait_for(&run, alice, "the confirmation dialog", "#dialog[open]").await;
+    audit(&run, alice, "confirmation dialog").await;
+    run.ok(press(alice, &Key::Escape.to_string()).await).await;
 
     // ---- the administration views, as the admin ----
-    let admin = driver.open("admin").await.unwrap_or_else(|e| panic!("{e}"));
+    let admin = browsers.open_page("admin").await;
     let run = Run {
         cluster: &cluster,
         pages: [&admin, &admin],
