@@ -11,6 +11,10 @@
 //! data dir is refused; restored into node 1, which is started, and two nodes join with tokens.
 //! Every message acknowledged before the backup is there, identical, on all three; users log in
 //! with their old passwords; old session tokens are refused; the root fingerprint is the same.
+//! A file of two chunks uploaded before the backup (and another deleted before it, whose blob
+//! the backup must not carry) is in the backup's blob section, on node 1's disk as soon as the
+//! restore returns, downloads byte-identical from node 1, and reaches node 3, which joined
+//! afterwards, through the background fetcher (on its disk, then downloaded from it).
 
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -241,6 +245,70 @@ fn sorted(ids: &[u64]) -> Vec<u64> {
 }
 
 const BOB_PASSWORD: &str = "bob-password-restored-1";
+/// The channel of the restore test's files (kept apart from [`CH`], whose messages are counted).
+const FILES_CH: &str = "restore-files";
+/// ctl uploads in chunks of this size: a file one byte longer has two blobs.
+const UPLOAD_CHUNK: usize = 8 * 1024 * 1024;
+
+/// Deterministic bytes that do not repeat (xorshift).
+fn content(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn sha_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+fn blob_path(cluster: &TestCluster, id: u64, sha: &str) -> std::path::PathBuf {
+    cluster
+        .node(id)
+        .spec
+        .data_dir
+        .join("blobs")
+        .join(&sha[..2])
+        .join(sha)
+}
+
+/// `conclavectl --json upload --channel FILES_CH path`: the file id and message seq.
+async fn upload(cluster: &TestCluster, ctl: &Ctl, path: &Path) -> (String, u64) {
+    let path = path.to_string_lossy().into_owned();
+    let run = ctl
+        .run(&["--json", "upload", "--channel", FILES_CH, &path])
+        .await;
+    let v: serde_json::Value = serde_json::from_str(expect_ok(cluster, &run))
+        .unwrap_or_else(|e| cluster.fail(&format!("upload --json: {e}")));
+    let id = v["message"]["attachments"][0]["id"]
+        .as_str()
+        .map(str::to_owned);
+    let seq = v["message"]["seq"].as_u64();
+    match (id, seq) {
+        (Some(id), Some(seq)) => (id, seq),
+        _ => cluster.fail(&format!("upload answered {v}")),
+    }
+}
+
+/// `conclavectl --server <node id> download fid`: the bytes.
+async fn download_from(cluster: &TestCluster, ctl: &Ctl, id: u64, fid: &str) -> Vec<u8> {
+    let out = cluster.root().join(format!("download-{id}.bin"));
+    let out_s = out.to_string_lossy().into_owned();
+    let url = cluster.url(id);
+    let run = ctl
+        .run(&["--server", &url, "download", fid, "--out", &out_s])
+        .await;
+    expect_ok(cluster, &run);
+    let bytes = std::fs::read(&out).unwrap_or_else(|e| cluster.fail(&format!("read {out_s}: {e}")));
+    let _ = std::fs::remove_file(&out);
+    bytes
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn restore_a_backup_into_a_new_cluster() {
@@ -278,11 +346,32 @@ async fn restore_a_backup_into_a_new_cluster() {
         .unwrap_or_else(|e| cluster.fail(&format!("fingerprint: {e}")))
         .fingerprint;
 
+    // Files: one of two chunks that stays, one deleted before the backup (a tombstone, whose
+    // blob the backup must not carry).
+    expect_ok(&cluster, &ctl.login(&cluster.url(1)).await);
+    create_channel(&cluster, FILES_CH).await;
+    let data = content(UPLOAD_CHUNK + 4321, 7);
+    let chunks = [
+        sha_hex(&data[..UPLOAD_CHUNK]),
+        sha_hex(&data[UPLOAD_CHUNK..]),
+    ];
+    let kept = cluster.root().join("kept.bin");
+    std::fs::write(&kept, &data).unwrap();
+    let (fid, _) = upload(&cluster, &ctl, &kept).await;
+    let gone_data = b"deleted before the backup".to_vec();
+    let gone = cluster.root().join("gone.txt");
+    std::fs::write(&gone, &gone_data).unwrap();
+    let (_, gone_seq) = upload(&cluster, &ctl, &gone).await;
+    cluster
+        .client_all()
+        .delete_message(FILES_CH, gone_seq)
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("delete the second file's message: {e}")));
+
     // The backup, through the CLI.
     let backup = cluster.root().join("cluster.backup");
     let pass = cluster.root().join("backup.pass");
     std::fs::write(&pass, "a long backup passphrase 42\n").unwrap();
-    expect_ok(&cluster, &ctl.login(&cluster.url(1)).await);
     let out = ctl
         .run(&[
             "--server",
@@ -296,6 +385,16 @@ async fn restore_a_backup_into_a_new_cluster() {
         .await;
     expect_ok(&cluster, &out);
     cluster.stop_all().await;
+    let key = ops::backup_file::BackupKey::Passphrase("a long backup passphrase 42".into());
+    let file = std::fs::File::open(&backup).unwrap();
+    let manifest = ops::backup_file::open(file, &key)
+        .unwrap_or_else(|e| cluster.fail(&format!("open the backup: {e}")))
+        .manifest;
+    assert_eq!(
+        (manifest.blobs.count, manifest.blobs.bytes),
+        (2, data.len() as u64),
+        "the live file's two chunks, not the deleted file's blob"
+    );
 
     // Into a non-empty data dir: refused.
     let args = [
@@ -344,10 +443,27 @@ async fn restore_a_backup_into_a_new_cluster() {
         assert_eq!(mode & 0o777, 0o600, "KEK file mode");
     }
 
+    assert!(
+        stdout.contains("2 blobs"),
+        "the restored files printed:\n{stdout}"
+    );
+    for sha in &chunks {
+        assert!(
+            blob_path(&cluster, 1, sha).is_file(),
+            "blob {sha} in node 1's store before it serves"
+        );
+    }
+    assert!(!blob_path(&cluster, 1, &sha_hex(&gone_data)).exists());
+
     cluster.spawn(1);
     cluster.wait_ready(1).await;
     // The admin logs in with the old password; its old session is gone.
     cluster.relogin_admin(1).await;
+    expect_ok(&cluster, &ctl.login(&cluster.url(1)).await);
+    assert!(
+        download_from(&cluster, &ctl, 1, &fid).await == data,
+        "the file from the restored node, byte-identical"
+    );
     let refused = old_admin.list_channels().await;
     assert_eq!(
         refused.as_ref().err().and_then(|e| e.status()),
@@ -356,6 +472,24 @@ async fn restore_a_backup_into_a_new_cluster() {
     );
     join(&mut cluster, 1, 2, &[1, 2], false).await;
     join(&mut cluster, 1, 3, &[1, 2, 3], false).await;
+    // Node 3 joined after the restore: the background fetcher brings it the blobs.
+    cluster
+        .wait_until("the file's blobs on node 3", JOIN_DEADLINE, || async {
+            let missing: Vec<&String> = chunks
+                .iter()
+                .filter(|sha| !blob_path(&cluster, 3, sha).is_file())
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("not yet on node 3: {missing:?}"))
+            }
+        })
+        .await;
+    assert!(
+        download_from(&cluster, &ctl, 3, &fid).await == data,
+        "the file from a node that joined the restored cluster, byte-identical"
+    );
 
     let views = cluster
         .wait_converged(CH, &[1, 2, 3], None, max_seq(&acked))
