@@ -23,6 +23,7 @@ use std::time::Duration;
 use chaos_tests::{ClusterOptions, Msg, TestCluster, checks};
 
 use crate::ctl::{Ctl, expect_ok};
+use crate::files::{blob_path, content, sha};
 use crate::util::{create_channel, max_seq, post_ok};
 
 const WS: &str = "chat.recover.test";
@@ -250,34 +251,6 @@ const FILES_CH: &str = "restore-files";
 /// ctl uploads in chunks of this size: a file one byte longer has two blobs.
 const UPLOAD_CHUNK: usize = 8 * 1024 * 1024;
 
-/// Deterministic bytes that do not repeat (xorshift).
-fn content(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-fn sha_hex(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(bytes))
-}
-
-fn blob_path(cluster: &TestCluster, id: u64, sha: &str) -> std::path::PathBuf {
-    cluster
-        .node(id)
-        .spec
-        .data_dir
-        .join("blobs")
-        .join(&sha[..2])
-        .join(sha)
-}
-
 /// `conclavectl --json upload --channel FILES_CH path`: the file id and message seq.
 async fn upload(cluster: &TestCluster, ctl: &Ctl, path: &Path) -> (String, u64) {
     let path = path.to_string_lossy().into_owned();
@@ -351,10 +324,7 @@ async fn restore_a_backup_into_a_new_cluster() {
     expect_ok(&cluster, &ctl.login(&cluster.url(1)).await);
     create_channel(&cluster, FILES_CH).await;
     let data = content(UPLOAD_CHUNK + 4321, 7);
-    let chunks = [
-        sha_hex(&data[..UPLOAD_CHUNK]),
-        sha_hex(&data[UPLOAD_CHUNK..]),
-    ];
+    let chunks = [sha(&data[..UPLOAD_CHUNK]), sha(&data[UPLOAD_CHUNK..])];
     let kept = cluster.root().join("kept.bin");
     std::fs::write(&kept, &data).unwrap();
     let (fid, _) = upload(&cluster, &ctl, &kept).await;
@@ -447,13 +417,13 @@ async fn restore_a_backup_into_a_new_cluster() {
         stdout.contains("2 blobs"),
         "the restored files printed:\n{stdout}"
     );
-    for sha in &chunks {
+    for blob in &chunks {
         assert!(
-            blob_path(&cluster, 1, sha).is_file(),
-            "blob {sha} in node 1's store before it serves"
+            blob_path(&cluster, 1, blob).is_file(),
+            "blob {blob} in node 1's store before it serves"
         );
     }
-    assert!(!blob_path(&cluster, 1, &sha_hex(&gone_data)).exists());
+    assert!(!blob_path(&cluster, 1, &sha(&gone_data)).exists());
 
     cluster.spawn(1);
     cluster.wait_ready(1).await;
@@ -477,7 +447,7 @@ async fn restore_a_backup_into_a_new_cluster() {
         .wait_until("the file's blobs on node 3", JOIN_DEADLINE, || async {
             let missing: Vec<&String> = chunks
                 .iter()
-                .filter(|sha| !blob_path(&cluster, 3, sha).is_file())
+                .filter(|blob| !blob_path(&cluster, 3, blob).is_file())
                 .collect();
             if missing.is_empty() {
                 Ok(())

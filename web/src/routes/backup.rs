@@ -77,6 +77,9 @@ const QUEUED_CHUNKS: usize = 4;
 /// 40 bytes a blob, so even a million files' worth is tens of MB, far less than their state.
 type BlobList = BTreeMap<[u8; 32], u64>;
 
+// A chunk the store took from a client must never be one a backup reader refuses.
+const _: () = assert!(cluster::blobs::CHUNK_MAX as u64 <= api::backup::MAX_BLOB);
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct BackupQuery {
@@ -277,23 +280,21 @@ fn encode(
 /// The blobs named by `referenced` with their lengths, fetching from peers each one this
 /// node lacks; a 503 naming the first that no reachable node has.
 async fn blob_list(node: &ClusterNode, referenced: Vec<String>) -> Result<BlobList, ApiError> {
-    let mut missing = Vec::new();
-    let mut list = BlobList::new();
+    // Unique, in the section's order, each with its hex name for the store.
+    let mut unique = BTreeMap::new();
     for sha in referenced {
         let mut raw = [0u8; 32];
         hex::decode_to_slice(&sha, &mut raw).map_err(|_| {
             ApiError::Internal(format!("a file record names blob '{sha}', not a SHA-256"))
         })?;
-        if !list.contains_key(&raw) {
-            list.insert(raw, 0);
-            missing.push((raw, sha));
-        }
+        unique.entry(raw).or_insert(sha);
     }
     // Sizes come from the disk (blocking), in one task for all of them.
     let store = node.blobs().clone();
-    let (mut list, missing) = tokio::task::spawn_blocking(move || {
+    let (mut list, absent) = tokio::task::spawn_blocking(move || {
+        let mut list = BlobList::new();
         let mut absent = Vec::new();
-        for (raw, sha) in missing {
+        for (raw, sha) in unique {
             match store.size(&sha) {
                 Some(len) => {
                     list.insert(raw, len);
@@ -305,7 +306,7 @@ async fn blob_list(node: &ClusterNode, referenced: Vec<String>) -> Result<BlobLi
     })
     .await
     .map_err(|e| ApiError::Internal(format!("backup task: {e}")))?;
-    for (raw, sha) in missing {
+    for (raw, sha) in absent {
         node.ensure_blob(&sha)
             .await
             .map_err(|e| missing_blob(&sha, &e))?;
