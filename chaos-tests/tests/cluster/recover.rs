@@ -11,8 +11,9 @@
 //! data dir is refused; restored into node 1, which is started, and two nodes join with tokens.
 //! Every message acknowledged before the backup is there, identical, on all three; users log in
 //! with their old passwords; old session tokens are refused; the root fingerprint is the same.
-//! A file of two chunks uploaded before the backup (and another deleted before it, whose blob
-//! the backup must not carry) is in the backup's blob section, on node 1's disk as soon as the
+//! A backup while a live file's blob is on no node fails naming it and leaves no file. A file
+//! of two chunks uploaded before the backup (and another deleted before it, whose blob the
+//! backup must not carry) is in the backup's blob section, on node 1's disk as soon as the
 //! restore returns, downloads byte-identical from node 1, and reaches node 3, which joined
 //! afterwards, through the background fetcher (on its disk, then downloaded from it).
 
@@ -338,10 +339,61 @@ async fn restore_a_backup_into_a_new_cluster() {
         .await
         .unwrap_or_else(|e| cluster.fail(&format!("delete the second file's message: {e}")));
 
-    // The backup, through the CLI.
-    let backup = cluster.root().join("cluster.backup");
     let pass = cluster.root().join("backup.pass");
     std::fs::write(&pass, "a long backup passphrase 42\n").unwrap();
+
+    // A live file whose blob no node has any more: the backup fails and names it, and leaves
+    // no file, rather than being taken without it.
+    let lost_data = b"a file every node lost".to_vec();
+    let lost_sha = sha(&lost_data);
+    let lost = cluster.root().join("lost.txt");
+    std::fs::write(&lost, &lost_data).unwrap();
+    let (_, lost_seq) = upload(&cluster, &ctl, &lost).await;
+    // Every copy first (the pushes beyond the majority finish in the background), then gone.
+    cluster
+        .wait_until(
+            "the lost file's blob on every node",
+            JOIN_DEADLINE,
+            || async {
+                if [1, 2, 3]
+                    .iter()
+                    .all(|id| blob_path(&cluster, *id, &lost_sha).is_file())
+                {
+                    Ok(())
+                } else {
+                    Err("not yet everywhere".to_owned())
+                }
+            },
+        )
+        .await;
+    for id in [1, 2, 3] {
+        std::fs::remove_file(blob_path(&cluster, id, &lost_sha)).unwrap();
+    }
+    let refused = cluster.root().join("refused.backup");
+    let run = ctl
+        .run(&[
+            "--server",
+            &cluster.url(2),
+            "backup",
+            "--out",
+            &refused.to_string_lossy(),
+            "--passphrase-file",
+            &pass.to_string_lossy(),
+        ])
+        .await;
+    assert!(
+        run.code != Some(0) && run.stderr.contains(&lost_sha),
+        "a backup missing a live file's blob must fail naming it:\n{run}"
+    );
+    assert!(!refused.exists(), "no backup file left behind");
+    cluster
+        .client_all()
+        .delete_message(FILES_CH, lost_seq)
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("delete the lost file's message: {e}")));
+
+    // The backup, through the CLI.
+    let backup = cluster.root().join("cluster.backup");
     let out = ctl
         .run(&[
             "--server",
