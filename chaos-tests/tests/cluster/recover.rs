@@ -369,18 +369,14 @@ async fn restore_a_backup_into_a_new_cluster() {
     for id in [1, 2, 3] {
         std::fs::remove_file(blob_path(&cluster, id, &lost_sha)).unwrap();
     }
-    let refused = cluster.root().join("refused.backup");
-    let run = ctl
-        .run(&[
-            "--server",
-            &cluster.url(2),
-            "backup",
-            "--out",
-            &refused.to_string_lossy(),
-            "--passphrase-file",
-            &pass.to_string_lossy(),
-        ])
-        .await;
+    let (run, refused, _) = crate::backup::take_backup(
+        &cluster,
+        &ctl,
+        2,
+        &cluster.root().join("refused"),
+        "refused.backup",
+    )
+    .await;
     assert!(
         run.code != Some(0) && run.stderr.contains(&lost_sha),
         "a backup missing a live file's blob must fail naming it:\n{run}"
