@@ -6,9 +6,13 @@
 //! that differs from the backup's; decrypt; seed the data dir from the state stream
 //! (`cluster::storage::seed`) while checking the stream against the manifest's digest (a
 //! mismatch fails the seed before `snapshot.bin` is installed, and the data dir it created is
-//! removed); write the KEK; then start the node in-process once, as `init` does, to issue this
-//! node's certificate from the restored CA (the node's names may differ from the old cluster's)
-//! and to check that the root fingerprint is the manifest's.
+//! removed); write the blob section's blobs into the node's blob store, each checked against
+//! its sha256 and made durable as an upload's are (`BlobStore::put`), the section checked
+//! against the manifest (a failure there empties the data dir again); write the KEK; then
+//! start the node in-process once, as `init` does, to issue this node's certificate from the
+//! restored CA (the node's names may differ from the old cluster's) and to check that the root
+//! fingerprint is the manifest's. So the node holds every live file's content before it first
+//! serves; nodes that join later get the blobs from it through the background fetcher.
 //!
 //! Owns that procedure and its console output. Must never print or log the passphrase or the
 //! secrets frame, nor write into a data dir that holds anything.
@@ -83,6 +87,8 @@ pub struct Restored {
     pub manifest: Manifest,
     pub records: u64,
     pub dropped: u64,
+    /// Blobs written into the blob store (count, content bytes).
+    pub blobs: ops::backup_file::BlobsDigest,
 }
 
 /// The key from the arguments: an identity file, a passphrase file (first line) or
@@ -184,7 +190,9 @@ pub fn restore_offline(
     let manifest = opened.manifest;
     let kek_text = opened.secrets.kek.clone();
     preflight(config, &manifest, kek_text.as_deref())?;
-    let reader = StreamReader::new(opened.state).context("the backup's state stream")?;
+    // Borrowed, so the blob section after the state stream can be read from where it stops.
+    let mut plain = opened.state;
+    let reader = StreamReader::new(&mut plain).context("the backup's state stream")?;
     let meta: cluster::types::SnapshotMeta =
         bincode::deserialize(reader.meta()).context("the backup's state meta")?;
     let Some(last_log_id) = meta.last_log_id else {
@@ -212,11 +220,16 @@ pub fn restore_offline(
     let seeded = match seed::seed(&config.data_dir, &spec, records) {
         Ok(s) => s,
         Err(e) => {
-            // Leave the data dir as it was found (missing or empty).
-            if created {
-                let _ = std::fs::remove_dir_all(&config.data_dir);
-            }
+            undo(&config.data_dir, created);
             return Err(anyhow::Error::new(e).context("seed the data directory"));
+        }
+    };
+    let blobs = match restore_blobs(&config.data_dir, &mut plain, &manifest) {
+        Ok(b) => b,
+        Err(e) => {
+            // A node whose files point at blobs it lacks must not be left to start.
+            undo(&config.data_dir, created);
+            return Err(e);
         }
     };
     install_kek(config, kek_text.as_deref())?;
@@ -224,7 +237,47 @@ pub fn restore_offline(
         manifest,
         records: seeded.records,
         dropped: seeded.dropped,
+        blobs,
     })
+}
+
+/// Leaves the data dir as it was found: removed if the restore created it, else emptied
+/// (preflight made sure it was empty).
+fn undo(data_dir: &Path, created: bool) {
+    if created {
+        let _ = std::fs::remove_dir_all(data_dir);
+        return;
+    }
+    if let Ok(entries) = std::fs::read_dir(data_dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let _ = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+        }
+    }
+}
+
+/// Writes the blob section that follows the state stream in `plain` into the blob store of
+/// `data_dir`: each blob checked against its sha256 and fsynced (file and directory) by
+/// `BlobStore::put`, the section's count and total checked against the manifest.
+fn restore_blobs(
+    data_dir: &Path,
+    plain: &mut dyn Read,
+    manifest: &Manifest,
+) -> anyhow::Result<ops::backup_file::BlobsDigest> {
+    let store = cluster::blobs::BlobStore::open(data_dir)
+        .with_context(|| format!("open the blob store in {}", data_dir.display()))?;
+    ops::backup_file::read_blobs(plain, manifest, |sha, bytes| {
+        store.put(sha, bytes).map(|_| ()).map_err(|e| {
+            ops::backup_file::BackupError::Io(std::io::Error::other(format!(
+                "write blob {sha}: {e}"
+            )))
+        })
+    })
+    .context("restore the backup's files")
 }
 
 /// The online part: starts the restored node once, checks the root fingerprint against the
@@ -288,6 +341,14 @@ pub fn print_outcome(config: &Config, r: &Restored, fingerprint: Option<&str>) {
         "  records:          {} ({} dropped: sessions unless kept, join tokens, draining flags, login throttling)",
         r.records, r.dropped
     );
+    if api::backup::has_blob_section(m.format) {
+        println!(
+            "  files:            {} blobs, {} bytes",
+            r.blobs.count, r.blobs.bytes
+        );
+    } else {
+        println!("  files:            none restored (a format 1 backup carries no file contents)");
+    }
     println!("next:");
     println!("  1. start it: conclave run --config <this config>");
     println!(

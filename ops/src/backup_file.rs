@@ -1,22 +1,28 @@
 //! The encrypted backup file: age encryption (passphrase through scrypt, or x25519 recipients)
-//! over the plaintext `"CONCLAVE-BACKUP\n" | manifest frame | secrets frame | state stream`
-//! (frames: [`api::backup`]; state stream: [`api::snapshot_stream`]).
+//! over the plaintext `"CONCLAVE-BACKUP\n" | manifest frame | secrets frame | state stream |
+//! blob section` (frames and blob section: [`api::backup`]; state stream:
+//! [`api::snapshot_stream`]). A format 1 backup (before file contents were carried) ends with
+//! the state stream; it is still read.
 //!
-//! Owns writing ([`BackupWriter`]), opening ([`open`]) and checking ([`verify`], and
-//! [`BodyCheck`] for a body as it arrives from a server) such a file, and the key handling
-//! ([`BackupKey`]). Everything streams: a state of gigabytes passes through a few chunk
-//! buffers, never whole into memory. Must never print, never log or `Debug`-show a passphrase
-//! or the secrets frame, and never panic on a damaged or foreign file.
+//! Owns writing ([`BackupWriter`]), opening ([`open`]), reading the blobs ([`read_blobs`]) and
+//! checking ([`verify`], and [`BodyCheck`] for a body as it arrives from a server) such a
+//! file, and the key handling ([`BackupKey`]). Everything streams: a state of gigabytes passes
+//! through a few chunk buffers, never whole into memory, and blobs pass one at a time (at most
+//! 8 MiB each). Must never print, never log or `Debug`-show a passphrase or the secrets frame,
+//! and never panic on a damaged or foreign file.
 
 use std::io::{BufReader, Read, Write};
 use std::path::PathBuf;
 use std::str::FromStr as _;
 
 use age::secrecy::SecretString;
-use api::snapshot_stream::StreamError;
+use api::backup::{BlobEntry, BlobSectionCheck, BlobSectionError, BlobSectionReader};
+use api::snapshot_stream::{StreamError, StreamReader};
 use sha2::{Digest as _, Sha256};
 
-pub use api::backup::{MAGIC, MANIFEST_FORMAT, Manifest, Secrets, StateDigest};
+pub use api::backup::{
+    BlobsDigest, MAGIC, MANIFEST_FORMAT, Manifest, OLDEST_MANIFEST_FORMAT, Secrets, StateDigest,
+};
 
 /// Shortest passphrase a new backup accepts: scrypt slows guessing down, it cannot make a
 /// short passphrase strong.
@@ -166,8 +172,10 @@ impl<W: Write> Write for BackupWriter<W> {
 pub struct OpenedBackup {
     pub manifest: Manifest,
     pub secrets: Secrets,
-    /// The state stream ([`api::snapshot_stream`]), positioned at its header. Reads fail
-    /// (`InvalidData`) where the file was altered: age authenticates every chunk as it goes.
+    /// The state stream ([`api::snapshot_stream`]), positioned at its header, and after it the
+    /// blob section (read it with [`read_blobs`] from where the state stream's reader stopped).
+    /// Reads fail (`InvalidData`) where the file was altered: age authenticates every chunk as
+    /// it goes.
     pub state: Box<dyn Read>,
 }
 
@@ -274,9 +282,9 @@ pub fn open(input: impl Read + 'static, key: &BackupKey) -> Result<OpenedBackup,
     }
     let manifest: Manifest =
         api::backup::read_frame(&mut plain).map_err(|e| frame_error("manifest", e))?;
-    if manifest.format != MANIFEST_FORMAT {
+    if !(OLDEST_MANIFEST_FORMAT..=MANIFEST_FORMAT).contains(&manifest.format) {
         return Err(BackupError::NotABackup(format!(
-            "manifest format {} (this conclavectl reads {MANIFEST_FORMAT}; use a newer one)",
+            "manifest format {} (this release reads {OLDEST_MANIFEST_FORMAT} to {MANIFEST_FORMAT}; use a newer one)",
             manifest.format
         )));
     }
@@ -305,7 +313,8 @@ impl<R: Read> Read for Counting<R> {
 
 /// Decrypts the whole file and checks everything: age's authentication of every chunk and of
 /// the end (a cut-off file fails), the manifest, the state stream's own framing, record count
-/// and sha256, and that they are what the manifest says. Returns the manifest.
+/// and sha256, every blob's sha256, and that they are what the manifest says. Returns the
+/// manifest.
 pub fn verify(input: impl Read + 'static, key: &BackupKey) -> Result<Manifest, BackupError> {
     let opened = open(input, key)?;
     let manifest = opened.manifest;
@@ -313,26 +322,70 @@ pub fn verify(input: impl Read + 'static, key: &BackupKey) -> Result<Manifest, B
         inner: opened.state,
         bytes: 0,
     };
-    let (_meta, summary) =
-        api::snapshot_stream::verify(&mut state).map_err(|e| stream_error(&e, e.to_string()))?;
-    // Reading on to the end makes age check the final chunk's marker: without it a file cut
-    // at a chunk boundary after the state would pass.
-    let mut rest = [0u8; 1];
-    match state.inner.read(&mut rest).map_err(read_error)? {
-        0 => {}
-        _ => {
-            return Err(BackupError::Damaged(
-                "unexpected data after the state stream".into(),
-            ));
-        }
-    }
+    let mut reader = StreamReader::new(&mut state).map_err(|e| stream_error(&e, e.to_string()))?;
+    while reader
+        .next_record()
+        .map_err(|e| stream_error(&e, e.to_string()))?
+        .is_some()
+    {}
+    let summary = *reader
+        .summary()
+        .ok_or_else(|| BackupError::Damaged("the state stream is incomplete".into()))?;
     check_digest(
         &manifest.state,
         state.bytes,
         summary.records,
         &summary.sha256,
     )?;
+    read_blobs(&mut state.inner, &manifest, |_, _| Ok(()))?;
     Ok(manifest)
+}
+
+/// Reads the blob section that follows the state stream in `r` (nothing, in a format 1
+/// backup), checking each blob's sha256 and the section's count and total against its end
+/// record and the manifest, and hands every blob to `each` (its lowercase hex sha256 and
+/// content; one at a time). Then reads on to the end: that makes age check its final chunk's
+/// marker (a file cut at a chunk boundary would pass otherwise), and refuses anything after
+/// the section. Returns the section's count and total.
+pub fn read_blobs(
+    r: &mut dyn Read,
+    manifest: &Manifest,
+    mut each: impl FnMut(&str, &[u8]) -> Result<(), BackupError>,
+) -> Result<BlobsDigest, BackupError> {
+    let mut held = BlobsDigest::default();
+    if api::backup::has_blob_section(manifest.format) {
+        let mut reader = BlobSectionReader::new(&mut *r);
+        let mut buf = Vec::new();
+        while let Some(sha) = reader.next_blob(&mut buf).map_err(blob_error)? {
+            each(&hex::encode(sha), &buf)?;
+        }
+        held = reader
+            .summary()
+            .ok_or_else(|| BackupError::Damaged("the blob section is incomplete".into()))?;
+    }
+    if held != manifest.blobs {
+        return Err(BackupError::Damaged(format!(
+            "the manifest describes {} blobs of {} bytes; the file holds {} of {}",
+            manifest.blobs.count, manifest.blobs.bytes, held.count, held.bytes
+        )));
+    }
+    let mut rest = [0u8; 1];
+    match r.read(&mut rest).map_err(read_error)? {
+        0 => Ok(held),
+        _ => Err(BackupError::Damaged(if held.count == 0 {
+            "unexpected data after the state stream".into()
+        } else {
+            "unexpected data after the blob section".into()
+        })),
+    }
+}
+
+fn blob_error(e: BlobSectionError) -> BackupError {
+    match e {
+        BlobSectionError::Io(e) => read_error(e),
+        BlobSectionError::Truncated => BackupError::Damaged("the file is truncated".into()),
+        other => BackupError::Damaged(other.to_string()),
+    }
 }
 
 fn stream_error(e: &StreamError, text: String) -> BackupError {
@@ -367,17 +420,36 @@ fn check_digest(
 }
 
 /// Checks a server's backup body as it streams through (`conclavectl backup`), without holding
-/// it: parses the two frames at the start, then follows the state stream's length and sha256
-/// (the checksum covers every byte before the 41-byte end record, so the last 41 bytes are
-/// held back until the end). [`BodyCheck::finish`] says whether the body was complete and is
-/// exactly what its manifest describes. Record framing is checked by [`verify`], which reads
-/// the file back.
+/// it: parses the two frames at the start, then follows the state stream for the length the
+/// manifest gives it, hashing all but its 41-byte end record, then the blob section entry by
+/// entry, hashing each blob (nothing of it is kept). A damaged blob is refused as soon as it
+/// has passed; [`BodyCheck::finish`] says whether the body was complete and is exactly what
+/// its manifest describes. Record framing is checked by [`verify`], which reads the file back.
 pub struct BodyCheck {
     head: Vec<u8>,
     frames: Option<(Manifest, Secrets)>,
     hasher: Sha256,
+    /// State stream bytes seen so far.
     bytes: u64,
+    /// The state stream's end record, as it arrives.
     tail: Vec<u8>,
+    blobs: BlobPhase,
+    blob_check: BlobSectionCheck,
+}
+
+/// Where the body is in its blob section.
+enum BlobPhase {
+    /// Gathering the next entry's header.
+    Header(Vec<u8>),
+    /// Inside a blob: `left` of its bytes still to come.
+    Blob {
+        sha256: [u8; 32],
+        len: u64,
+        left: u64,
+        hasher: Sha256,
+    },
+    /// After the end record.
+    Done(BlobsDigest),
 }
 
 impl Default for BodyCheck {
@@ -387,7 +459,9 @@ impl Default for BodyCheck {
             frames: None,
             hasher: Sha256::new(),
             bytes: 0,
-            tail: Vec::with_capacity(2 * END_RECORD_LEN),
+            tail: Vec::with_capacity(END_RECORD_LEN),
+            blobs: BlobPhase::Header(Vec::new()),
+            blob_check: BlobSectionCheck::default(),
         }
     }
 }
@@ -405,8 +479,7 @@ impl BodyCheck {
     /// Feeds the next chunk of the body.
     pub fn push(&mut self, chunk: &[u8]) -> Result<(), BackupError> {
         if self.frames.is_some() {
-            self.state(chunk);
-            return Ok(());
+            return self.after_frames(chunk);
         }
         self.head.extend_from_slice(chunk);
         let Some(used) = self.try_frames()? else {
@@ -414,8 +487,7 @@ impl BodyCheck {
         };
         let rest = self.head.split_off(used);
         self.head = Vec::new();
-        self.state(&rest);
-        Ok(())
+        self.after_frames(&rest)
     }
 
     /// `Some(bytes used)` once both frames are complete.
@@ -444,10 +516,17 @@ impl BodyCheck {
         let mut r = &self.head[..secrets_end];
         let manifest: Manifest =
             api::backup::read_frame(&mut r).map_err(|e| frame_error("manifest", e))?;
-        if manifest.format != MANIFEST_FORMAT {
+        // An older server's format 1 body (no file contents) is still a usable backup.
+        if !(OLDEST_MANIFEST_FORMAT..=MANIFEST_FORMAT).contains(&manifest.format) {
             return Err(BackupError::NotABackup(format!(
-                "the server sent manifest format {} (this conclavectl reads {MANIFEST_FORMAT})",
+                "the server sent manifest format {} (this conclavectl reads {OLDEST_MANIFEST_FORMAT} to {MANIFEST_FORMAT})",
                 manifest.format
+            )));
+        }
+        if manifest.state.bytes < END_RECORD_LEN as u64 {
+            return Err(BackupError::Damaged(format!(
+                "the manifest gives the state stream {} bytes",
+                manifest.state.bytes
             )));
         }
         let secrets: Secrets =
@@ -456,14 +535,102 @@ impl BodyCheck {
         Ok(Some(secrets_end))
     }
 
-    fn state(&mut self, chunk: &[u8]) {
-        self.bytes += chunk.len() as u64;
-        self.tail.extend_from_slice(chunk);
-        if self.tail.len() > END_RECORD_LEN {
-            let cut = self.tail.len() - END_RECORD_LEN;
-            self.hasher.update(&self.tail[..cut]);
-            self.tail.drain(..cut);
+    /// Bytes after the frames: the state stream for as long as the manifest says, then the
+    /// blob section.
+    fn after_frames(&mut self, mut data: &[u8]) -> Result<(), BackupError> {
+        let state_len = self.manifest().map_or(0, |m| m.state.bytes);
+        if self.bytes < state_len {
+            let n = usize::try_from(state_len - self.bytes)
+                .unwrap_or(usize::MAX)
+                .min(data.len());
+            let (piece, rest) = data.split_at(n);
+            // The checksum covers every byte before the end record.
+            let hashed_end = state_len - END_RECORD_LEN as u64;
+            let hashed = usize::try_from(hashed_end.saturating_sub(self.bytes))
+                .unwrap_or(usize::MAX)
+                .min(piece.len());
+            self.hasher.update(&piece[..hashed]);
+            self.tail.extend_from_slice(&piece[hashed..]);
+            self.bytes += n as u64;
+            data = rest;
         }
+        while !data.is_empty() {
+            let used = self.blob_bytes(data)?;
+            data = &data[used..];
+        }
+        Ok(())
+    }
+
+    /// Takes what it can of `data` into the blob section; returns how much (at least 1).
+    fn blob_bytes(&mut self, data: &[u8]) -> Result<usize, BackupError> {
+        let has_section = self
+            .manifest()
+            .is_some_and(|m| api::backup::has_blob_section(m.format));
+        match &mut self.blobs {
+            _ if !has_section => Err(BackupError::Damaged(
+                "unexpected data after the state stream".into(),
+            )),
+            BlobPhase::Done(_) => Err(BackupError::Damaged(
+                "unexpected data after the blob section".into(),
+            )),
+            BlobPhase::Header(head) => {
+                // One byte at first: the tag says how long the header is, and nothing past
+                // it may be taken.
+                let want = match head.first() {
+                    None => 1,
+                    Some(0) => api::backup::BLOB_END_LEN,
+                    Some(_) => api::backup::BLOB_HEADER_LEN,
+                };
+                let n = (want - head.len()).min(data.len());
+                head.extend_from_slice(&data[..n]);
+                let Some((entry, _)) = BlobEntry::parse(head).map_err(blob_error)? else {
+                    return Ok(n);
+                };
+                match entry {
+                    BlobEntry::End(said) => {
+                        let held = self.blob_check.finish(said).map_err(blob_error)?;
+                        self.blobs = BlobPhase::Done(held);
+                    }
+                    BlobEntry::Blob { sha256, len } => {
+                        self.blob_check.begin(&sha256).map_err(blob_error)?;
+                        self.blobs = BlobPhase::Blob {
+                            sha256,
+                            len,
+                            left: len,
+                            hasher: Sha256::new(),
+                        };
+                        self.end_blob_if_complete()?;
+                    }
+                }
+                Ok(n)
+            }
+            BlobPhase::Blob { left, hasher, .. } => {
+                let n = usize::try_from(*left).unwrap_or(usize::MAX).min(data.len());
+                hasher.update(&data[..n]);
+                *left -= n as u64;
+                self.end_blob_if_complete()?;
+                Ok(n)
+            }
+        }
+    }
+
+    fn end_blob_if_complete(&mut self) -> Result<(), BackupError> {
+        if !matches!(self.blobs, BlobPhase::Blob { left: 0, .. }) {
+            return Ok(());
+        }
+        if let BlobPhase::Blob {
+            sha256,
+            len,
+            hasher,
+            ..
+        } = std::mem::replace(&mut self.blobs, BlobPhase::Header(Vec::new()))
+        {
+            let actual: [u8; 32] = hasher.finalize().into();
+            self.blob_check
+                .end_blob(&sha256, actual, len)
+                .map_err(blob_error)?;
+        }
+        Ok(())
     }
 
     /// After the last chunk: the manifest, if the body was complete and matches it.
@@ -474,9 +641,12 @@ impl BodyCheck {
             ));
         };
         let tail = self.tail.as_slice();
-        let (Some(&0), Some(count), Some(sum)) =
-            (tail.first(), tail.get(1..9), tail.get(9..END_RECORD_LEN))
-        else {
+        let (true, Some(&0), Some(count), Some(sum)) = (
+            tail.len() == END_RECORD_LEN,
+            tail.first(),
+            tail.get(1..9),
+            tail.get(9..END_RECORD_LEN),
+        ) else {
             return Err(BackupError::Damaged(
                 "the server's answer ended inside the state stream".into(),
             ));
@@ -491,6 +661,21 @@ impl BodyCheck {
             ));
         }
         check_digest(&manifest.state, self.bytes, records, &computed)?;
+        let held = match self.blobs {
+            BlobPhase::Done(held) => held,
+            _ if !api::backup::has_blob_section(manifest.format) => BlobsDigest::default(),
+            _ => {
+                return Err(BackupError::Damaged(
+                    "the server's answer ended inside the blob section".into(),
+                ));
+            }
+        };
+        if held != manifest.blobs {
+            return Err(BackupError::Damaged(format!(
+                "the manifest describes {} blobs of {} bytes; the answer held {} of {}",
+                manifest.blobs.count, manifest.blobs.bytes, held.count, held.bytes
+            )));
+        }
         Ok(manifest)
     }
 }

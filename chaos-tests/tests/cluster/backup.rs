@@ -185,7 +185,7 @@ async fn backup_while_posting() {
         ])
         .await;
     assert!(
-        expect_ok(&cluster, &run).contains("OK, every record checked"),
+        expect_ok(&cluster, &run).contains("OK, every record and blob checked"),
         "{run}"
     );
 

@@ -24,12 +24,12 @@ use crate::util::create_channel;
 const CHUNK: usize = 8 * 1024 * 1024;
 const SLOW: Duration = Duration::from_secs(60);
 
-fn sha(bytes: &[u8]) -> String {
+pub(crate) fn sha(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// Deterministic bytes that do not compress or repeat in 8 MiB (xorshift).
-fn content(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn content(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     (0..len)
         .map(|_| {
@@ -41,7 +41,8 @@ fn content(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn blob_path(cluster: &TestCluster, id: u64, sha: &str) -> PathBuf {
+/// Where node `id` keeps blob `sha`.
+pub(crate) fn blob_path(cluster: &TestCluster, id: u64, sha: &str) -> PathBuf {
     cluster
         .root()
         .join(format!("n{id}"))

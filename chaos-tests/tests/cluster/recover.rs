@@ -11,6 +11,11 @@
 //! data dir is refused; restored into node 1, which is started, and two nodes join with tokens.
 //! Every message acknowledged before the backup is there, identical, on all three; users log in
 //! with their old passwords; old session tokens are refused; the root fingerprint is the same.
+//! A backup while a live file's blob is on no node fails naming it and leaves no file. A file
+//! of two chunks uploaded before the backup (and another deleted before it, whose blob the
+//! backup must not carry) is in the backup's blob section, on node 1's disk as soon as the
+//! restore returns, downloads byte-identical from node 1, and reaches node 3, which joined
+//! afterwards, through the background fetcher (on its disk, then downloaded from it).
 
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -19,6 +24,7 @@ use std::time::Duration;
 use chaos_tests::{ClusterOptions, Msg, TestCluster, checks};
 
 use crate::ctl::{Ctl, expect_ok};
+use crate::files::{blob_path, content, sha};
 use crate::util::{create_channel, max_seq, post_ok};
 
 const WS: &str = "chat.recover.test";
@@ -241,6 +247,42 @@ fn sorted(ids: &[u64]) -> Vec<u64> {
 }
 
 const BOB_PASSWORD: &str = "bob-password-restored-1";
+/// The channel of the restore test's files (kept apart from [`CH`], whose messages are counted).
+const FILES_CH: &str = "restore-files";
+/// ctl uploads in chunks of this size: a file one byte longer has two blobs.
+const UPLOAD_CHUNK: usize = 8 * 1024 * 1024;
+
+/// `conclavectl --json upload --channel FILES_CH path`: the file id and message seq.
+async fn upload(cluster: &TestCluster, ctl: &Ctl, path: &Path) -> (String, u64) {
+    let path = path.to_string_lossy().into_owned();
+    let run = ctl
+        .run(&["--json", "upload", "--channel", FILES_CH, &path])
+        .await;
+    let v: serde_json::Value = serde_json::from_str(expect_ok(cluster, &run))
+        .unwrap_or_else(|e| cluster.fail(&format!("upload --json: {e}")));
+    let id = v["message"]["attachments"][0]["id"]
+        .as_str()
+        .map(str::to_owned);
+    let seq = v["message"]["seq"].as_u64();
+    match (id, seq) {
+        (Some(id), Some(seq)) => (id, seq),
+        _ => cluster.fail(&format!("upload answered {v}")),
+    }
+}
+
+/// `conclavectl --server <node id> download fid`: the bytes.
+async fn download_from(cluster: &TestCluster, ctl: &Ctl, id: u64, fid: &str) -> Vec<u8> {
+    let out = cluster.root().join(format!("download-{id}.bin"));
+    let out_s = out.to_string_lossy().into_owned();
+    let url = cluster.url(id);
+    let run = ctl
+        .run(&["--server", &url, "download", fid, "--out", &out_s])
+        .await;
+    expect_ok(cluster, &run);
+    let bytes = std::fs::read(&out).unwrap_or_else(|e| cluster.fail(&format!("read {out_s}: {e}")));
+    let _ = std::fs::remove_file(&out);
+    bytes
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn restore_a_backup_into_a_new_cluster() {
@@ -278,11 +320,76 @@ async fn restore_a_backup_into_a_new_cluster() {
         .unwrap_or_else(|e| cluster.fail(&format!("fingerprint: {e}")))
         .fingerprint;
 
-    // The backup, through the CLI.
-    let backup = cluster.root().join("cluster.backup");
+    // Files: one of two chunks that stays, one deleted before the backup (a tombstone, whose
+    // blob the backup must not carry).
+    expect_ok(&cluster, &ctl.login(&cluster.url(1)).await);
+    create_channel(&cluster, FILES_CH).await;
+    let data = content(UPLOAD_CHUNK + 4321, 7);
+    let chunks = [sha(&data[..UPLOAD_CHUNK]), sha(&data[UPLOAD_CHUNK..])];
+    let kept = cluster.root().join("kept.bin");
+    std::fs::write(&kept, &data).unwrap();
+    let (fid, _) = upload(&cluster, &ctl, &kept).await;
+    let gone_data = b"deleted before the backup".to_vec();
+    let gone = cluster.root().join("gone.txt");
+    std::fs::write(&gone, &gone_data).unwrap();
+    let (_, gone_seq) = upload(&cluster, &ctl, &gone).await;
+    cluster
+        .client_all()
+        .delete_message(FILES_CH, gone_seq)
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("delete the second file's message: {e}")));
+
     let pass = cluster.root().join("backup.pass");
     std::fs::write(&pass, "a long backup passphrase 42\n").unwrap();
-    expect_ok(&cluster, &ctl.login(&cluster.url(1)).await);
+
+    // A live file whose blob no node has any more: the backup fails and names it, and leaves
+    // no file, rather than being taken without it.
+    let lost_data = b"a file every node lost".to_vec();
+    let lost_sha = sha(&lost_data);
+    let lost = cluster.root().join("lost.txt");
+    std::fs::write(&lost, &lost_data).unwrap();
+    let (_, lost_seq) = upload(&cluster, &ctl, &lost).await;
+    // Every copy first (the pushes beyond the majority finish in the background), then gone.
+    cluster
+        .wait_until(
+            "the lost file's blob on every node",
+            JOIN_DEADLINE,
+            || async {
+                if [1, 2, 3]
+                    .iter()
+                    .all(|id| blob_path(&cluster, *id, &lost_sha).is_file())
+                {
+                    Ok(())
+                } else {
+                    Err("not yet everywhere".to_owned())
+                }
+            },
+        )
+        .await;
+    for id in [1, 2, 3] {
+        std::fs::remove_file(blob_path(&cluster, id, &lost_sha)).unwrap();
+    }
+    let (run, refused, _) = crate::backup::take_backup(
+        &cluster,
+        &ctl,
+        2,
+        &cluster.root().join("refused"),
+        "refused.backup",
+    )
+    .await;
+    assert!(
+        run.code != Some(0) && run.stderr.contains(&lost_sha),
+        "a backup missing a live file's blob must fail naming it:\n{run}"
+    );
+    assert!(!refused.exists(), "no backup file left behind");
+    cluster
+        .client_all()
+        .delete_message(FILES_CH, lost_seq)
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("delete the lost file's message: {e}")));
+
+    // The backup, through the CLI.
+    let backup = cluster.root().join("cluster.backup");
     let out = ctl
         .run(&[
             "--server",
@@ -296,6 +403,16 @@ async fn restore_a_backup_into_a_new_cluster() {
         .await;
     expect_ok(&cluster, &out);
     cluster.stop_all().await;
+    let key = ops::backup_file::BackupKey::Passphrase("a long backup passphrase 42".into());
+    let file = std::fs::File::open(&backup).unwrap();
+    let manifest = ops::backup_file::open(file, &key)
+        .unwrap_or_else(|e| cluster.fail(&format!("open the backup: {e}")))
+        .manifest;
+    assert_eq!(
+        (manifest.blobs.count, manifest.blobs.bytes),
+        (2, data.len() as u64),
+        "the live file's two chunks, not the deleted file's blob"
+    );
 
     // Into a non-empty data dir: refused.
     let args = [
@@ -344,10 +461,27 @@ async fn restore_a_backup_into_a_new_cluster() {
         assert_eq!(mode & 0o777, 0o600, "KEK file mode");
     }
 
+    assert!(
+        stdout.contains("2 blobs"),
+        "the restored files printed:\n{stdout}"
+    );
+    for blob in &chunks {
+        assert!(
+            blob_path(&cluster, 1, blob).is_file(),
+            "blob {blob} in node 1's store before it serves"
+        );
+    }
+    assert!(!blob_path(&cluster, 1, &sha(&gone_data)).exists());
+
     cluster.spawn(1);
     cluster.wait_ready(1).await;
     // The admin logs in with the old password; its old session is gone.
     cluster.relogin_admin(1).await;
+    expect_ok(&cluster, &ctl.login(&cluster.url(1)).await);
+    assert!(
+        download_from(&cluster, &ctl, 1, &fid).await == data,
+        "the file from the restored node, byte-identical"
+    );
     let refused = old_admin.list_channels().await;
     assert_eq!(
         refused.as_ref().err().and_then(|e| e.status()),
@@ -356,6 +490,24 @@ async fn restore_a_backup_into_a_new_cluster() {
     );
     join(&mut cluster, 1, 2, &[1, 2], false).await;
     join(&mut cluster, 1, 3, &[1, 2, 3], false).await;
+    // Node 3 joined after the restore: the background fetcher brings it the blobs.
+    cluster
+        .wait_until("the file's blobs on node 3", JOIN_DEADLINE, || async {
+            let missing: Vec<&String> = chunks
+                .iter()
+                .filter(|blob| !blob_path(&cluster, 3, blob).is_file())
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("not yet on node 3: {missing:?}"))
+            }
+        })
+        .await;
+    assert!(
+        download_from(&cluster, &ctl, 3, &fid).await == data,
+        "the file from a node that joined the restored cluster, byte-identical"
+    );
 
     let views = cluster
         .wait_converged(CH, &[1, 2, 3], None, max_seq(&acked))

@@ -49,6 +49,23 @@ fn check_files(cx: &Ctx<'_, '_>, files: &[NewFile]) -> Result<Result<(), ApplyEr
     Ok(Ok(()))
 }
 
+/// The blobs a state record references if it is a live (not tombstoned) file record
+/// (`f/<id>` -> [`FileRecord`]); empty for any other record. For readers of a state stream
+/// (a backup collects the blobs its snapshot needs from the snapshot itself).
+pub fn live_blobs_of_record(key: &[u8], value: &[u8]) -> Result<Vec<String>, StateError> {
+    if !key.starts_with(keys::FILE_PREFIX) {
+        return Ok(Vec::new());
+    }
+    let rec: FileRecord = bincode::deserialize(value).map_err(|source| StateError::Decode {
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })?;
+    if rec.deleted_ms.is_some() {
+        return Ok(Vec::new());
+    }
+    Ok(rec.file.blobs().into_iter().map(str::to_owned).collect())
+}
+
 /// Posts a message carrying `files`: the message as `PostMessageV2` would, then the file
 /// records and their blob references. A duplicate post (same author and `client_msg_id`)
 /// returns the original and writes nothing; a refused post writes nothing either.
@@ -229,6 +246,13 @@ mod tests {
         assert_eq!(view.attachments.len(), 1);
         assert_eq!(view.attachments[0].id, id1);
         assert!(r.blob_referenced(&a).unwrap() && r.blob_referenced(&b).unwrap());
+        let key = keys::file(&id1);
+        let value = t.get(&key).unwrap().unwrap();
+        assert_eq!(
+            live_blobs_of_record(&key, &value).unwrap(),
+            vec![a.clone(), b.clone()]
+        );
+        assert!(live_blobs_of_record(b"u/alice", b"").unwrap().is_empty());
         assert_eq!(r.files_added_from(0, 10).unwrap().len(), 1);
         // A second file sharing chunk `a` keeps it referenced after the first is deleted.
         let out = run(&t, 4, vec![post(&id2, "m2", &[&a])]);
@@ -250,6 +274,11 @@ mod tests {
         assert!(del[0].is_ok());
         let r = StateReader::for_tree(t.clone());
         assert_eq!(r.file(&id1).unwrap().unwrap().deleted_ms, Some(10));
+        let value = t.get(&key).unwrap().unwrap();
+        assert!(
+            live_blobs_of_record(&key, &value).unwrap().is_empty(),
+            "a tombstoned file needs no blob"
+        );
         assert!(
             r.message_view("g", 1)
                 .unwrap()

@@ -19,7 +19,37 @@ fn records(n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
         .collect()
 }
 
-/// A server body (frames + state stream) holding `pairs`, and its manifest.
+/// Blobs of a backup: several large enough to span age's chunks, one empty.
+fn blobs() -> Vec<Vec<u8>> {
+    vec![
+        vec![7u8; 150_000],
+        b"hello".to_vec(),
+        Vec::new(),
+        (0..90_000u32).map(|i| (i % 253) as u8).collect(),
+    ]
+}
+
+/// A blob section of `blobs` (ascending by sha256, as a server writes it) and its digest.
+fn blob_section(blobs: &[Vec<u8>]) -> (Vec<u8>, BlobsDigest) {
+    let mut sorted: Vec<([u8; 32], &Vec<u8>)> = blobs
+        .iter()
+        .map(|b| (Sha256::digest(b).into(), b))
+        .collect();
+    sorted.sort();
+    let mut out = Vec::new();
+    let mut digest = BlobsDigest::default();
+    for (sha, b) in sorted {
+        out.extend_from_slice(&api::backup::encode_blob_header(&sha, b.len() as u64));
+        out.extend_from_slice(b);
+        digest.count += 1;
+        digest.bytes += b.len() as u64;
+    }
+    out.extend_from_slice(&api::backup::encode_blob_end(digest));
+    (out, digest)
+}
+
+/// A server body (frames + state stream + blob section of [`blobs`]) holding `pairs`, and
+/// its manifest.
 fn body(pairs: &[(Vec<u8>, Vec<u8>)]) -> (Vec<u8>, Manifest) {
     body_with(pairs, |_| {})
 }
@@ -27,6 +57,15 @@ fn body(pairs: &[(Vec<u8>, Vec<u8>)]) -> (Vec<u8>, Manifest) {
 /// [`body`], with the manifest changed by `tweak` before it is framed.
 fn body_with(
     pairs: &[(Vec<u8>, Vec<u8>)],
+    tweak: impl FnOnce(&mut Manifest),
+) -> (Vec<u8>, Manifest) {
+    body_of(pairs, &blobs(), tweak)
+}
+
+/// A body of `pairs` and `blobs`; a format 1 body (no blob section) if the tweak sets it.
+fn body_of(
+    pairs: &[(Vec<u8>, Vec<u8>)],
+    blobs: &[Vec<u8>],
     tweak: impl FnOnce(&mut Manifest),
 ) -> (Vec<u8>, Manifest) {
     let mut w = StreamWriter::new(Vec::new(), b"meta").unwrap();
@@ -49,14 +88,20 @@ fn body_with(
             records: summary.records,
             sha256: hex::encode(summary.sha256),
         },
+        blobs: BlobsDigest::default(),
     };
+    let (section, digest) = blob_section(blobs);
     let mut manifest = manifest;
+    manifest.blobs = digest;
     tweak(&mut manifest);
     let secrets = Secrets {
         kek: Some("conclave-kek-v1 0000".into()),
     };
     let mut out = api::backup::encode_frames(&manifest, &secrets).unwrap();
     out.extend_from_slice(&stream);
+    if api::backup::has_blob_section(manifest.format) {
+        out.extend_from_slice(&section);
+    }
     (out, manifest)
 }
 
@@ -85,12 +130,30 @@ fn recipient() -> Recipient {
     }
 }
 
-fn read_all_records(state: Box<dyn std::io::Read>) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut reader = StreamReader::new(state).unwrap();
+/// The records of a backup's state, checking that its blobs are [`blobs`].
+fn read_all_records(
+    mut state: Box<dyn std::io::Read>,
+    manifest: &Manifest,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut reader = StreamReader::new(&mut state).unwrap();
     assert_eq!(reader.meta(), b"meta");
     let mut out = Vec::new();
     while let Some(pair) = reader.next_record().unwrap() {
         out.push(pair);
+    }
+    let mut got = Vec::new();
+    read_blobs(&mut state, manifest, |sha, b| {
+        assert_eq!(sha, hex::encode(Sha256::digest(b)));
+        got.push(b.to_vec());
+        Ok(())
+    })
+    .unwrap();
+    let mut want = blobs();
+    want.sort_by_key(|b| Sha256::digest(b));
+    if api::backup::has_blob_section(manifest.format) {
+        assert_eq!(got, want, "every blob, ascending by sha256");
+    } else {
+        assert!(got.is_empty());
     }
     out
 }
@@ -110,7 +173,7 @@ fn round_trip_with_a_passphrase() {
     let opened = open(Cursor::new(file.clone()), &key).unwrap();
     assert_eq!(opened.manifest, manifest);
     assert_eq!(opened.secrets.kek.as_deref(), Some("conclave-kek-v1 0000"));
-    assert_eq!(read_all_records(opened.state), pairs);
+    assert_eq!(read_all_records(opened.state, &manifest), pairs);
 
     let wrong = BackupKey::Passphrase("correct horse battery stapler".into());
     assert!(matches!(
@@ -136,7 +199,7 @@ fn round_trip_with_a_recipient() {
         manifest
     );
     let opened = open(Cursor::new(file.clone()), &r.identity).unwrap();
-    assert_eq!(read_all_records(opened.state), pairs);
+    assert_eq!(read_all_records(opened.state, &manifest), pairs);
 
     let stranger = recipient();
     assert!(matches!(
@@ -217,19 +280,25 @@ fn a_flipped_byte_anywhere_is_detected() {
 
 #[test]
 fn a_manifest_that_does_not_match_the_state_fails_verify() {
-    let tweaks: [fn(&mut Manifest); 3] = [
+    let tweaks: [fn(&mut Manifest); 5] = [
         |m| m.state.records += 1,
         |m| m.state.bytes -= 1,
         |m| m.state.sha256 = "11".repeat(32),
+        |m| m.blobs.count -= 1,
+        |m| m.blobs.bytes += 1,
     ];
     let r = recipient();
     for tweak in tweaks {
         let (forged, _) = body_with(&records(10), tweak);
         let err = verify(Cursor::new(encrypt(&forged, &r.recipient)), &r.identity).unwrap_err();
         assert!(matches!(err, BackupError::Damaged(_)), "{err}");
+        // A wrong state length puts the blob section elsewhere: refused while it streams.
         let mut check = BodyCheck::new();
-        check.push(&forged).unwrap();
-        assert!(matches!(check.finish(), Err(BackupError::Damaged(_))));
+        let checked = check.push(&forged).and_then(|()| check.finish());
+        assert!(
+            matches!(checked, Err(BackupError::Damaged(_))),
+            "{checked:?}"
+        );
     }
 }
 
@@ -244,15 +313,24 @@ fn body_check_follows_a_body_in_any_chunking() {
         assert_eq!(check.manifest(), Some(&manifest));
         assert_eq!(check.finish().unwrap(), manifest, "chunk {chunk}");
     }
-    // A body cut short, or changed in its state, is refused.
-    for cut in [3, 100, body.len() - 1] {
+    // A body cut short (in the frames, the state, the blob section), or changed in its
+    // state, is refused.
+    let section = blob_section(&blobs()).0.len();
+    let state_end = body.len() - section;
+    for cut in [
+        3,
+        100,
+        state_end - 1,
+        state_end,
+        state_end + 50,
+        body.len() - 1,
+    ] {
         let mut check = BodyCheck::new();
         check.push(&body[..cut]).unwrap();
         assert!(check.finish().is_err(), "cut at {cut}");
     }
     let mut changed = body.clone();
-    let at = changed.len() - 100;
-    changed[at] ^= 0x80;
+    changed[state_end - 100] ^= 0x80;
     let mut check = BodyCheck::new();
     check.push(&changed).unwrap();
     assert!(matches!(check.finish(), Err(BackupError::Damaged(_))));
@@ -279,4 +357,75 @@ fn a_file_that_is_not_a_backup_is_refused() {
     w.finish().unwrap();
     let err = verify(Cursor::new(plain), &r.identity).unwrap_err();
     assert!(matches!(err, BackupError::NotABackup(_)), "{err}");
+}
+
+/// The byte offset of blob `which`'s content (in the ascending order) within `body`.
+fn blob_offset(body: &[u8], manifest: &Manifest, which: &[u8]) -> usize {
+    let sha: [u8; 32] = Sha256::digest(which).into();
+    let header = api::backup::encode_blob_header(&sha, which.len() as u64);
+    let from = body.len() - manifest.blobs.bytes as usize;
+    let at = body[from - 2000..]
+        .windows(header.len())
+        .position(|w| w == header)
+        .unwrap();
+    from - 2000 + at + header.len()
+}
+
+#[test]
+fn a_damaged_blob_fails_verify_and_the_body_check() {
+    let (body, manifest) = body(&records(20));
+    let r = recipient();
+    assert_eq!(
+        verify(Cursor::new(encrypt(&body, &r.recipient)), &r.identity).unwrap(),
+        manifest
+    );
+    // One byte of a blob's content changed before encryption (age then authenticates the
+    // damage): the blob's sha256 no longer matches its header, and it is named.
+    let hello = b"hello".as_slice();
+    let mut damaged = body.clone();
+    damaged[blob_offset(&body, &manifest, hello) + 1] ^= 0x20;
+    let err = verify(Cursor::new(encrypt(&damaged, &r.recipient)), &r.identity).unwrap_err();
+    let name = hex::encode(Sha256::digest(hello));
+    assert!(
+        matches!(&err, BackupError::Damaged(m) if m.contains(&name)),
+        "{err}"
+    );
+    assert!(!err.to_string().contains('\n'), "{err}");
+    let mut check = BodyCheck::new();
+    assert!(matches!(check.push(&damaged), Err(BackupError::Damaged(_))));
+
+    // A blob missing from the section (its end record and the manifest agree on the rest).
+    let mut fewer = blobs();
+    fewer.remove(1);
+    let (short, _) = body_of(&records(20), &fewer, |m| m.blobs = manifest.blobs);
+    let err = verify(Cursor::new(encrypt(&short, &r.recipient)), &r.identity).unwrap_err();
+    assert!(matches!(err, BackupError::Damaged(_)), "{err}");
+    let mut check = BodyCheck::new();
+    check.push(&short).unwrap();
+    assert!(matches!(check.finish(), Err(BackupError::Damaged(_))));
+}
+
+#[test]
+fn a_format_1_backup_still_reads() {
+    let pairs = records(50);
+    let (body, manifest) = body_of(&pairs, &[], |m| {
+        m.format = 1;
+        m.blobs = BlobsDigest::default();
+    });
+    let r = recipient();
+    let file = encrypt(&body, &r.recipient);
+    assert_eq!(
+        verify(Cursor::new(file.clone()), &r.identity).unwrap(),
+        manifest
+    );
+    let opened = open(Cursor::new(file), &r.identity).unwrap();
+    assert_eq!(read_all_records(opened.state, &manifest), pairs);
+    let mut check = BodyCheck::new();
+    check.push(&body).unwrap();
+    assert_eq!(check.finish().unwrap(), manifest);
+    // A format 1 body with bytes after its state stream is refused.
+    let mut longer = body.clone();
+    longer.push(0);
+    let mut check = BodyCheck::new();
+    assert!(check.push(&longer).is_err());
 }

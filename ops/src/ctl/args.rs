@@ -192,7 +192,8 @@ pub(crate) enum Command {
     /// line per step; exit 0 only if no step failed (else 1, with the reason on stderr).
     /// `--server` is not used: the nodes come from DNS.
     Check(CheckArgs),
-    /// Back up the whole cluster state to an encrypted file (admin), or check such a file
+    /// Back up the whole cluster state and every live file's content to an encrypted file
+    /// (admin), or check such a file
     /// offline (`backup verify`). The backup is encrypted here, never on a server: give
     /// --passphrase-file, CONCLAVE_BACKUP_PASSPHRASE, or --recipient.
     Backup(BackupArgs),
@@ -223,8 +224,8 @@ pub(crate) struct BackupArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum BackupCommand {
-    /// Check a backup file offline: decrypt it, check every record and the manifest's
-    /// checksums, print the manifest. Exits 1 with one line on any damage or a wrong key.
+    /// Check a backup file offline: decrypt it, check every record, every file blob's sha256
+    /// and the manifest's checksums and counts, print the manifest. Exits 1 with one line on any damage or a wrong key.
     Verify {
         file: PathBuf,
         /// Read the passphrase from the first line of FILE [default: CONCLAVE_BACKUP_PASSPHRASE].

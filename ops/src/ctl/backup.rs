@@ -1,6 +1,7 @@
-//! `conclavectl backup`: download a backup body from any node, encrypt it on this machine, and
-//! write it so a file under the final name is always complete; `backup verify` checks a file
-//! offline; `backup keygen` makes an age identity.
+//! `conclavectl backup`: download a backup body (the state and every live file's content) from
+//! any node, encrypt it on this machine, and write it so a file under the final name is always
+//! complete; `backup verify` checks a file offline (every record and every blob's sha256);
+//! `backup keygen` makes an age identity.
 //!
 //! Owns the key options (where a passphrase may come from: a file or the environment, never
 //! the command line), the `.partial` file and its rename, and the text shown. The file format
@@ -222,7 +223,7 @@ fn verify(file: &Path, key: &BackupKey, json: bool) -> Result<u8, Failure> {
     })?;
     emit(json, &manifest, || {
         format!(
-            "{}: OK, every record checked\n{}",
+            "{}: OK, every record and blob checked\n{}",
             file.display(),
             render_manifest(&manifest)
         )
@@ -253,7 +254,7 @@ fn keygen(out: &Path, json: bool) -> Result<u8, Failure> {
 fn render_manifest(m: &Manifest) -> String {
     let clean = super::render::sanitize;
     format!(
-        "  workspace {}, root fingerprint {}\n  index {} (term {}), served by node {}, conclave {}\n  created {} (unix ms)\n  state: {} records, {} bytes, sha256 {}\n  sessions {}\n",
+        "  workspace {}, root fingerprint {}\n  index {} (term {}), served by node {}, conclave {}\n  created {} (unix ms)\n  state: {} records, {} bytes, sha256 {}\n  files: {} blobs, {} bytes{}\n  sessions {}\n",
         clean(&m.workspace),
         clean(&m.root_fingerprint),
         m.index,
@@ -264,6 +265,13 @@ fn render_manifest(m: &Manifest) -> String {
         m.state.records,
         m.state.bytes,
         clean(&m.state.sha256),
+        m.blobs.count,
+        m.blobs.bytes,
+        if api::backup::has_blob_section(m.format) {
+            ""
+        } else {
+            " (a format 1 backup: file contents not included)"
+        },
         if m.includes_sessions {
             "included"
         } else {
