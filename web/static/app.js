@@ -1297,7 +1297,7 @@ function navItem(c) {
     lead = icon(c.kind === 'private' ? 'lock' : 'hash', 16);
   }
   const badge = mentions > 0 ? h('span', { class: 'badge badge-mention', text: String(mentions), title: `${mentions} mention${mentions === 1 ? '' : 's'}` }) : unread > 0 ? h('span', { class: 'badge', text: String(unread), title: `${unread} unread` }) : null;
-  const mutedMark = c.muted ? h('span', { class: 'nav-muted', title: 'Muted' }, icon('bellOff', 14), h('span', { class: 'sr-only', text: '(muted)' })) : null;
+  const mutedMark = c.muted ? h('span', { class: 'nav-muted', title: 'Muted' }, icon('bellOff', 14), h('span', { class: 'visually-hidden', text: '(muted)' })) : null;
   btn.replaceChildren(...[h('span', { class: 'nav-lead' }, lead), h('span', { class: 'nav-label', text: label }), mutedMark, badge].filter(Boolean));
   btn.title = (isDm(c) ? label : `#${c.name}${c.archived ? ' (archived)' : ''}`) + (c.muted ? ' (muted)' : '');
   return li;
