@@ -274,13 +274,19 @@ impl FeedState {
                     ts_ms: m.ts_ms,
                     body: m.body,
                 };
-                let high = self.high.entry(channel.to_owned()).or_insert(0);
-                if posted && self.settled && seq > *high {
+                let high = self.high.get(channel).copied().unwrap_or(0);
+                if posted && self.settled && seq > high {
                     ix.add_new(std::slice::from_ref(&doc))?;
                 } else {
                     ix.upsert(&doc)?;
                 }
-                *high = (*high).max(seq);
+                // No key allocation per message once the channel is known.
+                match self.high.get_mut(channel) {
+                    Some(h) => *h = (*h).max(seq),
+                    None => {
+                        self.high.insert(channel.to_owned(), seq);
+                    }
+                }
             }
             _ => ix.remove(channel, seq)?,
         }

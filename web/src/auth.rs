@@ -31,7 +31,7 @@ const HASH_QUEUE_WAIT: Duration = Duration::from_secs(10);
 /// Password checks that may wait for a hashing thread; more are refused at once with 503.
 const HASH_QUEUE: usize = 1024;
 
-type HashJob = Box<dyn FnOnce(bool) + Send>;
+type HashJob = Box<dyn FnOnce() + Send>;
 
 /// Which queue a password check joins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,8 +46,8 @@ pub enum Priority {
 /// The two queues the hashing threads take jobs from: `first` before `rest`.
 #[derive(Default)]
 struct Queues {
-    first: std::collections::VecDeque<(std::time::Instant, HashJob)>,
-    rest: std::collections::VecDeque<(std::time::Instant, HashJob)>,
+    first: std::collections::VecDeque<HashJob>,
+    rest: std::collections::VecDeque<HashJob>,
 }
 
 /// Bounds argon2 work on this node: a fixed set of threads, one per core but one, does all
@@ -98,12 +98,12 @@ fn hash_pool() -> &'static HashPool {
     })
 }
 
-/// One hashing thread: takes the next job (known sources first) and runs it, or tells it that
-/// it waited too long.
+/// One hashing thread: takes the next job (known sources first) and runs it (a job whose
+/// request stopped waiting skips itself).
 fn hashing_thread() {
     let pool = hash_pool();
     loop {
-        let (queued, job) = {
+        let job = {
             let mut q = pool
                 .queues
                 .lock()
@@ -118,7 +118,7 @@ fn hashing_thread() {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
         };
-        job(queued.elapsed() <= HASH_QUEUE_WAIT);
+        job();
     }
 }
 
@@ -156,14 +156,11 @@ async fn on_hash_thread<T: Send + 'static>(
     let busy = || ApiError::Unavailable("too many password checks in progress".into());
     let place = pool.places.try_acquire().map_err(|_| busy())?;
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let job: HashJob = Box::new(move |in_time| {
+    let job: HashJob = Box::new(move || {
         let _place = place;
-        if !in_time {
-            let _ = tx.send(Err(busy()));
-            return;
-        }
         if tx.is_closed() {
-            // The client went away while its check waited: the hash would help nobody.
+            // The request went away (client gone, or its 10 s wait is over): the hash would
+            // help nobody.
             return;
         }
         let now = pool.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
@@ -181,7 +178,7 @@ async fn on_hash_thread<T: Send + 'static>(
             Priority::KnownSource => &mut q.first,
             Priority::Normal => &mut q.rest,
         };
-        queue.push_back((std::time::Instant::now(), job));
+        queue.push_back(job);
     }
     pool.ready.notify_one();
     // The caller's own deadline, not the hashing thread's: a thread only sees a job's age when
