@@ -28,6 +28,7 @@ use crate::error::ApiError;
 use crate::extract::{INDEX_HEADER, JsonBody};
 use crate::file_checks;
 use crate::files_config::ScanMode;
+use crate::routes::file_range::{self, Want};
 use crate::state::AppState;
 use crate::validate;
 use crate::wire;
@@ -71,6 +72,9 @@ pub enum FileApiError {
     NoThumbnail,
     #[error("{0}")]
     BlobUnavailable(String),
+    /// A single `Range` that starts at or past the end of a file of this many bytes.
+    #[error("the range is outside the file's {0} bytes")]
+    RangeNotSatisfiable(u64),
 }
 
 impl FileApiError {
@@ -94,6 +98,9 @@ impl FileApiError {
             FileApiError::FileNotFound => (StatusCode::NOT_FOUND, "file_not_found"),
             FileApiError::NoThumbnail => (StatusCode::NOT_FOUND, "no_thumbnail"),
             FileApiError::BlobUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            FileApiError::RangeNotSatisfiable(_) => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
+            }
         }
     }
 }
@@ -522,7 +529,9 @@ fn download_headers(mime: &str, name: &str, len: u64) -> HeaderMap {
     params(("file_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "the file's id")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "the file's bytes, with its sniffed `Content-Type`, `X-Content-Type-Options: nosniff`, `Content-Security-Policy: sandbox; default-src 'none'` and `Content-Disposition` (`inline` for png, jpeg, gif and webp images, `attachment` otherwise)", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "the file's bytes, with its sniffed `Content-Type`, `X-Content-Type-Options: nosniff`, `Content-Security-Policy: sandbox; default-src 'none'`, `Content-Disposition` (`inline` for png, jpeg, gif and webp images, `attachment` otherwise), `Accept-Ranges: bytes` and `ETag` (the quoted SHA-256); also the answer to several ranges, to an ignored `Range` and to an `If-Range` that does not match", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "one `Range` (`bytes=a-b`, `bytes=a-`, `bytes=-n`): those bytes, with `Content-Range: bytes a-b/size` and the same headers", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 416, description = "`range_not_satisfiable`: the range starts at or past the end; `Content-Range: bytes */size`", body = api::error::ErrorBody),
         (status = 404, description = "`file_not_found`: no such file, deleted, or in a channel the caller cannot read", body = api::error::ErrorBody),
         (status = 503, description = "`unavailable`: a part of the file is on no reachable node right now", body = api::error::ErrorBody)
     )
@@ -531,42 +540,133 @@ pub async fn download(
     State(s): State<AppState>,
     Path(file_id): Path<String>,
     auth: Auth,
+    request: HeaderMap,
 ) -> Result<Response, ApiError> {
+    // Who may read comes first: a `Range` changes which bytes go out, never who gets them.
     let rec = readable_file(&s, &file_id, &auth.user.username).await?;
+    let size = rec.file.size;
+    // The whole file's SHA-256 is a strong validator: the bytes behind an id never change.
+    let etag = format!("\"{}\"", rec.file.sha256);
+    let want = file_range::want(&request, size, &etag);
+    if want == Want::Unsatisfiable {
+        let mut r = ApiError::from(FileApiError::RangeNotSatisfiable(size)).into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_RANGE,
+            header_value(&format!("bytes */{size}")),
+        );
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        return Ok(r);
+    }
     // Every chunk here before the first byte goes out: a missing one is fetched (and its hash
     // checked) now, so the answer is either complete or an error, never a truncated file.
     for sha in &rec.file.chunks {
         s.node.ensure_blob(sha).await.map_err(blob_error)?;
     }
-    let headers = download_headers(&rec.file.mime, &rec.file.name, rec.file.size);
+    let (status, pieces, len) = match want {
+        Want::Part { start, end } => {
+            let pieces = range_pieces(&s, &rec, start, end).await?;
+            (StatusCode::PARTIAL_CONTENT, pieces, end - start + 1)
+        }
+        _ => {
+            let whole = rec.file.chunks.iter().map(|sha| (sha.clone(), None));
+            (StatusCode::OK, whole.collect(), size)
+        }
+    };
+    let mut headers = download_headers(&rec.file.mime, &rec.file.name, len);
+    headers.insert(header::ETAG, header_value(&etag));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Want::Part { start, end } = want {
+        headers.insert(
+            header::CONTENT_RANGE,
+            header_value(&format!("bytes {start}-{end}/{size}")),
+        );
+    }
     let node = s.node.clone();
-    let chunks = rec.file.chunks.clone();
-    let stream = futures::stream::iter(chunks).then(move |sha| {
+    let stream = futures::stream::iter(pieces).then(move |(sha, part)| {
         let node = node.clone();
         async move {
-            let store = node.blobs().clone();
-            let s2 = sha.clone();
-            let first = tokio::task::spawn_blocking(move || store.read_verified(&s2))
-                .await
-                .map_err(std::io::Error::other)?;
-            match first {
-                Ok(b) => Ok::<Bytes, std::io::Error>(Bytes::from(b)),
-                // Damaged or collected since the check above: fetch it again once.
-                Err(_) => {
-                    node.ensure_blob(&sha)
-                        .await
-                        .map_err(std::io::Error::other)?;
-                    let store = node.blobs().clone();
-                    tokio::task::spawn_blocking(move || store.read_verified(&sha))
-                        .await
-                        .map_err(std::io::Error::other)?
-                        .map(Bytes::from)
-                        .map_err(std::io::Error::other)
+            let bytes = read_chunk(&node, sha).await?;
+            match part {
+                None => Ok(bytes),
+                Some((skip, take)) if skip + take <= bytes.len() => {
+                    Ok(bytes.slice(skip..skip + take))
                 }
+                Some(_) => Err(std::io::Error::other("a chunk is shorter than its size")),
             }
         }
     });
-    Ok((StatusCode::OK, headers, Body::from_stream(stream)).into_response())
+    Ok((status, headers, Body::from_stream(stream)).into_response())
+}
+
+/// One chunk of a download as `(sha256, part)`: `None` for all of it, `(skip, take)` for a
+/// slice.
+type Piece = (String, Option<(usize, usize)>);
+
+/// The chunk slices that make bytes `start..=end` of `rec`'s file, from the sizes of the
+/// chunks on disk (every chunk is present: the caller ensured them).
+///
+/// A chunk is still read whole and its hash checked before its slice goes out (at most
+/// `CHUNK_MAX` bytes in memory, as for a whole download): a range answer must never carry bytes
+/// the store has not verified, and seeking into an unverified file would allow exactly that.
+/// Chunks before the range are skipped by their size alone, never read.
+async fn range_pieces(
+    s: &AppState,
+    rec: &FileRecord,
+    start: u64,
+    end: u64,
+) -> Result<Vec<Piece>, ApiError> {
+    let store = s.node.blobs().clone();
+    let chunks = rec.file.chunks.clone();
+    let sized = tokio::task::spawn_blocking(move || {
+        chunks
+            .into_iter()
+            .map(|sha| {
+                let size = store.size(&sha);
+                size.map(|n| (sha, n))
+            })
+            .collect::<Option<Vec<_>>>()
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .ok_or_else(|| FileApiError::BlobUnavailable("a chunk vanished before the download".into()))?;
+    let total: u64 = sized.iter().map(|(_, n)| n).sum();
+    if total != rec.file.size {
+        return Err(ApiError::Internal(format!(
+            "file {}: its chunks hold {total} bytes, not {}",
+            rec.file.id, rec.file.size
+        )));
+    }
+    let pieces = file_range::pieces(&sized, start, end)
+        .ok_or_else(|| ApiError::Internal("a range past the file's chunks".into()))?;
+    Ok(pieces
+        .into_iter()
+        .map(|p| (p.sha256, Some((p.skip, p.take))))
+        .collect())
+}
+
+/// Chunk `sha`, hash checked; a damaged one, or one collected since the caller ensured it, is
+/// fetched again once.
+async fn read_chunk(node: &cluster::ClusterNode, sha: String) -> std::io::Result<Bytes> {
+    let store = node.blobs().clone();
+    let s2 = sha.clone();
+    let first = tokio::task::spawn_blocking(move || store.read_verified(&s2))
+        .await
+        .map_err(std::io::Error::other)?;
+    match first {
+        Ok(b) => Ok(Bytes::from(b)),
+        Err(_) => {
+            node.ensure_blob(&sha)
+                .await
+                .map_err(std::io::Error::other)?;
+            let store = node.blobs().clone();
+            tokio::task::spawn_blocking(move || store.read_verified(&sha))
+                .await
+                .map_err(std::io::Error::other)?
+                .map(Bytes::from)
+                .map_err(std::io::Error::other)
+        }
+    }
 }
 
 use futures::StreamExt as _;
