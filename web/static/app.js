@@ -20,7 +20,7 @@ import {
   utf8Length,
 } from './ui.js';
 import * as dialogs from './dialogs.js';
-import { initFiles, sendStaged, stagedCount, syncTray, updateAttachments } from './files.js';
+import { initFiles, mountComposer, sendStaged, stagedCount, syncTray, updateAttachments } from './files.js';
 import * as notify from './notify.js';
 import { initKeys } from './keys.js';
 import { initSearch } from './search.js';
@@ -1434,20 +1434,26 @@ function autoGrow(ta) {
 /** Sends `body` to the current channel (or a thread); queued while offline. */
 function submitMessage(ta, threadRoot = null, channel = S.current) {
   const body = ta.value;
-  const withFiles = threadRoot === null && channel && stagedCount(channel) > 0;
+  const withFiles = !!channel && stagedCount(channel, threadRoot) > 0;
   if (!channel || (!body.trim() && !withFiles)) return;
   if (utf8Length(body) > MAX_BODY_BYTES) {
     toast(`Message too long (${utf8Length(body)} bytes; the limit is ${MAX_BODY_BYTES}).`, 'error');
     return;
   }
   if (withFiles) {
-    // Staged files go as file messages (files.js); the text is the first one's caption.
-    sendStaged(channel, body.trim() ? body : '');
+    // Staged files go as file messages (files.js), replies when sent from a thread; the text
+    // is the first one's caption.
+    sendStaged(channel, body.trim() ? body : '', threadRoot);
     ta.value = '';
     autoGrow(ta);
-    S.drafts.delete(channel);
-    viewFor(channel).stickBottom = true;
-    mark('timeline');
+    if (threadRoot === null) {
+      S.drafts.delete(channel);
+      viewFor(channel).stickBottom = true;
+      mark('timeline');
+    } else {
+      S.panel.stickBottom = true;
+      mark('panel');
+    }
     return;
   }
   S.conn.send(channel, body, threadRoot);
@@ -1749,9 +1755,14 @@ function renderThread(body, p, c) {
         h('button', { type: 'submit', class: 'send-btn', title: 'Send', 'aria-label': 'Send reply' }, icon('send', 18)),
       ),
     );
+    mountComposer('thread');
   }
   const form = $('thread-form');
-  form.hidden = !(c && c.member && !c.archived);
+  const hidden = !(c && c.member && !c.archived);
+  if (form.hidden !== hidden) {
+    form.hidden = hidden;
+    syncTray();
+  }
   const scroller = $('thread-scroll');
   const atBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 48;
   const v = viewFor(p.channel);
@@ -1971,6 +1982,7 @@ function wireStaticUi() {
   initFiles({
     cluster: () => S.cluster,
     channel: () => S.current,
+    thread: () => (S.panel && S.panel.kind === 'thread' ? { channel: S.panel.channel, threadRoot: S.panel.root } : null),
     upsertMessage,
     errorText,
   });

@@ -244,7 +244,12 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Set by `initFiles`: what the app lends us (see app.js). */
 let app = null;
-/** Files waiting for Send, and uploads in progress or failed: `{id, channel, file, name, state, done, error}`. */
+/**
+ * Files waiting for Send, and uploads in progress or failed:
+ * `{id, target, channel, threadRoot, file, name, state, done, error}`. Keyed by where they will
+ * be posted, `(channel, threadRoot)`: a file staged in a thread's reply box is a reply in that
+ * thread, never a message in the channel, whichever composer is on screen when it is sent.
+ */
 const items = [];
 let nextItem = 1;
 /** file id → Promise of a `blob:` URL of its thumbnail (kept for the page's life). */
@@ -253,23 +258,71 @@ const thumbs = new Map();
 const $ = (id) => document.getElementById(id);
 
 /**
+ * The composers that can carry files, by name: the main one under the conversation, and the
+ * thread panel's reply box. One set of code serves both; a target names its elements (looked
+ * up by id, because app.js rebuilds the thread panel's form when another thread opens) and
+ * `where()` says where its files go: `{channel, threadRoot}`, or null when it has nowhere.
+ */
+const TARGETS = {
+  main: {
+    form: 'composer-form',
+    textarea: 'composer',
+    attach: 'composer-attach',
+    attachLabel: 'Attach files',
+    input: 'file-input',
+    tray: 'file-tray',
+    trayLabel: 'Attachments',
+    drop: 'chat',
+    where: () => (app.channel() ? { channel: app.channel(), threadRoot: null } : null),
+  },
+  thread: {
+    form: 'thread-form',
+    textarea: 'thread-composer',
+    attach: 'thread-attach',
+    attachLabel: 'Attach files to reply',
+    input: 'thread-file-input',
+    tray: 'thread-file-tray',
+    trayLabel: 'Reply attachments',
+    drop: 'panel-body',
+    where: () => (app.thread ? app.thread() : null),
+  },
+};
+
+/**
  * Wires the file UI into the page. `ctx`: `cluster()` (the `Cluster`), `channel()` (current
- * channel name), `canPost(channel)`, `upsertMessage(m)`, `errorText(e)`.
+ * channel name), `thread()` (the open thread as `{channel, threadRoot}`, or null),
+ * `upsertMessage(m)`, `errorText(e)`. The thread panel's composer is added with
+ * `mountComposer('thread')` each time app.js builds it.
  */
 export function initFiles(ctx) {
   app = ctx;
   const form = $('composer-form');
-  const ta = $('composer');
+  form.parentNode.insertBefore(h('div', { id: 'file-announce', class: 'visually-hidden', role: 'status', 'aria-live': 'polite' }), form);
+  mountComposer('main');
+  // The drop zones outlive the forms (the thread's is rebuilt), so they are wired once here.
+  dropZone(TARGETS.main);
+  dropZone(TARGETS.thread);
+}
+
+/**
+ * Adds the attach button, the hidden file input, the tray and paste handling to the composer
+ * `name` (`'main'` or `'thread'`), whose form and textarea must be in the page.
+ */
+export function mountComposer(name) {
+  const t = TARGETS[name];
+  const form = $(t.form);
+  const ta = $(t.textarea);
+  if (!form || !ta || $(t.attach)) return;
   const input = h('input', {
     type: 'file',
-    id: 'file-input',
+    id: t.input,
     multiple: true,
     hidden: true,
     tabIndex: -1,
     'aria-hidden': 'true',
     on: {
       change: () => {
-        stage([...input.files]);
+        stage(t, [...input.files]);
         input.value = '';
         ta.focus();
       },
@@ -277,48 +330,50 @@ export function initFiles(ctx) {
   });
   const attach = h(
     'button',
-    { type: 'button', id: 'composer-attach', class: 'icon-btn attach-btn', title: 'Attach files (or paste or drop them)', 'aria-label': 'Attach files', on: { click: () => input.click() } },
+    { type: 'button', id: t.attach, class: 'icon-btn attach-btn', title: `${t.attachLabel} (or paste or drop them)`, 'aria-label': t.attachLabel, on: { click: () => input.click() } },
     fileIcon('paperclip'),
   );
   form.insertBefore(attach, ta);
   form.appendChild(input);
-  const tray = h('div', { id: 'file-tray', class: 'file-tray', role: 'region', 'aria-label': 'Attachments', hidden: true });
+  const tray = h('div', { id: t.tray, class: 'file-tray', role: 'region', 'aria-label': t.trayLabel, hidden: true });
   form.parentNode.insertBefore(tray, form);
-  form.parentNode.insertBefore(h('div', { id: 'file-announce', class: 'visually-hidden', role: 'status', 'aria-live': 'polite' }), form);
-
   ta.addEventListener('paste', (e) => {
     const files = clipboardFiles(e.clipboardData);
     if (!files.length) return;
     e.preventDefault();
-    stage(files.map((f) => renamed(f)));
+    stage(t, files.map((f) => renamed(f)));
   });
+  renderTray();
+}
 
-  // Drag and drop onto the conversation.
-  const chat = $('chat');
+/** Drag and drop onto the element `t.drop` (the conversation, or the thread panel). */
+function dropZone(t) {
+  const zone = $(t.drop);
+  if (!zone) return;
   let depth = 0;
   const hasFiles = (e) => e.dataTransfer && [...e.dataTransfer.types].includes('Files');
-  chat.addEventListener('dragenter', (e) => {
-    if (!hasFiles(e) || !canAttach()) return;
+  zone.addEventListener('dragenter', (e) => {
+    if (!hasFiles(e) || !canAttach(t)) return;
     e.preventDefault();
     depth += 1;
-    chat.classList.add('drop-active');
+    zone.classList.add('drop-active');
   });
-  chat.addEventListener('dragover', (e) => {
-    if (!hasFiles(e) || !canAttach()) return;
+  zone.addEventListener('dragover', (e) => {
+    if (!hasFiles(e) || !canAttach(t)) return;
     e.preventDefault();
     e.dataTransfer.dropEffect = 'copy';
   });
-  chat.addEventListener('dragleave', () => {
+  zone.addEventListener('dragleave', () => {
     depth = Math.max(0, depth - 1);
-    if (depth === 0) chat.classList.remove('drop-active');
+    if (depth === 0) zone.classList.remove('drop-active');
   });
-  chat.addEventListener('drop', (e) => {
+  zone.addEventListener('drop', (e) => {
     depth = 0;
-    chat.classList.remove('drop-active');
-    if (!hasFiles(e) || !canAttach()) return;
+    zone.classList.remove('drop-active');
+    if (!hasFiles(e) || !canAttach(t)) return;
     e.preventDefault();
-    stage([...e.dataTransfer.files]);
-    ta.focus();
+    stage(t, [...e.dataTransfer.files]);
+    $(t.textarea).focus();
   });
 }
 
@@ -340,39 +395,53 @@ function renamed(f) {
   return name === f.name ? f : new File([f], name, { type: f.type, lastModified: f.lastModified });
 }
 
-function canAttach() {
-  const form = $('composer-form');
-  return !!(app && app.channel() && form && !form.hidden && !$('composer').disabled);
+function canAttach(t) {
+  const form = $(t.form);
+  const ta = $(t.textarea);
+  return !!(app && t.where() && form && !form.hidden && ta && !ta.disabled);
+}
+
+/** Whether `item` goes to `where` (`{channel, threadRoot}`). */
+function goesTo(item, where) {
+  return !!where && item.channel === where.channel && item.threadRoot === (where.threadRoot ?? null);
 }
 
 /** Files chosen, dropped or pasted wait in the tray until Send (the text becomes the caption). */
-function stage(files) {
-  const channel = app.channel();
-  if (!channel || !canAttach()) return;
+function stage(t, files) {
+  const where = t.where();
+  if (!where || !canAttach(t)) return;
   for (const file of files) {
     if (!file.size) {
       toast(`${file.name || 'That file'} is empty and cannot be sent.`, 'error');
       continue;
     }
-    items.push({ id: nextItem++, channel, file, name: file.name || 'file', state: 'staged', done: 0, error: null });
+    items.push({ id: nextItem++, target: t, channel: where.channel, threadRoot: where.threadRoot ?? null, file, name: file.name || 'file', state: 'staged', done: 0, error: null });
   }
   renderTray();
 }
 
-/** Files staged for `channel` (not yet sent). */
-export function stagedCount(channel) {
-  return items.filter((i) => i.channel === channel && i.state === 'staged').length;
+/**
+ * Files staged for `channel` (the main composer) or for the thread `threadRoot` in it.
+ *
+ * Staged files stay staged when the user switches channel or closes the thread, and come back
+ * with its composer: they were chosen on purpose, and dropping them silently (or even with a
+ * toast) would make the user find and attach them again for having glanced at another channel.
+ * That is also how the main composer treats its files and drafts per channel.
+ */
+export function stagedCount(channel, threadRoot = null) {
+  const where = { channel, threadRoot };
+  return items.filter((i) => goesTo(i, where) && i.state === 'staged').length;
 }
 
 /**
- * Sends the files staged for `channel`, the first with `caption` as its message text. Each file
- * is its own message (one file per message, as the API has it).
+ * Sends the files staged for `channel` (or its thread `threadRoot`), the first with `caption`
+ * as its message text. Each file is its own message (one file per message, as the API has it).
  */
 export function sendStaged(channel, caption, threadRoot = null) {
-  const batch = items.filter((i) => i.channel === channel && i.state === 'staged');
+  const where = { channel, threadRoot };
+  const batch = items.filter((i) => goesTo(i, where) && i.state === 'staged');
   batch.forEach((item, n) => {
     item.caption = n === 0 ? caption : '';
-    item.threadRoot = threadRoot;
     item.clientMsgId = newClientMsgId();
     upload(item);
   });
@@ -383,7 +452,8 @@ function remove(item) {
   const i = items.indexOf(item);
   if (i >= 0) items.splice(i, 1);
   renderTray();
-  $('composer').focus();
+  const ta = $(item.target.textarea);
+  if (ta) ta.focus();
 }
 
 // ---- upload ------------------------------------------------------------------------------------
@@ -492,16 +562,19 @@ function announce(text) {
 // ---- the tray ----------------------------------------------------------------------------------
 
 function renderTray() {
-  const tray = $('file-tray');
-  if (!tray || !app) return;
-  const channel = app.channel();
-  const mine = items.filter((i) => i.channel === channel);
-  const form = $('composer-form');
-  tray.hidden = !mine.length || !form || form.hidden;
-  tray.replaceChildren(...mine.map(trayItem));
+  if (!app) return;
+  for (const t of Object.values(TARGETS)) {
+    const tray = $(t.tray);
+    if (!tray) continue;
+    const where = t.where();
+    const mine = items.filter((i) => goesTo(i, where));
+    const form = $(t.form);
+    tray.hidden = !mine.length || !form || form.hidden;
+    tray.replaceChildren(...mine.map(trayItem));
+  }
 }
 
-/** Called by the app whenever the composer is re-rendered (channel switch, archive, join). */
+/** Called by the app whenever a composer is re-rendered (channel switch, archive, join, thread). */
 export function syncTray() {
   renderTray();
 }

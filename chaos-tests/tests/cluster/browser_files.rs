@@ -12,8 +12,11 @@
 //! `browser_pasted_screenshot_shows_as_preview_for_another_user` is the acceptance scenario:
 //! alice pastes a screenshot on node 1's page and sends it; bob, on node 2's page, sees the
 //! preview image loaded (`naturalWidth > 0`, alt text = the file name), opens the viewer, sees
-//! the full image, closes it with Escape and focus returns to the preview. It needs the files
-//! backend (`PUT /api/v1/blobs`, `POST .../files`, `GET /api/v1/files/...`).
+//! the full image, closes it with Escape and focus returns to the preview. Then alice opens
+//! the message's thread, pastes a screenshot into the thread's composer (staged in the thread
+//! panel's tray, not the main one; the panel passes the axe audit with it) and sends it as a
+//! reply; bob opens the thread and sees the reply's preview loaded. It needs the files backend
+//! (`PUT /api/v1/blobs`, `POST .../files`, `GET /api/v1/files/...`).
 //!
 //! `browser_upload_continues_on_another_node_after_a_kill`: a 100 MiB upload over a throttled
 //! link loses the node it goes through (SIGKILL) after its first chunk; the page finishes it
@@ -32,10 +35,12 @@ const UPLOAD_WAIT: Duration = Duration::from_secs(30);
 /// The size of the upload that survives a node's death (8 MiB chunks).
 const UPLOAD_MIB: usize = 100;
 
-/// JS: pastes a 64x48 PNG (drawn on a canvas) into the composer as a browser does for a
-/// screenshot: a `paste` event whose clipboard holds one file named `image.png`. Resolves to
-/// whether the page took it (`defaultPrevented`).
-const PASTE_PNG_JS: &str = "return (async () => {\n\
+/// JS: pastes a 64x48 PNG (drawn on a canvas) into the composer (the textarea whose id is the
+/// first argument, `composer` without one) as a browser does for a screenshot: a `paste` event
+/// whose clipboard holds one file named `image.png`. Resolves to whether the page took it
+/// (`defaultPrevented`).
+const PASTE_PNG_JS: &str = "const target = arguments[0] ?? 'composer';\n\
+  return (async () => {\n\
   const c = document.createElement('canvas');\n\
   c.width = 64; c.height = 48;\n\
   const g = c.getContext('2d');\n\
@@ -46,13 +51,14 @@ const PASTE_PNG_JS: &str = "return (async () => {\n\
   const dt = new DataTransfer();\n\
   dt.items.add(file);\n\
   const ev = new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true });\n\
-  document.getElementById('composer').dispatchEvent(ev);\n\
+  document.getElementById(target).dispatchEvent(ev);\n\
   return ev.defaultPrevented;\n\
 })();";
 
-/// JS: the chips of the upload tray, `[{state, name}]`, and whether the tray is shown.
-const TRAY_JS: &str = "const tray = document.getElementById('file-tray');\n\
-  return { shown: !!tray && !tray.hidden, chips: [...document.querySelectorAll('#file-tray .file-chip')]\
+/// JS: the chips of the upload tray (the one whose id is the first argument, the main composer's
+/// `file-tray` without one), `[{state, name}]`, and whether the tray is shown.
+const TRAY_JS: &str = "const tray = document.getElementById(arguments[0] ?? 'file-tray');\n\
+  return { shown: !!tray && !tray.hidden, chips: [...(tray?.querySelectorAll('.file-chip') ?? [])]\
   .map((c) => ({ state: c.dataset.state, name: c.querySelector('.file-chip-name')?.textContent ?? '', \
   info: c.querySelector('.file-chip-info')?.textContent ?? '' })) };";
 
@@ -323,8 +329,117 @@ async fn browser_pasted_screenshot_shows_as_preview_for_another_user() {
         },
     )
     .await;
+
+    thread_reply_with_a_file(&run, alice, bob).await;
     alice.close().await;
     bob.close().await;
+}
+
+/// JS: opens the thread of the timeline's message that has an image preview (its "Reply in
+/// thread" action).
+const OPEN_THREAD_JS: &str = "const m = [...document.querySelectorAll('#timeline .message')]\
+  .find((el) => el.querySelector('.attachment-image'));\n\
+  const b = m?.querySelector('.act-reply');\n\
+  if (b) b.click();\n\
+  return !!b;";
+
+/// A reply in a thread carries a file: alice pastes a screenshot into the thread panel's
+/// composer (it is staged in the panel's tray, not the main one), sends it with a caption, and
+/// bob, opening the thread, sees the reply with its preview loaded.
+async fn thread_reply_with_a_file(run: &Run<'_>, alice: &Page, bob: &Page) {
+    assert_eq!(
+        run.ok(alice.js(OPEN_THREAD_JS, vec![]).await).await,
+        json!(true)
+    );
+    run.wait("alice's thread composer with its attach button", PAGE_WAIT, || async {
+        let v = alice
+            .js(
+                "const b = document.getElementById('thread-attach');\n\
+                 return { label: b?.getAttribute('aria-label') ?? null, \
+                   composer: !!document.getElementById('thread-composer'), \
+                   tray: document.getElementById('thread-file-tray')?.getAttribute('aria-label') ?? null };",
+                vec![],
+            )
+            .await?;
+        let want = json!({"label": "Attach files to reply", "composer": true, "tray": "Reply attachments"});
+        if v == want { Ok(()) } else { Err(format!("{v}")) }
+    })
+    .await;
+    let taken = run
+        .ok(alice.js(PASTE_PNG_JS, vec![json!("thread-composer")]).await)
+        .await;
+    assert_eq!(
+        taken,
+        json!(true),
+        "the thread composer did not take the pasted image"
+    );
+    let name = run
+        .wait(
+            "the screenshot in the thread's tray only",
+            PAGE_WAIT,
+            || async {
+                let thread = alice.js(TRAY_JS, vec![json!("thread-file-tray")]).await?;
+                let main = alice.js(TRAY_JS, vec![]).await?;
+                match thread["chips"].as_array().map(Vec::as_slice) {
+                    Some([chip])
+                        if chip["state"] == json!("staged")
+                            && thread["shown"] == json!(true)
+                            && main["chips"] == json!([]) =>
+                    {
+                        Ok(chip["name"].as_str().unwrap_or_default().to_owned())
+                    }
+                    _ => Err(format!("thread tray: {thread}; main tray: {main}")),
+                }
+            },
+        )
+        .await;
+    // The thread panel with its new button and a staged file passes the audit too.
+    crate::browser_ui::audit(run, alice, "thread with a staged file").await;
+    let caption = "and the same in the thread";
+    let keys = format!("{caption}{}", Key::Enter);
+    run.ok(alice.type_into("#thread-composer", &keys).await)
+        .await;
+    run.wait("alice's reply upload to finish", UPLOAD_WAIT, || async {
+        let v = alice.js(TRAY_JS, vec![json!("thread-file-tray")]).await?;
+        if v["chips"] == json!([]) {
+            Ok(())
+        } else {
+            Err(format!("tray: {v}"))
+        }
+    })
+    .await;
+    assert_eq!(
+        run.ok(bob.js(OPEN_THREAD_JS, vec![]).await).await,
+        json!(true)
+    );
+    let want = json!(name);
+    run.wait(
+        "bob's thread to show the reply with its preview",
+        UPLOAD_WAIT,
+        || async {
+            let v: Value = bob
+                .js(
+                    "return [...document.querySelectorAll('#thread-list .message')].map((el) => ({ \
+                   body: el.querySelector('.body')?.textContent ?? '', \
+                   previews: [...el.querySelectorAll('.attachment-image img')].map((i) => \
+                     ({ alt: i.alt, w: i.naturalWidth })) }));",
+                    vec![],
+                )
+                .await?;
+            let ok = v.as_array().is_some_and(|msgs| {
+                msgs.iter().any(|m| {
+                    m["body"] == json!(caption)
+                        && m["previews"].as_array().is_some_and(|p| {
+                            p.len() == 1
+                                && p[0]["alt"] == want
+                                && p[0]["w"].as_u64().is_some_and(|w| w > 0)
+                        })
+                })
+            });
+            if ok { Ok(()) } else { Err(format!("{v}")) }
+        },
+    )
+    .await;
 }
 
 /// Waits until `page`'s timeline has the message `caption` with one image preview named

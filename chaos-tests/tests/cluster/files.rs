@@ -490,7 +490,8 @@ async fn bad_uploads_write_nothing() {
 
 /// `conclavectl upload` of a five-chunk file through node 1, which is SIGKILLed once the first
 /// chunk is on its disk: the upload goes on with the next chunks on the other nodes and posts
-/// the file; `conclavectl download` through another node writes it byte-identical.
+/// the file; `conclavectl download` through another node writes it byte-identical, and resumes
+/// from a `.part` (a damaged one is downloaded again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_upload_survives_a_node_death_and_downloads() {
     use crate::ctl::{Ctl, expect_ok};
@@ -555,4 +556,27 @@ async fn ctl_upload_survives_a_node_death_and_downloads() {
         .await;
     expect_ok(&cluster, &run);
     assert!(std::fs::read(&out).expect("downloaded") == data);
+
+    // An interrupted download resumes from its `.part` (here: a part ending inside the second
+    // chunk), and a `.part` that is not a prefix of the file is caught by the SHA-256 check and
+    // downloaded again from the start; both give the exact file.
+    let part = cluster.root().join("download.bin.part");
+    for (what, prefix, kept) in [
+        ("a good prefix", data[..CHUNK + 7].to_vec(), CHUNK + 7),
+        ("a damaged prefix", vec![0xAA; 1000], 0),
+    ] {
+        std::fs::remove_file(&out).expect("remove the last download");
+        std::fs::write(&part, &prefix).expect("write the part");
+        let run = ctl
+            .run(&["--json", "--server", &u3, "download", fid, "--out", &out_s])
+            .await;
+        let v: Value = serde_json::from_str(expect_ok(&cluster, &run)).expect("download --json");
+        assert_eq!(v["resumed_from"], kept, "resumed from {what}: {v}");
+        assert_eq!(v["bytes"], data.len(), "resumed from {what}: {v}");
+        assert!(
+            std::fs::read(&out).expect("downloaded") == data,
+            "resumed from {what}: not the file"
+        );
+        assert!(!part.exists(), "resumed from {what}: the part is left");
+    }
 }

@@ -31,9 +31,14 @@ const READ_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct FileDownload {
     /// The node that is sending it.
     pub server: String,
-    /// `Content-Length`, if the server sent one.
+    /// `Content-Length`, if the server sent one (of the part, for a range answer).
     pub len: Option<u64>,
     pub content_type: Option<String>,
+    /// Where the body starts in the file: the offset asked for when the server answered 206,
+    /// 0 when it sent the whole file (200) whatever was asked.
+    pub offset: u64,
+    /// The whole file's SHA-256, from the `ETag` header (lowercase hex), if the server sent it.
+    pub sha256: Option<String>,
     response: reqwest::Response,
 }
 
@@ -93,12 +98,22 @@ impl Client {
         })
     }
 
-    /// Starts downloading file `file_id` (failing over like any read until a node answers).
-    pub async fn download_file(&self, file_id: &str) -> Result<FileDownload, ClientError> {
+    /// Starts downloading file `file_id` from byte `from` (failing over like any read until a
+    /// node answers). `from > 0` asks for `Range: bytes=from-`; check
+    /// [`FileDownload::offset`]: a server may send the whole file instead. A `from` at or past
+    /// the end is a 416 `range_not_satisfiable` error.
+    pub async fn download_file(
+        &self,
+        file_id: &str,
+        from: u64,
+    ) -> Result<FileDownload, ClientError> {
         let path = ["api", "v1", "files", file_id];
         let mut req = ApiRequest::new(Method::GET, &path, Retry::Always);
         req.bearer = Some(self.require_token()?);
         req.stream = true;
+        if from > 0 {
+            req.headers.push(("range", format!("bytes={from}-")));
+        }
         let reply =
             crate::request::send_with_failover(&self.http, &self.ring, self.timing, &req).await?;
         let server = reply.server.clone();
@@ -110,10 +125,42 @@ impl Client {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let header = |name: reqwest::header::HeaderName| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        // A file id names fixed bytes, so its `ETag` is the SHA-256 and never changes.
+        let sha256 = header(reqwest::header::ETAG)
+            .map(|t| t.trim_matches('"').to_ascii_lowercase())
+            .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()));
+        let offset = if response.status() == reqwest::StatusCode::PARTIAL_CONTENT {
+            // Only a range starting where we asked is usable; anything else is refused
+            // rather than spliced at the wrong place.
+            let range = header(reqwest::header::CONTENT_RANGE).unwrap_or_default();
+            let start = range
+                .strip_prefix("bytes ")
+                .and_then(|r| r.split('-').next())
+                .and_then(|n| n.parse::<u64>().ok());
+            if start != Some(from) {
+                return Err(ClientError::Decode {
+                    message: format!(
+                        "{server}: asked for bytes from {from}, got Content-Range '{range}'"
+                    ),
+                });
+            }
+            from
+        } else {
+            0
+        };
         Ok(FileDownload {
             server,
             len: response.content_length(),
             content_type,
+            offset,
+            sha256,
             response,
         })
     }

@@ -272,10 +272,18 @@ pub(crate) async fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Download { file_id, out } => {
             let client = ctx.session_client()?;
-            let written = super::files::download(&client, &file_id, &out).await?;
+            let d = super::files::download(&client, &file_id, &out).await?;
+            let (size, resumed_from) = (d.size, d.resumed_from);
             ctx.emit(
-                &serde_json::json!({"file_id": file_id, "bytes": written, "out": out}),
-                || format!("wrote {written} bytes to {}\n", out.display()),
+                &serde_json::json!({"file_id": file_id, "bytes": size, "out": out, "resumed_from": resumed_from}),
+                || {
+                    let resumed = if resumed_from > 0 {
+                        format!(" (resumed after {resumed_from} bytes)")
+                    } else {
+                        String::new()
+                    };
+                    format!("wrote {size} bytes to {}{resumed}\n", out.display())
+                },
             )
         }
         Command::Tail {

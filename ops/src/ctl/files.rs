@@ -102,41 +102,157 @@ pub(crate) async fn upload(
     }
 }
 
-/// Downloads file `file_id` into `out`; the number of bytes written.
+/// What a download wrote.
+pub(crate) struct Downloaded {
+    /// The file's size.
+    pub size: u64,
+    /// How many bytes of an earlier `.part` were kept (0: downloaded from the start).
+    pub resumed_from: u64,
+}
+
+/// Downloads file `file_id` into `out`.
+///
+/// A `PATH.part` left by an interrupted download is resumed: only the rest is asked for
+/// (`Range: bytes=N-`). The server sends the file's SHA-256 as its `ETag`, and the finished
+/// file is checked against it; a resumed file that does not match (the `.part` was damaged or
+/// is of another file) is downloaded once more from the start.
 pub(crate) async fn download(
     client: &ops::Client,
     file_id: &str,
     out: &Path,
-) -> Result<u64, Failure> {
-    let mut dl = client.download_file(file_id).await?;
+) -> Result<Downloaded, Failure> {
     let mut part = out.as_os_str().to_owned();
     part.push(".part");
     let part = std::path::PathBuf::from(part);
-    let io = |what: &str, e: std::io::Error| Failure::local(format_args!("{what}: {e}"));
-    let mut f = tokio::fs::File::create(&part)
+    let have = tokio::fs::metadata(&part)
         .await
-        .map_err(|e| io(&format!("cannot create {}", part.display()), e))?;
+        .ok()
+        .filter(|m| m.is_file())
+        .map_or(0, |m| m.len());
+    if have > 0 {
+        match download_into(client, file_id, &part, have).await {
+            Ok(size) => {
+                finish(&part, out).await?;
+                return Ok(Downloaded {
+                    size,
+                    resumed_from: have,
+                });
+            }
+            // A `.part` as long as the file (or longer) cannot be resumed; one that does not
+            // hash right is not worth keeping either: start over.
+            Err(Resume::Restart) => {}
+            Err(Resume::Failed(f)) => return Err(f),
+        }
+    }
+    match download_into(client, file_id, &part, 0).await {
+        Ok(size) => {
+            finish(&part, out).await?;
+            Ok(Downloaded {
+                size,
+                resumed_from: 0,
+            })
+        }
+        Err(Resume::Failed(f)) => Err(f),
+        Err(Resume::Restart) => {
+            let _ = tokio::fs::remove_file(&part).await;
+            Err(Failure::local(format_args!(
+                "the downloaded file {file_id} does not match the SHA-256 the server announced"
+            )))
+        }
+    }
+}
+
+/// Why [`download_into`] did not produce a complete file.
+enum Resume {
+    /// The part on disk cannot be completed: start again from the first byte.
+    Restart,
+    Failed(Failure),
+}
+
+impl From<Failure> for Resume {
+    fn from(f: Failure) -> Self {
+        Resume::Failed(f)
+    }
+}
+
+/// Writes file `file_id` into `part` from byte `from` (the bytes before it are already there);
+/// the file's total size once complete and checked.
+async fn download_into(
+    client: &ops::Client,
+    file_id: &str,
+    part: &Path,
+    from: u64,
+) -> Result<u64, Resume> {
+    let io = |what: &str, e: std::io::Error| Failure::local(format_args!("{what}: {e}"));
+    let mut dl = match client.download_file(file_id, from).await {
+        Err(e) if from > 0 && e.status() == Some(416) => return Err(Resume::Restart),
+        other => other.map_err(Failure::from)?,
+    };
+    let mut hasher = sha2::Sha256::new();
+    let mut f = if dl.offset > 0 {
+        // Hash what is already there, then append.
+        let mut f = tokio::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(part)
+            .await
+            .map_err(|e| io(&format!("cannot open {}", part.display()), e))?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut left = dl.offset;
+        while left > 0 {
+            let n = f
+                .read(&mut buf)
+                .await
+                .map_err(|e| io(&format!("cannot read {}", part.display()), e))?;
+            if n == 0 {
+                return Err(Resume::Restart);
+            }
+            let n = n.min(usize::try_from(left).unwrap_or(usize::MAX));
+            hasher.update(&buf[..n]);
+            left -= n as u64;
+        }
+        f.set_len(dl.offset)
+            .await
+            .map_err(|e| io(&format!("cannot truncate {}", part.display()), e))?;
+        f
+    } else {
+        tokio::fs::File::create(part)
+            .await
+            .map_err(|e| io(&format!("cannot create {}", part.display()), e))?
+    };
     let mut written = 0u64;
-    while let Some(piece) = dl.chunk().await? {
+    while let Some(piece) = dl.chunk().await.map_err(Failure::from)? {
         f.write_all(&piece)
             .await
             .map_err(|e| io(&format!("cannot write {}", part.display()), e))?;
+        hasher.update(&piece);
         written += piece.len() as u64;
     }
     if dl.len.is_some_and(|n| n != written) {
-        let _ = tokio::fs::remove_file(&part).await;
+        // Kept: the next run resumes from here.
         return Err(Failure::local(format_args!(
-            "{}: the download ended after {written} of {} bytes",
+            "{}: the download ended after {written} of {} bytes; run it again to resume",
             dl.server,
             dl.len.unwrap_or_default()
-        )));
+        ))
+        .into());
+    }
+    if dl
+        .sha256
+        .as_ref()
+        .is_some_and(|want| *want != hex::encode(hasher.finalize()))
+    {
+        return Err(Resume::Restart);
     }
     f.sync_all()
         .await
         .map_err(|e| io(&format!("cannot sync {}", part.display()), e))?;
-    drop(f);
-    tokio::fs::rename(&part, out)
+    Ok(dl.offset + written)
+}
+
+/// Renames the complete `part` to `out`.
+async fn finish(part: &Path, out: &Path) -> Result<(), Failure> {
+    tokio::fs::rename(part, out)
         .await
-        .map_err(|e| io(&format!("cannot rename to {}", out.display()), e))?;
-    Ok(written)
+        .map_err(|e| Failure::local(format_args!("cannot rename to {}: {e}", out.display())))
 }

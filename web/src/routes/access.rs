@@ -18,8 +18,8 @@ use axum::routing::MethodRouter;
 use cluster::ChannelKind;
 
 use super::{
-    backup, ca, channels, cluster as cluster_routes, dns, files, join, messages, search, session,
-    sessions, users,
+    backup, ca, channels, cluster as cluster_routes, dns, file_download, files, join, messages,
+    search, session, sessions, users,
 };
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -279,8 +279,8 @@ pub static ROUTES: &[RouteSpec] = &[
     // Files: chunks first, then the file as a message.
     spec!(Put "/api/v1/blobs/{sha256}", AnyUser, router files::put_blob_route),
     spec!(Post "/api/v1/channels/{name}/files", ChannelMember, files::post_file),
-    spec!(Get "/api/v1/files/{file_id}", FileReader, files::download),
-    spec!(Get "/api/v1/files/{file_id}/thumbnail", FileReader, files::thumbnail),
+    spec!(Get "/api/v1/files/{file_id}", FileReader, file_download::download),
+    spec!(Get "/api/v1/files/{file_id}/thumbnail", FileReader, file_download::thumbnail),
     // Search: any signed-in user; the answer holds only messages of channels they can read.
     spec!(Get "/api/v1/search", AnyUser, search::search),
     // The WebSocket: the upgrade needs no token, the first frame carries it (protocol.md).

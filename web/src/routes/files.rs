@@ -1,26 +1,24 @@
-//! File attachments over HTTP: chunk upload (`PUT /api/v1/blobs/{sha256}`), posting a file as
-//! a message (`POST /api/v1/channels/{name}/files`), downloads and thumbnails
-//! (`GET /api/v1/files/{file_id}[/thumbnail]`).
+//! File attachments over HTTP, the way in: chunk upload (`PUT /api/v1/blobs/{sha256}`) and
+//! posting a file as a message (`POST /api/v1/channels/{name}/files`); the way out is
+//! `file_download`.
 //!
-//! Owns the HTTP shape of files: the upload checks (size, name, chunks present, whole-file hash,
-//! the type sniffed from the content), the one Raft command that commits a file with its
-//! message, and the download headers that keep a browser from rendering what a user uploaded
-//! (`attachment` except for the safe image list, `nosniff`, a sandboxing CSP). Chunks are
-//! acknowledged only once a majority of voters has them on disk (`cluster::blobs`). Must never
-//! trust the client's type or name, put blob bytes into the log, or tell a caller who may not
-//! read a file's channel that the file exists.
+//! Owns the upload checks (size, name, chunks present, whole-file hash, the type sniffed from
+//! the content), the one Raft command that commits a file with its message, and the error
+//! codes of every file route. Chunks are acknowledged only once a majority of voters has them
+//! on disk (`cluster::blobs`). Must never trust the client's type or name or put blob bytes
+//! into the log.
 
 use std::io::Write;
 use std::path::{Path as FsPath, PathBuf};
 
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use cluster::blobs::{BlobError, CHUNK_MAX, is_sha256_hex};
-use cluster::{Applied, BlobRef, Command, FileRecord, NewFile};
+use cluster::{Applied, BlobRef, Command, NewFile};
 use sha2::{Digest, Sha256};
 
 use crate::auth::Auth;
@@ -37,8 +35,6 @@ use api::rest::{BlobStored, PostFileRequest, PostedMessage};
 const MAX_CHUNKS: usize = 4096;
 /// How much of a file's start the type sniffer and image-size reader look at.
 const HEAD_BYTES: usize = 8192;
-/// The policy of every downloaded file: no script, no plugin, no request, no same origin.
-const FILE_CSP: &str = "sandbox; default-src 'none'";
 
 /// The refusals of file routes, each with its documented code (docs/api.md).
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +67,9 @@ pub enum FileApiError {
     NoThumbnail,
     #[error("{0}")]
     BlobUnavailable(String),
+    /// A single `Range` that starts at or past the end of a file of this many bytes.
+    #[error("the range is outside the file's {0} bytes")]
+    RangeNotSatisfiable(u64),
 }
 
 impl FileApiError {
@@ -94,11 +93,14 @@ impl FileApiError {
             FileApiError::FileNotFound => (StatusCode::NOT_FOUND, "file_not_found"),
             FileApiError::NoThumbnail => (StatusCode::NOT_FOUND, "no_thumbnail"),
             FileApiError::BlobUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            FileApiError::RangeNotSatisfiable(_) => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
+            }
         }
     }
 }
 
-fn blob_error(e: BlobError) -> ApiError {
+pub(crate) fn blob_error(e: BlobError) -> ApiError {
     match e {
         BlobError::BadName(n) => {
             ApiError::InvalidRequest(format!("'{n}' is not a lowercase hex SHA-256"))
@@ -469,148 +471,4 @@ fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rand::thread_rng().fill_bytes(&mut b);
     hex::encode(b)
-}
-
-/// The live file `id` if `user` may read its channel; 404 `file_not_found` otherwise (also
-/// for a file that exists in a channel the caller cannot read: existence must not leak).
-async fn readable_file(s: &AppState, id: &str, user: &str) -> Result<FileRecord, ApiError> {
-    let rec = s
-        .read_fresh(|r| r.file(id))
-        .await?
-        .filter(|f| f.deleted_ms.is_none())
-        .ok_or(FileApiError::FileNotFound)?;
-    match s.can_read_fresh(&rec.channel, user).await? {
-        Some(true) => Ok(rec),
-        _ => Err(FileApiError::FileNotFound.into()),
-    }
-}
-
-fn header_value(v: &str) -> HeaderValue {
-    HeaderValue::from_str(v)
-        .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
-}
-
-/// The headers of every file download: the sniffed type, `nosniff`, a sandboxing CSP and the
-/// disposition (`inline` only for the safe image list).
-fn download_headers(mime: &str, name: &str, len: u64) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert(header::CONTENT_TYPE, header_value(mime));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(FILE_CSP),
-    );
-    h.insert(
-        header::CONTENT_DISPOSITION,
-        header_value(&file_checks::content_disposition(mime, name)),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, max-age=3600"),
-    );
-    h
-}
-
-#[utoipa::path(
-    get,
-    path = "/api/v1/files/{file_id}",
-    tag = "files",
-    params(("file_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "the file's id")),
-    security(("bearer" = [])),
-    responses(
-        (status = 200, description = "the file's bytes, with its sniffed `Content-Type`, `X-Content-Type-Options: nosniff`, `Content-Security-Policy: sandbox; default-src 'none'` and `Content-Disposition` (`inline` for png, jpeg, gif and webp images, `attachment` otherwise)", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 404, description = "`file_not_found`: no such file, deleted, or in a channel the caller cannot read", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: a part of the file is on no reachable node right now", body = api::error::ErrorBody)
-    )
-)]
-pub async fn download(
-    State(s): State<AppState>,
-    Path(file_id): Path<String>,
-    auth: Auth,
-) -> Result<Response, ApiError> {
-    let rec = readable_file(&s, &file_id, &auth.user.username).await?;
-    // Every chunk here before the first byte goes out: a missing one is fetched (and its hash
-    // checked) now, so the answer is either complete or an error, never a truncated file.
-    for sha in &rec.file.chunks {
-        s.node.ensure_blob(sha).await.map_err(blob_error)?;
-    }
-    let headers = download_headers(&rec.file.mime, &rec.file.name, rec.file.size);
-    let node = s.node.clone();
-    let chunks = rec.file.chunks.clone();
-    let stream = futures::stream::iter(chunks).then(move |sha| {
-        let node = node.clone();
-        async move {
-            let store = node.blobs().clone();
-            let s2 = sha.clone();
-            let first = tokio::task::spawn_blocking(move || store.read_verified(&s2))
-                .await
-                .map_err(std::io::Error::other)?;
-            match first {
-                Ok(b) => Ok::<Bytes, std::io::Error>(Bytes::from(b)),
-                // Damaged or collected since the check above: fetch it again once.
-                Err(_) => {
-                    node.ensure_blob(&sha)
-                        .await
-                        .map_err(std::io::Error::other)?;
-                    let store = node.blobs().clone();
-                    tokio::task::spawn_blocking(move || store.read_verified(&sha))
-                        .await
-                        .map_err(std::io::Error::other)?
-                        .map(Bytes::from)
-                        .map_err(std::io::Error::other)
-                }
-            }
-        }
-    });
-    Ok((StatusCode::OK, headers, Body::from_stream(stream)).into_response())
-}
-
-use futures::StreamExt as _;
-
-#[utoipa::path(
-    get,
-    path = "/api/v1/files/{file_id}/thumbnail",
-    tag = "files",
-    params(("file_id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "the file's id")),
-    security(("bearer" = [])),
-    responses(
-        (status = 200, description = "a PNG or JPEG thumbnail, longest side at most 320 px", content_type = "image/png", body = Vec<u8>),
-        (status = 404, description = "`file_not_found` (as for the file) or `no_thumbnail`", body = api::error::ErrorBody),
-        (status = 503, description = "`unavailable`: the thumbnail is on no reachable node right now", body = api::error::ErrorBody)
-    )
-)]
-pub async fn thumbnail(
-    State(s): State<AppState>,
-    Path(file_id): Path<String>,
-    auth: Auth,
-) -> Result<Response, ApiError> {
-    let rec = readable_file(&s, &file_id, &auth.user.username).await?;
-    let Some(thumb) = rec.file.thumbnail else {
-        return Err(FileApiError::NoThumbnail.into());
-    };
-    s.node
-        .ensure_blob(&thumb.sha256)
-        .await
-        .map_err(blob_error)?;
-    let store = s.node.blobs().clone();
-    let sha = thumb.sha256.clone();
-    let bytes = tokio::task::spawn_blocking(move || store.read_verified(&sha))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(blob_error)?;
-    let mime = if file_checks::inline_ok(&thumb.mime) {
-        thumb.mime.as_str()
-    } else {
-        "application/octet-stream"
-    };
-    let headers = download_headers(
-        mime,
-        &format!("thumbnail-{}", rec.file.name),
-        bytes.len() as u64,
-    );
-    Ok((StatusCode::OK, headers, bytes).into_response())
 }

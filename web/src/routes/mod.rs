@@ -12,6 +12,8 @@ pub mod ca;
 pub mod channels;
 pub mod cluster;
 pub mod dns;
+pub mod file_download;
+pub mod file_range;
 pub mod files;
 pub mod join;
 pub mod messages;

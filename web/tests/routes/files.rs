@@ -547,3 +547,133 @@ async fn thumbnails_and_a_decompression_bomb() {
     // Still serving.
     assert_eq!(h.messages(&alice, "pics").await.len(), 2);
 }
+
+/// A `GET` of `id` with extra request headers.
+async fn get_with(h: &Harness, token: &str, id: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut b = axum::http::Request::builder()
+        .method("GET")
+        .uri(format!("/api/v1/files/{id}"))
+        .header("authorization", format!("Bearer {token}"));
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    h.send(b.body(axum::body::Body::empty()).expect("request"))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_downloads() {
+    let h = Harness::start().await;
+    let alice = h.member("alice").await;
+    let eve = h.member("eve").await;
+    h.channel(&alice, "vault", "private").await;
+    // Three chunks of uneven sizes, so ranges start and end inside and across chunks.
+    let (a, b, c): (Vec<u8>, Vec<u8>, Vec<u8>) = (
+        (0..10u8).collect(),
+        (10..17u8).collect(),
+        (17..30u8).collect(),
+    );
+    let whole = [a.clone(), b.clone(), c.clone()].concat();
+    let size = whole.len();
+    for chunk in [&a, &b, &c] {
+        assert_eq!(
+            put_chunk(&h, &alice, chunk).await.status,
+            StatusCode::CREATED
+        );
+    }
+    let r = h
+        .call(
+            "POST",
+            "/api/v1/channels/vault/files",
+            Some(&alice),
+            Some(file_body("data.bin", &whole, &[&a, &b, &c], "range1")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let id = r.json["attachments"][0]["id"].as_str().unwrap().to_owned();
+    let etag = format!("\"{}\"", sha(&whole));
+
+    // Without a Range: the whole file, and the headers that announce ranges.
+    let full = get_with(&h, &alice, &id, &[]).await;
+    assert_eq!(full.status, StatusCode::OK);
+    assert_eq!(full.bytes, whole);
+    assert_eq!(header(&full, "accept-ranges"), "bytes");
+    assert_eq!(header(&full, "etag"), etag);
+
+    // One range, inside and across chunks: 206 with exactly that slice.
+    for (range, lo, hi) in [
+        ("bytes=0-0", 0, 0),
+        ("bytes=3-12", 3, 12),
+        ("bytes=12-14", 12, 14),
+        ("bytes=9-10", 9, 10),
+        ("bytes=25-1000", 25, size - 1),
+        ("bytes=17-", 17, size - 1),
+        ("bytes=-4", size - 4, size - 1),
+        ("bytes=-1000", 0, size - 1),
+    ] {
+        let p = get_with(&h, &alice, &id, &[("range", range)]).await;
+        assert_eq!(p.status, StatusCode::PARTIAL_CONTENT, "{range}: {}", p.json);
+        assert_eq!(p.bytes, whole[lo..=hi], "{range}");
+        assert_eq!(
+            header(&p, "content-range"),
+            format!("bytes {lo}-{hi}/{size}"),
+            "{range}"
+        );
+        assert_eq!(header(&p, "content-length"), (hi - lo + 1).to_string());
+        assert_eq!(header(&p, "accept-ranges"), "bytes");
+        assert_eq!(header(&p, "etag"), etag);
+        assert_eq!(header(&p, "x-content-type-options"), "nosniff");
+        assert_eq!(
+            header(&p, "content-security-policy"),
+            "sandbox; default-src 'none'"
+        );
+    }
+
+    // Past the end: 416 with the size.
+    for range in [format!("bytes={size}-"), "bytes=-0".to_string()] {
+        let u = get_with(&h, &alice, &id, &[("range", &range)]).await;
+        assert_eq!(u.status, StatusCode::RANGE_NOT_SATISFIABLE, "{range}");
+        assert_eq!(
+            u.json["error"]["code"], "range_not_satisfiable",
+            "{}",
+            u.json
+        );
+        assert_eq!(header(&u, "content-range"), format!("bytes */{size}"));
+    }
+
+    // Several ranges, a malformed one, or an If-Range for another version: the whole file.
+    for extra in [
+        vec![("range", "bytes=0-1,5-9")],
+        vec![("range", "bytes=9-2")],
+        vec![("range", "bytes=2-5"), ("if-range", "\"0000\"")],
+        vec![
+            ("range", "bytes=2-5"),
+            ("if-range", "Tue, 01 Dec 2026 10:00:00 GMT"),
+        ],
+    ] {
+        let w = get_with(&h, &alice, &id, &extra).await;
+        assert_eq!(w.status, StatusCode::OK, "{extra:?}");
+        assert_eq!(w.bytes, whole, "{extra:?}");
+        assert_eq!(header(&w, "content-range"), "", "{extra:?}");
+    }
+    // An If-Range with the current tag keeps the range.
+    let m = get_with(
+        &h,
+        &alice,
+        &id,
+        &[("range", "bytes=2-5"), ("if-range", &etag)],
+    )
+    .await;
+    assert_eq!(m.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(m.bytes, whole[2..=5]);
+
+    // A Range changes nothing about who may read: outside the channel, still 404 (for any
+    // range, satisfiable or not) and not one byte.
+    for range in ["bytes=0-3", "bytes=-2", "bytes=999-"] {
+        let refused = get_with(&h, &eve, &id, &[("range", range)]).await;
+        assert_eq!(refused.status, StatusCode::NOT_FOUND, "{range}");
+        assert_eq!(refused.json["error"]["code"], "file_not_found");
+        assert_eq!(header(&refused, "content-range"), "");
+    }
+    h.stop().await;
+}
