@@ -371,7 +371,11 @@ async fn never_attached_chunks_are_collected() {
     // something to remove on at least two nodes (checked, so the test cannot pass vacuously).
     let holders: Vec<u64> = [1, 2, 3]
         .into_iter()
-        .filter(|id| orphans.iter().all(|s| blob_path(&cluster, *id, s).is_file()))
+        .filter(|id| {
+            orphans
+                .iter()
+                .all(|s| blob_path(&cluster, *id, s).is_file())
+        })
         .collect();
     assert!(
         holders.len() >= 2,
