@@ -203,7 +203,7 @@ async fn poster(
             Ok(_) => {
                 let acked = Instant::now();
                 lock(&rec.acks).push((n, acked));
-                if n % run.every == 0 {
+                if n.is_multiple_of(run.every) {
                     match probes.clone().try_acquire_owned() {
                         Ok(permit) => {
                             let (nodes, run, rec) = (nodes.clone(), run.clone(), rec.clone());
