@@ -116,8 +116,9 @@ smoke search-bench '^indexed [0-9]+ messages in .*: [1-9][0-9]* msgs/s' \
 # Issue 15 end to end: posts through a 3-node cluster, then every node's search finds them.
 smoke search-e2e-bench '^posted [0-9]+ messages in .*: [1-9][0-9]* msgs/s \(0 failed\)' \
   '^node [0-9]: last message searchable [0-9]+ ms after the last acknowledgement' \
-  '^all nodes ack -> searchable +samples +[1-9][0-9]* +p50 +[0-9]+ ms +p99 +[0-9]+ ms' -- \
-  "$bin/search-e2e-bench" --smoke
+  '^all nodes ack -> searchable +samples +[1-9][0-9]* +p50 +[0-9]+ ms +p99 +[0-9]+ ms' \
+  '^background wrk .*: [1-9][0-9]* posts in .* \(0 not 2xx\)' -- \
+  "$bin/search-e2e-bench" --smoke --wrk-connections 3
 
 echo "bench smoke: $((SECONDS - started)) s in all; load $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ "${#failed[@]}" -gt 0 ]; then

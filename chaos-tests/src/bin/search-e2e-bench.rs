@@ -72,6 +72,11 @@ struct Args {
     /// Keep the data dir and node logs after the run.
     #[arg(long)]
     keep: bool,
+    /// Background posts with `wrk` (bench/post.lua, 200-byte messages to channel `w`), this
+    /// many connections spread over the nodes, for as long as the posters run: a debug build
+    /// of this bench cannot post at the write path's peak by itself (0: off).
+    #[arg(long, default_value_t = 0)]
+    wrk_connections: u64,
 }
 
 const CHANNEL: &str = "search-e2e";
@@ -228,6 +233,73 @@ async fn poster(
     }
 }
 
+/// `wrk` posting to one node until interrupted.
+struct Wrk {
+    node: u64,
+    child: tokio::process::Child,
+}
+
+/// Starts `wrk` against every node, `connections` spread over them.
+async fn start_wrk(cluster: &TestCluster, connections: u64) -> Result<Vec<Wrk>> {
+    cluster.ensure_channel("w").await?;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/post.lua");
+    let ids = cluster.live_ids();
+    let per = (connections / ids.len().max(1) as u64).max(1);
+    let mut out = Vec::new();
+    for id in ids {
+        let child = tokio::process::Command::new("wrk")
+            .args(["-t1", &format!("-c{per}"), "-d3600s", "-s"])
+            .arg(&script)
+            .arg(cluster.url(id))
+            .env("TOKEN", cluster.admin_token())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("start wrk (Debian package `wrk`): {e}"))?;
+        out.push(Wrk { node: id, child });
+    }
+    Ok(out)
+}
+
+/// Stops every `wrk` (SIGINT: it prints its summary) and returns (posts, non-2xx) in all.
+async fn stop_wrk(wrks: Vec<Wrk>) -> Result<(u64, u64)> {
+    for w in &wrks {
+        // SIGINT, not a kill: wrk prints its summary on it. The child is not reaped yet.
+        if let Some(pid) = w.child.id() {
+            chaos_tests::node::send_signal(pid, libc::SIGINT)?;
+        }
+    }
+    let (mut posts, mut bad) = (0, 0);
+    for w in wrks {
+        let out = w.child.wait_with_output().await?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let num = |line: &str, at: usize| {
+            line.split_whitespace()
+                .nth(at)
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let got = text
+            .lines()
+            .find(|l| l.contains(" requests in "))
+            .and_then(|l| num(l, 0));
+        let Some(got) = got else {
+            bail!(
+                "wrk against node {} printed no summary: {text} {}",
+                w.node,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        posts += got;
+        bad += text
+            .lines()
+            .find(|l| l.contains("Non-2xx"))
+            .and_then(|l| num(l, 4))
+            .unwrap_or(0);
+    }
+    Ok((posts, bad))
+}
+
 fn summary(label: &str, sorted: &[f64]) {
     let p = |q| percentile(sorted, q).map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
     println!(
@@ -285,6 +357,10 @@ async fn run(mut args: Args) -> Result<()> {
     let probes = Arc::new(Semaphore::new(args.max_probes.max(1)));
 
     let started = Instant::now();
+    let wrks = match args.wrk_connections {
+        0 => Vec::new(),
+        c => start_wrk(&cluster, c).await?,
+    };
     let mut posters = Vec::new();
     for i in 0..args.posters {
         // Posters spread over the nodes, each failing over to the others in turn.
@@ -303,6 +379,12 @@ async fn run(mut args: Args) -> Result<()> {
     for p in posters {
         sample_tasks.extend(p.await?);
     }
+    // Stopped before anything is reported, so the end-of-burst lag below is measured with
+    // the write load over.
+    let wrk = match wrks.is_empty() {
+        true => None,
+        false => Some((stop_wrk(wrks).await?, started.elapsed())),
+    };
     let acks = std::mem::take(&mut *lock(&rec.acks));
     let failed = rec.failed.load(Ordering::Relaxed);
     let Some(&(last, last_ack)) = acks.last() else {
@@ -316,6 +398,17 @@ async fn run(mut args: Args) -> Result<()> {
         acks.len() as f64 / took.as_secs_f64().max(1e-9),
         failed
     );
+    let mut wrk_bad = 0;
+    if let Some(((posts, bad), secs)) = wrk {
+        let secs = secs.as_secs_f64().max(1e-9);
+        println!(
+            "background wrk ({} connections): {posts} posts in {secs:.1} s: {:.0} msgs/s ({bad} not 2xx); write path in all {:.0} msgs/s",
+            args.wrk_connections,
+            posts as f64 / secs,
+            (posts + acks.len() as u64) as f64 / secs
+        );
+        wrk_bad = bad;
+    }
 
     // The end of the burst: the last acknowledged message on every node.
     let end = probe(
@@ -377,8 +470,8 @@ async fn run(mut args: Args) -> Result<()> {
             missed.len()
         );
     }
-    if failed > 0 {
-        bail!("{failed} posts failed");
+    if failed > 0 || wrk_bad > 0 {
+        bail!("{failed} posts failed, {wrk_bad} wrk posts answered other than 2xx");
     }
     Ok(())
 }
