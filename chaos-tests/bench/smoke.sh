@@ -14,7 +14,7 @@
 # Each bench runs under a 180 s timeout (`timeout` signals its whole process group, the bench's
 # node processes included). A bench fails when it exits non-zero or when its output lacks the
 # lines that carry its numbers; every bench runs either way, then the script exits 1 if any
-# failed, naming them. Needs `wrk` (Debian package) for wrk-posts.sh.
+# failed, naming them. Needs `wrk` (Debian package) for wrk-posts.sh and search-e2e-bench.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
