@@ -14,7 +14,7 @@
 # Each bench runs under a 180 s timeout (`timeout` signals its whole process group, the bench's
 # node processes included). A bench fails when it exits non-zero or when its output lacks the
 # lines that carry its numbers; every bench runs either way, then the script exits 1 if any
-# failed, naming them. Needs `wrk` (Debian package) for wrk-posts.sh.
+# failed, naming them. Needs `wrk` (Debian package) for wrk-posts.sh and search-e2e-bench.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -112,6 +112,13 @@ smoke handover-bench '^write pause +p50 +[0-9.]+ ms' 'failed requests: 0, retrie
 # Issue 15's search index, in-process (no cluster): indexing throughput and query latency.
 smoke search-bench '^indexed [0-9]+ messages in .*: [1-9][0-9]* msgs/s' \
   '^queries [0-9]+: p50 [0-9.]+ ms, p99 [0-9.]+ ms' -- "$bin/search-bench" --smoke
+
+# Issue 15 end to end: posts through a 3-node cluster, then every node's search finds them.
+smoke search-e2e-bench '^posted [0-9]+ messages in .*: [1-9][0-9]* msgs/s \(0 failed\)' \
+  '^node [0-9]: last message searchable [0-9]+ ms after the last acknowledgement' \
+  '^all nodes ack -> searchable +samples +[1-9][0-9]* +p50 +[0-9]+ ms +p99 +[0-9]+ ms' \
+  '^background wrk .*: [1-9][0-9]* posts in .* \(0 not 2xx\)' -- \
+  "$bin/search-e2e-bench" --smoke --wrk-connections 3
 
 echo "bench smoke: $((SECONDS - started)) s in all; load $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ "${#failed[@]}" -gt 0 ]; then

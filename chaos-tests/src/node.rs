@@ -542,7 +542,7 @@ impl Drop for NodeProcess {
 
 /// `kill(2)`: the only way to send SIGTERM (std only offers SIGKILL).
 #[allow(unsafe_code)]
-fn send_signal(pid: u32, signal: libc::c_int) -> Result<()> {
+pub fn send_signal(pid: u32, signal: libc::c_int) -> Result<()> {
     let pid = libc::pid_t::try_from(pid)?;
     // SAFETY: kill(2) takes plain integers and touches no memory of ours. The pid is our own
     // un-reaped child (the caller holds the lock that guards reaping), so it cannot have been

@@ -7,6 +7,8 @@
 //! - `follower_catches_up_and_deletion_collects_everywhere`: a follower down during uploads
 //!   fetches the blobs on its return; deleting the message removes the blobs from every node's
 //!   disk once the grace period (2 s here) has passed.
+//! - `never_attached_chunks_are_collected`: chunks uploaded but never committed as a file go
+//!   from every node's disk after the grace period; the chunks of an attached file stay.
 //! - `bad_uploads_write_nothing`: oversized, empty, a user outside a private channel,
 //!   path-traversal and bidi names get their documented errors and change nothing (the
 //!   channel's messages stay the same); an HTML file named `.png` is served as an attachment
@@ -336,6 +338,59 @@ async fn follower_catches_up_and_deletion_collects_everywhere() {
         assert_eq!((r.status, r.code().as_str()), (404, "file_not_found"));
     }
     assert!(download(&cluster, down, &fy).await == y);
+}
+
+/// Issue 15: chunks whose upload was never committed (`PUT /blobs/...` with no
+/// `POST .../files` after it) are plain unreferenced blobs, so the collector removes them from
+/// every node's disk a grace period after they arrived, while the chunks of an attached file,
+/// older than them, stay; a chunk the abandoned upload shares with the attached file (blobs are
+/// content-addressed, so it is the same blob) stays too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_attached_chunks_are_collected() {
+    let cluster = TestCluster::start_with(
+        3,
+        ClusterOptions::default()
+            .tls()
+            .top_level("files", "{ gc_grace = \"2s\" }"),
+    )
+    .await;
+    create_channel(&cluster, "files").await;
+    let a = content(64 * 1024, 21);
+    let shared = content(4096, 23);
+    let (fid, _) = upload(&cluster, 1, "files", "kept.bin", &[&a, &shared]).await;
+    // The abandoned upload, through another node: three chunks, the first also in the file.
+    let o1 = content(CHUNK, 25);
+    let o2 = content(1000, 27);
+    let token = cluster.admin_token().to_owned();
+    for c in [&shared, &o1, &o2] {
+        let r = put_chunk(&cluster, 2, &token, c).await;
+        assert_eq!(r.status, 201, "orphan chunk via node 2: {:?}", r.json());
+    }
+    let orphans = [sha(&o1), sha(&o2)];
+    // Acknowledged means a majority of voters holds them durably: the collector has
+    // something to remove on at least two nodes (checked, so the test cannot pass vacuously).
+    let holders: Vec<u64> = [1, 2, 3]
+        .into_iter()
+        .filter(|id| {
+            orphans
+                .iter()
+                .all(|s| blob_path(&cluster, *id, s).is_file())
+        })
+        .collect();
+    assert!(
+        holders.len() >= 2,
+        "orphan chunks on nodes {holders:?} right after their acknowledgement"
+    );
+    for id in [1, 2, 3] {
+        wait_blobs(&cluster, id, &orphans, false).await;
+    }
+    for id in [1, 2, 3] {
+        wait_blobs(&cluster, id, &[sha(&a), sha(&shared)], true).await;
+        assert!(
+            download(&cluster, id, &fid).await == [a.clone(), shared.clone()].concat(),
+            "the attached file on node {id} after the orphans were collected"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
