@@ -80,9 +80,12 @@ pub async fn upgrade(
     };
     // Small buffers: most connections are idle most of the time, and the per-connection cost
     // is what bounds how many clients a node holds (the library's defaults are 128 KiB each).
+    // The read buffer is allocated (and zero-filled on each read) per connection; client
+    // frames are small, and a larger one is read across several fills. 4 KiB instead of 8
+    // took an idle connection from 20 to 16 KiB (docs/benchmarks.md, 2,000 clients).
     ws.max_message_size(TRANSPORT_MAX_BYTES)
         .max_frame_size(TRANSPORT_MAX_BYTES)
-        .read_buffer_size(8 * 1024)
+        .read_buffer_size(4 * 1024)
         .write_buffer_size(8 * 1024)
         .on_upgrade(move |socket| async move {
             let (sink, stream) = socket.split();

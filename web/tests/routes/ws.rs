@@ -101,6 +101,25 @@ async fn a_foreign_origin_is_refused_and_the_own_origin_upgrades() {
     assert_eq!(hello["type"], "hello", "{hello}");
     assert_eq!(hello["user"]["username"], ADMIN);
     assert_eq!(hello["node_id"], 1);
+    // A frame four times the server's 4 KiB read buffer (a message body at its 16,384-byte
+    // limit) is read whole: its answer names its client_msg_id.
+    ws.send(Message::text(
+        json!({"type": "send", "channel": "general", "body": "b".repeat(16_384),
+               "client_msg_id": "big-frame-1"})
+        .to_string(),
+    ))
+    .await
+    .unwrap();
+    let answer = loop {
+        let f = next_text(&mut ws).await;
+        if f["client_msg_id"] == "big-frame-1" {
+            break f;
+        }
+    };
+    assert!(
+        answer["type"] == "ack" || answer["type"] == "nack",
+        "{answer}"
+    );
     let _ = ws.close(None).await;
 
     // Without an Origin header (not a browser) it upgrades too; a forged token is closed with
