@@ -63,6 +63,10 @@ smoke conclave-bench '^ +1 +[1-9][0-9]* ' '^ +4 +[1-9][0-9]* ' 'failover ms: sam
 smoke ws-bench ' [1-9][0-9.]* deliveries/s' 'missing deliveries 0 .* duplicates 0' -- \
   "$bin/ws-bench" --clients 6 --senders 2 --rate 10 --duration 1s --warmup 300ms --idle 300ms \
   --drain-timeout 10s --users 2
+smoke ws-bench-stampede 'node 3 SIGKILLed' ' 2 of its 2 clients resumed on a survivor' \
+  'missing deliveries 0 .* duplicates 0' -- \
+  "$bin/ws-bench" --clients 6 --senders 3 --rate 6 --duration 3s --warmup 300ms --idle 300ms \
+  --drain-timeout 15s --users 2 --kill-node 3 --kill-after 1s
 smoke dns-bench ' [1-9][0-9]* answered/s' 'worst removal [0-9.]+ s over 1 rounds' -- \
   "$bin/dns-bench" --duration 1s --warmup 200ms --sockets 1 --window 4 --kills 1 --ttl 1 --no-dnsperf
 smoke tls-bench 'full +[1-9][0-9]* connections/s' 'resumed +[1-9][0-9]* connections/s' \

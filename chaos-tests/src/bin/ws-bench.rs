@@ -21,6 +21,17 @@
 //!   second, delivery latency percentiles, CPU per process;
 //! * correctness: after the senders stop, each client must hold every message `seq` of the
 //!   channel exactly once.
+//! * with `--kill-node N`: a reconnect stampede. `--kill-after` into the measured window node N
+//!   is SIGKILLed; each of its clients reconnects to the next node (100 ms backoff, doubling to
+//!   1 s), resubscribes from its cursor (`after` = the last `ev` it applied) and re-sends its
+//!   unacknowledged messages with their `client_msg_id`. Reported: how long each took from the
+//!   lost connection to `subscribed` on a survivor, and the per-second latency curve of the
+//!   moved clients and of the others. The exactly-once check covers the moved clients too.
+//!
+//! ```text
+//! $CARGO_TARGET_DIR/release/ws-bench --clients 3000 --senders 30 --rate 100 --duration 20s \
+//!     --kill-node 3 --kill-after 5s
+//! ```
 //!
 //! The load generator is deliberately lean (one runtime, `--threads 1` = current-thread, one
 //! task per connection, a hand-rolled scan of event frames instead of a JSON tree) because it
@@ -90,6 +101,12 @@ struct Args {
     /// Keep the data dir and node logs after the run.
     #[arg(long)]
     keep: bool,
+    /// SIGKILL this node (1-3) during the measured window: a reconnect stampede.
+    #[arg(long)]
+    kill_node: Option<u64>,
+    /// When to kill `--kill-node`, counted from the start of the measured window.
+    #[arg(long, default_value = "5s", value_parser = chaos_tests::duration_arg::parse)]
+    kill_after: Duration,
 }
 
 // ----- process statistics (Linux /proc) ------------------------------------------------------
@@ -214,6 +231,10 @@ struct Shared {
     senders: usize,
     rate: f64,
     body_len: usize,
+    /// Every node's WebSocket URL, in node order: where a client fails over to.
+    urls: Vec<String>,
+    /// Whether a lost connection is re-established on another node (the stampede run).
+    failover: bool,
 }
 
 impl Shared {
@@ -243,6 +264,12 @@ struct ClientReport {
     nacks: Vec<String>,
     ack_latencies_us: Vec<u32>,
     lateness_us: Vec<u32>,
+    /// For each entry of `latencies_us`: the second of the window its message was sent in.
+    latency_secs: Vec<u16>,
+    /// Lost connection -> `subscribed` on another node, once per failover.
+    resumes_us: Vec<u64>,
+    /// The last `ev` applied: the resume cursor.
+    cursor: u64,
 }
 
 impl ClientReport {
@@ -349,21 +376,29 @@ async fn next_text(ws: &mut Ws) -> std::result::Result<String, String> {
     }
 }
 
-/// Reads frames until one of type `want`; an `error` frame or a close is a failure.
-async fn wait_for(ws: &mut Ws, want: &str) -> std::result::Result<(), String> {
+/// Reads frames until one of type `want` (returned); an `error` frame or a close is a failure.
+async fn wait_for(ws: &mut Ws, want: &str) -> std::result::Result<serde_json::Value, String> {
     loop {
         let t = next_text(ws).await?;
         let v: serde_json::Value =
             serde_json::from_str(&t).map_err(|e| format!("bad frame {t}: {e}"))?;
         match v["type"].as_str() {
-            Some(x) if x == want => return Ok(()),
+            Some(x) if x == want => return Ok(v),
             Some("error") | Some("nack") => return Err(format!("waiting for {want}: {t}")),
             _ => {}
         }
     }
 }
 
-async fn open(url: &str, token: &str) -> std::result::Result<Ws, String> {
+/// Connects, authenticates and subscribes: "from now" without `after`, else replaying what
+/// follows cursor `after`. Returns the socket and the `subscribed` frame's `ev`. Events of a
+/// replay that arrive before `subscribed` are not possible: the server sends the replay after
+/// it, as ordinary event frames.
+async fn open(
+    url: &str,
+    token: &str,
+    after: Option<u64>,
+) -> std::result::Result<(Ws, u64), String> {
     // Small buffers: a thousand connections share this process with the servers.
     let cfg = WebSocketConfig::default()
         .read_buffer_size(8 * 1024)
@@ -376,26 +411,70 @@ async fn open(url: &str, token: &str) -> std::result::Result<Ws, String> {
         .await
         .map_err(|e| format!("send auth: {e}"))?;
     wait_for(&mut ws, "hello").await?;
-    let sub = serde_json::json!({"type": "subscribe", "channel": CHANNEL}).to_string();
-    ws.send(Message::text(sub))
+    let mut sub = serde_json::json!({"type": "subscribe", "channel": CHANNEL});
+    if let Some(after) = after {
+        sub["after"] = after.into();
+    }
+    ws.send(Message::text(sub.to_string()))
         .await
         .map_err(|e| format!("send subscribe: {e}"))?;
-    wait_for(&mut ws, "subscribed").await?;
-    Ok(ws)
+    let subscribed = wait_for(&mut ws, "subscribed").await?;
+    Ok((ws, subscribed["ev"].as_u64().unwrap_or(0)))
+}
+
+/// `ev` of an event frame, by scanning (it follows the channel name near the start).
+fn scan_ev(t: &str) -> Option<u64> {
+    let s = find_at(t, EVENT_PREFIX.len(), r#""ev":"#)? + 5;
+    let digits = t.as_bytes()[s..]
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(t.len() - s);
+    t[s..s + digits].parse().ok()
+}
+
+/// After a lost connection: tries the other nodes in turn (starting after `from`) with a
+/// backoff of 100 ms doubling to 1 s, until one subscribes from `cursor` or `give_up` passes.
+async fn reconnect(
+    shared: &Shared,
+    token: &str,
+    from: usize,
+    cursor: u64,
+    give_up: Instant,
+) -> std::result::Result<(Ws, usize), String> {
+    let n = shared.urls.len();
+    let mut backoff = Duration::from_millis(100);
+    let mut attempt = 0usize;
+    let mut last_err = String::new();
+    while Instant::now() < give_up {
+        let node = (from + 1 + attempt % (n - 1).max(1)) % n;
+        attempt += 1;
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            open(&shared.urls[node], token, Some(cursor)),
+        )
+        .await
+        {
+            Ok(Ok((ws, _))) => return Ok((ws, node)),
+            Ok(Err(e)) => last_err = e,
+            Err(_) => last_err = "reconnect timed out after 5 s".to_owned(),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+    Err(format!("no node took the client back: {last_err}"))
 }
 
 struct Sender {
     id: usize,
     ticker: Option<tokio::time::Interval>,
     n: u64,
-    /// n → when it was sent, until acked.
-    pending: HashMap<u64, Instant>,
+    /// n → when it was sent and the frame, until acked (re-sent as is after a failover).
+    pending: HashMap<u64, (Instant, String)>,
 }
 
 async fn client(
     index: usize,
     node: usize,
-    url: String,
     token: Arc<str>,
     shared: Arc<Shared>,
     gate: Arc<Semaphore>,
@@ -409,10 +488,18 @@ async fn client(
     let c = &shared.counters;
     let opened = {
         let _permit = gate.acquire().await;
-        tokio::time::timeout(Duration::from_secs(60), open(&url, &token)).await
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            open(&shared.urls[node], &token, None),
+        )
+        .await
     };
+    let mut at = node;
     let mut ws = match opened {
-        Ok(Ok(ws)) => ws,
+        Ok(Ok((ws, ev))) => {
+            r.cursor = ev;
+            ws
+        }
         Ok(Err(e)) => {
             r.setup_error = Some(e);
             c.setup_failed.fetch_add(1, Ordering::Relaxed);
@@ -457,10 +544,14 @@ async fn client(
                     if let Some(s) = sender.as_mut() {
                         let period = Duration::from_secs_f64(shared.senders as f64 / shared.rate);
                         let offset = period.mul_f64(s.id as f64 / shared.senders as f64);
-                        s.ticker = Some(tokio::time::interval_at(
+                        let mut t = tokio::time::interval_at(
                             (new.send_start + offset).into(),
                             period,
-                        ));
+                        );
+                        // After a failover, no burst of missed ticks (it could pass the
+                        // server's per-connection frame limit).
+                        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                        s.ticker = Some(t);
                     }
                 }
                 if drain.is_none() && let Some(d) = p.drain {
@@ -468,20 +559,47 @@ async fn client(
                 }
             }
             msg = ws.next() => {
-                let text = match msg {
-                    Some(Ok(Message::Text(t))) => t,
-                    Some(Ok(Message::Close(f))) => {
-                        r.ended = Some(close_text(f.as_ref()));
-                        break;
-                    }
+                let lost = match msg {
+                    Some(Ok(Message::Text(t))) => Ok(t),
+                    Some(Ok(Message::Close(f))) => Err(close_text(f.as_ref())),
                     Some(Ok(_)) => continue,
-                    Some(Err(e)) => {
-                        r.ended = Some(format!("read error: {e}"));
+                    Some(Err(e)) => Err(format!("read error: {e}")),
+                    None => Err("connection ended without a close frame".to_owned()),
+                };
+                let text = match lost {
+                    Ok(t) => t,
+                    Err(why) if !shared.failover => {
+                        r.ended = Some(why);
                         break;
                     }
-                    None => {
-                        r.ended = Some("connection ended without a close frame".to_owned());
-                        break;
+                    Err(why) => {
+                        let lost_at = Instant::now();
+                        match reconnect(&shared, &token, at, r.cursor, lost_at + Duration::from_secs(30)).await {
+                            Ok((new_ws, new_at)) => {
+                                ws = new_ws;
+                                at = new_at;
+                                r.resumes_us.push(lost_at.elapsed().as_micros() as u64);
+                                if let Some(s) = sender.as_mut() {
+                                    let mut again: Vec<&(Instant, String)> = s.pending.values().collect();
+                                    again.sort_by_key(|(t, _)| *t);
+                                    let frames: Vec<String> = again.into_iter().map(|(_, f)| f.clone()).collect();
+                                    for f in frames {
+                                        if let Err(e) = ws.send(Message::text(f)).await {
+                                            r.ended = Some(format!("re-send after failover: {e}"));
+                                            break;
+                                        }
+                                    }
+                                    if r.ended.is_some() {
+                                        break;
+                                    }
+                                }
+                                continue;
+                            }
+                            Err(e) => {
+                                r.ended = Some(format!("{why}; {e}"));
+                                break;
+                            }
+                        }
                     }
                 };
                 let now_us = shared.now_us();
@@ -500,6 +618,9 @@ async fn client(
                 } else {
                     None
                 };
+                if text.starts_with(EVENT_PREFIX) && let Some(ev) = scan_ev(&text) {
+                    r.cursor = r.cursor.max(ev);
+                }
                 if let Some((seq, sent_us)) = event {
                     c.deliveries.fetch_add(1, Ordering::Relaxed);
                     r.message_events += 1;
@@ -512,6 +633,7 @@ async fn client(
                                 && (p.window_from_us..p.window_to_us).contains(&t)
                             {
                                 r.latencies_us.push(now_us.saturating_sub(t) as u32);
+                                r.latency_secs.push(((t - p.window_from_us) / 1_000_000) as u16);
                             }
                         }
                         None => r.unparsed += 1,
@@ -548,8 +670,14 @@ async fn client(
                     let late = now.saturating_duration_since(scheduled.into_std());
                     r.lateness_us.push(late.as_micros() as u32);
                 }
-                s.pending.insert(s.n, now);
+                s.pending.insert(s.n, (now, frame.clone()));
                 if let Err(e) = ws.send(Message::text(frame)).await {
+                    if shared.failover {
+                        // The read side sees the loss next and fails over; the frame is pending.
+                        r.sent += 1;
+                        c.sent.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                     r.ended = Some(format!("send error: {e}"));
                     break;
                 }
@@ -588,7 +716,7 @@ fn on_ack(
     let n = v["client_msg_id"]
         .as_str()
         .and_then(|id| id.rsplit('-').next()?.parse::<u64>().ok());
-    let sent_at = n.and_then(|n| s.pending.remove(&n));
+    let sent_at = n.and_then(|n| s.pending.remove(&n)).map(|(at, _)| at);
     if v["type"] == "ack" {
         r.acked += 1;
         c.acked.fetch_add(1, Ordering::Relaxed);
@@ -807,12 +935,22 @@ async fn bench(cluster: &TestCluster, args: &Args, senders: usize) -> Result<()>
     let self_before = rss(None);
 
     // Connect every client.
+    let kill = match args.kill_node {
+        Some(id) if ids.contains(&id) => Some(id),
+        Some(id) => bail!("--kill-node {id}: the nodes are {ids:?}"),
+        None => None,
+    };
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
         counters: Counters::default(),
         senders,
         rate: args.rate,
         body_len: args.body_len,
+        urls: ids
+            .iter()
+            .map(|id| format!("ws://{}/api/v1/ws", cluster.api_addr(*id)))
+            .collect(),
+        failover: kill.is_some(),
     });
     let (phase_tx, phase_rx) = watch::channel(Phase::default());
     let gate = Arc::new(Semaphore::new(args.connect_parallel.max(1)));
@@ -821,11 +959,9 @@ async fn bench(cluster: &TestCluster, args: &Args, senders: usize) -> Result<()>
     let mut tasks = Vec::with_capacity(args.clients);
     for i in 0..args.clients {
         let node = i % ids.len();
-        let url = format!("ws://{}/api/v1/ws", cluster.api_addr(ids[node]));
         tasks.push(tokio::spawn(client(
             i,
             node,
-            url,
             tokens[i % tokens.len()].clone(),
             shared.clone(),
             gate.clone(),
@@ -919,8 +1055,23 @@ async fn bench(cluster: &TestCluster, args: &Args, senders: usize) -> Result<()>
     let mut per_sec = Vec::new();
     let mut last = deliv0;
     let mut next = window_from;
+    let mut kill_at = kill.map(|id| (id, window_from + args.kill_after));
     while next + Duration::from_secs(1) <= send_end {
         next += Duration::from_secs(1);
+        if let Some((id, at)) = kill_at
+            && at <= next
+        {
+            tokio::time::sleep_until(at.into()).await;
+            cluster.kill(id);
+            println!(
+                "  t+{:.1} s: node {id} SIGKILLed ({} clients on it)",
+                at.duration_since(window_from).as_secs_f64(),
+                (0..args.clients)
+                    .filter(|i| ids[i % ids.len()] == id)
+                    .count()
+            );
+            kill_at = None;
+        }
         tokio::time::sleep_until(next.into()).await;
         let d = c.deliveries.load(Ordering::Relaxed);
         let prev = last;
@@ -1047,6 +1198,9 @@ async fn bench(cluster: &TestCluster, args: &Args, senders: usize) -> Result<()>
     }
     lat_line("send -> ack (senders)", &mut acks);
     lat_line("sender tick lateness", &mut late);
+    if let Some(id) = kill {
+        stampede_report(&reports, &ids, id, args.kill_after);
+    }
 
     // Exactly once, by seq.
     let expected = seq_after - seq_before;
@@ -1144,6 +1298,65 @@ async fn bench(cluster: &TestCluster, args: &Args, senders: usize) -> Result<()>
         );
     }
     Ok(())
+}
+
+/// The stampede: how fast the killed node's clients resumed, and the latency curve (per second
+/// of the window, by send time) of the moved clients and of the others.
+fn stampede_report(reports: &[ClientReport], ids: &[u64], killed: u64, kill_after: Duration) {
+    let moved: Vec<&ClientReport> = reports
+        .iter()
+        .filter(|r| ids[r.node] == killed && r.setup_error.is_none())
+        .collect();
+    let mut resumes: Vec<u32> = moved
+        .iter()
+        .flat_map(|r| {
+            r.resumes_us
+                .iter()
+                .map(|us| (*us).min(u64::from(u32::MAX)) as u32)
+        })
+        .collect();
+    let resumed = moved.iter().filter(|r| !r.resumes_us.is_empty()).count();
+    let within_5s = moved
+        .iter()
+        .filter(|r| r.resumes_us.first().is_some_and(|us| *us <= 5_000_000))
+        .count();
+    let others_moved = reports
+        .iter()
+        .filter(|r| ids[r.node] != killed && !r.resumes_us.is_empty())
+        .count();
+    println!(
+        "\nstampede: node {killed} SIGKILLed {:.1} s into the window; {} of its {} clients resumed on a survivor ({within_5s} within 5 s); {others_moved} other clients had to reconnect",
+        kill_after.as_secs_f64(),
+        resumed,
+        moved.len()
+    );
+    lat_line("lost -> subscribed again", &mut resumes);
+    let secs = reports
+        .iter()
+        .flat_map(|r| r.latency_secs.iter())
+        .max()
+        .map_or(0, |m| usize::from(*m) + 1);
+    let mut curve: Vec<[Vec<u32>; 2]> = (0..secs).map(|_| [Vec::new(), Vec::new()]).collect();
+    for r in reports {
+        let k = usize::from(ids[r.node] == killed);
+        for (lat, sec) in r.latencies_us.iter().zip(&r.latency_secs) {
+            curve[usize::from(*sec)][k].push(*lat);
+        }
+    }
+    println!(
+        "  latency curve by second of the window (send time), ms: others p50 / p99 | moved p50 / p99"
+    );
+    for (sec, [others, moved]) in curve.iter_mut().enumerate() {
+        others.sort_unstable();
+        moved.sort_unstable();
+        println!(
+            "    t+{sec:>3} s: {:>7} / {:>7} | {:>7} / {:>7}",
+            pct_ms(others, 50.0),
+            pct_ms(others, 99.0),
+            pct_ms(moved, 50.0),
+            pct_ms(moved, 99.0)
+        );
+    }
 }
 
 fn main() -> ExitCode {
