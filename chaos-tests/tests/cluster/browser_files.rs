@@ -277,7 +277,7 @@ async fn browser_pasted_screenshot_shows_as_preview_for_another_user() {
 
     // Both pages show the message with its caption and the preview, loaded.
     for page in [alice, bob] {
-        preview_loaded(&run, page, &name, caption).await;
+        preview_loaded(&run, page, "#timeline", &name, caption).await;
     }
     run.screenshot(bob, "files-preview", DESKTOP.0, DESKTOP.1)
         .await;
@@ -412,52 +412,26 @@ async fn thread_reply_with_a_file(run: &Run<'_>, alice: &Page, bob: &Page) {
         run.ok(bob.js(OPEN_THREAD_JS, vec![]).await).await,
         json!(true)
     );
-    let want = json!(name);
-    run.wait(
-        "bob's thread to show the reply with its preview",
-        UPLOAD_WAIT,
-        || async {
-            let v: Value = bob
-                .js(
-                    "return [...document.querySelectorAll('#thread-list .message')].map((el) => ({ \
-                   body: el.querySelector('.body')?.textContent ?? '', \
-                   previews: [...el.querySelectorAll('.attachment-image img')].map((i) => \
-                     ({ alt: i.alt, w: i.naturalWidth })) }));",
-                    vec![],
-                )
-                .await?;
-            let ok = v.as_array().is_some_and(|msgs| {
-                msgs.iter().any(|m| {
-                    m["body"] == json!(caption)
-                        && m["previews"].as_array().is_some_and(|p| {
-                            p.len() == 1
-                                && p[0]["alt"] == want
-                                && p[0]["w"].as_u64().is_some_and(|w| w > 0)
-                        })
-                })
-            });
-            if ok { Ok(()) } else { Err(format!("{v}")) }
-        },
-    )
-    .await;
+    preview_loaded(run, bob, "#thread-list", &name, caption).await;
 }
 
-/// Waits until `page`'s timeline has the message `caption` with one image preview named
-/// `name`, its thumbnail loaded (`naturalWidth > 0`).
-async fn preview_loaded(run: &Run<'_>, page: &Page, name: &str, caption: &str) {
+/// Waits until the message list `list` (`#timeline`, or `#thread-list` for a thread) on
+/// `page` has the message `caption` with one image preview named `name`, its thumbnail loaded
+/// (`naturalWidth > 0`).
+async fn preview_loaded(run: &Run<'_>, page: &Page, list: &str, name: &str, caption: &str) {
     let want = json!(name);
     run.wait(
-        &format!("{}'s page to show the screenshot's preview", page.who),
+        &format!("{}'s {list} to show the image's preview", page.who),
         UPLOAD_WAIT,
         || async {
             let v: Value = page
                 .js(
-                    "return [...document.querySelectorAll('#timeline .message')].map((el) => ({ \
+                    "return [...document.querySelectorAll(arguments[0] + ' .message')].map((el) => ({ \
                        body: el.querySelector('.body')?.textContent ?? '', \
                        previews: [...el.querySelectorAll('.attachment-image img')].map((i) => \
                          ({ alt: i.alt, w: i.naturalWidth, complete: i.complete })) }))\
                        .filter((m) => m.previews.length);",
-                    vec![],
+                    vec![json!(list)],
                 )
                 .await?;
             let ok = v.as_array().is_some_and(|msgs| {
