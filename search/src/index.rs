@@ -29,8 +29,13 @@ const SCHEMA_TAG: &str = "conclave-search-1";
 pub(crate) const TOKENIZER: &str = "conclave";
 /// Tokens longer than this (bytes) are dropped: hashes, base64, URLs glued together.
 const MAX_TOKEN: usize = 40;
-/// Indexing memory of the single writer thread.
-const WRITER_HEAP: usize = 64 * 1024 * 1024;
+/// Indexing memory of the single writer thread. It is all taken in one burst when a node
+/// rebuilds its index (after installing a snapshot, or on a new or damaged index), so it counts
+/// fully against issue 14's bound on a catch-up's memory growth: 64 MiB made the end of a 190 MB
+/// install jump by 44 MiB, 24 MiB by 26 MiB. Indexing speed is unchanged within the noise
+/// (`search-bench`, 1 M messages: 16,946 msgs/s at 24 MiB, load 4.3; 18,397 at 64 MiB, load
+/// 5-7). tantivy's minimum is 15 MB.
+const WRITER_HEAP: usize = 24 * 1024 * 1024;
 
 /// The one analyzer of message bodies and queries: split on anything that is not a letter or
 /// digit (Unicode), drop over-long tokens, lower-case. No stemming, no stop words: a chat
