@@ -11,6 +11,7 @@ mod backup;
 mod bad_input;
 mod browser;
 mod browser_files;
+mod browser_install;
 mod browser_search;
 mod browser_ui;
 mod ca;
