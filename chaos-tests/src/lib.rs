@@ -11,6 +11,7 @@
 //! `snapshot-bench` binaries.
 
 pub mod addr;
+pub mod bench_main;
 mod channel;
 pub mod checks;
 pub mod cluster;

@@ -11,6 +11,7 @@
 //! still prints what it measured.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
+use chaos_tests::bench_main;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -325,14 +326,8 @@ async fn run(args: Args) -> Result<()> {
     bail!("{}", failures.join("\n"))
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("conclave-bench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let threads = bench_main::cores();
+    bench_main::run("conclave-bench", threads, run(args))
 }

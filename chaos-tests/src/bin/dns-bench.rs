@@ -25,6 +25,7 @@
 //! Errors are reported, never turned into panics.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
+use chaos_tests::bench_main;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -568,28 +569,6 @@ async fn run(args: Args) -> Result<()> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let rt = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
-            .enable_all()
-            .build()
-    };
-    let rt = match rt {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("dns-bench: cannot build the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("dns-bench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let threads = args.threads;
+    bench_main::run("dns-bench", threads, run(args))
 }

@@ -18,6 +18,7 @@
 //! said so. Errors are reported per repetition, never turned into panics.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
+use chaos_tests::bench_main;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -497,14 +498,8 @@ async fn run(mut args: Args) -> Result<()> {
     bail!("{}", failures.join("\n"))
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("fault-bench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let threads = bench_main::cores();
+    bench_main::run("fault-bench", threads, run(args))
 }

@@ -15,6 +15,7 @@
 //! ```
 #![allow(clippy::print_stdout)]
 
+use chaos_tests::bench_main;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -239,22 +240,5 @@ async fn run(args: Args) -> Result<()> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("handover-bench: tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("handover-bench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench_main::run("handover-bench", 2, run(args))
 }

@@ -25,6 +25,7 @@
 //! the load; a sample that finds the limit reached is skipped and counted.
 #![allow(clippy::print_stdout)] // a benchmark's report is its stdout
 
+use chaos_tests::bench_main;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -478,22 +479,5 @@ async fn run(mut args: Args) -> Result<()> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("search-e2e-bench: tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("search-e2e-bench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench_main::run("search-e2e-bench", 2, run(args))
 }

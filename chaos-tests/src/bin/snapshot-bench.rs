@@ -14,6 +14,7 @@
 //! 3x the snapshot size) is removed at the end.
 #![allow(clippy::print_stdout)]
 
+use chaos_tests::bench_main;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -93,22 +94,5 @@ async fn run(args: Args) -> Result<()> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("snapshot-bench: tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("snapshot-bench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench_main::run("snapshot-bench", 2, run(args))
 }

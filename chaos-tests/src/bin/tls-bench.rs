@@ -22,6 +22,7 @@
 //! Then the same round trip against a 3-node cluster without TLS, for the difference.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
+use chaos_tests::bench_main;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -241,22 +242,5 @@ async fn bench(args: Args) -> Result<()> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("tls-bench: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(bench(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tls-bench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench_main::run("tls-bench", 2, bench(args))
 }

@@ -39,6 +39,7 @@
 //! turned into panics.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
+use chaos_tests::bench_main;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -1369,28 +1370,6 @@ fn main() -> ExitCode {
         Ok(_) => {}
         Err(e) => println!("warning: could not raise the open-file limit: {e:#}"),
     }
-    let rt = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
-            .enable_all()
-            .build()
-    };
-    let rt = match rt {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ws-bench: cannot build the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ws-bench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let threads = args.threads;
+    bench_main::run("ws-bench", threads, run(args))
 }
