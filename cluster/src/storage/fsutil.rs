@@ -115,8 +115,11 @@ mod windows {
     use std::os::windows::ffi::OsStrExt;
     use std::path::Path;
 
+    use windows_sys::Win32::Foundation::ERROR_ACCESS_DENIED;
     use windows_sys::Win32::Storage::FileSystem::{
-        MOVEFILE_REPLACE_EXISTING, MOVEFILE_WRITE_THROUGH, MoveFileExW,
+        DELETE, FILE_GENERIC_WRITE, FILE_RENAME_INFO, FILE_SHARE_DELETE, FILE_SHARE_READ,
+        FILE_SHARE_WRITE, FileRenameInfoEx, MOVEFILE_REPLACE_EXISTING, MOVEFILE_WRITE_THROUGH,
+        MoveFileExW, SetFileInformationByHandle,
     };
 
     fn wide(path: &Path) -> Vec<u16> {
@@ -125,20 +128,73 @@ mod windows {
 
     /// `MoveFileExW` with write-through: it returns only after the rename is flushed, the one
     /// way to make a rename durable where a directory cannot be fsynced.
+    ///
+    /// Windows refuses (access denied) to replace a file that is open, even with
+    /// FILE_SHARE_DELETE: the current `snapshot.bin` is open while it streams to a follower or
+    /// is held by openraft, and a new snapshot must still replace it. Then the rename is done
+    /// with POSIX semantics (the old file lives on, nameless, for its open handles), through a
+    /// handle on `from`, which is flushed afterwards: `FlushFileBuffers` commits the file's
+    /// metadata, its new name included.
     pub fn move_write_through(from: &Path, to: &Path) -> io::Result<()> {
-        let (from, to) = (wide(from), wide(to));
+        let (from_w, to_w) = (wide(from), wide(to));
         // SAFETY: both are NUL-terminated UTF-16 buffers that outlive the call.
         let ok = unsafe {
             MoveFileExW(
-                from.as_ptr(),
-                to.as_ptr(),
+                from_w.as_ptr(),
+                to_w.as_ptr(),
                 MOVEFILE_REPLACE_EXISTING | MOVEFILE_WRITE_THROUGH,
+            )
+        };
+        if ok != 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(ERROR_ACCESS_DENIED as i32) && from.is_file() && to.is_file()
+        {
+            return posix_replace(from, to);
+        }
+        Err(err)
+    }
+
+    const FILE_RENAME_FLAG_REPLACE_IF_EXISTS: u32 = 0x1;
+    const FILE_RENAME_FLAG_POSIX_SEMANTICS: u32 = 0x2;
+
+    fn posix_replace(from: &Path, to: &Path) -> io::Result<()> {
+        use std::os::windows::fs::OpenOptionsExt;
+        use std::os::windows::io::AsRawHandle;
+        let file = std::fs::OpenOptions::new()
+            .access_mode(DELETE | FILE_GENERIC_WRITE)
+            .share_mode(FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE)
+            .open(from)?;
+        // FILE_RENAME_INFO ends in a variable-length name; u64 elements for its alignment.
+        let target = std::path::absolute(to)?;
+        let name: Vec<u16> = target.as_os_str().encode_wide().collect();
+        let name_at = std::mem::offset_of!(FILE_RENAME_INFO, FileName);
+        let size = name_at + (name.len() + 1) * 2;
+        let mut buf = vec![0u64; size.div_ceil(8)];
+        let info = buf.as_mut_ptr().cast::<FILE_RENAME_INFO>();
+        // SAFETY: `buf` is zeroed, aligned for FILE_RENAME_INFO and `size` bytes long, which
+        // holds the header and the name with its NUL.
+        let ok = unsafe {
+            (*info).Anonymous.Flags =
+                FILE_RENAME_FLAG_REPLACE_IF_EXISTS | FILE_RENAME_FLAG_POSIX_SEMANTICS;
+            (*info).FileNameLength = (name.len() * 2) as u32;
+            std::ptr::copy_nonoverlapping(
+                name.as_ptr(),
+                buf.as_mut_ptr().cast::<u8>().add(name_at).cast::<u16>(),
+                name.len(),
+            );
+            SetFileInformationByHandle(
+                file.as_raw_handle(),
+                FileRenameInfoEx,
+                buf.as_ptr().cast(),
+                size as u32,
             )
         };
         if ok == 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(())
+        file.sync_all()
     }
 }
 
@@ -191,5 +247,25 @@ mod tests {
         assert!(!other.exists());
         // Only the target is left: no temp file.
         assert_eq!(fs::read_dir(root.path()).unwrap().count(), 1);
+    }
+
+    /// Replacing a file that is open for reading: Windows refuses a plain MoveFileExW then (a
+    /// snapshot streaming to a follower while a new one is installed); the reader keeps the
+    /// old content.
+    #[test]
+    #[cfg_attr(
+        windows,
+        ignore = "Wine 8 lacks FileRenameInfoEx (POSIX-semantics rename, Windows 10 1709+); run with --ignored on real Windows"
+    )]
+    fn write_atomic_replaces_a_file_that_is_open() {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("snapshot.bin");
+        write_atomic(&path, b"old").unwrap();
+        let reader = fs::File::open(&path).unwrap();
+        write_atomic(&path, b"new").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        let mut old = String::new();
+        std::io::Read::read_to_string(&mut &reader, &mut old).unwrap();
+        assert_eq!(old, "old");
     }
 }
