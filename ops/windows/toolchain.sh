@@ -8,13 +8,14 @@
 # while rust-web-src ships std's source, which `-Zbuild-std` compiles for x86_64-pc-windows-gnu
 # (RUSTC_BOOTSTRAP=1 admits -Z on that stable compiler). mingw-w64 links; Wine 8 runs the result.
 #
-# Overridable: CONCLAVE_WIN_TARGET_DIR, CONCLAVE_WIN_CARGO_HOME, CONCLAVE_WINEPREFIX.
+# Overridable (not CONCLAVE_* names: a node refuses unknown CONCLAVE_* variables):
+# WIN_BUILD_TARGET_DIR, WIN_BUILD_CARGO_HOME, WIN_BUILD_WINEPREFIX.
 
 WIN_TRIPLE=x86_64-pc-windows-gnu
 WIN_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-WIN_TARGET_DIR=${CONCLAVE_WIN_TARGET_DIR:-/var/tmp/conclave-win-target}
-WIN_CARGO_HOME=${CONCLAVE_WIN_CARGO_HOME:-/var/tmp/conclave-win-cargo}
-WIN_PREFIX=${CONCLAVE_WINEPREFIX:-/var/tmp/conclave-wine}
+WIN_TARGET_DIR=${WIN_BUILD_TARGET_DIR:-/var/tmp/conclave-win-target}
+WIN_CARGO_HOME=${WIN_BUILD_CARGO_HOME:-/var/tmp/conclave-win-cargo}
+WIN_PREFIX=${WIN_BUILD_WINEPREFIX:-/var/tmp/conclave-wine}
 
 win_step() { echo "==> $*" >&2; }
 
