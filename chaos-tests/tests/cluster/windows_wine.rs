@@ -169,6 +169,13 @@ async fn windows_nodes_under_wine_chat_fail_over_and_catch_up() {
         .env("WINEPREFIX", &wine.prefix.to_string_lossy())
         .env("WINEDEBUG", "-all");
     opts.ready_timeout = READY;
+    // Slower Raft timing than the Linux tests' 50 ms heartbeat: every cluster RPC crosses
+    // Wine's emulated Winsock and TLS in a debug build, and on a busy 2-core machine a 50 ms
+    // AppendEntries timeout made elections churn (seen once: no leader for a minute). The
+    // test is about the Windows build working, not about election speed.
+    opts.raft.heartbeat_interval_ms = 250;
+    opts.raft.election_timeout_min_ms = 1500;
+    opts.raft.election_timeout_max_ms = 3000;
     let cluster = TestCluster::try_start_with(3, opts)
         .await
         .unwrap_or_else(|e| panic!("three conclave.exe nodes under Wine: {e:#}"));
