@@ -110,10 +110,12 @@ pub enum AclRefusal {
 }
 
 impl AclRefusal {
-    /// The fix an administrator runs, for the error message.
-    pub fn remedy(path: &dyn fmt::Display) -> String {
+    /// The fix an administrator runs, for the error message: owner-only, no inherited
+    /// entries; for a directory inherited by what is created in it.
+    pub fn remedy(path: &dyn fmt::Display, dir: bool) -> String {
+        let r = if dir { "(OI)(CI)F" } else { "F" };
         format!(
-            "icacls \"{path}\" /inheritance:r /grant:r \"%USERNAME%:F\" SYSTEM:F Administrators:F"
+            "icacls \"{path}\" /inheritance:r /grant:r \"<service account>:{r}\" SYSTEM:{r} Administrators:{r}"
         )
     }
 }
@@ -527,6 +529,19 @@ mod tests {
             mask: 0,
         });
         assert_eq!(check_dacl(Some(&dacl)), Err(AclRefusal::UnknownAce(9)));
+    }
+
+    #[test]
+    fn the_remedy_is_owner_only_and_inherited_for_a_directory() {
+        let dir = AclRefusal::remedy(&r"C:\ProgramData\Conclave\data", true);
+        assert!(dir.contains("/inheritance:r"), "{dir}");
+        assert!(dir.contains("SYSTEM:(OI)(CI)F"), "{dir}");
+        let file = AclRefusal::remedy(&"conclave.kek", false);
+        assert!(file.contains("Administrators:F"), "{file}");
+        assert!(
+            !file.contains("Everyone") && !file.contains("Users"),
+            "{file}"
+        );
     }
 
     #[test]

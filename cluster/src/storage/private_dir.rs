@@ -47,7 +47,7 @@ pub enum PrivateDirError {
     /// Windows: its DACL lets a broad group reach it (`why`).
     #[error(
         "data_dir {path}: {why}, so other users can reach the node's data; run `{remedy}`",
-        remedy = crate::storage::owner_acl::AclRefusal::remedy(&.path.display())
+        remedy = crate::storage::owner_acl::AclRefusal::remedy(&.path.display(), true)
     )]
     SharedAcl {
         path: std::path::PathBuf,

@@ -121,7 +121,7 @@ pub enum CaError {
     /// Windows: the key-encryption key file's DACL lets a broad group reach it.
     #[error(
         "key-encryption key file {path}: {why}; run `{remedy}`",
-        remedy = cluster::storage::owner_acl::AclRefusal::remedy(&.path.display())
+        remedy = cluster::storage::owner_acl::AclRefusal::remedy(&.path.display(), false)
     )]
     KekAcl {
         path: PathBuf,
