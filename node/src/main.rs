@@ -101,7 +101,8 @@ enum Cmd {
     /// 0.0.0.0) says ready within 2 s; otherwise one line on stderr and exit 1. The container
     /// image's HEALTHCHECK (a scratch image has no curl).
     Healthcheck {
-        #[arg(long, default_value = "/etc/conclave/conclave.toml")]
+        /// The node's config file (on Windows under %ProgramData%\Conclave by default).
+        #[arg(long, default_value_os_t = default_config_path())]
         config: PathBuf,
     },
     /// Make this stopped node the only member of a new cluster with the same state, after its
@@ -393,6 +394,21 @@ fn provision(
             })
             .map_err(anyhow::Error::from),
     )
+}
+
+/// The default config file: `/etc/conclave/conclave.toml`, or on Windows
+/// `%ProgramData%\Conclave\conclave.toml` (where a service keeps machine-wide data; the
+/// variable, so a relocated ProgramData is followed, else its standard place).
+fn default_config_path() -> PathBuf {
+    #[cfg(windows)]
+    {
+        let base = std::env::var_os("ProgramData")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(r"C:\ProgramData"));
+        base.join("Conclave").join("conclave.toml")
+    }
+    #[cfg(not(windows))]
+    PathBuf::from("/etc/conclave/conclave.toml")
 }
 
 /// Everything this process creates (sled's files, which sled opens with the default mode, the

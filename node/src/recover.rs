@@ -155,23 +155,15 @@ fn copy_identity(from: &Path, to: &Path) -> anyhow::Result<()> {
         // fs::copy keeps the mode (0600 for the sealed key).
         std::fs::copy(de.path(), &target)
             .with_context(|| format!("copy {}", de.path().display()))?;
-        std::fs::File::open(&target)?.sync_all()?;
+        fsutil::sync_file(&target)?;
     }
     fsutil::sync_dir(&dst)?;
     Ok(())
 }
 
-fn parent_of(p: &Path) -> PathBuf {
-    match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
 /// Step (4): old data dir aside (if still there), staging into place, marker removed.
 /// Returns where the old data dir went, if this call moved it.
 fn swap(data_dir: &Path, staging: &Path) -> anyhow::Result<Option<PathBuf>> {
-    let parent = parent_of(data_dir);
     let mut moved = None;
     if data_dir.exists() {
         let secs = std::time::SystemTime::now()
@@ -179,14 +171,12 @@ fn swap(data_dir: &Path, staging: &Path) -> anyhow::Result<Option<PathBuf>> {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let aside = sibling(data_dir, &format!(".before-recover-{secs}"));
-        std::fs::rename(data_dir, &aside)
+        fsutil::rename_durable(data_dir, &aside)
             .with_context(|| format!("move {} aside", data_dir.display()))?;
-        fsutil::sync_dir(&parent)?;
         moved = Some(aside);
     }
-    std::fs::rename(staging, data_dir)
+    fsutil::rename_durable(staging, data_dir)
         .with_context(|| format!("move {} into place", staging.display()))?;
-    fsutil::sync_dir(&parent)?;
     std::fs::remove_file(data_dir.join(READY))?;
     fsutil::sync_dir(data_dir)?;
     Ok(moved)

@@ -63,6 +63,8 @@ mod tls;
 mod unit_privileges;
 mod upgrade;
 mod util;
+#[cfg(unix)]
+mod windows_wine;
 mod ws_failover;
 mod ws_protocol;
 mod ws_slow_consumer;

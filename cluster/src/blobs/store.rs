@@ -133,8 +133,7 @@ impl BlobStore {
             f.write_all(bytes)?;
             f.sync_all()?;
             drop(f);
-            fs::rename(&tmp, &path)?;
-            fsutil::sync_dir(dir)
+            fsutil::rename_durable(&tmp, &path)
         })();
         if written.is_err() {
             let _ = fs::remove_file(&tmp);

@@ -1,7 +1,7 @@
 //! Durable storage of one member: the Raft log (`log_store`, our own segment files), the state
 //! machine's sled tree and its snapshots (`sm_store`, with `snapshot_cow` so a snapshot is built
 //! while apply goes on, and `snapshot_file` for the snapshot file and its temp files), and the file primitives both rely on (`fsutil`), and the owner-only data directory
-//! (`private_dir`); what is trusted after a crash or damage: the state machine's proof
+//! (`private_dir`, with its Windows ACL rule in `owner_acl`); what is trusted after a crash or damage: the state machine's proof
 //! (`proof`), quarantine and the heal marker (`quarantine`), the checks on open (`recovery`);
 //! a fresh one-voter data directory from a state stream (`seed`, for restore and recover),
 //! and a stopped member's storage read offline for `recover --force-new-cluster` (`survivor`).
@@ -14,6 +14,7 @@ pub mod commit_hint;
 pub mod disk_space;
 pub mod fsutil;
 pub mod log_store;
+pub mod owner_acl;
 pub mod private_dir;
 pub mod proof;
 pub mod quarantine;

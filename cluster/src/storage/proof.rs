@@ -134,19 +134,10 @@ fn sync_dir_tree(dir: &Path) -> io::Result<()> {
         if de.file_type()?.is_dir() {
             sync_dir_tree(&path)?;
         } else {
-            sync_file(&path)?;
+            fsutil::sync_file(&path)?;
         }
     }
     fsutil::sync_dir(dir)
-}
-
-fn sync_file(path: &Path) -> io::Result<()> {
-    // Windows flushes a file only through a handle opened for writing.
-    #[cfg(windows)]
-    let f = fs::OpenOptions::new().write(true).open(path)?;
-    #[cfg(not(windows))]
-    let f = fs::File::open(path)?;
-    f.sync_all()
 }
 
 #[cfg(test)]

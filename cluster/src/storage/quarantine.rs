@@ -57,7 +57,7 @@ pub fn move_into(data_dir: &Path, dir: &Path, paths: &[PathBuf]) -> io::Result<(
         let Some(name) = p.file_name() else {
             continue;
         };
-        fs::rename(p, dir.join(name))?;
+        fsutil::rename_durable(p, &dir.join(name))?;
     }
     fsutil::sync_dir(dir)?;
     fsutil::sync_dir(&root)?;

@@ -698,6 +698,12 @@ mod tests {
     /// `snapshot.bin` stay as they were, and the temp file goes. A good one installs after
     /// that, and so does a format-1 body from a leader of the previous release.
     #[tokio::test]
+    // It installs a snapshot while the current one is open (`current` below), which on Windows
+    // needs the POSIX-semantics rename of `fsutil::rename_durable`; Wine 8 lacks it.
+    #[cfg_attr(
+        windows,
+        ignore = "Wine 8 lacks FileRenameInfoEx (POSIX-semantics rename, Windows 10 1709+); run with --ignored on real Windows"
+    )]
     async fn a_damaged_received_snapshot_leaves_the_previous_state_intact() {
         let dir = tempfile::tempdir().unwrap();
         let (_db, mut sm) = open_store(dir.path());

@@ -121,8 +121,7 @@ where
 
 /// Makes the (already fsynced) file at `tmp` the new `snapshot.bin`, durably.
 pub fn install_file(dir: &Path, tmp: &Path) -> io::Result<()> {
-    fs::rename(tmp, path(dir))?;
-    fsutil::sync_dir(dir)
+    fsutil::rename_durable(tmp, &path(dir))
 }
 
 /// Writes `snapshot.bin` from `pairs`: a temp file, fsync, rename over, directory fsync. A

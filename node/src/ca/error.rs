@@ -117,4 +117,14 @@ pub enum CaError {
     /// The key-encryption key file is readable by group or others.
     #[error("key-encryption key file {path} has mode {mode:o}; run `chmod 600` on it")]
     KekPermissions { path: PathBuf, mode: u32 },
+
+    /// Windows: the key-encryption key file's DACL lets a broad group reach it.
+    #[error(
+        "key-encryption key file {path}: {why}; run `{remedy}`",
+        remedy = cluster::storage::owner_acl::AclRefusal::remedy(&.path.display(), false)
+    )]
+    KekAcl {
+        path: PathBuf,
+        why: cluster::storage::owner_acl::AclRefusal,
+    },
 }

@@ -17,7 +17,9 @@
 //! random 96-bit nonces.
 //!
 //! Must never: print or log key material (`Kek` and `SecretPem` have redacted `Debug`), write the
-//! KEK anywhere but its own 0600 file, or panic on a wrong key or damaged blob.
+//! KEK anywhere but its own owner-only file (mode 0600 on Unix; on Windows a protected DACL for
+//! the service account, SYSTEM and Administrators, `cluster::storage::owner_acl`), or panic on
+//! a wrong key or damaged blob.
 
 use std::fmt;
 use std::io::Write;
@@ -172,13 +174,21 @@ impl Kek {
         parse_text(text).map_err(|why| CaError::KekText { why })
     }
 
-    /// Load the KEK from `path`, refusing a file that group or others can read.
+    /// Load the KEK from `path`, refusing a file that group or others can read (on Windows: whose
+    /// DACL admits Everyone, Users or Authenticated Users, or that has no DACL).
     pub fn load(path: &Path) -> Result<Self, CaError> {
         let io = |source| CaError::KekIo {
             path: path.to_owned(),
             source,
         };
         // The same owner-only rule as the data directory (`cluster::storage::private_dir`).
+        #[cfg(windows)]
+        if let Some(why) = cluster::storage::owner_acl::refusal(path).map_err(io)? {
+            return Err(CaError::KekAcl {
+                path: path.to_owned(),
+                why,
+            });
+        }
         if let Some(mode) = cluster::storage::private_dir::shared_mode(path).map_err(io)? {
             return Err(CaError::KekPermissions {
                 path: path.to_owned(),
@@ -219,7 +229,7 @@ impl Kek {
         let result = write_new_private(&tmp, self.to_text().expose().as_bytes())
             // A hard link is an atomic "rename unless the target exists" on one filesystem.
             .and_then(|()| std::fs::hard_link(&tmp, path))
-            .and_then(|()| sync_dir(&dir));
+            .and_then(|()| link_durable(path, &dir));
         // The temp name is ours alone (random suffix); removing it is safe whatever happened.
         let _ = std::fs::remove_file(&tmp);
         result.map_err(io)
@@ -260,29 +270,42 @@ fn aad(purpose: &str) -> Vec<u8> {
     format!("conclave-ca:{purpose}").into_bytes()
 }
 
-/// Create `path` (must not exist) with mode 0600, write `data` and fsync it.
+/// Create `path` (must not exist) owner-only (mode 0600; on Windows the owner-only DACL from
+/// the first moment, which the hard link shares), write `data` and fsync it.
 fn write_new_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
+    #[cfg(windows)]
+    let mut file = cluster::storage::owner_acl::create_file_private(path)?;
+    #[cfg(not(windows))]
+    let mut file = {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        options.open(path)?
+    };
     file.write_all(data)?;
     file.sync_all()
 }
 
-/// Make the new directory entry durable, so a crash cannot lose a KEK we already used to seal.
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
+/// Make the new directory entry `path` in `dir` durable, so a crash cannot lose a KEK we already
+/// used to seal. Unix: fsync the directory. Windows has no directory fsync and no write-through
+/// hard link; `FlushFileBuffers` through the new link flushes the file's metadata, which on NTFS
+/// commits the metadata log holding the new entry (docs/architecture.md, "Durability per
+/// platform").
+fn link_durable(path: &Path, dir: &Path) -> std::io::Result<()> {
+    #[cfg(windows)]
     {
-        std::fs::File::open(dir)?.sync_all()?;
+        let _ = dir;
+        cluster::storage::fsutil::sync_file(path)
     }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
+    #[cfg(not(windows))]
+    {
+        let _ = path;
+        cluster::storage::fsutil::sync_dir(dir)
+    }
 }
 
 #[cfg(test)]

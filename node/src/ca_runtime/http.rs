@@ -60,7 +60,8 @@ impl From<CaServiceError> for CaApiError {
                 | CaError::KekIo { .. }
                 | CaError::KekFormat { .. }
                 | CaError::KekText { .. }
-                | CaError::KekPermissions { .. } => CaApiError::KeyUnavailable(format!(
+                | CaError::KekPermissions { .. }
+                | CaError::KekAcl { .. } => CaApiError::KeyUnavailable(format!(
                     "{msg}: this node's key-encryption key does not open the CA's keys"
                 )),
                 CaError::DuplicateSerial { .. } | CaError::StaleCrl { .. } => {

@@ -133,6 +133,8 @@ const NOT_CONFIG: &[&str] = &[
     // The directory of the packaged binaries (ops/dist/build.sh), exported by .ci/run for the
     // tests: nodes those tests start inherit it.
     "DIST",
+    // The directory of the Windows .exe files (ops/windows/build.sh), exported the same way.
+    "WINDOWS_DIST",
 ];
 
 impl Config {

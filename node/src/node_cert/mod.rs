@@ -127,10 +127,11 @@ pub fn key_purpose(node_id: u64) -> String {
     format!("conclave-node-key:{node_id}")
 }
 
-/// Writes `bytes` to `path` atomically and durably with `mode` (unix).
+/// Writes `bytes` to `path` atomically and durably with `mode` (Unix). On Windows a mode without
+/// group/other bits (the sealed key's 0600) becomes the owner-only DACL; other files inherit
+/// the data directory's, which is owner-only too.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), NodeCertError> {
     use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
@@ -139,15 +140,25 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), N
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(mode);
     }
-    #[cfg(not(unix))]
-    let _ = mode;
+    let open = || -> std::io::Result<std::fs::File> {
+        #[cfg(windows)]
+        if mode & 0o077 == 0 {
+            // CreateFileW ignores the security descriptor when it reopens an existing file, so
+            // a temp file left by a crash goes first.
+            match std::fs::remove_file(&tmp) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            return cluster::storage::owner_acl::create_file_private(&tmp);
+        }
+        opts.open(&tmp)
+    };
     let result = (|| {
-        let mut f = opts.open(&tmp)?;
+        let mut f = open()?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
-        std::fs::rename(&tmp, path)?;
-        cluster::storage::fsutil::sync_dir(dir)
+        cluster::storage::fsutil::rename_durable(&tmp, path)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -188,8 +199,7 @@ pub fn write_node_files(
 /// The last step of a key switch: the next key becomes the key, durably.
 fn finish_key_switch(dir: &Path) -> Result<(), NodeCertError> {
     let key_path = dir.join(KEY_FILE);
-    std::fs::rename(dir.join(NEXT_KEY_FILE), &key_path)
-        .and_then(|()| cluster::storage::fsutil::sync_dir(dir))
+    cluster::storage::fsutil::rename_durable(&dir.join(NEXT_KEY_FILE), &key_path)
         .map_err(io_err(&key_path))
 }
 
