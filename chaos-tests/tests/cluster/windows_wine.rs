@@ -124,19 +124,32 @@ async fn ctl(cluster: &TestCluster, wine: &Wine, token: &Path, args: &[&str]) ->
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Posts `n` messages through `conclavectl.exe send`, ids `<tag>-<i>`.
-async fn ctl_send(cluster: &TestCluster, wine: &Wine, token: &Path, tag: &str, n: usize) {
+/// Posts `n` messages through `conclavectl.exe --json send`, ids `<tag>-<i>`, and returns
+/// what each acknowledgement said (its sequence number is what the history check holds every
+/// node to).
+async fn ctl_send(
+    cluster: &TestCluster,
+    wine: &Wine,
+    token: &Path,
+    tag: &str,
+    n: usize,
+) -> Vec<Msg> {
+    let mut acked = Vec::with_capacity(n);
     for i in 0..n {
         let id = format!("{tag}-{i}");
         let body = format!("hello from Windows {tag} {i}");
-        ctl(
+        let out = ctl(
             cluster,
             wine,
             token,
-            &["send", CH, "--id", &id, "--", &body],
+            &["--json", "send", CH, "--id", &id, "--", &body],
         )
         .await;
+        let outcome: ops::PostOutcome = serde_json::from_str(&out)
+            .unwrap_or_else(|e| cluster.fail(&format!("conclavectl.exe --json send: {e}: {out}")));
+        acked.push(Msg::from(&outcome.message));
     }
+    acked
 }
 
 /// Waits until nothing listens on node `id`'s ports any more: the killed process is gone.
@@ -190,7 +203,7 @@ async fn windows_nodes_under_wine_chat_fail_over_and_catch_up() {
         &["login", "--username", chaos_tests::ADMIN_USER],
     )
     .await;
-    ctl_send(&cluster, &wine, &token, "ctl-before", CTL_MESSAGES_BEFORE).await;
+    let ctl_before = ctl_send(&cluster, &wine, &token, "ctl-before", CTL_MESSAGES_BEFORE).await;
     let page = ctl(&cluster, &wine, &token, &["--json", "tail", CH]).await;
     for i in 0..CTL_MESSAGES_BEFORE {
         let body = format!("hello from Windows ctl-before {i}");
@@ -216,7 +229,7 @@ async fn windows_nodes_under_wine_chat_fail_over_and_catch_up() {
     )
     .await;
     // The Windows CLI fails over too (its server list still names the dead node first).
-    ctl_send(&cluster, &wine, &token, "ctl-after", CTL_MESSAGES_AFTER).await;
+    let ctl_after = ctl_send(&cluster, &wine, &token, "ctl-after", CTL_MESSAGES_AFTER).await;
     let report = load.stop().await;
     for a in report.acks.iter().filter(|a| a.sent_at > killed_at) {
         assert_ne!(a.server, victim_url, "the dead node acknowledged a post");
@@ -229,22 +242,11 @@ async fn windows_nodes_under_wine_chat_fail_over_and_catch_up() {
     let views = cluster
         .wait_converged(CH, &ids, max_index(&report), max_seq(&acked))
         .await;
-    // The CLI's messages were acknowledged (exit 0): they count as acknowledged (and sent) too.
+    // The CLI's messages were acknowledged too, with the sequence numbers its answers gave.
     let mut sent = report.sent_ids();
-    for (tag, n) in [
-        ("ctl-before", CTL_MESSAGES_BEFORE),
-        ("ctl-after", CTL_MESSAGES_AFTER),
-    ] {
-        for i in 0..n {
-            let id = format!("{tag}-{i}");
-            let found = views[0]
-                .messages
-                .iter()
-                .find(|m| m.client_msg_id == id)
-                .unwrap_or_else(|| cluster.fail(&format!("acknowledged {id} is missing")));
-            acked.push(Msg::clone(found));
-            sent.insert(id);
-        }
+    for m in ctl_before.into_iter().chain(ctl_after) {
+        sent.insert(m.client_msg_id.clone());
+        acked.push(m);
     }
     cluster.check(checks::all_core(&acked, &views));
     cluster.check(checks::nothing_unsent_written(&sent, &views));
