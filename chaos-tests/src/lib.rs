@@ -24,6 +24,7 @@ pub mod load;
 pub mod netns;
 pub mod node;
 pub mod partition;
+pub mod require;
 pub mod snapshot_catchup;
 pub mod wait;
 

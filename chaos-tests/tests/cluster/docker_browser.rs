@@ -471,14 +471,11 @@ fn netns_tools_present() -> bool {
     if missing.is_empty() {
         return true;
     }
-    let required = ["CHAOS_REQUIRE_DOCKER", "CHAOS_REQUIRE_BROWSER"]
-        .iter()
-        .any(|v| std::env::var(v).is_ok_and(|v| v == "1"));
-    let why = format!("missing: {}", missing.join(", "));
-    if required {
-        panic!("{TEST}: CHAOS_REQUIRE_DOCKER/CHAOS_REQUIRE_BROWSER is set but {why}");
-    }
-    eprintln!("SKIP {TEST}: {why}");
+    chaos_tests::require::skip(
+        TEST,
+        &["CHAOS_REQUIRE_DOCKER", "CHAOS_REQUIRE_BROWSER"],
+        &format!("missing: {}", missing.join(", ")),
+    );
     false
 }
 

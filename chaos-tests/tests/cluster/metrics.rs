@@ -31,12 +31,10 @@ fn promtool_available() -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        assert!(
-            std::env::var(REQUIRE_ENV).as_deref() != Ok("1"),
-            "{REQUIRE_ENV}=1 but promtool is missing (apt-get install prometheus)"
-        );
-        eprintln!(
-            "SKIP: promtool not found (Debian package `prometheus`); set {REQUIRE_ENV}=1 to fail instead"
+        chaos_tests::require::skip(
+            "metrics",
+            &[REQUIRE_ENV],
+            "promtool is missing (apt-get install prometheus)",
         );
     }
     ok
