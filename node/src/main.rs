@@ -24,9 +24,13 @@ mod recover;
 mod restore;
 mod run;
 mod sd_notify;
+mod service;
+mod service_report;
 mod signals;
 mod storage_wait;
 mod tls;
+#[cfg(windows)]
+mod win_service;
 
 /// `conclave --version`: the release, the commit it was built from (build-support/git_commit.rs)
 /// and the newest command version this binary applies, which decides whether it may join or
@@ -138,6 +142,12 @@ enum Cmd {
         #[arg(long)]
         keep_sessions: bool,
     },
+    /// Run the node as a Windows service: install, uninstall, start, stop, status (on Linux,
+    /// the package's systemd unit does this).
+    Service {
+        #[command(subcommand)]
+        cmd: service::ServiceCmd,
+    },
     /// Run a local 3-node cluster (127.0.0.1-3, HTTPS port 8443, plain HTTP port 8080, DNS port
     /// 8053) as three processes.
     Dev {
@@ -182,6 +192,14 @@ fn main() -> ExitCode {
     }
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     owner_only_files();
+    let cli_cmd = match cli.cmd {
+        // The service process builds its own runtime on the SCM's thread (win_service).
+        Cmd::Service { cmd } => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            return service::main(cmd);
+        }
+        other => other,
+    };
     // One crypto provider for the whole process (ring); a second install returns Err, which
     // is fine: nothing else installs one.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -195,7 +213,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.cmd {
+    match cli_cmd {
+        // Returned above, before the runtime: nothing is left to do here.
+        Cmd::Service { .. } => ExitCode::SUCCESS,
         Cmd::Run { config, validate } => {
             let cfg = match load(&config) {
                 Ok(c) => c,

@@ -83,7 +83,6 @@ enum Ended {
 /// Runs a node until a signal arrives or the cluster removes it, restarting it in-process
 /// after a fatal storage error once storage works again.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let mut listeners = bind_all(&config).await?;
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     tokio::spawn(async move {
@@ -91,6 +90,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!("shutdown requested");
         stop.cancel();
     });
+    run_until(config, cancel, crate::service_report::Manager::from_env()).await
+}
+
+/// `run` for a caller that owns the stop request (the Windows service's control handler) and
+/// the service manager to tell about readiness: `stop` firing is a graceful stop, leadership
+/// handed over first, exactly as SIGTERM is for `run`.
+pub async fn run_until(
+    config: Config,
+    cancel: CancellationToken,
+    manager: crate::service_report::Manager,
+) -> anyhow::Result<()> {
+    let mut listeners = bind_all(&config).await?;
     let mut restarts: u64 = 0;
     // The first wait after a failure. It doubles while the node fails again soon after each
     // restart: a fault the probe cannot see (only the log's fsync fails) must not make the
@@ -103,8 +114,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // Each run gets its own token: a fatal error stops this run, the signal stops all
         // (through `serve_until`, which first hands over leadership: not a child token).
         let round = CancellationToken::new();
-        let Listeners { api, peers, https } = listeners;
-        let ended = match serve_until(config.clone(), api, peers, https, &cancel, round).await {
+        let serving = serve_until(config.clone(), listeners, &cancel, round, manager.clone());
+        let ended = match serving.await {
             Ok(ended) => ended,
             // After a storage failure the disk may still fail while opening: wait again.
             Err(e) if restarts > 0 => Ended::Fatal(format!("{e:#}")),
@@ -126,7 +137,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             return Ok(());
         };
         let tls = wait_tls(&config);
-        match storage_wait::wait(&config, reason, first_wait, waiting, tls, &cancel).await {
+        match storage_wait::wait(&config, reason, first_wait, waiting, tls, &cancel, &manager).await
+        {
             WaitEnd::Cancelled => {
                 tracing::info!(
                     node_id = config.node_id,
@@ -225,12 +237,12 @@ fn load_tls(config: &Config) -> anyhow::Result<Option<TlsParts>> {
 /// `requested` a leader first hands leadership to a follower, then everything stops.
 async fn serve_until(
     config: Config,
-    api: TcpListener,
-    peers: TcpListener,
-    https: Option<TcpListener>,
+    listeners: Listeners,
     requested: &CancellationToken,
     cancel: CancellationToken,
+    manager: crate::service_report::Manager,
 ) -> anyhow::Result<Ended> {
+    let Listeners { api, peers, https } = listeners;
     if config.insecure_plaintext {
         // At every start, so the log of any run in that mode says so.
         tracing::warn!(
@@ -354,14 +366,15 @@ async fn serve_until(
         }
     });
     let http_task = cluster::spawn_named("api-server", http);
-    // Under systemd (Type=notify): READY=1 once the node serves, STOPPING=1 when it stops
-    // (not when it restarts in-process: systemd would then treat the unit as stopping).
+    // Under systemd (Type=notify) or the Windows SCM: ready once the node serves, stopping
+    // when it stops (not when it restarts in-process: the manager would take that for a stop).
     let restarting = CancellationToken::new();
+    let watched = node.clone();
     let notify_task = cluster::spawn_named(
-        "sd-notify",
-        crate::sd_notify::report(
-            crate::sd_notify::Notifier::from_env(),
-            node.clone(),
+        "service-report",
+        crate::service_report::report(
+            manager,
+            move || crate::service_report::Seen::of(&watched),
             cancel.child_token(),
             restarting.clone(),
         ),

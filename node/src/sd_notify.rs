@@ -1,28 +1,10 @@
 //! systemd's readiness protocol (`sd_notify(3)`) for `conclave run` and `join` under a
-//! `Type=notify` unit: `READY=1` once the node really serves, `STATUS=...` lines while it starts
-//! or when its readiness changes, `STOPPING=1` when shutdown begins.
-//!
-//! Owns the datagram to `$NOTIFY_SOCKET` (a path, or `@name` in Linux's abstract namespace) and
-//! the loop that watches readiness. "Serving" is decided by `ClusterNode::readiness`, the
-//! function `/readyz` is built on; this module never has a rule of its own. It deliberately
-//! leaves out the one thing `/readyz` adds, the drain flag: a drained node still serves every
-//! request it gets, and the flag is the operator's, cleared by hand after a restart, so waiting
-//! on it would make `systemctl restart` of a drained node (the rolling upgrade's step) hang
-//! until its start timeout.
+//! `Type=notify` unit: the datagram to `$NOTIFY_SOCKET` (a path, or `@name` in Linux's abstract
+//! namespace). What is sent when (`READY=1` once the node really serves, `STATUS=...` lines,
+//! `STOPPING=1`) is decided by `service_report`, which systemd shares with the Windows service.
 //!
 //! It must never be fatal: without `$NOTIFY_SOCKET` (not under systemd, or on Windows) it does
 //! nothing, and a failed send is logged and otherwise ignored.
-
-use std::sync::Arc;
-use std::time::Duration;
-
-use cluster::ClusterNode;
-use tokio_util::sync::CancellationToken;
-
-/// How often readiness is re-read. It changes on Raft events (a leader elected, the log applied
-/// up to the leader's), which the node does not publish as a stream; a quarter second keeps
-/// `systemctl start` within that of the node being ready, at the cost of one cheap read.
-const POLL: Duration = Duration::from_millis(250);
 
 /// A connection to the service manager's notification socket, or nothing.
 pub struct Notifier {
@@ -64,55 +46,6 @@ impl Notifier {
         {
             tracing::warn!(error = %e, "cannot notify systemd");
         }
-    }
-}
-
-/// Tells the service manager how the node is doing until `cancel` fires: `STATUS=` lines while
-/// it starts, `READY=1` (once) when `readiness()` first says ready, a `STATUS=` line whenever
-/// the reported state changes after that, and `STOPPING=1` when the node starts shutting down.
-///
-/// When `restarting` has fired by then (the supervisor restarts the node in-process after a
-/// storage failure) it sends a `STATUS=` line instead of `STOPPING=1`: after `STOPPING=1`
-/// systemd treats the unit as on its way out and would kill it at its stop timeout.
-pub async fn report(
-    notifier: Notifier,
-    node: Arc<ClusterNode>,
-    cancel: CancellationToken,
-    restarting: CancellationToken,
-) {
-    if !notifier.is_enabled() {
-        return;
-    }
-    let mut ready_sent = false;
-    let mut last_status = String::new();
-    let mut tick = tokio::time::interval(POLL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        let readiness = node.readiness();
-        let status = match (&readiness.reason, node.is_draining()) {
-            (None, false) => "serving".to_owned(),
-            (None, true) => "serving (draining: out of DNS and /readyz)".to_owned(),
-            (Some(why), _) if ready_sent => format!("not ready: {why}"),
-            (Some(why), _) => format!("starting: {why}"),
-        };
-        if readiness.ready && !ready_sent {
-            ready_sent = true;
-            tracing::info!(node_id = node.id(), "ready; notifying systemd");
-            notifier.notify(&format!("READY=1\nSTATUS={status}"));
-            last_status = status;
-        } else if status != last_status {
-            notifier.notify(&format!("STATUS={status}"));
-            last_status = status;
-        }
-    }
-    if restarting.is_cancelled() {
-        notifier.notify("STATUS=restarting after a storage failure");
-    } else {
-        notifier.notify("STOPPING=1\nSTATUS=stopping");
     }
 }
 

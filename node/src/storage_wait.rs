@@ -85,6 +85,7 @@ pub async fn wait(
     listeners: Listeners,
     tls: WaitTls,
     cancel: &CancellationToken,
+    manager: &crate::service_report::Manager,
 ) -> WaitEnd {
     let state = Waiting {
         node_id: config.node_id,
@@ -134,10 +135,9 @@ pub async fn wait(
             tracing::warn!(error = %e, "the cluster port stopped while waiting for storage");
         }
     }));
-    let notifier = crate::sd_notify::Notifier::from_env();
     let mut backoff = first_wait.clamp(FIRST_BACKOFF, MAX_BACKOFF);
     let mut last_reason = first_reason;
-    notifier.notify(&format!("STATUS=waiting for storage: {last_reason}"));
+    manager.status(&format!("waiting for storage: {last_reason}"));
     let end = loop {
         tokio::select! {
             _ = cancel.cancelled() => break WaitEnd::Cancelled,
@@ -168,7 +168,7 @@ pub async fn wait(
                 }
                 if why != last_reason {
                     tracing::warn!(node_id = config.node_id, path = %config.data_dir.display(), reason = %why, "storage still unusable; waiting");
-                    notifier.notify(&format!("STATUS=waiting for storage: {why}"));
+                    manager.status(&format!("waiting for storage: {why}"));
                     if let Ok(mut r) = state.reason.lock() {
                         *r = why.clone();
                     }

@@ -256,3 +256,397 @@ async fn windows_nodes_under_wine_chat_fail_over_and_catch_up() {
         views.len()
     );
 }
+
+/// `conclave.exe service …` under Wine (its Service Control Manager, `services.exe`); returns
+/// the exit code and what it printed (stdout then stderr).
+async fn service_cmd(wine: &Wine, args: &[&str]) -> (i32, String) {
+    let mut cmd = tokio::process::Command::new("wine");
+    cmd.arg(wine.dist.join("conclave.exe"))
+        .arg("service")
+        .args(args)
+        .env("WINEPREFIX", &wine.prefix)
+        .env("WINEDEBUG", "-all")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("conclave.exe service {args:?}: no exit in time"))
+        .unwrap_or_else(|e| panic!("spawn wine conclave.exe service {args:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Removes the test's service however the test ends, so no Wine service outlives it.
+struct ServiceGuard<'a> {
+    wine: &'a Wine,
+    name: String,
+}
+
+impl Drop for ServiceGuard<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("wine")
+            .arg(self.wine.dist.join("conclave.exe"))
+            .args(["service", "uninstall", "--name", &self.name])
+            .env("WINEPREFIX", &self.wine.prefix)
+            .env("WINEDEBUG", "-all")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Keeps one ordinary Wine process alive for the test: Wine ends its "system" processes
+/// (services.exe and the services it started) shortly after the last ordinary process of the
+/// prefix exits, which real Windows never does. An interactive `cmd.exe` waiting on a pipe.
+struct WineKeeper(std::process::Child);
+
+impl WineKeeper {
+    fn start(wine: &Wine) -> Self {
+        let child = std::process::Command::new("wine")
+            .arg("cmd.exe")
+            .env("WINEPREFIX", &wine.prefix)
+            .env("WINEDEBUG", "-all")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn wine cmd.exe: {e}"));
+        Self(child)
+    }
+}
+
+impl Drop for WineKeeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A Unix path as the Windows service sees it: Wine's Z: drive. The service starts in
+/// C:\windows\system32, where a bare /tmp/... would mean C:\tmp\....
+fn on_z(path: &Path) -> String {
+    format!("Z:{}", path.display())
+}
+
+/// The node as a Windows service (issue 17, item 2), through Wine's real Service Control
+/// Manager: `conclave service install` registers `conclave run` with the node's config,
+/// `service start` returns only once the node serves (readiness, as `systemctl start` waits
+/// for READY=1), it chats, `service stop` stops it through the SCM's Stop control (the graceful
+/// path SIGTERM takes on Unix), and `uninstall` removes it. The service's file log shows both
+/// ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_service_under_wine_starts_ready_chats_and_stops_gracefully() {
+    let Some(wine) = wine_setup() else {
+        return;
+    };
+    let scripts = tempfile::tempdir().unwrap();
+    let bin = wrapper(scripts.path(), &wine.dist.join("conclave.exe"));
+    let mut opts = ClusterOptions::default()
+        .tls()
+        .binary(bin)
+        .env("WINEPREFIX", &wine.prefix.to_string_lossy())
+        .env("WINEDEBUG", "-all");
+    opts.ready_timeout = READY;
+    // One node initialized (and once run) by the harness, then handed to the service.
+    let cluster = TestCluster::try_start_with(1, opts)
+        .await
+        .unwrap_or_else(|e| panic!("a conclave.exe node under Wine: {e:#}"));
+    create_channel(&cluster, CH).await;
+    cluster.kill(1);
+    wait_ports_free(&cluster, 1).await;
+
+    // The service starts in C:\windows\system32: the config names its data dir on Z:.
+    let spec = &cluster.node(1).spec;
+    let config = std::fs::read_to_string(&spec.config_path).unwrap();
+    let unix_dir = spec.data_dir.to_string_lossy().into_owned();
+    assert!(config.contains(&unix_dir), "{config}");
+    let config = config.replacen(&unix_dir, &on_z(&spec.data_dir), 1);
+    let service_config = cluster.root().join("service.toml");
+    std::fs::write(&service_config, config).unwrap();
+    let log = cluster.root().join("service-log").join("conclave.log");
+
+    // A config that does not load is refused at install, with the reason (exit 2).
+    let missing = cluster.root().join("absent.toml");
+    let (code, out) = service_cmd(
+        &wine,
+        &[
+            "install",
+            "--config",
+            &on_z(&missing),
+            "--name",
+            "NeverInstalled",
+        ],
+    )
+    .await;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("absent.toml"), "{out}");
+
+    let name = format!("ConclaveTest{}", std::process::id());
+    // Declared before the guard, so it outlives the guard's uninstall.
+    let _keeper = WineKeeper::start(&wine);
+    let _guard = ServiceGuard {
+        wine: &wine,
+        name: name.clone(),
+    };
+    let (code, out) = service_cmd(
+        &wine,
+        &[
+            "install",
+            "--config",
+            &on_z(&service_config),
+            "--name",
+            &name,
+            "--log-file",
+            &on_z(&log),
+            "--manual",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "service install: {out}");
+    assert!(out.contains(&format!("installed service {name}")), "{out}");
+    let (code, out) = service_cmd(
+        &wine,
+        &[
+            "install",
+            "--config",
+            &on_z(&service_config),
+            "--name",
+            &name,
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "a second install of the same name: {out}");
+    assert!(out.contains("already installed"), "{out}");
+    let (code, out) = service_cmd(&wine, &["status", "--name", &name]).await;
+    assert_eq!(code, 3, "installed, not started: {out}");
+    assert!(out.contains("stopped (not started since boot)"), "{out}");
+
+    // `start` returns once the node serves: /readyz says ready at that very moment.
+    let (code, out) = service_cmd(&wine, &["start", "--name", &name, "--timeout", "150"]).await;
+    assert_eq!(
+        code,
+        0,
+        "service start: {out}\nlog:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(out.contains("the node serves"), "{out}");
+    assert!(
+        cluster.readyz(1).await,
+        "service start returned before /readyz was ready"
+    );
+    let (code, out) = service_cmd(&wine, &["status", "--name", &name]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("running (pid"), "{out}");
+
+    // It chats.
+    let client = cluster.client(1);
+    let posted = client
+        .post_message(CH, "hello from the Windows service", "svc-1")
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("post through the service: {e}")));
+    let page = client.messages_before(CH, None, 50).await.unwrap();
+    assert!(
+        page.messages
+            .iter()
+            .any(|m| m.seq == posted.message.seq && m.body == "hello from the Windows service"),
+        "the post is not in the history"
+    );
+
+    // A graceful stop through the SCM, then the ports are free and the log shows both ends.
+    let (code, out) = service_cmd(&wine, &["stop", "--name", &name]).await;
+    assert_eq!(code, 0, "service stop: {out}");
+    wait_ports_free(&cluster, 1).await;
+    let (code, out) = service_cmd(&wine, &["status", "--name", &name]).await;
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("stopped (last exit code 0)"), "{out}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    for line in [
+        "starting as a Windows service",
+        "ready; notifying the service manager",
+        "stop requested by the Service Control Manager",
+        "node stopped",
+    ] {
+        assert!(
+            text.contains(line),
+            "the service log lacks {line:?}:\n{text}"
+        );
+    }
+
+    let (code, out) = service_cmd(&wine, &["uninstall", "--name", &name]).await;
+    assert_eq!(code, 0, "service uninstall: {out}");
+    let (code, out) = service_cmd(&wine, &["status", "--name", &name]).await;
+    assert_eq!(code, 4, "after uninstall: {out}");
+    assert!(out.contains("no service named"), "{out}");
+}
+
+/// The Windows zip of the offline bundle (issue 17, item 4; `ops/windows/package.sh`, which
+/// `.ci/run` runs into `$CONCLAVE_DIST`): it unpacks to one folder holding both executables
+/// (PE files), the installer scripts, the config template, the docs and a SHA256SUMS that
+/// covers every other file and matches them; the bundle's own SHA256SUMS lists the zip; the
+/// template passes `conclave.exe run --validate` under Wine; and every port it names is one
+/// install.ps1 opens (the script reads `key = "host:port"` lines, so the template must keep
+/// that form). PowerShell itself is not on this machine: the script's run is not tested here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_zip_holds_checked_executables_scripts_and_a_valid_config() {
+    let Some(wine) = wine_setup() else {
+        return;
+    };
+    let Some(dist) = std::env::var_os("CONCLAVE_DIST").map(PathBuf::from) else {
+        if std::env::var("CHAOS_REQUIRE_WINE").is_ok_and(|v| v == "1") {
+            panic!("CHAOS_REQUIRE_WINE=1 but CONCLAVE_DIST (with the Windows zip) is not set");
+        }
+        eprintln!(
+            "SKIP windows_zip: CONCLAVE_DIST is not set (ops/windows/package.sh makes the zip)"
+        );
+        return;
+    };
+    let zip = std::fs::read_dir(&dist)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("-x86_64-windows.zip"))
+        .unwrap_or_else(|| panic!("{} has no conclave-*-x86_64-windows.zip", dist.display()));
+    let zip_name = zip.file_name().unwrap().to_string_lossy().into_owned();
+    let folder = zip_name.trim_end_matches(".zip").to_owned();
+    let sums = std::fs::read_to_string(dist.join("SHA256SUMS")).unwrap();
+    assert!(
+        sums.lines().any(|l| l.ends_with(&format!("  {zip_name}"))),
+        "the bundle's SHA256SUMS does not list {zip_name}:\n{sums}"
+    );
+    let check = std::process::Command::new("sha256sum")
+        .args(["--check", "--strict", "--ignore-missing", "SHA256SUMS"])
+        .current_dir(&dist)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+
+    let out = tempfile::tempdir().unwrap();
+    let unzip = std::process::Command::new("python3")
+        .args(["-m", "zipfile", "-e"])
+        .arg(&zip)
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(
+        unzip.status.success(),
+        "{}",
+        String::from_utf8_lossy(&unzip.stderr)
+    );
+    let tops: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        tops,
+        vec![std::ffi::OsString::from(&folder)],
+        "one top folder"
+    );
+    let top = out.path().join(&folder);
+    for f in [
+        "conclave.exe",
+        "conclavectl.exe",
+        "install.ps1",
+        "uninstall.ps1",
+        "conclave.toml",
+        "README.md",
+        "docs/operations.md",
+        "docs/install.md",
+        "SHA256SUMS",
+    ] {
+        assert!(top.join(f).is_file(), "the zip lacks {folder}/{f}");
+    }
+    for exe in ["conclave.exe", "conclavectl.exe"] {
+        let bytes = std::fs::read(top.join(exe)).unwrap();
+        assert!(
+            bytes.starts_with(b"MZ"),
+            "{exe} is not a Windows executable"
+        );
+    }
+    // SHA256SUMS covers every other file, and they match it.
+    let inner = std::fs::read_to_string(top.join("SHA256SUMS")).unwrap();
+    let listed: std::collections::BTreeSet<String> =
+        inner.lines().map(|l| l[66..].to_owned()).collect();
+    let mut files = std::collections::BTreeSet::new();
+    let mut stack = vec![top.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.insert(p.strip_prefix(&top).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    files.remove("SHA256SUMS");
+    assert_eq!(
+        listed, files,
+        "SHA256SUMS must list exactly the zip's other files"
+    );
+    let check = std::process::Command::new("sha256sum")
+        .args(["--check", "--strict", "--quiet", "SHA256SUMS"])
+        .current_dir(&top)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    // Text for Windows tools: CRLF line ends.
+    let script = std::fs::read_to_string(top.join("install.ps1")).unwrap();
+    assert!(script.contains("\r\n") && !script.replace("\r\n", "").contains('\n'));
+    for needle in [
+        "service install",
+        "New-NetFirewallRule",
+        "certutil.exe -addstore Root",
+        "Get-FileHash",
+    ] {
+        assert!(script.contains(needle), "install.ps1 lacks {needle:?}");
+    }
+
+    // The template validates with the Windows build itself.
+    let validate = tokio::process::Command::new("wine")
+        .arg(top.join("conclave.exe"))
+        .args(["run", "--validate", "--config"])
+        .arg(on_z(&top.join("conclave.toml")))
+        .env("WINEPREFIX", &wine.prefix)
+        .env("WINEDEBUG", "-all")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        validate.status.success(),
+        "conclave.exe run --validate on the zip's template: {}",
+        String::from_utf8_lossy(&validate.stderr)
+    );
+    // Every listener the template names is on one `key = "host:port"` line install.ps1 reads.
+    let template = std::fs::read_to_string(top.join("conclave.toml")).unwrap();
+    let port_of = |key: &str, after: &str| -> Option<u16> {
+        let from = template.find(after)?;
+        template[from..].lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == key)
+                .then(|| v.trim().trim_matches('"').rsplit(':').next()?.parse().ok())?
+        })
+    };
+    for (key, section) in [
+        ("api_addr", ""),
+        ("cluster_addr", ""),
+        ("https_addr", "[tls]"),
+        ("addr", "[dns]"),
+    ] {
+        assert!(
+            port_of(key, section).is_some(),
+            "the template's {section}{key} is not a one-line \"host:port\" install.ps1 can read"
+        );
+    }
+}
