@@ -357,6 +357,10 @@ async fn windows_service_under_wine_starts_ready_chats_and_stops_gracefully() {
         .await
         .unwrap_or_else(|e| panic!("a conclave.exe node under Wine: {e:#}"));
     create_channel(&cluster, CH).await;
+    // Before the harness's node goes: were it the prefix's last ordinary process, Wine would
+    // begin shutting services.exe down, and the next SCM call could meet it half-way. Declared
+    // before the service guard, so it outlives the guard's uninstall.
+    let _keeper = WineKeeper::start(&wine);
     cluster.kill(1);
     wait_ports_free(&cluster, 1).await;
 
@@ -387,8 +391,6 @@ async fn windows_service_under_wine_starts_ready_chats_and_stops_gracefully() {
     assert!(out.contains("absent.toml"), "{out}");
 
     let name = format!("ConclaveTest{}", std::process::id());
-    // Declared before the guard, so it outlives the guard's uninstall.
-    let _keeper = WineKeeper::start(&wine);
     let _guard = ServiceGuard {
         wine: &wine,
         name: name.clone(),
@@ -435,10 +437,29 @@ async fn windows_service_under_wine_starts_ready_chats_and_stops_gracefully() {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
     assert!(out.contains("the node serves"), "{out}");
-    assert!(
-        cluster.readyz(1).await,
-        "service start returned before /readyz was ready"
-    );
+    // The first answer counts. A transport error is retried: the client's pool may still hold
+    // a connection to the node the harness killed, which fails once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let sent = cluster
+            .http()
+            .get(format!("{}/readyz", cluster.url(1)))
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status() == reqwest::StatusCode::OK => break,
+            Ok(r) => panic!(
+                "service start returned before /readyz was ready: {} {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            ),
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("windows_service: /readyz not answered yet ({e}); again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("service start returned but /readyz does not answer: {e:?}"),
+        }
+    }
     let (code, out) = service_cmd(&wine, &["status", "--name", &name]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("running (pid"), "{out}");
