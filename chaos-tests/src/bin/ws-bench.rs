@@ -40,7 +40,7 @@
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
 use chaos_tests::bench_main;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -378,9 +378,19 @@ async fn next_text(ws: &mut Ws) -> std::result::Result<String, String> {
 }
 
 /// Reads frames until one of type `want` (returned); an `error` frame or a close is a failure.
-async fn wait_for(ws: &mut Ws, want: &str) -> std::result::Result<serde_json::Value, String> {
+/// Reads frames until one of type `want`; event frames met on the way are kept in `skipped`
+/// (in order), everything else is dropped.
+async fn wait_for(
+    ws: &mut Ws,
+    want: &str,
+    skipped: &mut VecDeque<String>,
+) -> std::result::Result<serde_json::Value, String> {
     loop {
         let t = next_text(ws).await?;
+        if t.starts_with(EVENT_PREFIX) {
+            skipped.push_back(t);
+            continue;
+        }
         let v: serde_json::Value =
             serde_json::from_str(&t).map_err(|e| format!("bad frame {t}: {e}"))?;
         match v["type"].as_str() {
@@ -392,14 +402,15 @@ async fn wait_for(ws: &mut Ws, want: &str) -> std::result::Result<serde_json::Va
 }
 
 /// Connects, authenticates and subscribes: "from now" without `after`, else replaying what
-/// follows cursor `after`. Returns the socket and the `subscribed` frame's `ev`. Events of a
-/// replay that arrive before `subscribed` are not possible: the server sends the replay after
-/// it, as ordinary event frames.
+/// follows cursor `after`. Returns the socket, the `subscribed` frame's `ev` and the replay:
+/// the server sends the events after `after` as ordinary event frames *before* `subscribed`,
+/// and the caller must apply them like any other (dropping them was a gap of every resumed
+/// client, the events of its outage).
 async fn open(
     url: &str,
     token: &str,
     after: Option<u64>,
-) -> std::result::Result<(Ws, u64), String> {
+) -> std::result::Result<(Ws, u64, VecDeque<String>), String> {
     // Small buffers: a thousand connections share this process with the servers.
     let cfg = WebSocketConfig::default()
         .read_buffer_size(8 * 1024)
@@ -411,7 +422,8 @@ async fn open(
     ws.send(Message::text(auth))
         .await
         .map_err(|e| format!("send auth: {e}"))?;
-    wait_for(&mut ws, "hello").await?;
+    let mut replay = VecDeque::new();
+    wait_for(&mut ws, "hello", &mut replay).await?;
     let mut sub = serde_json::json!({"type": "subscribe", "channel": CHANNEL});
     if let Some(after) = after {
         sub["after"] = after.into();
@@ -419,8 +431,8 @@ async fn open(
     ws.send(Message::text(sub.to_string()))
         .await
         .map_err(|e| format!("send subscribe: {e}"))?;
-    let subscribed = wait_for(&mut ws, "subscribed").await?;
-    Ok((ws, subscribed["ev"].as_u64().unwrap_or(0)))
+    let subscribed = wait_for(&mut ws, "subscribed", &mut replay).await?;
+    Ok((ws, subscribed["ev"].as_u64().unwrap_or(0), replay))
 }
 
 /// `ev` of an event frame, by scanning (it follows the channel name near the start).
@@ -433,6 +445,17 @@ fn scan_ev(t: &str) -> Option<u64> {
     t[s..s + digits].parse().ok()
 }
 
+/// The next frame: what was read ahead first, then the socket's.
+async fn next_message(
+    ws: &mut Ws,
+    backlog: &mut VecDeque<String>,
+) -> Option<std::result::Result<Message, tokio_tungstenite::tungstenite::Error>> {
+    match backlog.pop_front() {
+        Some(text) => Some(Ok(Message::text(text))),
+        None => ws.next().await,
+    }
+}
+
 /// After a lost connection: tries the other nodes in turn (starting after `from`) with a
 /// backoff of 100 ms doubling to 1 s, until one subscribes from `cursor` or `give_up` passes.
 async fn reconnect(
@@ -441,7 +464,7 @@ async fn reconnect(
     from: usize,
     cursor: u64,
     give_up: Instant,
-) -> std::result::Result<(Ws, usize), String> {
+) -> std::result::Result<(Ws, usize, VecDeque<String>), String> {
     let n = shared.urls.len();
     let mut backoff = Duration::from_millis(100);
     let mut attempt = 0usize;
@@ -455,7 +478,7 @@ async fn reconnect(
         )
         .await
         {
-            Ok(Ok((ws, _))) => return Ok((ws, node)),
+            Ok(Ok((ws, _, replay))) => return Ok((ws, node, replay)),
             Ok(Err(e)) => last_err = e,
             Err(_) => last_err = "reconnect timed out after 5 s".to_owned(),
         }
@@ -496,10 +519,12 @@ async fn client(
         .await
     };
     let mut at = node;
-    let mut ws = match opened {
-        Ok(Ok((ws, ev))) => {
+    // `backlog`: event frames read ahead of the loop (a resume's replay), applied before the
+    // socket's next.
+    let (mut ws, mut backlog) = match opened {
+        Ok(Ok((ws, ev, early))) => {
             r.cursor = ev;
-            ws
+            (ws, early)
         }
         Ok(Err(e)) => {
             r.setup_error = Some(e);
@@ -559,7 +584,7 @@ async fn client(
                     drain = Some(d);
                 }
             }
-            msg = ws.next() => {
+            msg = next_message(&mut ws, &mut backlog) => {
                 let lost = match msg {
                     Some(Ok(Message::Text(t))) => Ok(t),
                     Some(Ok(Message::Close(f))) => Err(close_text(f.as_ref())),
@@ -576,9 +601,10 @@ async fn client(
                     Err(why) => {
                         let lost_at = Instant::now();
                         match reconnect(&shared, &token, at, r.cursor, lost_at + Duration::from_secs(30)).await {
-                            Ok((new_ws, new_at)) => {
+                            Ok((new_ws, new_at, replay)) => {
                                 ws = new_ws;
                                 at = new_at;
+                                backlog = replay;
                                 r.resumes_us.push(lost_at.elapsed().as_micros() as u64);
                                 if let Some(s) = sender.as_mut() {
                                     let mut again: Vec<&(Instant, String)> = s.pending.values().collect();

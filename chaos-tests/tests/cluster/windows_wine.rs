@@ -35,6 +35,37 @@ struct Wine {
     prefix: PathBuf,
 }
 
+impl Wine {
+    /// `wine PROGRAM` in this prefix, quiet.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+        let mut cmd = std::process::Command::new("wine");
+        cmd.arg(program)
+            .env("WINEPREFIX", &self.prefix)
+            .env("WINEDEBUG", "-all");
+        cmd
+    }
+
+    /// The same, for awaiting.
+    fn async_command(&self, program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::from(self.command(program));
+        cmd.kill_on_drop(true);
+        cmd
+    }
+
+    /// Options for a TLS cluster of `conclave.exe` nodes under Wine (`scripts` holds the
+    /// wrapper that execs Wine).
+    fn cluster_options(&self, scripts: &Path) -> ClusterOptions {
+        let bin = wrapper(scripts, &self.dist.join("conclave.exe"));
+        let mut opts = ClusterOptions::default()
+            .tls()
+            .binary(bin)
+            .env("WINEPREFIX", &self.prefix.to_string_lossy())
+            .env("WINEDEBUG", "-all");
+        opts.ready_timeout = READY;
+        opts
+    }
+}
+
 /// The .exe directory and Wine prefix, or `None` (after saying why) when the test cannot run.
 fn wine_setup() -> Option<Wine> {
     let required = std::env::var("CHAOS_REQUIRE_WINE").is_ok_and(|v| v == "1");
@@ -90,14 +121,13 @@ fn wrapper(dir: &Path, exe: &Path) -> PathBuf {
 async fn ctl(cluster: &TestCluster, wine: &Wine, token: &Path, args: &[&str]) -> String {
     let servers: Vec<String> = cluster.ids().iter().map(|id| cluster.url(*id)).collect();
     let ca = cluster.ca_file().expect("TLS cluster has a root");
-    let mut cmd = tokio::process::Command::new("wine");
+    let mut cmd = wine.async_command(wine.dist.join("conclavectl.exe"));
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("CONCLAVE_") {
             cmd.env_remove(key);
         }
     }
-    cmd.arg(wine.dist.join("conclavectl.exe"))
-        .arg("--server")
+    cmd.arg("--server")
         .arg(servers.join(","))
         // Unix paths are Wine's Z: drive.
         .arg("--ca-file")
@@ -105,11 +135,8 @@ async fn ctl(cluster: &TestCluster, wine: &Wine, token: &Path, args: &[&str]) ->
         .arg("--token-file")
         .arg(format!("Z:{}", token.display()))
         .args(args)
-        .env("WINEPREFIX", &wine.prefix)
-        .env("WINEDEBUG", "-all")
         .env("CONCLAVE_PASSWORD", chaos_tests::ADMIN_PASSWORD)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+        .stdin(Stdio::null());
     let out = tokio::time::timeout(CTL_TIMEOUT, cmd.output())
         .await
         .unwrap_or_else(|_| cluster.fail(&format!("conclavectl.exe {args:?}: no exit in time")))
@@ -175,13 +202,7 @@ async fn windows_nodes_under_wine_chat_fail_over_and_catch_up() {
         return;
     };
     let scripts = tempfile::tempdir().unwrap();
-    let bin = wrapper(scripts.path(), &wine.dist.join("conclave.exe"));
-    let mut opts = ClusterOptions::default()
-        .tls()
-        .binary(bin)
-        .env("WINEPREFIX", &wine.prefix.to_string_lossy())
-        .env("WINEDEBUG", "-all");
-    opts.ready_timeout = READY;
+    let mut opts = wine.cluster_options(scripts.path());
     // Slower Raft timing than the Linux tests' 50 ms heartbeat: every cluster RPC crosses
     // Wine's emulated Winsock and TLS in a debug build, and on a busy 2-core machine a 50 ms
     // AppendEntries timeout made elections churn (seen once: no leader for a minute). The
@@ -260,14 +281,8 @@ async fn windows_nodes_under_wine_chat_fail_over_and_catch_up() {
 /// `conclave.exe service …` under Wine (its Service Control Manager, `services.exe`); returns
 /// the exit code and what it printed (stdout then stderr).
 async fn service_cmd(wine: &Wine, args: &[&str]) -> (i32, String) {
-    let mut cmd = tokio::process::Command::new("wine");
-    cmd.arg(wine.dist.join("conclave.exe"))
-        .arg("service")
-        .args(args)
-        .env("WINEPREFIX", &wine.prefix)
-        .env("WINEDEBUG", "-all")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+    let mut cmd = wine.async_command(wine.dist.join("conclave.exe"));
+    cmd.arg("service").args(args).stdin(Stdio::null());
     let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
         .await
         .unwrap_or_else(|_| panic!("conclave.exe service {args:?}: no exit in time"))
@@ -288,11 +303,10 @@ struct ServiceGuard<'a> {
 
 impl Drop for ServiceGuard<'_> {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("wine")
-            .arg(self.wine.dist.join("conclave.exe"))
+        let _ = self
+            .wine
+            .command(self.wine.dist.join("conclave.exe"))
             .args(["service", "uninstall", "--name", &self.name])
-            .env("WINEPREFIX", &self.wine.prefix)
-            .env("WINEDEBUG", "-all")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -307,10 +321,8 @@ struct WineKeeper(std::process::Child);
 
 impl WineKeeper {
     fn start(wine: &Wine) -> Self {
-        let child = std::process::Command::new("wine")
-            .arg("cmd.exe")
-            .env("WINEPREFIX", &wine.prefix)
-            .env("WINEDEBUG", "-all")
+        let child = wine
+            .command("cmd.exe")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -345,13 +357,7 @@ async fn windows_service_under_wine_starts_ready_chats_and_stops_gracefully() {
         return;
     };
     let scripts = tempfile::tempdir().unwrap();
-    let bin = wrapper(scripts.path(), &wine.dist.join("conclave.exe"));
-    let mut opts = ClusterOptions::default()
-        .tls()
-        .binary(bin)
-        .env("WINEPREFIX", &wine.prefix.to_string_lossy())
-        .env("WINEDEBUG", "-all");
-    opts.ready_timeout = READY;
+    let opts = wine.cluster_options(scripts.path());
     // One node initialized (and once run) by the harness, then handed to the service.
     let cluster = TestCluster::try_start_with(1, opts)
         .await
@@ -635,12 +641,10 @@ async fn windows_zip_holds_checked_executables_scripts_and_a_valid_config() {
     }
 
     // The template validates with the Windows build itself.
-    let validate = tokio::process::Command::new("wine")
-        .arg(top.join("conclave.exe"))
+    let validate = wine
+        .async_command(top.join("conclave.exe"))
         .args(["run", "--validate", "--config"])
         .arg(on_z(&top.join("conclave.toml")))
-        .env("WINEPREFIX", &wine.prefix)
-        .env("WINEDEBUG", "-all")
         .output()
         .await
         .unwrap();
