@@ -1396,6 +1396,19 @@ fn main() -> ExitCode {
         Ok(_) => {}
         Err(e) => println!("warning: could not raise the open-file limit: {e:#}"),
     }
+    // The server takes at most 16 WebSocket connections per user per node (the default of
+    // `limits.ws_max_per_user`); a stampede puts a dead node's clients on the two others.
+    let per_user = args.clients.div_ceil(args.users.max(1));
+    let after_kill = match args.kill_node {
+        Some(_) => per_user.div_ceil(2),
+        None => per_user.div_ceil(3),
+    };
+    if after_kill > 16 {
+        println!(
+            "warning: {} clients over {} users is up to {after_kill} connections per user on a node, over the server's 16: some will be refused (close 4030); raise --users",
+            args.clients, args.users
+        );
+    }
     let threads = args.threads;
     bench_main::run("ws-bench", threads, run(args))
 }
