@@ -192,17 +192,14 @@ fn main() -> ExitCode {
     }
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     owner_only_files();
-    let cli_cmd = match cli.cmd {
-        // The service process builds its own runtime on the SCM's thread (win_service).
-        Cmd::Service { cmd } => {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            return service::main(cmd);
-        }
-        other => other,
-    };
     // One crypto provider for the whole process (ring); a second install returns Err, which
     // is fine: nothing else installs one.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli_cmd = match cli.cmd {
+        // The service process builds its own runtime on the SCM's thread (win_service).
+        Cmd::Service { cmd } => return service::main(cmd),
+        other => other,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

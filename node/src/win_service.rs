@@ -248,20 +248,27 @@ fn exit_code_of(status: &ServiceStatus) -> u32 {
     }
 }
 
-/// Polls the service until `done` says so, or `timeout`.
+/// Polls the service until `done` says so; a `Timeout` naming the last state (and the
+/// service's log) when `timeout` passes first.
 fn wait_for(
+    name: &str,
     service: &windows_service::service::Service,
     timeout: Duration,
     mut done: impl FnMut(&ServiceStatus) -> Result<bool, ServiceError>,
-) -> Result<Result<ServiceStatus, ServiceState>, ServiceError> {
+) -> Result<ServiceStatus, ServiceError> {
     let deadline = Instant::now() + timeout;
     loop {
-        let status = service.query_status().map_err(|e| scm_error("", e))?;
+        let status = service.query_status().map_err(|e| scm_error(name, e))?;
         if done(&status)? {
-            return Ok(Ok(status));
+            return Ok(status);
         }
         if Instant::now() >= deadline {
-            return Ok(Err(status.current_state));
+            return Err(ServiceError::Timeout {
+                name: name.to_owned(),
+                state: state_name(status.current_state),
+                waited: timeout,
+                log: installed_log(service),
+            });
         }
         std::thread::sleep(POLL);
     }
@@ -276,7 +283,7 @@ fn start(name: &str, timeout: Duration) -> Result<ExitCode, ServiceError> {
     if before.current_state == ServiceState::Stopped {
         service.start::<&str>(&[]).map_err(|e| scm_error(name, e))?;
     }
-    let outcome = wait_for(&service, timeout, |s| match s.current_state {
+    let status = wait_for(name, &service, timeout, |s| match s.current_state {
         ServiceState::Running => Ok(true),
         ServiceState::Stopped => Err(ServiceError::StoppedDuringStart {
             name: name.to_owned(),
@@ -285,24 +292,14 @@ fn start(name: &str, timeout: Duration) -> Result<ExitCode, ServiceError> {
         }),
         _ => Ok(false),
     })?;
-    match outcome {
-        Ok(status) => {
-            #[allow(clippy::print_stdout)]
-            {
-                println!(
-                    "service {name} is running and the node serves (pid {})",
-                    status.process_id.unwrap_or_default()
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(state) => Err(ServiceError::Timeout {
-            name: name.to_owned(),
-            state: state_name(state),
-            waited: timeout,
-            log: installed_log(&service),
-        }),
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "service {name} is running and the node serves (pid {})",
+            status.process_id.unwrap_or_default()
+        );
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn stop(name: &str, timeout: Duration) -> Result<ExitCode, ServiceError> {
@@ -337,17 +334,10 @@ fn stop_service(
             service.stop().map_err(|e| scm_error(name, e))?;
         }
     }
-    match wait_for(service, timeout, |s| {
+    wait_for(name, service, timeout, |s| {
         Ok(s.current_state == ServiceState::Stopped)
-    })? {
-        Ok(_) => Ok(()),
-        Err(state) => Err(ServiceError::Timeout {
-            name: name.to_owned(),
-            state: state_name(state),
-            waited: timeout,
-            log: installed_log(service),
-        }),
-    }
+    })?;
+    Ok(())
 }
 
 fn uninstall(name: &str) -> Result<ExitCode, ServiceError> {

@@ -511,6 +511,21 @@ async fn windows_service_under_wine_starts_ready_chats_and_stops_gracefully() {
     assert!(out.contains("no service named"), "{out}");
 }
 
+/// `sha256sum --check --strict FLAG SHA256SUMS` in `dir` must pass.
+fn sums_match(dir: &Path, flag: &str) {
+    let check = std::process::Command::new("sha256sum")
+        .args(["--check", "--strict", flag, "SHA256SUMS"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&check.stdout)
+    );
+}
+
 /// The Windows zip of the offline bundle (issue 17, item 4; `ops/windows/package.sh`, which
 /// `.ci/run` runs into `$CONCLAVE_DIST`): it unpacks to one folder holding both executables
 /// (PE files), the installer scripts, the config template, the docs and a SHA256SUMS that
@@ -544,16 +559,7 @@ async fn windows_zip_holds_checked_executables_scripts_and_a_valid_config() {
         sums.lines().any(|l| l.ends_with(&format!("  {zip_name}"))),
         "the bundle's SHA256SUMS does not list {zip_name}:\n{sums}"
     );
-    let check = std::process::Command::new("sha256sum")
-        .args(["--check", "--strict", "--ignore-missing", "SHA256SUMS"])
-        .current_dir(&dist)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    sums_match(&dist, "--ignore-missing");
 
     let out = tempfile::tempdir().unwrap();
     let unzip = std::process::Command::new("python3")
@@ -618,16 +624,7 @@ async fn windows_zip_holds_checked_executables_scripts_and_a_valid_config() {
         listed, files,
         "SHA256SUMS must list exactly the zip's other files"
     );
-    let check = std::process::Command::new("sha256sum")
-        .args(["--check", "--strict", "--quiet", "SHA256SUMS"])
-        .current_dir(&top)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    sums_match(&top, "--quiet");
     // Text for Windows tools: CRLF line ends.
     let script = std::fs::read_to_string(top.join("install.ps1")).unwrap();
     assert!(script.contains("\r\n") && !script.replace("\r\n", "").contains('\n'));
