@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# ops/dist/build.sh [--out DIR]: the release build and the offline bundle for x86_64 Linux.
+# ops/dist/build.sh [--out DIR] [--profile P]: the release build and the offline bundle for
+# x86_64 Linux.
 #
-# Builds static (glibc static-pie) `conclave` and `conclavectl` with the `dist` profile, generates
+# Builds static (glibc static-pie) `conclave` and `conclavectl` with the `dist` profile (or P:
+# CI uses `ci-dist`, the same bundle without optimisation, see Cargo.toml), generates
 # their shell completions and man pages from the binaries themselves, packages a .deb with
 # cargo-deb (from those binaries, never a rebuild), and writes into DIR (default
 # $CARGO_TARGET_DIR/bundle, emptied first):
@@ -23,7 +25,7 @@ PROFILE=dist
 CARGO_DEB_VERSION=3.8.0
 
 usage() {
-    echo "usage: $0 [--out DIR]" >&2
+    echo "usage: $0 [--out DIR] [--profile dist|ci-dist]" >&2
     exit 2
 }
 
@@ -36,6 +38,11 @@ while [ $# -gt 0 ]; do
         --out)
             [ $# -ge 2 ] || usage
             OUT=$2
+            shift 2
+            ;;
+        --profile)
+            [ $# -ge 2 ] || usage
+            case "$2" in dist | ci-dist) PROFILE=$2 ;; *) usage ;; esac
             shift 2
             ;;
         -h | --help) usage ;;
