@@ -4,8 +4,13 @@
 //! index with the state machine channel by channel (each channel's event sequence is the
 //! cursor the index records), then follows the bus: a posted or edited message is re-read from
 //! the state and re-indexed, a deleted one removed. Events are gathered for up to
-//! `commit_every` (or `max_batch` events) and committed together, so a burst of thousands of
-//! messages a second costs a few commits a second. A lagged subscription, a gap in a channel's
+//! `commit_every` (or `max_batch` events) and committed together, and commits are at least
+//! `min_commit_interval` apart, so a burst of thousands of messages a second costs one commit a
+//! second. Why the floor: a commit's cost barely depends on how many documents it carries (a new
+//! segment writer with its memory arena, segment files created and synced, `meta.json`
+//! rewritten, and later merges of the small segments), and at 200 ms apart those fixed costs
+//! were about a fifth of each node's CPU under a 64-connection post load (`perf`, release
+//! build), CPU the write path then lacked. A lagged subscription, a gap in a channel's
 //! events, and a periodic timer all lead to the same reconciliation, which is incremental: it
 //! reads only the events after each channel's cursor, and re-indexes a channel whole only when
 //! its cursor is ahead of the state (a restore, a wipe) or missing (a new or rebuilt index).
@@ -29,8 +34,12 @@ use crate::source::Source;
 /// Tuning of the feeder.
 #[derive(Debug, Clone)]
 pub struct FeederOptions {
-    /// Longest time between an applied message and the commit that makes it searchable.
+    /// How long events are gathered after the first one before they are committed: on an
+    /// idle index, the time from an applied message to the commit that makes it searchable.
     pub commit_every: Duration,
+    /// Least time between the end of one commit and the next: under sustained load, the longest
+    /// time from an applied message to its commit (plus the commit itself).
+    pub min_commit_interval: Duration,
     /// Events gathered into one commit at most.
     pub max_batch: usize,
     /// How often the index is reconciled with the state even without a reason (a snapshot
@@ -44,6 +53,7 @@ impl Default for FeederOptions {
     fn default() -> Self {
         Self {
             commit_every: Duration::from_millis(200),
+            min_commit_interval: Duration::from_secs(1),
             max_batch: 20_000,
             reconcile_every: Duration::from_secs(30),
             rebuild_commit_docs: 100_000,
@@ -109,6 +119,9 @@ async fn run<S: Source + 'static>(
     let mut tick = tokio::time::interval(opts.reconcile_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.reset();
+    // When the last step ended; the first event after a quiet second is committed within
+    // `commit_every`.
+    let mut last_step = tokio::time::Instant::now() - opts.min_commit_interval;
     loop {
         let mut batch = Vec::new();
         if !reconcile {
@@ -124,8 +137,10 @@ async fn run<S: Source + 'static>(
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
             }
-            // Group commit: gather what arrives within `commit_every` of the first event.
-            let until = tokio::time::Instant::now() + opts.commit_every;
+            // Group commit: gather what arrives within `commit_every` of the first event, and
+            // until `min_commit_interval` has passed since the last commit.
+            let until = (tokio::time::Instant::now() + opts.commit_every)
+                .max(last_step + opts.min_commit_interval);
             while !reconcile && !batch.is_empty() && batch.len() < opts.max_batch {
                 tokio::select! {
                     _ = cancel.cancelled() => break,
@@ -146,7 +161,9 @@ async fn run<S: Source + 'static>(
             let r = s.step(&*src, &ix, &batch, do_reconcile);
             (s, r, started.elapsed(), batch.len())
         });
-        match job.await {
+        let ended = job.await;
+        last_step = tokio::time::Instant::now();
+        match ended {
             Ok((s, r, took, n)) => {
                 if let Err(e) = r {
                     // The next reconciliation repairs whatever this step left undone.
@@ -586,5 +603,64 @@ mod tests {
         st.step(&src, &ix, &[], true).unwrap();
         assert_eq!(found(&ix, "alpha"), vec![1, 2]);
         assert_eq!(found(&ix, "three"), vec![3]);
+    }
+
+    /// Polls `found` until it equals `want` or `within` passes; returns when it first did.
+    async fn until_found(ix: &SearchIndex, word: &str, want: &[u64], within: Duration) -> Instant {
+        let deadline = Instant::now() + within;
+        loop {
+            if found(ix, word) == want {
+                return Instant::now();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "'{word}' still finds {:?}, want {want:?}",
+                found(ix, word)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The first post after a quiet spell is searchable after `commit_every`; a second one
+    /// right after waits for `min_commit_interval` since that commit, so a steady stream costs
+    /// one commit per interval, not one per `commit_every`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commits_are_paced_by_the_minimum_interval() {
+        let src = Arc::new(Mock::default());
+        let ix = Arc::new(SearchIndex::in_ram().unwrap());
+        let (tx, rx) = broadcast::channel(64);
+        let cancel = CancellationToken::new();
+        let opts = FeederOptions {
+            commit_every: Duration::from_millis(50),
+            min_commit_interval: Duration::from_millis(1_500),
+            ..FeederOptions::default()
+        };
+        let task = Feeder::start_with(src.clone(), rx, ix.clone(), opts, cancel.clone());
+        // Let the first reconciliation (an empty state) finish, so the post below arrives as an
+        // event after a commit that is at least `min_commit_interval` old.
+        tokio::time::sleep(Duration::from_millis(1_600)).await;
+        let sent = Instant::now();
+        tx.send(src.apply(1, "alpha one", false)).unwrap();
+        let first = until_found(&ix, "alpha", &[1], Duration::from_secs(10)).await;
+        assert!(
+            first - sent < Duration::from_millis(1_400),
+            "a post after a quiet spell waited {:?} for its commit",
+            first - sent
+        );
+        tx.send(src.apply(2, "alpha two", false)).unwrap();
+        // Not searchable before the interval since the previous commit has passed (a lower
+        // bound: load can only delay the commit further).
+        let floor = first + Duration::from_millis(1_000);
+        while Instant::now() < floor {
+            assert_eq!(
+                found(&ix, "alpha"),
+                vec![1],
+                "committed before the interval"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        until_found(&ix, "alpha", &[1, 2], Duration::from_secs(10)).await;
+        cancel.cancel();
+        task.await.unwrap();
     }
 }
