@@ -11,7 +11,10 @@
 # Options: --secs N (10), --levels LIST (1,16,64,128), --no-tls, --spread N (connections per
 # node in the spread run, 21; 0 skips it), --breakdown (after each follower run, the average
 # fsync, log append and commit time per node from /metrics deltas: on the follower the commit
-# time is the forward round trip, on the leader `client_write`), --keep (data dir and node logs), --binary PATH (default $CONCLAVE_BIN, else $CARGO_TARGET_DIR/release/conclave).
+# time is the forward round trip, on the leader `client_write`), --cpu (after each follower run,
+# the three node processes' CPU time (utime + stime, /proc) per 1,000 posts: steadier than
+# msgs/s, which swing with the disk's fsync latency), --keep (data dir and node logs), --binary
+# PATH (default $CONCLAVE_BIN, else $CARGO_TARGET_DIR/release/conclave).
 # Ports (every node, on 127.0.0.N): $WRK_API_PORT (28080), $WRK_HTTPS_PORT (28443),
 # $WRK_CLUSTER_PORT (29080), $WRK_DNS_PORT (28053); not the dev defaults, so a developer's own
 # `conclave dev` is left alone.
@@ -28,6 +31,7 @@ TLS=1
 SPREAD=21
 KEEP=0
 BREAKDOWN=0
+CPU=0
 BIN="${CONCLAVE_BIN:-${CARGO_TARGET_DIR:-$here/../../target}/release/conclave}"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -37,6 +41,7 @@ while [ $# -gt 0 ]; do
     --spread) SPREAD="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
     --breakdown) BREAKDOWN=1; shift ;;
+    --cpu) CPU=1; shift ;;
     --binary) BIN="$2"; shift 2 ;;
     [0-9]*) SECS="$1"; shift ;;
     *) echo "wrk-posts.sh: unknown argument $1 (see the header of this script)" >&2; exit 2 ;;
@@ -123,13 +128,27 @@ print(f"    node {sys.argv[3]} ({role}): " + ("; ".join(parts) or "nothing"))
 PY
   done
 }
+# CPU ticks used so far by the three node processes (`conclave dev`'s children).
+node_ticks() {
+  local t=0 p
+  for p in $(pgrep -P "$dev"); do
+    t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat")))
+  done
+  echo "$t"
+}
 mode=$([ "$TLS" = 1 ] && echo "TLS (https, wrk unverified)" || echo "--no-tls (plain http)")
 echo "conclave dev, $mode; leader: node $leader; single-node runs through follower node $follower; ${SECS}s per run; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-22s %8s %10s %10s %10s\n' "run" "conns" "msgs/s" "p50" "p99"
 for c in ${LEVELS//,/ }; do
   [ "$BREAKDOWN" = 1 ] && scrape before
+  ticks=$(node_ticks)
   read -r r p50 p99 < <(run_wrk "$dir/wrk-f$c.txt" "$([ "$c" = 1 ] && echo 1 || echo 2)" "$c" "$follower") || exit 1
   printf '%-22s %8s %10s %10s %10s\n' "follower $follower" "$c" "$r" "$p50" "$p99"
+  if [ "$CPU" = 1 ]; then
+    used=$(( $(node_ticks) - ticks ))
+    python3 -c "import sys; r, s, used, hz = map(float, sys.argv[1:]); ms = used * 1000 / hz
+print(f'    nodes: {ms / (r * s) * 1000:.0f} CPU-ms per 1,000 posts ({ms / s / 10:.0f}% of one core)')" "$r" "$SECS" "$used" "$(getconf CLK_TCK)"
+  fi
   if [ "$BREAKDOWN" = 1 ]; then scrape after; breakdown; fi
 done
 if [ "$SPREAD" -gt 0 ]; then
