@@ -452,7 +452,7 @@ impl ClusterNode {
         let (dir, db, tree) = (
             self.shared.config.data_dir.clone(),
             self._db.clone(),
-            self.reader.tree().clone(),
+            self.reader.tree().raw().clone(),
         );
         let started = std::time::Instant::now();
         let written =

@@ -72,10 +72,11 @@ mod tests {
             ids.iter().map(|id| (*id, NodeInfo::default())).collect();
         let config = BTreeSet::from_iter(ids.iter().copied());
         let stored = StoredMembership::new(None, openraft::Membership::new(vec![config], nodes));
-        let mut kv = Overlay::new(tree);
+        let st = crate::storage::state_tree::StateTree::new(tree.clone());
+        let mut kv = Overlay::new(&st);
         forget_removed_members(&mut kv, &stored).unwrap();
         kv.put(keys::MEMBERSHIP.to_vec(), &stored).unwrap();
-        tree.apply_batch(kv.into_batch()).unwrap();
+        st.apply(kv.into_writes()).unwrap();
     }
 
     fn reader(t: &sled::Tree) -> StateReader {

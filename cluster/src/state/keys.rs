@@ -1,5 +1,5 @@
-//! Key layout of the state machine's sled tree. One tree with prefixes, so one `apply_batch`
-//! covers a whole log entry (sled batches are atomic within one tree only).
+//! Key layout of the state machine's sled tree. One tree with prefixes, so one apply gate
+//! (`storage::state_tree`) covers a whole log entry.
 //!
 //! Owns the byte layout; must never be reordered: changing a prefix is a data migration.
 

@@ -104,11 +104,12 @@ pub(crate) mod test_apply {
 
     /// Applies `commands` as one log entry proposed at `ts_ms` and commits the batch.
     pub(crate) fn run(tree: &sled::Tree, ts_ms: u64, commands: Vec<Command>) -> Vec<Outcome> {
-        let mut kv = Overlay::new(tree);
+        let st = crate::storage::state_tree::StateTree::new(tree.clone());
+        let mut kv = Overlay::new(&st);
         let mut events = Vec::new();
         let req = Request::new(COMMAND_VERSION, ts_ms, commands.into());
         let out = apply_request(&mut kv, &req, 1, &mut events).unwrap();
-        tree.apply_batch(kv.into_batch()).unwrap();
+        st.apply(kv.into_writes()).unwrap();
         out
     }
 }

@@ -2,8 +2,9 @@
 //! entry's own pending writes layered over the tree.
 //!
 //! Owns read-your-own-writes within an entry (a later command in an entry sees an earlier
-//! one's writes) and turning the writes into one atomic sled batch. Must never write to the tree
-//! itself: the state machine store commits the batch together with the applied index.
+//! one's writes) and handing the writes over as one set. Must never write to the tree itself:
+//! the state machine store applies the set together with the applied index (`StateTree::apply`,
+//! which readers see whole or not at all).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,16 +12,17 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::state::StateError;
+use crate::storage::state_tree::StateTree;
 
 /// Reads through to the tree, with the writes of the current batch layered on top so later
 /// commands in one entry see earlier ones.
 pub struct Overlay<'a> {
-    tree: &'a sled::Tree,
+    tree: &'a StateTree,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl<'a> Overlay<'a> {
-    pub fn new(tree: &'a sled::Tree) -> Self {
+    pub fn new(tree: &'a StateTree) -> Self {
         Self {
             tree,
             pending: BTreeMap::new(),
@@ -117,15 +119,8 @@ impl<'a> Overlay<'a> {
         self.pending.keys().map(|k| k.as_slice())
     }
 
-    /// Turns the pending writes into one sled batch (atomic within the tree).
-    pub fn into_batch(self) -> sled::Batch {
-        let mut batch = sled::Batch::default();
-        for (k, v) in self.pending {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
-        }
-        batch
+    /// The pending writes (`None` deletes), for `StateTree::apply`.
+    pub fn into_writes(self) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+        self.pending
     }
 }

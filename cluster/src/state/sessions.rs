@@ -275,11 +275,12 @@ mod tests {
 
     /// Applies one entry of `version` and returns its events.
     fn run_v(t: &sled::Tree, version: u16, ts_ms: u64, commands: Vec<Command>) -> Vec<Event> {
-        let mut kv = Overlay::new(t);
+        let st = crate::storage::state_tree::StateTree::new(t.clone());
+        let mut kv = Overlay::new(&st);
         let mut events = Vec::new();
         let req = Request::new(version, ts_ms, commands.into());
         apply_request(&mut kv, &req, 1, &mut events).unwrap();
-        t.apply_batch(kv.into_batch()).unwrap();
+        st.apply(kv.into_writes()).unwrap();
         events
     }
 

@@ -72,7 +72,10 @@ fn retried_post_returns_original_and_writes_nothing() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    let ch = channel_view(&Overlay::new(&t), "general").unwrap().unwrap();
+    let st = crate::storage::state_tree::StateTree::new(t.clone());
+    let ch = channel_view(&Overlay::new(&st), "general")
+        .unwrap()
+        .unwrap();
     assert_eq!(ch.last_seq, 1);
 }
 
@@ -404,11 +407,12 @@ fn disabling_revokes_sessions_and_only_admins_may() {
     };
     let out = run(&t, 13, vec![disable("bob")]);
     assert!(matches!(out[0], Err(ApplyError::Forbidden(_))));
-    let mut kv = Overlay::new(&t);
+    let st = crate::storage::state_tree::StateTree::new(t.clone());
+    let mut kv = Overlay::new(&st);
     let mut events = Vec::new();
     let req = Request::new(COMMAND_VERSION, 14, vec![disable("alice")].into());
     apply_request(&mut kv, &req, 9, &mut events).unwrap();
-    t.apply_batch(kv.into_batch()).unwrap();
+    st.apply(kv.into_writes()).unwrap();
     assert!(events.iter().any(
         |e| matches!(&e.kind, EventKind::SessionRevoked { token_hash } if token_hash == "bobtoken")
     ));

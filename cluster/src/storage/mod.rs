@@ -1,5 +1,6 @@
 //! Durable storage of one member: the Raft log (`log_store`, our own segment files), the state
-//! machine's sled tree and its snapshots (`sm_store`, with `snapshot_cow` so a snapshot is built
+//! machine's sled tree and its snapshots (`sm_store`; `state_tree` applies an entry's writes so
+//! readers see them whole; `snapshot_cow` so a snapshot is built
 //! while apply goes on, and `snapshot_file` for the snapshot file and its temp files), and the file primitives both rely on (`fsutil`), and the owner-only data directory
 //! (`private_dir`, with its Windows ACL rule in `owner_acl`); what is trusted after a crash or damage: the state machine's proof
 //! (`proof`), quarantine and the heal marker (`quarantine`), the checks on open (`recovery`);
@@ -23,4 +24,5 @@ pub mod seed;
 pub mod sm_store;
 pub mod snapshot_cow;
 pub mod snapshot_file;
+pub mod state_tree;
 pub mod survivor;

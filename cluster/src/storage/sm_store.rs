@@ -36,6 +36,7 @@ use crate::state::keys;
 use crate::state::{self, Overlay, StateError};
 use crate::storage::snapshot_cow::Cow;
 use crate::storage::snapshot_file::{self, Records, SnapshotFileError};
+use crate::storage::state_tree::StateTree;
 use crate::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -67,17 +68,20 @@ fn snap_err(
 /// Read access to the applied state for the API layer (local reads).
 #[derive(Clone)]
 pub struct StateReader {
-    tree: sled::Tree,
+    tree: StateTree,
 }
 
 impl StateReader {
-    pub fn tree(&self) -> &sled::Tree {
+    /// The applied state; reads through it see each applied entry whole or not at all.
+    pub fn tree(&self) -> &StateTree {
         &self.tree
     }
 
     #[cfg(test)]
     pub(crate) fn for_tree(tree: sled::Tree) -> Self {
-        Self { tree }
+        Self {
+            tree: StateTree::new(tree),
+        }
     }
 }
 
@@ -87,7 +91,7 @@ impl StateReader {
 pub type VersionStop = Arc<std::sync::OnceLock<String>>;
 
 pub struct StateMachineStore {
-    tree: sled::Tree,
+    tree: StateTree,
     version_stop: VersionStop,
     dir: PathBuf,
     cow: Cow,
@@ -123,7 +127,7 @@ impl StateMachineStore {
         // Nothing builds or receives before open returns: every temp file is abandoned.
         snapshot_file::remove_temp_files(dir, None, None);
         let sm = Self {
-            tree,
+            tree: StateTree::new(tree),
             version_stop: VersionStop::default(),
             dir: dir.to_path_buf(),
             cow: Cow::default(),
@@ -136,7 +140,7 @@ impl StateMachineStore {
             let applied: Option<LogId> = read_key(&sm.tree, keys::APPLIED)
                 .map_err(OpenError::State)?
                 .flatten();
-            let installing = sm.tree.get(keys::INSTALLING)?.is_some();
+            let installing = sm.tree.raw().get(keys::INSTALLING)?.is_some();
             if installing || applied.map(|a| a.index) < meta.last_log_id.map(|l| l.index) {
                 tracing::info!(
                     snapshot = ?meta.last_log_id,
@@ -144,8 +148,8 @@ impl StateMachineStore {
                     installing,
                     "restoring state machine from the snapshot file before replay"
                 );
-                restore_from_file(&sm.tree, dir, &meta)?;
-                sm.tree.flush()?;
+                restore_from_file(sm.tree.raw(), dir, &meta)?;
+                sm.tree.raw().flush()?;
             }
         }
         Ok(sm)
@@ -168,7 +172,7 @@ impl StateMachineStore {
     }
 
     /// Commits the writes of the entries applied so far in this call (up to and including
-    /// `last`) as one batch, then hands their events to subscribers.
+    /// `last`) as one set readers see whole, then hands their events to subscribers.
     fn commit(
         &self,
         mut kv: Overlay<'_>,
@@ -183,11 +187,11 @@ impl StateMachineStore {
             // of entries after its point, and a node restored from it would apply them twice
             // (duplicated messages with new seqs after a crash rebuilt it from the snapshot).
             self.cow
-                .record(&self.tree, kv.pending_keys())
+                .record(self.tree.raw(), kv.pending_keys())
                 .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-            let batch = kv.into_batch();
+            // Key by key under the apply gate, not sled's `apply_batch`: see `state_tree`.
             self.tree
-                .apply_batch(batch)
+                .apply(kv.into_writes())
                 .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         }
         self.events.publish(events);
@@ -234,7 +238,7 @@ pub enum OpenError {
 }
 
 fn read_key<T: serde::de::DeserializeOwned>(
-    tree: &sled::Tree,
+    tree: &StateTree,
     key: &[u8],
 ) -> Result<Option<T>, StateError> {
     Overlay::new(tree).get(key)
@@ -331,7 +335,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // All entries of one call go into one sled batch: one atomic write, applied index included.
+        // All entries of one call go in as one set of writes, applied index included, that
+        // readers see whole (`StateTree::apply`).
         let mut kv = Overlay::new(&self.tree);
         let mut responses = Vec::new();
         let mut events: Vec<Event> = Vec::new();
@@ -396,7 +401,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             // Applied log id and membership as of the snapshot point, read here for the same
             // reason as above.
             point: self.applied_state().await,
-            source: Some((self.tree.clone(), self.cow.clone())),
+            source: Some((self.tree.raw().clone(), self.cow.clone())),
             dir: self.dir.clone(),
             build_seq: self.build_seq,
         }
@@ -435,7 +440,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let file = snapshot.into_std().await;
         tracing::info!(snapshot = ?meta.last_log_id, "installing snapshot from leader");
         let dir = self.dir.clone();
-        let tree = self.tree.clone();
+        let tree = self.tree.raw().clone();
         let cow = self.cow.clone();
         let m = meta.clone();
         let installing = InstallingFlag::set(&self.installing);
@@ -708,7 +713,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_db, mut sm) = open_store(dir.path());
         sm.apply((1..=3).map(blank)).await.unwrap();
-        sm.tree.insert("old", "1").unwrap();
+        sm.tree.raw().insert("old", "1").unwrap();
         sm.get_snapshot_builder()
             .await
             .build_snapshot()
@@ -739,11 +744,11 @@ mod tests {
                 "{what}"
             );
             assert_eq!(
-                sm.tree.get("old").unwrap().as_deref(),
+                sm.tree.raw().get("old").unwrap().as_deref(),
                 Some(b"1".as_slice()),
                 "{what}"
             );
-            assert!(sm.tree.get("new").unwrap().is_none(), "{what}");
+            assert!(sm.tree.raw().get("new").unwrap().is_none(), "{what}");
             assert_eq!(
                 std::fs::read(snapshot_file::path(dir.path())).unwrap(),
                 snapshot_before,
@@ -761,9 +766,9 @@ mod tests {
             sm.applied_state().await.unwrap().0.map(|l| l.index),
             Some(10)
         );
-        assert!(sm.tree.get("old").unwrap().is_none());
+        assert!(sm.tree.raw().get("old").unwrap().is_none());
         assert_eq!(
-            sm.tree.get("more").unwrap().as_deref(),
+            sm.tree.raw().get("more").unwrap().as_deref(),
             Some(b"3".as_slice())
         );
         let current = sm.get_current_snapshot().await.unwrap().unwrap();
@@ -778,10 +783,10 @@ mod tests {
             Some(12)
         );
         assert_eq!(
-            sm.tree.get("legacy").unwrap().as_deref(),
+            sm.tree.raw().get("legacy").unwrap().as_deref(),
             Some(b"4".as_slice())
         );
-        assert!(sm.tree.get("new").unwrap().is_none());
+        assert!(sm.tree.raw().get("new").unwrap().is_none());
         assert_eq!(
             sm.get_current_snapshot().await.unwrap().unwrap().meta,
             legacy_meta
@@ -808,7 +813,10 @@ mod tests {
             sm.applied_state().await.unwrap().0.map(|l| l.index),
             Some(7)
         );
-        assert_eq!(sm.tree.get("k").unwrap().as_deref(), Some(b"v".as_slice()));
+        assert_eq!(
+            sm.tree.raw().get("k").unwrap().as_deref(),
+            Some(b"v".as_slice())
+        );
         let snap = sm.get_current_snapshot().await.unwrap().unwrap();
         assert_eq!(snap.meta, meta);
         let (m, summary) =

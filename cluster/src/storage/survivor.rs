@@ -152,7 +152,8 @@ impl Survivor {
 
     /// The applied state, record by record in key order, straight from the tree.
     pub fn records(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), sled::Error>> + use<> {
-        let tree = self.opened.sm.reader().tree().clone();
+        // Offline, nothing applies meanwhile: the raw tree.
+        let tree = self.opened.sm.reader().tree().raw().clone();
         tree.iter()
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
     }
