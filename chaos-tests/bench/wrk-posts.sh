@@ -141,7 +141,7 @@ echo "conclave dev, $mode; leader: node $leader; single-node runs through follow
 printf '%-22s %8s %10s %10s %10s\n' "run" "conns" "msgs/s" "p50" "p99"
 for c in ${LEVELS//,/ }; do
   [ "$BREAKDOWN" = 1 ] && scrape before
-  ticks=$(node_ticks)
+  [ "$CPU" = 1 ] && ticks=$(node_ticks)
   read -r r p50 p99 < <(run_wrk "$dir/wrk-f$c.txt" "$([ "$c" = 1 ] && echo 1 || echo 2)" "$c" "$follower") || exit 1
   printf '%-22s %8s %10s %10s %10s\n' "follower $follower" "$c" "$r" "$p50" "$p99"
   if [ "$CPU" = 1 ]; then

@@ -639,8 +639,9 @@ mod tests {
             ..FeederOptions::default()
         };
         let task = Feeder::start_with(src.clone(), rx, ix.clone(), opts, cancel.clone());
-        // Let the first reconciliation (an empty state) finish, so the post below arrives as an
-        // event after a commit that is at least `min_commit_interval` old.
+        // The quiet spell under test: longer than `min_commit_interval` since the feeder's
+        // first step (its start-up reconciliation of the empty state), so the post below is the
+        // first event after a quiet interval. Elapsed time is the condition here, not a proxy.
         tokio::time::sleep(Duration::from_millis(1_600)).await;
         let sent = Instant::now();
         tx.send(src.apply(1, "alpha one", false)).unwrap();

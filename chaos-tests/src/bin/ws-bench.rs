@@ -377,9 +377,9 @@ async fn next_text(ws: &mut Ws) -> std::result::Result<String, String> {
     }
 }
 
-/// Reads frames until one of type `want` (returned); an `error` frame or a close is a failure.
-/// Reads frames until one of type `want`; event frames met on the way are kept in `skipped`
-/// (in order), everything else is dropped.
+/// Reads frames until one of type `want` (returned); an `error` or `nack` frame or a close is a
+/// failure. Event frames met on the way are kept in `skipped` (in order), anything else is
+/// dropped.
 async fn wait_for(
     ws: &mut Ws,
     want: &str,

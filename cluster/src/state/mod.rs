@@ -96,6 +96,7 @@ impl StateError {
 pub(crate) mod test_apply {
     use super::{Overlay, apply_request};
     use crate::command::{COMMAND_VERSION, Command, Outcome, Request};
+    use crate::state::events::Event;
 
     pub(crate) fn tree() -> sled::Tree {
         let db = sled::Config::new().temporary(true).open().unwrap();
@@ -104,12 +105,24 @@ pub(crate) mod test_apply {
 
     /// Applies `commands` as one log entry proposed at `ts_ms` and commits the batch.
     pub(crate) fn run(tree: &sled::Tree, ts_ms: u64, commands: Vec<Command>) -> Vec<Outcome> {
+        apply_entry(tree, COMMAND_VERSION, ts_ms, 1, commands).0
+    }
+
+    /// Applies `commands` as one log entry of command-set `version` at log `index`, commits its
+    /// writes, and returns the outcomes and the events.
+    pub(crate) fn apply_entry(
+        tree: &sled::Tree,
+        version: u16,
+        ts_ms: u64,
+        index: u64,
+        commands: Vec<Command>,
+    ) -> (Vec<Outcome>, Vec<Event>) {
         let st = crate::storage::state_tree::StateTree::new(tree.clone());
         let mut kv = Overlay::new(&st);
         let mut events = Vec::new();
-        let req = Request::new(COMMAND_VERSION, ts_ms, commands.into());
-        let out = apply_request(&mut kv, &req, 1, &mut events).unwrap();
+        let req = Request::new(version, ts_ms, commands.into());
+        let out = apply_request(&mut kv, &req, index, &mut events).unwrap();
         st.apply(kv.into_writes()).unwrap();
-        out
+        (out, events)
     }
 }

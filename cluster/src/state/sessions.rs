@@ -264,9 +264,8 @@ pub fn set_must_change(kv: &mut Overlay<'_>, username: &str, on: bool) -> Result
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::command::{Command, Request};
-    use crate::state::apply_request;
-    use crate::state::test_apply::{run, tree};
+    use crate::command::Command;
+    use crate::state::test_apply::{apply_entry, run, tree};
     use crate::storage::sm_store::StateReader;
 
     fn reader(t: &sled::Tree) -> StateReader {
@@ -275,13 +274,7 @@ mod tests {
 
     /// Applies one entry of `version` and returns its events.
     fn run_v(t: &sled::Tree, version: u16, ts_ms: u64, commands: Vec<Command>) -> Vec<Event> {
-        let st = crate::storage::state_tree::StateTree::new(t.clone());
-        let mut kv = Overlay::new(&st);
-        let mut events = Vec::new();
-        let req = Request::new(version, ts_ms, commands.into());
-        apply_request(&mut kv, &req, 1, &mut events).unwrap();
-        st.apply(kv.into_writes()).unwrap();
-        events
+        apply_entry(t, version, ts_ms, 1, commands).1
     }
 
     fn users(t: &sled::Tree) {

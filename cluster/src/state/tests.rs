@@ -6,11 +6,9 @@
 
 use super::chat::{self, channel_view};
 use super::events::EventKind;
-use super::test_apply::{run, tree};
-use super::{Overlay, apply_request, keys};
-use crate::command::{
-    Applied, ApplyError, COMMAND_VERSION, ChannelKind, Command, Outcome, Request, Role,
-};
+use super::test_apply::{apply_entry, run, tree};
+use super::{Overlay, keys};
+use crate::command::{Applied, ApplyError, COMMAND_VERSION, ChannelKind, Command, Outcome, Role};
 
 fn setup(tree: &sled::Tree) {
     run(
@@ -407,12 +405,7 @@ fn disabling_revokes_sessions_and_only_admins_may() {
     };
     let out = run(&t, 13, vec![disable("bob")]);
     assert!(matches!(out[0], Err(ApplyError::Forbidden(_))));
-    let st = crate::storage::state_tree::StateTree::new(t.clone());
-    let mut kv = Overlay::new(&st);
-    let mut events = Vec::new();
-    let req = Request::new(COMMAND_VERSION, 14, vec![disable("alice")].into());
-    apply_request(&mut kv, &req, 9, &mut events).unwrap();
-    st.apply(kv.into_writes()).unwrap();
+    let (_, events) = apply_entry(&t, COMMAND_VERSION, 14, 9, vec![disable("alice")]);
     assert!(events.iter().any(
         |e| matches!(&e.kind, EventKind::SessionRevoked { token_hash } if token_hash == "bobtoken")
     ));

@@ -35,7 +35,7 @@ pub struct StateTree {
 /// Read side of a gate. A panic while holding the write side poisons the lock; the tree is then
 /// possibly half written, but that panic has already stopped the state machine (Raft's apply
 /// task ended), so readers keep reading what is there, as they would have after a failed batch.
-pub(crate) fn read(gate: &RwLock<()>) -> RwLockReadGuard<'_, ()> {
+fn read(gate: &RwLock<()>) -> RwLockReadGuard<'_, ()> {
     gate.read().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -53,7 +53,8 @@ impl StateTree {
 
     /// The tree without the gate: for whole-tree work that has its own consistency rule
     /// (snapshot builds with `snapshot_cow`, installs behind the INSTALLING marker, proofs
-    /// written after apply stopped) and for the single writer's own reads while it applies.
+    /// written after apply stopped). The apply path itself reads through the gate (`Overlay`),
+    /// uncontended: it is the only writer.
     pub fn raw(&self) -> &sled::Tree {
         &self.tree
     }
